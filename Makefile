@@ -1,0 +1,44 @@
+# fedcollab: every set-up step lives here, so a fresh machine needs only `make demo` / `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test check lint typecheck unit integration experiments clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: the CPU build (a plain `torch` would pull a multi-GB CUDA build).
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+## The demo federation: coordinator + 9 brand partner nodes over TLS on loopback.
+demo: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/fedcollab demo --out results/demo
+
+## Every check: lint, format, types, unit and integration tests.
+test: $(STAMP) lint typecheck
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q
+
+check: test
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q -m "not integration"
+
+integration: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -m integration
+
+experiments: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m experiments.horizontal --out results/experiments
+
+clean:
+	rm -rf $(VENV) results .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,210 @@
+"""What a partner computes for each coordinator request.
+
+Each handler takes the partner's validated data, the job spec and the
+request's decoded payload, and returns ``(meta, vector)`` for the reply. They
+call only pure protocol functions, so they run unchanged in tests, in the
+simulation engine and on a real SuperNode. Every vector they return is an
+aggregate (sums and counts over at least one row, never a row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from client.partner_data import PartnerData
+from common.errors import ProtocolError, SchemaError
+from common.jobspec import JobSpec
+from common.schema import DatasetSchema
+from common.serde import Payload
+from protocols import evaluation, fedavg, kmeans, models, preprocessing, segments
+from protocols.local_training import predict_proba, train_local
+
+__all__ = ["HANDLERS", "Reply", "check_job"]
+
+Reply = tuple[dict[str, Any], np.ndarray | None]
+EVAL_BINS = 1000
+
+
+def check_job(data: PartnerData, spec: JobSpec) -> None:
+    """Refuse a job this partner is not part of or whose data contract differs."""
+    if spec.participants and data.partner not in spec.participants:
+        raise SchemaError(
+            f"partner {data.partner!r} is not a participant of job {spec.name!r}",
+            hint="the operator must list this partner in the job's participants",
+        )
+    expected = DatasetSchema.model_validate(spec.data_schema).fingerprint()
+    if data.dataset.schema.fingerprint() != expected:
+        raise SchemaError(
+            f"this partner's schema does not match job {spec.name!r}'s data contract",
+            hint="align the schema file with the job's schema (same columns, types, policies)",
+        )
+
+
+def _rows(data: PartnerData, spec: JobSpec, which: str) -> np.ndarray:
+    if spec.task == "segmentation" or which == "all":
+        return np.arange(data.dataset.n_rows)
+    return {"train": data.train, "validation": data.validation, "test": data.test}[which]
+
+
+def _features(data: PartnerData, pre: preprocessing.Preprocessor, rows: np.ndarray) -> np.ndarray:
+    sub = data.dataset.subset(rows)
+    return pre.transform(sub.numeric, sub.categorical, sub.boolean)
+
+
+def _labels(data: PartnerData, rows: np.ndarray) -> np.ndarray:
+    if data.dataset.labels is None:
+        raise SchemaError(
+            "this partner's data has no label column", hint="purchase prediction needs labels"
+        )
+    return data.dataset.labels[rows]
+
+
+def handshake(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
+    ds = data.dataset
+    return (
+        {
+            "partner": data.partner,
+            "dataset_hash": ds.content_hash,
+            "schema_fingerprint": ds.schema.fingerprint(),
+            "n_rows": ds.n_rows,
+        },
+        None,
+    )
+
+
+def vocabulary(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
+    columns = [f.name for f in data.dataset.schema.categorical_features if f.vocabulary is None]
+    sub = data.dataset.subset(_rows(data, spec, "train"))
+    return {"vocab": preprocessing.local_vocabulary(sub.categorical, columns)}, None
+
+
+def _layout(meta: Mapping[str, Any]) -> preprocessing.MomentsLayout:
+    raw = meta["layout"]
+    return preprocessing.MomentsLayout(
+        numeric_names=tuple(raw["numeric"]),
+        categorical_vocab={k: tuple(v) for k, v in raw["categorical"].items()},
+        boolean_names=tuple(raw["boolean"]),
+    )
+
+
+def moments(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
+    sub = data.dataset.subset(_rows(data, spec, "train"))
+    vec = preprocessing.local_moments(
+        _layout(payload.meta), sub.numeric, sub.categorical, sub.boolean
+    )
+    return {}, vec
+
+
+def _model_from(payload: Payload, spec: JobSpec, n_features: int) -> Any:
+    model = models.build_model(
+        spec.model.kind,
+        n_features=n_features,
+        hidden_sizes=spec.model.hidden_sizes,
+        seed=spec.training.seed,
+    )
+    if payload.vector is None:
+        raise ProtocolError("training request carries no global model")
+    shapes = models.shapes_of(models.get_weights(model))
+    models.set_weights(model, models.unflatten(payload.vector, shapes))
+    return model
+
+
+def train(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
+    """Evaluate the received global model on validation rows, then train locally.
+
+    Reply vector: ``[n * weights..., n | validation eval vector]``.
+    """
+    pre = preprocessing.Preprocessor.from_dict(payload.meta["preprocessor"])
+    model = _model_from(payload, spec, pre.n_features)
+    val_rows = _rows(data, spec, "validation")
+    val_eval = evaluation.local_eval_vector(
+        _labels(data, val_rows),
+        predict_proba(model, _features(data, pre, val_rows)),
+        bins=EVAL_BINS,
+    )
+    train_rows = _rows(data, spec, "train")
+    t = spec.training
+    result = train_local(
+        model,
+        _features(data, pre, train_rows),
+        _labels(data, train_rows),
+        epochs=t.local_epochs,
+        batch_size=t.batch_size,
+        learning_rate=t.learning_rate,
+        proximal_mu=t.proximal_mu,
+        optimizer=t.optimizer,
+        seed=t.seed + int(payload.meta["round"]),
+    )
+    update = fedavg.encode_update(result.weights, n_examples=result.n_examples)
+    return {"train_loss": result.mean_loss}, np.concatenate([update, val_eval])
+
+
+def evaluate(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
+    """Evaluation vectors of the given model on validation and test rows."""
+    pre = preprocessing.Preprocessor.from_dict(payload.meta["preprocessor"])
+    model = _model_from(payload, spec, pre.n_features)
+    parts = []
+    for which in ("validation", "test"):
+        rows = _rows(data, spec, which)
+        parts.append(
+            evaluation.local_eval_vector(
+                _labels(data, rows), predict_proba(model, _features(data, pre, rows)), bins=EVAL_BINS
+            )
+        )
+    return {}, np.concatenate(parts)
+
+
+def _segment_x(data: PartnerData, payload: Payload) -> np.ndarray:
+    pre = preprocessing.Preprocessor.from_dict(payload.meta["preprocessor"])
+    return _features(data, pre, np.arange(data.dataset.n_rows))
+
+
+def kmeans_seed(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
+    s = spec.segmentation
+    vec = kmeans.local_seed_vector(
+        _segment_x(data, payload),
+        k_local=s.k_local,
+        min_cluster_size=s.min_cluster_size,
+        seed=s.seed,
+    )
+    return {}, vec
+
+
+def _centroids(payload: Payload) -> np.ndarray:
+    return np.asarray(payload.meta["centroids"], dtype=np.float64)
+
+
+def kmeans_step(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
+    return {}, kmeans.local_cluster_vector(_segment_x(data, payload), _centroids(payload))
+
+
+def segment_profile(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
+    """Reply vector: ``[profile sums | Lloyd sums of the final centroids]``."""
+    centroids = _centroids(payload)
+    ds = data.dataset
+    x = _segment_x(data, payload)
+    assignments = kmeans.assign(x, centroids)
+    numeric_names = [f.name for f in ds.schema.numeric_features]
+    vec = segments.local_profile_vector(
+        assignments,
+        ds.numeric,
+        ds.labels,
+        k=centroids.shape[0],
+        numeric_names=numeric_names,
+    )
+    return {}, np.concatenate([vec, kmeans.local_cluster_vector(x, centroids)])
+
+
+HANDLERS: dict[str, Callable[[PartnerData, JobSpec, Payload], Reply]] = {
+    "query.handshake": handshake,
+    "query.vocabulary": vocabulary,
+    "query.moments": moments,
+    "train.fedavg": train,
+    "evaluate.fedavg": evaluate,
+    "query.kmeans_seed": kmeans_seed,
+    "query.kmeans_step": kmeans_step,
+    "query.segment_profile": segment_profile,
+}

@@ -1,0 +1,136 @@
+"""The fedcollab exception tree.
+
+Every error a user can cause derives from :class:`FedcollabError`, carries a
+``hint`` that says what to do, and maps to its own CLI exit code::
+
+    FedcollabError                      (exit 1)
+    +-- DataValidationError             (exit 10)  a partner's CSV breaks its schema
+    +-- SchemaError                     (exit 11)  a schema file is itself invalid
+    +-- JobSpecError                    (exit 12)  a job spec file is invalid
+    +-- WorkspaceError                  (exit 13)  federation workspace missing/corrupt
+    +-- FederationError                 (exit 14)  coordinator/nodes unreachable, job failed
+    |   +-- NotEnoughPartnersError      (exit 15)  fewer partners than the job's minimum
+    +-- ProtocolError                   (exit 16)  a peer sent a malformed/unexpected message
+    +-- PrivacyError                    (exit 20)
+    |   +-- BudgetExceededError         (exit 21)  a round would exceed a dataset's DP cap
+    |   +-- CiphertextError             (exit 22)  a ciphertext is foreign, malformed, truncated
+    +-- ComplianceError                 (exit 30)
+    |   +-- AuditVerificationError      (exit 31)  an audit log/bundle fails verification
+    |   +-- PolicyRefusal               (exit 32)  purpose/grant/consent missing or expired
+
+Exit code 2 is reserved for command-line usage errors (Typer/Click).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuditVerificationError",
+    "BudgetExceededError",
+    "CiphertextError",
+    "ComplianceError",
+    "DataValidationError",
+    "FedcollabError",
+    "FederationError",
+    "JobSpecError",
+    "NotEnoughPartnersError",
+    "PolicyRefusal",
+    "PrivacyError",
+    "ProtocolError",
+    "SchemaError",
+    "WorkspaceError",
+]
+
+
+class FedcollabError(Exception):
+    """Root of every error fedcollab raises on purpose."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def diagnostics(self) -> str:
+        """A human-readable explanation: what went wrong and what to do."""
+        text = self.message
+        if self.hint:
+            text += f"\nWhat to do: {self.hint}"
+        return text
+
+
+class DataValidationError(FedcollabError):
+    """A dataset does not satisfy its schema.
+
+    ``file``, ``row`` (1-based, the header is row 1) and ``column`` locate the
+    problem; any of them may be ``None`` when it does not apply.
+    """
+
+    exit_code = 10
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str,
+        row: int | None = None,
+        column: str | None = None,
+        hint: str = "",
+    ) -> None:
+        where = f"{file}"
+        if row is not None:
+            where += f", row {row}"
+        if column is not None:
+            where += f", column {column!r}"
+        super().__init__(f"{where}: {message}", hint=hint)
+        self.file = file
+        self.row = row
+        self.column = column
+
+
+class SchemaError(FedcollabError):
+    exit_code = 11
+
+
+class JobSpecError(FedcollabError):
+    exit_code = 12
+
+
+class WorkspaceError(FedcollabError):
+    exit_code = 13
+
+
+class FederationError(FedcollabError):
+    exit_code = 14
+
+
+class NotEnoughPartnersError(FederationError):
+    exit_code = 15
+
+
+class ProtocolError(FedcollabError):
+    exit_code = 16
+
+
+class PrivacyError(FedcollabError):
+    exit_code = 20
+
+
+class BudgetExceededError(PrivacyError):
+    exit_code = 21
+
+
+class CiphertextError(PrivacyError):
+    exit_code = 22
+
+
+class ComplianceError(FedcollabError):
+    exit_code = 30
+
+
+class AuditVerificationError(ComplianceError):
+    exit_code = 31
+
+
+class PolicyRefusal(ComplianceError):
+    exit_code = 32

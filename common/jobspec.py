@@ -1,0 +1,180 @@
+"""Job specification: what an operator asks the federation to do.
+
+A job spec is a TOML file (untrusted input: validated strictly by pydantic)::
+
+    name = "purchase-prediction"
+    task = "purchase_prediction"          # or "segmentation"
+    purpose = "purchase-prediction"       # a registered processing purpose
+    schema = "partners/region-1.schema.json"  # the data contract every partner must match
+    participants = ["region-1", "region-2", "region-3"]   # empty: every connected partner
+    min_partners = 3
+    rounds = 30
+
+    [model]
+    kind = "logreg"                       # or "mlp"
+
+    [training]
+    local_epochs = 1
+    learning_rate = 0.01
+
+The spec travels to the coordinator and to every partner as canonical JSON
+(:meth:`JobSpec.to_json`), so both sides see exactly the same job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from common.errors import JobSpecError
+
+__all__ = [
+    "EvaluationSpec",
+    "JobSpec",
+    "ModelSpec",
+    "SegmentationSpec",
+    "TrainingSpec",
+    "load_job_spec",
+]
+
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ModelSpec(BaseModel):
+    model_config = _STRICT
+    kind: Literal["logreg", "mlp"] = "logreg"
+    hidden_sizes: tuple[int, ...] = (32, 16)
+
+
+class TrainingSpec(BaseModel):
+    model_config = _STRICT
+    local_epochs: int = Field(default=1, ge=1, le=100)
+    batch_size: int = Field(default=64, ge=1, le=65536)
+    learning_rate: float = Field(default=0.01, gt=0.0, le=10.0)
+    optimizer: Literal["sgd", "adam"] = "adam"
+    #: FedProx proximal weight mu (Li et al. 2020); 0 is plain FedAvg.
+    proximal_mu: float = Field(default=0.0, ge=0.0, le=100.0)
+    seed: int = 0
+
+
+class EvaluationSpec(BaseModel):
+    model_config = _STRICT
+    validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
+    #: Early stopping on the federated validation AUC; 0 disables it.
+    early_stopping_patience: int = Field(default=5, ge=0)
+    early_stopping_min_delta: float = Field(default=1e-4, ge=0.0)
+    split_seed: int = 0
+
+
+class SegmentationSpec(BaseModel):
+    model_config = _STRICT
+    k: int = Field(default=5, ge=2, le=100)
+    k_local: int = Field(default=10, ge=2, le=200)
+    #: Local clusters smaller than this are never reported at seeding.
+    min_cluster_size: int = Field(default=10, ge=2)
+    lloyd_iterations: int = Field(default=20, ge=1, le=500)
+    tolerance: float = Field(default=1e-6, ge=0.0)
+    seed: int = 0
+
+
+class JobSpec(BaseModel):
+    """A validated job specification (see the module docstring)."""
+
+    model_config = _STRICT
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    task: Literal["purchase_prediction", "segmentation"]
+    purpose: str = Field(min_length=1, max_length=128)
+    participants: tuple[str, ...] = ()
+    min_partners: int = Field(default=2, ge=1)
+    rounds: int = Field(default=20, ge=1, le=10000)
+    #: Seconds to wait for a round's replies before counting a partner as dropped.
+    round_timeout_s: float = Field(default=120.0, gt=0.0)
+    #: Seconds to wait at the start for min_partners partners to be online.
+    startup_timeout_s: float = Field(default=120.0, gt=0.0)
+    #: The common data contract, embedded as a dict (a path in the TOML file).
+    data_schema: dict[str, Any] = Field(alias="schema")
+    model: ModelSpec = ModelSpec()
+    training: TrainingSpec = TrainingSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    segmentation: SegmentationSpec = SegmentationSpec()
+
+    @model_validator(mode="after")
+    def _check(self) -> JobSpec:
+        if len(set(self.participants)) != len(self.participants):
+            raise ValueError("participants lists a partner twice")
+        if self.participants and self.min_partners > len(self.participants):
+            raise ValueError(
+                f"min_partners={self.min_partners} exceeds the {len(self.participants)} participants"
+            )
+        return self
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys) used on the wire and for the job hash."""
+        return json.dumps(
+            self.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":")
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> JobSpec:
+        try:
+            return cls.model_validate_json(text, strict=False)
+        except ValidationError as exc:
+            raise JobSpecError(
+                f"job spec on the wire is invalid: {_summarise(exc)}",
+                hint="the coordinator and this node may run different fedcollab versions",
+            ) from exc
+
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.to_json().encode()).hexdigest()
+
+
+def _summarise(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def load_job_spec(path: Path) -> JobSpec:
+    """Read and validate a TOML job spec; the ``schema`` path is resolved and embedded."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise JobSpecError(f"cannot read job spec {path}: {exc}", hint="check the path") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise JobSpecError(
+            f"{path} is not valid TOML: {exc}", hint="fix the syntax (see README, 'Job specs')"
+        ) from exc
+    schema_ref = raw.get("schema")
+    if not isinstance(schema_ref, str):
+        raise JobSpecError(
+            f"{path}: 'schema' must name the partners' schema file",
+            hint='add schema = "path/to/dataset.schema.json" (relative to the job file)',
+        )
+    schema_path = (path.parent / schema_ref).resolve()
+    try:
+        raw["schema"] = json.loads(schema_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise JobSpecError(
+            f"{path}: cannot read schema {schema_path}: {exc}",
+            hint="point 'schema' at a schema file written by `fedcollab data split`",
+        ) from exc
+    for key in ("participants",):
+        if isinstance(raw.get(key), list):
+            raw[key] = tuple(raw[key])
+    if isinstance(raw.get("model"), dict) and isinstance(raw["model"].get("hidden_sizes"), list):
+        raw["model"]["hidden_sizes"] = tuple(raw["model"]["hidden_sizes"])
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise JobSpecError(
+            f"{path}: {_summarise(exc)}", hint="see README, 'Job specs', for every field"
+        ) from exc

@@ -1,0 +1,86 @@
+"""All (de)serialisation between protocol values and Flower messages.
+
+Protocol code handles numpy vectors and plain dicts; this module alone turns
+them into Flower ``RecordDict`` content and back, so neither the coordinator's
+job drivers nor the partner's handlers touch Flower records directly.
+
+Wire layout of every fedcollab message::
+
+    content["meta"]   ConfigRecord {"json": <canonical JSON object>}
+    content["vector"] ArrayRecord  {"v": float64 vector}          (optional)
+
+A partner that refuses a request replies with ``meta = {"refused": <error
+class>, "reason": <text>}`` and no vector: a refusal never carries data.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+
+from common.errors import ProtocolError
+
+__all__ = ["Payload", "decode", "encode", "refusal"]
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A decoded message body: JSON metadata and an optional float64 vector."""
+
+    meta: Mapping[str, Any]
+    vector: np.ndarray | None = None
+
+    @property
+    def refused(self) -> str | None:
+        value = self.meta.get("refused")
+        return str(value) if value is not None else None
+
+
+def encode(meta: Mapping[str, Any], vector: np.ndarray | None = None) -> RecordDict:
+    records: dict[str, Any] = {
+        "meta": ConfigRecord({"json": json.dumps(dict(meta), sort_keys=True, allow_nan=False)})
+    }
+    if vector is not None:
+        vec = np.ascontiguousarray(vector, dtype=np.float64).reshape(-1)
+        records["vector"] = ArrayRecord({"v": Array(vec)})
+    return RecordDict(records)
+
+
+def refusal(error: Exception, *, reason: str) -> RecordDict:
+    """A refusal reply: the error class name and a reason that holds no data values."""
+    return encode({"refused": type(error).__name__, "reason": reason})
+
+
+def decode(content: RecordDict, *, expect_length: int | None = None) -> Payload:
+    try:
+        meta_record = content["meta"]
+        assert isinstance(meta_record, ConfigRecord)
+        meta = json.loads(str(meta_record["json"]))
+        if not isinstance(meta, dict):
+            raise TypeError("meta is not a JSON object")
+    except (KeyError, AssertionError, TypeError, ValueError) as exc:
+        raise ProtocolError(
+            f"malformed message: no valid 'meta' record ({exc})",
+            hint="peer runs an incompatible fedcollab version",
+        ) from exc
+    vector = None
+    if "vector" in content:
+        record = content["vector"]
+        if not isinstance(record, ArrayRecord) or "v" not in record:
+            raise ProtocolError("malformed message: bad 'vector' record")
+        vector = np.asarray(record["v"].numpy(), dtype=np.float64).reshape(-1)
+        if expect_length is not None and vector.shape[0] != expect_length:
+            raise ProtocolError(
+                f"vector has {vector.shape[0]} values, expected {expect_length}",
+                hint="peer runs an incompatible fedcollab version or another job's model",
+            )
+        if not np.all(np.isfinite(vector)):
+            raise ProtocolError("vector holds NaN or infinite values")
+    elif expect_length is not None:
+        raise ProtocolError("message carries no vector where one was expected")
+    return Payload(meta=meta, vector=vector)

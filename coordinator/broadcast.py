@@ -1,0 +1,100 @@
+"""Send one request to many partners and consume replies as they arrive.
+
+Flower's ``Grid.send_and_receive`` returns only when every reply is in; the
+coordinator instead pulls replies in a loop and hands each one to a callback
+straight away, so aggregation is streaming (no partner's contribution waits
+in memory for the others) and a partner that never answers is counted as
+dropped once the round's deadline passes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from flwr.app import Message, RecordDict
+from flwr.serverapp import Grid
+
+from common.errors import ProtocolError
+from common.serde import Payload, decode
+
+__all__ = ["Outcome", "broadcast"]
+
+_POLL_S = 0.2
+
+
+@dataclass
+class Outcome:
+    """Who answered a request and who did not (node id -> reason)."""
+
+    replied: list[int] = field(default_factory=list)
+    dropped: dict[int, str] = field(default_factory=dict)
+    refused: dict[int, str] = field(default_factory=dict)
+
+
+def broadcast(
+    grid: Grid,
+    *,
+    node_ids: Iterable[int],
+    message_type: str,
+    content_for: Callable[[int], RecordDict],
+    on_reply: Callable[[int, Payload], None],
+    group_id: str,
+    timeout_s: float,
+    expect_length: int | None = None,
+) -> Outcome:
+    """Send ``content_for(node)`` to every node; call ``on_reply`` per valid reply.
+
+    A reply that is an error, a refusal, or malformed does not reach
+    ``on_reply``; the node is reported in ``dropped`` or ``refused``.
+    """
+    nodes = list(node_ids)
+    messages = [
+        Message(
+            content=content_for(node),
+            dst_node_id=node,
+            message_type=message_type,
+            group_id=group_id,
+            ttl=timeout_s,
+        )
+        for node in nodes
+    ]
+    pending = dict(zip(grid.push_messages(messages), nodes, strict=True))
+    outcome = Outcome()
+    deadline = time.monotonic() + timeout_s
+    while pending and time.monotonic() < deadline:
+        for reply in grid.pull_messages(list(pending)):
+            msg_id = reply.metadata.reply_to_message_id
+            node = pending.pop(msg_id, None)
+            if node is None:
+                continue
+            _handle(reply, node, outcome, on_reply, expect_length)
+        if pending:
+            time.sleep(_POLL_S)
+    for node in pending.values():
+        outcome.dropped[node] = f"no reply within {timeout_s:g} s"
+    return outcome
+
+
+def _handle(
+    reply: Message,
+    node: int,
+    outcome: Outcome,
+    on_reply: Callable[[int, Payload], None],
+    expect_length: int | None,
+) -> None:
+    if reply.has_error():
+        outcome.dropped[node] = f"error reply: {reply.error.reason}"
+        return
+    try:
+        payload = decode(reply.content, expect_length=None)
+        if payload.refused:
+            outcome.refused[node] = f"{payload.refused}: {payload.meta.get('reason', '')}"
+            return
+        payload = decode(reply.content, expect_length=expect_length)
+        on_reply(node, payload)
+    except ProtocolError as exc:
+        outcome.dropped[node] = f"malformed reply: {exc.message}"
+        return
+    outcome.replied.append(node)

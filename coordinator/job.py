@@ -1,0 +1,118 @@
+"""Run one job end to end on a Grid: partners, preprocessing, task, outputs.
+
+The same function runs inside the coordinator's ServerApp on a real
+federation and inside Flower's simulation engine (``fedcollab run``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import traceback
+from typing import Any
+
+from flwr.serverapp import Grid
+
+import common
+from common.errors import FedcollabError
+from common.jobspec import JobSpec
+from common.schema import DatasetSchema
+from coordinator.outputs import JobOutputs
+from coordinator.prediction import run_prediction
+from coordinator.preprocess import federated_preprocessor
+from coordinator.roster import Roster
+from coordinator.segmentation import run_segmentation
+
+__all__ = ["run_job"]
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def run_job(grid: Grid, spec: JobSpec, outputs: JobOutputs, *, mode: str) -> dict[str, Any]:
+    """Run ``spec``; writes every output file and returns the metrics document."""
+    started, t0 = _now(), time.monotonic()
+    roster = Roster(spec=spec, outputs=outputs)
+    outputs.event("job_start", job=spec.name, task=spec.task, digest=spec.digest(), mode=mode)
+    try:
+        schema = DatasetSchema.model_validate(spec.data_schema)
+        roster.discover(grid)
+        pre = federated_preprocessor(grid, roster, schema)
+        metrics: dict[str, Any] = {"job": spec.name, "task": spec.task}
+        if spec.task == "purchase_prediction":
+            pred = run_prediction(grid, roster, spec, pre, outputs)
+            metrics.update(
+                rounds_run=pred.rounds_run,
+                best_round=pred.best_round,
+                history=pred.history,
+                final=pred.final,
+            )
+        else:
+            seg = run_segmentation(grid, roster, spec, schema, pre, outputs)
+            metrics.update(
+                iterations=seg.iterations,
+                objective=seg.objective,
+                history=seg.history,
+                segments=seg.profiles,
+            )
+        metrics["dropouts"] = roster.dropped
+        metrics["refused"] = roster.refused
+        metrics["wall_time_s"] = round(time.monotonic() - t0, 3)
+        outputs.write_json("metrics.json", metrics)
+        outputs.write_json("model_card.json", _model_card(spec, roster, metrics, started, mode))
+        outputs.write_json("result.json", {"status": "completed", "finished": _now()})
+        outputs.event("job_end", status="completed", final=metrics.get("final"),
+                      objective=metrics.get("objective"), dropouts=roster.dropped)
+        return metrics
+    except FedcollabError as exc:
+        _fail(outputs, roster, type(exc).__name__, exc.diagnostics())
+        raise
+    except Exception as exc:
+        _fail(outputs, roster, type(exc).__name__, "".join(traceback.format_exception(exc)))
+        raise
+
+
+def _fail(outputs: JobOutputs, roster: Roster, kind: str, reason: str) -> None:
+    outputs.write_json(
+        "result.json",
+        {"status": "failed", "error": kind, "reason": reason, "dropouts": roster.dropped,
+         "finished": _now()},
+    )
+    outputs.event("job_end", status="failed", error=kind, reason=reason, dropouts=roster.dropped)
+
+
+def _model_card(
+    spec: JobSpec, roster: Roster, metrics: dict[str, Any], started: str, mode: str
+) -> dict[str, Any]:
+    return {
+        "fedcollab_version": common.__version__,
+        "job": {"name": spec.name, "digest": spec.digest(), "task": spec.task,
+                "purpose": spec.purpose, "mode": mode},
+        "started": started,
+        "finished": _now(),
+        "partners": [
+            {"name": p.name, "dataset_hash": p.dataset_hash, "n_rows": p.n_rows}
+            for p in roster.all_partners
+        ],
+        "completed_by": roster.names,
+        "dropouts": roster.dropped,
+        "data_schema_fingerprint": DatasetSchema.model_validate(spec.data_schema).fingerprint(),
+        "parameters": {
+            "model": spec.model.model_dump(mode="json"),
+            "training": spec.training.model_dump(mode="json"),
+            "evaluation": spec.evaluation.model_dump(mode="json"),
+            "segmentation": spec.segmentation.model_dump(mode="json"),
+            "rounds": spec.rounds,
+            "min_partners": spec.min_partners,
+        },
+        "protections": {
+            "raw_rows_shared": False,
+            "aggregation": "plaintext sums at the coordinator",
+            "differential_privacy": None,
+        },
+        "metrics": {k: v for k, v in metrics.items() if k in ("final", "objective", "rounds_run",
+                                                              "best_round", "iterations")},
+    }
+
+

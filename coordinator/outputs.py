@@ -1,0 +1,73 @@
+"""A job's output folder: progress stream, metrics, model, model card.
+
+Layout (the same for a real federation and for ``fedcollab run``)::
+
+    <out>/progress.jsonl   one JSON event per line, appended as the job runs
+    <out>/metrics.json     metrics per round and final metrics
+    <out>/model.pt         final global model (purchase prediction)
+    <out>/preprocessor.json  federated standardisation and vocabularies
+    <out>/centroids.json   final centroids (segmentation)
+    <out>/segments.json    segment profiles in business units (segmentation)
+    <out>/model_card.json  datasets by content hash, partners, rounds, parameters, metrics
+    <out>/result.json      final status: completed / failed, with the reason
+
+Every file is written atomically (temporary file + rename), so a reader never
+sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["JobOutputs", "read_progress"]
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+class JobOutputs:
+    """Writes a job's outputs into one folder."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._progress = self.dir / "progress.jsonl"
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """Append one progress event (flushed and fsynced: followers see it at once)."""
+        line = json.dumps({"event": kind, "time": time.time(), **fields}, sort_keys=True)
+        with self._progress.open("a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        return self.write_bytes(name, _dump(obj).encode())
+
+    def write_bytes(self, name: str, data: bytes) -> Path:
+        path = self.dir / name
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return path
+
+
+def read_progress(directory: Path, *, start: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Events appended since byte offset ``start``; returns (events, new offset)."""
+    path = directory / "progress.jsonl"
+    if not path.exists():
+        return [], start
+    with path.open("rb") as fh:
+        fh.seek(start)
+        data = fh.read()
+    end = data.rfind(b"\n") + 1
+    events = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+    return events, start + end

@@ -1,0 +1,163 @@
+"""Purchase prediction: FedAvg / FedProx rounds with federated evaluation.
+
+FedAvg (McMahan et al. 2017, arXiv:1602.05629) weighted by example counts;
+FedProx (Li et al. 2020, arXiv:1812.06127) when ``training.proximal_mu > 0``.
+
+Each round the coordinator sends the global model; each partner first
+evaluates it on its validation rows, then trains locally, and replies with
+one vector ``[n * weights, n | evaluation sums]``. The coordinator only adds
+these vectors as they arrive: the new global model is the weighted average
+and the federated validation metrics (AUC from pooled score histograms,
+accuracy, log-loss) of the previous global model come from the same sum.
+Early stopping keeps the model with the best federated validation AUC.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.serverapp import Grid
+
+from common.jobspec import JobSpec
+from common.serde import Payload
+from coordinator.outputs import JobOutputs
+from coordinator.roster import Partner, Roster
+from protocols import evaluation, fedavg, models, preprocessing
+from protocols.early_stopping import EarlyStopping
+from protocols.vector_sum import VectorSum
+
+__all__ = ["PredictionResult", "run_prediction"]
+
+EVAL_BINS = 1000
+
+
+@dataclass
+class PredictionResult:
+    rounds_run: int = 0
+    best_round: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    final: dict[str, Any] = field(default_factory=dict)
+
+
+def _metrics(m: evaluation.EvalMetrics) -> dict[str, Any]:
+    return {"n": m.n, "auc": m.auc, "accuracy": m.accuracy, "log_loss": m.log_loss}
+
+
+def run_prediction(
+    grid: Grid,
+    roster: Roster,
+    spec: JobSpec,
+    pre: preprocessing.Preprocessor,
+    outputs: JobOutputs,
+) -> PredictionResult:
+    model = models.build_model(
+        spec.model.kind,
+        n_features=pre.n_features,
+        hidden_sizes=spec.model.hidden_sizes,
+        seed=spec.training.seed,
+    )
+    weights = models.get_weights(model)
+    shapes = models.shapes_of(weights)
+    n_update = fedavg.update_length(shapes)
+    n_eval = evaluation.eval_vector_length(bins=EVAL_BINS)
+    pre_meta = pre.to_dict()
+    stopper = EarlyStopping(
+        patience=max(spec.evaluation.early_stopping_patience, 1),
+        min_delta=spec.evaluation.early_stopping_min_delta,
+        mode="max",
+    )
+    result = PredictionResult()
+    # Model i is the global model after i rounds (model 0: the initial one).
+    global_w = weights
+    best_w, best_auc, best_idx = weights, -1.0, 0
+    for rnd in range(1, spec.rounds + 1):
+        total = VectorSum(n_update + n_eval)
+        losses: list[float] = []
+
+        def on_reply(_p: Partner, payload: Payload, total: VectorSum = total) -> None:
+            total.add(payload.vector)
+            losses.append(float(payload.meta.get("train_loss", float("nan"))))
+
+        flat = models.flatten(global_w)
+        senders = roster.request(
+            grid,
+            action="train.fedavg",
+            meta={"round": rnd, "preprocessor": pre_meta},
+            vector_for=lambda _n, flat=flat: flat,
+            on_reply=on_reply,
+            step=f"round-{rnd}",
+            expect_length=n_update + n_eval,
+        )
+        summed = total.total
+        val = evaluation.metrics_from_vector(summed[n_update:], bins=EVAL_BINS)
+        auc = val.auc if val.auc is not None else 0.0
+        if auc > best_auc:
+            best_w, best_auc, best_idx = global_w, auc, rnd - 1
+        stop = stopper.update(auc)
+        global_w = fedavg.decode_average(summed[:n_update], shapes)
+        result.history.append(
+            {
+                "round": rnd,
+                "partners": sorted(p.name for p in senders),
+                "validation_of_model_before_round": _metrics(val),
+                "train_loss": float(np.nanmean(losses)) if losses else None,
+            }
+        )
+        result.rounds_run = rnd
+        outputs.event(
+            "round",
+            task="purchase_prediction",
+            round=rnd,
+            total=spec.rounds,
+            partners=len(senders),
+            val_auc=val.auc,
+            val_log_loss=val.log_loss,
+        )
+        if spec.evaluation.early_stopping_patience > 0 and stop:
+            outputs.event("early_stop", round=rnd, best_round=best_idx)
+            break
+
+    # The last model has not been validated yet: evaluate it, keep the better one.
+    val_last, test_last = _evaluate(grid, roster, pre_meta, global_w, n_eval, "final-evaluation")
+    if (val_last.auc or 0.0) >= best_auc:
+        best_w, best_idx, val_b, test_b = global_w, result.rounds_run, val_last, test_last
+    else:
+        val_b, test_b = _evaluate(grid, roster, pre_meta, best_w, n_eval, "final-evaluation-best")
+    result.best_round = best_idx
+    result.final = {"validation": _metrics(val_b), "test": _metrics(test_b)}
+    models.set_weights(model, best_w)
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    outputs.write_bytes("model.pt", buf.getvalue())
+    outputs.write_json("preprocessor.json", pre_meta)
+    return result
+
+
+def _evaluate(
+    grid: Grid,
+    roster: Roster,
+    pre_meta: dict[str, Any],
+    weights: list[np.ndarray],
+    n_eval: int,
+    step: str,
+) -> tuple[evaluation.EvalMetrics, evaluation.EvalMetrics]:
+    total = VectorSum(2 * n_eval)
+    flat = models.flatten(weights)
+    roster.request(
+        grid,
+        action="evaluate.fedavg",
+        meta={"preprocessor": pre_meta},
+        vector_for=lambda _n: flat,
+        on_reply=lambda _p, payload: total.add(payload.vector),
+        step=step,
+        expect_length=2 * n_eval,
+    )
+    summed = total.total
+    return (
+        evaluation.metrics_from_vector(summed[:n_eval], bins=EVAL_BINS),
+        evaluation.metrics_from_vector(summed[n_eval:], bins=EVAL_BINS),
+    )

@@ -1,0 +1,66 @@
+"""Federated preprocessing: vocabularies, then standardisation moments.
+
+Two requests, both aggregated at the coordinator without pooled data:
+
+1. ``query.vocabulary``: each partner reports the distinct values of the
+   categorical columns whose vocabulary the schema leaves open; the
+   coordinator takes the union (declared vocabularies win).
+2. ``query.moments``: each partner sends one vector of counts, sums and sums
+   of squares (see :class:`protocols.preprocessing.MomentsLayout`); the
+   coordinator only adds the vectors and derives means and standard
+   deviations from the total.
+
+Leakage: step 1 reveals which category values each partner holds (not how
+often); step 2 reveals to the coordinator the per-partner moments vector in
+plaintext (under homomorphic aggregation only the sum).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flwr.serverapp import Grid
+
+from common.schema import DatasetSchema
+from common.serde import Payload
+from coordinator.roster import Partner, Roster
+from protocols import preprocessing
+from protocols.vector_sum import VectorSum
+
+__all__ = ["federated_preprocessor"]
+
+
+def federated_preprocessor(
+    grid: Grid, roster: Roster, schema: DatasetSchema
+) -> preprocessing.Preprocessor:
+    vocabs: list[dict[str, list[str]]] = []
+
+    def on_vocab(_p: Partner, payload: Payload) -> None:
+        vocabs.append(dict(payload.meta["vocab"]))
+
+    roster.request(grid, action="query.vocabulary", meta={}, on_reply=on_vocab, step="vocabulary")
+    declared = {
+        f.name: list(f.vocabulary) for f in schema.categorical_features if f.vocabulary is not None
+    }
+    merged = preprocessing.merge_vocabularies(vocabs, declared=declared)
+    ordered = {f.name: tuple(merged[f.name]) for f in schema.categorical_features}
+    layout = preprocessing.MomentsLayout(
+        numeric_names=tuple(f.name for f in schema.numeric_features),
+        categorical_vocab=ordered,
+        boolean_names=tuple(f.name for f in schema.boolean_features),
+    )
+    total = VectorSum(layout.length)
+    layout_meta: dict[str, Any] = {
+        "numeric": list(layout.numeric_names),
+        "categorical": {k: list(v) for k, v in layout.categorical_vocab.items()},
+        "boolean": list(layout.boolean_names),
+    }
+    roster.request(
+        grid,
+        action="query.moments",
+        meta={"layout": layout_meta},
+        on_reply=lambda _p, payload: total.add(payload.vector),
+        step="moments",
+        expect_length=layout.length,
+    )
+    return preprocessing.Preprocessor.from_moments(layout, total.total)

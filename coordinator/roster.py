@@ -1,0 +1,178 @@
+"""Which partners take part in a job, and who dropped out when.
+
+At the start of a job the coordinator waits for partners to come online,
+greets each with a handshake (the job spec; the partner answers with its
+name, dataset hash and schema fingerprint) and keeps those that belong to
+the job. In a real federation a node's name is the one the operator gave it
+at registration (bound to its authentication key); a node claiming another
+partner's name is refused.
+
+During the job every request goes through :meth:`Roster.request`: a partner
+that errors, refuses or misses the deadline is dropped for the rest of the
+job and recorded, and the job stops with :class:`NotEnoughPartnersError`
+once fewer than ``min_partners`` remain.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from flwr.app import RecordDict
+from flwr.serverapp import Grid
+
+from common.errors import NotEnoughPartnersError
+from common.jobspec import JobSpec
+from common.serde import Payload, encode
+from coordinator.broadcast import broadcast
+from coordinator.outputs import JobOutputs
+
+__all__ = ["Partner", "Roster"]
+
+_HANDSHAKE_TIMEOUT_S = 60.0
+_POLL_S = 1.0
+_GRACE_S = 3.0
+
+
+@dataclass(frozen=True)
+class Partner:
+    node_id: int
+    name: str
+    dataset_hash: str
+    n_rows: int
+
+
+@dataclass
+class Roster:
+    spec: JobSpec
+    outputs: JobOutputs
+    active: dict[int, Partner] = field(default_factory=dict)
+    dropped: list[dict[str, object]] = field(default_factory=list)
+    refused: list[dict[str, object]] = field(default_factory=list)
+    all_partners: list[Partner] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(p.name for p in self.active.values())
+
+    def job_meta(self) -> dict[str, object]:
+        return {"job": self.spec.to_json()}
+
+    # -- discovery ----------------------------------------------------------
+    def discover(self, grid: Grid) -> None:
+        spec = self.spec
+        wanted = set(spec.participants)
+        seen: set[int] = set()
+        deadline = time.monotonic() + spec.startup_timeout_s
+        last_new = time.monotonic()
+        self.outputs.event("waiting", min_partners=spec.min_partners, participants=sorted(wanted))
+        while True:
+            nodes = {n.node_id: getattr(n, "name", "") for n in grid.get_nodes()}
+            new = [nid for nid in nodes if nid not in seen]
+            if new:
+                seen.update(new)
+                last_new = time.monotonic()
+                self._greet(grid, new, nodes)
+            have = {p.name for p in self.active.values()}
+            if wanted and wanted <= have:
+                break
+            if (
+                not wanted
+                and len(self.active) >= spec.min_partners
+                and time.monotonic() - last_new >= _GRACE_S
+            ):
+                break
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(_POLL_S)
+        missing = sorted(wanted - {p.name for p in self.active.values()})
+        if len(self.active) < spec.min_partners:
+            raise NotEnoughPartnersError(
+                f"only {len(self.active)} of the required {spec.min_partners} partners joined "
+                f"within {spec.startup_timeout_s:g} s (missing: {', '.join(missing) or '-'}; "
+                f"refused: {len(self.refused)})",
+                hint="start the partners' nodes (`fedcollab node start`) or lower min_partners",
+            )
+        self.all_partners = sorted(self.active.values(), key=lambda p: p.name)
+        self.outputs.event(
+            "partners",
+            partners=[p.name for p in self.all_partners],
+            missing=missing,
+            refused=self.refused,
+        )
+
+    def _greet(self, grid: Grid, node_ids: list[int], registered: dict[int, str]) -> None:
+        replies: dict[int, Payload] = {}
+        outcome = broadcast(
+            grid,
+            node_ids=node_ids,
+            message_type="query.handshake",
+            content_for=lambda _n: encode(self.job_meta()),
+            on_reply=replies.__setitem__,
+            group_id="handshake",
+            timeout_s=_HANDSHAKE_TIMEOUT_S,
+        )
+        for node, reason in {**outcome.refused, **outcome.dropped}.items():
+            self.refused.append({"node": node, "partner": registered.get(node, ""), "reason": reason})
+        for node, payload in replies.items():
+            name = str(payload.meta.get("partner", ""))
+            reg = registered.get(node, "")
+            if reg and reg != name:
+                self.refused.append(
+                    {"node": node, "partner": reg, "reason": f"claims to be {name!r}"}
+                )
+                continue
+            if self.spec.participants and name not in self.spec.participants:
+                continue
+            if any(p.name == name for p in self.active.values()):
+                self.refused.append({"node": node, "partner": name, "reason": "duplicate name"})
+                continue
+            self.active[node] = Partner(
+                node_id=node,
+                name=name,
+                dataset_hash=str(payload.meta.get("dataset_hash", "")),
+                n_rows=int(payload.meta.get("n_rows", 0)),
+            )
+
+    # -- requests -----------------------------------------------------------
+    def request(
+        self,
+        grid: Grid,
+        *,
+        action: str,
+        meta: dict[str, object],
+        vector_for: Callable[[int], object] | None = None,
+        on_reply: Callable[[Partner, Payload], None],
+        step: str,
+        expect_length: int | None = None,
+    ) -> list[Partner]:
+        """Send ``action`` to every active partner; returns those whose reply was used."""
+        full_meta = {**self.job_meta(), **meta}
+
+        def content_for(node: int) -> RecordDict:
+            vec = vector_for(node) if vector_for is not None else None
+            return encode(full_meta, vec)  # type: ignore[arg-type]
+
+        outcome = broadcast(
+            grid,
+            node_ids=list(self.active),
+            message_type=action,
+            content_for=content_for,
+            on_reply=lambda node, payload: on_reply(self.active[node], payload),
+            group_id=step,
+            timeout_s=self.spec.round_timeout_s,
+            expect_length=expect_length,
+        )
+        for node, reason in {**outcome.dropped, **outcome.refused}.items():
+            partner = self.active.pop(node)
+            record = {"partner": partner.name, "step": step, "reason": reason}
+            self.dropped.append(record)
+            self.outputs.event("dropout", **record)
+        if len(self.active) < self.spec.min_partners:
+            raise NotEnoughPartnersError(
+                f"{len(self.active)} partners left after {step}, below min_partners="
+                f"{self.spec.min_partners} (dropped: {[d['partner'] for d in self.dropped]})",
+                hint="restart the dropped partners' nodes and resubmit, or lower min_partners",
+            )
+        return [self.active[n] for n in outcome.replied if n in self.active]

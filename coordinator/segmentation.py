@@ -1,0 +1,130 @@
+"""User segmentation: federated k-means with segment profiles.
+
+Seeding in the spirit of k-FED (Dennis, Li, Smith 2021, arXiv:2103.00697):
+partners cluster locally and report only clusters of at least
+``min_cluster_size`` rows as (count, sum); the coordinator runs weighted
+k-means++ on those local centres. Then Lloyd iterations (Lloyd 1982) on
+summed per-cluster sums and counts, and finally segment profiles in business
+units (size, mean of every numeric feature in original units, purchase rate)
+from summed per-segment counts and sums.
+
+Leakage: at seeding the coordinator sees each partner's local cluster sums
+and counts (aggregates of >= ``min_cluster_size`` rows); in Lloyd steps and
+profiles each partner's per-cluster sums and counts (only their total under
+homomorphic aggregation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from flwr.serverapp import Grid
+
+from common.jobspec import JobSpec
+from common.schema import DatasetSchema
+from common.serde import Payload
+from coordinator.outputs import JobOutputs
+from coordinator.roster import Partner, Roster
+from protocols import kmeans, preprocessing, segments
+from protocols.vector_sum import VectorSum
+
+__all__ = ["SegmentationResult", "run_segmentation"]
+
+
+@dataclass
+class SegmentationResult:
+    iterations: int = 0
+    objective: float = float("nan")
+    history: list[dict[str, Any]] = field(default_factory=list)
+    centroids: list[list[float]] = field(default_factory=list)
+    profiles: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_segmentation(
+    grid: Grid,
+    roster: Roster,
+    spec: JobSpec,
+    schema: DatasetSchema,
+    pre: preprocessing.Preprocessor,
+    outputs: JobOutputs,
+) -> SegmentationResult:
+    s = spec.segmentation
+    d = pre.n_features
+    pre_meta = pre.to_dict()
+    seeds: list[np.ndarray] = []
+
+    def on_seed(_p: Partner, payload: Payload) -> None:
+        assert payload.vector is not None
+        seeds.append(payload.vector)
+
+    roster.request(
+        grid,
+        action="query.kmeans_seed",
+        meta={"preprocessor": pre_meta},
+        on_reply=on_seed,
+        step="kmeans-seed",
+        expect_length=kmeans.seed_vector_length(k_local=s.k_local, n_features=d),
+    )
+    centroids = kmeans.seed_centroids(seeds, k=s.k, n_features=d, seed=s.seed)
+    result = SegmentationResult()
+    length = kmeans.cluster_vector_length(k=s.k, n_features=d)
+    previous_objective = float("inf")
+    for it in range(1, s.lloyd_iterations + 1):
+        total = VectorSum(length)
+        roster.request(
+            grid,
+            action="query.kmeans_step",
+            meta={"preprocessor": pre_meta, "centroids": centroids.tolist()},
+            on_reply=lambda _p, payload, total=total: total.add(payload.vector),
+            step=f"lloyd-{it}",
+            expect_length=length,
+        )
+        new_centroids, objective, counts = kmeans.update_centroids(total.total, centroids)
+        result.history.append(
+            {"iteration": it, "objective": objective, "sizes": [int(c) for c in counts]}
+        )
+        outputs.event(
+            "round", task="segmentation", round=it, total=s.lloyd_iterations, objective=objective
+        )
+        shift = float(np.max(np.abs(new_centroids - centroids)))
+        centroids = new_centroids
+        result.iterations = it
+        converged = shift <= s.tolerance or (
+            previous_objective - objective <= s.tolerance * max(abs(objective), 1.0)
+        )
+        previous_objective = objective
+        if converged:
+            break
+
+    numeric_names = [f.name for f in schema.numeric_features]
+    plen = segments.profile_vector_length(k=s.k, numeric_names=numeric_names)
+    profile_total = VectorSum(plen)
+    final_total = VectorSum(length)
+
+    def on_profile(_p: Partner, payload: Payload) -> None:
+        assert payload.vector is not None
+        profile_total.add(payload.vector[:plen])
+        final_total.add(payload.vector[plen:])
+
+    roster.request(
+        grid,
+        action="query.segment_profile",
+        meta={"preprocessor": pre_meta, "centroids": centroids.tolist()},
+        on_reply=on_profile,
+        step="segment-profiles",
+        expect_length=plen + length,
+    )
+    _, result.objective, _ = kmeans.update_centroids(final_total.total, centroids)
+    profiles = segments.profiles_from_vector(
+        profile_total.total, k=s.k, numeric_names=numeric_names
+    )
+    result.centroids = centroids.tolist()
+    result.profiles = [asdict(p) for p in profiles]
+    outputs.write_json(
+        "centroids.json", {"feature_names": pre.feature_names, "centroids": result.centroids}
+    )
+    outputs.write_json("segments.json", result.profiles)
+    outputs.write_json("preprocessor.json", pre_meta)
+    return result

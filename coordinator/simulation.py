@@ -1,0 +1,105 @@
+"""Run a job in Flower's simulation engine on local partner files.
+
+``fedcollab run JOB --partners DIR`` tries a job before a real federation
+exists: each ``<name>.csv`` + ``<name>.schema.json`` pair in ``DIR`` (as
+written by ``fedcollab data split``) becomes one virtual SuperNode, and the
+very same ServerApp and ClientApp code runs, writing the same outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from common.errors import FederationError, JobSpecError
+from common.jobspec import JobSpec
+from client.client_app import make_client_app
+from client.partner_data import PartnerSource
+from coordinator.server_app import make_server_app
+
+__all__ = ["discover_partner_files", "run_simulation_job"]
+
+
+def discover_partner_files(directory: Path) -> list[PartnerSource]:
+    """Every ``<name>.csv`` with a ``<name>.schema.json`` beside it, sorted by name."""
+    if not directory.is_dir():
+        raise JobSpecError(
+            f"partner folder {directory} does not exist",
+            hint="create partner files with `fedcollab data split`",
+        )
+    sources = []
+    for schema in sorted(directory.glob("*.schema.json")):
+        name = schema.name.removesuffix(".schema.json")
+        csv = directory / f"{name}.csv"
+        if csv.exists():
+            sources.append(PartnerSource(partner=name, data=csv.resolve(), schema=schema.resolve()))
+    if not sources:
+        raise JobSpecError(
+            f"no partner files (<name>.csv + <name>.schema.json) in {directory}",
+            hint="create them with `fedcollab data split`",
+        )
+    return sources
+
+
+def run_simulation_job(
+    spec: JobSpec,
+    sources: list[PartnerSource],
+    out_dir: Path,
+    *,
+    num_cpus: int | None = None,
+    verbose: bool = False,
+) -> dict[str, Any]:
+    """Run ``spec`` with one virtual node per source; returns the result document."""
+    from flwr.simulation import run_simulation
+
+    if spec.participants:
+        known = {s.partner for s in sources}
+        unknown = sorted(set(spec.participants) - known)
+        if unknown:
+            raise JobSpecError(
+                f"participants {unknown} have no partner files",
+                hint="fix the job's participants or the --partners folder",
+            )
+        sources = [s for s in sources if s.partner in spec.participants]
+    out_dir = out_dir.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("progress.jsonl", "result.json"):
+        (out_dir / stale).unlink(missing_ok=True)
+    partners = [
+        {"partner": s.partner, "data": str(s.data), "schema": str(s.schema)} for s in sources
+    ]
+    overrides = {
+        "job": spec.to_json(),
+        "output-dir": str(out_dir),
+        "mode": "simulation",
+        "sim-partners": json.dumps(partners),
+    }
+    cpus = num_cpus or os.cpu_count() or 1
+    backend_config: Any = {
+        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+        "init_args": {"num_cpus": cpus, "num_gpus": 0, "include_dashboard": False},
+    }
+    if not verbose:
+        logging.getLogger("flwr").setLevel(logging.WARNING)
+    run_simulation(
+        server_app=make_server_app(overrides),
+        client_app=make_client_app(overrides),
+        num_supernodes=len(sources),
+        backend_config=backend_config,
+        verbose_logging=verbose,
+    )
+    result_path = out_dir / "result.json"
+    if not result_path.exists():
+        raise FederationError(
+            "the simulation ended without a result", hint="rerun with --verbose to see Flower's log"
+        )
+    result: dict[str, Any] = json.loads(result_path.read_text())
+    if result.get("status") != "completed":
+        raise FederationError(
+            f"job {spec.name!r} failed: {result.get('error')}: {result.get('reason')}",
+            hint="see progress.jsonl in the output folder",
+        )
+    return result
