@@ -61,7 +61,9 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except FedcollabError as exc:
-        err.print(f"[bold red]error ({type(exc).__name__}):[/] {exc.diagnostics()}", highlight=False)
+        err.print(
+            f"[bold red]error ({type(exc).__name__}):[/] {exc.diagnostics()}", highlight=False
+        )
         sys.exit(exc.exit_code)
     except typer.Abort:
         err.print("aborted")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-import torch
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
@@ -25,9 +24,6 @@ from common.serde import decode, encode, refusal
 __all__ = ["app", "make_client_app"]
 
 log = logging.getLogger("fedcollab.client")
-
-# Each partner process trains on one core: simulations run several side by side.
-torch.set_num_threads(1)
 
 
 def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Message:
@@ -45,6 +41,7 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
         )
         check_job(data, spec)
         handler = HANDLERS[action]
+        _limit_threads(action)
         meta, vector = handler(data, spec, payload)
         return Message(encode(meta, vector), reply_to=msg)
     except FedcollabError as exc:
@@ -60,6 +57,14 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
         )
 
 
+def _limit_threads(action: str) -> None:
+    """One core per partner process: simulations and demos run many side by side."""
+    if action.startswith(("train.", "evaluate.")):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def make_client_app(overrides: Mapping[str, str] | None = None) -> ClientApp:
     """A ClientApp; ``overrides`` add run-config keys (the simulation's partner files)."""
     fixed = dict(overrides or {})
@@ -70,7 +75,6 @@ def make_client_app(overrides: Mapping[str, str] | None = None) -> ClientApp:
 
     for category, action in (
         ("query", "handshake"),
-        ("query", "vocabulary"),
         ("query", "moments"),
         ("train", "fedavg"),
         ("evaluate", "fedavg"),

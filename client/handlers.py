@@ -19,8 +19,7 @@ from common.errors import ProtocolError, SchemaError
 from common.jobspec import JobSpec
 from common.schema import DatasetSchema
 from common.serde import Payload
-from protocols import evaluation, fedavg, kmeans, models, preprocessing, segments
-from protocols.local_training import predict_proba, train_local
+from protocols import evaluation, fedavg, kmeans, preprocessing, segments
 
 __all__ = ["HANDLERS", "Reply", "check_job"]
 
@@ -59,26 +58,29 @@ def _labels(data: PartnerData, rows: np.ndarray) -> np.ndarray:
         raise SchemaError(
             "this partner's data has no label column", hint="purchase prediction needs labels"
         )
-    return data.dataset.labels[rows]
+    labels: np.ndarray = data.dataset.labels[rows]
+    return labels
 
 
 def handshake(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
+    """Who this partner is, and the category values it holds in open vocabularies.
+
+    The vocabulary rides on the handshake to save a round trip: Flower starts
+    one ClientApp process per message.
+    """
     ds = data.dataset
+    columns = [f.name for f in ds.schema.categorical_features if f.vocabulary is None]
+    sub = ds.subset(_rows(data, spec, "train"))
     return (
         {
             "partner": data.partner,
             "dataset_hash": ds.content_hash,
             "schema_fingerprint": ds.schema.fingerprint(),
             "n_rows": ds.n_rows,
+            "vocab": preprocessing.local_vocabulary(sub.categorical, columns),
         },
         None,
     )
-
-
-def vocabulary(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
-    columns = [f.name for f in data.dataset.schema.categorical_features if f.vocabulary is None]
-    sub = data.dataset.subset(_rows(data, spec, "train"))
-    return {"vocab": preprocessing.local_vocabulary(sub.categorical, columns)}, None
 
 
 def _layout(meta: Mapping[str, Any]) -> preprocessing.MomentsLayout:
@@ -99,6 +101,10 @@ def moments(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
 
 
 def _model_from(payload: Payload, spec: JobSpec, n_features: int) -> Any:
+    # torch is imported only by the requests that need it: Flower starts a fresh
+    # ClientApp process per message, and importing torch costs about a second.
+    from protocols import models
+
     model = models.build_model(
         spec.model.kind,
         n_features=n_features,
@@ -117,6 +123,8 @@ def train(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
 
     Reply vector: ``[n * weights..., n | validation eval vector]``.
     """
+    from protocols.local_training import predict_proba, train_local
+
     pre = preprocessing.Preprocessor.from_dict(payload.meta["preprocessor"])
     model = _model_from(payload, spec, pre.n_features)
     val_rows = _rows(data, spec, "validation")
@@ -144,6 +152,8 @@ def train(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
 
 def evaluate(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     """Evaluation vectors of the given model on validation and test rows."""
+    from protocols.local_training import predict_proba
+
     pre = preprocessing.Preprocessor.from_dict(payload.meta["preprocessor"])
     model = _model_from(payload, spec, pre.n_features)
     parts = []
@@ -151,7 +161,9 @@ def evaluate(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
         rows = _rows(data, spec, which)
         parts.append(
             evaluation.local_eval_vector(
-                _labels(data, rows), predict_proba(model, _features(data, pre, rows)), bins=EVAL_BINS
+                _labels(data, rows),
+                predict_proba(model, _features(data, pre, rows)),
+                bins=EVAL_BINS,
             )
         )
     return {}, np.concatenate(parts)
@@ -200,7 +212,6 @@ def segment_profile(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply
 
 HANDLERS: dict[str, Callable[[PartnerData, JobSpec, Payload], Reply]] = {
     "query.handshake": handshake,
-    "query.vocabulary": vocabulary,
     "query.moments": moments,
     "train.fedavg": train,
     "evaluate.fedavg": evaluate,

@@ -111,7 +111,8 @@ class JobSpec(BaseModel):
             raise ValueError("participants lists a partner twice")
         if self.participants and self.min_partners > len(self.participants):
             raise ValueError(
-                f"min_partners={self.min_partners} exceeds the {len(self.participants)} participants"
+                f"min_partners={self.min_partners} exceeds the "
+                f"{len(self.participants)} participants"
             )
         return self
 

@@ -36,6 +36,13 @@ class Payload:
     vector: np.ndarray | None = None
 
     @property
+    def array(self) -> np.ndarray:
+        """The vector, or ProtocolError when the message carries none."""
+        if self.vector is None:
+            raise ProtocolError("message carries no vector where one was expected")
+        return self.vector
+
+    @property
     def refused(self) -> str | None:
         value = self.meta.get("refused")
         return str(value) if value is not None else None

@@ -53,6 +53,10 @@ __all__ = ["BUNDLE_FORMAT", "BundleReport", "export_bundle", "verify_bundle"]
 
 BUNDLE_FORMAT = "fedcollab-audit-bundle/1"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
+_LAYOUT = re.compile(
+    r"entries\.jsonl|checkpoints/\d{6}\.note|proofs/consistency-\d+-\d+\.json"
+    r"|keys/[A-Za-z0-9._-]+\.pub"
+)
 
 
 class _Manifest(BaseModel):
@@ -179,6 +183,9 @@ def _check_manifest(root: Path) -> _Manifest:
         for p in root.rglob("*")
         if p.is_file() and p.name != "manifest.json"
     }
+    for rel in sorted(present):
+        if not _LAYOUT.fullmatch(rel):
+            raise AuditVerificationError(f"{rel}: unexpected file in an audit bundle")
     for rel in sorted(present - manifest.files.keys()):
         raise AuditVerificationError(f"manifest: {rel} is not listed in the manifest")
     for rel in sorted(manifest.files.keys() - present):
@@ -275,11 +282,13 @@ def verify_bundle(
     *,
     trusted_keys: Mapping[str, bytes] | None = None,
     workers: int | None = None,
+    chunk_lines: int = 20_000,
 ) -> BundleReport:
     """Verify a bundle offline; raise AuditVerificationError naming what failed.
 
     ``trusted_keys`` (name -> raw key) pins keys obtained out of band, above all
-    the log's; ``workers`` is the number of processes (default: CPU count).
+    the log's; ``workers`` is the number of processes (default: CPU count), each
+    given ``chunk_lines`` entries at a time.
     """
     root = Path(path)
     manifest = _check_manifest(root)
@@ -306,7 +315,9 @@ def verify_bundle(
     actors: dict[str, int] = {}
     if 0 in roots_wanted and cps[0].checkpoint.root != merkle.EMPTY_ROOT:
         raise AuditVerificationError("checkpoint 1 (size 0): root is not the empty-tree root")
-    chunks = _read_chunks(root / "entries.jsonl", 20_000)
+    if not (root / "entries.jsonl").is_file():
+        raise AuditVerificationError("entries.jsonl is missing")
+    chunks = _read_chunks(root / "entries.jsonl", chunk_lines)
     for leaves, chunk_actors in verify_entry_chunks(chunks, keys, workers=workers):
         for name, n in chunk_actors.items():
             actors[name] = actors.get(name, 0) + n

@@ -62,8 +62,13 @@ def run_job(grid: Grid, spec: JobSpec, outputs: JobOutputs, *, mode: str) -> dic
         outputs.write_json("metrics.json", metrics)
         outputs.write_json("model_card.json", _model_card(spec, roster, metrics, started, mode))
         outputs.write_json("result.json", {"status": "completed", "finished": _now()})
-        outputs.event("job_end", status="completed", final=metrics.get("final"),
-                      objective=metrics.get("objective"), dropouts=roster.dropped)
+        outputs.event(
+            "job_end",
+            status="completed",
+            final=metrics.get("final"),
+            objective=metrics.get("objective"),
+            dropouts=roster.dropped,
+        )
         return metrics
     except FedcollabError as exc:
         _fail(outputs, roster, type(exc).__name__, exc.diagnostics())
@@ -76,8 +81,13 @@ def run_job(grid: Grid, spec: JobSpec, outputs: JobOutputs, *, mode: str) -> dic
 def _fail(outputs: JobOutputs, roster: Roster, kind: str, reason: str) -> None:
     outputs.write_json(
         "result.json",
-        {"status": "failed", "error": kind, "reason": reason, "dropouts": roster.dropped,
-         "finished": _now()},
+        {
+            "status": "failed",
+            "error": kind,
+            "reason": reason,
+            "dropouts": roster.dropped,
+            "finished": _now(),
+        },
     )
     outputs.event("job_end", status="failed", error=kind, reason=reason, dropouts=roster.dropped)
 
@@ -87,8 +97,13 @@ def _model_card(
 ) -> dict[str, Any]:
     return {
         "fedcollab_version": common.__version__,
-        "job": {"name": spec.name, "digest": spec.digest(), "task": spec.task,
-                "purpose": spec.purpose, "mode": mode},
+        "job": {
+            "name": spec.name,
+            "digest": spec.digest(),
+            "task": spec.task,
+            "purpose": spec.purpose,
+            "mode": mode,
+        },
         "started": started,
         "finished": _now(),
         "partners": [
@@ -111,8 +126,9 @@ def _model_card(
             "aggregation": "plaintext sums at the coordinator",
             "differential_privacy": None,
         },
-        "metrics": {k: v for k, v in metrics.items() if k in ("final", "objective", "rounds_run",
-                                                              "best_round", "iterations")},
+        "metrics": {
+            k: v
+            for k, v in metrics.items()
+            if k in ("final", "objective", "rounds_run", "best_round", "iterations")
+        },
     }
-
-

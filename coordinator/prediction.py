@@ -78,8 +78,10 @@ def run_prediction(
         total = VectorSum(n_update + n_eval)
         losses: list[float] = []
 
-        def on_reply(_p: Partner, payload: Payload, total: VectorSum = total) -> None:
-            total.add(payload.vector)
+        def on_reply(
+            _p: Partner, payload: Payload, total: VectorSum = total, losses: list[float] = losses
+        ) -> None:
+            total.add(payload.array)
             losses.append(float(payload.meta.get("train_loss", float("nan"))))
 
         flat = models.flatten(global_w)
@@ -87,7 +89,7 @@ def run_prediction(
             grid,
             action="train.fedavg",
             meta={"round": rnd, "preprocessor": pre_meta},
-            vector_for=lambda _n, flat=flat: flat,
+            vector_for=lambda _n, flat=flat: flat,  # type: ignore[misc]
             on_reply=on_reply,
             step=f"round-{rnd}",
             expect_length=n_update + n_eval,
@@ -152,7 +154,7 @@ def _evaluate(
         action="evaluate.fedavg",
         meta={"preprocessor": pre_meta},
         vector_for=lambda _n: flat,
-        on_reply=lambda _p, payload: total.add(payload.vector),
+        on_reply=lambda _p, payload: total.add(payload.array),
         step=step,
         expect_length=2 * n_eval,
     )

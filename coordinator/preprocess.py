@@ -2,8 +2,8 @@
 
 Two requests, both aggregated at the coordinator without pooled data:
 
-1. ``query.vocabulary``: each partner reports the distinct values of the
-   categorical columns whose vocabulary the schema leaves open; the
+1. Vocabulary: in its handshake each partner reports the distinct values of
+   the categorical columns whose vocabulary the schema leaves open; the
    coordinator takes the union (declared vocabularies win).
 2. ``query.moments``: each partner sends one vector of counts, sums and sums
    of squares (see :class:`protocols.preprocessing.MomentsLayout`); the
@@ -22,8 +22,7 @@ from typing import Any
 from flwr.serverapp import Grid
 
 from common.schema import DatasetSchema
-from common.serde import Payload
-from coordinator.roster import Partner, Roster
+from coordinator.roster import Roster
 from protocols import preprocessing
 from protocols.vector_sum import VectorSum
 
@@ -33,12 +32,7 @@ __all__ = ["federated_preprocessor"]
 def federated_preprocessor(
     grid: Grid, roster: Roster, schema: DatasetSchema
 ) -> preprocessing.Preprocessor:
-    vocabs: list[dict[str, list[str]]] = []
-
-    def on_vocab(_p: Partner, payload: Payload) -> None:
-        vocabs.append(dict(payload.meta["vocab"]))
-
-    roster.request(grid, action="query.vocabulary", meta={}, on_reply=on_vocab, step="vocabulary")
+    vocabs = [dict(p.vocab) for p in roster.active.values()]
     declared = {
         f.name: list(f.vocabulary) for f in schema.categorical_features if f.vocabulary is not None
     }
@@ -59,7 +53,7 @@ def federated_preprocessor(
         grid,
         action="query.moments",
         meta={"layout": layout_meta},
-        on_reply=lambda _p, payload: total.add(payload.vector),
+        on_reply=lambda _p, payload: total.add(payload.array),
         step="moments",
         expect_length=layout.length,
     )

@@ -16,7 +16,7 @@ once fewer than ``min_partners`` remain.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from flwr.app import RecordDict
@@ -41,6 +41,8 @@ class Partner:
     name: str
     dataset_hash: str
     n_rows: int
+    #: Category values this partner holds in the schema's open vocabularies.
+    vocab: Mapping[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -114,7 +116,9 @@ class Roster:
             timeout_s=_HANDSHAKE_TIMEOUT_S,
         )
         for node, reason in {**outcome.refused, **outcome.dropped}.items():
-            self.refused.append({"node": node, "partner": registered.get(node, ""), "reason": reason})
+            self.refused.append(
+                {"node": node, "partner": registered.get(node, ""), "reason": reason}
+            )
         for node, payload in replies.items():
             name = str(payload.meta.get("partner", ""))
             reg = registered.get(node, "")
@@ -133,6 +137,7 @@ class Roster:
                 name=name,
                 dataset_hash=str(payload.meta.get("dataset_hash", "")),
                 n_rows=int(payload.meta.get("n_rows", 0)),
+                vocab=dict(payload.meta.get("vocab", {})),
             )
 
     # -- requests -----------------------------------------------------------
@@ -166,7 +171,7 @@ class Roster:
         )
         for node, reason in {**outcome.dropped, **outcome.refused}.items():
             partner = self.active.pop(node)
-            record = {"partner": partner.name, "step": step, "reason": reason}
+            record: dict[str, object] = {"partner": partner.name, "step": step, "reason": reason}
             self.dropped.append(record)
             self.outputs.event("dropout", **record)
         if len(self.active) < self.spec.min_partners:

@@ -77,7 +77,7 @@ def run_segmentation(
             grid,
             action="query.kmeans_step",
             meta={"preprocessor": pre_meta, "centroids": centroids.tolist()},
-            on_reply=lambda _p, payload, total=total: total.add(payload.vector),
+            on_reply=lambda _p, payload, total=total: total.add(payload.array),  # type: ignore[misc]
             step=f"lloyd-{it}",
             expect_length=length,
         )

@@ -14,10 +14,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from common.errors import FederationError, JobSpecError
-from common.jobspec import JobSpec
 from client.client_app import make_client_app
 from client.partner_data import PartnerSource
+from common.errors import FederationError, JobSpecError
+from common.jobspec import JobSpec
 from coordinator.server_app import make_server_app
 
 __all__ = ["discover_partner_files", "run_simulation_job"]

@@ -36,7 +36,7 @@ import numpy.typing as npt
 
 from common.errors import ProtocolError
 from protocols._checks import EMPTY_COUNT, as_vector
-from protocols.models import flatten, unflatten
+from protocols.params import flatten, unflatten
 
 __all__ = ["decode_average", "encode_update", "update_length"]
 

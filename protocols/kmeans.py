@@ -33,7 +33,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.cluster import KMeans
 
 from common.errors import ProtocolError
 from protocols._checks import EMPTY_COUNT, as_matrix, as_vector, check_positive_int
@@ -286,6 +285,9 @@ def centralized_kmeans(
     x: npt.ArrayLike, *, k: int, seed: int, n_init: int = 10, max_iter: int = 300
 ) -> np.ndarray:
     """Centroids from scikit-learn's k-means on pooled data (baseline only)."""
+    # Imported here: partners never need scikit-learn, and it costs ~1 s per process.
+    from sklearn.cluster import KMeans
+
     data = as_matrix(x, name="features")
     check_positive_int(k, name="k")
     if data.shape[0] < k:

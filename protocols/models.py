@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from common.errors import ProtocolError
-from protocols._checks import as_vector, check_positive_int
+from protocols._checks import check_positive_int
+from protocols.params import flatten, shapes_of, unflatten
 
 __all__ = [
     "ModelKind",
@@ -75,11 +76,6 @@ def get_weights(model: nn.Module) -> list[np.ndarray]:
     return [t.detach().cpu().numpy().astype(np.float64) for t in model.state_dict().values()]
 
 
-def shapes_of(weights: Sequence[npt.ArrayLike]) -> list[tuple[int, ...]]:
-    """The shape of each array in ``weights``."""
-    return [tuple(np.shape(w)) for w in weights]
-
-
 def set_weights(model: nn.Module, weights: Sequence[npt.ArrayLike]) -> None:
     """Load ``weights`` (as from :func:`get_weights`) into ``model`` in place.
 
@@ -100,22 +96,3 @@ def set_weights(model: nn.Module, weights: Sequence[npt.ArrayLike]) -> None:
             raise ProtocolError(f"weight {name!r}: contains NaN or infinite values")
         new_state[name] = torch.as_tensor(arr, dtype=current.dtype)
     model.load_state_dict(new_state, strict=True)
-
-
-def flatten(weights: Sequence[npt.ArrayLike]) -> np.ndarray:
-    """Concatenate ``weights`` into one flat float64 vector."""
-    if len(weights) == 0:
-        return np.zeros(0, dtype=np.float64)
-    return np.concatenate([np.asarray(w, dtype=np.float64).ravel() for w in weights])
-
-
-def unflatten(vec: npt.ArrayLike, shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
-    """Split a flat vector back into arrays of ``shapes`` (inverse of :func:`flatten`)."""
-    sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
-    arr = as_vector(vec, length=sum(sizes), name="flat weights")
-    out: list[np.ndarray] = []
-    pos = 0
-    for shape, size in zip(shapes, sizes, strict=True):
-        out.append(arr[pos : pos + size].reshape(shape))
-        pos += size
-    return out

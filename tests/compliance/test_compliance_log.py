@@ -129,13 +129,17 @@ def test_tampered_database_is_refused(tmp_path: Path, signer: Signer) -> None:
         log.append_many([{"i": i} for i in range(10)])
         log.checkpoint()
     _tamper(db, "UPDATE entries SET data = ? WHERE idx = 3", b'{"i":333}')
-    with AuditLog.open(db, origin=ORIGIN, signer=signer) as log:
-        with pytest.raises(AuditVerificationError, match="entry 3 does not match its leaf hash"):
-            log.verify()
+    with (
+        AuditLog.open(db, origin=ORIGIN, signer=signer) as log,
+        pytest.raises(AuditVerificationError, match="entry 3 does not match its leaf hash"),
+    ):
+        log.verify()
     _tamper(db, "UPDATE entries SET leaf = ? WHERE idx = 3", merkle.leaf_hash(b'{"i":333}'))
-    with AuditLog.open(db, origin=ORIGIN, signer=signer) as log:
-        with pytest.raises(AuditVerificationError, match="recomputed root"):
-            log.verify()
+    with (
+        AuditLog.open(db, origin=ORIGIN, signer=signer) as log,
+        pytest.raises(AuditVerificationError, match="recomputed root"),
+    ):
+        log.verify()
     _tamper(db, "UPDATE nodes SET hash = ? WHERE level = 3 AND idx = 0", bytes(32))
     with pytest.raises(AuditVerificationError, match="root does not match the stored tree"):
         AuditLog.open(db, origin=ORIGIN, signer=signer)

@@ -269,9 +269,7 @@ def test_consistency_rejects_every_tampering(m: int, n: int) -> None:
             if (mm, nn) != (m, n):
                 # Checkpoints bind sizes to roots: changed sizes come with their roots.
                 with pytest.raises(AuditVerificationError):
-                    verify_consistency(
-                        mm, nn, mth(LEAVES128[:mm]), mth(LEAVES128[:nn]), proof
-                    )
+                    verify_consistency(mm, nn, mth(LEAVES128[:mm]), mth(LEAVES128[:nn]), proof)
     for bad_proof in ([], proof[:-1], [*proof, r2], [r1, *proof]):
         with pytest.raises(AuditVerificationError):
             verify_consistency(m, n, r1, r2, bad_proof)

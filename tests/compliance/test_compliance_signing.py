@@ -39,7 +39,9 @@ GO_TEXT = (
     b"If you think cryptography is the answer to your problem,\n"
     b"then you don't know what your problem is.\n"
 )
-GO_SIG = "x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM="
+GO_SIG = (
+    "x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM="
+)
 
 
 # --- keys -------------------------------------------------------------------------------
@@ -128,12 +130,18 @@ def test_checkpoint_tampering_is_refused(keys: tuple[Signer, Signer, Signer]) ->
     refused(SignedCheckpoint(signed.checkpoint, (co_sig,)), "no signature by the log key")
     refused(SignedCheckpoint(signed.checkpoint, (log_sig, log_sig)), "duplicate")
     forged = NoteSignature("partner-1", co_sig.key_id, other.sign(_cp().body().encode()))
-    refused(SignedCheckpoint(signed.checkpoint, (log_sig, forged)), "cosignature .* does not verify")
+    refused(
+        SignedCheckpoint(signed.checkpoint, (log_sig, forged)), "cosignature .* does not verify"
+    )
     wrong_kid = NoteSignature("partner-1", b"\0\0\0\0", co_sig.signature)
     refused(SignedCheckpoint(signed.checkpoint, (log_sig, wrong_kid)), "wrong key id")
     stranger = cosign(sign_checkpoint(_cp(), log, ORIGIN), other, "stranger")
     refused(stranger, "unknown key 'stranger'")
-    refused(sign_checkpoint(_cp(), log, ORIGIN), "missing cosignature", required_cosigners=("partner-1",))
+    refused(
+        sign_checkpoint(_cp(), log, ORIGIN),
+        "missing cosignature",
+        required_cosigners=("partner-1",),
+    )
     # Swapped signature bytes between two checkpoints.
     other_cp = sign_checkpoint(_cp(9), log, ORIGIN)
     refused(SignedCheckpoint(signed.checkpoint, other_cp.signatures), "does not verify")
@@ -158,7 +166,9 @@ def test_parse_is_strict(text: str) -> None:
 
 def test_empty_tree_checkpoint(keys: tuple[Signer, Signer, Signer]) -> None:
     signed = sign_checkpoint(Checkpoint(ORIGIN, 0, EMPTY_ROOT), keys[0], ORIGIN)
-    verify_checkpoint(parse_signed_checkpoint(signed.encode()), log_key=(ORIGIN, keys[0].public_key))
+    verify_checkpoint(
+        parse_signed_checkpoint(signed.encode()), log_key=(ORIGIN, keys[0].public_key)
+    )
 
 
 # --- events -----------------------------------------------------------------------------
@@ -173,8 +183,12 @@ def test_event_sign_verify_and_tamper(keys: tuple[Signer, Signer, Signer]) -> No
     assert b'"sig"' not in signing_payload(ev)
     with pytest.raises(AuditVerificationError, match="signature by 'partner-1' does not verify"):
         verify_event(ev, other.public_key)
-    for field, value in [("body", {"purpose": "p2", "n": 3}), ("actor", "partner-2"),
-                         ("type", "consent.revoked"), ("time", "2025-01-31T12:00:01.000000Z")]:
+    for field, value in [
+        ("body", {"purpose": "p2", "n": 3}),
+        ("actor", "partner-2"),
+        ("type", "consent.revoked"),
+        ("time", "2025-01-31T12:00:01.000000Z"),
+    ]:
         with pytest.raises(AuditVerificationError):
             verify_event({**ev, field: value}, actor.public_key)
     with pytest.raises(AuditVerificationError, match="malformed event"):
@@ -184,7 +198,7 @@ def test_event_sign_verify_and_tamper(keys: tuple[Signer, Signer, Signer]) -> No
     with pytest.raises(ComplianceError):
         make_event(actor, "partner 1", "x", {})
     with pytest.raises(ComplianceError):
-        make_event(actor, "p", "x", {}, time=datetime(2025, 1, 1))  # noqa: DTZ001
+        make_event(actor, "p", "x", {}, time=datetime(2025, 1, 1))
     with pytest.raises(ComplianceError):
         make_event(actor, "p", "x", {"f": float("nan")})
 

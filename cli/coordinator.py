@@ -1,0 +1,33 @@
+"""``fedcollab coordinator``: the operator runs the coordinator (a Flower SuperLink)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from coordinator.superlink import flwr_env, superlink_command
+from coordinator.workspace import Workspace
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Operator: run the coordinator.")
+
+
+@app.command("start")
+def start(
+    workspace: Annotated[
+        Path, typer.Option("--workspace", "-w", help="Federation workspace.")
+    ] = Path("workspace"),
+) -> None:
+    """Run the coordinator in the foreground: TLS on, SuperNode authentication on.
+
+    Stop it with Ctrl-C. Its state (registered nodes, runs) persists in the
+    workspace's coordinator/state folder.
+    """
+    ws = Workspace.open(workspace)
+    cmd = superlink_command(ws)
+    typer.echo(f"coordinator {ws.federation.name!r} on {ws.federation.address} (TLS, node auth)")
+    os.execvpe(cmd[0], cmd, flwr_env(ws))  # noqa: S606 - replaces this process: signals reach Flower directly

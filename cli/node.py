@@ -1,0 +1,66 @@
+"""``fedcollab node``: a partner creates its node key and runs its node."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from client.partner_data import PartnerSource
+from client.supernode import NodeConfig, explain_exit, supernode_command, validate_partner_data
+from coordinator.workspace import check_name, generate_node_key
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Partner: create a node key, run a node on your own data.")
+
+
+@app.command("keygen")
+def keygen(
+    directory: Annotated[Path, typer.Argument(help="Where to write node.key and node.pub.")],
+) -> None:
+    """Create this partner's node key pair; send only node.pub to the operator."""
+    private, public = generate_node_key(directory)
+    typer.echo(f"private key: {private} (keep it here)\npublic key:  {public} (send to operator)")
+
+
+@app.command("start")
+def start(
+    partner: Annotated[str, typer.Option(help="Your partner name, as registered.")],
+    data: Annotated[Path, typer.Option(help="Your dataset (CSV).")],
+    schema: Annotated[Path, typer.Option(help="Its schema file (JSON).")],
+    ca: Annotated[Path, typer.Option(help="The federation's CA certificate (ca.crt).")],
+    key: Annotated[Path, typer.Option(help="Your node's private key (node.key).")],
+    superlink: Annotated[str, typer.Option(help="Coordinator address host:port.")] = (
+        "127.0.0.1:9092"
+    ),
+    port: Annotated[int, typer.Option(help="Local port of this node's runtime API.")] = 9094,
+) -> None:
+    """Validate your data, then run your node in the foreground.
+
+    If the data fails validation the node does not start and nothing is sent.
+
+    Example: fedcollab node start --partner acme --data acme.csv --schema acme.schema.json
+    --ca ca.crt --key node/node.key --superlink coordinator.example:9092
+    """
+    source = PartnerSource(partner=check_name("partner", partner), data=data, schema=schema)
+    ds = validate_partner_data(source)
+    typer.echo(f"{data}: {ds.n_rows} rows valid ({ds.content_hash}); connecting to {superlink}")
+    cfg = NodeConfig(source=source, superlink=superlink, ca_cert=ca, node_key=key, port=port)
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            supernode_command(cfg), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+        code = proc.wait()
+        if code != 0:
+            log.seek(0)
+            raise explain_exit(code, log.read().decode(errors="replace"))

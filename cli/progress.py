@@ -1,0 +1,80 @@
+"""Rich rendering of a job's progress events (shared by job, run and demo)."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+__all__ = ["JobProgress"]
+
+
+class JobProgress:
+    """Feed progress events to :meth:`__call__`; shows one bar per job."""
+
+    def __init__(self, console: Console | None = None, *, title: str = "") -> None:
+        self.console = console or Console()
+        self.title = title
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[metric]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self._task: Any = None
+
+    def __enter__(self) -> JobProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._progress.stop()
+
+    def __call__(self, ev: dict[str, Any]) -> None:
+        kind = ev.get("event")
+        say = self._progress.console.print
+        if kind == "job_start":
+            say(f"[bold]{self.title or ev.get('job')}[/]: {ev.get('task')} ({ev.get('mode')})")
+        elif kind == "waiting":
+            say(f"  waiting for at least {ev.get('min_partners')} partners ...")
+        elif kind == "partners":
+            say(f"  partners: {', '.join(ev.get('partners', []))}")
+            for r in ev.get("refused", []):
+                say(f"  [yellow]refused[/] {r.get('partner') or r.get('node')}: {r.get('reason')}")
+        elif kind == "round":
+            if self._task is None:
+                label = "rounds" if ev.get("task") == "purchase_prediction" else "Lloyd iterations"
+                self._task = self._progress.add_task(label, total=ev.get("total"), metric="")
+            if ev.get("val_auc") is not None:
+                metric = f"val AUC {ev['val_auc']:.4f}"
+            elif ev.get("objective") is not None:
+                metric = f"objective {ev['objective']:.1f}"
+            else:
+                metric = ""
+            self._progress.update(self._task, completed=ev.get("round"), metric=metric)
+        elif kind == "dropout":
+            say(f"  [yellow]dropout[/] {ev.get('partner')} at {ev.get('step')}: {ev.get('reason')}")
+        elif kind == "early_stop":
+            say(f"  early stop after round {ev.get('round')} (best: {ev.get('best_round')})")
+        elif kind == "job_end":
+            if ev.get("status") == "completed":
+                final = ev.get("final") or {}
+                test = final.get("test") or {}
+                if test.get("auc") is not None:
+                    say(f"  [green]completed[/]: test AUC {test['auc']:.4f}")
+                elif ev.get("objective") is not None:
+                    say(f"  [green]completed[/]: k-means objective {ev['objective']:.1f}")
+                else:
+                    say("  [green]completed[/]")
+            else:
+                say(f"  [red]failed[/]: {ev.get('error')}: {ev.get('reason')}")

@@ -1,0 +1,94 @@
+"""Start a partner's node: validate local data, then run a Flower SuperNode.
+
+The data file is loaded and validated against its schema *before* the
+SuperNode starts, so a partner with a broken file never connects to the
+coordinator: nothing reaches the network. The SuperNode authenticates with
+the partner's node key and verifies the coordinator's TLS certificate
+against the federation CA.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from client.partner_data import PartnerSource
+from common.dataset import Dataset, load_dataset
+from common.errors import FederationError, WorkspaceError
+from common.schema import load_schema
+
+__all__ = ["NodeConfig", "start_supernode", "supernode_command", "validate_partner_data"]
+
+#: What flower-supernode prints when the coordinator does not know its key.
+_NOT_REGISTERED = "Failed to activate SuperNode"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything a partner's node needs; no field is ever sent to the coordinator."""
+
+    source: PartnerSource
+    superlink: str
+    ca_cert: Path
+    node_key: Path
+    port: int
+
+
+def validate_partner_data(source: PartnerSource) -> Dataset:
+    """Load and validate the partner's file (raises DataValidationError/SchemaError)."""
+    return load_dataset(source.data, load_schema(source.schema))
+
+
+def supernode_command(cfg: NodeConfig) -> list[str]:
+    tool = shutil.which("flower-supernode")
+    if tool is None:
+        raise FederationError(
+            "'flower-supernode' is not on PATH",
+            hint="activate the project's virtualenv (.venv/bin) or run through `make`",
+        )
+    for path, what in ((cfg.ca_cert, "federation CA certificate"), (cfg.node_key, "node key")):
+        if not path.exists():
+            raise WorkspaceError(
+                f"{what} {path} does not exist",
+                hint="the operator sends ca.crt; create the node key with `fedcollab node keygen`",
+            )
+    src = cfg.source
+    node_config = (
+        f"partner='{src.partner}' data='{src.data.resolve()}' schema='{src.schema.resolve()}'"
+    )
+    return [
+        tool,
+        "--superlink", cfg.superlink,
+        "--root-certificates", str(cfg.ca_cert.resolve()),
+        "--auth-supernode-private-key", str(cfg.node_key.resolve()),
+        "--port", str(cfg.port),
+        "--node-config", node_config,
+        "--max-retries", "10",
+    ]  # fmt: skip
+
+
+def start_supernode(cfg: NodeConfig, *, log: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
+    """Validate the data, then start the SuperNode in the background."""
+    validate_partner_data(cfg.source)
+    return subprocess.Popen(
+        supernode_command(cfg),
+        stdout=log if log is not None else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def explain_exit(returncode: int, log_text: str) -> FederationError:
+    """Turn a SuperNode's exit into a typed error that says what to do."""
+    if _NOT_REGISTERED in log_text:
+        return FederationError(
+            "the coordinator refused this node: its key is not registered",
+            hint="send node.pub to the operator; they run `fedcollab federation register`",
+        )
+    return FederationError(
+        f"the SuperNode exited with code {returncode}",
+        hint="check the coordinator address, the CA certificate and the node log",
+    )

@@ -1,0 +1,124 @@
+"""A whole federation on one machine: coordinator and partner nodes as processes.
+
+Used by ``fedcollab demo`` and the integration tests. Every part is the real
+one: a workspace with its own CA, a SuperLink with TLS and node
+authentication, each partner's key registered, and one SuperNode process per
+partner on loopback. Logs go to ``<root>/logs/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from client.partner_data import PartnerSource
+from client.supernode import NodeConfig, start_supernode
+from coordinator.superlink import register_node, start_superlink
+from coordinator.workspace import Workspace
+
+__all__ = ["LocalFederation"]
+
+
+class LocalFederation:
+    """Context manager that starts and stops a loopback federation."""
+
+    def __init__(
+        self,
+        root: Path,
+        partners: Sequence[PartnerSource],
+        *,
+        port: int = 9092,
+        node_port_base: int = 9200,
+        name: str = "demo",
+    ) -> None:
+        self.root = root
+        self.partners = list(partners)
+        self.port = port
+        self.node_port_base = node_port_base
+        self.name = name
+        self.logs = root / "logs"
+        self.workspace: Workspace | None = None
+        self.superlink: subprocess.Popen[bytes] | None = None
+        self.nodes: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def ws(self) -> Workspace:
+        assert self.workspace is not None, "federation not started"
+        return self.workspace
+
+    def start(self) -> LocalFederation:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        ws_dir = self.root / "workspace"
+        if (ws_dir / "federation.json").exists():
+            self.workspace = Workspace.open(ws_dir)
+        else:
+            self.workspace = Workspace.create(
+                ws_dir,
+                name=self.name,
+                port=self.port,
+                partners=tuple(p.partner for p in self.partners),
+            )
+        self.superlink = start_superlink(self.ws, log=(self.logs / "coordinator.log").open("ab"))
+        for src in self.partners:
+            register_node(self.ws, src.partner, self.ws.node_dir(src.partner) / "node.pub")
+        for i, src in enumerate(self.partners):
+            self.start_node(src, index=i)
+        return self
+
+    def start_node(self, src: PartnerSource, *, index: int) -> subprocess.Popen[bytes]:
+        cfg = NodeConfig(
+            source=src,
+            superlink=self.ws.federation.address,
+            ca_cert=self.ws.ca_cert,
+            node_key=self.ws.node_dir(src.partner) / "node.key",
+            port=self.node_port_base + index,
+        )
+        proc = start_supernode(cfg, log=(self.logs / f"{src.partner}.log").open("ab"))
+        self.nodes[src.partner] = proc
+        return proc
+
+    def kill_node(self, partner: str) -> None:
+        """SIGKILL a partner's node and every process it started (its ClientApps)."""
+        proc = self.nodes[partner]
+        _kill_group(proc, signal.SIGKILL)
+
+    def stop(self) -> None:
+        for proc in self.nodes.values():
+            _kill_group(proc, signal.SIGTERM)
+        if self.superlink is not None:
+            _kill_group(self.superlink, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in [*self.nodes.values(), *([self.superlink] if self.superlink else [])]:
+            try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                _kill_group(proc, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+    def __enter__(self) -> LocalFederation:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _kill_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)

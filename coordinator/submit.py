@@ -1,0 +1,140 @@
+"""Submit a job to a running coordinator and follow it.
+
+``flwr run`` needs a Flower App folder; fedcollab's ServerApp and ClientApp
+are installed packages, so submission writes a minimal app folder (only a
+``pyproject.toml`` naming the components) and passes the job as run config
+through a TOML file, which avoids any shell quoting of the job's JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+import common
+from common.errors import FederationError
+from common.jobspec import JobSpec
+from coordinator.outputs import read_progress
+from coordinator.superlink import _tool, flwr_env
+from coordinator.workspace import Workspace
+
+__all__ = ["follow", "submit_job"]
+
+_APP_PYPROJECT: dict[str, Any] = {
+    "build-system": {"requires": ["setuptools>=68"], "build-backend": "setuptools.build_meta"},
+    "project": {"name": "fedcollab-job", "version": common.__version__, "dependencies": []},
+    "tool": {
+        "flwr": {
+            "app": {
+                "publisher": "fedcollab",
+                "components": {
+                    "serverapp": "coordinator.server_app:app",
+                    "clientapp": "client.client_app:app",
+                },
+                "config": {"job": "", "output-dir": "", "mode": "deployment"},
+            }
+        }
+    },
+}
+
+
+def submit_job(ws: Workspace, spec: JobSpec, out_dir: Path) -> int:
+    """Start ``spec`` on the workspace's coordinator; returns Flower's run id."""
+    out_dir = out_dir.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("progress.jsonl", "result.json"):
+        (out_dir / stale).unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="fedcollab-app-") as tmp:
+        app_dir = Path(tmp) / "app"
+        app_dir.mkdir()
+        (app_dir / "pyproject.toml").write_text(tomli_w.dumps(_APP_PYPROJECT))
+        (app_dir / "fedcollab_job.py").write_text('"""Components live in installed packages."""\n')
+        overrides = Path(tmp) / "run-config.toml"
+        overrides.write_text(
+            tomli_w.dumps({"job": spec.to_json(), "output-dir": str(out_dir), "mode": "deployment"})
+        )
+        proc = subprocess.run(
+            [
+                _tool("flwr"), "run", str(app_dir), ws.federation.name,
+                "--run-config", str(overrides), "--format", "json",
+            ],
+            env=flwr_env(ws),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )  # fmt: skip
+    try:
+        reply = json.loads(proc.stdout)
+    except ValueError:
+        reply = {}
+    run_id = reply.get("run-id")
+    if proc.returncode != 0 or not reply.get("success") or run_id is None:
+        detail = reply.get("error-message") or proc.stdout.strip() or proc.stderr.strip()
+        raise FederationError(
+            f"the coordinator did not accept job {spec.name!r}: {detail}",
+            hint="is the coordinator running (`fedcollab coordinator start`)?",
+        )
+    return int(run_id)
+
+
+def run_status(ws: Workspace, run_id: int) -> str:
+    """Flower's status string for a run, e.g. ``running`` or ``finished:completed``."""
+    proc = subprocess.run(
+        [_tool("flwr"), "list", ws.federation.name, "--run-id", str(run_id), "--format", "json"],
+        env=flwr_env(ws),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    try:
+        runs = json.loads(proc.stdout).get("runs", [])
+        return str(runs[0].get("status", "unknown")) if runs else "unknown"
+    except (ValueError, AttributeError, IndexError):
+        return "unknown"
+
+
+def follow(
+    out_dir: Path,
+    *,
+    on_event: Callable[[dict[str, Any]], None],
+    is_alive: Callable[[], bool] | None = None,
+    timeout_s: float = 3600.0,
+    poll_s: float = 0.5,
+) -> dict[str, Any]:
+    """Feed progress events to ``on_event`` until the job ends; returns the last event.
+
+    ``is_alive`` is polled every few seconds: when it reports the run gone
+    without a ``job_end`` event, following stops with a FederationError.
+    """
+    offset = 0
+    deadline = time.monotonic() + timeout_s
+    last_check = time.monotonic()
+    while time.monotonic() < deadline:
+        events, offset = read_progress(out_dir, start=offset)
+        for ev in events:
+            on_event(ev)
+            if ev.get("event") == "job_end":
+                return ev
+        if is_alive is not None and time.monotonic() - last_check > 5.0:
+            last_check = time.monotonic()
+            if not is_alive():
+                events, offset = read_progress(out_dir, start=offset)
+                for ev in events:
+                    on_event(ev)
+                    if ev.get("event") == "job_end":
+                        return ev
+                raise FederationError(
+                    "the job ended without reporting a result",
+                    hint="see `flwr log` for the run, and the coordinator log",
+                )
+        time.sleep(poll_s)
+    raise FederationError(f"the job did not finish within {timeout_s:g} s", hint="check progress")

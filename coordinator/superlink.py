@@ -1,0 +1,177 @@
+"""Start the coordinator (a Flower SuperLink) and register partner nodes.
+
+The SuperLink always runs with TLS (the workspace's certificate) and with
+SuperNode authentication: only nodes whose public key the operator has
+registered (``fedcollab federation register``) can connect. Runtime
+dependency installation is disabled: a job never installs packages on the
+coordinator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+from typing import IO
+
+from common.errors import FederationError, WorkspaceError
+from coordinator.workspace import Workspace, check_name
+
+__all__ = [
+    "flwr_env",
+    "register_node",
+    "registered_nodes",
+    "start_superlink",
+    "superlink_command",
+    "wait_until_serving",
+]
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise FederationError(
+            f"{name!r} is not on PATH",
+            hint="activate the project's virtualenv (.venv/bin) or run through `make`",
+        )
+    return path
+
+
+def flwr_env(ws: Workspace) -> dict[str, str]:
+    """Environment for Flower CLI calls: the workspace's own FLWR_HOME."""
+    return {**os.environ, "FLWR_HOME": str(ws.flwr_home.resolve())}
+
+
+def superlink_command(ws: Workspace) -> list[str]:
+    fed = ws.federation
+    ws.state_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        _tool("flower-superlink"),
+        "--ssl-ca-certfile", str(ws.ca_cert.resolve()),
+        "--ssl-certfile", str(ws.server_cert.resolve()),
+        "--ssl-keyfile", str(ws.server_key.resolve()),
+        "--enable-supernode-auth",
+        "--disable-runtime-dependency-installation",
+        "--host", fed.host,
+        "--port", str(fed.port),
+        "--database", str((ws.state_dir / "superlink.db").resolve()),
+    ]  # fmt: skip
+
+
+def start_superlink(ws: Workspace, *, log: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
+    """Start the SuperLink in the background and wait until it serves TLS."""
+    fed = ws.federation
+    if _port_open(fed.host, fed.port):
+        raise FederationError(
+            f"port {fed.port} on {fed.host} is already in use",
+            hint="stop the other coordinator, or create the workspace with another --port",
+        )
+    proc = subprocess.Popen(
+        superlink_command(ws),
+        env=flwr_env(ws),
+        stdout=log if log is not None else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_until_serving(ws, timeout_s=60.0, proc=proc)
+    except FederationError:
+        proc.kill()
+        raise
+    return proc
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_until_serving(
+    ws: Workspace, *, timeout_s: float, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Block until the SuperLink accepts a TLS connection verified by the workspace CA."""
+    fed = ws.federation
+    ctx = ssl.create_default_context(cafile=str(ws.ca_cert))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise FederationError(
+                f"the SuperLink exited with code {proc.returncode} during start-up",
+                hint="see the coordinator log",
+            )
+        try:
+            with (
+                socket.create_connection((fed.host, fed.port), timeout=1.0) as raw,
+                ctx.wrap_socket(raw, server_hostname=fed.host),
+            ):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise FederationError(
+        f"the SuperLink at {fed.address} did not come up within {timeout_s:g} s",
+        hint="check the coordinator log and that the port is free",
+    )
+
+
+def _registry_path(ws: Workspace) -> Path:
+    return ws.root / "coordinator" / "registered_nodes.json"
+
+
+def registered_nodes(ws: Workspace) -> dict[str, int]:
+    """Partner name -> SuperNode id, as recorded at registration."""
+    path = _registry_path(ws)
+    if not path.exists():
+        return {}
+    data: dict[str, int] = json.loads(path.read_text())
+    return data
+
+
+def register_node(ws: Workspace, partner: str, public_key: Path) -> int:
+    """Register a partner's SuperNode public key with the running SuperLink."""
+    check_name("partner", partner)
+    if not public_key.exists():
+        raise WorkspaceError(
+            f"public key {public_key} does not exist",
+            hint="the partner creates it with `fedcollab node keygen` and sends node.pub",
+        )
+    known = registered_nodes(ws)
+    if partner in known:
+        raise FederationError(
+            f"partner {partner!r} is already registered (node {known[partner]})",
+            hint="each partner registers one node key",
+        )
+    proc = subprocess.run(
+        [
+            _tool("flwr"), "supernode", "register", str(public_key.resolve()),
+            ws.federation.name, "--name", partner, "--format", "json",
+        ],
+        env=flwr_env(ws),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+    try:
+        reply = json.loads(proc.stdout)
+    except ValueError:
+        reply = {}
+    node_id = reply.get("node-id") or reply.get("node_id")
+    if proc.returncode != 0 or not reply.get("success", node_id is not None) or node_id is None:
+        detail = reply.get("error-message") or proc.stdout.strip() or proc.stderr.strip()
+        raise FederationError(
+            f"registering {partner!r} failed: {detail}",
+            hint="is the coordinator running (`fedcollab coordinator start`)? "
+            "Is the key an OpenSSH ECDSA public key from `fedcollab node keygen`?",
+        )
+    known[partner] = int(node_id)
+    path = _registry_path(ws)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(known, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return int(node_id)

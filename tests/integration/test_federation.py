@@ -1,0 +1,159 @@
+"""A real federation on loopback: SuperLink + SuperNodes over TLS with node auth."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.dataset import file_sha256
+from common.jobspec import load_job_spec
+from coordinator.local_federation import LocalFederation
+from coordinator.submit import follow, submit_job
+from coordinator.superlink import flwr_env
+from coordinator.workspace import generate_node_key
+from tests.integration.support import BIN, free_port, make_partners
+
+pytestmark = pytest.mark.integration
+
+
+def write_job(path: Path, schema: Path, **overrides: Any) -> Path:
+    fields = {
+        "name": "it-purchase",
+        "task": "purchase_prediction",
+        "purpose": "purchase-prediction",
+        "schema": str(schema),
+        "min_partners": 3,
+        "rounds": 2,
+        "round_timeout_s": 60.0,
+        "startup_timeout_s": 60.0,
+        **overrides,
+    }
+    lines = []
+    for key, value in fields.items():
+        lines.append(f"{key} = {json.dumps(value)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def node_port_base() -> int:
+    return random.randrange(20000, 40000, 50)
+
+
+@pytest.fixture(scope="module")
+def federation(
+    tmp_path_factory: pytest.TempPathFactory, tool_path: None
+) -> Iterator[LocalFederation]:
+    root = tmp_path_factory.mktemp("fed")
+    partners = make_partners(root, 3)
+    with LocalFederation(
+        root / "federation", partners, port=free_port(), node_port_base=node_port_base()
+    ) as fed:
+        yield fed
+
+
+def test_job_completes_over_tls(federation: LocalFederation, tmp_path: Path) -> None:
+    job = write_job(tmp_path / "job.toml", federation.partners[0].schema)
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [str(BIN / "fedcollab"), "job", "submit", str(job), "-w", str(federation.ws.root),
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=600, env=flwr_env(federation.ws), check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads((out / "result.json").read_text())["status"] == "completed"
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["job"]["mode"] == "deployment"
+    by_name = {p["name"]: p for p in card["partners"]}
+    assert sorted(by_name) == sorted(p.partner for p in federation.partners)
+    for src in federation.partners:
+        assert by_name[src.partner]["dataset_hash"] == file_sha256(src.data)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["rounds_run"] == 2
+    assert 0.5 < metrics["final"]["test"]["auc"] <= 1.0
+    assert (out / "model.pt").stat().st_size > 0
+
+
+def test_unregistered_node_is_refused(federation: LocalFederation, tmp_path: Path) -> None:
+    key, _pub = generate_node_key(tmp_path / "intruder")
+    src = federation.partners[0]
+    proc = subprocess.run(
+        [str(BIN / "fedcollab"), "node", "start", "--partner", "intruder",
+         "--data", str(src.data), "--schema", str(src.schema),
+         "--ca", str(federation.ws.ca_cert), "--key", str(key),
+         "--superlink", federation.ws.federation.address, "--port", str(free_port())],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 14, proc.stdout + proc.stderr
+    assert "not registered" in proc.stderr
+    listing = subprocess.run(
+        [str(BIN / "flwr"), "supernode", "ls", federation.ws.federation.name, "--format", "json"],
+        capture_output=True, text=True, timeout=60, env=flwr_env(federation.ws), check=True,
+    )  # fmt: skip
+    nodes = json.loads(listing.stdout)["nodes"]
+    assert len(nodes) == len(federation.partners)
+
+
+def test_killed_partner_does_not_stop_the_job(
+    tmp_path_factory: pytest.TempPathFactory, tool_path: None, tmp_path: Path
+) -> None:
+    root = tmp_path_factory.mktemp("fed-kill")
+    partners = make_partners(root, 4)
+    job = write_job(tmp_path / "job.toml", partners[0].schema, rounds=6, round_timeout_s=30.0)
+    victim = partners[-1].partner
+    out = tmp_path / "out"
+    with LocalFederation(
+        root / "federation", partners, port=free_port(), node_port_base=node_port_base()
+    ) as fed:
+        submit_job(fed.ws, load_job_spec(job), out)
+        killed = False
+
+        def on_event(ev: dict[str, Any]) -> None:
+            nonlocal killed
+            if ev.get("event") == "round" and ev.get("round") == 2 and not killed:
+                fed.kill_node(victim)
+                killed = True
+
+        t0 = time.monotonic()
+        end = follow(out, on_event=on_event, timeout_s=900)
+        assert killed, f"job ended before round 2 ({time.monotonic() - t0:.0f} s)"
+    assert end["status"] == "completed", end
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [d["partner"] for d in metrics["dropouts"]] == [victim]
+    assert metrics["rounds_run"] == 6
+    assert victim not in metrics["history"][-1]["partners"]
+    card = json.loads((out / "model_card.json").read_text())
+    assert victim not in card["completed_by"]
+    assert victim in [p["name"] for p in card["partners"]]
+
+
+def test_job_stops_below_min_partners(
+    tmp_path_factory: pytest.TempPathFactory, tool_path: None, tmp_path: Path
+) -> None:
+    root = tmp_path_factory.mktemp("fed-min")
+    partners = make_partners(root, 3)
+    job = write_job(tmp_path / "job.toml", partners[0].schema, rounds=5, round_timeout_s=20.0)
+    out = tmp_path / "out"
+    with LocalFederation(
+        root / "federation", partners, port=free_port(), node_port_base=node_port_base()
+    ) as fed:
+        submit_job(fed.ws, load_job_spec(job), out)
+        killed = False
+
+        def on_event(ev: dict[str, Any]) -> None:
+            nonlocal killed
+            if ev.get("event") == "round" and ev.get("round") == 1 and not killed:
+                fed.kill_node(partners[0].partner)
+                killed = True
+
+        end = follow(out, on_event=on_event, timeout_s=900)
+    assert end["status"] == "failed"
+    assert end["error"] == "NotEnoughPartnersError"
+    result = json.loads((out / "result.json").read_text())
+    assert [d["partner"] for d in result["dropouts"]] == [partners[0].partner]
