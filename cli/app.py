@@ -38,9 +38,14 @@ _GROUPS: list[tuple[str, str | None]] = [
     ("cli.node", "node"),
     ("cli.job", "job"),
     ("cli.audit", "audit"),
+    ("cli.registry", "registry"),
+    ("cli.grant", "grant"),
     ("cli.run", None),
     ("cli.demo", None),
 ]
+
+# Commands that join an existing group: (module, group).
+_EXTRAS: list[tuple[str, str]] = [("cli.report", "audit"), ("cli.crossref", "audit")]
 
 for _module_name, _group in _GROUPS:
     try:
@@ -53,6 +58,18 @@ for _module_name, _group in _GROUPS:
         app.registered_commands.extend(_module.app.registered_commands)
     else:
         app.add_typer(_module.app, name=_group)
+
+
+for _module_name, _group in _EXTRAS:
+    try:
+        _module = importlib.import_module(_module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != _module_name:
+            raise
+        continue
+    for _info in app.registered_groups:
+        if _info.name == _group and _info.typer_instance is not None:
+            _info.typer_instance.registered_commands.extend(_module.app.registered_commands)
 
 
 def main() -> None:

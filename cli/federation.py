@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from coordinator.policy_gate import add_grant
 from coordinator.superlink import register_node, registered_nodes
 from coordinator.workspace import Workspace
 
@@ -37,13 +38,19 @@ def init(
     """
     ws = Workspace.create(workspace, name=name, host=host, port=port, partners=tuple(partner or ()))
     typer.echo(f"federation {name!r} created in {ws.root}")
-    typer.echo(f"send {ws.ca_cert} to every partner; it lets their nodes verify the coordinator")
+    typer.echo(
+        f"send {ws.ca_cert} and {ws.audit_pub} to every partner: their nodes verify the "
+        "coordinator's TLS certificate and the checkpoints they cosign"
+    )
 
 
 @app.command("register")
 def register(
     partner: Annotated[str, typer.Argument(help="Partner name.")],
     public_key: Annotated[Path, typer.Argument(help="The partner's node.pub.")],
+    audit_key: Annotated[
+        Path | None, typer.Option(help="The partner's audit.pub (grants, cosignatures).")
+    ] = None,
     workspace: WorkspaceOpt = Path("workspace"),
 ) -> None:
     """Register a partner's node key with the running coordinator.
@@ -51,8 +58,25 @@ def register(
     Only registered nodes may connect; the name is bound to the key, so a node
     cannot later claim to be another partner.
     """
-    node_id = register_node(Workspace.open(workspace), partner, public_key)
+    node_id = register_node(Workspace.open(workspace), partner, public_key, audit_key=audit_key)
     typer.echo(f"registered {partner!r} as node {node_id}")
+
+
+@app.command("grant")
+def grant(
+    grant_file: Annotated[Path, typer.Argument(help="A partner's signed grant (JSON).")],
+    workspace: WorkspaceOpt = Path("workspace"),
+) -> None:
+    """Add a partner's signed dataset grant (checked against its registered audit key).
+
+    Jobs are refused unless every participant's grant covers the job's purpose.
+    """
+    signed = add_grant(Workspace.open(workspace), grant_file)
+    g = signed.grant
+    typer.echo(
+        f"grant of {g.partner!r} for dataset {g.dataset!r}: purposes {', '.join(g.purposes)}; "
+        f"valid until {g.valid_until.isoformat()}"
+    )
 
 
 @app.command("nodes")

@@ -12,6 +12,7 @@ import typer
 
 from client.partner_data import PartnerSource
 from client.supernode import NodeConfig, explain_exit, supernode_command, validate_partner_data
+from compliance.trail import create_party_key
 from coordinator.workspace import check_name, generate_node_key
 
 __all__ = ["app"]
@@ -21,11 +22,19 @@ app = typer.Typer(help="Partner: create a node key, run a node on your own data.
 
 @app.command("keygen")
 def keygen(
-    directory: Annotated[Path, typer.Argument(help="Where to write node.key and node.pub.")],
+    directory: Annotated[Path, typer.Argument(help="Where to write the keys.")],
+    partner: Annotated[str, typer.Option(help="Your partner name.")],
 ) -> None:
-    """Create this partner's node key pair; send only node.pub to the operator."""
+    """Create this partner's keys: node.key (connects to the coordinator) and
+    audit.key (signs your audit trail, grants and cosignatures).
+
+    Keep the .key files here; send node.pub and audit.pub to the operator.
+    """
+    check_name("partner", partner)
     private, public = generate_node_key(directory)
-    typer.echo(f"private key: {private} (keep it here)\npublic key:  {public} (send to operator)")
+    audit_private, audit_public = create_party_key(directory, partner)
+    typer.echo(f"private keys: {private}, {audit_private} (keep them here)")
+    typer.echo(f"public keys:  {public}, {audit_public} (send to the operator)")
 
 
 @app.command("start")
@@ -39,6 +48,21 @@ def start(
         "127.0.0.1:9092"
     ),
     port: Annotated[int, typer.Option(help="Local port of this node's runtime API.")] = 9094,
+    audit_key: Annotated[
+        Path | None, typer.Option(help="Your audit.key: keep a signed audit trail (recommended).")
+    ] = None,
+    audit_db: Annotated[
+        Path | None, typer.Option(help="Your audit log (default: audit.db beside audit.key).")
+    ] = None,
+    coordinator_key: Annotated[
+        Path | None, typer.Option(help="The coordinator's audit.pub, to check what you cosign.")
+    ] = None,
+    grant: Annotated[
+        Path | None, typer.Option(help="Your signed dataset grant (`fedcollab grant sign`).")
+    ] = None,
+    connect_timeout: Annotated[
+        float, typer.Option(help="Seconds to keep trying to reach the coordinator.")
+    ] = 300.0,
 ) -> None:
     """Validate your data, then run your node in the foreground.
 
@@ -50,7 +74,20 @@ def start(
     source = PartnerSource(partner=check_name("partner", partner), data=data, schema=schema)
     ds = validate_partner_data(source)
     typer.echo(f"{data}: {ds.n_rows} rows valid ({ds.content_hash}); connecting to {superlink}")
-    cfg = NodeConfig(source=source, superlink=superlink, ca_cert=ca, node_key=key, port=port)
+    if audit_key is not None and audit_db is None:
+        audit_db = audit_key.with_name("audit.db")
+    cfg = NodeConfig(
+        source=source,
+        superlink=superlink,
+        ca_cert=ca,
+        node_key=key,
+        port=port,
+        audit_db=audit_db,
+        audit_key=audit_key,
+        coordinator_key=coordinator_key,
+        connect_timeout_s=connect_timeout,
+        grant=grant,
+    )
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
             supernode_command(cfg), stdout=subprocess.PIPE, stderr=subprocess.STDOUT

@@ -62,6 +62,8 @@ class JobProgress:
             else:
                 metric = ""
             self._progress.update(self._task, completed=ev.get("round"), metric=metric)
+            if not self.console.is_terminal:  # logs and CI: one line per round
+                say(f"  round {ev.get('round')}/{ev.get('total')}: {metric}")
         elif kind == "dropout":
             say(f"  [yellow]dropout[/] {ev.get('partner')} at {ev.get('step')}: {ev.get('reason')}")
         elif kind == "early_stop":

@@ -9,17 +9,21 @@ partner; the full diagnostics go to the node's own log.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from client.handlers import HANDLERS, check_job
-from client.partner_data import load_partner, source_from_config
-from common.errors import FedcollabError
+from client.audit import PartnerAudit, request_digest
+from client.grant_check import check_grant
+from client.handlers import HANDLERS, Reply, check_job
+from client.partner_data import load_partner, partner_config, source_from_config
+from common.errors import ComplianceError, FedcollabError
 from common.jobspec import JobSpec
-from common.serde import decode, encode, refusal
+from common.serde import Payload, decode, encode
+from compliance.trail import digest_vector
 
 __all__ = ["app", "make_client_app"]
 
@@ -28,33 +32,70 @@ log = logging.getLogger("fedcollab.client")
 
 def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Message:
     action = msg.metadata.message_type
-    run_config = {**context.run_config, **overrides}
+    step = msg.metadata.group_id
+    audit: PartnerAudit | None = None
+    trail_body: dict[str, object] = {"action": action, "step": step}
     try:
         payload = decode(msg.content)
         spec = JobSpec.from_json(str(payload.meta["job"]))
+        trail_body.update(job=spec.name, digest=spec.digest())
+        config = partner_config(context.node_config, {**context.run_config, **overrides})
+        source = source_from_config(config)
+        audit = PartnerAudit.from_config(source.partner, config)
+        if audit is not None:
+            audit.record(
+                "request.received",
+                {**trail_body, "request": request_digest(payload.meta, payload.vector)},
+            )
         ev = spec.evaluation
         data = load_partner(
-            source_from_config(context.node_config, run_config),
+            source,
             validation_fraction=ev.validation_fraction,
             test_fraction=ev.test_fraction,
             split_seed=ev.split_seed,
         )
         check_job(data, spec)
-        handler = HANDLERS[action]
-        _limit_threads(action)
-        meta, vector = handler(data, spec, payload)
+        check_grant(config, data, spec)
+        if action == "query.cosign":
+            meta, vector = _cosign(audit, payload, spec)
+        else:
+            _limit_threads(action)
+            meta, vector = HANDLERS[action](data, spec, payload)
+        if audit is not None:
+            # Logged before the reply leaves: an unlogged send cannot happen.
+            audit.record(
+                "data.sent",
+                {
+                    **trail_body,
+                    "reply": digest_vector(vector)
+                    if vector is not None
+                    else request_digest(meta, None),
+                    "n_values": 0 if vector is None else int(vector.size),
+                    "privacy": {"mechanism": "none", "aggregation": "plaintext-sum"},
+                },
+            )
         return Message(encode(meta, vector), reply_to=msg)
-    except FedcollabError as exc:
-        log.error("refusing %s: %s", action, exc.diagnostics())
+    except (FedcollabError, KeyError) as exc:
+        kind = type(exc).__name__ if isinstance(exc, FedcollabError) else "ProtocolError"
+        text = exc.diagnostics() if isinstance(exc, FedcollabError) else f"malformed: {exc}"
+        log.error("refusing %s: %s", action, text)
+        if audit is not None:
+            with contextlib.suppress(FedcollabError):
+                audit.record("request.refused", {**trail_body, "error": kind})
         return Message(
-            refusal(exc, reason=f"{type(exc).__name__} at the partner; see its node log"),
+            encode({"refused": kind, "reason": f"{kind} at the partner; see its node log"}),
             reply_to=msg,
         )
-    except KeyError as exc:
-        log.error("refusing %s: malformed request (%s)", action, exc)
-        return Message(
-            encode({"refused": "ProtocolError", "reason": "malformed request"}), reply_to=msg
+
+
+def _cosign(audit: PartnerAudit | None, payload: Payload, spec: JobSpec) -> Reply:
+    if audit is None:
+        raise ComplianceError(
+            "this node keeps no audit trail and cannot cosign",
+            hint="start it with --audit-key (see `fedcollab node start --help`)",
         )
+    cosigned = audit.cosign(payload.meta["cosign"], job_digest=spec.digest())
+    return {"cosigned": cosigned.encode()}, None
 
 
 def _limit_threads(action: str) -> None:
@@ -81,6 +122,7 @@ def make_client_app(overrides: Mapping[str, str] | None = None) -> ClientApp:
         ("query", "kmeans_seed"),
         ("query", "kmeans_step"),
         ("query", "segment_profile"),
+        ("query", "cosign"),
     ):
         getattr(client_app, category)(action)(serve)
     return client_app

@@ -74,6 +74,7 @@ def handshake(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     return (
         {
             "partner": data.partner,
+            "dataset": ds.schema.dataset,
             "dataset_hash": ds.content_hash,
             "schema_fingerprint": ds.schema.fingerprint(),
             "n_rows": ds.n_rows,

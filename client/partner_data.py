@@ -24,7 +24,13 @@ from common.dataset import Dataset, load_dataset, split_indices
 from common.errors import SchemaError
 from common.schema import DatasetSchema, load_schema
 
-__all__ = ["PartnerData", "PartnerSource", "load_partner", "source_from_config"]
+__all__ = [
+    "PartnerData",
+    "PartnerSource",
+    "load_partner",
+    "partner_config",
+    "source_from_config",
+]
 
 
 @dataclass(frozen=True)
@@ -47,22 +53,17 @@ class PartnerData:
     test: np.ndarray
 
 
-def source_from_config(
+def partner_config(
     node_config: Mapping[str, object], run_config: Mapping[str, object]
-) -> PartnerSource:
-    """Resolve the partner's files from the SuperNode or simulation config."""
+) -> dict[str, str]:
+    """This partner's local settings: from the SuperNode's node config, or in a
+    simulation from the run config's ``sim-partners`` entry for this node.
+
+    Keys: ``partner``, ``data``, ``schema`` and optionally ``audit-db``,
+    ``audit-key``, ``coordinator-key``, ``grant``.
+    """
     if "data" in node_config:
-        try:
-            return PartnerSource(
-                partner=str(node_config["partner"]),
-                data=Path(str(node_config["data"])),
-                schema=Path(str(node_config["schema"])),
-            )
-        except KeyError as exc:
-            raise SchemaError(
-                f"node config lacks {exc.args[0]!r}",
-                hint="start the node with `fedcollab node start` (it sets partner, data, schema)",
-            ) from exc
+        return {str(k): str(v) for k, v in node_config.items()}
     partners = json.loads(str(run_config.get("sim-partners", "[]")))
     index = int(str(node_config.get("partition-id", -1)))
     if not 0 <= index < len(partners):
@@ -70,10 +71,20 @@ def source_from_config(
             f"simulation node {index} has no partner file",
             hint="run simulations with `fedcollab run`, which lists the partner files",
         )
-    entry = partners[index]
-    return PartnerSource(
-        partner=str(entry["partner"]), data=Path(entry["data"]), schema=Path(entry["schema"])
-    )
+    return {str(k): str(v) for k, v in partners[index].items()}
+
+
+def source_from_config(config: Mapping[str, str]) -> PartnerSource:
+    """The partner's name and files from :func:`partner_config`'s result."""
+    try:
+        return PartnerSource(
+            partner=config["partner"], data=Path(config["data"]), schema=Path(config["schema"])
+        )
+    except KeyError as exc:
+        raise SchemaError(
+            f"node config lacks {exc.args[0]!r}",
+            hint="start the node with `fedcollab node start` (it sets partner, data, schema)",
+        ) from exc
 
 
 _CACHE_SIZE = 16  # a simulation actor serves many virtual partners

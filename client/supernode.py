@@ -35,6 +35,15 @@ class NodeConfig:
     ca_cert: Path
     node_key: Path
     port: int
+    #: This partner's audit trail (None: the node keeps none and cannot cosign).
+    audit_db: Path | None = None
+    audit_key: Path | None = None
+    #: The coordinator's audit verifier key, pinned, to check what it asks to cosign.
+    coordinator_key: Path | None = None
+    #: This partner's signed dataset grant (without one the node refuses every job).
+    grant: Path | None = None
+    #: Give up connecting to the coordinator after this long.
+    connect_timeout_s: float = 300.0
 
 
 def validate_partner_data(source: PartnerSource) -> Dataset:
@@ -56,8 +65,20 @@ def supernode_command(cfg: NodeConfig) -> list[str]:
                 hint="the operator sends ca.crt; create the node key with `fedcollab node keygen`",
             )
     src = cfg.source
-    node_config = (
-        f"partner='{src.partner}' data='{src.data.resolve()}' schema='{src.schema.resolve()}'"
+    items = {"partner": src.partner, "data": src.data, "schema": src.schema}
+    if cfg.audit_db is not None and cfg.audit_key is not None:
+        items.update({"audit-db": cfg.audit_db, "audit-key": cfg.audit_key})
+    if cfg.coordinator_key is not None:
+        items["coordinator-key"] = cfg.coordinator_key
+    if cfg.grant is not None:
+        items["grant"] = cfg.grant
+    for key, value in items.items():
+        if "'" in str(value) or '"' in str(value):
+            raise WorkspaceError(
+                f"{key} {value!r} contains a quote", hint="use paths without quote characters"
+            )
+    node_config = " ".join(
+        f"{k}='{v.resolve() if isinstance(v, Path) else v}'" for k, v in items.items()
     )
     return [
         tool,
@@ -66,7 +87,8 @@ def supernode_command(cfg: NodeConfig) -> list[str]:
         "--auth-supernode-private-key", str(cfg.node_key.resolve()),
         "--port", str(cfg.port),
         "--node-config", node_config,
-        "--max-retries", "10",
+        "--max-retries", "20",
+        "--max-wait-time", str(cfg.connect_timeout_s),
     ]  # fmt: skip
 
 

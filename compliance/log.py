@@ -14,6 +14,11 @@ Notes
 * ``max_batch`` (default 8192 entries) bounds one transaction so a burst
   cannot hold the write lock, or memory, unboundedly; a few thousand entries
   already amortise the fsync to well under a microsecond each.
+* ``open`` takes an exclusive process-level lock (:class:`~compliance.store.LogLock`,
+  ``<db>.lock``) held until :meth:`AuditLog.close`: the tree's frontier lives
+  in memory, so a second process appending to the same file would commit
+  subtree hashes computed from a stale frontier.  By default it waits up to
+  30 s for another holder, then refuses.
 * On open the latest checkpoint is re-verified against the stored tree
   (signature by the log key, root at its size), so a log swapped or edited on
   disk is refused before anything is appended to it.
@@ -39,7 +44,7 @@ from compliance.checkpoint import (
 )
 from compliance.events import canonical_json
 from compliance.keys import Signer, check_key_name
-from compliance.store import LogStore
+from compliance.store import LogLock, LogStore
 
 __all__ = ["AuditLog"]
 
@@ -58,9 +63,16 @@ class AuditLog:
     """An audit log stored in one SQLite file, signed by one log key."""
 
     def __init__(
-        self, store: LogStore, *, origin: str, signer: Signer, max_batch: int = 8192
+        self,
+        store: LogStore,
+        *,
+        origin: str,
+        signer: Signer,
+        max_batch: int = 8192,
+        lock: LogLock | None = None,
     ) -> None:
         self._store = store
+        self._lock = lock
         self.origin = origin
         self._signer = signer
         self._max_batch = max_batch
@@ -72,11 +84,27 @@ class AuditLog:
 
     @classmethod
     def open(
-        cls, path: Path | str, *, origin: str, signer: Signer, max_batch: int = 8192
+        cls,
+        path: Path | str,
+        *,
+        origin: str,
+        signer: Signer,
+        max_batch: int = 8192,
+        lock_timeout_s: float | None = 30.0,
     ) -> AuditLog:
-        """Open (or create) the log at ``path``; its origin and key are fixed at creation."""
+        """Open (or create) the log at ``path``; its origin and key are fixed at creation.
+
+        Only one process (and one ``AuditLog``) may have a log open at a time:
+        ``open`` waits up to ``lock_timeout_s`` seconds (``None``: for ever)
+        for another holder to close it, then raises ComplianceError.
+        """
         check_key_name(origin)
-        store = LogStore(path)
+        lock = LogLock.acquire(path, timeout_s=lock_timeout_s)
+        try:
+            store = LogStore(path)
+        except BaseException:
+            lock.release()
+            raise
         try:
             stored_origin = store.get_meta("origin")
             stored_key = store.get_meta("log_public_key")
@@ -94,9 +122,10 @@ class AuditLog:
                     f"audit log {path} is signed by another key",
                     hint="open it with the log's own signing key",
                 )
-            log = cls(store, origin=origin, signer=signer, max_batch=max_batch)
+            log = cls(store, origin=origin, signer=signer, max_batch=max_batch, lock=lock)
         except BaseException:
             store.close()
+            lock.release()
             raise
         try:
             log._check_latest_checkpoint()
@@ -350,6 +379,8 @@ class AuditLog:
                     late.error = ComplianceError("audit log was closed before the append")
                     late.done.set()
             self._store.close()
+            if self._lock is not None:
+                self._lock.release()
 
     def __enter__(self) -> AuditLog:
         return self

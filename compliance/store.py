@@ -24,19 +24,27 @@ Notes
   except a checkpoint note gaining cosignature lines.
 * One connection guarded by a lock: SQLite serialises writers anyway, and
   this keeps the in-memory frontier and the database in step.
+* Across processes the frontier would go stale, so a writer holds
+  :class:`LogLock`, an exclusive ``flock`` on ``<db>.lock``, for as long as the
+  log is open.  The kernel drops it when the holder exits, even on SIGKILL, so
+  a crash never leaves a stale lock behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from common.errors import AuditVerificationError, ComplianceError
 from compliance import merkle
 
-__all__ = ["LogStore"]
+__all__ = ["LogLock", "LogStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -47,6 +55,79 @@ CREATE TABLE IF NOT EXISTS nodes (
     PRIMARY KEY (level, idx)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note TEXT NOT NULL);
 """
+
+
+class LogLock:
+    """An exclusive, process-level lock on one log file (``flock`` on ``<db>.lock``).
+
+    ``timeout_s`` bounds the wait for another holder (``None``: wait for ever,
+    ``0``: one try).  Two opens in one process also exclude each other.
+
+    >>> lock = LogLock.acquire("audit.db", timeout_s=30.0)
+    >>> lock.release()
+    """
+
+    _POLL_S = (0.005, 0.1)  # first and longest sleep between tries
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, db_path: Path | str, *, timeout_s: float | None) -> LogLock:
+        db = Path(db_path)
+        path = db.with_name(db.name + ".lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ComplianceError(
+                f"cannot create the lock file {path}: {exc.strerror}",
+                hint="check that the folder of the audit log is writable",
+            ) from exc
+        try:
+            cls._wait(fd, timeout_s)
+        except BlockingIOError:
+            os.close(fd)
+            raise ComplianceError(
+                f"audit log {db} is in use by another process",
+                hint=f"{cls._holder(path)} holds {path}; close the log there, or wait for it "
+                "and retry (lock_timeout_s sets how long to wait)",
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)  # for the error message of whoever waits next
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return cls(path, fd)
+
+    @classmethod
+    def _wait(cls, fd: int, timeout_s: float | None) -> None:
+        if timeout_s is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return
+        deadline = time.monotonic() + timeout_s
+        pause, longest = cls._POLL_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                time.sleep(min(pause, left))
+                pause = min(pause * 2, longest)
+
+    @staticmethod
+    def _holder(path: Path) -> str:
+        with contextlib.suppress(OSError, ValueError):
+            return f"process {int(path.read_text().strip())}"
+        return "another process"
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing the descriptor drops the flock
 
 
 class LogStore:

@@ -6,6 +6,7 @@ federation and inside Flower's simulation engine (``fedcollab run``).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 import traceback
@@ -17,7 +18,11 @@ import common
 from common.errors import FedcollabError
 from common.jobspec import JobSpec
 from common.schema import DatasetSchema
+from compliance.trail import digest_bytes
+from coordinator.audit import AuditConfig, JobAudit
+from coordinator.cosign import request_cosignatures
 from coordinator.outputs import JobOutputs
+from coordinator.policy_gate import PolicyBundle
 from coordinator.prediction import run_prediction
 from coordinator.preprocess import federated_preprocessor
 from coordinator.roster import Roster
@@ -30,12 +35,22 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def run_job(grid: Grid, spec: JobSpec, outputs: JobOutputs, *, mode: str) -> dict[str, Any]:
+def run_job(
+    grid: Grid,
+    spec: JobSpec,
+    outputs: JobOutputs,
+    *,
+    mode: str,
+    audit_config: AuditConfig | None = None,
+    policy: PolicyBundle | None = None,
+) -> dict[str, Any]:
     """Run ``spec``; writes every output file and returns the metrics document."""
     started, t0 = _now(), time.monotonic()
-    roster = Roster(spec=spec, outputs=outputs)
+    audit = JobAudit(audit_config, spec)
+    roster = Roster(spec=spec, outputs=outputs, audit=audit, policy=policy)
     outputs.event("job_start", job=spec.name, task=spec.task, digest=spec.digest(), mode=mode)
     try:
+        audit.event("job.started", task=spec.task, purpose=spec.purpose, mode=mode)
         schema = DatasetSchema.model_validate(spec.data_schema)
         roster.discover(grid)
         pre = federated_preprocessor(grid, roster, schema)
@@ -60,7 +75,19 @@ def run_job(grid: Grid, spec: JobSpec, outputs: JobOutputs, *, mode: str) -> dic
         metrics["refused"] = roster.refused
         metrics["wall_time_s"] = round(time.monotonic() - t0, 3)
         outputs.write_json("metrics.json", metrics)
-        outputs.write_json("model_card.json", _model_card(spec, roster, metrics, started, mode))
+        card = _model_card(spec, roster, metrics, started, mode)
+        outputs.write_json("model_card.json", card)
+        audit.event(
+            "model.released",
+            outputs=_output_digests(outputs),
+            recipients=["platform-operator", *roster.names],
+            metrics=card["metrics"],
+        )
+        audit.event("job.completed", wall_time_s=metrics["wall_time_s"])
+        if audit_config is not None:
+            # Its own file: metrics.json was released (and hashed in the log) above.
+            metrics["audit"] = request_cosignatures(grid, roster, audit)
+            outputs.write_json("audit.json", metrics["audit"])
         outputs.write_json("result.json", {"status": "completed", "finished": _now()})
         outputs.event(
             "job_end",
@@ -68,17 +95,28 @@ def run_job(grid: Grid, spec: JobSpec, outputs: JobOutputs, *, mode: str) -> dic
             final=metrics.get("final"),
             objective=metrics.get("objective"),
             dropouts=roster.dropped,
+            audit=metrics.get("audit"),
         )
         return metrics
     except FedcollabError as exc:
-        _fail(outputs, roster, type(exc).__name__, exc.diagnostics())
+        _fail(outputs, roster, audit, type(exc).__name__, exc.diagnostics())
         raise
     except Exception as exc:
-        _fail(outputs, roster, type(exc).__name__, "".join(traceback.format_exception(exc)))
+        _fail(outputs, roster, audit, type(exc).__name__, "".join(traceback.format_exception(exc)))
         raise
 
 
-def _fail(outputs: JobOutputs, roster: Roster, kind: str, reason: str) -> None:
+def _output_digests(outputs: JobOutputs) -> dict[str, str]:
+    names = ("model.pt", "preprocessor.json", "centroids.json", "segments.json", "metrics.json",
+             "model_card.json")  # fmt: skip
+    return {
+        n: digest_bytes((outputs.dir / n).read_bytes()) for n in names if (outputs.dir / n).exists()
+    }
+
+
+def _fail(outputs: JobOutputs, roster: Roster, audit: JobAudit, kind: str, reason: str) -> None:
+    with contextlib.suppress(FedcollabError):
+        audit.event("job.failed", error=kind, reason=reason.splitlines()[0][:500])
     outputs.write_json(
         "result.json",
         {

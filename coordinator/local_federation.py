@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -19,6 +20,10 @@ from types import TracebackType
 
 from client.partner_data import PartnerSource
 from client.supernode import NodeConfig, start_supernode
+from common.schema import load_schema
+from compliance.registry import load_registry
+from coordinator.local_grants import EXAMPLE_REGISTRY, demo_grant
+from coordinator.policy_gate import add_grant, registry_path
 from coordinator.superlink import register_node, start_superlink
 from coordinator.workspace import Workspace
 
@@ -36,12 +41,19 @@ class LocalFederation:
         port: int = 9092,
         node_port_base: int = 9200,
         name: str = "demo",
+        registry: Path | None = EXAMPLE_REGISTRY,
+        purposes: Sequence[str] = ("purchase-prediction", "user-segmentation"),
+        granting: Sequence[str] | None = None,
     ) -> None:
+        """``granting``: partners that sign a grant for ``purposes`` (default: all)."""
         self.root = root
         self.partners = list(partners)
         self.port = port
         self.node_port_base = node_port_base
         self.name = name
+        self.registry = registry
+        self.purposes = tuple(purposes)
+        self.granting = set(granting) if granting is not None else {p.partner for p in partners}
         self.logs = root / "logs"
         self.workspace: Workspace | None = None
         self.superlink: subprocess.Popen[bytes] | None = None
@@ -65,8 +77,23 @@ class LocalFederation:
                 partners=tuple(p.partner for p in self.partners),
             )
         self.superlink = start_superlink(self.ws, log=(self.logs / "coordinator.log").open("ab"))
+        if self.registry is not None:
+            shutil.copyfile(self.registry, registry_path(self.ws))
         for src in self.partners:
-            register_node(self.ws, src.partner, self.ws.node_dir(src.partner) / "node.pub")
+            node_dir = self.ws.node_dir(src.partner)
+            register_node(
+                self.ws, src.partner, node_dir / "node.pub", audit_key=node_dir / "audit.pub"
+            )
+            if self.registry is not None and src.partner in self.granting:
+                demo_grant(
+                    partner=src.partner,
+                    dataset=load_schema(src.schema).dataset,
+                    audit_key=node_dir / "audit.key",
+                    registry=load_registry(self.registry),
+                    purposes=self.purposes,
+                    out=node_dir / "grant.json",
+                )
+                add_grant(self.ws, node_dir / "grant.json")
         for i, src in enumerate(self.partners):
             self.start_node(src, index=i)
         return self
@@ -78,6 +105,10 @@ class LocalFederation:
             ca_cert=self.ws.ca_cert,
             node_key=self.ws.node_dir(src.partner) / "node.key",
             port=self.node_port_base + index,
+            audit_db=self.ws.node_dir(src.partner) / "audit.db",
+            audit_key=self.ws.node_dir(src.partner) / "audit.key",
+            coordinator_key=self.ws.audit_pub,
+            grant=self.ws.node_dir(src.partner) / "grant.json",
         )
         proc = start_supernode(cfg, log=(self.logs / f"{src.partner}.log").open("ab"))
         self.nodes[src.partner] = proc

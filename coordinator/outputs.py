@@ -9,6 +9,7 @@ Layout (the same for a real federation and for ``fedcollab run``)::
     <out>/centroids.json   final centroids (segmentation)
     <out>/segments.json    segment profiles in business units (segmentation)
     <out>/model_card.json  datasets by content hash, partners, rounds, parameters, metrics
+    <out>/audit.json       the cosigned checkpoint of the coordinator's log after the job
     <out>/result.json      final status: completed / failed, with the reason
 
 Every file is written atomically (temporary file + rename), so a reader never

@@ -78,10 +78,7 @@ def run_prediction(
         total = VectorSum(n_update + n_eval)
         losses: list[float] = []
 
-        def on_reply(
-            _p: Partner, payload: Payload, total: VectorSum = total, losses: list[float] = losses
-        ) -> None:
-            total.add(payload.array)
+        def on_reply(_p: Partner, payload: Payload, losses: list[float] = losses) -> None:
             losses.append(float(payload.meta.get("train_loss", float("nan"))))
 
         flat = models.flatten(global_w)
@@ -91,6 +88,7 @@ def run_prediction(
             meta={"round": rnd, "preprocessor": pre_meta},
             vector_for=lambda _n, flat=flat: flat,  # type: ignore[misc]
             on_reply=on_reply,
+            into=total,
             step=f"round-{rnd}",
             expect_length=n_update + n_eval,
         )
@@ -154,7 +152,7 @@ def _evaluate(
         action="evaluate.fedavg",
         meta={"preprocessor": pre_meta},
         vector_for=lambda _n: flat,
-        on_reply=lambda _p, payload: total.add(payload.array),
+        into=total,
         step=step,
         expect_length=2 * n_eval,
     )

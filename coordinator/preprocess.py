@@ -53,7 +53,7 @@ def federated_preprocessor(
         grid,
         action="query.moments",
         meta={"layout": layout_meta},
-        on_reply=lambda _p, payload: total.add(payload.array),
+        into=total,
         step="moments",
         expect_length=layout.length,
     )

@@ -22,11 +22,15 @@ from dataclasses import dataclass, field
 from flwr.app import RecordDict
 from flwr.serverapp import Grid
 
-from common.errors import NotEnoughPartnersError
+from common.errors import NotEnoughPartnersError, PolicyRefusal
 from common.jobspec import JobSpec
 from common.serde import Payload, encode
+from compliance.trail import digest_vector
+from coordinator.audit import JobAudit
 from coordinator.broadcast import broadcast
 from coordinator.outputs import JobOutputs
+from coordinator.policy_gate import PolicyBundle
+from protocols.vector_sum import VectorSum
 
 __all__ = ["Partner", "Roster"]
 
@@ -49,6 +53,9 @@ class Partner:
 class Roster:
     spec: JobSpec
     outputs: JobOutputs
+    audit: JobAudit
+    #: Registry and grants; when set, each partner's grant is checked at its handshake.
+    policy: PolicyBundle | None = None
     active: dict[int, Partner] = field(default_factory=dict)
     dropped: list[dict[str, object]] = field(default_factory=list)
     refused: list[dict[str, object]] = field(default_factory=list)
@@ -103,6 +110,15 @@ class Roster:
             missing=missing,
             refused=self.refused,
         )
+        self.audit.event(
+            "job.participants",
+            partners=[
+                {"name": p.name, "dataset_hash": p.dataset_hash, "n_rows": p.n_rows}
+                for p in self.all_partners
+            ],
+            missing=missing,
+            refused=self.refused,
+        )
 
     def _greet(self, grid: Grid, node_ids: list[int], registered: dict[int, str]) -> None:
         replies: dict[int, Payload] = {}
@@ -129,6 +145,19 @@ class Roster:
                 continue
             if self.spec.participants and name not in self.spec.participants:
                 continue
+            if self.policy is not None:
+                try:
+                    self.policy.check_partner(
+                        self.spec,
+                        name,
+                        dataset=str(payload.meta.get("dataset", "")),
+                        dataset_hash=str(payload.meta.get("dataset_hash", "")) or None,
+                    )
+                except PolicyRefusal as exc:
+                    record = {"node": node, "partner": name, "reason": exc.message}
+                    self.refused.append(record)
+                    self.audit.event("partner.refused", partner=name, reason=exc.message)
+                    continue
             if any(p.name == name for p in self.active.values()):
                 self.refused.append({"node": node, "partner": name, "reason": "duplicate name"})
                 continue
@@ -148,12 +177,28 @@ class Roster:
         action: str,
         meta: dict[str, object],
         vector_for: Callable[[int], object] | None = None,
-        on_reply: Callable[[Partner, Payload], None],
+        on_reply: Callable[[Partner, Payload], None] | None = None,
+        into: VectorSum | None = None,
         step: str,
         expect_length: int | None = None,
     ) -> list[Partner]:
-        """Send ``action`` to every active partner; returns those whose reply was used."""
+        """Send ``action`` to every active partner; returns those whose reply was used.
+
+        With ``into``, each reply's vector is added to that sum as it arrives,
+        and the audit log records each partner's contribution digest and the
+        aggregate's digest.
+        """
         full_meta = {**self.job_meta(), **meta}
+        contributions: dict[str, str] = {}
+
+        def handle(node: int, payload: Payload) -> None:
+            partner = self.active[node]
+            if into is not None:
+                into.add(payload.array)
+            if payload.vector is not None:
+                contributions[partner.name] = digest_vector(payload.vector)
+            if on_reply is not None:
+                on_reply(partner, payload)
 
         def content_for(node: int) -> RecordDict:
             vec = vector_for(node) if vector_for is not None else None
@@ -164,7 +209,7 @@ class Roster:
             node_ids=list(self.active),
             message_type=action,
             content_for=content_for,
-            on_reply=lambda node, payload: on_reply(self.active[node], payload),
+            on_reply=handle,
             group_id=step,
             timeout_s=self.spec.round_timeout_s,
             expect_length=expect_length,
@@ -174,6 +219,14 @@ class Roster:
             record: dict[str, object] = {"partner": partner.name, "step": step, "reason": reason}
             self.dropped.append(record)
             self.outputs.event("dropout", **record)
+            self.audit.event("partner.dropped", **record)
+        if contributions:
+            used = {self.active[n].name for n in outcome.replied if n in self.active}
+            self.audit.aggregated(
+                step,
+                {k: v for k, v in contributions.items() if k in used},
+                into.total if into is not None else None,
+            )
         if len(self.active) < self.spec.min_partners:
             raise NotEnoughPartnersError(
                 f"{len(self.active)} partners left after {step}, below min_partners="

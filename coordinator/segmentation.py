@@ -77,7 +77,7 @@ def run_segmentation(
             grid,
             action="query.kmeans_step",
             meta={"preprocessor": pre_meta, "centroids": centroids.tolist()},
-            on_reply=lambda _p, payload, total=total: total.add(payload.array),  # type: ignore[misc]
+            into=total,
             step=f"lloyd-{it}",
             expect_length=length,
         )
@@ -100,26 +100,19 @@ def run_segmentation(
 
     numeric_names = [f.name for f in schema.numeric_features]
     plen = segments.profile_vector_length(k=s.k, numeric_names=numeric_names)
-    profile_total = VectorSum(plen)
-    final_total = VectorSum(length)
 
-    def on_profile(_p: Partner, payload: Payload) -> None:
-        assert payload.vector is not None
-        profile_total.add(payload.vector[:plen])
-        final_total.add(payload.vector[plen:])
+    both = VectorSum(plen + length)
 
     roster.request(
         grid,
         action="query.segment_profile",
         meta={"preprocessor": pre_meta, "centroids": centroids.tolist()},
-        on_reply=on_profile,
+        into=both,
         step="segment-profiles",
         expect_length=plen + length,
     )
-    _, result.objective, _ = kmeans.update_centroids(final_total.total, centroids)
-    profiles = segments.profiles_from_vector(
-        profile_total.total, k=s.k, numeric_names=numeric_names
-    )
+    _, result.objective, _ = kmeans.update_centroids(both.total[plen:], centroids)
+    profiles = segments.profiles_from_vector(both.total[:plen], k=s.k, numeric_names=numeric_names)
     result.centroids = centroids.tolist()
     result.profiles = [asdict(p) for p in profiles]
     outputs.write_json(

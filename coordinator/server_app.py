@@ -5,10 +5,14 @@ Run config keys (set by ``fedcollab job submit`` and ``fedcollab run``):
 - ``job``: the job spec as canonical JSON (:meth:`common.jobspec.JobSpec.to_json`)
 - ``output-dir``: where the job's outputs go (:mod:`coordinator.outputs`)
 - ``mode``: ``deployment`` or ``simulation`` (recorded in the model card)
+- ``audit-db``, ``audit-key``: the coordinator's audit log and signing key
+- ``partner-keys``: JSON object, partner name -> audit verifier key (for cosignatures)
+- ``policy``: registry and grants (:class:`coordinator.policy_gate.PolicyBundle`)
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,10 +21,36 @@ from flwr.serverapp import Grid, ServerApp
 
 from common.errors import JobSpecError
 from common.jobspec import JobSpec
+from compliance.keys import parse_verifier_key
+from coordinator.audit import AuditConfig
 from coordinator.job import run_job
 from coordinator.outputs import JobOutputs
+from coordinator.policy_gate import PolicyBundle
 
 __all__ = ["app", "make_server_app"]
+
+
+def audit_config(cfg: Mapping[str, object]) -> AuditConfig | None:
+    """The coordinator's audit settings from the run config (None: no trail)."""
+    db, key = str(cfg.get("audit-db", "")), str(cfg.get("audit-key", ""))
+    if not db or not key:
+        return None
+    keys = {
+        name: parse_verifier_key(vkey)[1]
+        for name, vkey in json.loads(str(cfg.get("partner-keys", "{}"))).items()
+    }
+    return AuditConfig(db=Path(db), key=Path(key), partner_keys=keys)
+
+
+def policy_from(cfg: Mapping[str, object]) -> PolicyBundle | None:
+    """The policy bundle (registry, grants) from the run config; None: not enforced."""
+    text = str(cfg.get("policy", ""))
+    if not text:
+        return None
+    config = audit_config(cfg)
+    return PolicyBundle.from_json(
+        text, config.partner_keys if config and config.partner_keys else {}
+    )
 
 
 def make_server_app(overrides: Mapping[str, str] | None = None) -> ServerApp:
@@ -35,7 +65,14 @@ def make_server_app(overrides: Mapping[str, str] | None = None) -> ServerApp:
         if not out:
             raise JobSpecError("run config has no output-dir", hint="submit jobs with fedcollab")
         spec = JobSpec.from_json(str(cfg.get("job", "")))
-        run_job(grid, spec, JobOutputs(Path(out)), mode=str(cfg.get("mode", "deployment")))
+        run_job(
+            grid,
+            spec,
+            JobOutputs(Path(out)),
+            mode=str(cfg.get("mode", "deployment")),
+            audit_config=audit_config(cfg),
+            policy=policy_from(cfg),
+        )
 
     return server_app
 

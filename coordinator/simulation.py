@@ -18,6 +18,12 @@ from client.client_app import make_client_app
 from client.partner_data import PartnerSource
 from common.errors import FederationError, JobSpecError
 from common.jobspec import JobSpec
+from common.schema import load_schema
+from compliance.policy import ParticipantFacts
+from compliance.registry import Registry, load_registry
+from compliance.trail import create_party_key, load_verifier_key
+from coordinator.local_grants import EXAMPLE_REGISTRY, demo_grant
+from coordinator.policy_gate import PolicyBundle
 from coordinator.server_app import make_server_app
 
 __all__ = ["discover_partner_files", "run_simulation_job"]
@@ -44,6 +50,47 @@ def discover_partner_files(directory: Path) -> list[PartnerSource]:
     return sources
 
 
+def _audit_dir(root: Path, partners: list[str]) -> Path:
+    """Audit keys for a simulated federation: the coordinator's and each partner's.
+
+    Kept across runs in the same output folder, so repeated simulations extend
+    the same logs (and partners check consistency when they cosign).
+    """
+    if not (root / "coordinator" / "audit.key").exists():
+        create_party_key(root / "coordinator", "coordinator")
+    for partner in partners:
+        if not (root / "partners" / partner / "audit.key").exists():
+            create_party_key(root / "partners" / partner, partner)
+    return root
+
+
+def _simulated_policy(
+    spec: JobSpec, sources: list[PartnerSource], audit: Path, registry: Registry
+) -> PolicyBundle:
+    registry.purpose(spec.purpose)  # an unregistered purpose is refused before anything runs
+    grants, keys = {}, {}
+    for s in sources:
+        pdir = audit / "partners" / s.partner
+        grants[s.partner] = demo_grant(
+            partner=s.partner,
+            dataset=load_schema(s.schema).dataset,
+            audit_key=pdir / "audit.key",
+            registry=registry,
+            purposes=[spec.purpose],
+            out=pdir / "grant.json",
+        )
+        keys[s.partner] = load_verifier_key(pdir / "audit.pub")[1]
+    policy = PolicyBundle(registry=registry, grants=grants, partner_keys=keys)
+    policy.decide(
+        spec,
+        {
+            s.partner: ParticipantFacts(s.partner, grants[s.partner].grant.dataset, None)
+            for s in sources
+        },
+    )
+    return policy
+
+
 def run_simulation_job(
     spec: JobSpec,
     sources: list[PartnerSource],
@@ -51,8 +98,14 @@ def run_simulation_job(
     *,
     num_cpus: int | None = None,
     verbose: bool = False,
+    registry: Path = EXAMPLE_REGISTRY,
 ) -> dict[str, Any]:
-    """Run ``spec`` with one virtual node per source; returns the result document."""
+    """Run ``spec`` with one virtual node per source; returns the result document.
+
+    The job's purpose must be registered in ``registry``; each simulated partner
+    signs a grant for that purpose with its own audit key, and the coordinator
+    and the partners check those grants exactly as in a real federation.
+    """
     from flwr.simulation import run_simulation
 
     if spec.participants:
@@ -68,14 +121,34 @@ def run_simulation_job(
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("progress.jsonl", "result.json"):
         (out_dir / stale).unlink(missing_ok=True)
+    audit = _audit_dir(out_dir / "audit", [s.partner for s in sources])
     partners = [
-        {"partner": s.partner, "data": str(s.data), "schema": str(s.schema)} for s in sources
+        {
+            "partner": s.partner,
+            "data": str(s.data),
+            "schema": str(s.schema),
+            "audit-db": str(audit / "partners" / s.partner / "audit.db"),
+            "audit-key": str(audit / "partners" / s.partner / "audit.key"),
+            "coordinator-key": str(audit / "coordinator" / "audit.pub"),
+            "grant": str(audit / "partners" / s.partner / "grant.json"),
+        }
+        for s in sources
     ]
+    policy = _simulated_policy(spec, sources, audit, load_registry(registry))
     overrides = {
         "job": spec.to_json(),
         "output-dir": str(out_dir),
         "mode": "simulation",
         "sim-partners": json.dumps(partners),
+        "audit-db": str(audit / "coordinator" / "audit.db"),
+        "audit-key": str(audit / "coordinator" / "audit.key"),
+        "policy": policy.to_json(),
+        "partner-keys": json.dumps(
+            {
+                s.partner: (audit / "partners" / s.partner / "audit.pub").read_text().strip()
+                for s in sources
+            }
+        ),
     }
     cpus = num_cpus or os.cpu_count() or 1
     backend_config: Any = {

@@ -22,7 +22,8 @@ import common
 from common.errors import FederationError
 from common.jobspec import JobSpec
 from coordinator.outputs import read_progress
-from coordinator.superlink import _tool, flwr_env
+from coordinator.policy_gate import check_submission
+from coordinator.superlink import _tool, flwr_env, partner_audit_keys
 from coordinator.workspace import Workspace
 
 __all__ = ["follow", "submit_job"]
@@ -38,7 +39,15 @@ _APP_PYPROJECT: dict[str, Any] = {
                     "serverapp": "coordinator.server_app:app",
                     "clientapp": "client.client_app:app",
                 },
-                "config": {"job": "", "output-dir": "", "mode": "deployment"},
+                "config": {
+                    "job": "",
+                    "output-dir": "",
+                    "mode": "deployment",
+                    "audit-db": "",
+                    "audit-key": "",
+                    "partner-keys": "{}",
+                    "policy": "",
+                },
             }
         }
     },
@@ -47,6 +56,7 @@ _APP_PYPROJECT: dict[str, Any] = {
 
 def submit_job(ws: Workspace, spec: JobSpec, out_dir: Path) -> int:
     """Start ``spec`` on the workspace's coordinator; returns Flower's run id."""
+    policy, _decision = check_submission(ws, spec)  # refuses (and logs) before anything runs
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("progress.jsonl", "result.json"):
@@ -58,7 +68,17 @@ def submit_job(ws: Workspace, spec: JobSpec, out_dir: Path) -> int:
         (app_dir / "fedcollab_job.py").write_text('"""Components live in installed packages."""\n')
         overrides = Path(tmp) / "run-config.toml"
         overrides.write_text(
-            tomli_w.dumps({"job": spec.to_json(), "output-dir": str(out_dir), "mode": "deployment"})
+            tomli_w.dumps(
+                {
+                    "job": spec.to_json(),
+                    "output-dir": str(out_dir),
+                    "mode": "deployment",
+                    "audit-db": str(ws.audit_db.resolve()),
+                    "audit-key": str(ws.audit_key.resolve()),
+                    "partner-keys": json.dumps(partner_audit_keys(ws)),
+                    "policy": policy.to_json(),
+                }
+            )
         )
         proc = subprocess.run(
             [

@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import IO
 
 from common.errors import FederationError, WorkspaceError
+from compliance.trail import load_verifier_key
 from coordinator.workspace import Workspace, check_name
 
 __all__ = [
     "flwr_env",
+    "partner_audit_keys",
     "register_node",
     "registered_nodes",
     "start_superlink",
@@ -123,6 +125,18 @@ def _registry_path(ws: Workspace) -> Path:
     return ws.root / "coordinator" / "registered_nodes.json"
 
 
+def partner_audit_keys(ws: Workspace) -> dict[str, str]:
+    """Registered partners' audit verifier keys (name -> C2SP vkey text)."""
+    base = ws.root / "partners"
+    if not base.is_dir():
+        return {}
+    return {
+        d.name: (d / "audit.pub").read_text().strip()
+        for d in sorted(base.iterdir())
+        if (d / "audit.pub").exists()
+    }
+
+
 def registered_nodes(ws: Workspace) -> dict[str, int]:
     """Partner name -> SuperNode id, as recorded at registration."""
     path = _registry_path(ws)
@@ -132,14 +146,27 @@ def registered_nodes(ws: Workspace) -> dict[str, int]:
     return data
 
 
-def register_node(ws: Workspace, partner: str, public_key: Path) -> int:
-    """Register a partner's SuperNode public key with the running SuperLink."""
+def register_node(
+    ws: Workspace, partner: str, public_key: Path, *, audit_key: Path | None = None
+) -> int:
+    """Register a partner's SuperNode public key with the running SuperLink.
+
+    ``audit_key`` (the partner's ``audit.pub``) is kept in the workspace: the
+    coordinator checks the partner's grants and cosignatures against it.
+    """
     check_name("partner", partner)
     if not public_key.exists():
         raise WorkspaceError(
             f"public key {public_key} does not exist",
             hint="the partner creates it with `fedcollab node keygen` and sends node.pub",
         )
+    if audit_key is not None:
+        name, _ = load_verifier_key(audit_key)
+        if name != partner:
+            raise WorkspaceError(
+                f"audit key {audit_key} belongs to {name!r}, not {partner!r}",
+                hint="register each partner with its own audit.pub",
+            )
     known = registered_nodes(ws)
     if partner in known:
         raise FederationError(
@@ -169,6 +196,10 @@ def register_node(ws: Workspace, partner: str, public_key: Path) -> int:
             hint="is the coordinator running (`fedcollab coordinator start`)? "
             "Is the key an OpenSSH ECDSA public key from `fedcollab node keygen`?",
         )
+    if audit_key is not None:
+        dest = ws.partner_audit_pub(partner)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(audit_key.read_text())
     known[partner] = int(node_id)
     path = _registry_path(ws)
     tmp = path.with_suffix(".tmp")

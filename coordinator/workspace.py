@@ -7,6 +7,9 @@ A workspace is a folder the platform operator creates once per federation::
     <ws>/coordinator/server.*     the coordinator's TLS certificate and key
     <ws>/nodes/<partner>/node.key a partner's SuperNode authentication key (OpenSSH)
     <ws>/nodes/<partner>/node.pub its public half, which the operator registers
+    <ws>/nodes/<partner>/audit.*  the partner's Ed25519 audit key (demos and tests)
+    <ws>/coordinator/audit.*      the coordinator's audit log and Ed25519 key
+    <ws>/partners/<partner>/audit.pub  registered partners' audit verifier keys
     <ws>/flwr-home/config.toml    the Flower CLI connection used to submit jobs
 
 In a real federation each partner runs ``fedcollab node keygen`` on its own
@@ -39,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from common.errors import WorkspaceError
+from compliance.trail import create_party_key
 
 __all__ = ["Federation", "Workspace", "generate_node_key"]
 
@@ -143,6 +147,24 @@ class Workspace:
     def state_dir(self) -> Path:
         return self.root / "coordinator" / "state"
 
+    @property
+    def audit_db(self) -> Path:
+        """The coordinator's own audit log."""
+        return self.root / "coordinator" / "audit.db"
+
+    @property
+    def audit_key(self) -> Path:
+        return self.root / "coordinator" / "audit.key"
+
+    @property
+    def audit_pub(self) -> Path:
+        """The coordinator's audit verifier key: partners pin it to cosign."""
+        return self.root / "coordinator" / "audit.pub"
+
+    def partner_audit_pub(self, partner: str) -> Path:
+        """A registered partner's audit verifier key (grants, cosignatures)."""
+        return self.root / "partners" / check_name("partner", partner) / "audit.pub"
+
     def node_dir(self, partner: str) -> Path:
         return self.root / "nodes" / check_name("partner", partner)
 
@@ -169,9 +191,11 @@ class Workspace:
         fed = Federation(name=name, host=host, port=port)
         ws._make_tls(fed)
         ws._write_flwr_config(fed)
+        create_party_key(root / "coordinator", "coordinator")
         ws.config_path.write_text(json.dumps(asdict(fed), indent=2) + "\n")
         for partner in partners:
             generate_node_key(ws.node_dir(partner))
+            create_party_key(ws.node_dir(partner), partner)
         return ws
 
     @classmethod

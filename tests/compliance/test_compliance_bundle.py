@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -9,13 +10,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import rfc8785
 from cryptography.hazmat.primitives import serialization
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from common.errors import AuditVerificationError, ComplianceError
-from compliance.bundle import export_bundle, verify_bundle
+from compliance import merkle
+from compliance.bundle import _actor_of, export_bundle, verify_bundle
+from compliance.bundle_entries import LeafTree, _canonical_value, check_envelope
 from compliance.checkpoint import cosign
-from compliance.events import make_event
+from compliance.events import EventEnvelope, make_event
 from compliance.keys import Signer, format_verifier_key
 from compliance.log import AuditLog
 
@@ -380,3 +387,233 @@ def test_cli_export_and_verify(world: dict[str, object], tmp_path: Path) -> None
     res = runner.invoke(app, ["verify", str(out)])
     assert isinstance(res.exception, AuditVerificationError)
     assert res.exception.exit_code == 31
+
+
+def test_parallel_verification_reports_the_same_failure(bundle: Path) -> None:
+    _edit_entry(bundle)
+    refresh_manifest(bundle)
+    with pytest.raises(AuditVerificationError, match="line 17: signature by 'partner-2'"):
+        verify_bundle(bundle, workers=2, chunk_lines=5)
+
+
+# --- the fast paths of verification agree with the reference checks -------------------
+
+_TRICKY = [
+    "a",
+    "Z",
+    "\ue000",
+    "\uffff",
+    "\U0001f600",
+    "\x00",
+    "\x1f",
+    '"',
+    "\\",
+    "\u2028",
+    "\xe9",
+    "\x7f",
+]
+_chars = st.sampled_from(_TRICKY) | st.characters(exclude_categories=("Cs",))
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**60), max_value=2**60)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(_chars, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(_chars, max_size=3), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _is_canonical(data: bytes) -> bool:
+    try:
+        return bool(rfc8785.dumps(json.loads(data)) == data)
+    except (ValueError, rfc8785.CanonicalizationError):
+        return False
+
+
+def _accepted(data: bytes) -> bool:
+    try:
+        _canonical_value(data, 1)
+    except AuditVerificationError:
+        return False
+    return True
+
+
+@settings(max_examples=400, deadline=None)
+@given(_json)
+def test_canonical_check_matches_rfc8785(value: object) -> None:
+    """Whatever the serialiser, the fast check accepts exactly the RFC 8785 bytes."""
+    candidates = [
+        json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(),
+        json.dumps(value, sort_keys=True, separators=(",", ":")).encode(),
+        json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(),
+    ]
+    with contextlib.suppress(rfc8785.CanonicalizationError):  # e.g. integers beyond 2**53
+        candidates.append(rfc8785.dumps(value))
+    for data in candidates:
+        assert _accepted(data) == _is_canonical(data), data
+
+
+@pytest.mark.parametrize(
+    ("data", "ok"),
+    [
+        (b'{"\xf0\x9f\x98\x80":1,"\xee\x80\x80":2}', True),  # UTF-16 order: U+1F600 first
+        (b'{"\xee\x80\x80":2,"\xf0\x9f\x98\x80":1}', False),  # code-point order
+        (b'{"n":9007199254740991}', True),
+        (b'{"n":9007199254740992}', False),  # beyond 2**53 - 1: refused by RFC 8785
+        (b'{"x":1}', True),
+        (b'{"x":1.0}', False),
+        (b'{"x":1.5}', True),
+        (b'{"x":NaN}', False),
+        (b'{"x":-0}', False),
+        (b'{"x":"\\u00e9"}', False),
+        (b'{"x":"\xc3\xa9"}', True),
+        (b'{"x":"\\u001f"}', True),
+        (b'{"x":"\\u001F"}', False),
+        (b'{"x":"\\/"}', False),
+        (b'{"x":"\\ud800"}', False),
+        (b'{"x":1} ', False),
+        (b'{"x":1,"x":1}', False),
+    ],
+)
+def test_canonical_check_edge_cases(data: bytes, ok: bool) -> None:
+    assert _is_canonical(data) == ok
+    assert _accepted(data) == ok
+
+
+def _envelope(**changes: object) -> dict[str, object]:
+    env: dict[str, object] = {
+        "actor": "partner-1",
+        "type": "test.event",
+        "time": "2025-01-31T12:00:00.000000Z",
+        "body": {"i": 1},
+        "sig": "A" * 86 + "==",
+    }
+    env.update(changes)
+    return {k: v for k, v in env.items() if v is not _DROP}
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        _envelope(),
+        _envelope(time="2025-01-31T12:00:00Z"),
+        _envelope(body={}),
+        _envelope(actor="x" * 128),
+        _envelope(actor="x" * 129),
+        _envelope(actor=""),
+        _envelope(actor="partner 1"),
+        _envelope(actor="a+b"),
+        _envelope(actor="a\u2014b"),
+        _envelope(actor=1),
+        _envelope(type="Test.event"),
+        _envelope(type="t" * 129),
+        _envelope(time="2025-01-31T12:00:00.000000Z\n"),
+        _envelope(time="2025-01-31 12:00:00Z"),
+        _envelope(time="2025-01-31T12:00:00.0000000000Z"),
+        _envelope(body=[1]),
+        _envelope(body=None),
+        _envelope(sig="A" * 87),
+        _envelope(sig=None),
+        _envelope(sig=_DROP),
+        {**_envelope(), "extra": 1},
+        [],
+    ],
+)
+def test_envelope_check_matches_the_pydantic_model(env: object) -> None:
+    try:
+        EventEnvelope.model_validate(env)
+        model_ok = True
+    except ValidationError:
+        model_ok = False
+    assert (check_envelope(env) is None) == model_ok
+
+
+def test_envelope_check_is_stricter_on_digits_and_separators() -> None:
+    """Where pydantic's regex engine is laxer, the bundle check follows make_event."""
+    assert check_envelope(_envelope(time="\u0662025-01-31T12:00:00Z")) is not None
+    assert check_envelope(_envelope(actor="a\x1cb")) is not None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(min_value=0, max_value=300),
+    data=st.data(),
+)
+def test_leaf_tree_matches_mth(n: int, data: st.DataObject) -> None:
+    leaves = [hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(n)]
+    wanted = data.draw(st.sets(st.integers(min_value=1, max_value=max(1, n)), max_size=6))
+    cuts = sorted(data.draw(st.sets(st.integers(min_value=0, max_value=n), max_size=8)))
+    tree = LeafTree(wanted=wanted)
+    seen: list[tuple[int, bytes]] = []
+    for lo, hi in zip([0, *cuts], [*cuts, n], strict=True):
+        seen += tree.extend(b"".join(leaves[lo:hi]))
+    assert tree.size == n and tree.root() == merkle.mth(leaves)
+    assert seen == [(s, merkle.mth(leaves[:s])) for s in sorted(wanted) if s <= n]
+
+
+def test_float_and_unicode_events_verify(tmp_path: Path) -> None:
+    """Events that take the reference (slow) canonical path still verify end to end."""
+    actor = Signer.generate()
+    with AuditLog.open(tmp_path / "u.db", origin=ORIGIN, signer=Signer.generate()) as log:
+        log.append_many(
+            [
+                make_event(actor, "partner-1", "test.event", {"x": 1.0, "y": 0.1}),
+                make_event(actor, "partner-1", "test.event", {"\U0001f600": 1, "\ue000": 2}),
+                make_event(actor, "partner-1", "test.event", {"n": 2**53 - 1, "s": "\x00\u2028"}),
+            ]
+        )
+        log.checkpoint()
+        export_bundle(log, tmp_path / "b", public_keys={"partner-1": actor.public_key})
+    assert verify_bundle(tmp_path / "b").size == 3
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda ev: {k: v for k, v in ev.items() if k != "sig"}, r"missing \['sig'\]"),
+        (lambda ev: {**ev, "extra": 1}, r"unexpected \['extra'\]"),
+        (lambda ev: {**ev, "body": [1]}, "body: not a JSON object"),
+        (lambda ev: {**ev, "time": "yesterday"}, "time: not a string matching"),
+        (
+            lambda ev: {**ev, "sig": ("B" if ev["sig"][0] == "A" else "A") + ev["sig"][1:]},
+            "signature by 'partner-1' does not verify",
+        ),
+        (lambda ev: {**ev, "sig": "!" * 88}, "signature by 'partner-1' does not verify"),
+    ],
+)
+def test_malformed_envelopes_are_refused(
+    bundle: Path, edit: Callable[[dict[str, object]], dict[str, object]], message: str
+) -> None:
+    ls = lines(bundle)
+    event = json.loads(ls[0])["event"]
+    ls[0] = b'{"event":' + rfc8785.dumps(edit(event)) + b',"index":0}\n'
+    write_lines(bundle, ls)
+    refresh_manifest(bundle)
+    with pytest.raises(AuditVerificationError, match=f"entries.jsonl line 1: .*{message}"):
+        verify_bundle(bundle)
+
+
+@pytest.mark.parametrize(
+    ("data", "actor"),
+    [
+        (b'{"actor":"p-1","body":{}}', "p-1"),
+        (b'{"actor":"a\\"b","body":{}}', 'a"b'),
+        (b'{"a":1,"actor":"q"}', "q"),
+        (b'{"actor":5}', 5),
+        (b"[1]", None),
+    ],
+)
+def test_export_reads_the_actor_of_any_entry(data: bytes, actor: object) -> None:
+    assert _actor_of(data) == actor
+
+
+def test_verify_refuses_a_useless_chunk_size(bundle: Path) -> None:
+    with pytest.raises(ComplianceError, match="chunk_lines"):
+        verify_bundle(bundle, chunk_lines=0)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -146,3 +149,62 @@ def test_tampered_database_is_refused(tmp_path: Path, signer: Signer) -> None:
     _tamper(db, "DELETE FROM entries WHERE idx = 4")
     with pytest.raises(AuditVerificationError, match="not contiguous"):
         AuditLog.open(db, origin=ORIGIN, signer=signer)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+HOLDER = f"""
+import sys
+from compliance.keys import Signer
+from compliance.log import AuditLog
+
+db, key = sys.argv[1], sys.argv[2]
+with AuditLog.open(db, origin={ORIGIN!r}, signer=Signer.load(key)) as log:
+    log.append_many([{{"holder": i}} for i in range(10)])
+    print("ready", flush=True)
+    sys.stdin.readline()  # hold the log open until told to go
+    log.append({{"holder": "last"}})
+"""
+
+
+def test_a_second_process_cannot_open_the_log_while_it_is_open(tmp_path: Path) -> None:
+    db, key = tmp_path / "audit.db", tmp_path / "log.pem"
+    signer = Signer.generate(key)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(db), str(key)],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline().strip() == b"ready"
+        with pytest.raises(ComplianceError, match="in use by another process") as info:
+            AuditLog.open(db, origin=ORIGIN, signer=signer, lock_timeout_s=0.2)
+        assert f"process {holder.pid}" in info.value.hint
+        holder.stdin.write(b"go\n")
+        holder.stdin.flush()
+        # Waits (default timeout) for the holder's last append and close.
+        with AuditLog.open(db, origin=ORIGIN, signer=signer) as log:
+            assert log.size == 11
+            assert log.append({"after": True}) == 11
+            log.checkpoint()
+            log.verify()
+        assert holder.wait(timeout=60) == 0
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
+def test_one_open_log_per_file_within_a_process(tmp_path: Path, signer: Signer) -> None:
+    db = tmp_path / "a.db"
+    with AuditLog.open(db, origin=ORIGIN, signer=signer) as log:
+        log.append({"a": 1})
+        with pytest.raises(ComplianceError, match="in use by another process"):
+            AuditLog.open(db, origin=ORIGIN, signer=signer, lock_timeout_s=0)
+    with pytest.raises(ComplianceError, match="origin"):  # the lock is released on refusal
+        AuditLog.open(db, origin="other", signer=signer, lock_timeout_s=0)
+    with AuditLog.open(db, origin=ORIGIN, signer=signer, lock_timeout_s=0) as log:
+        assert log.size == 1

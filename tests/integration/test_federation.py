@@ -14,10 +14,14 @@ import pytest
 
 from common.dataset import file_sha256
 from common.jobspec import load_job_spec
+from compliance.keys import Signer
+from compliance.log import AuditLog
 from coordinator.local_federation import LocalFederation
+from coordinator.local_grants import demo_grant, example_registry
 from coordinator.submit import follow, submit_job
 from coordinator.superlink import flwr_env
 from coordinator.workspace import generate_node_key
+from experiments.demo import export_and_verify
 from tests.integration.support import BIN, free_port, make_partners
 
 pytestmark = pytest.mark.integration
@@ -78,6 +82,43 @@ def test_job_completes_over_tls(federation: LocalFederation, tmp_path: Path) -> 
     assert metrics["rounds_run"] == 2
     assert 0.5 < metrics["final"]["test"]["auc"] <= 1.0
     assert (out / "model.pt").stat().st_size > 0
+    # Every partner cosigned; every party's trail verifies; the logs agree.
+    cosign = json.loads((out / "audit.json").read_text())
+    assert cosign["cosigned_by"] == sorted(p.partner for p in federation.partners)
+    names = [p.partner for p in federation.partners]
+    audit = export_and_verify(federation.ws, names, tmp_path / "bundles")
+    assert set(audit["cosigners"]) == set(names)
+    assert all(n >= 3 for n in audit["matched"].values())  # moments + 2 rounds + evaluation
+    types = [e["event"]["type"] for e in _entries(tmp_path / "bundles" / "coordinator")]
+    assert types[:2] == ["job.submitted", "job.started"]
+    assert {"job.participants", "round.aggregated", "model.released", "job.completed"} <= set(types)
+
+
+def _entries(bundle: Path) -> list[dict[str, Any]]:
+    lines = (bundle / "entries.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line]
+
+
+def test_submission_without_registered_purpose_is_refused_and_logged(
+    federation: LocalFederation, tmp_path: Path
+) -> None:
+    job = write_job(
+        tmp_path / "job.toml", federation.partners[0].schema, purpose="resale-of-customer-data"
+    )
+    proc = subprocess.run(
+        [str(BIN / "fedcollab"), "job", "submit", str(job), "-w", str(federation.ws.root),
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, env=flwr_env(federation.ws), check=False,
+    )  # fmt: skip
+    assert proc.returncode == 32, proc.stdout + proc.stderr
+    assert "PolicyRefusal" in proc.stderr and "not registered" in proc.stderr
+    assert not (tmp_path / "out" / "progress.jsonl").exists()  # nothing ran
+    with AuditLog.open(
+        federation.ws.audit_db, origin="coordinator", signer=Signer.load(federation.ws.audit_key)
+    ) as log:
+        last = json.loads(next(iter(log.entries(log.size - 1, log.size))))
+    assert last["type"] == "job.refused"
+    assert last["body"]["purpose"] == "resale-of-customer-data"
 
 
 def test_unregistered_node_is_refused(federation: LocalFederation, tmp_path: Path) -> None:
@@ -87,7 +128,8 @@ def test_unregistered_node_is_refused(federation: LocalFederation, tmp_path: Pat
         [str(BIN / "fedcollab"), "node", "start", "--partner", "intruder",
          "--data", str(src.data), "--schema", str(src.schema),
          "--ca", str(federation.ws.ca_cert), "--key", str(key),
-         "--superlink", federation.ws.federation.address, "--port", str(free_port())],
+         "--superlink", federation.ws.federation.address, "--port", str(free_port()),
+         "--connect-timeout", "20"],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert proc.returncode == 14, proc.stdout + proc.stderr
@@ -103,14 +145,26 @@ def test_unregistered_node_is_refused(federation: LocalFederation, tmp_path: Pat
 def test_killed_partner_does_not_stop_the_job(
     tmp_path_factory: pytest.TempPathFactory, tool_path: None, tmp_path: Path
 ) -> None:
+    """Also: a partner whose own grant no longer covers the purpose refuses the job
+    even though the coordinator's copy of its older grant accepted it."""
     root = tmp_path_factory.mktemp("fed-kill")
-    partners = make_partners(root, 4)
+    partners = make_partners(root, 5)
     job = write_job(tmp_path / "job.toml", partners[0].schema, rounds=6, round_timeout_s=30.0)
-    victim = partners[-1].partner
+    victim = partners[3].partner
+    withdrawn = partners[4].partner
     out = tmp_path / "out"
     with LocalFederation(
         root / "federation", partners, port=free_port(), node_port_base=node_port_base()
     ) as fed:
+        node_dir = fed.ws.node_dir(withdrawn)
+        demo_grant(
+            partner=withdrawn,
+            dataset=withdrawn,
+            audit_key=node_dir / "audit.key",
+            registry=example_registry(),
+            purposes=["payment-risk-scoring"],
+            out=node_dir / "grant.json",
+        )
         submit_job(fed.ws, load_job_spec(job), out)
         killed = False
 
@@ -131,6 +185,15 @@ def test_killed_partner_does_not_stop_the_job(
     card = json.loads((out / "model_card.json").read_text())
     assert victim not in card["completed_by"]
     assert victim in [p["name"] for p in card["partners"]]
+    assert withdrawn not in [p["name"] for p in card["partners"]]
+    refused = {r["partner"]: r["reason"] for r in metrics["refused"]}
+    assert "PolicyRefusal" in refused[withdrawn]
+    with AuditLog.open(
+        node_dir / "audit.db", origin=withdrawn, signer=Signer.load(node_dir / "audit.key")
+    ) as log:
+        own = [json.loads(e) for e in log.entries()]
+    assert [e["type"] for e in own] == ["request.received", "request.refused"]
+    assert own[1]["body"]["error"] == "PolicyRefusal"
 
 
 def test_job_stops_below_min_partners(

@@ -1,0 +1,42 @@
+"""A partner node's own policy check: is this job inside my signed grant?
+
+Run for every request, after the data is validated and before anything is
+computed: the node refuses a job whose purpose its grant does not cover, whose
+grant or consent records have expired, or whose dataset is not the one the
+grant names, even if the coordinator accepted the job. A node started without
+a grant refuses every job (fail closed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+from client.partner_data import PartnerData
+from common.errors import PolicyRefusal
+from common.jobspec import JobSpec
+from compliance.grants import load_signed_grant
+from compliance.keys import Signer
+from compliance.policy import check_partner_grant
+
+__all__ = ["check_grant"]
+
+
+def check_grant(config: Mapping[str, str], data: PartnerData, spec: JobSpec) -> None:
+    grant_file, key_file = config.get("grant"), config.get("audit-key")
+    if not grant_file or not key_file:
+        raise PolicyRefusal(
+            "this node holds no signed dataset grant, so it takes part in no job",
+            hint="sign one with `fedcollab grant sign` and start the node with --grant "
+            "and --audit-key",
+        )
+    check_partner_grant(
+        purpose_id=spec.purpose,
+        partner=data.partner,
+        dataset=data.dataset.schema.dataset,
+        dataset_hash=data.dataset.content_hash,
+        grant=load_signed_grant(Path(grant_file)),
+        own_public_key=Signer.load(key_file).public_key,
+        now=datetime.now(UTC),
+    )

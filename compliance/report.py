@@ -1,0 +1,290 @@
+"""``fedcollab audit report``: the compliance report of an audit bundle, as HTML and PDF.
+
+The report is made only from a bundle that verifies (fail closed: a bundle that
+does not verify raises :class:`~common.errors.AuditVerificationError` and
+nothing is written).  Sections: cover and verdict; the record of processing
+activities (GDPR Art. 30(1), PIPL Arts. 54-56); per-job provenance; the PIPL
+Art. 23 provision register; the privacy-budget ledger; refusals; the
+log-integrity attestation (RFC 9162 tree, C2SP signed-note checkpoints); an
+appendix of event types.
+
+>>> html, pdf = write_report(Path("bundle"), registry=Path("data/registry.example.json"),
+...                          jobs=[Path("results/job-1")], trusted_keys=None,
+...                          out_dir=Path("report"))
+
+Notes
+-----
+* ``entries.jsonl`` is read *after* verification, so the bytes read are checked
+  against the verified manifest again (and the manifest against its bytes
+  before verification): a bundle swapped in between is refused.
+* Both files are rendered in memory and then written atomically, so a failure
+  leaves no half-written report behind.
+* Job folders are cross-checked against the log: the model card's digest and
+  dataset hashes, and the SHA-256 of every output ``model.released`` names.
+  Output names come from the log and are looked up only when they are plain
+  file names, so a crafted name cannot make the report hash files elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from common.errors import AuditVerificationError, ComplianceError
+from compliance.bundle import verify_bundle
+from compliance.registry import Registry, load_registry
+from compliance.report_jobs import gather_jobs
+from compliance.report_model import (
+    KNOWN_EVENT_TYPES,
+    Attestation,
+    Finding,
+    JobProvenance,
+    Output,
+    PurposeRecord,
+    ReportModel,
+    text,
+)
+from compliance.report_render import pdf_bytes, render_html, render_pdf
+
+__all__ = ["ReportModel", "build_report", "render_html", "render_pdf", "write_report"]
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read_verified(
+    bundle: Path, trusted_keys: Mapping[str, bytes] | None
+) -> tuple[Attestation, list[dict[str, Any]]]:
+    try:
+        manifest_before = (bundle / "manifest.json").read_bytes()
+    except OSError as exc:
+        raise AuditVerificationError(f"{bundle}: manifest.json cannot be read") from exc
+    started, t0 = _utc_now(), time.monotonic()
+    report = verify_bundle(bundle, trusted_keys=trusted_keys)
+    elapsed = time.monotonic() - t0
+    entries = (bundle / "entries.jsonl").read_bytes()
+    manifest_after = (bundle / "manifest.json").read_bytes()
+    try:
+        expected = json.loads(manifest_after)["files"]["entries.jsonl"]
+    except (ValueError, KeyError, TypeError):
+        expected = None
+    if manifest_after != manifest_before or _sha256(entries) != expected:
+        raise AuditVerificationError(
+            f"{bundle}: the bundle changed while it was being verified",
+            hint="copy the bundle to a folder nobody else writes to and try again",
+        )
+    events = []
+    for line in entries.splitlines():
+        event = json.loads(line)["event"]
+        events.append(event if isinstance(event, dict) else {})
+    if len(events) != report.size:
+        raise AuditVerificationError(f"{bundle}: entries.jsonl changed after verification")
+    signers = report.checkpoints[-1][1] if report.checkpoints else ()
+    pinned = set(trusted_keys or {})
+    attestation = Attestation(
+        bundle=str(bundle),
+        origin=report.origin,
+        size=report.size,
+        root_hex=report.root_hex,
+        checkpoints=report.checkpoints,
+        signers=signers,
+        cosigners=tuple(s for s in signers if s != report.origin),
+        keys=tuple((name, kid, name in pinned) for name, kid in report.keys),
+        actors=report.actors,
+        manifest_sha256=_sha256(manifest_before),
+        verified_at=started,
+        verify_seconds=round(elapsed, 3),
+    )
+    return attestation, events
+
+
+def _purposes(registry: Registry) -> tuple[PurposeRecord, ...]:
+    return tuple(
+        PurposeRecord(
+            id=p.id,
+            name=p.name,
+            description=p.description,
+            controller=p.controller,
+            legal_basis_pipl=p.legal_basis.pipl,
+            legal_basis_gdpr=p.legal_basis.gdpr,
+            legal_basis_note=p.legal_basis.note,
+            separate_consent_for_provision=p.consent.separate_consent_for_provision,
+            sensitive_data=p.consent.sensitive_data,
+            gdpr_explicit_consent=p.consent.gdpr_explicit_consent,
+            data_categories=p.data_categories,
+            retention_days=f"{p.retention_days} days",
+            recipients=p.recipients,
+            cross_border=f"yes ({p.cross_border_mechanism})" if p.cross_border else "no",
+            impact_assessment_ref=p.impact_assessment_ref,
+            valid_from=p.valid_from.isoformat(),
+            valid_until=p.valid_until.isoformat(),
+        )
+        for p in registry.purposes
+    )
+
+
+# --- job output folders ------------------------------------------------------------------
+
+
+class _CardJob(BaseModel):
+    # A model card has many fields the report does not use: only these are read,
+    # strictly typed; the rest is ignored rather than refused.
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    name: str
+    digest: str
+
+
+class _CardPartner(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    name: str
+    dataset_hash: str
+
+
+class _ModelCard(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    job: _CardJob
+    partners: list[_CardPartner] = []
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def _check_output(folder: Path, o: Output, d: str, found: list[Finding]) -> Output:
+    name = o.filename
+    if name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        found.append(Finding("warning", d, f"output name {name!r} is not a plain file name"))
+        return replace(o, check="not checked: not a plain file name")
+    path = folder / name
+    if not path.is_file():
+        found.append(Finding("warning", d, f"{folder}: released output {name} is missing"))
+        return replace(o, check=f"missing from {folder}")
+    actual = _sha256_file(path)
+    if actual != o.sha256:
+        msg = f"{folder}/{name}: hash {actual} differs from the released {o.sha256}"
+        found.append(Finding("error", d, msg))
+        return replace(o, check=f"MISMATCH: {folder} holds {actual}")
+    return replace(o, check=f"matches {folder}")
+
+
+def _check_job_dir(folder: Path, jobs: list[JobProvenance], found: list[Finding]) -> None:
+    """Cross-check one job folder against the log; replaces the job's outputs in ``jobs``."""
+    card_path = folder / "model_card.json"
+    try:
+        card = _ModelCard.model_validate_json(card_path.read_bytes())
+    except OSError as exc:
+        raise ComplianceError(
+            f"{card_path} cannot be read: {exc.strerror}",
+            hint="pass the output folder of a job (the one holding model_card.json)",
+        ) from exc
+    except ValidationError as exc:
+        raise ComplianceError(f"{card_path} is not a model card: {exc.errors()[0]['msg']}") from exc
+    at = next((i for i, j in enumerate(jobs) if j.digest == card.job.digest), None)
+    if at is None:
+        msg = f"{folder}: model card of job {card.job.name!r} has digest {card.job.digest}, "
+        found.append(Finding("error", "", msg + "which appears nowhere in the log"))
+        return
+    job, d = jobs[at], jobs[at].digest
+    logged = {p.name: p.dataset_hash for p in job.participants if p.dataset_hash}
+    for p in card.partners:
+        if p.name not in logged:
+            msg = f"{folder}: model card lists {p.name!r}, whom the log does not record joining"
+            found.append(Finding("error", d, msg))
+        elif logged[p.name] != p.dataset_hash:
+            msg = f"{folder}: model card gives {p.name!r} dataset {p.dataset_hash}, "
+            found.append(Finding("error", d, msg + f"the log records {logged[p.name]}"))
+    if not job.released:
+        msg = f"{folder}: the log records no model.released for this job; outputs are unattested"
+        found.append(Finding("error", d, msg))
+    outputs = tuple(_check_output(folder, o, d, found) for o in job.outputs)
+    jobs[at] = replace(job, outputs=outputs)
+
+
+# --- assembly ----------------------------------------------------------------------------
+
+
+def build_report(
+    bundle: Path,
+    *,
+    registry: Path | None,
+    jobs: Sequence[Path],
+    trusted_keys: Mapping[str, bytes] | None,
+) -> ReportModel:
+    """Verify ``bundle`` (raising AuditVerificationError on any failure) and gather the report."""
+    attestation, events = _read_verified(Path(bundle), trusted_keys)
+    purposes: tuple[PurposeRecord, ...] | None = None
+    controller = ""
+    if registry is not None:
+        loaded = load_registry(registry)
+        purposes, controller = _purposes(loaded), loaded.controller
+    by_id = None if purposes is None else {p.id: p for p in purposes}
+    gathered = gather_jobs(events, purposes=by_id)
+    provenance, findings = list(gathered.jobs), list(gathered.findings)
+    for folder in jobs:
+        _check_job_dir(Path(folder), provenance, findings)
+    order = {"error": 0, "warning": 1, "info": 2}
+    counts = Counter(text(e.get("type")) for e in events)
+    return ReportModel(
+        controller=controller or "not stated (no record of processing activities supplied)",
+        generated_at=_utc_now(),
+        registry_path=str(registry) if registry is not None else None,
+        job_dirs=tuple(str(j) for j in jobs),
+        attestation=attestation,
+        purposes=purposes,
+        jobs=tuple(provenance),
+        provisions=gathered.provisions,
+        privacy=gathered.privacy,
+        refusals=gathered.refusals,
+        findings=tuple(sorted(findings, key=lambda f: order[f.severity])),
+        event_counts=tuple((t, n, t in KNOWN_EVENT_TYPES) for t, n in sorted(counts.items())),
+    )
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_report(
+    bundle: Path,
+    *,
+    registry: Path | None,
+    jobs: Sequence[Path],
+    trusted_keys: Mapping[str, bytes] | None,
+    out_dir: Path,
+) -> tuple[Path, Path]:
+    """Verify, gather and write ``report.html`` and ``report.pdf``; returns their paths."""
+    model = build_report(bundle, registry=registry, jobs=jobs, trusted_keys=trusted_keys)
+    html = render_html(model).encode("utf-8")
+    pdf = pdf_bytes(model)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    html_path, pdf_path = out_dir / "report.html", out_dir / "report.pdf"
+    _write_atomic(html_path, html)
+    _write_atomic(pdf_path, pdf)
+    return html_path, pdf_path

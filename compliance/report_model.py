@@ -1,0 +1,290 @@
+"""The compliance report's content: frozen records, no I/O.
+
+:func:`compliance.report.build_report` fills a :class:`ReportModel` from a
+verified audit bundle (``compliance.report_jobs`` folds the events), and
+``compliance.report_render`` renders it as HTML and PDF.  Every field is a
+display string already (empty when the log left it out), so renderers never
+interpret log content: they escape it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "COVERAGE",
+    "KNOWN_EVENT_TYPES",
+    "LIMITS",
+    "Attestation",
+    "Consent",
+    "Dropout",
+    "Finding",
+    "JobProvenance",
+    "Output",
+    "Participant",
+    "PrivacySpend",
+    "Provision",
+    "PurposeRecord",
+    "Refusal",
+    "ReportModel",
+    "Round",
+    "Severity",
+    "text",
+]
+
+KNOWN_EVENT_TYPES = frozenset(
+    {
+        "job.submitted",
+        "job.refused",
+        "job.started",
+        "job.participants",
+        "round.aggregated",
+        "partner.dropped",
+        "model.released",
+        "job.completed",
+        "job.failed",
+        "request.received",
+        "data.sent",
+        "request.refused",
+        "checkpoint.cosigned",
+        "checkpoint.cosignatures",
+        "privacy.spent",
+    }
+)
+
+COVERAGE = (
+    "Every file of the bundle matches its SHA-256 in manifest.json, and no file is missing "
+    "or added.",
+    "Every entry is in RFC 8785 canonical form, at its index, and carries a valid Ed25519 "
+    "signature by the actor it names, with that actor's key from the bundle.",
+    "The RFC 9162 Merkle root recomputed from the entries equals the root of every "
+    "checkpoint, and the latest checkpoint covers every entry (nothing appended unsigned, "
+    "nothing truncated).",
+    "Every checkpoint is signed by the log key; every cosignature verifies against its "
+    "cosigner's key.",
+    "Consecutive checkpoints are linked by RFC 9162 consistency proofs: the log was only "
+    "ever appended to.",
+)
+LIMITS = (
+    "The manifest itself is not signed: authenticity rests on the log key.  Keys not pinned "
+    "with --trust were taken from the bundle; compare their key ids with ones obtained "
+    "out of band.",
+    "Signatures prove who recorded each event, not that what they recorded is true.",
+    "The record of processing activities and the job output folders are not covered by the "
+    "log's signatures; the report cross-checks job outputs against the hashes the log attests.",
+)
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """What :func:`verify_bundle` attested, plus when and over which manifest."""
+
+    bundle: str
+    origin: str
+    size: int
+    root_hex: str
+    checkpoints: tuple[tuple[int, tuple[str, ...]], ...]
+    signers: tuple[str, ...]  # of the latest checkpoint, the log origin first
+    cosigners: tuple[str, ...]
+    keys: tuple[tuple[str, str, bool], ...]  # (name, key id hex, pinned)
+    actors: tuple[tuple[str, int], ...]
+    manifest_sha256: str
+    verified_at: str
+    verify_seconds: float
+    covers: tuple[str, ...] = COVERAGE
+    limits: tuple[str, ...] = LIMITS
+
+    @property
+    def verdict(self) -> str:
+        cos = ", ".join(self.cosigners) or "no cosigner"
+        return (
+            f"Log verified: {self.size} entries, root {self.root_hex}, "
+            f"signed by {self.origin}, cosigned by {cos}"
+        )
+
+
+@dataclass(frozen=True)
+class PurposeRecord:
+    """One purpose of the record of processing activities, as display strings."""
+
+    id: str
+    name: str
+    description: str
+    controller: str
+    legal_basis_pipl: str
+    legal_basis_gdpr: str
+    legal_basis_note: str
+    separate_consent_for_provision: bool
+    sensitive_data: bool
+    gdpr_explicit_consent: bool
+    data_categories: tuple[str, ...]
+    retention_days: str
+    recipients: tuple[str, ...]
+    cross_border: str
+    impact_assessment_ref: str
+    valid_from: str
+    valid_until: str
+
+
+Severity = Literal["error", "warning", "info"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: Severity
+    job: str  # job digest, or "" when it concerns no single job
+    message: str
+
+
+@dataclass(frozen=True)
+class Participant:
+    name: str
+    dataset_hash: str
+    n_rows: str
+    outcome: str
+
+
+@dataclass(frozen=True)
+class Consent:
+    partner: str
+    purpose: str
+    kind: str
+    evidence_ref: str
+    subjects_covered: str
+
+
+@dataclass(frozen=True)
+class Dropout:
+    partner: str
+    step: str
+    reason: str
+    time: str
+
+
+@dataclass(frozen=True)
+class Round:
+    step: str
+    time: str
+    partners: tuple[str, ...]
+    protection: str
+    aggregate: str
+
+
+@dataclass(frozen=True)
+class Output:
+    filename: str
+    sha256: str
+    check: str  # result of the job-folder cross-check, "" when no folder was given
+
+
+@dataclass(frozen=True)
+class JobProvenance:
+    digest: str
+    name: str
+    purpose: str
+    purpose_name: str
+    legal_basis_pipl: str
+    legal_basis_gdpr: str
+    task: str
+    mode: str
+    submitted_at: str
+    submitted_by: str
+    status: str
+    status_detail: str
+    participants: tuple[Participant, ...]
+    consents: tuple[Consent, ...]
+    grants: tuple[tuple[str, str], ...]
+    dropouts: tuple[Dropout, ...]
+    rounds: tuple[Round, ...]
+    protections: tuple[str, ...]
+    released: bool  # a model.released event exists
+    outputs: tuple[Output, ...]
+    recipients: tuple[str, ...]
+    metrics: tuple[tuple[str, str], ...]
+    cosignatures: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Provision:
+    """One PIPL Art. 23 provision: a partner's aggregates provided to the coordinator."""
+
+    job: str
+    digest: str
+    provider: str
+    dataset_hash: str
+    recipient: str
+    onward_recipients: tuple[str, ...]
+    purpose: str
+    consent_kind: str
+    evidence_ref: str
+    subjects_covered: str
+    first_time: str
+    last_time: str
+    releases: int  # data.sent events by the partner
+    contributions: int  # rounds in which the coordinator aggregated it
+    protection: str
+
+
+@dataclass(frozen=True)
+class PrivacySpend:
+    time: str
+    actor: str
+    job: str
+    dataset: str
+    mechanism: str
+    epsilon: str
+    delta: str
+    accountant: str
+    cumulative_epsilon: str
+    cap: str
+    over_cap: bool
+
+
+@dataclass(frozen=True)
+class Refusal:
+    time: str
+    actor: str
+    type: str
+    job: str
+    digest: str
+    subject: str  # purpose, action or partner refused
+    error: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReportModel:
+    controller: str
+    generated_at: str
+    registry_path: str | None
+    job_dirs: tuple[str, ...]
+    attestation: Attestation
+    purposes: tuple[PurposeRecord, ...] | None  # None: no registry supplied
+    jobs: tuple[JobProvenance, ...]
+    provisions: tuple[Provision, ...]
+    privacy: tuple[PrivacySpend, ...]
+    refusals: tuple[Refusal, ...]
+    findings: tuple[Finding, ...]
+    event_counts: tuple[tuple[str, int, bool], ...]  # (type, count, known)
+
+    @property
+    def unknown_events(self) -> tuple[tuple[str, int], ...]:
+        return tuple((t, n) for t, n, known in self.event_counts if not known)
+
+    def findings_for(self, digest: str) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.job == digest)
+
+
+def text(value: object) -> str:
+    """A display string for any JSON value from the log (``""`` for null/missing)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if hasattr(value, "isoformat"):  # dates from the registry
+        return str(value.isoformat())
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)

@@ -1,0 +1,113 @@
+"""The coordinator's side of the audit trail for one job.
+
+Every event carries the job name and digest so that entries in the
+coordinator's log and in each partner's log refer to each other: a
+``round.aggregated`` event lists, per partner, the digest of the vector that
+partner sent, and the partner's own ``data.sent`` event holds the same digest.
+
+Opened per event (see :mod:`compliance.trail`): the ServerApp never holds the
+log open while waiting for partners, so operators can submit other jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.jobspec import JobSpec
+from compliance.checkpoint import SignedCheckpoint
+from compliance.cosigning import build_request
+from compliance.trail import Trail, digest_vector
+
+__all__ = ["AuditConfig", "JobAudit"]
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Where the coordinator's log and key are, and the partners' audit keys."""
+
+    db: Path
+    key: Path
+    actor: str = "coordinator"
+    partner_keys: Mapping[str, bytes] | None = None
+
+
+class JobAudit:
+    """Records one job's events in the coordinator's log (no-op without a config)."""
+
+    def __init__(self, config: AuditConfig | None, spec: JobSpec) -> None:
+        self.config = config
+        self.spec = spec
+        #: Log indices of this job's ``round.aggregated`` events (for cosigning).
+        self.aggregate_indices: list[int] = []
+
+    def _trail(self) -> Trail:
+        assert self.config is not None
+        return Trail.open(self.config.db, self.config.key, actor=self.config.actor)
+
+    def event(self, type: str, **body: Any) -> int | None:
+        if self.config is None:
+            return None
+        with self._trail() as trail:
+            index = trail.record(
+                type, {"job": self.spec.name, "digest": self.spec.digest(), **body}
+            )
+        if type == "round.aggregated":
+            self.aggregate_indices.append(index)
+        return index
+
+    def aggregated(
+        self,
+        step: str,
+        contributions: Mapping[str, str],
+        aggregate: np.ndarray | None,
+        *,
+        protection: str = "plaintext-sum",
+    ) -> None:
+        self.event(
+            "round.aggregated",
+            step=step,
+            partners=sorted(contributions),
+            contributions=dict(sorted(contributions.items())),
+            aggregate=digest_vector(aggregate) if aggregate is not None else None,
+            protection=protection,
+        )
+
+    def cosign_requests(self, partners: list[str]) -> tuple[SignedCheckpoint, dict[str, Any]]:
+        """Sign a checkpoint now and build each partner's cosign request for it."""
+        assert self.config is not None
+        with self._trail() as trail:
+            signed = trail.checkpoint()
+            last: dict[str, int] = {}
+            for cp in trail.log.checkpoints():
+                for name in cp.signer_names():
+                    if cp.checkpoint.size < signed.checkpoint.size:
+                        last[name] = max(last.get(name, 0), cp.checkpoint.size)
+            requests = {
+                p: build_request(
+                    trail.log,
+                    signed,
+                    aggregate_indices=self.aggregate_indices,
+                    previous_size=last.get(p),
+                )
+                for p in partners
+            }
+        return signed, requests
+
+    def add_cosignature(self, note: str, *, partner: str) -> None:
+        if self.config is None:
+            return
+        keys = self.config.partner_keys or {}
+        from common.errors import PolicyRefusal
+
+        if partner not in keys:
+            raise PolicyRefusal(
+                f"no audit key registered for partner {partner!r}",
+                hint="register the partner's audit.pub with `fedcollab federation register`",
+            )
+        with self._trail() as trail:
+            trail.log.add_cosignature(note, name=partner, public_key=keys[partner])

@@ -1,0 +1,81 @@
+"""Job specs and the wire format refuse bad input with typed errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, RecordDict
+
+from common.errors import JobSpecError, ProtocolError
+from common.jobspec import JobSpec, load_job_spec
+from common.serde import decode, encode, refusal
+
+SCHEMA = {
+    "version": 1,
+    "dataset": "shop",
+    "delimiter": ",",
+    "id_column": "id",
+    "label_column": "y",
+    "features": [{"name": "x", "type": "numeric", "missing": "forbid"}],
+}
+
+
+def _job(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "s.json").write_text(json.dumps(SCHEMA))
+    path = tmp_path / "job.toml"
+    path.write_text(text)
+    return path
+
+
+def test_valid_job_round_trips_through_json(tmp_path: Path) -> None:
+    spec = load_job_spec(
+        _job(tmp_path, 'name="j"\ntask="segmentation"\npurpose="p"\nschema="s.json"\n')
+    )
+    assert JobSpec.from_json(spec.to_json()) == spec
+    assert spec.digest().startswith("sha256:")
+    assert spec.data_schema == SCHEMA
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('name="j"\ntask="x"\npurpose="p"\nschema="s.json"\n', "task"),
+        ('name="j"\ntask="segmentation"\npurpose="p"\nschema="s.json"\nrounds=0\n', "rounds"),
+        ('name="j"\ntask="segmentation"\npurpose="p"\nschema="s.json"\ncolour=1\n', "colour"),
+        ('name="j"\ntask="segmentation"\npurpose="p"\n', "schema"),
+        ('name="j"\ntask="segmentation"\npurpose="p"\nschema="missing.json"\n', "missing"),
+        ('name = "j\n', "TOML"),
+        (
+            'name="j"\ntask="segmentation"\npurpose="p"\nschema="s.json"\n'
+            'participants=["a"]\nmin_partners=2\n',
+            "min_partners",
+        ),
+    ],
+)
+def test_bad_job_spec(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(JobSpecError, match=needle) as info:
+        load_job_spec(_job(tmp_path, text))
+    assert info.value.exit_code == 12
+    assert info.value.hint
+
+
+def test_serde_round_trip_and_refusal() -> None:
+    vec = np.arange(5.0)
+    payload = decode(encode({"a": 1}, vec), expect_length=5)
+    assert payload.meta == {"a": 1}
+    np.testing.assert_array_equal(payload.array, vec)
+    refused = decode(refusal(ValueError("secret value 42"), reason="bad data"))
+    assert refused.refused == "ValueError"
+    assert "42" not in json.dumps(dict(refused.meta))
+
+
+def test_serde_rejects_malformed() -> None:
+    with pytest.raises(ProtocolError):
+        decode(RecordDict({"meta": ConfigRecord({"json": "[1, 2]"})}))
+    with pytest.raises(ProtocolError, match="expected 3"):
+        decode(encode({}, np.zeros(4)), expect_length=3)
+    with pytest.raises(ProtocolError, match="NaN"):
+        decode(encode({}, np.array([1.0, np.nan])))

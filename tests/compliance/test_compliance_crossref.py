@@ -1,0 +1,65 @@
+"""Offline cross-check of the coordinator's and partners' bundles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common.errors import AuditVerificationError
+from compliance.bundle import export_bundle, verify_bundle
+from compliance.crossref import cross_check
+from compliance.events import make_event
+from compliance.keys import Signer
+from compliance.log import AuditLog
+
+DIGEST = "sha256:" + "cd" * 32
+
+
+def _bundles(
+    tmp_path: Path, *, recorded: str, sent: str, dropped: bool = False
+) -> tuple[Path, Path]:
+    coord, acme = Signer.generate(), Signer.generate()
+    with AuditLog.open(tmp_path / "c.db", origin="coordinator", signer=coord) as log:
+        body = {"digest": DIGEST, "step": "round-1", "contributions": {"acme": recorded}}
+        if dropped:
+            body = {"digest": DIGEST, "step": "round-1", "contributions": {}}
+            log.append(
+                make_event(
+                    coord,
+                    "coordinator",
+                    "partner.dropped",
+                    {"digest": DIGEST, "step": "round-1", "partner": "acme", "reason": "late"},
+                )
+            )
+        log.append(make_event(coord, "coordinator", "round.aggregated", body))
+        export_bundle(log, tmp_path / "cb", public_keys={})
+    with AuditLog.open(tmp_path / "a.db", origin="acme", signer=acme) as log:
+        log.append(
+            make_event(
+                acme,
+                "acme",
+                "data.sent",
+                {"digest": DIGEST, "step": "round-1", "reply": sent, "n_values": 10},
+            )
+        )
+        export_bundle(log, tmp_path / "ab", public_keys={})
+    verify_bundle(tmp_path / "cb")
+    verify_bundle(tmp_path / "ab")
+    return tmp_path / "cb", tmp_path / "ab"
+
+
+def test_agreeing_logs(tmp_path: Path) -> None:
+    cb, ab = _bundles(tmp_path, recorded="sha256:01", sent="sha256:01")
+    assert cross_check(cb, {"acme": ab}).matched == {"acme": 1}
+
+
+def test_disagreeing_digest_is_reported(tmp_path: Path) -> None:
+    cb, ab = _bundles(tmp_path, recorded="sha256:02", sent="sha256:01")
+    with pytest.raises(AuditVerificationError, match="round-1"):
+        cross_check(cb, {"acme": ab})
+
+
+def test_dropped_partner_is_not_a_disagreement(tmp_path: Path) -> None:
+    cb, ab = _bundles(tmp_path, recorded="", sent="sha256:01", dropped=True)
+    assert cross_check(cb, {"acme": ab}).matched == {"acme": 0}

@@ -1,0 +1,432 @@
+"""The compliance report: built from a real signed log, escaped, fail-closed on tampering."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.report import app as report_app
+from common.errors import AuditVerificationError, ComplianceError
+from compliance.bundle import export_bundle
+from compliance.checkpoint import cosign
+from compliance.events import make_event
+from compliance.keys import Signer, format_verifier_key
+from compliance.log import AuditLog
+from compliance.report import build_report, render_html, write_report
+
+ORIGIN = "fedcollab.test/audit"
+DIGEST = "sha256:" + "ab" * 32
+REFUSED_DIGEST = "sha256:" + "cd" * 32
+DS_A = "sha256:" + "a1" * 32
+DS_B = "sha256:" + "b2" * 32
+EVIL = '<script>alert("x")</script>'
+MODEL_BYTES = b"model weights"
+MODEL_HASH = "sha256:" + hashlib.sha256(MODEL_BYTES).hexdigest()
+CARD: dict[str, Any] = {
+    "job": {"name": "churn", "digest": DIGEST, "task": "purchase_prediction", "mode": "sim"},
+    "partners": [
+        {"name": "brand-a", "dataset_hash": DS_A, "n_rows": 100},
+        {"name": "brand-b", "dataset_hash": DS_B, "n_rows": 80},
+    ],
+    "fedcollab_version": "0.1.0",
+}
+
+
+def _h(data: str) -> str:
+    return "sha256:" + hashlib.sha256(data.encode()).hexdigest()
+
+
+def _registry(path: Path) -> Path:
+    purpose = {
+        "id": "purchase-prediction",
+        "name": "Purchase propensity model",
+        "description": "Joint model of purchase intent",
+        "legal_basis": {"pipl": "consent", "gdpr": "legitimate-interests", "note": "LIA-7"},
+        "consent": {
+            "separate_consent_for_provision": True,
+            "sensitive_data": False,
+            "gdpr_explicit_consent": False,
+        },
+        "data_categories": ["browsing sessions", "purchases"],
+        "retention_days": 365,
+        "recipients": ["coordinator"],
+        "cross_border": False,
+        "cross_border_mechanism": None,
+        "impact_assessment_ref": "PIA-2025-007",
+        "controller": "Brand Alliance Ltd",
+        "valid_from": "2025-01-01",
+        "valid_until": "2099-12-31",
+    }
+    doc = {"version": 1, "controller": "Brand Alliance Ltd", "purposes": [purpose]}
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    return path
+
+
+def _events(keys: dict[str, Signer]) -> Iterator[dict[str, Any]]:
+    def ev(actor: str, type_: str, body: dict[str, Any]) -> dict[str, Any]:
+        return make_event(keys[actor], actor, type_, body)
+
+    job = {"job": "churn", "digest": DIGEST}
+    yield ev(
+        "coordinator",
+        "job.submitted",
+        {
+            **job,
+            "purpose": "purchase-prediction",
+            "task": "purchase_prediction",
+            "participants": ["brand-a", "brand-b"],
+            "legal_basis": {"pipl": "consent", "gdpr": "legitimate-interests"},
+            "grants": [{"partner": "brand-a", "grant_digest": "sha256:" + "01" * 32}],
+            "consents": [
+                {
+                    "partner": "brand-a",
+                    "purpose": "purchase-prediction",
+                    "kind": "separate",
+                    "evidence_ref": "CONSENT-A-42",
+                    "subjects_covered": 100,
+                }
+            ],
+        },
+    )
+    yield ev("coordinator", "job.started", {**job, "mode": "simulation"})
+    yield ev(
+        "coordinator",
+        "job.participants",
+        {
+            **job,
+            "partners": [
+                {"name": "brand-a", "dataset_hash": DS_A, "n_rows": 100},
+                {"name": "brand-b", "dataset_hash": DS_B, "n_rows": 80},
+            ],
+            "refused": [{"node": 7, "partner": "brand-c", "reason": "schema mismatch"}],
+        },
+    )
+    for step in (1, 2):
+        replies = {p: _h(f"{p}-{step}") for p in ("brand-a", "brand-b")}
+        for p, reply in replies.items():
+            yield ev(
+                p,
+                "request.received",
+                {**job, "action": "train", "step": step, "request": _h(f"req-{step}")},
+            )
+            yield ev(
+                p,
+                "data.sent",
+                {
+                    **job,
+                    "action": "train",
+                    "step": step,
+                    "reply": reply,
+                    "n_values": 10,
+                    "privacy": {"clip_norm": 1.0},
+                },
+            )
+        yield ev(
+            "coordinator",
+            "round.aggregated",
+            {
+                **job,
+                "step": step,
+                "partners": list(replies),
+                "contributions": replies,
+                "aggregate": _h(f"agg-{step}"),
+                "protection": "plaintext-sum",
+            },
+        )
+    yield ev(
+        "coordinator",
+        "partner.dropped",
+        {**job, "partner": "brand-b", "step": 3, "reason": f"timeout {EVIL}"},
+    )
+    yield ev(
+        "coordinator",
+        "model.released",
+        {
+            **job,
+            "outputs": {"model.pt": MODEL_HASH},
+            "recipients": ["brand-a", "brand-b"],
+            "metrics": {"auc": 0.71},
+        },
+    )
+    yield ev("coordinator", "job.completed", {**job, "wall_time_s": 12.5})
+    yield ev(
+        "coordinator",
+        "checkpoint.cosignatures",
+        {
+            **job,
+            "checkpoint": {"origin": "coordinator", "size": 17, "root": "00" * 32},
+            "cosigned_by": ["brand-a"],
+            "cosign_refused": {"brand-b": "timeout"},
+        },
+    )
+    yield ev(
+        "coordinator",
+        "job.refused",
+        {
+            "job": "sneaky",
+            "digest": REFUSED_DIGEST,
+            "purpose": "profiling",
+            "error": "PolicyRefusal",
+            "reason": f"purpose not registered {EVIL}",
+        },
+    )
+    yield ev(
+        "brand-b",
+        "request.refused",
+        {"job": "sneaky", "digest": REFUSED_DIGEST, "action": "train", "error": "PolicyRefusal"},
+    )
+    yield ev("brand-a", "experimental.thing", {"note": "future event type"})
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("report")
+    log_key = Signer.generate()
+    keys = {n: Signer.generate() for n in ("coordinator", "brand-a", "brand-b")}
+    with AuditLog.open(root / "audit.db", origin=ORIGIN, signer=log_key) as log:
+        events = list(_events(keys))
+        log.append_many(events[:8])
+        log.checkpoint()
+        log.append_many(events[8:])
+        cp = log.checkpoint()
+        cosigned = cosign(cp, keys["brand-a"], "brand-a")
+        log.add_cosignature(cosigned, name="brand-a", public_key=keys["brand-a"].public_key)
+        export_bundle(log, root / "bundle", public_keys={n: s.public_key for n, s in keys.items()})
+    job_dir = root / "job"
+    job_dir.mkdir()
+    (job_dir / "model.pt").write_bytes(MODEL_BYTES)
+    (job_dir / "model_card.json").write_text(json.dumps(CARD), encoding="utf-8")
+    (root / "log.pub").write_text(format_verifier_key(ORIGIN, log_key.public_key) + "\n")
+    return {
+        "root": root,
+        "bundle": root / "bundle",
+        "registry": _registry(root / "registry.json"),
+        "job": job_dir,
+        "log_pub": root / "log.pub",
+    }
+
+
+@pytest.fixture(scope="module")
+def html(world: dict[str, Path]) -> str:
+    model = build_report(
+        world["bundle"], registry=world["registry"], jobs=[world["job"]], trusted_keys=None
+    )
+    return render_html(model)
+
+
+def test_cover_and_attestation(world: dict[str, Path], html: str) -> None:
+    model = build_report(world["bundle"], registry=world["registry"], jobs=(), trusted_keys=None)
+    a = model.attestation
+    assert a.size == 20 and a.cosigners == ("brand-a",) and a.signers[0] == ORIGIN
+    manifest = (world["bundle"] / "manifest.json").read_bytes()
+    assert a.manifest_sha256 == hashlib.sha256(manifest).hexdigest()
+    assert f"Log verified: 20 entries, root {a.root_hex}" in a.verdict
+    assert f"signed by {ORIGIN}, cosigned by brand-a" in a.verdict
+    assert a.root_hex in html and a.manifest_sha256 in html
+    assert "Brand Alliance Ltd" in html
+    assert "What the verification covers" in html
+
+
+def test_provenance_sections(html: str) -> None:
+    assert DIGEST in html and DS_A in html and DS_B in html
+    assert "PIPL: consent; GDPR: legitimate-interests" in html and "LIA-7" in html
+    assert "Purchase propensity model" in html and "PIA-2025-007" in html
+    assert "plaintext-sum" in html and _h("agg-2") in html
+    assert MODEL_HASH in html and "matches" in html
+    assert "dropped at step 3" in html and "completed" in html
+
+
+def test_art23_register(world: dict[str, Path]) -> None:
+    model = build_report(world["bundle"], registry=world["registry"], jobs=(), trusted_keys=None)
+    rows = {p.provider: p for p in model.provisions}
+    assert set(rows) == {"brand-a", "brand-b"}
+    a, b = rows["brand-a"], rows["brand-b"]
+    assert (a.dataset_hash, a.recipient, a.purpose) == (DS_A, "coordinator", "purchase-prediction")
+    assert (a.evidence_ref, a.releases, a.contributions) == ("CONSENT-A-42", 2, 2)
+    assert a.first_time and a.first_time <= a.last_time
+    assert b.evidence_ref == "" and b.dataset_hash == DS_B
+    # brand-b provided without separate consent while the purpose requires one
+    assert any(f.severity == "error" and "brand-b" in f.message for f in model.findings)
+    assert "CONSENT-A-42" in render_html(model)
+
+
+def test_privacy_refusals_and_unknown_events(world: dict[str, Path], html: str) -> None:
+    assert "No differential-privacy mechanism has been recorded in this log" in html
+    model = build_report(world["bundle"], registry=None, jobs=(), trusted_keys=None)
+    kinds = {(r.type, r.digest, r.subject) for r in model.refusals}
+    assert kinds == {
+        ("job.refused", REFUSED_DIGEST, "profiling"),
+        ("request.refused", REFUSED_DIGEST, "train"),
+        ("participation refused", DIGEST, "brand-c"),
+    }
+    assert model.unknown_events == (("experimental.thing", 1),)
+    assert "experimental.thing" in html
+    assert model.purposes is None and not any(
+        "record of processing" in f.message for f in model.findings
+    )
+
+
+def test_log_content_is_escaped(html: str) -> None:
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
+
+
+def test_job_folder_mismatch_is_flagged(world: dict[str, Path], tmp_path: Path) -> None:
+    job = Path(shutil.copytree(world["job"], tmp_path / "job"))
+    (job / "model.pt").write_bytes(b"swapped weights")
+    card = {**CARD, "partners": [{"name": "brand-a", "dataset_hash": DS_B, "n_rows": 1}]}
+    (job / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
+    model = build_report(world["bundle"], registry=None, jobs=[job], trusted_keys=None)
+    errors = [f.message for f in model.findings if f.severity == "error"]
+    assert any("model.pt" in m and "differs" in m for m in errors)
+    assert any("brand-a" in m and DS_B in m for m in errors)
+    assert "MISMATCH" in model.jobs[0].outputs[0].check
+
+    (job / "model_card.json").write_text(
+        json.dumps({**CARD, "job": {"name": "x", "digest": "sha256:" + "00" * 32}})
+    )
+    model = build_report(world["bundle"], registry=None, jobs=[job], trusted_keys=None)
+    assert any("appears nowhere in the log" in f.message for f in model.findings)
+    with pytest.raises(ComplianceError):
+        build_report(world["bundle"], registry=None, jobs=[tmp_path], trusted_keys=None)
+
+
+def test_write_report_html_and_pdf(world: dict[str, Path], tmp_path: Path) -> None:
+    html_path, pdf_path = write_report(
+        world["bundle"],
+        registry=world["registry"],
+        jobs=[world["job"]],
+        trusted_keys=None,
+        out_dir=tmp_path / "out",
+    )
+    assert html_path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    pdf = pdf_path.read_bytes()
+    assert pdf.startswith(b"%PDF") and len(pdf) > 5_000 and pdf.rstrip().endswith(b"%%EOF")
+
+
+def test_tampered_bundle_writes_nothing(world: dict[str, Path], tmp_path: Path) -> None:
+    bundle = Path(shutil.copytree(world["bundle"], tmp_path / "b"))
+    entries = bundle / "entries.jsonl"
+    entries.write_bytes(entries.read_bytes().replace(b"timeout", b"timeour", 1))
+    out = tmp_path / "out"
+    with pytest.raises(AuditVerificationError):
+        write_report(bundle, registry=None, jobs=(), trusted_keys=None, out_dir=out)
+    assert not out.exists()
+
+
+def test_untrusted_log_key_is_refused(world: dict[str, Path], tmp_path: Path) -> None:
+    other = Signer.generate().public_key
+    with pytest.raises(AuditVerificationError):
+        write_report(
+            world["bundle"],
+            registry=None,
+            jobs=(),
+            trusted_keys={ORIGIN: other},
+            out_dir=tmp_path / "out",
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_report(world: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = [
+        str(world["bundle"]),
+        "--registry",
+        str(world["registry"]),
+        "--job",
+        str(world["job"]),
+        "--out",
+        str(out),
+        "--trust",
+        f"{ORIGIN}={world['log_pub']}",
+    ]
+    result = CliRunner().invoke(report_app, args)
+    assert result.exit_code == 0, result.output
+    assert (out / "report.html").is_file() and (out / "report.pdf").is_file()
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "pinned (--trust)" in html
+
+
+def _small_bundle(root: Path, events: list[tuple[str, str, dict[str, Any]]]) -> Path:
+    """A coordinator's own log, as compliance.trail keeps it: origin and actor share a key."""
+    keys = {actor: Signer.generate() for actor, _, _ in events}
+    with AuditLog.open(root / "audit.db", origin="coordinator", signer=keys["coordinator"]) as log:
+        log.append_many([make_event(keys[a], a, t, b) for a, t, b in events])
+        log.checkpoint()
+        export_bundle(log, root / "bundle", public_keys={n: s.public_key for n, s in keys.items()})
+    return root / "bundle"
+
+
+def test_privacy_ledger_and_crafted_output_names(tmp_path: Path) -> None:
+    job = {"job": "dp", "digest": DIGEST}
+    spend = {
+        "job": "dp",
+        "dataset": DS_A,
+        "mechanism": "gaussian",
+        "delta": 1e-5,
+        "accountant": "rdp",
+        "cap": 3.0,
+    }
+    bundle = _small_bundle(
+        tmp_path,
+        [
+            ("brand-a", "privacy.spent", {**spend, "epsilon": 2.0, "cumulative_epsilon": 2.0}),
+            ("brand-a", "privacy.spent", {**spend, "epsilon": 1.5, "cumulative_epsilon": 3.5}),
+            (
+                "coordinator",
+                "model.released",
+                {**job, "outputs": {"../../etc/passwd": MODEL_HASH}, "recipients": []},
+            ),
+        ],
+    )
+    folder = tmp_path / "job"
+    folder.mkdir()
+    card = {"job": {"name": "dp", "digest": DIGEST}, "partners": []}
+    (folder / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
+    model = build_report(bundle, registry=None, jobs=[folder], trusted_keys=None)
+    assert [s.cumulative_epsilon for s in model.privacy] == ["2", "3.5"]  # RFC 8785 numbers
+    assert [s.over_cap for s in model.privacy] == [False, True]
+    assert any("exceeds its cap" in f.message for f in model.findings)
+    assert model.jobs[0].outputs[0].check == "not checked: not a plain file name"
+    html = render_html(model)
+    assert "gaussian" in html and "No differential-privacy mechanism" not in html
+
+
+def test_bundle_swapped_after_verification_is_refused(
+    world: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import compliance.report as report_module
+
+    bundle = Path(shutil.copytree(world["bundle"], tmp_path / "b"))
+    real = report_module.verify_bundle
+
+    def verify_then_swap(path: Path, **kwargs: Any) -> Any:
+        result = real(path, **kwargs)
+        entries = bundle / "entries.jsonl"
+        entries.write_bytes(entries.read_bytes().replace(b"timeout", b"timeour", 1))
+        return result
+
+    monkeypatch.setattr(report_module, "verify_bundle", verify_then_swap)
+    with pytest.raises(AuditVerificationError, match="changed while it was being verified"):
+        write_report(bundle, registry=None, jobs=(), trusted_keys=None, out_dir=tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_public_surface() -> None:
+    import compliance.report as report_module
+
+    assert sorted(report_module.__all__) == [
+        "ReportModel",
+        "build_report",
+        "render_html",
+        "render_pdf",
+        "write_report",
+    ]
+    assert report_app.registered_commands[0].name == "report"
