@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from common.errors import ComplianceError
+from common.errors import AuditVerificationError, ComplianceError
 from compliance.bundle import export_bundle, verify_bundle
 from compliance.keys import Signer, format_verifier_key, parse_verifier_key, public_key_from_pem
 from compliance.log import AuditLog
@@ -69,6 +69,25 @@ def export(
     _out.print(f"exported {cp.checkpoint.size} entries to {out}", highlight=False)
 
 
+def parse_trust(trust: list[str] | None) -> dict[str, bytes]:
+    pinned: dict[str, bytes] = {}
+    for item in trust or []:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise ComplianceError(f"--trust {item!r}: expected NAME=PATH")
+        pinned[name] = _read_public_key(Path(path))[1]
+    return pinned
+
+
+def require_pinned(origin: str, pinned: dict[str, bytes], *, unsafe: bool) -> None:
+    if origin not in pinned and not unsafe:
+        raise AuditVerificationError(
+            f"the key of log {origin!r} was not pinned: the bundle is only consistent "
+            "with the key it carries",
+            hint=f"pass --trust {origin}=PATH/TO/{origin}.pub, obtained from {origin} directly",
+        )
+
+
 @app.command()
 def verify(
     bundle: Annotated[Path, typer.Argument(help="The bundle folder.")],
@@ -77,15 +96,22 @@ def verify(
         typer.Option(help="Pin a key: NAME=PATH to a *.pub file (repeatable)."),
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Processes (default: CPUs).")] = None,
+    unsafe_trust_bundle_keys: Annotated[
+        bool,
+        typer.Option(
+            "--unsafe-trust-bundle-keys",
+            help="Accept the log key shipped inside the bundle (proves consistency only).",
+        ),
+    ] = False,
 ) -> None:
-    """Verify a bundle offline; exit 31 with the reason if anything fails."""
-    pinned: dict[str, bytes] = {}
-    for item in trust or []:
-        name, sep, path = item.partition("=")
-        if not sep:
-            raise ComplianceError(f"--trust {item!r}: expected NAME=PATH")
-        pinned[name] = _read_public_key(Path(path))[1]
+    """Verify a bundle offline; exit 31 with the reason if anything fails.
+
+    The log's own key must be pinned with --trust (obtained out of band): a bundle
+    that carries its own key only proves that it is consistent with itself.
+    """
+    pinned = parse_trust(trust)
     report = verify_bundle(bundle, trusted_keys=pinned, workers=workers)
+    require_pinned(report.origin, pinned, unsafe=unsafe_trust_bundle_keys)
     table = Table(title=f"Audit bundle verified: {report.origin}")
     table.add_column("item")
     table.add_column("value")

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from cli.progress import JobProgress
-from common.errors import FederationError
+from common.errors import error_class
 from common.jobspec import load_job_spec
 from coordinator.submit import follow, run_status, submit_job
 from coordinator.workspace import Workspace
@@ -47,7 +47,7 @@ def submit(
     with JobProgress(title=spec.name) as progress:
         end = follow(out_dir, on_event=progress, is_alive=alive)
     if end.get("status") != "completed":
-        raise FederationError(
+        raise error_class(str(end.get("error")))(
             f"job {spec.name!r} failed: {end.get('error')}", hint=str(end.get("reason", ""))
         )
 

@@ -10,8 +10,16 @@ from typing import Annotated
 
 import typer
 
+from client.grant_check import check_own_grant
 from client.partner_data import PartnerSource
-from client.supernode import NodeConfig, explain_exit, supernode_command, validate_partner_data
+from client.supernode import (
+    NodeConfig,
+    explain_exit,
+    is_refusal,
+    supernode_command,
+    validate_partner_data,
+)
+from common.errors import PolicyRefusal
 from compliance.trail import create_party_key
 from coordinator.workspace import check_name, generate_node_key
 
@@ -73,6 +81,14 @@ def start(
     """
     source = PartnerSource(partner=check_name("partner", partner), data=data, schema=schema)
     ds = validate_partner_data(source)
+    if grant is None or audit_key is None:
+        raise PolicyRefusal(
+            "a node needs a signed dataset grant and its audit key: without them it would "
+            "refuse every job",
+            hint="create keys with `fedcollab node keygen`, sign a grant with "
+            "`fedcollab grant sign`, then pass --grant and --audit-key",
+        )
+    check_own_grant(grant, audit_key, partner=source.partner, dataset=ds)
     typer.echo(f"{data}: {ds.n_rows} rows valid ({ds.content_hash}); connecting to {superlink}")
     if audit_key is not None and audit_db is None:
         audit_db = audit_key.with_name("audit.db")
@@ -97,6 +113,11 @@ def start(
             log.write(line)
             sys.stdout.buffer.write(line)
             sys.stdout.flush()
+            if is_refusal(line.decode(errors="replace")):
+                # The coordinator answered and refused this key: retrying cannot help.
+                proc.terminate()
+                proc.wait(timeout=30)
+                raise explain_exit(1, line.decode(errors="replace"))
         code = proc.wait()
         if code != 0:
             log.seek(0)

@@ -70,7 +70,11 @@ class PartnerAudit:
         raw = json.loads(self._state_path.read_text())
         return CosignRecord(size=int(raw["size"]), root=bytes.fromhex(raw["root"]))
 
-    def _sent_digests(self, job_digest: str) -> dict[str, str]:
+    def cosigned_size(self) -> int | None:
+        previous = self._previous()
+        return previous.size if previous is not None else None
+
+    def _sent_digests(self, job_digest: str, run: str) -> dict[str, str]:
         """Digest of every vector this partner sent in the job, by step (from its own log)."""
         sent: dict[str, str] = {}
         with Trail.open(self.db, self.key, actor=self.partner) as trail:
@@ -80,12 +84,13 @@ class PartnerAudit:
                 if (
                     event.get("type") == "data.sent"
                     and body.get("digest") == job_digest
+                    and body.get("run", "") == run
                     and body.get("n_values", 0) > 0
                 ):
                     sent[str(body["step"])] = str(body["reply"])
         return sent
 
-    def cosign(self, request: Mapping[str, Any], *, job_digest: str) -> SignedCheckpoint:
+    def cosign(self, request: Mapping[str, Any], *, job_digest: str, run: str) -> SignedCheckpoint:
         if self.coordinator_key is None:
             raise ComplianceError(
                 "no pinned coordinator audit key: this node cannot cosign",
@@ -100,13 +105,20 @@ class PartnerAudit:
             previous=self._previous(),
             partner=self.partner,
             job_digest=job_digest,
-            sent_digests=self._sent_digests(job_digest),
+            run=run,
+            sent_digests=self._sent_digests(job_digest, run),
             signer=signer,
         )
         cp = cosigned.checkpoint
         self.record(
             "checkpoint.cosigned",
-            {"digest": job_digest, "origin": cp.origin, "size": cp.size, "root": cp.root.hex()},
+            {
+                "digest": job_digest,
+                "run": run,
+                "origin": cp.origin,
+                "size": cp.size,
+                "root": cp.root.hex(),
+            },
         )
         tmp = self._state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"size": cp.size, "root": cp.root.hex()}))

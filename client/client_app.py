@@ -38,7 +38,7 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
     try:
         payload = decode(msg.content)
         spec = JobSpec.from_json(str(payload.meta["job"]))
-        trail_body.update(job=spec.name, digest=spec.digest())
+        trail_body.update(job=spec.name, digest=spec.digest(), run=str(payload.meta.get("run", "")))
         config = partner_config(context.node_config, {**context.run_config, **overrides})
         source = source_from_config(config)
         audit = PartnerAudit.from_config(source.partner, config)
@@ -61,6 +61,8 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
         else:
             _limit_threads(action)
             meta, vector = HANDLERS[action](data, spec, payload)
+            if action == "query.handshake" and audit is not None:
+                meta["cosigned_size"] = audit.cosigned_size()
         if audit is not None:
             # Logged before the reply leaves: an unlogged send cannot happen.
             audit.record(
@@ -75,9 +77,14 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
                 },
             )
         return Message(encode(meta, vector), reply_to=msg)
-    except (FedcollabError, KeyError) as exc:
-        kind = type(exc).__name__ if isinstance(exc, FedcollabError) else "ProtocolError"
-        text = exc.diagnostics() if isinstance(exc, FedcollabError) else f"malformed: {exc}"
+    except Exception as exc:
+        if isinstance(exc, FedcollabError):
+            kind, text = type(exc).__name__, exc.diagnostics()
+        elif isinstance(exc, KeyError | ValueError | TypeError):
+            kind, text = "ProtocolError", f"malformed request: {exc!r}"
+        else:
+            kind, text = "PartnerError", f"{type(exc).__name__}: {exc}"
+            log.exception("unexpected failure in %s", action)
         log.error("refusing %s: %s", action, text)
         if audit is not None:
             with contextlib.suppress(FedcollabError):
@@ -94,7 +101,9 @@ def _cosign(audit: PartnerAudit | None, payload: Payload, spec: JobSpec) -> Repl
             "this node keeps no audit trail and cannot cosign",
             hint="start it with --audit-key (see `fedcollab node start --help`)",
         )
-    cosigned = audit.cosign(payload.meta["cosign"], job_digest=spec.digest())
+    cosigned = audit.cosign(
+        payload.meta["cosign"], job_digest=spec.digest(), run=str(payload.meta.get("run", ""))
+    )
     return {"cosigned": cosigned.encode()}, None
 
 

@@ -14,13 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from client.partner_data import PartnerData
+from common.dataset import Dataset
 from common.errors import PolicyRefusal
 from common.jobspec import JobSpec
-from compliance.grants import load_signed_grant
+from compliance.grants import load_signed_grant, verify_grant
 from compliance.keys import Signer
 from compliance.policy import check_partner_grant
 
-__all__ = ["check_grant"]
+__all__ = ["check_grant", "check_own_grant"]
 
 
 def check_grant(config: Mapping[str, str], data: PartnerData, spec: JobSpec) -> None:
@@ -40,3 +41,26 @@ def check_grant(config: Mapping[str, str], data: PartnerData, spec: JobSpec) -> 
         own_public_key=Signer.load(key_file).public_key,
         now=datetime.now(UTC),
     )
+
+
+def check_own_grant(grant_file: Path, audit_key: Path, *, partner: str, dataset: Dataset) -> None:
+    """At node start: the grant is ours, signed by our key, for this dataset."""
+    signed = load_signed_grant(grant_file)
+    verify_grant(signed, Signer.load(audit_key).public_key)
+    g = signed.grant
+    if g.partner != partner:
+        raise PolicyRefusal(
+            f"{grant_file} is a grant of {g.partner!r}, not {partner!r}",
+            hint="pass your own grant with --grant",
+        )
+    if g.dataset != dataset.schema.dataset:
+        raise PolicyRefusal(
+            f"{grant_file} grants dataset {g.dataset!r}, this node serves "
+            f"{dataset.schema.dataset!r}",
+            hint="sign a grant for this dataset with `fedcollab grant sign`",
+        )
+    if g.dataset_hash is not None and g.dataset_hash != dataset.content_hash:
+        raise PolicyRefusal(
+            f"{grant_file} pins another version of the data ({g.dataset_hash})",
+            hint="sign a grant for the current file, or restore the granted version",
+        )

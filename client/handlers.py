@@ -25,6 +25,12 @@ __all__ = ["HANDLERS", "Reply", "check_job"]
 
 Reply = tuple[dict[str, Any], np.ndarray | None]
 EVAL_BINS = 1000
+#: A category value a partner holds fewer times than this never leaves it (a rare
+#: value can identify a customer); it is then encoded as "unknown" (all zeros).
+MIN_CATEGORY_COUNT = 10
+#: A cluster or segment with fewer of this partner's rows is reported as empty,
+#: since its sums would describe a handful of customers (or one).
+MIN_AGGREGATE_ROWS = 5
 
 
 def check_job(data: PartnerData, spec: JobSpec) -> None:
@@ -78,7 +84,9 @@ def handshake(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
             "dataset_hash": ds.content_hash,
             "schema_fingerprint": ds.schema.fingerprint(),
             "n_rows": ds.n_rows,
-            "vocab": preprocessing.local_vocabulary(sub.categorical, columns),
+            "vocab": preprocessing.local_vocabulary(
+                sub.categorical, columns, min_count=MIN_CATEGORY_COUNT
+            ),
         },
         None,
     )
@@ -191,7 +199,10 @@ def _centroids(payload: Payload) -> np.ndarray:
 
 
 def kmeans_step(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
-    return {}, kmeans.local_cluster_vector(_segment_x(data, payload), _centroids(payload))
+    centroids = _centroids(payload)
+    vec = kmeans.local_cluster_vector(_segment_x(data, payload), centroids)
+    k, d = centroids.shape
+    return {}, kmeans.suppress_small_clusters(vec, k=k, n_features=d, min_rows=MIN_AGGREGATE_ROWS)
 
 
 def segment_profile(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
@@ -208,7 +219,14 @@ def segment_profile(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply
         k=centroids.shape[0],
         numeric_names=numeric_names,
     )
-    return {}, np.concatenate([vec, kmeans.local_cluster_vector(x, centroids)])
+    k, d = centroids.shape
+    vec = segments.suppress_small_segments(
+        vec, k=k, numeric_names=numeric_names, min_rows=MIN_AGGREGATE_ROWS
+    )
+    lloyd = kmeans.suppress_small_clusters(
+        kmeans.local_cluster_vector(x, centroids), k=k, n_features=d, min_rows=MIN_AGGREGATE_ROWS
+    )
+    return {}, np.concatenate([vec, lloyd])
 
 
 HANDLERS: dict[str, Callable[[PartnerData, JobSpec, Payload], Reply]] = {

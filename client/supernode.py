@@ -20,7 +20,14 @@ from common.dataset import Dataset, load_dataset
 from common.errors import FederationError, WorkspaceError
 from common.schema import load_schema
 
-__all__ = ["NodeConfig", "start_supernode", "supernode_command", "validate_partner_data"]
+__all__ = [
+    "NodeConfig",
+    "explain_exit",
+    "is_refusal",
+    "start_supernode",
+    "supernode_command",
+    "validate_partner_data",
+]
 
 #: What flower-supernode prints when the coordinator does not know its key.
 _NOT_REGISTERED = "Failed to activate SuperNode"
@@ -101,6 +108,11 @@ def start_supernode(cfg: NodeConfig, *, log: IO[bytes] | None = None) -> subproc
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def is_refusal(log_line: str) -> bool:
+    """Whether a SuperNode log line says the coordinator refused this node's key."""
+    return _NOT_REGISTERED in log_line
 
 
 def explain_exit(returncode: int, log_text: str) -> FederationError:

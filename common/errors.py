@@ -38,6 +38,7 @@ __all__ = [
     "ProtocolError",
     "SchemaError",
     "WorkspaceError",
+    "error_class",
 ]
 
 
@@ -134,3 +135,11 @@ class AuditVerificationError(ComplianceError):
 
 class PolicyRefusal(ComplianceError):
     exit_code = 32
+
+
+def error_class(name: str) -> type[FedcollabError]:
+    """The error class called ``name`` (as recorded in a job's result), or FederationError."""
+    cls = globals().get(name)
+    if isinstance(cls, type) and issubclass(cls, FedcollabError):
+        return cls
+    return FederationError

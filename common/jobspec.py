@@ -31,7 +31,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from common.errors import JobSpecError
+from common.errors import JobSpecError, SchemaError
+from common.schema import DatasetSchema
 
 __all__ = [
     "EvaluationSpec",
@@ -173,6 +174,13 @@ def load_job_spec(path: Path) -> JobSpec:
             raw[key] = tuple(raw[key])
     if isinstance(raw.get("model"), dict) and isinstance(raw["model"].get("hidden_sizes"), list):
         raw["model"]["hidden_sizes"] = tuple(raw["model"]["hidden_sizes"])
+    try:
+        DatasetSchema.model_validate(raw["schema"])
+    except ValidationError as exc:
+        raise SchemaError(
+            f"{schema_path}: {_summarise(exc)}",
+            hint="the job's schema must be a valid data contract (see `fedcollab data split`)",
+        ) from exc
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as exc:

@@ -98,6 +98,7 @@ def cosign_request(
     job_digest: str,
     sent_digests: Mapping[str, str],
     signer: Signer,
+    run: str | None = None,
 ) -> SignedCheckpoint:
     """Check a cosign request (see the module docstring) and cosign; raises on any doubt.
 
@@ -138,6 +139,8 @@ def cosign_request(
         body = event.get("body", {})
         if event.get("type") != "round.aggregated" or body.get("digest") != job_digest:
             raise AuditVerificationError(f"entry {index} is not an aggregate of this job")
+        if run is not None and body.get("run") != run:
+            raise AuditVerificationError(f"entry {index} is an aggregate of another run")
         if partner in body.get("contributions", {}):
             recorded[str(body.get("step"))] = str(body["contributions"][partner])
     for step, digest in sent_digests.items():

@@ -32,6 +32,11 @@ def _events(bundle: Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)["event"]
 
 
+def _run(body: Mapping[str, Any]) -> str:
+    """Events are matched per run (the same job spec may run many times)."""
+    return f"{body.get('digest')}/{body.get('run', '')}"
+
+
 @dataclass(frozen=True)
 class CrossCheck:
     """How many contributions were matched, per partner."""
@@ -48,11 +53,11 @@ def cross_check(coordinator: Path, partners: Mapping[str, Path]) -> CrossCheck:
     for ev in _events(coordinator):
         body = ev.get("body", {})
         if ev.get("type") == "round.aggregated":
-            jobs.add(str(body["digest"]))
+            jobs.add(_run(body))
             for partner, digest in body.get("contributions", {}).items():
-                recorded[(str(body["digest"]), str(body["step"]), partner)] = str(digest)
+                recorded[(_run(body), str(body["step"]), partner)] = str(digest)
         elif ev.get("type") == "partner.dropped":
-            dropped.add((str(body["digest"]), str(body["step"]), str(body["partner"])))
+            dropped.add((_run(body), str(body["step"]), str(body["partner"])))
     matched: dict[str, int] = {}
     for partner, bundle in partners.items():
         sent: dict[tuple[str, str, str], str] = {}
@@ -63,7 +68,7 @@ def cross_check(coordinator: Path, partners: Mapping[str, Path]) -> CrossCheck:
                     f"{bundle}: event by {ev.get('actor')!r} in the log of {partner!r}"
                 )
             if ev.get("type") == "data.sent" and int(body.get("n_values", 0)) > 0:
-                sent[(str(body["digest"]), str(body["step"]), partner)] = str(body["reply"])
+                sent[(_run(body), str(body["step"]), partner)] = str(body["reply"])
         count = 0
         for key, digest in sent.items():
             if key[0] not in jobs:

@@ -11,6 +11,7 @@ log open while waiting for partners, so operators can submit other jobs.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,9 @@ class JobAudit:
     def __init__(self, config: AuditConfig | None, spec: JobSpec) -> None:
         self.config = config
         self.spec = spec
+        #: This run's id: the same spec may run many times; events and partners'
+        #: records of what they sent are matched per run.
+        self.run_id = uuid.uuid4().hex
         #: Log indices of this job's ``round.aggregated`` events (for cosigning).
         self.aggregate_indices: list[int] = []
 
@@ -53,9 +57,8 @@ class JobAudit:
         if self.config is None:
             return None
         with self._trail() as trail:
-            index = trail.record(
-                type, {"job": self.spec.name, "digest": self.spec.digest(), **body}
-            )
+            head = {"job": self.spec.name, "digest": self.spec.digest(), "run": self.run_id}
+            index = trail.record(type, {**head, **body})
         if type == "round.aggregated":
             self.aggregate_indices.append(index)
         return index
@@ -77,24 +80,26 @@ class JobAudit:
             protection=protection,
         )
 
-    def cosign_requests(self, partners: list[str]) -> tuple[SignedCheckpoint, dict[str, Any]]:
-        """Sign a checkpoint now and build each partner's cosign request for it."""
+    def cosign_requests(
+        self, partners: Mapping[str, int | None]
+    ) -> tuple[SignedCheckpoint, dict[str, Any]]:
+        """Sign a checkpoint now and build each partner's cosign request for it.
+
+        ``partners`` maps each partner to the size of the last checkpoint it says
+        it cosigned (from its handshake): the consistency proof starts there, so a
+        partner whose last cosignature never reached this log can still cosign.
+        """
         assert self.config is not None
         with self._trail() as trail:
             signed = trail.checkpoint()
-            last: dict[str, int] = {}
-            for cp in trail.log.checkpoints():
-                for name in cp.signer_names():
-                    if cp.checkpoint.size < signed.checkpoint.size:
-                        last[name] = max(last.get(name, 0), cp.checkpoint.size)
             requests = {
                 p: build_request(
                     trail.log,
                     signed,
                     aggregate_indices=self.aggregate_indices,
-                    previous_size=last.get(p),
+                    previous_size=size,
                 )
-                for p in partners
+                for p, size in partners.items()
             }
         return signed, requests
 

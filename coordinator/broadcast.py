@@ -60,15 +60,26 @@ def broadcast(
         )
         for node in nodes
     ]
-    pending = dict(zip(grid.push_messages(messages), nodes, strict=True))
+    ids = list(grid.push_messages(messages))
     outcome = Outcome()
+    if len(ids) != len(nodes):
+        # Flower delivered none of them (e.g. a message too large): every node drops out.
+        for node in nodes:
+            outcome.dropped[node] = "the coordinator could not deliver the request"
+        return outcome
+    pending: dict[str, int] = {}
+    for msg_id, node in zip(ids, nodes, strict=True):
+        if msg_id:
+            pending[msg_id] = node
+        else:
+            outcome.dropped[node] = "the coordinator could not deliver the request"
     deadline = time.monotonic() + timeout_s
     while pending and time.monotonic() < deadline:
         for reply in grid.pull_messages(list(pending)):
             msg_id = reply.metadata.reply_to_message_id
-            node = pending.pop(msg_id, None)
-            if node is None:
+            if msg_id not in pending:
                 continue
+            node = pending.pop(msg_id)
             _handle(reply, node, outcome, on_reply, expect_length)
         if pending:
             time.sleep(_POLL_S)
@@ -85,16 +96,21 @@ def _handle(
     expect_length: int | None,
 ) -> None:
     if reply.has_error():
-        outcome.dropped[node] = f"error reply: {reply.error.reason}"
+        # Flower's error text can quote a partner's exception (paths, values): never
+        # copy it into outputs or the audit log, only its code.
+        outcome.dropped[node] = f"error reply (code {reply.error.code})"
         return
     try:
         payload = decode(reply.content, expect_length=None)
         if payload.refused:
-            outcome.refused[node] = f"{payload.refused}: {payload.meta.get('reason', '')}"
+            outcome.refused[node] = f"refused by the partner ({payload.refused[:64]})"
             return
         payload = decode(reply.content, expect_length=expect_length)
         on_reply(node, payload)
     except ProtocolError as exc:
         outcome.dropped[node] = f"malformed reply: {exc.message}"
+        return
+    except (ValueError, TypeError, KeyError) as exc:
+        outcome.dropped[node] = f"malformed reply ({type(exc).__name__})"
         return
     outcome.replied.append(node)

@@ -24,7 +24,9 @@ _COSIGN_TIMEOUT_S = 120.0
 
 def request_cosignatures(grid: Grid, roster: Roster, audit: JobAudit) -> dict[str, Any]:
     nodes = {node: p.name for node, p in roster.active.items()}
-    signed, requests = audit.cosign_requests(sorted(nodes.values()))
+    signed, requests = audit.cosign_requests(
+        {p.name: p.cosigned_size for p in roster.active.values()}
+    )
     cosigned: list[str] = []
     refused: dict[str, str] = {}
 

@@ -47,7 +47,13 @@ def run_job(
     """Run ``spec``; writes every output file and returns the metrics document."""
     started, t0 = _now(), time.monotonic()
     audit = JobAudit(audit_config, spec)
-    roster = Roster(spec=spec, outputs=outputs, audit=audit, policy=policy)
+    roster = Roster(
+        spec=spec,
+        outputs=outputs,
+        audit=audit,
+        policy=policy,
+        require_registered_names=mode == "deployment",
+    )
     outputs.event("job_start", job=spec.name, task=spec.task, digest=spec.digest(), mode=mode)
     try:
         audit.event("job.started", task=spec.task, purpose=spec.purpose, mode=mode)

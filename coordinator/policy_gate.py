@@ -153,10 +153,12 @@ def check_submission(ws: Workspace, spec: JobSpec) -> tuple[PolicyBundle, Policy
                 "with `fedcollab federation grant`",
             )
         facts = {
+            # The dataset actually held is known only at the handshake, where it is
+            # checked against the grant (name and any pinned hash); here, the grant's own.
             p: ParticipantFacts(
                 partner=p,
                 dataset=bundle.grants[p].grant.dataset if p in bundle.grants else "",
-                dataset_hash=None,
+                dataset_hash=bundle.grants[p].grant.dataset_hash if p in bundle.grants else None,
             )
             for p in participants
         }

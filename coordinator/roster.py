@@ -47,6 +47,8 @@ class Partner:
     n_rows: int
     #: Category values this partner holds in the schema's open vocabularies.
     vocab: Mapping[str, list[str]] = field(default_factory=dict)
+    #: Size of the coordinator checkpoint this partner last cosigned (None: never).
+    cosigned_size: int | None = None
 
 
 @dataclass
@@ -56,6 +58,8 @@ class Roster:
     audit: JobAudit
     #: Registry and grants; when set, each partner's grant is checked at its handshake.
     policy: PolicyBundle | None = None
+    #: In a real federation every node must carry the name it was registered under.
+    require_registered_names: bool = False
     active: dict[int, Partner] = field(default_factory=dict)
     dropped: list[dict[str, object]] = field(default_factory=list)
     refused: list[dict[str, object]] = field(default_factory=list)
@@ -66,7 +70,7 @@ class Roster:
         return sorted(p.name for p in self.active.values())
 
     def job_meta(self) -> dict[str, object]:
-        return {"job": self.spec.to_json()}
+        return {"job": self.spec.to_json(), "run": self.audit.run_id}
 
     # -- discovery ----------------------------------------------------------
     def discover(self, grid: Grid) -> None:
@@ -138,7 +142,7 @@ class Roster:
         for node, payload in replies.items():
             name = str(payload.meta.get("partner", ""))
             reg = registered.get(node, "")
-            if reg and reg != name:
+            if (reg or self.require_registered_names) and reg != name:
                 self.refused.append(
                     {"node": node, "partner": reg, "reason": f"claims to be {name!r}"}
                 )
@@ -167,6 +171,7 @@ class Roster:
                 dataset_hash=str(payload.meta.get("dataset_hash", "")),
                 n_rows=int(payload.meta.get("n_rows", 0)),
                 vocab=dict(payload.meta.get("vocab", {})),
+                cosigned_size=_optional_int(payload.meta.get("cosigned_size")),
             )
 
     # -- requests -----------------------------------------------------------
@@ -193,12 +198,12 @@ class Roster:
 
         def handle(node: int, payload: Payload) -> None:
             partner = self.active[node]
+            if on_reply is not None:  # first: it may reject the reply before it is summed
+                on_reply(partner, payload)
             if into is not None:
-                into.add(payload.array)
+                into.add(payload.array)  # validates before adding: a refused vector adds nothing
             if payload.vector is not None:
                 contributions[partner.name] = digest_vector(payload.vector)
-            if on_reply is not None:
-                on_reply(partner, payload)
 
         def content_for(node: int) -> RecordDict:
             vec = vector_for(node) if vector_for is not None else None
@@ -234,3 +239,7 @@ class Roster:
                 hint="restart the dropped partners' nodes and resubmit, or lower min_partners",
             )
         return [self.active[n] for n in outcome.replied if n in self.active]
+
+
+def _optional_int(value: object) -> int | None:
+    return value if isinstance(value, int) and value > 0 else None

@@ -19,7 +19,7 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from common.errors import JobSpecError
+from common.errors import JobSpecError, PolicyRefusal
 from common.jobspec import JobSpec
 from compliance.keys import parse_verifier_key
 from coordinator.audit import AuditConfig
@@ -65,13 +65,22 @@ def make_server_app(overrides: Mapping[str, str] | None = None) -> ServerApp:
         if not out:
             raise JobSpecError("run config has no output-dir", hint="submit jobs with fedcollab")
         spec = JobSpec.from_json(str(cfg.get("job", "")))
+        mode = str(cfg.get("mode", "deployment"))
+        audit, policy = audit_config(cfg), policy_from(cfg)
+        if mode == "deployment" and (audit is None or policy is None):
+            # Fail closed: a run started around `fedcollab job submit` (e.g. a bare
+            # `flwr run`) would otherwise skip the policy gate and the audit trail.
+            raise PolicyRefusal(
+                "this run has no audit trail or policy configuration; refusing to run it",
+                hint="submit jobs with `fedcollab job submit`",
+            )
         run_job(
             grid,
             spec,
             JobOutputs(Path(out)),
-            mode=str(cfg.get("mode", "deployment")),
-            audit_config=audit_config(cfg),
-            policy=policy_from(cfg),
+            mode=mode,
+            audit_config=audit,
+            policy=policy,
         )
 
     return server_app

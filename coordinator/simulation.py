@@ -16,7 +16,7 @@ from typing import Any
 
 from client.client_app import make_client_app
 from client.partner_data import PartnerSource
-from common.errors import FederationError, JobSpecError
+from common.errors import FederationError, JobSpecError, error_class
 from common.jobspec import JobSpec
 from common.schema import load_schema
 from compliance.policy import ParticipantFacts
@@ -171,7 +171,7 @@ def run_simulation_job(
         )
     result: dict[str, Any] = json.loads(result_path.read_text())
     if result.get("status") != "completed":
-        raise FederationError(
+        raise error_class(str(result.get("error")))(
             f"job {spec.name!r} failed: {result.get('error')}: {result.get('reason')}",
             hint="see progress.jsonl in the output folder",
         )

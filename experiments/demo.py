@@ -30,8 +30,10 @@ from compliance.bundle import export_bundle, verify_bundle
 from compliance.crossref import cross_check
 from compliance.keys import Signer
 from compliance.log import AuditLog
+from compliance.report import write_report
 from compliance.trail import load_verifier_key
 from coordinator.local_federation import LocalFederation
+from coordinator.policy_gate import registry_path
 from coordinator.submit import follow, submit_job
 from coordinator.workspace import Workspace
 from experiments.horizontal import compare, default_jobs, prepare_partners, render
@@ -137,6 +139,14 @@ def run_demo(out: Path, *, port: int = 9092, console: Console | None = None) -> 
         f"{sum(result_audit['matched'].values())} contributions match across logs "
         f"(bundles in {out / 'audit'})"
     )
+    html, pdf = write_report(
+        out / "audit" / "coordinator",
+        registry=registry_path(fed.ws),
+        jobs=[out / prediction.name, out / segmentation.name],
+        trusted_keys={"coordinator": load_verifier_key(fed.ws.audit_pub)[1]},
+        out_dir=out / "audit" / "report",
+    )
+    console.print(f"compliance report: {html} and {pdf}")
     console.print("training the centralized and partner-alone baselines on the same rows ...")
     result = compare(
         sources, prediction, segmentation, out / prediction.name, out / segmentation.name

@@ -46,6 +46,7 @@ __all__ = [
     "local_seed_vector",
     "seed_centroids",
     "seed_vector_length",
+    "suppress_small_clusters",
     "update_centroids",
 ]
 
@@ -295,3 +296,22 @@ def centralized_kmeans(
     model = KMeans(n_clusters=k, n_init=n_init, max_iter=max_iter, random_state=seed)
     model.fit(data)
     return np.asarray(model.cluster_centers_, dtype=np.float64)
+
+
+def suppress_small_clusters(
+    vec: npt.ArrayLike, *, k: int, n_features: int, min_rows: int
+) -> np.ndarray:
+    """Zero the sums and counts of clusters with fewer than ``min_rows`` local rows.
+
+    A partner applies this to its :func:`local_cluster_vector` before replying:
+    a cluster of one row would otherwise reveal that row (the coordinator picks
+    the centroids). The inertia slot is kept (one scalar over all rows).
+    """
+    out = as_vector(vec, length=cluster_vector_length(k=k, n_features=n_features), name="Lloyd")
+    out = out.copy()
+    counts = out[k * n_features : k * n_features + k]
+    small = (counts >= EMPTY_COUNT) & (counts < min_rows)
+    sums = out[: k * n_features].reshape(k, n_features)
+    sums[small] = 0.0
+    counts[small] = 0.0
+    return out

@@ -46,6 +46,7 @@ __all__ = [
     "local_profile_vector",
     "profile_vector_length",
     "profiles_from_vector",
+    "suppress_small_segments",
 ]
 
 
@@ -141,3 +142,19 @@ def profiles_from_vector(
             )
         )
     return profiles
+
+
+def suppress_small_segments(
+    vec: npt.ArrayLike, *, k: int, numeric_names: Sequence[str], min_rows: int
+) -> np.ndarray:
+    """Zero every statistic of segments with fewer than ``min_rows`` local rows.
+
+    Applied by a partner to its :func:`local_profile_vector` before replying,
+    so a segment profile never describes a handful of one partner's customers.
+    """
+    length = profile_vector_length(k=k, numeric_names=numeric_names)
+    out = as_vector(vec, length=length, name="profile").copy()
+    blocks = out.reshape(k, -1)
+    small = (blocks[:, 0] > 0) & (blocks[:, 0] < min_rows)
+    blocks[small] = 0.0
+    return out

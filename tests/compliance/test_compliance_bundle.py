@@ -383,8 +383,13 @@ def test_cli_export_and_verify(world: dict[str, object], tmp_path: Path) -> None
     )
     assert res.exit_code == 0, res.output
     assert "verified" in res.output
+    res = runner.invoke(app, ["verify", str(out)])  # log key not pinned: refused
+    assert isinstance(res.exception, AuditVerificationError)
+    assert "not pinned" in str(res.exception)
+    res = runner.invoke(app, ["verify", str(out), "--unsafe-trust-bundle-keys"])
+    assert res.exit_code == 0, res.output
     _edit_entry(out)
-    res = runner.invoke(app, ["verify", str(out)])
+    res = runner.invoke(app, ["verify", str(out), "--unsafe-trust-bundle-keys"])
     assert isinstance(res.exception, AuditVerificationError)
     assert res.exception.exit_code == 31
 

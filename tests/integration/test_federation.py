@@ -16,6 +16,7 @@ from common.dataset import file_sha256
 from common.jobspec import load_job_spec
 from compliance.keys import Signer
 from compliance.log import AuditLog
+from compliance.trail import create_party_key
 from coordinator.local_federation import LocalFederation
 from coordinator.local_grants import demo_grant, example_registry
 from coordinator.submit import follow, submit_job
@@ -123,11 +124,22 @@ def test_submission_without_registered_purpose_is_refused_and_logged(
 
 def test_unregistered_node_is_refused(federation: LocalFederation, tmp_path: Path) -> None:
     key, _pub = generate_node_key(tmp_path / "intruder")
+    audit_key, _ = create_party_key(tmp_path / "intruder", "intruder")
     src = federation.partners[0]
+    grant = tmp_path / "intruder" / "grant.json"
+    demo_grant(
+        partner="intruder",
+        dataset=src.partner,
+        audit_key=audit_key,
+        registry=example_registry(),
+        purposes=["purchase-prediction"],
+        out=grant,
+    )
     proc = subprocess.run(
         [str(BIN / "fedcollab"), "node", "start", "--partner", "intruder",
          "--data", str(src.data), "--schema", str(src.schema),
          "--ca", str(federation.ws.ca_cert), "--key", str(key),
+         "--grant", str(grant), "--audit-key", str(audit_key),
          "--superlink", federation.ws.federation.address, "--port", str(free_port()),
          "--connect-timeout", "20"],
         capture_output=True, text=True, timeout=300, check=False,

@@ -47,6 +47,7 @@ EXPECTED = {
         "local_seed_vector",
         "seed_centroids",
         "seed_vector_length",
+        "suppress_small_clusters",
         "update_centroids",
     },
     "protocols.segments": {
@@ -54,6 +55,7 @@ EXPECTED = {
         "local_profile_vector",
         "profile_vector_length",
         "profiles_from_vector",
+        "suppress_small_segments",
     },
 }
 
