@@ -12,6 +12,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from common.errors import FedcollabError
 
@@ -74,12 +75,15 @@ for _module_name, _group in _EXTRAS:
 
 def main() -> None:
     """Entry point: run the app, turn our typed errors into exit codes."""
-    err = Console(stderr=True)
+    # No wrapping (messages must stay greppable in logs) and no markup (an error's
+    # text may contain brackets).
+    err = Console(stderr=True, soft_wrap=True)
     try:
         app(standalone_mode=False)
     except FedcollabError as exc:
         err.print(
-            f"[bold red]error ({type(exc).__name__}):[/] {exc.diagnostics()}", highlight=False
+            f"[bold red]error ({type(exc).__name__}):[/] {escape(exc.diagnostics())}",
+            highlight=False,
         )
         sys.exit(exc.exit_code)
     except typer.Abort:

@@ -137,14 +137,14 @@ class Roster:
         )
         for node, reason in {**outcome.refused, **outcome.dropped}.items():
             self.refused.append(
-                {"node": node, "partner": registered.get(node, ""), "reason": reason}
+                {"node": str(node), "partner": registered.get(node, ""), "reason": reason}
             )
         for node, payload in replies.items():
             name = str(payload.meta.get("partner", ""))
             reg = registered.get(node, "")
             if (reg or self.require_registered_names) and reg != name:
                 self.refused.append(
-                    {"node": node, "partner": reg, "reason": f"claims to be {name!r}"}
+                    {"node": str(node), "partner": reg, "reason": f"claims to be {name!r}"}
                 )
                 continue
             if self.spec.participants and name not in self.spec.participants:
@@ -158,12 +158,18 @@ class Roster:
                         dataset_hash=str(payload.meta.get("dataset_hash", "")) or None,
                     )
                 except PolicyRefusal as exc:
-                    record = {"node": node, "partner": name, "reason": exc.message}
+                    record: dict[str, object] = {
+                        "node": str(node),
+                        "partner": name,
+                        "reason": exc.message,
+                    }
                     self.refused.append(record)
                     self.audit.event("partner.refused", partner=name, reason=exc.message)
                     continue
             if any(p.name == name for p in self.active.values()):
-                self.refused.append({"node": node, "partner": name, "reason": "duplicate name"})
+                self.refused.append(
+                    {"node": str(node), "partner": name, "reason": "duplicate name"}
+                )
                 continue
             self.active[node] = Partner(
                 node_id=node,
