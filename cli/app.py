@@ -30,8 +30,8 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# (module, group name or None for top-level commands). Modules that are not
-# written yet are skipped so that each group lands on its own.
+# (module, group): group None adds the module's commands at the top level; a group
+# that already exists receives the module's commands (``audit report``).
 _GROUPS: list[tuple[str, str | None]] = [
     ("cli.data", "data"),
     ("cli.federation", "federation"),
@@ -39,38 +39,23 @@ _GROUPS: list[tuple[str, str | None]] = [
     ("cli.node", "node"),
     ("cli.job", "job"),
     ("cli.audit", "audit"),
+    ("cli.report", "audit"),
+    ("cli.crossref", "audit"),
     ("cli.registry", "registry"),
     ("cli.grant", "grant"),
     ("cli.run", None),
     ("cli.demo", None),
 ]
 
-# Commands that join an existing group: (module, group).
-_EXTRAS: list[tuple[str, str]] = [("cli.report", "audit"), ("cli.crossref", "audit")]
-
 for _module_name, _group in _GROUPS:
-    try:
-        _module = importlib.import_module(_module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != _module_name:
-            raise
-        continue
+    _sub: typer.Typer = importlib.import_module(_module_name).app
+    _existing = [g.typer_instance for g in app.registered_groups if g.name == _group]
     if _group is None:
-        app.registered_commands.extend(_module.app.registered_commands)
+        app.registered_commands.extend(_sub.registered_commands)
+    elif _existing and _existing[0] is not None:
+        _existing[0].registered_commands.extend(_sub.registered_commands)
     else:
-        app.add_typer(_module.app, name=_group)
-
-
-for _module_name, _group in _EXTRAS:
-    try:
-        _module = importlib.import_module(_module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != _module_name:
-            raise
-        continue
-    for _info in app.registered_groups:
-        if _info.name == _group and _info.typer_instance is not None:
-            _info.typer_instance.registered_commands.extend(_module.app.registered_commands)
+        app.add_typer(_sub, name=_group)
 
 
 def main() -> None:
