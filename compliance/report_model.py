@@ -98,10 +98,19 @@ class Attestation:
 
     @property
     def verdict(self) -> str:
-        cos = ", ".join(self.cosigners) or "no cosigner"
+        text = f"Log verified: {self.size} entries, root {self.root_hex}, signed by {self.origin}"
+        if self.cosigners:
+            return f"{text}, latest checkpoint cosigned by {', '.join(self.cosigners)}"
+        cosigned = [
+            (size, [n for n in names if n != self.origin]) for size, names in self.checkpoints
+        ]
+        cosigned = [(size, names) for size, names in cosigned if names]
+        if not cosigned:
+            return f"{text}; no checkpoint is cosigned"
+        size, names = cosigned[-1]
         return (
-            f"Log verified: {self.size} entries, root {self.root_hex}, "
-            f"signed by {self.origin}, cosigned by {cos}"
+            f"{text}; the latest checkpoint is not cosigned yet, the checkpoint at size "
+            f"{size} is cosigned by {', '.join(names)}"
         )
 
 

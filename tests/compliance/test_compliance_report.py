@@ -228,7 +228,7 @@ def test_cover_and_attestation(world: dict[str, Path], html: str) -> None:
     manifest = (world["bundle"] / "manifest.json").read_bytes()
     assert a.manifest_sha256 == hashlib.sha256(manifest).hexdigest()
     assert f"Log verified: 20 entries, root {a.root_hex}" in a.verdict
-    assert f"signed by {ORIGIN}, cosigned by brand-a" in a.verdict
+    assert f"signed by {ORIGIN}, latest checkpoint cosigned by brand-a" in a.verdict
     assert a.root_hex in html and a.manifest_sha256 in html
     assert "Brand Alliance Ltd" in html
     assert "What the verification covers" in html
