@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from coordinator.policy_gate import add_grant
-from coordinator.superlink import register_node, registered_nodes
+from coordinator.superlink import register_node, registered_nodes, write_peer_keys
 from coordinator.workspace import Workspace
 
 __all__ = ["app"]
@@ -77,6 +77,23 @@ def grant(
         f"grant of {g.partner!r} for dataset {g.dataset!r}: purposes {', '.join(g.purposes)}; "
         f"valid until {g.valid_until.isoformat()}"
     )
+
+
+@app.command("peers")
+def peers(
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write it (default: <workspace>/peers.json).")
+    ] = None,
+    workspace: WorkspaceOpt = Path("workspace"),
+) -> None:
+    """Write the registered partners' audit keys, for every partner to pin.
+
+    Encrypted jobs need it at every node (`fedcollab node start --peer-keys`):
+    the partner that deals a job's key checks each partner's transport key
+    against it, and each partner checks the dealer's signature.
+    """
+    path = write_peer_keys(Workspace.open(workspace), out)
+    typer.echo(f"peer keys written to {path}: send it to every partner")
 
 
 @app.command("nodes")

@@ -68,6 +68,12 @@ def start(
     grant: Annotated[
         Path | None, typer.Option(help="Your signed dataset grant (`fedcollab grant sign`).")
     ] = None,
+    peer_keys: Annotated[
+        Path | None,
+        typer.Option(
+            help="Partners' audit keys (`fedcollab federation peers`): needed for encrypted jobs."
+        ),
+    ] = None,
     connect_timeout: Annotated[
         float, typer.Option(help="Seconds to keep trying to reach the coordinator.")
     ] = 300.0,
@@ -103,6 +109,7 @@ def start(
         coordinator_key=coordinator_key,
         connect_timeout_s=connect_timeout,
         grant=grant,
+        peer_keys=peer_keys,
     )
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(

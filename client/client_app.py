@@ -13,9 +13,11 @@ import contextlib
 import logging
 from collections.abc import Mapping
 
+import numpy as np
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+from client import encryption
 from client.audit import PartnerAudit, request_digest
 from client.grant_check import check_grant
 from client.handlers import HANDLERS, Reply, check_job
@@ -23,7 +25,7 @@ from client.partner_data import load_partner, partner_config, source_from_config
 from common.errors import ComplianceError, FedcollabError
 from common.jobspec import JobSpec
 from common.serde import Payload, decode, encode
-from compliance.trail import digest_vector
+from compliance.trail import digest_bytes, digest_vector
 
 __all__ = ["app", "make_client_app"]
 
@@ -56,26 +58,52 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
         )
         check_job(data, spec)
         check_grant(config, data, spec)
+        run = str(payload.meta.get("run", ""))
+        encrypted = spec.privacy.encrypted
+        ciphertext: bytes | None = None
+        aggregation = "ckks-sum" if encrypted else "plaintext-sum"
         if action == "query.cosign":
             meta, vector = _cosign(audit, payload, spec)
+            if encrypted:
+                encryption.erase(config, run=run)  # keys rotate per job
+        elif action == "query.he_keygen" and encrypted:
+            meta, vector = (
+                encryption.keygen(config, partner=data.partner, run=run, payload=payload),
+                None,
+            )
+        elif action == "query.he_decrypt" and encrypted:
+            meta, vector = encryption.decrypt(
+                config, partner=data.partner, run=run, payload=payload
+            )
+            aggregation = "ckks-decrypted-aggregate"
         else:
             _limit_threads(action)
             meta, vector = HANDLERS[action](data, spec, payload)
-            if action == "query.handshake" and audit is not None:
-                meta["cosigned_size"] = audit.cosigned_size()
+            if action == "query.handshake":
+                if audit is not None:
+                    meta["cosigned_size"] = audit.cosigned_size()
+                if encrypted:
+                    meta["he_offer"] = encryption.offer(config, partner=data.partner, run=run)
+            elif encrypted and vector is not None:
+                # Fails closed: without the job key this raises and nothing leaves.
+                ciphertext, meta["he"] = encryption.encrypt_reply(
+                    config, partner=data.partner, run=run, request=payload, vector=vector
+                )
         if audit is not None:
             # Logged before the reply leaves: an unlogged send cannot happen.
             audit.record(
                 "data.sent",
                 {
                     **trail_body,
-                    "reply": digest_vector(vector)
-                    if vector is not None
-                    else request_digest(meta, None),
-                    "n_values": 0 if vector is None else int(vector.size),
-                    "privacy": {"mechanism": "none", "aggregation": "plaintext-sum"},
+                    "reply": _reply_digest(meta, vector, ciphertext),
+                    "n_values": int(meta["he"]["length"])
+                    if ciphertext is not None
+                    else (0 if vector is None else int(vector.size)),
+                    "privacy": {"mechanism": "none", "aggregation": aggregation},
                 },
             )
+        if ciphertext is not None:
+            return Message(encode(meta, ciphertext=ciphertext), reply_to=msg)
         return Message(encode(meta, vector), reply_to=msg)
     except Exception as exc:
         if isinstance(exc, FedcollabError):
@@ -93,6 +121,17 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
             encode({"refused": kind, "reason": f"{kind} at the partner; see its node log"}),
             reply_to=msg,
         )
+
+
+def _reply_digest(
+    meta: Mapping[str, object], vector: np.ndarray | None, ciphertext: bytes | None
+) -> str:
+    """The digest both ends log for a reply: of the ciphertext, the vector, or the meta."""
+    if ciphertext is not None:
+        return digest_bytes(ciphertext)
+    if vector is not None:
+        return digest_vector(vector)
+    return request_digest(meta, None)
 
 
 def _cosign(audit: PartnerAudit | None, payload: Payload, spec: JobSpec) -> Reply:
@@ -132,6 +171,8 @@ def make_client_app(overrides: Mapping[str, str] | None = None) -> ClientApp:
         ("query", "kmeans_step"),
         ("query", "segment_profile"),
         ("query", "cosign"),
+        ("query", "he_keygen"),
+        ("query", "he_decrypt"),
     ):
         getattr(client_app, category)(action)(serve)
     return client_app

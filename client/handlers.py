@@ -83,7 +83,9 @@ def handshake(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
             "dataset": ds.schema.dataset,
             "dataset_hash": ds.content_hash,
             "schema_fingerprint": ds.schema.fingerprint(),
-            "n_rows": ds.n_rows,
+            # Under encryption the row count stays with the partner (FedAvg weights
+            # travel encrypted); the coordinator learns only the total.
+            **({} if spec.privacy.encrypted else {"n_rows": ds.n_rows}),
             "vocab": preprocessing.local_vocabulary(
                 sub.categorical, columns, min_count=MIN_CATEGORY_COUNT
             ),

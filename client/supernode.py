@@ -49,6 +49,8 @@ class NodeConfig:
     coordinator_key: Path | None = None
     #: This partner's signed dataset grant (without one the node refuses every job).
     grant: Path | None = None
+    #: The partners' audit keys, pinned (encrypted jobs' key ceremony checks them).
+    peer_keys: Path | None = None
     #: Give up connecting to the coordinator after this long.
     connect_timeout_s: float = 300.0
 
@@ -79,6 +81,8 @@ def supernode_command(cfg: NodeConfig) -> list[str]:
         items["coordinator-key"] = cfg.coordinator_key
     if cfg.grant is not None:
         items["grant"] = cfg.grant
+    if cfg.peer_keys is not None:
+        items["peer-keys"] = cfg.peer_keys
     for key, value in items.items():
         if "'" in str(value) or '"' in str(value):
             raise WorkspaceError(

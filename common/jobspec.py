@@ -17,6 +17,9 @@ A job spec is a TOML file (untrusted input: validated strictly by pydantic)::
     local_epochs = 1
     learning_rate = 0.01
 
+    [privacy]
+    encryption = "ckks"                   # aggregate under homomorphic encryption
+
 The spec travels to the coordinator and to every partner as canonical JSON
 (:meth:`JobSpec.to_json`), so both sides see exactly the same job.
 """
@@ -38,6 +41,7 @@ __all__ = [
     "EvaluationSpec",
     "JobSpec",
     "ModelSpec",
+    "PrivacySpec",
     "SegmentationSpec",
     "TrainingSpec",
     "load_job_spec",
@@ -82,6 +86,30 @@ class SegmentationSpec(BaseModel):
     lloyd_iterations: int = Field(default=20, ge=1, le=500)
     tolerance: float = Field(default=1e-6, ge=0.0)
     seed: int = 0
+    #: "kfed": partners report local clusters (per-partner, plaintext); "summed":
+    #: Lloyd steps from random candidates, summed over partners (works under
+    #: encryption); "auto": kfed in plaintext jobs, summed in encrypted ones.
+    seeding: Literal["auto", "kfed", "summed"] = "auto"
+    seed_candidates: int = Field(default=100, ge=2, le=1000)
+    seed_steps: int = Field(default=2, ge=1, le=20)
+
+    def seeding_for(self, *, encrypted: bool) -> Literal["kfed", "summed"]:
+        if self.seeding == "auto":
+            return "summed" if encrypted else "kfed"
+        return self.seeding
+
+
+class PrivacySpec(BaseModel):
+    model_config = _STRICT
+    #: "ckks": every aggregate is summed under CKKS homomorphic encryption, so the
+    #: coordinator never sees one partner's update or statistics (privacy.ckks).
+    encryption: Literal["none", "ckks"] = "none"
+    #: The partner that runs the job's key ceremony; empty: the first by name.
+    key_dealer: str = ""
+
+    @property
+    def encrypted(self) -> bool:
+        return self.encryption == "ckks"
 
 
 class JobSpec(BaseModel):
@@ -105,6 +133,7 @@ class JobSpec(BaseModel):
     training: TrainingSpec = TrainingSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     segmentation: SegmentationSpec = SegmentationSpec()
+    privacy: PrivacySpec = PrivacySpec()
 
     @model_validator(mode="after")
     def _check(self) -> JobSpec:
@@ -115,6 +144,22 @@ class JobSpec(BaseModel):
                 f"min_partners={self.min_partners} exceeds the "
                 f"{len(self.participants)} participants"
             )
+        if self.privacy.encrypted and self.min_partners < 2:
+            raise ValueError(
+                "an encrypted job needs min_partners >= 2: an aggregate of one partner "
+                "is that partner's vector, and partners refuse to decrypt it"
+            )
+        if self.privacy.encrypted and self.segmentation.seeding == "kfed":
+            raise ValueError(
+                "segmentation.seeding = 'kfed' sends each partner's local clusters, which "
+                "cannot be aggregated under encryption: use 'summed' or 'auto'"
+            )
+        if (
+            self.privacy.key_dealer
+            and self.participants
+            and self.privacy.key_dealer not in self.participants
+        ):
+            raise ValueError(f"privacy.key_dealer {self.privacy.key_dealer!r} is not a participant")
         return self
 
     def to_json(self) -> str:

@@ -8,6 +8,8 @@ Wire layout of every fedcollab message::
 
     content["meta"]   ConfigRecord {"json": <canonical JSON object>}
     content["vector"] ArrayRecord  {"v": float64 vector}          (optional)
+    content["cipher"] ArrayRecord  {"c": uint8 bytes}             (optional: a CKKS
+                                   ciphertext, :mod:`privacy.ckks`, instead of a vector)
 
 A partner that refuses a request replies with ``meta = {"refused": <error
 class>, "reason": <text>}`` and no vector: a refusal never carries data.
@@ -34,6 +36,7 @@ class Payload:
 
     meta: Mapping[str, Any]
     vector: np.ndarray | None = None
+    ciphertext: bytes | None = None
 
     @property
     def array(self) -> np.ndarray:
@@ -48,13 +51,17 @@ class Payload:
         return str(value) if value is not None else None
 
 
-def encode(meta: Mapping[str, Any], vector: np.ndarray | None = None) -> RecordDict:
+def encode(
+    meta: Mapping[str, Any], vector: np.ndarray | None = None, *, ciphertext: bytes | None = None
+) -> RecordDict:
     records: dict[str, Any] = {
         "meta": ConfigRecord({"json": json.dumps(dict(meta), sort_keys=True, allow_nan=False)})
     }
     if vector is not None:
         vec = np.ascontiguousarray(vector, dtype=np.float64).reshape(-1)
         records["vector"] = ArrayRecord({"v": Array(vec)})
+    if ciphertext is not None:
+        records["cipher"] = ArrayRecord({"c": Array(np.frombuffer(ciphertext, dtype=np.uint8))})
     return RecordDict(records)
 
 
@@ -88,6 +95,15 @@ def decode(content: RecordDict, *, expect_length: int | None = None) -> Payload:
             )
         if not np.all(np.isfinite(vector)):
             raise ProtocolError("vector holds NaN or infinite values")
-    elif expect_length is not None:
+    ciphertext = None
+    if "cipher" in content:
+        record = content["cipher"]
+        if not isinstance(record, ArrayRecord) or "c" not in record:
+            raise ProtocolError("malformed message: bad 'cipher' record")
+        raw = record["c"].numpy()
+        if raw.dtype != np.uint8 or raw.ndim != 1:
+            raise ProtocolError("malformed message: 'cipher' is not a byte string")
+        ciphertext = raw.tobytes()
+    if vector is None and expect_length is not None and ciphertext is None:
         raise ProtocolError("message carries no vector where one was expected")
-    return Payload(meta=meta, vector=vector)
+    return Payload(meta=meta, vector=vector, ciphertext=ciphertext)

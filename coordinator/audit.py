@@ -17,12 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from common.jobspec import JobSpec
 from compliance.checkpoint import SignedCheckpoint
 from compliance.cosigning import build_request
-from compliance.trail import Trail, digest_vector
+from compliance.trail import Trail
 
 __all__ = ["AuditConfig", "JobAudit"]
 
@@ -67,16 +65,21 @@ class JobAudit:
         self,
         step: str,
         contributions: Mapping[str, str],
-        aggregate: np.ndarray | None,
+        aggregate: str | None,
         *,
         protection: str = "plaintext-sum",
     ) -> None:
+        """Log one step: each contributor's digest and the aggregate's digest.
+
+        ``protection``: "plaintext-sum", "ckks-sum" (digests of ciphertexts) or
+        "ckks-decrypted" (the decrypting partner's plaintext reply).
+        """
         self.event(
             "round.aggregated",
             step=step,
             partners=sorted(contributions),
             contributions=dict(sorted(contributions.items())),
-            aggregate=digest_vector(aggregate) if aggregate is not None else None,
+            aggregate=aggregate,
             protection=protection,
         )
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
-from common.errors import ProtocolError
+from common.errors import CiphertextError, ProtocolError
 from common.serde import Payload, decode
 
 __all__ = ["Outcome", "broadcast"]
@@ -107,6 +107,9 @@ def _handle(
             return
         payload = decode(reply.content, expect_length=expect_length)
         on_reply(node, payload)
+    except CiphertextError as exc:
+        outcome.dropped[node] = f"ciphertext refused: {exc.message}"
+        return
     except ProtocolError as exc:
         outcome.dropped[node] = f"malformed reply: {exc.message}"
         return

@@ -59,6 +59,8 @@ def run_job(
         audit.event("job.started", task=spec.task, purpose=spec.purpose, mode=mode)
         schema = DatasetSchema.model_validate(spec.data_schema)
         roster.discover(grid)
+        if spec.privacy.encrypted:
+            roster.setup_encryption(grid)
         pre = federated_preprocessor(grid, roster, schema)
         metrics: dict[str, Any] = {"job": spec.name, "task": spec.task}
         if spec.task == "purchase_prediction":
@@ -162,12 +164,18 @@ def _model_card(
             "training": spec.training.model_dump(mode="json"),
             "evaluation": spec.evaluation.model_dump(mode="json"),
             "segmentation": spec.segmentation.model_dump(mode="json"),
+            "privacy": spec.privacy.model_dump(mode="json"),
             "rounds": spec.rounds,
             "min_partners": spec.min_partners,
         },
         "protections": {
             "raw_rows_shared": False,
-            "aggregation": "plaintext sums at the coordinator",
+            "aggregation": (
+                f"CKKS homomorphic sums (key {roster.he.key_digest}, dealt by {roster.he.dealer}); "
+                "each aggregate decrypted by one partner"
+                if roster.he is not None
+                else "plaintext sums at the coordinator"
+            ),
             "differential_privacy": None,
         },
         "metrics": {

@@ -109,6 +109,7 @@ class LocalFederation:
             audit_key=self.ws.node_dir(src.partner) / "audit.key",
             coordinator_key=self.ws.audit_pub,
             grant=self.ws.node_dir(src.partner) / "grant.json",
+            peer_keys=self.ws.root / "peers.json",
         )
         proc = start_supernode(cfg, log=(self.logs / f"{src.partner}.log").open("ab"))
         self.nodes[src.partner] = proc

@@ -11,6 +11,8 @@ Layout (the same for a real federation and for ``fedcollab run``)::
     <out>/model_card.json  datasets by content hash, partners, rounds, parameters, metrics
     <out>/audit.json       the cosigned checkpoint of the coordinator's log after the job
     <out>/result.json      final status: completed / failed, with the reason
+    <out>/trace.npz        with ``trace``: the global model or centroids after every
+                           round (experiments compare encrypted and plaintext runs)
 
 Every file is written atomically (temporary file + rename), so a reader never
 sees half a file.
@@ -18,11 +20,14 @@ sees half a file.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 __all__ = ["JobOutputs", "read_progress"]
 
@@ -34,10 +39,20 @@ def _dump(obj: Any) -> str:
 class JobOutputs:
     """Writes a job's outputs into one folder."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, trace: bool = False) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self._progress = self.dir / "progress.jsonl"
+        self.trace = trace
+        self._trace: dict[str, np.ndarray] = {}
+
+    def trace_step(self, name: str, values: np.ndarray) -> None:
+        """Keep ``values`` for ``trace.npz`` (only when tracing is on)."""
+        if self.trace:
+            self._trace[name] = np.array(values, dtype=np.float64, copy=True)
+            buf = io.BytesIO()
+            np.savez(buf, allow_pickle=False, **self._trace)
+            self.write_bytes("trace.npz", buf.getvalue())
 
     def event(self, kind: str, **fields: Any) -> None:
         """Append one progress event (flushed and fsynced: followers see it at once)."""

@@ -28,7 +28,6 @@ from coordinator.outputs import JobOutputs
 from coordinator.roster import Partner, Roster
 from protocols import evaluation, fedavg, models, preprocessing
 from protocols.early_stopping import EarlyStopping
-from protocols.vector_sum import VectorSum
 
 __all__ = ["PredictionResult", "run_prediction"]
 
@@ -75,7 +74,7 @@ def run_prediction(
     global_w = weights
     best_w, best_auc, best_idx = weights, -1.0, 0
     for rnd in range(1, spec.rounds + 1):
-        total = VectorSum(n_update + n_eval)
+        total = roster.new_sum(n_update + n_eval, params="compact")
         losses: list[float] = []
 
         def on_reply(_p: Partner, payload: Payload, losses: list[float] = losses) -> None:
@@ -92,13 +91,14 @@ def run_prediction(
             step=f"round-{rnd}",
             expect_length=n_update + n_eval,
         )
-        summed = total.total
+        summed = roster.reveal(grid, total, step=f"round-{rnd}")
         val = evaluation.metrics_from_vector(summed[n_update:], bins=EVAL_BINS)
         auc = val.auc if val.auc is not None else 0.0
         if auc > best_auc:
             best_w, best_auc, best_idx = global_w, auc, rnd - 1
         stop = stopper.update(auc)
         global_w = fedavg.decode_average(summed[:n_update], shapes)
+        outputs.trace_step(f"round-{rnd}", models.flatten(global_w))
         result.history.append(
             {
                 "round": rnd,
@@ -145,7 +145,7 @@ def _evaluate(
     n_eval: int,
     step: str,
 ) -> tuple[evaluation.EvalMetrics, evaluation.EvalMetrics]:
-    total = VectorSum(2 * n_eval)
+    total = roster.new_sum(2 * n_eval, params="wide")
     flat = models.flatten(weights)
     roster.request(
         grid,
@@ -156,7 +156,7 @@ def _evaluate(
         step=step,
         expect_length=2 * n_eval,
     )
-    summed = total.total
+    summed = roster.reveal(grid, total, step=step)
     return (
         evaluation.metrics_from_vector(summed[:n_eval], bins=EVAL_BINS),
         evaluation.metrics_from_vector(summed[n_eval:], bins=EVAL_BINS),

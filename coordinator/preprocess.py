@@ -12,7 +12,8 @@ Two requests, both aggregated at the coordinator without pooled data:
 
 Leakage: step 1 reveals which category values each partner holds (not how
 often); step 2 reveals to the coordinator the per-partner moments vector in
-plaintext (under homomorphic aggregation only the sum).
+plaintext jobs; in encrypted jobs (``privacy.encryption = "ckks"``) only the
+sum over partners, decrypted by a partner.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from flwr.serverapp import Grid
 from common.schema import DatasetSchema
 from coordinator.roster import Roster
 from protocols import preprocessing
-from protocols.vector_sum import VectorSum
 
 __all__ = ["federated_preprocessor"]
 
@@ -43,7 +43,7 @@ def federated_preprocessor(
         categorical_vocab=ordered,
         boolean_names=tuple(f.name for f in schema.boolean_features),
     )
-    total = VectorSum(layout.length)
+    total = roster.new_sum(layout.length, params="wide")
     layout_meta: dict[str, Any] = {
         "numeric": list(layout.numeric_names),
         "categorical": {k: list(v) for k, v in layout.categorical_vocab.items()},
@@ -57,4 +57,6 @@ def federated_preprocessor(
         step="moments",
         expect_length=layout.length,
     )
-    return preprocessing.Preprocessor.from_moments(layout, total.total)
+    return preprocessing.Preprocessor.from_moments(
+        layout, roster.reveal(grid, total, step="moments")
+    )

@@ -18,18 +18,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 from flwr.app import RecordDict
 from flwr.serverapp import Grid
 
-from common.errors import NotEnoughPartnersError, PolicyRefusal
+from common.errors import CiphertextError, NotEnoughPartnersError, PolicyRefusal
 from common.jobspec import JobSpec
 from common.serde import Payload, encode
-from compliance.trail import digest_vector
+from compliance.trail import digest_bytes, digest_vector
 from coordinator.audit import JobAudit
 from coordinator.broadcast import broadcast
+from coordinator.encryption import HeSession, params_summary, session_from_keygen
 from coordinator.outputs import JobOutputs
 from coordinator.policy_gate import PolicyBundle
+from privacy.ckks import EncryptedSum
 from protocols.vector_sum import VectorSum
 
 __all__ = ["Partner", "Roster"]
@@ -44,11 +48,14 @@ class Partner:
     node_id: int
     name: str
     dataset_hash: str
-    n_rows: int
+    #: None in encrypted jobs: the row count stays with the partner.
+    n_rows: int | None
     #: Category values this partner holds in the schema's open vocabularies.
     vocab: Mapping[str, list[str]] = field(default_factory=dict)
     #: Size of the coordinator checkpoint this partner last cosigned (None: never).
     cosigned_size: int | None = None
+    #: Encrypted jobs: the partner's signed per-run transport key.
+    he_offer: Mapping[str, Any] | None = None
 
 
 @dataclass
@@ -64,6 +71,9 @@ class Roster:
     dropped: list[dict[str, object]] = field(default_factory=list)
     refused: list[dict[str, object]] = field(default_factory=list)
     all_partners: list[Partner] = field(default_factory=list)
+    #: Encrypted jobs: the key ceremony's public result (no secret key).
+    he: HeSession | None = None
+    _aggregates: dict[str, tuple[bytes, list[str]]] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -175,9 +185,10 @@ class Roster:
                 node_id=node,
                 name=name,
                 dataset_hash=str(payload.meta.get("dataset_hash", "")),
-                n_rows=int(payload.meta.get("n_rows", 0)),
+                n_rows=_optional_int(payload.meta.get("n_rows")),
                 vocab=dict(payload.meta.get("vocab", {})),
                 cosigned_size=_optional_int(payload.meta.get("cosigned_size")),
+                he_offer=payload.meta.get("he_offer"),
             )
 
     # -- requests -----------------------------------------------------------
@@ -189,7 +200,7 @@ class Roster:
         meta: dict[str, object],
         vector_for: Callable[[int], object] | None = None,
         on_reply: Callable[[Partner, Payload], None] | None = None,
-        into: VectorSum | None = None,
+        into: VectorSum | EncryptedSum | None = None,
         step: str,
         expect_length: int | None = None,
     ) -> list[Partner]:
@@ -202,10 +213,17 @@ class Roster:
         full_meta = {**self.job_meta(), **meta}
         contributions: dict[str, str] = {}
 
+        encrypted = isinstance(into, EncryptedSum)
+
         def handle(node: int, payload: Payload) -> None:
             partner = self.active[node]
             if on_reply is not None:  # first: it may reject the reply before it is summed
                 on_reply(partner, payload)
+            if isinstance(into, EncryptedSum):
+                self._add_encrypted(into, partner.name, payload, step)
+                assert payload.ciphertext is not None
+                contributions[partner.name] = digest_bytes(payload.ciphertext)
+                return
             if into is not None:
                 into.add(payload.array)  # validates before adding: a refused vector adds nothing
             if payload.vector is not None:
@@ -213,6 +231,10 @@ class Roster:
 
         def content_for(node: int) -> RecordDict:
             vec = vector_for(node) if vector_for is not None else None
+            if isinstance(into, EncryptedSum):
+                assert self.he is not None
+                he = self.he.request_meta(self.active[node].name, params=into.params)
+                return encode({**full_meta, "he": he}, vec)  # type: ignore[arg-type]
             return encode(full_meta, vec)  # type: ignore[arg-type]
 
         outcome = broadcast(
@@ -223,28 +245,182 @@ class Roster:
             on_reply=handle,
             group_id=step,
             timeout_s=self.spec.round_timeout_s,
-            expect_length=expect_length,
+            expect_length=None if encrypted else expect_length,
         )
         for node, reason in {**outcome.dropped, **outcome.refused}.items():
-            partner = self.active.pop(node)
-            record: dict[str, object] = {"partner": partner.name, "step": step, "reason": reason}
-            self.dropped.append(record)
-            self.outputs.event("dropout", **record)
-            self.audit.event("partner.dropped", **record)
+            self._drop(node, step=step, reason=reason)
         if contributions:
             used = {self.active[n].name for n in outcome.replied if n in self.active}
+            aggregate: str | None = None
+            protection = "plaintext-sum"
+            if isinstance(into, EncryptedSum):
+                if into.count:
+                    blob = into.serialize()
+                    aggregate = digest_bytes(blob)
+                    # Every reply that decoded was summed: the set is exactly who sent.
+                    self._aggregates[step] = (blob, sorted(contributions))
+                protection = "ckks-sum"
+            elif into is not None:
+                aggregate = digest_vector(into.total)
             self.audit.aggregated(
                 step,
-                {k: v for k, v in contributions.items() if k in used},
-                into.total if into is not None else None,
+                {k: v for k, v in contributions.items() if k in used or encrypted},
+                aggregate,
+                protection=protection,
             )
+        self._check_quorum(step)
+        return [self.active[n] for n in outcome.replied if n in self.active]
+
+    def _add_encrypted(self, into: EncryptedSum, partner: str, payload: Payload, step: str) -> None:
+        assert self.he is not None
+        try:
+            if payload.ciphertext is None:
+                raise CiphertextError("an encrypted job's reply carries no ciphertext")
+            self.he.check_reply(payload.meta, params=into.params, length=into.length)
+            into.add(payload.ciphertext)  # validates first: a refused ciphertext adds nothing
+        except CiphertextError as exc:
+            self.audit.event("ciphertext.refused", partner=partner, step=step, reason=exc.message)
+            raise
+        self.he.installed.add(partner)
+
+    # -- homomorphic encryption ----------------------------------------------
+    def new_sum(self, length: int, *, params: str = "wide") -> VectorSum | EncryptedSum:
+        """The accumulator for one step: plaintext, or CKKS when the job is encrypted.
+
+        ``params``: "compact" for model updates, "wide" for statistics
+        (:data:`privacy.ckks.PARAMETER_SETS`).
+        """
+        if self.he is None:
+            return VectorSum(length)
+        return EncryptedSum(self.he.public, params=params, length=length)
+
+    def reveal(self, grid: Grid, acc: VectorSum | EncryptedSum, *, step: str) -> np.ndarray:
+        """The summed vector of ``step``: in plaintext jobs the sum itself; in encrypted
+        jobs a partner decrypts it (the coordinator never holds the key)."""
+        if isinstance(acc, VectorSum):
+            return acc.total
+        assert self.he is not None
+        if step not in self._aggregates:
+            raise CiphertextError(f"no encrypted aggregate for step {step}")
+        blob, contributors = self._aggregates.pop(step)
+        he_meta = {
+            "step": step,
+            "contributors": contributors,
+            "params": acc.params,
+            "length": acc.length,
+            "key_digest": self.he.key_digest,
+        }
+        by_name = {p.name: node for node, p in self.active.items()}
+        for name in self.he.decryptors(list(by_name)):
+            node = by_name[name]
+            got: list[np.ndarray] = []
+            outcome = broadcast(
+                grid,
+                node_ids=[node],
+                message_type="query.he_decrypt",
+                content_for=lambda _n: encode({**self.job_meta(), "he": he_meta}, ciphertext=blob),
+                on_reply=lambda _n, payload, got=got: got.append(payload.array),  # type: ignore[misc]
+                group_id=f"{step}.decrypt",
+                timeout_s=self.spec.round_timeout_s,
+                expect_length=acc.length,
+            )
+            if got:
+                values = got[0]
+                self.audit.aggregated(
+                    f"{step}.decrypt",
+                    {name: digest_vector(values)},
+                    digest_vector(values),
+                    protection="ckks-decrypted",
+                )
+                return values
+            reason = outcome.refused.get(node) or outcome.dropped.get(node, "no reply")
+            if node in outcome.refused and "CiphertextError" in reason:
+                self.audit.event(
+                    "aggregate.refused", step=step, decryptor=name, contributors=contributors
+                )
+                raise CiphertextError(
+                    f"partner {name} refused to decrypt the aggregate of {step}: a contribution "
+                    "was made under another key or altered",
+                    hint="see the partners' node logs and the audit log; resubmit the job",
+                )
+            self._drop(node, step=f"{step}.decrypt", reason=reason)
+        raise NotEnoughPartnersError(
+            f"no partner holding the job key could decrypt the aggregate of {step}",
+            hint="restart the partners' nodes and resubmit the job",
+        )
+
+    def setup_encryption(self, grid: Grid) -> None:
+        """Run the key ceremony at the dealer partner and keep its public result."""
+        spec = self.spec
+        by_name = {p.name: node for node, p in self.active.items()}
+        offers = {p.name: p.he_offer for p in self.active.values() if p.he_offer is not None}
+        for name in sorted(set(by_name) - set(offers)):
+            self._drop(by_name[name], step="he-keygen", reason="no transport key offered")
+        candidates = [spec.privacy.key_dealer] if spec.privacy.key_dealer else sorted(offers)
+        for dealer in candidates:
+            if dealer not in by_name or dealer not in offers:
+                continue
+            replies: list[Payload] = []
+            outcome = broadcast(
+                grid,
+                node_ids=[by_name[dealer]],
+                message_type="query.he_keygen",
+                content_for=lambda _n: encode({**self.job_meta(), "offers": offers}),
+                on_reply=lambda _n, payload, replies=replies: replies.append(payload),  # type: ignore[misc]
+                group_id="he-keygen",
+                timeout_s=spec.round_timeout_s,
+            )
+            if not replies:
+                node = by_name[dealer]
+                self._drop(
+                    node,
+                    step="he-keygen",
+                    reason=outcome.refused.get(node) or outcome.dropped.get(node, "no reply"),
+                )
+                continue
+            self.he = session_from_keygen(replies[0].meta, dealer=dealer)
+            rejected = dict(replies[0].meta.get("rejected", {}))
+            for name, node in by_name.items():
+                if node in self.active and name not in self.he.sealed:
+                    self._drop(
+                        node,
+                        step="he-keygen",
+                        reason=f"transport key refused by the dealer: {rejected.get(name, '-')}",
+                    )
+            self.audit.event(
+                "he.keys",
+                dealer=dealer,
+                key_digest=self.he.key_digest,
+                key_id=self.he.public.key_id,
+                recipients=sorted(self.he.sealed),
+                rejected=rejected,
+                parameters=params_summary(),
+            )
+            self.outputs.event("encryption", dealer=dealer, key_digest=self.he.key_digest)
+            self._check_quorum("he-keygen")
+            return
+        raise NotEnoughPartnersError(
+            "no partner could run the key ceremony"
+            + (f" (key_dealer {spec.privacy.key_dealer!r})" if spec.privacy.key_dealer else ""),
+            hint="check the dealer's node log (peer keys pinned? audit key set?) and resubmit",
+        )
+
+    def _drop(self, node: int, *, step: str, reason: str) -> None:
+        partner = self.active.pop(node, None)
+        if partner is None:
+            return
+        record: dict[str, object] = {"partner": partner.name, "step": step, "reason": reason}
+        self.dropped.append(record)
+        self.outputs.event("dropout", **record)
+        self.audit.event("partner.dropped", **record)
+
+    def _check_quorum(self, step: str) -> None:
         if len(self.active) < self.spec.min_partners:
             raise NotEnoughPartnersError(
                 f"{len(self.active)} partners left after {step}, below min_partners="
                 f"{self.spec.min_partners} (dropped: {[d['partner'] for d in self.dropped]})",
                 hint="restart the dropped partners' nodes and resubmit, or lower min_partners",
             )
-        return [self.active[n] for n in outcome.replied if n in self.active]
 
 
 def _optional_int(value: object) -> int | None:

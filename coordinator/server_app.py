@@ -77,7 +77,7 @@ def make_server_app(overrides: Mapping[str, str] | None = None) -> ServerApp:
         run_job(
             grid,
             spec,
-            JobOutputs(Path(out)),
+            JobOutputs(Path(out), trace=str(cfg.get("trace", "")) == "true"),
             mode=mode,
             audit_config=audit,
             policy=policy,

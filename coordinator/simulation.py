@@ -99,12 +99,15 @@ def run_simulation_job(
     num_cpus: int | None = None,
     verbose: bool = False,
     registry: Path = EXAMPLE_REGISTRY,
+    trace: bool = False,
 ) -> dict[str, Any]:
     """Run ``spec`` with one virtual node per source; returns the result document.
 
     The job's purpose must be registered in ``registry``; each simulated partner
     signs a grant for that purpose with its own audit key, and the coordinator
     and the partners check those grants exactly as in a real federation.
+    With ``trace``, the job writes ``trace.npz`` (every round's global model or
+    centroids).
     """
     from flwr.simulation import run_simulation
 
@@ -119,9 +122,15 @@ def run_simulation_job(
         sources = [s for s in sources if s.partner in spec.participants]
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("progress.jsonl", "result.json"):
+    for stale in ("progress.jsonl", "result.json", "trace.npz"):
         (out_dir / stale).unlink(missing_ok=True)
     audit = _audit_dir(out_dir / "audit", [s.partner for s in sources])
+    peer_keys = {
+        s.partner: (audit / "partners" / s.partner / "audit.pub").read_text().strip()
+        for s in sources
+    }
+    # Every simulated partner pins the others' audit keys (the key ceremony checks them).
+    (audit / "peers.json").write_text(json.dumps(peer_keys, indent=2, sort_keys=True))
     partners = [
         {
             "partner": s.partner,
@@ -131,6 +140,7 @@ def run_simulation_job(
             "audit-key": str(audit / "partners" / s.partner / "audit.key"),
             "coordinator-key": str(audit / "coordinator" / "audit.pub"),
             "grant": str(audit / "partners" / s.partner / "grant.json"),
+            "peer-keys": str(audit / "peers.json"),
         }
         for s in sources
     ]
@@ -143,12 +153,8 @@ def run_simulation_job(
         "audit-db": str(audit / "coordinator" / "audit.db"),
         "audit-key": str(audit / "coordinator" / "audit.key"),
         "policy": policy.to_json(),
-        "partner-keys": json.dumps(
-            {
-                s.partner: (audit / "partners" / s.partner / "audit.pub").read_text().strip()
-                for s in sources
-            }
-        ),
+        "partner-keys": json.dumps(peer_keys),
+        "trace": "true" if trace else "false",
     }
     cpus = num_cpus or os.cpu_count() or 1
     backend_config: Any = {

@@ -31,6 +31,7 @@ __all__ = [
     "start_superlink",
     "superlink_command",
     "wait_until_serving",
+    "write_peer_keys",
 ]
 
 
@@ -137,6 +138,21 @@ def partner_audit_keys(ws: Workspace) -> dict[str, str]:
     }
 
 
+def write_peer_keys(ws: Workspace, out: Path | None = None) -> Path:
+    """Write every registered partner's audit verifier key as one JSON file.
+
+    Partners pin this file (``fedcollab node start --peer-keys``): the key
+    ceremony of encrypted jobs checks every transport key and the dealer's
+    signature against it. Partners should compare the key ids with their peers
+    out of band, as they do for the coordinator's key.
+    """
+    path = out or ws.root / "peers.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(partner_audit_keys(ws), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
 def registered_nodes(ws: Workspace) -> dict[str, int]:
     """Partner name -> SuperNode id, as recorded at registration."""
     path = _registry_path(ws)
@@ -200,6 +216,7 @@ def register_node(
         dest = ws.partner_audit_pub(partner)
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(audit_key.read_text())
+        write_peer_keys(ws)
     known[partner] = int(node_id)
     path = _registry_path(ws)
     tmp = path.with_suffix(".tmp")

@@ -44,7 +44,9 @@ __all__ = [
     "kmeans_objective",
     "local_cluster_vector",
     "local_seed_vector",
+    "random_candidates",
     "seed_centroids",
+    "seed_from_cells",
     "seed_vector_length",
     "suppress_small_clusters",
     "update_centroids",
@@ -226,6 +228,31 @@ def seed_centroids(
 
 
 # --- Lloyd step ----------------------------------------------------------------
+
+
+def random_candidates(m: int, *, n_features: int, seed: int) -> np.ndarray:
+    """``m`` starting points for summed seeding, drawn without looking at any data."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal(
+        (check_positive_int(m, name="m"), check_positive_int(n_features, name="n_features"))
+    )
+
+
+def seed_from_cells(
+    summed: npt.ArrayLike, *, m: int, k: int, n_features: int, seed: int
+) -> np.ndarray:
+    """``k`` initial centroids from a summed Lloyd vector over ``m`` candidate cells.
+
+    The non-empty cells become weighted points (weight: row count) for the
+    same weighted k-means++ and Lloyd that k-FED seeding uses.
+    """
+    vec = as_vector(
+        summed, length=cluster_vector_length(k=m, n_features=n_features), name="summed cells"
+    )
+    sums = vec[: m * n_features].reshape(m, n_features)
+    counts = vec[m * n_features : m * n_features + m]
+    as_seed = np.concatenate([counts[:, None], sums], axis=1).ravel()
+    return seed_centroids([as_seed], k=k, n_features=n_features, seed=seed)
 
 
 def cluster_vector_length(*, k: int, n_features: int) -> int:

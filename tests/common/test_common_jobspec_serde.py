@@ -79,3 +79,33 @@ def test_serde_rejects_malformed() -> None:
         decode(encode({}, np.zeros(4)), expect_length=3)
     with pytest.raises(ProtocolError, match="NaN"):
         decode(encode({}, np.array([1.0, np.nan])))
+
+
+def test_serde_carries_ciphertext_bytes() -> None:
+    blob = bytes(range(256)) * 3
+    payload = decode(encode({"he": {"params": "wide"}}, ciphertext=blob), expect_length=7)
+    assert payload.ciphertext == blob
+    assert payload.vector is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ('min_partners=1\n[privacy]\nencryption="ckks"\n', "min_partners >= 2"),
+        ('[privacy]\nencryption="ckks"\n[segmentation]\nseeding="kfed"\n', "kfed"),
+        ('participants=["a","b"]\n[privacy]\nencryption="ckks"\nkey_dealer="c"\n', "key_dealer"),
+        ('[privacy]\nencryption="paillier"\n', "encryption"),
+    ],
+)
+def test_encryption_options_are_validated(tmp_path: Path, extra: str, needle: str) -> None:
+    head = 'name="j"\ntask="segmentation"\npurpose="p"\nschema="s.json"\n'
+    with pytest.raises(JobSpecError, match=needle):
+        load_job_spec(_job(tmp_path, head + extra))
+
+
+def test_encrypted_job_picks_summed_seeding(tmp_path: Path) -> None:
+    head = 'name="j"\ntask="segmentation"\npurpose="p"\nschema="s.json"\n'
+    spec = load_job_spec(_job(tmp_path, head + '[privacy]\nencryption="ckks"\n'))
+    assert spec.privacy.encrypted
+    assert spec.segmentation.seeding_for(encrypted=True) == "summed"
+    assert spec.segmentation.seeding_for(encrypted=False) == "kfed"

@@ -1,0 +1,159 @@
+"""The partner's side of homomorphic aggregation (:mod:`privacy.ckks`).
+
+- Handshake: offer a fresh per-run X25519 transport key signed with this
+  partner's audit key (:func:`offer`).
+- ``query.he_keygen`` (the dealer only): the key ceremony. Check every
+  partner's offer against the pinned peer keys, make the job's CKKS keys, seal
+  them to each partner (:func:`keygen`).
+- Every data-bearing reply of an encrypted job leaves encrypted
+  (:func:`encrypt_reply`); the sealed key rides on the first request a partner
+  gets and is checked against the dealer's pinned signature.
+- ``query.he_decrypt``: decrypt an aggregate once per step, check it holds the
+  claimed number of contributions, return it rounded (:func:`decrypt`).
+
+Every check fails closed: no pinned keys, no key, a stale key or a request
+without encryption parameters is a refusal, never a plaintext reply.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from client.he_keys import NodeKeyStore, load_peer_keys
+from common.errors import CiphertextError
+from common.serde import Payload
+from compliance.keys import Signer
+from privacy.ckks import SecretKeys
+from privacy.key_transport import Sealed, accept, deal, transport_offer, verify_offer
+
+__all__ = ["decrypt", "encrypt_reply", "erase", "keygen", "offer"]
+
+
+def _signer(config: Mapping[str, str]) -> Signer:
+    if not config.get("audit-key"):
+        raise CiphertextError(
+            "encrypted jobs need this node's audit key (it signs the key ceremony)",
+            hint="start the node with --audit-key",
+        )
+    return Signer.load(config["audit-key"])
+
+
+def offer(config: Mapping[str, str], *, partner: str, run: str) -> dict[str, str]:
+    key = NodeKeyStore.from_config(config).transport_key(run, create=True)
+    return transport_offer(key, run=run, partner=partner, signer=_signer(config))
+
+
+def keygen(
+    config: Mapping[str, str], *, partner: str, run: str, payload: Payload
+) -> dict[str, Any]:
+    """The key ceremony at the dealer: one fresh key set per job."""
+    peers = load_peer_keys(config)
+    store = NodeKeyStore.from_config(config)
+    if store.keys(run) is not None:
+        raise CiphertextError(
+            f"this node already dealt the keys of run {run}",
+            hint="a second ceremony in one run is refused; resubmit the job",
+        )
+    offers: Mapping[str, Any] = payload.meta["offers"]
+    good: dict[str, Mapping[str, Any]] = {}
+    rejected: dict[str, str] = {}
+    for name, raw in sorted(offers.items()):
+        try:
+            verify_offer(raw, run=run, partner=name, peers=peers)
+            good[name] = raw
+        except CiphertextError as exc:
+            rejected[name] = exc.message
+    if partner not in good:
+        raise CiphertextError("the dealer's own transport key is missing from the ceremony")
+    keys = SecretKeys.generate()
+    store.save_keys(run, keys)
+    sealed = deal(keys, good, run=run, dealer=partner, peers=peers, signer=_signer(config))
+    return {
+        "public": base64.b64encode(keys.public().to_bytes()).decode(),
+        "key_digest": keys.public().digest,
+        "sealed": {name: s.to_json() for name, s in sealed.items()},
+        "rejected": rejected,
+    }
+
+
+def _job_keys(
+    config: Mapping[str, str], *, partner: str, run: str, he: Mapping[str, Any]
+) -> SecretKeys:
+    store = NodeKeyStore.from_config(config)
+    keys = store.keys(run)
+    if keys is None:
+        raw = he.get("sealed")
+        if not isinstance(raw, Mapping):
+            raise CiphertextError(
+                f"no key for run {run} at this node and none was sent",
+                hint="the coordinator must forward the key ceremony's sealed key",
+            )
+        keys = accept(
+            Sealed.from_json(raw),
+            run=run,
+            partner=partner,
+            key=store.transport_key(run),
+            peers=load_peer_keys(config),
+        )
+        store.save_keys(run, keys)
+    if keys.public().digest != he.get("key_digest"):
+        raise CiphertextError(
+            "the request names another encryption key than this job's",
+            hint="a stale key from another run, or a coordinator substituting keys; refused",
+        )
+    return keys
+
+
+def encrypt_reply(
+    config: Mapping[str, str],
+    *,
+    partner: str,
+    run: str,
+    request: Payload,
+    vector: np.ndarray,
+) -> tuple[bytes, dict[str, Any]]:
+    """Encrypt a reply vector under the job key named in the request."""
+    he = request.meta.get("he")
+    if not isinstance(he, Mapping) or "params" not in he:
+        raise CiphertextError(
+            "an encrypted job's request carries no encryption parameters",
+            hint="refusing to reply in plaintext; the coordinator runs another version?",
+        )
+    keys = _job_keys(config, partner=partner, run=run, he=he)
+    params = str(he["params"])
+    blob = keys.encrypt(vector, params=params)
+    return blob, {"key_digest": keys.public().digest, "params": params, "length": int(vector.size)}
+
+
+def decrypt(
+    config: Mapping[str, str], *, partner: str, run: str, payload: Payload
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Decrypt one aggregate (once per step) after checking its contribution count."""
+    he = payload.meta["he"]
+    step = str(he["step"])
+    contributors = [str(p) for p in he["contributors"]]
+    if len(contributors) < 2 or len(set(contributors)) != len(contributors):
+        raise CiphertextError(
+            f"refusing to decrypt an aggregate of {len(contributors)} distinct partner(s)",
+            hint="an aggregate of one partner would reveal that partner's vector",
+        )
+    if payload.ciphertext is None:
+        raise CiphertextError("decryption request carries no ciphertext")
+    keys = _job_keys(config, partner=partner, run=run, he=he)
+    store = NodeKeyStore.from_config(config)
+    store.claim_decryption(run, step)
+    values = keys.decrypt(
+        payload.ciphertext,
+        params=str(he["params"]),
+        length=int(he["length"]),
+        contributors=len(contributors),
+    )
+    return {"step": step, "contributors": contributors}, values
+
+
+def erase(config: Mapping[str, str], *, run: str) -> None:
+    NodeKeyStore.from_config(config).erase(run)

@@ -1,0 +1,118 @@
+"""A partner node's homomorphic-encryption state for its running jobs.
+
+Flower starts a fresh ClientApp process per message, so the per-run keys
+live on the partner's disk, under ``<state-dir>/he/<run>/`` (``state-dir``
+from the node config; by default the directory of the node's audit log):
+
+- ``transport.key``: the run's X25519 key (made at the handshake);
+- ``ckks.key``: the job's CKKS secret keys (from the key ceremony);
+- ``decrypted/<step>``: one marker per aggregate this node decrypted, so a
+  coordinator cannot ask twice for the same step.
+
+Files are created 0600 and written atomically. :meth:`NodeKeyStore.erase`
+removes a run's keys when the job ends (after cosigning): keys rotate per job.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.errors import CiphertextError
+from privacy.ckks import SecretKeys
+from privacy.key_transport import PeerKeys, TransportKey
+
+__all__ = ["NodeKeyStore", "load_peer_keys"]
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def load_peer_keys(config: Mapping[str, str]) -> PeerKeys:
+    """The partners' audit keys pinned at this node (``peer-keys`` in its config)."""
+    path = config.get("peer-keys")
+    if not path:
+        raise CiphertextError(
+            "this node has no pinned peer keys and cannot take part in encrypted jobs",
+            hint="start it with --peer-keys (written by `fedcollab federation peers`)",
+        )
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CiphertextError(
+            f"cannot read peer keys {path}: {exc}", hint="check --peer-keys"
+        ) from exc
+    return PeerKeys.from_json(text)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class NodeKeyStore:
+    root: Path
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, str]) -> NodeKeyStore:
+        state = config.get("state-dir") or (
+            str(Path(config["audit-db"]).parent) if config.get("audit-db") else ""
+        )
+        if not state:
+            raise CiphertextError(
+                "this node has no state directory for encryption keys",
+                hint="start it with --audit-key (keys live beside its audit log)",
+            )
+        return cls(Path(state) / "he")
+
+    def _run(self, run: str) -> Path:
+        if not run:
+            raise CiphertextError("an encrypted request must name its run")
+        return self.root / _SAFE.sub("_", run)
+
+    def transport_key(self, run: str, *, create: bool = False) -> TransportKey:
+        path = self._run(run) / "transport.key"
+        if path.exists():
+            return TransportKey.from_bytes(path.read_bytes())
+        if not create:
+            raise CiphertextError(
+                f"no transport key for run {run}: this node did not take part in its handshake",
+                hint="resubmit the job",
+            )
+        key = TransportKey.generate()
+        _write_private(path, key.to_bytes())
+        return key
+
+    def keys(self, run: str) -> SecretKeys | None:
+        path = self._run(run) / "ckks.key"
+        return SecretKeys.from_bytes(path.read_bytes()) if path.exists() else None
+
+    def save_keys(self, run: str, keys: SecretKeys) -> None:
+        _write_private(self._run(run) / "ckks.key", keys.to_bytes())
+
+    def claim_decryption(self, run: str, step: str) -> None:
+        """Refuse a second decryption of the same step (one aggregate per step)."""
+        marker = self._run(run) / "decrypted" / _SAFE.sub("_", step)
+        marker.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            raise CiphertextError(
+                f"step {step!r} of run {run} was already decrypted once",
+                hint="a coordinator asking twice may be trying to decrypt a single partner's "
+                "ciphertext; refused",
+            ) from None
+
+    def erase(self, run: str) -> None:
+        shutil.rmtree(self._run(run), ignore_errors=True)

@@ -1,0 +1,176 @@
+"""The partner's side of encrypted jobs, on real keys and files: the ceremony, sealed
+keys riding on requests, fail-closed replies, one decryption per step, erasure."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from client import encryption
+from client.he_keys import NodeKeyStore
+from common.errors import CiphertextError
+from common.serde import Payload
+from compliance.trail import create_party_key
+from coordinator.encryption import HeSession, session_from_keygen
+from privacy.ckks import EncryptedSum, SecretKeys
+
+warnings.filterwarnings("ignore", message=".*does not fit in a single ciphertext.*")
+
+RUN = "0123abcd"
+PARTNERS = ("brand-a", "brand-b", "payment-c")
+
+
+@pytest.fixture
+def configs(tmp_path: Path) -> dict[str, dict[str, str]]:
+    peers = {}
+    out = {}
+    for name in PARTNERS:
+        key, pub = create_party_key(tmp_path / name, name)
+        peers[name] = pub.read_text().strip()
+        out[name] = {
+            "audit-key": str(key),
+            "audit-db": str(tmp_path / name / "audit.db"),
+            "peer-keys": str(tmp_path / "peers.json"),
+        }
+    (tmp_path / "peers.json").write_text(json.dumps(peers))
+    return out
+
+
+def _ceremony(configs: dict[str, dict[str, str]]) -> HeSession:
+    offers = {name: encryption.offer(configs[name], partner=name, run=RUN) for name in PARTNERS}
+    reply = encryption.keygen(
+        configs["brand-a"], partner="brand-a", run=RUN, payload=Payload({"offers": offers})
+    )
+    assert reply["rejected"] == {}
+    return session_from_keygen(reply, dealer="brand-a")
+
+
+def _request(session: HeSession, partner: str, params: str = "wide") -> Payload:
+    return Payload({"he": session.request_meta(partner, params=params)})
+
+
+def test_encrypted_round_end_to_end(configs: dict[str, dict[str, str]]) -> None:
+    session = _ceremony(configs)
+    assert not session.public.has_secret_key()
+    total = EncryptedSum(session.public, params="wide", length=4)
+    for i, name in enumerate(("brand-b", "payment-c")):
+        blob, meta = encryption.encrypt_reply(
+            configs[name], partner=name, run=RUN, request=_request(session, name),
+            vector=np.full(4, float(i + 1)),
+        )  # fmt: skip
+        session.check_reply({"he": meta}, params="wide", length=4)
+        total.add(blob)
+        session.installed.add(name)
+        # The sealed key is sent once; afterwards the node uses its stored copy.
+        assert "sealed" not in session.request_meta(name, params="wide")
+    he = {**session.request_meta("brand-a", params="wide"), "step": "moments",
+          "contributors": ["brand-b", "payment-c"], "length": 4}  # fmt: skip
+    meta, values = encryption.decrypt(
+        configs["brand-a"], partner="brand-a", run=RUN,
+        payload=Payload({"he": he}, ciphertext=total.serialize()),
+    )  # fmt: skip
+    assert np.allclose(values, 3.0)
+    assert meta["contributors"] == ["brand-b", "payment-c"]
+    # The same step is never decrypted twice (a second request could carry one
+    # partner's ciphertext in place of the aggregate).
+    with pytest.raises(CiphertextError, match="already decrypted"):
+        encryption.decrypt(
+            configs["brand-a"], partner="brand-a", run=RUN,
+            payload=Payload({"he": he}, ciphertext=total.serialize()),
+        )  # fmt: skip
+    # Keys are erased at the end of the job.
+    encryption.erase(configs["brand-b"], run=RUN)
+    assert NodeKeyStore.from_config(configs["brand-b"]).keys(RUN) is None
+
+
+def test_decryptor_refuses_single_partner_aggregates(configs: dict[str, dict[str, str]]) -> None:
+    session = _ceremony(configs)
+    blob, _ = encryption.encrypt_reply(
+        configs["brand-b"], partner="brand-b", run=RUN, request=_request(session, "brand-b"),
+        vector=np.arange(3.0),
+    )  # fmt: skip
+    for contributors in (["brand-b"], ["brand-b", "brand-b"]):
+        he = {**session.request_meta("brand-a", params="wide"), "step": "s",
+              "contributors": contributors, "length": 3}  # fmt: skip
+        with pytest.raises(CiphertextError, match="distinct partner"):
+            encryption.decrypt(configs["brand-a"], partner="brand-a", run=RUN,
+                               payload=Payload({"he": he}, ciphertext=blob))  # fmt: skip
+    # Claiming two contributors for one ciphertext fails the contribution-slot check.
+    he = {**session.request_meta("brand-a", params="wide"), "step": "s2",
+          "contributors": ["brand-b", "payment-c"], "length": 3}  # fmt: skip
+    with pytest.raises(CiphertextError, match="does not decrypt to 2"):
+        encryption.decrypt(configs["brand-a"], partner="brand-a", run=RUN,
+                           payload=Payload({"he": he}, ciphertext=blob))  # fmt: skip
+
+
+def test_replies_fail_closed(configs: dict[str, dict[str, str]]) -> None:
+    session = _ceremony(configs)
+    vec = np.ones(3)
+    # No encryption parameters in the request: refuse rather than reply in plaintext.
+    with pytest.raises(CiphertextError, match="no encryption parameters"):
+        encryption.encrypt_reply(configs["brand-b"], partner="brand-b", run=RUN,
+                                 request=Payload({}), vector=vec)  # fmt: skip
+    # No key at the node and none forwarded.
+    meta = session.request_meta("brand-b", params="wide")
+    meta.pop("sealed")
+    with pytest.raises(CiphertextError, match="no key for run"):
+        encryption.encrypt_reply(configs["brand-b"], partner="brand-b", run=RUN,
+                                 request=Payload({"he": meta}), vector=vec)  # fmt: skip
+    # Another partner's sealed key.
+    stolen = session.request_meta("payment-c", params="wide")
+    with pytest.raises(CiphertextError, match="addressed to"):
+        encryption.encrypt_reply(configs["brand-b"], partner="brand-b", run=RUN,
+                                 request=Payload({"he": stolen}), vector=vec)  # fmt: skip
+    # A request naming another key than the one the node holds (stale or substituted).
+    encryption.encrypt_reply(configs["brand-b"], partner="brand-b", run=RUN,
+                             request=_request(session, "brand-b"), vector=vec)  # fmt: skip
+    other = {"key_digest": SecretKeys.generate().public().digest, "params": "wide"}
+    with pytest.raises(CiphertextError, match="another encryption key"):
+        encryption.encrypt_reply(configs["brand-b"], partner="brand-b", run=RUN,
+                                 request=Payload({"he": other}), vector=vec)  # fmt: skip
+
+
+def test_ceremony_needs_pinned_peers_and_runs_once(
+    configs: dict[str, dict[str, str]], tmp_path: Path
+) -> None:
+    offers = {n: encryption.offer(configs[n], partner=n, run=RUN) for n in PARTNERS}
+    no_peers = {k: v for k, v in configs["brand-a"].items() if k != "peer-keys"}
+    with pytest.raises(CiphertextError, match="no pinned peer keys"):
+        encryption.keygen(no_peers, partner="brand-a", run=RUN, payload=Payload({"offers": offers}))
+    # A tampered offer is left out (and reported), the others are served.
+    offers["payment-c"] = {**offers["payment-c"], "x25519": offers["brand-b"]["x25519"]}
+    reply = encryption.keygen(
+        configs["brand-a"], partner="brand-a", run=RUN, payload=Payload({"offers": offers})
+    )
+    assert sorted(reply["sealed"]) == ["brand-a", "brand-b"]
+    assert "payment-c" in reply["rejected"]
+    with pytest.raises(CiphertextError, match="already dealt"):
+        encryption.keygen(
+            configs["brand-a"], partner="brand-a", run=RUN, payload=Payload({"offers": offers})
+        )
+    # The key files are private to the node's user.
+    store = NodeKeyStore.from_config(configs["brand-a"])
+    for name in ("ckks.key", "transport.key"):
+        mode = (store.root / RUN / name).stat().st_mode & 0o777
+        assert mode == 0o600
+
+
+def test_coordinator_refuses_key_material_with_a_secret(configs: dict[str, dict[str, str]]) -> None:
+    import base64
+
+    keys = SecretKeys.generate()
+    bad = {
+        "public": base64.b64encode(keys.to_bytes()).decode(),
+        "key_digest": keys.public().digest,
+        "sealed": {},
+    }
+    with pytest.raises(CiphertextError, match="secret key"):
+        session_from_keygen(bad, dealer="brand-a")
+    mismatched = {**bad, "public": base64.b64encode(keys.public().to_bytes()).decode(),
+                  "key_digest": "sha256:00"}  # fmt: skip
+    with pytest.raises(CiphertextError, match="digest"):
+        session_from_keygen(mismatched, dealer="brand-a")
