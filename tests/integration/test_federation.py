@@ -28,7 +28,7 @@ from tests.integration.support import BIN, free_port, make_partners
 pytestmark = pytest.mark.integration
 
 
-def write_job(path: Path, schema: Path, **overrides: Any) -> Path:
+def write_job(path: Path, schema: Path, *, encrypted: bool = False, **overrides: Any) -> Path:
     fields = {
         "name": "it-purchase",
         "task": "purchase_prediction",
@@ -43,6 +43,8 @@ def write_job(path: Path, schema: Path, **overrides: Any) -> Path:
     lines = []
     for key, value in fields.items():
         lines.append(f"{key} = {json.dumps(value)}")
+    if encrypted:
+        lines += ["[privacy]", 'encryption = "ckks"']
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -93,6 +95,53 @@ def test_job_completes_over_tls(federation: LocalFederation, tmp_path: Path) -> 
     types = [e["event"]["type"] for e in _entries(tmp_path / "bundles" / "coordinator")]
     assert types[:2] == ["job.submitted", "job.started"]
     assert {"job.participants", "round.aggregated", "model.released", "job.completed"} <= set(types)
+
+
+def test_encrypted_job_coordinator_sees_only_ciphertexts(
+    federation: LocalFederation, tmp_path: Path
+) -> None:
+    job = write_job(tmp_path / "job.toml", federation.partners[0].schema, encrypted=True)
+    out = tmp_path / "out"
+    end = submit_and_follow(federation, job, out)
+    assert end["status"] == "completed", end
+    names = sorted(p.partner for p in federation.partners)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.5 < metrics["final"]["test"]["auc"] <= 1.0
+    card = json.loads((out / "model_card.json").read_text())
+    assert "CKKS" in card["protections"]["aggregation"]
+    assert all(p["n_rows"] is None for p in card["partners"])  # row counts stay at partners
+    audit = export_and_verify(federation.ws, names, tmp_path / "bundles")
+    assert set(audit["cosigners"]) == set(names)
+    events = [e["event"] for e in _entries(tmp_path / "bundles" / "coordinator")]
+    run = [e for e in events if e["body"].get("run") == card_run(events, out)]
+    keys = [e for e in run if e["type"] == "he.keys"]
+    assert len(keys) == 1 and keys[0]["body"]["recipients"] == names
+    dealer = keys[0]["body"]["dealer"]
+    steps = {e["body"]["step"]: e["body"] for e in run if e["type"] == "round.aggregated"}
+    # moments, 2 rounds, final evaluation: each summed as ciphertexts, each decrypted by
+    # the dealer (the only holder of the key besides the contributors), exactly once.
+    for step in ("moments", "round-1", "round-2", "final-evaluation"):
+        assert steps[step]["protection"] == "ckks-sum"
+        assert sorted(steps[step]["partners"]) == names
+        assert steps[f"{step}.decrypt"]["protection"] == "ckks-decrypted"
+        assert steps[f"{step}.decrypt"]["partners"] == [dealer]
+    # The partners erased the job's keys; the coordinator never had a key file.
+    for name in names:
+        assert not list((federation.ws.node_dir(name) / "he").glob("*/ckks.key"))
+    assert not [p for p in federation.ws.root.rglob("ckks.key")]
+    assert not [p for p in out.rglob("*.key")]
+
+
+def card_run(events: list[dict[str, Any]], out: Path) -> str:
+    digest = json.loads((out / "model_card.json").read_text())["job"]["digest"]
+    runs = [e["body"]["run"] for e in events if e["type"] == "job.started"
+            and e["body"].get("digest") == digest]  # fmt: skip
+    return str(runs[-1])
+
+
+def submit_and_follow(fed: LocalFederation, job: Path, out: Path) -> dict[str, Any]:
+    submit_job(fed.ws, load_job_spec(job), out)
+    return follow(out, on_event=lambda _ev: None, timeout_s=900)
 
 
 def _entries(bundle: Path) -> list[dict[str, Any]]:
@@ -161,8 +210,12 @@ def test_killed_partner_does_not_stop_the_job(
     even though the coordinator's copy of its older grant accepted it."""
     root = tmp_path_factory.mktemp("fed-kill")
     partners = make_partners(root, 5)
-    job = write_job(tmp_path / "job.toml", partners[0].schema, rounds=6, round_timeout_s=30.0)
-    victim = partners[3].partner
+    # Encrypted, and the victim is the partner that dealt the key and decrypts the
+    # aggregates: another key holder takes over decryption.
+    job = write_job(
+        tmp_path / "job.toml", partners[0].schema, rounds=6, round_timeout_s=30.0, encrypted=True
+    )
+    victim = partners[0].partner
     withdrawn = partners[4].partner
     out = tmp_path / "out"
     with LocalFederation(
@@ -206,6 +259,17 @@ def test_killed_partner_does_not_stop_the_job(
         own = [json.loads(e) for e in log.entries()]
     assert [e["type"] for e in own] == ["request.received", "request.refused"]
     assert own[1]["body"]["error"] == "PolicyRefusal"
+    # The aggregate of every round is over exactly the partners that sent; after the
+    # dealer dropped, another key holder decrypted.
+    with AuditLog.open(
+        fed.ws.audit_db, origin="coordinator", signer=Signer.load(fed.ws.audit_key)
+    ) as log:
+        coordinator = [json.loads(e) for e in log.entries()]
+    steps = {e["body"]["step"]: e["body"] for e in coordinator if e["type"] == "round.aggregated"}
+    assert steps["round-1"]["partners"] == sorted(p.partner for p in partners[:4])
+    assert steps["round-1.decrypt"]["partners"] == [victim]
+    assert victim not in steps["round-6"]["partners"]
+    assert steps["round-6.decrypt"]["partners"] != [victim]
 
 
 def test_job_stops_below_min_partners(
