@@ -23,7 +23,7 @@ app = typer.Typer(
     help=(
         "Privacy-preserving federated collaboration for e-commerce partners.\n\n"
         "Operators: federation, coordinator, job, run, demo.  "
-        "Partners: node, data.  Compliance officers: audit."
+        "Partners: node, data, grant, budget.  Compliance officers: audit, registry."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -43,6 +43,7 @@ _GROUPS: list[tuple[str, str | None]] = [
     ("cli.crossref", "audit"),
     ("cli.registry", "registry"),
     ("cli.grant", "grant"),
+    ("cli.budget", "budget"),
     ("cli.run", None),
     ("cli.demo", None),
 ]

@@ -16,10 +16,16 @@ app = typer.Typer()
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/demo"),
     port: Annotated[int, typer.Option(help="Coordinator port (next free one if taken).")] = 9092,
+    encryption: Annotated[
+        bool,
+        typer.Option(help="Aggregate under CKKS homomorphic encryption (docs/privacy.md)."),
+    ] = True,
 ) -> None:
     """Start a coordinator and 9 brand-partner nodes over TLS on loopback, run
     purchase prediction and segmentation on Online Shoppers split by Region,
-    and print federated vs centralized vs each partner alone."""
+    and print federated vs centralized vs each partner alone.
+
+    Both jobs aggregate under homomorphic encryption unless --no-encryption."""
     from experiments.demo import run_demo
 
-    run_demo(out, port=port)
+    run_demo(out, port=port, encrypted=encryption)

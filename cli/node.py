@@ -74,6 +74,10 @@ def start(
             help="Partners' audit keys (`fedcollab federation peers`): needed for encrypted jobs."
         ),
     ] = None,
+    budget_db: Annotated[
+        Path | None,
+        typer.Option(help="Your privacy-budget ledger (default: budget.db beside audit.db)."),
+    ] = None,
     connect_timeout: Annotated[
         float, typer.Option(help="Seconds to keep trying to reach the coordinator.")
     ] = 300.0,
@@ -110,6 +114,7 @@ def start(
         connect_timeout_s=connect_timeout,
         grant=grant,
         peer_keys=peer_keys,
+        budget_db=budget_db,
     )
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(

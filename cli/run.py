@@ -27,6 +27,10 @@ def run(
     ],
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/run"),
     verbose: Annotated[bool, typer.Option(help="Show Flower's log.")] = False,
+    budget_cap: Annotated[
+        float | None,
+        typer.Option(help="Set every simulated partner's privacy-budget cap (epsilon)."),
+    ] = None,
 ) -> None:
     """Run JOB in Flower's simulation engine: one virtual node per partner file.
 
@@ -55,7 +59,7 @@ def run(
     (out / "progress.jsonl").unlink(missing_ok=True)
     viewer.start()
     try:
-        run_simulation_job(spec, sources, out, verbose=verbose)
+        run_simulation_job(spec, sources, out, verbose=verbose, budget_cap=budget_cap)
     finally:
         done.set()
         viewer.join(timeout=5)

@@ -17,10 +17,10 @@ import numpy as np
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from client import encryption
+from client import budget, encryption
 from client.audit import PartnerAudit, request_digest
 from client.grant_check import check_grant
-from client.handlers import HANDLERS, Reply, check_job
+from client.handlers import HANDLERS, Reply, check_job, dp_plan
 from client.partner_data import load_partner, partner_config, source_from_config
 from common.errors import ComplianceError, FedcollabError
 from common.jobspec import JobSpec
@@ -59,6 +59,12 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
         check_job(data, spec)
         check_grant(config, data, spec)
         run = str(payload.meta.get("run", ""))
+        plan = dp_plan(spec)
+        if plan is not None and action == "query.handshake":
+            budget.check_job(config, data, spec, plan)  # refuse a job that would not fit
+        elif plan is not None:
+            # Charged before anything is computed: over the cap, nothing is released.
+            budget.charge(config, data, spec, plan, action=action, run=run, step=step, audit=audit)
         encrypted = spec.privacy.encrypted
         ciphertext: bytes | None = None
         aggregation = "ckks-sum" if encrypted else "plaintext-sum"
@@ -99,7 +105,10 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
                     "n_values": int(meta["he"]["length"])
                     if ciphertext is not None
                     else (0 if vector is None else int(vector.size)),
-                    "privacy": {"mechanism": "none", "aggregation": aggregation},
+                    "privacy": {
+                        "mechanism": plan.level if plan is not None else "none",
+                        "aggregation": aggregation,
+                    },
                 },
             )
         if ciphertext is not None:

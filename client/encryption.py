@@ -25,6 +25,7 @@ import numpy as np
 
 from client.he_keys import NodeKeyStore, load_peer_keys
 from common.errors import CiphertextError
+from common.jobspec import JobSpec
 from common.serde import Payload
 from compliance.keys import Signer
 from privacy.ckks import SecretKeys
@@ -130,16 +131,30 @@ def encrypt_reply(
 
 
 def decrypt(
-    config: Mapping[str, str], *, partner: str, run: str, payload: Payload
+    config: Mapping[str, str],
+    *,
+    partner: str,
+    run: str,
+    payload: Payload,
+    spec: JobSpec | None = None,
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Decrypt one aggregate (once per step) after checking its contribution count."""
+    """Decrypt one aggregate (once per step) after checking its contribution count.
+
+    Under client-level DP the aggregate must hold at least ``min_partners``
+    contributions: each carries 1/min_partners of the noise variance.
+    """
     he = payload.meta["he"]
     step = str(he["step"])
     contributors = [str(p) for p in he["contributors"]]
-    if len(contributors) < 2 or len(set(contributors)) != len(contributors):
+    least = 2
+    if spec is not None and spec.privacy.dp == "client":
+        least = max(least, spec.min_partners)
+    if len(contributors) < least or len(set(contributors)) != len(contributors):
         raise CiphertextError(
-            f"refusing to decrypt an aggregate of {len(contributors)} distinct partner(s)",
-            hint="an aggregate of one partner would reveal that partner's vector",
+            f"refusing to decrypt an aggregate of {len(set(contributors))} distinct partner(s) "
+            f"(at least {least} needed)",
+            hint="an aggregate of one partner would reveal that partner's vector; under "
+            "client-level DP fewer than min_partners carry too little noise",
         )
     if payload.ciphertext is None:
         raise CiphertextError("decryption request carries no ciphertext")

@@ -19,6 +19,8 @@ from common.errors import ProtocolError, SchemaError
 from common.jobspec import JobSpec
 from common.schema import DatasetSchema
 from common.serde import Payload
+from privacy import client_dp
+from privacy.dp_plan import DpPlan, resolve
 from protocols import evaluation, fedavg, kmeans, preprocessing, segments
 
 __all__ = ["HANDLERS", "Reply", "check_job"]
@@ -31,6 +33,17 @@ MIN_CATEGORY_COUNT = 10
 #: A cluster or segment with fewer of this partner's rows is reported as empty,
 #: since its sums would describe a handful of customers (or one).
 MIN_AGGREGATE_ROWS = 5
+
+
+_PLANS: dict[str, DpPlan | None] = {}
+
+
+def dp_plan(spec: JobSpec) -> DpPlan | None:
+    """The job's DP plan, derived here from the spec (never taken from the coordinator)."""
+    digest = spec.digest()
+    if digest not in _PLANS:
+        _PLANS[digest] = resolve(spec)
+    return _PLANS[digest]
 
 
 def check_job(data: PartnerData, spec: JobSpec) -> None:
@@ -85,7 +98,9 @@ def handshake(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
             "schema_fingerprint": ds.schema.fingerprint(),
             # Under encryption the row count stays with the partner (FedAvg weights
             # travel encrypted); the coordinator learns only the total.
-            **({} if spec.privacy.encrypted else {"n_rows": ds.n_rows}),
+            **(
+                {} if spec.privacy.encrypted or spec.privacy.dp != "none" else {"n_rows": ds.n_rows}
+            ),
             "vocab": preprocessing.local_vocabulary(
                 sub.categorical, columns, min_count=MIN_CATEGORY_COUNT
             ),
@@ -146,10 +161,31 @@ def train(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     )
     train_rows = _rows(data, spec, "train")
     t = spec.training
+    x, y = _features(data, pre, train_rows), _labels(data, train_rows)
+    plan = dp_plan(spec)
+    if plan is not None and plan.level == "sample":
+        # DP-SGD (Opacus): the local model is record-level DP; uniform weights, since the
+        # example count is itself a statistic of the data.
+        from privacy.dp_sgd import train_local_dp
+
+        result = train_local_dp(
+            model,
+            x,
+            y,
+            epochs=t.local_epochs,
+            sample_rate=spec.privacy.sample_rate,
+            learning_rate=t.learning_rate,
+            optimizer=t.optimizer,
+            noise_multiplier=plan.noise_multiplier,
+            max_grad_norm=spec.privacy.max_grad_norm,
+        )
+        update = fedavg.encode_update(result.weights, n_examples=1)
+        return {}, np.concatenate([update, val_eval])
+    global_weights = models_weights(model)
     result = train_local(
         model,
-        _features(data, pre, train_rows),
-        _labels(data, train_rows),
+        x,
+        y,
         epochs=t.local_epochs,
         batch_size=t.batch_size,
         learning_rate=t.learning_rate,
@@ -157,8 +193,23 @@ def train(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
         optimizer=t.optimizer,
         seed=t.seed + int(payload.meta["round"]),
     )
+    if plan is not None:  # DP-FedAvg: clipped update plus this partner's noise share
+        delta = client_dp.private_update(
+            result.weights,
+            global_weights,
+            clip_norm=spec.privacy.clip_norm,
+            noise_multiplier=plan.noise_multiplier,
+            parties=spec.min_partners,
+        )
+        return {}, np.concatenate([delta, [1.0], val_eval])
     update = fedavg.encode_update(result.weights, n_examples=result.n_examples)
     return {"train_loss": result.mean_loss}, np.concatenate([update, val_eval])
+
+
+def models_weights(model: Any) -> list[np.ndarray]:
+    from protocols.models import get_weights
+
+    return [w.copy() for w in get_weights(model)]
 
 
 def evaluate(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
@@ -202,6 +253,14 @@ def _centroids(payload: Payload) -> np.ndarray:
 
 def kmeans_step(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     centroids = _centroids(payload)
+    plan = dp_plan(spec)
+    if plan is not None:  # clipped rows, Gaussian noise on sums and counts, no suppression
+        return {}, client_dp.private_cluster_vector(
+            _segment_x(data, payload),
+            centroids,
+            noise_multiplier=plan.noise_multiplier,
+            row_clip_norm=spec.privacy.row_clip_norm,
+        )
     vec = kmeans.local_cluster_vector(_segment_x(data, payload), centroids)
     k, d = centroids.shape
     return {}, kmeans.suppress_small_clusters(vec, k=k, n_features=d, min_rows=MIN_AGGREGATE_ROWS)
@@ -212,6 +271,15 @@ def segment_profile(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply
     centroids = _centroids(payload)
     ds = data.dataset
     x = _segment_x(data, payload)
+    plan = dp_plan(spec)
+    if plan is not None:  # bounded profile (protocols.dp_segments) with Gaussian noise
+        return {}, client_dp.private_profile_vector(
+            x,
+            centroids,
+            ds.labels,
+            noise_multiplier=plan.noise_multiplier,
+            row_clip_norm=spec.privacy.row_clip_norm,
+        )
     assignments = kmeans.assign(x, centroids)
     numeric_names = [f.name for f in ds.schema.numeric_features]
     vec = segments.local_profile_vector(

@@ -51,6 +51,8 @@ class NodeConfig:
     grant: Path | None = None
     #: The partners' audit keys, pinned (encrypted jobs' key ceremony checks them).
     peer_keys: Path | None = None
+    #: The privacy-budget ledger (None: budget.db beside the audit log).
+    budget_db: Path | None = None
     #: Give up connecting to the coordinator after this long.
     connect_timeout_s: float = 300.0
 
@@ -83,6 +85,8 @@ def supernode_command(cfg: NodeConfig) -> list[str]:
         items["grant"] = cfg.grant
     if cfg.peer_keys is not None:
         items["peer-keys"] = cfg.peer_keys
+    if cfg.budget_db is not None:
+        items["budget-db"] = cfg.budget_db
     for key, value in items.items():
         if "'" in str(value) or '"' in str(value):
             raise WorkspaceError(

@@ -93,9 +93,9 @@ class SegmentationSpec(BaseModel):
     seed_candidates: int = Field(default=100, ge=2, le=1000)
     seed_steps: int = Field(default=2, ge=1, le=20)
 
-    def seeding_for(self, *, encrypted: bool) -> Literal["kfed", "summed"]:
+    def seeding_for(self, *, encrypted: bool, dp: bool = False) -> Literal["kfed", "summed"]:
         if self.seeding == "auto":
-            return "summed" if encrypted else "kfed"
+            return "summed" if encrypted or dp else "kfed"
         return self.seeding
 
 
@@ -106,10 +106,46 @@ class PrivacySpec(BaseModel):
     encryption: Literal["none", "ckks"] = "none"
     #: The partner that runs the job's key ceremony; empty: the first by name.
     key_dealer: str = ""
+    #: Differential privacy: "sample" (record-level: DP-SGD at each partner for
+    #: purchase prediction, Gaussian noise on k-means sums and counts for
+    #: segmentation) or "client" (partner-level DP-FedAvg; needs encryption).
+    dp: Literal["none", "sample", "client"] = "none"
+    #: Give exactly one: the job's epsilon (noise derived from it) or the noise
+    #: multiplier (epsilon reported).
+    target_epsilon: float | None = Field(default=None, gt=0.0, le=1000.0)
+    noise_multiplier: float | None = Field(default=None, gt=0.0, le=1000.0)
+    target_delta: float = Field(default=1e-5, gt=0.0, lt=0.01)
+    #: DP-SGD: per-example gradient clipping norm and Poisson sampling rate.
+    max_grad_norm: float = Field(default=1.0, gt=0.0, le=1000.0)
+    sample_rate: float = Field(default=0.02, gt=0.0, le=1.0)
+    #: DP-FedAvg: a partner's model update is clipped to this L2 norm.
+    clip_norm: float = Field(default=1.0, gt=0.0, le=1000.0)
+    #: DP-FedAvg: each partner takes part in a round with this probability.
+    client_sample_rate: float = Field(default=1.0, gt=0.0, le=1.0)
+    #: Segmentation with DP: each standardised row is clipped to this L2 norm.
+    row_clip_norm: float = Field(default=5.0, gt=0.0, le=1000.0)
 
     @property
     def encrypted(self) -> bool:
         return self.encryption == "ckks"
+
+    @model_validator(mode="after")
+    def _check_dp(self) -> PrivacySpec:
+        if self.dp == "none":
+            if self.target_epsilon is not None or self.noise_multiplier is not None:
+                raise ValueError("target_epsilon / noise_multiplier need privacy.dp set")
+            return self
+        if (self.target_epsilon is None) == (self.noise_multiplier is None):
+            raise ValueError(
+                f"privacy.dp = {self.dp!r} needs exactly one of target_epsilon "
+                "(noise derived from it) or noise_multiplier (epsilon reported)"
+            )
+        if self.dp == "client" and not self.encrypted:
+            raise ValueError(
+                "privacy.dp = 'client' adds noise shares at each partner that only protect "
+                "in the sum: it needs encryption = 'ckks' so the coordinator sees only the sum"
+            )
+        return self
 
 
 class JobSpec(BaseModel):
@@ -149,6 +185,10 @@ class JobSpec(BaseModel):
                 "an encrypted job needs min_partners >= 2: an aggregate of one partner "
                 "is that partner's vector, and partners refuse to decrypt it"
             )
+        if self.privacy.dp == "client" and self.task != "purchase_prediction":
+            raise ValueError("privacy.dp = 'client' applies to purchase prediction only")
+        if self.privacy.dp != "none" and self.segmentation.seeding == "kfed":
+            raise ValueError("k-FED seeding has no DP mechanism: use seeding = 'summed' or 'auto'")
         if self.privacy.encrypted and self.segmentation.seeding == "kfed":
             raise ValueError(
                 "segmentation.seeding = 'kfed' sends each partner's local clusters, which "

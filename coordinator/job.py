@@ -27,6 +27,7 @@ from coordinator.prediction import run_prediction
 from coordinator.preprocess import federated_preprocessor
 from coordinator.roster import Roster
 from coordinator.segmentation import run_segmentation
+from privacy.dp_plan import resolve
 
 __all__ = ["run_job"]
 
@@ -61,6 +62,10 @@ def run_job(
         roster.discover(grid)
         if spec.privacy.encrypted:
             roster.setup_encryption(grid)
+        plan = resolve(spec)
+        if plan is not None:
+            audit.event("privacy.plan", **plan.to_dict())
+            outputs.event("privacy", **plan.to_dict())
         pre = federated_preprocessor(grid, roster, schema)
         metrics: dict[str, Any] = {"job": spec.name, "task": spec.task}
         if spec.task == "purchase_prediction":
@@ -70,6 +75,7 @@ def run_job(
                 best_round=pred.best_round,
                 history=pred.history,
                 final=pred.final,
+                epsilon=pred.epsilon,
             )
         else:
             seg = run_segmentation(grid, roster, spec, schema, pre, outputs)
@@ -78,6 +84,7 @@ def run_job(
                 objective=seg.objective,
                 history=seg.history,
                 segments=seg.profiles,
+                epsilon=seg.epsilon,
             )
         metrics["dropouts"] = roster.dropped
         metrics["refused"] = roster.refused
@@ -176,11 +183,25 @@ def _model_card(
                 if roster.he is not None
                 else "plaintext sums at the coordinator"
             ),
-            "differential_privacy": None,
+            "differential_privacy": _dp_summary(spec, metrics),
         },
         "metrics": {
             k: v
             for k, v in metrics.items()
-            if k in ("final", "objective", "rounds_run", "best_round", "iterations")
+            if k in ("final", "objective", "rounds_run", "best_round", "iterations", "epsilon")
         },
+    }
+
+
+def _dp_summary(spec: JobSpec, metrics: dict[str, Any]) -> dict[str, Any] | None:
+    plan = resolve(spec)
+    if plan is None:
+        return None
+    return {
+        **plan.to_dict(),
+        "achieved_epsilon": metrics.get("epsilon"),
+        "not_covered": [
+            "federated preprocessing statistics (means, standard deviations, vocabularies)",
+            "validation and test metrics (rows disjoint from the training rows)",
+        ],
     }

@@ -120,6 +120,22 @@ class LocalFederation:
         proc = self.nodes[partner]
         _kill_group(proc, signal.SIGKILL)
 
+    def restart_node(self, partner: str) -> subprocess.Popen[bytes]:
+        """Stop a partner's node (SIGTERM) and start it again with the same files."""
+        proc = self.nodes[partner]
+        _kill_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc, signal.SIGKILL)
+            proc.wait(timeout=5)
+        index = [p.partner for p in self.partners].index(partner)
+        return self.start_node(self.partners[index], index=index)
+
+    def budget_db(self, partner: str) -> Path:
+        """The partner node's privacy-budget ledger (``fedcollab budget``)."""
+        return self.ws.node_dir(partner) / "budget.db"
+
     def stop(self) -> None:
         for proc in self.nodes.values():
             _kill_group(proc, signal.SIGTERM)

@@ -15,6 +15,7 @@ Early stopping keeps the model with the best federated validation AUC.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from common.jobspec import JobSpec
 from common.serde import Payload
 from coordinator.outputs import JobOutputs
 from coordinator.roster import Partner, Roster
+from privacy.dp_plan import resolve
 from protocols import evaluation, fedavg, models, preprocessing
 from protocols.early_stopping import EarlyStopping
 
@@ -40,6 +42,8 @@ class PredictionResult:
     best_round: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     final: dict[str, Any] = field(default_factory=dict)
+    #: Under DP: the released model's epsilon after the rounds that ran.
+    epsilon: float | None = None
 
 
 def _metrics(m: evaluation.EvalMetrics) -> dict[str, Any]:
@@ -73,12 +77,22 @@ def run_prediction(
     # Model i is the global model after i rounds (model 0: the initial one).
     global_w = weights
     best_w, best_auc, best_idx = weights, -1.0, 0
+    plan = resolve(spec)
+    client_dp = plan is not None and plan.level == "client"
     for rnd in range(1, spec.rounds + 1):
+        selected = roster.sample(spec.privacy.client_sample_rate) if client_dp else None
+        if selected is not None and len(selected) < spec.min_partners:
+            # Too few partners drawn for the noise shares to add up: skip the round (it
+            # still counts in the accounting, which assumes every round may release).
+            outputs.event("round_skipped", round=rnd, sampled=len(selected))
+            continue
         total = roster.new_sum(n_update + n_eval, params="compact")
         losses: list[float] = []
 
         def on_reply(_p: Partner, payload: Payload, losses: list[float] = losses) -> None:
-            losses.append(float(payload.meta.get("train_loss", float("nan"))))
+            loss = payload.meta.get("train_loss")  # DP jobs do not report it
+            if isinstance(loss, int | float) and math.isfinite(loss):
+                losses.append(float(loss))
 
         flat = models.flatten(global_w)
         senders = roster.request(
@@ -90,6 +104,7 @@ def run_prediction(
             into=total,
             step=f"round-{rnd}",
             expect_length=n_update + n_eval,
+            only=selected,
         )
         summed = roster.reveal(grid, total, step=f"round-{rnd}")
         val = evaluation.metrics_from_vector(summed[n_update:], bins=EVAL_BINS)
@@ -97,14 +112,22 @@ def run_prediction(
         if auc > best_auc:
             best_w, best_auc, best_idx = global_w, auc, rnd - 1
         stop = stopper.update(auc)
-        global_w = fedavg.decode_average(summed[:n_update], shapes)
+        if client_dp:
+            # DP-FedAvg: the mean of the partners' clipped, noised updates.
+            mean_delta = fedavg.decode_average(summed[:n_update], shapes)
+            global_w = [w + d for w, d in zip(global_w, mean_delta, strict=True)]
+        else:
+            global_w = fedavg.decode_average(summed[:n_update], shapes)
         outputs.trace_step(f"round-{rnd}", models.flatten(global_w))
+        eps = plan.job_epsilon(rnd) if plan is not None else None
+        result.epsilon = eps
         result.history.append(
             {
                 "round": rnd,
                 "partners": sorted(p.name for p in senders),
                 "validation_of_model_before_round": _metrics(val),
-                "train_loss": float(np.nanmean(losses)) if losses else None,
+                "train_loss": float(np.mean(losses)) if losses else None,
+                "epsilon": eps,
             }
         )
         result.rounds_run = rnd
@@ -116,6 +139,7 @@ def run_prediction(
             partners=len(senders),
             val_auc=val.auc,
             val_log_loss=val.log_loss,
+            epsilon=eps,
         )
         if spec.evaluation.early_stopping_patience > 0 and stop:
             outputs.event("early_stop", round=rnd, best_round=best_idx)

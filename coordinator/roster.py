@@ -15,6 +15,7 @@ once fewer than ``min_partners`` remain.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -203,6 +204,7 @@ class Roster:
         into: VectorSum | EncryptedSum | None = None,
         step: str,
         expect_length: int | None = None,
+        only: set[int] | None = None,
     ) -> list[Partner]:
         """Send ``action`` to every active partner; returns those whose reply was used.
 
@@ -239,7 +241,7 @@ class Roster:
 
         outcome = broadcast(
             grid,
-            node_ids=list(self.active),
+            node_ids=[n for n in self.active if only is None or n in only],
             message_type=action,
             content_for=content_for,
             on_reply=handle,
@@ -282,6 +284,14 @@ class Roster:
             self.audit.event("ciphertext.refused", partner=partner, step=step, reason=exc.message)
             raise
         self.he.installed.add(partner)
+
+    def sample(self, rate: float) -> set[int]:
+        """Partners drawn for one round, each independently with probability ``rate``
+        (DP-FedAvg's partner subsampling; the accounting assumes it is secret and fair)."""
+        if rate >= 1.0:
+            return set(self.active)
+        rng = np.random.default_rng(secrets.randbits(128))
+        return {n for n in sorted(self.active) if rng.random() < rate}
 
     # -- homomorphic encryption ----------------------------------------------
     def new_sum(self, length: int, *, params: str = "wide") -> VectorSum | EncryptedSum:

@@ -16,6 +16,7 @@ homomorphic aggregation).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,7 +28,9 @@ from common.schema import DatasetSchema
 from common.serde import Payload
 from coordinator.outputs import JobOutputs
 from coordinator.roster import Partner, Roster
-from protocols import kmeans, preprocessing, segments
+from privacy.client_dp import cluster_sensitivity, profile_sensitivity
+from privacy.dp_plan import DpPlan, resolve
+from protocols import dp_segments, kmeans, preprocessing, segments
 
 __all__ = ["SegmentationResult", "run_segmentation"]
 
@@ -35,10 +38,12 @@ __all__ = ["SegmentationResult", "run_segmentation"]
 @dataclass
 class SegmentationResult:
     iterations: int = 0
-    objective: float = float("nan")
+    objective: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     centroids: list[list[float]] = field(default_factory=list)
     profiles: list[dict[str, Any]] = field(default_factory=list)
+    #: Under DP: the released centroids' and profiles' epsilon (record level).
+    epsilon: float | None = None
 
 
 def run_segmentation(
@@ -53,10 +58,11 @@ def run_segmentation(
     d = pre.n_features
     pre_meta = pre.to_dict()
     encrypted = spec.privacy.encrypted
-    if s.seeding_for(encrypted=encrypted) == "kfed":
+    plan = resolve(spec)
+    if s.seeding_for(encrypted=encrypted, dp=plan is not None) == "kfed":
         centroids = _kfed_seed(grid, roster, spec, pre_meta, d)
     else:
-        centroids = _summed_seed(grid, roster, spec, pre_meta, d)
+        centroids = _summed_seed(grid, roster, spec, pre_meta, d, plan)
     result = SegmentationResult()
     length = kmeans.cluster_vector_length(k=s.k, n_features=d)
     previous_objective = float("inf")
@@ -70,26 +76,40 @@ def run_segmentation(
             step=f"lloyd-{it}",
             expect_length=length,
         )
-        new_centroids, objective, counts = kmeans.update_centroids(
-            roster.reveal(grid, total, step=f"lloyd-{it}"), centroids
-        )
+        summed = _denoise(roster.reveal(grid, total, step=f"lloyd-{it}"), plan, roster, s.k, d)
+        new_centroids, objective, counts = kmeans.update_centroids(summed, centroids)
+        eps = plan.job_epsilon(s.seed_steps + it) if plan is not None else None
+        shown = objective if plan is None else None  # under DP the inertia is not released
         result.history.append(
-            {"iteration": it, "objective": objective, "sizes": [int(c) for c in counts]}
+            {"iteration": it, "objective": shown, "sizes": [int(c) for c in counts], "epsilon": eps}
         )
         outputs.event(
-            "round", task="segmentation", round=it, total=s.lloyd_iterations, objective=objective
+            "round",
+            task="segmentation",
+            round=it,
+            total=s.lloyd_iterations,
+            objective=shown,
+            epsilon=eps,
         )
         outputs.trace_step(f"lloyd-{it}", new_centroids)
         shift = float(np.max(np.abs(new_centroids - centroids)))
         centroids = new_centroids
         result.iterations = it
+        # Under DP the inertia is not released (0): only the centroid shift counts.
         converged = shift <= s.tolerance or (
-            previous_objective - objective <= s.tolerance * max(abs(objective), 1.0)
+            plan is None
+            and previous_objective - objective <= s.tolerance * max(abs(objective), 1.0)
         )
         previous_objective = objective
         if converged:
             break
 
+    if plan is not None:
+        _dp_profiles(grid, roster, spec, pre, centroids, plan, result)
+        releases = s.seed_steps + result.iterations + 1
+        result.epsilon = plan.job_epsilon(releases)
+        _write(outputs, pre, result)
+        return result
     numeric_names = [f.name for f in schema.numeric_features]
     plen = segments.profile_vector_length(k=s.k, numeric_names=numeric_names)
 
@@ -108,12 +128,61 @@ def run_segmentation(
     profiles = segments.profiles_from_vector(summed[:plen], k=s.k, numeric_names=numeric_names)
     result.centroids = centroids.tolist()
     result.profiles = [asdict(p) for p in profiles]
+    _write(outputs, pre, result)
+    return result
+
+
+def _write(
+    outputs: JobOutputs, pre: preprocessing.Preprocessor, result: SegmentationResult
+) -> None:
     outputs.write_json(
         "centroids.json", {"feature_names": pre.feature_names, "centroids": result.centroids}
     )
     outputs.write_json("segments.json", result.profiles)
-    outputs.write_json("preprocessor.json", pre_meta)
-    return result
+    outputs.write_json("preprocessor.json", pre.to_dict())
+
+
+def _min_count(plan: DpPlan, roster: Roster, sensitivity: float) -> float:
+    """A summed noisy count below this is mostly noise (3 standard deviations)."""
+    return max(3.0 * plan.noise_multiplier * sensitivity * math.sqrt(len(roster.active)), 1.0)
+
+
+def _denoise(summed: np.ndarray, plan: DpPlan | None, roster: Roster, k: int, d: int) -> np.ndarray:
+    if plan is None:
+        return summed
+    floor = _min_count(plan, roster, cluster_sensitivity(row_clip_norm=plan.row_clip_norm))
+    return dp_segments.suppress_noisy_clusters(summed, k=k, n_features=d, min_count=floor)
+
+
+def _dp_profiles(
+    grid: Grid,
+    roster: Roster,
+    spec: JobSpec,
+    pre: preprocessing.Preprocessor,
+    centroids: np.ndarray,
+    plan: DpPlan,
+    result: SegmentationResult,
+) -> None:
+    """Segment profiles from bounded, noised per-segment sums (protocols.dp_segments)."""
+    k, d = centroids.shape
+    length = dp_segments.bounded_profile_vector_length(k=k, n_features=d)
+    total = roster.new_sum(length, params="wide")
+    roster.request(
+        grid,
+        action="query.segment_profile",
+        meta={"preprocessor": pre.to_dict(), "centroids": centroids.tolist()},
+        into=total,
+        step="segment-profiles",
+        expect_length=length,
+    )
+    summed = roster.reveal(grid, total, step="segment-profiles")
+    floor = _min_count(plan, roster, profile_sensitivity(row_clip_norm=plan.row_clip_norm))
+    profiles = dp_segments.profiles_from_bounded_vector(
+        summed, k=k, preprocessor=pre, min_count=floor
+    )
+    result.objective = None
+    result.centroids = centroids.tolist()
+    result.profiles = [asdict(p) for p in profiles]
 
 
 def _kfed_seed(
@@ -139,7 +208,12 @@ def _kfed_seed(
 
 
 def _summed_seed(
-    grid: Grid, roster: Roster, spec: JobSpec, pre_meta: dict[str, Any], d: int
+    grid: Grid,
+    roster: Roster,
+    spec: JobSpec,
+    pre_meta: dict[str, Any],
+    d: int,
+    plan: DpPlan | None,
 ) -> np.ndarray:
     """Summed seeding: Lloyd steps from random candidates, then weighted k-means++."""
     s = spec.segmentation
@@ -157,6 +231,6 @@ def _summed_seed(
             step=f"kmeans-seed-{it}",
             expect_length=length,
         )
-        summed = roster.reveal(grid, total, step=f"kmeans-seed-{it}")
+        summed = _denoise(roster.reveal(grid, total, step=f"kmeans-seed-{it}"), plan, roster, m, d)
         candidates, _, _ = kmeans.update_centroids(summed, candidates)
     return kmeans.seed_from_cells(summed, m=m, k=s.k, n_features=d, seed=s.seed)

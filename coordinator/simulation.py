@@ -25,6 +25,7 @@ from compliance.trail import create_party_key, load_verifier_key
 from coordinator.local_grants import EXAMPLE_REGISTRY, demo_grant
 from coordinator.policy_gate import PolicyBundle
 from coordinator.server_app import make_server_app
+from privacy.budget_ledger import BudgetLedger
 
 __all__ = ["discover_partner_files", "run_simulation_job"]
 
@@ -100,6 +101,7 @@ def run_simulation_job(
     verbose: bool = False,
     registry: Path = EXAMPLE_REGISTRY,
     trace: bool = False,
+    budget_cap: float | None = None,
 ) -> dict[str, Any]:
     """Run ``spec`` with one virtual node per source; returns the result document.
 
@@ -107,7 +109,8 @@ def run_simulation_job(
     signs a grant for that purpose with its own audit key, and the coordinator
     and the partners check those grants exactly as in a real federation.
     With ``trace``, the job writes ``trace.npz`` (every round's global model or
-    centroids).
+    centroids). ``budget_cap`` sets every simulated partner's privacy-budget cap
+    (epsilon, over all jobs) on its dataset; DP jobs need one.
     """
     from flwr.simulation import run_simulation
 
@@ -129,6 +132,14 @@ def run_simulation_job(
         s.partner: (audit / "partners" / s.partner / "audit.pub").read_text().strip()
         for s in sources
     }
+    if budget_cap is not None:
+        for s in sources:
+            with BudgetLedger.open(audit / "partners" / s.partner / "budget.db") as ledger:
+                ledger.set_cap(
+                    load_schema(s.schema).dataset,
+                    epsilon_cap=budget_cap,
+                    delta=spec.privacy.target_delta,
+                )
     # Every simulated partner pins the others' audit keys (the key ceremony checks them).
     (audit / "peers.json").write_text(json.dumps(peer_keys, indent=2, sort_keys=True))
     partners = [

@@ -25,7 +25,7 @@ from rich.console import Console
 
 from cli.progress import JobProgress
 from common.errors import FederationError
-from common.jobspec import JobSpec
+from common.jobspec import JobSpec, PrivacySpec
 from compliance.bundle import export_bundle, verify_bundle
 from compliance.crossref import cross_check
 from compliance.keys import Signer
@@ -49,12 +49,15 @@ def _free_port(preferred: int) -> int:
     raise FederationError(f"no free port near {preferred}", hint="free a port or pass --port")
 
 
-def _demo_jobs(schema_path: Path) -> tuple[JobSpec, JobSpec]:
+def _demo_jobs(schema_path: Path, *, encrypted: bool = True) -> tuple[JobSpec, JobSpec]:
     """The experiment's jobs, with fewer, longer rounds: every Flower message starts
-    a fresh ClientApp process per partner, so rounds are what a real deployment pays for."""
+    a fresh ClientApp process per partner, so rounds are what a real deployment pays for.
+    Encrypted by default: every aggregate is a CKKS sum (docs/privacy.md)."""
     prediction, segmentation = default_jobs(schema_path)
+    privacy = PrivacySpec(encryption="ckks" if encrypted else "none")
     prediction = prediction.model_copy(
         update={
+            "privacy": privacy,
             "rounds": 12,
             "training": prediction.training.model_copy(update={"local_epochs": 3}),
             "evaluation": prediction.evaluation.model_copy(update={"early_stopping_patience": 3}),
@@ -62,9 +65,10 @@ def _demo_jobs(schema_path: Path) -> tuple[JobSpec, JobSpec]:
     )
     segmentation = segmentation.model_copy(
         update={
+            "privacy": privacy,
             "segmentation": segmentation.segmentation.model_copy(
                 update={"lloyd_iterations": 15, "tolerance": 1e-4}
-            )
+            ),
         }
     )
     return prediction, segmentation
@@ -103,7 +107,9 @@ def export_and_verify(ws: Workspace, partners: list[str], out: Path) -> dict[str
     }
 
 
-def run_demo(out: Path, *, port: int = 9092, console: Console | None = None) -> dict[str, Any]:
+def run_demo(
+    out: Path, *, port: int = 9092, console: Console | None = None, encrypted: bool = True
+) -> dict[str, Any]:
     console = console or Console()
     t0 = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
@@ -112,7 +118,7 @@ def run_demo(out: Path, *, port: int = 9092, console: Console | None = None) -> 
     console.print(
         f"[bold]fedcollab demo[/]: {len(sources)} brand partners (Online Shoppers by Region)"
     )
-    prediction, segmentation = _demo_jobs(sources[0].schema)
+    prediction, segmentation = _demo_jobs(sources[0].schema, encrypted=encrypted)
     for spec in (prediction, segmentation):
         _write_job_file(spec, sources[0].schema, out / "jobs" / f"{spec.name}.toml")
     port = _free_port(port)
@@ -152,6 +158,7 @@ def run_demo(out: Path, *, port: int = 9092, console: Console | None = None) -> 
         sources, prediction, segmentation, out / prediction.name, out / segmentation.name
     )
     result["mode"] = "deployment: SuperLink + SuperNodes over TLS on loopback"
+    result["encryption"] = prediction.privacy.encryption
     result["audit"] = result_audit
     result["wall_time_s"] = round(time.monotonic() - t0, 1)
     render(result, console)

@@ -1,0 +1,371 @@
+"""What a job's differential privacy costs, derived from the public job spec only.
+
+The coordinator and every partner call :func:`resolve` on the same job spec
+and get the same :class:`DpPlan`: the noise multiplier (given, or calibrated
+so that the whole job at its maximum length meets ``target_epsilon``), what
+one request charges to a partner's budget ledger (:meth:`DpPlan.mechanism_for`),
+the job's maximum spend for the budget check at the handshake
+(:meth:`DpPlan.planned`) and the epsilon of what the job releases
+(:meth:`DpPlan.job_epsilon`)::
+
+    plan = resolve(spec)
+    if plan is not None:
+        ledger.charge(dataset, job=spec.name, run=run, step=f"round-{r}",
+                      mechanism=plan.mechanism_for("train.fedavg"))
+
+Mechanisms, per task and level:
+
+* purchase prediction, ``dp = "sample"``: DP-SGD at each partner (Abadi et al.
+  2016, arXiv:1607.00133); a round is ``SampledGaussian(z, sample_rate,
+  local_epochs * ceil(1 / sample_rate))``, the job ``rounds`` such rounds;
+* purchase prediction, ``dp = "client"``: DP-FedAvg (McMahan et al. 2018,
+  arXiv:1710.06963); the released model after ``r`` rounds is
+  ``SampledGaussian(z, client_sample_rate, r)`` at the partner level;
+* segmentation, ``dp = "sample"``: Gaussian noise on the per-cluster sums and
+  counts of clipped rows (Su et al. 2016, "Differentially Private k-Means
+  Clustering", CODASPY; Blum et al. 2005, SuLQ): one ``Gaussian(z, 1)`` per
+  k-means request, ``seed_steps + lloyd_iterations`` Lloyd requests and one
+  profile request.
+
+Notes
+-----
+* *Sensitivities* (see :mod:`privacy.client_dp`): DP-SGD clips each example's
+  gradient to ``max_grad_norm``; DP-FedAvg clips a partner's update to
+  ``clip_norm``; a DP Lloyd vector has L2 sensitivity ``sqrt(B^2 + 1)`` and a
+  bounded profile vector ``sqrt(B^2 + 3)`` for rows clipped to
+  ``B = row_clip_norm``.  Noise is always ``z`` times the sensitivity.
+* *Record level: each partner adds its full noise*, so its guarantee holds
+  even against a coordinator that sees that partner's vector alone (a plaintext
+  job, or a key holder who decrypts one vector).  A record sits at one
+  partner, so the released model or segmentation has the same epsilon per
+  record as that partner's releases: sums over partners are post-processing.
+  (A customer with records at several partners is protected per record; the
+  epsilons of those records add up for that person.)
+* *Client level: distributed noise.*  Each of ``m >= min_partners``
+  contributors adds ``N(0, (z*C)^2 / min_partners)``, so any aggregate of at
+  least ``min_partners`` contributions carries noise of std ``>= z*C``, which
+  is what DP-FedAvg needs when one partner's clipped update (norm ``<= C``) is
+  added or removed.  That requires encryption (nobody may see one noisy
+  share), an aggregate of at least ``min_partners`` contributions, and honest
+  peers (colluding partners can subtract their own shares).
+* *Ledger charge of a client-level round: Gaussian(z / 2, 1).*  The ledger
+  counts record-level spend (add or remove one record) for every job on a
+  dataset.  One customer can turn a partner's clipped update ``u`` into any
+  ``u'`` with ``||u'|| <= C``, so the record-level sensitivity is ``2C``, not
+  ``C`` (group privacy of size 2), and the round is a Gaussian mechanism of
+  multiplier ``z / 2``.  It is charged for every round the partner takes part
+  in, without the amplification of client sampling: whether the partner was
+  sampled is known to the coordinator.  That is conservative, and larger than
+  the job-level epsilon of the released model, which is the partner-level
+  ``SampledGaussian(z, client_sample_rate, rounds)`` (:meth:`DpPlan.job_epsilon`).
+* *What is not charged*: the handshake, the moments for standardisation, the
+  evaluation histograms on held-out rows, the key ceremony and cosigning carry
+  no DP noise; the guarantee covers the training (or clustering) releases,
+  and the report must say so.  Exact statistics of the training rows (row
+  count, FedAvg weight ``n_i``, training loss, k-means inertia) must not ride
+  on a DP reply.  Any other data-bearing request is refused by
+  :meth:`DpPlan.mechanism_for` (fail closed), including k-FED seeding, which
+  has no DP mechanism.
+* Epsilons are computed with the RDP accountant of :mod:`privacy.accounting`
+  (``dp_accounting``), at ``target_delta``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Literal
+
+from common.errors import PrivacyError
+from common.jobspec import JobSpec
+from privacy import client_dp
+from privacy.accounting import (
+    Gaussian,
+    Mechanism,
+    SampledGaussian,
+    epsilon,
+    gaussian_noise_for,
+    noise_multiplier_for,
+)
+
+__all__ = [
+    "CHARGED_ACTIONS",
+    "UNCHARGED_ACTIONS",
+    "DpLevel",
+    "DpPlan",
+    "resolve",
+    "steps_per_epoch",
+]
+
+DpLevel = Literal["sample", "client"]
+Task = Literal["purchase_prediction", "segmentation"]
+
+#: Flower message types whose replies carry DP-noised statistics, per task.
+CHARGED_ACTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        "purchase_prediction": frozenset({"train.fedavg"}),
+        "segmentation": frozenset({"query.kmeans_step", "query.segment_profile"}),
+    }
+)
+#: Message types that carry no DP release (see Notes: what is not charged).
+UNCHARGED_ACTIONS = frozenset(
+    {
+        "query.handshake",
+        "query.moments",
+        "evaluate.fedavg",
+        "query.cosign",
+        "query.he_keygen",
+        "query.he_decrypt",
+    }
+)
+
+
+def steps_per_epoch(sample_rate: float) -> int:
+    """DP-SGD steps per local epoch, ``ceil(1 / sample_rate)`` (one pass in expectation).
+
+    :func:`privacy.dp_sgd.train_local_dp` runs exactly this many; it lives here,
+    not there, because the coordinator needs the plan without importing torch.
+
+    >>> steps_per_epoch(0.02), steps_per_epoch(0.3), steps_per_epoch(1.0)
+    (50, 4, 1)
+    """
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int | float):
+        raise PrivacyError(f"sample_rate must be a number, got {sample_rate!r}", hint="use (0, 1]")
+    if not (math.isfinite(sample_rate) and 0 < sample_rate <= 1):
+        raise PrivacyError(
+            f"sample_rate = {sample_rate!r} is not in (0, 1]", hint="choose a rate in (0, 1]"
+        )
+    # Rounded first, so float dust in 1 / q never adds a step.
+    return math.ceil(round(1.0 / sample_rate, 9))
+
+
+def _times(mechanism: Mechanism, n: int) -> Mechanism:
+    """``n`` runs of ``mechanism`` as one mechanism (equal under RDP composition)."""
+    if isinstance(mechanism, SampledGaussian):
+        return dataclasses.replace(mechanism, steps=mechanism.steps * n)
+    if isinstance(mechanism, Gaussian):
+        return dataclasses.replace(mechanism, count=mechanism.count * n)
+    raise PrivacyError(f"cannot repeat mechanism {mechanism!r}", hint="a programming error")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DpPlan:
+    """A job's DP parameters, resolved; build it with :func:`resolve`.
+
+    ``requests`` lists the charged message types with their maximum count in
+    the job; ``target_epsilon`` is None when the spec gave the noise multiplier.
+    """
+
+    level: DpLevel
+    task: Task
+    noise_multiplier: float
+    target_delta: float
+    target_epsilon: float | None
+    requests: tuple[tuple[str, int], ...]
+    sample_rate: float
+    steps_per_round: int
+    max_grad_norm: float
+    clip_norm: float
+    client_sample_rate: float
+    min_partners: int
+    row_clip_norm: float
+
+    def __post_init__(self) -> None:
+        if (self.task, self.level) not in {
+            ("purchase_prediction", "sample"),
+            ("purchase_prediction", "client"),
+            ("segmentation", "sample"),
+        }:
+            raise PrivacyError(
+                f"no DP mechanism for task {self.task!r} at level {self.level!r}",
+                hint="client-level DP applies to purchase prediction only",
+            )
+        charged = CHARGED_ACTIONS[self.task]
+        if not self.requests or any(
+            a not in charged or isinstance(n, bool) or not isinstance(n, int) or n < 1
+            for a, n in self.requests
+        ):
+            raise PrivacyError(
+                f"DP plan requests {self.requests!r} do not fit task {self.task!r}",
+                hint=f"list (message type, count >= 1) pairs of {sorted(charged)}",
+            )
+        self._release()  # validates the noise and the sampling parameters
+        self._job_release()
+
+    # --- mechanisms -----------------------------------------------------------------------
+
+    def _release(self) -> Mechanism:
+        """What one charged request costs a partner (its ledger's unit: one record)."""
+        z = self.noise_multiplier
+        if self.task == "segmentation":
+            return Gaussian(noise_multiplier=z, count=1)
+        if self.level == "client":
+            return Gaussian(noise_multiplier=z / 2.0, count=1)  # sensitivity 2C: see Notes
+        return SampledGaussian(
+            noise_multiplier=z, sample_rate=self.sample_rate, steps=self.steps_per_round
+        )
+
+    def _job_release(self) -> Mechanism:
+        """One release of the job's output (per record; per partner at client level)."""
+        if self.level == "client":
+            return SampledGaussian(
+                noise_multiplier=self.noise_multiplier,
+                sample_rate=self.client_sample_rate,
+                steps=1,
+            )
+        return self._release()
+
+    @property
+    def max_releases(self) -> int:
+        """Rounds (prediction) or k-means requests (segmentation) of the whole job."""
+        return sum(n for _, n in self.requests)
+
+    def mechanism_for(self, action: str) -> Mechanism | None:
+        """What one request of message type ``action`` charges to a partner's ledger.
+
+        None for a request that carries no DP release; ``PrivacyError`` for a
+        data-bearing request this job's DP plan has no mechanism for (for example
+        k-FED seeding, or a Lloyd step in a prediction job): the partner must refuse it.
+        """
+        if action in CHARGED_ACTIONS[self.task]:
+            return self._release()
+        if action in UNCHARGED_ACTIONS:
+            return None
+        raise PrivacyError(
+            f"a {self.task} job with {self.level}-level DP has no DP mechanism for "
+            f"{action!r}; answering it would release data without noise",
+            hint="the coordinator must only send the requests of the job's DP plan; "
+            "check that coordinator and partner run the same fedcollab version",
+        )
+
+    def planned(self, action_counts: Mapping[str, int] | None = None) -> list[Mechanism]:
+        """The job's maximum spend at a partner, as few mechanisms as possible.
+
+        ``action_counts`` (message type -> number of requests) defaults to the
+        whole job.  Equal per-request mechanisms are merged into one (``n``
+        charges of ``Gaussian(z, 1)`` are ``Gaussian(z, n)``), which RDP composes
+        to exactly the same epsilon, so ``ledger.preview(dataset, m)`` of the
+        single mechanism checks the whole job.
+        """
+        counts = dict(self.requests) if action_counts is None else dict(action_counts)
+        total = 0
+        for action, n in counts.items():
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise PrivacyError(
+                    f"planned count of {action!r} must be an integer >= 0, got {n!r}",
+                    hint="count requests as whole numbers",
+                )
+            if n and self.mechanism_for(action) is not None:
+                total += n
+        return [_times(self._release(), total)] if total else []
+
+    def job_epsilon(self, releases: int) -> float:
+        """Epsilon at ``target_delta`` of the output after ``releases`` rounds or requests."""
+        if isinstance(releases, bool) or not isinstance(releases, int) or releases < 0:
+            raise PrivacyError(
+                f"releases must be an integer >= 0, got {releases!r}",
+                hint="count the rounds or k-means requests run so far",
+            )
+        if releases == 0:
+            return 0.0
+        return epsilon([_times(self._job_release(), releases)], target_delta=self.target_delta)
+
+    def partner_epsilon(self) -> float:
+        """Epsilon of the whole job's charges at one partner, on a fresh ledger."""
+        return epsilon(self.planned(), target_delta=self.target_delta)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary for job outputs and reports."""
+        out: dict[str, Any] = {
+            "level": self.level,
+            "task": self.task,
+            "accountant": "rdp",
+            "noise_multiplier": self.noise_multiplier,
+            "target_epsilon": self.target_epsilon,
+            "target_delta": self.target_delta,
+            "max_releases": self.max_releases,
+            "planned_epsilon": self.job_epsilon(self.max_releases),
+            "partner_epsilon": self.partner_epsilon(),
+            "charge_per_request": self._release().to_dict(),
+        }
+        z = self.noise_multiplier
+        if self.task == "segmentation":
+            b = self.row_clip_norm
+            out |= {
+                "row_clip_norm": b,
+                "lloyd_noise_std": z * client_dp.cluster_sensitivity(row_clip_norm=b),
+                "profile_noise_std": z * client_dp.profile_sensitivity(row_clip_norm=b),
+            }
+        elif self.level == "sample":
+            out |= {
+                "sample_rate": self.sample_rate,
+                "steps_per_round": self.steps_per_round,
+                "max_grad_norm": self.max_grad_norm,
+                "gradient_noise_std": z * self.max_grad_norm,
+            }
+        else:
+            out |= {
+                "clip_norm": self.clip_norm,
+                "client_sample_rate": self.client_sample_rate,
+                "min_partners": self.min_partners,
+                "aggregate_noise_std": z * self.clip_norm,
+                "noise_share_std": z * self.clip_norm / math.sqrt(self.min_partners),
+            }
+        return out
+
+
+def resolve(spec: JobSpec) -> DpPlan | None:
+    """The DP plan of ``spec``; None if it asks for no DP.
+
+    With ``target_epsilon``, the noise multiplier is the smallest for which
+    :meth:`DpPlan.job_epsilon` of the whole job (all rounds, or all k-means
+    requests) is at most the target.
+    """
+    p = spec.privacy
+    if p.dp == "none":
+        return None
+    requests: tuple[tuple[str, int], ...]
+    if spec.task == "purchase_prediction":
+        requests = (("train.fedavg", spec.rounds),)
+    else:
+        s = spec.segmentation
+        requests = (
+            ("query.kmeans_step", s.seed_steps + s.lloyd_iterations),
+            ("query.segment_profile", 1),
+        )
+    per_round = spec.training.local_epochs * steps_per_epoch(p.sample_rate)
+    releases = sum(n for _, n in requests)
+    if p.noise_multiplier is not None:
+        z = p.noise_multiplier
+    else:
+        assert p.target_epsilon is not None  # the spec holds exactly one of the two
+        target, delta = p.target_epsilon, p.target_delta
+        if spec.task == "segmentation":
+            z = gaussian_noise_for(target, target_delta=delta, count=releases)
+        elif p.dp == "client":
+            z = noise_multiplier_for(
+                target, target_delta=delta, sample_rate=p.client_sample_rate, steps=releases
+            )
+        else:
+            z = noise_multiplier_for(
+                target, target_delta=delta, sample_rate=p.sample_rate, steps=releases * per_round
+            )
+    level: DpLevel = "client" if p.dp == "client" else "sample"
+    return DpPlan(
+        level=level,
+        task=spec.task,
+        noise_multiplier=z,
+        target_delta=p.target_delta,
+        target_epsilon=p.target_epsilon,
+        requests=requests,
+        sample_rate=p.sample_rate,
+        steps_per_round=per_round,
+        max_grad_norm=p.max_grad_norm,
+        clip_norm=p.clip_norm,
+        client_sample_rate=p.client_sample_rate,
+        min_partners=spec.min_partners,
+        row_clip_norm=p.row_clip_norm,
+    )
