@@ -2,7 +2,7 @@
 
 Command::
 
-    fedcollab audit report BUNDLE --out DIR [--registry FILE] [--job DIR ...]
+    fedcollab audit report BUNDLE --out DIR [--registry FILE] [--job DIR ...] [--ledger B ...]
                                   [--trust NAME=KEYFILE.pub ...]
 
 The bundle is verified first; if it does not verify, nothing is written and
@@ -65,6 +65,14 @@ def report(
         list[str] | None,
         typer.Option("--trust", help="Pin a key: NAME=PATH to a *.pub file (repeatable)."),
     ] = None,
+    ledger: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--ledger",
+            help="A partner's audit bundle whose privacy-budget ledger joins the report "
+            "(repeatable; verified like BUNDLE).",
+        ),
+    ] = None,
 ) -> None:
     """Verify BUNDLE, then write a readable HTML and PDF compliance report."""
     html, pdf = write_report(
@@ -73,5 +81,6 @@ def report(
         jobs=job or [],
         trusted_keys=_trusted_keys(trust or []) or None,
         out_dir=out,
+        ledger_bundles=ledger or [],
     )
     _out.print(f"report written: {html} and {pdf}", highlight=False)

@@ -231,8 +231,14 @@ def build_report(
     registry: Path | None,
     jobs: Sequence[Path],
     trusted_keys: Mapping[str, bytes] | None,
+    ledger_bundles: Sequence[Path] = (),
 ) -> ReportModel:
-    """Verify ``bundle`` (raising AuditVerificationError on any failure) and gather the report."""
+    """Verify ``bundle`` (raising AuditVerificationError on any failure) and gather the report.
+
+    ``ledger_bundles``: partners' audit bundles, each verified the same way, whose
+    ``privacy.spent`` events (their privacy-budget ledgers) join the report's
+    privacy-budget section.
+    """
     attestation, events = _read_verified(Path(bundle), trusted_keys)
     purposes: tuple[PurposeRecord, ...] | None = None
     controller = ""
@@ -242,6 +248,13 @@ def build_report(
     by_id = None if purposes is None else {p.id: p for p in purposes}
     gathered = gather_jobs(events, purposes=by_id)
     provenance, findings = list(gathered.jobs), list(gathered.findings)
+    privacy = list(gathered.privacy)
+    for extra in ledger_bundles:
+        _, partner_events = _read_verified(Path(extra), trusted_keys)
+        spent = [e for e in partner_events if text(e.get("type")) == "privacy.spent"]
+        partner = gather_jobs(spent, purposes=by_id)
+        privacy.extend(partner.privacy)
+        findings.extend(partner.findings)
     for folder in jobs:
         _check_job_dir(Path(folder), provenance, findings)
     order = {"error": 0, "warning": 1, "info": 2}
@@ -255,7 +268,7 @@ def build_report(
         purposes=purposes,
         jobs=tuple(provenance),
         provisions=gathered.provisions,
-        privacy=gathered.privacy,
+        privacy=tuple(privacy),
         refusals=gathered.refusals,
         findings=tuple(sorted(findings, key=lambda f: order[f.severity])),
         event_counts=tuple((t, n, t in KNOWN_EVENT_TYPES) for t, n in sorted(counts.items())),
@@ -278,9 +291,16 @@ def write_report(
     jobs: Sequence[Path],
     trusted_keys: Mapping[str, bytes] | None,
     out_dir: Path,
+    ledger_bundles: Sequence[Path] = (),
 ) -> tuple[Path, Path]:
     """Verify, gather and write ``report.html`` and ``report.pdf``; returns their paths."""
-    model = build_report(bundle, registry=registry, jobs=jobs, trusted_keys=trusted_keys)
+    model = build_report(
+        bundle,
+        registry=registry,
+        jobs=jobs,
+        trusted_keys=trusted_keys,
+        ledger_bundles=ledger_bundles,
+    )
     html = render_html(model).encode("utf-8")
     pdf = pdf_bytes(model)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ from coordinator.local_grants import EXAMPLE_REGISTRY, demo_grant
 from coordinator.policy_gate import add_grant, registry_path
 from coordinator.superlink import register_node, start_superlink
 from coordinator.workspace import Workspace
+from privacy.budget_ledger import BudgetLedger
 
 __all__ = ["LocalFederation"]
 
@@ -44,8 +45,11 @@ class LocalFederation:
         registry: Path | None = EXAMPLE_REGISTRY,
         purposes: Sequence[str] = ("purchase-prediction", "user-segmentation"),
         granting: Sequence[str] | None = None,
+        budget_cap: float | None = None,
     ) -> None:
-        """``granting``: partners that sign a grant for ``purposes`` (default: all)."""
+        """``granting``: partners that sign a grant for ``purposes`` (default: all).
+        ``budget_cap``: every partner's privacy-budget cap (epsilon) on its dataset, as
+        `fedcollab budget set` would set it (None: no cap, DP jobs are refused)."""
         self.root = root
         self.partners = list(partners)
         self.port = port
@@ -54,6 +58,7 @@ class LocalFederation:
         self.registry = registry
         self.purposes = tuple(purposes)
         self.granting = set(granting) if granting is not None else {p.partner for p in partners}
+        self.budget_cap = budget_cap
         self.logs = root / "logs"
         self.workspace: Workspace | None = None
         self.superlink: subprocess.Popen[bytes] | None = None
@@ -94,6 +99,11 @@ class LocalFederation:
                     out=node_dir / "grant.json",
                 )
                 add_grant(self.ws, node_dir / "grant.json")
+            if self.budget_cap is not None:
+                with BudgetLedger.open(self.budget_db(src.partner)) as ledger:
+                    ledger.set_cap(
+                        load_schema(src.schema).dataset, epsilon_cap=self.budget_cap, delta=1e-5
+                    )
         for i, src in enumerate(self.partners):
             self.start_node(src, index=i)
         return self

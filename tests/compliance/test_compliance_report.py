@@ -430,3 +430,31 @@ def test_public_surface() -> None:
         "write_report",
     ]
     assert report_app.registered_commands[0].name == "report"
+
+
+def test_partner_ledgers_join_the_privacy_section(tmp_path: Path) -> None:
+    spend = {"job": "dp", "dataset": DS_A, "mechanism": {"kind": "gaussian"}, "delta": 1e-5,
+             "accountant": "rdp", "cap": 3.0}  # fmt: skip
+    coordinator = _small_bundle(tmp_path, [("coordinator", "job.started", {"job": "dp"})])
+    partner = tmp_path / "p"
+    partner.mkdir()
+    key = Signer.generate()
+    with AuditLog.open(partner / "audit.db", origin="brand-a", signer=key) as log:
+        log.append_many(
+            [make_event(key, "brand-a", "privacy.spent",
+                        {**spend, "epsilon": 1.0, "cumulative_epsilon": 1.0})]
+        )  # fmt: skip
+        log.checkpoint()
+        export_bundle(log, partner / "bundle", public_keys={"brand-a": key.public_key})
+    partner = partner / "bundle"
+    alone = build_report(coordinator, registry=None, jobs=[], trusted_keys=None)
+    assert alone.privacy == ()
+    joined = build_report(
+        coordinator, registry=None, jobs=[], trusted_keys=None, ledger_bundles=[partner]
+    )
+    assert [(s.actor, s.cumulative_epsilon) for s in joined.privacy] == [("brand-a", "1")]
+    # A partner bundle that does not verify is refused, not silently skipped.
+    (partner / "entries.jsonl").write_text("{}\n")
+    with pytest.raises(AuditVerificationError):
+        build_report(coordinator, registry=None, jobs=[], trusted_keys=None,
+                     ledger_bundles=[partner])  # fmt: skip
