@@ -61,9 +61,24 @@ class JobProgress:
                 metric = f"objective {ev['objective']:.1f}"
             else:
                 metric = ""
+            if ev.get("epsilon") is not None:
+                metric += f"  epsilon {ev['epsilon']:.2f}"
             self._progress.update(self._task, completed=ev.get("round"), metric=metric)
             if not self.console.is_terminal:  # logs and CI: one line per round
                 say(f"  round {ev.get('round')}/{ev.get('total')}: {metric}")
+        elif kind == "encryption":
+            say(f"  encrypted aggregation: CKKS key dealt by {ev.get('dealer')}")
+        elif kind == "privacy":
+            target = ev.get("target_epsilon")
+            say(
+                f"  differential privacy ({ev.get('level')} level): noise multiplier "
+                f"{ev.get('noise_multiplier', 0):.3f}, planned epsilon "
+                f"{ev.get('planned_epsilon', 0):.2f}"
+                + (f" (target {target:g})" if target is not None else "")
+                + f" at delta {ev.get('target_delta')}"
+            )
+        elif kind == "round_skipped":
+            say(f"  round {ev.get('round')} skipped: only {ev.get('sampled')} partners drawn")
         elif kind == "dropout":
             say(f"  [yellow]dropout[/] {ev.get('partner')} at {ev.get('step')}: {ev.get('reason')}")
         elif kind == "early_stop":

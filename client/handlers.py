@@ -181,7 +181,7 @@ def train(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
         )
         update = fedavg.encode_update(result.weights, n_examples=1)
         return {}, np.concatenate([update, val_eval])
-    global_weights = models_weights(model)
+    global_weights = _weights_copy(model)
     result = train_local(
         model,
         x,
@@ -206,7 +206,7 @@ def train(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     return {"train_loss": result.mean_loss}, np.concatenate([update, val_eval])
 
 
-def models_weights(model: Any) -> list[np.ndarray]:
+def _weights_copy(model: Any) -> list[np.ndarray]:
     from protocols.models import get_weights
 
     return [w.copy() for w in get_weights(model)]

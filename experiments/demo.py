@@ -96,8 +96,15 @@ def _dp_job(prediction: JobSpec) -> JobSpec:
     return JobSpec.model_validate(doc, strict=False)
 
 
+def _without_none(doc: dict[str, Any]) -> dict[str, Any]:
+    """TOML has no null: an unset optional field is simply left out."""
+    return {
+        k: _without_none(v) if isinstance(v, dict) else v for k, v in doc.items() if v is not None
+    }
+
+
 def _write_job_file(spec: JobSpec, schema_path: Path, path: Path) -> None:
-    doc: dict[str, Any] = json.loads(spec.to_json())
+    doc: dict[str, Any] = _without_none(json.loads(spec.to_json()))
     doc["schema"] = str(schema_path.resolve())
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(tomli_w.dumps(doc))

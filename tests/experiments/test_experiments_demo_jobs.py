@@ -1,0 +1,23 @@
+"""The demo's job files load back as exactly the jobs the demo submits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common.jobspec import load_job_spec
+from experiments.demo import _demo_jobs, _dp_job, _write_job_file
+from experiments.horizontal import DATA_DIR
+
+
+def test_demo_job_files_round_trip(tmp_path: Path) -> None:
+    schema = DATA_DIR / "online_shoppers.schema.json"
+    prediction, segmentation = _demo_jobs(schema)
+    jobs = (prediction, segmentation, _dp_job(prediction))
+    for spec in jobs:
+        path = tmp_path / f"{spec.name}.toml"
+        _write_job_file(spec, schema, path)
+        assert load_job_spec(path).to_json() == spec.to_json()
+    assert all(spec.privacy.encrypted for spec in jobs)
+    assert jobs[2].privacy.dp == "sample" and jobs[2].privacy.target_epsilon == 3.0
+    plain, _ = _demo_jobs(schema, encrypted=False)
+    assert not plain.privacy.encrypted
