@@ -250,7 +250,7 @@ def build_report(
     provenance, findings = list(gathered.jobs), list(gathered.findings)
     privacy = list(gathered.privacy)
     for extra in ledger_bundles:
-        _, partner_events = _read_verified(Path(extra), trusted_keys)
+        _, partner_events = _read_verified(Path(extra), _pins_for(Path(extra), trusted_keys))
         spent = [e for e in partner_events if text(e.get("type")) == "privacy.spent"]
         partner = gather_jobs(spent, purposes=by_id)
         privacy.extend(partner.privacy)
@@ -273,6 +273,25 @@ def build_report(
         findings=tuple(sorted(findings, key=lambda f: order[f.severity])),
         event_counts=tuple((t, n, t in KNOWN_EVENT_TYPES) for t, n in sorted(counts.items())),
     )
+
+
+def _pins_for(bundle: Path, trusted_keys: Mapping[str, bytes] | None) -> dict[str, bytes] | None:
+    """The pin for a partner's bundle: its own log's key (it holds no other party's key).
+
+    With keys pinned at all, the bundle's own log must be among them (fail closed).
+    """
+    if trusted_keys is None:
+        return None
+    try:
+        origin = str(json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))["origin"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AuditVerificationError(f"{bundle}: manifest.json cannot be read") from exc
+    if origin not in trusted_keys:
+        raise AuditVerificationError(
+            f"{bundle}: no pinned key for the log {origin!r}",
+            hint=f"pin it with --trust {origin}=<its audit.pub>",
+        )
+    return {origin: trusted_keys[origin]}
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

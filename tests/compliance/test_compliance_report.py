@@ -453,6 +453,27 @@ def test_partner_ledgers_join_the_privacy_section(tmp_path: Path) -> None:
         coordinator, registry=None, jobs=[], trusted_keys=None, ledger_bundles=[partner]
     )
     assert [(s.actor, s.cumulative_epsilon) for s in joined.privacy] == [("brand-a", "1")]
+    # With keys pinned, the partner's bundle is checked against its own pinned key.
+    ckey = Signer.generate()
+    cdir = tmp_path / "c"
+    cdir.mkdir()
+    with AuditLog.open(cdir / "audit.db", origin="coordinator", signer=ckey) as log:
+        log.append_many([make_event(ckey, "coordinator", "job.started", {"job": "dp"})])
+        log.checkpoint()
+        export_bundle(
+            log,
+            cdir / "bundle",
+            public_keys={"coordinator": ckey.public_key, "brand-a": key.public_key},
+        )
+    pins = {"coordinator": ckey.public_key, "brand-a": key.public_key}
+    pinned = build_report(
+        cdir / "bundle", registry=None, jobs=[], trusted_keys=pins, ledger_bundles=[partner]
+    )
+    assert len(pinned.privacy) == 1
+    with pytest.raises(AuditVerificationError, match="no pinned key for the log 'brand-a'"):
+        only_coordinator = {"coordinator": ckey.public_key}
+        build_report(cdir / "bundle", registry=None, jobs=[],
+                     trusted_keys=only_coordinator, ledger_bundles=[partner])  # fmt: skip
     # A partner bundle that does not verify is refused, not silently skipped.
     (partner / "entries.jsonl").write_text("{}\n")
     with pytest.raises(AuditVerificationError):
