@@ -9,6 +9,7 @@ partner on loopback. Logs go to ``<root>/logs/``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -20,11 +21,18 @@ from types import TracebackType
 
 from client.partner_data import PartnerSource
 from client.supernode import NodeConfig, start_supernode
+from common.errors import FederationError
 from common.schema import load_schema
 from compliance.registry import load_registry
 from coordinator.local_grants import EXAMPLE_REGISTRY, demo_grant
 from coordinator.policy_gate import add_grant, registry_path
-from coordinator.superlink import register_node, start_superlink
+from coordinator.superlink import (
+    _tool,
+    flwr_env,
+    register_node,
+    registered_nodes,
+    start_superlink,
+)
 from coordinator.workspace import Workspace
 from privacy.budget_ledger import BudgetLedger
 
@@ -141,6 +149,36 @@ class LocalFederation:
             proc.wait(timeout=5)
         index = [p.partner for p in self.partners].index(partner)
         return self.start_node(self.partners[index], index=index)
+
+    def wait_online(
+        self, partners: Sequence[str] | None = None, *, timeout_s: float = 300.0
+    ) -> None:
+        """Wait until the SuperLink reports these partners' nodes online (default: all).
+
+        A job discovers the partners online when it starts; tests and demos that need
+        every partner in a job wait for this first.
+        """
+        ids = registered_nodes(self.ws)
+        wanted = {str(ids[p]) for p in (partners or [s.partner for s in self.partners])}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            proc = subprocess.run(
+                [_tool("flwr"), "supernode", "ls", self.ws.federation.name, "--format", "json"],
+                env=flwr_env(self.ws), capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
+            try:
+                nodes = json.loads(proc.stdout).get("nodes", [])
+            except ValueError:
+                nodes = []
+            online = {str(n.get("node-id")) for n in nodes if n.get("status") == "online"}
+            if wanted <= online:
+                return
+            if time.monotonic() >= deadline:
+                raise FederationError(
+                    f"{len(wanted - online)} partner node(s) not online after {timeout_s:g} s",
+                    hint=f"see the node logs in {self.logs}",
+                )
+            time.sleep(1.0)
 
     def budget_db(self, partner: str) -> Path:
         """The partner node's privacy-budget ledger (``fedcollab budget``)."""

@@ -77,6 +77,7 @@ def test_budget_refusal_survives_restart(
                  "--ledger", str(fed.budget_db(src.partner))],
                 check=True, capture_output=True, text=True, timeout=120,
             )  # fmt: skip
+        fed.wait_online()
         first = tmp_path / "first"
         spec_a = load_job_spec(_job(tmp_path / "a.toml", "dp-a", partners[0].schema, names))
         submit_job(fed.ws, spec_a, first)
@@ -96,6 +97,7 @@ def test_budget_refusal_survives_restart(
         assert before.spent_epsilon == pytest.approx(1.5, abs=1e-6)
 
         fed.restart_node(capped)  # the ledger is on disk; nothing is recreated
+        fed.wait_online()
 
         second = tmp_path / "second"
         spec_b = load_job_spec(_job(tmp_path / "b.toml", "dp-b", partners[0].schema, names))

@@ -62,6 +62,7 @@ def federation(
     with LocalFederation(
         root / "federation", partners, port=free_port(), node_port_base=node_port_base()
     ) as fed:
+        fed.wait_online()
         yield fed
 
 
@@ -140,6 +141,7 @@ def card_run(events: list[dict[str, Any]], out: Path) -> str:
 
 
 def submit_and_follow(fed: LocalFederation, job: Path, out: Path) -> dict[str, Any]:
+    fed.wait_online()
     submit_job(fed.ws, load_job_spec(job), out)
     return follow(out, on_event=lambda _ev: None, timeout_s=900)
 
@@ -230,6 +232,7 @@ def test_killed_partner_does_not_stop_the_job(
             purposes=["payment-risk-scoring"],
             out=node_dir / "grant.json",
         )
+        fed.wait_online()  # the victim must be in the job before it is killed
         submit_job(fed.ws, load_job_spec(job), out)
         killed = False
 
@@ -282,6 +285,7 @@ def test_job_stops_below_min_partners(
     with LocalFederation(
         root / "federation", partners, port=free_port(), node_port_base=node_port_base()
     ) as fed:
+        fed.wait_online()
         submit_job(fed.ws, load_job_spec(job), out)
         killed = False
 
