@@ -78,6 +78,13 @@ def start(
         Path | None,
         typer.Option(help="Your privacy-budget ledger (default: budget.db beside audit.db)."),
     ] = None,
+    share_explanations: Annotated[
+        bool,
+        typer.Option(
+            help="Vertical jobs: let the other parties and the operator see your per-feature "
+            "explanation (default: only your party-level importance leaves the node)."
+        ),
+    ] = False,
     connect_timeout: Annotated[
         float, typer.Option(help="Seconds to keep trying to reach the coordinator.")
     ] = 300.0,
@@ -115,6 +122,7 @@ def start(
         grant=grant,
         peer_keys=peer_keys,
         budget_db=budget_db,
+        share_explanations=share_explanations,
     )
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(

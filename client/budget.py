@@ -28,11 +28,11 @@ from client.audit import PartnerAudit
 from client.partner_data import PartnerData
 from common.errors import BudgetExceededError, PrivacyError
 from common.jobspec import JobSpec
-from privacy.accounting import epsilon
+from privacy.accounting import Mechanism, epsilon
 from privacy.budget_ledger import BudgetLedger, Charge
 from privacy.dp_plan import DpPlan
 
-__all__ = ["charge", "check_job", "dataset_key", "ledger_path"]
+__all__ = ["charge", "charge_mechanism", "check_job", "dataset_key", "ledger_path"]
 
 
 def ledger_path(config: Mapping[str, str]) -> Path:
@@ -88,6 +88,20 @@ def charge(
     mechanism = plan.mechanism_for(action)
     if mechanism is None:
         return None
+    return charge_mechanism(config, data, spec, mechanism, run=run, step=step, audit=audit)
+
+
+def charge_mechanism(
+    config: Mapping[str, str],
+    data: PartnerData,
+    spec: JobSpec,
+    mechanism: Mechanism,
+    *,
+    run: str,
+    step: str,
+    audit: PartnerAudit | None,
+) -> Charge:
+    """Charge ``mechanism`` as step ``step`` of ``run`` (refused over the cap or replayed)."""
     dataset = dataset_key(data)
     with BudgetLedger.open(ledger_path(config)) as ledger:
         spent = ledger.charge(dataset, job=spec.name, run=run, step=step, mechanism=mechanism)

@@ -17,15 +17,16 @@ import numpy as np
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from client import budget, encryption
+from client import budget, encryption, vertical
 from client.audit import PartnerAudit, request_digest
 from client.grant_check import check_grant
 from client.handlers import HANDLERS, Reply, check_job, dp_plan
 from client.partner_data import load_partner, partner_config, source_from_config
+from client.vertical_store import VerticalStore
 from common.errors import ComplianceError, FedcollabError
 from common.jobspec import JobSpec
 from common.serde import Payload, decode, encode
-from compliance.trail import digest_bytes, digest_vector
+from compliance.trail import digest_bytes, digest_parts, digest_vector
 
 __all__ = ["app", "make_client_app"]
 
@@ -47,7 +48,11 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
         if audit is not None:
             audit.record(
                 "request.received",
-                {**trail_body, "request": request_digest(payload.meta, payload.vector)},
+                {
+                    **trail_body,
+                    "request": request_digest(payload.meta, payload.vector),
+                    **({"request_parts": digest_parts(payload.parts)} if payload.parts else {}),
+                },
             )
         ev = spec.evaluation
         data = load_partner(
@@ -68,10 +73,17 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
         encrypted = spec.privacy.encrypted
         ciphertext: bytes | None = None
         aggregation = "ckks-sum" if encrypted else "plaintext-sum"
+        parts: dict[str, bytes] = {}
         if action == "query.cosign":
             meta, vector = _cosign(audit, payload, spec)
-            if encrypted:
+            if encrypted or spec.task == "vertical":
                 encryption.erase(config, run=run)  # keys rotate per job
+            if spec.task == "vertical":
+                VerticalStore.from_config(config, run).erase_secrets()
+        elif action == "query.vertical" and spec.task == "vertical":
+            meta, parts = vertical.handle(config, data, spec, payload, audit)
+            vector = None
+            aggregation = "vertical-relay"
         elif action == "query.he_keygen" and encrypted:
             meta, vector = (
                 encryption.keygen(config, partner=data.partner, run=run, payload=payload),
@@ -88,8 +100,10 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
             if action == "query.handshake":
                 if audit is not None:
                     meta["cosigned_size"] = audit.cosigned_size()
-                if encrypted:
+                if encrypted or spec.task == "vertical":
                     meta["he_offer"] = encryption.offer(config, partner=data.partner, run=run)
+                if spec.task == "vertical" and data.partner in spec.vertical.feature_parties:
+                    meta["mask_offer"] = vertical.mask_offer(config, partner=data.partner, run=run)
             elif encrypted and vector is not None:
                 # Fails closed: without the job key this raises and nothing leaves.
                 ciphertext, meta["he"] = encryption.encrypt_reply(
@@ -101,16 +115,18 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
                 "data.sent",
                 {
                     **trail_body,
-                    "reply": _reply_digest(meta, vector, ciphertext),
-                    "n_values": int(meta["he"]["length"])
-                    if ciphertext is not None
-                    else (0 if vector is None else int(vector.size)),
+                    "reply": digest_parts(parts)
+                    if parts
+                    else _reply_digest(meta, vector, ciphertext),
+                    "n_values": _n_values(meta, vector, ciphertext, parts),
                     "privacy": {
                         "mechanism": plan.level if plan is not None else "none",
                         "aggregation": aggregation,
                     },
                 },
             )
+        if parts:
+            return Message(encode(meta, parts=parts), reply_to=msg)
         if ciphertext is not None:
             return Message(encode(meta, ciphertext=ciphertext), reply_to=msg)
         return Message(encode(meta, vector), reply_to=msg)
@@ -130,6 +146,22 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
             encode({"refused": kind, "reason": f"{kind} at the partner; see its node log"}),
             reply_to=msg,
         )
+
+
+def _n_values(
+    meta: Mapping[str, object],
+    vector: np.ndarray | None,
+    ciphertext: bytes | None,
+    parts: Mapping[str, bytes],
+) -> int:
+    """How much data a reply carries: values, or bytes of relayed blobs (vertical)."""
+    if parts:
+        return sum(len(b) for b in parts.values())
+    if ciphertext is not None:
+        he = meta["he"]
+        assert isinstance(he, Mapping)
+        return int(he["length"])
+    return 0 if vector is None else int(vector.size)
 
 
 def _reply_digest(
@@ -182,6 +214,7 @@ def make_client_app(overrides: Mapping[str, str] | None = None) -> ClientApp:
         ("query", "cosign"),
         ("query", "he_keygen"),
         ("query", "he_decrypt"),
+        ("query", "vertical"),
     ):
         getattr(client_app, category)(action)(serve)
     return client_app

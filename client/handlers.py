@@ -53,7 +53,16 @@ def check_job(data: PartnerData, spec: JobSpec) -> None:
             f"partner {data.partner!r} is not a participant of job {spec.name!r}",
             hint="the operator must list this partner in the job's participants",
         )
-    expected = DatasetSchema.model_validate(spec.data_schema).fingerprint()
+    contract = spec.data_schema
+    if spec.task == "vertical":
+        party = spec.vertical.parties.get(data.partner)
+        if party is None:
+            raise SchemaError(
+                f"partner {data.partner!r} is not a party of vertical job {spec.name!r}",
+                hint="the operator must list this partner under [vertical.parties]",
+            )
+        contract = party.data_schema
+    expected = DatasetSchema.model_validate(contract).fingerprint()
     if data.dataset.schema.fingerprint() != expected:
         raise SchemaError(
             f"this partner's schema does not match job {spec.name!r}'s data contract",
@@ -88,6 +97,16 @@ def handshake(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     one ClientApp process per message.
     """
     ds = data.dataset
+    if spec.task == "vertical":  # no vocabulary or row count: each party encodes its own
+        return (
+            {
+                "partner": data.partner,
+                "dataset": ds.schema.dataset,
+                "dataset_hash": ds.content_hash,
+                "schema_fingerprint": ds.schema.fingerprint(),
+            },
+            None,
+        )
     columns = [f.name for f in ds.schema.categorical_features if f.vocabulary is None]
     sub = ds.subset(_rows(data, spec, "train"))
     return (

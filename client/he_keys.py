@@ -26,7 +26,7 @@ from common.errors import CiphertextError
 from privacy.ckks import SecretKeys
 from privacy.key_transport import PeerKeys, TransportKey
 
-__all__ = ["NodeKeyStore", "load_peer_keys"]
+__all__ = ["NodeKeyStore", "load_peer_keys", "write_private"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -48,7 +48,7 @@ def load_peer_keys(config: Mapping[str, str]) -> PeerKeys:
     return PeerKeys.from_json(text)
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -91,7 +91,7 @@ class NodeKeyStore:
                 hint="resubmit the job",
             )
         key = TransportKey.generate()
-        _write_private(path, key.to_bytes())
+        write_private(path, key.to_bytes())
         return key
 
     def keys(self, run: str) -> SecretKeys | None:
@@ -99,7 +99,7 @@ class NodeKeyStore:
         return SecretKeys.from_bytes(path.read_bytes()) if path.exists() else None
 
     def save_keys(self, run: str, keys: SecretKeys) -> None:
-        _write_private(self._run(run) / "ckks.key", keys.to_bytes())
+        write_private(self._run(run) / "ckks.key", keys.to_bytes())
 
     def claim_decryption(self, run: str, step: str) -> None:
         """Refuse a second decryption of the same step (one aggregate per step)."""

@@ -53,6 +53,9 @@ class NodeConfig:
     peer_keys: Path | None = None
     #: The privacy-budget ledger (None: budget.db beside the audit log).
     budget_db: Path | None = None
+    #: Vertical jobs: show this partner's per-feature explanation to the others
+    #: (default: only its party-level importance leaves the node).
+    share_explanations: bool = False
     #: Give up connecting to the coordinator after this long.
     connect_timeout_s: float = 300.0
 
@@ -87,6 +90,8 @@ def supernode_command(cfg: NodeConfig) -> list[str]:
         items["peer-keys"] = cfg.peer_keys
     if cfg.budget_db is not None:
         items["budget-db"] = cfg.budget_db
+    if cfg.share_explanations:
+        items["share-explanations"] = "true"
     for key, value in items.items():
         if "'" in str(value) or '"' in str(value):
             raise WorkspaceError(

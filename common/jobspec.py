@@ -44,6 +44,8 @@ __all__ = [
     "PrivacySpec",
     "SegmentationSpec",
     "TrainingSpec",
+    "VerticalPartySpec",
+    "VerticalSpec",
     "load_job_spec",
 ]
 
@@ -148,13 +150,72 @@ class PrivacySpec(BaseModel):
         return self
 
 
+class VerticalPartySpec(BaseModel):
+    """One party of a vertical job: its role and its data contract (own columns)."""
+
+    model_config = _STRICT
+    role: Literal["label_holder", "feature_party"]
+    #: The party's schema, embedded as a dict (a path in the TOML file): its id
+    #: column and its own feature columns; the label holder's also names the label.
+    data_schema: dict[str, Any] = Field(alias="schema")
+
+
+class VerticalSpec(BaseModel):
+    """A vertical job: same users, different columns at each party (``task = "vertical"``).
+
+    ::
+
+        [vertical]
+        model = "logreg"                       # or "split_nn"
+        iterations = 30
+        [vertical.parties.platform]
+        role = "label_holder"
+        schema = "platform.schema.json"
+        [vertical.parties.payment]
+        role = "feature_party"
+        schema = "payment.schema.json"
+    """
+
+    model_config = _STRICT
+    model: Literal["logreg", "split_nn"] = "logreg"
+    parties: dict[str, VerticalPartySpec] = Field(default_factory=dict)
+    #: Training steps; each costs two relay hops (feature parties, then label holder).
+    iterations: int = Field(default=30, ge=1, le=5000)
+    #: Step size; default 1.0 for logistic regression (a damped Newton-like step),
+    #: 0.05 (Adam) for the split NN.
+    learning_rate: float | None = Field(default=None, gt=0.0, le=100.0)
+    #: L2 penalty on the weights (logistic regression), as in sklearn's 1/(C n).
+    l2: float = Field(default=1e-4, ge=0.0, le=100.0)
+    #: Split neural network: bottom MLP per party, top MLP at the label holder.
+    hidden_sizes: tuple[int, ...] = (32,)
+    embedding_dim: int = Field(default=8, ge=1, le=256)
+    batch_size: int = Field(default=4096, ge=16, le=1_000_000)
+    #: Split NN with privacy.dp = "sample": each embedding row is clipped to this norm.
+    embedding_clip_norm: float = Field(default=1.0, gt=0.0, le=1000.0)
+    seed: int = 0
+
+    @property
+    def step_size(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 1.0 if self.model == "logreg" else 0.05
+
+    @property
+    def label_holder(self) -> str:
+        return next(n for n, p in self.parties.items() if p.role == "label_holder")
+
+    @property
+    def feature_parties(self) -> list[str]:
+        return sorted(n for n, p in self.parties.items() if p.role == "feature_party")
+
+
 class JobSpec(BaseModel):
     """A validated job specification (see the module docstring)."""
 
     model_config = _STRICT
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    task: Literal["purchase_prediction", "segmentation"]
+    task: Literal["purchase_prediction", "segmentation", "vertical"]
     purpose: str = Field(min_length=1, max_length=128)
     participants: tuple[str, ...] = ()
     min_partners: int = Field(default=2, ge=1)
@@ -170,9 +231,14 @@ class JobSpec(BaseModel):
     evaluation: EvaluationSpec = EvaluationSpec()
     segmentation: SegmentationSpec = SegmentationSpec()
     privacy: PrivacySpec = PrivacySpec()
+    vertical: VerticalSpec = VerticalSpec()
 
     @model_validator(mode="after")
     def _check(self) -> JobSpec:
+        if self.task == "vertical":
+            self._check_vertical()
+        elif self.vertical.parties:
+            raise ValueError("[vertical] parties are only for task = 'vertical'")
         if len(set(self.participants)) != len(self.participants):
             raise ValueError("participants lists a partner twice")
         if self.participants and self.min_partners > len(self.participants):
@@ -201,6 +267,37 @@ class JobSpec(BaseModel):
         ):
             raise ValueError(f"privacy.key_dealer {self.privacy.key_dealer!r} is not a participant")
         return self
+
+    def _check_vertical(self) -> None:
+        v = self.vertical
+        roles = [p.role for p in v.parties.values()]
+        if roles.count("label_holder") != 1 or roles.count("feature_party") < 1:
+            raise ValueError(
+                "a vertical job needs exactly one party with role = 'label_holder' and at "
+                "least one with role = 'feature_party' under [vertical.parties.NAME]"
+            )
+        if set(self.participants) != set(v.parties):
+            raise ValueError(
+                "a vertical job's participants must be exactly its [vertical.parties] "
+                f"(got {sorted(self.participants)}, parties {sorted(v.parties)})"
+            )
+        if self.min_partners != len(v.parties):
+            raise ValueError(
+                f"a vertical job needs every party: min_partners must be {len(v.parties)}"
+            )
+        for name, party in v.parties.items():
+            schema = DatasetSchema.model_validate(party.data_schema)
+            if party.role == "label_holder" and schema.label_column is None:
+                raise ValueError(f"label holder {name!r}: its schema names no label_column")
+            if party.role == "feature_party" and not schema.features:
+                raise ValueError(f"feature party {name!r}: its schema has no features")
+        if self.privacy.dp == "client":
+            raise ValueError("privacy.dp = 'client' is for horizontal purchase prediction")
+        if self.privacy.dp == "sample" and v.model != "split_nn":
+            raise ValueError(
+                "vertical DP adds Gaussian noise to the split NN's embeddings: "
+                "set vertical.model = 'split_nn', or privacy.dp = 'none'"
+            )
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys) used on the wire and for the job hash."""
@@ -240,7 +337,11 @@ def load_job_spec(path: Path) -> JobSpec:
         raise JobSpecError(
             f"{path} is not valid TOML: {exc}", hint="fix the syntax (see README, 'Job specs')"
         ) from exc
+    if raw.get("task") == "vertical":
+        _embed_vertical(path, raw)
     schema_ref = raw.get("schema")
+    if isinstance(schema_ref, dict):  # vertical: the label holder's, embedded above
+        return _validate(path, raw, path)
     if not isinstance(schema_ref, str):
         raise JobSpecError(
             f"{path}: 'schema' must name the partners' schema file",
@@ -254,18 +355,74 @@ def load_job_spec(path: Path) -> JobSpec:
             f"{path}: cannot read schema {schema_path}: {exc}",
             hint="point 'schema' at a schema file written by `fedcollab data split`",
         ) from exc
+    return _validate(path, raw, schema_path)
+
+
+def _read_schema(path: Path, ref: object, where: str) -> dict[str, Any]:
+    if not isinstance(ref, str):
+        raise JobSpecError(
+            f"{path}: {where} must name a schema file",
+            hint='add schema = "path/to/dataset.schema.json" (relative to the job file)',
+        )
+    schema_path = (path.parent / ref).resolve()
+    try:
+        data = json.loads(schema_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise JobSpecError(
+            f"{path}: cannot read schema {schema_path} ({where}): {exc}",
+            hint="point it at a schema file written by `fedcollab data split`",
+        ) from exc
+    if not isinstance(data, dict):
+        raise JobSpecError(f"{path}: {schema_path} is not a JSON object", hint="fix the schema")
+    return data
+
+
+def _embed_vertical(path: Path, raw: dict[str, Any]) -> None:
+    """Embed each party's schema; participants and min_partners default to every party;
+    the top-level schema is the label holder's."""
+    vertical = raw.get("vertical")
+    parties = vertical.get("parties") if isinstance(vertical, dict) else None
+    if not isinstance(parties, dict) or not parties:
+        raise JobSpecError(
+            f"{path}: task = 'vertical' needs [vertical.parties.NAME] tables",
+            hint="give each party a role and a schema (see README, 'Vertical jobs')",
+        )
+    for name, party in parties.items():
+        if not isinstance(party, dict):
+            raise JobSpecError(f"{path}: [vertical.parties.{name}] must be a table", hint="")
+        party["schema"] = _read_schema(path, party.get("schema"), f"vertical.parties.{name}")
+        if party.get("role") == "label_holder" and "schema" not in raw:
+            raw["schema"] = party["schema"]
+    if "schema" not in raw:
+        raise JobSpecError(
+            f"{path}: a vertical job needs exactly one party with role = 'label_holder'",
+            hint="set role = 'label_holder' on the party that holds the labels",
+        )
+    raw.setdefault("participants", sorted(parties))
+    raw.setdefault("min_partners", len(parties))
+
+
+def _validate(path: Path, raw: dict[str, Any], schema_path: Path) -> JobSpec:
     for key in ("participants",):
         if isinstance(raw.get(key), list):
             raw[key] = tuple(raw[key])
-    if isinstance(raw.get("model"), dict) and isinstance(raw["model"].get("hidden_sizes"), list):
-        raw["model"]["hidden_sizes"] = tuple(raw["model"]["hidden_sizes"])
-    try:
-        DatasetSchema.model_validate(raw["schema"])
-    except ValidationError as exc:
-        raise SchemaError(
-            f"{schema_path}: {_summarise(exc)}",
-            hint="the job's schema must be a valid data contract (see `fedcollab data split`)",
-        ) from exc
+    for table in ("model", "vertical"):
+        if isinstance(raw.get(table), dict) and isinstance(raw[table].get("hidden_sizes"), list):
+            raw[table]["hidden_sizes"] = tuple(raw[table]["hidden_sizes"])
+    schemas: list[tuple[str, object, Path]] = [("schema", raw["schema"], schema_path)]
+    if raw.get("task") == "vertical":
+        schemas += [
+            (f"vertical.parties.{n}", p["schema"], path)
+            for n, p in raw["vertical"]["parties"].items()
+        ]
+    for where, schema, origin in schemas:
+        try:
+            DatasetSchema.model_validate(schema)
+        except ValidationError as exc:
+            raise SchemaError(
+                f"{origin} ({where}): {_summarise(exc)}",
+                hint="the job's schema must be a valid data contract (see `fedcollab data split`)",
+            ) from exc
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as exc:

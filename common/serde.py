@@ -10,6 +10,8 @@ Wire layout of every fedcollab message::
     content["vector"] ArrayRecord  {"v": float64 vector}          (optional)
     content["cipher"] ArrayRecord  {"c": uint8 bytes}             (optional: a CKKS
                                    ciphertext, :mod:`privacy.ckks`, instead of a vector)
+    content["parts"]  ArrayRecord  {name: uint8 bytes}            (optional: named opaque
+                                   blobs, e.g. vertical jobs' sealed envelopes)
 
 A partner that refuses a request replies with ``meta = {"refused": <error
 class>, "reason": <text>}`` and no vector: a refusal never carries data.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,7 +29,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from common.errors import ProtocolError
 
-__all__ = ["Payload", "decode", "encode", "refusal"]
+__all__ = ["Payload", "decode", "encode", "pack_blobs", "refusal", "unpack_blobs"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,18 @@ class Payload:
     meta: Mapping[str, Any]
     vector: np.ndarray | None = None
     ciphertext: bytes | None = None
+    #: Named opaque blobs (sealed envelopes, ciphertexts) of a vertical job.
+    parts: Mapping[str, bytes] = field(default_factory=dict)
+
+    def part(self, name: str) -> bytes:
+        """The blob ``name``, or ProtocolError when the message lacks it."""
+        try:
+            return self.parts[name]
+        except KeyError:
+            raise ProtocolError(
+                f"message lacks the part {name!r}",
+                hint="the peer runs another fedcollab version, or the relay dropped it",
+            ) from None
 
     @property
     def array(self) -> np.ndarray:
@@ -52,7 +66,11 @@ class Payload:
 
 
 def encode(
-    meta: Mapping[str, Any], vector: np.ndarray | None = None, *, ciphertext: bytes | None = None
+    meta: Mapping[str, Any],
+    vector: np.ndarray | None = None,
+    *,
+    ciphertext: bytes | None = None,
+    parts: Mapping[str, bytes] | None = None,
 ) -> RecordDict:
     records: dict[str, Any] = {
         "meta": ConfigRecord({"json": json.dumps(dict(meta), sort_keys=True, allow_nan=False)})
@@ -62,6 +80,10 @@ def encode(
         records["vector"] = ArrayRecord({"v": Array(vec)})
     if ciphertext is not None:
         records["cipher"] = ArrayRecord({"c": Array(np.frombuffer(ciphertext, dtype=np.uint8))})
+    if parts:
+        records["parts"] = ArrayRecord(
+            {name: Array(np.frombuffer(blob, dtype=np.uint8)) for name, blob in parts.items()}
+        )
     return RecordDict(records)
 
 
@@ -104,6 +126,37 @@ def decode(content: RecordDict, *, expect_length: int | None = None) -> Payload:
         if raw.dtype != np.uint8 or raw.ndim != 1:
             raise ProtocolError("malformed message: 'cipher' is not a byte string")
         ciphertext = raw.tobytes()
+    parts: dict[str, bytes] = {}
+    if "parts" in content:
+        record = content["parts"]
+        if not isinstance(record, ArrayRecord):
+            raise ProtocolError("malformed message: bad 'parts' record")
+        for name in record:
+            raw = record[name].numpy()
+            if raw.dtype != np.uint8 or raw.ndim != 1:
+                raise ProtocolError(f"malformed message: part {name!r} is not a byte string")
+            parts[str(name)] = raw.tobytes()
     if vector is None and expect_length is not None and ciphertext is None:
         raise ProtocolError("message carries no vector where one was expected")
-    return Payload(meta=meta, vector=vector, ciphertext=ciphertext)
+    return Payload(meta=meta, vector=vector, ciphertext=ciphertext, parts=parts)
+
+
+def pack_blobs(blobs: list[bytes]) -> bytes:
+    """Several byte strings as one (4-byte big-endian length before each)."""
+    return b"".join(len(b).to_bytes(4, "big") + b for b in blobs)
+
+
+def unpack_blobs(raw: bytes, *, what: str) -> list[bytes]:
+    """Inverse of :func:`pack_blobs`; ProtocolError when the framing is broken."""
+    out: list[bytes] = []
+    pos = 0
+    while pos < len(raw):
+        if pos + 4 > len(raw):
+            raise ProtocolError(f"{what}: truncated framing")
+        size = int.from_bytes(raw[pos : pos + 4], "big")
+        pos += 4
+        if pos + size > len(raw):
+            raise ProtocolError(f"{what}: truncated blob")
+        out.append(raw[pos : pos + size])
+        pos += size
+    return out

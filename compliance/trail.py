@@ -34,6 +34,7 @@ __all__ = [
     "Trail",
     "create_party_key",
     "digest_bytes",
+    "digest_parts",
     "digest_vector",
     "load_verifier_key",
     "log_origin",
@@ -55,6 +56,12 @@ def digest_vector(vec: np.ndarray | None) -> str:
     if vec is None:
         return digest_bytes(b"")
     return digest_bytes(np.ascontiguousarray(vec, dtype="<f8").tobytes())
+
+
+def digest_parts(parts: Mapping[str, bytes]) -> str:
+    """Digest of a message's named blobs (vertical jobs), as both ends compute it."""
+    lines = "".join(f"{name}\t{digest_bytes(parts[name])}\n" for name in sorted(parts))
+    return digest_bytes(lines.encode())
 
 
 def create_party_key(directory: Path, actor: str) -> tuple[Path, Path]:

@@ -9,17 +9,51 @@ dropped once the round's deadline passes.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from flwr.app import Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from common.errors import CiphertextError, ProtocolError
 from common.serde import Payload, decode
 
-__all__ = ["Outcome", "broadcast"]
+__all__ = ["Outcome", "broadcast", "record_messages"]
+
+#: Where every message through the coordinator is written (tests only; None: nowhere).
+_RECORD_DIR: Path | None = None
+_RECORD_SEQ = itertools.count()
+
+
+def record_messages(directory: Path | None) -> None:
+    """Write every request and reply this process relays under ``directory``: the
+    bytes the coordinator sees (JSON meta and every array's raw bytes), so a test can
+    search them for plaintext data. Run config ``record-messages``; off by default."""
+    global _RECORD_DIR
+    _RECORD_DIR = directory
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+
+
+def _record(direction: str, group: str, node: int, content: RecordDict) -> None:
+    if _RECORD_DIR is None:
+        return
+    chunks: list[bytes] = []
+    for name, record in content.items():
+        chunks.append(name.encode())
+        if isinstance(record, ConfigRecord):
+            chunks.append(str(record.get("json", "")).encode())
+        elif isinstance(record, ArrayRecord):
+            for key in record:
+                chunks.append(key.encode())
+                chunks.append(record[key].numpy().tobytes())
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in group)
+    path = _RECORD_DIR / f"{next(_RECORD_SEQ):06d}-{direction}-{safe}-{node}.bin"
+    path.write_bytes(b"\n".join(chunks))
+
 
 _POLL_S = 0.2
 
@@ -60,6 +94,8 @@ def broadcast(
         )
         for node in nodes
     ]
+    for node, message in zip(nodes, messages, strict=True):
+        _record("out", group_id, node, message.content)
     ids = list(grid.push_messages(messages))
     outcome = Outcome()
     if len(ids) != len(nodes):
@@ -80,6 +116,8 @@ def broadcast(
             if msg_id not in pending:
                 continue
             node = pending.pop(msg_id)
+            if not reply.has_error():
+                _record("in", group_id, node, reply.content)
             _handle(reply, node, outcome, on_reply, expect_length)
         if pending:
             time.sleep(_POLL_S)

@@ -27,6 +27,7 @@ from coordinator.prediction import run_prediction
 from coordinator.preprocess import federated_preprocessor
 from coordinator.roster import Roster
 from coordinator.segmentation import run_segmentation
+from coordinator.vertical import run_vertical
 from privacy.dp_plan import resolve
 
 __all__ = ["run_job"]
@@ -60,15 +61,25 @@ def run_job(
         audit.event("job.started", task=spec.task, purpose=spec.purpose, mode=mode)
         schema = DatasetSchema.model_validate(spec.data_schema)
         roster.discover(grid)
-        if spec.privacy.encrypted:
+        if spec.privacy.encrypted and spec.task != "vertical":
             roster.setup_encryption(grid)
         plan = resolve(spec)
         if plan is not None:
             audit.event("privacy.plan", **plan.to_dict())
             outputs.event("privacy", **plan.to_dict())
-        pre = federated_preprocessor(grid, roster, schema)
         metrics: dict[str, Any] = {"job": spec.name, "task": spec.task}
-        if spec.task == "purchase_prediction":
+        if spec.task == "vertical":
+            vert = run_vertical(grid, roster, spec, outputs)
+            metrics.update(
+                rounds_run=vert.iterations,
+                history=vert.history,
+                final=vert.final,
+                alignment=vert.alignment,
+                explanations=vert.explanations,
+            )
+            outputs.write_json("explanations.json", vert.explanations)
+        elif spec.task == "purchase_prediction":
+            pre = federated_preprocessor(grid, roster, schema)
             pred = run_prediction(grid, roster, spec, pre, outputs)
             metrics.update(
                 rounds_run=pred.rounds_run,
@@ -78,6 +89,7 @@ def run_job(
                 epsilon=pred.epsilon,
             )
         else:
+            pre = federated_preprocessor(grid, roster, schema)
             seg = run_segmentation(grid, roster, spec, schema, pre, outputs)
             metrics.update(
                 iterations=seg.iterations,
@@ -123,7 +135,7 @@ def run_job(
 
 def _output_digests(outputs: JobOutputs) -> dict[str, str]:
     names = ("model.pt", "preprocessor.json", "centroids.json", "segments.json", "metrics.json",
-             "model_card.json")  # fmt: skip
+             "model_card.json", "explanations.json")  # fmt: skip
     return {
         n: digest_bytes((outputs.dir / n).read_bytes()) for n in names if (outputs.dir / n).exists()
     }
@@ -167,6 +179,7 @@ def _model_card(
         "dropouts": roster.dropped,
         "data_schema_fingerprint": DatasetSchema.model_validate(spec.data_schema).fingerprint(),
         "parameters": {
+            **({"vertical": _vertical_params(spec)} if spec.task == "vertical" else {}),
             "model": spec.model.model_dump(mode="json"),
             "training": spec.training.model_dump(mode="json"),
             "evaluation": spec.evaluation.model_dump(mode="json"),
@@ -177,20 +190,52 @@ def _model_card(
         },
         "protections": {
             "raw_rows_shared": False,
-            "aggregation": (
-                f"CKKS homomorphic sums (key {roster.he.key_digest}, dealt by {roster.he.dealer}); "
-                "each aggregate decrypted by one partner"
-                if roster.he is not None
-                else "plaintext sums at the coordinator"
-            ),
+            "aggregation": _aggregation(spec, roster),
             "differential_privacy": _dp_summary(spec, metrics),
         },
         "metrics": {
             k: v
             for k, v in metrics.items()
-            if k in ("final", "objective", "rounds_run", "best_round", "iterations", "epsilon")
+            if k
+            in (
+                "final",
+                "objective",
+                "rounds_run",
+                "best_round",
+                "iterations",
+                "epsilon",
+                "alignment",
+            )
         },
     }
+
+
+def _vertical_params(spec: JobSpec) -> dict[str, Any]:
+    v = spec.vertical.model_dump(mode="json", by_alias=True)
+    # Each party's contract is summarised, not copied: roles and column names.
+    v["parties"] = {
+        name: {
+            "role": p.role,
+            "features": [f["name"] for f in p.data_schema.get("features", [])],
+        }
+        for name, p in spec.vertical.parties.items()
+    }
+    return v
+
+
+def _aggregation(spec: JobSpec, roster: Roster) -> str:
+    if spec.task == "vertical":
+        return "vertical: the coordinator relays sealed, masked payloads only; " + (
+            "residuals encrypted under the label holder's CKKS key"
+            if spec.privacy.encrypted
+            else "residuals sealed end to end in plaintext (no homomorphic encryption)"
+        )
+    if roster.he is not None:
+        return (
+            f"CKKS homomorphic sums (key {roster.he.key_digest}, dealt by {roster.he.dealer}); "
+            "each aggregate decrypted by one partner"
+        )
+    return "plaintext sums at the coordinator"
 
 
 def _dp_summary(spec: JobSpec, metrics: dict[str, Any]) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -54,8 +54,12 @@ class LocalFederation:
         purposes: Sequence[str] = ("purchase-prediction", "user-segmentation"),
         granting: Sequence[str] | None = None,
         budget_cap: float | None = None,
+        purposes_for: Mapping[str, Sequence[str]] | None = None,
+        share_explanations: Sequence[str] = (),
     ) -> None:
-        """``granting``: partners that sign a grant for ``purposes`` (default: all).
+        """``granting``: partners that sign a grant for ``purposes`` (default: all);
+        ``purposes_for``: other purposes for named partners (e.g. vertical parties);
+        ``share_explanations``: partners that let others see their feature explanations.
         ``budget_cap``: every partner's privacy-budget cap (epsilon) on its dataset, as
         `fedcollab budget set` would set it (None: no cap, DP jobs are refused)."""
         self.root = root
@@ -67,6 +71,8 @@ class LocalFederation:
         self.purposes = tuple(purposes)
         self.granting = set(granting) if granting is not None else {p.partner for p in partners}
         self.budget_cap = budget_cap
+        self.purposes_for = dict(purposes_for or {})
+        self.share_explanations = set(share_explanations)
         self.logs = root / "logs"
         self.workspace: Workspace | None = None
         self.superlink: subprocess.Popen[bytes] | None = None
@@ -103,7 +109,7 @@ class LocalFederation:
                     dataset=load_schema(src.schema).dataset,
                     audit_key=node_dir / "audit.key",
                     registry=load_registry(self.registry),
-                    purposes=self.purposes,
+                    purposes=tuple(self.purposes_for.get(src.partner, self.purposes)),
                     out=node_dir / "grant.json",
                 )
                 add_grant(self.ws, node_dir / "grant.json")
@@ -128,6 +134,7 @@ class LocalFederation:
             coordinator_key=self.ws.audit_pub,
             grant=self.ws.node_dir(src.partner) / "grant.json",
             peer_keys=self.ws.root / "peers.json",
+            share_explanations=src.partner in self.share_explanations,
         )
         proc = start_supernode(cfg, log=(self.logs / f"{src.partner}.log").open("ab"))
         self.nodes[src.partner] = proc

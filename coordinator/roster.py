@@ -57,6 +57,8 @@ class Partner:
     cosigned_size: int | None = None
     #: Encrypted jobs: the partner's signed per-run transport key.
     he_offer: Mapping[str, Any] | None = None
+    #: Vertical jobs, feature parties: the signed per-run key for pairwise masks.
+    mask_offer: Mapping[str, Any] | None = None
 
 
 @dataclass
@@ -190,6 +192,7 @@ class Roster:
                 vocab=dict(payload.meta.get("vocab", {})),
                 cosigned_size=_optional_int(payload.meta.get("cosigned_size")),
                 he_offer=payload.meta.get("he_offer"),
+                mask_offer=payload.meta.get("mask_offer"),
             )
 
     # -- requests -----------------------------------------------------------
@@ -250,7 +253,7 @@ class Roster:
             expect_length=None if encrypted else expect_length,
         )
         for node, reason in {**outcome.dropped, **outcome.refused}.items():
-            self._drop(node, step=step, reason=reason)
+            self.drop(node, step=step, reason=reason)
         if contributions:
             used = {self.active[n].name for n in outcome.replied if n in self.active}
             aggregate: str | None = None
@@ -353,7 +356,7 @@ class Roster:
                     "was made under another key or altered",
                     hint="see the partners' node logs and the audit log; resubmit the job",
                 )
-            self._drop(node, step=f"{step}.decrypt", reason=reason)
+            self.drop(node, step=f"{step}.decrypt", reason=reason)
         raise NotEnoughPartnersError(
             f"no partner holding the job key could decrypt the aggregate of {step}",
             hint="restart the partners' nodes and resubmit the job",
@@ -365,7 +368,7 @@ class Roster:
         by_name = {p.name: node for node, p in self.active.items()}
         offers = {p.name: p.he_offer for p in self.active.values() if p.he_offer is not None}
         for name in sorted(set(by_name) - set(offers)):
-            self._drop(by_name[name], step="he-keygen", reason="no transport key offered")
+            self.drop(by_name[name], step="he-keygen", reason="no transport key offered")
         candidates = [spec.privacy.key_dealer] if spec.privacy.key_dealer else sorted(offers)
         for dealer in candidates:
             if dealer not in by_name or dealer not in offers:
@@ -382,7 +385,7 @@ class Roster:
             )
             if not replies:
                 node = by_name[dealer]
-                self._drop(
+                self.drop(
                     node,
                     step="he-keygen",
                     reason=outcome.refused.get(node) or outcome.dropped.get(node, "no reply"),
@@ -392,7 +395,7 @@ class Roster:
             rejected = dict(replies[0].meta.get("rejected", {}))
             for name, node in by_name.items():
                 if node in self.active and name not in self.he.sealed:
-                    self._drop(
+                    self.drop(
                         node,
                         step="he-keygen",
                         reason=f"transport key refused by the dealer: {rejected.get(name, '-')}",
@@ -415,7 +418,7 @@ class Roster:
             hint="check the dealer's node log (peer keys pinned? audit key set?) and resubmit",
         )
 
-    def _drop(self, node: int, *, step: str, reason: str) -> None:
+    def drop(self, node: int, *, step: str, reason: str) -> None:
         partner = self.active.pop(node, None)
         if partner is None:
             return

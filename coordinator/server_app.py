@@ -23,6 +23,7 @@ from common.errors import JobSpecError, PolicyRefusal
 from common.jobspec import JobSpec
 from compliance.keys import parse_verifier_key
 from coordinator.audit import AuditConfig
+from coordinator.broadcast import record_messages
 from coordinator.job import run_job
 from coordinator.outputs import JobOutputs
 from coordinator.policy_gate import PolicyBundle
@@ -74,6 +75,9 @@ def make_server_app(overrides: Mapping[str, str] | None = None) -> ServerApp:
                 "this run has no audit trail or policy configuration; refusing to run it",
                 hint="submit jobs with `fedcollab job submit`",
             )
+        record_messages(
+            Path(out) / "messages" if str(cfg.get("record-messages")) == "true" else None
+        )
         run_job(
             grid,
             spec,

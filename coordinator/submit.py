@@ -47,6 +47,7 @@ _APP_PYPROJECT: dict[str, Any] = {
                     "audit-key": "",
                     "partner-keys": "{}",
                     "policy": "",
+                    "record-messages": "false",
                 },
             }
         }
@@ -54,8 +55,13 @@ _APP_PYPROJECT: dict[str, Any] = {
 }
 
 
-def submit_job(ws: Workspace, spec: JobSpec, out_dir: Path) -> int:
-    """Start ``spec`` on the workspace's coordinator; returns Flower's run id."""
+def submit_job(
+    ws: Workspace, spec: JobSpec, out_dir: Path, *, record_messages: bool = False
+) -> int:
+    """Start ``spec`` on the workspace's coordinator; returns Flower's run id.
+
+    ``record_messages``: the coordinator writes every message it relays under
+    ``out_dir/messages`` (for tests that check what the coordinator sees)."""
     policy, _decision = check_submission(ws, spec)  # refuses (and logs) before anything runs
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -77,6 +83,7 @@ def submit_job(ws: Workspace, spec: JobSpec, out_dir: Path) -> int:
                     "audit-key": str(ws.audit_key.resolve()),
                     "partner-keys": json.dumps(partner_audit_keys(ws)),
                     "policy": policy.to_json(),
+                    **({"record-messages": "true"} if record_messages else {}),
                 }
             )
         )

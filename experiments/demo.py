@@ -24,6 +24,7 @@ import tomli_w
 from rich.console import Console
 
 from cli.progress import JobProgress
+from client.partner_data import PartnerSource
 from common.errors import FederationError
 from common.jobspec import JobSpec, PrivacySpec
 from compliance.bundle import export_bundle, verify_bundle
@@ -37,9 +38,14 @@ from coordinator.policy_gate import registry_path
 from coordinator.submit import follow, submit_job
 from coordinator.workspace import Workspace
 from experiments.horizontal import compare, default_jobs, prepare_partners, render
+from experiments.vertical_setup import LABEL_HOLDER, prepare_vertical, vertical_job
+from experiments.vertical_summary import render_vertical, vertical_summary
 
 __all__ = ["run_demo"]
 
+
+#: Full-batch steps of the demo's vertical logistic regression (two relay hops each).
+VERTICAL_ITERATIONS = 20
 
 #: Each demo partner's privacy-budget cap (epsilon, over all jobs) on its dataset.
 DEMO_CAP = 10.0
@@ -96,6 +102,21 @@ def _dp_job(prediction: JobSpec) -> JobSpec:
     return JobSpec.model_validate(doc, strict=False)
 
 
+def _vertical_jobs(vsources: list[PartnerSource], *, encrypted: bool) -> tuple[JobSpec, ...]:
+    """The vertical job: logistic regression over platform + payment + billing, with the
+    residuals under the platform's CKKS key (docs/privacy.md, "Vertical")."""
+    return (vertical_job(vsources, encrypted=encrypted, iterations=VERTICAL_ITERATIONS),)
+
+
+def _write_vertical_job_file(spec: JobSpec, vsources: list[PartnerSource], path: Path) -> None:
+    doc: dict[str, Any] = _without_none(json.loads(spec.to_json()))
+    doc.pop("schema")
+    for src in vsources:
+        doc["vertical"]["parties"][src.partner]["schema"] = str(src.schema.resolve())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomli_w.dumps(doc))
+
+
 def _without_none(doc: dict[str, Any]) -> dict[str, Any]:
     """TOML has no null: an unset optional field is simply left out."""
     return {
@@ -147,15 +168,34 @@ def run_demo(
     console.print(
         f"[bold]fedcollab demo[/]: {len(sources)} brand partners (Online Shoppers by Region)"
     )
+    brands = tuple(s.partner for s in sources)
     prediction, segmentation = _demo_jobs(sources[0].schema, encrypted=encrypted)
+    prediction, segmentation = (
+        j.model_copy(update={"participants": brands}) for j in (prediction, segmentation)
+    )
     private = _dp_job(prediction)
-    jobs = (prediction, segmentation, private)
-    for spec in jobs:
+    vsources = prepare_vertical(out / "vertical-parties")
+    console.print(
+        f"and {len(vsources)} vertical parties (credit-default data split by column: "
+        + ", ".join(s.partner for s in vsources)
+        + ")"
+    )
+    vertical_jobs = _vertical_jobs(vsources, encrypted=encrypted)
+    jobs = (prediction, segmentation, private, *vertical_jobs)
+    for spec in (prediction, segmentation, private):
         _write_job_file(spec, sources[0].schema, out / "jobs" / f"{spec.name}.toml")
+    for spec in vertical_jobs:
+        _write_vertical_job_file(spec, vsources, out / "jobs" / f"{spec.name}.toml")
     port = _free_port(port)
     node_base = _free_port(port + 100)
     with LocalFederation(
-        out / "federation", sources, port=port, node_port_base=node_base, budget_cap=DEMO_CAP
+        out / "federation",
+        [*sources, *vsources],
+        port=port,
+        node_port_base=node_base,
+        budget_cap=DEMO_CAP,
+        purposes_for={s.partner: ("payment-risk-scoring",) for s in vsources},
+        share_explanations=(LABEL_HOLDER,),
     ) as fed:
         console.print(
             f"coordinator on 127.0.0.1:{port} (TLS, node authentication); "
@@ -171,14 +211,15 @@ def run_demo(
                     f"demo job {spec.name!r} failed: {end.get('error')}",
                     hint=f"see {job_out}/result.json and the logs in {fed.logs}",
                 )
-    result_audit = export_and_verify(fed.ws, [s.partner for s in sources], out / "audit")
+    everyone = [s.partner for s in (*sources, *vsources)]
+    result_audit = export_and_verify(fed.ws, everyone, out / "audit")
     console.print(
         f"audit: coordinator log of {result_audit['coordinator_entries']} entries verified, "
         f"cosigned by {len(result_audit['cosigners'])} partners; each partner's log verified; "
         f"{sum(result_audit['matched'].values())} contributions match across logs "
         f"(bundles in {out / 'audit'})"
     )
-    names = [s.partner for s in sources]
+    names = everyone
     html, pdf = write_report(
         out / "audit" / "coordinator",
         registry=registry_path(fed.ws),
@@ -206,6 +247,7 @@ def run_demo(
         "mechanism": "DP-SGD (Opacus) at every partner, record level",
         "partner_cap": DEMO_CAP,
     }
+    result["vertical"] = vertical_summary(out, vsources, vertical_jobs)
     result["audit"] = result_audit
     result["wall_time_s"] = round(time.monotonic() - t0, 1)
     render(result, console)
@@ -216,6 +258,7 @@ def run_demo(
         f"each partner's ledger: `fedcollab budget show --ledger "
         f"{out}/federation/workspace/nodes/<partner>/budget.db`"
     )
+    render_vertical(result["vertical"], console)
     (out / "summary.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     console.print(f"results in {out}/ (summary.json, model cards, models, segments)")
     return result

@@ -325,8 +325,8 @@ def resolve(spec: JobSpec) -> DpPlan | None:
     requests) is at most the target.
     """
     p = spec.privacy
-    if p.dp == "none":
-        return None
+    if p.dp == "none" or spec.task == "vertical":
+        return None  # vertical DP (split NN embeddings) is planned in protocols.split_nn
     requests: tuple[tuple[str, int], ...]
     if spec.task == "purchase_prediction":
         requests = (("train.fedavg", spec.rounds),)

@@ -34,7 +34,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -45,6 +45,7 @@ from privacy.ckks import SecretKeys
 
 __all__ = [
     "PeerKeys",
+    "PublicKeyed",
     "Sealed",
     "TransportKey",
     "accept",
@@ -137,7 +138,7 @@ class TransportKey:
             return _SUITE.decrypt(ciphertext, self._private, info=info)
         except Exception as exc:  # cryptography raises InvalidTag or ValueError
             raise CiphertextError(
-                "the sealed CKKS key does not open with this node's transport key",
+                "the sealed payload does not open with this node's transport key",
                 hint="it was sealed for another node or run, or altered on the way",
             ) from exc
 
@@ -148,7 +149,13 @@ def _offer_statement(run: str, partner: str, public: bytes) -> bytes:
     )
 
 
-def transport_offer(key: TransportKey, *, run: str, partner: str, signer: Signer) -> dict[str, str]:
+class PublicKeyed(Protocol):
+    """Any X25519 key pair whose public half can be offered (transport or masking key)."""
+
+    def public_bytes(self) -> bytes: ...
+
+
+def transport_offer(key: PublicKeyed, *, run: str, partner: str, signer: Signer) -> dict[str, str]:
     """What a partner sends at the handshake: its run transport key, signed."""
     public = key.public_bytes()
     return {

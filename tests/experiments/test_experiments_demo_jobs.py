@@ -5,8 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.jobspec import load_job_spec
-from experiments.demo import _demo_jobs, _dp_job, _write_job_file
+from experiments.demo import (
+    _demo_jobs,
+    _dp_job,
+    _vertical_jobs,
+    _write_job_file,
+    _write_vertical_job_file,
+)
 from experiments.horizontal import DATA_DIR
+from experiments.vertical_setup import prepare_vertical
 
 
 def test_demo_job_files_round_trip(tmp_path: Path) -> None:
@@ -21,3 +28,13 @@ def test_demo_job_files_round_trip(tmp_path: Path) -> None:
     assert jobs[2].privacy.dp == "sample" and jobs[2].privacy.target_epsilon == 3.0
     plain, _ = _demo_jobs(schema, encrypted=False)
     assert not plain.privacy.encrypted
+
+
+def test_demo_vertical_job_files_round_trip(tmp_path: Path) -> None:
+    sources = prepare_vertical(tmp_path / "parties")
+    (spec,) = _vertical_jobs(sources, encrypted=True)
+    path = tmp_path / f"{spec.name}.toml"
+    _write_vertical_job_file(spec, sources, path)
+    assert load_job_spec(path).to_json() == spec.to_json()
+    assert spec.task == "vertical" and spec.privacy.encrypted
+    assert spec.vertical.label_holder == "platform"

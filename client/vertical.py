@@ -1,0 +1,260 @@
+"""A partner's side of a vertical job (``query.vertical``; step in ``meta["phase"]``).
+
+The coordinator relays; this module decides what may leave the partner:
+
+==============  ==============  =============================================
+phase           who             sends back (through the relay)
+==============  ==============  =============================================
+``psi_own``     every party     its ids, hashed and blinded with its PSI key
+``psi_hop``     every party     another party's set, blinded with its key too;
+                                at the last hop sealed to the label holder
+``intersect``   label holder    each party's aligned positions, sealed to it;
+                                the public CKKS context (no secret key)
+``step``        feature party   masked partial scores sealed to the label
+                                holder; masked gradient under its CKKS key
+``label_step``  label holder    the residual under its CKKS key; each party's
+                                decrypted masked gradient, sealed to it
+``eval``        feature party   masked test-row scores sealed to the label
+                                holder; its explanation as it allows
+``label_eval``  label holder    test metrics; its explanation as it allows
+==============  ==============  =============================================
+
+Every sealed payload names its sender, recipient and protocol step and is
+signed with the sender's audit key (:mod:`privacy.envelope`); a payload that
+does not check against the pinned peer keys is refused. State between
+messages lives in :class:`client.vertical_store.VerticalStore`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import numpy as np
+
+from client.audit import PartnerAudit
+from client.he_keys import NodeKeyStore, load_peer_keys
+from client.partner_data import PartnerData
+from client.vertical_store import VerticalStore, array_bytes, bytes_array
+from common.errors import ProtocolError
+from common.jobspec import JobSpec
+from common.serde import Payload
+from compliance.keys import Signer
+from privacy.envelope import open_envelope, seal
+from privacy.key_transport import PeerKeys, transport_offer, verify_offer
+from privacy.masking import MaskingKey
+from protocols import psi
+
+__all__ = ["Parts", "handle", "mask_offer"]
+
+Parts = dict[str, bytes]
+Reply = tuple[dict[str, Any], Parts]
+
+
+class _Party:
+    """Everything one request needs: who we are, our keys, the job, our store."""
+
+    def __init__(
+        self,
+        config: Mapping[str, str],
+        data: PartnerData,
+        spec: JobSpec,
+        payload: Payload,
+        audit: PartnerAudit | None = None,
+    ) -> None:
+        self.config, self.data, self.spec, self.payload = config, data, spec, payload
+        self.audit = audit
+        self.me = data.partner
+        self.run = str(payload.meta.get("run", ""))
+        self.store = VerticalStore.from_config(config, self.run)
+        self.v = spec.vertical
+        self.label = self.v.label_holder
+        self._peers: PeerKeys | None = None
+
+    @property
+    def peers(self) -> PeerKeys:
+        if self._peers is None:
+            self._peers = load_peer_keys(self.config)
+        return self._peers
+
+    @property
+    def signer(self) -> Signer:
+        key = self.config.get("audit-key")
+        if not key:
+            raise ProtocolError(
+                "vertical jobs need this node's audit key (it signs sealed payloads)",
+                hint="start the node with --audit-key",
+            )
+        return Signer.load(key)
+
+    def offer_key(self, party: str) -> bytes:
+        """``party``'s transport key from the relayed offers, checked against our pins."""
+        offers: Mapping[str, Any] = self.payload.meta.get("offers", {})
+        if party not in offers:
+            raise ProtocolError(f"the request carries no transport key offer of {party!r}")
+        return verify_offer(offers[party], run=self.run, partner=party, peers=self.peers)
+
+    def seal_to(self, party: str, topic: str, data: bytes) -> bytes:
+        return seal(
+            data,
+            run=self.run,
+            sender=self.me,
+            recipient=party,
+            topic=topic,
+            recipient_key=self.offer_key(party),
+            signer=self.signer,
+        ).to_bytes()
+
+    def open_from(self, party: str, topic: str, raw: bytes) -> bytes:
+        key = NodeKeyStore.from_config(self.config).transport_key(self.run)
+        return open_envelope(
+            raw, run=self.run, me=self.me, sender=party, topic=topic, key=key, peers=self.peers
+        )
+
+    def psi_config(self) -> psi.PsiConfig:
+        return psi.PsiConfig(
+            run=self.run, parties=tuple(sorted(self.v.parties)), label_holder=self.label
+        )
+
+    def psi_party(self) -> psi.PsiParty:
+        key = self.store.get("psi.key") if self.store.has("psi.key") else None
+        party = psi.PsiParty(self.me, self.psi_config(), key=key)
+        if key is None:
+            self.store.put("psi.key", party.key_bytes)
+        return party
+
+
+def mask_offer(config: Mapping[str, str], *, partner: str, run: str) -> dict[str, str]:
+    """A feature party's per-run masking key (pairwise masks of partial scores), signed."""
+    store = VerticalStore.from_config(config, run)
+    if store.has("mask.key"):
+        key = MaskingKey.from_bytes(store.get("mask.key"))
+    else:
+        key = MaskingKey.generate()
+        store.put("mask.key", key.to_bytes())
+    signer = Signer.load(config["audit-key"])
+    return transport_offer(key, run=f"{run}#mask", partner=partner, signer=signer)
+
+
+# -- PSI ----------------------------------------------------------------------
+def _psi_own(p: _Party) -> Reply:
+    party = p.psi_party()
+    blob, permutation = party.blind_own([str(i) for i in p.data.dataset.ids])
+    p.store.put_array("psi.permutation", permutation)
+    return {"n_values": len(blob) // 32}, {"set": blob}
+
+
+def _psi_hop(p: _Party) -> Reply:
+    meta = p.payload.meta
+    owner, hop, final = str(meta["owner"]), int(meta["hop"]), bool(meta["final"])
+    route = psi.ring_route(p.psi_config(), owner)
+    if hop < 1 or hop >= len(route) or route[hop] != p.me:
+        raise ProtocolError(f"this node is not hop {hop} of {owner!r}'s set")
+    blinded = p.psi_party().blind(p.payload.part("set"))
+    if not final:
+        return {}, {"set": blinded}
+    if p.me == p.label:
+        p.store.put(f"psi.full.{owner}", blinded)  # stays here: the relay never sees it
+        return {}, {"set": b""}
+    return {}, {"set": p.seal_to(p.label, f"psi/full/{owner}", blinded)}
+
+
+def _intersect_sets(p: _Party) -> dict[str, np.ndarray]:
+    config = p.psi_config()
+    full: dict[str, bytes] = {}
+    for owner in config.parties:
+        last = psi.ring_route(config, owner)[-1]
+        if last == p.me:
+            full[owner] = p.store.get(f"psi.full.{owner}")
+        else:
+            raw = p.payload.part(f"full/{owner}")
+            full[owner] = p.open_from(last, f"psi/full/{owner}", raw)
+    positions = psi.intersect(full)
+    p.store.put("psi.sizes.json", json.dumps({o: len(b) // 32 for o, b in full.items()}).encode())
+    return positions
+
+
+def _aligned_label_rows(p: _Party, positions: Mapping[str, np.ndarray]) -> Parts:
+    """Keep our own aligned rows; seal each other party's positions to it (padded
+    to its set size, so the sealed length tells the relay nothing new)."""
+    sizes = json.loads(p.store.get("psi.sizes.json"))
+    p.store.put_array(
+        "aligned", psi.aligned_rows(positions[p.me], p.store.get_array("psi.permutation"))
+    )
+    out: Parts = {}
+    for party, pos in positions.items():
+        if party == p.me:
+            continue
+        padded = np.full(int(sizes[party]), -1, dtype=np.int64)
+        padded[: len(pos)] = pos
+        out[f"align/{party}"] = p.seal_to(party, f"psi/align/{party}", array_bytes(padded))
+    return out
+
+
+def _accept_alignment(p: _Party) -> None:
+    raw = p.open_from(p.label, f"psi/align/{p.me}", p.payload.part("align"))
+    padded = bytes_array(raw, what="aligned positions")
+    positions = padded[padded >= 0].astype(np.int64)
+    p.store.put_array("aligned", psi.aligned_rows(positions, p.store.get_array("psi.permutation")))
+
+
+class _Steps(Protocol):
+    """The model steps of one vertical model (client.vertical_training / vertical_split)."""
+
+    def label_setup(self, p: _Party) -> Reply: ...
+    def label_step(self, p: _Party) -> Reply: ...
+    def label_eval(self, p: _Party) -> Reply: ...
+    def feature_setup(self, p: _Party) -> None: ...
+    def feature_step(self, p: _Party) -> Reply: ...
+    def feature_eval(self, p: _Party) -> Reply: ...
+
+
+def handle(
+    config: Mapping[str, str],
+    data: PartnerData,
+    spec: JobSpec,
+    payload: Payload,
+    audit: PartnerAudit | None = None,
+) -> Reply:
+    """Serve one ``query.vertical`` request; returns (meta, parts)."""
+    # The model steps (imported here: they import this module's types).
+    from client import vertical_split, vertical_training
+
+    training: _Steps = vertical_training if spec.vertical.model == "logreg" else vertical_split
+    p = _Party(config, data, spec, payload, audit)
+    phase = str(payload.meta.get("phase", ""))
+    if p.me not in spec.vertical.parties:
+        raise ProtocolError(f"{p.me!r} is not a party of this vertical job")
+    role = spec.vertical.parties[p.me].role
+    allowed = {
+        "psi_own": "any",
+        "psi_hop": "any",
+        "intersect": "label_holder",
+        "label_step": "label_holder",
+        "label_eval": "label_holder",
+        "step": "feature_party",
+        "eval": "feature_party",
+    }
+    if phase not in allowed:
+        raise ProtocolError(f"unknown vertical phase {phase!r}")
+    if allowed[phase] not in ("any", role):
+        raise ProtocolError(f"phase {phase!r} is not for a {role}")
+    if phase == "psi_own":
+        return _psi_own(p)
+    if phase == "psi_hop":
+        return _psi_hop(p)
+    if phase == "intersect":
+        parts = _aligned_label_rows(p, _intersect_sets(p))
+        meta, more = training.label_setup(p)
+        return meta, {**parts, **more}
+    if phase == "step":
+        if "align" in payload.parts:
+            _accept_alignment(p)
+            training.feature_setup(p)
+        return training.feature_step(p)
+    if phase == "label_step":
+        return training.label_step(p)
+    if phase == "eval":
+        return training.feature_eval(p)
+    return training.label_eval(p)

@@ -1,0 +1,233 @@
+"""A vertical job's full message schedule over an in-memory relay (no Flower).
+
+The coordinator's schedule (:func:`coordinator.vertical.drive`) talks to the
+partners' real handlers (:func:`client.vertical.handle`) through encode/decode,
+with real keys, pinned peer keys, PSI, CKKS and masking; the relay records every
+byte it forwards. The real-process version is tests/integration/test_vertical.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from client import encryption, vertical
+from client.partner_data import PartnerData, PartnerSource, load_partner
+from client.vertical_store import VerticalStore
+from common.errors import CiphertextError, ProtocolError
+from common.jobspec import JobSpec
+from common.schema import load_schema
+from common.serde import Payload, decode, encode
+from common.split import split_vertical
+from compliance.trail import create_party_key
+from coordinator.outputs import JobOutputs
+from coordinator.vertical import drive
+from experiments.vertical_setup import DATA_DIR, LABEL_HOLDER, PARTIES, vertical_job
+from experiments.vertical_summary import baselines, true_alignment
+
+RUN = "run-vertical-1"
+N_ROWS = 1500
+
+
+@dataclass
+class Loopback:
+    """Forwards each request to the party's handler; keeps every byte it relays."""
+
+    spec: JobSpec
+    parties: dict[str, tuple[dict[str, str], PartnerData]]
+    seen: list[bytes] = field(default_factory=list)
+    tamper: Any = None
+
+    def send(
+        self, step: str, requests: Mapping[str, tuple[dict[str, Any], Mapping[str, bytes]]]
+    ) -> dict[str, Payload]:
+        out = {}
+        for party, (meta, parts) in requests.items():
+            parts = dict(parts)
+            if self.tamper is not None:
+                parts = self.tamper(step, party, parts)
+            body = {"job": self.spec.to_json(), "run": RUN, **meta, "step": step}
+            self.seen.append(json.dumps(body).encode() + b"".join(parts.values()))
+            payload = decode(encode(body, parts=parts))
+            config, data = self.parties[party]
+            reply_meta, reply_parts = vertical.handle(config, data, self.spec, payload)
+            self.seen.append(json.dumps(reply_meta).encode() + b"".join(reply_parts.values()))
+            out[party] = decode(encode(reply_meta, parts=reply_parts))
+        return out
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[PartnerSource]]:
+    root = tmp_path_factory.mktemp("vertical")
+    lines = (DATA_DIR / "uci_credit_card_default.csv").read_text().splitlines()
+    small = root / "credit.csv"
+    small.write_text("\n".join(lines[: N_ROWS + 1]) + "\n")
+    files = split_vertical(
+        small,
+        load_schema(DATA_DIR / "credit_default.schema.json"),
+        root / "parties",
+        parties=PARTIES,
+        seed=3,
+    )
+    return root, [PartnerSource(partner=f.name, data=f.csv, schema=f.schema) for f in files]
+
+
+def _federation(
+    root: Path, sources: list[PartnerSource], spec: JobSpec, tag: str
+) -> tuple[Loopback, dict[str, Any], dict[str, Any]]:
+    keys = {}
+    for src in sources:
+        key, pub = create_party_key(root / tag / src.partner, src.partner)
+        keys[src.partner] = (key, pub)
+    peers = root / tag / "peers.json"
+    peers.write_text(json.dumps({n: pub.read_text().strip() for n, (_k, pub) in keys.items()}))
+    parties: dict[str, tuple[dict[str, str], PartnerData]] = {}
+    offers, masks = {}, {}
+    ev = spec.evaluation
+    for src in sources:
+        config = {
+            "partner": src.partner,
+            "audit-key": str(keys[src.partner][0]),
+            "peer-keys": str(peers),
+            "state-dir": str(root / tag / src.partner / "state"),
+        }
+        data = load_partner(
+            src,
+            validation_fraction=ev.validation_fraction,
+            test_fraction=ev.test_fraction,
+            split_seed=ev.split_seed,
+        )
+        parties[src.partner] = (config, data)
+        offers[src.partner] = encryption.offer(config, partner=src.partner, run=RUN)
+        if src.partner != LABEL_HOLDER:
+            masks[src.partner] = vertical.mask_offer(config, partner=src.partner, run=RUN)
+    return Loopback(spec, parties), offers, masks
+
+
+@pytest.mark.parametrize("encrypted", [True, False])
+def test_vertical_schedule_end_to_end(
+    setup: tuple[Path, list[PartnerSource]], tmp_path: Path, encrypted: bool
+) -> None:
+    root, sources = setup
+    spec = vertical_job(sources, encrypted=encrypted, iterations=8)
+    relay, offers, masks = _federation(root, sources, spec, f"enc-{encrypted}")
+    result = drive(relay, spec, JobOutputs(tmp_path), run=RUN, offers=offers, masks=masks)
+
+    truth = true_alignment(sources)
+    assert result.alignment["intersection"] == len(truth[LABEL_HOLDER])
+    # Every party ended with the same ids in the same order: exactly the true intersection.
+    ids = {}
+    for name, (config, data) in relay.parties.items():
+        aligned = VerticalStore.from_config(config, RUN).get_array("aligned")
+        ids[name] = [str(i) for i in data.dataset.ids[aligned]]
+    assert ids["payment"] == ids["billing"] == ids[LABEL_HOLDER]
+    assert sorted(ids[LABEL_HOLDER]) == sorted(
+        str(i) for i in relay.parties[LABEL_HOLDER][1].dataset.ids[truth[LABEL_HOLDER]]
+    )
+
+    base = baselines(sources, spec)
+    assert result.final["test_auc"] >= base["label_holder_alone_test_auc"]
+    assert result.final["test_auc"] >= base["centralized_test_auc"] - 0.02
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+
+    # Explanations: importance for all; feature detail only where the party shares it.
+    views = {e["party"]: e for e in result.explanations}
+    assert set(views) == {p.name for p in PARTIES}
+    assert all(not v["top_features"] and not v["shared"] for v in views.values())
+    for config, _data in relay.parties.values():
+        full = json.loads(VerticalStore.from_config(config, RUN).get("explanation.json"))
+        assert full["top_features"]  # the party keeps its own detail
+
+    # The relay never held a plaintext feature value or the labels.
+    blob = b"".join(relay.seen)
+    for name, (_config, data) in relay.parties.items():
+        for col, values in data.dataset.numeric.items():
+            v = np.asarray(values, dtype=np.float64)
+            picks = np.unique(v[np.abs(v) > 1000])[:20]
+            for x in picks:
+                assert np.float64(x).tobytes() not in blob, (name, col)
+    labels = relay.parties[LABEL_HOLDER][1].dataset.labels
+    assert labels is not None
+    assert labels[:64].astype(np.float64).tobytes() not in blob
+    assert labels[:64].astype(np.uint8).tobytes() not in blob
+
+
+def test_relay_tampering_is_refused(
+    setup: tuple[Path, list[PartnerSource]], tmp_path: Path
+) -> None:
+    root, sources = setup
+    spec = vertical_job(sources, encrypted=True, iterations=2)
+    relay, offers, masks = _federation(root, sources, spec, "tamper")
+
+    def swap_scores(step: str, party: str, parts: dict[str, bytes]) -> dict[str, bytes]:
+        # The relay hands the label holder billing's sealed scores as payment's.
+        if step == "label-step-0":
+            parts["scores/payment"] = parts["scores/billing"]
+        return parts
+
+    relay.tamper = swap_scores
+    with pytest.raises(CiphertextError):
+        drive(relay, spec, JobOutputs(tmp_path), run=RUN, offers=offers, masks=masks)
+
+
+def test_wrong_role_and_skipped_steps_are_refused(
+    setup: tuple[Path, list[PartnerSource]], tmp_path: Path
+) -> None:
+    root, sources = setup
+    spec = vertical_job(sources, encrypted=False, iterations=2)
+    relay, offers, _masks = _federation(root, sources, spec, "roles")
+    with pytest.raises(ProtocolError, match="not for a"):
+        relay.send(
+            "x", {"payment": ({"phase": "label_step", "iteration": 0, "offers": offers}, {})}
+        )
+    with pytest.raises(ProtocolError, match="missing"):
+        # A feature step before the PSI ever ran: no aligned rows at this node.
+        relay.send("x", {"payment": ({"phase": "eval", "offers": offers}, {})})
+
+
+def test_split_nn_with_embedding_dp_charges_the_ledger_first(
+    setup: tuple[Path, list[PartnerSource]], tmp_path: Path
+) -> None:
+    from privacy.budget_ledger import BudgetLedger
+
+    root, sources = setup
+    spec = vertical_job(sources, model="split_nn", encrypted=False, iterations=4)
+    doc = json.loads(spec.to_json())
+    doc["privacy"].update(dp="sample", noise_multiplier=2.0)
+    spec = JobSpec.model_validate(doc, strict=False)
+    relay, offers, masks = _federation(root, sources, spec, "split")
+    ledgers = {}
+    for name, (config, data) in relay.parties.items():
+        ledgers[name] = Path(config["state-dir"]) / "budget.db"
+        with BudgetLedger.open(ledgers[name]) as ledger:
+            cap = 0.5 if name == "payment" else 1000.0
+            ledger.set_cap(data.dataset.schema.dataset, epsilon_cap=cap, delta=1e-5)
+    from common.errors import BudgetExceededError
+
+    with pytest.raises(BudgetExceededError):
+        drive(relay, spec, JobOutputs(tmp_path), run=RUN, offers=offers, masks=masks)
+    # payment refused before releasing anything; billing (asked first) was charged
+    # once, for the whole job's releases of its rows.
+    with BudgetLedger.open(ledgers["payment"]) as ledger:
+        assert ledger.charges() == []
+    with BudgetLedger.open(ledgers["billing"]) as ledger:
+        (charge,) = ledger.charges()
+    assert charge.step == "vertical-embeddings"
+    assert 0 < charge.epsilon_after < 1000
+
+    # With room in every ledger the job runs and reports its AUC.
+    relay2, offers2, masks2 = _federation(root, sources, spec, "split2")
+    for config, data in relay2.parties.values():
+        with BudgetLedger.open(Path(config["state-dir"]) / "budget.db") as ledger:
+            ledger.set_cap(data.dataset.schema.dataset, epsilon_cap=1000.0, delta=1e-5)
+    result = drive(relay2, spec, JobOutputs(tmp_path / "2"), run=RUN, offers=offers2, masks=masks2)
+    assert 0.4 < result.final["test_auc"] < 1.0
+    assert result.final["embedding_noise_multiplier"] == 2.0
+    assert set(result.final["party_importance_auc_drop"]) == {p.name for p in PARTIES}
