@@ -85,6 +85,13 @@ def start(
             "explanation (default: only your party-level importance leaves the node)."
         ),
     ] = False,
+    vertical_queries: Annotated[
+        Path | None,
+        typer.Option(
+            help="Label holder, vertical joint inference: a file of ids to score, one per "
+            "line (default: every row of your data)."
+        ),
+    ] = None,
     connect_timeout: Annotated[
         float, typer.Option(help="Seconds to keep trying to reach the coordinator.")
     ] = 300.0,
@@ -123,6 +130,7 @@ def start(
         peer_keys=peer_keys,
         budget_db=budget_db,
         share_explanations=share_explanations,
+        vertical_queries=vertical_queries,
     )
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(

@@ -56,6 +56,9 @@ class NodeConfig:
     #: Vertical jobs: show this partner's per-feature explanation to the others
     #: (default: only its party-level importance leaves the node).
     share_explanations: bool = False
+    #: Vertical joint inference at the label holder: ids to score, one per line
+    #: (default: every row of its data).
+    vertical_queries: Path | None = None
     #: Give up connecting to the coordinator after this long.
     connect_timeout_s: float = 300.0
 
@@ -92,6 +95,8 @@ def supernode_command(cfg: NodeConfig) -> list[str]:
         items["budget-db"] = cfg.budget_db
     if cfg.share_explanations:
         items["share-explanations"] = "true"
+    if cfg.vertical_queries is not None:
+        items["vertical-queries"] = cfg.vertical_queries
     for key, value in items.items():
         if "'" in str(value) or '"' in str(value):
             raise WorkspaceError(

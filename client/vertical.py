@@ -138,9 +138,21 @@ def mask_offer(config: Mapping[str, str], *, partner: str, run: str) -> dict[str
 
 
 # -- PSI ----------------------------------------------------------------------
+def _psi_rows(p: _Party) -> np.ndarray:
+    """This party's rows in the PSI: all of them, or the label holder's query ids in a
+    joint-inference job."""
+    if p.v.predict_with and p.me == p.label:
+        from client.vertical_inference import query_rows
+
+        return query_rows(p)
+    return np.arange(p.data.dataset.n_rows, dtype=np.int64)
+
+
 def _psi_own(p: _Party) -> Reply:
     party = p.psi_party()
-    blob, permutation = party.blind_own([str(i) for i in p.data.dataset.ids])
+    rows = _psi_rows(p)
+    p.store.put_array("psi.rows", rows)
+    blob, permutation = party.blind_own([str(i) for i in p.data.dataset.ids[rows]])
     p.store.put_array("psi.permutation", permutation)
     return {"n_values": len(blob) // 32}, {"set": blob}
 
@@ -179,9 +191,9 @@ def _aligned_label_rows(p: _Party, positions: Mapping[str, np.ndarray]) -> Parts
     """Keep our own aligned rows; seal each other party's positions to it (padded
     to its set size, so the sealed length tells the relay nothing new)."""
     sizes = json.loads(p.store.get("psi.sizes.json"))
-    p.store.put_array(
-        "aligned", psi.aligned_rows(positions[p.me], p.store.get_array("psi.permutation"))
-    )
+    rows = p.store.get_array("psi.rows")
+    own = psi.aligned_rows(positions[p.me], p.store.get_array("psi.permutation"))
+    p.store.put_array("aligned", rows[own])
     out: Parts = {}
     for party, pos in positions.items():
         if party == p.me:
@@ -196,7 +208,9 @@ def _accept_alignment(p: _Party) -> None:
     raw = p.open_from(p.label, f"psi/align/{p.me}", p.payload.part("align"))
     padded = bytes_array(raw, what="aligned positions")
     positions = padded[padded >= 0].astype(np.int64)
-    p.store.put_array("aligned", psi.aligned_rows(positions, p.store.get_array("psi.permutation")))
+    rows = p.store.get_array("psi.rows")
+    own = psi.aligned_rows(positions, p.store.get_array("psi.permutation"))
+    p.store.put_array("aligned", rows[own])
 
 
 class _Steps(Protocol):
@@ -219,7 +233,7 @@ def handle(
 ) -> Reply:
     """Serve one ``query.vertical`` request; returns (meta, parts)."""
     # The model steps (imported here: they import this module's types).
-    from client import vertical_split, vertical_training
+    from client import vertical_inference, vertical_split, vertical_training
 
     training: _Steps = vertical_training if spec.vertical.model == "logreg" else vertical_split
     p = _Party(config, data, spec, payload, audit)
@@ -235,6 +249,8 @@ def handle(
         "label_eval": "label_holder",
         "step": "feature_party",
         "eval": "feature_party",
+        "predict": "feature_party",
+        "label_predict": "label_holder",
     }
     if phase not in allowed:
         raise ProtocolError(f"unknown vertical phase {phase!r}")
@@ -244,6 +260,17 @@ def handle(
         return _psi_own(p)
     if phase == "psi_hop":
         return _psi_hop(p)
+    if phase in ("predict", "label_predict") and not spec.vertical.predict_with:
+        raise ProtocolError(f"phase {phase!r} belongs to joint-inference jobs")
+    if phase == "predict":
+        if "align" in payload.parts:
+            _accept_alignment(p)
+        return vertical_inference.feature_predict(p)
+    if phase == "label_predict":
+        return vertical_inference.label_predict(p)
+    if phase == "intersect" and spec.vertical.predict_with:
+        parts = _aligned_label_rows(p, _intersect_sets(p))
+        return {"alignment": {"intersection": len(p.store.get_array("aligned"))}}, parts
     if phase == "intersect":
         parts = _aligned_label_rows(p, _intersect_sets(p))
         meta, more = training.label_setup(p)

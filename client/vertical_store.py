@@ -28,7 +28,9 @@ import numpy as np
 from client.he_keys import write_private
 from common.errors import ProtocolError
 
-__all__ = ["VerticalStore", "array_bytes", "bytes_array"]
+__all__ = ["VerticalStore", "array_bytes", "bytes_array", "write_private_file"]
+
+write_private_file = write_private
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 #: Kept after the job: the party's own results.
@@ -92,6 +94,25 @@ class VerticalStore:
 
     def get_array(self, name: str) -> np.ndarray:
         return bytes_array(self.get(name), what=name)
+
+    def model_dir(self, job: str) -> Path:
+        """Where the party keeps its share of the latest model of training job ``job``."""
+        if not job:
+            raise ProtocolError("a model share needs its training job's name")
+        return self.root.parent / "models" / _SAFE.sub("_", job)
+
+    def save_model(self, job: str, files: Mapping[str, bytes]) -> None:
+        for name, data in files.items():
+            write_private(self.model_dir(job) / _SAFE.sub("_", name), data)
+
+    def model_file(self, job: str, name: str) -> bytes:
+        path = self.model_dir(job) / _SAFE.sub("_", name)
+        if not path.exists():
+            raise ProtocolError(
+                f"this node holds no model share of vertical job {job!r} ({name})",
+                hint="run the training job first (same name), or fix vertical.predict_with",
+            )
+        return path.read_bytes()
 
     def erase_secrets(self) -> None:
         """Remove keys and PSI state; keep the party's model share and explanation."""

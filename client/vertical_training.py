@@ -120,6 +120,17 @@ class _Model:
         self.p.store.put(
             "preprocessor.json", json.dumps(self.matrix.preprocessor.to_dict()).encode()
         )
+        # The latest model of this training job, for joint inference (predict_with).
+        self.p.store.save_model(
+            self.p.spec.name,
+            {
+                "weights.npy": array_bytes(weights),
+                "preprocessor.json": json.dumps(self.matrix.preprocessor.to_dict()).encode(),
+                "meta.json": json.dumps(
+                    {"run": self.p.run, "job_digest": self.p.spec.digest(), "model": "logreg"}
+                ).encode(),
+            },
+        )
         shared = self.p.config.get("share-explanations", "false") == "true"
         return {**redact(explanation, shared).to_dict(), "shared": shared}
 

@@ -193,6 +193,10 @@ class VerticalSpec(BaseModel):
     #: Split NN with privacy.dp = "sample": each embedding row is clipped to this norm.
     embedding_clip_norm: float = Field(default=1.0, gt=0.0, le=1000.0)
     seed: int = 0
+    #: Joint inference: the name of a completed vertical training job whose model
+    #: shares the parties hold; the job scores the label holder's query ids (its
+    #: node's ``vertical-queries`` file, else all its rows) and trains nothing.
+    predict_with: str = Field(default="", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63})?$")
 
     @property
     def step_size(self) -> float:
@@ -293,6 +297,11 @@ class JobSpec(BaseModel):
                 raise ValueError(f"feature party {name!r}: its schema has no features")
         if self.privacy.dp == "client":
             raise ValueError("privacy.dp = 'client' is for horizontal purchase prediction")
+        if v.predict_with and (v.model != "logreg" or self.privacy.dp != "none"):
+            raise ValueError(
+                "joint inference (vertical.predict_with) serves logistic-regression models "
+                "without DP in this version"
+            )
         if self.privacy.dp == "sample" and v.model != "split_nn":
             raise ValueError(
                 "vertical DP adds Gaussian noise to the split NN's embeddings: "

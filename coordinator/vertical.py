@@ -175,6 +175,30 @@ def run_vertical(grid: Grid, roster: Roster, spec: JobSpec, outputs: JobOutputs)
     )
 
 
+def _predict(
+    relay: Relay, spec: JobSpec, pending: dict[str, dict[str, bytes]], alignment: dict[str, Any]
+) -> VerticalResult:
+    """Joint inference: masked partial scores to the label holder, which keeps the
+    predictions; the coordinator learns how many users were scored."""
+    v = spec.vertical
+    replies = relay.send("predict", {p: ({"phase": "predict"}, pending[p]) for p in pending})
+    parts = {f"{k}/{p}": b for p, r in replies.items() for k, b in r.parts.items()}
+    final = relay.send("label-predict", {v.label_holder: ({"phase": "label_predict"}, parts)})[
+        v.label_holder
+    ]
+    return VerticalResult(
+        iterations=0,
+        final={
+            "scored": final.meta.get("scored"),
+            "queried": final.meta.get("queried"),
+            "model": v.predict_with,
+            "predictions": "kept at the label holder's node",
+        },
+        explanations=[],
+        alignment=alignment,
+    )
+
+
 def drive(
     relay: Relay,
     spec: JobSpec,
@@ -213,6 +237,8 @@ def drive(
     # The first feature step also delivers each party's aligned rows and the job's
     # public context: one hop saved (Flower starts a process per message).
     pending: dict[str, dict[str, bytes]] = {p: {"align": to_feature[p], **shared} for p in features}
+    if v.predict_with:
+        return _predict(relay, spec, pending, alignment)
     history: list[dict[str, Any]] = []
     for it in range(v.iterations):
         step_replies = relay.send(

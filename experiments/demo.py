@@ -103,9 +103,15 @@ def _dp_job(prediction: JobSpec) -> JobSpec:
 
 
 def _vertical_jobs(vsources: list[PartnerSource], *, encrypted: bool) -> tuple[JobSpec, ...]:
-    """The vertical job: logistic regression over platform + payment + billing, with the
-    residuals under the platform's CKKS key (docs/privacy.md, "Vertical")."""
-    return (vertical_job(vsources, encrypted=encrypted, iterations=VERTICAL_ITERATIONS),)
+    """The vertical jobs: logistic regression over platform + payment + billing, with the
+    residuals under the platform's CKKS key, then joint inference with the trained
+    shares (docs/vertical.md)."""
+    training = vertical_job(vsources, encrypted=encrypted, iterations=VERTICAL_ITERATIONS)
+    # Joint inference: the platform's customers scored with the parties' model shares.
+    scoring = vertical_job(
+        vsources, name="payment-risk-scores", encrypted=encrypted, predict_with=training.name
+    )
+    return training, scoring
 
 
 def _write_vertical_job_file(spec: JobSpec, vsources: list[PartnerSource], path: Path) -> None:

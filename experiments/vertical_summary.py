@@ -88,16 +88,20 @@ def vertical_summary(
     result: dict[str, Any] = {"jobs": {}}
     for spec in jobs:
         metrics = json.loads((out / spec.name / "metrics.json").read_text())
+        inference = bool(spec.vertical.predict_with)
         result["jobs"][spec.name] = {
             "model": spec.vertical.model,
             "encryption": spec.privacy.encryption,
-            "iterations": spec.vertical.iterations,
+            "iterations": 0 if inference else spec.vertical.iterations,
             "test_auc": metrics["final"].get("test_auc"),
+            "scored": metrics["final"].get("scored"),
             "alignment": metrics.get("alignment"),
             "wall_time_s": metrics.get("wall_time_s"),
+            "explanations": metrics.get("explanations"),
         }
-    if jobs:
-        result["baselines"] = baselines(sources, jobs[0])
+    training = [j for j in jobs if not j.vertical.predict_with]
+    if training:
+        result["baselines"] = baselines(sources, training[0])
     return result
 
 
@@ -110,6 +114,9 @@ def render_vertical(summary: dict[str, Any], console: Console) -> None:
     for name, job in summary["jobs"].items():
         auc = job["test_auc"]
         rows = (job.get("alignment") or {}).get("intersection", "")
+        if job.get("scored") is not None:
+            table.add_row(f"{name} (joint inference)", f"{job['scored']} users scored", str(rows))
+            continue
         table.add_row(
             f"{name} ({job['model']}, {job['encryption']})",
             f"{auc:.4f}" if auc is not None else "-",

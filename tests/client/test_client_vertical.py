@@ -43,6 +43,7 @@ class Loopback:
     parties: dict[str, tuple[dict[str, str], PartnerData]]
     seen: list[bytes] = field(default_factory=list)
     tamper: Any = None
+    run: str = RUN
 
     def send(
         self, step: str, requests: Mapping[str, tuple[dict[str, Any], Mapping[str, bytes]]]
@@ -52,7 +53,7 @@ class Loopback:
             parts = dict(parts)
             if self.tamper is not None:
                 parts = self.tamper(step, party, parts)
-            body = {"job": self.spec.to_json(), "run": RUN, **meta, "step": step}
+            body = {"job": self.spec.to_json(), "run": self.run, **meta, "step": step}
             self.seen.append(json.dumps(body).encode() + b"".join(parts.values()))
             payload = decode(encode(body, parts=parts))
             config, data = self.parties[party]
@@ -145,6 +146,9 @@ def test_vertical_schedule_end_to_end(
         full = json.loads(VerticalStore.from_config(config, RUN).get("explanation.json"))
         assert full["top_features"]  # the party keeps its own detail
 
+    if encrypted:
+        _joint_inference(relay, spec, tmp_path, truth)
+
     # The relay never held a plaintext feature value or the labels.
     blob = b"".join(relay.seen)
     for name, (_config, data) in relay.parties.items():
@@ -231,3 +235,43 @@ def test_split_nn_with_embedding_dp_charges_the_ledger_first(
     assert 0.4 < result.final["test_auc"] < 1.0
     assert result.final["embedding_noise_multiplier"] == 2.0
     assert set(result.final["party_importance_auc_drop"]) == {p.name for p in PARTIES}
+
+
+def _joint_inference(
+    relay: Loopback, trained: JobSpec, tmp_path: Path, truth: dict[str, np.ndarray]
+) -> None:
+    """Score the label holder's users with the trained shares: the predictions equal the
+    model applied to the pooled columns, and they stay at the label holder."""
+    doc = json.loads(trained.to_json())
+    doc["name"] = "risk-scores"
+    doc["vertical"]["predict_with"] = trained.name
+    spec = JobSpec.model_validate(doc, strict=False)
+    relay.spec, relay.run = spec, "run-inference-1"
+    run = relay.run
+    offers = {n: encryption.offer(c, partner=n, run=run) for n, (c, _d) in relay.parties.items()}
+    masks = {
+        n: vertical.mask_offer(c, partner=n, run=run)
+        for n, (c, _d) in relay.parties.items()
+        if n != LABEL_HOLDER
+    }
+    result = drive(relay, spec, JobOutputs(tmp_path / "inf"), run=run, offers=offers, masks=masks)
+    assert result.final["scored"] == len(truth[LABEL_HOLDER])
+    config, data = relay.parties[LABEL_HOLDER]
+    (csv_path,) = (Path(config["state-dir"]) / "vertical" / "predictions").glob("risk-scores-*.csv")
+    rows = [line.split(",") for line in csv_path.read_text().splitlines()[1:]]
+    got = {r[0]: float(r[1]) for r in rows}
+    assert len(got) == len(truth[LABEL_HOLDER])
+    # Recompute from every party's saved share, pooled here (the test may; nobody else).
+    from protocols.preprocessing import Preprocessor
+
+    z = np.zeros(len(truth[LABEL_HOLDER]))
+    for name, (cfg, d) in relay.parties.items():
+        models = Path(cfg["state-dir"]) / "vertical" / "models" / trained.name
+        pre = Preprocessor.from_dict(json.loads((models / "preprocessor.json").read_text()))
+        w = np.load(models / "weights.npy")
+        sub = d.dataset.subset(truth[name])
+        x = pre.transform(sub.numeric, sub.categorical, sub.boolean).astype(np.float64)
+        z += x @ w[:-1] + w[-1] if name == LABEL_HOLDER else x @ w
+    expected = 1 / (1 + np.exp(-z))
+    ids = [str(i) for i in data.dataset.ids[truth[LABEL_HOLDER]]]
+    assert np.allclose([got[i] for i in ids], expected, atol=2e-6)

@@ -32,9 +32,11 @@ def test_demo_job_files_round_trip(tmp_path: Path) -> None:
 
 def test_demo_vertical_job_files_round_trip(tmp_path: Path) -> None:
     sources = prepare_vertical(tmp_path / "parties")
-    (spec,) = _vertical_jobs(sources, encrypted=True)
-    path = tmp_path / f"{spec.name}.toml"
-    _write_vertical_job_file(spec, sources, path)
-    assert load_job_spec(path).to_json() == spec.to_json()
-    assert spec.task == "vertical" and spec.privacy.encrypted
-    assert spec.vertical.label_holder == "platform"
+    training, scoring = _vertical_jobs(sources, encrypted=True)
+    for spec in (training, scoring):
+        path = tmp_path / f"{spec.name}.toml"
+        _write_vertical_job_file(spec, sources, path)
+        assert load_job_spec(path).to_json() == spec.to_json()
+        assert spec.task == "vertical" and spec.privacy.encrypted
+        assert spec.vertical.label_holder == "platform"
+    assert scoring.vertical.predict_with == training.name
