@@ -107,12 +107,15 @@ class _Relay:
                 hint="a vertical job needs every party; see the partners' node logs "
                 "(`fedcollab node logs`) and the job's dropouts, then resubmit",
             )
-        self.roster.audit.aggregated(
-            step,
-            {party: digest_parts(payload.parts) for party, payload in replies.items()},
-            None,
-            protection="relay",
-        )
+        # As each party logs it: a reply that carries bytes is a contribution (an empty
+        # reply, e.g. the label holder keeping a PSI set, is not).
+        carried = {
+            party: digest_parts(payload.parts)
+            for party, payload in replies.items()
+            if sum(len(b) for b in payload.parts.values()) > 0
+        }
+        if carried:
+            self.roster.audit.aggregated(step, carried, None, protection="relay")
         return replies
 
 
