@@ -275,3 +275,28 @@ def _joint_inference(
     expected = 1 / (1 + np.exp(-z))
     ids = [str(i) for i in data.dataset.ids[truth[LABEL_HOLDER]]]
     assert np.allclose([got[i] for i in ids], expected, atol=2e-6)
+
+
+def test_label_holder_query_file_must_name_its_own_ids(
+    setup: tuple[Path, list[PartnerSource]], tmp_path: Path
+) -> None:
+    root, sources = setup
+    trained = vertical_job(sources, encrypted=False, iterations=2)
+    doc = json.loads(trained.to_json())
+    doc["vertical"]["predict_with"] = trained.name
+    spec = JobSpec.model_validate(doc, strict=False)
+    relay, _offers, _masks = _federation(root, sources, spec, "queries")
+    config, data = relay.parties[LABEL_HOLDER]
+    queries = tmp_path / "queries.txt"
+    known = [str(i) for i in data.dataset.ids[:10]]
+    queries.write_text("\n".join([*known, "no-such-customer"]) + "\n")
+    config["vertical-queries"] = str(queries)
+    with pytest.raises(ProtocolError, match="not in this node's data"):
+        relay.send("psi-own", {LABEL_HOLDER: ({"phase": "psi_own"}, {})})
+    queries.write_text("\n".join(known) + "\n")
+    reply = relay.send("psi-own", {LABEL_HOLDER: ({"phase": "psi_own"}, {})})[LABEL_HOLDER]
+    assert len(reply.part("set")) == 10 * 32  # only the queried users enter the PSI
+    # A training job refuses the inference phases.
+    relay.spec = trained
+    with pytest.raises(ProtocolError, match="joint-inference"):
+        relay.send("x", {"payment": ({"phase": "predict"}, {})})

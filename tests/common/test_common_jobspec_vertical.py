@@ -96,3 +96,23 @@ def test_vertical_dp_needs_split_nn_and_horizontal_jobs_take_no_parties(parties:
     doc["task"] = "purchase_prediction"
     with pytest.raises(ValueError, match="only for task"):
         type(spec).model_validate(doc, strict=False)
+
+
+def test_joint_inference_serves_logistic_regression_only(parties: Path) -> None:
+    spec = load_job_spec(
+        _write(parties, BASE.replace("iterations = 5", 'iterations = 5\npredict_with = "risk"'))
+    )
+    assert spec.vertical.predict_with == "risk"
+    with pytest.raises(JobSpecError, match="joint inference"):
+        load_job_spec(
+            _write(
+                parties,
+                BASE.replace(
+                    "iterations = 5", 'iterations = 5\npredict_with = "risk"\nmodel = "split_nn"'
+                ),
+            )
+        )
+    with pytest.raises(JobSpecError, match="predict_with"):
+        load_job_spec(
+            _write(parties, BASE.replace("iterations = 5", 'iterations = 5\npredict_with = "../x"'))
+        )
