@@ -96,8 +96,11 @@ class Roster:
         while True:
             nodes = {n.node_id: getattr(n, "name", "") for n in grid.get_nodes()}
             new = [nid for nid in nodes if nid not in seen]
+            seen.update(new)
+            # A node registered under another partner's name is not asked: the job spec
+            # (purpose, columns, participants) is not sent to partners outside the job.
+            new = [nid for nid in new if not (wanted and nodes[nid] and nodes[nid] not in wanted)]
             if new:
-                seen.update(new)
                 last_new = time.monotonic()
                 self._greet(grid, new, nodes)
             have = {p.name for p in self.active.values()}
