@@ -46,13 +46,13 @@ from privacy.key_transport import PeerKeys, transport_offer, verify_offer
 from privacy.masking import MaskingKey
 from protocols import psi
 
-__all__ = ["Parts", "handle", "mask_offer"]
+__all__ = ["Parts", "PartyContext", "handle", "mask_offer"]
 
 Parts = dict[str, bytes]
 Reply = tuple[dict[str, Any], Parts]
 
 
-class _Party:
+class PartyContext:
     """Everything one request needs: who we are, our keys, the job, our store."""
 
     def __init__(
@@ -138,7 +138,7 @@ def mask_offer(config: Mapping[str, str], *, partner: str, run: str) -> dict[str
 
 
 # -- PSI ----------------------------------------------------------------------
-def _psi_rows(p: _Party) -> np.ndarray:
+def _psi_rows(p: PartyContext) -> np.ndarray:
     """This party's rows in the PSI: all of them, or the label holder's query ids in a
     joint-inference job."""
     if p.v.predict_with and p.me == p.label:
@@ -148,7 +148,7 @@ def _psi_rows(p: _Party) -> np.ndarray:
     return np.arange(p.data.dataset.n_rows, dtype=np.int64)
 
 
-def _psi_own(p: _Party) -> Reply:
+def _psi_own(p: PartyContext) -> Reply:
     party = p.psi_party()
     rows = _psi_rows(p)
     p.store.put_array("psi.rows", rows)
@@ -157,7 +157,7 @@ def _psi_own(p: _Party) -> Reply:
     return {"n_values": len(blob) // 32}, {"set": blob}
 
 
-def _psi_hop(p: _Party) -> Reply:
+def _psi_hop(p: PartyContext) -> Reply:
     meta = p.payload.meta
     owner, hop, final = str(meta["owner"]), int(meta["hop"]), bool(meta["final"])
     route = psi.ring_route(p.psi_config(), owner)
@@ -172,7 +172,7 @@ def _psi_hop(p: _Party) -> Reply:
     return {}, {"set": p.seal_to(p.label, f"psi/full/{owner}", blinded)}
 
 
-def _intersect_sets(p: _Party) -> dict[str, np.ndarray]:
+def _intersect_sets(p: PartyContext) -> dict[str, np.ndarray]:
     config = p.psi_config()
     full: dict[str, bytes] = {}
     for owner in config.parties:
@@ -187,7 +187,7 @@ def _intersect_sets(p: _Party) -> dict[str, np.ndarray]:
     return positions
 
 
-def _aligned_label_rows(p: _Party, positions: Mapping[str, np.ndarray]) -> Parts:
+def _aligned_label_rows(p: PartyContext, positions: Mapping[str, np.ndarray]) -> Parts:
     """Keep our own aligned rows; seal each other party's positions to it (padded
     to its set size, so the sealed length tells the relay nothing new)."""
     sizes = json.loads(p.store.get("psi.sizes.json"))
@@ -204,7 +204,7 @@ def _aligned_label_rows(p: _Party, positions: Mapping[str, np.ndarray]) -> Parts
     return out
 
 
-def _accept_alignment(p: _Party) -> None:
+def _accept_alignment(p: PartyContext) -> None:
     raw = p.open_from(p.label, f"psi/align/{p.me}", p.payload.part("align"))
     padded = bytes_array(raw, what="aligned positions")
     positions = padded[padded >= 0].astype(np.int64)
@@ -216,12 +216,12 @@ def _accept_alignment(p: _Party) -> None:
 class _Steps(Protocol):
     """The model steps of one vertical model (client.vertical_training / vertical_split)."""
 
-    def label_setup(self, p: _Party) -> Reply: ...
-    def label_step(self, p: _Party) -> Reply: ...
-    def label_eval(self, p: _Party) -> Reply: ...
-    def feature_setup(self, p: _Party) -> None: ...
-    def feature_step(self, p: _Party) -> Reply: ...
-    def feature_eval(self, p: _Party) -> Reply: ...
+    def label_setup(self, p: PartyContext) -> Reply: ...
+    def label_step(self, p: PartyContext) -> Reply: ...
+    def label_eval(self, p: PartyContext) -> Reply: ...
+    def feature_setup(self, p: PartyContext) -> None: ...
+    def feature_step(self, p: PartyContext) -> Reply: ...
+    def feature_eval(self, p: PartyContext) -> Reply: ...
 
 
 def handle(
@@ -236,7 +236,7 @@ def handle(
     from client import vertical_inference, vertical_split, vertical_training
 
     training: _Steps = vertical_training if spec.vertical.model == "logreg" else vertical_split
-    p = _Party(config, data, spec, payload, audit)
+    p = PartyContext(config, data, spec, payload, audit)
     phase = str(payload.meta.get("phase", ""))
     if p.me not in spec.vertical.parties:
         raise ProtocolError(f"{p.me!r} is not a party of this vertical job")

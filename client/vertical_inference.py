@@ -34,14 +34,14 @@ from privacy.masking import MaskingKey, mask_vector, pairwise_seeds, unmask_sum
 from protocols.preprocessing import Preprocessor
 
 if TYPE_CHECKING:
-    from client.vertical import Reply, _Party
+    from client.vertical import PartyContext, Reply
 
 __all__ = ["feature_predict", "label_predict", "query_rows"]
 
 _PURPOSE = "vertical-lr/joint-inference"
 
 
-def query_rows(p: _Party) -> np.ndarray:
+def query_rows(p: PartyContext) -> np.ndarray:
     """The label holder's rows to score: its ``vertical-queries`` ids, else every row."""
     ids = [str(i) for i in p.data.dataset.ids]
     path = p.config.get("vertical-queries")
@@ -58,18 +58,18 @@ def query_rows(p: _Party) -> np.ndarray:
     return np.array(sorted({index[w] for w in wanted if w}), dtype=np.int64)
 
 
-def _features(p: _Party, rows: np.ndarray) -> np.ndarray:
+def _features(p: PartyContext, rows: np.ndarray) -> np.ndarray:
     job = p.v.predict_with
     pre = Preprocessor.from_dict(json.loads(p.store.model_file(job, "preprocessor.json")))
     sub = p.data.dataset.subset(rows)
     return pre.transform(sub.numeric, sub.categorical, sub.boolean).astype(np.float64)
 
 
-def _weights(p: _Party) -> np.ndarray:
+def _weights(p: PartyContext) -> np.ndarray:
     return bytes_array(p.store.model_file(p.v.predict_with, "weights.npy"), what="model share")
 
 
-def feature_predict(p: _Party) -> Reply:
+def feature_predict(p: PartyContext) -> Reply:
     offers = p.payload.meta.get("mask_offers", {})
     publics = {
         q: verify_offer(offers[q], run=f"{p.run}#mask", partner=q, peers=p.peers)
@@ -90,7 +90,7 @@ def feature_predict(p: _Party) -> Reply:
     return {}, {"scores": p.seal_to(p.label, "predict/scores", array_bytes(masked))}
 
 
-def label_predict(p: _Party) -> Reply:
+def label_predict(p: PartyContext) -> Reply:
     aligned = p.store.get_array("aligned")
     masked = [
         bytes_array(

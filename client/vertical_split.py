@@ -41,7 +41,7 @@ from protocols.vertical_explain import (
 )
 
 if TYPE_CHECKING:
-    from client.vertical import Parts, Reply, _Party
+    from client.vertical import Parts, PartyContext, Reply
 
 __all__ = [
     "feature_eval",
@@ -57,7 +57,7 @@ INFERENCE_RELEASES = 1
 
 
 class _Split:
-    def __init__(self, p: _Party) -> None:
+    def __init__(self, p: PartyContext) -> None:
         self.p = p
 
     @cached_property
@@ -130,7 +130,7 @@ class _Split:
         return {**redact(explanation, shared).to_dict(), "shared": shared}
 
 
-def _iteration(p: _Party) -> int:
+def _iteration(p: PartyContext) -> int:
     it = p.payload.meta.get("iteration")
     if not isinstance(it, int) or not 0 <= it < p.spec.vertical.iterations:
         raise ProtocolError(f"vertical step without a valid iteration ({it!r})")
@@ -138,7 +138,7 @@ def _iteration(p: _Party) -> int:
 
 
 # -- label holder ----------------------------------------------------------------
-def label_setup(p: _Party) -> Reply:
+def label_setup(p: PartyContext) -> Reply:
     s = _Split(p)
     y_train, y_test = s.labels
     top = TopModel(y_train, s.matrix.train, s.config, feature_parties=p.v.feature_parties,
@@ -152,7 +152,7 @@ def label_setup(p: _Party) -> Reply:
     return {"alignment": alignment}, {}
 
 
-def _embeddings(p: _Party, topic: str, what: str) -> dict[str, np.ndarray]:
+def _embeddings(p: PartyContext, topic: str, what: str) -> dict[str, np.ndarray]:
     return {
         q: bytes_array(
             p.open_from(q, topic, p.payload.part(f"embedding/{q}")), what=f"{q}'s {what}"
@@ -161,7 +161,7 @@ def _embeddings(p: _Party, topic: str, what: str) -> dict[str, np.ndarray]:
     }
 
 
-def label_step(p: _Party) -> Reply:
+def label_step(p: PartyContext) -> Reply:
     it = _iteration(p)
     s = _Split(p)
     top = s.top()
@@ -174,7 +174,7 @@ def label_step(p: _Party) -> Reply:
     return {"loss": round(float(top.losses[-1]), 6)}, reply
 
 
-def label_eval(p: _Party) -> Reply:
+def label_eval(p: PartyContext) -> Reply:
     s = _Split(p)
     top = s.top()
     embeddings = _embeddings(p, "eval/embedding", "test embeddings")
@@ -208,7 +208,7 @@ def label_eval(p: _Party) -> Reply:
 
 
 # -- feature parties -------------------------------------------------------------
-def feature_setup(p: _Party) -> None:
+def feature_setup(p: PartyContext) -> None:
     s = _Split(p)
     if s.config.noise_multiplier > 0:
         # The whole job's releases of this party's rows, charged before the first one.
@@ -226,14 +226,14 @@ def feature_setup(p: _Party) -> None:
     s.save(BottomParty(s.matrix.train, s.config, party=p.me))
 
 
-def _gradient(p: _Party, it: int) -> np.ndarray | None:
+def _gradient(p: PartyContext, it: int) -> np.ndarray | None:
     if "grad" not in p.payload.parts:
         return None
     raw = p.open_from(p.label, f"it-{it}/embedding-grad", p.payload.part("grad"))
     return bytes_array(raw, what="embedding gradient")
 
 
-def feature_step(p: _Party) -> Reply:
+def feature_step(p: PartyContext) -> Reply:
     it = _iteration(p)
     s = _Split(p)
     bottom = s.bottom()
@@ -245,7 +245,7 @@ def feature_step(p: _Party) -> Reply:
     return {}, {"embedding": p.seal_to(p.label, f"it-{it}/embedding", array_bytes(out))}
 
 
-def feature_eval(p: _Party) -> Reply:
+def feature_eval(p: PartyContext) -> Reply:
     s = _Split(p)
     bottom = s.bottom()
     grad = _gradient(p, p.v.iterations - 1)

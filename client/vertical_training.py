@@ -32,7 +32,7 @@ from protocols.vertical_explain import PartyExplanation, lr_party_explanation, r
 from protocols.vertical_lr import FeatureParty, LabelHolder, VerticalLRConfig
 
 if TYPE_CHECKING:
-    from client.vertical import Parts, Reply, _Party
+    from client.vertical import Parts, PartyContext, Reply
 
 __all__ = [
     "feature_eval",
@@ -47,7 +47,7 @@ __all__ = [
 class _Model:
     """This party's matrices, config and keys for the job (rebuilt per message)."""
 
-    def __init__(self, p: _Party) -> None:
+    def __init__(self, p: PartyContext) -> None:
         self.p = p
 
     @cached_property
@@ -135,7 +135,7 @@ class _Model:
         return {**redact(explanation, shared).to_dict(), "shared": shared}
 
 
-def _iteration(p: _Party) -> int:
+def _iteration(p: PartyContext) -> int:
     it = p.payload.meta.get("iteration")
     if not isinstance(it, int) or not 0 <= it < p.spec.vertical.iterations:
         raise ProtocolError(f"vertical step without a valid iteration ({it!r})")
@@ -143,7 +143,7 @@ def _iteration(p: _Party) -> int:
 
 
 # -- label holder ----------------------------------------------------------------
-def label_setup(p: _Party) -> Reply:
+def label_setup(p: PartyContext) -> Reply:
     """After the intersection: keys, preprocessing and the initial model at L."""
     m = _Model(p)
     y_train, y_test = m.labels
@@ -170,7 +170,7 @@ def label_setup(p: _Party) -> Reply:
     return {"alignment": alignment}, parts
 
 
-def label_step(p: _Party) -> Reply:
+def label_step(p: PartyContext) -> Reply:
     it = _iteration(p)
     m = _Model(p)
     holder = m.holder()
@@ -202,7 +202,7 @@ def label_step(p: _Party) -> Reply:
     return {"loss": round(float(out.loss), 6)}, reply
 
 
-def label_eval(p: _Party) -> Reply:
+def label_eval(p: PartyContext) -> Reply:
     m = _Model(p)
     holder = m.holder()
     masked = {
@@ -230,7 +230,7 @@ def label_eval(p: _Party) -> Reply:
 
 
 # -- feature parties -------------------------------------------------------------
-def _mask_seeds(p: _Party) -> dict[str, bytes]:
+def _mask_seeds(p: PartyContext) -> dict[str, bytes]:
     """Pairwise seeds with the other feature parties, from their signed mask keys."""
     offers = p.payload.meta.get("mask_offers", {})
     publics: dict[str, bytes] = {}
@@ -242,7 +242,7 @@ def _mask_seeds(p: _Party) -> dict[str, bytes]:
     return pairwise_seeds(key, me=p.me, peers=publics, run=p.run)
 
 
-def feature_setup(p: _Party) -> None:
+def feature_setup(p: PartyContext) -> None:
     """With the aligned rows: preprocessing, the label holder's context, masks, model."""
     m = _Model(p)
     public: PublicContext | None = None
@@ -254,7 +254,7 @@ def feature_setup(p: _Party) -> None:
     m.save(party)
 
 
-def _decrypted(p: _Party, it: int) -> np.ndarray | None:
+def _decrypted(p: PartyContext, it: int) -> np.ndarray | None:
     """The label holder's decryption of our masked gradient of ``it``, if it sent one."""
     if "grad" not in p.payload.parts:
         return None
@@ -262,7 +262,7 @@ def _decrypted(p: _Party, it: int) -> np.ndarray | None:
     return bytes_array(raw, what="decrypted masked gradient")
 
 
-def feature_step(p: _Party) -> Reply:
+def feature_step(p: PartyContext) -> Reply:
     it = _iteration(p)
     m = _Model(p)
     party = m.party()
@@ -283,7 +283,7 @@ def feature_step(p: _Party) -> Reply:
     return {}, parts
 
 
-def feature_eval(p: _Party) -> Reply:
+def feature_eval(p: PartyContext) -> Reply:
     m = _Model(p)
     party = m.party()
     party.step(None, _decrypted(p, p.v.iterations - 1))  # the last update
