@@ -53,12 +53,16 @@ class JobProgress:
                 say(f"  [yellow]refused[/] {r.get('partner') or r.get('node')}: {r.get('reason')}")
         elif kind == "round":
             if self._task is None:
-                label = "rounds" if ev.get("task") == "purchase_prediction" else "Lloyd iterations"
+                label = {"purchase_prediction": "rounds", "vertical": "iterations"}.get(
+                    str(ev.get("task")), "Lloyd iterations"
+                )
                 self._task = self._progress.add_task(label, total=ev.get("total"), metric="")
             if ev.get("val_auc") is not None:
                 metric = f"val AUC {ev['val_auc']:.4f}"
             elif ev.get("objective") is not None:
                 metric = f"objective {ev['objective']:.1f}"
+            elif ev.get("train_loss") is not None:
+                metric = f"train loss {ev['train_loss']:.4f}"
             else:
                 metric = ""
             if ev.get("epsilon") is not None:
@@ -66,6 +70,20 @@ class JobProgress:
             self._progress.update(self._task, completed=ev.get("round"), metric=metric)
             if not self.console.is_terminal:  # logs and CI: one line per round
                 say(f"  round {ev.get('round')}/{ev.get('total')}: {metric}")
+        elif kind == "vertical" and ev.get("phase") == "psi":
+            say(
+                f"  private set intersection: {', '.join(ev.get('parties', []))} "
+                f"(label holder {ev.get('label_holder')})"
+            )
+        elif kind == "vertical" and ev.get("phase") == "aligned":
+            say(
+                f"  aligned {ev.get('intersection')} common users"
+                + (
+                    f" ({ev.get('train_rows')} training, {ev.get('test_rows')} test)"
+                    if ev.get("train_rows") is not None
+                    else ""
+                )
+            )
         elif kind == "encryption":
             say(f"  encrypted aggregation: CKKS key dealt by {ev.get('dealer')}")
         elif kind == "privacy":
@@ -89,6 +107,12 @@ class JobProgress:
                 test = final.get("test") or {}
                 if test.get("auc") is not None:
                     say(f"  [green]completed[/]: test AUC {test['auc']:.4f}")
+                elif final.get("test_auc") is not None:
+                    say(f"  [green]completed[/]: test AUC {final['test_auc']:.4f}")
+                elif final.get("scored") is not None:
+                    say(
+                        f"  [green]completed[/]: {final['scored']} users scored at the label holder"
+                    )
                 elif ev.get("objective") is not None:
                     say(f"  [green]completed[/]: k-means objective {ev['objective']:.1f}")
                 else:

@@ -270,7 +270,7 @@ def drive(
         }
         loss = label_reply.meta.get("loss")
         history.append({"iteration": it + 1, "train_loss": loss})
-        outputs.event("round", round=it + 1, train_loss=loss)
+        outputs.event("round", round=it + 1, total=v.iterations, task="vertical", train_loss=loss)
     eval_replies = relay.send("eval", {p: ({"phase": "eval"}, pending[p]) for p in features})
     parts = {}
     explanations: list[dict[str, Any]] = []
