@@ -23,8 +23,8 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from client.budget import charge_mechanism
+from client.vertical_rows import PartyRows, iteration
 from client.vertical_store import array_bytes, bytes_array
-from common.errors import ProtocolError
 from protocols.split_nn import (
     BottomParty,
     SplitNNConfig,
@@ -32,7 +32,6 @@ from protocols.split_nn import (
     embedding_mechanism,
     noise_for,
 )
-from protocols.vertical_data import PartyMatrix, aligned_split, party_matrix
 from protocols.vertical_explain import (
     PartyExplanation,
     feature_permutation_importance,
@@ -56,31 +55,7 @@ __all__ = [
 INFERENCE_RELEASES = 1
 
 
-class _Split:
-    def __init__(self, p: PartyContext) -> None:
-        self.p = p
-
-    @cached_property
-    def matrix(self) -> PartyMatrix:
-        ev = self.p.spec.evaluation
-        return party_matrix(
-            self.p.data.dataset,
-            self.p.store.get_array("aligned"),
-            test_fraction=ev.test_fraction,
-            split_seed=ev.split_seed,
-        )
-
-    @cached_property
-    def labels(self) -> tuple[np.ndarray, np.ndarray]:
-        ds, ev = self.p.data.dataset, self.p.spec.evaluation
-        if ds.labels is None:
-            raise ProtocolError("the label holder's data has no label column")
-        aligned = self.p.store.get_array("aligned")
-        train, test = aligned_split(
-            ds, aligned, test_fraction=ev.test_fraction, split_seed=ev.split_seed
-        )
-        return ds.labels[aligned[train]], ds.labels[aligned[test]]
-
+class _Split(PartyRows):
     @cached_property
     def config(self) -> SplitNNConfig:
         """The job's parameters; the noise is derived here from the spec, at every party
@@ -130,13 +105,6 @@ class _Split:
         return {**redact(explanation, shared).to_dict(), "shared": shared}
 
 
-def _iteration(p: PartyContext) -> int:
-    it = p.payload.meta.get("iteration")
-    if not isinstance(it, int) or not 0 <= it < p.spec.vertical.iterations:
-        raise ProtocolError(f"vertical step without a valid iteration ({it!r})")
-    return it
-
-
 # -- label holder ----------------------------------------------------------------
 def label_setup(p: PartyContext) -> Reply:
     s = _Split(p)
@@ -162,7 +130,7 @@ def _embeddings(p: PartyContext, topic: str, what: str) -> dict[str, np.ndarray]
 
 
 def label_step(p: PartyContext) -> Reply:
-    it = _iteration(p)
+    it = iteration(p)
     s = _Split(p)
     top = s.top()
     grads = top.step(_embeddings(p, f"it-{it}/embedding", "embeddings"))
@@ -234,7 +202,7 @@ def _gradient(p: PartyContext, it: int) -> np.ndarray | None:
 
 
 def feature_step(p: PartyContext) -> Reply:
-    it = _iteration(p)
+    it = iteration(p)
     s = _Split(p)
     bottom = s.bottom()
     grad = _gradient(p, it - 1)

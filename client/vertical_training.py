@@ -15,19 +15,18 @@ so a payload replayed from another step or party is refused.
 from __future__ import annotations
 
 import json
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from client.vertical_rows import PartyRows, iteration
 from client.vertical_store import array_bytes, bytes_array
 from common.errors import ProtocolError
 from common.serde import pack_blobs, unpack_blobs
 from privacy.key_transport import verify_offer
 from privacy.masking import MaskingKey, pairwise_seeds
 from privacy.vertical_he import LabelKeys, PublicContext
-from protocols.vertical_data import PartyMatrix, aligned_split, party_matrix
 from protocols.vertical_explain import PartyExplanation, lr_party_explanation, redact
 from protocols.vertical_lr import FeatureParty, LabelHolder, VerticalLRConfig
 
@@ -44,34 +43,8 @@ __all__ = [
 ]
 
 
-class _Model:
+class _Model(PartyRows):
     """This party's matrices, config and keys for the job (rebuilt per message)."""
-
-    def __init__(self, p: PartyContext) -> None:
-        self.p = p
-
-    @cached_property
-    def matrix(self) -> PartyMatrix:
-        ev = self.p.spec.evaluation
-        return party_matrix(
-            self.p.data.dataset,
-            self.p.store.get_array("aligned"),
-            test_fraction=ev.test_fraction,
-            split_seed=ev.split_seed,
-        )
-
-    @cached_property
-    def labels(self) -> tuple[np.ndarray, np.ndarray]:
-        ds, ev = self.p.data.dataset, self.p.spec.evaluation
-        if ds.labels is None:
-            raise ProtocolError("the label holder's data has no label column")
-        aligned = self.p.store.get_array("aligned")
-        train, test = aligned_split(
-            ds, aligned, test_fraction=ev.test_fraction, split_seed=ev.split_seed
-        )
-        return ds.labels[aligned[train]].astype(np.float64), ds.labels[aligned[test]].astype(
-            np.float64
-        )
 
     @property
     def config(self) -> VerticalLRConfig:
@@ -135,13 +108,6 @@ class _Model:
         return {**redact(explanation, shared).to_dict(), "shared": shared}
 
 
-def _iteration(p: PartyContext) -> int:
-    it = p.payload.meta.get("iteration")
-    if not isinstance(it, int) or not 0 <= it < p.spec.vertical.iterations:
-        raise ProtocolError(f"vertical step without a valid iteration ({it!r})")
-    return it
-
-
 # -- label holder ----------------------------------------------------------------
 def label_setup(p: PartyContext) -> Reply:
     """After the intersection: keys, preprocessing and the initial model at L."""
@@ -171,7 +137,7 @@ def label_setup(p: PartyContext) -> Reply:
 
 
 def label_step(p: PartyContext) -> Reply:
-    it = _iteration(p)
+    it = iteration(p)
     m = _Model(p)
     holder = m.holder()
     parts = p.payload.parts
@@ -263,7 +229,7 @@ def _decrypted(p: PartyContext, it: int) -> np.ndarray | None:
 
 
 def feature_step(p: PartyContext) -> Reply:
-    it = _iteration(p)
+    it = iteration(p)
     m = _Model(p)
     party = m.party()
     residual: bytes | np.ndarray | None = None
