@@ -208,6 +208,7 @@ def make_client_app(overrides: Mapping[str, str] | None = None) -> ClientApp:
         ("query", "moments"),
         ("train", "fedavg"),
         ("evaluate", "fedavg"),
+        ("evaluate", "permutation"),
         ("query", "kmeans_seed"),
         ("query", "kmeans_step"),
         ("query", "segment_profile"),

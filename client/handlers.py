@@ -21,7 +21,7 @@ from common.schema import DatasetSchema
 from common.serde import Payload
 from privacy import client_dp
 from privacy.dp_plan import DpPlan, resolve
-from protocols import evaluation, fedavg, kmeans, preprocessing, segments
+from protocols import attribution, evaluation, fedavg, kmeans, preprocessing, segments
 
 __all__ = ["HANDLERS", "Reply", "check_job"]
 
@@ -250,6 +250,34 @@ def evaluate(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     return {}, np.concatenate(parts)
 
 
+def permutation(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
+    """Permutation importance of the released model on this partner's test rows.
+
+    Reply vector: ``[test eval vector | test eval vector with column j shuffled, per
+    original column j]`` (:func:`protocols.attribution.local_permutation_vector`),
+    shuffled within this partner's own rows. A partner with fewer than
+    ``MIN_AGGREGATE_ROWS`` test rows replies zeros of the same length: shuffling a
+    handful of rows would describe those customers.
+    """
+    from protocols.local_training import predict_proba
+
+    pre = preprocessing.Preprocessor.from_dict(payload.meta["preprocessor"])
+    groups = attribution.column_groups(pre)
+    length = attribution.permutation_vector_length(n_columns=len(groups), bins=EVAL_BINS)
+    rows = _rows(data, spec, "test")
+    if len(rows) < MIN_AGGREGATE_ROWS:
+        return {}, np.zeros(length)
+    model = _model_from(payload, spec, pre.n_features)
+    return {}, attribution.local_permutation_vector(
+        lambda x: predict_proba(model, x),
+        _features(data, pre, rows),
+        _labels(data, rows),
+        groups,
+        seed=spec.training.seed,
+        bins=EVAL_BINS,
+    )
+
+
 def _segment_x(data: PartnerData, payload: Payload) -> np.ndarray:
     pre = preprocessing.Preprocessor.from_dict(payload.meta["preprocessor"])
     return _features(data, pre, np.arange(data.dataset.n_rows))
@@ -323,6 +351,7 @@ HANDLERS: dict[str, Callable[[PartnerData, JobSpec, Payload], Reply]] = {
     "query.moments": moments,
     "train.fedavg": train,
     "evaluate.fedavg": evaluate,
+    "evaluate.permutation": permutation,
     "query.kmeans_seed": kmeans_seed,
     "query.kmeans_step": kmeans_step,
     "query.segment_profile": segment_profile,

@@ -19,6 +19,9 @@ Notes
   before verification): a bundle swapped in between is refused.
 * Both files are rendered in memory and then written atomically, so a failure
   leaves no half-written report behind.
+* A job folder's attributions and segment profiles, when present, become the
+  job's "Model insights" (:mod:`compliance.report_insights`), each marked with
+  whether the log's ``model.released`` hashed that very file.
 * Job folders are cross-checked against the log: the model card's digest and
   dataset hashes, and the SHA-256 of every output ``model.released`` names.
   Output names come from the log and are looked up only when they are plain
@@ -43,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from common.errors import AuditVerificationError, ComplianceError
 from compliance.bundle import verify_bundle
 from compliance.registry import Registry, load_registry
+from compliance.report_insights import read_insights
 from compliance.report_jobs import gather_jobs
 from compliance.report_model import (
     KNOWN_EVENT_TYPES,
@@ -219,7 +223,9 @@ def _check_job_dir(folder: Path, jobs: list[JobProvenance], found: list[Finding]
         msg = f"{folder}: the log records no model.released for this job; outputs are unattested"
         found.append(Finding("error", d, msg))
     outputs = tuple(_check_output(folder, o, d, found) for o in job.outputs)
-    jobs[at] = replace(job, outputs=outputs)
+    insights, problems = read_insights(folder, released={o.filename: o.sha256 for o in job.outputs})
+    found.extend(Finding("warning", d, p) for p in problems)
+    jobs[at] = replace(job, outputs=outputs, insights=insights)
 
 
 # --- assembly ----------------------------------------------------------------------------

@@ -21,6 +21,7 @@ __all__ = [
     "Consent",
     "Dropout",
     "Finding",
+    "JobInsights",
     "JobProvenance",
     "Output",
     "Participant",
@@ -189,6 +190,19 @@ class Output:
 
 
 @dataclass(frozen=True)
+class JobInsights:
+    """A job folder's model insights (:mod:`compliance.report_insights`), as display strings."""
+
+    method: str  # "" when the folder has no attributions.json
+    metric: str
+    baseline: str
+    note: str
+    attributions: tuple[tuple[str, str, str], ...]  # (feature, importance, direction)
+    segments: tuple[tuple[str, str, str, str, str, str], ...]
+    sources: tuple[tuple[str, str], ...]  # (file, attestation)
+
+
+@dataclass(frozen=True)
 class JobProvenance:
     digest: str
     name: str
@@ -213,6 +227,7 @@ class JobProvenance:
     recipients: tuple[str, ...]
     metrics: tuple[tuple[str, str], ...]
     cosignatures: tuple[str, ...]
+    insights: JobInsights | None = None  # from the job folder (--job), when it has any
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from fpdf.enums import XPos, YPos
 from fpdf.fonts import FontFace
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from compliance.report_insights import pdf_insights
 from compliance.report_model import Finding, JobProvenance, ReportModel
 
 __all__ = ["pdf_bytes", "render_html", "render_pdf"]
@@ -205,6 +206,8 @@ def _pdf_job(doc: _Doc, j: JobProvenance, model: ReportModel) -> None:
     )
     if j.metrics:
         doc.para("Metrics: " + "; ".join(f"{k} = {v}" for k, v in j.metrics))
+    if j.insights is not None:
+        pdf_insights(doc, j.insights)
     if found := model.findings_for(j.digest):
         doc.findings(found)
 

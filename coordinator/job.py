@@ -134,8 +134,9 @@ def run_job(
 
 
 def _output_digests(outputs: JobOutputs) -> dict[str, str]:
-    names = ("model.pt", "preprocessor.json", "centroids.json", "segments.json", "metrics.json",
-             "model_card.json", "explanations.json")  # fmt: skip
+    names = ("model.pt", "preprocessor.json", "centroids.json", "segments.json", "segments.csv",
+             "attributions.json", "attributions.csv", "metrics.json", "model_card.json",
+             "explanations.json")  # fmt: skip
     return {
         n: digest_bytes((outputs.dir / n).read_bytes()) for n in names if (outputs.dir / n).exists()
     }

@@ -7,7 +7,12 @@ Layout (the same for a real federation and for ``fedcollab run``)::
     <out>/model.pt         final global model (purchase prediction)
     <out>/preprocessor.json  federated standardisation and vocabularies
     <out>/centroids.json   final centroids (segmentation)
-    <out>/segments.json    segment profiles in business units (segmentation)
+    <out>/attributions.json  global attributions of the released model (prediction):
+                           LR coefficients or federated permutation importance
+    <out>/attributions.csv   the same, one row per model input (or column)
+    <out>/segments.json    segment profiles in business units, with label, description,
+                           lift and distinguishing columns (segmentation)
+    <out>/segments.csv     the same, one row per segment
     <out>/model_card.json  datasets by content hash, partners, rounds, parameters, metrics
     <out>/audit.json       the cosigned checkpoint of the coordinator's log after the job
     <out>/result.json      final status: completed / failed, with the reason
@@ -64,6 +69,20 @@ class JobOutputs:
 
     def write_json(self, name: str, obj: Any) -> Path:
         return self.write_bytes(name, _dump(obj).encode())
+
+    def write_attributions(self, doc: dict[str, Any]) -> None:
+        """``attributions.json`` and ``attributions.csv`` (:mod:`protocols.attribution`)."""
+        from protocols.attribution import attribution_csv
+
+        self.write_json("attributions.json", doc)
+        self.write_bytes("attributions.csv", attribution_csv(doc).encode())
+
+    def write_segments(self, profiles: list[dict[str, Any]]) -> None:
+        """``segments.json`` and ``segments.csv`` (:mod:`protocols.segment_labels`)."""
+        from protocols.segment_labels import segments_csv
+
+        self.write_json("segments.json", profiles)
+        self.write_bytes("segments.csv", segments_csv(profiles).encode())
 
     def write_bytes(self, name: str, data: bytes) -> Path:
         path = self.dir / name

@@ -10,6 +10,12 @@ these vectors as they arrive: the new global model is the weighted average
 and the federated validation metrics (AUC from pooled score histograms,
 accuracy, log-loss) of the previous global model come from the same sum.
 Early stopping keeps the model with the best federated validation AUC.
+
+Attributions of the released model (:mod:`protocols.attribution`) close the
+job: a logistic regression's coefficients need no further message; an MLP
+gets one more federated step, ``evaluate.permutation``, whose replies are
+summed like every other aggregate (in plaintext or under CKKS) and audited
+the same way.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from common.serde import Payload
 from coordinator.outputs import JobOutputs
 from coordinator.roster import Partner, Roster
 from privacy.dp_plan import resolve
-from protocols import evaluation, fedavg, models, preprocessing
+from protocols import attribution, evaluation, fedavg, models, preprocessing
 from protocols.early_stopping import EarlyStopping
 
 __all__ = ["PredictionResult", "run_prediction"]
@@ -158,7 +164,52 @@ def run_prediction(
     torch.save(model.state_dict(), buf)
     outputs.write_bytes("model.pt", buf.getvalue())
     outputs.write_json("preprocessor.json", pre_meta)
+    doc = attributions(grid, roster, spec, pre, best_w)
+    if doc is None:
+        outputs.event("attributions_skipped", reason="no test rows of both classes")
+    else:
+        outputs.write_attributions(doc)
+        outputs.event("attributions", method=doc["method"], top=doc["columns"][:3])
     return result
+
+
+def attributions(
+    grid: Grid,
+    roster: Roster,
+    spec: JobSpec,
+    pre: preprocessing.Preprocessor,
+    weights: list[np.ndarray],
+) -> dict[str, Any] | None:
+    """The released model's ``attributions.json`` document (None: no pooled test AUC).
+
+    Coefficients for ``logreg``; for ``mlp`` the federated permutation step.
+    """
+    if spec.model.kind == "logreg":
+        return attribution.coefficient_document(
+            job=spec.name, coefficients=weights[0].ravel(), pre=pre
+        )
+    groups = attribution.column_groups(pre)
+    length = attribution.permutation_vector_length(n_columns=len(groups), bins=EVAL_BINS)
+    total = roster.new_sum(length, params="wide")
+    flat = models.flatten(weights)
+    roster.request(
+        grid,
+        action="evaluate.permutation",
+        meta={"preprocessor": pre.to_dict()},
+        vector_for=lambda _n: flat,
+        into=total,
+        step="permutation-importance",
+        expect_length=length,
+    )
+    summed = roster.reveal(grid, total, step="permutation-importance")
+    result = attribution.permutation_importance(
+        summed, columns=[g.column for g in groups], bins=EVAL_BINS
+    )
+    if result is None:
+        return None
+    return attribution.permutation_document(
+        job=spec.name, model=spec.model.kind, result=result, groups=groups
+    )
 
 
 def _evaluate(

@@ -6,7 +6,8 @@ partners cluster locally and report only clusters of at least
 k-means++ on those local centres. Then Lloyd iterations (Lloyd 1982) on
 summed per-cluster sums and counts, and finally segment profiles in business
 units (size, mean of every numeric feature in original units, purchase rate)
-from summed per-segment counts and sums.
+from summed per-segment counts and sums, each described in business terms
+(label, description, lift, distinguishing columns: :mod:`protocols.segment_labels`).
 
 Leakage: at seeding the coordinator sees each partner's local cluster sums
 and counts (aggregates of >= ``min_cluster_size`` rows); in Lloyd steps and
@@ -30,7 +31,7 @@ from coordinator.outputs import JobOutputs
 from coordinator.roster import Partner, Roster
 from privacy.client_dp import cluster_sensitivity, profile_sensitivity
 from privacy.dp_plan import DpPlan, resolve
-from protocols import dp_segments, kmeans, preprocessing, segments
+from protocols import dp_segments, kmeans, preprocessing, segment_labels, segments
 
 __all__ = ["SegmentationResult", "run_segmentation"]
 
@@ -138,7 +139,13 @@ def _write(
     outputs.write_json(
         "centroids.json", {"feature_names": pre.feature_names, "centroids": result.centroids}
     )
-    outputs.write_json("segments.json", result.profiles)
+    # In business terms from the federated profile and preprocessor only (no new data).
+    result.profiles = segment_labels.describe_segments(
+        result.profiles,
+        overall_means=dict(zip(pre.numeric_names, pre.means, strict=True)),
+        overall_stds=dict(zip(pre.numeric_names, pre.stds, strict=True)),
+    )
+    outputs.write_segments(result.profiles)
     outputs.write_json("preprocessor.json", pre.to_dict())
 
 

@@ -116,6 +116,7 @@ UNCHARGED_ACTIONS = frozenset(
         "query.handshake",
         "query.moments",
         "evaluate.fedavg",
+        "evaluate.permutation",
         "query.cosign",
         "query.he_keygen",
         "query.he_decrypt",

@@ -7,7 +7,13 @@ import importlib
 
 import pytest
 
-MODULES = ["protocols.vector_sum", "protocols.fedavg", "protocols.early_stopping"]
+MODULES = [
+    "protocols.vector_sum",
+    "protocols.fedavg",
+    "protocols.early_stopping",
+    "protocols.attribution",
+    "protocols.segment_labels",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

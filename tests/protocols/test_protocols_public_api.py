@@ -59,6 +59,19 @@ EXPECTED = {
         "profiles_from_vector",
         "suppress_small_segments",
     },
+    "protocols.attribution": {
+        "ColumnGroup",
+        "PermutationImportance",
+        "attribution_csv",
+        "coefficient_document",
+        "column_groups",
+        "csv_text",
+        "local_permutation_vector",
+        "permutation_document",
+        "permutation_importance",
+        "permutation_vector_length",
+    },
+    "protocols.segment_labels": {"describe_segments", "segments_csv"},
 }
 
 

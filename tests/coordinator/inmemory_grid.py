@@ -1,0 +1,115 @@
+"""An in-memory Flower Grid for coordinator job tests: no Ray, no sockets.
+
+``push_messages`` runs the partner's real ClientApp code (``client.client_app._serve``)
+on each message at once; ``pull_messages`` hands the replies back. Partners are
+set up exactly as ``fedcollab run`` sets them up (audit keys, signed grants,
+pinned peer keys), so encrypted jobs run their real key ceremony.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from client.client_app import _serve
+from client.partner_data import PartnerSource
+from common.jobspec import JobSpec
+from compliance.registry import load_registry
+from compliance.trail import load_verifier_key
+from coordinator.audit import AuditConfig
+from coordinator.local_grants import EXAMPLE_REGISTRY
+from coordinator.policy_gate import PolicyBundle
+from coordinator.simulation import _audit_dir, _simulated_policy
+
+
+@dataclass(frozen=True)
+class _Node:
+    node_id: int
+    name: str
+
+
+class InMemoryGrid:
+    def __init__(self, overrides: dict[str, str], names: list[str]) -> None:
+        self.overrides = overrides
+        self.nodes = [_Node(i + 1, n) for i, n in enumerate(names)]
+        self._ids = itertools.count(1)
+        self._replies: dict[str, Message] = {}
+
+    def get_nodes(self) -> list[_Node]:
+        return list(self.nodes)
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        for msg in messages:
+            msg_id = f"m{next(self._ids)}"
+            msg.metadata.__dict__["_message_id"] = msg_id  # the SuperLink's job
+            node = msg.metadata.dst_node_id
+            ctx = Context(
+                run_id=1,
+                node_id=node,
+                node_config={"partition-id": node - 1},
+                state=RecordDict(),
+                run_config={},
+            )
+            self._replies[msg_id] = _serve(msg, ctx, self.overrides)
+            ids.append(msg_id)
+        return ids
+
+    def pull_messages(self, ids: Iterable[str]) -> list[Message]:
+        return [self._replies.pop(i) for i in ids if i in self._replies]
+
+
+@contextmanager
+def task_identity() -> Iterator[None]:
+    """Flower stamps new messages with the running task's identity; a test has none."""
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    try:
+        yield
+    finally:
+        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+def federation(
+    spec: JobSpec, sources: list[PartnerSource], root: Path
+) -> tuple[InMemoryGrid, AuditConfig, PolicyBundle]:
+    """Grid, coordinator audit config and policy, as ``fedcollab run`` would make them."""
+    audit = _audit_dir(root / "audit", [s.partner for s in sources])
+    peer_keys = {
+        s.partner: (audit / "partners" / s.partner / "audit.pub").read_text().strip()
+        for s in sources
+    }
+    (audit / "peers.json").write_text(json.dumps(peer_keys))
+    partners: list[dict[str, Any]] = [
+        {
+            "partner": s.partner,
+            "data": str(s.data),
+            "schema": str(s.schema),
+            "audit-db": str(audit / "partners" / s.partner / "audit.db"),
+            "audit-key": str(audit / "partners" / s.partner / "audit.key"),
+            "coordinator-key": str(audit / "coordinator" / "audit.pub"),
+            "grant": str(audit / "partners" / s.partner / "grant.json"),
+            "peer-keys": str(audit / "peers.json"),
+        }
+        for s in sources
+    ]
+    policy = _simulated_policy(spec, sources, audit, load_registry(EXAMPLE_REGISTRY))
+    keys = {
+        s.partner: load_verifier_key(audit / "partners" / s.partner / "audit.pub")[1]
+        for s in sources
+    }
+    config = AuditConfig(
+        db=audit / "coordinator" / "audit.db",
+        key=audit / "coordinator" / "audit.key",
+        partner_keys=keys,
+    )
+    grid = InMemoryGrid({"sim-partners": json.dumps(partners)}, [s.partner for s in sources])
+    return grid, config, policy
