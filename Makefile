@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck unit integration experiments clean
+.PHONY: demo test check lint typecheck unit integration experiments clean browser console
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -18,8 +18,20 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/fedcollab demo --out results/demo
 
+## The web console over the demo's workspace (run `make demo` first): http://127.0.0.1:8080/
+## The demo wrote its accounts, with fresh random passwords, to results/demo/console/credentials.txt.
+console: $(STAMP)
+	$(BIN)/fedcollab console start -w results/demo/federation/workspace
+
+## Headless Chromium for the console's browser tests: Debian's package (no download
+## from a browser vendor's CDN). Needs root or sudo on a machine without it.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium; }
+
 ## Every check: lint, format, types, unit and integration tests.
-test: $(STAMP) lint typecheck
+test: $(STAMP) browser lint typecheck
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q
 
 check: test

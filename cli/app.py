@@ -22,7 +22,7 @@ app = typer.Typer(
     name="fedcollab",
     help=(
         "Privacy-preserving federated collaboration for e-commerce partners.\n\n"
-        "Operators: federation, coordinator, job, run, demo.  "
+        "Operators: federation, coordinator, job, run, demo, console.  "
         "Partners: node, data, grant, budget.  Compliance officers: audit, registry."
     ),
     no_args_is_help=True,
@@ -46,6 +46,7 @@ _GROUPS: list[tuple[str, str | None]] = [
     ("cli.budget", "budget"),
     ("cli.run", None),
     ("cli.demo", None),
+    ("cli.console", "console"),
 ]
 
 for _module_name, _group in _GROUPS:

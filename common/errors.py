@@ -17,6 +17,7 @@ Every error a user can cause derives from :class:`FedcollabError`, carries a
     +-- ComplianceError                 (exit 30)
     |   +-- AuditVerificationError      (exit 31)  an audit log/bundle fails verification
     |   +-- PolicyRefusal               (exit 32)  purpose/grant/consent missing or expired
+    +-- ConsoleError                    (exit 40)  web console: bad user, config or unsafe start
 
 Exit code 2 is reserved for command-line usage errors (Typer/Click).
 """
@@ -28,6 +29,7 @@ __all__ = [
     "BudgetExceededError",
     "CiphertextError",
     "ComplianceError",
+    "ConsoleError",
     "DataValidationError",
     "FedcollabError",
     "FederationError",
@@ -135,6 +137,12 @@ class AuditVerificationError(ComplianceError):
 
 class PolicyRefusal(ComplianceError):
     exit_code = 32
+
+
+class ConsoleError(FedcollabError):
+    """The web console refuses a user, a configuration or an unsafe way to start."""
+
+    exit_code = 40
 
 
 def error_class(name: str) -> type[FedcollabError]:

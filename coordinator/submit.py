@@ -4,15 +4,21 @@
 are installed packages, so submission writes a minimal app folder (only a
 ``pyproject.toml`` naming the components) and passes the job as run config
 through a TOML file, which avoids any shell quoting of the job's JSON.
+
+Every accepted submission is appended to the workspace's job index,
+``<ws>/jobs/index.jsonl`` (one JSON object per line: job, out_dir, run_id,
+submitted, task, purpose, participants), which the web console lists.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +32,7 @@ from coordinator.policy_gate import check_submission
 from coordinator.superlink import _tool, flwr_env, partner_audit_keys
 from coordinator.workspace import Workspace
 
-__all__ = ["follow", "submit_job"]
+__all__ = ["append_job_index", "follow", "submit_job"]
 
 _APP_PYPROJECT: dict[str, Any] = {
     "build-system": {"requires": ["setuptools>=68"], "build-backend": "setuptools.build_meta"},
@@ -109,7 +115,39 @@ def submit_job(
             f"the coordinator did not accept job {spec.name!r}: {detail}",
             hint="is the coordinator running (`fedcollab coordinator start`)?",
         )
+    append_job_index(ws, spec, out_dir, run_id=int(run_id))
     return int(run_id)
+
+
+def append_job_index(ws: Workspace, spec: JobSpec, out_dir: Path, *, run_id: int) -> Path:
+    """Append one line to ``<ws>/jobs/index.jsonl`` (one ``write`` in append mode, fsynced).
+
+    A single ``write`` of one line to an ``O_APPEND`` file lands whole at the end
+    even with concurrent submitters; readers skip a torn last line.
+    """
+    index = ws.root / "jobs" / "index.jsonl"
+    index.parent.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC)
+    line = json.dumps(
+        {
+            "job": spec.name,
+            "out_dir": str(out_dir.resolve()),
+            "run_id": run_id,
+            "submitted": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "submitted_ts": now.timestamp(),
+            "task": spec.task,
+            "purpose": spec.purpose,
+            "participants": list(spec.participants),
+        },
+        sort_keys=True,
+    )
+    fd = os.open(index, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return index
 
 
 def run_status(ws: Workspace, run_id: int) -> str:

@@ -37,6 +37,7 @@ from coordinator.local_federation import LocalFederation
 from coordinator.policy_gate import registry_path
 from coordinator.submit import follow, submit_job
 from coordinator.workspace import Workspace
+from experiments.demo_console import setup_console
 from experiments.horizontal import compare, default_jobs, prepare_partners, render
 from experiments.vertical_setup import LABEL_HOLDER, prepare_vertical, vertical_job
 from experiments.vertical_summary import render_vertical, vertical_summary
@@ -163,6 +164,42 @@ def export_and_verify(ws: Workspace, partners: list[str], out: Path) -> dict[str
     }
 
 
+def insights(prediction_dir: Path, segmentation_dir: Path) -> dict[str, Any]:
+    """The top purchase drivers and the segment labels the jobs wrote (attributions.json,
+    segments.json), for the summary."""
+    doc = json.loads((prediction_dir / "attributions.json").read_text())
+    segs = json.loads((segmentation_dir / "segments.json").read_text())
+    return {
+        "drivers": {
+            "method": doc["method"],
+            "metric": doc["metric"],
+            "top": [
+                {k: f.get(k) for k in ("feature", "importance", "direction")}
+                for f in doc["features"][:5]
+            ],
+        },
+        "segments": [
+            {k: s.get(k) for k in ("segment", "label", "share", "purchase_rate", "lift")}
+            for s in segs
+        ],
+    }
+
+
+def render_insights(result: dict[str, Any], console: Console) -> None:
+    drivers = result["drivers"]
+    console.print(
+        f"purchase drivers ({drivers['method']}, {drivers['metric']}): "
+        + ", ".join(
+            f"{d['feature']} {d['direction'] or ''}{d['importance']:.2f}" for d in drivers["top"]
+        )
+    )
+    for seg in result["segments"]:
+        console.print(
+            f"segment {seg['segment']}: {seg['label']} ({seg['share']:.0%} of users, "
+            f"purchase rate {seg['purchase_rate']:.0%}, lift {seg['lift']:.2f})"
+        )
+
+
 def run_demo(
     out: Path, *, port: int = 9092, console: Console | None = None, encrypted: bool = True
 ) -> dict[str, Any]:
@@ -238,6 +275,17 @@ def run_demo(
         ledger_bundles=[out / "audit" / p for p in names],
     )
     console.print(f"compliance report: {html} and {pdf}")
+    creds = setup_console(
+        fed.ws,
+        jobs_dir=out,
+        ledgers={p: fed.budget_db(p) for p in everyone},
+        partner_user=brands[0],
+        out=out / "console",
+    )
+    console.print(
+        f"web console: `make console` (fedcollab console start -w {fed.ws.root}), then "
+        f"http://127.0.0.1:8080/; accounts with fresh random passwords in {creds}"
+    )
     console.print("training the centralized and partner-alone baselines on the same rows ...")
     result = compare(
         sources, prediction, segmentation, out / prediction.name, out / segmentation.name
@@ -255,6 +303,7 @@ def run_demo(
     }
     result["vertical"] = vertical_summary(out, vsources, vertical_jobs)
     result["audit"] = result_audit
+    result["insights"] = insights(out / prediction.name, out / segmentation.name)
     result["wall_time_s"] = round(time.monotonic() - t0, 1)
     render(result, console)
     dp = result["purchase_prediction_dp"]
@@ -265,6 +314,7 @@ def run_demo(
         f"{out}/federation/workspace/nodes/<partner>/budget.db`"
     )
     render_vertical(result["vertical"], console)
+    render_insights(result["insights"], console)
     (out / "summary.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     console.print(f"results in {out}/ (summary.json, model cards, models, segments)")
     return result

@@ -1,0 +1,113 @@
+"""Submitting a job from the console: the CLI's spec loader and policy gate, in a thread.
+
+The operator pastes a TOML job spec.  It is written to the job's new output
+folder ``<ws>/jobs/<name>-<UTC timestamp>/job.toml``; a relative ``schema``
+path is resolved against the workspace folder (there is no job file folder
+to be relative to).  :func:`coordinator.submit.submit_job` then runs in a
+background thread -- the same call ``fedcollab job submit`` makes, so the
+policy gate decides and logs the submission in the coordinator's log.  A
+refusal that comes back within a few seconds (the policy gate runs before
+anything is sent) is shown on the form; a later failure is written to the
+job's ``result.json`` and shown on its page.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import tomllib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from common.errors import FedcollabError, JobSpecError
+from common.jobspec import JobSpec, load_job_spec
+from coordinator.submit import submit_job
+from coordinator.workspace import Workspace
+
+__all__ = ["SUBMISSION_FILE", "start_submission"]
+
+SUBMISSION_FILE = "submission.json"
+_MAX_SPEC_BYTES = 256 * 1024
+_REFUSAL_WAIT_S = 5.0
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _load(ws: Workspace, text: str) -> JobSpec:
+    if len(text.encode()) > _MAX_SPEC_BYTES:
+        raise JobSpecError("the job spec is larger than 256 KiB", hint="trim it")
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise JobSpecError(f"the job spec is not valid TOML: {exc}", hint="fix the syntax") from exc
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise JobSpecError("the job spec has no name", hint='add name = "my-job"')
+    # The loader resolves `schema` relative to the spec file: keep the file at the
+    # workspace root so paths are relative to the workspace.
+    probe = ws.root / f".console-spec-{os.getpid()}-{threading.get_ident()}.toml"
+    probe.write_text(text, encoding="utf-8")
+    try:
+        return load_job_spec(probe)
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def start_submission(
+    ws: Workspace, text: str, *, user: str
+) -> tuple[JobSpec, Path, FedcollabError | None]:
+    """Validate ``text`` and submit it in a thread; returns (spec, output folder, early error).
+
+    Raises JobSpecError for a spec that does not load (nothing is created then).
+    """
+    spec = _load(ws, text)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = ws.root / "jobs" / f"{spec.name}-{stamp}"
+    out.mkdir(parents=True, exist_ok=False)
+    (out / "job.toml").write_text(text, encoding="utf-8")
+    _write_json(
+        out / SUBMISSION_FILE,
+        {
+            "job": spec.name,
+            "task": spec.task,
+            "purpose": spec.purpose,
+            "participants": list(spec.participants),
+            "submitted": stamp,
+            "by": user,
+        },
+    )
+    errors: list[FedcollabError] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            submit_job(ws, spec, out)
+        except FedcollabError as exc:
+            errors.append(exc)
+            _write_json(
+                out / "result.json",
+                {
+                    "status": "failed",
+                    "error": type(exc).__name__,
+                    "reason": exc.diagnostics(),
+                    "finished": datetime.now(UTC).isoformat(),
+                },
+            )
+        except Exception as exc:  # a bug must still end the job's page as failed
+            _write_json(out / "result.json", {"status": "failed", "error": type(exc).__name__,
+                                              "reason": str(exc)})  # fmt: skip
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"submit-{spec.name}", daemon=True).start()
+    deadline = time.monotonic() + _REFUSAL_WAIT_S
+    while not done.wait(0.1) and time.monotonic() < deadline:
+        pass
+    return spec, out, errors[0] if errors else None

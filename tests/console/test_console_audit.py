@@ -1,0 +1,114 @@
+"""The audit browser: verification status, tampering, exports that verify offline."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from cli.audit import require_pinned
+from compliance.bundle import verify_bundle
+from compliance.trail import load_verifier_key
+from tests.console.conftest import Env
+
+Client = Callable[[str], TestClient]
+
+
+def _logs(client: TestClient) -> dict[str, dict[str, object]]:
+    return {log["name"]: log for log in client.get("/api/audit").json()["logs"]}
+
+
+def test_good_logs_are_verified(as_user: Client) -> None:
+    logs = _logs(as_user("carl"))
+    assert str(logs["coordinator"]["verification"]).startswith("verified")
+    assert "1 newer entries not yet checkpointed" in str(logs["coordinator"]["verification"])
+    assert logs["coordinator"]["size"] == 4 and logs["coordinator"]["checkpoint_size"] == 3
+    assert str(logs["console"]["verification"]).startswith("verified")
+    page = as_user("carl").get("/audit").text
+    assert 'tr data-log="coordinator"' in page and 'class="export-bundle"' in page
+
+
+def test_tampered_entry_fails_verification(env: Env, as_user: Client) -> None:
+    # env.ws is this test's own copy of the workspace: tamper with its log file.
+    db = sqlite3.connect(env.ws.audit_db)
+    data = db.execute("SELECT data FROM entries WHERE idx = 1").fetchone()[0]
+    db.execute(
+        "UPDATE entries SET data = ? WHERE idx = 1", (data.replace(b"purchase", b"purchasX"),)
+    )
+    db.commit()
+    db.close()
+    carl = as_user("carl")
+    status = str(_logs(carl)["coordinator"]["verification"])
+    assert status.startswith("FAILED"), status
+    assert str(_logs(carl)["console"]["verification"]).startswith("verified")
+    page = carl.get("/audit").text
+    assert "FAILED" in page
+    resp = carl.get("/audit/coordinator/bundle.zip")
+    assert resp.status_code == 409 and "does not verify" in resp.json()["error"]
+
+
+def _unzip(data: bytes, dest: Path) -> Path:
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        zf.extractall(dest)
+    (bundle,) = list(dest.iterdir())
+    return bundle
+
+
+def test_exported_bundle_verifies_offline(env: Env, as_user: Client, tmp_path: Path) -> None:
+    carl = as_user("carl")
+    resp = carl.get("/audit/coordinator/bundle.zip")
+    assert resp.status_code == 200 and resp.headers["content-type"] == "application/zip"
+    assert "attachment" in resp.headers["content-disposition"]
+    bundle = _unzip(resp.content, tmp_path / "coordinator")
+    name, key = load_verifier_key(env.ws.audit_pub)
+    report = verify_bundle(bundle, trusted_keys={name: key}, workers=1)  # what `audit verify` runs
+    require_pinned(report.origin, {name: key}, unsafe=False)
+    assert report.origin == "coordinator" and report.size == 3
+
+    console = _unzip(carl.get("/audit/console/bundle.zip").content, tmp_path / "console")
+    cname, ckey = load_verifier_key(env.ws.root / "console" / "audit.pub")
+    creport = verify_bundle(console, trusted_keys={cname: ckey}, workers=1)
+    types = [json.loads(line)["event"]["type"] for line in (console / "entries.jsonl").open()]
+    assert creport.origin == "console" and "console.login" in types
+
+    exports = carl.get("/api/audit/console/entries?type=console.export").json()["entries"]
+    assert len(exports) == 2 and all('"user": "carl"' in e["body"] for e in exports)
+    assert all('"root": "' in e["body"] for e in exports)
+
+
+def test_the_coordinator_log_is_never_written(env: Env, as_user: Client) -> None:
+    before = env.ws.audit_db.read_bytes()
+    carl = as_user("carl")
+    carl.get("/audit")
+    carl.get("/audit/coordinator/bundle.zip")
+    carl.get("/audit/coordinator?type=job.started")
+    assert env.ws.audit_db.read_bytes() == before
+
+
+def test_entry_browser_filters_and_pages(as_user: Client) -> None:
+    olga = as_user("olga")
+    entries = olga.get("/api/audit/coordinator/entries?type=job.started").json()
+    assert entries["total"] == 2 and {e["job"] for e in entries["entries"]} == {
+        "purchase",
+        "solo-b",
+    }
+    by_job = olga.get("/api/audit/coordinator/entries?job=purchase").json()
+    assert by_job["total"] == 3
+    page = olga.get("/audit/coordinator?type=job.started").text
+    assert page.count("<tr data-index=") == 2
+
+
+def test_compliance_report_export(as_user: Client) -> None:
+    assert as_user("olga").get("/audit/report.zip").status_code == 403
+    resp = as_user("carl").get("/audit/report.zip?job=purchase")
+    assert resp.status_code == 200, resp.text
+    with zipfile.ZipFile(io.BytesIO(resp.content)) as zf:
+        names = zf.namelist()
+    assert any(n.endswith("/report.html") for n in names)
+    assert any(n.endswith("/report.pdf") for n in names)
+    assert any(n.endswith("/bundle/manifest.json") for n in names)

@@ -1,0 +1,105 @@
+"""Jobs: the index, the live job page's data, downloads, and submission from the console."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from common.jobspec import JobSpec
+from coordinator.console.jobs import JobCatalog
+from coordinator.outputs import JobOutputs
+from coordinator.submit import append_job_index
+from tests.console.conftest import Env, csrf_of
+
+Client = Callable[[str], TestClient]
+SCHEMA = Path(__file__).resolve().parents[2] / "data" / "online_shoppers.schema.json"
+
+
+def _spec_text(purpose: str = "purchase-prediction") -> str:
+    return (
+        f'name = "web-purchase"\ntask = "purchase_prediction"\npurpose = "{purpose}"\n'
+        f'participants = ["brand-a", "brand-b"]\nrounds = 3\nschema = "{SCHEMA}"\n'
+    )
+
+
+def test_job_page_and_api(as_user: Client) -> None:
+    olga = as_user("olga")
+    detail = olga.get("/api/jobs/purchase").json()
+    assert detail["status"] == "completed" and (detail["round"], detail["total"]) == (3, 5)
+    assert [p for p, _ in detail["metric"]["points"]] == [1, 2, 3]
+    assert detail["chart"]["points"].count(",") == 3
+    assert [f["feature"] for f in detail["attributions"]["features"]] == [
+        "PageValues",
+        "BounceRates",
+    ]
+    page = olga.get("/jobs/purchase").text
+    assert '<span id="job-status" class="status status-completed">completed</span>' in page
+    assert '<span id="job-round">3 / 5</span>' in page
+    assert re.search(r'<svg id="metric-chart".*?<polyline', page, re.S)
+    assert page.count('<tr data-round="') == 3
+    assert 'tr data-feature="PageValues"' in page and 'table id="drivers"' in page
+    running = olga.get("/api/jobs/solo-b").json()
+    assert running["status"] == "running" and running["metric"]["key"] == "objective"
+
+
+def test_live_progress_is_seen_by_the_next_poll(env: Env, as_user: Client) -> None:
+    olga = as_user("olga")
+    JobOutputs(env.results / "solo-b").event(
+        "round", task="segmentation", round=4, total=5, objective=800.0, epsilon=None
+    )
+    detail = olga.get("/api/jobs/solo-b").json()
+    assert detail["round"] == 4 and len(detail["rounds"]) == 4
+
+
+def test_segments_and_downloads(env: Env, as_user: Client) -> None:
+    out = JobOutputs(env.results / "solo-b")
+    segment = {"segment": 0, "size": 10, "share": 0.5, "purchase_rate": 0.2, "means": {}}
+    out.write_json("segments.json", [{**segment, "label": "browsers", "lift": 1.3}])
+    out.write_bytes("segments.csv", b"segment,size\n0,10\n")
+    out.write_bytes("model.pt", b"secret weights")
+    bert = as_user("bert")
+    page = bert.get("/jobs/solo-b").text
+    assert 'tr data-segment="0"' in page and "browsers" in page
+    assert bert.get("/jobs/solo-b/files/segments.csv").text == "segment,size\n0,10\n"
+    assert bert.get("/jobs/solo-b/files/model.pt").status_code == 404
+    assert bert.get("/jobs/solo-b/files/..%2Fpurchase%2Fresult.json").status_code in (403, 404)
+    assert as_user("anna").get("/jobs/solo-b/files/segments.csv").status_code == 403
+
+
+def test_job_index_lists_submitted_jobs(env: Env, tmp_path: Path) -> None:
+    out = tmp_path / "somewhere" / "purchase"
+    JobOutputs(out).event("job_start", job="purchase", task="purchase_prediction")
+    spec = JobSpec.model_validate(
+        {
+            "name": "purchase",
+            "task": "purchase_prediction",
+            "purpose": "p",
+            "participants": ("brand-a", "brand-b"),
+            "schema": {},
+        }
+    )
+    append_job_index(env.ws, spec, out, run_id=7)
+    refs = JobCatalog(env.ws.root, [env.results]).refs()
+    ids = {r.id for r in refs}
+    assert len(ids) == len(refs) == 3  # two folders called "purchase": distinct ids
+    indexed = next(r for r in refs if r.index.get("run_id") == 7)
+    assert indexed.id.startswith("purchase-") and indexed.index["participants"] == [
+        "brand-a",
+        "brand-b",
+    ]
+
+
+def test_submission_refused_by_the_policy_gate_shows_the_typed_error(as_user: Client) -> None:
+    olga = as_user("olga")
+    csrf = csrf_of(olga)
+    assert olga.get("/jobs/new").status_code == 200
+    resp = olga.post("/jobs/new", data={"spec": _spec_text(), "csrf": csrf})
+    assert resp.status_code == 422
+    error = re.search(r'<pre id="job-error"[^>]*>(.*?)</pre>', resp.text, re.S)
+    assert error is not None and error.group(1).startswith("PolicyRefusal: ")
+    bad = olga.post("/jobs/new", data={"spec": "name = [", "csrf": csrf})
+    assert bad.status_code == 422 and "JobSpecError" in bad.text
+    assert "&lt;" not in bad.text or "<script" not in bad.text
