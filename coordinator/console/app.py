@@ -52,7 +52,7 @@ from coordinator.workspace import Workspace
 __all__ = ["create_app"]
 
 _STATIC = Path(__file__).parent / "static"
-_PUBLIC = ("/login", "/static/")
+_PUBLIC = ("/login", "/static/", "/favicon.ico")
 SignedIn = Annotated[Principal, Depends(current_principal)]
 _CSP = "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
 
@@ -157,6 +157,12 @@ def create_app(config: ConsoleConfig, *, users: UserStore | None = None) -> Fast
             return JSONResponse({"error": "forbidden"}, status_code=403)
         return render(request, "error.html", {"title": "Forbidden", "code": 403}, status=403)
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        # Browsers ask for it on every page; answering it (empty) keeps it from being
+        # redirected to /login like any other unauthenticated path.
+        return Response(status_code=204)
+
     @app.get("/", include_in_schema=False)
     def index(_p: SignedIn) -> Response:
         return RedirectResponse("/jobs", status_code=303)
@@ -168,7 +174,12 @@ def create_app(config: ConsoleConfig, *, users: UserStore | None = None) -> Fast
         return _login_form(request, "", 200)
 
     def _login_form(request: Request, error: str, status: int) -> Response:
-        nonce, cookie = state.codec.login_nonce()
+        previous = request.cookies.get(login_cookie)
+        kept = state.codec.current_login_nonce(previous)
+        if kept is not None and previous is not None:
+            nonce, cookie = kept, previous
+        else:
+            nonce, cookie = state.codec.login_nonce()
         response = render(request, "login.html", {"error": error, "nonce": nonce}, status=status)
         response.set_cookie(
             login_cookie, cookie, max_age=3600, httponly=True, samesite="strict",
@@ -213,6 +224,7 @@ def create_app(config: ConsoleConfig, *, users: UserStore | None = None) -> Fast
         csrf: str = Form(default="", max_length=256),
     ) -> Response:
         check_csrf(principal, csrf)
+        state.users.end_sessions(principal.name)
         state.record("console.logout", principal.name)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(session_cookie, path="/", secure=config.tls, httponly=True)

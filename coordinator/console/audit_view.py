@@ -68,6 +68,8 @@ class LogStatus:
     cosigners: tuple[str, ...]
     verification: str  # "verified ..." or "FAILED: ..." or "no log yet"
     report: BundleReport | None
+    #: Size of the newest checkpoint that carries cosignatures (``cosigners`` are its).
+    cosigned_size: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +79,7 @@ class LogStatus:
             "checkpoint_size": self.checkpoint_size,
             "root": self.root_hex,
             "cosigners": list(self.cosigners),
+            "cosigned_size": self.cosigned_size,
             "verification": self.verification,
             "verified": self.verification.startswith("verified"),
         }
@@ -171,20 +174,29 @@ def log_status(source: AuditSource) -> LogStatus:
         db = _ro(source.db)
         try:
             size = int(db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
-            row = db.execute("SELECT size, note FROM checkpoints ORDER BY size DESC").fetchone()
+            rows = db.execute("SELECT size, note FROM checkpoints ORDER BY size DESC").fetchall()
         finally:
             db.close()
-        if row is not None:
-            signed = parse_signed_checkpoint(row[1])
-            cp_size, root = int(row[0]), signed.checkpoint.root.hex()
-            cosigners = tuple(n for n in signed.signer_names() if n != signed.checkpoint.origin)
+        cosigned_size: int | None = None
+        for i, (cp, note) in enumerate(rows):
+            # The newest checkpoint, and the newest one partners cosigned (the log may
+            # have grown, and been checkpointed again, after the last cosigning).
+            signed = parse_signed_checkpoint(note)
+            if i == 0:
+                cp_size, root = int(cp), signed.checkpoint.root.hex()
+            names = tuple(n for n in signed.signer_names() if n != signed.checkpoint.origin)
+            if names:
+                cosigners, cosigned_size = names, int(cp)
+                break
         with _exported(source) as (bundle, size):
             report = _verify(source, bundle)
         pending = size - report.size
         text = f"verified: {report.size} entries up to the latest checkpoint"
         if pending > 0:
             text += f" ({pending} newer entries not yet checkpointed)"
-        return LogStatus(source.name, True, size, cp_size, root, cosigners, text, report)
+        return LogStatus(
+            source.name, True, size, cp_size, root, cosigners, text, report, cosigned_size
+        )
     except (FedcollabError, sqlite3.Error, OSError) as exc:
         reason = exc.message if isinstance(exc, FedcollabError) else str(exc)
         return LogStatus(

@@ -9,7 +9,9 @@ A session is a cookie signed with the console's secret
 (:class:`itsdangerous.URLSafeTimedSerializer`) that names the user, the role,
 the partner, a fingerprint of the password hash and a CSRF nonce.  It is
 checked against ``users.json`` on every request, so removing a user, changing
-a role or a password ends every session of that user at once.
+a role or a password ends every session of that user at once.  Signing out
+bumps the user's session generation in ``users.json``: a copy of the cookie
+taken before is dead from then on, on every device (sign-out is everywhere).
 
 Notes
 -----
@@ -80,6 +82,7 @@ class User:
     partner: str | None
     password_hash: str
     created: str
+    generation: int = 0
 
     @property
     def fingerprint(self) -> str:
@@ -165,6 +168,7 @@ class UserStore:
                 partner=raw.get("partner"),
                 password_hash=str(raw["hash"]),
                 created=str(raw.get("created", "")),
+                generation=int(raw.get("generation", 0)),
             )
         except (KeyError, ValueError) as exc:
             raise ConsoleError(f"user {name!r} in the console user file is malformed") from exc
@@ -206,6 +210,14 @@ class UserStore:
             if users.pop(name, None) is None:
                 raise ConsoleError(f"no console user {name!r}")
             self._write(users)
+
+    def end_sessions(self, name: str) -> None:
+        """Invalidate every session issued so far to ``name`` (sign-out)."""
+        with self._lock:
+            users = self._read()
+            if name in users:
+                users[name]["generation"] = int(users[name].get("generation", 0)) + 1
+                self._write(users)
 
     def _rehash(self, name: str, password: str) -> None:
         with self._lock:
@@ -284,6 +296,7 @@ class SessionCodec:
                 "r": str(user.role),
                 "p": user.partner,
                 "f": user.fingerprint,
+                "g": user.generation,
                 "c": secrets.token_urlsafe(16),
             }
         )
@@ -304,6 +317,7 @@ class SessionCodec:
             or not secrets.compare_digest(str(data.get("f", "")), user.fingerprint)
             or data.get("r") != str(user.role)
             or data.get("p") != user.partner
+            or data.get("g") != user.generation
         ):
             return None
         return Principal(user.name, user.role, user.partner, str(data.get("c", "")))
@@ -312,6 +326,18 @@ class SessionCodec:
         """(nonce for the form, signed cookie value) protecting the login form itself."""
         nonce = secrets.token_urlsafe(16)
         return nonce, self._login.dumps(nonce)
+
+    def current_login_nonce(self, cookie: str | None) -> str | None:
+        """The nonce of a still-valid login cookie: a login page shown again (another tab,
+        or the browser's own requests that land on /login) must not invalidate the form
+        already on screen. Reused only in its first 50 minutes, so a form stays valid."""
+        if not cookie:
+            return None
+        try:
+            nonce = self._login.loads(cookie, max_age=3000)
+        except BadSignature:
+            return None
+        return nonce if isinstance(nonce, str) else None
 
     def check_login_nonce(self, cookie: str | None, nonce: str) -> bool:
         if not cookie or not nonce:

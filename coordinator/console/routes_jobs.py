@@ -20,7 +20,7 @@ from coordinator.console.permissions import (
     need,
     require,
 )
-from coordinator.console.submission import start_submission
+from coordinator.console.submission import new_form_id, start_submission
 
 __all__ = ["router"]
 
@@ -73,7 +73,7 @@ def jobs_api(request: Request, principal: Viewer) -> Response:
 
 @router.get("/jobs/new")
 def new_job_page(request: Request, _p: Submitter) -> Response:
-    return render(request, "job_new.html", {"error": "", "spec": ""})
+    return render(request, "job_new.html", {"error": "", "spec": "", "form_id": new_form_id()})
 
 
 @router.post("/jobs/new")
@@ -82,22 +82,29 @@ def new_job(
     principal: Submitter,
     spec: str = Form(default="", max_length=262_144),
     csrf: str = Form(default="", max_length=256),
+    form_id: str = Form(default="", max_length=64),
 ) -> Response:
     check_csrf(principal, csrf)
     state = state_of(request)
     try:
-        job, out, early = start_submission(state.ws, spec, user=principal.name)
+        sub = start_submission(state.ws, spec, user=principal.name, form_id=form_id)
     except FedcollabError as exc:
         state.record("console.job_rejected", principal.name, error=type(exc).__name__)
         error = f"{type(exc).__name__}: {exc.diagnostics()}"
-        return render(request, "job_new.html", {"error": error, "spec": spec}, status=422)
+        context = {"error": error, "spec": spec, "form_id": new_form_id()}
+        return render(request, "job_new.html", context, status=422)
+    job, out, early = sub.spec, sub.out, sub.early
+    if sub.duplicate:  # the same form again: show the job it already started
+        ref = next((r for r in state.catalog.refs() if r.dir == out.resolve()), None)
+        return RedirectResponse(f"/jobs/{ref.id}" if ref else "/jobs", status_code=303)
     state.record(
         "console.job_submitted", principal.name, job=job.name, digest=job.digest(),
         out_dir=str(out), refused=type(early).__name__ if early else None,
     )  # fmt: skip
     if early is not None:
         error = f"{type(early).__name__}: {early.diagnostics()}"
-        return render(request, "job_new.html", {"error": error, "spec": spec}, status=422)
+        context = {"error": error, "spec": spec, "form_id": new_form_id()}
+        return render(request, "job_new.html", context, status=422)
     ref = next((r for r in state.catalog.refs() if r.dir == out.resolve()), None)
     return RedirectResponse(f"/jobs/{ref.id}" if ref else "/jobs", status_code=303)
 

@@ -1,7 +1,7 @@
 """Submitting a job from the console: the CLI's spec loader and policy gate, in a thread.
 
 The operator pastes a TOML job spec.  It is written to the job's new output
-folder ``<ws>/jobs/<name>-<UTC timestamp>/job.toml``; a relative ``schema``
+folder ``<ws>/jobs/<name>-<UTC timestamp>-<form key>/job.toml``; a relative ``schema``
 path is resolved against the workspace folder (there is no job file folder
 to be relative to).  :func:`coordinator.submit.submit_job` then runs in a
 background thread -- the same call ``fedcollab job submit`` makes, so the
@@ -9,15 +9,22 @@ policy gate decides and logs the submission in the coordinator's log.  A
 refusal that comes back within a few seconds (the policy gate runs before
 anything is sent) is shown on the form; a later failure is written to the
 job's ``result.json`` and shown on its page.
+
+Each rendering of the form carries a random form id.  The folder name ends with
+a digest of it, so the same form sent twice (a double click, a reload that
+re-posts) finds the first submission's folder and starts nothing new.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
 import threading
 import time
 import tomllib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,11 +34,12 @@ from common.jobspec import JobSpec, load_job_spec
 from coordinator.submit import submit_job
 from coordinator.workspace import Workspace
 
-__all__ = ["SUBMISSION_FILE", "start_submission"]
+__all__ = ["SUBMISSION_FILE", "Submission", "new_form_id", "start_submission"]
 
 SUBMISSION_FILE = "submission.json"
 _MAX_SPEC_BYTES = 256 * 1024
 _REFUSAL_WAIT_S = 5.0
+_SUBMIT_LOCK = threading.Lock()
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -60,17 +68,34 @@ def _load(ws: Workspace, text: str) -> JobSpec:
         probe.unlink(missing_ok=True)
 
 
-def start_submission(
-    ws: Workspace, text: str, *, user: str
-) -> tuple[JobSpec, Path, FedcollabError | None]:
-    """Validate ``text`` and submit it in a thread; returns (spec, output folder, early error).
+def new_form_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+@dataclass(frozen=True)
+class Submission:
+    spec: JobSpec
+    out: Path
+    early: FedcollabError | None  # a refusal that came back while the request waited
+    duplicate: bool  # this form was already submitted: ``out`` is that submission's
+
+
+def start_submission(ws: Workspace, text: str, *, user: str, form_id: str = "") -> Submission:
+    """Validate ``text`` and submit it in a thread, once per ``form_id``.
 
     Raises JobSpecError for a spec that does not load (nothing is created then).
     """
     spec = _load(ws, text)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = ws.root / "jobs" / f"{spec.name}-{stamp}"
-    out.mkdir(parents=True, exist_ok=False)
+    key = hashlib.sha256((form_id or new_form_id()).encode()).hexdigest()[:16]
+    jobs = ws.root / "jobs"
+    jobs.mkdir(parents=True, exist_ok=True)
+    with _SUBMIT_LOCK:
+        earlier = sorted(jobs.glob(f"{spec.name}-*-{key}"))
+        if earlier:
+            return Submission(spec, earlier[0], None, duplicate=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        out = jobs / f"{spec.name}-{stamp}-{key}"
+        out.mkdir(exist_ok=False)
     (out / "job.toml").write_text(text, encoding="utf-8")
     _write_json(
         out / SUBMISSION_FILE,
@@ -110,4 +135,4 @@ def start_submission(
     deadline = time.monotonic() + _REFUSAL_WAIT_S
     while not done.wait(0.1) and time.monotonic() < deadline:
         pass
-    return spec, out, errors[0] if errors else None
+    return Submission(spec, out, errors[0] if errors else None, duplicate=False)

@@ -103,3 +103,18 @@ def test_submission_refused_by_the_policy_gate_shows_the_typed_error(as_user: Cl
     bad = olga.post("/jobs/new", data={"spec": "name = [", "csrf": csrf})
     assert bad.status_code == 422 and "JobSpecError" in bad.text
     assert "&lt;" not in bad.text or "<script" not in bad.text
+
+
+def test_the_same_form_sent_twice_starts_one_job(env: Env, as_user: Client) -> None:
+    olga = as_user("olga")
+    form_id = re.search(r'name="form_id" value="([^"]+)"', olga.get("/jobs/new").text)
+    assert form_id is not None
+    data = {"spec": _spec_text(), "csrf": csrf_of(olga), "form_id": form_id.group(1)}
+    first = olga.post("/jobs/new", data=data)
+    again = olga.post("/jobs/new", data=data)  # a double click
+    assert first.status_code == 422  # refused by the policy gate, its folder kept
+    assert again.status_code == 303 and again.headers["location"].startswith("/jobs/")
+    folders = [p for p in (env.ws.root / "jobs").iterdir() if p.is_dir()]
+    assert len(folders) == 1
+    other = re.search(r'name="form_id" value="([^"]+)"', first.text)
+    assert other is not None and other.group(1) != data["form_id"]  # a retry is a new job

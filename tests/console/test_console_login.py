@@ -96,3 +96,20 @@ def test_sessions_expire_and_need_the_secret(env: Env) -> None:
     assert SessionCodec(b"k" * 32).principal(cookie, env.users) is not None
     assert SessionCodec(b"k" * 32, max_age_s=-1).principal(cookie, env.users) is None
     assert SessionCodec(b"j" * 32).principal(cookie, env.users) is None
+
+
+def test_login_page_shown_again_keeps_the_form_valid(anon: TestClient) -> None:
+    """Browsers fetch /favicon.ico (and users open a second tab) after the login page:
+    neither may invalidate the nonce of the form already on screen."""
+    first = anon.get("/login")
+    nonce = first.text.split('name="nonce" value="')[1].split('"')[0]
+    icon = anon.get("/favicon.ico", follow_redirects=False)
+    assert icon.status_code == 204 and not icon.content
+    second = anon.get("/login")
+    assert f'name="nonce" value="{nonce}"' in second.text
+    resp = anon.post(
+        "/login",
+        data={"username": "olga", "password": PASSWORD, "nonce": nonce},
+        follow_redirects=False,
+    )
+    assert resp.status_code == 303 and resp.headers["location"] == "/jobs"
