@@ -34,7 +34,7 @@ participants = {participants}
 min_partners = 2
 rounds = 2
 round_timeout_s = 90.0
-startup_timeout_s = 45.0
+startup_timeout_s = {startup_timeout_s}
 
 [evaluation]
 early_stopping_patience = 0
@@ -46,8 +46,17 @@ sample_rate = 0.5
 """
 
 
-def _job(path: Path, name: str, schema: Path, participants: list[str]) -> Path:
-    path.write_text(JOB.format(name=name, schema=schema, participants=json.dumps(participants)))
+def _job(
+    path: Path, name: str, schema: Path, participants: list[str], *, startup_timeout_s: float
+) -> Path:
+    path.write_text(
+        JOB.format(
+            name=name,
+            schema=schema,
+            participants=json.dumps(participants),
+            startup_timeout_s=startup_timeout_s,
+        )
+    )
     return path
 
 
@@ -79,7 +88,9 @@ def test_budget_refusal_survives_restart(
             )  # fmt: skip
         fed.wait_online()
         first = tmp_path / "first"
-        spec_a = load_job_spec(_job(tmp_path / "a.toml", "dp-a", partners[0].schema, names))
+        spec_a = load_job_spec(
+            _job(tmp_path / "a.toml", "dp-a", partners[0].schema, names, startup_timeout_s=45.0)
+        )
         submit_job(fed.ws, spec_a, first)
         end = follow(first, on_event=lambda _e: None, timeout_s=900)
         assert end["status"] == "completed", end
@@ -100,7 +111,13 @@ def test_budget_refusal_survives_restart(
         fed.wait_online()
 
         second = tmp_path / "second"
-        spec_b = load_job_spec(_job(tmp_path / "b.toml", "dp-b", partners[0].schema, names))
+        # The capped partner refuses at the handshake, so the coordinator waits out the
+        # whole start-up timeout for it. Every node is online (waited for above) and the
+        # first poll's handshake waits for each reply on its own timeout, so the job
+        # needs no margin here for slow start-up.
+        spec_b = load_job_spec(
+            _job(tmp_path / "b.toml", "dp-b", partners[0].schema, names, startup_timeout_s=10.0)
+        )
         submit_job(fed.ws, spec_b, second)
         end = follow(second, on_event=lambda _e: None, timeout_s=900)
         assert end["status"] == "completed", end

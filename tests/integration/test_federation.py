@@ -205,50 +205,73 @@ def test_unregistered_node_is_refused(federation: LocalFederation, tmp_path: Pat
     assert len(nodes) == len(federation.partners)
 
 
-def test_killed_partner_does_not_stop_the_job(
-    tmp_path_factory: pytest.TempPathFactory, tool_path: None, tmp_path: Path
-) -> None:
-    """Also: a partner whose own grant no longer covers the purpose refuses the job
-    even though the coordinator's copy of its older grant accepted it."""
-    root = tmp_path_factory.mktemp("fed-kill")
+@pytest.fixture(scope="module")
+def five_partners(
+    tmp_path_factory: pytest.TempPathFactory, tool_path: None
+) -> Iterator[LocalFederation]:
+    """One federation for the drop-out tests: each kills a different partner and the
+    next test that needs every partner starts the killed ones again (:func:`revive`)."""
+    root = tmp_path_factory.mktemp("fed-dropout")
     partners = make_partners(root, 5)
-    # Encrypted, and the victim is the partner that dealt the key and decrypts the
-    # aggregates: another key holder takes over decryption.
-    job = write_job(
-        tmp_path / "job.toml", partners[0].schema, rounds=6, round_timeout_s=30.0, encrypted=True
-    )
-    victim = partners[0].partner
-    withdrawn = partners[4].partner
-    out = tmp_path / "out"
     with LocalFederation(
         root / "federation", partners, port=free_port(), node_port_base=node_port_base()
     ) as fed:
-        node_dir = fed.ws.node_dir(withdrawn)
-        demo_grant(
-            partner=withdrawn,
-            dataset=withdrawn,
-            audit_key=node_dir / "audit.key",
-            registry=example_registry(),
-            purposes=["payment-risk-scoring"],
-            out=node_dir / "grant.json",
-        )
-        fed.wait_online()  # the victim must be in the job before it is killed
-        submit_job(fed.ws, load_job_spec(job), out)
-        killed = False
+        yield fed
 
-        def on_event(ev: dict[str, Any]) -> None:
-            nonlocal killed
-            if ev.get("event") == "round" and ev.get("round") == 2 and not killed:
-                fed.kill_node(victim)
-                killed = True
 
-        t0 = time.monotonic()
-        end = follow(out, on_event=on_event, timeout_s=900)
-        assert killed, f"job ended before round 2 ({time.monotonic() - t0:.0f} s)"
+def revive(fed: LocalFederation, names: list[str]) -> None:
+    """Start again those of ``names`` whose node an earlier test killed (in file order,
+    none is), then wait until all of ``names`` are online."""
+    for name in names:
+        if fed.nodes[name].poll() is not None:
+            fed.restart_node(name)
+    fed.wait_online(names)
+
+
+def test_killed_partner_does_not_stop_the_job(
+    five_partners: LocalFederation, tmp_path: Path
+) -> None:
+    """Also: a partner whose own grant no longer covers the purpose refuses the job
+    even though the coordinator's copy of its older grant accepted it."""
+    fed = five_partners
+    partners = fed.partners
+    # Encrypted, and the victim is the partner that dealt the key and decrypts the
+    # aggregates: another key holder takes over decryption. Killed once round 2 is in,
+    # so round 3 loses it and round 4 runs entirely without it.
+    rounds = 4
+    job = write_job(
+        tmp_path / "job.toml", partners[0].schema, rounds=rounds, round_timeout_s=30.0,
+        encrypted=True,
+    )  # fmt: skip
+    victim = partners[0].partner
+    withdrawn = partners[4].partner
+    out = tmp_path / "out"
+    node_dir = fed.ws.node_dir(withdrawn)
+    demo_grant(
+        partner=withdrawn,
+        dataset=withdrawn,
+        audit_key=node_dir / "audit.key",
+        registry=example_registry(),
+        purposes=["payment-risk-scoring"],
+        out=node_dir / "grant.json",
+    )
+    revive(fed, [p.partner for p in partners])  # the victim must be in the job
+    submit_job(fed.ws, load_job_spec(job), out)
+    killed = False
+
+    def on_event(ev: dict[str, Any]) -> None:
+        nonlocal killed
+        if ev.get("event") == "round" and ev.get("round") == 2 and not killed:
+            fed.kill_node(victim)
+            killed = True
+
+    t0 = time.monotonic()
+    end = follow(out, on_event=on_event, timeout_s=900)
+    assert killed, f"job ended before round 2 ({time.monotonic() - t0:.0f} s)"
     assert end["status"] == "completed", end
     metrics = json.loads((out / "metrics.json").read_text())
     assert [d["partner"] for d in metrics["dropouts"]] == [victim]
-    assert metrics["rounds_run"] == 6
+    assert metrics["rounds_run"] == rounds
     assert victim not in metrics["history"][-1]["partners"]
     card = json.loads((out / "model_card.json").read_text())
     assert victim not in card["completed_by"]
@@ -268,35 +291,41 @@ def test_killed_partner_does_not_stop_the_job(
         fed.ws.audit_db, origin="coordinator", signer=Signer.load(fed.ws.audit_key)
     ) as log:
         coordinator = [json.loads(e) for e in log.entries()]
-    steps = {e["body"]["step"]: e["body"] for e in coordinator if e["type"] == "round.aggregated"}
+    run = card_run(coordinator, out)  # the module's other jobs share this log
+    steps = {
+        e["body"]["step"]: e["body"]
+        for e in coordinator
+        if e["type"] == "round.aggregated" and e["body"].get("run") == run
+    }
     assert steps["round-1"]["partners"] == sorted(p.partner for p in partners[:4])
     assert steps["round-1.decrypt"]["partners"] == [victim]
-    assert victim not in steps["round-6"]["partners"]
-    assert steps["round-6.decrypt"]["partners"] != [victim]
+    assert victim not in steps[f"round-{rounds}"]["partners"]
+    assert steps[f"round-{rounds}.decrypt"]["partners"] != [victim]
 
 
-def test_job_stops_below_min_partners(
-    tmp_path_factory: pytest.TempPathFactory, tool_path: None, tmp_path: Path
-) -> None:
-    root = tmp_path_factory.mktemp("fed-min")
-    partners = make_partners(root, 3)
-    job = write_job(tmp_path / "job.toml", partners[0].schema, rounds=5, round_timeout_s=20.0)
+def test_job_stops_below_min_partners(five_partners: LocalFederation, tmp_path: Path) -> None:
+    fed = five_partners
+    # Three partners that the other drop-out test neither kills nor withdraws.
+    names = [p.partner for p in fed.partners[1:4]]
+    victim = names[0]
+    job = write_job(
+        tmp_path / "job.toml", fed.partners[1].schema, rounds=5, round_timeout_s=20.0,
+        participants=names,
+    )  # fmt: skip
     out = tmp_path / "out"
-    with LocalFederation(
-        root / "federation", partners, port=free_port(), node_port_base=node_port_base()
-    ) as fed:
-        fed.wait_online()
-        submit_job(fed.ws, load_job_spec(job), out)
-        killed = False
+    revive(fed, names)
+    submit_job(fed.ws, load_job_spec(job), out)
+    killed = False
 
-        def on_event(ev: dict[str, Any]) -> None:
-            nonlocal killed
-            if ev.get("event") == "round" and ev.get("round") == 1 and not killed:
-                fed.kill_node(partners[0].partner)
-                killed = True
+    def on_event(ev: dict[str, Any]) -> None:
+        nonlocal killed
+        if ev.get("event") == "round" and ev.get("round") == 1 and not killed:
+            fed.kill_node(victim)
+            killed = True
 
-        end = follow(out, on_event=on_event, timeout_s=900)
+    end = follow(out, on_event=on_event, timeout_s=900)
+    assert killed, "job ended before round 1"
     assert end["status"] == "failed"
     assert end["error"] == "NotEnoughPartnersError"
     result = json.loads((out / "result.json").read_text())
-    assert [d["partner"] for d in result["dropouts"]] == [partners[0].partner]
+    assert [d["partner"] for d in result["dropouts"]] == [victim]

@@ -1,8 +1,10 @@
 """A partner node with bad data stops before connecting: typed error, exit code, no traffic.
 
-Each case starts ``fedcollab node start`` against a sentinel TCP listener
-standing in for the coordinator; the listener counts connection attempts,
-and must count none.
+Each case starts ``fedcollab node start`` in its own process against its own sentinel
+TCP listener standing in for the coordinator; the listener counts connection attempts,
+and must count none. The processes are independent, so the module starts them all at
+once (most of each one's time is interpreter and library start-up) and each test checks
+its own case's outcome.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import json
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -39,84 +43,125 @@ CASES = [
     ("label-not-binary", [*GOOD[:2], "c2,2,3.0,app,0,2"], 10, "column 'purchased'"),
 ]  # fmt: skip
 
+SCHEMA_MISMATCH = "schema-mismatch"
+#: For all of them together: generous, as they start at once on a possibly loaded
+#: 2-core machine (and within pytest-timeout's 600 s for the first test's set-up).
+_TIMEOUT_S = 540.0
 
-@pytest.fixture
-def sentinel() -> Iterator[tuple[int, list[object]]]:
+
+class Sentinel:
     """A TCP listener that records every connection made to it."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    server.settimeout(0.2)
-    seen: list[object] = []
-    stop = threading.Event()
 
-    def serve() -> None:
-        while not stop.is_set():
+    def __init__(self) -> None:
+        self._server = socket.socket()
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen()
+        self._server.settimeout(0.2)
+        self.port: int = self._server.getsockname()[1]
+        self.seen: list[object] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
             try:
-                conn, addr = server.accept()
+                conn, addr = self._server.accept()
             except TimeoutError:
                 continue
-            seen.append(addr)
+            self.seen.append(addr)
             conn.close()
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1], seen
-    stop.set()
-    thread.join(timeout=2)
-    server.close()
+    def close(self) -> list[object]:
+        """Stop listening; also counts connections still waiting in the backlog."""
+        if self._stop.is_set():
+            return self.seen
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._server.setblocking(False)
+        while True:
+            try:
+                conn, addr = self._server.accept()
+            except BlockingIOError:
+                break
+            self.seen.append(addr)
+            conn.close()
+        self._server.close()
+        return self.seen
+
+
+@dataclass(frozen=True)
+class Outcome:
+    returncode: int
+    stdout: str
+    stderr: str
+    seen: list[object]
+
+
+def _command(data: Path, schema: Path, ca: Path, key: Path, port: int, *, case: str) -> list[str]:
+    cmd = [str(BIN / "fedcollab"), "node", "start", "--partner", "acme", "--data", str(data),
+           "--schema", str(schema), "--ca", str(ca), "--key", str(key),
+           "--superlink", f"127.0.0.1:{port}"]  # fmt: skip
+    return cmd if case == SCHEMA_MISMATCH else [*cmd, "--port", "0"]
 
 
 @pytest.fixture(scope="module")
-def credentials(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Outcome]]:
+    """Run every case's node process concurrently; case id -> how it ended."""
     ws = Workspace.create(tmp_path_factory.mktemp("ws") / "ws", name="t", partners=("acme",))
-    return ws.ca_cert, ws.node_dir("acme") / "node.key"
+    ca, key = ws.ca_cert, ws.node_dir("acme") / "node.key"
+    inputs: dict[str, tuple[str, dict[str, object]]] = {
+        case: ("\n".join(lines) + ("\n" if lines else ""), SCHEMA)
+        for case, lines, _code, _needle in CASES
+    }
+    inputs[SCHEMA_MISMATCH] = ("\n".join(GOOD) + "\n", {**SCHEMA, "features": "not-a-list"})
+    running: dict[str, tuple[subprocess.Popen[str], Sentinel]] = {}
+    try:
+        for case, (text, schema_doc) in inputs.items():
+            folder = tmp_path_factory.mktemp(case)
+            data = folder / "shop.csv"
+            data.write_text(text)
+            schema = folder / "shop.schema.json"
+            schema.write_text(json.dumps(schema_doc))
+            sentinel = Sentinel()
+            proc = subprocess.Popen(
+                _command(data, schema, ca, key, sentinel.port, case=case),
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            running[case] = (proc, sentinel)
+        deadline = time.monotonic() + _TIMEOUT_S
+        ended = {
+            case: proc.communicate(timeout=max(deadline - time.monotonic(), 1.0))
+            for case, (proc, _s) in running.items()
+        }
+        # Every process has exited: whatever reached a sentinel is in its list now.
+        yield {
+            case: Outcome(proc.returncode, *ended[case], sentinel.close())
+            for case, (proc, sentinel) in running.items()
+        }
+    finally:
+        for proc, sentinel in running.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+            sentinel.close()
 
 
-@pytest.mark.parametrize(("case", "lines", "code", "needle"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("case", "code", "needle"), [(c[0], c[2], c[3]) for c in CASES],
+                         ids=[c[0] for c in CASES])  # fmt: skip
 def test_bad_data_stops_the_node_before_any_connection(
-    case: str,
-    lines: list[str],
-    code: int,
-    needle: str,
-    tmp_path: Path,
-    sentinel: tuple[int, list[object]],
-    credentials: tuple[Path, Path],
+    case: str, code: int, needle: str, outcomes: dict[str, Outcome]
 ) -> None:
-    port, seen = sentinel
-    ca, key = credentials
-    data = tmp_path / "shop.csv"
-    data.write_text("\n".join(lines) + ("\n" if lines else ""))
-    schema = tmp_path / "shop.schema.json"
-    schema.write_text(json.dumps(SCHEMA))
-    proc = subprocess.run(
-        [str(BIN / "fedcollab"), "node", "start", "--partner", "acme", "--data", str(data),
-         "--schema", str(schema), "--ca", str(ca), "--key", str(key),
-         "--superlink", f"127.0.0.1:{port}", "--port", "0"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert proc.returncode == code, proc.stdout + proc.stderr
-    assert "DataValidationError" in proc.stderr
-    assert needle in proc.stderr
-    assert "What to do:" in proc.stderr
-    assert seen == [], f"{case}: the node connected to the coordinator"
+    out = outcomes[case]
+    assert out.returncode == code, out.stdout + out.stderr
+    assert "DataValidationError" in out.stderr
+    assert needle in out.stderr
+    assert "What to do:" in out.stderr
+    assert out.seen == [], f"{case}: the node connected to the coordinator"
 
 
-def test_schema_mismatch_is_a_schema_error(
-    tmp_path: Path, sentinel: tuple[int, list[object]], credentials: tuple[Path, Path]
-) -> None:
-    port, seen = sentinel
-    ca, key = credentials
-    data = tmp_path / "shop.csv"
-    data.write_text("\n".join(GOOD) + "\n")
-    schema = tmp_path / "shop.schema.json"
-    schema.write_text(json.dumps({**SCHEMA, "features": "not-a-list"}))
-    proc = subprocess.run(
-        [str(BIN / "fedcollab"), "node", "start", "--partner", "acme", "--data", str(data),
-         "--schema", str(schema), "--ca", str(ca), "--key", str(key),
-         "--superlink", f"127.0.0.1:{port}"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 11, proc.stdout + proc.stderr
-    assert "SchemaError" in proc.stderr
-    assert seen == []
+def test_schema_mismatch_is_a_schema_error(outcomes: dict[str, Outcome]) -> None:
+    out = outcomes[SCHEMA_MISMATCH]
+    assert out.returncode == 11, out.stdout + out.stderr
+    assert "SchemaError" in out.stderr
+    assert out.seen == []
