@@ -49,8 +49,9 @@ unit: $(STAMP)
 integration: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -m integration
 
+## Every study behind the README's results: JSON, docs/figures/*.png and the README's block.
 experiments: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m experiments.horizontal --out results/experiments
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m experiments.reproduce --out results/experiments
 
 clean:
 	rm -rf $(VENV) results .mypy_cache .ruff_cache .pytest_cache

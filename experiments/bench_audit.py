@@ -18,9 +18,11 @@ import multiprocessing
 import os
 import platform
 import random
+import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,18 +67,20 @@ def _rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else float("inf")
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--batch", type=int, default=1000, help="append_many batch size")
     ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--out", type=Path, default=Path("results/bench_audit.json"))
     ap.add_argument("--dir", type=Path, default=None, help="working folder (default: temp)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
     n = args.events
     work = Path(args.dir or tempfile.mkdtemp(prefix="bench_audit_"))
     work.mkdir(parents=True, exist_ok=True)
     res: dict[str, Any] = {
+        "command": ["python", "-m", "experiments.bench_audit", *given],
         "events": n,
         "batch": args.batch,
         "workers": args.workers,

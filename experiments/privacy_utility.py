@@ -338,6 +338,34 @@ def _run_one(
     }
 
 
+def _run_with_retry(
+    spec: JobSpec,
+    setting: Setting,
+    seed: int,
+    sources: Sequence[Any],
+    data: Sequence[PartnerData],
+    member_sample: npt.NDArray[Any],
+    run_dir: Path,
+    num_cpus: int | None,
+    console: Console,
+) -> dict[str, Any]:
+    """:func:`_run_one`, run again once when the federation itself failed.
+
+    A partner that could not start (e.g. a ClientApp that failed to import on a
+    busy shared machine) fails the job before any training: that says nothing
+    about privacy or utility, so the run is repeated from scratch, once, and
+    the first attempt's error is kept in the run's ``retried_after``.
+    """
+    from common.errors import FederationError
+
+    try:
+        return _run_one(spec, setting, seed, sources, data, member_sample, run_dir, num_cpus)
+    except FederationError as exc:
+        console.print(f"{setting.key} seed {seed}: {exc.message}; running it again", markup=False)
+        run = _run_one(spec, setting, seed, sources, data, member_sample, run_dir, num_cpus)
+        return {**run, "retried_after": exc.message}
+
+
 # --- report -----------------------------------------------------------------------------
 
 
@@ -602,8 +630,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for setting in settings:
             spec = job_for(base, setting, seed=seed, rounds=rounds, n_partners=len(sources))
             run_dir = out / "privacy-utility" / setting.key / f"seed-{seed}"
-            run = _run_one(
-                spec, setting, seed, sources, data, member_sample, run_dir, args.num_cpus
+            run = _run_with_retry(
+                spec, setting, seed, sources, data, member_sample, run_dir, args.num_cpus, console
             )
             runs.append(run)
             eps = "" if run["epsilon"] is None else f", ε={run['epsilon']:.3f}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -87,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("results/scale"))
     args = parser.parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
     out: Path = args.out
+    load_start = os.getloadavg()
     parts = out / f"partners-{args.partners}"
     if not list(parts.glob("*.schema.json")):
         split_horizontal(
@@ -126,13 +129,17 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_mib": round(mem.peak / 2**20, 1),
         "test_auc": metrics["final"]["test"]["auc"],
         "cpus": os.cpu_count(),
+        "load_average_at_start": load_start,
         "load_average_at_end": os.getloadavg(),
+        "command": ["python", "-m", "experiments.scale_simulation", *given],
     }
     table = Table(title="Simulation engine scale")
-    for key in result:
+    shown = {k: v for k, v in result.items() if k != "command"}
+    for key in shown:
         table.add_column(key)
-    table.add_row(*(str(v) for v in result.values()))
+    table.add_row(*(str(v) for v in shown.values()))
     Console().print(table)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "scale.json").write_text(json.dumps(result, indent=2) + "\n")
     return 0
 

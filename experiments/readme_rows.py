@@ -1,0 +1,253 @@
+"""One README results row per study: (setting, what was measured), from its JSON.
+
+    doc = json.loads(Path("results/experiments/bench_psi.json").read_text())
+    title, text = ROWS["bench_psi"](doc)
+
+Every number comes from the JSON; the wording of each goal ("met", "**not
+met**") from the JSON's own checks or goals, never from this file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+__all__ = ["ROWS", "met"]
+
+Row = tuple[str, str]
+Result = Mapping[str, Any]
+
+
+def met(ok: object) -> str:
+    return "met" if ok is True else "**not met**"
+
+
+def _n(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def _eps(x: float) -> str:
+    return f"{x:g}"
+
+
+def horizontal(r: Result) -> Row:
+    pp, seg = r["purchase_prediction"], r["segmentation"]
+    fed = pp["federated"]
+    per = pp["federated_model_on_each_partner"]
+    pairs = [(per.get(p), a["test_auc"]) for p, a in pp["alone"].items()]
+    pairs = [(f, a) for f, a in pairs if f is not None and a is not None]
+    wins = sum(f > a for f, a in pairs)
+    checks = pp["checks"]
+    ratio = seg["objective_pooled"]["ratio"]
+    text = (
+        f"purchase prediction test AUC: federated {fed['test_auc']:.4f} "
+        f"({fed['rounds_run']} rounds), centralized {pp['centralized']['test_auc']:.4f}, "
+        f"partners alone {pp['alone_mean_test_auc']:.4f} on average; the federated model beats "
+        f"the partner's own on {wins} of {len(pairs)} partners; federated >= centralized - 0.01 "
+        f"{met(checks['federated_ge_centralized_minus_0.01'])}, federated > mean alone "
+        f"{met(checks['federated_gt_alone_mean'])}; k-means objective on pooled rows "
+        f"federated / centralized {ratio:.4f} "
+        f"(goal <= 1.02 {met(seg['checks']['within_2_percent'])})"
+    )
+    return f"{len(r['partners'])} region partners, simulation", text
+
+
+def he_equivalence(r: Result) -> Row:
+    pp, seg = r["purchase_prediction"], r["segmentation"]
+    t, s = pp["trace"], seg["trace"]
+    auc = pp["test_auc"]
+    findings = len(pp["findings"]) + len(seg["findings"])
+    text = (
+        f"encrypted vs plaintext global model: max difference {t['max_ratio']:.3g} of the "
+        f"parameter scale over {t['common_steps']} rounds (target {r['relative_target']:g}: "
+        f"{met(all(pp['checks'].values()))}); test AUC {auc['plaintext']:.6f} plaintext, "
+        f"{auc['encrypted']:.6f} encrypted; k-means centroids within {s['max_abs_diff']:.2g} "
+        f"({s['max_ratio']:.2g} of their scale) over {s['common_steps']} Lloyd iterations "
+        f"({met(all(seg['checks'].values()))})"
+    )
+    if findings:
+        text += f"; {findings} finding(s) in the JSON"
+    return f"{len(r['partners'])} partners, simulation", text
+
+
+def _goal_sizes(goals: Sequence[Mapping[str, Any]], name: str) -> str:
+    ok = [g["size"] for g in goals if g["goal"] == name and g["passed"]]
+    bad = [g["size"] for g in goals if g["goal"] == name and not g["passed"]]
+    parts = []
+    if ok:
+        parts.append("met at " + ", ".join(_n(x) for x in ok))
+    if bad:
+        parts.append("**not met** at " + ", ".join(_n(x) for x in bad))
+    return "; ".join(parts)
+
+
+def bench_he(r: Result) -> Row:
+    rows = sorted(r["results"], key=lambda x: x["size"])
+    goals = r["goals"]
+    names = list(dict.fromkeys(g["goal"] for g in goals))
+    ratios = ", ".join(
+        f"{x['bytes']['ratio_ciphertext_to_float32']:.2f}x at {_n(x['size'])}" for x in rows
+    )
+    big = rows[-1]
+    sec, acc = big["seconds"]["encrypted"], big["accuracy"]
+    floor = r["parameter_sets"][r["ckks_parameter_set_used"]]["byte_ratio_floor_vs_float32"]
+    round_ratio = big["seconds"]["ratio_round_encrypted_to_plaintext"]
+    text = (
+        f"ciphertext reply bytes vs float32: {ratios} parameters (floor of one 60-bit prime: "
+        f"{floor:g}x); " + "; ".join(f"{n}: {_goal_sizes(goals, n)}" for n in names) + ". "
+        f"At {_n(big['size'])} parameters: encryption {sec['encryption_per_partner']:.2f} s "
+        f"per partner, aggregation {sec['aggregation']:.2f} s, decryption "
+        f"{sec['decryption']:.2f} s; round {round_ratio:.1f}x the plaintext round in one "
+        f"process; max error {acc['max_abs_error_encrypted']:.2g} absolute "
+        f"({acc['relative_error']:.1g} relative)"
+    )
+    return f"{r['partners']} partners, one process, median of {r['repeats']}", text
+
+
+def bench_he_deployment(r: Result) -> Row:
+    p, e = r["modes"]["plaintext"], r["modes"]["encrypted"]
+    g, ratio = r["goal"], r["ratio_encrypted_to_plaintext"]
+    text = (
+        f"median encrypted round {g['value']:.2f}x the plaintext round "
+        f"({e['median_round_s']:.1f} s vs {p['median_round_s']:.1f} s; goal {g['target']:g}x "
+        f"{met(g['passed'])}); job wall time {ratio['job_wall_time']:.2f}x; one reply "
+        f"{r['bytes']['ciphertext'] / 1e6:.1f} MB encrypted vs "
+        f"{r['bytes']['plaintext_float64'] / 1e6:.1f} MB float64"
+    )
+    title = (
+        f"SuperLink + {len(r['partners'])} SuperNodes over TLS, "
+        f"{_n(r['model']['parameters'])}-parameter MLP, {r['job']['rounds']} rounds"
+    )
+    return title, text
+
+
+def privacy_utility(r: Result) -> Row:
+    summary = r["summary"]
+    (none,) = [s for s in summary if s["level"] == "none"]
+
+    def family(level: str) -> str:
+        rows = sorted(
+            (s for s in summary if s["level"] == level), key=lambda s: s["target_epsilon"]
+        )
+        eps = " / ".join(_eps(s["target_epsilon"]) for s in rows)
+        aucs = " / ".join(f"{s['test_auc']['mean']:.3f}" for s in rows)
+        return f"epsilon {eps}: {aucs}"
+
+    mia = [s["mia_auc"]["mean"] for s in summary]
+    null = max(s["mia_null_auc_std"]["mean"] for s in summary)
+    above = [s["setting"] for s in summary if abs(s["mia_auc"]["mean"] - 0.5) > 2 * null]
+    chance = (
+        "within 2 null std of chance (0.5) in every setting"
+        if not above
+        else f"more than 2 null std from chance in {', '.join(above)}"
+    )
+    text = (
+        f"test AUC without DP {none['test_auc']['mean']:.3f} (centralized "
+        f"{r['centralized']['test_auc']:.3f}); DP-SGD {family('sample')}; DP-FedAvg (partner "
+        f"level) {family('client')}; loss-threshold membership inference: mean attack AUC "
+        f"{min(mia):.3f} to {max(mia):.3f}, {chance} (null std {null:.3f}); every achieved "
+        f"epsilon <= target {met(all(r['checks'].values()))}"
+    )
+    st = r["settings"]
+    seeds = len(st["seeds"])
+    title = f"{len(r['partners'])} partners, {seeds} seed(s), {st['rounds']} rounds"
+    return title, text
+
+
+def vertical(r: Result) -> Row:
+    psi, lr, base = r["psi"], r["vertical_lr"], r["baselines"]
+    sizes = " / ".join(_n(v) for v in psi["set_sizes"].values())
+    exact = "exactly the true intersection" if psi["exact"] else "**not** the true intersection"
+    checks = r["checks"]
+    gap_ok = next(v for k, v in checks.items() if k.startswith("vertical LR"))
+    dp = [(k, v) for k, v in r["split_nn"].items() if k != "none"]
+    dp_text = " and ".join(
+        f"{v['test_auc']:.4f} at epsilon {_eps(v['target_epsilon'])}" for k, v in dp
+    )
+    text = (
+        f"PSI finds {exact} ({_n(psi['intersection'])} of {sizes} ids); test AUC: "
+        f"{r['parties'][0]} alone {base['label_holder_alone']['test_auc']:.4f}, vertical LR "
+        f"{lr['encrypted']['test_auc']:.5f} encrypted and {lr['plaintext']['test_auc']:.5f} "
+        f"plaintext (difference {lr['abs_auc_difference']:.2g}), centralized LR "
+        f"{base['centralized']['test_auc']:.4f} (gap {r['centralized_minus_vertical_lr']:.4f}, "
+        f"goal <= 0.005 {met(gap_ok)}), split NN {r['split_nn']['none']['test_auc']:.4f}"
+    )
+    if dp:
+        text += f", split NN with embedding DP {dp_text}"
+    rows = r.get("settings", {}).get("row_limit")
+    scope = f", label holder's first {_n(rows)} rows" if rows else ""
+    return f"credit default over {' / '.join(r['parties'])}, in process{scope}", text
+
+
+def bench_vertical_deployment(r: Result) -> Row:
+    p, e = r["modes"]["plaintext"], r["modes"]["encrypted"]
+    ratio, goals = r["ratio_encrypted_to_plaintext"], r["goals"]
+    load0, load1 = r["machine"]["loadavg_at_start"][0], r["machine"]["loadavg_at_end"][0]
+    text = (
+        f"test AUC {e['test_auc']:.6f} encrypted vs {p['test_auc']:.6f} plaintext (difference "
+        f"{r['auc_abs_difference']:.2g}, goal < 0.0005 {met(goals[0]['passed'])}); median "
+        f"iteration ({r['job']['hops_per_iteration']} relay hops) {e['median_iteration_s']:.1f} s "
+        f"vs {p['median_iteration_s']:.1f} s = {ratio['median_iteration']:.2f}x "
+        f"({met(goals[1]['passed'])}), job {ratio['job_wall_time']:.2f}x "
+        f"({met(goals[2]['passed'])}; goal 3x, FATE's Paillier hetero-LR 7.5x); PSI "
+        f"{e['psi_s']:.0f} s vs {p['psi_s']:.0f} s; load average {load0:.1f} at start, "
+        f"{load1:.1f} at end"
+    )
+    title = (
+        f"SuperLink + {len(r['parties'])} SuperNodes over TLS, {r['job']['iterations']} iterations"
+    )
+    return title, text
+
+
+def bench_psi(r: Result) -> Row:
+    m, s = r["main"], r["summary"]
+    t = s["target"]
+    anchors = ", ".join(f"{k} ~{_n(v)}" for k, v in s["anchors_rows_per_s_per_core"].items())
+    goal = (
+        f"goal {t['goal']}: {met(t['met'])}"
+        if t["applies"]
+        else f"goal ({t['goal']}) not tested at this size"
+    )
+    us = r["calibration"]["module_us_per_mult_one_core"]
+    scaling = ", ".join(
+        f"{x['parties']} x {_n(x['n_per_party'])}: {x['seconds']['wall']:.1f} s"
+        for x in r["results"][1:]
+    )
+    correct = all(x["correct"] for x in r["results"])
+    text = (
+        f"{m['seconds']['wall']:.1f} s end to end, {'exact' if correct else '**wrong result**'}; "
+        f"{_n(m['rows_per_s_per_core'])} rows/s per core ({anchors}); {goal}; the floor is "
+        f"{_n(m['scalar_mults'])} X25519 multiplications x {us:.1f} us / {m['cores_used']} "
+        f"cores = {s['floor_seconds']:.3g} s (docs/vertical.md); scaling: {scaling}"
+    )
+    title = (
+        f"{m['parties']} x {_n(m['n_per_party'])} ids, {m['overlap']:.0%} overlap, all parties here"
+    )
+    return title, text
+
+
+def scale_simulation(r: Result) -> Row:
+    text = (
+        f"{r['wall_time_s']:.1f} s wall time, {_n(r['peak_rss_mib'])} MiB peak resident memory "
+        f"(Ray included); test AUC {r['test_auc']:.4f}"
+    )
+    return f"{r['partners']} virtual partners, {r['rounds']} rounds", text
+
+
+def bench_audit(r: Result) -> Row:
+    text = (
+        f"{_n(r['append_single_per_s'])} durable single appends/s, "
+        f"{_n(r['append_concurrent_16_threads_per_s'])}/s from 16 threads; export "
+        f"{r['export_s']:.1f} s + offline verification {r['verify_s']:.1f} s "
+        f"({r['verify_cpu_per_event_us']:.0f} us CPU per event); bundle {r['bundle_mb']:.0f} MB"
+    )
+    return f"{_n(r['events'])} signed events", text
+
+
+ROWS: dict[str, Callable[[Result], Row]] = {
+    f.__name__: f
+    for f in (
+        horizontal, he_equivalence, bench_he, bench_he_deployment, privacy_utility, vertical,
+        bench_vertical_deployment, bench_psi, scale_simulation, bench_audit,
+    )
+}  # fmt: skip
