@@ -3,7 +3,7 @@
     python -m experiments.reproduce --out results/experiments   # everything (make experiments)
     python -m experiments.reproduce --only bench_psi,vertical   # rerun some studies
     python -m experiments.reproduce --from-json                 # redraw from JSON on disk
-    python -m experiments.reproduce --quick --out /tmp/r --figures /tmp/r/figs --no-readme
+    python -m experiments.reproduce --quick                     # 3-minute smoke run, README kept
 
 Runs every study of :data:`experiments.studies.STUDIES` in turn (each
 module's own ``main``, so the JSON is what ``python -m experiments.NAME``
@@ -14,8 +14,10 @@ writes), records each run in ``<out>/reproduce.json``, draws
 keep their JSON, so a study rerun with ``--only`` and the others' earlier
 JSON make one consistent README. ``--quick`` runs tiny sizes (a smoke test:
 the figures it draws are not results) and skips the real-federation
-benchmarks, which have no cheap mode. ``bench_audit`` runs only with
-``--with-audit`` or ``--only bench_audit``.
+benchmarks, which have no cheap mode; it writes to
+``results/experiments-quick`` (figures in its ``figures/``) and leaves the
+README alone unless ``--out``, ``--figures`` or ``--readme`` say otherwise.
+``bench_audit`` runs only with ``--with-audit`` or ``--only bench_audit``.
 
 Exit codes: 0 when every selected study wrote its JSON (goals not met are
 reported, not failures), 1 when one failed, the error's own code for a README
@@ -81,9 +83,18 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--out", type=Path, default=Path("results/experiments"), help="JSON folder")
-    ap.add_argument("--figures", type=Path, default=Path("docs/figures"), help="PNG folder")
-    ap.add_argument("--readme", type=Path, default=Path("README.md"))
+    ap.add_argument(
+        "--out", type=Path, default=None,
+        help="JSON folder (default results/experiments; with --quick results/experiments-quick)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--figures", type=Path, default=None,
+        help="PNG folder (default docs/figures; with --quick <out>/figures)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--readme", type=Path, default=None,
+        help="README to rewrite (default README.md; with --quick none unless given)",
+    )  # fmt: skip
     ap.add_argument("--no-readme", action="store_true", help="leave the README alone")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, no deployments (a smoke run)")
     ap.add_argument("--only", type=_names, default=[], help="NAME[,NAME]: run only these")
@@ -134,6 +145,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     args = _parser().parse_args(argv)
+    # A smoke run never overwrites the published results unless told to explicitly.
+    if args.out is None:
+        args.out = Path("results/experiments-quick" if args.quick else "results/experiments")
+    if args.figures is None:
+        args.figures = args.out / "figures" if args.quick else Path("docs/figures")
+    if args.readme is None and not args.quick:
+        args.readme = Path("README.md")
     given = list(sys.argv[1:] if argv is None else argv)
     command = ["python", "-m", "experiments.reproduce", *given]
     console = Console(width=None if sys.stdout.isatty() else 160)

@@ -161,3 +161,15 @@ def test_selection() -> None:
         by_name("nope")
     with pytest.raises(SystemExit):
         reproduce.main(["--only", "nope", "--no-readme"])
+
+
+def test_a_quick_run_leaves_the_published_results_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    readme = _readme(tmp_path)
+    before = readme.read_bytes()
+    assert reproduce.main(["--quick", "--from-json"]) == 0
+    assert readme.read_bytes() == before
+    assert not (tmp_path / "docs").exists() and not (tmp_path / "results/experiments").exists()
+    assert (tmp_path / "results/experiments-quick").is_dir()
