@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from common.errors import FedcollabError
+from fedcollab.common.errors import FedcollabError
 
 __all__ = ["app", "main"]
 
@@ -33,20 +33,20 @@ app = typer.Typer(
 # (module, group): group None adds the module's commands at the top level; a group
 # that already exists receives the module's commands (``audit report``).
 _GROUPS: list[tuple[str, str | None]] = [
-    ("cli.data", "data"),
-    ("cli.federation", "federation"),
-    ("cli.coordinator", "coordinator"),
-    ("cli.node", "node"),
-    ("cli.job", "job"),
-    ("cli.audit", "audit"),
-    ("cli.report", "audit"),
-    ("cli.crossref", "audit"),
-    ("cli.registry", "registry"),
-    ("cli.grant", "grant"),
-    ("cli.budget", "budget"),
-    ("cli.run", None),
-    ("cli.demo", None),
-    ("cli.console", "console"),
+    ("fedcollab.cli.data", "data"),
+    ("fedcollab.cli.federation", "federation"),
+    ("fedcollab.cli.coordinator", "coordinator"),
+    ("fedcollab.cli.node", "node"),
+    ("fedcollab.cli.job", "job"),
+    ("fedcollab.cli.audit", "audit"),
+    ("fedcollab.cli.report", "audit"),
+    ("fedcollab.cli.crossref", "audit"),
+    ("fedcollab.cli.registry", "registry"),
+    ("fedcollab.cli.grant", "grant"),
+    ("fedcollab.cli.budget", "budget"),
+    ("fedcollab.cli.run", None),
+    ("fedcollab.cli.demo", None),
+    ("fedcollab.cli.console", "console"),
 ]
 
 for _module_name, _group in _GROUPS:

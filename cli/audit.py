@@ -19,10 +19,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from common.errors import AuditVerificationError, ComplianceError
-from compliance.bundle import export_bundle, verify_bundle
-from compliance.keys import Signer, format_verifier_key, parse_verifier_key, public_key_from_pem
-from compliance.log import AuditLog
+from fedcollab.common.errors import AuditVerificationError, ComplianceError
+from fedcollab.compliance.bundle import export_bundle, verify_bundle
+from fedcollab.compliance.keys import (
+    Signer,
+    format_verifier_key,
+    parse_verifier_key,
+    public_key_from_pem,
+)
+from fedcollab.compliance.log import AuditLog
 
 __all__ = ["app"]
 

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from privacy.budget_ledger import BudgetLedger
+from fedcollab.privacy.budget_ledger import BudgetLedger
 
 __all__ = ["app"]
 

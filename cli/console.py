@@ -25,9 +25,9 @@ from typing import Annotated
 
 import typer
 
-from common.errors import ConsoleError
-from coordinator.console.auth import Role, UserStore
-from coordinator.console.settings import (
+from fedcollab.common.errors import ConsoleError
+from fedcollab.coordinator.console.auth import Role, UserStore
+from fedcollab.coordinator.console.settings import (
     ConsoleConfig,
     ConsolePaths,
     add_jobs_dir,
@@ -35,8 +35,8 @@ from coordinator.console.settings import (
     init_console,
     is_loopback,
 )
-from coordinator.superlink import partner_audit_keys, registered_nodes
-from coordinator.workspace import Workspace
+from fedcollab.coordinator.superlink import partner_audit_keys, registered_nodes
+from fedcollab.coordinator.workspace import Workspace
 
 __all__ = ["app"]
 
@@ -179,7 +179,7 @@ def start(
     """Serve the console until interrupted (Ctrl-C)."""
     import uvicorn
 
-    from coordinator.console.app import create_app
+    from fedcollab.coordinator.console.app import create_app
 
     tls = check_bind(host, tls_cert, tls_key)
     _ws, store = _store(workspace)

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from coordinator.superlink import flwr_env, superlink_command
-from coordinator.workspace import Workspace
+from fedcollab.coordinator.superlink import flwr_env, superlink_command
+from fedcollab.coordinator.workspace import Workspace
 
 __all__ = ["app"]
 

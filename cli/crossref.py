@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cli.audit import parse_trust, require_pinned
-from common.errors import AuditVerificationError
-from compliance.bundle import verify_bundle
-from compliance.crossref import cross_check
+from fedcollab.cli.audit import parse_trust, require_pinned
+from fedcollab.common.errors import AuditVerificationError
+from fedcollab.compliance.bundle import verify_bundle
+from fedcollab.compliance.crossref import cross_check
 
 __all__ = ["app"]
 

@@ -23,9 +23,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from common.dataset import Dataset, load_dataset
-from common.schema import MISSING_CATEGORY, DatasetSchema, load_schema
-from common.split import (
+from fedcollab.common.dataset import Dataset, load_dataset
+from fedcollab.common.schema import MISSING_CATEGORY, DatasetSchema, load_schema
+from fedcollab.common.split import (
     PartnerFiles,
     SplitArgumentError,
     VerticalParty,
@@ -206,7 +206,7 @@ def vertical(
 def parse_party(spec: str, schema: DatasetSchema) -> VerticalParty:
     """Parse ``NAME:COLUMNS[:OVERLAP][:label]``, expanding column patterns against ``schema``.
 
-    >>> from common.schema import NumericFeature
+    >>> from fedcollab.common.schema import NumericFeature
     >>> s = DatasetSchema(dataset="d", id_column="id", label_column="y",
     ...                   features=[NumericFeature(name="PAY_0"), NumericFeature(name="AGE")])
     >>> parse_party("pay:PAY_*:0.8", s)

@@ -9,9 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from coordinator.policy_gate import add_grant
-from coordinator.superlink import register_node, registered_nodes, write_peer_keys
-from coordinator.workspace import Workspace
+from fedcollab.coordinator.policy_gate import add_grant
+from fedcollab.coordinator.superlink import register_node, registered_nodes, write_peer_keys
+from fedcollab.coordinator.workspace import Workspace
 
 __all__ = ["app"]
 

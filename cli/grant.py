@@ -26,8 +26,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from common.errors import ComplianceError, PolicyRefusal
-from compliance.grants import (
+from fedcollab.common.errors import ComplianceError, PolicyRefusal
+from fedcollab.compliance.grants import (
     ConsentKind,
     ConsentRecord,
     Grant,
@@ -37,8 +37,8 @@ from compliance.grants import (
     sign_grant,
     verify_grant,
 )
-from compliance.keys import Signer, parse_verifier_key, public_key_from_pem
-from compliance.registry import format_validation_error
+from fedcollab.compliance.keys import Signer, parse_verifier_key, public_key_from_pem
+from fedcollab.compliance.registry import format_validation_error
 
 __all__ = ["app", "parse_consent", "parse_time"]
 

@@ -9,11 +9,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cli.progress import JobProgress
-from common.errors import error_class
-from common.jobspec import load_job_spec
-from coordinator.submit import follow, run_status, submit_job
-from coordinator.workspace import Workspace
+from fedcollab.cli.progress import JobProgress
+from fedcollab.common.errors import error_class
+from fedcollab.common.jobspec import load_job_spec
+from fedcollab.coordinator.submit import follow, run_status, submit_job
+from fedcollab.coordinator.workspace import Workspace
 
 __all__ = ["app"]
 

@@ -10,18 +10,18 @@ from typing import Annotated
 
 import typer
 
-from client.grant_check import check_own_grant
-from client.partner_data import PartnerSource
-from client.supernode import (
+from fedcollab.client.grant_check import check_own_grant
+from fedcollab.client.partner_data import PartnerSource
+from fedcollab.client.supernode import (
     NodeConfig,
     explain_exit,
     is_refusal,
     supernode_command,
     validate_partner_data,
 )
-from common.errors import PolicyRefusal
-from compliance.trail import create_party_key
-from coordinator.workspace import check_name, generate_node_key
+from fedcollab.common.errors import PolicyRefusal
+from fedcollab.compliance.trail import create_party_key
+from fedcollab.coordinator.workspace import check_name, generate_node_key
 
 __all__ = ["app"]
 

@@ -21,8 +21,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from common.errors import ComplianceError
-from compliance.registry import (
+from fedcollab.common.errors import ComplianceError
+from fedcollab.compliance.registry import (
     Purpose,
     Registry,
     load_purpose,

@@ -18,9 +18,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from common.errors import ComplianceError
-from compliance.keys import parse_verifier_key, public_key_from_pem
-from compliance.report import write_report
+from fedcollab.common.errors import ComplianceError
+from fedcollab.compliance.keys import parse_verifier_key, public_key_from_pem
+from fedcollab.compliance.report import write_report
 
 __all__ = ["app"]
 

@@ -8,10 +8,10 @@ from typing import Annotated
 
 import typer
 
-from cli.progress import JobProgress
-from common.jobspec import load_job_spec
-from coordinator.outputs import read_progress
-from coordinator.simulation import discover_partner_files, run_simulation_job
+from fedcollab.cli.progress import JobProgress
+from fedcollab.common.jobspec import load_job_spec
+from fedcollab.coordinator.outputs import read_progress
+from fedcollab.coordinator.simulation import discover_partner_files, run_simulation_job
 
 __all__ = ["app"]
 

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import ComplianceError
-from compliance.checkpoint import SignedCheckpoint
-from compliance.cosigning import CosignRecord, cosign_request
-from compliance.trail import Trail, digest_bytes, digest_vector, load_verifier_key
+from fedcollab.common.errors import ComplianceError
+from fedcollab.compliance.checkpoint import SignedCheckpoint
+from fedcollab.compliance.cosigning import CosignRecord, cosign_request
+from fedcollab.compliance.trail import Trail, digest_bytes, digest_vector, load_verifier_key
 
 __all__ = ["PartnerAudit", "request_digest"]
 

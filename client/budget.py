@@ -24,13 +24,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from client.audit import PartnerAudit
-from client.partner_data import PartnerData
-from common.errors import BudgetExceededError, PrivacyError
-from common.jobspec import JobSpec
-from privacy.accounting import Mechanism, epsilon
-from privacy.budget_ledger import BudgetLedger, Charge
-from privacy.dp_plan import DpPlan
+from fedcollab.client.audit import PartnerAudit
+from fedcollab.client.partner_data import PartnerData
+from fedcollab.common.errors import BudgetExceededError, PrivacyError
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.privacy.accounting import Mechanism, epsilon
+from fedcollab.privacy.budget_ledger import BudgetLedger, Charge
+from fedcollab.privacy.dp_plan import DpPlan
 
 __all__ = ["charge", "charge_mechanism", "check_job", "dataset_key", "ledger_path"]
 

@@ -17,16 +17,16 @@ import numpy as np
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from client import budget, encryption, vertical
-from client.audit import PartnerAudit, request_digest
-from client.grant_check import check_grant
-from client.handlers import HANDLERS, Reply, check_job, dp_plan
-from client.partner_data import load_partner, partner_config, source_from_config
-from client.vertical_store import VerticalStore
-from common.errors import ComplianceError, FedcollabError
-from common.jobspec import JobSpec
-from common.serde import Payload, decode, encode
-from compliance.trail import digest_bytes, digest_parts, digest_vector
+from fedcollab.client import budget, encryption, vertical
+from fedcollab.client.audit import PartnerAudit, request_digest
+from fedcollab.client.grant_check import check_grant
+from fedcollab.client.handlers import HANDLERS, Reply, check_job, dp_plan
+from fedcollab.client.partner_data import load_partner, partner_config, source_from_config
+from fedcollab.client.vertical_store import VerticalStore
+from fedcollab.common.errors import ComplianceError, FedcollabError
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.serde import Payload, decode, encode
+from fedcollab.compliance.trail import digest_bytes, digest_parts, digest_vector
 
 __all__ = ["app", "make_client_app"]
 

@@ -23,13 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from client.he_keys import NodeKeyStore, load_peer_keys
-from common.errors import CiphertextError
-from common.jobspec import JobSpec
-from common.serde import Payload
-from compliance.keys import Signer
-from privacy.ckks import SecretKeys
-from privacy.key_transport import Sealed, accept, deal, transport_offer, verify_offer
+from fedcollab.client.he_keys import NodeKeyStore, load_peer_keys
+from fedcollab.common.errors import CiphertextError
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.serde import Payload
+from fedcollab.compliance.keys import Signer
+from fedcollab.privacy.ckks import SecretKeys
+from fedcollab.privacy.key_transport import Sealed, accept, deal, transport_offer, verify_offer
 
 __all__ = ["decrypt", "encrypt_reply", "erase", "keygen", "offer"]
 

@@ -13,13 +13,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from client.partner_data import PartnerData
-from common.dataset import Dataset
-from common.errors import PolicyRefusal
-from common.jobspec import JobSpec
-from compliance.grants import load_signed_grant, verify_grant
-from compliance.keys import Signer
-from compliance.policy import check_partner_grant
+from fedcollab.client.partner_data import PartnerData
+from fedcollab.common.dataset import Dataset
+from fedcollab.common.errors import PolicyRefusal
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.compliance.grants import load_signed_grant, verify_grant
+from fedcollab.compliance.keys import Signer
+from fedcollab.compliance.policy import check_partner_grant
 
 __all__ = ["check_grant", "check_own_grant"]
 

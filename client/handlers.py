@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from client.partner_data import PartnerData
-from common.errors import ProtocolError, SchemaError
-from common.jobspec import JobSpec
-from common.schema import DatasetSchema
-from common.serde import Payload
-from privacy import client_dp
-from privacy.dp_plan import DpPlan, resolve
-from protocols import attribution, evaluation, fedavg, kmeans, preprocessing, segments
+from fedcollab.client.partner_data import PartnerData
+from fedcollab.common.errors import ProtocolError, SchemaError
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.schema import DatasetSchema
+from fedcollab.common.serde import Payload
+from fedcollab.privacy import client_dp
+from fedcollab.privacy.dp_plan import DpPlan, resolve
+from fedcollab.protocols import attribution, evaluation, fedavg, kmeans, preprocessing, segments
 
 __all__ = ["HANDLERS", "Reply", "check_job"]
 
@@ -148,7 +148,7 @@ def moments(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
 def _model_from(payload: Payload, spec: JobSpec, n_features: int) -> Any:
     # torch is imported only by the requests that need it: Flower starts a fresh
     # ClientApp process per message, and importing torch costs about a second.
-    from protocols import models
+    from fedcollab.protocols import models
 
     model = models.build_model(
         spec.model.kind,
@@ -168,7 +168,7 @@ def train(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
 
     Reply vector: ``[n * weights..., n | validation eval vector]``.
     """
-    from protocols.local_training import predict_proba, train_local
+    from fedcollab.protocols.local_training import predict_proba, train_local
 
     pre = preprocessing.Preprocessor.from_dict(payload.meta["preprocessor"])
     model = _model_from(payload, spec, pre.n_features)
@@ -185,7 +185,7 @@ def train(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     if plan is not None and plan.level == "sample":
         # DP-SGD (Opacus): the local model is record-level DP; uniform weights, since the
         # example count is itself a statistic of the data.
-        from privacy.dp_sgd import train_local_dp
+        from fedcollab.privacy.dp_sgd import train_local_dp
 
         result = train_local_dp(
             model,
@@ -226,14 +226,14 @@ def train(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
 
 
 def _weights_copy(model: Any) -> list[np.ndarray]:
-    from protocols.models import get_weights
+    from fedcollab.protocols.models import get_weights
 
     return [w.copy() for w in get_weights(model)]
 
 
 def evaluate(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     """Evaluation vectors of the given model on validation and test rows."""
-    from protocols.local_training import predict_proba
+    from fedcollab.protocols.local_training import predict_proba
 
     pre = preprocessing.Preprocessor.from_dict(payload.meta["preprocessor"])
     model = _model_from(payload, spec, pre.n_features)
@@ -259,7 +259,7 @@ def permutation(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     ``MIN_AGGREGATE_ROWS`` test rows replies zeros of the same length: shuffling a
     handful of rows would describe those customers.
     """
-    from protocols.local_training import predict_proba
+    from fedcollab.protocols.local_training import predict_proba
 
     pre = preprocessing.Preprocessor.from_dict(payload.meta["preprocessor"])
     groups = attribution.column_groups(pre)

@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import CiphertextError
-from privacy.ckks import SecretKeys
-from privacy.key_transport import PeerKeys, TransportKey
+from fedcollab.common.errors import CiphertextError
+from fedcollab.privacy.ckks import SecretKeys
+from fedcollab.privacy.key_transport import PeerKeys, TransportKey
 
 __all__ = ["NodeKeyStore", "load_peer_keys", "write_private"]
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common.dataset import Dataset, load_dataset, split_indices
-from common.errors import SchemaError
-from common.schema import DatasetSchema, load_schema
+from fedcollab.common.dataset import Dataset, load_dataset, split_indices
+from fedcollab.common.errors import SchemaError
+from fedcollab.common.schema import DatasetSchema, load_schema
 
 __all__ = [
     "PartnerData",

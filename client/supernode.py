@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from client.partner_data import PartnerSource
-from common.dataset import Dataset, load_dataset
-from common.errors import FederationError, WorkspaceError
-from common.schema import load_schema
+from fedcollab.client.partner_data import PartnerSource
+from fedcollab.common.dataset import Dataset, load_dataset
+from fedcollab.common.errors import FederationError, WorkspaceError
+from fedcollab.common.schema import load_schema
 
 __all__ = [
     "NodeConfig",

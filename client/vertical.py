@@ -33,18 +33,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from client.audit import PartnerAudit
-from client.he_keys import NodeKeyStore, load_peer_keys
-from client.partner_data import PartnerData
-from client.vertical_store import VerticalStore, array_bytes, bytes_array
-from common.errors import ProtocolError
-from common.jobspec import JobSpec
-from common.serde import Payload
-from compliance.keys import Signer
-from privacy.envelope import open_envelope, seal
-from privacy.key_transport import PeerKeys, transport_offer, verify_offer
-from privacy.masking import MaskingKey
-from protocols import psi
+from fedcollab.client.audit import PartnerAudit
+from fedcollab.client.he_keys import NodeKeyStore, load_peer_keys
+from fedcollab.client.partner_data import PartnerData
+from fedcollab.client.vertical_store import VerticalStore, array_bytes, bytes_array
+from fedcollab.common.errors import ProtocolError
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.serde import Payload
+from fedcollab.compliance.keys import Signer
+from fedcollab.privacy.envelope import open_envelope, seal
+from fedcollab.privacy.key_transport import PeerKeys, transport_offer, verify_offer
+from fedcollab.privacy.masking import MaskingKey
+from fedcollab.protocols import psi
 
 __all__ = ["Parts", "PartyContext", "handle", "mask_offer"]
 
@@ -142,7 +142,7 @@ def _psi_rows(p: PartyContext) -> np.ndarray:
     """This party's rows in the PSI: all of them, or the label holder's query ids in a
     joint-inference job."""
     if p.v.predict_with and p.me == p.label:
-        from client.vertical_inference import query_rows
+        from fedcollab.client.vertical_inference import query_rows
 
         return query_rows(p)
     return np.arange(p.data.dataset.n_rows, dtype=np.int64)
@@ -233,7 +233,7 @@ def handle(
 ) -> Reply:
     """Serve one ``query.vertical`` request; returns (meta, parts)."""
     # The model steps (imported here: they import this module's types).
-    from client import vertical_inference, vertical_split, vertical_training
+    from fedcollab.client import vertical_inference, vertical_split, vertical_training
 
     training: _Steps = vertical_training if spec.vertical.model == "logreg" else vertical_split
     p = PartyContext(config, data, spec, payload, audit)

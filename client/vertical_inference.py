@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from client.vertical_store import array_bytes, bytes_array, write_private_file
-from common.errors import ProtocolError
-from privacy.key_transport import verify_offer
-from privacy.masking import MaskingKey, mask_vector, pairwise_seeds, unmask_sum
-from protocols.preprocessing import Preprocessor
+from fedcollab.client.vertical_store import array_bytes, bytes_array, write_private_file
+from fedcollab.common.errors import ProtocolError
+from fedcollab.privacy.key_transport import verify_offer
+from fedcollab.privacy.masking import MaskingKey, mask_vector, pairwise_seeds, unmask_sum
+from fedcollab.protocols.preprocessing import Preprocessor
 
 if TYPE_CHECKING:
-    from client.vertical import PartyContext, Reply
+    from fedcollab.client.vertical import PartyContext, Reply
 
 __all__ = ["feature_predict", "label_predict", "query_rows"]
 

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from common.errors import ProtocolError
-from protocols.vertical_data import PartyMatrix, aligned_split, party_matrix
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols.vertical_data import PartyMatrix, aligned_split, party_matrix
 
 if TYPE_CHECKING:
-    from client.vertical import PartyContext
+    from fedcollab.client.vertical import PartyContext
 
 __all__ = ["PartyRows", "iteration"]
 

@@ -22,17 +22,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from client.budget import charge_mechanism
-from client.vertical_rows import PartyRows, iteration
-from client.vertical_store import array_bytes, bytes_array
-from protocols.split_nn import (
+from fedcollab.client.budget import charge_mechanism
+from fedcollab.client.vertical_rows import PartyRows, iteration
+from fedcollab.client.vertical_store import array_bytes, bytes_array
+from fedcollab.protocols.split_nn import (
     BottomParty,
     SplitNNConfig,
     TopModel,
     embedding_mechanism,
     noise_for,
 )
-from protocols.vertical_explain import (
+from fedcollab.protocols.vertical_explain import (
     PartyExplanation,
     feature_permutation_importance,
     party_permutation_importance,
@@ -40,7 +40,7 @@ from protocols.vertical_explain import (
 )
 
 if TYPE_CHECKING:
-    from client.vertical import Parts, PartyContext, Reply
+    from fedcollab.client.vertical import Parts, PartyContext, Reply
 
 __all__ = [
     "feature_eval",

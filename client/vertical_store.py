@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from client.he_keys import write_private
-from common.errors import ProtocolError
+from fedcollab.client.he_keys import write_private
+from fedcollab.common.errors import ProtocolError
 
 __all__ = ["VerticalStore", "array_bytes", "bytes_array", "write_private_file"]
 

@@ -20,18 +20,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from client.vertical_rows import PartyRows, iteration
-from client.vertical_store import array_bytes, bytes_array
-from common.errors import ProtocolError
-from common.serde import pack_blobs, unpack_blobs
-from privacy.key_transport import verify_offer
-from privacy.masking import MaskingKey, pairwise_seeds
-from privacy.vertical_he import LabelKeys, PublicContext
-from protocols.vertical_explain import PartyExplanation, lr_party_explanation, redact
-from protocols.vertical_lr import FeatureParty, LabelHolder, VerticalLRConfig
+from fedcollab.client.vertical_rows import PartyRows, iteration
+from fedcollab.client.vertical_store import array_bytes, bytes_array
+from fedcollab.common.errors import ProtocolError
+from fedcollab.common.serde import pack_blobs, unpack_blobs
+from fedcollab.privacy.key_transport import verify_offer
+from fedcollab.privacy.masking import MaskingKey, pairwise_seeds
+from fedcollab.privacy.vertical_he import LabelKeys, PublicContext
+from fedcollab.protocols.vertical_explain import PartyExplanation, lr_party_explanation, redact
+from fedcollab.protocols.vertical_lr import FeatureParty, LabelHolder, VerticalLRConfig
 
 if TYPE_CHECKING:
-    from client.vertical import Parts, PartyContext, Reply
+    from fedcollab.client.vertical import Parts, PartyContext, Reply
 
 __all__ = [
     "feature_eval",

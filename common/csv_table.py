@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from common.errors import DataValidationError
-from common.schema import DatasetSchema
+from fedcollab.common.errors import DataValidationError
+from fedcollab.common.schema import DatasetSchema
 
 __all__ = ["RawTable", "file_sha256", "read_table"]
 

@@ -37,9 +37,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from common.csv_table import RawTable, file_sha256, read_table
-from common.errors import DataValidationError
-from common.schema import MISSING_CATEGORY, CategoricalFeature, DatasetSchema, NumericFeature
+from fedcollab.common.csv_table import RawTable, file_sha256, read_table
+from fedcollab.common.errors import DataValidationError
+from fedcollab.common.schema import (
+    MISSING_CATEGORY,
+    CategoricalFeature,
+    DatasetSchema,
+    NumericFeature,
+)
 
 __all__ = [
     "MISSING_TOKENS",

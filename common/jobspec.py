@@ -34,8 +34,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from common.errors import JobSpecError, SchemaError
-from common.schema import DatasetSchema
+from fedcollab.common.errors import JobSpecError, SchemaError
+from fedcollab.common.schema import DatasetSchema
 
 __all__ = [
     "EvaluationSpec",

@@ -35,7 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from common.errors import SchemaError
+from fedcollab.common.errors import SchemaError
 
 __all__ = [
     "MISSING_CATEGORY",

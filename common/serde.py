@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
-from common.errors import ProtocolError
+from fedcollab.common.errors import ProtocolError
 
 __all__ = ["Payload", "decode", "encode", "pack_blobs", "refusal", "unpack_blobs"]
 

@@ -43,9 +43,9 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from common.dataset import RawTable, parse_table, read_table
-from common.errors import DataValidationError, FedcollabError
-from common.schema import DatasetSchema, save_schema
+from fedcollab.common.dataset import RawTable, parse_table, read_table
+from fedcollab.common.errors import DataValidationError, FedcollabError
+from fedcollab.common.schema import DatasetSchema, save_schema
 
 __all__ = [
     "PartnerFiles",

@@ -42,13 +42,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from common.errors import AuditVerificationError, ComplianceError
-from compliance import merkle
-from compliance.bundle_entries import LeafTree, verify_blocks
-from compliance.checkpoint import SignedCheckpoint, parse_signed_checkpoint, verify_checkpoint
-from compliance.events import canonical_json
-from compliance.keys import format_verifier_key, key_id, parse_verifier_key
-from compliance.log import AuditLog
+from fedcollab.common.errors import AuditVerificationError, ComplianceError
+from fedcollab.compliance import merkle
+from fedcollab.compliance.bundle_entries import LeafTree, verify_blocks
+from fedcollab.compliance.checkpoint import (
+    SignedCheckpoint,
+    parse_signed_checkpoint,
+    verify_checkpoint,
+)
+from fedcollab.compliance.events import canonical_json
+from fedcollab.compliance.keys import format_verifier_key, key_id, parse_verifier_key
+from fedcollab.compliance.log import AuditLog
 
 __all__ = ["BUNDLE_FORMAT", "BundleReport", "export_bundle", "verify_bundle"]
 

@@ -51,7 +51,7 @@ import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from common.errors import AuditVerificationError, ComplianceError
+from fedcollab.common.errors import AuditVerificationError, ComplianceError
 
 __all__ = ["LeafTree", "check_envelope", "default_workers", "verify_block", "verify_blocks"]
 

@@ -36,9 +36,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from common.errors import AuditVerificationError, ComplianceError
-from compliance.keys import Signer, check_key_name, key_id, verify_signature
-from compliance.merkle import HASH_SIZE
+from fedcollab.common.errors import AuditVerificationError, ComplianceError
+from fedcollab.compliance.keys import Signer, check_key_name, key_id, verify_signature
+from fedcollab.compliance.merkle import HASH_SIZE
 
 __all__ = [
     "Checkpoint",

@@ -30,16 +30,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from common.errors import AuditVerificationError
-from compliance import merkle
-from compliance.checkpoint import (
+from fedcollab.common.errors import AuditVerificationError
+from fedcollab.compliance import merkle
+from fedcollab.compliance.checkpoint import (
     SignedCheckpoint,
     cosign,
     parse_signed_checkpoint,
     verify_checkpoint,
 )
-from compliance.keys import Signer
-from compliance.log import AuditLog
+from fedcollab.compliance.keys import Signer
+from fedcollab.compliance.log import AuditLog
 
 __all__ = ["CosignRecord", "build_request", "cosign_request"]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.errors import AuditVerificationError
+from fedcollab.common.errors import AuditVerificationError
 
 __all__ = ["CrossCheck", "cross_check"]
 

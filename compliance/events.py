@@ -35,8 +35,8 @@ from typing import Any
 import rfc8785
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from common.errors import AuditVerificationError, ComplianceError
-from compliance.keys import Signer, check_key_name, verify_signature
+from fedcollab.common.errors import AuditVerificationError, ComplianceError
+from fedcollab.compliance.keys import Signer, check_key_name, verify_signature
 
 __all__ = [
     "MIN_SALT_BYTES",

@@ -69,10 +69,10 @@ from pydantic import (
     model_validator,
 )
 
-from common.errors import ComplianceError, PolicyRefusal
-from compliance.events import canonical_json
-from compliance.keys import Signer, check_key_name, verify_signature
-from compliance.registry import (
+from fedcollab.common.errors import ComplianceError, PolicyRefusal
+from fedcollab.compliance.events import canonical_json
+from fedcollab.compliance.keys import Signer, check_key_name, verify_signature
+from fedcollab.compliance.registry import (
     PURPOSE_ID_PATTERN,
     format_validation_error,
     read_json_text,

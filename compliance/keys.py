@@ -29,7 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from common.errors import AuditVerificationError, ComplianceError
+from fedcollab.common.errors import AuditVerificationError, ComplianceError
 
 __all__ = [
     "ED25519_ALG",

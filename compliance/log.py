@@ -33,18 +33,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.errors import AuditVerificationError, ComplianceError
-from compliance import merkle
-from compliance.checkpoint import (
+from fedcollab.common.errors import AuditVerificationError, ComplianceError
+from fedcollab.compliance import merkle
+from fedcollab.compliance.checkpoint import (
     Checkpoint,
     SignedCheckpoint,
     parse_signed_checkpoint,
     sign_checkpoint,
     verify_checkpoint,
 )
-from compliance.events import canonical_json
-from compliance.keys import Signer, check_key_name
-from compliance.store import LogLock, LogStore
+from fedcollab.compliance.events import canonical_json
+from fedcollab.compliance.keys import Signer, check_key_name
+from fedcollab.compliance.store import LogLock, LogStore
 
 __all__ = ["AuditLog"]
 

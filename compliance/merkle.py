@@ -36,7 +36,7 @@ import hashlib
 import hmac
 from collections.abc import Callable, Sequence
 
-from common.errors import AuditVerificationError
+from fedcollab.common.errors import AuditVerificationError
 
 __all__ = [
     "EMPTY_ROOT",

@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from common.errors import ComplianceError, PolicyRefusal
-from compliance.grants import ConsentKind, SignedGrant, rfc3339, verify_grant
-from compliance.registry import Purpose, Registry, utc_date
+from fedcollab.common.errors import ComplianceError, PolicyRefusal
+from fedcollab.compliance.grants import ConsentKind, SignedGrant, rfc3339, verify_grant
+from fedcollab.compliance.registry import Purpose, Registry, utc_date
 
 __all__ = [
     "ConsentUse",

@@ -54,7 +54,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from common.errors import ComplianceError, PolicyRefusal
+from fedcollab.common.errors import ComplianceError, PolicyRefusal
 
 __all__ = [
     "PURPOSE_ID_PATTERN",

@@ -43,12 +43,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from common.errors import AuditVerificationError, ComplianceError
-from compliance.bundle import verify_bundle
-from compliance.registry import Registry, load_registry
-from compliance.report_insights import read_insights
-from compliance.report_jobs import gather_jobs
-from compliance.report_model import (
+from fedcollab.common.errors import AuditVerificationError, ComplianceError
+from fedcollab.compliance.bundle import verify_bundle
+from fedcollab.compliance.registry import Registry, load_registry
+from fedcollab.compliance.report_insights import read_insights
+from fedcollab.compliance.report_jobs import gather_jobs
+from fedcollab.compliance.report_model import (
     KNOWN_EVENT_TYPES,
     Attestation,
     Finding,
@@ -58,7 +58,7 @@ from compliance.report_model import (
     ReportModel,
     text,
 )
-from compliance.report_render import pdf_bytes, render_html, render_pdf
+from fedcollab.compliance.report_render import pdf_bytes, render_html, render_pdf
 
 __all__ = ["ReportModel", "build_report", "render_html", "render_pdf", "write_report"]
 

@@ -20,7 +20,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from compliance.report_model import JobInsights
+from fedcollab.compliance.report_model import JobInsights
 
 __all__ = ["JobInsights", "pdf_insights", "read_insights"]
 

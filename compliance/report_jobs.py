@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from compliance.report_model import (
+from fedcollab.compliance.report_model import (
     Consent,
     Dropout,
     Finding,

@@ -29,13 +29,13 @@ from fpdf.enums import XPos, YPos
 from fpdf.fonts import FontFace
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from compliance.report_insights import pdf_insights
-from compliance.report_model import Finding, JobProvenance, ReportModel
+from fedcollab.compliance.report_insights import pdf_insights
+from fedcollab.compliance.report_model import Finding, JobProvenance, ReportModel
 
 __all__ = ["pdf_bytes", "render_html", "render_pdf"]
 
 _env = Environment(
-    loader=PackageLoader("compliance", "templates"),
+    loader=PackageLoader("fedcollab.compliance", "templates"),
     autoescape=True,
     undefined=StrictUndefined,
     trim_blocks=True,

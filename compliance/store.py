@@ -41,8 +41,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from common.errors import AuditVerificationError, ComplianceError
-from compliance import merkle
+from fedcollab.common.errors import AuditVerificationError, ComplianceError
+from fedcollab.compliance import merkle
 
 __all__ = ["LogLock", "LogStore"]
 

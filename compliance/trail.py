@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import ComplianceError
-from compliance.checkpoint import SignedCheckpoint
-from compliance.events import make_event
-from compliance.keys import Signer, format_verifier_key, parse_verifier_key
-from compliance.log import AuditLog
+from fedcollab.common.errors import ComplianceError
+from fedcollab.compliance.checkpoint import SignedCheckpoint
+from fedcollab.compliance.events import make_event
+from fedcollab.compliance.keys import Signer, format_verifier_key, parse_verifier_key
+from fedcollab.compliance.log import AuditLog
 
 __all__ = [
     "Trail",

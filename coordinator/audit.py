@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.jobspec import JobSpec
-from compliance.checkpoint import SignedCheckpoint
-from compliance.cosigning import build_request
-from compliance.trail import Trail
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.compliance.checkpoint import SignedCheckpoint
+from fedcollab.compliance.cosigning import build_request
+from fedcollab.compliance.trail import Trail
 
 __all__ = ["AuditConfig", "JobAudit"]
 
@@ -110,7 +110,7 @@ class JobAudit:
         if self.config is None:
             return
         keys = self.config.partner_keys or {}
-        from common.errors import PolicyRefusal
+        from fedcollab.common.errors import PolicyRefusal
 
         if partner not in keys:
             raise PolicyRefusal(

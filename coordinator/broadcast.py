@@ -18,8 +18,8 @@ from pathlib import Path
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from common.errors import CiphertextError, ProtocolError
-from common.serde import Payload, decode
+from fedcollab.common.errors import CiphertextError, ProtocolError
+from fedcollab.common.serde import Payload, decode
 
 __all__ = ["Outcome", "broadcast", "record_messages"]
 

@@ -11,11 +11,11 @@ from typing import Any
 
 from flwr.serverapp import Grid
 
-from common.errors import FedcollabError
-from common.serde import Payload, encode
-from coordinator.audit import JobAudit
-from coordinator.broadcast import broadcast
-from coordinator.roster import Roster
+from fedcollab.common.errors import FedcollabError
+from fedcollab.common.serde import Payload, encode
+from fedcollab.coordinator.audit import JobAudit
+from fedcollab.coordinator.broadcast import broadcast
+from fedcollab.coordinator.roster import Roster
 
 __all__ = ["request_cosignatures"]
 

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.errors import CiphertextError
-from privacy.ckks import PARAMETER_SETS, PublicKeys
+from fedcollab.common.errors import CiphertextError
+from fedcollab.privacy.ckks import PARAMETER_SETS, PublicKeys
 
 __all__ = ["HeSession", "params_summary", "session_from_keygen"]
 

@@ -14,21 +14,21 @@ from typing import Any
 
 from flwr.serverapp import Grid
 
-import common
-from common.errors import FedcollabError
-from common.jobspec import JobSpec
-from common.schema import DatasetSchema
-from compliance.trail import digest_bytes
-from coordinator.audit import AuditConfig, JobAudit
-from coordinator.cosign import request_cosignatures
-from coordinator.outputs import JobOutputs
-from coordinator.policy_gate import PolicyBundle
-from coordinator.prediction import run_prediction
-from coordinator.preprocess import federated_preprocessor
-from coordinator.roster import Roster
-from coordinator.segmentation import run_segmentation
-from coordinator.vertical import run_vertical
-from privacy.dp_plan import resolve
+from fedcollab import common
+from fedcollab.common.errors import FedcollabError
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.schema import DatasetSchema
+from fedcollab.compliance.trail import digest_bytes
+from fedcollab.coordinator.audit import AuditConfig, JobAudit
+from fedcollab.coordinator.cosign import request_cosignatures
+from fedcollab.coordinator.outputs import JobOutputs
+from fedcollab.coordinator.policy_gate import PolicyBundle
+from fedcollab.coordinator.prediction import run_prediction
+from fedcollab.coordinator.preprocess import federated_preprocessor
+from fedcollab.coordinator.roster import Roster
+from fedcollab.coordinator.segmentation import run_segmentation
+from fedcollab.coordinator.vertical import run_vertical
+from fedcollab.privacy.dp_plan import resolve
 
 __all__ = ["run_job"]
 

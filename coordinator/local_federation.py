@@ -19,22 +19,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from client.partner_data import PartnerSource
-from client.supernode import NodeConfig, start_supernode
-from common.errors import FederationError
-from common.schema import load_schema
-from compliance.registry import load_registry
-from coordinator.local_grants import EXAMPLE_REGISTRY, demo_grant
-from coordinator.policy_gate import add_grant, registry_path
-from coordinator.superlink import (
+from fedcollab.client.partner_data import PartnerSource
+from fedcollab.client.supernode import NodeConfig, start_supernode
+from fedcollab.common.errors import FederationError
+from fedcollab.common.schema import load_schema
+from fedcollab.compliance.registry import load_registry
+from fedcollab.coordinator.local_grants import EXAMPLE_REGISTRY, demo_grant
+from fedcollab.coordinator.policy_gate import add_grant, registry_path
+from fedcollab.coordinator.superlink import (
     _tool,
     flwr_env,
     register_node,
     registered_nodes,
     start_superlink,
 )
-from coordinator.workspace import Workspace
-from privacy.budget_ledger import BudgetLedger
+from fedcollab.coordinator.workspace import Workspace
+from fedcollab.privacy.budget_ledger import BudgetLedger
 
 __all__ = ["LocalFederation"]
 

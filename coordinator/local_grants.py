@@ -15,10 +15,16 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from compliance.grants import ConsentRecord, Grant, SignedGrant, save_signed_grant, sign_grant
-from compliance.keys import Signer
-from compliance.policy import required_consents
-from compliance.registry import Registry, load_registry
+from fedcollab.compliance.grants import (
+    ConsentRecord,
+    Grant,
+    SignedGrant,
+    save_signed_grant,
+    sign_grant,
+)
+from fedcollab.compliance.keys import Signer
+from fedcollab.compliance.policy import required_consents
+from fedcollab.compliance.registry import Registry, load_registry
 
 __all__ = ["EXAMPLE_REGISTRY", "demo_grant", "example_registry"]
 

@@ -72,14 +72,14 @@ class JobOutputs:
 
     def write_attributions(self, doc: dict[str, Any]) -> None:
         """``attributions.json`` and ``attributions.csv`` (:mod:`protocols.attribution`)."""
-        from protocols.attribution import attribution_csv
+        from fedcollab.protocols.attribution import attribution_csv
 
         self.write_json("attributions.json", doc)
         self.write_bytes("attributions.csv", attribution_csv(doc).encode())
 
     def write_segments(self, profiles: list[dict[str, Any]]) -> None:
         """``segments.json`` and ``segments.csv`` (:mod:`protocols.segment_labels`)."""
-        from protocols.segment_labels import segments_csv
+        from fedcollab.protocols.segment_labels import segments_csv
 
         self.write_json("segments.json", profiles)
         self.write_bytes("segments.csv", segments_csv(profiles).encode())

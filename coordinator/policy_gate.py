@@ -28,15 +28,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common.errors import PolicyRefusal
-from common.jobspec import JobSpec
-from compliance.grants import SignedGrant, load_signed_grant, parse_signed_grant, verify_grant
-from compliance.keys import parse_verifier_key
-from compliance.policy import ParticipantFacts, PolicyDecision, check_job_policy
-from compliance.registry import Registry, load_registry
-from compliance.trail import Trail
-from coordinator.superlink import partner_audit_keys, registered_nodes
-from coordinator.workspace import Workspace
+from fedcollab.common.errors import PolicyRefusal
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.compliance.grants import (
+    SignedGrant,
+    load_signed_grant,
+    parse_signed_grant,
+    verify_grant,
+)
+from fedcollab.compliance.keys import parse_verifier_key
+from fedcollab.compliance.policy import ParticipantFacts, PolicyDecision, check_job_policy
+from fedcollab.compliance.registry import Registry, load_registry
+from fedcollab.compliance.trail import Trail
+from fedcollab.coordinator.superlink import partner_audit_keys, registered_nodes
+from fedcollab.coordinator.workspace import Workspace
 
 __all__ = ["PolicyBundle", "add_grant", "check_submission", "policy_bundle"]
 

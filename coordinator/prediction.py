@@ -29,13 +29,13 @@ import numpy as np
 import torch
 from flwr.serverapp import Grid
 
-from common.jobspec import JobSpec
-from common.serde import Payload
-from coordinator.outputs import JobOutputs
-from coordinator.roster import Partner, Roster
-from privacy.dp_plan import resolve
-from protocols import attribution, evaluation, fedavg, models, preprocessing
-from protocols.early_stopping import EarlyStopping
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.serde import Payload
+from fedcollab.coordinator.outputs import JobOutputs
+from fedcollab.coordinator.roster import Partner, Roster
+from fedcollab.privacy.dp_plan import resolve
+from fedcollab.protocols import attribution, evaluation, fedavg, models, preprocessing
+from fedcollab.protocols.early_stopping import EarlyStopping
 
 __all__ = ["PredictionResult", "run_prediction"]
 

@@ -22,9 +22,9 @@ from typing import Any
 
 from flwr.serverapp import Grid
 
-from common.schema import DatasetSchema
-from coordinator.roster import Roster
-from protocols import preprocessing
+from fedcollab.common.schema import DatasetSchema
+from fedcollab.coordinator.roster import Roster
+from fedcollab.protocols import preprocessing
 
 __all__ = ["federated_preprocessor"]
 

@@ -25,17 +25,17 @@ import numpy as np
 from flwr.app import RecordDict
 from flwr.serverapp import Grid
 
-from common.errors import CiphertextError, NotEnoughPartnersError, PolicyRefusal
-from common.jobspec import JobSpec
-from common.serde import Payload, encode
-from compliance.trail import digest_bytes, digest_vector
-from coordinator.audit import JobAudit
-from coordinator.broadcast import broadcast
-from coordinator.encryption import HeSession, params_summary, session_from_keygen
-from coordinator.outputs import JobOutputs
-from coordinator.policy_gate import PolicyBundle
-from privacy.ckks import EncryptedSum
-from protocols.vector_sum import VectorSum
+from fedcollab.common.errors import CiphertextError, NotEnoughPartnersError, PolicyRefusal
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.serde import Payload, encode
+from fedcollab.compliance.trail import digest_bytes, digest_vector
+from fedcollab.coordinator.audit import JobAudit
+from fedcollab.coordinator.broadcast import broadcast
+from fedcollab.coordinator.encryption import HeSession, params_summary, session_from_keygen
+from fedcollab.coordinator.outputs import JobOutputs
+from fedcollab.coordinator.policy_gate import PolicyBundle
+from fedcollab.privacy.ckks import EncryptedSum
+from fedcollab.protocols.vector_sum import VectorSum
 
 __all__ = ["Partner", "Roster"]
 

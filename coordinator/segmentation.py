@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 from flwr.serverapp import Grid
 
-from common.jobspec import JobSpec
-from common.schema import DatasetSchema
-from common.serde import Payload
-from coordinator.outputs import JobOutputs
-from coordinator.roster import Partner, Roster
-from privacy.client_dp import cluster_sensitivity, profile_sensitivity
-from privacy.dp_plan import DpPlan, resolve
-from protocols import dp_segments, kmeans, preprocessing, segment_labels, segments
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.schema import DatasetSchema
+from fedcollab.common.serde import Payload
+from fedcollab.coordinator.outputs import JobOutputs
+from fedcollab.coordinator.roster import Partner, Roster
+from fedcollab.privacy.client_dp import cluster_sensitivity, profile_sensitivity
+from fedcollab.privacy.dp_plan import DpPlan, resolve
+from fedcollab.protocols import dp_segments, kmeans, preprocessing, segment_labels, segments
 
 __all__ = ["SegmentationResult", "run_segmentation"]
 

@@ -19,14 +19,14 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from common.errors import JobSpecError, PolicyRefusal
-from common.jobspec import JobSpec
-from compliance.keys import parse_verifier_key
-from coordinator.audit import AuditConfig
-from coordinator.broadcast import record_messages
-from coordinator.job import run_job
-from coordinator.outputs import JobOutputs
-from coordinator.policy_gate import PolicyBundle
+from fedcollab.common.errors import JobSpecError, PolicyRefusal
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.compliance.keys import parse_verifier_key
+from fedcollab.coordinator.audit import AuditConfig
+from fedcollab.coordinator.broadcast import record_messages
+from fedcollab.coordinator.job import run_job
+from fedcollab.coordinator.outputs import JobOutputs
+from fedcollab.coordinator.policy_gate import PolicyBundle
 
 __all__ = ["app", "make_server_app"]
 

@@ -14,18 +14,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-from client.client_app import make_client_app
-from client.partner_data import PartnerSource
-from common.errors import FederationError, JobSpecError, error_class
-from common.jobspec import JobSpec
-from common.schema import load_schema
-from compliance.policy import ParticipantFacts
-from compliance.registry import Registry, load_registry
-from compliance.trail import create_party_key, load_verifier_key
-from coordinator.local_grants import EXAMPLE_REGISTRY, demo_grant
-from coordinator.policy_gate import PolicyBundle
-from coordinator.server_app import make_server_app
-from privacy.budget_ledger import BudgetLedger
+from fedcollab.client.client_app import make_client_app
+from fedcollab.client.partner_data import PartnerSource
+from fedcollab.common.errors import FederationError, JobSpecError, error_class
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.schema import load_schema
+from fedcollab.compliance.policy import ParticipantFacts
+from fedcollab.compliance.registry import Registry, load_registry
+from fedcollab.compliance.trail import create_party_key, load_verifier_key
+from fedcollab.coordinator.local_grants import EXAMPLE_REGISTRY, demo_grant
+from fedcollab.coordinator.policy_gate import PolicyBundle
+from fedcollab.coordinator.server_app import make_server_app
+from fedcollab.privacy.budget_ledger import BudgetLedger
 
 __all__ = ["discover_partner_files", "run_simulation_job"]
 

@@ -24,13 +24,13 @@ from typing import Any
 
 import tomli_w
 
-import common
-from common.errors import FederationError
-from common.jobspec import JobSpec
-from coordinator.outputs import read_progress
-from coordinator.policy_gate import check_submission
-from coordinator.superlink import _tool, flwr_env, partner_audit_keys
-from coordinator.workspace import Workspace
+from fedcollab import common
+from fedcollab.common.errors import FederationError
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.coordinator.outputs import read_progress
+from fedcollab.coordinator.policy_gate import check_submission
+from fedcollab.coordinator.superlink import _tool, flwr_env, partner_audit_keys
+from fedcollab.coordinator.workspace import Workspace
 
 __all__ = ["append_job_index", "follow", "submit_job"]
 
@@ -42,8 +42,8 @@ _APP_PYPROJECT: dict[str, Any] = {
             "app": {
                 "publisher": "fedcollab",
                 "components": {
-                    "serverapp": "coordinator.server_app:app",
-                    "clientapp": "client.client_app:app",
+                    "serverapp": "fedcollab.coordinator.server_app:app",
+                    "clientapp": "fedcollab.client.client_app:app",
                 },
                 "config": {
                     "job": "",

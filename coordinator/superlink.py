@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import IO
 
-from common.errors import FederationError, WorkspaceError
-from compliance.trail import load_verifier_key
-from coordinator.workspace import Workspace, check_name
+from fedcollab.common.errors import FederationError, WorkspaceError
+from fedcollab.compliance.trail import load_verifier_key
+from fedcollab.coordinator.workspace import Workspace, check_name
 
 __all__ = [
     "flwr_env",

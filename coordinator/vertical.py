@@ -35,14 +35,14 @@ from typing import Any, Protocol
 
 from flwr.serverapp import Grid
 
-from common.errors import NotEnoughPartnersError, ProtocolError
-from common.jobspec import JobSpec
-from common.serde import Payload, encode
-from compliance.trail import digest_parts
-from coordinator.broadcast import broadcast
-from coordinator.outputs import JobOutputs
-from coordinator.roster import Roster
-from protocols.psi import PsiConfig, ring_route
+from fedcollab.common.errors import NotEnoughPartnersError, ProtocolError
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.serde import Payload, encode
+from fedcollab.compliance.trail import digest_parts
+from fedcollab.coordinator.broadcast import broadcast
+from fedcollab.coordinator.outputs import JobOutputs
+from fedcollab.coordinator.roster import Roster
+from fedcollab.protocols.psi import PsiConfig, ring_route
 
 __all__ = ["Relay", "VerticalResult", "drive", "run_vertical"]
 

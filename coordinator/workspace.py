@@ -41,8 +41,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from common.errors import WorkspaceError
-from compliance.trail import create_party_key
+from fedcollab.common.errors import WorkspaceError
+from fedcollab.compliance.trail import create_party_key
 
 __all__ = ["Federation", "Workspace", "generate_node_key"]
 

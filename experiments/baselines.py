@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from client.partner_data import PartnerData, PartnerSource, load_partner
-from common.dataset import Dataset
-from common.jobspec import JobSpec
-from protocols import kmeans, models, preprocessing
-from protocols.early_stopping import EarlyStopping
-from protocols.local_training import predict_proba, train_local
+from fedcollab.client.partner_data import PartnerData, PartnerSource, load_partner
+from fedcollab.common.dataset import Dataset
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.protocols import kmeans, models, preprocessing
+from fedcollab.protocols.early_stopping import EarlyStopping
+from fedcollab.protocols.local_training import predict_proba, train_local
 
 __all__ = [
     "Pooled",

@@ -29,11 +29,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from compliance import merkle
-from compliance.bundle import export_bundle, verify_bundle
-from compliance.events import make_event
-from compliance.keys import Signer
-from compliance.log import AuditLog
+from fedcollab.compliance import merkle
+from fedcollab.compliance.bundle import export_bundle, verify_bundle
+from fedcollab.compliance.events import make_event
+from fedcollab.compliance.keys import Signer
+from fedcollab.compliance.log import AuditLog
 
 ORIGIN = "bench.fedcollab/audit"
 ACTORS = [f"partner-{i}" for i in range(1, 5)]

@@ -90,9 +90,9 @@ from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from rich.console import Console
 from rich.table import Table
 
-from common import serde
-from privacy.ckks import PARAMETER_SETS, CkksParameters, EncryptedSum, SecretKeys
-from protocols.vector_sum import VectorSum
+from fedcollab.common import serde
+from fedcollab.privacy.ckks import PARAMETER_SETS, CkksParameters, EncryptedSum, SecretKeys
+from fedcollab.protocols.vector_sum import VectorSum
 
 PARAMS = "compact"
 DEFAULT_SIZES = (1_000, 100_000, 1_000_000)

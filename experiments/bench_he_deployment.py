@@ -53,10 +53,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from client.partner_data import PartnerSource
-from common.jobspec import JobSpec
-from common.schema import DatasetSchema
 from experiments.he_equivalence import code_version
+from fedcollab.client.partner_data import PartnerSource
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.schema import DatasetSchema
 
 __all__ = [
     "GOAL",
@@ -88,8 +88,8 @@ def round_times(events: Iterable[Mapping[str, Any]]) -> dict[int, float]:
 def partner_steps(node_dir: Path, partner: str, digest: str, t0: float) -> dict[str, Any]:
     """From a partner's own audit log: per step of job ``digest``, when its ClientApp
     logged the request (after process start-up and imports) and its reply, s after ``t0``."""
-    from compliance.keys import Signer
-    from compliance.log import AuditLog
+    from fedcollab.compliance.keys import Signer
+    from fedcollab.compliance.log import AuditLog
 
     with AuditLog.open(
         node_dir / "audit.db", origin=partner, signer=Signer.load(node_dir / "audit.key")
@@ -127,9 +127,9 @@ def breakdown(mode: Mapping[str, Any]) -> dict[str, float]:
 def n_features(sources: Sequence[PartnerSource], spec: JobSpec) -> int:
     """Model inputs as the federated preprocessing derives them: numeric columns,
     the union of the partners' handshake vocabularies (one-hot), boolean columns."""
-    from client.handlers import handshake
     from experiments.baselines import load_all
-    from protocols import preprocessing
+    from fedcollab.client.handlers import handshake
+    from fedcollab.protocols import preprocessing
 
     schema = DatasetSchema.model_validate(spec.data_schema)
     vocabs = [handshake(d, spec, None)[0]["vocab"] for d in load_all(sources, spec)]  # type: ignore[arg-type]
@@ -142,7 +142,7 @@ def n_features(sources: Sequence[PartnerSource], spec: JobSpec) -> int:
 def reply_bytes(length: int) -> dict[str, Any]:
     """One round reply of ``length`` values: float64 plaintext vs a ``compact`` ciphertext."""
     from experiments.bench_he import _native_stdout_silenced
-    from privacy.ckks import PARAMETER_SETS, SecretKeys
+    from fedcollab.privacy.ckks import PARAMETER_SETS, SecretKeys
 
     keys = SecretKeys.generate()
     values = np.random.default_rng(0).uniform(-1000.0, 1000.0, length)
@@ -188,8 +188,8 @@ def _free_port_block(n: int) -> int:
 
 
 def _run(fed: Any, spec: JobSpec, out: Path) -> dict[str, Any]:
-    from coordinator.outputs import read_progress
-    from coordinator.submit import follow, submit_job
+    from fedcollab.coordinator.outputs import read_progress
+    from fedcollab.coordinator.submit import follow, submit_job
 
     t = time.monotonic()
     submit_job(fed.ws, spec, out)
@@ -227,9 +227,9 @@ def _model_pt_parameters(out: Path) -> int:
 
 
 def run(out: Path, hidden: tuple[int, ...], console: Console) -> dict[str, Any]:
-    from coordinator.local_federation import LocalFederation
     from experiments.horizontal import prepare_partners
-    from protocols import evaluation, models
+    from fedcollab.coordinator.local_federation import LocalFederation
+    from fedcollab.protocols import evaluation, models
 
     sources = prepare_partners(out / "partners")[:PARTNERS]
     specs = _specs(sources[0].schema, hidden)

@@ -63,7 +63,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from protocols.psi import (
+from fedcollab.protocols.psi import (
     POOL_THRESHOLD,
     PsiConfig,
     PsiParty,

@@ -53,8 +53,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from common.jobspec import JobSpec
 from experiments.he_equivalence import code_version
+from fedcollab.common.jobspec import JobSpec
 
 __all__ = [
     "AUC_TOLERANCE",
@@ -160,8 +160,8 @@ def _free_port_block(n: int) -> int:
 
 
 def _run(fed: Any, spec: JobSpec, out: Path) -> dict[str, Any]:
-    from coordinator.outputs import read_progress
-    from coordinator.submit import follow, submit_job
+    from fedcollab.coordinator.outputs import read_progress
+    from fedcollab.coordinator.submit import follow, submit_job
 
     t = time.monotonic()
     submit_job(fed.ws, spec, out)
@@ -180,8 +180,8 @@ def _run(fed: Any, spec: JobSpec, out: Path) -> dict[str, Any]:
 
 
 def run(out: Path, iterations: int, console: Console) -> dict[str, Any]:
-    from coordinator.local_federation import LocalFederation
     from experiments.vertical_setup import prepare_vertical, vertical_job
+    from fedcollab.coordinator.local_federation import LocalFederation
 
     sources = prepare_vertical(out / "vertical-parties")
     specs = {

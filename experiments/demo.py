@@ -23,24 +23,24 @@ from typing import Any
 import tomli_w
 from rich.console import Console
 
-from cli.progress import JobProgress
-from client.partner_data import PartnerSource
-from common.errors import FederationError
-from common.jobspec import JobSpec, PrivacySpec
-from compliance.bundle import export_bundle, verify_bundle
-from compliance.crossref import cross_check
-from compliance.keys import Signer
-from compliance.log import AuditLog
-from compliance.report import write_report
-from compliance.trail import load_verifier_key
-from coordinator.local_federation import LocalFederation
-from coordinator.policy_gate import registry_path
-from coordinator.submit import follow, submit_job
-from coordinator.workspace import Workspace
 from experiments.demo_console import setup_console
 from experiments.horizontal import compare, default_jobs, prepare_partners, render
 from experiments.vertical_setup import LABEL_HOLDER, prepare_vertical, vertical_job
 from experiments.vertical_summary import render_vertical, vertical_summary
+from fedcollab.cli.progress import JobProgress
+from fedcollab.client.partner_data import PartnerSource
+from fedcollab.common.errors import FederationError
+from fedcollab.common.jobspec import JobSpec, PrivacySpec
+from fedcollab.compliance.bundle import export_bundle, verify_bundle
+from fedcollab.compliance.crossref import cross_check
+from fedcollab.compliance.keys import Signer
+from fedcollab.compliance.log import AuditLog
+from fedcollab.compliance.report import write_report
+from fedcollab.compliance.trail import load_verifier_key
+from fedcollab.coordinator.local_federation import LocalFederation
+from fedcollab.coordinator.policy_gate import registry_path
+from fedcollab.coordinator.submit import follow, submit_job
+from fedcollab.coordinator.workspace import Workspace
 
 __all__ = ["run_demo"]
 

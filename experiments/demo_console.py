@@ -13,9 +13,14 @@ import os
 import secrets
 from pathlib import Path
 
-from coordinator.console.auth import Role, UserStore
-from coordinator.console.settings import ConsolePaths, add_jobs_dir, add_ledger, init_console
-from coordinator.workspace import Workspace
+from fedcollab.coordinator.console.auth import Role, UserStore
+from fedcollab.coordinator.console.settings import (
+    ConsolePaths,
+    add_jobs_dir,
+    add_ledger,
+    init_console,
+)
+from fedcollab.coordinator.workspace import Workspace
 
 __all__ = ["setup_console"]
 

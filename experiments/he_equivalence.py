@@ -50,7 +50,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from common.jobspec import JobSpec
+from fedcollab.common.jobspec import JobSpec
 
 __all__ = [
     "RELATIVE_TARGET",
@@ -223,8 +223,8 @@ def _run_all(
     out: Path, rounds: int | None, num_cpus: int | None, console: Console
 ) -> dict[str, Any]:
     # Imported here: the comparison functions above stay importable without Flower.
-    from coordinator.simulation import run_simulation_job
     from experiments.horizontal import prepare_partners
+    from fedcollab.coordinator.simulation import run_simulation_job
 
     sources = prepare_partners(out / "partners")
     runs: dict[str, Any] = {}

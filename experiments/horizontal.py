@@ -27,12 +27,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from client.partner_data import PartnerSource
-from common.jobspec import JobSpec
-from common.schema import load_schema
-from common.split import split_horizontal
-from coordinator.simulation import discover_partner_files, run_simulation_job
 from experiments import baselines
+from fedcollab.client.partner_data import PartnerSource
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.schema import load_schema
+from fedcollab.common.split import split_horizontal
+from fedcollab.coordinator.simulation import discover_partner_files, run_simulation_job
 
 __all__ = ["DATA_DIR", "compare", "default_jobs", "main", "prepare_partners", "render"]
 

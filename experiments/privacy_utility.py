@@ -86,10 +86,10 @@ import numpy.typing as npt
 from rich.console import Console
 from rich.table import Table
 
-from common.jobspec import JobSpec
+from fedcollab.common.jobspec import JobSpec
 
 if TYPE_CHECKING:
-    from client.partner_data import PartnerData
+    from fedcollab.client.partner_data import PartnerData
 
 from experiments.membership_inference import (
     advantage_bound,
@@ -252,7 +252,7 @@ def summarise(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def _ledger_epsilon(run_dir: Path) -> float:
     """The largest record-level epsilon any partner's ledger charged in this run."""
-    from privacy.budget_ledger import BudgetLedger
+    from fedcollab.privacy.budget_ledger import BudgetLedger
 
     spent = 0.0
     for db in sorted((run_dir / "audit" / "partners").glob("*/budget.db")):
@@ -270,8 +270,8 @@ def _released_model_scores(
     from sklearn.metrics import roc_auc_score
 
     from experiments.baselines import _xy
-    from protocols import models, preprocessing
-    from protocols.local_training import predict_proba
+    from fedcollab.protocols import models, preprocessing
+    from fedcollab.protocols.local_training import predict_proba
 
     pre = preprocessing.Preprocessor.from_dict(
         json.loads((run_dir / "preprocessor.json").read_text())
@@ -305,7 +305,7 @@ def _run_one(
     run_dir: Path,
     num_cpus: int | None,
 ) -> dict[str, Any]:
-    from coordinator.simulation import run_simulation_job
+    from fedcollab.coordinator.simulation import run_simulation_job
 
     if run_dir.exists():  # a fresh folder: a fresh audit trail and budget ledger per run
         shutil.rmtree(run_dir)
@@ -356,7 +356,7 @@ def _run_with_retry(
     about privacy or utility, so the run is repeated from scratch, once, and
     the first attempt's error is kept in the run's ``retried_after``.
     """
-    from common.errors import FederationError
+    from fedcollab.common.errors import FederationError
 
     try:
         return _run_one(spec, setting, seed, sources, data, member_sample, run_dir, num_cpus)

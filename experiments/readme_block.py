@@ -20,10 +20,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from common.errors import FedcollabError
 from experiments.figures import FIGURES
 from experiments.readme_rows import ROWS
 from experiments.studies import STUDIES, StudyRun
+from fedcollab.common.errors import FedcollabError
 
 __all__ = ["BEGIN", "END", "ReadmeMarkerError", "render_block", "replace_block", "rewrite_readme"]
 

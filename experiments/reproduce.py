@@ -39,7 +39,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from common.errors import FedcollabError
 from experiments.studies import (
     STUDIES,
     Study,
@@ -49,6 +48,7 @@ from experiments.studies import (
     sha256_file,
     store_runs,
 )
+from fedcollab.common.errors import FedcollabError
 
 __all__ = ["load_results", "main", "select"]
 

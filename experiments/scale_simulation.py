@@ -22,11 +22,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from common.jobspec import JobSpec
-from common.schema import load_schema
-from common.split import split_horizontal
-from coordinator.simulation import discover_partner_files, run_simulation_job
 from experiments.horizontal import DATA_DIR
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.schema import load_schema
+from fedcollab.common.split import split_horizontal
+from fedcollab.coordinator.simulation import discover_partner_files, run_simulation_job
 
 __all__ = ["main"]
 

@@ -57,14 +57,18 @@ from rich.console import Console
 from rich.table import Table
 from sklearn.metrics import roc_auc_score
 
-from client.partner_data import PartnerSource
-from common.dataset import Dataset, load_dataset
-from common.schema import load_schema
-from protocols.psi import run_psi_local
-from protocols.split_nn import SplitNNConfig, epsilon_for, noise_for, releases_per_row
-from protocols.vertical_data import aligned_split, party_matrix
-from protocols.vertical_local import centralized_reference, run_lr_local, run_split_nn_local
-from protocols.vertical_lr import LabelData, VerticalLRConfig
+from fedcollab.client.partner_data import PartnerSource
+from fedcollab.common.dataset import Dataset, load_dataset
+from fedcollab.common.schema import load_schema
+from fedcollab.protocols.psi import run_psi_local
+from fedcollab.protocols.split_nn import SplitNNConfig, epsilon_for, noise_for, releases_per_row
+from fedcollab.protocols.vertical_data import aligned_split, party_matrix
+from fedcollab.protocols.vertical_local import (
+    centralized_reference,
+    run_lr_local,
+    run_split_nn_local,
+)
+from fedcollab.protocols.vertical_lr import LabelData, VerticalLRConfig
 
 __all__ = ["Aligned", "align", "load_parties", "main", "matrices", "models", "study"]
 

@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from client.partner_data import PartnerSource
-from common.jobspec import JobSpec
-from common.schema import load_schema
-from common.split import VerticalParty, split_vertical
+from fedcollab.client.partner_data import PartnerSource
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.schema import load_schema
+from fedcollab.common.split import VerticalParty, split_vertical
 
 __all__ = ["LABEL_HOLDER", "PARTIES", "prepare_vertical", "vertical_job"]
 

@@ -22,11 +22,11 @@ from rich.table import Table
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from client.partner_data import PartnerSource
-from common.dataset import load_dataset
-from common.jobspec import JobSpec
-from common.schema import load_schema
-from protocols.vertical_data import aligned_split, party_matrix
+from fedcollab.client.partner_data import PartnerSource
+from fedcollab.common.dataset import load_dataset
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.schema import load_schema
+from fedcollab.protocols.vertical_data import aligned_split, party_matrix
 
 __all__ = ["baselines", "render_vertical", "true_alignment", "vertical_summary"]
 

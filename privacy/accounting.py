@@ -48,7 +48,7 @@ from dp_accounting import mechanism_calibration
 from dp_accounting.pld import PLDAccountant
 from dp_accounting.rdp import RdpAccountant
 
-from common.errors import PrivacyError
+from fedcollab.common.errors import PrivacyError
 
 __all__ = [
     "AccountantKind",

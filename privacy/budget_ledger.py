@@ -54,8 +54,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from common.errors import BudgetExceededError, PrivacyError
-from privacy.accounting import Mechanism, epsilon, mechanism_from_dict
+from fedcollab.common.errors import BudgetExceededError, PrivacyError
+from fedcollab.privacy.accounting import Mechanism, epsilon, mechanism_from_dict
 
 __all__ = ["BudgetLedger", "Charge", "DatasetBudget"]
 

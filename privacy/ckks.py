@@ -72,7 +72,7 @@ import numpy as np
 import numpy.typing as npt
 import tenseal as ts
 
-from common.errors import CiphertextError
+from fedcollab.common.errors import CiphertextError
 
 __all__ = [
     "PARAMETER_SETS",

@@ -55,10 +55,10 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from common.errors import PrivacyError, ProtocolError
-from protocols import dp_segments, kmeans
-from protocols._checks import as_matrix, as_vector
-from protocols.params import flatten
+from fedcollab.common.errors import PrivacyError, ProtocolError
+from fedcollab.protocols import dp_segments, kmeans
+from fedcollab.protocols._checks import as_matrix, as_vector
+from fedcollab.protocols.params import flatten
 
 __all__ = [
     "clip_rows",

@@ -79,10 +79,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
-from common.errors import PrivacyError
-from common.jobspec import JobSpec
-from privacy import client_dp
-from privacy.accounting import (
+from fedcollab.common.errors import PrivacyError
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.privacy import client_dp
+from fedcollab.privacy.accounting import (
     Gaussian,
     Mechanism,
     SampledGaussian,

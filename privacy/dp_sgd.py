@@ -58,11 +58,11 @@ from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 from opacus.validators import ModuleValidator
 from torch import nn
 
-from common.errors import PrivacyError, ProtocolError
-from privacy.dp_plan import steps_per_epoch
-from protocols._checks import as_binary_labels, as_matrix, check_positive_int
-from protocols.local_training import LocalTrainResult, OptimizerKind
-from protocols.models import get_weights
+from fedcollab.common.errors import PrivacyError, ProtocolError
+from fedcollab.privacy.dp_plan import steps_per_epoch
+from fedcollab.protocols._checks import as_binary_labels, as_matrix, check_positive_int
+from fedcollab.protocols.local_training import LocalTrainResult, OptimizerKind
+from fedcollab.protocols.models import get_weights
 
 __all__ = ["steps_per_epoch", "train_local_dp"]  # steps_per_epoch: see privacy.dp_plan
 

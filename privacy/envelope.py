@@ -36,9 +36,9 @@ from typing import Any
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from common.errors import CiphertextError
-from compliance.keys import Signer, verify_signature
-from privacy.key_transport import PeerKeys, TransportKey
+from fedcollab.common.errors import CiphertextError
+from fedcollab.compliance.keys import Signer, verify_signature
+from fedcollab.privacy.key_transport import PeerKeys, TransportKey
 
 __all__ = ["Envelope", "open_envelope", "seal"]
 

@@ -39,9 +39,9 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from common.errors import CiphertextError
-from compliance.keys import Signer, parse_verifier_key, verify_signature
-from privacy.ckks import SecretKeys
+from fedcollab.common.errors import CiphertextError
+from fedcollab.compliance.keys import Signer, parse_verifier_key, verify_signature
+from fedcollab.privacy.ckks import SecretKeys
 
 __all__ = [
     "PeerKeys",

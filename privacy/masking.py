@@ -64,7 +64,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from common.errors import PrivacyError
+from fedcollab.common.errors import PrivacyError
 
 __all__ = [
     "MAX_ABS_VALUE",

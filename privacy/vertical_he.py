@@ -81,7 +81,7 @@ import numpy as np
 import tenseal as ts
 import tenseal.sealapi as sealapi
 
-from common.errors import CiphertextError, PrivacyError
+from fedcollab.common.errors import CiphertextError, PrivacyError
 
 __all__ = [
     "COEFF_MOD_BIT_SIZES",

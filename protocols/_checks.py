@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from common.errors import ProtocolError
+from fedcollab.common.errors import ProtocolError
 
 __all__ = [
     "EMPTY_COUNT",

@@ -52,10 +52,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from common.errors import ProtocolError
-from protocols import evaluation
-from protocols._checks import EMPTY_COUNT, as_vector, check_positive_int
-from protocols.preprocessing import Preprocessor
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols import evaluation
+from fedcollab.protocols._checks import EMPTY_COUNT, as_vector, check_positive_int
+from fedcollab.protocols.preprocessing import Preprocessor
 
 __all__ = [
     "ColumnGroup",

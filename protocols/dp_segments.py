@@ -41,12 +41,12 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from common.errors import ProtocolError
-from protocols import kmeans
-from protocols._checks import EMPTY_COUNT, as_binary_labels, as_matrix, as_vector
-from protocols._checks import check_positive_int as _positive
-from protocols.preprocessing import Preprocessor
-from protocols.segments import SegmentProfile
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols import kmeans
+from fedcollab.protocols._checks import EMPTY_COUNT, as_binary_labels, as_matrix, as_vector
+from fedcollab.protocols._checks import check_positive_int as _positive
+from fedcollab.protocols.preprocessing import Preprocessor
+from fedcollab.protocols.segments import SegmentProfile
 
 __all__ = [
     "bounded_profile_vector_length",

@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from common.errors import ProtocolError
-from protocols._checks import check_positive_int
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols._checks import check_positive_int
 
 __all__ = ["EarlyStopping"]
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from common.errors import ProtocolError
-from protocols._checks import EMPTY_COUNT, as_binary_labels, as_vector, check_positive_int
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols._checks import EMPTY_COUNT, as_binary_labels, as_vector, check_positive_int
 
 __all__ = ["EvalMetrics", "eval_vector_length", "local_eval_vector", "metrics_from_vector"]
 

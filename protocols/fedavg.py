@@ -34,9 +34,9 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from common.errors import ProtocolError
-from protocols._checks import EMPTY_COUNT, as_vector
-from protocols.params import flatten, unflatten
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols._checks import EMPTY_COUNT, as_vector
+from fedcollab.protocols.params import flatten, unflatten
 
 __all__ = ["decode_average", "encode_update", "update_length"]
 

@@ -34,8 +34,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from common.errors import ProtocolError
-from protocols._checks import EMPTY_COUNT, as_matrix, as_vector, check_positive_int
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols._checks import EMPTY_COUNT, as_matrix, as_vector, check_positive_int
 
 __all__ = [
     "assign",

@@ -27,9 +27,9 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from common.errors import ProtocolError
-from protocols._checks import as_binary_labels, as_matrix, check_positive_int
-from protocols.models import get_weights
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols._checks import as_binary_labels, as_matrix, check_positive_int
+from fedcollab.protocols.models import get_weights
 
 __all__ = ["LocalTrainResult", "OptimizerKind", "predict_proba", "train_local"]
 

@@ -23,9 +23,9 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from common.errors import ProtocolError
-from protocols._checks import check_positive_int
-from protocols.params import flatten, shapes_of, unflatten
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols._checks import check_positive_int
+from fedcollab.protocols.params import flatten, shapes_of, unflatten
 
 __all__ = [
     "ModelKind",

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from protocols._checks import as_vector
+from fedcollab.protocols._checks import as_vector
 
 __all__ = ["flatten", "shapes_of", "unflatten"]
 

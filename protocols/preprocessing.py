@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from common.errors import ProtocolError
-from protocols._checks import EMPTY_COUNT, as_column, as_vector, check_positive_int
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols._checks import EMPTY_COUNT, as_column, as_vector, check_positive_int
 
 __all__ = [
     "MomentsLayout",

@@ -114,8 +114,8 @@ from dataclasses import dataclass
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from common.errors import DataValidationError, ProtocolError
-from protocols._checks import check_positive_int
+from fedcollab.common.errors import DataValidationError, ProtocolError
+from fedcollab.protocols._checks import check_positive_int
 
 __all__ = [
     "DOMAIN",

@@ -45,8 +45,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from common.errors import ProtocolError
-from protocols.attribution import csv_text
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols.attribution import csv_text
 
 __all__ = ["describe_segments", "segments_csv"]
 

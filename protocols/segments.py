@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from common.errors import ProtocolError
-from protocols._checks import (
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols._checks import (
     EMPTY_COUNT,
     as_binary_labels,
     as_column,

@@ -47,9 +47,9 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from common.errors import PrivacyError, ProtocolError
-from protocols._checks import as_binary_labels, as_matrix, check_positive_int
-from protocols.split_nn_dp import embedding_mechanism, epsilon_for, noise_for
+from fedcollab.common.errors import PrivacyError, ProtocolError
+from fedcollab.protocols._checks import as_binary_labels, as_matrix, check_positive_int
+from fedcollab.protocols.split_nn_dp import embedding_mechanism, epsilon_for, noise_for
 
 __all__ = [
     "BottomParty",

@@ -11,7 +11,7 @@ All three are re-exported by :mod:`protocols.split_nn`.
 
 Example
 -------
->>> from protocols.split_nn import SplitNNConfig
+>>> from fedcollab.protocols.split_nn import SplitNNConfig
 >>> config = SplitNNConfig(steps=20, batch_size=50, noise_multiplier=4.0)
 >>> embedding_mechanism(config, 100, inference_releases=1).count  # 10 steps + 1 embed
 11
@@ -42,19 +42,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from common.errors import PrivacyError
-from privacy.accounting import AccountantKind, Gaussian, epsilon, gaussian_noise_for
-from protocols._checks import check_positive_int
+from fedcollab.common.errors import PrivacyError
+from fedcollab.privacy.accounting import AccountantKind, Gaussian, epsilon, gaussian_noise_for
+from fedcollab.protocols._checks import check_positive_int
 
 if TYPE_CHECKING:
-    from protocols.split_nn import SplitNNConfig
+    from fedcollab.protocols.split_nn import SplitNNConfig
 
 __all__ = ["embedding_mechanism", "epsilon_for", "noise_for"]
 
 
 def _count(config: SplitNNConfig, n_rows: int, inference_releases: int) -> int:
     # Imported here, not at the top: protocols.split_nn re-exports this module.
-    from protocols.split_nn import releases_per_row
+    from fedcollab.protocols.split_nn import releases_per_row
 
     extra = check_positive_int(inference_releases, name="inference_releases", minimum=0)
     return releases_per_row(config, n_rows) + extra

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from protocols._checks import as_vector, check_positive_int
+from fedcollab.protocols._checks import as_vector, check_positive_int
 
 __all__ = ["VectorSum"]
 

@@ -16,8 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.dataset import Dataset, split_indices
-from protocols.preprocessing import MomentsLayout, Preprocessor, local_moments, local_vocabulary
+from fedcollab.common.dataset import Dataset, split_indices
+from fedcollab.protocols.preprocessing import (
+    MomentsLayout,
+    Preprocessor,
+    local_moments,
+    local_vocabulary,
+)
 
 __all__ = ["PartyMatrix", "aligned_split", "party_matrix"]
 

@@ -46,8 +46,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from common.errors import ProtocolError
-from protocols._checks import as_binary_labels, as_matrix, as_vector, check_positive_int
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols._checks import as_binary_labels, as_matrix, as_vector, check_positive_int
 
 __all__ = [
     "OPERATOR",

@@ -30,12 +30,12 @@ import numpy.typing as npt
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from common.errors import ProtocolError
-from privacy.masking import MaskingKey, pairwise_seeds
-from privacy.vertical_he import LabelKeys
-from protocols._checks import as_binary_labels, as_matrix
-from protocols.split_nn import BottomParty, SplitNNConfig, TopModel
-from protocols.vertical_lr import FeatureParty, LabelData, LabelHolder, VerticalLRConfig
+from fedcollab.common.errors import ProtocolError
+from fedcollab.privacy.masking import MaskingKey, pairwise_seeds
+from fedcollab.privacy.vertical_he import LabelKeys
+from fedcollab.protocols._checks import as_binary_labels, as_matrix
+from fedcollab.protocols.split_nn import BottomParty, SplitNNConfig, TopModel
+from fedcollab.protocols.vertical_lr import FeatureParty, LabelData, LabelHolder, VerticalLRConfig
 
 __all__ = [
     "SplitNNResult",

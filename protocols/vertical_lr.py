@@ -56,7 +56,7 @@ Example
 -------
 :mod:`protocols.vertical_local` drives every role in one process:
 
->>> from protocols.vertical_local import run_lr_local
+>>> from fedcollab.protocols.vertical_local import run_lr_local
 >>> rng = np.random.default_rng(0)
 >>> X = rng.normal(size=(200, 3)); y = (X.sum(axis=1) > 0).astype(float)
 >>> cfg = VerticalLRConfig(iterations=20, l2=0.01, encrypted=False)
@@ -76,9 +76,9 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import ProtocolError
-from privacy.masking import mask_vector, unmask_sum
-from privacy.vertical_he import (
+from fedcollab.common.errors import ProtocolError
+from fedcollab.privacy.masking import mask_vector, unmask_sum
+from fedcollab.privacy.vertical_he import (
     LabelKeys,
     PublicContext,
     decrypt_masked,
@@ -86,7 +86,7 @@ from privacy.vertical_he import (
     encrypt_residuals,
     encrypted_gradient,
 )
-from protocols._checks import as_binary_labels, as_matrix
+from fedcollab.protocols._checks import as_binary_labels, as_matrix
 
 __all__ = [
     "Explanation",

@@ -3,7 +3,7 @@
 Start it with ``fedcollab console start -w WORKSPACE`` (see ``docs/console.md``).
 """
 
-from coordinator.console.app import create_app
-from coordinator.console.settings import ConsoleConfig
+from fedcollab.coordinator.console.app import create_app
+from fedcollab.coordinator.console.settings import ConsoleConfig
 
 __all__ = ["ConsoleConfig", "create_app"]

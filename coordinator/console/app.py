@@ -30,24 +30,24 @@ from fastapi import Depends, FastAPI, Form, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from common.errors import ConsoleError
-from compliance.keys import parse_verifier_key
-from compliance.trail import Trail, load_verifier_key
-from coordinator.console import routes_audit, routes_jobs, routes_partners
-from coordinator.console.audit_view import AuditBrowser, AuditSource
-from coordinator.console.auth import LoginGuard, Principal, SessionCodec, UserStore
-from coordinator.console.context import ConsoleState, render
-from coordinator.console.jobs import JobCatalog
-from coordinator.console.permissions import (
+from fedcollab.common.errors import ConsoleError
+from fedcollab.compliance.keys import parse_verifier_key
+from fedcollab.compliance.trail import Trail, load_verifier_key
+from fedcollab.coordinator.console import routes_audit, routes_jobs, routes_partners
+from fedcollab.coordinator.console.audit_view import AuditBrowser, AuditSource
+from fedcollab.coordinator.console.auth import LoginGuard, Principal, SessionCodec, UserStore
+from fedcollab.coordinator.console.context import ConsoleState, render
+from fedcollab.coordinator.console.jobs import JobCatalog
+from fedcollab.coordinator.console.permissions import (
     Forbidden,
     NotAuthenticated,
     check_csrf,
     current_principal,
 )
-from coordinator.console.settings import CONSOLE_ACTOR, ConsoleConfig
-from coordinator.console.sources import NodeStatus
-from coordinator.superlink import partner_audit_keys
-from coordinator.workspace import Workspace
+from fedcollab.coordinator.console.settings import CONSOLE_ACTOR, ConsoleConfig
+from fedcollab.coordinator.console.sources import NodeStatus
+from fedcollab.coordinator.superlink import partner_audit_keys
+from fedcollab.coordinator.workspace import Workspace
 
 __all__ = ["create_app"]
 

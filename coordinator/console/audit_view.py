@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from common.errors import AuditVerificationError, FedcollabError
-from compliance.bundle import BundleReport, export_bundle, verify_bundle
-from compliance.checkpoint import parse_signed_checkpoint
-from compliance.keys import Signer, parse_verifier_key
-from compliance.log import AuditLog
+from fedcollab.common.errors import AuditVerificationError, FedcollabError
+from fedcollab.compliance.bundle import BundleReport, export_bundle, verify_bundle
+from fedcollab.compliance.checkpoint import parse_signed_checkpoint
+from fedcollab.compliance.keys import Signer, parse_verifier_key
+from fedcollab.compliance.log import AuditLog
 
 __all__ = ["AuditSource", "LogStatus", "bundle_zip", "list_entries", "log_status"]
 
@@ -228,7 +228,7 @@ def report_zip(
     trusted_keys: Mapping[str, bytes],
 ) -> tuple[bytes, BundleReport]:
     """The compliance report (HTML + PDF) of ``source``'s verified bundle, zipped."""
-    from compliance.report import write_report  # heavy (PDF): only when asked
+    from fedcollab.compliance.report import write_report  # heavy (PDF): only when asked
 
     with _exported(source) as (bundle, _size):
         report = _verify(source, bundle)

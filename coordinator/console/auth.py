@@ -48,7 +48,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from common.errors import ConsoleError
+from fedcollab.common.errors import ConsoleError
 
 __all__ = [
     "MIN_PASSWORD_CHARS",

@@ -12,14 +12,14 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from compliance.trail import Trail
-from coordinator.console.audit_view import AuditBrowser
-from coordinator.console.auth import LoginGuard, Principal, SessionCodec, UserStore
-from coordinator.console.jobs import JobCatalog
-from coordinator.console.permissions import Permission, has
-from coordinator.console.settings import ConsoleConfig
-from coordinator.console.sources import NodeStatus
-from coordinator.workspace import Workspace
+from fedcollab.compliance.trail import Trail
+from fedcollab.coordinator.console.audit_view import AuditBrowser
+from fedcollab.coordinator.console.auth import LoginGuard, Principal, SessionCodec, UserStore
+from fedcollab.coordinator.console.jobs import JobCatalog
+from fedcollab.coordinator.console.permissions import Permission, has
+from fedcollab.coordinator.console.settings import ConsoleConfig
+from fedcollab.coordinator.console.sources import NodeStatus
+from fedcollab.coordinator.workspace import Workspace
 
 __all__ = ["ConsoleState", "render", "state_of"]
 

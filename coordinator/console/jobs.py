@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coordinator.outputs import read_progress
+from fedcollab.coordinator.outputs import read_progress
 
 __all__ = ["JobCatalog", "JobRef", "job_detail", "job_participants", "job_summary"]
 

@@ -27,7 +27,7 @@ from enum import StrEnum
 
 from fastapi import Request
 
-from coordinator.console.auth import Principal, Role
+from fedcollab.coordinator.console.auth import Principal, Role
 
 __all__ = [
     "Forbidden",

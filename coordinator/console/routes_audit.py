@@ -12,14 +12,19 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from common.errors import FedcollabError
-from compliance.keys import parse_verifier_key
-from coordinator.console.audit_view import AuditSource, bundle_zip, list_entries, report_zip
-from coordinator.console.auth import Principal
-from coordinator.console.context import ConsoleState, render, state_of
-from coordinator.console.permissions import Forbidden, Permission, need
-from coordinator.policy_gate import registry_path
-from coordinator.superlink import partner_audit_keys
+from fedcollab.common.errors import FedcollabError
+from fedcollab.compliance.keys import parse_verifier_key
+from fedcollab.coordinator.console.audit_view import (
+    AuditSource,
+    bundle_zip,
+    list_entries,
+    report_zip,
+)
+from fedcollab.coordinator.console.auth import Principal
+from fedcollab.coordinator.console.context import ConsoleState, render, state_of
+from fedcollab.coordinator.console.permissions import Forbidden, Permission, need
+from fedcollab.coordinator.policy_gate import registry_path
+from fedcollab.coordinator.superlink import partner_audit_keys
 
 __all__ = ["router"]
 

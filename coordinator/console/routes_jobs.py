@@ -7,12 +7,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 
-from common.errors import FedcollabError
-from coordinator.console.auth import Principal, Role
-from coordinator.console.charts import bar_chart, line_points
-from coordinator.console.context import ConsoleState, render, state_of
-from coordinator.console.jobs import DOWNLOADS, JobRef, job_detail, job_participants, job_summary
-from coordinator.console.permissions import (
+from fedcollab.common.errors import FedcollabError
+from fedcollab.coordinator.console.auth import Principal, Role
+from fedcollab.coordinator.console.charts import bar_chart, line_points
+from fedcollab.coordinator.console.context import ConsoleState, render, state_of
+from fedcollab.coordinator.console.jobs import (
+    DOWNLOADS,
+    JobRef,
+    job_detail,
+    job_participants,
+    job_summary,
+)
+from fedcollab.coordinator.console.permissions import (
     Forbidden,
     Permission,
     check_csrf,
@@ -20,7 +26,7 @@ from coordinator.console.permissions import (
     need,
     require,
 )
-from coordinator.console.submission import new_form_id, start_submission
+from fedcollab.coordinator.console.submission import new_form_id, start_submission
 
 __all__ = ["router"]
 

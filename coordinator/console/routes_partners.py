@@ -11,12 +11,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from coordinator.console.auth import Principal
-from coordinator.console.charts import bar_chart, line_points
-from coordinator.console.context import ConsoleState, render, state_of
-from coordinator.console.permissions import Permission, may_see_partner, need, require
-from coordinator.console.sources import partner_grants, partners, read_ledger
-from coordinator.workspace import check_name
+from fedcollab.coordinator.console.auth import Principal
+from fedcollab.coordinator.console.charts import bar_chart, line_points
+from fedcollab.coordinator.console.context import ConsoleState, render, state_of
+from fedcollab.coordinator.console.permissions import Permission, may_see_partner, need, require
+from fedcollab.coordinator.console.sources import partner_grants, partners, read_ledger
+from fedcollab.coordinator.workspace import check_name
 
 __all__ = ["router"]
 

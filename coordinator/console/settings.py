@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.errors import ConsoleError
-from compliance.trail import create_party_key
-from coordinator.workspace import Workspace, check_name
+from fedcollab.common.errors import ConsoleError
+from fedcollab.compliance.trail import create_party_key
+from fedcollab.coordinator.workspace import Workspace, check_name
 
 __all__ = [
     "ConsoleConfig",

@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from common.errors import FedcollabError
-from compliance.grants import load_signed_grant, verify_grant
-from compliance.keys import parse_verifier_key
-from coordinator.console.jobs import JobCatalog, job_participants
-from coordinator.outputs import read_progress
-from coordinator.policy_gate import grant_path
-from coordinator.superlink import _tool, flwr_env, partner_audit_keys, registered_nodes
-from coordinator.workspace import Workspace
-from privacy.budget_ledger import SCHEMA_VERSION, BudgetLedger
+from fedcollab.common.errors import FedcollabError
+from fedcollab.compliance.grants import load_signed_grant, verify_grant
+from fedcollab.compliance.keys import parse_verifier_key
+from fedcollab.coordinator.console.jobs import JobCatalog, job_participants
+from fedcollab.coordinator.outputs import read_progress
+from fedcollab.coordinator.policy_gate import grant_path
+from fedcollab.coordinator.superlink import _tool, flwr_env, partner_audit_keys, registered_nodes
+from fedcollab.coordinator.workspace import Workspace
+from fedcollab.privacy.budget_ledger import SCHEMA_VERSION, BudgetLedger
 
 __all__ = ["NodeStatus", "partner_grants", "partners", "read_ledger"]
 

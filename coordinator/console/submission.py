@@ -29,10 +29,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common.errors import FedcollabError, JobSpecError
-from common.jobspec import JobSpec, load_job_spec
-from coordinator.submit import submit_job
-from coordinator.workspace import Workspace
+from fedcollab.common.errors import FedcollabError, JobSpecError
+from fedcollab.common.jobspec import JobSpec, load_job_spec
+from fedcollab.coordinator.submit import submit_job
+from fedcollab.coordinator.workspace import Workspace
 
 __all__ = ["SUBMISSION_FILE", "Submission", "new_form_id", "start_submission"]
 

@@ -37,7 +37,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from coordinator.local_federation import LocalFederation
+from fedcollab.coordinator.local_federation import LocalFederation
 from tests.browser.support import (
     UI_TIMEOUT_MS,
     Command,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from coordinator.local_federation import LocalFederation
+from fedcollab.coordinator.local_federation import LocalFederation
 from tests.integration.support import BIN
 
 # Generous: the machine is shared, and two cores run a SuperLink, two SuperNodes and
@@ -100,7 +100,7 @@ def console_cli(*args: str, stdin: str | None = None) -> str:
         warnings.simplefilter("ignore", DeprecationWarning)
         from typer.testing import CliRunner
 
-        from cli.console import app
+        from fedcollab.cli.console import app
 
     result = CliRunner().invoke(app, list(args), input=stdin)
     if result.exit_code != 0:

@@ -10,10 +10,10 @@ from pathlib import Path
 import click
 import pytest
 
-from cli.app import main
-from cli.data import parse_party
-from common.dataset import load_dataset
-from common.schema import DatasetSchema, NumericFeature, load_schema
+from fedcollab.cli.app import main
+from fedcollab.cli.data import parse_party
+from fedcollab.common.dataset import load_dataset
+from fedcollab.common.schema import DatasetSchema, NumericFeature, load_schema
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = {

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
-from cli.progress import JobProgress
+from fedcollab.cli.progress import JobProgress
 
 
 def test_vertical_job_progress_lines() -> None:

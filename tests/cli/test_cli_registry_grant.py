@@ -16,12 +16,10 @@ import pytest
 import typer
 from rich.console import Console
 
-import cli.app
-import cli.grant
-import cli.registry
-from compliance.grants import load_signed_grant, save_signed_grant
-from compliance.keys import Signer, format_verifier_key, public_key_to_pem
-from compliance.registry import load_registry
+from fedcollab import cli
+from fedcollab.compliance.grants import load_signed_grant, save_signed_grant
+from fedcollab.compliance.keys import Signer, format_verifier_key, public_key_to_pem
+from fedcollab.compliance.registry import load_registry
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "data" / "registry.example.json"

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client import encryption
-from client.he_keys import NodeKeyStore
-from common.errors import CiphertextError
-from common.serde import Payload
-from compliance.trail import create_party_key
-from coordinator.encryption import HeSession, session_from_keygen
-from privacy.ckks import EncryptedSum, SecretKeys
+from fedcollab.client import encryption
+from fedcollab.client.he_keys import NodeKeyStore
+from fedcollab.common.errors import CiphertextError
+from fedcollab.common.serde import Payload
+from fedcollab.compliance.trail import create_party_key
+from fedcollab.coordinator.encryption import HeSession, session_from_keygen
+from fedcollab.privacy.ckks import EncryptedSum, SecretKeys
 
 warnings.filterwarnings("ignore", message=".*does not fit in a single ciphertext.*")
 

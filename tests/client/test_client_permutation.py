@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from client.handlers import HANDLERS, MIN_AGGREGATE_ROWS
-from client.partner_data import PartnerData, load_partner
-from common.jobspec import JobSpec
-from common.serde import Payload
-from privacy.dp_plan import resolve
-from protocols import attribution, evaluation, models, preprocessing
-from protocols.local_training import predict_proba
+from fedcollab.client.handlers import HANDLERS, MIN_AGGREGATE_ROWS
+from fedcollab.client.partner_data import PartnerData, load_partner
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.serde import Payload
+from fedcollab.privacy.dp_plan import resolve
+from fedcollab.protocols import attribution, evaluation, models, preprocessing
+from fedcollab.protocols.local_training import predict_proba
 from tests.coordinator.test_coordinator_attributions import SCHEMA, _partner
 
 torch.set_num_threads(1)

@@ -17,19 +17,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-from client import encryption, vertical
-from client.partner_data import PartnerData, PartnerSource, load_partner
-from client.vertical_store import VerticalStore
-from common.errors import CiphertextError, ProtocolError
-from common.jobspec import JobSpec
-from common.schema import load_schema
-from common.serde import Payload, decode, encode
-from common.split import split_vertical
-from compliance.trail import create_party_key
-from coordinator.outputs import JobOutputs
-from coordinator.vertical import drive
 from experiments.vertical_setup import DATA_DIR, LABEL_HOLDER, PARTIES, vertical_job
 from experiments.vertical_summary import baselines, true_alignment
+from fedcollab.client import encryption, vertical
+from fedcollab.client.partner_data import PartnerData, PartnerSource, load_partner
+from fedcollab.client.vertical_store import VerticalStore
+from fedcollab.common.errors import CiphertextError, ProtocolError
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.schema import load_schema
+from fedcollab.common.serde import Payload, decode, encode
+from fedcollab.common.split import split_vertical
+from fedcollab.compliance.trail import create_party_key
+from fedcollab.coordinator.outputs import JobOutputs
+from fedcollab.coordinator.vertical import drive
 
 RUN = "run-vertical-1"
 N_ROWS = 1500
@@ -199,7 +199,7 @@ def test_wrong_role_and_skipped_steps_are_refused(
 def test_split_nn_with_embedding_dp_charges_the_ledger_first(
     setup: tuple[Path, list[PartnerSource]], tmp_path: Path
 ) -> None:
-    from privacy.budget_ledger import BudgetLedger
+    from fedcollab.privacy.budget_ledger import BudgetLedger
 
     root, sources = setup
     spec = vertical_job(sources, model="split_nn", encrypted=False, iterations=4)
@@ -213,7 +213,7 @@ def test_split_nn_with_embedding_dp_charges_the_ledger_first(
         with BudgetLedger.open(ledgers[name]) as ledger:
             cap = 0.5 if name == "payment" else 1000.0
             ledger.set_cap(data.dataset.schema.dataset, epsilon_cap=cap, delta=1e-5)
-    from common.errors import BudgetExceededError
+    from fedcollab.common.errors import BudgetExceededError
 
     with pytest.raises(BudgetExceededError):
         drive(relay, spec, JobOutputs(tmp_path), run=RUN, offers=offers, masks=masks)
@@ -262,7 +262,7 @@ def _joint_inference(
     got = {r[0]: float(r[1]) for r in rows}
     assert len(got) == len(truth[LABEL_HOLDER])
     # Recompute from every party's saved share, pooled here (the test may; nobody else).
-    from protocols.preprocessing import Preprocessor
+    from fedcollab.protocols.preprocessing import Preprocessor
 
     z = np.zeros(len(truth[LABEL_HOLDER]))
     for name, (cfg, d) in relay.parties.items():

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.dataset import file_sha256, load_dataset, split_indices
-from common.errors import DataValidationError
-from common.schema import (
+from fedcollab.common.dataset import file_sha256, load_dataset, split_indices
+from fedcollab.common.errors import DataValidationError
+from fedcollab.common.schema import (
     BooleanFeature,
     CategoricalFeature,
     DatasetSchema,

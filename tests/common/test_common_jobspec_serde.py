@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, RecordDict
 
-from common.errors import JobSpecError, ProtocolError
-from common.jobspec import JobSpec, load_job_spec
-from common.serde import decode, encode, refusal
+from fedcollab.common.errors import JobSpecError, ProtocolError
+from fedcollab.common.jobspec import JobSpec, load_job_spec
+from fedcollab.common.serde import decode, encode, refusal
 
 SCHEMA = {
     "version": 1,

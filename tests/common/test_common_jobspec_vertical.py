@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import JobSpecError, SchemaError
-from common.jobspec import load_job_spec
 from experiments.vertical_setup import PARTIES, prepare_vertical, vertical_job
+from fedcollab.common.errors import JobSpecError, SchemaError
+from fedcollab.common.jobspec import load_job_spec
 
 
 @pytest.fixture(scope="module")

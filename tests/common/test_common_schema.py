@@ -9,8 +9,8 @@ from typing import Any
 import pydantic
 import pytest
 
-from common.errors import SchemaError
-from common.schema import (
+from fedcollab.common.errors import SchemaError
+from fedcollab.common.schema import (
     BooleanFeature,
     CategoricalFeature,
     DatasetSchema,

@@ -11,16 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.dataset import load_dataset
-from common.errors import DataValidationError, FedcollabError
-from common.schema import (
+from fedcollab.common.dataset import load_dataset
+from fedcollab.common.errors import DataValidationError, FedcollabError
+from fedcollab.common.schema import (
     BooleanFeature,
     CategoricalFeature,
     DatasetSchema,
     NumericFeature,
     load_schema,
 )
-from common.split import (
+from fedcollab.common.split import (
     SplitArgumentError,
     VerticalParty,
     assign_by_value,

@@ -17,14 +17,14 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from common.errors import AuditVerificationError, ComplianceError
-from compliance import merkle
-from compliance.bundle import _actor_of, export_bundle, verify_bundle
-from compliance.bundle_entries import LeafTree, _canonical_value, check_envelope
-from compliance.checkpoint import cosign
-from compliance.events import EventEnvelope, make_event
-from compliance.keys import Signer, format_verifier_key
-from compliance.log import AuditLog
+from fedcollab.common.errors import AuditVerificationError, ComplianceError
+from fedcollab.compliance import merkle
+from fedcollab.compliance.bundle import _actor_of, export_bundle, verify_bundle
+from fedcollab.compliance.bundle_entries import LeafTree, _canonical_value, check_envelope
+from fedcollab.compliance.checkpoint import cosign
+from fedcollab.compliance.events import EventEnvelope, make_event
+from fedcollab.compliance.keys import Signer, format_verifier_key
+from fedcollab.compliance.log import AuditLog
 
 ORIGIN = "fedcollab.test/audit"
 ACTORS = ["partner-1", "partner-2", "partner-3"]
@@ -344,7 +344,7 @@ def test_empty_log_bundle(tmp_path: Path) -> None:
 
 
 def test_cli_export_and_verify(world: dict[str, object], tmp_path: Path) -> None:
-    from cli.audit import app
+    from fedcollab.cli.audit import app
 
     log_key, actors, db = world["log_key"], world["actors"], world["db"]
     assert isinstance(log_key, Signer) and isinstance(actors, dict) and isinstance(db, Path)

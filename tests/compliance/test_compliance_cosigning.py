@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from common.errors import AuditVerificationError
-from compliance.checkpoint import verify_checkpoint
-from compliance.cosigning import CosignRecord, build_request, cosign_request
-from compliance.events import make_event
-from compliance.keys import Signer
-from compliance.log import AuditLog
+from fedcollab.common.errors import AuditVerificationError
+from fedcollab.compliance.checkpoint import verify_checkpoint
+from fedcollab.compliance.cosigning import CosignRecord, build_request, cosign_request
+from fedcollab.compliance.events import make_event
+from fedcollab.compliance.keys import Signer
+from fedcollab.compliance.log import AuditLog
 
 DIGEST = "sha256:" + "ab" * 32
 

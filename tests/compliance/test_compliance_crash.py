@@ -13,17 +13,17 @@ import threading
 import time
 from pathlib import Path
 
-from compliance import merkle
-from compliance.keys import Signer
-from compliance.log import AuditLog
+from fedcollab.compliance import merkle
+from fedcollab.compliance.keys import Signer
+from fedcollab.compliance.log import AuditLog
 
 ORIGIN = "fedcollab.test/crash"
 REPO = Path(__file__).resolve().parents[2]
 
 WRITER = rf"""
 import random, sys
-from compliance.keys import Signer
-from compliance.log import AuditLog
+from fedcollab.compliance.keys import Signer
+from fedcollab.compliance.log import AuditLog
 
 db, key, run = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rng = random.Random(run)

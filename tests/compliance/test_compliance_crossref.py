@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import AuditVerificationError
-from compliance.bundle import export_bundle, verify_bundle
-from compliance.crossref import cross_check
-from compliance.events import make_event
-from compliance.keys import Signer
-from compliance.log import AuditLog
+from fedcollab.common.errors import AuditVerificationError
+from fedcollab.compliance.bundle import export_bundle, verify_bundle
+from fedcollab.compliance.crossref import cross_check
+from fedcollab.compliance.events import make_event
+from fedcollab.compliance.keys import Signer
+from fedcollab.compliance.log import AuditLog
 
 DIGEST = "sha256:" + "cd" * 32
 

@@ -14,10 +14,10 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-import compliance.grants as grants_module
-from common.errors import ComplianceError, PolicyRefusal
-from compliance.events import canonical_json
-from compliance.grants import (
+import fedcollab.compliance.grants as grants_module
+from fedcollab.common.errors import ComplianceError, PolicyRefusal
+from fedcollab.compliance.events import canonical_json
+from fedcollab.compliance.grants import (
     GRANT_DOMAIN,
     ConsentRecord,
     Grant,
@@ -29,7 +29,7 @@ from compliance.grants import (
     sign_grant,
     verify_grant,
 )
-from compliance.keys import Signer
+from fedcollab.compliance.keys import Signer
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T1 = datetime(2027, 1, 1, tzinfo=UTC)

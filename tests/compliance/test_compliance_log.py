@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import AuditVerificationError, ComplianceError
-from compliance import merkle
-from compliance.checkpoint import cosign
-from compliance.events import make_event
-from compliance.keys import Signer
-from compliance.log import AuditLog
+from fedcollab.common.errors import AuditVerificationError, ComplianceError
+from fedcollab.compliance import merkle
+from fedcollab.compliance.checkpoint import cosign
+from fedcollab.compliance.events import make_event
+from fedcollab.compliance.keys import Signer
+from fedcollab.compliance.log import AuditLog
 
 ORIGIN = "fedcollab.test/audit"
 
@@ -155,8 +155,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 HOLDER = f"""
 import sys
-from compliance.keys import Signer
-from compliance.log import AuditLog
+from fedcollab.compliance.keys import Signer
+from fedcollab.compliance.log import AuditLog
 
 db, key = sys.argv[1], sys.argv[2]
 with AuditLog.open(db, origin={ORIGIN!r}, signer=Signer.load(key)) as log:

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.errors import AuditVerificationError
-from compliance import merkle
-from compliance.merkle import (
+from fedcollab.common.errors import AuditVerificationError
+from fedcollab.compliance import merkle
+from fedcollab.compliance.merkle import (
     EMPTY_ROOT,
     consistency_proof,
     inclusion_proof,

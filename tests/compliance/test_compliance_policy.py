@@ -10,19 +10,19 @@ from typing import Any
 
 import pytest
 
-import compliance.policy as policy_module
-from common.errors import ComplianceError, PolicyRefusal
-from compliance.events import canonical_json
-from compliance.grants import ConsentKind, ConsentRecord, Grant, SignedGrant, sign_grant
-from compliance.keys import Signer
-from compliance.policy import (
+import fedcollab.compliance.policy as policy_module
+from fedcollab.common.errors import ComplianceError, PolicyRefusal
+from fedcollab.compliance.events import canonical_json
+from fedcollab.compliance.grants import ConsentKind, ConsentRecord, Grant, SignedGrant, sign_grant
+from fedcollab.compliance.keys import Signer
+from fedcollab.compliance.policy import (
     ParticipantFacts,
     PolicyDecision,
     check_job_policy,
     check_partner_grant,
     required_consents,
 )
-from compliance.registry import Purpose, Registry, load_registry
+from fedcollab.compliance.registry import Purpose, Registry, load_registry
 
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY = load_registry(REPO / "data" / "registry.example.json")

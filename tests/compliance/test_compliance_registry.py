@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-import compliance.registry as registry_module
-from common.errors import ComplianceError, PolicyRefusal
-from compliance.registry import (
+import fedcollab.compliance.registry as registry_module
+from fedcollab.common.errors import ComplianceError, PolicyRefusal
+from fedcollab.compliance.registry import (
     Purpose,
     Registry,
     load_purpose,

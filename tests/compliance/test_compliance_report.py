@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from cli.report import app as report_app
-from common.errors import AuditVerificationError, ComplianceError
-from compliance.bundle import export_bundle
-from compliance.checkpoint import cosign
-from compliance.events import make_event
-from compliance.keys import Signer, format_verifier_key
-from compliance.log import AuditLog
-from compliance.report import build_report, render_html, write_report
+from fedcollab.cli.report import app as report_app
+from fedcollab.common.errors import AuditVerificationError, ComplianceError
+from fedcollab.compliance.bundle import export_bundle
+from fedcollab.compliance.checkpoint import cosign
+from fedcollab.compliance.events import make_event
+from fedcollab.compliance.keys import Signer, format_verifier_key
+from fedcollab.compliance.log import AuditLog
+from fedcollab.compliance.report import build_report, render_html, write_report
 
 ORIGIN = "fedcollab.test/audit"
 DIGEST = "sha256:" + "ab" * 32
@@ -402,7 +402,7 @@ def test_privacy_ledger_and_crafted_output_names(tmp_path: Path) -> None:
 def test_bundle_swapped_after_verification_is_refused(
     world: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import compliance.report as report_module
+    import fedcollab.compliance.report as report_module
 
     bundle = Path(shutil.copytree(world["bundle"], tmp_path / "b"))
     real = report_module.verify_bundle
@@ -420,7 +420,7 @@ def test_bundle_swapped_after_verification_is_refused(
 
 
 def test_public_surface() -> None:
-    import compliance.report as report_module
+    import fedcollab.compliance.report as report_module
 
     assert sorted(report_module.__all__) == [
         "ReportModel",

@@ -6,11 +6,11 @@ import json
 import shutil
 from pathlib import Path
 
-from compliance.report import build_report, render_html
-from compliance.report_render import pdf_bytes
-from protocols.attribution import coefficient_document
-from protocols.preprocessing import Preprocessor
-from protocols.segment_labels import describe_segments
+from fedcollab.compliance.report import build_report, render_html
+from fedcollab.compliance.report_render import pdf_bytes
+from fedcollab.protocols.attribution import coefficient_document
+from fedcollab.protocols.preprocessing import Preprocessor
+from fedcollab.protocols.segment_labels import describe_segments
 from tests.compliance.test_compliance_report import world  # noqa: F401  (the fixture)
 
 PRE = Preprocessor(

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import AuditVerificationError, ComplianceError
-from compliance.checkpoint import (
+from fedcollab.common.errors import AuditVerificationError, ComplianceError
+from fedcollab.compliance.checkpoint import (
     Checkpoint,
     NoteSignature,
     SignedCheckpoint,
@@ -19,8 +19,8 @@ from compliance.checkpoint import (
     sign_checkpoint,
     verify_checkpoint,
 )
-from compliance.events import make_event, salted_hash, signing_payload, verify_event
-from compliance.keys import (
+from fedcollab.compliance.events import make_event, salted_hash, signing_payload, verify_event
+from fedcollab.compliance.keys import (
     Signer,
     format_verifier_key,
     key_id,
@@ -29,7 +29,7 @@ from compliance.keys import (
     public_key_to_pem,
     verify_signature,
 )
-from compliance.merkle import EMPTY_ROOT
+from fedcollab.compliance.merkle import EMPTY_ROOT
 
 ORIGIN = "fedcollab.test/audit"
 

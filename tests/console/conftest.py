@@ -22,14 +22,19 @@ from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from compliance.trail import Trail
-from coordinator.console.app import create_app
-from coordinator.console.auth import Role, UserStore
-from coordinator.console.settings import ConsoleConfig, ConsolePaths, add_ledger, init_console
-from coordinator.outputs import JobOutputs
-from coordinator.workspace import Workspace
-from privacy.accounting import SampledGaussian
-from privacy.budget_ledger import BudgetLedger
+from fedcollab.compliance.trail import Trail
+from fedcollab.coordinator.console.app import create_app
+from fedcollab.coordinator.console.auth import Role, UserStore
+from fedcollab.coordinator.console.settings import (
+    ConsoleConfig,
+    ConsolePaths,
+    add_ledger,
+    init_console,
+)
+from fedcollab.coordinator.outputs import JobOutputs
+from fedcollab.coordinator.workspace import Workspace
+from fedcollab.privacy.accounting import SampledGaussian
+from fedcollab.privacy.budget_ledger import BudgetLedger
 
 PASSWORD = "correct horse battery"
 FAST = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)

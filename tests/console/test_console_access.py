@@ -11,7 +11,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.routing import BaseRoute
 
-from coordinator.console.auth import Role
+from fedcollab.coordinator.console.auth import Role
 from tests.console.conftest import Env, csrf_of, login
 
 Client = Callable[[str], TestClient]

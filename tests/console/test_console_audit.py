@@ -11,9 +11,9 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from cli.audit import require_pinned
-from compliance.bundle import verify_bundle
-from compliance.trail import load_verifier_key
+from fedcollab.cli.audit import require_pinned
+from fedcollab.compliance.bundle import verify_bundle
+from fedcollab.compliance.trail import load_verifier_key
 from tests.console.conftest import Env
 
 Client = Callable[[str], TestClient]

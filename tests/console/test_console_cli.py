@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.console import app, check_bind
-from common.errors import ConsoleError
-from coordinator.console.auth import UserStore
-from coordinator.workspace import Workspace
+from fedcollab.cli.console import app, check_bind
+from fedcollab.common.errors import ConsoleError
+from fedcollab.coordinator.console.auth import UserStore
+from fedcollab.coordinator.workspace import Workspace
 
 runner = CliRunner()
 

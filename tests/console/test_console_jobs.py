@@ -8,10 +8,10 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from common.jobspec import JobSpec
-from coordinator.console.jobs import JobCatalog
-from coordinator.outputs import JobOutputs
-from coordinator.submit import append_job_index
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.coordinator.console.jobs import JobCatalog
+from fedcollab.coordinator.outputs import JobOutputs
+from fedcollab.coordinator.submit import append_job_index
 from tests.console.conftest import Env, csrf_of
 
 Client = Callable[[str], TestClient]

@@ -9,8 +9,8 @@ import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
-from common.errors import ConsoleError
-from coordinator.console.auth import LoginGuard, Role, SessionCodec, UserStore
+from fedcollab.common.errors import ConsoleError
+from fedcollab.coordinator.console.auth import LoginGuard, Role, SessionCodec, UserStore
 from tests.console.conftest import PASSWORD, Env, login
 
 

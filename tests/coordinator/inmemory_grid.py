@@ -19,15 +19,15 @@ from typing import Any
 from flwr.app import Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from client.client_app import _serve
-from client.partner_data import PartnerSource
-from common.jobspec import JobSpec
-from compliance.registry import load_registry
-from compliance.trail import load_verifier_key
-from coordinator.audit import AuditConfig
-from coordinator.local_grants import EXAMPLE_REGISTRY
-from coordinator.policy_gate import PolicyBundle
-from coordinator.simulation import _audit_dir, _simulated_policy
+from fedcollab.client.client_app import _serve
+from fedcollab.client.partner_data import PartnerSource
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.compliance.registry import load_registry
+from fedcollab.compliance.trail import load_verifier_key
+from fedcollab.coordinator.audit import AuditConfig
+from fedcollab.coordinator.local_grants import EXAMPLE_REGISTRY
+from fedcollab.coordinator.policy_gate import PolicyBundle
+from fedcollab.coordinator.simulation import _audit_dir, _simulated_policy
 
 
 @dataclass(frozen=True)

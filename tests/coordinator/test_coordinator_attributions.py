@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from client.partner_data import PartnerSource
-from common.jobspec import JobSpec
-from compliance.trail import Trail
-from coordinator.job import run_job
-from coordinator.outputs import JobOutputs
+from fedcollab.client.partner_data import PartnerSource
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.compliance.trail import Trail
+from fedcollab.coordinator.job import run_job
+from fedcollab.coordinator.outputs import JobOutputs
 from tests.coordinator.inmemory_grid import federation, task_identity
 
 warnings.filterwarnings("ignore", message=".*does not fit in a single ciphertext.*")

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.errors import CiphertextError
-from common.jobspec import JobSpec
-from common.serde import Payload
-from compliance.trail import Trail, create_party_key
-from coordinator.audit import AuditConfig, JobAudit
-from coordinator.encryption import HeSession
-from coordinator.outputs import JobOutputs
-from coordinator.roster import Roster
-from privacy.ckks import EncryptedSum, SecretKeys
+from fedcollab.common.errors import CiphertextError
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.serde import Payload
+from fedcollab.compliance.trail import Trail, create_party_key
+from fedcollab.coordinator.audit import AuditConfig, JobAudit
+from fedcollab.coordinator.encryption import HeSession
+from fedcollab.coordinator.outputs import JobOutputs
+from fedcollab.coordinator.roster import Roster
+from fedcollab.privacy.ckks import EncryptedSum, SecretKeys
 
 warnings.filterwarnings("ignore", message=".*does not fit in a single ciphertext.*")
 

@@ -10,9 +10,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from common.errors import WorkspaceError
-from compliance.trail import load_verifier_key
-from coordinator.workspace import Workspace
+from fedcollab.common.errors import WorkspaceError
+from fedcollab.compliance.trail import load_verifier_key
+from fedcollab.coordinator.workspace import Workspace
 
 
 def test_create_writes_ca_server_cert_and_keys(tmp_path: Path) -> None:

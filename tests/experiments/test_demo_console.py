@@ -7,12 +7,12 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from coordinator.console.app import create_app
-from coordinator.console.auth import UserStore
-from coordinator.console.settings import ConsoleConfig, ConsolePaths
-from coordinator.workspace import Workspace
 from experiments.demo_console import setup_console
-from privacy.budget_ledger import BudgetLedger
+from fedcollab.coordinator.console.app import create_app
+from fedcollab.coordinator.console.auth import UserStore
+from fedcollab.coordinator.console.settings import ConsoleConfig, ConsolePaths
+from fedcollab.coordinator.workspace import Workspace
+from fedcollab.privacy.budget_ledger import BudgetLedger
 
 
 def _accounts(creds: Path) -> dict[str, tuple[str, str]]:

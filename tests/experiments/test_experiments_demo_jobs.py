@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.jobspec import load_job_spec
 from experiments.demo import (
     _demo_jobs,
     _dp_job,
@@ -14,6 +13,7 @@ from experiments.demo import (
 )
 from experiments.horizontal import DATA_DIR
 from experiments.vertical_setup import prepare_vertical
+from fedcollab.common.jobspec import load_job_spec
 
 
 def test_demo_job_files_round_trip(tmp_path: Path) -> None:

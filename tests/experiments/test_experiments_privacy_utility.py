@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from common.jobspec import JobSpec
 from experiments.privacy_utility import (
     SAMPLE_RATE,
     Setting,
@@ -27,6 +26,7 @@ from experiments.privacy_utility import (
     settings_for,
     summarise,
 )
+from fedcollab.common.jobspec import JobSpec
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from common.dataset import load_dataset
-from common.schema import load_schema
 from experiments import vertical
 from experiments.vertical_setup import LABEL_HOLDER, prepare_vertical
 from experiments.vertical_summary import true_alignment
+from fedcollab.common.dataset import load_dataset
+from fedcollab.common.schema import load_schema
 
 
 def test_psi_alignment_equals_the_true_join(tmp_path: Path) -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from client.partner_data import PartnerSource
-from common.schema import load_schema
-from common.split import split_horizontal
+from fedcollab.client.partner_data import PartnerSource
+from fedcollab.common.schema import load_schema
+from fedcollab.common.split import split_horizontal
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".venv" / "bin"

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from common.jobspec import load_job_spec
-from common.schema import load_schema
-from compliance.keys import Signer
-from compliance.log import AuditLog
-from coordinator.local_federation import LocalFederation
-from coordinator.submit import follow, submit_job
-from privacy.budget_ledger import BudgetLedger
+from fedcollab.common.jobspec import load_job_spec
+from fedcollab.common.schema import load_schema
+from fedcollab.compliance.keys import Signer
+from fedcollab.compliance.log import AuditLog
+from fedcollab.coordinator.local_federation import LocalFederation
+from fedcollab.coordinator.submit import follow, submit_job
+from fedcollab.privacy.budget_ledger import BudgetLedger
 from tests.integration.support import BIN, free_port, make_partners
 from tests.integration.test_federation import node_port_base
 

@@ -12,17 +12,17 @@ from typing import Any
 
 import pytest
 
-from common.dataset import file_sha256
-from common.jobspec import load_job_spec
-from compliance.keys import Signer
-from compliance.log import AuditLog
-from compliance.trail import create_party_key
-from coordinator.local_federation import LocalFederation
-from coordinator.local_grants import demo_grant, example_registry
-from coordinator.submit import follow, submit_job
-from coordinator.superlink import flwr_env
-from coordinator.workspace import generate_node_key
 from experiments.demo import export_and_verify
+from fedcollab.common.dataset import file_sha256
+from fedcollab.common.jobspec import load_job_spec
+from fedcollab.compliance.keys import Signer
+from fedcollab.compliance.log import AuditLog
+from fedcollab.compliance.trail import create_party_key
+from fedcollab.coordinator.local_federation import LocalFederation
+from fedcollab.coordinator.local_grants import demo_grant, example_registry
+from fedcollab.coordinator.submit import follow, submit_job
+from fedcollab.coordinator.superlink import flwr_env
+from fedcollab.coordinator.workspace import generate_node_key
 from tests.integration.support import BIN, free_port, make_partners
 
 pytestmark = pytest.mark.integration

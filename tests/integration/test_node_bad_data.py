@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.workspace import Workspace
+from fedcollab.coordinator.workspace import Workspace
 from tests.integration.support import BIN, SCHEMA
 
 pytestmark = pytest.mark.integration

@@ -15,17 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.dataset import load_dataset
-from common.schema import load_schema
-from common.split import split_vertical
-from compliance.keys import Signer
-from compliance.log import AuditLog
-from coordinator.local_federation import LocalFederation
-from coordinator.submit import follow, submit_job
 from experiments.demo import export_and_verify
 from experiments.vertical_setup import DATA_DIR, LABEL_HOLDER, PARTIES, vertical_job
 from experiments.vertical_summary import true_alignment
-from protocols.vertical_data import party_matrix
+from fedcollab.common.dataset import load_dataset
+from fedcollab.common.schema import load_schema
+from fedcollab.common.split import split_vertical
+from fedcollab.compliance.keys import Signer
+from fedcollab.compliance.log import AuditLog
+from fedcollab.coordinator.local_federation import LocalFederation
+from fedcollab.coordinator.submit import follow, submit_job
+from fedcollab.protocols.vertical_data import party_matrix
 from tests.integration.support import free_port
 from tests.integration.test_federation import node_port_base
 
@@ -49,7 +49,7 @@ def vertical_federation(
         parties=PARTIES,
         seed=1,
     )
-    from client.partner_data import PartnerSource
+    from fedcollab.client.partner_data import PartnerSource
 
     sources = [PartnerSource(partner=f.name, data=f.csv, schema=f.schema) for f in files]
     with LocalFederation(

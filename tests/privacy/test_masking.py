@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import privacy.masking as masking
-from common.errors import PrivacyError
-from privacy.masking import (
+import fedcollab.privacy.masking as masking
+from fedcollab.common.errors import PrivacyError
+from fedcollab.privacy.masking import (
     MAX_ABS_VALUE,
     SCALE_BITS,
     MaskingKey,

@@ -18,9 +18,9 @@ from dp_accounting.rdp import RdpAccountant
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.errors import PrivacyError
-from privacy import accounting
-from privacy.accounting import (
+from fedcollab.common.errors import PrivacyError
+from fedcollab.privacy import accounting
+from fedcollab.privacy.accounting import (
     Gaussian,
     Mechanism,
     SampledGaussian,

@@ -17,10 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import BudgetExceededError, PrivacyError
-from privacy import budget_ledger
-from privacy.accounting import Gaussian, Mechanism, SampledGaussian, epsilon, noise_multiplier_for
-from privacy.budget_ledger import BudgetLedger, Charge
+from fedcollab.common.errors import BudgetExceededError, PrivacyError
+from fedcollab.privacy import budget_ledger
+from fedcollab.privacy.accounting import (
+    Gaussian,
+    Mechanism,
+    SampledGaussian,
+    epsilon,
+    noise_multiplier_for,
+)
+from fedcollab.privacy.budget_ledger import BudgetLedger, Charge
 
 DELTA = 1e-5
 REPO = Path(__file__).resolve().parents[2]
@@ -271,9 +277,9 @@ def test_foreign_files_are_refused(tmp_path: Path) -> None:
 CHARGER = r"""
 import sys
 from pathlib import Path
-from common.errors import BudgetExceededError
-from privacy.accounting import Gaussian
-from privacy.budget_ledger import BudgetLedger
+from fedcollab.common.errors import BudgetExceededError
+from fedcollab.privacy.accounting import Gaussian
+from fedcollab.privacy.budget_ledger import BudgetLedger
 
 path, run, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 mech = Gaussian(noise_multiplier=float(sys.argv[4]), count=1)

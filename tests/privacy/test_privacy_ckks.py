@@ -11,8 +11,8 @@ import tenseal as ts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.errors import CiphertextError
-from privacy.ckks import PARAMETER_SETS, EncryptedSum, PublicKeys, SecretKeys
+from fedcollab.common.errors import CiphertextError
+from fedcollab.privacy.ckks import PARAMETER_SETS, EncryptedSum, PublicKeys, SecretKeys
 
 warnings.filterwarnings("ignore", message=".*does not fit in a single ciphertext.*")
 

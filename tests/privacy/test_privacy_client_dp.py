@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from common.errors import PrivacyError, ProtocolError
-from privacy import client_dp
-from privacy.client_dp import (
+from fedcollab.common.errors import PrivacyError, ProtocolError
+from fedcollab.privacy import client_dp
+from fedcollab.privacy.client_dp import (
     clip_rows,
     clip_update,
     cluster_sensitivity,
@@ -27,14 +27,14 @@ from privacy.client_dp import (
     private_update,
     profile_sensitivity,
 )
-from protocols import dp_segments, kmeans, segments
-from protocols.dp_segments import (
+from fedcollab.protocols import dp_segments, kmeans, segments
+from fedcollab.protocols.dp_segments import (
     bounded_profile_vector_length,
     local_bounded_profile_vector,
     profiles_from_bounded_vector,
     suppress_noisy_clusters,
 )
-from protocols.preprocessing import Preprocessor
+from fedcollab.protocols.preprocessing import Preprocessor
 
 FAST = settings(max_examples=40, deadline=None)
 TINY = 1e-9  # a noise multiplier that leaves the statistics readable

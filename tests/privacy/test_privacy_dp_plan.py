@@ -14,11 +14,11 @@ from dp_accounting.rdp import RdpAccountant
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.errors import PrivacyError
-from common.jobspec import JobSpec, PrivacySpec, SegmentationSpec, TrainingSpec
-from privacy import dp_plan
-from privacy.accounting import Gaussian, Mechanism, SampledGaussian, epsilon
-from privacy.dp_plan import DpPlan, resolve, steps_per_epoch
+from fedcollab.common.errors import PrivacyError
+from fedcollab.common.jobspec import JobSpec, PrivacySpec, SegmentationSpec, TrainingSpec
+from fedcollab.privacy import dp_plan
+from fedcollab.privacy.accounting import Gaussian, Mechanism, SampledGaussian, epsilon
+from fedcollab.privacy.dp_plan import DpPlan, resolve, steps_per_epoch
 
 DELTA = 1e-5
 SCHEMA = {

@@ -11,11 +11,11 @@ import torch
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 from torch import nn
 
-from common.errors import PrivacyError, ProtocolError
-from privacy import dp_plan, dp_sgd
-from privacy.dp_sgd import train_local_dp
-from protocols.local_training import predict_proba, train_local
-from protocols.models import build_model, flatten, get_weights
+from fedcollab.common.errors import PrivacyError, ProtocolError
+from fedcollab.privacy import dp_plan, dp_sgd
+from fedcollab.privacy.dp_sgd import train_local_dp
+from fedcollab.protocols.local_training import predict_proba, train_local
+from fedcollab.protocols.models import build_model, flatten, get_weights
 
 torch.set_num_threads(1)
 

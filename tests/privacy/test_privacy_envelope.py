@@ -6,11 +6,11 @@ from dataclasses import replace
 
 import pytest
 
-from common.errors import CiphertextError
-from compliance.keys import Signer
-from compliance.trail import create_party_key
-from privacy.envelope import Envelope, open_envelope, seal
-from privacy.key_transport import PeerKeys, TransportKey
+from fedcollab.common.errors import CiphertextError
+from fedcollab.compliance.keys import Signer
+from fedcollab.compliance.trail import create_party_key
+from fedcollab.privacy.envelope import Envelope, open_envelope, seal
+from fedcollab.privacy.key_transport import PeerKeys, TransportKey
 
 RUN = "run-7"
 PARTIES = ("platform", "payment", "billing")

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.errors import CiphertextError
-from compliance.keys import Signer
-from compliance.trail import create_party_key
-from privacy.ckks import EncryptedSum, SecretKeys
-from privacy.key_transport import (
+from fedcollab.common.errors import CiphertextError
+from fedcollab.compliance.keys import Signer
+from fedcollab.compliance.trail import create_party_key
+from fedcollab.privacy.ckks import EncryptedSum, SecretKeys
+from fedcollab.privacy.key_transport import (
     PeerKeys,
     Sealed,
     TransportKey,

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tenseal as ts
 
-import privacy.vertical_he as vhe
-from common.errors import CiphertextError, PrivacyError
-from privacy.vertical_he import (
+import fedcollab.privacy.vertical_he as vhe
+from fedcollab.common.errors import CiphertextError, PrivacyError
+from fedcollab.privacy.vertical_he import (
     MASK_BOUND,
     ROUNDING_GRID,
     SLOTS,

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.errors import ProtocolError
-from protocols import evaluation
-from protocols.attribution import (
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols import evaluation
+from fedcollab.protocols.attribution import (
     ColumnGroup,
     attribution_csv,
     coefficient_document,
@@ -24,7 +24,7 @@ from protocols.attribution import (
     permutation_importance,
     permutation_vector_length,
 )
-from protocols.preprocessing import Preprocessor
+from fedcollab.protocols.preprocessing import Preprocessor
 
 BINS = 100
 PRE = Preprocessor(

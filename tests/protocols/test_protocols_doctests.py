@@ -8,11 +8,11 @@ import importlib
 import pytest
 
 MODULES = [
-    "protocols.vector_sum",
-    "protocols.fedavg",
-    "protocols.early_stopping",
-    "protocols.attribution",
-    "protocols.segment_labels",
+    "fedcollab.protocols.vector_sum",
+    "fedcollab.protocols.fedavg",
+    "fedcollab.protocols.early_stopping",
+    "fedcollab.protocols.attribution",
+    "fedcollab.protocols.segment_labels",
 ]
 
 

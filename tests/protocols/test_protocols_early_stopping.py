@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from common.errors import ProtocolError
-from protocols.early_stopping import EarlyStopping
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols.early_stopping import EarlyStopping
 
 
 def test_max_mode() -> None:

@@ -6,9 +6,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 
-from common.errors import ProtocolError
-from protocols.evaluation import eval_vector_length, local_eval_vector, metrics_from_vector
-from protocols.vector_sum import VectorSum
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols.evaluation import (
+    eval_vector_length,
+    local_eval_vector,
+    metrics_from_vector,
+)
+from fedcollab.protocols.vector_sum import VectorSum
 
 
 def _federated(y: np.ndarray, p: np.ndarray, *, bins: int, parts: int, seed: int = 0):

@@ -6,10 +6,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from common.errors import ProtocolError
-from protocols.fedavg import decode_average, encode_update, update_length
-from protocols.models import shapes_of
-from protocols.vector_sum import VectorSum
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols.fedavg import decode_average, encode_update, update_length
+from fedcollab.protocols.models import shapes_of
+from fedcollab.protocols.vector_sum import VectorSum
 
 SHAPES = [(3, 2), (2,), (1, 1)]
 weights_strategy = st.tuples(

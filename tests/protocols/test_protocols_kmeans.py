@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sklearn.datasets import make_blobs
 
-from common.errors import ProtocolError
-from protocols.kmeans import (
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols.kmeans import (
     assign,
     centralized_kmeans,
     cluster_vector_length,
@@ -18,7 +18,7 @@ from protocols.kmeans import (
     seed_vector_length,
     update_centroids,
 )
-from protocols.vector_sum import VectorSum
+from fedcollab.protocols.vector_sum import VectorSum
 
 
 def _pooled_lloyd_step(x: np.ndarray, c: np.ndarray) -> np.ndarray:

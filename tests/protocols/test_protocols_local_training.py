@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from common.errors import ProtocolError
-from protocols.local_training import predict_proba, train_local
-from protocols.models import build_model, flatten, get_weights
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols.local_training import predict_proba, train_local
+from fedcollab.protocols.models import build_model, flatten, get_weights
 
 
 def _data(n: int = 400, d: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -6,8 +6,15 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.errors import ProtocolError
-from protocols.models import build_model, flatten, get_weights, set_weights, shapes_of, unflatten
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols.models import (
+    build_model,
+    flatten,
+    get_weights,
+    set_weights,
+    shapes_of,
+    unflatten,
+)
 
 
 @pytest.mark.parametrize("kind", ["logreg", "mlp"])

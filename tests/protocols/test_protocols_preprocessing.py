@@ -7,15 +7,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.errors import ProtocolError
-from protocols.preprocessing import (
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols.preprocessing import (
     MomentsLayout,
     Preprocessor,
     local_moments,
     local_vocabulary,
     merge_vocabularies,
 )
-from protocols.vector_sum import VectorSum
+from fedcollab.protocols.vector_sum import VectorSum
 
 
 def _table(n: int, rng: np.random.Generator) -> tuple[dict, dict, dict]:

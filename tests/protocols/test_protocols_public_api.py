@@ -7,15 +7,15 @@ import importlib
 import pytest
 
 EXPECTED = {
-    "protocols.vector_sum": {"VectorSum"},
-    "protocols.preprocessing": {
+    "fedcollab.protocols.vector_sum": {"VectorSum"},
+    "fedcollab.protocols.preprocessing": {
         "MomentsLayout",
         "Preprocessor",
         "local_moments",
         "local_vocabulary",
         "merge_vocabularies",
     },
-    "protocols.models": {
+    "fedcollab.protocols.models": {
         "ModelKind",
         "build_model",
         "flatten",
@@ -24,21 +24,21 @@ EXPECTED = {
         "shapes_of",
         "unflatten",
     },
-    "protocols.local_training": {
+    "fedcollab.protocols.local_training": {
         "LocalTrainResult",
         "OptimizerKind",
         "predict_proba",
         "train_local",
     },
-    "protocols.fedavg": {"decode_average", "encode_update", "update_length"},
-    "protocols.evaluation": {
+    "fedcollab.protocols.fedavg": {"decode_average", "encode_update", "update_length"},
+    "fedcollab.protocols.evaluation": {
         "EvalMetrics",
         "eval_vector_length",
         "local_eval_vector",
         "metrics_from_vector",
     },
-    "protocols.early_stopping": {"EarlyStopping"},
-    "protocols.kmeans": {
+    "fedcollab.protocols.early_stopping": {"EarlyStopping"},
+    "fedcollab.protocols.kmeans": {
         "assign",
         "centralized_kmeans",
         "cluster_vector_length",
@@ -52,14 +52,14 @@ EXPECTED = {
         "suppress_small_clusters",
         "update_centroids",
     },
-    "protocols.segments": {
+    "fedcollab.protocols.segments": {
         "SegmentProfile",
         "local_profile_vector",
         "profile_vector_length",
         "profiles_from_vector",
         "suppress_small_segments",
     },
-    "protocols.attribution": {
+    "fedcollab.protocols.attribution": {
         "ColumnGroup",
         "PermutationImportance",
         "attribution_csv",
@@ -71,7 +71,7 @@ EXPECTED = {
         "permutation_importance",
         "permutation_vector_length",
     },
-    "protocols.segment_labels": {"describe_segments", "segments_csv"},
+    "fedcollab.protocols.segment_labels": {"describe_segments", "segments_csv"},
 }
 
 

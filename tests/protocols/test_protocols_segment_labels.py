@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from common.errors import ProtocolError
-from protocols.segment_labels import describe_segments, segments_csv
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols.segment_labels import describe_segments, segments_csv
 
 MEANS = {"PageValues": 6.0, "Duration": 1000.0, "BounceRates": 0.02}
 STDS = {"PageValues": 10.0, "Duration": 800.0, "BounceRates": 0.02}

@@ -5,13 +5,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.errors import ProtocolError
-from protocols.segments import (
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols.segments import (
     local_profile_vector,
     profile_vector_length,
     profiles_from_vector,
 )
-from protocols.vector_sum import VectorSum
+from fedcollab.protocols.vector_sum import VectorSum
 
 NAMES = ["revenue", "pages"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from protocols.kmeans import local_cluster_vector, suppress_small_clusters
-from protocols.segments import local_profile_vector, suppress_small_segments
+from fedcollab.protocols.kmeans import local_cluster_vector, suppress_small_clusters
+from fedcollab.protocols.segments import local_profile_vector, suppress_small_segments
 
 
 def test_small_cluster_is_reported_empty() -> None:

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.errors import ProtocolError
-from protocols.vector_sum import VectorSum
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols.vector_sum import VectorSum
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.errors import DataValidationError, ProtocolError
-from protocols import psi
-from protocols.psi import (
+from fedcollab.common.errors import DataValidationError, ProtocolError
+from fedcollab.protocols import psi
+from fedcollab.protocols.psi import (
     TAG_BYTES,
     PsiConfig,
     PsiParty,

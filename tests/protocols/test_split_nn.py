@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-import protocols.split_nn as split_nn
-import protocols.split_nn_dp as split_nn_dp
-from common.errors import PrivacyError, ProtocolError
-from privacy.accounting import Gaussian
-from protocols.split_nn import (
+import fedcollab.protocols.split_nn as split_nn
+import fedcollab.protocols.split_nn_dp as split_nn_dp
+from fedcollab.common.errors import PrivacyError, ProtocolError
+from fedcollab.privacy.accounting import Gaussian
+from fedcollab.protocols.split_nn import (
     BottomParty,
     SplitNNConfig,
     TopModel,
@@ -25,7 +25,7 @@ from protocols.split_nn import (
     noise_for,
     releases_per_row,
 )
-from protocols.vertical_local import run_split_nn_local
+from fedcollab.protocols.vertical_local import run_split_nn_local
 
 N = 64
 

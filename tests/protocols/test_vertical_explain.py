@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-import protocols.vertical_explain as vertical_explain
-from common.errors import ProtocolError
-from protocols.split_nn import BottomParty, SplitNNConfig, TopModel
-from protocols.vertical_explain import (
+import fedcollab.protocols.vertical_explain as vertical_explain
+from fedcollab.common.errors import ProtocolError
+from fedcollab.protocols.split_nn import BottomParty, SplitNNConfig, TopModel
+from fedcollab.protocols.vertical_explain import (
     OPERATOR,
     PartyExplanation,
     combine,

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-import protocols.vertical_local as vlocal
-import protocols.vertical_lr as vlr
-from common.errors import ProtocolError
-from privacy.masking import MaskingKey, encode, pairwise_seeds
-from privacy.vertical_he import LabelKeys
-from protocols.vertical_local import VerticalLRResult, centralized_reference, run_lr_local
-from protocols.vertical_lr import (
+import fedcollab.protocols.vertical_local as vlocal
+import fedcollab.protocols.vertical_lr as vlr
+from fedcollab.common.errors import ProtocolError
+from fedcollab.privacy.masking import MaskingKey, encode, pairwise_seeds
+from fedcollab.privacy.vertical_he import LabelKeys
+from fedcollab.protocols.vertical_local import VerticalLRResult, centralized_reference, run_lr_local
+from fedcollab.protocols.vertical_lr import (
     FeatureParty,
     LabelData,
     LabelHolder,
