@@ -22,8 +22,9 @@ from fedcollab.client.audit import PartnerAudit, request_digest
 from fedcollab.client.grant_check import check_grant
 from fedcollab.client.handlers import HANDLERS, Reply, check_job, dp_plan
 from fedcollab.client.partner_data import load_partner, partner_config, source_from_config
+from fedcollab.client.run_contract import RequestPlan, RunContract, check_split, node_split
 from fedcollab.client.vertical_store import VerticalStore
-from fedcollab.common.errors import ComplianceError, FedcollabError
+from fedcollab.common.errors import ComplianceError, FedcollabError, PolicyRefusal, ProtocolError
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.serde import Payload, decode, encode
 from fedcollab.compliance.trail import digest_bytes, digest_parts, digest_vector
@@ -54,16 +55,23 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
                     **({"request_parts": digest_parts(payload.parts)} if payload.parts else {}),
                 },
             )
-        ev = spec.evaluation
+        contract = RunContract.from_config(config)
+        _erase_expired(contract, config)
+        split = node_split(config)  # the partner's constant, never the coordinator's
         data = load_partner(
             source,
-            validation_fraction=ev.validation_fraction,
-            test_fraction=ev.test_fraction,
-            split_seed=ev.split_seed,
+            validation_fraction=split.validation_fraction,
+            test_fraction=split.test_fraction,
+            split_seed=split.split_seed,
         )
         check_job(data, spec)
         check_grant(config, data, spec)
+        check_split(split, spec)
+        check_dp_policy(config, spec)
         run = str(payload.meta.get("run", ""))
+        _check_plan(
+            contract, spec, data.partner, action=action, step=step, run=run, payload=payload
+        )
         plan = dp_plan(spec)
         if plan is not None and action == "query.handshake":
             budget.check_job(config, data, spec, plan)  # refuse a job that would not fit
@@ -91,7 +99,7 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
             )
         elif action == "query.he_decrypt" and encrypted:
             meta, vector = encryption.decrypt(
-                config, partner=data.partner, run=run, payload=payload
+                config, partner=data.partner, run=run, payload=payload, spec=spec
             )
             aggregation = "ckks-decrypted-aggregate"
         else:
@@ -146,6 +154,61 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
             encode({"refused": kind, "reason": f"{kind} at the partner; see its node log"}),
             reply_to=msg,
         )
+
+
+def _check_plan(
+    contract: RunContract,
+    spec: JobSpec,
+    partner: str,
+    *,
+    action: str,
+    step: str,
+    run: str,
+    payload: Payload,
+) -> None:
+    """Answer only what the accepted job plans, each step once (client.run_contract)."""
+    RequestPlan.for_job(spec, partner=partner).check(action, step)
+    if action == "query.handshake":
+        contract.pin(run, spec)
+        return
+    contract.check_pinned(run, spec)
+    if action == "train.fedavg" and step != f"round-{payload.meta.get('round')}":
+        raise ProtocolError(
+            f"training request {step!r} names round {payload.meta.get('round')!r}",
+            hint="a round's request must name its own round; refused",
+        )
+    if action == "query.he_decrypt":
+        he = payload.meta.get("he")
+        if not isinstance(he, Mapping) or f"{he.get('step')}.decrypt" != step:
+            raise ProtocolError(
+                "decryption request names another aggregate than its step",
+                hint="each aggregate is decrypted once, at its own step; refused",
+            )
+    if spec.task != "vertical" or action == "query.cosign":
+        contract.claim(run, action, step)
+    for key, value in (("preprocessor", payload.meta.get("preprocessor")),):
+        if value is not None:
+            contract.pin_value(run, key, request_digest({key: value}, None))
+
+
+def check_dp_policy(config: Mapping[str, str], spec: JobSpec) -> None:
+    """A node started with ``dp-only`` serves differentially private jobs only."""
+    if config.get("dp-only", "false") == "true" and spec.privacy.dp == "none":
+        raise PolicyRefusal(
+            f"this partner serves only differentially private jobs; job {spec.name!r} has "
+            "privacy.dp = 'none'",
+            hint="set [privacy] dp = 'sample' (or 'client') with a target_epsilon, or ask "
+            "the partner to start its node without --dp-only",
+        )
+
+
+def _erase_expired(contract: RunContract, config: Mapping[str, str]) -> None:
+    """Per-run secrets of runs pinned more than KEY_TTL_S ago (a failed job's too)."""
+    for run in contract.expired():
+        with contextlib.suppress(FedcollabError, OSError):
+            encryption.erase(config, run=run)
+        with contextlib.suppress(FedcollabError, OSError):
+            VerticalStore.from_config(config, run).erase_secrets()
 
 
 def _n_values(

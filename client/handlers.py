@@ -138,9 +138,38 @@ def _layout(meta: Mapping[str, Any]) -> preprocessing.MomentsLayout:
 
 
 def moments(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
+    """Counts, sums and sums of squares over the training rows.
+
+    The layout names this partner's own columns, in its schema's order, or the
+    request is refused; a category value it holds fewer than
+    ``MIN_CATEGORY_COUNT`` times is counted as 0 whatever vocabulary the
+    coordinator lists (the value never left this partner at the handshake either).
+    """
+    layout = _layout(payload.meta)
+    schema = data.dataset.schema
+    expected = (
+        tuple(f.name for f in schema.numeric_features),
+        tuple(f.name for f in schema.categorical_features),
+        tuple(f.name for f in schema.boolean_features),
+    )
+    if expected != (
+        layout.numeric_names,
+        tuple(layout.categorical_vocab),
+        layout.boolean_names,
+    ):
+        raise ProtocolError(
+            "the moments layout does not list this partner's columns in its schema's order",
+            hint="the coordinator builds the layout from the job's data contract; refused",
+        )
+    for f in schema.categorical_features:
+        if f.vocabulary is not None and set(layout.categorical_vocab[f.name]) - set(f.vocabulary):
+            raise ProtocolError(
+                f"the moments layout lists values outside column {f.name!r}'s declared vocabulary",
+                hint="declared vocabularies are fixed by the data contract; refused",
+            )
     sub = data.dataset.subset(_rows(data, spec, "train"))
     vec = preprocessing.local_moments(
-        _layout(payload.meta), sub.numeric, sub.categorical, sub.boolean
+        layout, sub.numeric, sub.categorical, sub.boolean, min_category_count=MIN_CATEGORY_COUNT
     )
     return {}, vec
 

@@ -64,6 +64,13 @@ def partner_config(
     """
     if "data" in node_config:
         return {str(k): str(v) for k, v in node_config.items()}
+    if "partition-id" not in node_config:
+        # A real node never takes its settings from the run config, which the
+        # coordinator writes: only Flower's simulation engine numbers its nodes.
+        raise SchemaError(
+            "this node's config names no data file",
+            hint="start the node with `fedcollab node start` (it sets partner, data, schema)",
+        )
     partners = json.loads(str(run_config.get("sim-partners", "[]")))
     index = int(str(node_config.get("partition-id", -1)))
     if not 0 <= index < len(partners):

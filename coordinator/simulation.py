@@ -16,6 +16,7 @@ from typing import Any
 
 from fedcollab.client.client_app import make_client_app
 from fedcollab.client.partner_data import PartnerSource
+from fedcollab.client.run_contract import split_settings
 from fedcollab.common.errors import FederationError, JobSpecError, error_class
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.schema import load_schema
@@ -152,6 +153,8 @@ def run_simulation_job(
             "coordinator-key": str(audit / "coordinator" / "audit.pub"),
             "grant": str(audit / "partners" / s.partner / "grant.json"),
             "peer-keys": str(audit / "peers.json"),
+            # The split is a partner's setting; in a simulation the user is every partner.
+            **split_settings(spec),
         }
         for s in sources
     ]

@@ -163,12 +163,22 @@ def local_moments(
     numeric: Mapping[str, npt.ArrayLike],
     categorical: Mapping[str, npt.ArrayLike],
     boolean: Mapping[str, npt.ArrayLike],
+    *,
+    min_category_count: int = 1,
 ) -> np.ndarray:
     """One partner's moments vector over ``layout`` (see :class:`MomentsLayout`).
 
     Missing values (NaN; empty string for categories) are not counted; a
-    category outside the vocabulary is not counted either.
+    category outside the vocabulary is not counted either, nor one this partner
+    holds fewer than ``min_category_count`` times: the layout's vocabulary comes
+    from the coordinator, which could otherwise name a rare value and read its
+    count.
+
+    >>> layout = MomentsLayout(categorical_vocab={"c": ("a", "b")})
+    >>> local_moments(layout, {}, {"c": ["a", "a", "b"]}, {}, min_category_count=2)
+    array([2., 0.])
     """
+    check_positive_int(min_category_count, name="min_category_count")
     parts: list[np.ndarray] = []
     n_rows: int | None = None
 
@@ -189,7 +199,12 @@ def local_moments(
         rows(col, s)
         values, counts = np.unique(s, return_counts=True)
         by_value = dict(zip(values.tolist(), counts.tolist(), strict=True))
-        parts.append(np.array([by_value.get(v, 0) for v in vocab], dtype=np.float64))
+        parts.append(
+            np.array(
+                [c if (c := by_value.get(v, 0)) >= min_category_count else 0 for v in vocab],
+                dtype=np.float64,
+            )
+        )
     for col in layout.boolean_names:
         b = _as_boolean(_get(boolean, col, kind="boolean"), name=col)
         rows(col, b)

@@ -21,6 +21,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedcollab.client.client_app import _serve
 from fedcollab.client.partner_data import PartnerSource
+from fedcollab.client.run_contract import split_settings
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.compliance.registry import load_registry
 from fedcollab.compliance.trail import load_verifier_key
@@ -98,6 +99,8 @@ def federation(
             "coordinator-key": str(audit / "coordinator" / "audit.pub"),
             "grant": str(audit / "partners" / s.partner / "grant.json"),
             "peer-keys": str(audit / "peers.json"),
+            # The split is a partner's setting; in a simulation the user is every partner.
+            **split_settings(spec),
         }
         for s in sources
     ]

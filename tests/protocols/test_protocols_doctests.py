@@ -9,6 +9,7 @@ import pytest
 
 MODULES = [
     "fedcollab.protocols.vector_sum",
+    "fedcollab.protocols.preprocessing",
     "fedcollab.protocols.fedavg",
     "fedcollab.protocols.early_stopping",
     "fedcollab.protocols.attribution",

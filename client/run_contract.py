@@ -1,0 +1,356 @@
+"""A partner's run contract: the job it accepted, pinned, and the requests that job may make.
+
+A partner is a state machine, not an oracle. At the first handshake of a run the
+node pins the digest of the job spec it accepted; from then on it decides what
+to answer from that pinned spec and its own settings, never from what a request
+says it may do:
+
+* **One spec per run.** Every later request of the run must carry the pinned
+  spec (same digest); a request of a run this node never accepted is refused.
+* **A request plan.** From the pinned spec, :class:`RequestPlan` derives which
+  actions the job may ask at which steps (``round-1`` ... ``round-R``,
+  ``lloyd-1`` ... ``lloyd-L``, one decryption per aggregate step, ...). A request
+  outside the plan is refused, so the task bounds the actions (a purchase-
+  prediction job never gets a segment profile) and the spec bounds the counts.
+* **Each step answered once.** ``(run, action, step)`` is claimed in SQLite
+  before anything is computed: a repeat is refused, so the coordinator cannot
+  ask the same step again with other centroids, another model or another
+  category list and subtract the answers. A repeated handshake with the same
+  spec is the one idempotent request: its answer is a function of what was
+  already released.
+* **The split is the partner's.** Which rows are training, validation and test
+  rows is a node-side constant for the dataset (:func:`node_split`): a job
+  whose ``[evaluation]`` split differs is refused at the handshake, so no two
+  jobs see different training sets and no run can remove one row at a time.
+* **One preprocessor per run.** The standardisation a request carries is pinned
+  at its first use in the run; a later request with another one is refused.
+* **Keys do not outlive their job.** Per-run secrets (CKKS keys, transport and
+  mask keys) of a run pinned more than :data:`KEY_TTL_S` ago are erased on the
+  next request, whether or not the job ever reached its cosigning step.
+
+This is the per-client state that Flower's SecAgg+ workflow keeps for the same
+reason (Bell et al. 2020, "Secure Single-Server Aggregation with
+(Poly)Logarithmic Overhead", CCS): a server that may re-ask a stage learns
+differences.
+
+Notes
+-----
+* State lives in ``contract.db`` in the node's state directory (``state-dir``,
+  else beside its audit log): SQLite with ``synchronous=FULL``, one
+  ``BEGIN IMMEDIATE`` transaction per claim, so two ClientApp processes serving
+  the same node cannot both answer one step.
+* A claim is never released: a step whose computation failed stays answered
+  (fail closed); the coordinator drops the partner for the job, as for any
+  refusal.
+* ``KEY_TTL_S`` (24 h) bounds how long a crashed or abandoned job's keys stay
+  on disk; the longest job the spec bounds allow (:mod:`common.jobspec`) is far
+  shorter than a day of wall time at any realistic round time, and a job
+  outliving it fails closed (its keys are gone).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedcollab.common.errors import JobSpecError, ProtocolError
+from fedcollab.common.jobspec import EvaluationSpec, JobSpec
+from fedcollab.privacy.dp_plan import resolve
+
+__all__ = [
+    "KEY_TTL_S",
+    "NodeSplit",
+    "RequestPlan",
+    "RunContract",
+    "check_split",
+    "contract_path",
+    "node_split",
+    "split_settings",
+]
+
+#: Per-run secrets older than this are erased on the next request (see Notes).
+KEY_TTL_S = 24 * 3600.0
+
+#: Actions every horizontal job may ask, with the steps they may name.
+_HANDSHAKE = "query.handshake"
+_DECRYPT = "query.he_decrypt"
+_KEYGEN = "query.he_keygen"
+_COSIGN = "query.cosign"
+_VERTICAL = "query.vertical"
+
+
+@dataclass(frozen=True)
+class NodeSplit:
+    """How this node splits its rows into training, validation and test rows."""
+
+    validation_fraction: float
+    test_fraction: float
+    split_seed: int
+
+
+def node_split(config: Mapping[str, str]) -> NodeSplit:
+    """The node's split: its own settings (``split-validation``, ``split-test``,
+    ``split-seed``), else the documented defaults; never the coordinator's."""
+    default = EvaluationSpec()
+    try:
+        return NodeSplit(
+            validation_fraction=float(config.get("split-validation", default.validation_fraction)),
+            test_fraction=float(config.get("split-test", default.test_fraction)),
+            split_seed=int(config.get("split-seed", default.split_seed)),
+        )
+    except ValueError as exc:
+        raise JobSpecError(
+            f"this node's split settings are not numbers ({exc})",
+            hint="start the node with --split-validation/--split-test as fractions in "
+            "(0, 0.5) and --split-seed as an integer",
+        ) from exc
+
+
+def split_settings(spec: JobSpec) -> dict[str, str]:
+    """Node settings that split rows as ``spec`` asks (for simulations, where the user
+    runs every partner, and for `node start` options)."""
+    ev = spec.evaluation
+    return {
+        "split-validation": repr(ev.validation_fraction),
+        "split-test": repr(ev.test_fraction),
+        "split-seed": str(ev.split_seed),
+    }
+
+
+def check_split(split: NodeSplit, spec: JobSpec) -> None:
+    """Refuse a job whose train/validation/test split is not this node's."""
+    ev = spec.evaluation
+    asked = NodeSplit(ev.validation_fraction, ev.test_fraction, ev.split_seed)
+    if asked != split:
+        raise JobSpecError(
+            f"job {spec.name!r} splits rows as validation {ev.validation_fraction:g}, test "
+            f"{ev.test_fraction:g}, seed {ev.split_seed}; this node's split is validation "
+            f"{split.validation_fraction:g}, test {split.test_fraction:g}, seed "
+            f"{split.split_seed}",
+            hint="the split is the partner's constant, so no two jobs see different training "
+            "rows: set the job's [evaluation] split to the partners' (the defaults), or ask "
+            "the partners to restart their nodes with matching --split-* options",
+        )
+
+
+@dataclass(frozen=True)
+class RequestPlan:
+    """The requests a job may make of one partner: action -> the steps it may name."""
+
+    steps: Mapping[str, frozenset[str]]
+    #: Steps whose aggregate may be decrypted (once each), in encrypted jobs.
+    aggregates: frozenset[str]
+
+    @classmethod
+    def for_job(cls, spec: JobSpec, *, partner: str) -> RequestPlan:
+        """Derive the plan from the pinned spec (and who this partner is)."""
+        steps: dict[str, frozenset[str]] = {_HANDSHAKE: frozenset({"handshake"})}
+        aggregates: set[str] = set()
+        p = spec.privacy
+        if spec.task == "vertical":
+            # The vertical phases check their own schedule (client.vertical); here only
+            # the action and the pinned spec are enforced.
+            steps[_VERTICAL] = frozenset()
+            steps[_COSIGN] = frozenset({"cosign"})
+            return cls(steps=steps, aggregates=frozenset())
+        steps["query.moments"] = frozenset({"moments"})
+        aggregates.add("moments")
+        if spec.task == "purchase_prediction":
+            rounds = frozenset(f"round-{r}" for r in range(1, spec.rounds + 1))
+            steps["train.fedavg"] = rounds
+            final = frozenset({"final-evaluation", "final-evaluation-best"})
+            steps["evaluate.fedavg"] = final
+            aggregates |= rounds | final
+            if spec.model.kind == "mlp":
+                steps["evaluate.permutation"] = frozenset({"permutation-importance"})
+                aggregates.add("permutation-importance")
+        else:  # segmentation
+            s = spec.segmentation
+            kmeans: set[str] = {f"lloyd-{i}" for i in range(1, s.lloyd_iterations + 1)}
+            dp = resolve(spec) is not None
+            if s.seeding_for(encrypted=p.encrypted, dp=dp) == "kfed":
+                steps["query.kmeans_seed"] = frozenset({"kmeans-seed"})
+            else:
+                kmeans |= {f"kmeans-seed-{i}" for i in range(1, s.seed_steps + 1)}
+            steps["query.kmeans_step"] = frozenset(kmeans)
+            steps["query.segment_profile"] = frozenset({"segment-profiles"})
+            aggregates |= kmeans | {"segment-profiles"}
+        if p.encrypted:
+            if not p.key_dealer or p.key_dealer == partner:
+                steps[_KEYGEN] = frozenset({"he-keygen"})
+            steps[_DECRYPT] = frozenset(f"{a}.decrypt" for a in aggregates)
+        steps[_COSIGN] = frozenset({"cosign"})
+        return cls(steps=steps, aggregates=frozenset(aggregates) if p.encrypted else frozenset())
+
+    def check(self, action: str, step: str) -> None:
+        """Refuse an action the job does not make, or a step it does not have."""
+        allowed = self.steps.get(action)
+        if allowed is None:
+            raise ProtocolError(
+                f"this job makes no {action!r} requests",
+                hint="the partner answers only what its accepted job spec plans "
+                "(task, purpose, rounds, iterations); refused and logged",
+            )
+        if allowed and step not in allowed:
+            raise ProtocolError(
+                f"step {step!r} is not a step of this job's {action!r} requests",
+                hint="the partner answers only the steps its accepted job spec plans; "
+                "refused and logged",
+            )
+
+
+def contract_path(config: Mapping[str, str]) -> Path:
+    """``contract.db`` in the node's state directory (beside its audit log)."""
+    state = config.get("state-dir") or (
+        str(Path(config["audit-db"]).parent) if config.get("audit-db") else ""
+    )
+    if not state:
+        raise ProtocolError(
+            "this node has no state directory, so it cannot pin the jobs it accepts",
+            hint="start it with --audit-key (its state lives beside its audit log)",
+        )
+    return Path(state) / "contract.db"
+
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS runs (
+        run TEXT PRIMARY KEY, digest TEXT NOT NULL, job TEXT NOT NULL,
+        pinned_at REAL NOT NULL, keys_erased INTEGER NOT NULL DEFAULT 0)""",
+    """CREATE TABLE IF NOT EXISTS pinned_values (
+        run TEXT NOT NULL, name TEXT NOT NULL, digest TEXT NOT NULL,
+        PRIMARY KEY (run, name))""",
+    """CREATE TABLE IF NOT EXISTS answered (
+        run TEXT NOT NULL, action TEXT NOT NULL, step TEXT NOT NULL, at REAL NOT NULL,
+        PRIMARY KEY (run, action, step))""",
+)
+
+
+@dataclass(frozen=True)
+class RunContract:
+    """The node's pinned runs and answered steps (see the module docstring)."""
+
+    path: Path
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, str]) -> RunContract:
+        return cls(contract_path(config))
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            for statement in _SCHEMA:
+                db.execute(statement)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        finally:
+            db.close()
+
+    def pin(self, run: str, spec: JobSpec) -> None:
+        """At the handshake: pin ``spec`` for ``run`` (a repeat with the same spec is fine)."""
+        _check_run(run)
+        digest = spec.digest()
+        with self._db() as db:
+            row = db.execute("SELECT digest FROM runs WHERE run = ?", (run,)).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO runs (run, digest, job, pinned_at) VALUES (?, ?, ?, ?)",
+                    (run, digest, spec.name, time.time()),
+                )
+            elif row[0] != digest:
+                raise ProtocolError(
+                    f"run {run} was accepted with another job spec ({row[0][:19]}...)",
+                    hint="a run has one spec; a coordinator changing it mid-run is refused",
+                )
+
+    def check_pinned(self, run: str, spec: JobSpec) -> None:
+        """Every request after the handshake: the run was accepted, with this spec."""
+        _check_run(run)
+        with self._db() as db:
+            row = db.execute("SELECT digest FROM runs WHERE run = ?", (run,)).fetchone()
+        if row is None:
+            raise ProtocolError(
+                f"run {run} was never accepted by this node (no handshake)",
+                hint="a partner answers only runs it accepted at their handshake",
+            )
+        if row[0] != spec.digest():
+            raise ProtocolError(
+                f"request carries another job spec than the one run {run} was accepted with",
+                hint="a run has one spec; a coordinator changing it mid-run is refused",
+            )
+
+    def claim(self, run: str, action: str, step: str) -> None:
+        """Mark ``(run, action, step)`` answered; refuse it if it already was."""
+        with self._db() as db:
+            try:
+                db.execute(
+                    "INSERT INTO answered (run, action, step, at) VALUES (?, ?, ?, ?)",
+                    (run, action, step, time.time()),
+                )
+            except sqlite3.IntegrityError:
+                raise ProtocolError(
+                    f"step {step!r} of run {run} ({action}) was already answered",
+                    hint="each planned step is answered once: a repeated request could be "
+                    "differenced against the first answer; refused and logged",
+                ) from None
+
+    def pin_value(self, run: str, name: str, digest: str) -> None:
+        """Pin a value every request of ``run`` must share (the preprocessor): the first
+        request that carries it fixes it; another value later in the run is refused."""
+        with self._db() as db:
+            row = db.execute(
+                "SELECT digest FROM pinned_values WHERE run = ? AND name = ?", (run, name)
+            ).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO pinned_values (run, name, digest) VALUES (?, ?, ?)",
+                    (run, name, digest),
+                )
+            elif row[0] != digest:
+                raise ProtocolError(
+                    f"this request carries another {name} than earlier requests of run {run}",
+                    hint=f"a run has one {name}; switching it between steps would let the "
+                    "coordinator difference the answers; refused",
+                )
+
+    def answered(self, run: str) -> list[tuple[str, str]]:
+        """The (action, step) pairs answered in ``run``, in order."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT action, step FROM answered WHERE run = ? ORDER BY at, rowid", (run,)
+            ).fetchall()
+        return [(str(a), str(s)) for a, s in rows]
+
+    def expired(self, *, now: float | None = None) -> list[str]:
+        """Runs pinned more than :data:`KEY_TTL_S` ago whose keys were not yet erased;
+        marks them erased (the caller erases the files)."""
+        cutoff = (time.time() if now is None else now) - KEY_TTL_S
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT run FROM runs WHERE pinned_at < ? AND keys_erased = 0", (cutoff,)
+            ).fetchall()
+            db.execute(
+                "UPDATE runs SET keys_erased = 1 WHERE pinned_at < ? AND keys_erased = 0",
+                (cutoff,),
+            )
+        return [str(r[0]) for r in rows]
+
+
+def _check_run(run: str) -> None:
+    if not run or len(run) > 128:
+        raise ProtocolError(
+            "request names no run (or an overlong one)",
+            hint="every fedcollab request carries the run it belongs to",
+        )

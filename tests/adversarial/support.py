@@ -1,0 +1,157 @@
+"""A malicious coordinator driving the real partner code path.
+
+:class:`Attacker` sets partners up exactly as a deployment does (audit keys,
+signed grants, pinned coordinator and peer keys, budget ledgers, a node config
+that names the partner's own files) and sends them hand-made requests through
+``client.client_app._serve``, the function a SuperNode's ClientApp runs for
+every message. Nothing in between is simulated: the partner decides from its
+own state whether to answer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Context, Message, RecordDict
+
+from fedcollab.client.client_app import _serve
+from fedcollab.client.partner_data import PartnerSource
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.serde import Payload, decode, encode
+from fedcollab.compliance.trail import Trail
+from tests.coordinator.inmemory_grid import federation, task_identity
+
+SCHEMA: dict[str, Any] = {
+    "version": 1,
+    "dataset": "shop",
+    "delimiter": ",",
+    "id_column": "customer_id",
+    "label_column": "purchased",
+    "features": [
+        {"name": "spend", "type": "numeric", "missing": "forbid"},
+        {"name": "visits", "type": "numeric", "missing": "forbid"},
+        {"name": "channel", "type": "categorical", "vocabulary": None, "missing": "forbid"},
+        {"name": "member", "type": "boolean", "missing": "forbid"},
+    ],
+}
+
+
+def write_partner(root: Path, name: str, *, seed: int, n: int = 200) -> PartnerSource:
+    """A partner's CSV: ``channel`` holds "web"/"app" often and "kiosk" only 8 times."""
+    rng = np.random.default_rng(seed)
+    spend, visits = rng.gamma(2.0, 50.0, n), rng.poisson(4, n)
+    channel = rng.choice(["web", "app"], n).astype(object)
+    channel[:8] = "kiosk"  # a rare value (fewer than 10 training rows): it may identify them
+    member = rng.integers(0, 2, n)
+    y = (spend / 100 + rng.normal(0, 1, n) > 1).astype(int)
+    lines = ["customer_id,spend,visits,channel,member,purchased"]
+    lines += [
+        f"{name}-{i},{spend[i]:.2f},{visits[i]},{channel[i]},{member[i]},{y[i]}" for i in range(n)
+    ]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{name}.csv").write_text("\n".join(lines) + "\n")
+    (root / f"{name}.schema.json").write_text(json.dumps(SCHEMA))
+    return PartnerSource(
+        partner=name, data=root / f"{name}.csv", schema=root / f"{name}.schema.json"
+    )
+
+
+def job(**fields: Any) -> JobSpec:
+    """A job spec over :data:`SCHEMA`; ``fields`` override the defaults."""
+    base: dict[str, Any] = {
+        "name": "attack",
+        "task": "purchase_prediction",
+        "purpose": "purchase-prediction",
+        "schema": SCHEMA,
+        "min_partners": 2,
+        "rounds": 3,
+    }
+    for key, value in fields.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return JobSpec.model_validate(base, strict=False)
+
+
+@dataclass
+class Attacker:
+    """The coordinator's seat, taken by an attacker: it writes every request itself."""
+
+    spec: JobSpec
+    configs: dict[str, dict[str, str]]
+    run: str = "run-attack-1"
+    sent: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @classmethod
+    def against(cls, tmp_path: Path, spec: JobSpec, names: tuple[str, ...] = ("a", "b", "c"),
+                **node: str) -> Attacker:  # fmt: skip
+        """Partners ``names`` with real keys, grants and ledgers, serving ``spec``'s purpose;
+        ``node`` adds settings to every partner's node config (e.g. ``dp-only="true"``)."""
+        sources = [write_partner(tmp_path / "data", n, seed=i) for i, n in enumerate(names)]
+        grid, _audit, _policy = federation(spec, sources, tmp_path)
+        partners = json.loads(grid.overrides["sim-partners"])
+        configs = {p["partner"]: {**p, **node} for p in partners}
+        return cls(spec=spec, configs=configs)
+
+    def send(
+        self,
+        partner: str,
+        action: str,
+        *,
+        step: str,
+        meta: Mapping[str, Any] | None = None,
+        vector: np.ndarray | None = None,
+        ciphertext: bytes | None = None,
+        spec: JobSpec | None = None,
+        run: str | None = None,
+        run_config: Mapping[str, str] | None = None,
+        node_config: Mapping[str, str] | None = None,
+    ) -> Payload:
+        """One request, as a SuperNode would hand it to the partner's ClientApp."""
+        body = {
+            "job": (spec or self.spec).to_json(),
+            "run": run if run is not None else self.run,
+            **(meta or {}),
+        }
+        content: RecordDict = encode(body, vector, ciphertext=ciphertext)
+        with task_identity():
+            msg = Message(content=content, dst_node_id=1, message_type=action, group_id=step)
+        msg.metadata.__dict__["_message_id"] = f"m{len(self.sent)}"  # the SuperLink's job
+        ctx = Context(
+            run_id=1,
+            node_id=1,
+            node_config=dict(node_config if node_config is not None else self.configs[partner]),
+            state=RecordDict(),
+            run_config=dict(run_config or {}),
+        )
+        self.sent.append((partner, action, step))
+        return decode(_serve(msg, ctx, {}).content)
+
+    def handshake(self, partner: str, **kw: Any) -> Payload:
+        return self.send(partner, "query.handshake", step="handshake", **kw)
+
+    def trail(self, partner: str) -> list[dict[str, Any]]:
+        """The partner's own audit trail, as (type, body) events."""
+        cfg = self.configs[partner]
+        with Trail.open(Path(cfg["audit-db"]), Path(cfg["audit-key"]), actor=partner) as t:
+            return [json.loads(raw) for raw in t.log.entries()]
+
+    def refusals(self, partner: str) -> list[dict[str, Any]]:
+        return [e["body"] for e in self.trail(partner) if e["type"] == "request.refused"]
+
+
+def layout_meta(*, channel: list[str]) -> dict[str, Any]:
+    """A moments layout over :data:`SCHEMA` with the category list the attacker chooses."""
+    return {
+        "layout": {
+            "numeric": ["spend", "visits"],
+            "categorical": {"channel": channel},
+            "boolean": ["member"],
+        }
+    }
