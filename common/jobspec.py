@@ -27,12 +27,20 @@ The spec travels to the coordinator and to every partner as canonical JSON
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from fedcollab.common.errors import JobSpecError, SchemaError
 from fedcollab.common.schema import DatasetSchema
@@ -49,13 +57,34 @@ __all__ = [
     "load_job_spec",
 ]
 
-_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+#: Bounds on what one job may ask of a partner's machine (see :func:`_check_hidden`).
+MAX_LAYERS = 8
+MAX_LAYER_WIDTH = 4096
+MAX_HIDDEN_WEIGHTS = 4_000_000
+#: A day: no wait of a job may be longer (a finite timeout also bounds key lifetimes).
+MAX_TIMEOUT_S = 86_400.0
+_SEED = Field(default=0, ge=0, le=2**31 - 1)
+
+
+def _check_hidden(sizes: tuple[int, ...]) -> tuple[int, ...]:
+    """Hidden layer sizes a partner can afford: at most 8 layers of at most 4,096 units
+    and 4 million weights between hidden layers (a spec like ``[2e9, 2e9]`` is refused
+    before any partner allocates it)."""
+    if len(sizes) > MAX_LAYERS or any(not 1 <= h <= MAX_LAYER_WIDTH for h in sizes):
+        raise ValueError(
+            f"hidden_sizes must be at most {MAX_LAYERS} layers of 1..{MAX_LAYER_WIDTH} units"
+        )
+    if sum(a * b for a, b in itertools.pairwise(sizes)) > MAX_HIDDEN_WEIGHTS:
+        raise ValueError(f"hidden_sizes make more than {MAX_HIDDEN_WEIGHTS:,} hidden weights")
+    return sizes
 
 
 class ModelSpec(BaseModel):
     model_config = _STRICT
     kind: Literal["logreg", "mlp"] = "logreg"
-    hidden_sizes: tuple[int, ...] = (32, 16)
+    hidden_sizes: Annotated[tuple[int, ...], AfterValidator(_check_hidden)] = (32, 16)
 
 
 class TrainingSpec(BaseModel):
@@ -66,7 +95,7 @@ class TrainingSpec(BaseModel):
     optimizer: Literal["sgd", "adam"] = "adam"
     #: FedProx proximal weight mu (Li et al. 2020); 0 is plain FedAvg.
     proximal_mu: float = Field(default=0.0, ge=0.0, le=100.0)
-    seed: int = 0
+    seed: int = _SEED
 
 
 class EvaluationSpec(BaseModel):
@@ -74,9 +103,9 @@ class EvaluationSpec(BaseModel):
     validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
     test_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
     #: Early stopping on the federated validation AUC; 0 disables it.
-    early_stopping_patience: int = Field(default=5, ge=0)
-    early_stopping_min_delta: float = Field(default=1e-4, ge=0.0)
-    split_seed: int = 0
+    early_stopping_patience: int = Field(default=5, ge=0, le=10_000)
+    early_stopping_min_delta: float = Field(default=1e-4, ge=0.0, le=1.0)
+    split_seed: int = _SEED
 
 
 class SegmentationSpec(BaseModel):
@@ -84,10 +113,10 @@ class SegmentationSpec(BaseModel):
     k: int = Field(default=5, ge=2, le=100)
     k_local: int = Field(default=10, ge=2, le=200)
     #: Local clusters smaller than this are never reported at seeding.
-    min_cluster_size: int = Field(default=10, ge=2)
+    min_cluster_size: int = Field(default=10, ge=2, le=1_000_000)
     lloyd_iterations: int = Field(default=20, ge=1, le=500)
-    tolerance: float = Field(default=1e-6, ge=0.0)
-    seed: int = 0
+    tolerance: float = Field(default=1e-6, ge=0.0, le=1e6)
+    seed: int = _SEED
     #: "kfed": partners report local clusters (per-partner, plaintext); "summed":
     #: Lloyd steps from random candidates, summed over partners (works under
     #: encryption); "auto": kfed in plaintext jobs, summed in encrypted ones.
@@ -187,12 +216,12 @@ class VerticalSpec(BaseModel):
     #: L2 penalty on the weights (logistic regression), as in sklearn's 1/(C n).
     l2: float = Field(default=1e-4, ge=0.0, le=100.0)
     #: Split neural network: bottom MLP per party, top MLP at the label holder.
-    hidden_sizes: tuple[int, ...] = (32,)
+    hidden_sizes: Annotated[tuple[int, ...], AfterValidator(_check_hidden)] = (32,)
     embedding_dim: int = Field(default=8, ge=1, le=256)
     batch_size: int = Field(default=4096, ge=16, le=1_000_000)
     #: Split NN with privacy.dp = "sample": each embedding row is clipped to this norm.
     embedding_clip_norm: float = Field(default=1.0, gt=0.0, le=1000.0)
-    seed: int = 0
+    seed: int = _SEED
     #: Joint inference: the name of a completed vertical training job whose model
     #: shares the parties hold; the job scores the label holder's query ids (its
     #: node's ``vertical-queries`` file, else all its rows) and trains nothing.
@@ -221,13 +250,13 @@ class JobSpec(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     task: Literal["purchase_prediction", "segmentation", "vertical"]
     purpose: str = Field(min_length=1, max_length=128)
-    participants: tuple[str, ...] = ()
-    min_partners: int = Field(default=2, ge=1)
+    participants: tuple[str, ...] = Field(default=(), max_length=10_000)
+    min_partners: int = Field(default=2, ge=1, le=10_000)
     rounds: int = Field(default=20, ge=1, le=10000)
     #: Seconds to wait for a round's replies before counting a partner as dropped.
-    round_timeout_s: float = Field(default=120.0, gt=0.0)
+    round_timeout_s: float = Field(default=120.0, gt=0.0, le=MAX_TIMEOUT_S)
     #: Seconds to wait at the start for min_partners partners to be online.
-    startup_timeout_s: float = Field(default=120.0, gt=0.0)
+    startup_timeout_s: float = Field(default=120.0, gt=0.0, le=MAX_TIMEOUT_S)
     #: The common data contract, embedded as a dict (a path in the TOML file).
     data_schema: dict[str, Any] = Field(alias="schema")
     model: ModelSpec = ModelSpec()

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from fedcollab.client.budget import ledger_path
 from fedcollab.common.dataset import load_dataset
@@ -257,3 +258,20 @@ def test_a_dp_only_node_refuses_jobs_without_dp(tmp_path: Path) -> None:
 def test_requests_without_a_valid_run_are_refused(tmp_path: Path, run: str) -> None:
     atk = Attacker.against(tmp_path, job())
     assert atk.handshake("a", run=run).refused == "ProtocolError"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"model": {"kind": "mlp", "hidden_sizes": [2_000_000_000, 2_000_000_000]}},
+        {"model": {"kind": "mlp", "hidden_sizes": [4096, 4096, 4096]}},
+        {"round_timeout_s": float("inf")},
+        {"startup_timeout_s": 1e12},
+        {"segmentation": {"tolerance": float("nan")}},
+    ],
+)
+def test_unbounded_job_specs_are_refused(fields: dict[str, Any]) -> None:
+    """A spec that would make a partner allocate billions of weights or wait forever is
+    refused where it is parsed, at the coordinator and at every partner alike."""
+    with pytest.raises(ValidationError):
+        job(**fields)
