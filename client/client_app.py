@@ -19,14 +19,27 @@ from flwr.clientapp import ClientApp
 
 from fedcollab.client import budget, encryption, vertical
 from fedcollab.client.audit import PartnerAudit, request_digest
+from fedcollab.client.contribution import (
+    check_bindings,
+    shared_request_digest,
+    sign_contribution,
+)
 from fedcollab.client.grant_check import check_grant
 from fedcollab.client.handlers import HANDLERS, Reply, check_job, dp_plan
+from fedcollab.client.he_keys import load_peer_keys
 from fedcollab.client.partner_data import load_partner, partner_config, source_from_config
 from fedcollab.client.run_contract import RequestPlan, RunContract, check_split, node_split
 from fedcollab.client.vertical_store import VerticalStore
-from fedcollab.common.errors import ComplianceError, FedcollabError, PolicyRefusal, ProtocolError
+from fedcollab.common.errors import (
+    CiphertextError,
+    ComplianceError,
+    FedcollabError,
+    PolicyRefusal,
+    ProtocolError,
+)
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.serde import Payload, decode, encode
+from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.trail import digest_bytes, digest_parts, digest_vector
 
 __all__ = ["app", "make_client_app"]
@@ -41,6 +54,7 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
     trail_body: dict[str, object] = {"action": action, "step": step}
     try:
         payload = decode(msg.content)
+        shared = shared_request_digest(payload.meta, payload.vector)
         spec = JobSpec.from_json(str(payload.meta["job"]))
         trail_body.update(job=spec.name, digest=spec.digest(), run=str(payload.meta.get("run", "")))
         config = partner_config(context.node_config, {**context.run_config, **overrides})
@@ -52,6 +66,7 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
                 {
                     **trail_body,
                     "request": request_digest(payload.meta, payload.vector),
+                    "request_shared": shared,
                     **({"request_parts": digest_parts(payload.parts)} if payload.parts else {}),
                 },
             )
@@ -70,7 +85,14 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
         check_dp_policy(config, spec)
         run = str(payload.meta.get("run", ""))
         _check_plan(
-            contract, spec, data.partner, action=action, step=step, run=run, payload=payload
+            contract,
+            spec,
+            data.partner,
+            action=action,
+            step=step,
+            run=run,
+            payload=payload,
+            shared=shared,
         )
         plan = dp_plan(spec)
         if plan is not None and action == "query.handshake":
@@ -98,6 +120,7 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
                 None,
             )
         elif action == "query.he_decrypt" and encrypted:
+            _check_contributions(contract, config, run=run, payload=payload)
             meta, vector = encryption.decrypt(
                 config, partner=data.partner, run=run, payload=payload, spec=spec
             )
@@ -117,6 +140,11 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
                 ciphertext, meta["he"] = encryption.encrypt_reply(
                     config, partner=data.partner, run=run, request=payload, vector=vector
                 )
+            if audit is not None and (vector is not None or ciphertext is not None):
+                meta["binding"] = sign_contribution(
+                    Signer.load(audit.key), partner=data.partner, run=run, action=action,
+                    step=step, request=shared, reply=_reply_digest(meta, vector, ciphertext),
+                )  # fmt: skip
         if audit is not None:
             # Logged before the reply leaves: an unlogged send cannot happen.
             audit.record(
@@ -165,6 +193,7 @@ def _check_plan(
     step: str,
     run: str,
     payload: Payload,
+    shared: str,
 ) -> None:
     """Answer only what the accepted job plans, each step once (client.run_contract)."""
     RequestPlan.for_job(spec, partner=partner).check(action, step)
@@ -185,10 +214,35 @@ def _check_plan(
                 hint="each aggregate is decrypted once, at its own step; refused",
             )
     if spec.task != "vertical" or action == "query.cosign":
-        contract.claim(run, action, step)
+        contract.claim(run, action, step, request=shared)
     for key, value in (("preprocessor", payload.meta.get("preprocessor")),):
         if value is not None:
             contract.pin_value(run, key, request_digest({key: value}, None))
+
+
+def _check_contributions(
+    contract: RunContract, config: Mapping[str, str], *, run: str, payload: Payload
+) -> None:
+    """Before a decryption: every contributor signed an answer to the request this node
+    answered in that step (client.contribution)."""
+    he = payload.meta.get("he")
+    if not isinstance(he, Mapping):
+        raise ProtocolError("decryption request carries no 'he' parameters")
+    step = str(he.get("step"))
+    own = contract.request_of(run, step)
+    if own is None:
+        raise CiphertextError(
+            f"this node did not answer step {step!r}, so it cannot check what was asked",
+            hint="the coordinator asks a contributor of the step to decrypt it; refused",
+        )
+    check_bindings(
+        payload.meta.get("bindings"),
+        peers=load_peer_keys(config),
+        run=run,
+        step=step,
+        request=own,
+        contributors=[str(c) for c in he.get("contributors", [])],
+    )
 
 
 def check_dp_policy(config: Mapping[str, str], spec: JobSpec) -> None:

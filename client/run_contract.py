@@ -225,7 +225,7 @@ _SCHEMA = (
         PRIMARY KEY (run, name))""",
     """CREATE TABLE IF NOT EXISTS answered (
         run TEXT NOT NULL, action TEXT NOT NULL, step TEXT NOT NULL, at REAL NOT NULL,
-        PRIMARY KEY (run, action, step))""",
+        request TEXT NOT NULL DEFAULT '', PRIMARY KEY (run, action, step))""",
 )
 
 
@@ -291,13 +291,14 @@ class RunContract:
                 hint="a run has one spec; a coordinator changing it mid-run is refused",
             )
 
-    def claim(self, run: str, action: str, step: str) -> None:
-        """Mark ``(run, action, step)`` answered; refuse it if it already was."""
+    def claim(self, run: str, action: str, step: str, *, request: str = "") -> None:
+        """Mark ``(run, action, step)`` answered, with the digest of the request's shared
+        part (:func:`client.contribution.shared_request_digest`); refuse a repeat."""
         with self._db() as db:
             try:
                 db.execute(
-                    "INSERT INTO answered (run, action, step, at) VALUES (?, ?, ?, ?)",
-                    (run, action, step, time.time()),
+                    "INSERT INTO answered (run, action, step, at, request) VALUES (?, ?, ?, ?, ?)",
+                    (run, action, step, time.time(), request),
                 )
             except sqlite3.IntegrityError:
                 raise ProtocolError(
@@ -324,6 +325,15 @@ class RunContract:
                     hint=f"a run has one {name}; switching it between steps would let the "
                     "coordinator difference the answers; refused",
                 )
+
+    def request_of(self, run: str, step: str) -> str | None:
+        """The shared-request digest this node answered at ``step`` (None: it did not)."""
+        with self._db() as db:
+            row = db.execute(
+                "SELECT request FROM answered WHERE run = ? AND step = ? AND action != ?",
+                (run, step, _DECRYPT),
+            ).fetchone()
+        return str(row[0]) if row is not None and row[0] else None
 
     def answered(self, run: str) -> list[tuple[str, str]]:
         """The (action, step) pairs answered in ``run``, in order."""

@@ -76,7 +76,9 @@ class Roster:
     all_partners: list[Partner] = field(default_factory=list)
     #: Encrypted jobs: the key ceremony's public result (no secret key).
     he: HeSession | None = None
-    _aggregates: dict[str, tuple[bytes, list[str]]] = field(default_factory=dict)
+    #: Encrypted steps: the summed ciphertext, its contributors and their signed
+    #: contribution statements (client.contribution), until a partner decrypts it.
+    _aggregates: dict[str, tuple[bytes, list[str], list[Any]]] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -220,6 +222,7 @@ class Roster:
         """
         full_meta = {**self.job_meta(), **meta}
         contributions: dict[str, str] = {}
+        bindings: dict[str, Any] = {}
 
         encrypted = isinstance(into, EncryptedSum)
 
@@ -227,6 +230,8 @@ class Roster:
             partner = self.active[node]
             if on_reply is not None:  # first: it may reject the reply before it is summed
                 on_reply(partner, payload)
+            if "binding" in payload.meta:
+                bindings[partner.name] = payload.meta["binding"]
             if isinstance(into, EncryptedSum):
                 self._add_encrypted(into, partner.name, payload, step)
                 assert payload.ciphertext is not None
@@ -266,7 +271,8 @@ class Roster:
                     blob = into.serialize()
                     aggregate = digest_bytes(blob)
                     # Every reply that decoded was summed: the set is exactly who sent.
-                    self._aggregates[step] = (blob, sorted(contributions))
+                    names = sorted(contributions)
+                    self._aggregates[step] = (blob, names, [bindings.get(n) for n in names])
                 protection = "ckks-sum"
             elif into is not None:
                 aggregate = digest_vector(into.total)
@@ -318,7 +324,7 @@ class Roster:
         assert self.he is not None
         if step not in self._aggregates:
             raise CiphertextError(f"no encrypted aggregate for step {step}")
-        blob, contributors = self._aggregates.pop(step)
+        blob, contributors, bindings = self._aggregates.pop(step)
         he_meta = {
             "step": step,
             "contributors": contributors,
@@ -327,14 +333,17 @@ class Roster:
             "key_digest": self.he.key_digest,
         }
         by_name = {p.name: node for node, p in self.active.items()}
-        for name in self.he.decryptors(list(by_name)):
+        # A contributor decrypts: it checks every statement against the request it got.
+        for name in self.he.decryptors([n for n in by_name if n in contributors]):
             node = by_name[name]
             got: list[np.ndarray] = []
             outcome = broadcast(
                 grid,
                 node_ids=[node],
                 message_type="query.he_decrypt",
-                content_for=lambda _n: encode({**self.job_meta(), "he": he_meta}, ciphertext=blob),
+                content_for=lambda _n: encode(
+                    {**self.job_meta(), "he": he_meta, "bindings": bindings}, ciphertext=blob
+                ),
                 on_reply=lambda _n, payload, got=got: got.append(payload.array),  # type: ignore[misc]
                 group_id=f"{step}.decrypt",
                 timeout_s=self.spec.round_timeout_s,

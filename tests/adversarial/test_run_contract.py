@@ -8,6 +8,7 @@ comments say what the answers gave away and what the attacker still learns now.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from pydantic import ValidationError
 from fedcollab.client.budget import ledger_path
 from fedcollab.common.dataset import load_dataset
 from fedcollab.common.schema import DatasetSchema
-from fedcollab.coordinator.encryption import session_from_keygen
+from fedcollab.coordinator.encryption import HeSession, session_from_keygen
 from fedcollab.privacy.budget_ledger import BudgetLedger
 from fedcollab.privacy.ckks import EncryptedSum
 from fedcollab.protocols import kmeans, models, preprocessing
@@ -202,7 +203,7 @@ def test_centroid_differencing_is_bounded_by_the_plan(tmp_path: Path) -> None:
 
 
 def test_client_dp_aggregate_of_fewer_than_min_partners_is_not_decrypted(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Attack: in a dp = "client" job with min_partners = 3, ask the key holder to decrypt
     a 2-partner aggregate (each partner adds only 1/3 of the noise variance)."""
@@ -220,29 +221,94 @@ def test_client_dp_aggregate_of_fewer_than_min_partners_is_not_decrypted(
     keygen = atk.send("a", "query.he_keygen", step="he-keygen", meta={"offers": offers})
     assert keygen.refused is None
     session = session_from_keygen(keygen.meta, dealer="a")
+    total, bindings = _encrypted_moments(atk, session, {"a": CHANNELS, "b": CHANNELS})
+    he = {**session.request_meta("a", params="wide"), "step": "moments",
+          "contributors": ["a", "b"], "length": total.length}  # fmt: skip
+    with caplog.at_level(logging.ERROR, logger="fedcollab.client"):
+        reply = atk.send(
+            "a", "query.he_decrypt", step="moments.decrypt",
+            meta={"he": he, "bindings": bindings}, ciphertext=total.serialize(),
+        )  # fmt: skip
+    assert reply.refused == "CiphertextError"
+    assert reply.vector is None
+    assert "at least 3 needed" in caplog.text  # the client-DP floor, not another check
+
+
+def _encrypted_moments(
+    atk: Attacker, session: HeSession, channels: dict[str, list[str]]
+) -> tuple[EncryptedSum, list[Any]]:
+    """Each partner's encrypted moments reply (with the category list the attacker picked
+    for it), summed; and their signed contribution statements."""
     length = preprocessing.MomentsLayout(
         numeric_names=("spend", "visits"),
         categorical_vocab={"channel": tuple(CHANNELS)},
         boolean_names=("member",),
     ).length
     total = EncryptedSum(session.public, params="wide", length=length)
-    for name in ("a", "b"):
+    bindings = []
+    for name, channel in channels.items():
         reply = atk.send(
             name, "query.moments", step="moments",
-            meta={**layout_meta(channel=CHANNELS),
+            meta={**layout_meta(channel=channel),
                   "he": session.request_meta(name, params="wide")},
         )  # fmt: skip
         assert reply.ciphertext is not None, reply.meta
         total.add(reply.ciphertext)
         session.installed.add(name)
+        bindings.append(reply.meta["binding"])
+    return total, bindings
+
+
+def _encrypted_job(tmp_path: Path) -> tuple[Attacker, HeSession]:
+    atk = Attacker.against(
+        tmp_path, job(privacy={"encryption": "ckks", "key_dealer": "a"}), names=("a", "b")
+    )
+    offers = {name: atk.handshake(name).meta["he_offer"] for name in atk.configs}
+    keygen = atk.send("a", "query.he_keygen", step="he-keygen", meta={"offers": offers})
+    return atk, session_from_keygen(keygen.meta, dealer="a")
+
+
+def test_an_aggregate_of_answers_to_different_requests_is_not_decrypted(
+    tmp_path: Path,
+) -> None:
+    """Attack: send the two partners different requests in one step (here: the category
+    list in another order, so that b's counts land in other slots) and have the mixed
+    sum decrypted. Each reply carries a statement signed by its partner over the run,
+    step and request digest; the decryptor compares them with the request it answered."""
+    atk, session = _encrypted_job(tmp_path)
+    total, bindings = _encrypted_moments(atk, session, {"a": CHANNELS, "b": CHANNELS[::-1]})
     he = {**session.request_meta("a", params="wide"), "step": "moments",
-          "contributors": ["a", "b"], "length": length}  # fmt: skip
+          "contributors": ["a", "b"], "length": total.length}  # fmt: skip
     reply = atk.send(
-        "a", "query.he_decrypt", step="moments.decrypt", meta={"he": he},
-        ciphertext=total.serialize(),
+        "a", "query.he_decrypt", step="moments.decrypt",
+        meta={"he": he, "bindings": bindings}, ciphertext=total.serialize(),
     )  # fmt: skip
-    assert reply.refused == "CiphertextError"
-    assert reply.vector is None
+    assert reply.refused == "CiphertextError" and reply.vector is None
+    assert atk.refusals("a")[-1]["action"] == "query.he_decrypt"
+
+
+@pytest.mark.parametrize("forgery", ["none", "unsigned", "other-step", "missing"])
+def test_contribution_statements_must_verify(tmp_path: Path, forgery: str) -> None:
+    """Statements the partners did not sign (or of another step, or fewer than the
+    claimed contributors) are refused; the same request from both decrypts."""
+    atk, session = _encrypted_job(tmp_path)
+    total, bindings = _encrypted_moments(atk, session, {"a": CHANNELS, "b": CHANNELS})
+    if forgery == "unsigned":
+        bindings[1] = {**bindings[1], "statement": {**bindings[1]["statement"], "reply": "x"}}
+    elif forgery == "other-step":
+        bindings[1] = {**bindings[1], "statement": {**bindings[1]["statement"], "step": "r"}}
+    elif forgery == "missing":
+        bindings = bindings[:1]
+    he = {**session.request_meta("a", params="wide"), "step": "moments",
+          "contributors": ["a", "b"], "length": total.length}  # fmt: skip
+    reply = atk.send(
+        "a", "query.he_decrypt", step="moments.decrypt",
+        meta={"he": he, "bindings": bindings}, ciphertext=total.serialize(),
+    )  # fmt: skip
+    if forgery == "none":
+        assert reply.refused is None and reply.vector is not None
+    else:
+        assert reply.refused == "CiphertextError" and reply.vector is None
 
 
 def test_a_dp_only_node_refuses_jobs_without_dp(tmp_path: Path) -> None:

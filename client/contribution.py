@@ -1,0 +1,144 @@
+"""Each contribution bound to the request it answers, and checked before a decryption.
+
+A coordinator that sends partners *different* requests in one step (another
+model, other centroids, another vocabulary for one partner) and then has the
+sum decrypted learns the difference between what it asked; an aggregate must
+mix only answers to the same request. Every data-bearing reply therefore
+carries a statement signed with the partner's audit key::
+
+    {"v": 1, "partner": ..., "run": ..., "action": ..., "step": ...,
+     "request": <digest of the request's shared part>, "reply": <digest of the reply>}
+
+and the partner asked to decrypt a step's aggregate (:func:`check_bindings`)
+decrypts only when every claimed contributor's statement verifies under the
+audit key the decryptor pinned for that partner, names this run and step, and
+names the same request digest as the request the decryptor itself answered in
+that step. The refusal is logged in the decryptor's trail like every refusal.
+
+The statement follows the "bind everything you sign to its context" rule of
+signed statements (e.g. RFC 9162's signed tree heads, in-toto/DSSE envelopes):
+domain-separated by :data:`CONTRIBUTION_DOMAIN`, over RFC 8785 canonical JSON.
+
+Notes
+-----
+* The *shared part* of a request is its meta without the per-partner fields
+  (``he``: this partner's sealed key and encryption parameters; ``cosign``:
+  this partner's inclusion proofs) plus its vector: the part every partner of a
+  step must receive identically. Partners log its digest as ``request_shared``
+  in ``request.received``, so an auditor can compare it across partners too.
+* What it does not give: the decryptor cannot check that the aggregate is the
+  sum of these contributions (it sees only the sum); a forged aggregate is the
+  secure-aggregation issue's (issue 14) to close.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from fedcollab.common.errors import CiphertextError
+from fedcollab.compliance.events import canonical_json
+from fedcollab.compliance.keys import Signer, verify_signature
+from fedcollab.compliance.trail import digest_bytes, digest_vector
+from fedcollab.privacy.key_transport import PeerKeys
+
+__all__ = ["CONTRIBUTION_DOMAIN", "check_bindings", "shared_request_digest", "sign_contribution"]
+
+#: Domain-separation prefix of contribution statements (no other signature of the key
+#: can be replayed as one).
+CONTRIBUTION_DOMAIN = b"fedcollab-contribution-v1\n"
+#: Request fields that legitimately differ per partner (see Notes).
+PER_PARTNER_FIELDS = frozenset({"he", "cosign"})
+
+
+def shared_request_digest(meta: Mapping[str, Any], vector: np.ndarray | None) -> str:
+    """Digest of what every partner of a step must have received identically."""
+    shared = {k: v for k, v in meta.items() if k not in PER_PARTNER_FIELDS}
+    text = json.dumps(shared, sort_keys=True, separators=(",", ":"))
+    return digest_bytes(text.encode() + b"\n" + digest_vector(vector).encode())
+
+
+def sign_contribution(
+    signer: Signer,
+    *,
+    partner: str,
+    run: str,
+    action: str,
+    step: str,
+    request: str,
+    reply: str,
+) -> dict[str, Any]:
+    """The signed statement a reply carries as ``meta["binding"]``."""
+    statement = {
+        "v": 1,
+        "partner": partner,
+        "run": run,
+        "action": action,
+        "step": step,
+        "request": request,
+        "reply": reply,
+    }
+    signature = signer.sign(CONTRIBUTION_DOMAIN + canonical_json(statement))
+    return {"statement": statement, "signature": base64.b64encode(signature).decode()}
+
+
+def check_bindings(
+    bindings: object,
+    *,
+    peers: PeerKeys,
+    run: str,
+    step: str,
+    request: str,
+    contributors: Sequence[str],
+) -> None:
+    """Raise CiphertextError unless every contributor signed an answer to ``request``."""
+    if not isinstance(bindings, list):
+        raise CiphertextError(
+            "the decryption request carries no contribution statements",
+            hint="each contributor's signed statement must come with the aggregate; refused",
+        )
+    seen: set[str] = set()
+    for item in bindings:
+        try:
+            statement = dict(item["statement"])
+            signature = base64.b64decode(str(item["signature"]), validate=True)
+            partner = str(statement["partner"])
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            raise CiphertextError(
+                f"a contribution statement is malformed ({exc!r})",
+                hint="the coordinator altered it, or runs another fedcollab version; refused",
+            ) from exc
+        public = peers.keys.get(partner)
+        if public is None or not verify_signature(
+            public, signature, CONTRIBUTION_DOMAIN + canonical_json(statement)
+        ):
+            raise CiphertextError(
+                f"the contribution statement of {partner!r} does not verify under its pinned key",
+                hint="a statement the partner did not sign, or a key this node did not pin; "
+                "refused",
+            )
+        if statement.get("run") != run or statement.get("step") != step:
+            raise CiphertextError(
+                f"{partner!r}'s statement belongs to another run or step",
+                hint="statements are bound to their run and step; refused",
+            )
+        if statement.get("request") != request:
+            raise CiphertextError(
+                f"{partner!r} answered another request than this node in step {step!r}",
+                hint="an aggregate of answers to different requests would reveal their "
+                "difference; the coordinator sent partners different requests; refused",
+            )
+        if partner in seen:
+            raise CiphertextError(f"{partner!r} has two statements", hint="refused")
+        seen.add(partner)
+    if seen != set(contributors):
+        raise CiphertextError(
+            f"contribution statements name {sorted(seen)}, the aggregate claims "
+            f"{sorted(set(contributors))}",
+            hint="every claimed contributor must have signed its answer; refused",
+        )
