@@ -58,9 +58,7 @@ class Federation:
     signatures: dict[str, SurvivorSignature] = field(default_factory=dict)
 
     @classmethod
-    def start(
-        cls, config: SecAggConfig, signers: Mapping[str, Signer] | None = None
-    ) -> Federation:
+    def start(cls, config: SecAggConfig, signers: Mapping[str, Signer] | None = None) -> Federation:
         keys = dict(signers) if signers else {n: Signer.generate() for n in config.cohort}
         peers = PeerKeys({n: s.public_key for n, s in keys.items()})
         fed = cls(config, keys, peers)
