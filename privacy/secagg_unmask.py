@@ -59,7 +59,7 @@ from fedcollab.privacy.secagg_session import (
 )
 from fedcollab.privacy.shamir import Share, combine
 
-__all__ = ["UnmaskedSum", "route_shares", "unmask_request", "unmask_sum"]
+__all__ = ["UnmaskedSum", "route_shares", "unmask_request", "unmask_sum", "unmask_total"]
 
 
 @dataclass(frozen=True)
@@ -135,10 +135,41 @@ def unmask_sum(
     peers: PeerKeys,
 ) -> UnmaskedSum:
     """The sum of the survivors' vectors; raises :class:`SecAggRefusal` on any bad input."""
+    if set(masked) != set(request.survivors):
+        raise SecAggRefusal("the masked inputs are not exactly the survivor set's")
+    total = np.zeros(config.length, dtype=np.uint64)
+    for name in sorted(masked):
+        item = masked[name]
+        if item.partner != name:
+            raise SecAggRefusal(f"masked input of {item.partner!r} filed under {name!r}")
+        item.verify(config, peers)
+        total += item.vector(config)
+    return unmask_total(
+        config,
+        total=total,
+        adverts=adverts,
+        u2=u2,
+        request=request,
+        responses=responses,
+        peers=peers,
+    )
+
+
+def unmask_total(
+    config: SecAggConfig,
+    *,
+    total: np.ndarray,
+    adverts: Mapping[str, Advertisement],
+    u2: Collection[str],
+    request: UnmaskRequest,
+    responses: Mapping[str, UnmaskResponse],
+    peers: PeerKeys,
+) -> UnmaskedSum:
+    """Remove the masks from ``total``, the survivors' masked inputs already summed mod 2^64
+    (by :func:`unmask_sum`, or recovered from a decrypted CKKS sum by
+    :func:`privacy.secagg_ckks.masked_total`)."""
     u3 = set(request.survivors)
     dropped = set(request.dropped)
-    if set(masked) != u3:
-        raise SecAggRefusal("the masked inputs are not exactly the survivor set's")
     if dropped != set(u2) - u3:
         raise SecAggRefusal("every partner of U2 outside the survivors must be unmasked away")
     if not set(responses) <= u3 or len(responses) < config.threshold:
@@ -146,15 +177,12 @@ def unmask_sum(
             f"{len(responses)} survivors answered, {config.threshold} needed",
             hint="too many partners dropped after sending; the step cannot be unmasked",
         )
+    arr = np.asarray(total)
+    if arr.dtype != np.uint64 or arr.shape != (config.length,):
+        raise SecAggRefusal(f"the masked total is not {config.length} uint64 words")
+    total = arr.copy()
     for name in set(u2):
         adverts[name].verify(config, peers)
-    total = np.zeros(config.length, dtype=np.uint64)
-    for name in sorted(u3):
-        item = masked[name]
-        if item.partner != name:
-            raise SecAggRefusal(f"masked input of {item.partner!r} filed under {name!r}")
-        item.verify(config, peers)
-        total += item.vector(config)
     for u in sorted(u3):
         seed = combine(_shares_of(responses, u, "self", config), threshold=config.threshold)
         if commit_self_seed(config, u, seed) != adverts[u].self_commitment:
