@@ -137,3 +137,24 @@ def test_min_partners_below_two_is_refused(keys, signers) -> None:
     a = _contribution(keys, signers["a"], "a", [1.0] * LENGTH)
     with pytest.raises(DecryptionRefusal, match="alone"):
         _verify(keys, signers, [a], min_partners=1)
+
+
+def test_key_holder_with_coordinator_sees_only_one_time_padded_words(keys) -> None:
+    """ckks+masked: the coordinator hands a key holder (every partner holds the key) the
+    victim's single ciphertext and it decrypts it offline, with no check at all. What it
+    gets is the victim's masked words y_v, uniform whatever x_v is (self-mask b_v)."""
+    from fedcollab.privacy.secagg_ckks import ckks_plaintext, masked_total
+    from tests.privacy.secagg_harness import Federation, make_config
+
+    config = make_config(4, length=64)
+    fed = Federation.start(config)
+    fed.advertise(config.cohort)
+    fed.share(config.cohort)
+    x = {n: np.full(config.length, 42.0) for n in config.cohort}
+    fed.mask(x, config.cohort)
+    blob = keys.encrypt(ckks_plaintext(fed.masked["p002"].vector(config)), params="wide")
+    raw = keys.decrypt(blob, params="wide", length=2 * config.length, contributors=1)
+    words = masked_total(np.rint(raw), length=config.length)
+    leaked = config.codec.decode(words, summands=1)
+    assert np.array_equal(words, fed.masked["p002"].vector(config))  # decryption is exact
+    assert np.count_nonzero(np.abs(leaked - 42.0) < 1e3) <= 1  # ... and useless
