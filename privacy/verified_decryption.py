@@ -27,11 +27,13 @@ is what the key holder checks before it decrypts anything:
 With secure aggregation (Bonawitz et al. 2017, "Practical Secure Aggregation
 for Privacy-Preserving Machine Learning", ACM CCS; Bell et al. 2020, "Secure
 Single-Server Aggregation with (Poly)Logarithmic Overhead", ACM CCS) the
-plaintext each partner encrypts is its vector plus its self-mask and pairwise
-masks mapped to reals (design, not yet wired): the decryptor then sees only
-the masked survivors' sum, and the coordinator removes the masks with the
-Shamir-shared seeds (Shamir 1979) after decryption, so no single party, and
-not the coordinator plus the decryptor, sees one partner's vector.
+plaintext each partner encrypts is its masked vector (:mod:`privacy.secagg_ckks`,
+"ckks+masked"): the key holder then sees only sums of one-time-padded words,
+and the coordinator removes the masks with the Shamir-shared seeds (Shamir
+1979) after decryption, so no single party, and not the coordinator plus the
+key holder, sees one partner's vector. That mode decrypts exactly (rounded to
+integers, :func:`privacy.secagg_ckks.decrypt_masked_sum`); the flooding here is
+for plain "ckks" mode, where the key is all that protects the vectors.
 
 Notes
 -----
