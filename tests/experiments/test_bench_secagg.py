@@ -31,6 +31,10 @@ def test_quick_run_writes_consistent_json(tmp_path: Path) -> None:
         assert r["ckks"]["reply_bytes"] >= 2 * 8192 * 8
         # a partner sends more than its reply: keys, sealed shares, signatures
         assert r["masked"]["partner_bytes_sent"] > r["masked"]["reply_bytes"]
+        cm = r["ckks+masked"]
+        assert cm["reply_bytes"] > r["ckks"]["reply_bytes"]  # two limbs per value, wide set
+        assert cm["partner_seconds"] > r["masked"]["partner_seconds"]
+        assert cm["distinct_ciphertexts"] == min(3, r["masked"]["survivors"])
     goals = res["goals"]
     assert goals["masked_reply_bytes"]["met"] == (max(r["masked_reply_ratio"] for r in rows) <= 1.1)
     assert goals["unmask_time"]["met"] is None  # the 100-partner case is not in --quick
