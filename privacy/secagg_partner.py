@@ -150,7 +150,11 @@ class MaskedInput:
         name, sig = raw[9 : 9 + n], raw[9 + n : 9 + n + m]
         if len(sig) != m:
             raise SecAggRefusal("masked input is truncated")
-        return cls(name.decode(), raw[9 + n + m :], sig)
+        try:
+            partner = name.decode()
+        except UnicodeDecodeError as exc:
+            raise SecAggRefusal("masked input names its partner in invalid UTF-8") from exc
+        return cls(partner, raw[9 + n + m :], sig)
 
 
 @dataclass(frozen=True)
