@@ -13,7 +13,7 @@ import fedcollab.privacy.secagg_partner as secagg_partner
 from fedcollab.compliance.keys import Signer
 from fedcollab.privacy.key_transport import PeerKeys
 from fedcollab.privacy.masking import MaskingKey
-from fedcollab.privacy.secagg_partner import SecAggPartner, SessionLedger, Stage
+from fedcollab.privacy.secagg_partner import SecAggPartner, SessionLedger, Stage, UnmaskRequest
 from fedcollab.privacy.secagg_session import (
     SecAggConfig,
     SecAggRefusal,
@@ -209,3 +209,43 @@ def test_masked_input_wire_form_round_trips() -> None:
     raw = item.to_bytes()
     assert len(raw) - 8 * config.length < 100  # name + signature + header
     assert type(item).from_bytes(raw) == item
+
+
+_STAGES = ("advertise", "share", "mask", "sign", "unmask")
+
+
+@settings(max_examples=15, deadline=None)
+@given(calls=st.lists(st.sampled_from(_STAGES), min_size=1, max_size=8))
+def test_property_only_the_next_stage_is_ever_answered(calls: list[str]) -> None:
+    """Any sequence of stage requests to p000: the next stage is answered (the whole
+    federation takes that step), any other request is refused for its stage and changes
+    nothing."""
+    config = make_config(3, length=4)
+    fed = Federation.start(config)
+    p = fed.partners["p000"]
+    cohort = config.cohort
+    honest = {
+        "advertise": lambda: fed.advertise(cohort),
+        "share": lambda: fed.share(cohort),
+        "mask": lambda: fed.mask({n: np.zeros(4) for n in cohort}, cohort),
+        "sign": lambda: fed.sign(cohort, cohort),
+        "unmask": lambda: fed.finish(cohort, cohort),
+    }
+    wrong = {
+        "advertise": lambda: p.advertise(),
+        "share": lambda: p.share_keys(fed.adverts),
+        "mask": lambda: p.masked_input(fed.inboxes.get("p000", {}), np.zeros(4)),
+        "sign": lambda: p.sign_survivors(cohort),
+        "unmask": lambda: p.unmask(UnmaskRequest(cohort, {}, ())),
+    }
+    done = 0
+    for stage in calls:
+        before = p.stage
+        if done < len(_STAGES) and stage == _STAGES[done]:
+            honest[stage]()
+            done += 1
+            assert p.stage.value == before.value + 1
+        else:
+            with pytest.raises(SecAggRefusal, match="stage"):
+                wrong[stage]()
+            assert p.stage is before
