@@ -47,13 +47,10 @@ self-masks). That is the price of the stricter check; the threshold argument
 from __future__ import annotations
 
 import enum
-import hashlib
 import secrets
-import struct
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 
-import numpy as np
 import numpy.typing as npt
 
 from fedcollab.common.errors import CiphertextError
@@ -61,6 +58,15 @@ from fedcollab.compliance.keys import Signer, verify_signature
 from fedcollab.privacy.envelope import Envelope, open_envelope, seal
 from fedcollab.privacy.key_transport import PeerKeys, TransportKey
 from fedcollab.privacy.masking import MaskingKey
+from fedcollab.privacy.secagg_messages import (
+    MaskedInput,
+    SurvivorSignature,
+    UnmaskRequest,
+    UnmaskResponse,
+    input_statement,
+    shares_topic,
+    survivor_statement,
+)
 from fedcollab.privacy.secagg_session import (
     Advertisement,
     SecAggConfig,
@@ -73,19 +79,9 @@ from fedcollab.privacy.secagg_session import (
 )
 from fedcollab.privacy.shamir import SHARE_BYTES, Share, split
 
-__all__ = [
-    "MaskedInput",
-    "SecAggPartner",
-    "SessionLedger",
-    "Stage",
-    "SurvivorSignature",
-    "UnmaskRequest",
-    "UnmaskResponse",
-    "survivor_statement",
-]
+__all__ = ["SecAggPartner", "SessionLedger", "Stage"]
 
 _SHARES_MAGIC = b"FCSS1"
-_INPUT_MAGIC = b"FCSM1"
 
 
 class Stage(enum.Enum):
@@ -95,93 +91,6 @@ class Stage(enum.Enum):
     MASKED = 3
     SIGNED = 4
     UNMASKED = 5
-
-
-def shares_topic(config: SecAggConfig) -> str:
-    return f"secagg/{config.digest}/shares"
-
-
-def survivor_statement(config: SecAggConfig, survivors: Collection[str]) -> bytes:
-    names = b"\n".join(n.encode() for n in sorted(survivors))
-    return b"fedcollab/secagg/survivors/v1\n" + config.digest.encode() + b"\n" + names
-
-
-def _input_statement(config: SecAggConfig, partner: str, words: bytes) -> bytes:
-    digest = hashlib.sha256(words).hexdigest()
-    return f"fedcollab/secagg/masked-input/v1\n{config.digest}\n{partner}\n{digest}".encode()
-
-
-@dataclass(frozen=True)
-class MaskedInput:
-    """``y_u`` as little-endian uint64 words, signed by the partner over the session."""
-
-    partner: str
-    words: bytes
-    signature: bytes
-
-    def vector(self, config: SecAggConfig) -> np.ndarray:
-        if len(self.words) != 8 * config.length:
-            raise SecAggRefusal(
-                f"{self.partner!r}'s masked input has {len(self.words)} bytes, expected "
-                f"{8 * config.length}"
-            )
-        return np.frombuffer(self.words, dtype="<u8").astype(np.uint64)
-
-    def verify(self, config: SecAggConfig, peers: PeerKeys) -> None:
-        config.index(self.partner)
-        statement = _input_statement(config, self.partner, self.words)
-        if not verify_signature(peers.get(self.partner), self.signature, statement):
-            raise SecAggRefusal(
-                f"{self.partner!r}'s masked input is not signed by its pinned audit key",
-                hint="the reply was forged or belongs to another session; refused",
-            )
-
-    def to_bytes(self) -> bytes:
-        """Wire form: magic, name, signature, words (the reply's size in the benchmark)."""
-        name = self.partner.encode()
-        head = struct.pack(">HH", len(name), len(self.signature))
-        return _INPUT_MAGIC + head + name + self.signature + self.words
-
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> MaskedInput:
-        if raw[:5] != _INPUT_MAGIC or len(raw) < 9:
-            raise SecAggRefusal("not a masked input")
-        n, m = struct.unpack(">HH", raw[5:9])
-        name, sig = raw[9 : 9 + n], raw[9 + n : 9 + n + m]
-        if len(sig) != m:
-            raise SecAggRefusal("masked input is truncated")
-        try:
-            partner = name.decode()
-        except UnicodeDecodeError as exc:
-            raise SecAggRefusal("masked input names its partner in invalid UTF-8") from exc
-        return cls(partner, raw[9 + n + m :], sig)
-
-
-@dataclass(frozen=True)
-class SurvivorSignature:
-    partner: str
-    survivors: tuple[str, ...]
-    signature: bytes
-
-
-@dataclass(frozen=True)
-class UnmaskRequest:
-    """The coordinator's request: the survivor set, every survivor's signature on it,
-    and the dropped peers whose masking-key shares it asks for."""
-
-    survivors: tuple[str, ...]
-    signatures: Mapping[str, bytes]
-    dropped: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class UnmaskResponse:
-    """Shares this partner reveals: ``self_shares[v]`` (b_v, v survived) and
-    ``key_shares[v]`` (s_v, v dropped); never the same ``v`` in both."""
-
-    partner: str
-    self_shares: Mapping[str, Share]
-    key_shares: Mapping[str, Share]
 
 
 @dataclass(frozen=True)
@@ -333,7 +242,7 @@ class SecAggPartner:
             else:
                 out -= mask_stream(seed, cfg.length)
         words = out.astype("<u8").tobytes()
-        signature = self._signer.sign(_input_statement(cfg, self.me, words))
+        signature = self._signer.sign(input_statement(cfg, self.me, words))
         self._state = replace(self._state, stage=Stage.MASKED, held=held, u2=u2)
         return MaskedInput(self.me, words, signature)
 

@@ -40,7 +40,7 @@ from fedcollab.compliance.keys import verify_signature
 from fedcollab.privacy.envelope import Envelope
 from fedcollab.privacy.key_transport import PeerKeys
 from fedcollab.privacy.masking import MaskingKey
-from fedcollab.privacy.secagg_partner import (
+from fedcollab.privacy.secagg_messages import (
     MaskedInput,
     SurvivorSignature,
     UnmaskRequest,

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fedcollab.common.errors import PrivacyError, ProtocolError
-from fedcollab.privacy.secagg_partner import SurvivorSignature, UnmaskRequest, UnmaskResponse
+from fedcollab.privacy.secagg_messages import SurvivorSignature, UnmaskRequest, UnmaskResponse
 from fedcollab.privacy.secagg_session import Advertisement
 from fedcollab.privacy.shamir import Share
 from fedcollab.privacy.verified_decryption import SignedContribution

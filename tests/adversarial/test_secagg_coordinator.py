@@ -15,7 +15,7 @@ import pytest
 from fedcollab.common.errors import PrivacyError
 from fedcollab.compliance.keys import Signer
 from fedcollab.privacy.masking import MaskingKey
-from fedcollab.privacy.secagg_partner import MaskedInput, UnmaskRequest
+from fedcollab.privacy.secagg_messages import MaskedInput, UnmaskRequest
 from fedcollab.privacy.secagg_session import SecAggRefusal, mask_stream, pair_sign, pairwise_seed
 from fedcollab.privacy.secagg_unmask import unmask_request, unmask_sum
 from fedcollab.privacy.shamir import combine

@@ -16,7 +16,8 @@ from fedcollab.compliance.keys import Signer
 from fedcollab.privacy.envelope import Envelope
 from fedcollab.privacy.fixed_point import FixedPointCodec
 from fedcollab.privacy.key_transport import PeerKeys
-from fedcollab.privacy.secagg_partner import MaskedInput, SecAggPartner, SurvivorSignature
+from fedcollab.privacy.secagg_messages import MaskedInput, SurvivorSignature
+from fedcollab.privacy.secagg_partner import SecAggPartner
 from fedcollab.privacy.secagg_session import Advertisement, SecAggConfig, minimum_threshold
 from fedcollab.privacy.secagg_unmask import (
     UnmaskedSum,

@@ -9,11 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import fedcollab.privacy.secagg_messages as secagg_messages
 import fedcollab.privacy.secagg_partner as secagg_partner
 from fedcollab.compliance.keys import Signer
 from fedcollab.privacy.key_transport import PeerKeys
 from fedcollab.privacy.masking import MaskingKey
-from fedcollab.privacy.secagg_partner import SecAggPartner, SessionLedger, Stage, UnmaskRequest
+from fedcollab.privacy.secagg_messages import UnmaskRequest
+from fedcollab.privacy.secagg_partner import SecAggPartner, SessionLedger, Stage
 from fedcollab.privacy.secagg_session import (
     SecAggConfig,
     SecAggRefusal,
@@ -187,14 +189,14 @@ def test_own_pinned_key_must_be_own() -> None:
 
 
 def test_public_surface() -> None:
-    assert set(secagg_partner.__all__) == {
+    assert set(secagg_partner.__all__) == {"SecAggPartner", "SessionLedger", "Stage"}
+    assert set(secagg_messages.__all__) == {
         "MaskedInput",
-        "SecAggPartner",
-        "SessionLedger",
-        "Stage",
         "SurvivorSignature",
         "UnmaskRequest",
         "UnmaskResponse",
+        "input_statement",
+        "shares_topic",
         "survivor_statement",
     }
 

@@ -11,7 +11,7 @@ import pytest
 from fedcollab.common.errors import ProtocolError
 from fedcollab.privacy import secagg_wire as wire
 from fedcollab.privacy.envelope import Envelope
-from fedcollab.privacy.secagg_partner import MaskedInput
+from fedcollab.privacy.secagg_messages import MaskedInput
 from fedcollab.privacy.secagg_session import SecAggRefusal
 from fedcollab.privacy.secagg_unmask import unmask_request
 from fedcollab.privacy.verified_decryption import SignedContribution
