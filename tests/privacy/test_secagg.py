@@ -251,3 +251,21 @@ def test_property_only_the_next_stage_is_ever_answered(calls: list[str]) -> None
             with pytest.raises(SecAggRefusal, match="stage"):
                 wrong[stage]()
             assert p.stage is before
+
+
+def test_partner_that_drops_after_sending_is_unmasked_away() -> None:
+    """p003 sends its masked input, then vanishes before the survivor check: the
+    coordinator leaves it out of U3 (its reply is discarded, its masking key rebuilt),
+    and the sum over the others is exact."""
+    config = make_config(6, length=9)  # t = 4
+    inputs = _inputs(config, 5)
+    fed = Federation.start(config)
+    everyone = config.cohort
+    fed.advertise(everyone)
+    fed.share(everyone)
+    fed.mask(inputs, everyone)
+    survivors = tuple(n for n in everyone if n != "p003")
+    fed.sign(survivors, survivors)
+    result = fed.finish(survivors, survivors)
+    assert result.dropped == ("p003",)
+    assert np.array_equal(result.values, _expected(config, inputs, survivors))
