@@ -23,11 +23,12 @@ learns the survivors' sum and nothing else, exactly as in "masked" mode.
 Notes
 -----
 *Limbs.* 32-bit limbs keep every slot of a sum of at most 128 partners
-below 2^39, where the ``wide`` parameters (scale 2^40) decrypt with an error
-measured at 4e-3 for 20 partners at 2^40 (6e-5 at 2^36): far below the 1/4
-this module tolerates before refusing (:class:`CkksMaskedSumError`), so
-rounding recovers the integers exactly. A whole 64-bit word per slot does not
-fit: at 2^44 the error breaks even the contribution slot (measured).
+below 2^39, where the ``wide`` parameters (scale 2^40) decrypt with a
+maximum error measured at 6e-5 (128 partners, every limb near 2^32, 4000
+slots): far below the 1/4 this module tolerates before refusing
+(:class:`CkksMaskedSumError`), so rounding recovers the integers exactly. A
+whole 64-bit word per slot does not fit: at 2^44 the error breaks even the
+contribution slot (measured).
 Bytes: two slots per value, i.e. twice today's CKKS ciphertexts.
 
 *Rounding instead of flooding.* Li & Micciancio (2021, EUROCRYPT) recover
