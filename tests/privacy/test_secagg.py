@@ -269,3 +269,19 @@ def test_partner_that_drops_after_sending_is_unmasked_away() -> None:
     result = fed.finish(survivors, survivors)
     assert result.dropped == ("p003",)
     assert np.array_equal(result.values, _expected(config, inputs, survivors))
+
+
+def test_one_masked_reply_looks_uniform_whatever_the_input() -> None:
+    """Bytes of a single masked reply pass a chi-square test for uniformity for an
+    all-zero and an all-maximal input (p > 1e-6: a false alarm once in a million runs)."""
+    from scipy.stats import chisquare
+
+    for value in (0.0, CODEC.max_abs_value):
+        config = make_config(3, length=8192)
+        fed = Federation.start(config)
+        fed.advertise(config.cohort)
+        fed.share(config.cohort)
+        fed.mask({n: np.full(8192, value) for n in config.cohort}, config.cohort)
+        raw = np.frombuffer(fed.masked["p001"].words, dtype=np.uint8)
+        counts = np.bincount(raw, minlength=256)
+        assert chisquare(counts).pvalue > 1e-6
