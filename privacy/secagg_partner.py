@@ -1,0 +1,331 @@
+"""The partner side of dropout-tolerant secure aggregation: a state machine per session.
+
+Implements the client of Bonawitz et al. 2017 ("Practical Secure Aggregation
+for Privacy-Preserving Machine Learning", ACM CCS, Fig. 4, malicious-server
+variant with the consistency check), over the complete graph; Bell et al.
+2020 ("Secure Single-Server Aggregation with (Poly)Logarithmic Overhead",
+ACM CCS) restrict the same steps to a sparse neighbour graph. The stages,
+each answered exactly once per session (:class:`Stage`):
+
+1. :meth:`SecAggPartner.advertise`: fresh per-session keys, signed with the
+   partner's audit key (:class:`~privacy.secagg_session.Advertisement`).
+2. :meth:`SecAggPartner.share_keys`: check every peer's advertisement against
+   the audit keys *this node* pinned (its own entry must be its own keys),
+   Shamir-share (:mod:`privacy.shamir`, Shamir 1979) the masking private key
+   ``s_u`` and the self-mask seed ``b_u`` t-of-n, and seal one share pair per
+   peer (:func:`privacy.envelope.seal`: HPKE to the peer's advertised key,
+   signed by this partner).
+3. :meth:`SecAggPartner.masked_input`: open the peers' envelopes (the senders
+   form ``U2``), return ``y_u = encode(x_u) + PRG(b_u) + sum_v +-PRG(s_uv)``.
+4. :meth:`SecAggPartner.sign_survivors`: sign the survivor set ``U3`` (whose
+   masked inputs the coordinator will sum) once.
+5. :meth:`SecAggPartner.unmask`: only for the set this partner signed, and
+   only if *every* member of it signed the same set, reveal ``b_v`` shares for
+   survivors and ``s_v`` shares for the dropped peers the request names,
+   never both kinds for one peer.
+
+Every method is pure with respect to the outside world (values in, values
+out); a refused call raises :class:`~privacy.secagg_session.SecAggRefusal`
+and leaves the state unchanged. :class:`SessionLedger` refuses a second
+session for a (run, step, purpose) the node already took part in.
+
+Notes
+-----
+*Once per stage.* A partner that answered a stage twice could be made to
+mask one vector with two different peer sets (the difference of two replies
+cancels most masks) or to sign two survivor sets; so every stage is a
+one-way transition and a repeat is refused rather than re-answered.
+
+*Survivor check.* Requiring the signatures of *every* survivor (not only
+``t`` of them) means a partner that drops between sending its masked input
+and signing stops the step; the coordinator then starts a new session with
+fresh keys and seeds (the unrevealed masked inputs stay hidden by their
+self-masks). That is the price of the stricter check; the threshold argument
+(:mod:`privacy.secagg_session`, Notes) holds either way.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy.typing as npt
+
+from fedcollab.common.errors import CiphertextError
+from fedcollab.compliance.keys import Signer, verify_signature
+from fedcollab.privacy.envelope import Envelope, open_envelope, seal
+from fedcollab.privacy.key_transport import PeerKeys, TransportKey
+from fedcollab.privacy.masking import MaskingKey
+from fedcollab.privacy.secagg_messages import (
+    MaskedInput,
+    SurvivorSignature,
+    UnmaskRequest,
+    UnmaskResponse,
+    input_statement,
+    shares_topic,
+    survivor_statement,
+)
+from fedcollab.privacy.secagg_session import (
+    Advertisement,
+    SecAggConfig,
+    SecAggRefusal,
+    commit_self_seed,
+    mask_stream,
+    pair_sign,
+    pairwise_seed,
+    self_mask_key,
+)
+from fedcollab.privacy.shamir import SHARE_BYTES, Share, split
+
+__all__ = ["SecAggPartner", "SessionLedger", "Stage"]
+
+_SHARES_MAGIC = b"FCSS1"
+
+
+class Stage(enum.Enum):
+    NEW = 0
+    ADVERTISED = 1
+    SHARED = 2
+    MASKED = 3
+    SIGNED = 4
+    UNMASKED = 5
+
+
+@dataclass(frozen=True)
+class _State:
+    stage: Stage = Stage.NEW
+    adverts: Mapping[str, Advertisement] = field(default_factory=dict)
+    held: Mapping[str, tuple[Share, Share]] = field(default_factory=dict)
+    u2: frozenset[str] = frozenset()
+    signed: tuple[str, ...] = ()
+
+
+class SecAggPartner:
+    """One partner's side of one session; see the module docstring for the stages."""
+
+    def __init__(self, config: SecAggConfig, *, me: str, signer: Signer, peers: PeerKeys) -> None:
+        config.index(me)
+        if peers.get(me) != signer.public_key:
+            raise SecAggRefusal(
+                f"the pinned audit key under this node's own name {me!r} is not its key",
+                hint="the peer list was altered; re-pin the partners' keys you checked yourself",
+            )
+        self.config = config
+        self.me = me
+        self._signer = signer
+        self._peers = peers
+        self._envelope_key = TransportKey.generate()
+        self._masking_key = MaskingKey.generate()
+        self._self_seed = secrets.token_bytes(32)
+        self._state = _State()
+
+    @property
+    def stage(self) -> Stage:
+        return self._state.stage
+
+    def _expect(self, stage: Stage, action: str) -> None:
+        if self._state.stage is not stage:
+            raise SecAggRefusal(
+                f"{action} refused: session {self.config.run}/{self.config.step}/"
+                f"{self.config.purpose} is at stage {self._state.stage.name}, "
+                f"expected {stage.name}",
+                hint="each stage is answered once, in order; a repeated or out-of-order request "
+                "is what a malicious coordinator would send",
+            )
+
+    def _advertisement(self) -> Advertisement:
+        return Advertisement(
+            self.me,
+            self.config.digest,
+            self._envelope_key.public_bytes(),
+            self._masking_key.public_bytes(),
+            commit_self_seed(self.config, self.me, self._self_seed),
+        ).signed(self._signer)
+
+    def advertise(self) -> Advertisement:
+        self._expect(Stage.NEW, "advertising keys")
+        adv = self._advertisement()
+        self._state = replace(self._state, stage=Stage.ADVERTISED)
+        return adv
+
+    def share_keys(self, adverts: Mapping[str, Advertisement]) -> dict[str, Envelope]:
+        """Check the peers' keys; one sealed share pair per peer in ``adverts`` (incl. self)."""
+        self._expect(Stage.ADVERTISED, "sharing keys")
+        cfg = self.config
+        u1 = cfg.check_subset(frozenset(adverts), "the advertised key set")
+        mine = self._advertisement()
+        if adverts.get(self.me) != mine:
+            raise SecAggRefusal(
+                "the keys relayed under this partner's own name are not its own",
+                hint="the coordinator substituted this partner's keys; refused",
+            )
+        seen: set[bytes] = set()
+        for name, adv in adverts.items():
+            if adv.partner != name:
+                raise SecAggRefusal(f"advertisement of {adv.partner!r} relayed as {name!r}")
+            adv.verify(cfg, self._peers)
+            for key in (adv.envelope_key, adv.masking_key):
+                if key in seen:
+                    raise SecAggRefusal(
+                        f"{name!r} advertised a key another partner uses",
+                        hint="a replayed key would make masks cancel locally; refused",
+                    )
+                seen.add(key)
+        holders = sorted(u1)
+        xs = [cfg.index(v) for v in holders]
+        key_shares = split(self._masking_key.to_bytes(), threshold=cfg.threshold, xs=xs)
+        self_shares = split(self._self_seed, threshold=cfg.threshold, xs=xs)
+        out: dict[str, Envelope] = {}
+        for v, ks, bs in zip(holders, key_shares, self_shares, strict=True):
+            payload = _SHARES_MAGIC + ks.y_bytes() + bs.y_bytes()
+            out[v] = seal(
+                payload,
+                run=cfg.run,
+                sender=self.me,
+                recipient=v,
+                topic=shares_topic(cfg),
+                recipient_key=adverts[v].envelope_key,
+                signer=self._signer,
+            )
+        self._state = replace(self._state, stage=Stage.SHARED, adverts=dict(adverts))
+        return out
+
+    def masked_input(self, inbox: Mapping[str, Envelope], values: npt.ArrayLike) -> MaskedInput:
+        """Open the peers' share envelopes (their senders form U2) and mask ``values``."""
+        self._expect(Stage.SHARED, "masking the input")
+        cfg = self.config
+        encoded = cfg.codec.encode(values)
+        if encoded.size != cfg.length:
+            raise SecAggRefusal(f"the vector has {encoded.size} values, the plan says {cfg.length}")
+        if self.me not in inbox:
+            raise SecAggRefusal("the coordinator withheld this partner's own share envelope")
+        held: dict[str, tuple[Share, Share]] = {}
+        x = cfg.index(self.me)
+        for sender, env in inbox.items():
+            if sender not in self._state.adverts:
+                raise SecAggRefusal(f"shares from {sender!r}, who advertised no keys")
+            try:
+                payload = open_envelope(
+                    env,
+                    run=cfg.run,
+                    me=self.me,
+                    sender=sender,
+                    topic=shares_topic(cfg),
+                    key=self._envelope_key,
+                    peers=self._peers,
+                )
+            except CiphertextError as exc:
+                raise SecAggRefusal(f"shares from {sender!r} refused: {exc.message}") from exc
+            if len(payload) != len(_SHARES_MAGIC) + 2 * SHARE_BYTES or not payload.startswith(
+                _SHARES_MAGIC
+            ):
+                raise SecAggRefusal(f"shares from {sender!r} are malformed")
+            body = payload[len(_SHARES_MAGIC) :]
+            held[sender] = (
+                Share.from_y_bytes(x, body[:SHARE_BYTES]),
+                Share.from_y_bytes(x, body[SHARE_BYTES:]),
+            )
+        u2 = cfg.check_subset(frozenset(held), "the set of partners who shared keys")
+        out = encoded + mask_stream(self_mask_key(cfg, self.me, self._self_seed), cfg.length)
+        for v in sorted(u2 - {self.me}):
+            seed = pairwise_seed(
+                cfg,
+                self._masking_key,
+                me=self.me,
+                peer=v,
+                peer_public=self._state.adverts[v].masking_key,
+            )
+            if pair_sign(self.me, v) > 0:
+                out += mask_stream(seed, cfg.length)
+            else:
+                out -= mask_stream(seed, cfg.length)
+        words = out.astype("<u8").tobytes()
+        signature = self._signer.sign(input_statement(cfg, self.me, words))
+        self._state = replace(self._state, stage=Stage.MASKED, held=held, u2=u2)
+        return MaskedInput(self.me, words, signature)
+
+    def sign_survivors(self, survivors: Collection[str]) -> SurvivorSignature:
+        """Sign the survivor set U3 (once): it must lie in U2, hold ``t`` partners and this one."""
+        self._expect(Stage.MASKED, "signing the survivor set")
+        u3 = self.config.check_subset(frozenset(survivors), "the survivor set")
+        if not u3 <= self._state.u2:
+            raise SecAggRefusal(
+                f"survivors {sorted(u3 - self._state.u2)} never shared keys with this partner"
+            )
+        if self.me not in u3:
+            raise SecAggRefusal(
+                "the survivor set leaves out this partner, which sent its masked input",
+                hint="the coordinator claims a live partner dropped; refused",
+            )
+        ordered = tuple(sorted(u3))
+        signature = self._signer.sign(survivor_statement(self.config, ordered))
+        self._state = replace(self._state, stage=Stage.SIGNED, signed=ordered)
+        return SurvivorSignature(self.me, ordered, signature)
+
+    def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
+        """Reveal shares for the survivor set this partner signed, checked as in the docstring."""
+        self._expect(Stage.SIGNED, "unmasking")
+        cfg = self.config
+        u3 = tuple(sorted(set(request.survivors)))
+        if u3 != self._state.signed:
+            raise SecAggRefusal(
+                "the unmask request names another survivor set than the one this partner signed",
+                hint="the coordinator showed partners different survivor sets; refused",
+            )
+        statement = survivor_statement(cfg, u3)
+        for v in u3:
+            sig = request.signatures.get(v)
+            if sig is None or not verify_signature(self._peers.get(v), sig, statement):
+                raise SecAggRefusal(
+                    f"survivor {v!r} did not sign this survivor set",
+                    hint="every survivor must sign the same set before any share is revealed",
+                )
+        dropped = set(request.dropped)
+        both = dropped & set(u3)
+        if both:
+            raise SecAggRefusal(
+                f"asked for masking-key shares of survivors {sorted(both)}",
+                hint="revealing both kinds of share for one partner unmasks its vector; refused",
+            )
+        if not dropped <= self._state.u2:
+            raise SecAggRefusal(
+                f"asked for shares of {sorted(dropped - self._state.u2)}, who never shared keys"
+            )
+        response = UnmaskResponse(
+            self.me,
+            {v: self._state.held[v][1] for v in u3},
+            {v: self._state.held[v][0] for v in sorted(dropped)},
+        )
+        self._state = replace(self._state, stage=Stage.UNMASKED)
+        return response
+
+
+class SessionLedger:
+    """Sessions this node took part in: a (run, step, purpose) is opened once.
+
+    In memory; the partner node persists its entries with the run's state so a
+    restart cannot reopen a session.
+    """
+
+    def __init__(self, opened: Collection[tuple[str, int, str]] = ()) -> None:
+        self._opened: set[tuple[str, int, str]] = set(opened)
+
+    def open(
+        self, config: SecAggConfig, *, me: str, signer: Signer, peers: PeerKeys
+    ) -> SecAggPartner:
+        key = (config.run, config.step, config.purpose)
+        if key in self._opened:
+            raise SecAggRefusal(
+                f"session {key} was already opened at this node",
+                hint="one vector per (run, step, purpose); a second would be masked afresh and "
+                "the difference of the two replies would leak",
+            )
+        partner = SecAggPartner(config, me=me, signer=signer, peers=peers)
+        self._opened.add(key)
+        return partner
+
+    @property
+    def opened(self) -> frozenset[tuple[str, int, str]]:
+        return frozenset(self._opened)

@@ -1,0 +1,43 @@
+"""experiments.bench_secagg --quick: one smoke run writes complete, consistent JSON.
+
+Asserts what the JSON holds (exact sums, byte ratios computed from the recorded sizes),
+never how fast anything ran (benchmarks are not tests).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from experiments import bench_secagg
+
+
+def test_quick_run_writes_consistent_json(tmp_path: Path) -> None:
+    argv = ["--quick", "--out", str(tmp_path)]
+    bench_secagg.main(argv)
+    res = json.loads((tmp_path / "bench_secagg.json").read_text())
+    assert res["command"] == ["python", "-m", "experiments.bench_secagg", *argv]
+    rows = res["results"]
+    assert {(r["size"], r["partners"], r["dropout"]) for r in rows} == {
+        (1000, 5, 0.0),
+        (1000, 5, 0.2),
+    }
+    for r in rows:
+        assert r["masked"]["exact_on_grid"] is True
+        assert r["masked"]["survivors"] == 5 - round(5 * r["dropout"])
+        assert r["plaintext"]["reply_bytes"] == 8 * r["size"]
+        assert r["masked"]["reply_bytes"] > 8 * r["size"]
+        assert r["masked_reply_ratio"] == r["masked"]["reply_bytes"] / (8 * r["size"])
+        assert r["plaintext"]["flower_reply_bytes"] > 8 * r["size"]
+        assert r["masked"]["flower_reply_bytes"] > r["masked"]["reply_bytes"]
+        assert r["ckks"]["reply_bytes"] >= 2 * 8192 * 8
+        # a partner sends more than its reply: keys, sealed shares, signatures
+        assert r["masked"]["partner_bytes_sent"] > r["masked"]["reply_bytes"]
+        cm = r["ckks+masked"]
+        assert cm["reply_bytes"] > r["ckks"]["reply_bytes"]  # two limbs per value, wide set
+        assert cm["partner_seconds"] > r["masked"]["partner_seconds"]
+        assert cm["distinct_ciphertexts"] == min(3, r["masked"]["survivors"])
+    goals = res["goals"]
+    worst = max(max(r["masked_reply_ratio"], r["masked_flower_reply_ratio"]) for r in rows)
+    assert goals["masked_reply_bytes"]["met"] == (worst <= 1.1)
+    assert goals["unmask_time"]["met"] is None  # the 100-partner case is not in --quick
