@@ -145,22 +145,24 @@ def moments(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     ``MIN_CATEGORY_COUNT`` times is counted as 0 whatever vocabulary the
     coordinator lists (the value never left this partner at the handshake either).
     """
-    layout = _layout(payload.meta)
+    requested = _layout(payload.meta)
     schema = data.dataset.schema
-    expected = (
-        tuple(f.name for f in schema.numeric_features),
-        tuple(f.name for f in schema.categorical_features),
-        tuple(f.name for f in schema.boolean_features),
-    )
-    if expected != (
-        layout.numeric_names,
-        tuple(layout.categorical_vocab),
-        layout.boolean_names,
-    ):
+    numeric = tuple(f.name for f in schema.numeric_features)
+    boolean = tuple(f.name for f in schema.boolean_features)
+    categorical = [f.name for f in schema.categorical_features]
+    if (requested.numeric_names, requested.boolean_names) != (numeric, boolean) or set(
+        requested.categorical_vocab
+    ) != set(categorical):
         raise ProtocolError(
             "the moments layout does not list this partner's columns in its schema's order",
             hint="the coordinator builds the layout from the job's data contract; refused",
         )
+    # Categorical columns in the schema's order (the wire's JSON object is key-sorted).
+    layout = preprocessing.MomentsLayout(
+        numeric_names=numeric,
+        categorical_vocab={c: requested.categorical_vocab[c] for c in categorical},
+        boolean_names=boolean,
+    )
     for f in schema.categorical_features:
         if f.vocabulary is not None and set(layout.categorical_vocab[f.name]) - set(f.vocabulary):
             raise ProtocolError(
