@@ -18,13 +18,20 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from flwr.common.config import parse_config_args
 
-from fedcollab.client.run_contract import KEY_TTL_S, RunContract, contract_path
+from fedcollab.client.budget import ledger_path
+from fedcollab.client.partner_data import load_partner, source_from_config
+from fedcollab.client.run_contract import KEY_TTL_S, RunContract, contract_path, node_split
 from fedcollab.common.errors import ProtocolError
+from fedcollab.coordinator.encryption import session_from_keygen
+from fedcollab.privacy.budget_ledger import BudgetLedger
+from fedcollab.privacy.ckks import EncryptedSum
+from fedcollab.protocols import models, preprocessing
 from tests.adversarial.support import Attacker, job, layout_meta
-from tests.adversarial.test_run_contract import _preprocessor
+from tests.adversarial.test_run_contract import _encrypted_job, _preprocessor
 
 CHANNELS = ["app", "web"]
 
@@ -181,6 +188,114 @@ def test_keys_of_an_expired_run_are_not_recreated_by_a_new_handshake(tmp_path: P
     assert not keys.exists(), "a key of an expired run is on disk for good"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="evaluate.fedavg (and the validation histograms of train.fedavg) are exact and "
+    "uncharged in DP jobs while the coordinator picks the model: a logistic model on one "
+    "column makes the 1000-bin score histogram a per-row readout, so one planned reply of "
+    "an epsilon = 1 job gives every validation/test row's 'spend' (to < 1.0) with its "
+    "label, and the ledger shows 0 spent",
+)
+def test_a_dp_job_s_evaluation_does_not_read_out_rows_through_a_chosen_model(
+    tmp_path: Path,
+) -> None:
+    """Attack: in a dp = "sample" job (target epsilon 1), send the planned
+    final-evaluation request with a model whose score is sigmoid(0.8 * z_spend); each row
+    lands in the histogram bin of its own spend, and bins invert to values."""
+    atk = Attacker.against(
+        tmp_path, job(privacy={"dp": "sample", "target_epsilon": 1.0}), names=("a",)
+    )
+    cfg = atk.configs["a"]
+    with BudgetLedger.open(ledger_path(cfg)) as ledger:
+        ledger.set_cap("shop", epsilon_cap=5.0, delta=1e-5)
+    assert atk.handshake("a").refused is None
+    pre = _preprocessor(tmp_path)
+    weights = models.get_weights(
+        models.build_model("logreg", n_features=5, hidden_sizes=(), seed=0)
+    )
+    slope = 0.8
+    weights[0][:] = 0.0
+    weights[0][0, 0] = slope  # column 0 of the standardised features: spend
+    weights[1][:] = 0.0
+    reply = atk.send(
+        "a", "evaluate.fedavg", step="final-evaluation", meta={"preprocessor": pre},
+        vector=models.flatten(weights),
+    )  # fmt: skip
+    with BudgetLedger.open(ledger_path(cfg)) as ledger:
+        charged = ledger.budget("shop").spent_epsilon
+    split = node_split(cfg)
+    data = load_partner(
+        source_from_config(cfg),
+        validation_fraction=split.validation_fraction,
+        test_fraction=split.test_fraction,
+        split_seed=split.split_seed,
+    )
+    spend = data.dataset.numeric["spend"]
+    true = np.sort(np.concatenate([spend[data.validation], spend[data.test]]))
+    mean, std = pre["numeric"][0]["mean"], pre["numeric"][0]["std"]
+    decoded: list[float] = []
+    if reply.vector is not None:
+        bins, length = 1000, 3 + 2 * 1000
+        for part in (reply.vector[:length], reply.vector[length:]):
+            hist = part[3 : 3 + bins] + part[3 + bins :]
+            for i in np.nonzero(hist)[0]:
+                p = (i + 0.5) / bins
+                z = float(np.log(p / (1 - p))) / slope
+                decoded += [z * std + mean] * max(round(float(hist[i])), 0)
+    readout = len(decoded) == len(true) and np.max(np.abs(np.sort(decoded) - true)) < 1.0
+    assert charged > 0 or not readout, "each evaluation row's spend read out, 0 epsilon charged"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="forged aggregate: the decryptor checks the signed statements of the claimed "
+    "contributors and the contribution slot, but not that the ciphertext is their sum; "
+    "b's ciphertext + Enc(slot 1), sent with a's and b's statements, decrypts to b's own "
+    "moments vector (documented in docs/privacy.md; issue 14)",
+)
+def test_a_single_partner_s_ciphertext_is_not_decrypted_as_an_aggregate(
+    tmp_path: Path,
+) -> None:
+    """Attack: ask a and b the planned moments step (one reply each), then send the
+    decryptor b's ciphertext plus an encrypted 1 in the contribution slot (the public key
+    encrypts anything), claimed as the sum of a's and b's contributions."""
+    atk, session = _encrypted_job(tmp_path)
+    ciphertexts, bindings = _moments_replies(atk, session)
+    # b's ciphertext plus a plaintext 1 in the contribution slot: "two contributions".
+    forged = session.public.load(ciphertexts["b"], params="wide", length=_MOMENTS_LENGTH)
+    forged.add_([0.0] * _MOMENTS_LENGTH + [1.0])
+    he = {**session.request_meta("a", params="wide"), "step": "moments",
+          "contributors": ["a", "b"], "length": _MOMENTS_LENGTH}  # fmt: skip
+    reply = atk.send(
+        "a", "query.he_decrypt", step="moments.decrypt",
+        meta={"he": he, "bindings": bindings}, ciphertext=forged.serialize(),
+    )  # fmt: skip
+    assert reply.vector is None, f"b's own moments decrypted: count {reply.vector[0]:g}"
+
+
+_MOMENTS_LENGTH = preprocessing.MomentsLayout(
+    numeric_names=("spend", "visits"),
+    categorical_vocab={"channel": tuple(CHANNELS)},
+    boolean_names=("member",),
+).length
+
+
+def _moments_replies(atk: Attacker, session: Any) -> tuple[dict[str, bytes], list[Any]]:
+    ciphertexts: dict[str, bytes] = {}
+    bindings = []
+    for name in ("a", "b"):
+        reply = atk.send(
+            name, "query.moments", step="moments",
+            meta={**layout_meta(channel=CHANNELS),
+                  "he": session.request_meta(name, params="wide")},
+        )  # fmt: skip
+        assert reply.ciphertext is not None, reply.meta
+        ciphertexts[name] = reply.ciphertext
+        session.installed.add(name)
+        bindings.append(reply.meta["binding"])
+    return ciphertexts, bindings
+
+
 # ----------------------------------------------------------------- attacks that are refused
 
 
@@ -296,3 +411,56 @@ def test_a_run_pinned_with_one_spec_refuses_a_handshake_with_another(tmp_path: P
     assert atk.handshake("a").refused is None
     assert atk.handshake("a", spec=job(rounds=9)).refused == "ProtocolError"
     assert json.loads(job().to_json()) != json.loads(job(rounds=9).to_json())
+
+
+def test_a_decryptor_that_did_not_answer_the_step_refuses_to_decrypt(tmp_path: Path) -> None:
+    """Attack: a (the dealer) never answered the moments step; the coordinator asks it to
+    decrypt b's and c's sum anyway, so the decryptor has no request to compare with."""
+    atk = Attacker.against(
+        tmp_path, job(privacy={"encryption": "ckks", "key_dealer": "a"}), names=("a", "b", "c")
+    )
+    offers = {name: atk.handshake(name).meta["he_offer"] for name in atk.configs}
+    keygen = atk.send("a", "query.he_keygen", step="he-keygen", meta={"offers": offers})
+    session = session_from_keygen(keygen.meta, dealer="a")
+    total = EncryptedSum(session.public, params="wide", length=_MOMENTS_LENGTH)
+    bindings = []
+    for name in ("b", "c"):
+        reply = atk.send(
+            name, "query.moments", step="moments",
+            meta={**layout_meta(channel=CHANNELS),
+                  "he": session.request_meta(name, params="wide")},
+        )  # fmt: skip
+        assert reply.ciphertext is not None
+        total.add(reply.ciphertext)
+        session.installed.add(name)
+        bindings.append(reply.meta["binding"])
+    he = {**session.request_meta("a", params="wide"), "step": "moments",
+          "contributors": ["b", "c"], "length": _MOMENTS_LENGTH}  # fmt: skip
+    reply = atk.send(
+        "a", "query.he_decrypt", step="moments.decrypt",
+        meta={"he": he, "bindings": bindings}, ciphertext=total.serialize(),
+    )  # fmt: skip
+    assert reply.refused == "CiphertextError" and reply.vector is None
+
+
+def test_contribution_statements_of_another_run_are_refused(tmp_path: Path) -> None:
+    """Attack: keep b's genuine signed statement from run 1 and present it with run 2's
+    aggregate, where b was sent another request (or none)."""
+    atk, session = _encrypted_job(tmp_path)
+    _, old_bindings = _moments_replies(atk, session)
+    atk.run = "run-attack-2"
+    offers = {name: atk.handshake(name).meta["he_offer"] for name in atk.configs}
+    keygen = atk.send("a", "query.he_keygen", step="he-keygen", meta={"offers": offers})
+    session2 = session_from_keygen(keygen.meta, dealer="a")
+    ciphertexts, bindings = _moments_replies(atk, session2)
+    total = EncryptedSum(session2.public, params="wide", length=_MOMENTS_LENGTH)
+    for ct in ciphertexts.values():
+        total.add(ct)
+    he = {**session2.request_meta("a", params="wide"), "step": "moments",
+          "contributors": ["a", "b"], "length": _MOMENTS_LENGTH}  # fmt: skip
+    replayed = [bindings[0], old_bindings[1]]  # b's statement of run 1
+    reply = atk.send(
+        "a", "query.he_decrypt", step="moments.decrypt",
+        meta={"he": he, "bindings": replayed}, ciphertext=total.serialize(),
+    )  # fmt: skip
+    assert reply.refused == "CiphertextError" and reply.vector is None
