@@ -296,6 +296,35 @@ def _moments_replies(atk: Attacker, session: Any) -> tuple[dict[str, bytes], lis
     return ciphertexts, bindings
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="k-FED seeding suppresses local clusters below the spec's min_cluster_size, which "
+    "the coordinator writes (bound: >= 2), not below the partner's own MIN_AGGREGATE_ROWS "
+    "(5): with k_local = 60 and min_cluster_size = 2 one planned kmeans-seed reply carries "
+    "the sums of many 2-, 3- and 4-row clusters",
+)
+def test_k_fed_seeding_never_releases_clusters_below_the_partner_s_floor(
+    tmp_path: Path,
+) -> None:
+    """Attack: a segmentation job (the grant's purpose) whose spec asks k-FED seeding with
+    many local clusters and min_cluster_size = 2; the partner's 5-row floor, applied to
+    every Lloyd step and profile, is not applied here."""
+    spec = job(
+        name="seg", task="segmentation", purpose="user-segmentation",
+        segmentation={"k": 2, "k_local": 60, "min_cluster_size": 2, "seeding": "kfed",
+                      "lloyd_iterations": 1},
+    )  # fmt: skip
+    atk = Attacker.against(tmp_path, spec, names=("a",))
+    assert atk.handshake("a").refused is None
+    reply = atk.send(
+        "a", "query.kmeans_seed", step="kmeans-seed", meta={"preprocessor": _preprocessor(tmp_path)}
+    )
+    assert reply.vector is not None, reply.meta
+    counts = reply.vector.reshape(60, -1)[:, 0]
+    small = counts[(counts > 0) & (counts < 5)]
+    assert small.size == 0, f"{small.size} clusters of 2-4 rows released"
+
+
 # ----------------------------------------------------------------- attacks that are refused
 
 
