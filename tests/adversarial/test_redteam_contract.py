@@ -1,0 +1,495 @@
+"""Red team against the partner's run contract (issue 13), through the real partner path.
+
+Every test drives ``client.client_app._serve`` with real keys, grants, ledgers and
+trails (:class:`tests.adversarial.support.Attacker`). Attacks that still work are
+marked ``xfail(strict=True)`` with the leak in the reason: they document the gap, keep
+CI green, and turn red (XPASS) once the fix lands, so the marker must then go.
+Attacks the contract already refuses are plain tests.
+
+Where a test needs 24 hours to pass, it ages the node's pinned runs in its real
+``contract.db`` (the wall clock moving on), rather than waiting.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from flwr.common.config import parse_config_args
+
+from fedcollab.client.budget import ledger_path
+from fedcollab.client.partner_data import load_partner, source_from_config
+from fedcollab.client.run_contract import KEY_TTL_S, RunContract, contract_path, node_split
+from fedcollab.common.errors import ProtocolError
+from fedcollab.coordinator.encryption import session_from_keygen
+from fedcollab.privacy.budget_ledger import BudgetLedger
+from fedcollab.privacy.ckks import EncryptedSum
+from fedcollab.protocols import models, preprocessing
+from tests.adversarial.support import Attacker, job, layout_meta
+from tests.adversarial.test_run_contract import _encrypted_job, _preprocessor
+
+CHANNELS = ["app", "web"]
+
+
+def _segmentation() -> Any:
+    return job(
+        name="seg",
+        task="segmentation",
+        purpose="user-segmentation",
+        segmentation={"k": 2, "lloyd_iterations": 3, "seeding": "summed", "seed_steps": 1,
+                      "seed_candidates": 4},
+    )  # fmt: skip
+
+
+def _encrypted() -> Any:
+    return job(privacy={"encryption": "ckks", "key_dealer": "a"})
+
+
+def _state(atk: Attacker, partner: str) -> Path:
+    return contract_path(atk.configs[partner]).parent
+
+
+def _age_runs(atk: Attacker, partner: str) -> None:
+    """Let more than KEY_TTL_S pass for every run the node pinned so far."""
+    db = sqlite3.connect(contract_path(atk.configs[partner]))
+    try:
+        db.execute("UPDATE runs SET pinned_at = pinned_at - ?", (2 * KEY_TTL_S,))
+        db.commit()
+    finally:
+        db.close()
+
+
+# --------------------------------------------------------------------------- attacks that work
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="run name '..' is accepted (run_contract._check_run checks only the length; "
+    "he_keys/vertical_store _SAFE keeps dots): at TTL expiry _erase_expired rmtrees "
+    "<state>/he/.. = the whole state dir: audit trail, audit key, grant, contract.db and "
+    "budget ledger are deleted by the coordinator",
+)
+def test_a_dotted_run_name_does_not_let_the_coordinator_wipe_the_node_state(
+    tmp_path: Path,
+) -> None:
+    """Attack: pin a run named ``..`` at the handshake of an encrypted job; once its keys
+    expire, the next request of any run erases ``<state>/he/..``, i.e. the node's state
+    directory: its tamper-evident trail is gone, and with it the budget ledger (DP budget
+    reset) and the answered-steps table (every step answerable again)."""
+    atk = Attacker.against(tmp_path, _encrypted(), names=("a", "b"))
+    assert atk.handshake("a").refused is None  # an honest encrypted run: <state>/he exists
+    atk.handshake("a", run="..")
+    _age_runs(atk, "a")
+    atk.handshake("a", run="run-attack-2")  # any later request runs the TTL erasure
+    state = _state(atk, "a")
+    assert (state / "audit.db").exists() and (state / "grant.json").exists()
+    assert atk.trail("a")  # the trail survived
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="dp-only is compared with the string 'true', but Flower parses --node-config "
+    "'dp-only=true' as the TOML boolean True, which partner_config turns into 'True': the "
+    "policy fails open and a dp='none' job is served on the 'DP jobs only' dataset",
+)
+def test_dp_only_set_through_flower_node_config_refuses_jobs_without_dp(
+    tmp_path: Path,
+) -> None:
+    """Attack: none needed; the partner set the policy the way Flower's node config takes
+    it (there is no `fedcollab node start --dp-only` option), and a malicious coordinator
+    submits a dp = "none" job: its moments are answered exactly, nothing charged."""
+    atk = Attacker.against(tmp_path, job())
+    node = {**atk.configs["a"], **parse_config_args(["dp-only=true"])}
+    assert atk.handshake("a", node_config=node).refused == "PolicyRefusal"
+    reply = atk.send(
+        "a", "query.moments", step="moments", meta=layout_meta(channel=CHANNELS),
+        node_config=node,
+    )  # fmt: skip
+    assert reply.vector is None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the preprocessor's category vocabulary is coordinator-chosen and not checked "
+    "against the partner's >= 10 vocabulary: naming 'kiosk' (held 8 times) in it one-hot "
+    "encodes those rows, and one planned Lloyd step returns their count (8) and the sums "
+    "of their features (the moments-layout guard is bypassed)",
+)
+def test_rare_category_values_are_not_encoded_when_the_preprocessor_names_them(
+    tmp_path: Path,
+) -> None:
+    """Attack: a pinned-but-malicious preprocessor lists the rare value "kiosk"; centroids
+    that differ only in the kiosk coordinate put exactly the kiosk rows in cluster 0."""
+    atk = Attacker.against(tmp_path, _segmentation())
+    assert atk.handshake("a").refused is None
+    pre = _preprocessor(tmp_path)
+    for column in pre["categorical"]:
+        if column["name"] == "channel":
+            column["vocabulary"] = ["app", "kiosk", "web"]
+    # features: spend, visits, channel=app, channel=kiosk, channel=web, member
+    centroids = [[0, 0, 0, 1, 0, 0], [0, 0, 0, 0, 0, 0]]
+    reply = atk.send(
+        "a", "query.kmeans_step", step="lloyd-1",
+        meta={"preprocessor": pre, "centroids": centroids},
+    )  # fmt: skip
+    assert reply.refused is not None or reply.vector is not None
+    if reply.vector is not None:
+        k, d = 2, 6
+        counts = reply.vector[k * d : k * d + k]
+        assert counts[0] == 0, f"cluster of the rare value's rows released: {counts[0]:g} rows"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the contract's run is the coordinator-chosen meta['run'], bound neither to "
+    "Flower's context.run_id nor to a per-spec/per-grant run limit: the same spec under a "
+    "fresh run name re-answers lloyd-1 with other centroids (unbounded differencing; "
+    "docs/privacy.md admits 'new jobs as often as the grants allow')",
+)
+def test_the_same_step_is_not_answered_again_under_a_fresh_run_name(tmp_path: Path) -> None:
+    """Attack: within one Flower run (context.run_id 1 in every request), mint run names:
+    each gets a fresh plan, so every Lloyd step can be re-asked with new centroids."""
+    atk = Attacker.against(tmp_path, _segmentation())
+    pre = _preprocessor(tmp_path)
+    answered = 0
+    for i, centroids in enumerate(([[0.0] * 5, [1.0] * 5], [[0.0] * 5, [0.5] * 5])):
+        run = f"run-minted-{i}"
+        atk.handshake("a", run=run)
+        reply = atk.send(
+            "a", "query.kmeans_step", step="lloyd-1", run=run,
+            meta={"preprocessor": pre, "centroids": centroids},
+        )  # fmt: skip
+        answered += reply.vector is not None
+    assert answered <= 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="after the TTL erased a run's keys (runs.keys_erased = 1), a repeated handshake "
+    "of that run is served and encryption.offer makes a new transport key that no TTL ever "
+    "erases again: the run is not over after its TTL and its secrets outlive it",
+)
+def test_keys_of_an_expired_run_are_not_recreated_by_a_new_handshake(tmp_path: Path) -> None:
+    atk = Attacker.against(tmp_path, _encrypted(), names=("a", "b"))
+    assert atk.handshake("a").refused is None
+    keys = _state(atk, "a") / "he" / atk.run
+    assert keys.exists()
+    _age_runs(atk, "a")
+    atk.handshake("a", run="run-attack-2")  # the TTL erasure runs
+    assert not keys.exists()
+    atk.handshake("a")  # the expired run, again
+    _age_runs(atk, "a")
+    atk.handshake("a", run="run-attack-3")
+    assert not keys.exists(), "a key of an expired run is on disk for good"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="evaluate.fedavg (and the validation histograms of train.fedavg) are exact and "
+    "uncharged in DP jobs while the coordinator picks the model: a logistic model on one "
+    "column makes the 1000-bin score histogram a per-row readout, so one planned reply of "
+    "an epsilon = 1 job gives every validation/test row's 'spend' (to < 1.0) with its "
+    "label, and the ledger shows 0 spent",
+)
+def test_a_dp_job_s_evaluation_does_not_read_out_rows_through_a_chosen_model(
+    tmp_path: Path,
+) -> None:
+    """Attack: in a dp = "sample" job (target epsilon 1), send the planned
+    final-evaluation request with a model whose score is sigmoid(0.8 * z_spend); each row
+    lands in the histogram bin of its own spend, and bins invert to values."""
+    atk = Attacker.against(
+        tmp_path, job(privacy={"dp": "sample", "target_epsilon": 1.0}), names=("a",)
+    )
+    cfg = atk.configs["a"]
+    with BudgetLedger.open(ledger_path(cfg)) as ledger:
+        ledger.set_cap("shop", epsilon_cap=5.0, delta=1e-5)
+    assert atk.handshake("a").refused is None
+    pre = _preprocessor(tmp_path)
+    weights = models.get_weights(
+        models.build_model("logreg", n_features=5, hidden_sizes=(), seed=0)
+    )
+    slope = 0.8
+    weights[0][:] = 0.0
+    weights[0][0, 0] = slope  # column 0 of the standardised features: spend
+    weights[1][:] = 0.0
+    reply = atk.send(
+        "a", "evaluate.fedavg", step="final-evaluation", meta={"preprocessor": pre},
+        vector=models.flatten(weights),
+    )  # fmt: skip
+    with BudgetLedger.open(ledger_path(cfg)) as ledger:
+        charged = ledger.budget("shop").spent_epsilon
+    split = node_split(cfg)
+    data = load_partner(
+        source_from_config(cfg),
+        validation_fraction=split.validation_fraction,
+        test_fraction=split.test_fraction,
+        split_seed=split.split_seed,
+    )
+    spend = data.dataset.numeric["spend"]
+    true = np.sort(np.concatenate([spend[data.validation], spend[data.test]]))
+    mean, std = pre["numeric"][0]["mean"], pre["numeric"][0]["std"]
+    decoded: list[float] = []
+    if reply.vector is not None:
+        bins, length = 1000, 3 + 2 * 1000
+        for part in (reply.vector[:length], reply.vector[length:]):
+            hist = part[3 : 3 + bins] + part[3 + bins :]
+            for i in np.nonzero(hist)[0]:
+                p = (i + 0.5) / bins
+                z = float(np.log(p / (1 - p))) / slope
+                decoded += [z * std + mean] * max(round(float(hist[i])), 0)
+    readout = len(decoded) == len(true) and np.max(np.abs(np.sort(decoded) - true)) < 1.0
+    assert charged > 0 or not readout, "each evaluation row's spend read out, 0 epsilon charged"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="forged aggregate: the decryptor checks the signed statements of the claimed "
+    "contributors and the contribution slot, but not that the ciphertext is their sum; "
+    "b's ciphertext + Enc(slot 1), sent with a's and b's statements, decrypts to b's own "
+    "moments vector (documented in docs/privacy.md; issue 14)",
+)
+def test_a_single_partner_s_ciphertext_is_not_decrypted_as_an_aggregate(
+    tmp_path: Path,
+) -> None:
+    """Attack: ask a and b the planned moments step (one reply each), then send the
+    decryptor b's ciphertext plus an encrypted 1 in the contribution slot (the public key
+    encrypts anything), claimed as the sum of a's and b's contributions."""
+    atk, session = _encrypted_job(tmp_path)
+    ciphertexts, bindings = _moments_replies(atk, session)
+    # b's ciphertext plus a plaintext 1 in the contribution slot: "two contributions".
+    forged = session.public.load(ciphertexts["b"], params="wide", length=_MOMENTS_LENGTH)
+    forged.add_([0.0] * _MOMENTS_LENGTH + [1.0])
+    he = {**session.request_meta("a", params="wide"), "step": "moments",
+          "contributors": ["a", "b"], "length": _MOMENTS_LENGTH}  # fmt: skip
+    reply = atk.send(
+        "a", "query.he_decrypt", step="moments.decrypt",
+        meta={"he": he, "bindings": bindings}, ciphertext=forged.serialize(),
+    )  # fmt: skip
+    assert reply.vector is None, f"b's own moments decrypted: count {reply.vector[0]:g}"
+
+
+_MOMENTS_LENGTH = preprocessing.MomentsLayout(
+    numeric_names=("spend", "visits"),
+    categorical_vocab={"channel": tuple(CHANNELS)},
+    boolean_names=("member",),
+).length
+
+
+def _moments_replies(atk: Attacker, session: Any) -> tuple[dict[str, bytes], list[Any]]:
+    ciphertexts: dict[str, bytes] = {}
+    bindings = []
+    for name in ("a", "b"):
+        reply = atk.send(
+            name, "query.moments", step="moments",
+            meta={**layout_meta(channel=CHANNELS),
+                  "he": session.request_meta(name, params="wide")},
+        )  # fmt: skip
+        assert reply.ciphertext is not None, reply.meta
+        ciphertexts[name] = reply.ciphertext
+        session.installed.add(name)
+        bindings.append(reply.meta["binding"])
+    return ciphertexts, bindings
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="k-FED seeding suppresses local clusters below the spec's min_cluster_size, which "
+    "the coordinator writes (bound: >= 2), not below the partner's own MIN_AGGREGATE_ROWS "
+    "(5): with k_local = 60 and min_cluster_size = 2 one planned kmeans-seed reply carries "
+    "the sums of many 2-, 3- and 4-row clusters",
+)
+def test_k_fed_seeding_never_releases_clusters_below_the_partner_s_floor(
+    tmp_path: Path,
+) -> None:
+    """Attack: a segmentation job (the grant's purpose) whose spec asks k-FED seeding with
+    many local clusters and min_cluster_size = 2; the partner's 5-row floor, applied to
+    every Lloyd step and profile, is not applied here."""
+    spec = job(
+        name="seg", task="segmentation", purpose="user-segmentation",
+        segmentation={"k": 2, "k_local": 60, "min_cluster_size": 2, "seeding": "kfed",
+                      "lloyd_iterations": 1},
+    )  # fmt: skip
+    atk = Attacker.against(tmp_path, spec, names=("a",))
+    assert atk.handshake("a").refused is None
+    reply = atk.send(
+        "a", "query.kmeans_seed", step="kmeans-seed", meta={"preprocessor": _preprocessor(tmp_path)}
+    )
+    assert reply.vector is not None, reply.meta
+    counts = reply.vector.reshape(60, -1)[:, 0]
+    small = counts[(counts > 0) & (counts < 5)]
+    assert small.size == 0, f"{small.size} clusters of 2-4 rows released"
+
+
+# ----------------------------------------------------------------- attacks that are refused
+
+
+def test_a_zero_std_preprocessor_is_refused_before_anything_is_released(
+    tmp_path: Path,
+) -> None:
+    """Attack: pin a preprocessor with std 0 for one column (the transform divides by it)."""
+    atk = Attacker.against(tmp_path, _segmentation())
+    atk.handshake("a")
+    pre = _preprocessor(tmp_path)
+    pre["numeric"][0]["std"] = 0.0
+    reply = atk.send(
+        "a", "query.kmeans_step", step="lloyd-1",
+        meta={"preprocessor": pre, "centroids": [[0.0] * 5, [1.0] * 5]},
+    )  # fmt: skip
+    assert reply.refused == "ProtocolError" and reply.vector is None
+
+
+@pytest.mark.parametrize(
+    ("action", "step"),
+    [
+        ("query.vertical", "psi-1"),  # a vertical phase in a horizontal job
+        ("query.he_keygen", "he-keygen"),  # key ceremony in a plaintext job
+        ("query.he_decrypt", "moments.decrypt"),  # decryption in a plaintext job
+        ("query.cosign", "cosign-2"),  # a second cosign under another step name
+        ("query.moments", "round-1"),  # a planned step name under another action
+        ("evaluate.fedavg", "round-1"),
+        ("query.handshake", "moments"),
+    ],
+)
+def test_actions_and_step_names_outside_the_plan_are_refused(
+    tmp_path: Path, action: str, step: str
+) -> None:
+    atk = Attacker.against(tmp_path, job(), names=("a",))
+    atk.handshake("a")
+    reply = atk.send("a", action, step=step, meta=layout_meta(channel=CHANNELS))
+    assert reply.refused == "ProtocolError" and reply.vector is None
+    assert atk.refusals("a")[-1]["action"] == action
+
+
+def test_repeated_handshakes_with_other_meta_give_the_same_answer(tmp_path: Path) -> None:
+    """Attack: replay the handshake with other meta (a layout, a round) hoping for fresh
+    values; the handshake reads nothing from the request but the spec."""
+    atk = Attacker.against(tmp_path, job(), names=("a",))
+    first = atk.handshake("a")
+    again = atk.handshake("a", meta={**layout_meta(channel=["kiosk"]), "round": 9})
+    assert first.refused is None and again.refused is None
+    assert first.vector is None and again.vector is None
+    drop = {"cosigned_size"}
+    assert {k: v for k, v in first.meta.items() if k not in drop} == {
+        k: v for k, v in again.meta.items() if k not in drop
+    }
+
+
+def test_two_claims_of_one_step_at_once_answer_it_once(tmp_path: Path) -> None:
+    """Two ClientApp processes get the same step at the same moment: SQLite's BEGIN
+    IMMEDIATE lets exactly one claim it."""
+    contract = RunContract(tmp_path / "state" / "contract.db")
+    contract.pin("run-1", job())
+    n = 8
+    barrier = threading.Barrier(n)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def claim() -> None:
+        barrier.wait()
+        try:
+            RunContract(contract.path).claim("run-1", "query.moments", "moments")
+            result = "claimed"
+        except ProtocolError:
+            result = "refused"
+        with lock:
+            outcomes.append(result)
+
+    threads = [threading.Thread(target=claim) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["claimed"] + ["refused"] * (n - 1)
+    assert contract.answered("run-1") == [("query.moments", "moments")]
+
+
+def test_two_handshakes_with_different_specs_at_once_pin_one(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "contract.db"
+    specs = [job(rounds=r) for r in (2, 3, 4, 5)]
+    barrier = threading.Barrier(len(specs))
+    won: list[int] = []
+    lock = threading.Lock()
+
+    def pin(i: int) -> None:
+        barrier.wait()
+        try:
+            RunContract(path).pin("run-1", specs[i])
+        except ProtocolError:
+            return
+        with lock:
+            won.append(i)
+
+    threads = [threading.Thread(target=pin, args=(i,)) for i in range(len(specs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1
+    RunContract(path).check_pinned("run-1", specs[won[0]])
+
+
+def test_a_run_pinned_with_one_spec_refuses_a_handshake_with_another(tmp_path: Path) -> None:
+    """Attack: re-handshake the run with a spec that differs in one field, to get a fresh
+    plan (more rounds) for the same run."""
+    atk = Attacker.against(tmp_path, job(), names=("a",))
+    assert atk.handshake("a").refused is None
+    assert atk.handshake("a", spec=job(rounds=9)).refused == "ProtocolError"
+    assert json.loads(job().to_json()) != json.loads(job(rounds=9).to_json())
+
+
+def test_a_decryptor_that_did_not_answer_the_step_refuses_to_decrypt(tmp_path: Path) -> None:
+    """Attack: a (the dealer) never answered the moments step; the coordinator asks it to
+    decrypt b's and c's sum anyway, so the decryptor has no request to compare with."""
+    atk = Attacker.against(
+        tmp_path, job(privacy={"encryption": "ckks", "key_dealer": "a"}), names=("a", "b", "c")
+    )
+    offers = {name: atk.handshake(name).meta["he_offer"] for name in atk.configs}
+    keygen = atk.send("a", "query.he_keygen", step="he-keygen", meta={"offers": offers})
+    session = session_from_keygen(keygen.meta, dealer="a")
+    total = EncryptedSum(session.public, params="wide", length=_MOMENTS_LENGTH)
+    bindings = []
+    for name in ("b", "c"):
+        reply = atk.send(
+            name, "query.moments", step="moments",
+            meta={**layout_meta(channel=CHANNELS),
+                  "he": session.request_meta(name, params="wide")},
+        )  # fmt: skip
+        assert reply.ciphertext is not None
+        total.add(reply.ciphertext)
+        session.installed.add(name)
+        bindings.append(reply.meta["binding"])
+    he = {**session.request_meta("a", params="wide"), "step": "moments",
+          "contributors": ["b", "c"], "length": _MOMENTS_LENGTH}  # fmt: skip
+    reply = atk.send(
+        "a", "query.he_decrypt", step="moments.decrypt",
+        meta={"he": he, "bindings": bindings}, ciphertext=total.serialize(),
+    )  # fmt: skip
+    assert reply.refused == "CiphertextError" and reply.vector is None
+
+
+def test_contribution_statements_of_another_run_are_refused(tmp_path: Path) -> None:
+    """Attack: keep b's genuine signed statement from run 1 and present it with run 2's
+    aggregate, where b was sent another request (or none)."""
+    atk, session = _encrypted_job(tmp_path)
+    _, old_bindings = _moments_replies(atk, session)
+    atk.run = "run-attack-2"
+    offers = {name: atk.handshake(name).meta["he_offer"] for name in atk.configs}
+    keygen = atk.send("a", "query.he_keygen", step="he-keygen", meta={"offers": offers})
+    session2 = session_from_keygen(keygen.meta, dealer="a")
+    ciphertexts, bindings = _moments_replies(atk, session2)
+    total = EncryptedSum(session2.public, params="wide", length=_MOMENTS_LENGTH)
+    for ct in ciphertexts.values():
+        total.add(ct)
+    he = {**session2.request_meta("a", params="wide"), "step": "moments",
+          "contributors": ["a", "b"], "length": _MOMENTS_LENGTH}  # fmt: skip
+    replayed = [bindings[0], old_bindings[1]]  # b's statement of run 1
+    reply = atk.send(
+        "a", "query.he_decrypt", step="moments.decrypt",
+        meta={"he": he, "bindings": replayed}, ciphertext=total.serialize(),
+    )  # fmt: skip
+    assert reply.refused == "CiphertextError" and reply.vector is None
