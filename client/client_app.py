@@ -247,7 +247,13 @@ def _check_contributions(
 
 def check_dp_policy(config: Mapping[str, str], spec: JobSpec) -> None:
     """A node started with ``dp-only`` serves differentially private jobs only."""
-    if config.get("dp-only", "false") == "true" and spec.privacy.dp == "none":
+    value = str(config.get("dp-only", "false")).strip().lower()
+    if value not in {"true", "false", "1", "0"}:
+        raise PolicyRefusal(
+            f"this node's dp-only setting {value!r} is neither true nor false",
+            hint="restart the node with dp-only set to true or false",
+        )
+    if value in {"true", "1"} and spec.privacy.dp == "none":
         raise PolicyRefusal(
             f"this partner serves only differentially private jobs; job {spec.name!r} has "
             "privacy.dp = 'none'",

@@ -76,9 +76,38 @@ def _rows(data: PartnerData, spec: JobSpec, which: str) -> np.ndarray:
     return {"train": data.train, "validation": data.validation, "test": data.test}[which]
 
 
+#: Stands in for a category value this partner holds too rarely to encode (never in a
+#: vocabulary, so the preprocessor encodes it as unknown: all zeros).
+_WITHHELD = "\x00withheld"
+
+
 def _features(data: PartnerData, pre: preprocessing.Preprocessor, rows: np.ndarray) -> np.ndarray:
+    """Rows encoded by the coordinator's preprocessor, except that category values this
+    partner holds fewer than ``MIN_CATEGORY_COUNT`` times (in its training rows, as at the
+    handshake) are encoded as unknown whatever vocabulary the preprocessor lists: one
+    planned reply with centroids on such a value would otherwise describe those rows."""
     sub = data.dataset.subset(rows)
-    return pre.transform(sub.numeric, sub.categorical, sub.boolean)
+    own = _own_vocabulary(data)
+    categorical = {
+        col: np.where(np.isin(values, list(own.get(col, ()))), values, _WITHHELD)
+        for col, values in ((c, np.asarray(v, dtype=object)) for c, v in sub.categorical.items())
+    }
+    return pre.transform(sub.numeric, categorical, sub.boolean)
+
+
+_OWN_VOCAB: dict[tuple[str, str], dict[str, list[str]]] = {}
+
+
+def _own_vocabulary(data: PartnerData) -> dict[str, list[str]]:
+    """Category values this partner holds at least ``MIN_CATEGORY_COUNT`` times."""
+    key = (data.partner, data.dataset.content_hash)
+    if key not in _OWN_VOCAB:
+        sub = data.dataset.subset(data.train)
+        columns = [f.name for f in data.dataset.schema.categorical_features]
+        _OWN_VOCAB[key] = preprocessing.local_vocabulary(
+            sub.categorical, columns, min_count=MIN_CATEGORY_COUNT
+        )
+    return _OWN_VOCAB[key]
 
 
 def _labels(data: PartnerData, rows: np.ndarray) -> np.ndarray:
@@ -319,7 +348,8 @@ def kmeans_seed(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     vec = kmeans.local_seed_vector(
         _segment_x(data, payload),
         k_local=s.k_local,
-        min_cluster_size=s.min_cluster_size,
+        # The spec is the coordinator's: this partner's own floor holds whatever it says.
+        min_cluster_size=max(s.min_cluster_size, MIN_AGGREGATE_ROWS),
         seed=s.seed,
     )
     return {}, vec

@@ -79,7 +79,10 @@ class NodeKeyStore:
     def _run(self, run: str) -> Path:
         if not run:
             raise CiphertextError("an encrypted request must name its run")
-        return self.root / _SAFE.sub("_", run)
+        name = _SAFE.sub("_", run)
+        if name.strip(".") == "":  # "." or "..": the folder itself or its parent
+            raise CiphertextError(f"run name {run!r} is not a folder name", hint="refused")
+        return self.root / name
 
     def transport_key(self, run: str, *, create: bool = False) -> TransportKey:
         path = self._run(run) / "transport.key"

@@ -50,6 +50,7 @@ Notes
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -263,11 +264,18 @@ class RunContract:
         _check_run(run)
         digest = spec.digest()
         with self._db() as db:
-            row = db.execute("SELECT digest FROM runs WHERE run = ?", (run,)).fetchone()
+            row = db.execute(
+                "SELECT digest, keys_erased FROM runs WHERE run = ?", (run,)
+            ).fetchone()
             if row is None:
                 db.execute(
                     "INSERT INTO runs (run, digest, job, pinned_at) VALUES (?, ?, ?, ?)",
                     (run, digest, spec.name, time.time()),
+                )
+            elif row[1]:
+                raise ProtocolError(
+                    f"run {run} is over: its keys were erased after {KEY_TTL_S / 3600:g} h",
+                    hint="a run lives at most a day at a partner; resubmit the job",
                 )
             elif row[0] != digest:
                 raise ProtocolError(
@@ -279,11 +287,18 @@ class RunContract:
         """Every request after the handshake: the run was accepted, with this spec."""
         _check_run(run)
         with self._db() as db:
-            row = db.execute("SELECT digest FROM runs WHERE run = ?", (run,)).fetchone()
+            row = db.execute(
+                "SELECT digest, keys_erased FROM runs WHERE run = ?", (run,)
+            ).fetchone()
         if row is None:
             raise ProtocolError(
                 f"run {run} was never accepted by this node (no handshake)",
                 hint="a partner answers only runs it accepted at their handshake",
+            )
+        if row[1]:
+            raise ProtocolError(
+                f"run {run} is over: its keys were erased after {KEY_TTL_S / 3600:g} h",
+                hint="a run lives at most a day at a partner; resubmit the job",
             )
         if row[0] != spec.digest():
             raise ProtocolError(
@@ -358,9 +373,14 @@ class RunContract:
         return [str(r[0]) for r in rows]
 
 
+#: A run name: it becomes a folder name under the node's state directory.
+_RUN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+
+
 def _check_run(run: str) -> None:
-    if not run or len(run) > 128:
+    if not _RUN.fullmatch(run):
         raise ProtocolError(
-            "request names no run (or an overlong one)",
-            hint="every fedcollab request carries the run it belongs to",
+            "request names no valid run (letters, digits, '_' and '-', at most 128)",
+            hint="every fedcollab request carries the run it belongs to; a name like '..' "
+            "would address the node's own state folder; refused",
         )

@@ -68,7 +68,10 @@ class VerticalStore:
             )
         if not run:
             raise ProtocolError("a vertical request must name its run")
-        return cls(Path(state) / "vertical" / _SAFE.sub("_", run))
+        name = _SAFE.sub("_", run)
+        if name.strip(".") == "":  # "." or "..": the folder itself or its parent
+            raise ProtocolError(f"run name {run!r} is not a folder name", hint="refused")
+        return cls(Path(state) / "vertical" / name)
 
     def _path(self, name: str) -> Path:
         return self.root / _SAFE.sub("_", name)

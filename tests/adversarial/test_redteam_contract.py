@@ -2,7 +2,8 @@
 
 Every test drives ``client.client_app._serve`` with real keys, grants, ledgers and
 trails (:class:`tests.adversarial.support.Attacker`). Attacks that still work are
-marked ``xfail(strict=True)`` with the leak in the reason: they document the gap, keep
+marked ``xfail(strict=True)`` with the leak in the reason (five found by the red team are
+fixed and run as ordinary tests): they document the gap, keep
 CI green, and turn red (XPASS) once the fix lands, so the marker must then go.
 Attacks the contract already refuses are plain tests.
 
@@ -67,13 +68,6 @@ def _age_runs(atk: Attacker, partner: str) -> None:
 # --------------------------------------------------------------------------- attacks that work
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run name '..' is accepted (run_contract._check_run checks only the length; "
-    "he_keys/vertical_store _SAFE keeps dots): at TTL expiry _erase_expired rmtrees "
-    "<state>/he/.. = the whole state dir: audit trail, audit key, grant, contract.db and "
-    "budget ledger are deleted by the coordinator",
-)
 def test_a_dotted_run_name_does_not_let_the_coordinator_wipe_the_node_state(
     tmp_path: Path,
 ) -> None:
@@ -91,12 +85,6 @@ def test_a_dotted_run_name_does_not_let_the_coordinator_wipe_the_node_state(
     assert atk.trail("a")  # the trail survived
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dp-only is compared with the string 'true', but Flower parses --node-config "
-    "'dp-only=true' as the TOML boolean True, which partner_config turns into 'True': the "
-    "policy fails open and a dp='none' job is served on the 'DP jobs only' dataset",
-)
 def test_dp_only_set_through_flower_node_config_refuses_jobs_without_dp(
     tmp_path: Path,
 ) -> None:
@@ -113,13 +101,6 @@ def test_dp_only_set_through_flower_node_config_refuses_jobs_without_dp(
     assert reply.vector is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the preprocessor's category vocabulary is coordinator-chosen and not checked "
-    "against the partner's >= 10 vocabulary: naming 'kiosk' (held 8 times) in it one-hot "
-    "encodes those rows, and one planned Lloyd step returns their count (8) and the sums "
-    "of their features (the moments-layout guard is bypassed)",
-)
 def test_rare_category_values_are_not_encoded_when_the_preprocessor_names_them(
     tmp_path: Path,
 ) -> None:
@@ -168,12 +149,6 @@ def test_the_same_step_is_not_answered_again_under_a_fresh_run_name(tmp_path: Pa
     assert answered <= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after the TTL erased a run's keys (runs.keys_erased = 1), a repeated handshake "
-    "of that run is served and encryption.offer makes a new transport key that no TTL ever "
-    "erases again: the run is not over after its TTL and its secrets outlive it",
-)
 def test_keys_of_an_expired_run_are_not_recreated_by_a_new_handshake(tmp_path: Path) -> None:
     atk = Attacker.against(tmp_path, _encrypted(), names=("a", "b"))
     assert atk.handshake("a").refused is None
@@ -296,13 +271,6 @@ def _moments_replies(atk: Attacker, session: Any) -> tuple[dict[str, bytes], lis
     return ciphertexts, bindings
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="k-FED seeding suppresses local clusters below the spec's min_cluster_size, which "
-    "the coordinator writes (bound: >= 2), not below the partner's own MIN_AGGREGATE_ROWS "
-    "(5): with k_local = 60 and min_cluster_size = 2 one planned kmeans-seed reply carries "
-    "the sums of many 2-, 3- and 4-row clusters",
-)
 def test_k_fed_seeding_never_releases_clusters_below_the_partner_s_floor(
     tmp_path: Path,
 ) -> None:
