@@ -20,12 +20,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fedcollab.common.errors import ComplianceError
 from fedcollab.compliance.bundle import VerifiedBundle, export_bundle, verify_bundle
 from fedcollab.compliance.keys import Signer, format_verifier_key
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.trust import TrustPolicy, parse_trust_options, read_public_key
 
-__all__ = ["app", "policy_from_options", "print_verified"]
+__all__ = ["app", "parse_partners", "policy_from_options", "print_verified"]
 
 app = typer.Typer(help="Export and verify tamper-evident audit bundles.", no_args_is_help=True)
 _out = Console()
@@ -122,12 +123,45 @@ def verify(
     trust: TrustOption = None,
     trust_peers: TrustPeersOption = None,
     require_cosigners: RequireOption = None,
+    partner: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=BUNDLE: a partner's bundle to cross-check against (repeatable; "
+            "runs the checks of audit crossref)."
+        ),
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Processes (default: CPUs).")] = None,
 ) -> None:
     """Verify a bundle offline under pinned keys; exit 31 with the reason if anything fails.
 
     The log's own key must be pinned with --trust (obtained out of band); a
-    cosignature counts only under its cosigner's pinned key.
+    cosignature counts only under its cosigner's pinned key.  With --partner,
+    the partners' bundles are verified too and cross-checked against BUNDLE.
     """
+    from fedcollab.compliance.crossref import cross_check
+
     policy = policy_from_options(trust, trust_peers, require_cosigners)
-    print_verified(verify_bundle(bundle, policy, workers=workers), _out)
+    verified = verify_bundle(bundle, policy, workers=workers)
+    print_verified(verified, _out)
+    partners = parse_partners(partner or [])
+    if partners:
+        others = {
+            name: verify_bundle(folder, policy.without_requirements(), workers=workers)
+            for name, folder in partners.items()
+        }
+        result = cross_check(verified, others)
+        for finding in result.findings:
+            _out.print(f"finding {finding}", highlight=False, markup=False)
+        result.raise_on_findings()
+        _out.print(f"cross-checked against {', '.join(sorted(partners))}: the logs agree")
+
+
+def parse_partners(items: list[str]) -> dict[str, Path]:
+    """``NAME=BUNDLE`` pairs of ``--partner``."""
+    partners: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ComplianceError(f"--partner {item!r}: expected NAME=BUNDLE")
+        partners[name] = Path(path)
+    return partners

@@ -17,6 +17,7 @@ from fedcollab.cli.audit import (
     RequireOption,
     TrustOption,
     TrustPeersOption,
+    parse_partners,
     policy_from_options,
 )
 from fedcollab.compliance.bundle import verify_bundle
@@ -40,12 +41,7 @@ def crossref(
     """Verify each bundle under the pinned keys, then check that the logs tell one story:
     contributions, runs, cosigned sizes and roots, cosignature lines, requests per step
     and decryptions."""
-    partners: dict[str, Path] = {}
-    for item in partner:
-        name, sep, path = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"expected NAME=BUNDLE, got {item!r}", param_hint="--partner")
-        partners[name] = Path(path)
+    partners = parse_partners(partner)
     console = Console()
     policy = policy_from_options(trust, trust_peers, require_cosigners)
     coord = verify_bundle(coordinator, policy)
@@ -64,6 +60,6 @@ def crossref(
     for what in result.not_compared:
         console.print(f"  not compared: {what}")
     for finding in result.findings:
-        console.print(f"[red]finding[/] {finding}", highlight=False)
+        console.print(f"finding {finding}", highlight=False, markup=False)
     result.raise_on_findings()
     console.print(f"[green]logs agree[/] across {result.jobs} jobs")
