@@ -287,7 +287,7 @@ def _partner_checks(
                         if note is None
                         else "that checkpoint carries no cosignature line by it"
                     )
-                    + ": the cosignature was removed",
+                    + ": the cosignature was removed (or never stored by the coordinator)",
                 )
             )
     cosigned: PartnerCosigned | None = None

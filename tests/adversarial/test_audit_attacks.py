@@ -111,6 +111,24 @@ def truncated(world: World, tmp: Path) -> dict[str, Path]:
     return {**bundles, COORDINATOR: _rebuilt_coordinator(world, tmp / "t", keep=2)}
 
 
+def rewritten_history(world: World, tmp: Path) -> dict[str, Path]:
+    """Same size, other content: the first event is re-signed with another body, and the
+    records of cosignatures (which no longer verify) become innocuous events."""
+    bundles = world.export(tmp / "honest")
+    signer = world.coordinator.trail.signer
+    (tmp / "r").mkdir()
+    with AuditLog.open(tmp / "r" / "forged.db", origin=COORDINATOR, signer=signer) as log:
+        for i, data in enumerate(world.coordinator.trail.log.entries()):
+            ev = json.loads(data)
+            if i == 0 or ev["type"] == "checkpoint.cosignatures":
+                ev = make_event(signer, COORDINATOR, "job.note", {"i": i}, time=_time(ev))
+            log.append(ev)
+        log.checkpoint()
+        keys = {n: p.trail.signer.public_key for n, p in world.partners.items()}
+        export_bundle(log, tmp / "r" / "coordinator", public_keys=keys)
+    return {**bundles, COORDINATOR: tmp / "r" / "coordinator"}
+
+
 def omitted_run(world: World, tmp: Path) -> dict[str, Path]:
     """The coordinator runs a job it never logs (nor has cosigned)."""
     world.run_job("run-hidden", coordinator_logs=False)
@@ -182,6 +200,12 @@ ATTACKS: list[tuple[str, Attack, str]] = [
         truncated,
         r"\[truncated\] coordinator's log is wrong|required cosigner 'region-1': cosignature on "
         r"no checkpoint",
+    ),
+    (
+        "rewritten-history",
+        rewritten_history,
+        r"\[inconsistent\] coordinator's log is wrong: 'region-1' cosigned .* does not extend"
+        r"|required cosigner 'region-1': cosignature on no checkpoint",
     ),
     ("omitted-run", omitted_run, r"\[missing-run\] coordinator's log is wrong: .*run-hidden"),
     (
