@@ -268,7 +268,9 @@ def run_demo(
     result_audit = export_and_verify(fed.ws, everyone, out / "audit")
     console.print(
         f"audit: coordinator log of {result_audit['coordinator_entries']} entries verified, "
-        f"cosigned by {len(result_audit['cosigners'])} partners; each partner's log verified; "
+        f"cosigned by {len(result_audit['cosigners'])} partners under their pinned keys "
+        f"(unverified cosigners: {', '.join(result_audit['unverified_cosigners']) or 'none'}); "
+        "each partner's log verified; "
         f"{sum(result_audit['matched'].values())} contributions match across logs "
         f"(bundles in {out / 'audit'})"
     )
