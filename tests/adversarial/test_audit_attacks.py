@@ -186,6 +186,31 @@ def dropped_cosignature(world: World, tmp: Path) -> dict[str, Path]:
     return world.export(tmp / "b")
 
 
+def hidden_cosignature_drop(world: World, tmp: Path) -> dict[str, Path]:
+    """Drop region-2's cosignature *and* the log's own record of it: the log is cut at the
+    newest cosigned checkpoint and re-checkpointed with region-1's line only."""
+    bundles = world.export(tmp / "honest")
+    log = world.coordinator.trail.log
+    size = max(c.checkpoint.size for c in log.checkpoints() if len(c.signatures) > 1)
+    signer = world.coordinator.trail.signer
+    (tmp / "h").mkdir()
+    pubs = {n: p.trail.signer.public_key for n, p in world.partners.items()}
+    with AuditLog.open(tmp / "h" / "forged.db", origin=COORDINATOR, signer=signer) as forged:
+        for original in log.checkpoints():  # every checkpoint up to the cut, cosigned as before
+            at = original.checkpoint.size
+            if at > size:
+                break
+            for data in list(log.entries(forged.size, at)):
+                forged.append(json.loads(data))
+            forged.checkpoint()
+            for name in original.signer_names():
+                if name == COORDINATOR or (at == size and name == "region-2"):
+                    continue
+                forged.add_cosignature(original, name=name, public_key=pubs[name])
+        export_bundle(forged, tmp / "h" / "coordinator", public_keys=pubs)
+    return {**bundles, COORDINATOR: tmp / "h" / "coordinator"}
+
+
 def _time(ev: dict[str, object]) -> datetime:
     stamp = str(ev["time"])
     return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
@@ -218,6 +243,12 @@ ATTACKS: list[tuple[str, Attack, str]] = [
         wrong_decryption,
         r"\[decryption\] coordinator's log is wrong: .*decryptor 'region-1' decrypted ciphertext "
         r"sha256:6666",
+    ),
+    (
+        "hidden-cosignature-drop",
+        hidden_cosignature_drop,
+        r"\[cosignature-removed\] coordinator's log is wrong: 'region-2' cosigned .* carries no "
+        r"cosignature line by it|required cosigner 'region-2'",
     ),
     ("back-dated", back_dated, r"event time .* is earlier than the previous event's"),
     (
