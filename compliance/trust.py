@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
@@ -76,7 +76,6 @@ class TrustPolicy:
     keys: Mapping[str, bytes]
     required_cosigners: tuple[str, ...] = ()
     registered: tuple[str, ...] = ()
-    _frozen: Mapping[str, bytes] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.keys:
@@ -89,8 +88,7 @@ class TrustPolicy:
             if len(pub) != 32:
                 raise ComplianceError(f"pinned key of {name!r} is not a raw Ed25519 key")
         frozen = MappingProxyType(dict(self.keys))
-        object.__setattr__(self, "keys", frozen)
-        object.__setattr__(self, "_frozen", frozen)
+        object.__setattr__(self, "keys", frozen)  # a caller's dict cannot change the policy
         for name in (*self.required_cosigners, *self.registered):
             if name not in frozen:
                 raise ComplianceError(
