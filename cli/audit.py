@@ -4,7 +4,8 @@ Commands::
 
     fedcollab audit keygen KEYFILE --name NAME
     fedcollab audit export --log PATH --key KEYFILE --out DIR [--keys DIR]
-    fedcollab audit verify BUNDLE [--trust NAME=KEYFILE.pub]
+    fedcollab audit verify BUNDLE --trust NAME=KEYFILE.pub ... [--trust-peers peers.json]
+                                  [--require-cosigners NAME ...]
 
 A failed verification raises :class:`common.errors.AuditVerificationError`,
 which ``cli.app.main`` maps to exit code 31.
@@ -19,28 +20,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fedcollab.common.errors import AuditVerificationError, ComplianceError
-from fedcollab.compliance.bundle import export_bundle, verify_bundle
-from fedcollab.compliance.keys import (
-    Signer,
-    format_verifier_key,
-    parse_verifier_key,
-    public_key_from_pem,
-)
+from fedcollab.common.errors import ComplianceError
+from fedcollab.compliance.bundle import VerifiedBundle, export_bundle, verify_bundle
+from fedcollab.compliance.keys import Signer, format_verifier_key
 from fedcollab.compliance.log import AuditLog
+from fedcollab.compliance.trust import TrustPolicy, parse_trust_options, read_public_key
 
-__all__ = ["app"]
+__all__ = ["app", "parse_partners", "policy_from_options", "print_verified"]
 
 app = typer.Typer(help="Export and verify tamper-evident audit bundles.", no_args_is_help=True)
 _out = Console()
-
-
-def _read_public_key(path: Path) -> tuple[str, bytes]:
-    """A ``*.pub`` file: a verifier key line, or a PEM key named after the file."""
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("-----BEGIN"):
-        return path.stem, public_key_from_pem(text)
-    return parse_verifier_key(text)
 
 
 @app.command()
@@ -67,65 +56,112 @@ def export(
     """Write a self-contained, verifiable bundle of the whole log."""
     public_keys: dict[str, bytes] = {}
     for path in sorted(keys.glob("*.pub")) if keys else []:
-        name, pub = _read_public_key(path)
+        name, pub = read_public_key(path)
         public_keys[name] = pub
     with AuditLog.open(log, origin=AuditLog.stored_origin(log), signer=Signer.load(key)) as audit:
         cp = export_bundle(audit, out, public_keys=public_keys)
     _out.print(f"exported {cp.checkpoint.size} entries to {out}", highlight=False)
 
 
-def parse_trust(trust: list[str] | None) -> dict[str, bytes]:
-    pinned: dict[str, bytes] = {}
-    for item in trust or []:
-        name, sep, path = item.partition("=")
-        if not sep:
-            raise ComplianceError(f"--trust {item!r}: expected NAME=PATH")
-        pinned[name] = _read_public_key(Path(path))[1]
-    return pinned
+TrustOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--trust",
+        help="Pin a key: NAME=PATH to NAME's audit.pub (or PEM), obtained from NAME (repeatable).",
+    ),
+]
+TrustPeersOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--trust-peers",
+        help="Pin the registered partners' keys from a peers.json ({name: verifier key}).",
+    ),
+]
+RequireOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--require-cosigners",
+        help="A partner that must have cosigned under its pinned key (repeatable).",
+    ),
+]
 
 
-def require_pinned(origin: str, pinned: dict[str, bytes], *, unsafe: bool) -> None:
-    if origin not in pinned and not unsafe:
-        raise AuditVerificationError(
-            f"the key of log {origin!r} was not pinned: the bundle is only consistent "
-            "with the key it carries",
-            hint=f"pass --trust {origin}=PATH/TO/{origin}.pub, obtained from {origin} directly",
-        )
+def policy_from_options(
+    trust: list[str] | None, peers: Path | None, require: list[str] | None
+) -> TrustPolicy:
+    """The one parser of the trust options of every ``audit`` command."""
+    return parse_trust_options(trust, peers=peers, require_cosigners=require)
+
+
+def print_verified(verified: VerifiedBundle, console: Console) -> None:
+    policy = verified.policy
+    table = Table(title=f"Audit bundle verified: {verified.origin}")
+    table.add_column("item")
+    table.add_column("value")
+    table.add_row("entries", str(verified.size))
+    table.add_row("root (sha256)", verified.root_hex)
+    for cp in verified.checkpoints:
+        names = [verified.origin] + [
+            n if st == "verified" else f"{n} (UNVERIFIED KEY, not counted)"
+            for n, st in cp.cosignatures
+        ]
+        table.add_row(f"checkpoint @ {cp.size}", ", ".join(names))
+    for name, kid, pinned in verified.keys:
+        table.add_row(f"key {name}", f"key id {kid}" + (" (pinned)" if pinned else " (bundle)"))
+    for actor, count in verified.actors:
+        table.add_row(f"events by {actor}", str(count))
+    if verified.unpinned_actors:
+        table.add_row("actors not pinned", ", ".join(verified.unpinned_actors))
+    for name in policy.required_cosigners:
+        table.add_row(f"required cosigner {name}", "cosigned under its pinned key")
+    console.print(table)
 
 
 @app.command()
 def verify(
     bundle: Annotated[Path, typer.Argument(help="The bundle folder.")],
-    trust: Annotated[
+    trust: TrustOption = None,
+    trust_peers: TrustPeersOption = None,
+    require_cosigners: RequireOption = None,
+    partner: Annotated[
         list[str] | None,
-        typer.Option(help="Pin a key: NAME=PATH to a *.pub file (repeatable)."),
+        typer.Option(
+            help="NAME=BUNDLE: a partner's bundle to cross-check against (repeatable; "
+            "runs the checks of audit crossref)."
+        ),
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Processes (default: CPUs).")] = None,
-    unsafe_trust_bundle_keys: Annotated[
-        bool,
-        typer.Option(
-            "--unsafe-trust-bundle-keys",
-            help="Accept the log key shipped inside the bundle (proves consistency only).",
-        ),
-    ] = False,
 ) -> None:
-    """Verify a bundle offline; exit 31 with the reason if anything fails.
+    """Verify a bundle offline under pinned keys; exit 31 with the reason if anything fails.
 
-    The log's own key must be pinned with --trust (obtained out of band): a bundle
-    that carries its own key only proves that it is consistent with itself.
+    The log's own key must be pinned with --trust (obtained out of band); a
+    cosignature counts only under its cosigner's pinned key.  With --partner,
+    the partners' bundles are verified too and cross-checked against BUNDLE.
     """
-    pinned = parse_trust(trust)
-    report = verify_bundle(bundle, trusted_keys=pinned, workers=workers)
-    require_pinned(report.origin, pinned, unsafe=unsafe_trust_bundle_keys)
-    table = Table(title=f"Audit bundle verified: {report.origin}")
-    table.add_column("item")
-    table.add_column("value")
-    table.add_row("entries", str(report.size))
-    table.add_row("root (sha256)", report.root_hex)
-    for size, signers in report.checkpoints:
-        table.add_row(f"checkpoint @ {size}", ", ".join(signers))
-    for name, kid in report.keys:
-        table.add_row(f"key {name}", f"key id {kid}" + (" (pinned)" if name in pinned else ""))
-    for actor, count in report.actors:
-        table.add_row(f"events by {actor}", str(count))
-    _out.print(table)
+    from fedcollab.compliance.crossref import cross_check
+
+    policy = policy_from_options(trust, trust_peers, require_cosigners)
+    verified = verify_bundle(bundle, policy, workers=workers)
+    print_verified(verified, _out)
+    partners = parse_partners(partner or [])
+    if partners:
+        others = {
+            name: verify_bundle(folder, policy.without_requirements(), workers=workers)
+            for name, folder in partners.items()
+        }
+        result = cross_check(verified, others)
+        for finding in result.findings:
+            _out.print(f"finding {finding}", highlight=False, markup=False)
+        result.raise_on_findings()
+        _out.print(f"cross-checked against {', '.join(sorted(partners))}: the logs agree")
+
+
+def parse_partners(items: list[str]) -> dict[str, Path]:
+    """``NAME=BUNDLE`` pairs of ``--partner``."""
+    partners: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ComplianceError(f"--partner {item!r}: expected NAME=BUNDLE")
+        partners[name] = Path(path)
+    return partners

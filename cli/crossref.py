@@ -1,4 +1,9 @@
-"""``fedcollab audit crossref``: do the coordinator's and partners' logs agree?"""
+"""``fedcollab audit crossref``: do the coordinator's and partners' logs agree?
+
+Every bundle is verified under the same pinned keys (:mod:`compliance.trust`),
+then :func:`compliance.crossref.cross_check` compares them; any finding exits
+31 (:class:`common.errors.AuditVerificationError`) after all are printed.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from fedcollab.cli.audit import parse_trust, require_pinned
-from fedcollab.common.errors import AuditVerificationError
+from fedcollab.cli.audit import (
+    RequireOption,
+    TrustOption,
+    TrustPeersOption,
+    parse_partners,
+    policy_from_options,
+)
 from fedcollab.compliance.bundle import verify_bundle
 from fedcollab.compliance.crossref import cross_check
 
@@ -24,36 +34,32 @@ def crossref(
     partner: Annotated[
         list[str], typer.Option(help="NAME=BUNDLE: a partner's exported bundle (repeatable).")
     ],
-    trust: Annotated[
-        list[str] | None,
-        typer.Option(help="Pin a key: NAME=PATH to a *.pub file (repeatable), one per log."),
-    ] = None,
-    unsafe_trust_bundle_keys: Annotated[
-        bool,
-        typer.Option("--unsafe-trust-bundle-keys", help="Accept keys shipped in the bundles."),
-    ] = False,
+    trust: TrustOption = None,
+    trust_peers: TrustPeersOption = None,
+    require_cosigners: RequireOption = None,
 ) -> None:
-    """Verify each bundle, then check that every vector a partner logged as sent is
-    the one the coordinator recorded for it, and the other way round."""
-    partners: dict[str, Path] = {}
-    for item in partner:
-        name, sep, path = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"expected NAME=BUNDLE, got {item!r}", param_hint="--partner")
-        partners[name] = Path(path)
+    """Verify each bundle under the pinned keys, then check that the logs tell one story:
+    contributions, runs, cosigned sizes and roots, cosignature lines, requests per step
+    and decryptions."""
+    partners = parse_partners(partner)
     console = Console()
-    pinned = parse_trust(trust)
-    origins = {coordinator: "coordinator", **{path: name for name, path in partners.items()}}
-    for bundle, expected in origins.items():
-        report = verify_bundle(bundle, trusted_keys=pinned)
-        if report.origin != expected:
-            raise AuditVerificationError(
-                f"{bundle} is the log of {report.origin!r}, not of {expected!r}",
-                hint="pair each partner name with its own bundle",
-            )
-        require_pinned(report.origin, pinned, unsafe=unsafe_trust_bundle_keys)
-        console.print(f"verified {bundle}: {report.size} entries, origin {report.origin}")
-    result = cross_check(coordinator, partners)
+    policy = policy_from_options(trust, trust_peers, require_cosigners)
+    coord = verify_bundle(coordinator, policy)
+    console.print(f"verified {coordinator}: {coord.size} entries, origin {coord.origin}")
+    verified = {}
+    for name, folder in partners.items():
+        verified[name] = verify_bundle(folder, policy.without_requirements())
+        console.print(f"verified {folder}: {verified[name].size} entries, origin {name}")
+    result = cross_check(coord, verified)
     for name, count in sorted(result.matched.items()):
         console.print(f"  {name}: {count} contributions match the coordinator's log")
+    for c in result.cosigned:
+        where = "on the coordinator's note" if c.on_coordinator_note else "NOT on the note"
+        console.print(f"  {c.partner}: newest cosigned checkpoint size {c.size} ({where})")
+    console.print(f"  requests compared across partners: {result.requests_compared} steps")
+    for what in result.not_compared:
+        console.print(f"  not compared: {what}")
+    for finding in result.findings:
+        console.print(f"finding {finding}", highlight=False, markup=False)
+    result.raise_on_findings()
     console.print(f"[green]logs agree[/] across {result.jobs} jobs")

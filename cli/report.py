@@ -3,23 +3,32 @@
 Command::
 
     fedcollab audit report BUNDLE --out DIR [--registry FILE] [--job DIR ...] [--ledger B ...]
-                                  [--trust NAME=KEYFILE.pub ...]
+                                  --trust NAME=KEYFILE.pub ... [--trust-peers peers.json]
+                                  [--require-cosigners NAME ...]
 
-The bundle is verified first; if it does not verify, nothing is written and
-:class:`common.errors.AuditVerificationError` is raised (exit code 31 through
-``cli.app.main``).
+The bundle is verified first under the pinned keys; if it does not verify,
+nothing is written and :class:`common.errors.AuditVerificationError` is raised
+(exit code 31 through ``cli.app.main``).  The partners' bundles (``--ledger``)
+are cross-checked against it; a report with cross-log findings is written and
+then exits 31.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from fedcollab.common.errors import ComplianceError
-from fedcollab.compliance.keys import parse_verifier_key, public_key_from_pem
+from fedcollab.cli.audit import (
+    RequireOption,
+    TrustOption,
+    TrustPeersOption,
+    policy_from_options,
+)
+from fedcollab.common.errors import AuditVerificationError
 from fedcollab.compliance.report import write_report
 
 __all__ = ["app"]
@@ -28,25 +37,12 @@ app = typer.Typer(help="Compliance report of an audit bundle.")
 _out = Console()
 
 
-def _trusted_keys(items: list[str]) -> dict[str, bytes]:
-    """``NAME=PATH`` pairs; PATH is a verifier-key line or a PEM Ed25519 public key."""
-    pinned: dict[str, bytes] = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name:
-            raise ComplianceError(f"--trust {item!r}: expected NAME=PATH")
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ComplianceError(f"--trust {item!r}: cannot read {path}: {exc.strerror}") from exc
-        if text.lstrip().startswith("-----BEGIN"):
-            pinned[name] = public_key_from_pem(text)
-            continue
-        key_name, pub = parse_verifier_key(text)
-        if key_name != name:
-            raise ComplianceError(f"--trust {item!r}: {path} holds the key of {key_name!r}")
-        pinned[name] = pub
-    return pinned
+def _origin(bundle: Path) -> str:
+    """The origin a bundle's manifest claims (only to pick default cosigners; verified later)."""
+    try:
+        return str(json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))["origin"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AuditVerificationError(f"{bundle}: manifest.json cannot be read") from exc
 
 
 @app.command("report")
@@ -61,10 +57,9 @@ def report(
         list[Path] | None,
         typer.Option("--job", help="A job's output folder to cross-check (repeatable)."),
     ] = None,
-    trust: Annotated[
-        list[str] | None,
-        typer.Option("--trust", help="Pin a key: NAME=PATH to a *.pub file (repeatable)."),
-    ] = None,
+    trust: TrustOption = None,
+    trust_peers: TrustPeersOption = None,
+    require_cosigners: RequireOption = None,
     ledger: Annotated[
         list[Path] | None,
         typer.Option(
@@ -74,12 +69,22 @@ def report(
         ),
     ] = None,
 ) -> None:
-    """Verify BUNDLE, then write a readable HTML and PDF compliance report."""
+    """Verify BUNDLE, then write a readable HTML and PDF compliance report.
+
+    By default every registered partner (--trust-peers) must have cosigned the
+    log; without a peers file, every pinned party other than the log itself.
+    """
+    policy = policy_from_options(trust, trust_peers, require_cosigners)
+    if require_cosigners is None:
+        origin = _origin(bundle)
+        policy = policy.with_required(
+            policy.registered or [n for n in sorted(policy.keys) if n != origin]
+        )
     html, pdf = write_report(
         bundle,
         registry=registry,
         jobs=job or [],
-        trusted_keys=_trusted_keys(trust or []) or None,
+        policy=policy,
         out_dir=out,
         ledger_bundles=ledger or [],
     )

@@ -16,6 +16,7 @@ Every error a user can cause derives from :class:`FedcollabError`, carries a
     |   +-- CiphertextError             (exit 22)  a ciphertext is foreign, malformed, truncated
     +-- ComplianceError                 (exit 30)
     |   +-- AuditVerificationError      (exit 31)  an audit log/bundle fails verification
+    |   +-- EventOrderError             (exit 30)  an event older than its log's newest
     |   +-- PolicyRefusal               (exit 32)  purpose/grant/consent missing or expired
     +-- ConsoleError                    (exit 40)  web console: bad user, config or unsafe start
 
@@ -31,6 +32,7 @@ __all__ = [
     "ComplianceError",
     "ConsoleError",
     "DataValidationError",
+    "EventOrderError",
     "FedcollabError",
     "FederationError",
     "JobSpecError",
@@ -133,6 +135,10 @@ class ComplianceError(FedcollabError):
 
 class AuditVerificationError(ComplianceError):
     exit_code = 31
+
+
+class EventOrderError(ComplianceError):
+    """An audit event whose time is earlier than the newest event of its log."""
 
 
 class PolicyRefusal(ComplianceError):

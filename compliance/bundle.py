@@ -8,19 +8,27 @@ Layout of a bundle folder::
     keys/<name>.pub        signed-note verifier keys ("name+keyid+base64(0x01||key)")
     manifest.json          SHA-256 of every other file
 
-:func:`verify_bundle` needs nothing but the folder: it checks the manifest, every
-entry's canonical form, index and actor signature, recomputes the RFC 9162 root
-at every checkpoint's size, the checkpoints' signatures and cosignatures and the
-consistency proofs between them.  Any failure raises
-:class:`~common.errors.AuditVerificationError` naming the file, line or
-checkpoint.
+:func:`verify_bundle` needs the folder and a :class:`~compliance.trust.TrustPolicy`
+(keys pinned out of band): it checks the manifest, every entry's canonical form,
+index, actor signature and time order (event times never run backwards),
+recomputes the RFC 9162 root at every checkpoint's size, the checkpoints'
+signatures under the pinned log key, each cosignature under its pinned key, the
+consistency proofs between checkpoints, and that every cosignature the log
+recorded receiving (``checkpoint.cosignatures``) is still on its checkpoint.
+Any failure raises :class:`~common.errors.AuditVerificationError` naming the
+file, line or checkpoint.  It returns a :class:`VerifiedBundle` holding the
+verified bytes, so callers never re-read the files.
 
 Notes
 -----
 * The manifest is not signed: what makes a bundle authentic is the log's
-  signature on the checkpoints, and that is only as good as the log key.  An
-  officer should pin the log key (``trusted_keys``) or compare the key ids in
-  the report with ones obtained out of band.
+  signature on the checkpoints under the *pinned* log key.  Keys shipped in
+  ``keys/`` never make a signature count: a cosignature under a name that is
+  not pinned is reported as "unverified key"; a shipped key that differs from
+  the pinned one of the same name is refused.
+* Actors' event keys that are not pinned are taken from the bundle and
+  reported in ``unpinned_actors``: those events are vouched for by the log's
+  signature, not by their actor.
 * Entries are verified in blocks of 8,192 lines across processes (Ed25519
   verification dominates, 50-70 us per entry, so one core per worker); the
   parent only reads blocks and folds the returned leaf hashes into the tree.
@@ -36,9 +44,9 @@ import itertools
 import json
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -53,8 +61,16 @@ from fedcollab.compliance.checkpoint import (
 from fedcollab.compliance.events import canonical_json
 from fedcollab.compliance.keys import format_verifier_key, key_id, parse_verifier_key
 from fedcollab.compliance.log import AuditLog
+from fedcollab.compliance.trust import TrustPolicy
 
-__all__ = ["BUNDLE_FORMAT", "BundleReport", "export_bundle", "verify_bundle"]
+__all__ = [
+    "BUNDLE_FORMAT",
+    "CosignatureStatus",
+    "VerifiedBundle",
+    "VerifiedCheckpoint",
+    "export_bundle",
+    "verify_bundle",
+]
 
 BUNDLE_FORMAT = "fedcollab-audit-bundle/1"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -81,16 +97,64 @@ class _ProofFile(BaseModel):
     proof: list[str]
 
 
-@dataclass(frozen=True)
-class BundleReport:
-    """What a verified bundle attests."""
+CosignatureStatus = Literal["verified", "unverified key"]
+_VERIFIED: CosignatureStatus = "verified"
+_UNVERIFIED: CosignatureStatus = "unverified key"
 
+
+@dataclass(frozen=True)
+class VerifiedCheckpoint:
+    """One checkpoint of a verified bundle: the log signed it under its pinned key;
+    each cosignature is "verified" (pinned key) or "unverified key" (never counted)."""
+
+    size: int
+    root: bytes
+    cosignatures: tuple[tuple[str, CosignatureStatus], ...]
+    note: SignedCheckpoint
+
+    def cosigned_by(self) -> tuple[str, ...]:
+        """Cosigners that count: those verified under a pinned key."""
+        return tuple(n for n, st in self.cosignatures if st == "verified")
+
+
+@dataclass(frozen=True)
+class VerifiedBundle:
+    """What :func:`verify_bundle` verified, with the verified content itself.
+
+    ``events()`` parses the very bytes that were verified (kept in memory), so
+    nobody re-reads the bundle's files after verification.
+    """
+
+    path: Path
     origin: str
     size: int
     root_hex: str
-    checkpoints: tuple[tuple[int, tuple[str, ...]], ...]  # (size, signer names)
-    keys: tuple[tuple[str, str], ...]  # (name, key id hex)
+    checkpoints: tuple[VerifiedCheckpoint, ...]
+    keys: tuple[tuple[str, str, bool], ...]  # (name, key id hex, pinned)
     actors: tuple[tuple[str, int], ...]  # (actor, number of events)
+    unpinned_actors: tuple[str, ...]  # actors whose event key came from the bundle only
+    manifest_sha256: str
+    policy: TrustPolicy
+    _blocks: tuple[bytes, ...] = field(repr=False, compare=False)
+
+    def raw_entries(self) -> Iterator[bytes]:
+        """The canonical bytes of every verified event, in log order."""
+        for block in self._blocks:
+            for line in block.split(b"\n")[:-1]:
+                yield line[len(b'{"event":') : line.rindex(b',"index":')]
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Every verified event, parsed, in log order."""
+        for data in self.raw_entries():
+            yield json.loads(data)
+
+    def newest_cosigned(self) -> dict[str, tuple[VerifiedCheckpoint, CosignatureStatus]]:
+        """Per cosigner name, the newest checkpoint carrying its line, and that line's status."""
+        out: dict[str, tuple[VerifiedCheckpoint, CosignatureStatus]] = {}
+        for cp in self.checkpoints:
+            for name, status in cp.cosignatures:
+                out[name] = (cp, status)
+        return out
 
 
 def _sha256_file(path: Path) -> str:
@@ -188,11 +252,18 @@ def export_bundle(
 # --- verification ---------------------------------------------------------------------
 
 
-def _check_manifest(root: Path) -> _Manifest:
+def _read_manifest_bytes(root: Path) -> bytes:
     try:
-        manifest = _Manifest.model_validate_json((root / "manifest.json").read_bytes())
+        return (root / "manifest.json").read_bytes()
     except FileNotFoundError as exc:
         raise AuditVerificationError(f"{root}: manifest.json is missing") from exc
+    except OSError as exc:
+        raise AuditVerificationError(f"{root}: manifest.json cannot be read") from exc
+
+
+def _check_manifest(root: Path, data: bytes) -> _Manifest:
+    try:
+        manifest = _Manifest.model_validate_json(data)
     except ValidationError as exc:
         raise AuditVerificationError(
             f"manifest.json is malformed: {exc.errors()[0]['msg']}"
@@ -229,12 +300,14 @@ def _load_keys(root: Path) -> dict[str, bytes]:
     return keys
 
 
-def _load_checkpoints(root: Path, origin: str, keys: Mapping[str, bytes]) -> list[SignedCheckpoint]:
+def _load_checkpoints(root: Path, origin: str, policy: TrustPolicy) -> list[VerifiedCheckpoint]:
+    """Parse and check every note: the log's signature under its pinned key, each
+    cosignature under its *pinned* key ("unverified key" when its name is not pinned)."""
     paths = sorted((root / "checkpoints").glob("*.note"))
     if not paths:
         raise AuditVerificationError("checkpoints/: the bundle has no checkpoint")
-    cosigners = {k: v for k, v in keys.items() if k != origin}
-    out: list[SignedCheckpoint] = []
+    log_pub = policy.keys[origin]
+    out: list[VerifiedCheckpoint] = []
     for i, path in enumerate(paths, start=1):
         if path.name != f"{i:06d}.note":
             raise AuditVerificationError(f"checkpoints/{path.name}: expected {i:06d}.note")
@@ -246,16 +319,36 @@ def _load_checkpoints(root: Path, origin: str, keys: Mapping[str, bytes]) -> lis
             raise AuditVerificationError(
                 f"{where}: origin {signed.checkpoint.origin!r} is not {origin!r}"
             )
-        if out and signed.checkpoint.size <= out[-1].checkpoint.size:
+        if out and signed.checkpoint.size <= out[-1].size:
             raise AuditVerificationError(f"{where}: sizes are not increasing")
-        verify_checkpoint(
-            signed, log_key=(origin, keys[origin]), cosigner_keys=cosigners, where=where
+        statuses: tuple[tuple[str, CosignatureStatus], ...] = tuple(
+            (sig.name, _VERIFIED if sig.name in policy.keys else _UNVERIFIED)
+            for sig in signed.signatures
+            if sig.name != origin
         )
-        out.append(signed)
+        counted = SignedCheckpoint(
+            signed.checkpoint,
+            tuple(sig for sig in signed.signatures if sig.name in policy.keys),
+        )
+        verify_checkpoint(
+            counted,
+            log_key=(origin, log_pub),
+            cosigner_keys={k: v for k, v in policy.keys.items() if k != origin},
+            where=where,
+        )
+        out.append(
+            VerifiedCheckpoint(
+                size=signed.checkpoint.size,
+                root=signed.checkpoint.root,
+                cosignatures=statuses,
+                note=signed,
+            )
+        )
     return out
 
 
-def _check_proofs(root: Path, cps: list[SignedCheckpoint]) -> None:
+def _check_proofs(root: Path, verified: list[VerifiedCheckpoint]) -> None:
+    cps = [c.note for c in verified]
     expected: set[str] = set()
     for i, (prev, cur) in enumerate(itertools.pairwise(cps), start=2):
         m, n = prev.checkpoint.size, cur.checkpoint.size
@@ -293,57 +386,129 @@ def _read_blocks(path: Path, lines_per_block: int) -> Iterator[tuple[int, bytes]
             start += len(lines)
 
 
+_COSIGNATURES_EVENT = b'"type":"checkpoint.cosignatures"'
+
+
+def _check_recorded_cosignatures(
+    data: bytes, line_no: int, origin: str, by_size: Mapping[int, VerifiedCheckpoint]
+) -> None:
+    """The log's own ``checkpoint.cosignatures`` record must match the stored notes:
+    a cosignature the log recorded receiving but whose line is gone was removed."""
+    event = json.loads(data)
+    if event.get("type") != "checkpoint.cosignatures" or event.get("actor") != origin:
+        return
+    body = event.get("body", {})
+    cp = body.get("checkpoint", {}) if isinstance(body, dict) else {}
+    names = body.get("cosigned_by", []) if isinstance(body, dict) else []
+    if not isinstance(cp, dict) or not isinstance(names, list):
+        raise AuditVerificationError(f"entries.jsonl line {line_no}: malformed cosignatures record")
+    if cp.get("origin") != origin:
+        return
+    size = cp.get("size")
+    note = by_size.get(size) if isinstance(size, int) else None
+    for name in names:
+        if note is None:
+            raise AuditVerificationError(
+                f"entries.jsonl line {line_no}: the log records cosignatures by {name!r} of "
+                f"its checkpoint at size {size}, but the bundle has no checkpoint of that size "
+                "(checkpoint removed)"
+            )
+        if name not in {n for n, _ in note.cosignatures}:
+            raise AuditVerificationError(
+                f"checkpoint at size {size}: no cosignature line by {name!r}, but the log "
+                f"recorded receiving it (entries.jsonl line {line_no}, "
+                "checkpoint.cosignatures): a cosignature was removed"
+            )
+
+
 def verify_bundle(
     path: Path | str,
+    policy: TrustPolicy,
     *,
-    trusted_keys: Mapping[str, bytes] | None = None,
     workers: int | None = None,
     chunk_lines: int = 8192,
-) -> BundleReport:
-    """Verify a bundle offline; raise AuditVerificationError naming what failed.
+) -> VerifiedBundle:
+    """Verify a bundle offline under ``policy``; raise AuditVerificationError naming what failed.
 
-    ``trusted_keys`` (name -> raw key) pins keys obtained out of band, above all
-    the log's; ``workers`` is the number of processes (default: CPU count), each
-    given ``chunk_lines`` entries at a time.
+    The log's own key must be pinned in ``policy``; a bundle key that differs
+    from a pinned key of the same name is refused; cosignatures under names
+    not pinned are reported as "unverified key" and never counted; every name
+    in ``policy.required_cosigners`` must have cosigned a checkpoint under its
+    pinned key.  ``workers`` is the number of processes (default: CPU count),
+    each given ``chunk_lines`` entries at a time.
     """
+    if not isinstance(policy, TrustPolicy):
+        raise ComplianceError(
+            "verify_bundle needs a TrustPolicy", hint="build one with TrustPolicy.from_keys"
+        )
     if chunk_lines < 1:
         raise ComplianceError(f"chunk_lines must be at least 1, not {chunk_lines}")
     root = Path(path)
-    manifest = _check_manifest(root)
-    keys = _load_keys(root)
+    manifest_bytes = _read_manifest_bytes(root)
+    manifest = _check_manifest(root, manifest_bytes)
+    bundle_keys = _load_keys(root)
     origin = manifest.origin
-    if origin not in keys:
-        raise AuditVerificationError(f"keys/: no key for the log {origin!r}")
-    for name, pub in (trusted_keys or {}).items():
-        if keys.get(name) != pub:
+    if origin not in policy.keys:
+        raise AuditVerificationError(
+            f"the key of log {origin!r} is not pinned: the bundle would only be consistent "
+            "with the key it carries",
+            hint=f"pass --trust {origin}=PATH/TO/{origin}.pub, obtained from {origin} directly",
+        )
+    for name, pub in sorted(bundle_keys.items()):
+        pinned = policy.keys.get(name)
+        if pinned is not None and pinned != pub:
             raise AuditVerificationError(
-                f"keys/{_key_filename(name)}: not the trusted key of {name!r}"
+                f"keys/{_key_filename(name)}: not the pinned key of {name!r} "
+                f"(bundle key id {key_id(name, pub).hex()}, pinned {key_id(name, pinned).hex()}): "
+                f"signatures under that key are forged in the name of {name!r}",
+                hint=f"the bundle's author made a key named {name!r}; {name!r}'s own log "
+                "(fedcollab audit crossref) shows what it really signed",
             )
-    cps = _load_checkpoints(root, origin, keys)
+    keys = {**bundle_keys, **policy.keys}
+    cps = _load_checkpoints(root, origin, policy)
     _check_proofs(root, cps)
-    latest = cps[-1].checkpoint
+    latest = cps[-1]
     if manifest.size != latest.size:
         raise AuditVerificationError(
             f"manifest: size {manifest.size} differs from the latest checkpoint ({latest.size})"
         )
 
-    numbers = {c.checkpoint.size: i for i, c in enumerate(cps, start=1)}
+    numbers = {c.size: i for i, c in enumerate(cps, start=1)}
+    by_size = {c.size: c for c in cps}
     actors: dict[str, int] = {}
-    if 0 in numbers and cps[0].checkpoint.root != merkle.EMPTY_ROOT:
+    if 0 in numbers and cps[0].root != merkle.EMPTY_ROOT:
         raise AuditVerificationError("checkpoint 1 (size 0): root is not the empty-tree root")
     if not (root / "entries.jsonl").is_file():
         raise AuditVerificationError("entries.jsonl is missing")
     tree = LeafTree(wanted=numbers)
-    blocks = _read_blocks(root / "entries.jsonl", chunk_lines)
-    for leaves, block_actors in verify_blocks(blocks, keys, workers=workers):
+    kept: list[bytes] = []
+    block_iter = _read_blocks(root / "entries.jsonl", chunk_lines)
+
+    def keep(blocks: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, bytes]]:
+        for start, block in blocks:
+            kept.append(block)
+            yield start, block
+
+    entries_hash = hashlib.sha256()
+    last_time, last_line = "", 0
+    for leaves, block_actors, first_time, block_last in verify_blocks(
+        keep(block_iter), keys, workers=workers
+    ):
         for name, n in block_actors.items():
             actors[name] = actors.get(name, 0) + n
+        first_line = tree.size + 1
+        if first_time and first_time < last_time:
+            raise AuditVerificationError(
+                f"entries.jsonl line {first_line}: event time is earlier than the previous "
+                f"event's (line {last_line}): a back-dated or reordered event"
+            )
         for size, computed in tree.extend(leaves):
-            cp = cps[numbers[size] - 1]
-            if computed != cp.checkpoint.root:
+            if computed != cps[numbers[size] - 1].root:
                 raise AuditVerificationError(
                     f"checkpoint {numbers[size]} (size {size}): root does not match entries"
                 )
+        if block_last:
+            last_time, last_line = block_last, tree.size
         if tree.size > latest.size:
             raise AuditVerificationError(
                 f"entries.jsonl line {latest.size + 1}: beyond the latest checkpoint "
@@ -355,11 +520,51 @@ def verify_bundle(
             f"entries.jsonl has {tree.size} entries but checkpoint {len(cps)} has size "
             f"{latest.size} (entries truncated or deleted)"
         )
-    return BundleReport(
+    for block in kept:
+        entries_hash.update(block)
+    if entries_hash.hexdigest() != manifest.files.get("entries.jsonl"):
+        raise AuditVerificationError(
+            "entries.jsonl changed while it was being verified",
+            hint="copy the bundle to a folder nobody else writes to and try again",
+        )
+    line_no = 0
+    for block in kept:
+        if _COSIGNATURES_EVENT not in block:
+            line_no += block.count(b"\n")
+            continue
+        for line in block.split(b"\n")[:-1]:
+            line_no += 1
+            if _COSIGNATURES_EVENT in line:
+                data = line[len(b'{"event":') : line.rindex(b',"index":')]
+                _check_recorded_cosignatures(data, line_no, origin, by_size)
+    counted = {n for c in cps for n in c.cosigned_by()}
+    for name in policy.required_cosigners:
+        if name not in counted:
+            unverified = any(n == name for c in cps for n, _ in c.cosignatures)
+            detail = (
+                "only under a key that is not pinned"
+                if unverified
+                else "on no checkpoint of the bundle"
+            )
+            raise AuditVerificationError(
+                f"required cosigner {name!r}: cosignature {detail}",
+                hint=f"ask {name!r} whether it cosigned this log; check its own log with "
+                "fedcollab audit crossref",
+            )
+    return VerifiedBundle(
+        path=root,
         origin=origin,
         size=latest.size,
         root_hex=latest.root.hex(),
-        checkpoints=tuple((c.checkpoint.size, tuple(c.signer_names())) for c in cps),
-        keys=tuple((name, key_id(name, pub).hex()) for name, pub in sorted(keys.items())),
+        checkpoints=tuple(cps),
+        keys=tuple(
+            (name, key_id(name, pub).hex(), name in policy.keys)
+            for name, pub in sorted(keys.items())
+            if name in bundle_keys or name == origin
+        ),
         actors=tuple(sorted(actors.items())),
+        unpinned_actors=tuple(sorted(a for a in actors if a not in policy.keys)),
+        manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+        policy=policy,
+        _blocks=tuple(kept),
     )

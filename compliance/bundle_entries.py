@@ -53,7 +53,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedcollab.common.errors import AuditVerificationError, ComplianceError
 
-__all__ = ["LeafTree", "check_envelope", "default_workers", "verify_block", "verify_blocks"]
+__all__ = [
+    "BlockResult",
+    "LeafTree",
+    "check_envelope",
+    "default_workers",
+    "time_key",
+    "verify_block",
+    "verify_blocks",
+]
 
 _PREFIX = b'{"event":'
 _IN_PROCESS_BELOW = 2
@@ -145,14 +153,21 @@ def check_envelope(obj: object) -> str | None:
     return None
 
 
-def verify_block(
-    start: int, block: bytes, keys: Mapping[str, bytes]
-) -> tuple[bytes, dict[str, int]]:
+def time_key(stamp: str) -> str:
+    """A sort key of an RFC 3339 ``...Z`` time as events carry it (fraction padded to ns)."""
+    return stamp[:19] + stamp[20:-1].ljust(9, "0")
+
+
+BlockResult = tuple[bytes, dict[str, int], str, str]
+
+
+def verify_block(start: int, block: bytes, keys: Mapping[str, bytes]) -> BlockResult:
     """Verify the lines of ``block``, the first being entry ``start``.
 
-    Returns the concatenated leaf hashes and the number of events per actor.
-    Every line must end with a newline: a block without a final newline is a
-    truncated file.
+    Returns the concatenated leaf hashes, the number of events per actor and the
+    first and last event time (as :func:`time_key`); event times must not run
+    backwards.  Every line must end with a newline: a block without a final
+    newline is a truncated file.
     """
     lines = block.split(b"\n")
     last = lines.pop()
@@ -161,6 +176,7 @@ def verify_block(
     loaded: dict[str, Ed25519PublicKey] = {}
     leaves: list[bytes] = []
     actors: dict[str, int] = {}
+    first_time = last_time = ""
     sha256 = hashlib.sha256
     for idx, line in enumerate(lines, start):
         no = idx + 1
@@ -201,9 +217,18 @@ def verify_block(
             key.verify(signature, payload)
         except (InvalidSignature, ValueError) as exc:
             raise _fail(no, f"signature by {actor!r} does not verify") from exc
+        stamp = time_key(env["time"])
+        if stamp < last_time:
+            raise _fail(
+                no,
+                f"event time {env['time']} is earlier than the previous event's (line {no - 1}): "
+                "a back-dated or reordered event",
+            )
+        first_time = first_time or stamp
+        last_time = stamp
         leaves.append(sha256(b"\x00" + data).digest())
         actors[actor] = actors.get(actor, 0) + 1
-    return b"".join(leaves), actors
+    return b"".join(leaves), actors, first_time, last_time
 
 
 def default_workers() -> int:
@@ -215,7 +240,7 @@ def verify_blocks(
     keys: Mapping[str, bytes],
     *,
     workers: int | None = None,
-) -> Iterator[tuple[bytes, dict[str, int]]]:
+) -> Iterator[BlockResult]:
     """Verify ``(first index, block)`` pairs; yields each block's result in order.
 
     With fewer than two workers, or a single block, everything runs in this
@@ -237,7 +262,7 @@ def verify_blocks(
     key_map = dict(keys)
     try:
         with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
-            pending: deque[Future[tuple[bytes, dict[str, int]]]] = deque()
+            pending: deque[Future[BlockResult]] = deque()
             try:
                 for start, block in (first, second):
                     pending.append(pool.submit(verify_block, start, block, key_map))

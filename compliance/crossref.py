@@ -1,35 +1,121 @@
-"""Cross-check a coordinator's audit bundle against partners' bundles, offline.
+"""Cross-check a coordinator's audit bundle against partners' bundles, trusting no single log.
 
-Each party's bundle verifies on its own (:func:`compliance.bundle.verify_bundle`);
-this module checks that they tell the same story: for every vector a partner
-logged as sent (``data.sent`` with ``n_values > 0``), the coordinator's
-``round.aggregated`` event for that job and step records the same digest under
-that partner's name, unless the coordinator logged the partner as dropped at
-that step. Conversely every contribution the coordinator recorded for a
-partner must match a vector that partner logged as sent: the coordinator
-cannot attribute to a partner a vector it never sent.
+Each party's bundle is first verified on its own under the officer's trust
+policy (:func:`compliance.bundle.verify_bundle`); this module takes the
+*verified* bundles and checks that they tell the same story.  Every finding
+names the party whose log is wrong:
 
-Call it only on bundles that verified (their entries are then authentic).
+``missing-run`` (coordinator)
+    a partner logged requests or replies of a run the coordinator's log does
+    not have at all: the coordinator left that run out of its log.
+``truncated`` (coordinator)
+    the coordinator's bundle is smaller than the largest checkpoint a partner
+    recorded cosigning (``checkpoint.cosigned``): the log was rolled back.
+``inconsistent`` (coordinator)
+    a partner's cosigned root is not a prefix of the coordinator's bundle
+    (RFC 9162 section 2.1.4.2 consistency proof, computed from the bundle's own
+    entries and checked against the root the partner signed).
+``cosignature-removed`` (coordinator)
+    a partner recorded cosigning a checkpoint whose note in the coordinator's
+    bundle carries no line by that partner.
+``contribution`` (coordinator, or the partner)
+    a partner logged sending a vector the coordinator recorded differently,
+    or the coordinator attributes a contribution the partner never sent.
+``request`` (coordinator)
+    partners logged different request digests for the same (run, step): the
+    coordinator sent them different requests.  Compared is ``request_shared``
+    when partners log it (the digest of the request without its per-partner
+    fields), else ``request`` for the actions whose request is the same for
+    every partner; the others are listed in ``CrossCheck.not_compared``.
+``decryption`` (coordinator)
+    a decryptor logged (``he.decrypted``) decrypting a ciphertext other than
+    the aggregate the coordinator recorded for that step, or a sum of other
+    contributions than the ones the contributors logged sending.
+
+Notes
+-----
+* Per-partner request fields: ``query.cosign`` carries each partner's own
+  consistency proof, ``query.vertical`` each party's share, and the first
+  encrypted step carries each partner's sealed key (``he.sealed``), so their
+  full ``request`` digests legitimately differ.
+* A partner's own records are authentic because its bundle verified under its
+  pinned key; the coordinator cannot forge them.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping
+from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fedcollab.common.errors import AuditVerificationError
+from fedcollab.compliance import merkle
+from fedcollab.compliance.bundle import VerifiedBundle
 
-__all__ = ["CrossCheck", "cross_check"]
+__all__ = [
+    "PER_PARTNER_ACTIONS",
+    "CrossCheck",
+    "CrossFinding",
+    "PartnerCosigned",
+    "cross_check",
+]
+
+FindingKind = Literal[
+    "missing-run",
+    "truncated",
+    "inconsistent",
+    "cosignature-removed",
+    "contribution",
+    "request",
+    "decryption",
+]
+
+_RUN_EVENTS = frozenset({"request.received", "data.sent", "request.refused", "he.decrypted"})
+PER_PARTNER_ACTIONS = frozenset({"query.cosign", "query.vertical"})
 
 
-def _events(bundle: Path) -> Iterator[dict[str, Any]]:
-    with (bundle / "entries.jsonl").open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)["event"]
+@dataclass(frozen=True)
+class CrossFinding:
+    """One disagreement between logs; ``wrong`` is the party whose log is wrong."""
+
+    kind: FindingKind
+    wrong: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.kind}] {self.wrong}'s log is wrong: {self.message}"
+
+
+@dataclass(frozen=True)
+class PartnerCosigned:
+    """The newest coordinator checkpoint a partner recorded cosigning, from its own log."""
+
+    partner: str
+    size: int
+    root_hex: str
+    on_coordinator_note: bool  # the coordinator's note of that size carries the line
+
+
+@dataclass(frozen=True)
+class CrossCheck:
+    """What the logs agree on, and every disagreement."""
+
+    matched: Mapping[str, int]
+    jobs: int
+    findings: tuple[CrossFinding, ...]
+    cosigned: tuple[PartnerCosigned, ...]
+    requests_compared: int
+    not_compared: tuple[str, ...]
+
+    def raise_on_findings(self) -> None:
+        """Raise AuditVerificationError listing every finding (exit 31)."""
+        if self.findings:
+            lines = "\n".join(f"  - {f}" for f in self.findings)
+            raise AuditVerificationError(
+                f"the logs disagree ({len(self.findings)} finding(s)):\n{lines}",
+                hint="each finding names the party whose log is wrong; see docs/compliance.md",
+            )
 
 
 def _run(body: Mapping[str, Any]) -> str:
@@ -37,55 +123,318 @@ def _run(body: Mapping[str, Any]) -> str:
     return f"{body.get('digest')}/{body.get('run', '')}"
 
 
-@dataclass(frozen=True)
-class CrossCheck:
-    """How many contributions were matched, per partner."""
-
-    matched: Mapping[str, int]
-    jobs: int
+def _short(run: str) -> str:
+    digest, _, run_id = run.partition("/")
+    return f"{digest[:19]}.../{run_id}" if len(digest) > 19 else run
 
 
-def cross_check(coordinator: Path, partners: Mapping[str, Path]) -> CrossCheck:
-    """Raise AuditVerificationError at the first disagreement between the logs."""
-    recorded: dict[tuple[str, str, str], str] = {}  # (job digest, step, partner) -> digest
-    dropped: set[tuple[str, str, str]] = set()
-    jobs: set[str] = set()
-    for ev in _events(coordinator):
-        body = ev.get("body", {})
-        if ev.get("type") == "round.aggregated":
-            jobs.add(_run(body))
-            for partner, digest in body.get("contributions", {}).items():
-                recorded[(_run(body), str(body["step"]), partner)] = str(digest)
-        elif ev.get("type") == "partner.dropped":
-            dropped.add((_run(body), str(body["step"]), str(body["partner"])))
-    matched: dict[str, int] = {}
-    for partner, bundle in partners.items():
-        sent: dict[tuple[str, str, str], str] = {}
-        for ev in _events(bundle):
-            body = ev.get("body", {})
-            if ev.get("actor") != partner:
-                raise AuditVerificationError(
-                    f"{bundle}: event by {ev.get('actor')!r} in the log of {partner!r}"
+def _body(ev: Mapping[str, Any]) -> Mapping[str, Any]:
+    body = ev.get("body", {})
+    return body if isinstance(body, dict) else {}
+
+
+class _Coordinator:
+    def __init__(self, bundle: VerifiedBundle) -> None:
+        self.bundle = bundle
+        self.recorded: dict[tuple[str, str, str], str] = {}  # (run, step, partner) -> digest
+        self.aggregates: dict[tuple[str, str], str] = {}  # (run, step) -> aggregate digest
+        self.contributors: dict[tuple[str, str], set[str]] = {}
+        self.dropped: set[tuple[str, str, str]] = set()
+        self.runs: set[str] = set()
+        self.encrypted: set[tuple[str, str]] = set()
+        self.leaves: list[bytes] = []
+        for data in bundle.raw_entries():
+            self.leaves.append(merkle.leaf_hash(data))
+        for ev in bundle.events():
+            body = _body(ev)
+            if "digest" in body and "run" in body:
+                self.runs.add(_run(body))
+            etype = ev.get("type")
+            if etype == "round.aggregated":
+                key = (_run(body), str(body.get("step")))
+                self.runs.add(key[0])
+                contributions = body.get("contributions", {})
+                if isinstance(contributions, dict):
+                    for partner, digest in contributions.items():
+                        self.recorded[(*key, partner)] = str(digest)
+                    self.contributors[key] = set(contributions)
+                if body.get("protection") == "ckks-sum":
+                    self.encrypted.add(key)
+                if body.get("aggregate") is not None:
+                    self.aggregates[key] = str(body.get("aggregate"))
+            elif etype == "partner.dropped":
+                self.dropped.add((_run(body), str(body.get("step")), str(body.get("partner"))))
+
+
+def _partner_checks(
+    coord: _Coordinator, name: str, bundle: VerifiedBundle, found: list[CrossFinding]
+) -> tuple[int, PartnerCosigned | None, dict[tuple[str, str, str], str], list[dict[str, Any]]]:
+    """Contribution, run and checkpoint checks of one partner; returns its match count,
+    newest cosigned checkpoint, request digests and decryption records."""
+    c = coord.bundle
+    sent: dict[tuple[str, str, str], str] = {}
+    requests: dict[tuple[str, str, str], str] = {}
+    decrypted: list[dict[str, Any]] = []
+    unknown_runs: dict[str, int] = defaultdict(int)
+    newest: tuple[int, str] | None = None
+    cosigned_sizes: list[tuple[int, str]] = []
+    for ev in bundle.events():
+        body = _body(ev)
+        if ev.get("actor") != name:
+            found.append(
+                CrossFinding(
+                    "contribution", name, f"event by {ev.get('actor')!r} in the log of {name!r}"
                 )
-            if ev.get("type") == "data.sent" and int(body.get("n_values", 0)) > 0:
-                sent[(_run(body), str(body["step"]), partner)] = str(body["reply"])
-        count = 0
-        for key, digest in sent.items():
-            if key[0] not in jobs:
-                continue  # a job of another coordinator, or one this bundle predates
-            if key in dropped:
-                continue
-            if recorded.get(key) != digest:
-                raise AuditVerificationError(
-                    f"job {key[0][:19]}..., step {key[1]!r}: {partner!r} logged sending {digest}, "
-                    f"the coordinator recorded {recorded.get(key)}"
+            )
+            continue
+        etype = ev.get("type")
+        if etype in _RUN_EVENTS and _run(body) not in coord.runs:
+            unknown_runs[_run(body)] += 1
+            continue
+        if etype == "data.sent" and int(body.get("n_values", 0) or 0) > 0:
+            sent[(_run(body), str(body.get("step")), name)] = str(body.get("reply"))
+        elif etype == "request.received":
+            shared = body.get("request_shared")
+            action = str(body.get("action", ""))
+            digest = shared if shared is not None else body.get("request")
+            kind = "shared" if shared is not None else "full"
+            requests[(_run(body), str(body.get("step")), f"{action}\t{kind}")] = str(digest)
+        elif etype == "he.decrypted":
+            decrypted.append(dict(body))
+        elif etype == "checkpoint.cosigned" and body.get("origin") == c.origin:
+            size, root = body.get("size"), str(body.get("root", ""))
+            if isinstance(size, int) and size > 0:
+                cosigned_sizes.append((size, root))
+                if newest is None or size >= newest[0]:
+                    newest = (size, root)
+    for run, count in sorted(unknown_runs.items()):
+        found.append(
+            CrossFinding(
+                "missing-run",
+                c.origin,
+                f"{name!r} logged {count} event(s) of run {_short(run)} that the coordinator's "
+                "log does not have at all: the coordinator left that run out of its log",
+            )
+        )
+    count = 0
+    for key, digest in sent.items():
+        if key in coord.dropped:
+            continue
+        if coord.recorded.get(key) != digest:
+            found.append(
+                CrossFinding(
+                    "contribution",
+                    c.origin,
+                    f"run {_short(key[0])}, step {key[1]!r}: {name!r} logged sending {digest}, "
+                    f"the coordinator recorded {coord.recorded.get(key)}",
                 )
+            )
+        else:
             count += 1
-        for key, digest in recorded.items():
-            if key[2] == partner and sent.get(key) != digest:
-                raise AuditVerificationError(
-                    f"job {key[0][:19]}..., step {key[1]!r}: the coordinator attributes {digest} "
-                    f"to {partner!r}, which never logged sending it"
+    for key, digest in coord.recorded.items():
+        if key[2] == name and key not in sent:
+            found.append(
+                CrossFinding(
+                    "contribution",
+                    c.origin,
+                    f"run {_short(key[0])}, step {key[1]!r}: the coordinator attributes "
+                    f"{digest} to {name!r}, which never logged sending it",
                 )
-        matched[partner] = count
-    return CrossCheck(matched=matched, jobs=len(jobs))
+            )
+    checked: set[int] = set()
+    for size, root in cosigned_sizes:
+        if size in checked:
+            continue
+        checked.add(size)
+        where = f"{name!r} cosigned the coordinator's checkpoint at size {size} ({root[:16]}...)"
+        if size > c.size:
+            found.append(
+                CrossFinding(
+                    "truncated",
+                    c.origin,
+                    f"{where}, but the coordinator's bundle has only {c.size} entries: the log "
+                    "was truncated or rolled back",
+                )
+            )
+            continue
+        try:
+            merkle.verify_consistency(
+                size,
+                c.size,
+                bytes.fromhex(root),
+                bytes.fromhex(c.root_hex),
+                merkle.consistency_proof(size, c.size, merkle.list_subtree(coord.leaves)),
+            )
+        except (AuditVerificationError, ValueError) as exc:
+            found.append(
+                CrossFinding(
+                    "inconsistent",
+                    c.origin,
+                    f"{where}, which the coordinator's bundle does not extend ({exc}): the "
+                    "coordinator's history was rewritten",
+                )
+            )
+            continue
+        note = next((cp for cp in c.checkpoints if cp.size == size), None)
+        if note is None or name not in {n for n, _ in note.cosignatures}:
+            found.append(
+                CrossFinding(
+                    "cosignature-removed",
+                    c.origin,
+                    f"{where}, but "
+                    + (
+                        "the coordinator's bundle has no checkpoint of that size"
+                        if note is None
+                        else "that checkpoint carries no cosignature line by it"
+                    )
+                    + ": the cosignature was removed (or never stored by the coordinator)",
+                )
+            )
+    cosigned: PartnerCosigned | None = None
+    if newest is not None:
+        note = next((cp for cp in c.checkpoints if cp.size == newest[0]), None)
+        on_note = note is not None and name in note.cosigned_by()
+        cosigned = PartnerCosigned(name, newest[0], newest[1], on_note)
+    return count, cosigned, requests, decrypted
+
+
+def _compare_requests(
+    coord: _Coordinator,
+    per_partner: Mapping[str, Mapping[tuple[str, str, str], str]],
+    found: list[CrossFinding],
+) -> tuple[int, list[str]]:
+    wrong = coord.bundle.origin
+    by_step: dict[tuple[str, str, str], dict[str, str]] = defaultdict(dict)
+    for partner, requests in per_partner.items():
+        for key, digest in requests.items():
+            by_step[key][partner] = digest
+    compared = 0
+    skipped: set[str] = set()
+    for (run, step, action_kind), digests in sorted(by_step.items()):
+        action, _, kind = action_kind.partition("\t")
+        if kind == "full" and action in PER_PARTNER_ACTIONS:
+            skipped.add(f"{action} (per-partner request)")
+            continue
+        if kind == "full" and (run, step) in coord.encrypted:
+            skipped.add(f"encrypted step {step} (per-partner he meta; needs request_shared)")
+            continue
+        if len(digests) < 2:
+            continue
+        compared += 1
+        groups: dict[str, list[str]] = defaultdict(list)
+        for partner, digest in sorted(digests.items()):
+            groups[digest].append(partner)
+        if len(groups) > 1:
+            got = "; ".join(f"{', '.join(ps)} logged {d[:23]}..." for d, ps in groups.items())
+            found.append(
+                CrossFinding(
+                    "request",
+                    wrong,
+                    f"run {_short(run)}, step {step!r} ({action}): partners received different "
+                    f"requests ({got}): the coordinator sent them different requests",
+                )
+            )
+    return compared, sorted(skipped)
+
+
+def _check_decryptions(
+    coord: _Coordinator,
+    decryptor: str,
+    records: list[dict[str, Any]],
+    sent_by: Mapping[str, Mapping[tuple[str, str, str], str]],
+    found: list[CrossFinding],
+) -> None:
+    wrong = coord.bundle.origin
+    for body in records:
+        run, step = _run(body), str(body.get("step"))
+        head = f"run {_short(run)}, step {step!r}: decryptor {decryptor!r}"
+        aggregate = coord.aggregates.get((run, step))
+        ciphertext = body.get("ciphertext")
+        if aggregate is None:
+            found.append(
+                CrossFinding(
+                    "decryption",
+                    wrong,
+                    f"{head} decrypted {ciphertext}, but the coordinator's log records no "
+                    "aggregate for that step",
+                )
+            )
+            continue
+        if ciphertext != aggregate:
+            found.append(
+                CrossFinding(
+                    "decryption",
+                    wrong,
+                    f"{head} decrypted ciphertext {ciphertext}, not the aggregate {aggregate} "
+                    "the coordinator logged: it was made to decrypt something other than the "
+                    "logged sum of contributions",
+                )
+            )
+        contributors = body.get("contributors", {})
+        names = set(contributors) if isinstance(contributors, dict | list) else set()
+        logged = coord.contributors.get((run, step), set())
+        if names and names != logged:
+            found.append(
+                CrossFinding(
+                    "decryption",
+                    wrong,
+                    f"{head} was told the sum holds {sorted(names)}, the coordinator logged "
+                    f"contributions of {sorted(logged)}",
+                )
+            )
+        if isinstance(contributors, dict):
+            for partner, digest in sorted(contributors.items()):
+                theirs = sent_by.get(partner, {}).get((run, step, partner))
+                if partner in sent_by and theirs != digest:
+                    found.append(
+                        CrossFinding(
+                            "decryption",
+                            wrong,
+                            f"{head} was given {digest} as {partner!r}'s contribution, but "
+                            f"{partner!r} logged sending {theirs}",
+                        )
+                    )
+
+
+def cross_check(coordinator: VerifiedBundle, partners: Mapping[str, VerifiedBundle]) -> CrossCheck:
+    """Check verified bundles against each other; every disagreement becomes a finding.
+
+    ``partners`` maps each partner name to its verified bundle, whose origin
+    must be that name.
+    """
+    for name, bundle in partners.items():
+        if bundle.origin != name:
+            raise AuditVerificationError(
+                f"{bundle.path} is the log of {bundle.origin!r}, not of {name!r}",
+                hint="pair each partner name with its own bundle",
+            )
+    coord = _Coordinator(coordinator)
+    found: list[CrossFinding] = []
+    matched: dict[str, int] = {}
+    cosigned: list[PartnerCosigned] = []
+    requests: dict[str, dict[tuple[str, str, str], str]] = {}
+    decryptions: dict[str, list[dict[str, Any]]] = {}
+    sent_by: dict[str, dict[tuple[str, str, str], str]] = {}
+    for name, bundle in sorted(partners.items()):
+        count, newest, reqs, dec = _partner_checks(coord, name, bundle, found)
+        matched[name] = count
+        requests[name] = reqs
+        decryptions[name] = dec
+        sent_by[name] = {
+            (_run(_body(ev)), str(_body(ev).get("step")), name): str(_body(ev).get("reply"))
+            for ev in bundle.events()
+            if ev.get("type") == "data.sent"
+        }
+        if newest is not None:
+            cosigned.append(newest)
+    compared, skipped = _compare_requests(coord, requests, found)
+    for name, records in sorted(decryptions.items()):
+        _check_decryptions(coord, name, records, sent_by, found)
+    return CrossCheck(
+        matched=matched,
+        jobs=len({run for run, _ in coord.contributors}),
+        findings=tuple(found),
+        cosigned=tuple(cosigned),
+        requests_compared=compared,
+        not_compared=tuple(skipped),
+    )

@@ -26,6 +26,7 @@ Notes
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -33,8 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedcollab.common.errors import AuditVerificationError, ComplianceError
+from fedcollab.common.errors import AuditVerificationError, ComplianceError, EventOrderError
 from fedcollab.compliance import merkle
+from fedcollab.compliance.bundle_entries import time_key
 from fedcollab.compliance.checkpoint import (
     Checkpoint,
     SignedCheckpoint,
@@ -54,9 +56,23 @@ _COSIGNER_PREFIX = "cosigner:"
 @dataclass
 class _Request:
     datas: list[bytes]
+    times: list[str]
     done: threading.Event = field(default_factory=threading.Event)
     first: int = -1
     error: BaseException | None = None
+
+
+def _time_of(event: Mapping[str, Any]) -> str:
+    t = event.get("time")
+    return t if isinstance(t, str) and len(t) >= 20 else ""
+
+
+def _time_of_bytes(data: bytes) -> str:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return ""
+    return _time_of(value) if isinstance(value, dict) else ""
 
 
 class AuditLog:
@@ -78,6 +94,8 @@ class AuditLog:
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._closed = False
+        self._last_time_raw = self._stored_last_time()
+        self._last_time = time_key(self._last_time_raw) if self._last_time_raw else ""
         self._cp_lock = threading.Lock()
         self._writer = threading.Thread(target=self._run_writer, name="audit-writer", daemon=True)
         self._writer.start()
@@ -150,6 +168,44 @@ class AuditLog:
 
     # --- appends ----------------------------------------------------------------------
 
+    def _stored_last_time(self) -> str:
+        size = self._store.size
+        if not size:
+            return ""
+        data = next(iter(self._store.entries(size - 1, size)))
+        return _time_of_bytes(data)
+
+    @property
+    def last_time(self) -> str:
+        """The time of the newest event (RFC 3339, as stored), or "" for none."""
+        return self._last_time_raw
+
+    def _in_order(self, batch: list[_Request]) -> list[_Request]:
+        """Requests whose event times do not run backwards; the others fail."""
+        ok: list[_Request] = []
+        last = self._last_time
+        for r in batch:
+            keys = [time_key(t) if t else "" for t in r.times]
+            current = last
+            bad = None
+            for t, k in zip(r.times, keys, strict=True):
+                if k and k < current:
+                    bad = t
+                    break
+                current = k or current
+            if bad is not None:
+                r.error = EventOrderError(
+                    f"audit log {self._store.path}: event time {bad} is earlier than the "
+                    "newest event's: event times must not run backwards",
+                    hint="stamp events when they are appended (Trail.record does); "
+                    "check the clock of this host",
+                )
+                r.done.set()
+                continue
+            last = current
+            ok.append(r)
+        return ok
+
     def _run_writer(self) -> None:
         while True:
             req = self._queue.get()
@@ -168,6 +224,7 @@ class AuditLog:
                     break
                 batch.append(nxt)
                 count += len(nxt.datas)
+            batch = self._in_order(batch)
             try:
                 first = self._store.append_batch([d for r in batch for d in r.datas])
             except BaseException as exc:
@@ -176,16 +233,21 @@ class AuditLog:
                     r.done.set()
             else:
                 for r in batch:
+                    for t in r.times:
+                        if t:
+                            self._last_time, self._last_time_raw = time_key(t), t
                     r.first = first
                     first += len(r.datas)
                     r.done.set()
             if stop:
                 return
 
-    def _submit(self, datas: list[bytes]) -> int:
+    def _submit(self, datas: list[bytes], times: list[str]) -> int:
         if self._closed:
             raise ComplianceError("audit log is closed")
-        req = _Request(datas)
+        if not datas:
+            return self.size
+        req = _Request(datas, times)
         self._queue.put(req)
         req.done.wait()
         if req.error is not None:
@@ -193,16 +255,20 @@ class AuditLog:
         return req.first
 
     def append(self, event: Mapping[str, Any]) -> int:
-        """Append one event; returns its index once it is durable."""
-        return self._submit([canonical_json(dict(event))])
+        """Append one event; returns its index once it is durable.
+
+        Raises :class:`~common.errors.EventOrderError` if the event's ``time`` is
+        earlier than the newest event's: times never run backwards within a log.
+        """
+        return self._submit([canonical_json(dict(event))], [_time_of(event)])
 
     def append_many(self, events: Iterable[Mapping[str, Any]]) -> list[int]:
-        """Append events in one transaction; returns their indices."""
-        datas = [canonical_json(dict(e)) for e in events]
-        if not datas:
+        """Append events in one transaction (all or none); returns their indices."""
+        items = [dict(e) for e in events]
+        if not items:
             return []
-        first = self._submit(datas)
-        return list(range(first, first + len(datas)))
+        first = self._submit([canonical_json(e) for e in items], [_time_of(e) for e in items])
+        return list(range(first, first + len(items)))
 
     # --- tree -------------------------------------------------------------------------
 

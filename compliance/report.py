@@ -9,14 +9,13 @@ log-integrity attestation (RFC 9162 tree, C2SP signed-note checkpoints); an
 appendix of event types.
 
 >>> html, pdf = write_report(Path("bundle"), registry=Path("data/registry.example.json"),
-...                          jobs=[Path("results/job-1")], trusted_keys=None,
+...                          jobs=[Path("results/job-1")], policy=policy,
 ...                          out_dir=Path("report"))
 
 Notes
 -----
-* ``entries.jsonl`` is read *after* verification, so the bytes read are checked
-  against the verified manifest again (and the manifest against its bytes
-  before verification): a bundle swapped in between is refused.
+* The events come from :class:`~compliance.bundle.VerifiedBundle`, the very
+  bytes that were verified: the report never re-reads the bundle's files.
 * Both files are rendered in memory and then written atomically, so a failure
   leaves no half-written report behind.
 * A job folder's attributions and segment profiles, when present, become the
@@ -31,20 +30,19 @@ Notes
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fedcollab.common.errors import AuditVerificationError, ComplianceError
-from fedcollab.compliance.bundle import verify_bundle
+from fedcollab.compliance.bundle import VerifiedBundle, verify_bundle
+from fedcollab.compliance.crossref import CrossCheck, cross_check
 from fedcollab.compliance.registry import Registry, load_registry
 from fedcollab.compliance.report_insights import read_insights
 from fedcollab.compliance.report_jobs import gather_jobs
@@ -54,11 +52,13 @@ from fedcollab.compliance.report_model import (
     Finding,
     JobProvenance,
     Output,
+    PartnerAttestation,
     PurposeRecord,
     ReportModel,
     text,
 )
 from fedcollab.compliance.report_render import pdf_bytes, render_html, render_pdf
+from fedcollab.compliance.trust import TrustPolicy
 
 __all__ = ["ReportModel", "build_report", "render_html", "render_pdf", "write_report"]
 
@@ -71,50 +71,83 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _read_verified(
-    bundle: Path, trusted_keys: Mapping[str, bytes] | None
-) -> tuple[Attestation, list[dict[str, Any]]]:
-    try:
-        manifest_before = (bundle / "manifest.json").read_bytes()
-    except OSError as exc:
-        raise AuditVerificationError(f"{bundle}: manifest.json cannot be read") from exc
-    started, t0 = _utc_now(), time.monotonic()
-    report = verify_bundle(bundle, trusted_keys=trusted_keys)
-    elapsed = time.monotonic() - t0
-    entries = (bundle / "entries.jsonl").read_bytes()
-    manifest_after = (bundle / "manifest.json").read_bytes()
-    try:
-        expected = json.loads(manifest_after)["files"]["entries.jsonl"]
-    except (ValueError, KeyError, TypeError):
-        expected = None
-    if manifest_after != manifest_before or _sha256(entries) != expected:
-        raise AuditVerificationError(
-            f"{bundle}: the bundle changed while it was being verified",
-            hint="copy the bundle to a folder nobody else writes to and try again",
+_OK = "verified"
+
+
+def _read_verified(bundle: Path, policy: TrustPolicy) -> VerifiedBundle:
+    """Verify ``bundle`` under ``policy``; the result holds the verified events."""
+    return verify_bundle(bundle, policy)
+
+
+def _attestation(
+    verified: VerifiedBundle,
+    *,
+    started: str,
+    elapsed: float,
+    cross: CrossCheck | None,
+    partner_names: Sequence[str],
+) -> Attestation:
+    latest = verified.checkpoints[-1]
+    newest = verified.newest_cosigned()
+    own = {c.partner: c for c in cross.cosigned} if cross is not None else {}
+    names = sorted({*newest, *own, *partner_names, *verified.policy.required_cosigners})
+    partners: list[PartnerAttestation] = []
+    for name in names:
+        if name == verified.origin:
+            continue
+        on_note = newest.get(name)
+        theirs = own.get(name)
+        partners.append(
+            PartnerAttestation(
+                name=name,
+                size=str(on_note[0].size) if on_note else "",
+                root_hex=on_note[0].root.hex() if on_note else "",
+                key_check=(
+                    "verified against the pinned key"
+                    if on_note and on_note[1] == "verified"
+                    else "UNVERIFIED KEY: not pinned, not counted"
+                    if on_note
+                    else "no cosignature in the bundle"
+                ),
+                own_record=(
+                    f"size {theirs.size}, root {theirs.root_hex}"
+                    if theirs is not None
+                    else "its bundle was checked: no cosigning recorded"
+                    if name in partner_names
+                    else "its bundle was not given"
+                ),
+                required=name in verified.policy.required_cosigners,
+            )
         )
-    events = []
-    for line in entries.splitlines():
-        event = json.loads(line)["event"]
-        events.append(event if isinstance(event, dict) else {})
-    if len(events) != report.size:
-        raise AuditVerificationError(f"{bundle}: entries.jsonl changed after verification")
-    signers = report.checkpoints[-1][1] if report.checkpoints else ()
-    pinned = set(trusted_keys or {})
-    attestation = Attestation(
-        bundle=str(bundle),
-        origin=report.origin,
-        size=report.size,
-        root_hex=report.root_hex,
-        checkpoints=report.checkpoints,
-        signers=signers,
-        cosigners=tuple(s for s in signers if s != report.origin),
-        keys=tuple((name, kid, name in pinned) for name, kid in report.keys),
-        actors=report.actors,
-        manifest_sha256=_sha256(manifest_before),
+    return Attestation(
+        bundle=str(verified.path),
+        origin=verified.origin,
+        size=verified.size,
+        root_hex=verified.root_hex,
+        checkpoints=tuple(
+            (
+                c.size,
+                (
+                    verified.origin,
+                    *(n if st == _OK else f"{n} (unverified key)" for n, st in c.cosignatures),
+                ),
+            )
+            for c in verified.checkpoints
+        ),
+        signers=(verified.origin, *latest.cosigned_by()),
+        cosigners=latest.cosigned_by(),
+        keys=verified.keys,
+        actors=verified.actors,
+        manifest_sha256=verified.manifest_sha256,
         verified_at=started,
         verify_seconds=round(elapsed, 3),
+        partners=tuple(partners),
+        cross_findings=tuple(str(f) for f in cross.findings) if cross is not None else (),
+        cross_checked=cross is not None,
+        unverified_cosigners=tuple(
+            sorted({n for c in verified.checkpoints for n, st in c.cosignatures if st != _OK})
+        ),
     )
-    return attestation, events
 
 
 def _purposes(registry: Registry) -> tuple[PurposeRecord, ...]:
@@ -236,16 +269,32 @@ def build_report(
     *,
     registry: Path | None,
     jobs: Sequence[Path],
-    trusted_keys: Mapping[str, bytes] | None,
+    policy: TrustPolicy,
     ledger_bundles: Sequence[Path] = (),
 ) -> ReportModel:
-    """Verify ``bundle`` (raising AuditVerificationError on any failure) and gather the report.
+    """Verify ``bundle`` under ``policy`` (raising AuditVerificationError on any failure)
+    and gather the report.
 
-    ``ledger_bundles``: partners' audit bundles, each verified the same way, whose
-    ``privacy.spent`` events (their privacy-budget ledgers) join the report's
-    privacy-budget section.
+    ``ledger_bundles``: partners' audit bundles, each verified under the same
+    pins; their ``privacy.spent`` events (their privacy-budget ledgers) join the
+    report's privacy-budget section, and they are cross-checked against
+    ``bundle`` (:func:`compliance.crossref.cross_check`): every finding is listed
+    in the attestation section.
     """
-    attestation, events = _read_verified(Path(bundle), trusted_keys)
+    started, t0 = _utc_now(), time.monotonic()
+    verified = _read_verified(Path(bundle), policy)
+    elapsed = time.monotonic() - t0
+    events = [e if isinstance(e, dict) else {} for e in verified.events()]
+    partner_bundles: dict[str, VerifiedBundle] = {}
+    for extra in ledger_bundles:
+        pv = _read_verified(Path(extra), policy.without_requirements())
+        if pv.origin in partner_bundles or pv.origin == verified.origin:
+            raise ComplianceError(f"{extra}: a second bundle of the log {pv.origin!r}")
+        partner_bundles[pv.origin] = pv
+    cross = cross_check(verified, partner_bundles) if partner_bundles else None
+    attestation = _attestation(
+        verified, started=started, elapsed=elapsed, cross=cross, partner_names=list(partner_bundles)
+    )
     purposes: tuple[PurposeRecord, ...] | None = None
     controller = ""
     if registry is not None:
@@ -255,9 +304,8 @@ def build_report(
     gathered = gather_jobs(events, purposes=by_id)
     provenance, findings = list(gathered.jobs), list(gathered.findings)
     privacy = list(gathered.privacy)
-    for extra in ledger_bundles:
-        _, partner_events = _read_verified(Path(extra), _pins_for(Path(extra), trusted_keys))
-        spent = [e for e in partner_events if text(e.get("type")) == "privacy.spent"]
+    for pv in partner_bundles.values():
+        spent = [e for e in pv.events() if text(e.get("type")) == "privacy.spent"]
         partner = gather_jobs(spent, purposes=by_id)
         privacy.extend(partner.privacy)
         findings.extend(partner.findings)
@@ -281,25 +329,6 @@ def build_report(
     )
 
 
-def _pins_for(bundle: Path, trusted_keys: Mapping[str, bytes] | None) -> dict[str, bytes] | None:
-    """The pin for a partner's bundle: its own log's key (it holds no other party's key).
-
-    With keys pinned at all, the bundle's own log must be among them (fail closed).
-    """
-    if trusted_keys is None:
-        return None
-    try:
-        origin = str(json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))["origin"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise AuditVerificationError(f"{bundle}: manifest.json cannot be read") from exc
-    if origin not in trusted_keys:
-        raise AuditVerificationError(
-            f"{bundle}: no pinned key for the log {origin!r}",
-            hint=f"pin it with --trust {origin}=<its audit.pub>",
-        )
-    return {origin: trusted_keys[origin]}
-
-
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("wb") as fh:
@@ -314,16 +343,20 @@ def write_report(
     *,
     registry: Path | None,
     jobs: Sequence[Path],
-    trusted_keys: Mapping[str, bytes] | None,
+    policy: TrustPolicy,
     out_dir: Path,
     ledger_bundles: Sequence[Path] = (),
 ) -> tuple[Path, Path]:
-    """Verify, gather and write ``report.html`` and ``report.pdf``; returns their paths."""
+    """Verify, gather and write ``report.html`` and ``report.pdf``; returns their paths.
+
+    A report whose logs disagree (cross-log findings) is written, so the officer
+    sees every finding, and then AuditVerificationError is raised (exit 31).
+    """
     model = build_report(
         bundle,
         registry=registry,
         jobs=jobs,
-        trusted_keys=trusted_keys,
+        policy=policy,
         ledger_bundles=ledger_bundles,
     )
     html = render_html(model).encode("utf-8")
@@ -332,4 +365,11 @@ def write_report(
     html_path, pdf_path = out_dir / "report.html", out_dir / "report.pdf"
     _write_atomic(html_path, html)
     _write_atomic(pdf_path, pdf)
+    if model.attestation.cross_findings:
+        lines = "\n".join(f"  - {f}" for f in model.attestation.cross_findings)
+        raise AuditVerificationError(
+            f"the logs disagree ({len(model.attestation.cross_findings)} finding(s)); the report "
+            f"{html_path} lists them:\n{lines}",
+            hint="each finding names the party whose log is wrong; see docs/compliance.md",
+        )
     return html_path, pdf_path

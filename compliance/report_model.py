@@ -25,6 +25,7 @@ __all__ = [
     "JobProvenance",
     "Output",
     "Participant",
+    "PartnerAttestation",
     "PrivacySpend",
     "Provision",
     "PurposeRecord",
@@ -59,23 +60,36 @@ COVERAGE = (
     "Every file of the bundle matches its SHA-256 in manifest.json, and no file is missing "
     "or added.",
     "Every entry is in RFC 8785 canonical form, at its index, and carries a valid Ed25519 "
-    "signature by the actor it names, with that actor's key from the bundle.",
+    "signature by the actor it names (pinned key, or the bundle's key for actors not "
+    "pinned); event times never run backwards.",
     "The RFC 9162 Merkle root recomputed from the entries equals the root of every "
     "checkpoint, and the latest checkpoint covers every entry (nothing appended unsigned, "
     "nothing truncated).",
-    "Every checkpoint is signed by the log key; every cosignature verifies against its "
-    "cosigner's key.",
+    "Every checkpoint is signed by the pinned log key; a cosignature counts only under its "
+    "cosigner's pinned key (others are listed as unverified key), and every cosignature "
+    "the log recorded receiving is still on its checkpoint.",
     "Consecutive checkpoints are linked by RFC 9162 consistency proofs: the log was only "
     "ever appended to.",
 )
 LIMITS = (
-    "The manifest itself is not signed: authenticity rests on the log key.  Keys not pinned "
-    "with --trust were taken from the bundle; compare their key ids with ones obtained "
-    "out of band.",
+    "The manifest itself is not signed: authenticity rests on the pinned log key.  Keys "
+    "shipped in the bundle never make a signature count.",
     "Signatures prove who recorded each event, not that what they recorded is true.",
     "The record of processing activities and the job output folders are not covered by the "
     "log's signatures; the report cross-checks job outputs against the hashes the log attests.",
 )
+
+
+@dataclass(frozen=True)
+class PartnerAttestation:
+    """Per partner: the newest checkpoint of this log it cosigned, and how that was checked."""
+
+    name: str
+    size: str  # newest checkpoint carrying its cosignature line ("" if none)
+    root_hex: str
+    key_check: str  # verified against the pinned key / unverified key / none
+    own_record: str  # what the partner's own log records cosigning, when its bundle was given
+    required: bool
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,10 @@ class Attestation:
     manifest_sha256: str
     verified_at: str
     verify_seconds: float
+    partners: tuple[PartnerAttestation, ...] = ()
+    cross_findings: tuple[str, ...] = ()
+    cross_checked: bool = False
+    unverified_cosigners: tuple[str, ...] = ()
     covers: tuple[str, ...] = COVERAGE
     limits: tuple[str, ...] = LIMITS
 

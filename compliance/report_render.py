@@ -407,6 +407,34 @@ def pdf_bytes(model: ReportModel) -> bytes:
         "Datasets appear in the log only as content hashes and contributions only as SHA-256 "
         "digests of the vectors sent: the log holds no personal data."
     )
+    doc.heading("Partners' cosignatures", 3)
+    if a.partners:
+        doc.grid(
+            ["Partner", "Newest cosigned", "Root", "Key check", "Own record", "Required"],
+            [
+                (
+                    p.name,
+                    p.size or "none",
+                    p.root_hex[:16],
+                    p.key_check,
+                    p.own_record,
+                    "yes" if p.required else "no",
+                )
+                for p in a.partners
+            ],
+            (2, 1.5, 2, 3, 3, 1),
+        )
+    else:
+        doc.para("No partner cosigned this log.")
+    doc.para("Unverified cosigners (not counted): " + (", ".join(a.unverified_cosigners) or "none"))
+    doc.heading("Cross-log findings", 3)
+    if not a.cross_checked:
+        doc.para("No partner bundle was given: the logs were not cross-checked.")
+    elif a.cross_findings:
+        for f in a.cross_findings:
+            doc.para(f"- {f}")
+    else:
+        doc.para("None: the partners' logs agree with this log.")
     doc.heading("Checkpoints", 3)
     doc.grid(["Size", "Signatures"], [(str(s), ", ".join(n)) for s, n in a.checkpoints], (1, 6))
     doc.heading("Keys", 3)

@@ -17,7 +17,9 @@ Key files are written by :func:`create_party_key`: ``audit.key`` (private,
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -94,6 +96,7 @@ class Trail:
         self.log = log
         self.signer = signer
         self.actor = actor
+        self._lock = threading.Lock()
 
     @classmethod
     def open(cls, db: Path, key: Path, *, actor: str) -> Trail:
@@ -103,8 +106,23 @@ class Trail:
         return cls(log, signer, actor)
 
     def record(self, type: str, body: Mapping[str, Any]) -> int:
-        """Sign and durably append one event; returns its index."""
-        return self.log.append(make_event(self.signer, self.actor, type, body))
+        """Sign and durably append one event; returns its index.
+
+        The event is stamped no earlier than the log's newest event (a clock
+        stepped back by NTP must not make the log refuse an append), and stamping
+        and appending happen under one lock, so concurrent callers keep the
+        order of their times.
+        """
+        with self._lock:
+            now = datetime.now(UTC)
+            newest = self.log.last_time
+            if newest:
+                last = datetime.strptime(newest[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+                frac = newest[20:-1]
+                if frac:
+                    last += timedelta(microseconds=int(frac[:6].ljust(6, "0")))
+                now = max(now, last)
+            return self.log.append(make_event(self.signer, self.actor, type, body, time=now))
 
     def checkpoint(self) -> SignedCheckpoint:
         return self.log.checkpoint()

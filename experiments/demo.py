@@ -37,6 +37,7 @@ from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.report import write_report
 from fedcollab.compliance.trail import load_verifier_key
+from fedcollab.compliance.trust import TrustPolicy
 from fedcollab.coordinator.local_federation import LocalFederation
 from fedcollab.coordinator.policy_gate import registry_path
 from fedcollab.coordinator.submit import follow, submit_job
@@ -146,20 +147,29 @@ def export_and_verify(ws: Workspace, partners: list[str], out: Path) -> dict[str
     with AuditLog.open(ws.audit_db, origin="coordinator", signer=Signer.load(ws.audit_key)) as log:
         export_bundle(log, out / "coordinator", public_keys=keys)
     coordinator_key = load_verifier_key(ws.audit_pub)[1]
-    report = verify_bundle(out / "coordinator", trusted_keys={"coordinator": coordinator_key})
+    # Every key pinned (as an officer pins the keys collected from each party), every
+    # partner's cosignature required: a cosignature under an unpinned key never counts.
+    policy = TrustPolicy.from_keys({"coordinator": coordinator_key, **keys})
+    bundles = {}
     for p in partners:
         node = ws.node_dir(p)
         with AuditLog.open(
             node / "audit.db", origin=p, signer=Signer.load(node / "audit.key")
         ) as log:
             export_bundle(log, out / p, public_keys={})
-        verify_bundle(out / p, trusted_keys={p: keys[p]})
-    check = cross_check(out / "coordinator", {p: out / p for p in partners})
-    cosigners = sorted({n for _size, names in report.checkpoints for n in names} - {"coordinator"})
+        bundles[p] = verify_bundle(out / p, policy)
+    report = verify_bundle(out / "coordinator", policy.with_required(partners))
+    check = cross_check(report, bundles)
+    check.raise_on_findings()
+    cosigners = sorted({n for cp in report.checkpoints for n in cp.cosigned_by()})
+    unverified = sorted(
+        {n for cp in report.checkpoints for n, st in cp.cosignatures if st != "verified"}
+    )
     return {
         "coordinator_entries": report.size,
         "coordinator_root": report.root_hex,
         "cosigners": cosigners,
+        "unverified_cosigners": unverified,
         "matched": dict(check.matched),
     }
 
@@ -258,7 +268,9 @@ def run_demo(
     result_audit = export_and_verify(fed.ws, everyone, out / "audit")
     console.print(
         f"audit: coordinator log of {result_audit['coordinator_entries']} entries verified, "
-        f"cosigned by {len(result_audit['cosigners'])} partners; each partner's log verified; "
+        f"cosigned by {len(result_audit['cosigners'])} partners under their pinned keys "
+        f"(unverified cosigners: {', '.join(result_audit['unverified_cosigners']) or 'none'}); "
+        "each partner's log verified; "
         f"{sum(result_audit['matched'].values())} contributions match across logs "
         f"(bundles in {out / 'audit'})"
     )
@@ -267,10 +279,13 @@ def run_demo(
         out / "audit" / "coordinator",
         registry=registry_path(fed.ws),
         jobs=[out / spec.name for spec in jobs],
-        trusted_keys={
-            "coordinator": load_verifier_key(fed.ws.audit_pub)[1],
-            **{p: load_verifier_key(fed.ws.node_dir(p) / "audit.pub")[1] for p in names},
-        },
+        policy=TrustPolicy.from_keys(
+            {
+                "coordinator": load_verifier_key(fed.ws.audit_pub)[1],
+                **{p: load_verifier_key(fed.ws.node_dir(p) / "audit.pub")[1] for p in names},
+            },
+            required_cosigners=names,
+        ),
         out_dir=out / "audit" / "report",
         ledger_bundles=[out / "audit" / p for p in names],
     )

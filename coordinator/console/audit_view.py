@@ -36,10 +36,11 @@ from typing import Any
 from urllib.parse import quote
 
 from fedcollab.common.errors import AuditVerificationError, FedcollabError
-from fedcollab.compliance.bundle import BundleReport, export_bundle, verify_bundle
+from fedcollab.compliance.bundle import VerifiedBundle, export_bundle, verify_bundle
 from fedcollab.compliance.checkpoint import parse_signed_checkpoint
 from fedcollab.compliance.keys import Signer, parse_verifier_key
 from fedcollab.compliance.log import AuditLog
+from fedcollab.compliance.trust import TrustPolicy
 
 __all__ = ["AuditSource", "LogStatus", "bundle_zip", "list_entries", "log_status"]
 
@@ -67,7 +68,7 @@ class LogStatus:
     root_hex: str | None
     cosigners: tuple[str, ...]
     verification: str  # "verified ..." or "FAILED: ..." or "no log yet"
-    report: BundleReport | None
+    report: VerifiedBundle | None
     #: Size of the newest checkpoint that carries cosignatures (``cosigners`` are its).
     cosigned_size: int | None = None
 
@@ -130,9 +131,12 @@ def _exported(source: AuditSource) -> Iterator[tuple[Path, int]]:
         yield Path(tmp) / "bundle", size
 
 
-def _verify(source: AuditSource, bundle: Path) -> BundleReport:
+def _verify(source: AuditSource, bundle: Path) -> VerifiedBundle:
+    """The verification ``audit verify`` runs: the log's pinned key plus the registered
+    partners' keys (what ``--trust-peers`` pins), so only their cosignatures count."""
     name, pinned = parse_verifier_key(source.pub.read_text(encoding="utf-8").strip())
-    report = verify_bundle(bundle, trusted_keys={name: pinned}, workers=1)
+    policy = TrustPolicy.from_keys({**source.actor_keys(), name: pinned})
+    report = verify_bundle(bundle, policy, workers=1)
     if report.origin != name:
         raise AuditVerificationError(
             f"the log's origin is {report.origin!r} but the pinned key is {name!r}'s"
@@ -178,18 +182,17 @@ def log_status(source: AuditSource) -> LogStatus:
         finally:
             db.close()
         cosigned_size: int | None = None
-        for i, (cp, note) in enumerate(rows):
-            # The newest checkpoint, and the newest one partners cosigned (the log may
-            # have grown, and been checkpointed again, after the last cosigning).
-            signed = parse_signed_checkpoint(note)
-            if i == 0:
-                cp_size, root = int(cp), signed.checkpoint.root.hex()
-            names = tuple(n for n in signed.signer_names() if n != signed.checkpoint.origin)
-            if names:
-                cosigners, cosigned_size = names, int(cp)
-                break
+        if rows:
+            signed = parse_signed_checkpoint(rows[0][1])
+            cp_size, root = int(rows[0][0]), signed.checkpoint.root.hex()
         with _exported(source) as (bundle, size):
             report = _verify(source, bundle)
+        # The newest checkpoint partners cosigned (the log may have grown, and been
+        # checkpointed again, after the last cosigning); only pinned keys count.
+        for vcp in reversed(report.checkpoints):
+            if vcp.cosigned_by():
+                cosigners, cosigned_size = vcp.cosigned_by(), vcp.size
+                break
         pending = size - report.size
         text = f"verified: {report.size} entries up to the latest checkpoint"
         if pending > 0:
@@ -204,7 +207,7 @@ def log_status(source: AuditSource) -> LogStatus:
         )
 
 
-def bundle_zip(source: AuditSource) -> tuple[bytes, BundleReport]:
+def bundle_zip(source: AuditSource) -> tuple[bytes, VerifiedBundle]:
     """A zip of the verified bundle (unzip, then ``fedcollab audit verify``); raises if it fails."""
     with _exported(source) as (bundle, _size):
         report = _verify(source, bundle)
@@ -225,15 +228,15 @@ def report_zip(
     *,
     registry: Path | None,
     jobs: list[Path],
-    trusted_keys: Mapping[str, bytes],
-) -> tuple[bytes, BundleReport]:
+    policy: TrustPolicy,
+) -> tuple[bytes, VerifiedBundle]:
     """The compliance report (HTML + PDF) of ``source``'s verified bundle, zipped."""
     from fedcollab.compliance.report import write_report  # heavy (PDF): only when asked
 
     with _exported(source) as (bundle, _size):
         report = _verify(source, bundle)
         out = bundle.parent / "report"
-        write_report(bundle, registry=registry, jobs=jobs, trusted_keys=trusted_keys, out_dir=out)
+        write_report(bundle, registry=registry, jobs=jobs, policy=policy, out_dir=out)
         shutil.copytree(bundle, out / "bundle")
         return _zip(out, prefix=f"{source.name}-compliance-report"), report
 

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from fedcollab.common.errors import FedcollabError
 from fedcollab.compliance.keys import parse_verifier_key
+from fedcollab.compliance.trust import TrustPolicy
 from fedcollab.coordinator.console.audit_view import (
     AuditSource,
     bundle_zip,
@@ -84,8 +85,8 @@ def report_download(
             _source(state, "coordinator"),
             registry=registry if registry.is_file() else None,
             jobs=[r.dir for r in refs if (r.dir / "model_card.json").is_file()],
-            trusted_keys={**trusted, "coordinator": parse_verifier_key(
-                state.ws.audit_pub.read_text().strip())[1]},
+            policy=TrustPolicy.from_keys({**trusted, "coordinator": parse_verifier_key(
+                state.ws.audit_pub.read_text().strip())[1]}),
         )  # fmt: skip
     except FedcollabError as exc:
         state.record("console.export", principal.name, what="report", ok=False, error=exc.message)

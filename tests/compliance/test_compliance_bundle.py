@@ -25,9 +25,16 @@ from fedcollab.compliance.checkpoint import cosign
 from fedcollab.compliance.events import EventEnvelope, make_event
 from fedcollab.compliance.keys import Signer, format_verifier_key
 from fedcollab.compliance.log import AuditLog
+from fedcollab.compliance.trust import TrustPolicy
 
 ORIGIN = "fedcollab.test/audit"
 ACTORS = ["partner-1", "partner-2", "partner-3"]
+_PINS: dict[str, bytes] = {}
+
+
+def pins() -> TrustPolicy:
+    """The keys an officer collected from each party of the ``world`` log."""
+    return TrustPolicy.from_keys(_PINS)
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +61,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
             root / "bundle",
             public_keys={n: s.public_key for n, s in actors.items()},
         )
+    _PINS.update({ORIGIN: log_key.public_key, **{n: s.public_key for n, s in actors.items()}})
     return {
         "bundle": root / "bundle",
         "log_key": log_key,
@@ -89,14 +97,17 @@ def write_lines(bundle: Path, new: list[bytes]) -> None:
 
 
 def test_untouched_bundle_verifies(bundle: Path, world: dict[str, object]) -> None:
-    report = verify_bundle(bundle)
+    report = verify_bundle(bundle, pins())
     assert report.size == 60 and report.origin == ORIGIN
-    assert [s for s, _ in report.checkpoints] == [20, 40, 60]
-    assert all(signers == (ORIGIN, "partner-2") for _, signers in report.checkpoints)
+    assert [c.size for c in report.checkpoints] == [20, 40, 60]
+    assert all(c.cosignatures == (("partner-2", "verified"),) for c in report.checkpoints)
     assert dict(report.actors) == {a: 20 for a in ACTORS}
+    assert len(list(report.events())) == 60
     log_key = world["log_key"]
     assert isinstance(log_key, Signer)
-    verify_bundle(bundle, trusted_keys={ORIGIN: log_key.public_key})
+    only_log = verify_bundle(bundle, TrustPolicy.from_keys({ORIGIN: log_key.public_key}))
+    assert only_log.checkpoints[-1].cosignatures == (("partner-2", "unverified key"),)
+    assert only_log.checkpoints[-1].cosigned_by() == ()
     assert sorted(p.name for p in (bundle / "proofs").iterdir()) == [
         "consistency-20-40.json",
         "consistency-40-60.json",
@@ -104,7 +115,9 @@ def test_untouched_bundle_verifies(bundle: Path, world: dict[str, object]) -> No
 
 
 def test_parallel_verification_matches(bundle: Path) -> None:
-    assert verify_bundle(bundle, workers=2, chunk_lines=7) == verify_bundle(bundle, workers=1)
+    two = verify_bundle(bundle, pins(), workers=2, chunk_lines=7)
+    one = verify_bundle(bundle, pins(), workers=1)
+    assert two == one and list(two.raw_entries()) == list(one.raw_entries())
 
 
 def _edit_entry(b: Path) -> None:
@@ -218,7 +231,8 @@ CASES: list[tuple[str, Tamper, str, str]] = [
         "entries.jsonl",
     ),
     ("truncate-bytes", _truncate_bytes, r"entries.jsonl line 60: truncated line", "entries.jsonl"),
-    ("replay", _replay, r"checkpoint 1 \(size 20\): root does not match entries", "entries.jsonl"),
+    # An older event replayed later runs time backwards: caught before the root is.
+    ("replay", _replay, r"line 7: event time .* earlier than the previous", "entries.jsonl"),
     (
         "forge",
         _forge,
@@ -241,13 +255,13 @@ CASES: list[tuple[str, Tamper, str, str]] = [
     (
         "replace-actor-key",
         _replace_actor_key,
-        r"entries.jsonl line 1: signature by 'partner-1' does not verify",
+        r"keys/partner-1.pub: not the pinned key of 'partner-1'",
         "manifest: keys/partner-1.pub hash mismatch",
     ),
     (
         "replace-log-key",
         _replace_log_key,
-        r"checkpoint 1 \(size 20\): log signature by 'fedcollab.test/audit' has a wrong key id",
+        r"keys/fedcollab.test_audit.pub: not the pinned key of 'fedcollab.test/audit'",
         "keys/fedcollab.test_audit.pub hash mismatch",
     ),
     (
@@ -281,7 +295,7 @@ def test_tampering_is_detected_with_specific_message(
     tamper(bundle)
     refresh_manifest(bundle)
     with pytest.raises(AuditVerificationError, match=message):
-        verify_bundle(bundle)
+        verify_bundle(bundle, pins())
 
 
 @pytest.mark.parametrize(
@@ -290,7 +304,7 @@ def test_tampering_is_detected_with_specific_message(
 def test_manifest_catches_tampering(bundle: Path, tamper: Tamper, message: str) -> None:
     tamper(bundle)
     with pytest.raises(AuditVerificationError, match=f"manifest: .*{message}|{message}"):
-        verify_bundle(bundle)
+        verify_bundle(bundle, pins())
 
 
 def test_consistency_proof_tampering(bundle: Path) -> None:
@@ -300,7 +314,7 @@ def test_consistency_proof_tampering(bundle: Path) -> None:
     p.write_text(json.dumps(doc))
     refresh_manifest(bundle)
     with pytest.raises(AuditVerificationError, match="checkpoint 3 does not extend checkpoint 2"):
-        verify_bundle(bundle)
+        verify_bundle(bundle, pins())
 
 
 def test_pinned_log_key_defeats_a_full_forgery(bundle: Path, world: dict[str, object]) -> None:
@@ -316,11 +330,12 @@ def test_pinned_log_key_defeats_a_full_forgery(bundle: Path, world: dict[str, ob
         export_bundle(
             log, bundle.parent / "forged", public_keys={n: s.public_key for n, s in actors.items()}
         )
-    verify_bundle(bundle.parent / "forged")  # self-consistent...
+    forged_pins = TrustPolicy.from_keys({**_PINS, ORIGIN: forger.public_key})
+    verify_bundle(bundle.parent / "forged", forged_pins)  # self-consistent...
     with pytest.raises(
-        AuditVerificationError, match=r"not the trusted key of 'fedcollab\.test/audit'"
+        AuditVerificationError, match=r"not the pinned key of 'fedcollab\.test/audit'"
     ):
-        verify_bundle(bundle.parent / "forged", trusted_keys={ORIGIN: log_key.public_key})
+        verify_bundle(bundle.parent / "forged", pins())
 
 
 def test_export_refuses_misuse(world: dict[str, object], tmp_path: Path) -> None:
@@ -337,10 +352,11 @@ def test_export_refuses_misuse(world: dict[str, object], tmp_path: Path) -> None
 
 
 def test_empty_log_bundle(tmp_path: Path) -> None:
-    with AuditLog.open(tmp_path / "e.db", origin=ORIGIN, signer=Signer.generate()) as log:
+    key = Signer.generate()
+    with AuditLog.open(tmp_path / "e.db", origin=ORIGIN, signer=key) as log:
         export_bundle(log, tmp_path / "b", public_keys={})
-    report = verify_bundle(tmp_path / "b")
-    assert report.size == 0 and report.checkpoints == ((0, (ORIGIN,)),)
+    report = verify_bundle(tmp_path / "b", TrustPolicy.from_keys({ORIGIN: key.public_key}))
+    assert report.size == 0 and [(c.size, c.cosignatures) for c in report.checkpoints] == [(0, ())]
 
 
 def test_cli_export_and_verify(world: dict[str, object], tmp_path: Path) -> None:
@@ -383,13 +399,20 @@ def test_cli_export_and_verify(world: dict[str, object], tmp_path: Path) -> None
     )
     assert res.exit_code == 0, res.output
     assert "verified" in res.output
-    res = runner.invoke(app, ["verify", str(out)])  # log key not pinned: refused
-    assert isinstance(res.exception, AuditVerificationError)
+    res = runner.invoke(app, ["verify", str(out)])  # nothing pinned: refused
+    assert isinstance(res.exception, ComplianceError)
+    assert "empty trust policy" in str(res.exception)
+    other = tmp_path / "other.pub"
+    other.write_text(format_verifier_key("partner-1", actors["partner-1"].public_key))
+    res = runner.invoke(app, ["verify", str(out), "--trust", f"partner-1={other}"])
+    assert isinstance(res.exception, AuditVerificationError)  # the log's own key not pinned
+    assert "is not pinned" in str(res.exception)
+    trust = ["--trust", f"{ORIGIN}={out}/keys/fedcollab.test_audit.pub"]
+    res = runner.invoke(app, ["verify", str(out), *trust, "--require-cosigners", "partner-2"])
+    assert isinstance(res.exception, ComplianceError)  # required but not pinned
     assert "not pinned" in str(res.exception)
-    res = runner.invoke(app, ["verify", str(out), "--unsafe-trust-bundle-keys"])
-    assert res.exit_code == 0, res.output
     _edit_entry(out)
-    res = runner.invoke(app, ["verify", str(out), "--unsafe-trust-bundle-keys"])
+    res = runner.invoke(app, ["verify", str(out), *trust])
     assert isinstance(res.exception, AuditVerificationError)
     assert res.exception.exit_code == 31
 
@@ -398,7 +421,7 @@ def test_parallel_verification_reports_the_same_failure(bundle: Path) -> None:
     _edit_entry(bundle)
     refresh_manifest(bundle)
     with pytest.raises(AuditVerificationError, match="line 17: signature by 'partner-2'"):
-        verify_bundle(bundle, workers=2, chunk_lines=5)
+        verify_bundle(bundle, pins(), workers=2, chunk_lines=5)
 
 
 # --- the fast paths of verification agree with the reference checks -------------------
@@ -566,7 +589,8 @@ def test_leaf_tree_matches_mth(n: int, data: st.DataObject) -> None:
 def test_float_and_unicode_events_verify(tmp_path: Path) -> None:
     """Events that take the reference (slow) canonical path still verify end to end."""
     actor = Signer.generate()
-    with AuditLog.open(tmp_path / "u.db", origin=ORIGIN, signer=Signer.generate()) as log:
+    key = Signer.generate()
+    with AuditLog.open(tmp_path / "u.db", origin=ORIGIN, signer=key) as log:
         log.append_many(
             [
                 make_event(actor, "partner-1", "test.event", {"x": 1.0, "y": 0.1}),
@@ -576,7 +600,8 @@ def test_float_and_unicode_events_verify(tmp_path: Path) -> None:
         )
         log.checkpoint()
         export_bundle(log, tmp_path / "b", public_keys={"partner-1": actor.public_key})
-    assert verify_bundle(tmp_path / "b").size == 3
+    policy = TrustPolicy.from_keys({ORIGIN: key.public_key, "partner-1": actor.public_key})
+    assert verify_bundle(tmp_path / "b", policy).size == 3
 
 
 @pytest.mark.parametrize(
@@ -602,7 +627,7 @@ def test_malformed_envelopes_are_refused(
     write_lines(bundle, ls)
     refresh_manifest(bundle)
     with pytest.raises(AuditVerificationError, match=f"entries.jsonl line 1: .*{message}"):
-        verify_bundle(bundle)
+        verify_bundle(bundle, pins())
 
 
 @pytest.mark.parametrize(
@@ -621,4 +646,4 @@ def test_export_reads_the_actor_of_any_entry(data: bytes, actor: object) -> None
 
 def test_verify_refuses_a_useless_chunk_size(bundle: Path) -> None:
     with pytest.raises(ComplianceError, match="chunk_lines"):
-        verify_bundle(bundle, chunk_lines=0)
+        verify_bundle(bundle, pins(), chunk_lines=0)

@@ -7,18 +7,19 @@ from pathlib import Path
 import pytest
 
 from fedcollab.common.errors import AuditVerificationError
-from fedcollab.compliance.bundle import export_bundle, verify_bundle
+from fedcollab.compliance.bundle import VerifiedBundle, export_bundle, verify_bundle
 from fedcollab.compliance.crossref import cross_check
 from fedcollab.compliance.events import make_event
 from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.log import AuditLog
+from fedcollab.compliance.trust import TrustPolicy
 
 DIGEST = "sha256:" + "cd" * 32
 
 
 def _bundles(
     tmp_path: Path, *, recorded: str, sent: str, dropped: bool = False
-) -> tuple[Path, Path]:
+) -> tuple[VerifiedBundle, VerifiedBundle]:
     coord, acme = Signer.generate(), Signer.generate()
     with AuditLog.open(tmp_path / "c.db", origin="coordinator", signer=coord) as log:
         body = {"digest": DIGEST, "step": "round-1", "contributions": {"acme": recorded}}
@@ -44,9 +45,8 @@ def _bundles(
             )
         )
         export_bundle(log, tmp_path / "ab", public_keys={})
-    verify_bundle(tmp_path / "cb")
-    verify_bundle(tmp_path / "ab")
-    return tmp_path / "cb", tmp_path / "ab"
+    policy = TrustPolicy.from_keys({"coordinator": coord.public_key, "acme": acme.public_key})
+    return verify_bundle(tmp_path / "cb", policy), verify_bundle(tmp_path / "ab", policy)
 
 
 def test_agreeing_logs(tmp_path: Path) -> None:
@@ -56,8 +56,11 @@ def test_agreeing_logs(tmp_path: Path) -> None:
 
 def test_disagreeing_digest_is_reported(tmp_path: Path) -> None:
     cb, ab = _bundles(tmp_path, recorded="sha256:02", sent="sha256:01")
+    result = cross_check(cb, {"acme": ab})
+    assert [f.kind for f in result.findings] == ["contribution"]
+    assert result.findings[0].wrong == "coordinator"
     with pytest.raises(AuditVerificationError, match="round-1"):
-        cross_check(cb, {"acme": ab})
+        result.raise_on_findings()
 
 
 def test_dropped_partner_is_not_a_disagreement(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from fedcollab.compliance.events import make_event
 from fedcollab.compliance.keys import Signer, format_verifier_key
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.report import build_report, render_html, write_report
+from fedcollab.compliance.trust import TrustPolicy
 
 ORIGIN = "fedcollab.test/audit"
 DIGEST = "sha256:" + "ab" * 32
@@ -37,6 +38,15 @@ CARD: dict[str, Any] = {
     ],
     "fedcollab_version": "0.1.0",
 }
+
+
+_PINS: dict[str, bytes] = {}
+_SMALL: dict[Path, TrustPolicy] = {}
+
+
+def pins() -> TrustPolicy:
+    """The keys an officer collected from every party of the ``world`` log."""
+    return TrustPolicy.from_keys(_PINS)
 
 
 def _h(data: str) -> str:
@@ -199,6 +209,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         cosigned = cosign(cp, keys["brand-a"], "brand-a")
         log.add_cosignature(cosigned, name="brand-a", public_key=keys["brand-a"].public_key)
         export_bundle(log, root / "bundle", public_keys={n: s.public_key for n, s in keys.items()})
+    _PINS.update({ORIGIN: log_key.public_key, **{n: s.public_key for n, s in keys.items()}})
     job_dir = root / "job"
     job_dir.mkdir()
     (job_dir / "model.pt").write_bytes(MODEL_BYTES)
@@ -216,13 +227,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def html(world: dict[str, Path]) -> str:
     model = build_report(
-        world["bundle"], registry=world["registry"], jobs=[world["job"]], trusted_keys=None
+        world["bundle"], registry=world["registry"], jobs=[world["job"]], policy=pins()
     )
     return render_html(model)
 
 
 def test_cover_and_attestation(world: dict[str, Path], html: str) -> None:
-    model = build_report(world["bundle"], registry=world["registry"], jobs=(), trusted_keys=None)
+    model = build_report(world["bundle"], registry=world["registry"], jobs=(), policy=pins())
     a = model.attestation
     assert a.size == 20 and a.cosigners == ("brand-a",) and a.signers[0] == ORIGIN
     manifest = (world["bundle"] / "manifest.json").read_bytes()
@@ -244,7 +255,7 @@ def test_provenance_sections(html: str) -> None:
 
 
 def test_art23_register(world: dict[str, Path]) -> None:
-    model = build_report(world["bundle"], registry=world["registry"], jobs=(), trusted_keys=None)
+    model = build_report(world["bundle"], registry=world["registry"], jobs=(), policy=pins())
     rows = {p.provider: p for p in model.provisions}
     assert set(rows) == {"brand-a", "brand-b"}
     a, b = rows["brand-a"], rows["brand-b"]
@@ -259,7 +270,7 @@ def test_art23_register(world: dict[str, Path]) -> None:
 
 def test_privacy_refusals_and_unknown_events(world: dict[str, Path], html: str) -> None:
     assert "No differential-privacy mechanism has been recorded in this log" in html
-    model = build_report(world["bundle"], registry=None, jobs=(), trusted_keys=None)
+    model = build_report(world["bundle"], registry=None, jobs=(), policy=pins())
     kinds = {(r.type, r.digest, r.subject) for r in model.refusals}
     assert kinds == {
         ("job.refused", REFUSED_DIGEST, "profiling"),
@@ -283,7 +294,7 @@ def test_job_folder_mismatch_is_flagged(world: dict[str, Path], tmp_path: Path) 
     (job / "model.pt").write_bytes(b"swapped weights")
     card = {**CARD, "partners": [{"name": "brand-a", "dataset_hash": DS_B, "n_rows": 1}]}
     (job / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
-    model = build_report(world["bundle"], registry=None, jobs=[job], trusted_keys=None)
+    model = build_report(world["bundle"], registry=None, jobs=[job], policy=pins())
     errors = [f.message for f in model.findings if f.severity == "error"]
     assert any("model.pt" in m and "differs" in m for m in errors)
     assert any("brand-a" in m and DS_B in m for m in errors)
@@ -292,10 +303,10 @@ def test_job_folder_mismatch_is_flagged(world: dict[str, Path], tmp_path: Path) 
     (job / "model_card.json").write_text(
         json.dumps({**CARD, "job": {"name": "x", "digest": "sha256:" + "00" * 32}})
     )
-    model = build_report(world["bundle"], registry=None, jobs=[job], trusted_keys=None)
+    model = build_report(world["bundle"], registry=None, jobs=[job], policy=pins())
     assert any("appears nowhere in the log" in f.message for f in model.findings)
     with pytest.raises(ComplianceError):
-        build_report(world["bundle"], registry=None, jobs=[tmp_path], trusted_keys=None)
+        build_report(world["bundle"], registry=None, jobs=[tmp_path], policy=pins())
 
 
 def test_write_report_html_and_pdf(world: dict[str, Path], tmp_path: Path) -> None:
@@ -303,7 +314,7 @@ def test_write_report_html_and_pdf(world: dict[str, Path], tmp_path: Path) -> No
         world["bundle"],
         registry=world["registry"],
         jobs=[world["job"]],
-        trusted_keys=None,
+        policy=pins(),
         out_dir=tmp_path / "out",
     )
     assert html_path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
@@ -317,7 +328,7 @@ def test_tampered_bundle_writes_nothing(world: dict[str, Path], tmp_path: Path) 
     entries.write_bytes(entries.read_bytes().replace(b"timeout", b"timeour", 1))
     out = tmp_path / "out"
     with pytest.raises(AuditVerificationError):
-        write_report(bundle, registry=None, jobs=(), trusted_keys=None, out_dir=out)
+        write_report(bundle, registry=None, jobs=(), policy=pins(), out_dir=out)
     assert not out.exists()
 
 
@@ -328,7 +339,7 @@ def test_untrusted_log_key_is_refused(world: dict[str, Path], tmp_path: Path) ->
             world["bundle"],
             registry=None,
             jobs=(),
-            trusted_keys={ORIGIN: other},
+            policy=TrustPolicy.from_keys({**_PINS, ORIGIN: other}),
             out_dir=tmp_path / "out",
         )
     assert not (tmp_path / "out").exists()
@@ -352,6 +363,7 @@ def test_cli_report(world: dict[str, Path], tmp_path: Path) -> None:
     assert (out / "report.html").is_file() and (out / "report.pdf").is_file()
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "pinned (--trust)" in html
+    assert "No partner bundle was given" in html
 
 
 def _small_bundle(root: Path, events: list[tuple[str, str, dict[str, Any]]]) -> Path:
@@ -361,6 +373,7 @@ def _small_bundle(root: Path, events: list[tuple[str, str, dict[str, Any]]]) -> 
         log.append_many([make_event(keys[a], a, t, b) for a, t, b in events])
         log.checkpoint()
         export_bundle(log, root / "bundle", public_keys={n: s.public_key for n, s in keys.items()})
+    _SMALL[root / "bundle"] = TrustPolicy.from_keys({n: s.public_key for n, s in keys.items()})
     return root / "bundle"
 
 
@@ -390,7 +403,7 @@ def test_privacy_ledger_and_crafted_output_names(tmp_path: Path) -> None:
     folder.mkdir()
     card = {"job": {"name": "dp", "digest": DIGEST}, "partners": []}
     (folder / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
-    model = build_report(bundle, registry=None, jobs=[folder], trusted_keys=None)
+    model = build_report(bundle, registry=None, jobs=[folder], policy=_SMALL[bundle])
     assert [s.cumulative_epsilon for s in model.privacy] == ["2", "3.5"]  # RFC 8785 numbers
     assert [s.over_cap for s in model.privacy] == [False, True]
     assert any("exceeds its cap" in f.message for f in model.findings)
@@ -399,24 +412,25 @@ def test_privacy_ledger_and_crafted_output_names(tmp_path: Path) -> None:
     assert "gaussian" in html and "No differential-privacy mechanism" not in html
 
 
-def test_bundle_swapped_after_verification_is_refused(
+def test_report_uses_the_verified_bytes_only(
     world: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A bundle swapped right after verification changes nothing: the report never re-reads."""
     import fedcollab.compliance.report as report_module
 
     bundle = Path(shutil.copytree(world["bundle"], tmp_path / "b"))
     real = report_module.verify_bundle
 
-    def verify_then_swap(path: Path, **kwargs: Any) -> Any:
-        result = real(path, **kwargs)
+    def verify_then_swap(path: Path, policy: TrustPolicy, **kwargs: Any) -> Any:
+        result = real(path, policy, **kwargs)
         entries = bundle / "entries.jsonl"
-        entries.write_bytes(entries.read_bytes().replace(b"timeout", b"timeour", 1))
+        entries.write_bytes(entries.read_bytes().replace(b"timeout", b"timeour"))
         return result
 
     monkeypatch.setattr(report_module, "verify_bundle", verify_then_swap)
-    with pytest.raises(AuditVerificationError, match="changed while it was being verified"):
-        write_report(bundle, registry=None, jobs=(), trusted_keys=None, out_dir=tmp_path / "o")
-    assert not (tmp_path / "o").exists()
+    html, _ = write_report(bundle, registry=None, jobs=(), policy=pins(), out_dir=tmp_path / "o")
+    assert "timeour" not in html.read_text(encoding="utf-8")
+    assert "timeout" in html.read_text(encoding="utf-8")
 
 
 def test_public_surface() -> None:
@@ -435,7 +449,6 @@ def test_public_surface() -> None:
 def test_partner_ledgers_join_the_privacy_section(tmp_path: Path) -> None:
     spend = {"job": "dp", "dataset": DS_A, "mechanism": {"kind": "gaussian"}, "delta": 1e-5,
              "accountant": "rdp", "cap": 3.0}  # fmt: skip
-    coordinator = _small_bundle(tmp_path, [("coordinator", "job.started", {"job": "dp"})])
     partner = tmp_path / "p"
     partner.mkdir()
     key = Signer.generate()
@@ -447,13 +460,6 @@ def test_partner_ledgers_join_the_privacy_section(tmp_path: Path) -> None:
         log.checkpoint()
         export_bundle(log, partner / "bundle", public_keys={"brand-a": key.public_key})
     partner = partner / "bundle"
-    alone = build_report(coordinator, registry=None, jobs=[], trusted_keys=None)
-    assert alone.privacy == ()
-    joined = build_report(
-        coordinator, registry=None, jobs=[], trusted_keys=None, ledger_bundles=[partner]
-    )
-    assert [(s.actor, s.cumulative_epsilon) for s in joined.privacy] == [("brand-a", "1")]
-    # With keys pinned, the partner's bundle is checked against its own pinned key.
     ckey = Signer.generate()
     cdir = tmp_path / "c"
     cdir.mkdir()
@@ -465,17 +471,21 @@ def test_partner_ledgers_join_the_privacy_section(tmp_path: Path) -> None:
             cdir / "bundle",
             public_keys={"coordinator": ckey.public_key, "brand-a": key.public_key},
         )
-    pins = {"coordinator": ckey.public_key, "brand-a": key.public_key}
-    pinned = build_report(
-        cdir / "bundle", registry=None, jobs=[], trusted_keys=pins, ledger_bundles=[partner]
+    pins = TrustPolicy.from_keys({"coordinator": ckey.public_key, "brand-a": key.public_key})
+    alone = build_report(cdir / "bundle", registry=None, jobs=[], policy=pins)
+    assert alone.privacy == ()
+    joined = build_report(
+        cdir / "bundle", registry=None, jobs=[], policy=pins, ledger_bundles=[partner]
     )
-    assert len(pinned.privacy) == 1
-    with pytest.raises(AuditVerificationError, match="no pinned key for the log 'brand-a'"):
-        only_coordinator = {"coordinator": ckey.public_key}
+    assert [(s.actor, s.cumulative_epsilon) for s in joined.privacy] == [("brand-a", "1")]
+    assert joined.attestation.cross_checked and joined.attestation.cross_findings == ()
+    # The partner's bundle is checked against its own pinned key.
+    with pytest.raises(AuditVerificationError, match="key of log 'brand-a' is not pinned"):
+        only_coordinator = TrustPolicy.from_keys({"coordinator": ckey.public_key})
         build_report(cdir / "bundle", registry=None, jobs=[],
-                     trusted_keys=only_coordinator, ledger_bundles=[partner])  # fmt: skip
+                     policy=only_coordinator, ledger_bundles=[partner])  # fmt: skip
     # A partner bundle that does not verify is refused, not silently skipped.
     (partner / "entries.jsonl").write_text("{}\n")
     with pytest.raises(AuditVerificationError):
-        build_report(coordinator, registry=None, jobs=[], trusted_keys=None,
+        build_report(cdir / "bundle", registry=None, jobs=[], policy=pins,
                      ledger_bundles=[partner])  # fmt: skip

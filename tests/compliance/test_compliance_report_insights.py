@@ -11,7 +11,7 @@ from fedcollab.compliance.report_render import pdf_bytes
 from fedcollab.protocols.attribution import coefficient_document
 from fedcollab.protocols.preprocessing import Preprocessor
 from fedcollab.protocols.segment_labels import describe_segments
-from tests.compliance.test_compliance_report import world  # noqa: F401  (the fixture)
+from tests.compliance.test_compliance_report import pins, world  # noqa: F401  (the fixture)
 
 PRE = Preprocessor(
     numeric_names=("PageValues",), means=(6.0,), stds=(10.0,),
@@ -45,7 +45,7 @@ def test_insights_section_in_html_and_pdf(world: dict[str, Path], tmp_path: Path
         overall_stds={"PageValues": 10.0},
     )
     (job / "segments.json").write_text(json.dumps(segs))
-    model = build_report(world["bundle"], registry=None, jobs=[job], trusted_keys=None)
+    model = build_report(world["bundle"], registry=None, jobs=[job], policy=pins())
     ins = model.jobs[0].insights
     assert ins is not None and ins.method == "coefficients"
     assert ins.attributions[0] == ("PageValues", "1.3000", "+")
@@ -62,10 +62,10 @@ def test_unreadable_insight_files_are_findings(world: dict[str, Path], tmp_path:
     job = Path(shutil.copytree(world["job"], tmp_path / "job"))
     (job / "attributions.json").write_text('{"job": 1}')
     (job / "segments.json").write_text("{}")
-    model = build_report(world["bundle"], registry=None, jobs=[job], trusted_keys=None)
+    model = build_report(world["bundle"], registry=None, jobs=[job], policy=pins())
     assert model.jobs[0].insights is None
     warnings = [f.message for f in model.findings if f.severity == "warning"]
     assert any("attributions.json is not" in m for m in warnings)
     assert any("segments.json is not" in m for m in warnings)
-    no_files = build_report(world["bundle"], registry=None, jobs=[world["job"]], trusted_keys=None)
+    no_files = build_report(world["bundle"], registry=None, jobs=[world["job"]], policy=pins())
     assert no_files.jobs[0].insights is None and "Model insights" not in render_html(no_files)

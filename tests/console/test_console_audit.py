@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import sqlite3
 import zipfile
 from collections.abc import Callable
@@ -11,9 +10,9 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from fedcollab.cli.audit import require_pinned
 from fedcollab.compliance.bundle import verify_bundle
 from fedcollab.compliance.trail import load_verifier_key
+from fedcollab.compliance.trust import TrustPolicy
 from tests.console.conftest import Env
 
 Client = Callable[[str], TestClient]
@@ -66,14 +65,14 @@ def test_exported_bundle_verifies_offline(env: Env, as_user: Client, tmp_path: P
     assert "attachment" in resp.headers["content-disposition"]
     bundle = _unzip(resp.content, tmp_path / "coordinator")
     name, key = load_verifier_key(env.ws.audit_pub)
-    report = verify_bundle(bundle, trusted_keys={name: key}, workers=1)  # what `audit verify` runs
-    require_pinned(report.origin, {name: key}, unsafe=False)
+    policy = TrustPolicy.from_keys({name: key})
+    report = verify_bundle(bundle, policy, workers=1)  # what `audit verify` runs
     assert report.origin == "coordinator" and report.size == 3
 
     console = _unzip(carl.get("/audit/console/bundle.zip").content, tmp_path / "console")
     cname, ckey = load_verifier_key(env.ws.root / "console" / "audit.pub")
-    creport = verify_bundle(console, trusted_keys={cname: ckey}, workers=1)
-    types = [json.loads(line)["event"]["type"] for line in (console / "entries.jsonl").open()]
+    creport = verify_bundle(console, TrustPolicy.from_keys({cname: ckey}), workers=1)
+    types = [ev["type"] for ev in creport.events()]
     assert creport.origin == "console" and "console.login" in types
 
     exports = carl.get("/api/audit/console/entries?type=console.export").json()["entries"]

@@ -91,7 +91,7 @@ def test_job_completes_over_tls(federation: LocalFederation, tmp_path: Path) -> 
     assert cosign["cosigned_by"] == sorted(p.partner for p in federation.partners)
     names = [p.partner for p in federation.partners]
     audit = export_and_verify(federation.ws, names, tmp_path / "bundles")
-    assert set(audit["cosigners"]) == set(names)
+    assert set(audit["cosigners"]) == set(names) and audit["unverified_cosigners"] == []
     assert all(n >= 3 for n in audit["matched"].values())  # moments + 2 rounds + evaluation
     types = [e["event"]["type"] for e in _entries(tmp_path / "bundles" / "coordinator")]
     assert types[:2] == ["job.submitted", "job.started"]

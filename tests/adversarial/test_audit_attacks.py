@@ -1,0 +1,331 @@
+"""A malicious coordinator operator against the compliance officer's audit commands.
+
+The operator holds the coordinator's log key and the log files, nothing else.
+Each attack is run through ``fedcollab audit verify`` (with the partners'
+bundles), ``audit crossref`` and ``audit report`` (``cli.app.main``, exit codes
+as a shell sees them); each must exit 31 with a message that names the attack.
+The honest federation passes all three (no false alarm).
+
+What the attacker still learns / keeps: a run the coordinator never logged and
+that no partner's bundle shows stays invisible (the officer must collect every
+partner's bundle); a partner that colludes with the operator can omit its own
+records.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from fedcollab.cli import app as cli_app
+from fedcollab.common.errors import EventOrderError
+from fedcollab.compliance.bundle import export_bundle
+from fedcollab.compliance.checkpoint import cosign, parse_signed_checkpoint
+from fedcollab.compliance.events import canonical_json, make_event
+from fedcollab.compliance.keys import Signer
+from fedcollab.compliance.log import AuditLog
+from fedcollab.compliance.store import LogStore
+from tests.adversarial.audit_world import COORDINATOR, PARTNERS, World
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str | Path) -> int:
+    monkeypatch.setattr(sys, "argv", ["fedcollab", *map(str, args)])
+    try:
+        cli_app.main()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def _honest(root: Path) -> World:
+    world = World.create(root)
+    world.run_job("run-1")
+    world.run_job("run-2", steps=("round-1",))
+    return world
+
+
+def _commands(world: World, bundles: dict[str, Path], out: Path) -> dict[str, list[str | Path]]:
+    trust = world.trust_args()
+    partner_args: list[str | Path] = []
+    for p in PARTNERS:
+        partner_args += ["--partner", f"{p}={bundles[p]}"]
+    coord = bundles[COORDINATOR]
+    return {
+        "verify": ["audit", "verify", coord, *trust, *partner_args, "--workers", "1"],
+        "crossref": ["audit", "crossref", coord, *trust, *partner_args],
+        "report": [
+            "audit", "report", coord, "--out", out / "report", *trust,
+            *[a for p in PARTNERS for a in ("--ledger", bundles[p])],
+        ],
+    }  # fmt: skip
+
+
+def _rebuilt_coordinator(world: World, out: Path, *, keep: int) -> Path:
+    """The operator re-creates its log from its first ``keep`` entries, with its own key."""
+    signer = world.coordinator.trail.signer
+    out.mkdir(parents=True)
+    with AuditLog.open(out / "forged.db", origin=COORDINATOR, signer=signer) as log:
+        for data in list(world.coordinator.trail.log.entries(0, keep)):
+            log.append(json.loads(data))
+        log.checkpoint()
+        keys = {n: p.trail.signer.public_key for n, p in world.partners.items()}
+        export_bundle(log, out / "coordinator", public_keys=keys)
+    return out / "coordinator"
+
+
+# --- the attacks -------------------------------------------------------------------------
+
+
+def forged_cosigners(world: World, tmp: Path) -> dict[str, Path]:
+    """Rewrite the whole log (region-2's contributions gone) and cosign it with keys
+    the operator made and named after the partners."""
+    bundles = world.export(tmp / "honest")
+    signer = world.coordinator.trail.signer
+    fakes = {p: Signer.generate() for p in PARTNERS}
+    with AuditLog.open(tmp / "forged.db", origin=COORDINATOR, signer=signer) as log:
+        for data in world.coordinator.trail.log.entries():
+            ev = json.loads(data)
+            if ev["type"] == "checkpoint.cosignatures":
+                continue  # a careful forger drops its records of the real cosignatures
+            if ev["type"] == "round.aggregated":
+                ev = make_event(signer, COORDINATOR, ev["type"],
+                                {**ev["body"], "contributions": {}}, time=_time(ev))  # fmt: skip
+            log.append(ev)
+        cp = log.checkpoint()
+        for name, fake in fakes.items():
+            log.add_cosignature(cosign(cp, fake, name), name=name, public_key=fake.public_key)
+        export_bundle(log, tmp / "forged", public_keys={n: f.public_key for n, f in fakes.items()})
+    return {**bundles, COORDINATOR: tmp / "forged"}
+
+
+def truncated(world: World, tmp: Path) -> dict[str, Path]:
+    """Roll the log back to its first two entries (before anything partners cosigned)."""
+    bundles = world.export(tmp / "honest")
+    return {**bundles, COORDINATOR: _rebuilt_coordinator(world, tmp / "t", keep=2)}
+
+
+def rewritten_history(world: World, tmp: Path) -> dict[str, Path]:
+    """Same size, other content: the first event is re-signed with another body, and the
+    records of cosignatures (which no longer verify) become innocuous events."""
+    bundles = world.export(tmp / "honest")
+    signer = world.coordinator.trail.signer
+    (tmp / "r").mkdir()
+    with AuditLog.open(tmp / "r" / "forged.db", origin=COORDINATOR, signer=signer) as log:
+        for i, data in enumerate(world.coordinator.trail.log.entries()):
+            ev = json.loads(data)
+            if i == 0 or ev["type"] == "checkpoint.cosignatures":
+                ev = make_event(signer, COORDINATOR, "job.note", {"i": i}, time=_time(ev))
+            log.append(ev)
+        log.checkpoint()
+        keys = {n: p.trail.signer.public_key for n, p in world.partners.items()}
+        export_bundle(log, tmp / "r" / "coordinator", public_keys=keys)
+    return {**bundles, COORDINATOR: tmp / "r" / "coordinator"}
+
+
+def omitted_run(world: World, tmp: Path) -> dict[str, Path]:
+    """The coordinator runs a job it never logs (nor has cosigned)."""
+    world.run_job("run-hidden", coordinator_logs=False)
+    return world.export(tmp / "b")
+
+
+def differing_requests(world: World, tmp: Path) -> dict[str, Path]:
+    """One partner gets another request than the others in the same step."""
+    world.run_job("run-3", request_override={"region-2": {"lr": 10.0}})
+    return world.export(tmp / "b")
+
+
+def wrong_decryption(world: World, tmp: Path) -> dict[str, Path]:
+    """The decryptor is handed region-2's lone ciphertext instead of the logged sum."""
+    world.run_job(
+        "run-he",
+        steps=(),
+        encrypted_step="stats",
+        decrypted="sha256:" + "66" * 32,
+    )
+    return world.export(tmp / "b")
+
+
+def back_dated(world: World, tmp: Path) -> dict[str, Path]:
+    """An event slipped in with a time before the newest event (straight into SQLite)."""
+    signer = world.coordinator.trail.signer
+    db = world.coordinator.trail.log._store.path
+    world.coordinator.trail.close()
+    past = datetime.now(UTC) - timedelta(days=3)
+    ev = make_event(signer, COORDINATOR, "consent.granted", {"partner": "region-1"}, time=past)
+    store = LogStore(db)
+    store.append_batch([canonical_json(ev)])
+    store.close()
+    world.coordinator.trail = type(world.coordinator.trail).open(
+        db, world.coordinator.key, actor=COORDINATOR
+    )
+    return world.export(tmp / "b")
+
+
+def dropped_cosignature(world: World, tmp: Path) -> dict[str, Path]:
+    """region-2's cosignature line is deleted from the newest cosigned checkpoint."""
+    db = world.coordinator.trail.log._store.path
+    world.coordinator.trail.close()
+    con = sqlite3.connect(db)
+    size, note = con.execute("SELECT size, note FROM checkpoints ORDER BY size DESC").fetchone()
+    signed = parse_signed_checkpoint(note)
+    assert "region-2" in signed.signer_names()
+    kept = "".join(line for line in note.splitlines(keepends=True) if " region-2 " not in line)
+    con.execute("UPDATE checkpoints SET note = ? WHERE size = ?", (kept, size))
+    con.commit()
+    con.close()
+    world.coordinator.trail = type(world.coordinator.trail).open(
+        db, world.coordinator.key, actor=COORDINATOR
+    )
+    return world.export(tmp / "b")
+
+
+def hidden_cosignature_drop(world: World, tmp: Path) -> dict[str, Path]:
+    """Drop region-2's cosignature *and* the log's own record of it: the log is cut at the
+    newest cosigned checkpoint and re-checkpointed with region-1's line only."""
+    bundles = world.export(tmp / "honest")
+    log = world.coordinator.trail.log
+    size = max(c.checkpoint.size for c in log.checkpoints() if len(c.signatures) > 1)
+    signer = world.coordinator.trail.signer
+    (tmp / "h").mkdir()
+    pubs = {n: p.trail.signer.public_key for n, p in world.partners.items()}
+    with AuditLog.open(tmp / "h" / "forged.db", origin=COORDINATOR, signer=signer) as forged:
+        for original in log.checkpoints():  # every checkpoint up to the cut, cosigned as before
+            at = original.checkpoint.size
+            if at > size:
+                break
+            for data in list(log.entries(forged.size, at)):
+                forged.append(json.loads(data))
+            forged.checkpoint()
+            for name in original.signer_names():
+                if name == COORDINATOR or (at == size and name == "region-2"):
+                    continue
+                forged.add_cosignature(original, name=name, public_key=pubs[name])
+        export_bundle(forged, tmp / "h" / "coordinator", public_keys=pubs)
+    return {**bundles, COORDINATOR: tmp / "h" / "coordinator"}
+
+
+def _time(ev: dict[str, object]) -> datetime:
+    stamp = str(ev["time"])
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+Attack = Callable[[World, Path], dict[str, Path]]
+
+ATTACKS: list[tuple[str, Attack, str]] = [
+    ("forged-cosigners", forged_cosigners, r"not the pinned key of 'region-\d'.*forged"),
+    (
+        "truncated",
+        truncated,
+        r"\[truncated\] coordinator's log is wrong|required cosigner 'region-1': cosignature on "
+        r"no checkpoint",
+    ),
+    (
+        "rewritten-history",
+        rewritten_history,
+        r"\[inconsistent\] coordinator's log is wrong: 'region-1' cosigned .* does not extend"
+        r"|required cosigner 'region-1': cosignature on no checkpoint",
+    ),
+    ("omitted-run", omitted_run, r"\[missing-run\] coordinator's log is wrong: .*run-hidden"),
+    (
+        "differing-requests",
+        differing_requests,
+        r"\[request\] coordinator's log is wrong: run .*run-3, step 'round-1'.*different requests",
+    ),
+    (
+        "wrong-decryption",
+        wrong_decryption,
+        r"\[decryption\] coordinator's log is wrong: .*decryptor 'region-1' decrypted ciphertext "
+        r"sha256:6666",
+    ),
+    (
+        "hidden-cosignature-drop",
+        hidden_cosignature_drop,
+        r"\[cosignature-removed\] coordinator's log is wrong: 'region-2' cosigned .* carries no "
+        r"cosignature line by it|required cosigner 'region-2'",
+    ),
+    ("back-dated", back_dated, r"event time .* is earlier than the previous event's"),
+    (
+        "dropped-cosignature",
+        dropped_cosignature,
+        r"no cosignature line by 'region-2'.*a cosignature was removed",
+    ),
+]
+
+
+def test_the_honest_federation_passes_every_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = _honest(tmp_path / "w")
+    world.run_job("run-he", steps=(), encrypted_step="stats")
+    bundles = world.export(tmp_path / "b")
+    for name, args in _commands(world, bundles, tmp_path).items():
+        code = run_cli(monkeypatch, *args)
+        err = capsys.readouterr()
+        assert code == 0, (name, err.out, err.err)
+    html = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
+    assert "verified against the pinned key" in html and "UNVERIFIED" not in html
+    assert "None: the partners' logs agree with this log." in html
+    world.close()
+
+
+@pytest.mark.parametrize("command", ["verify", "crossref", "report"])
+@pytest.mark.parametrize(("attack", "message"), [(a[1], a[2]) for a in ATTACKS],
+                         ids=[a[0] for a in ATTACKS])  # fmt: skip
+def test_attack_is_reported_with_exit_31(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    attack: Attack,
+    message: str,
+) -> None:
+    world = _honest(tmp_path / "w")
+    bundles = attack(world, tmp_path)
+    world.close()
+    code = run_cli(monkeypatch, *_commands(world, bundles, tmp_path)[command])
+    err = capsys.readouterr()
+    assert code == 31, (err.out, err.err)
+    assert re.search(message, " ".join((err.out + err.err).split())), (err.out, err.err)
+
+
+def test_forged_cosigners_never_count_with_only_the_coordinator_pinned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's attack: only the coordinator pinned, as the old README said."""
+    world = _honest(tmp_path / "w")
+    bundles = forged_cosigners(world, tmp_path)
+    world.close()
+    coord_only = ["--trust", f"{COORDINATOR}={world.coordinator.pub}"]
+    code = run_cli(monkeypatch, "audit", "verify", bundles[COORDINATOR], *coord_only)
+    out = capsys.readouterr().out
+    assert code == 0 and "region-1 (UNVERIFIED KEY, not counted)" in " ".join(out.split())
+    # The report pins the registered partners (peers.json) and requires them all: the
+    # fakes are refused as keys shipped under a pinned name.
+    peers = tmp_path / "peers.json"
+    peers.write_text(json.dumps({n: p.pub.read_text().strip() for n, p in world.partners.items()}))
+    code = run_cli(monkeypatch, "audit", "report", bundles[COORDINATOR], "--out",
+                   tmp_path / "r", *coord_only, "--trust-peers", peers)  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 31 and "not the pinned key of 'region-1'" in err
+
+
+def test_appending_a_back_dated_event_is_refused(tmp_path: Path) -> None:
+    key = Signer.generate()
+    with AuditLog.open(tmp_path / "a.db", origin=COORDINATOR, signer=key) as log:
+        log.append(make_event(key, COORDINATOR, "job.started", {}))
+        past = datetime.now(UTC) - timedelta(seconds=5)
+        with pytest.raises(EventOrderError, match="earlier than the newest event"):
+            log.append(make_event(key, COORDINATOR, "job.started", {}, time=past))
+        assert log.size == 1
+    with (
+        AuditLog.open(tmp_path / "a.db", origin=COORDINATOR, signer=key) as log,
+        pytest.raises(EventOrderError),  # the newest time survives a reopen
+    ):
+        log.append(make_event(key, COORDINATOR, "job.started", {}, time=past))
