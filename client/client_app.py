@@ -124,6 +124,22 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
             meta, vector = encryption.decrypt(
                 config, partner=data.partner, run=run, payload=payload, spec=spec
             )
+            if audit is not None and payload.ciphertext is not None:
+                # What was decrypted, logged before the result leaves (audit crossref
+                # checks it against the coordinator's aggregate and contributions).
+                audit.record(
+                    "he.decrypted",
+                    {
+                        **trail_body,
+                        "step": str(meta["step"]),
+                        "ciphertext": digest_bytes(payload.ciphertext),
+                        # name -> the reply digest its signed statement names
+                        "contributors": {
+                            str(b["statement"]["partner"]): str(b["statement"]["reply"])
+                            for b in payload.meta.get("bindings", [])
+                        },
+                    },
+                )
             aggregation = "ckks-decrypted-aggregate"
         else:
             _limit_threads(action)
