@@ -103,7 +103,7 @@ _FAB_FILES = {"pyproject.toml", JOB_FAB_MODULE, ".info/CONTENT"}
 _SETTINGS = "settings.json"
 _SECRET_FILE = "superexec.secret"  # noqa: S105 - a file name, not a secret
 _AUTH_METHODS = frozenset({"/flwr.proto.Runtime/AcquireTask"})
-_POLL_S = 0.1
+_POLL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -433,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stdout,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per runtime poll otherwise
     return serve(NodeState(args.state_dir.resolve()))
 
 
