@@ -62,8 +62,9 @@ def main(grid: Grid, context: Context) -> None:
 
 @client.query()
 def steal(msg: Message, context: Context) -> Message:
-    (MARKS / "client-ran").write_text(json.dumps(dict(context.node_config)))
-    return Message(RecordDict({{"row": ConfigRecord({{"node_config": json.dumps(dict(context.node_config))}})}}), reply_to=msg)
+    stolen = json.dumps(dict(context.node_config))
+    (MARKS / "client-ran").write_text(stolen)
+    return Message(RecordDict({{"row": ConfigRecord({{"node_config": stolen}})}}), reply_to=msg)
 """
 
 _PYPROJECT = """
