@@ -209,17 +209,20 @@ def test_foreign_app_reaching_a_node_is_refused_and_logged(
     assert reply.get("success") is True, (code, reply)
     # The ServerApp runs on the coordinator (the operator's choice) ...
     _wait_for("the foreign ServerApp", (marks / "server-ran").exists)
-    # ... the partner's node refuses its message and logs the refusal ...
+    # ... the partner's node decides: it refuses and logs (or, before the fix, ran it) ...
     _wait_for(
-        "run.refused in the partner's trail",
-        lambda: any(e.get("type") == "run.refused" for e in _trail_events(federation, partner)),
+        "the partner's verdict",
+        lambda: (
+            (marks / "client-ran").exists()
+            or any(e.get("type") == "run.refused" for e in _trail_events(federation, partner))
+        ),
     )
     _wait_for("the ServerApp's replies", (marks / "replies.json").exists)
+    # ... and the foreign ClientApp never ran at the partner.
+    assert not (marks / "client-ran").exists(), (marks / "client-ran").read_text()
     replies = json.loads((marks / "replies.json").read_text())
     assert replies and all(r["error"] for r in replies), replies
     assert "node_config" not in json.dumps(replies)
-    # ... and the foreign ClientApp never ran at the partner.
-    assert not (marks / "client-ran").exists()
     refused = [e for e in _trail_events(federation, partner) if e.get("type") == "run.refused"]
     body = refused[-1]["body"]
     assert isinstance(body, dict)
