@@ -320,6 +320,7 @@ def _serve_task(token: str, address: str, ca: bytes, node_config: Mapping[str, s
     heartbeat.start()
     context = None
     sub_status, details = SubStatus.FAILED, "refused by the partner node"
+    started = time.monotonic()
     try:
         message, context, run, fab = pull_task_input(client)
         context.node_config = dict(node_config)
@@ -350,6 +351,12 @@ def _serve_task(token: str, address: str, ca: bytes, node_config: Mapping[str, s
                 reply_to=message,
             )
         push_message(client, reply, context)
+        log.info(
+            "served %s of run %s in %.2f s",
+            message.metadata.message_type,
+            run.run_id,
+            time.monotonic() - started,
+        )
     except Exception:
         log.exception("task failed")
     finally:
