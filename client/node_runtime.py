@@ -383,6 +383,9 @@ def serve(state: NodeState) -> int:
     address = str(settings["runtime_address"])
     import fedcollab.client.client_app  # noqa: F401 - imported once, before the first message
 
+    with contextlib.suppress(ImportError):
+        import torch  # noqa: F401 - the handlers import it lazily: pay it here, not in round 1
+
     proc = subprocess.Popen(
         list(settings["supernode"]),
         preexec_fn=_die_with_parent,
