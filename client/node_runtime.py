@@ -271,6 +271,17 @@ def check_fab(content: bytes) -> str | None:
 # -- the executor loop -------------------------------------------------------------
 
 
+def _stop_child(proc: subprocess.Popen[bytes]) -> None:
+    """Let the child finish a shutdown it may already be in, then SIGTERM, then SIGKILL."""
+    for action in (None, proc.terminate, proc.kill):
+        if proc.poll() is not None:
+            return
+        if action is not None:
+            action()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
@@ -392,7 +403,8 @@ def serve(state: NodeState) -> int:
     )
 
     def _stop(signum: int, _frame: object) -> None:
-        proc.terminate()
+        # A group-wide SIGTERM already reached the child: a second one would cut
+        # its graceful shutdown short (the finally block below signals it if needed).
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, _stop)
@@ -426,12 +438,7 @@ def serve(state: NodeState) -> int:
         return proc.returncode or 0
     finally:
         client.close()
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _stop_child(proc)
 
 
 def main(argv: list[str] | None = None) -> int:

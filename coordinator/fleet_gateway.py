@@ -151,6 +151,17 @@ def _free_loopback_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _stop_child(proc: subprocess.Popen[bytes]) -> None:
+    """Let the child finish a shutdown it may already be in, then SIGTERM, then SIGKILL."""
+    for action in (None, proc.terminate, proc.kill):
+        if proc.poll() is not None:
+            return
+        if action is not None:
+            action()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     """Linux: the SuperLink gets SIGTERM if this gateway dies (PR_SET_PDEATHSIG)."""
     with contextlib.suppress(OSError, AttributeError):
@@ -190,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workspace", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per forwarded request otherwise
     ws = Workspace.open(args.workspace)
     fed = ws.federation
     internal = _free_loopback_port()
@@ -201,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     def _stop(signum: int, _frame: object) -> None:
-        proc.terminate()
+        # A group-wide SIGTERM already reached the child: a second one would cut
+        # its graceful shutdown short (the finally block below signals it if needed).
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, _stop)
@@ -222,12 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             lifespan="on",
         )
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _stop_child(proc)
     return 0
 
 
