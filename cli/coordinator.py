@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fedcollab.coordinator.superlink import flwr_env, superlink_command
+from fedcollab.coordinator.superlink import coordinator_command, flwr_env
 from fedcollab.coordinator.workspace import Workspace
 
 __all__ = ["app"]
@@ -24,10 +24,16 @@ def start(
 ) -> None:
     """Run the coordinator in the foreground: TLS on, SuperNode authentication on.
 
+    Partners reach only the Fleet API on the federation address; Flower's
+    Control API (job submission, run and node listing) listens on loopback.
+
     Stop it with Ctrl-C. Its state (registered nodes, runs) persists in the
     workspace's coordinator/state folder.
     """
     ws = Workspace.open(workspace)
-    cmd = superlink_command(ws)
-    typer.echo(f"coordinator {ws.federation.name!r} on {ws.federation.address} (TLS, node auth)")
+    cmd = coordinator_command(ws)
+    typer.echo(
+        f"coordinator {ws.federation.name!r} on {ws.federation.address} "
+        "(TLS, node auth, Fleet API only)"
+    )
     os.execvpe(cmd[0], cmd, flwr_env(ws))  # noqa: S606 - replaces this process: signals reach Flower directly

@@ -16,7 +16,7 @@ from fedcollab.client.supernode import (
     NodeConfig,
     explain_exit,
     is_refusal,
-    supernode_command,
+    node_command,
     validate_partner_data,
 )
 from fedcollab.common.errors import PolicyRefusal
@@ -55,7 +55,9 @@ def start(
     superlink: Annotated[str, typer.Option(help="Coordinator address host:port.")] = (
         "127.0.0.1:9092"
     ),
-    port: Annotated[int, typer.Option(help="Local port of this node's runtime API.")] = 9094,
+    port: Annotated[
+        int, typer.Option(help="Local port of this node's runtime API (127.0.0.1, TLS).")
+    ] = 9094,
     audit_key: Annotated[
         Path | None, typer.Option(help="Your audit.key: keep a signed audit trail (recommended).")
     ] = None,
@@ -133,9 +135,7 @@ def start(
         vertical_queries=vertical_queries,
     )
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(
-            supernode_command(cfg), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
+        proc = subprocess.Popen(node_command(cfg), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)

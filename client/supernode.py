@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from fedcollab.client.node_runtime import NodeState, prepare_state
 from fedcollab.client.partner_data import PartnerSource
 from fedcollab.common.dataset import Dataset, load_dataset
 from fedcollab.common.errors import FederationError, WorkspaceError
@@ -24,8 +26,8 @@ __all__ = [
     "NodeConfig",
     "explain_exit",
     "is_refusal",
+    "node_command",
     "start_supernode",
-    "supernode_command",
     "validate_partner_data",
 ]
 
@@ -61,6 +63,13 @@ class NodeConfig:
     vertical_queries: Path | None = None
     #: Give up connecting to the coordinator after this long.
     connect_timeout_s: float = 300.0
+    #: The node's private runtime folder (settings, runtime TLS, executor secret);
+    #: default: ``runtime/`` beside the node key.
+    state_dir: Path | None = None
+
+    @property
+    def runtime_dir(self) -> Path:
+        return self.state_dir or self.node_key.parent / "runtime"
 
 
 def validate_partner_data(source: PartnerSource) -> Dataset:
@@ -68,21 +77,10 @@ def validate_partner_data(source: PartnerSource) -> Dataset:
     return load_dataset(source.data, load_schema(source.schema))
 
 
-def supernode_command(cfg: NodeConfig) -> list[str]:
-    tool = shutil.which("flower-supernode")
-    if tool is None:
-        raise FederationError(
-            "'flower-supernode' is not on PATH",
-            hint="activate the project's virtualenv (.venv/bin) or run through `make`",
-        )
-    for path, what in ((cfg.ca_cert, "federation CA certificate"), (cfg.node_key, "node key")):
-        if not path.exists():
-            raise WorkspaceError(
-                f"{what} {path} does not exist",
-                hint="the operator sends ca.crt; create the node key with `fedcollab node keygen`",
-            )
+def node_settings(cfg: NodeConfig) -> dict[str, str]:
+    """What the ClientApp sees as its node config (kept in the 0600 settings file)."""
     src = cfg.source
-    items = {"partner": src.partner, "data": src.data, "schema": src.schema}
+    items: dict[str, object] = {"partner": src.partner, "data": src.data, "schema": src.schema}
     if cfg.audit_db is not None and cfg.audit_key is not None:
         items.update({"audit-db": cfg.audit_db, "audit-key": cfg.audit_key})
     if cfg.coordinator_key is not None:
@@ -97,31 +95,45 @@ def supernode_command(cfg: NodeConfig) -> list[str]:
         items["share-explanations"] = "true"
     if cfg.vertical_queries is not None:
         items["vertical-queries"] = cfg.vertical_queries
-    for key, value in items.items():
-        if "'" in str(value) or '"' in str(value):
+    return {k: str(v.resolve() if isinstance(v, Path) else v) for k, v in items.items()}
+
+
+def node_command(cfg: NodeConfig) -> list[str]:
+    """Prepare the node's runtime folder; the argv that runs the node (no secret paths)."""
+    tool = shutil.which("flower-supernode")
+    if tool is None:
+        raise FederationError(
+            "'flower-supernode' is not on PATH",
+            hint="activate the project's virtualenv (.venv/bin) or run through `make`",
+        )
+    for path, what in ((cfg.ca_cert, "federation CA certificate"), (cfg.node_key, "node key")):
+        if not path.exists():
             raise WorkspaceError(
-                f"{key} {value!r} contains a quote", hint="use paths without quote characters"
+                f"{what} {path} does not exist",
+                hint="the operator sends ca.crt; create the node key with `fedcollab node keygen`",
             )
-    node_config = " ".join(
-        f"{k}='{v.resolve() if isinstance(v, Path) else v}'" for k, v in items.items()
-    )
-    return [
+    supernode = [
         tool,
         "--superlink", cfg.superlink,
         "--root-certificates", str(cfg.ca_cert.resolve()),
         "--auth-supernode-private-key", str(cfg.node_key.resolve()),
-        "--port", str(cfg.port),
-        "--node-config", node_config,
         "--max-retries", "20",
         "--max-wait-time", str(cfg.connect_timeout_s),
     ]  # fmt: skip
+    state: NodeState = prepare_state(
+        cfg.runtime_dir,
+        node_config=node_settings(cfg),
+        supernode=supernode,
+        runtime_port=cfg.port,
+    )
+    return [sys.executable, "-m", "fedcollab.client.node_runtime", "--state-dir", str(state.root)]
 
 
 def start_supernode(cfg: NodeConfig, *, log: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
     """Validate the data, then start the SuperNode in the background."""
     validate_partner_data(cfg.source)
     return subprocess.Popen(
-        supernode_command(cfg),
+        node_command(cfg),
         stdout=log if log is not None else subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
         start_new_session=True,

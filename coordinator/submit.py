@@ -25,6 +25,12 @@ from typing import Any
 import tomli_w
 
 from fedcollab import common
+from fedcollab.client.node_runtime import (
+    CLIENTAPP_REF,
+    JOB_FAB_MODULE,
+    JOB_FAB_MODULE_TEXT,
+    SERVERAPP_REF,
+)
 from fedcollab.common.errors import FederationError
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.coordinator.outputs import read_progress
@@ -42,8 +48,8 @@ _APP_PYPROJECT: dict[str, Any] = {
             "app": {
                 "publisher": "fedcollab",
                 "components": {
-                    "serverapp": "fedcollab.coordinator.server_app:app",
-                    "clientapp": "fedcollab.client.client_app:app",
+                    "serverapp": SERVERAPP_REF,
+                    "clientapp": CLIENTAPP_REF,
                 },
                 "config": {
                     "job": "",
@@ -77,7 +83,7 @@ def submit_job(
         app_dir = Path(tmp) / "app"
         app_dir.mkdir()
         (app_dir / "pyproject.toml").write_text(tomli_w.dumps(_APP_PYPROJECT))
-        (app_dir / "fedcollab_job.py").write_text('"""Components live in installed packages."""\n')
+        (app_dir / JOB_FAB_MODULE).write_text(JOB_FAB_MODULE_TEXT)
         overrides = Path(tmp) / "run-config.toml"
         overrides.write_text(
             tomli_w.dumps(

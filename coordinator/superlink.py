@@ -5,6 +5,12 @@ SuperNode authentication: only nodes whose public key the operator has
 registered (``fedcollab federation register``) can connect. Runtime
 dependency installation is disabled: a job never installs packages on the
 coordinator.
+
+The SuperLink itself binds loopback only: Flower 1.41 serves its
+unauthenticated Control API on the same port as the Fleet API, so the
+federation's public address is served by :mod:`fedcollab.coordinator.fleet_gateway`,
+which forwards the Fleet API alone. The workspace's ``flwr-home`` points the
+operator's ``flwr`` CLI (and ``fedcollab job submit``) at the loopback port.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import IO
@@ -24,6 +31,7 @@ from fedcollab.compliance.trail import load_verifier_key
 from fedcollab.coordinator.workspace import Workspace, check_name
 
 __all__ = [
+    "coordinator_command",
     "flwr_env",
     "partner_audit_keys",
     "register_node",
@@ -31,6 +39,7 @@ __all__ = [
     "start_superlink",
     "superlink_command",
     "wait_until_serving",
+    "write_flwr_config",
     "write_peer_keys",
 ]
 
@@ -50,8 +59,24 @@ def flwr_env(ws: Workspace) -> dict[str, str]:
     return {**os.environ, "FLWR_HOME": str(ws.flwr_home.resolve())}
 
 
-def superlink_command(ws: Workspace) -> list[str]:
+def write_flwr_config(ws: Workspace, control_port: int) -> None:
+    """Point the workspace's Flower CLI config at the loopback SuperLink."""
     fed = ws.federation
+    ws.flwr_home.mkdir(parents=True, exist_ok=True)
+    path = ws.flwr_home / "config.toml"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(
+        "[superlink]\n"
+        f'default = "{fed.name}"\n\n'
+        f"[superlink.{fed.name}]\n"
+        f'address = "127.0.0.1:{control_port}"\n'
+        f'root-certificates = "{ws.ca_cert.resolve()}"\n'
+    )
+    os.replace(tmp, path)
+
+
+def superlink_command(ws: Workspace, *, internal_port: int) -> list[str]:
+    """``flower-superlink`` bound to loopback: only the Fleet gateway reaches it from outside."""
     ws.state_dir.mkdir(parents=True, exist_ok=True)
     return [
         _tool("flower-superlink"),
@@ -60,29 +85,38 @@ def superlink_command(ws: Workspace) -> list[str]:
         "--ssl-keyfile", str(ws.server_key.resolve()),
         "--enable-supernode-auth",
         "--disable-runtime-dependency-installation",
-        "--host", fed.host,
-        "--port", str(fed.port),
+        "--host", "127.0.0.1",
+        "--port", str(internal_port),
         "--database", str((ws.state_dir / "superlink.db").resolve()),
     ]  # fmt: skip
 
 
+def coordinator_command(ws: Workspace) -> list[str]:
+    """The coordinator process: the Fleet gateway, which starts the SuperLink itself."""
+    return [
+        sys.executable, "-m", "fedcollab.coordinator.fleet_gateway",
+        "--workspace", str(ws.root.resolve()),
+    ]  # fmt: skip
+
+
 def start_superlink(ws: Workspace, *, log: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
-    """Start the SuperLink in the background and wait until it serves TLS."""
+    """Start the coordinator (gateway + loopback SuperLink) and wait until it serves TLS."""
     fed = ws.federation
     if _port_open(fed.host, fed.port):
         raise FederationError(
             f"port {fed.port} on {fed.host} is already in use",
             hint="stop the other coordinator, or create the workspace with another --port",
         )
+    _tool("flower-superlink")
     proc = subprocess.Popen(
-        superlink_command(ws),
+        coordinator_command(ws),
         env=flwr_env(ws),
         stdout=log if log is not None else subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
-        wait_until_serving(ws, timeout_s=60.0, proc=proc)
+        wait_until_serving(ws, timeout_s=90.0, proc=proc)
     except FederationError:
         proc.kill()
         raise

@@ -1,0 +1,458 @@
+"""A partner's node runtime: the SuperNode runs no code the coordinator sends.
+
+Flower's default (``flower-supernode --isolation subprocess``) starts a
+``flwr-clientapp`` per message that installs the run's FAB and imports the
+ClientApp *from the FAB* (``flwr/supernode/runtime/run_clientapp.py``:
+``install_from_fab`` then ``get_load_client_app_fn``). Whoever can start a
+run (an outsider at an open Control API, or the coordinator itself) thus
+runs arbitrary code at every partner, with the partner's node config.
+
+Options in Flower 1.41, and why this module takes the second:
+
+* ``--trusted-entities``: the SuperNode accepts only FABs signed by a listed
+  publisher key. The FAB's code still runs; the signer would be the
+  coordinator (fedcollab builds the job FAB at submission), so a malicious
+  coordinator signs whatever it wants. It does not stop the attack we care
+  about.
+* ``--isolation process`` (chosen): the SuperNode launches nothing; an
+  external executor takes tasks from its runtime API (``AcquireTask``,
+  authenticated with ``--superexec-auth-secret-file``: an HMAC key derived
+  from a 32-byte secret only this node holds). This process is that
+  executor. For every task it pulls the message, context, run and FAB,
+  checks the FAB is exactly a fedcollab job FAB (the pyproject written by
+  ``coordinator/submit.py`` naming fedcollab's components, and the
+  placeholder module, nothing else), and then always calls the ClientApp
+  **installed on this machine** (``fedcollab.client.client_app:app``); code
+  in the FAB is never imported. Any other FAB is refused: an error reply,
+  and a ``run.refused`` event in the partner's own audit trail.
+
+Other hardening:
+
+* The node's settings (partner name, data, schema, audit key and log, grant,
+  ledger, peers, coordinator key) live in ``settings.json`` (0600, in a 0700
+  state folder) and are handed to the ClientApp as its ``node_config`` by
+  this process. ``flower-supernode`` gets no ``--node-config``: no data,
+  key or grant path appears on a command line. What Flower only takes on
+  argv remains there: the node key path, the CA certificate, and this
+  folder's runtime TLS certificate and secret file paths.
+* The runtime API listens on 127.0.0.1 with TLS (a node-local CA and
+  certificate made at every start, ``--ssl-certfile/--ssl-keyfile/
+  --ssl-ca-certfile``), never ``--insecure``.
+* The installed ClientApp is imported once and serves every message: the
+  1-2 s of torch/TenSEAL imports are paid at start-up, not per message.
+  Messages are served one at a time.
+
+Run as ``python -m fedcollab.client.node_runtime --state-dir DIR``; it starts
+``flower-supernode`` as its child (same process group; the child also dies
+with it via ``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import datetime as dt
+import io
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import signal
+import stat
+import subprocess
+import sys
+import time
+import tomllib
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from fedcollab.common.errors import FedcollabError, WorkspaceError
+
+__all__ = [
+    "CLIENTAPP_REF",
+    "JOB_FAB_MODULE",
+    "JOB_FAB_MODULE_TEXT",
+    "SERVERAPP_REF",
+    "NodeState",
+    "check_fab",
+    "load_settings",
+    "main",
+    "prepare_state",
+]
+
+log = logging.getLogger("fedcollab.node")
+
+#: The components a fedcollab job FAB names (``coordinator/submit.py`` writes them).
+CLIENTAPP_REF = "fedcollab.client.client_app:app"
+SERVERAPP_REF = "fedcollab.coordinator.server_app:app"
+#: The one module a job FAB carries: a placeholder, never imported.
+JOB_FAB_MODULE = "fedcollab_job.py"
+JOB_FAB_MODULE_TEXT = '"""Components live in installed packages."""\n'
+_FAB_FILES = {"pyproject.toml", JOB_FAB_MODULE, ".info/CONTENT"}
+
+_SETTINGS = "settings.json"
+_SECRET_FILE = "superexec.secret"  # noqa: S105 - a file name, not a secret
+_AUTH_METHODS = frozenset({"/flwr.proto.Runtime/AcquireTask"})
+_POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """Files of one node's runtime folder (created by :func:`prepare_state`)."""
+
+    root: Path
+
+    @property
+    def settings(self) -> Path:
+        return self.root / _SETTINGS
+
+    @property
+    def secret(self) -> Path:
+        return self.root / _SECRET_FILE
+
+    @property
+    def tls_ca(self) -> Path:
+        return self.root / "runtime-ca.crt"
+
+    @property
+    def tls_cert(self) -> Path:
+        return self.root / "runtime.crt"
+
+    @property
+    def tls_key(self) -> Path:
+        return self.root / "runtime.key"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _runtime_tls(state: NodeState) -> None:
+    """A node-local CA and a 127.0.0.1 certificate for the runtime API (fresh each start)."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedcollab node runtime CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    state.tls_ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    state.tls_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(
+        state.tls_key,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+
+
+def prepare_state(
+    root: Path,
+    *,
+    node_config: Mapping[str, str],
+    supernode: Sequence[str],
+    runtime_port: int,
+) -> NodeState:
+    """Write the node's private runtime folder: settings (0600), secret, runtime TLS.
+
+    ``supernode`` is the ``flower-supernode`` argv *without* the runtime API
+    options, which are added here.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    state = NodeState(root.resolve())
+    _write_private(state.secret, secrets.token_bytes(32))
+    _runtime_tls(state)
+    argv = [
+        *supernode,
+        "--isolation", "process",
+        "--host", "127.0.0.1",
+        "--port", str(runtime_port),
+        "--ssl-certfile", str(state.tls_cert),
+        "--ssl-keyfile", str(state.tls_key),
+        "--ssl-ca-certfile", str(state.tls_ca),
+        "--superexec-auth-secret-file", str(state.secret),
+    ]  # fmt: skip
+    settings = {
+        "node_config": dict(node_config),
+        "supernode": argv,
+        "runtime_address": f"127.0.0.1:{runtime_port}",
+    }
+    _write_private(state.settings, (json.dumps(settings, indent=2) + "\n").encode())
+    return state
+
+
+def load_settings(state: NodeState) -> dict[str, Any]:
+    """Read ``settings.json``; refuse one that other users can read or write."""
+    try:
+        mode = state.settings.stat().st_mode
+    except OSError as exc:
+        raise WorkspaceError(
+            f"node settings {state.settings} are missing",
+            hint="start the node with `fedcollab node start`",
+        ) from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise WorkspaceError(
+            f"node settings {state.settings} are readable by other users",
+            hint=f"chmod 600 {state.settings}",
+        )
+    data: dict[str, Any] = json.loads(state.settings.read_text())
+    return data
+
+
+def check_fab(content: bytes) -> str | None:
+    """Why this FAB is not a fedcollab job FAB (None: it is one).
+
+    The FAB's code is never run either way; this decides whether the run is
+    served at all.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as zf:
+            names = set(zf.namelist())
+            extra = sorted(names - _FAB_FILES)
+            if extra:
+                return f"unexpected files in the app: {', '.join(extra[:5])}"
+            if "pyproject.toml" not in names:
+                return "the app has no pyproject.toml"
+            project = tomllib.loads(zf.read("pyproject.toml").decode())
+            module = zf.read(JOB_FAB_MODULE).decode() if JOB_FAB_MODULE in names else None
+    except (zipfile.BadZipFile, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError) as exc:
+        return f"unreadable app archive: {type(exc).__name__}"
+    components = project.get("tool", {}).get("flwr", {}).get("app", {}).get("components", {})
+    if components != {"serverapp": SERVERAPP_REF, "clientapp": CLIENTAPP_REF}:
+        return f"foreign components {json.dumps(components, sort_keys=True)[:200]}"
+    if module is not None and module != JOB_FAB_MODULE_TEXT:
+        return f"{JOB_FAB_MODULE} is not the fedcollab placeholder"
+    return None
+
+
+# -- the executor loop -------------------------------------------------------------
+
+
+def _stop_child(proc: subprocess.Popen[bytes]) -> None:
+    """Let the child finish a shutdown it may already be in, then SIGTERM, then SIGKILL."""
+    for action in (None, proc.terminate, proc.kill):
+        if proc.poll() is not None:
+            return
+        if action is not None:
+            action()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def _record_refusal(node_config: Mapping[str, str], body: Mapping[str, Any]) -> None:
+    from fedcollab.client.audit import PartnerAudit
+
+    audit = PartnerAudit.from_config(str(node_config.get("partner", "")), node_config)
+    if audit is None:
+        log.error("no audit trail configured: run refusal not recorded")
+        return
+    with contextlib.suppress(FedcollabError):
+        audit.record("run.refused", dict(body))
+
+
+def _serve_task(token: str, address: str, ca: bytes, node_config: Mapping[str, str]) -> None:
+    from flwr.app import Message
+    from flwr.app.error import Error
+    from flwr.common.constant import ErrorCode, SubStatus
+    from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+    from flwr.supercore.interceptors import (
+        RuntimeTokenHttpInterceptor,
+        RuntimeVersionHttpInterceptor,
+    )
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+    from flwr.supercore.runtime import RuntimeHttpClient
+    from flwr.supernode.runtime.run_clientapp import (
+        pull_task_input,
+        push_message,
+        push_task_output,
+    )
+
+    from fedcollab.client.client_app import app
+
+    client = RuntimeHttpClient.from_server_address(
+        server_address=address,
+        insecure=False,
+        root_certificates=ca,
+        interceptors=[
+            RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
+            RuntimeTokenHttpInterceptor(token),
+        ],
+        retry_invoker=make_simple_http_retry_invoker(),
+    )
+    heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+    heartbeat.start()
+    context = None
+    sub_status, details = SubStatus.FAILED, "refused by the partner node"
+    started = time.monotonic()
+    try:
+        message, context, run, fab = pull_task_input(client)
+        context.node_config = dict(node_config)
+        reason = check_fab(fab.content)
+        if reason is None:
+            reply = app(message=message, context=context)
+            sub_status, details = SubStatus.COMPLETED, ""
+        else:
+            log.error(
+                "refusing run %s (app %s, FAB %s): %s", run.run_id, run.fab_id, fab.hash_str, reason
+            )
+            _record_refusal(
+                node_config,
+                {
+                    "run": str(run.run_id),
+                    "app": run.fab_id,
+                    "version": run.fab_version,
+                    "fab_hash": fab.hash_str,
+                    "action": message.metadata.message_type,
+                    "reason": reason,
+                },
+            )
+            reply = Message(
+                Error(
+                    code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                    reason="run refused: this partner runs only its installed fedcollab ClientApp",
+                ),
+                reply_to=message,
+            )
+        push_message(client, reply, context)
+        log.info(
+            "served %s of run %s in %.2f s",
+            message.metadata.message_type,
+            run.run_id,
+            time.monotonic() - started,
+        )
+    except Exception:
+        log.exception("task failed")
+    finally:
+        with contextlib.suppress(Exception):
+            push_task_output(client=client, context=context, sub_status=sub_status, details=details)
+        if heartbeat.is_running:
+            heartbeat.stop()
+        client.close()
+
+
+def serve(state: NodeState) -> int:
+    """Start ``flower-supernode`` and execute its ClientApp tasks until it exits."""
+    from flwr.proto.runtime_pb2 import AcquireTaskRequest
+    from flwr.supercore.constant import TaskType
+    from flwr.supercore.interceptors import (
+        RuntimeVersionHttpInterceptor,
+        SuperExecAuthHttpInterceptor,
+    )
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+    from flwr.supercore.runtime import RuntimeHttpClient
+
+    settings = load_settings(state)
+    node_config = {str(k): str(v) for k, v in settings["node_config"].items()}
+    address = str(settings["runtime_address"])
+    import fedcollab.client.client_app  # noqa: F401 - imported once, before the first message
+
+    with contextlib.suppress(ImportError):
+        import torch  # noqa: F401 - the handlers import it lazily: pay it here, not in round 1
+
+    proc = subprocess.Popen(
+        list(settings["supernode"]),
+        preexec_fn=_die_with_parent,
+    )
+
+    def _stop(signum: int, _frame: object) -> None:
+        # A group-wide SIGTERM already reached the child: a second one would cut
+        # its graceful shutdown short (the finally block below signals it if needed).
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _stop)
+    ca = state.tls_ca.read_bytes()
+    client = RuntimeHttpClient.from_server_address(
+        server_address=address,
+        insecure=False,
+        root_certificates=ca,
+        interceptors=[
+            RuntimeVersionHttpInterceptor(component_name="SuperExec"),
+            SuperExecAuthHttpInterceptor(
+                master_secret=state.secret.read_bytes(), protected_methods=_AUTH_METHODS
+            ),
+        ],
+        retry_invoker=make_simple_http_retry_invoker(),
+    )
+    try:
+        while proc.poll() is None:
+            try:
+                res = client.AcquireTask(
+                    AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
+                )
+            except Exception as exc:  # the SuperNode is still starting or stopping
+                log.debug("runtime API not ready: %s", exc)
+                time.sleep(0.5)
+                continue
+            if res.HasField("task") and res.token:
+                _serve_task(res.token, address, ca, node_config)
+            else:
+                time.sleep(_POLL_S)
+        return proc.returncode or 0
+    finally:
+        client.close()
+        _stop_child(proc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fedcollab-node-runtime")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stdout,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per runtime poll otherwise
+    return serve(NodeState(args.state_dir.resolve()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""The coordinator's public face: a TLS gateway that forwards only the Fleet API.
+
+Flower 1.41 serves the Fleet, Control and Runtime APIs from one HTTP server
+(``flower-superlink --host/--port``; ``--control-api-address`` and
+``--fleet-api-address`` are deprecated no-ops for the HTTP transport, see
+``flwr/superlink/cli/flower_superlink.py``). Its Control API has no
+authentication outside Flower Enterprise (``load_control_authn_plugin``
+returns a no-op plugin), so anyone who reaches that port could ``flwr run``
+their own app on the coordinator and on every partner, list runs and nodes.
+
+So the SuperLink binds **loopback only** (``127.0.0.1``, a port picked free at
+start and written to the workspace's ``flwr-home/config.toml``, which
+``fedcollab job submit`` and the operator's ``flwr`` CLI use), and this
+gateway listens on the federation's public address with the same TLS
+certificate. It forwards exactly ``POST /v1/fleet/*`` (the SuperNode
+protocol: register/activate node, heartbeat, pull/push messages and objects,
+get run/FAB; node authentication is checked by the SuperLink itself, the
+signed headers are forwarded untouched) and answers everything else, above
+all ``/v1/control/*`` and ``/v1/runtime/*``, with 403 and a log line. This is
+the reverse-proxy split the ASGI spec allows without touching Flower [1].
+
+Run as ``python -m fedcollab.coordinator.fleet_gateway --workspace WS``: the
+process starts ``flower-superlink`` as its child (same process group, killed
+with it) and only then opens the public port, so a TLS handshake on the
+public address means the whole coordinator is up.
+
+What still holds for someone on the coordinator host: the loopback Control
+API is unauthenticated, so any local account there can submit runs. The
+coordinator host is trusted infrastructure of the operator; partner nodes do
+not rely on it (they run only their installed ClientApp, see
+:mod:`fedcollab.client.node_runtime`).
+
+[1] ASGI 3.0 specification, https://asgi.readthedocs.io/en/latest/specs/main.html
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import logging
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from fedcollab.common.errors import FederationError
+from fedcollab.coordinator.workspace import Workspace
+
+__all__ = ["FLEET_PREFIX", "is_forwarded", "main", "make_gateway"]
+
+log = logging.getLogger("fedcollab.gateway")
+
+#: The only path prefix the public address serves (Flower's Fleet router).
+FLEET_PREFIX = "/v1/fleet/"
+
+#: Hop-by-hop headers (RFC 9110 section 7.6.1) and the ones httpx recomputes.
+_DROP = {
+    b"host",
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"transfer-encoding",
+    b"te",
+    b"trailer",
+    b"upgrade",
+    b"content-length",
+}
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+def is_forwarded(method: str, path: str) -> bool:
+    """Whether the public address forwards this request (Fleet API only)."""
+    return method == "POST" and path.startswith(FLEET_PREFIX) and ".." not in path
+
+
+def make_gateway(upstream: str, ca_cert: Path) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """An ASGI app forwarding Fleet API requests to ``upstream`` (https://host:port)."""
+    ctx = ssl.create_default_context(cafile=str(ca_cert))
+    client = httpx.AsyncClient(base_url=upstream, verify=ctx, timeout=httpx.Timeout(300.0))
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                event = await receive()
+                if event["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif event["type"] == "lifespan.shutdown":
+                    await client.aclose()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        method, path = str(scope["method"]), str(scope["path"])
+        if not is_forwarded(method, path):
+            peer = scope.get("client") or ("?", 0)
+            log.warning(
+                "refused %s %s from %s: only the Fleet API is served here", method, path, peer[0]
+            )
+            body = b'{"detail":"only the Fleet API is served on this address"}'
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 403,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        chunks = []
+        while True:
+            event = await receive()
+            chunks.append(event.get("body", b""))
+            if not event.get("more_body", False):
+                break
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _DROP]
+        query = scope.get("query_string", b"")
+        url = path + ("?" + query.decode("latin-1") if query else "")
+        try:
+            resp = await client.request(method, url, headers=headers, content=b"".join(chunks))
+        except httpx.HTTPError as exc:
+            log.error("SuperLink unreachable: %s", exc)
+            await send({"type": "http.response.start", "status": 502, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        out = [(k, v) for k, v in resp.headers.raw if k.lower() not in _DROP]
+        out.append((b"content-length", str(len(resp.content)).encode()))
+        await send({"type": "http.response.start", "status": resp.status_code, "headers": out})
+        await send({"type": "http.response.body", "body": resp.content})
+
+    return app
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stop_child(proc: subprocess.Popen[bytes]) -> None:
+    """Let the child finish a shutdown it may already be in, then SIGTERM, then SIGKILL."""
+    for action in (None, proc.terminate, proc.kill):
+        if proc.poll() is not None:
+            return
+        if action is not None:
+            action()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: the SuperLink gets SIGTERM if this gateway dies (PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def _wait_tls(
+    host: str, port: int, ca: Path, proc: subprocess.Popen[bytes], timeout_s: float
+) -> None:
+    ctx = ssl.create_default_context(cafile=str(ca))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise FederationError(
+                f"the SuperLink exited with code {proc.returncode} during start-up",
+                hint="see the coordinator log",
+            )
+        try:
+            with (
+                socket.create_connection((host, port), timeout=1.0) as raw,
+                ctx.wrap_socket(raw, server_hostname=host),
+            ):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise FederationError(
+        f"the loopback SuperLink did not come up within {timeout_s:g} s",
+        hint="see the coordinator log",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the loopback SuperLink, then serve the Fleet-only gateway (blocks)."""
+    from fedcollab.coordinator.superlink import flwr_env, superlink_command, write_flwr_config
+
+    parser = argparse.ArgumentParser(prog="fedcollab-coordinator")
+    parser.add_argument("--workspace", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per forwarded request otherwise
+    ws = Workspace.open(args.workspace)
+    fed = ws.federation
+    internal = _free_loopback_port()
+    write_flwr_config(ws, internal)
+    proc = subprocess.Popen(
+        superlink_command(ws, internal_port=internal),
+        env=flwr_env(ws),
+        preexec_fn=_die_with_parent,
+    )
+
+    def _stop(signum: int, _frame: object) -> None:
+        # A group-wide SIGTERM already reached the child: a second one would cut
+        # its graceful shutdown short (the finally block below signals it if needed).
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        _wait_tls("127.0.0.1", internal, ws.ca_cert, proc, timeout_s=60.0)
+        log.info(
+            "SuperLink on 127.0.0.1:%d (Control API loopback only); Fleet gateway on %s",
+            internal,
+            fed.address,
+        )
+        uvicorn.run(
+            make_gateway(f"https://127.0.0.1:{internal}", ws.ca_cert),
+            host=fed.host,
+            port=fed.port,
+            ssl_certfile=str(ws.server_cert),
+            ssl_keyfile=str(ws.server_key),
+            log_level="warning",
+            lifespan="on",
+        )
+    finally:
+        _stop_child(proc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
