@@ -94,6 +94,22 @@ def start(
             "line (default: every row of your data)."
         ),
     ] = None,
+    dp_only: Annotated[
+        bool,
+        typer.Option(
+            help="Serve only differentially private jobs (a job with privacy.dp = 'none' is "
+            "refused and logged)."
+        ),
+    ] = False,
+    split_validation: Annotated[
+        float, typer.Option(help="Share of your rows held out for validation (your constant).")
+    ] = 0.1,
+    split_test: Annotated[
+        float, typer.Option(help="Share of your rows held out for testing (your constant).")
+    ] = 0.2,
+    split_seed: Annotated[
+        int, typer.Option(help="Seed of your id-hash split; jobs must use the same split.")
+    ] = 0,
     connect_timeout: Annotated[
         float, typer.Option(help="Seconds to keep trying to reach the coordinator.")
     ] = 300.0,
@@ -133,6 +149,10 @@ def start(
         budget_db=budget_db,
         share_explanations=share_explanations,
         vertical_queries=vertical_queries,
+        dp_only=dp_only,
+        split_validation=split_validation,
+        split_test=split_test,
+        split_seed=split_seed,
     )
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(node_command(cfg), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -61,6 +61,12 @@ class NodeConfig:
     #: Vertical joint inference at the label holder: ids to score, one per line
     #: (default: every row of its data).
     vertical_queries: Path | None = None
+    #: Serve only differentially private jobs (client.client_app.check_dp_policy).
+    dp_only: bool = False
+    #: How this node splits its rows (a partner's constant: client.run_contract).
+    split_validation: float = 0.1
+    split_test: float = 0.2
+    split_seed: int = 0
     #: Give up connecting to the coordinator after this long.
     connect_timeout_s: float = 300.0
     #: The node's private runtime folder (settings, runtime TLS, executor secret);
@@ -95,6 +101,14 @@ def node_settings(cfg: NodeConfig) -> dict[str, str]:
         items["share-explanations"] = "true"
     if cfg.vertical_queries is not None:
         items["vertical-queries"] = cfg.vertical_queries
+    items.update(
+        {
+            "dp-only": "true" if cfg.dp_only else "false",
+            "split-validation": repr(cfg.split_validation),
+            "split-test": repr(cfg.split_test),
+            "split-seed": str(cfg.split_seed),
+        }
+    )
     return {k: str(v.resolve() if isinstance(v, Path) else v) for k, v in items.items()}
 
 
