@@ -76,10 +76,7 @@ def report(
     """
     policy = policy_from_options(trust, trust_peers, require_cosigners)
     if require_cosigners is None:
-        origin = _origin(bundle)
-        policy = policy.with_required(
-            policy.registered or [n for n in sorted(policy.keys) if n != origin]
-        )
+        policy = policy.report_default(_origin(bundle))
     html, pdf = write_report(
         bundle,
         registry=registry,

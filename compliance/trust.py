@@ -98,9 +98,17 @@ class TrustPolicy:
 
     @classmethod
     def from_keys(
-        cls, keys: Mapping[str, bytes], *, required_cosigners: Iterable[str] = ()
+        cls,
+        keys: Mapping[str, bytes],
+        *,
+        required_cosigners: Iterable[str] = (),
+        registered: Iterable[str] = (),
     ) -> TrustPolicy:
-        return cls(keys=dict(keys), required_cosigners=tuple(required_cosigners))
+        return cls(
+            keys=dict(keys),
+            required_cosigners=tuple(required_cosigners),
+            registered=tuple(sorted(registered)),
+        )
 
     def with_required(self, names: Iterable[str]) -> TrustPolicy:
         """The same pins, requiring cosignatures from ``names``."""
@@ -109,6 +117,15 @@ class TrustPolicy:
             required_cosigners=tuple(dict.fromkeys(names)),
             registered=self.registered,
         )
+
+    def report_default(self, origin: str) -> TrustPolicy:
+        """The compliance report's default: every registered partner must have cosigned
+        ``origin``'s log; with none registered, every pinned party other than ``origin``.
+
+        ``audit report`` (without ``--require-cosigners``) and the console's report
+        download both apply it, so the two cannot drift apart.
+        """
+        return self.with_required(self.registered or [n for n in sorted(self.keys) if n != origin])
 
     def pinned(self, name: str) -> bytes | None:
         return self.keys.get(name)

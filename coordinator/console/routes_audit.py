@@ -65,6 +65,16 @@ def audit_api(request: Request, _p: AuditViewer) -> Response:
     return JSONResponse({"logs": [s.to_dict() for s in state.audit.all()]})
 
 
+def _report_policy(state: ConsoleState) -> TrustPolicy:
+    """What ``audit report --trust coordinator=audit.pub --trust-peers peers.json`` applies:
+    the coordinator's and every registered partner's key pinned, and (the report's
+    default, :meth:`TrustPolicy.report_default`) a cosignature of each partner required."""
+    name, pub = parse_verifier_key(state.ws.audit_pub.read_text(encoding="utf-8").strip())
+    partners = {n: parse_verifier_key(v)[1] for n, v in partner_audit_keys(state.ws).items()}
+    policy = TrustPolicy.from_keys({**partners, name: pub}, registered=partners)
+    return policy.report_default(name)
+
+
 @router.get("/audit/report.zip")
 def report_download(
     request: Request,
@@ -78,16 +88,14 @@ def report_download(
         refs = [r for r in refs if r.id == job]
         if not refs:
             return JSONResponse({"error": "no such job"}, status_code=404)
-    trusted = {n: parse_verifier_key(v)[1] for n, v in partner_audit_keys(state.ws).items()}
     registry = registry_path(state.ws)
     try:
         data, report = report_zip(
             _source(state, "coordinator"),
             registry=registry if registry.is_file() else None,
             jobs=[r.dir for r in refs if (r.dir / "model_card.json").is_file()],
-            policy=TrustPolicy.from_keys({**trusted, "coordinator": parse_verifier_key(
-                state.ws.audit_pub.read_text().strip())[1]}),
-        )  # fmt: skip
+            policy=_report_policy(state),
+        )
     except FedcollabError as exc:
         state.record("console.export", principal.name, what="report", ok=False, error=exc.message)
         return JSONResponse({"error": exc.message}, status_code=409)

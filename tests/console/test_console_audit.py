@@ -11,9 +11,11 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from fedcollab.compliance.bundle import verify_bundle
-from fedcollab.compliance.trail import load_verifier_key
+from fedcollab.compliance.checkpoint import cosign
+from fedcollab.compliance.keys import Signer
+from fedcollab.compliance.trail import Trail, load_verifier_key
 from fedcollab.compliance.trust import TrustPolicy
-from tests.console.conftest import Env
+from tests.console.conftest import PARTNERS, Env
 
 Client = Callable[[str], TestClient]
 
@@ -102,12 +104,47 @@ def test_entry_browser_filters_and_pages(as_user: Client) -> None:
     assert page.count("<tr data-index=") == 2
 
 
-def test_compliance_report_export(as_user: Client) -> None:
+def _cosign(env: Env, partner: str, signer: Signer | None = None) -> None:
+    """``partner`` cosigns the coordinator's latest checkpoint (with its own node key, or
+    ``signer``, a key the operator made under the partner's name)."""
+    key = signer or Signer.load(env.ws.node_dir(partner) / "audit.key")
+    with Trail.open(env.ws.audit_db, env.ws.audit_key, actor="coordinator") as trail:
+        latest = trail.log.checkpoints()[-1]
+        cosigned = cosign(latest, key, partner)
+        trail.log.add_cosignature(cosigned, name=partner, public_key=key.public_key)
+
+
+def test_compliance_report_export(env: Env, as_user: Client) -> None:
     assert as_user("olga").get("/audit/report.zip").status_code == 403
-    resp = as_user("carl").get("/audit/report.zip?job=purchase")
+    carl = as_user("carl")
+    for partner in PARTNERS:
+        _cosign(env, partner)
+    resp = carl.get("/audit/report.zip?job=purchase")
     assert resp.status_code == 200, resp.text
     with zipfile.ZipFile(io.BytesIO(resp.content)) as zf:
         names = zf.namelist()
-    assert any(n.endswith("/report.html") for n in names)
+        html = next(zf.read(n) for n in names if n.endswith("/report.html")).decode()
     assert any(n.endswith("/report.pdf") for n in names)
     assert any(n.endswith("/bundle/manifest.json") for n in names)
+    assert "verified against the pinned key" in html and "UNVERIFIED" not in html
+
+
+def test_report_requires_every_registered_partner_like_audit_report(
+    env: Env, as_user: Client
+) -> None:
+    """The console applies `audit report`'s default (TrustPolicy.report_default): each
+    registered partner must have cosigned under its registered key; else 409 and why."""
+    carl = as_user("carl")
+    resp = carl.get("/audit/report.zip")
+    assert resp.status_code == 409
+    assert "required cosigner 'brand-a': cosignature on no checkpoint" in resp.json()["error"]
+    _cosign(env, "brand-a")
+    resp = carl.get("/audit/report.zip")
+    assert resp.status_code == 409
+    assert "required cosigner 'brand-b'" in resp.json()["error"]
+    _cosign(env, "brand-b", Signer.generate())  # the operator forges brand-b's cosignature
+    resp = carl.get("/audit/report.zip")
+    assert resp.status_code == 409
+    assert "cosignature by 'brand-b' has a wrong key id" in resp.json()["error"]
+    exports = carl.get("/api/audit/console/entries?type=console.export").json()["entries"]
+    assert len(exports) == 3 and all('"ok": false' in e["body"] for e in exports)
