@@ -35,9 +35,18 @@ names the party whose log is wrong:
 Notes
 -----
 * Per-partner request fields: ``query.cosign`` carries each partner's own
-  consistency proof, ``query.vertical`` each party's share, and the first
-  encrypted step carries each partner's sealed key (``he.sealed``), so their
-  full ``request`` digests legitimately differ.
+  consistency proof, ``query.vertical`` each party's share, and every
+  encrypted step carries each partner's ``he`` meta (its sealed key), so their
+  full ``request`` digests legitimately differ.  ``request_shared`` leaves out
+  ``he`` and ``cosign`` (:func:`client.contribution.shared_request_digest`), so
+  encrypted steps and ``query.cosign`` are compared through it; a vertical
+  step's phase meta differs per party, so ``query.vertical`` never is.
+* ``he.decrypted`` is logged by the decrypting partner before the result
+  leaves (``client/client_app.py``): ``step`` is the encrypted step whose
+  aggregate it decrypted, ``ciphertext`` the digest of what it was given,
+  ``contributors`` each contributor's name and the reply digest its signed
+  statement names.  Each is compared with the coordinator's ``aggregate`` and
+  with the reply digest the contributor logged in its own ``data.sent``.
 * A partner's own records are authentic because its bundle verified under its
   pinned key; the coordinator cannot forge them.
 """
@@ -73,6 +82,9 @@ FindingKind = Literal[
 
 _RUN_EVENTS = frozenset({"request.received", "data.sent", "request.refused", "he.decrypted"})
 PER_PARTNER_ACTIONS = frozenset({"query.cosign", "query.vertical"})
+#: Actions whose *shared* request differs per party too: a vertical step sends each
+#: party its own phase meta (ring route, role) besides its share.
+PER_PARTY_SHARED = frozenset({"query.vertical"})
 
 
 @dataclass(frozen=True)
@@ -312,7 +324,7 @@ def _compare_requests(
     skipped: set[str] = set()
     for (run, step, action_kind), digests in sorted(by_step.items()):
         action, _, kind = action_kind.partition("\t")
-        if kind == "full" and action in PER_PARTNER_ACTIONS:
+        if action in (PER_PARTNER_ACTIONS if kind == "full" else PER_PARTY_SHARED):
             skipped.add(f"{action} (per-partner request)")
             continue
         if kind == "full" and (run, step) in coord.encrypted:

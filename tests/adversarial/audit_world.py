@@ -2,9 +2,11 @@
 
 One coordinator and two partners, each with its own SQLite log and Ed25519
 key (``audit.key``/``audit.pub`` as ``fedcollab node keygen`` writes them).
-A job run logs what the real nodes log: partners ``request.received`` (with
-:func:`client.audit.request_digest`) and ``data.sent``; the coordinator
-``round.aggregated``; then the real cosigning exchange
+A job run logs what the real nodes log (``client/client_app.py``): partners
+``request.received`` (``request``: :func:`client.audit.request_digest`;
+``request_shared``: :func:`client.contribution.shared_request_digest`),
+``data.sent`` and, for the decryptor of an encrypted step, ``he.decrypted``;
+the coordinator ``round.aggregated``; then the real cosigning exchange
 (:func:`compliance.cosigning.build_request` / ``cosign_request``), the
 partner's ``checkpoint.cosigned`` record and the coordinator's
 ``checkpoint.cosignatures`` record.  Attacks are built on top by a malicious
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from fedcollab.client.audit import request_digest
+from fedcollab.client.contribution import shared_request_digest
 from fedcollab.compliance.bundle import export_bundle
 from fedcollab.compliance.cosigning import CosignRecord, build_request, cosign_request
 from fedcollab.compliance.trail import Trail, create_party_key, digest_bytes, digest_vector
@@ -64,10 +67,17 @@ class World:
         request_override: Mapping[str, Mapping[str, Any]] | None = None,
         encrypted_step: str | None = None,
         decrypted: str | None = None,
+        told_contributions: Mapping[str, str] | None = None,
     ) -> None:
-        """One job run; ``request_override`` changes what the coordinator sends a partner,
-        ``encrypted_step`` is summed under CKKS and decrypted by region-1, which logs
-        ``he.decrypted`` of ``decrypted`` (default: the logged aggregate)."""
+        """One job run, logged as ``client/client_app.py`` and the coordinator log it.
+
+        ``request_override`` changes what the coordinator sends a partner (in every
+        step).  ``encrypted_step`` is summed under CKKS: each partner's request carries
+        its own ``he`` meta (sealed key), so only ``request_shared`` is comparable; then
+        region-1 decrypts the aggregate (``query.he_decrypt`` in ``<step>.decrypt``) and
+        logs ``he.decrypted`` of ``decrypted`` (default: the logged aggregate) with the
+        contributors' signed reply digests (default: what each sent; overridden per
+        partner by ``told_contributions``)."""
         head = {"job": JOB, "digest": DIGEST, "run": run}
         coord = self.coordinator.trail
         if coordinator_logs:
@@ -75,17 +85,30 @@ class World:
         aggregates: list[int] = []
         sent: dict[str, dict[str, str]] = {p: {} for p in self.partners}
         for step in (*steps, *((encrypted_step,) if encrypted_step else ())):
+            encrypted = step == encrypted_step
             contributions: dict[str, str] = {}
             total = np.zeros(4)
+            model = np.full(4, 0.5)
             for i, (name, p) in enumerate(sorted(self.partners.items())):
-                meta = {"job": JOB, "run": run, "lr": 0.1, **(request_override or {}).get(name, {})}
+                meta: dict[str, Any] = {
+                    "job": JOB, "run": run, "lr": 0.1, **(request_override or {}).get(name, {})
+                }  # fmt: skip
+                if encrypted:  # per partner: its sealed job key (client.contribution Notes)
+                    meta["he"] = {"sealed": f"job key sealed to {name}", "params": "wide"}
                 body = {**head, "action": "query.train", "step": step}
-                p.trail.record("request.received", {**body, "request": request_digest(meta, None)})
+                p.trail.record(
+                    "request.received",
+                    {
+                        **body,
+                        "request": request_digest(meta, model),
+                        "request_shared": shared_request_digest(meta, model),
+                    },
+                )
                 vec = np.arange(4.0) + i
                 total += vec
                 reply = (
                     digest_bytes(f"ciphertext {name} {run}".encode())
-                    if step == encrypted_step
+                    if encrypted
                     else digest_vector(vec)
                 )
                 p.trail.record("data.sent", {**body, "reply": reply, "n_values": 4})
@@ -93,7 +116,6 @@ class World:
                 sent[name][step] = reply
             if not coordinator_logs:
                 continue
-            encrypted = step == encrypted_step
             aggregate = digest_bytes(f"sum {run}".encode()) if encrypted else digest_vector(total)
             aggregates.append(
                 coord.record(
@@ -109,19 +131,66 @@ class World:
                 )
             )
             if encrypted:
-                self.partners["region-1"].trail.record(
-                    "he.decrypted",
-                    {
-                        **head,
-                        "step": step,
-                        "ciphertext": decrypted or aggregate,
-                        "contributors": contributions,
-                    },
+                aggregates.append(
+                    self._decrypt(
+                        head,
+                        step,
+                        ciphertext=decrypted or aggregate,
+                        contributors={**contributions, **(told_contributions or {})},
+                        total=total,
+                        sent=sent["region-1"],
+                    )
                 )
         if coordinator_logs:
             coord.record("job.completed", head)
         if cosign and coordinator_logs:
             self._cosign(run, aggregates, sent)
+
+    def _decrypt(
+        self,
+        head: Mapping[str, str],
+        step: str,
+        *,
+        ciphertext: str,
+        contributors: Mapping[str, str],
+        total: np.ndarray,
+        sent: dict[str, str],
+    ) -> int:
+        """region-1 decrypts ``step``'s aggregate: the events of ``client_app._serve`` for
+        ``query.he_decrypt`` and the coordinator's ``round.aggregated`` of the result."""
+        decryptor = self.partners["region-1"].trail
+        body = {**head, "action": "query.he_decrypt", "step": f"{step}.decrypt"}
+        bindings = [{"statement": {"partner": n, "reply": d}} for n, d in contributors.items()]
+        meta: dict[str, Any] = {
+            "job": JOB, "run": head["run"], "bindings": bindings,
+            "he": {"step": step, "contributors": sorted(contributors), "params": "wide"},
+        }  # fmt: skip
+        decryptor.record(
+            "request.received",
+            {
+                **body,
+                "request": request_digest(meta, None),
+                "request_shared": shared_request_digest(meta, None),
+            },
+        )
+        decryptor.record(
+            "he.decrypted",
+            {**body, "step": step, "ciphertext": ciphertext, "contributors": dict(contributors)},
+        )
+        values = digest_vector(total)
+        decryptor.record("data.sent", {**body, "reply": values, "n_values": len(total)})
+        sent[f"{step}.decrypt"] = values
+        return self.coordinator.trail.record(
+            "round.aggregated",
+            {
+                **head,
+                "step": f"{step}.decrypt",
+                "partners": ["region-1"],
+                "contributions": {"region-1": values},
+                "aggregate": values,
+                "protection": "ckks-decrypted",
+            },
+        )
 
     def _cosign(self, run: str, aggregates: list[int], sent: dict[str, dict[str, str]]) -> None:
         coord = self.coordinator.trail

@@ -18,20 +18,23 @@ import json
 import re
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fedcollab.cli import app as cli_app
 from fedcollab.common.errors import EventOrderError
-from fedcollab.compliance.bundle import export_bundle
+from fedcollab.compliance.bundle import export_bundle, verify_bundle
 from fedcollab.compliance.checkpoint import cosign, parse_signed_checkpoint
+from fedcollab.compliance.crossref import CrossCheck, cross_check
 from fedcollab.compliance.events import canonical_json, make_event
 from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.store import LogStore
+from fedcollab.compliance.trust import TrustPolicy
 from tests.adversarial.audit_world import COORDINATOR, PARTNERS, World
 
 
@@ -141,6 +144,15 @@ def differing_requests(world: World, tmp: Path) -> dict[str, Path]:
     return world.export(tmp / "b")
 
 
+def differing_encrypted_requests(world: World, tmp: Path) -> dict[str, Path]:
+    """In an encrypted step (full requests differ per partner: each carries its own
+    sealed key), region-2 alone is sent another request."""
+    world.run_job(
+        "run-he", steps=(), encrypted_step="stats", request_override={"region-2": {"lr": 10.0}}
+    )
+    return world.export(tmp / "b")
+
+
 def wrong_decryption(world: World, tmp: Path) -> dict[str, Path]:
     """The decryptor is handed region-2's lone ciphertext instead of the logged sum."""
     world.run_job(
@@ -148,6 +160,18 @@ def wrong_decryption(world: World, tmp: Path) -> dict[str, Path]:
         steps=(),
         encrypted_step="stats",
         decrypted="sha256:" + "66" * 32,
+    )
+    return world.export(tmp / "b")
+
+
+def decryption_of_other_contributions(world: World, tmp: Path) -> dict[str, Path]:
+    """The decryptor is told the sum holds a region-2 contribution region-2 never sent
+    (e.g. one replayed from another run, with its signed statement)."""
+    world.run_job(
+        "run-he",
+        steps=(),
+        encrypted_step="stats",
+        told_contributions={"region-2": "sha256:" + "77" * 32},
     )
     return world.export(tmp / "b")
 
@@ -239,6 +263,18 @@ ATTACKS: list[tuple[str, Attack, str]] = [
         r"\[request\] coordinator's log is wrong: run .*run-3, step 'round-1'.*different requests",
     ),
     (
+        "differing-encrypted-requests",
+        differing_encrypted_requests,
+        r"\[request\] coordinator's log is wrong: run .*run-he, step 'stats' \(query.train\): "
+        r"partners received different requests",
+    ),
+    (
+        "decryption-of-other-contributions",
+        decryption_of_other_contributions,
+        r"\[decryption\] coordinator's log is wrong: .*decryptor 'region-1' was given sha256:7777"
+        r".* as 'region-2''s contribution, but 'region-2' logged sending",
+    ),
+    (
         "wrong-decryption",
         wrong_decryption,
         r"\[decryption\] coordinator's log is wrong: .*decryptor 'region-1' decrypted ciphertext "
@@ -273,6 +309,73 @@ def test_the_honest_federation_passes_every_command(
     assert "verified against the pinned key" in html and "UNVERIFIED" not in html
     assert "None: the partners' logs agree with this log." in html
     world.close()
+
+
+def _verified(world: World, bundles: dict[str, Path]) -> CrossCheck:
+    policy = _policy(world)
+    partners = {p: verify_bundle(bundles[p], policy.without_requirements()) for p in PARTNERS}
+    return cross_check(verify_bundle(bundles[COORDINATOR], policy), partners)
+
+
+def test_an_honest_encrypted_step_is_compared_through_request_shared(tmp_path: Path) -> None:
+    """Partners log ``request_shared`` (client_app): an encrypted step, whose full requests
+    differ per partner, is compared, not skipped, and the decryption checks pass."""
+    world = World.create(tmp_path / "w")
+    world.run_job("run-1", steps=("round-1",))
+    world.run_job("run-he", steps=(), encrypted_step="stats")
+    bundles = world.export(tmp_path / "b")
+    world.close()
+    full = {
+        _body_of(ev)["request"]
+        for p in PARTNERS
+        for ev in verify_bundle(bundles[p], _policy(world)).events()
+        if ev["type"] == "request.received" and _body_of(ev)["step"] == "stats"
+    }
+    assert len(full) == 2  # the full requests differ (each partner's sealed key) ...
+    result = _verified(world, bundles)
+    assert result.findings == ()
+    assert result.not_compared == ()  # ... yet nothing is skipped:
+    assert result.requests_compared == 2  # round-1 and the encrypted step
+
+
+def test_a_differing_encrypted_request_is_found(tmp_path: Path) -> None:
+    world = World.create(tmp_path / "w")
+    bundles = differing_encrypted_requests(world, tmp_path)
+    world.close()
+    findings = _verified(world, bundles).findings
+    assert [(f.kind, f.wrong) for f in findings] == [("request", COORDINATOR)]
+    assert "step 'stats' (query.train)" in findings[0].message
+
+
+def test_decrypting_other_than_the_logged_aggregate_is_found(tmp_path: Path) -> None:
+    world = World.create(tmp_path / "w")
+    bundles = wrong_decryption(world, tmp_path)
+    world.close()
+    findings = _verified(world, bundles).findings
+    assert [(f.kind, f.wrong) for f in findings] == [("decryption", COORDINATOR)]
+    assert "decrypted ciphertext sha256:6666" in findings[0].message
+    assert "not the aggregate" in findings[0].message
+
+
+def test_decrypting_a_sum_of_other_contributions_is_found(tmp_path: Path) -> None:
+    world = World.create(tmp_path / "w")
+    bundles = decryption_of_other_contributions(world, tmp_path)
+    world.close()
+    findings = _verified(world, bundles).findings
+    assert [(f.kind, f.wrong) for f in findings] == [("decryption", COORDINATOR)]
+    assert "as 'region-2''s contribution, but 'region-2' logged sending" in findings[0].message
+
+
+def _policy(world: World) -> TrustPolicy:
+    return TrustPolicy.from_keys(
+        {p.name: p.trail.signer.public_key for p in (world.coordinator, *world.partners.values())}
+    )
+
+
+def _body_of(ev: Mapping[str, Any]) -> Mapping[str, Any]:
+    body = ev["body"]
+    assert isinstance(body, dict)
+    return body
 
 
 @pytest.mark.parametrize("command", ["verify", "crossref", "report"])
