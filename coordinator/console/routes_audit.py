@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from fedcollab.common.errors import FedcollabError
+from fedcollab.common.errors import ComplianceError, FedcollabError
 from fedcollab.compliance.keys import parse_verifier_key
 from fedcollab.compliance.trust import TrustPolicy
 from fedcollab.coordinator.console.audit_view import (
@@ -70,7 +70,14 @@ def _report_policy(state: ConsoleState) -> TrustPolicy:
     the coordinator's and every registered partner's key pinned, and (the report's
     default, :meth:`TrustPolicy.report_default`) a cosignature of each partner required."""
     name, pub = parse_verifier_key(state.ws.audit_pub.read_text(encoding="utf-8").strip())
-    partners = {n: parse_verifier_key(v)[1] for n, v in partner_audit_keys(state.ws).items()}
+    partners: dict[str, bytes] = {}
+    for partner, vkey in partner_audit_keys(state.ws).items():
+        key_name, partners[partner] = parse_verifier_key(vkey)
+        if key_name != partner:  # as --trust-peers refuses a re-labelled key
+            raise ComplianceError(
+                f"the registered audit key of {partner!r} is the key of {key_name!r}",
+                hint=f"register {partner!r} again with its own audit.pub",
+            )
     policy = TrustPolicy.from_keys({**partners, name: pub}, registered=partners)
     return policy.report_default(name)
 

@@ -148,3 +148,13 @@ def test_report_requires_every_registered_partner_like_audit_report(
     assert "cosignature by 'brand-b' has a wrong key id" in resp.json()["error"]
     exports = carl.get("/api/audit/console/entries?type=console.export").json()["entries"]
     assert len(exports) == 3 and all('"ok": false' in e["body"] for e in exports)
+
+
+def test_report_refuses_a_registered_key_under_another_name(env: Env, as_user: Client) -> None:
+    for partner in PARTNERS:
+        _cosign(env, partner)
+    registered = env.ws.root / "partners" / "brand-a" / "audit.pub"
+    registered.write_text((env.ws.root / "partners" / "brand-b" / "audit.pub").read_text())
+    resp = as_user("carl").get("/audit/report.zip")
+    assert resp.status_code == 409
+    assert "the registered audit key of 'brand-a' is the key of 'brand-b'" in resp.json()["error"]
