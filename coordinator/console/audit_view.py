@@ -71,6 +71,8 @@ class LogStatus:
     report: VerifiedBundle | None
     #: Size of the newest checkpoint that carries cosignatures (``cosigners`` are its).
     cosigned_size: int | None = None
+    #: Names of cosignatures under a key that is not pinned: shown, never counted.
+    unverified: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +83,7 @@ class LogStatus:
             "root": self.root_hex,
             "cosigners": list(self.cosigners),
             "cosigned_size": self.cosigned_size,
+            "unverified_cosigners": list(self.unverified),
             "verification": self.verification,
             "verified": self.verification.startswith("verified"),
         }
@@ -193,13 +196,19 @@ def log_status(source: AuditSource) -> LogStatus:
             if vcp.cosigned_by():
                 cosigners, cosigned_size = vcp.cosigned_by(), vcp.size
                 break
+        unverified = tuple(
+            sorted(
+                {n for vcp in report.checkpoints for n, st in vcp.cosignatures if st != "verified"}
+            )
+        )
         pending = size - report.size
         text = f"verified: {report.size} entries up to the latest checkpoint"
         if pending > 0:
             text += f" ({pending} newer entries not yet checkpointed)"
         return LogStatus(
-            source.name, True, size, cp_size, root, cosigners, text, report, cosigned_size
-        )
+            source.name, True, size, cp_size, root, cosigners, text, report, cosigned_size,
+            unverified,
+        )  # fmt: skip
     except (FedcollabError, sqlite3.Error, OSError) as exc:
         reason = exc.message if isinstance(exc, FedcollabError) else str(exc)
         return LogStatus(

@@ -158,3 +158,18 @@ def test_report_refuses_a_registered_key_under_another_name(env: Env, as_user: C
     resp = as_user("carl").get("/audit/report.zip")
     assert resp.status_code == 409
     assert "the registered audit key of 'brand-a' is the key of 'brand-b'" in resp.json()["error"]
+
+
+def test_a_cosignature_under_an_unregistered_name_is_shown_not_counted(
+    env: Env, as_user: Client
+) -> None:
+    _cosign(env, "brand-a")
+    _cosign(env, "mallory", Signer.generate())  # not a registered partner: no pinned key
+    carl = as_user("carl")
+    log = _logs(carl)["coordinator"]
+    assert str(log["verification"]).startswith("verified")
+    assert log["cosigners"] == ["brand-a"] and log["unverified_cosigners"] == ["mallory"]
+    assert "UNVERIFIED KEY, not counted: mallory" in carl.get("/audit").text
+    # The report still requires brand-b, whatever else cosigned.
+    resp = carl.get("/audit/report.zip")
+    assert resp.status_code == 409 and "required cosigner 'brand-b'" in resp.json()["error"]
