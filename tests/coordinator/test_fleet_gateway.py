@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import MutableMapping
+from collections.abc import Coroutine, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,13 @@ def test_only_fleet_posts_are_forwarded(method: str, path: str, forwarded: bool)
     assert is_forwarded(method, path) is forwarded
 
 
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    """Run the ASGI call on its own thread's event loop: earlier tests in the same
+    process (Playwright's sync API) may leave a loop running on this thread."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, coro).result()
+
+
 def test_control_request_gets_403_without_reaching_the_superlink(tmp_path: Path) -> None:
     ws = Workspace.create(tmp_path / "ws", name="gw")
     # The upstream is a closed port: a forwarded request would answer 502, not 403.
@@ -50,9 +58,9 @@ def test_control_request_gets_403_without_reaching_the_superlink(tmp_path: Path)
         "headers": [],
         "client": ("203.0.113.7", 5000),
     }
-    asyncio.run(app(scope, receive, send))
+    _run(app(scope, receive, send))
     assert sent[0]["status"] == 403
     assert b"only the Fleet API" in sent[1]["body"]
     sent.clear()
-    asyncio.run(app({**scope, "path": "/v1/fleet/pull-messages"}, receive, send))
+    _run(app({**scope, "path": "/v1/fleet/pull-messages"}, receive, send))
     assert sent[0]["status"] == 502
