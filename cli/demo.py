@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from fedcollab.common.errors import WorkspaceError
+
 __all__ = ["app"]
 
 app = typer.Typer()
@@ -26,6 +28,13 @@ def demo(
     and print federated vs centralized vs each partner alone.
 
     Both jobs aggregate under homomorphic encryption unless --no-encryption."""
-    from experiments.demo import run_demo
+    try:
+        from experiments.demo import run_demo
+    except ModuleNotFoundError as exc:  # the demo still lives in the clone's experiments/
+        raise WorkspaceError(
+            "the demo runs from a clone of the fedcollab repository (its experiments/ folder "
+            "is not installed with the package)",
+            hint="run `make demo` in the clone",
+        ) from exc
 
     run_demo(out, port=port, encrypted=encryption)
