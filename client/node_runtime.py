@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import datetime as dt
 import io
 import ipaddress
@@ -76,6 +75,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from fedcollab.common.child_process import die_with_parent, stop_child
 from fedcollab.common.errors import FedcollabError, WorkspaceError
 
 __all__ = [
@@ -271,22 +271,6 @@ def check_fab(content: bytes) -> str | None:
 # -- the executor loop -------------------------------------------------------------
 
 
-def _stop_child(proc: subprocess.Popen[bytes]) -> None:
-    """Let the child finish a shutdown it may already be in, then SIGTERM, then SIGKILL."""
-    for action in (None, proc.terminate, proc.kill):
-        if proc.poll() is not None:
-            return
-        if action is not None:
-            action()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-
-
 def _record_refusal(node_config: Mapping[str, str], body: Mapping[str, Any]) -> None:
     from fedcollab.client.audit import PartnerAudit
 
@@ -399,7 +383,7 @@ def serve(state: NodeState) -> int:
 
     proc = subprocess.Popen(
         list(settings["supernode"]),
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
 
     def _stop(signum: int, _frame: object) -> None:
@@ -438,7 +422,7 @@ def serve(state: NodeState) -> int:
         return proc.returncode or 0
     finally:
         client.close()
-        _stop_child(proc)
+        stop_child(proc)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,8 +36,6 @@ not rely on it (they run only their installed ClientApp, see
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import logging
 import signal
 import socket
@@ -52,6 +50,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from fedcollab.common.child_process import die_with_parent, stop_child
 from fedcollab.common.errors import FederationError
 from fedcollab.coordinator.workspace import Workspace
 
@@ -151,23 +150,6 @@ def _free_loopback_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _stop_child(proc: subprocess.Popen[bytes]) -> None:
-    """Let the child finish a shutdown it may already be in, then SIGTERM, then SIGKILL."""
-    for action in (None, proc.terminate, proc.kill):
-        if proc.poll() is not None:
-            return
-        if action is not None:
-            action()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: the SuperLink gets SIGTERM if this gateway dies (PR_SET_PDEATHSIG)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-
-
 def _wait_tls(
     host: str, port: int, ca: Path, proc: subprocess.Popen[bytes], timeout_s: float
 ) -> None:
@@ -209,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     proc = subprocess.Popen(
         superlink_command(ws, internal_port=internal),
         env=flwr_env(ws),
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
 
     def _stop(signum: int, _frame: object) -> None:
@@ -235,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             lifespan="on",
         )
     finally:
-        _stop_child(proc)
+        stop_child(proc)
     return 0
 
 
