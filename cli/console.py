@@ -8,6 +8,7 @@ Commands::
     fedcollab console user list -w WS
     fedcollab console user remove NAME -w WS
     fedcollab console ledger add PARTNER PATH -w WS
+    fedcollab console bundle add PARTNER BUNDLE_DIR -w WS
     fedcollab console jobs add DIR -w WS
     fedcollab console start -w WS [--host 127.0.0.1] [--port 8080] [--jobs DIR ...]
                                   [--tls-cert FILE --tls-key FILE]
@@ -32,6 +33,7 @@ from fedcollab.coordinator.console.settings import (
     ConsolePaths,
     add_jobs_dir,
     add_ledger,
+    add_partner_bundle,
     init_console,
     is_loopback,
 )
@@ -47,6 +49,8 @@ app.add_typer(user_app, name="user")
 jobs_app = typer.Typer(help="Folders of job outputs the console lists.")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(jobs_app, name="jobs")
+bundle_app = typer.Typer(help="Partners' exported audit bundles the compliance report checks.")
+app.add_typer(bundle_app, name="bundle")
 
 Workspace_ = Annotated[Path, typer.Option("--workspace", "-w", help="Federation workspace.")]
 
@@ -134,6 +138,19 @@ def ledger_add(
     """Let the console show PARTNER's privacy budget from PATH (read-only)."""
     resolved = add_ledger(Workspace.open(workspace), partner, path)
     typer.echo(f"the console reads {partner}'s ledger from {resolved}")
+
+
+@bundle_app.command("add")
+def bundle_add(
+    partner: Annotated[str, typer.Argument(help="The partner whose log the bundle is.")],
+    path: Annotated[
+        Path, typer.Argument(help="The partner's bundle folder (`fedcollab audit export`).")
+    ],
+    workspace: Workspace_ = Path("workspace"),
+) -> None:
+    """Cross-check PARTNER's exported audit bundle in every compliance report (read-only)."""
+    resolved = add_partner_bundle(Workspace.open(workspace), partner, path)
+    typer.echo(f"the compliance report cross-checks {partner}'s log from {resolved}")
 
 
 @jobs_app.command("add")

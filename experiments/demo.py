@@ -294,6 +294,7 @@ def run_demo(
         fed.ws,
         jobs_dir=out,
         ledgers={p: fed.budget_db(p) for p in everyone},
+        bundles={p: out / "audit" / p for p in names},
         partner_user=brands[0],
         out=out / "console",
     )

@@ -18,6 +18,7 @@ from fedcollab.coordinator.console.settings import (
     ConsolePaths,
     add_jobs_dir,
     add_ledger,
+    add_partner_bundle,
     init_console,
 )
 from fedcollab.coordinator.workspace import Workspace
@@ -26,7 +27,13 @@ __all__ = ["setup_console"]
 
 
 def setup_console(
-    ws: Workspace, *, jobs_dir: Path, ledgers: dict[str, Path], partner_user: str, out: Path
+    ws: Workspace,
+    *,
+    jobs_dir: Path,
+    ledgers: dict[str, Path],
+    partner_user: str,
+    out: Path,
+    bundles: dict[str, Path] | None = None,
 ) -> Path:
     """Initialise the console of ``ws`` for the demo; returns the credentials file."""
     paths = ConsolePaths.of(ws)
@@ -35,6 +42,8 @@ def setup_console(
     for partner, ledger in sorted(ledgers.items()):
         if ledger.is_file():
             add_ledger(ws, partner, ledger)
+    for partner, bundle in sorted((bundles or {}).items()):
+        add_partner_bundle(ws, partner, bundle)  # the report cross-checks their logs
     add_jobs_dir(ws, jobs_dir)
     store = UserStore(paths.users)
     accounts: list[tuple[str, Role, str | None]] = [

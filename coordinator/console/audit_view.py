@@ -238,15 +238,32 @@ def report_zip(
     registry: Path | None,
     jobs: list[Path],
     policy: TrustPolicy,
+    partner_bundles: Mapping[str, Path] | None = None,
 ) -> tuple[bytes, VerifiedBundle]:
-    """The compliance report (HTML + PDF) of ``source``'s verified bundle, zipped."""
+    """The compliance report (HTML + PDF) of ``source``'s verified bundle, zipped.
+
+    ``partner_bundles`` (partner -> exported bundle folder) are verified under
+    the same policy and cross-checked against the coordinator's bundle, exactly
+    as ``audit report --ledger BUNDLE`` does; they travel in the zip beside the
+    coordinator's bundle so the officer can re-run ``audit crossref`` offline.
+    """
     from fedcollab.compliance.report import write_report  # heavy (PDF): only when asked
 
+    given = dict(sorted((partner_bundles or {}).items()))
     with _exported(source) as (bundle, _size):
         report = _verify(source, bundle)
         out = bundle.parent / "report"
-        write_report(bundle, registry=registry, jobs=jobs, policy=policy, out_dir=out)
+        write_report(
+            bundle,
+            registry=registry,
+            jobs=jobs,
+            policy=policy,
+            out_dir=out,
+            ledger_bundles=list(given.values()),
+        )
         shutil.copytree(bundle, out / "bundle")
+        for partner, path in given.items():
+            shutil.copytree(path, out / "partner-bundles" / partner)
         return _zip(out, prefix=f"{source.name}-compliance-report"), report
 
 

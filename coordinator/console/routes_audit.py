@@ -24,6 +24,7 @@ from fedcollab.coordinator.console.audit_view import (
 from fedcollab.coordinator.console.auth import Principal
 from fedcollab.coordinator.console.context import ConsoleState, render, state_of
 from fedcollab.coordinator.console.permissions import Forbidden, Permission, need
+from fedcollab.coordinator.console.settings import partner_bundles
 from fedcollab.coordinator.policy_gate import registry_path
 from fedcollab.coordinator.superlink import partner_audit_keys
 
@@ -88,7 +89,11 @@ def report_download(
     principal: Exporter,
     job: str = Query(default="", max_length=128),
 ) -> Response:
-    """The compliance report of the coordinator's log (HTML + PDF + the bundle it verified)."""
+    """The compliance report of the coordinator's log (HTML + PDF + the bundles it verified).
+
+    Partners' bundles registered with ``console bundle add`` are verified and
+    cross-checked as ``audit report --ledger`` does; logs that disagree give 409
+    with every finding (the CLI writes the report and exits 31)."""
     state = state_of(request)
     refs = state.catalog.refs()
     if job:
@@ -102,6 +107,7 @@ def report_download(
             registry=registry if registry.is_file() else None,
             jobs=[r.dir for r in refs if (r.dir / "model_card.json").is_file()],
             policy=_report_policy(state),
+            partner_bundles=partner_bundles(state.ws),
         )
     except FedcollabError as exc:
         state.record("console.export", principal.name, what="report", ok=False, error=exc.message)

@@ -6,7 +6,8 @@ Layout (created by ``fedcollab console init``)::
     <ws>/console/users.json    console users and their argon2id hashes (0600)
     <ws>/console/audit.db      the console's own audit log (every console action)
     <ws>/console/audit.key     its Ed25519 signing key (0600); audit.pub beside it
-    <ws>/console/config.json   partners' budget ledgers the console may read
+    <ws>/console/config.json   partners' budget ledgers and exported audit bundles
+                               the console may read
 
 Notes
 -----
@@ -35,8 +36,10 @@ __all__ = [
     "ConsolePaths",
     "add_jobs_dir",
     "add_ledger",
+    "add_partner_bundle",
     "init_console",
     "is_loopback",
+    "partner_bundles",
 ]
 
 CONSOLE_ACTOR = "console"
@@ -134,6 +137,42 @@ def add_ledger(ws: Workspace, partner: str, ledger: Path) -> Path:
     raw.setdefault("ledgers", {})[partner] = str(ledger.resolve())
     _write_json(paths.config, raw)
     return ledger.resolve()
+
+
+def add_partner_bundle(ws: Workspace, partner: str, bundle: Path) -> Path:
+    """Let the console's compliance report cross-check ``partner``'s exported audit bundle.
+
+    The folder must be a bundle of ``partner``'s own log (``fedcollab audit export``
+    on the partner's node): its manifest's origin must be ``partner``. It is only
+    read, and verified under the partner's registered key whenever a report is made.
+    """
+    paths = ConsolePaths.of(ws)
+    paths.require()
+    check_name("partner", partner)
+    manifest = bundle / "manifest.json"
+    try:
+        origin = json.loads(manifest.read_text(encoding="utf-8")).get("origin")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ConsoleError(
+            f"{bundle} is not an audit bundle ({manifest} unreadable: {exc})",
+            hint=f"pass the folder {partner!r} wrote with `fedcollab audit export`",
+        ) from exc
+    if origin != partner:
+        raise ConsoleError(
+            f"{bundle} is the bundle of {origin!r}, not of {partner!r}",
+            hint=f"pass the folder {partner!r} wrote with `fedcollab audit export` of its own log",
+        )
+    raw = _read_config(paths)
+    raw.setdefault("bundles", {})[partner] = str(bundle.resolve())
+    _write_json(paths.config, raw)
+    return bundle.resolve()
+
+
+def partner_bundles(ws: Workspace) -> dict[str, Path]:
+    """The partners' bundles registered with :func:`add_partner_bundle`, read now (a
+    bundle registered while the console runs counts from the next report on)."""
+    raw = _read_config(ConsolePaths.of(ws))
+    return {str(k): Path(v) for k, v in dict(raw.get("bundles", {})).items()}
 
 
 def add_jobs_dir(ws: Workspace, directory: Path) -> Path:

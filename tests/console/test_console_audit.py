@@ -8,13 +8,16 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
-from fedcollab.compliance.bundle import verify_bundle
+from fedcollab.common.errors import ConsoleError
+from fedcollab.compliance.bundle import export_bundle, verify_bundle
 from fedcollab.compliance.checkpoint import cosign
 from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.trail import Trail, load_verifier_key
 from fedcollab.compliance.trust import TrustPolicy
+from fedcollab.coordinator.console.settings import add_partner_bundle
 from tests.console.conftest import PARTNERS, Env
 
 Client = Callable[[str], TestClient]
@@ -173,3 +176,70 @@ def test_a_cosignature_under_an_unregistered_name_is_shown_not_counted(
     # The report still requires brand-b, whatever else cosigned.
     resp = carl.get("/audit/report.zip")
     assert resp.status_code == 409 and "required cosigner 'brand-b'" in resp.json()["error"]
+
+
+def _partner_bundle(
+    env: Env, partner: str, out: Path, events: list[tuple[str, dict[str, object]]]
+) -> Path:
+    """``partner``'s own log with ``events``, exported as the partner would."""
+    key = env.ws.node_dir(partner) / "audit.key"
+    with Trail.open(out / f"{partner}.db", key, actor=partner) as trail:
+        for etype, body in events:
+            trail.record(etype, body)
+        trail.checkpoint()
+        export_bundle(trail.log, out / partner, public_keys={})
+    return out / partner
+
+
+def _cosigned_event(env: Env) -> dict[str, object]:
+    with Trail.open(env.ws.audit_db, env.ws.audit_key, actor="coordinator") as trail:
+        cp = trail.log.checkpoints()[-1]
+    c = cp.checkpoint
+    return {"origin": c.origin, "size": c.size, "root": c.root.hex()}
+
+
+def test_report_cross_checks_registered_partner_bundles(
+    env: Env, as_user: Client, tmp_path: Path
+) -> None:
+    """`console bundle add` makes the console's report run `audit report --ledger`'s
+    cross-log checks: each partner's own record of what it cosigned is in the report,
+    and its bundle travels in the zip."""
+    for partner in PARTNERS:
+        _cosign(env, partner)
+    own = _cosigned_event(env)
+    for partner in PARTNERS:
+        bundle = _partner_bundle(env, partner, tmp_path, [("checkpoint.cosigned", own)])
+        add_partner_bundle(env.ws, partner, bundle)
+    resp = as_user("carl").get("/audit/report.zip?job=purchase")
+    assert resp.status_code == 200, resp.text
+    with zipfile.ZipFile(io.BytesIO(resp.content)) as zf:
+        names = zf.namelist()
+        html = next(zf.read(n) for n in names if n.endswith("/report.html")).decode()
+    assert f"size {own['size']}, root {own['root']}" in html
+    assert "its bundle was not given" not in html
+    assert all(
+        any(n.endswith(f"/partner-bundles/{p}/manifest.json") for n in names) for p in PARTNERS
+    )
+
+
+def test_report_refuses_when_a_partner_holds_a_run_the_coordinator_left_out(
+    env: Env, as_user: Client, tmp_path: Path
+) -> None:
+    for partner in PARTNERS:
+        _cosign(env, partner)
+    sent = {"job": "purchase", "run": "run-omitted", "action": "train.fedavg",
+            "step": "round-1", "reply": "00" * 32, "n_values": 4}  # fmt: skip
+    add_partner_bundle(
+        env.ws, "brand-a", _partner_bundle(env, "brand-a", tmp_path, [("data.sent", sent)])
+    )
+    resp = as_user("carl").get("/audit/report.zip")
+    assert resp.status_code == 409
+    assert "left that run out of its log" in resp.json()["error"], resp.text
+
+
+def test_a_bundle_of_another_party_is_not_registered(env: Env, tmp_path: Path) -> None:
+    bundle = _partner_bundle(env, "brand-b", tmp_path, [])
+    with pytest.raises(ConsoleError, match="bundle of 'brand-b', not of 'brand-a'"):
+        add_partner_bundle(env.ws, "brand-a", bundle)
+    with pytest.raises(ConsoleError, match="not an audit bundle"):
+        add_partner_bundle(env.ws, "brand-a", tmp_path / "nothing")
