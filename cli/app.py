@@ -23,6 +23,7 @@ app = typer.Typer(
     help=(
         "Privacy-preserving federated collaboration for e-commerce partners.\n\n"
         "Operators: federation, coordinator, job, run, demo, console.  "
+        "First steps: example.  "
         "Partners: node, data, grant, budget.  Compliance officers: audit, registry."
     ),
     no_args_is_help=True,
@@ -46,6 +47,7 @@ _GROUPS: list[tuple[str, str | None]] = [
     ("fedcollab.cli.budget", "budget"),
     ("fedcollab.cli.run", None),
     ("fedcollab.cli.demo", None),
+    ("fedcollab.cli.example", "example"),
     ("fedcollab.cli.console", "console"),
 ]
 
