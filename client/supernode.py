@@ -9,7 +9,6 @@ against the federation CA.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -114,20 +113,16 @@ def node_settings(cfg: NodeConfig) -> dict[str, str]:
 
 def node_command(cfg: NodeConfig) -> list[str]:
     """Prepare the node's runtime folder; the argv that runs the node (no secret paths)."""
-    tool = shutil.which("flower-supernode")
-    if tool is None:
-        raise FederationError(
-            "'flower-supernode' is not on PATH",
-            hint="activate the project's virtualenv (.venv/bin) or run through `make`",
-        )
     for path, what in ((cfg.ca_cert, "federation CA certificate"), (cfg.node_key, "node key")):
         if not path.exists():
             raise WorkspaceError(
                 f"{what} {path} does not exist",
                 hint="the operator sends ca.crt; create the node key with `fedcollab node keygen`",
             )
+    # Flower's flower-supernode, with a pull interval that follows the job
+    # (client/fleet_poll.py: Flower waits a fixed 3 s between empty pulls).
     supernode = [
-        tool,
+        sys.executable, "-m", "fedcollab.client.fleet_poll",
         "--superlink", cfg.superlink,
         "--root-certificates", str(cfg.ca_cert.resolve()),
         "--auth-supernode-private-key", str(cfg.node_key.resolve()),

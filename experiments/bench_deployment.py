@@ -1,0 +1,218 @@
+"""The demo's purchase job in a real deployment vs Flower's simulation engine, side by side.
+
+    python -m experiments.bench_deployment --out results/experiments [--rounds 6]
+
+Goal (issue 18): "a deployment round <= 1.5x the simulation round for the demo's
+purchase job". The same job spec (the demo's: logistic regression on nine Online
+Shoppers Region partners, 3 local epochs, CKKS-encrypted aggregates; early stopping
+off so both engines run every round) runs twice on the same partner files:
+
+* **simulation**: :func:`coordinator.simulation.run_simulation_job` (Flower's
+  simulation engine, one virtual node per partner, Ray actors in this process tree);
+* **deployment**: :class:`coordinator.local_federation.LocalFederation` (a SuperLink
+  behind the TLS Fleet gateway, node authentication, one SuperNode process per
+  partner with its long-lived executor, on loopback), the job submitted with
+  :func:`coordinator.submit.submit_job` as ``fedcollab job submit`` does.
+
+Round time: the difference between consecutive ``round`` events' ``time`` in each
+job's ``progress.jsonl``, median over rounds 2..R (round 1 has no predecessor of
+its kind). ``--encryption none`` measures the plaintext job instead. Writes
+``<out>/bench_deployment.json``. Both engines share this machine's cores, and the
+deployment's partners run in series on 2 cores what partners on their own machines
+would run in parallel: the ratio is an upper bound for a real deployment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from experiments.bench_he_deployment import _free_port_block, round_times
+from experiments.he_equivalence import code_version
+from experiments.horizontal import default_jobs, prepare_partners
+from fedcollab.client.partner_data import PartnerSource
+from fedcollab.common.jobspec import JobSpec, PrivacySpec
+
+__all__ = ["GOAL", "compare", "main", "spec_for"]
+
+GOAL = 1.5
+
+
+def spec_for(schema: Path, *, rounds: int, encryption: str) -> JobSpec:
+    """The demo's purchase job (experiments.demo), every round run."""
+    prediction, _ = default_jobs(schema)
+    return prediction.model_copy(
+        update={
+            "name": "bench-deployment",
+            "privacy": PrivacySpec(encryption=encryption),  # type: ignore[arg-type]
+            "rounds": rounds,
+            "training": prediction.training.model_copy(update={"local_epochs": 3}),
+            "evaluation": prediction.evaluation.model_copy(update={"early_stopping_patience": 0}),
+        }
+    )
+
+
+def _summary(out: Path, seconds: float) -> dict[str, Any]:
+    from fedcollab.coordinator.outputs import read_progress
+
+    events, _ = read_progress(out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    rounds = round_times(events)
+    later = [rounds[r] for r in sorted(rounds) if r >= 2]
+    return {
+        "output_dir": str(out),
+        "rounds_run": metrics["rounds_run"],
+        "round_times_s": {str(r): round(s, 3) for r, s in rounds.items()},
+        "median_round_s": statistics.median(later),
+        "job_wall_time_s": metrics["wall_time_s"],
+        "start_to_end_s": round(seconds, 2),
+        "test_auc": metrics["final"]["test"]["auc"],
+    }
+
+
+def _simulation(spec: JobSpec, sources: list[PartnerSource], out: Path) -> dict[str, Any]:
+    from fedcollab.coordinator.simulation import run_simulation_job
+
+    shutil.rmtree(out, ignore_errors=True)
+    t = time.monotonic()
+    result = run_simulation_job(spec, sources, out)
+    if result.get("status") != "completed":
+        raise RuntimeError(f"simulation job failed: {result.get('status')}")
+    return _summary(out, time.monotonic() - t)
+
+
+def _deployment(spec: JobSpec, sources: list[PartnerSource], root: Path) -> dict[str, Any]:
+    from fedcollab.coordinator.local_federation import LocalFederation
+    from fedcollab.coordinator.submit import follow, submit_job
+
+    shutil.rmtree(root, ignore_errors=True)  # fresh workspace, fresh ports
+    os.environ["PATH"] = f"{Path(sys.prefix) / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    with LocalFederation(
+        root / "federation", sources, port=_free_port_block(1),
+        node_port_base=_free_port_block(len(sources)),
+    ) as fed:  # fmt: skip
+        out = root / "job"
+        t = time.monotonic()
+        submit_job(fed.ws, spec, out)
+        end = follow(out, on_event=lambda _e: None, is_alive=lambda: fed.superlink.poll() is None,
+                     timeout_s=3600)  # fmt: skip
+        seconds = time.monotonic() - t
+    if end.get("status") != "completed":
+        raise RuntimeError(f"deployment job failed: {end}")
+    return _summary(out, seconds)
+
+
+def compare(simulation: Mapping[str, Any], deployment: Mapping[str, Any]) -> dict[str, Any]:
+    """Ratios deployment / simulation and the goal's verdict.
+
+    >>> g = compare({"median_round_s": 2.0, "job_wall_time_s": 30.0, "start_to_end_s": 40.0},
+    ...             {"median_round_s": 2.5, "job_wall_time_s": 45.0, "start_to_end_s": 80.0})
+    >>> g["goal"]["value"], g["goal"]["passed"], g["ratio_deployment_to_simulation"]["start_to_end"]
+    (1.25, True, 2.0)
+    """
+    ratio = {
+        k.removesuffix("_s"): deployment[k] / simulation[k]
+        for k in ("median_round_s", "job_wall_time_s", "start_to_end_s")
+    }
+    value = ratio["median_round"]
+    return {
+        "ratio_deployment_to_simulation": ratio,
+        "goal": {
+            "goal": f"deployment round <= {GOAL:g}x simulation round (median of rounds 2..R)",
+            "value": value,
+            "target": GOAL,
+            "passed": value <= GOAL,
+        },
+    }
+
+
+def render(res: Mapping[str, Any]) -> Table:
+    s, d = res["modes"]["simulation"], res["modes"]["deployment"]
+    r = res["ratio_deployment_to_simulation"]
+    table = Table(
+        title=f"The demo's purchase job ({len(res['partners'])} partners, "
+        f"encryption {res['job']['encryption']}, {res['job']['rounds']} rounds)"
+    )
+    for col in ("measure", "simulation", "deployment (TLS, loopback)", "dep / sim"):
+        table.add_column(col, justify="left" if col == "measure" else "right")
+    times = [", ".join(f"{v:.2f}" for k, v in x["round_times_s"].items()) for x in (s, d)]
+    table.add_row("round 2..R times (s)", *times, "")
+    table.add_row("median round", f"{s['median_round_s']:.2f} s", f"{d['median_round_s']:.2f} s",
+                  f"{r['median_round']:.2f}x")  # fmt: skip
+    table.add_row("job wall time (ServerApp)", f"{s['job_wall_time_s']:.1f} s",
+                  f"{d['job_wall_time_s']:.1f} s", f"{r['job_wall_time']:.2f}x")  # fmt: skip
+    table.add_row("start to job end", f"{s['start_to_end_s']:.1f} s",
+                  f"{d['start_to_end_s']:.1f} s", f"{r['start_to_end']:.2f}x")  # fmt: skip
+    table.add_row("final test AUC", f"{s['test_auc']:.4f}", f"{d['test_auc']:.4f}", "")
+    return table
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("results/experiments"))
+    ap.add_argument("--rounds", type=int, default=6, help="rounds per job (at least 3)")
+    ap.add_argument("--encryption", choices=("ckks", "none"), default="ckks")
+    args = ap.parse_args(argv)
+    if args.rounds < 3:
+        ap.error("--rounds must be at least 3 (round 1 is not timed)")
+    given = list(sys.argv[1:] if argv is None else argv)
+    console = Console(width=None if sys.stdout.isatty() else 110)
+    out: Path = args.out.resolve()
+    t0, load_start = time.monotonic(), os.getloadavg()[0]
+    root = out / "bench-deployment"
+    sources = prepare_partners(root / "partners")
+    spec = spec_for(sources[0].schema, rounds=args.rounds, encryption=args.encryption)
+    modes = {"simulation": _simulation(spec, sources, root / "simulation")}
+    console.print(f"simulation: {modes['simulation']['start_to_end_s']:.1f} s")
+    modes["deployment"] = _deployment(spec, sources, root / "deployment")
+    console.print(f"deployment: {modes['deployment']['start_to_end_s']:.1f} s")
+    res: dict[str, Any] = {
+        "benchmark": "bench_deployment",
+        "command": ["python", "-m", "experiments.bench_deployment", *given],
+        "partners": [s.partner for s in sources],
+        "job": {
+            "rounds": args.rounds,
+            "encryption": args.encryption,
+            "model": "logreg",
+            "local_epochs": 3,
+            "early_stopping_patience": 0,
+        },
+        "modes": modes,
+        **compare(modes["simulation"], modes["deployment"]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "flwr": version("flwr"),
+            "loadavg_1min_at_start": load_start,
+            "loadavg_1min_at_end": os.getloadavg()[0],
+        },
+        "code": code_version(),
+        "wall_time_s": round(time.monotonic() - t0, 1),
+    }
+    console.print(render(res))
+    g = res["goal"]
+    mark = "[green]PASS[/]" if g["passed"] else "[red]FAIL[/]"
+    console.print(f"{mark} {g['goal']}: {g['value']:.2f}x (target {g['target']:g}x)")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "bench_deployment.json"
+    path.write_text(json.dumps(res, indent=2) + "\n")
+    console.print(f"wrote {path} ({res['wall_time_s']:.0f} s in all)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
