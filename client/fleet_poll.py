@@ -29,6 +29,7 @@ on, the SuperNode runs unpatched (Flower's own timing) and says so on stderr.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -38,14 +39,25 @@ from typing import Any
 
 __all__ = ["ACTIVE_S", "ACTIVE_WINDOW_S", "LOCAL_S", "PullClock", "install", "main"]
 
-#: Idle pull interval while a job is running (a message arrived recently).
-ACTIVE_S = 0.25
+#: Idle pull interval while a job is running (a message arrived recently); the
+#: environment variable FEDCOLLAB_ACTIVE_PULL_S overrides it (3 = Flower's own pace,
+#: what experiments/bench_deployment.py compares against).
+ACTIVE_S = 0.5
 #: How long after the last message the node keeps pulling at ACTIVE_S.
 ACTIVE_WINDOW_S = 120.0
 #: Waits on the node's own state (reply ready, object content available).
 LOCAL_S = 0.05
 _FLOWER_IDLE_S = 3
 _FLOWER_LOCAL_S = 0.5
+
+
+def _active_from_env() -> float:
+    raw = os.environ.get("FEDCOLLAB_ACTIVE_PULL_S", "")
+    try:
+        value = float(raw) if raw else ACTIVE_S
+    except ValueError:
+        value = ACTIVE_S
+    return value if 0.05 <= value <= _FLOWER_IDLE_S else ACTIVE_S
 
 
 class PullClock:
@@ -61,6 +73,7 @@ class PullClock:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._last_message = float("-inf")
+        self.active_s = _active_from_env()
 
     def message_seen(self) -> None:
         """A message was pulled: pull fast for the next ACTIVE_WINDOW_S seconds."""
@@ -72,7 +85,7 @@ class PullClock:
         if requested == _FLOWER_IDLE_S:
             with self._lock:
                 active = self._monotonic() - self._last_message < ACTIVE_WINDOW_S
-            return ACTIVE_S if active else float(requested)
+            return self.active_s if active else float(requested)
         if requested == _FLOWER_LOCAL_S:
             return LOCAL_S
         return requested

@@ -94,12 +94,18 @@ def _simulation(spec: JobSpec, sources: list[PartnerSource], out: Path) -> dict[
     return _summary(out, time.monotonic() - t)
 
 
-def _deployment(spec: JobSpec, sources: list[PartnerSource], root: Path) -> dict[str, Any]:
+def _deployment(
+    spec: JobSpec, sources: list[PartnerSource], root: Path, *, pull_s: float | None = None
+) -> dict[str, Any]:
     from fedcollab.coordinator.local_federation import LocalFederation
     from fedcollab.coordinator.submit import follow, submit_job
 
     shutil.rmtree(root, ignore_errors=True)  # fresh workspace, fresh ports
     os.environ["PATH"] = f"{Path(sys.prefix) / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    # The nodes inherit it (client/fleet_poll.py); unset: fedcollab's own interval.
+    os.environ.pop("FEDCOLLAB_ACTIVE_PULL_S", None)
+    if pull_s is not None:
+        os.environ["FEDCOLLAB_ACTIVE_PULL_S"] = str(pull_s)
     with LocalFederation(
         root / "federation", sources, port=_free_port_block(1),
         node_port_base=_free_port_block(len(sources)),
@@ -110,6 +116,7 @@ def _deployment(spec: JobSpec, sources: list[PartnerSource], root: Path) -> dict
         end = follow(out, on_event=lambda _e: None, is_alive=lambda: fed.superlink.poll() is None,
                      timeout_s=3600)  # fmt: skip
         seconds = time.monotonic() - t
+    os.environ.pop("FEDCOLLAB_ACTIVE_PULL_S", None)
     if end.get("status") != "completed":
         raise RuntimeError(f"deployment job failed: {end}")
     return _summary(out, seconds)
@@ -141,22 +148,31 @@ def compare(simulation: Mapping[str, Any], deployment: Mapping[str, Any]) -> dic
 
 def render(res: Mapping[str, Any]) -> Table:
     s, d = res["modes"]["simulation"], res["modes"]["deployment"]
+    f = res["modes"].get("deployment_flower_pull")
     r = res["ratio_deployment_to_simulation"]
     table = Table(
         title=f"The demo's purchase job ({len(res['partners'])} partners, "
         f"encryption {res['job']['encryption']}, {res['job']['rounds']} rounds)"
     )
-    for col in ("measure", "simulation", "deployment (TLS, loopback)", "dep / sim"):
+    cols = ["measure", "simulation", "deployment (TLS, loopback)", "dep / sim"]
+    if f is not None:
+        cols.append("deployment, Flower's 3 s pull")
+    for col in cols:
         table.add_column(col, justify="left" if col == "measure" else "right")
+    extra = (lambda key, fmt: [fmt.format(f[key])]) if f is not None else (lambda _k, _f: [])
     times = [", ".join(f"{v:.2f}" for k, v in x["round_times_s"].items()) for x in (s, d)]
-    table.add_row("round 2..R times (s)", *times, "")
+    flower_times = [", ".join(f"{v:.2f}" for v in f["round_times_s"].values())] if f else []
+    table.add_row("round 2..R times (s)", *times, "", *flower_times)
     table.add_row("median round", f"{s['median_round_s']:.2f} s", f"{d['median_round_s']:.2f} s",
-                  f"{r['median_round']:.2f}x")  # fmt: skip
+                  f"{r['median_round']:.2f}x", *extra("median_round_s", "{:.2f} s"))  # fmt: skip
     table.add_row("job wall time (ServerApp)", f"{s['job_wall_time_s']:.1f} s",
-                  f"{d['job_wall_time_s']:.1f} s", f"{r['job_wall_time']:.2f}x")  # fmt: skip
+                  f"{d['job_wall_time_s']:.1f} s", f"{r['job_wall_time']:.2f}x",
+                  *extra("job_wall_time_s", "{:.1f} s"))  # fmt: skip
     table.add_row("start to job end", f"{s['start_to_end_s']:.1f} s",
-                  f"{d['start_to_end_s']:.1f} s", f"{r['start_to_end']:.2f}x")  # fmt: skip
-    table.add_row("final test AUC", f"{s['test_auc']:.4f}", f"{d['test_auc']:.4f}", "")
+                  f"{d['start_to_end_s']:.1f} s", f"{r['start_to_end']:.2f}x",
+                  *extra("start_to_end_s", "{:.1f} s"))  # fmt: skip
+    table.add_row("final test AUC", f"{s['test_auc']:.4f}", f"{d['test_auc']:.4f}", "",
+                  *extra("test_auc", "{:.4f}"))  # fmt: skip
     return table
 
 
@@ -165,6 +181,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("results/experiments"))
     ap.add_argument("--rounds", type=int, default=6, help="rounds per job (at least 3)")
     ap.add_argument("--encryption", choices=("ckks", "none"), default="ckks")
+    ap.add_argument(
+        "--flower-pace",
+        action="store_true",
+        help="also run the deployment with Flower's own 3 s idle pull (client/fleet_poll.py)",
+    )
     args = ap.parse_args(argv)
     if args.rounds < 3:
         ap.error("--rounds must be at least 3 (round 1 is not timed)")
@@ -179,6 +200,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(f"simulation: {modes['simulation']['start_to_end_s']:.1f} s")
     modes["deployment"] = _deployment(spec, sources, root / "deployment")
     console.print(f"deployment: {modes['deployment']['start_to_end_s']:.1f} s")
+    if args.flower_pace:
+        modes["deployment_flower_pull"] = _deployment(
+            spec, sources, root / "deployment-flower-pull", pull_s=3.0
+        )
+        took = modes["deployment_flower_pull"]["start_to_end_s"]
+        console.print(f"deployment, Flower's 3 s pull: {took:.1f} s")
     res: dict[str, Any] = {
         "benchmark": "bench_deployment",
         "command": ["python", "-m", "experiments.bench_deployment", *given],

@@ -9,6 +9,7 @@ import time
 import types
 
 import flwr.supernode.start_client_internal as flower_module
+import pytest
 
 from fedcollab.client.fleet_poll import ACTIVE_S, ACTIVE_WINDOW_S, LOCAL_S, PullClock, install
 
@@ -61,3 +62,15 @@ def test_a_changed_flower_module_runs_unpatched() -> None:
     module.time = time  # type: ignore[attr-defined]  # but no _push_messages
     assert not install(module, PullClock())
     assert module.time is time  # type: ignore[attr-defined]
+
+
+def test_the_active_interval_can_be_set_back_to_flower_s_pace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FEDCOLLAB_ACTIVE_PULL_S", "3")
+    clock = PullClock()
+    clock.message_seen()
+    assert clock.interval(3) == 3.0
+    for bad in ("0", "fast", "60"):  # out of [0.05, 3] or not a number: the default
+        monkeypatch.setenv("FEDCOLLAB_ACTIVE_PULL_S", bad)
+        assert PullClock().active_s == ACTIVE_S
