@@ -159,6 +159,10 @@ STUDIES: tuple[Study, ...] = (
     ),
     Study("bench_he_deployment", "bench_he_deployment.json", quick_args=None),
     Study(
+        "bench_deployment", "bench_deployment.json",
+        full_args=_args("--rounds 6 --flower-pace"), quick_args=None,
+    ),
+    Study(
         "privacy_utility", "privacy_utility.json",
         quick_args=_args("--seeds 1 --epsilons 8 --rounds 1"),
     ),
