@@ -239,9 +239,12 @@ def split_horizontal(
         groups = {f"{prefix}-{i}": idx for i, idx in enumerate(parts, start=1)}
 
     out = _prepare_out_dir(out_dir, list(groups), overwrite=overwrite)
-    all_columns = tuple(range(len(table.header)))
+    # Ignored columns are not read, so they are not copied to partners either.
+    ignored = set(schema.ignore_columns)
+    kept = tuple(j for j, name in enumerate(table.header) if name not in ignored)
+    partner_schema = schema.model_copy(update={"ignore_columns": ()})
     return [
-        _write_partner(out, name, table, idx, all_columns, schema) for name, idx in groups.items()
+        _write_partner(out, name, table, idx, kept, partner_schema) for name, idx in groups.items()
     ]
 
 
@@ -284,6 +287,7 @@ def split_vertical(
             delimiter=schema.delimiter,
             id_column=schema.id_column,
             label_column=schema.label_column if party.has_label else None,
+            label_values=schema.label_values if party.has_label else None,
             features=tuple(features),
         )
         written.append(_write_partner(out, party.name, table, idx, keep, party_schema))
