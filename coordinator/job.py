@@ -55,6 +55,7 @@ def run_job(
         audit=audit,
         policy=policy,
         require_registered_names=mode == "deployment",
+        all_nodes_online=mode == "simulation",
     )
     outputs.event("job_start", job=spec.name, task=spec.task, digest=spec.digest(), mode=mode)
     try:

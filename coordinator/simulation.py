@@ -191,8 +191,10 @@ def run_simulation_job(
         )
     result: dict[str, Any] = json.loads(result_path.read_text())
     if result.get("status") != "completed":
+        # The reason is the error's diagnostics: its message, then "What to do: <hint>".
+        reason, _, hint = str(result.get("reason")).partition("\nWhat to do: ")
         raise error_class(str(result.get("error")))(
-            f"job {spec.name!r} failed: {result.get('error')}: {result.get('reason')}",
-            hint="see progress.jsonl in the output folder",
+            f"job {spec.name!r} failed: {result.get('error')}: {reason}",
+            hint=hint or "see progress.jsonl in the output folder",
         )
     return result
