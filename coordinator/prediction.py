@@ -143,11 +143,15 @@ def run_prediction(
             round=rnd,
             total=spec.rounds,
             partners=len(senders),
+            # Round r validates the model it starts from: the one after round r - 1.
+            validated_round=rnd - 1,
             val_auc=val.auc,
             val_log_loss=val.log_loss,
             epsilon=eps,
         )
         if spec.evaluation.early_stopping_patience > 0 and stop:
+            # best_round counts rounds like every other number: the model after that
+            # many rounds (0: the initial model), not the round that validated it.
             outputs.event("early_stop", round=rnd, best_round=best_idx)
             break
 
