@@ -227,7 +227,7 @@ def split_horizontal(
                 "two values of this column give the same partner name once made file-name safe",
                 file=str(table.path),
                 column=by_column,
-                hint="split by a column whose values differ in letters, digits, '.', '_' or '-'",
+                hint="split by a column whose values differ in letters, digits or '_'",
             )
     elif mode == "iid":
         assert n_partners is not None
@@ -327,7 +327,13 @@ def _check_parties(parties: Sequence[VerticalParty], schema: DatasetSchema) -> N
 
 
 def _slug(value: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", value).strip("_") or "empty"
+    """A file-name-safe partner name part: ``admin.`` -> ``admin``, ``blue collar`` ->
+    ``blue-collar``, ``1.5`` -> ``1-5`` (runs of other characters become one ``-``).
+
+    >>> [_slug(v) for v in ("admin.", "blue collar", "self-employed", "a__b", "?", "1.5")]
+    ['admin', 'blue-collar', 'self-employed', 'a__b', 'empty', '1-5']
+    """
+    return re.sub(r"[^A-Za-z0-9_]+", "-", value).strip("-_") or "empty"
 
 
 def _prepare_out_dir(out_dir: str | Path, names: Sequence[str], *, overwrite: bool) -> Path:

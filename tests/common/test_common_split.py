@@ -438,3 +438,41 @@ def test_ignored_columns_are_not_copied_to_partners(tmp_path: Path) -> None:
         assert partner_schema.fingerprint() == schema.fingerprint()
         ds = load_dataset(p.csv, partner_schema)
         assert ds.labels is not None and set(ds.labels.tolist()) <= {0.0, 1.0}
+
+
+def test_partner_names_from_values_are_clean(tmp_path: Path) -> None:
+    source = tmp_path / "jobs.csv"
+    values = ["admin.", "blue collar", "self-employed", "admin.", "blue collar", "self-employed"]
+    source.write_text("job;y\n" + "".join(f"{v};1\n" for v in values), encoding="utf-8")
+    schema = DatasetSchema(
+        dataset="jobs",
+        delimiter=";",
+        id_column="id",
+        label_column="y",
+        features=(CategoricalFeature(name="job"),),
+    )
+    partners = split_horizontal(
+        source, schema, tmp_path / "out", mode="column", by_column="job", id_from_row_number=True
+    )
+    assert [p.name for p in partners] == ["job-admin", "job-blue-collar", "job-self-employed"]
+    assert sorted(f.name for f in (tmp_path / "out").glob("*.csv")) == [
+        "job-admin.csv",
+        "job-blue-collar.csv",
+        "job-self-employed.csv",
+    ]
+
+
+def test_values_that_slug_alike_are_refused(tmp_path: Path) -> None:
+    source = tmp_path / "jobs.csv"
+    source.write_text("job;y\nadmin.;1\nadmin;0\n", encoding="utf-8")
+    schema = DatasetSchema(
+        dataset="jobs",
+        delimiter=";",
+        id_column="id",
+        label_column="y",
+        features=(CategoricalFeature(name="job"),),
+    )
+    with pytest.raises(DataValidationError, match="same partner name"):
+        split_horizontal(
+            source, schema, tmp_path / "o", mode="column", by_column="job", id_from_row_number=True
+        )
