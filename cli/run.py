@@ -46,7 +46,9 @@ def run(
         ),
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the --csv split.")] = 0,
-    verbose: Annotated[bool, typer.Option(help="Show Flower's log.")] = False,
+    verbose: Annotated[
+        bool, typer.Option(help="Show Flower's log and warnings (as `fedcollab -v run`).")
+    ] = False,
     budget_cap: Annotated[
         float | None,
         typer.Option(help="Set every simulated partner's privacy-budget cap (epsilon)."),
