@@ -485,6 +485,11 @@ def refusal_hint(refused: list[dict[str, object]]) -> str:
             "partners refused the job's purpose: each signs a grant for it "
             "(`fedcollab grant sign`), or the job names a purpose they granted"
         )
+    if refused and all("no reply" in str(r.get("reason", "")) for r in refused):
+        return (
+            "partners did not answer the handshake in time: check that their nodes run "
+            "(`fedcollab node start`) and are not overloaded, then resubmit"
+        )
     if refused:
         return (
             "partners refused the job (reasons above; details in their node logs); "

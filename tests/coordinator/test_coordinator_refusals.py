@@ -64,6 +64,7 @@ def test_refusal_hints_name_commands_that_exist() -> None:
         [{"partner": "a", "reason": "refused by the partner (BudgetExceededError)"}],
         [{"partner": "a", "reason": "PolicyRefusal: no grant for purpose x"}],
         [{"partner": "a", "reason": "refused by the partner (ProtocolError)"}],
+        [{"partner": "", "reason": "no reply within 60 s"}],
         [],
     ]
     for refused in cases:
@@ -73,3 +74,4 @@ def test_refusal_hints_name_commands_that_exist() -> None:
     assert "budget set" in refusal_hint(cases[0])  # type: ignore[arg-type]
     assert "grant sign" in refusal_hint(cases[1])  # type: ignore[arg-type]
     assert "node start" in refusal_hint([])
+    assert "in time" in refusal_hint(cases[3])  # type: ignore[arg-type]
