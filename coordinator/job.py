@@ -24,7 +24,7 @@ from fedcollab.coordinator.cosign import request_cosignatures
 from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.coordinator.policy_gate import PolicyBundle
 from fedcollab.coordinator.prediction import run_prediction
-from fedcollab.coordinator.preprocess import federated_preprocessor
+from fedcollab.coordinator.preprocess import federated_preprocessor, federated_statistics
 from fedcollab.coordinator.roster import Roster
 from fedcollab.coordinator.segmentation import run_segmentation
 from fedcollab.coordinator.vertical import run_vertical
@@ -80,8 +80,8 @@ def run_job(
             )
             outputs.write_json("explanations.json", vert.explanations)
         elif spec.task == "purchase_prediction":
-            pre = federated_preprocessor(grid, roster, schema)
-            pred = run_prediction(grid, roster, spec, pre, outputs)
+            pre, shares = federated_statistics(grid, roster, schema)
+            pred = run_prediction(grid, roster, spec, pre, outputs, level_shares=shares)
             metrics.update(
                 rounds_run=pred.rounds_run,
                 best_round=pred.best_round,
