@@ -57,7 +57,12 @@ def run_job(
         require_registered_names=mode == "deployment",
         all_nodes_online=mode == "simulation",
     )
-    outputs.event("job_start", job=spec.name, task=spec.task, digest=spec.digest(), mode=mode)
+    # A vertical job with predict_with only scores: it has no rounds to show.
+    scoring = spec.task == "vertical" and bool(spec.vertical.predict_with)
+    outputs.event(
+        "job_start", job=spec.name, task=spec.task, digest=spec.digest(), mode=mode,
+        scoring=scoring,
+    )  # fmt: skip
     try:
         audit.event("job.started", task=spec.task, purpose=spec.purpose, mode=mode)
         schema = DatasetSchema.model_validate(spec.data_schema)
