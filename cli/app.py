@@ -36,6 +36,7 @@ app = typer.Typer(
 # that already exists receives the module's commands (``audit report``).
 _GROUPS: list[tuple[str, str | None]] = [
     ("fedcollab.cli.data", "data"),
+    ("fedcollab.cli.data_schema", "data"),
     ("fedcollab.cli.federation", "federation"),
     ("fedcollab.cli.coordinator", "coordinator"),
     ("fedcollab.cli.node", "node"),
