@@ -174,7 +174,11 @@ class Roster:
             content_for=lambda _n: encode(self.job_meta()),
             on_reply=replies.__setitem__,
             group_id="handshake",
-            timeout_s=_HANDSHAKE_TIMEOUT_S,
+            # In a simulation the nodes are there but may still be starting (Ray actors
+            # on a loaded machine): give them the whole start-up time, not a minute.
+            timeout_s=max(_HANDSHAKE_TIMEOUT_S, self.spec.startup_timeout_s)
+            if self.all_nodes_online
+            else _HANDSHAKE_TIMEOUT_S,
         )
         for node, reason in {**outcome.refused, **outcome.dropped}.items():
             self.refused.append(
