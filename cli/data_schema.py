@@ -128,7 +128,8 @@ def _starter_job(draft: SchemaDraft, schema_path: Path, job: Path) -> str:
         f'purpose = "{purpose}"          # a purpose registered in the federation\'s registry\n'
         f"schema = {ref!r}\n"
         "min_partners = 2\n"
-        "rounds = 20\n" + extra
+        "rounds = 20\n"
+        "startup_timeout_s = 600    # simulated nodes start slowly on a busy machine\n" + extra
     )
 
 

@@ -173,7 +173,14 @@ def run_simulation_job(
     cpus = num_cpus or os.cpu_count() or 1
     backend_config: Any = {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-        "init_args": {"num_cpus": cpus, "num_gpus": 0, "include_dashboard": False},
+        "init_args": {
+            "num_cpus": cpus,
+            "num_gpus": 0,
+            "include_dashboard": False,
+            # Ray forwards its actors' logs ("Manually terminating ClientAppActor", ...)
+            # to this terminal; -v / --verbose shows them, partners' refusals say why anyway.
+            "log_to_driver": verbose or verbose_requested(),
+        },
     }
     with quiet_third_party(verbose):
         run_simulation(
