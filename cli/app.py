@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from fedcollab.common.errors import FedcollabError
+from fedcollab.common.third_party_noise import set_verbose
 
 __all__ = ["app", "main"]
 
@@ -35,6 +37,7 @@ app = typer.Typer(
 # that already exists receives the module's commands (``audit report``).
 _GROUPS: list[tuple[str, str | None]] = [
     ("fedcollab.cli.data", "data"),
+    ("fedcollab.cli.data_schema", "data"),
     ("fedcollab.cli.federation", "federation"),
     ("fedcollab.cli.coordinator", "coordinator"),
     ("fedcollab.cli.node", "node"),
@@ -50,6 +53,21 @@ _GROUPS: list[tuple[str, str | None]] = [
     ("fedcollab.cli.example", "example"),
     ("fedcollab.cli.console", "console"),
 ]
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show detail: fedcollab's log and third-party warnings (Flower, Ray).",
+        ),
+    ] = False,
+) -> None:
+    set_verbose(verbose)
+
 
 for _module_name, _group in _GROUPS:
     _sub: typer.Typer = importlib.import_module(_module_name).app

@@ -1,6 +1,6 @@
 """``fedcollab data``: check a partner's CSV against its schema, split one CSV into partners.
 
-Commands::
+Commands (``fedcollab data schema`` lives in :mod:`cli.data_schema`)::
 
     fedcollab data validate CSV --schema S
     fedcollab data split horizontal CSV --schema S --out DIR (--by COL | --iid N | --dirichlet N)

@@ -1,4 +1,10 @@
-"""Rich rendering of a job's progress events (shared by job, run and demo)."""
+"""Rich rendering of a job's progress events (shared by job, run and demo).
+
+Rounds are numbered from 1. Round r of a purchase-prediction job validates the
+model it starts from (the model after round r - 1), and the early-stopping
+"best" is a model named the same way, so every number on screen is a count of
+rounds completed.
+"""
 
 from __future__ import annotations
 
@@ -59,6 +65,8 @@ class JobProgress:
                 self._task = self._progress.add_task(label, total=ev.get("total"), metric="")
             if ev.get("val_auc") is not None:
                 metric = f"val AUC {ev['val_auc']:.4f}"
+                if ev.get("validated_round") is not None:
+                    metric += f" ({_model_after(ev['validated_round'])})"
             elif ev.get("objective") is not None:
                 metric = f"objective {ev['objective']:.1f}"
             elif ev.get("train_loss") is not None:
@@ -100,7 +108,11 @@ class JobProgress:
         elif kind == "dropout":
             say(f"  [yellow]dropout[/] {ev.get('partner')} at {ev.get('step')}: {ev.get('reason')}")
         elif kind == "early_stop":
-            say(f"  early stop after round {ev.get('round')} (best: {ev.get('best_round')})")
+            best = ev.get("best_round")
+            say(
+                f"  early stop after round {ev.get('round')} "
+                f"(best: {_model_after(best) if isinstance(best, int) else best})"
+            )
         elif kind == "job_end":
             if ev.get("status") == "completed":
                 final = ev.get("final") or {}
@@ -119,3 +131,8 @@ class JobProgress:
                     say("  [green]completed[/]")
             else:
                 say(f"  [red]failed[/]: {ev.get('error')}: {ev.get('reason')}")
+
+
+def _model_after(rounds: int) -> str:
+    """Rounds are counted from 1 everywhere: the model after round 5 is the fifth model."""
+    return "the initial model" if rounds == 0 else f"model after round {rounds}"

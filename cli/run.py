@@ -6,10 +6,13 @@ import threading
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 
 from fedcollab.cli.progress import JobProgress
 from fedcollab.common.jobspec import load_job_spec
+from fedcollab.common.schema import DatasetSchema
+from fedcollab.common.split import split_horizontal
 from fedcollab.coordinator.outputs import read_progress
 from fedcollab.coordinator.simulation import discover_partner_files, run_simulation_job
 
@@ -22,11 +25,30 @@ app = typer.Typer()
 def run(
     job: Annotated[Path, typer.Argument(help="Job spec (TOML).", metavar="JOB")],
     partners: Annotated[
-        Path,
+        Path | None,
         typer.Option(help="Folder of <name>.csv + <name>.schema.json (from `data split`)."),
-    ],
+    ] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("results/run"),
-    verbose: Annotated[bool, typer.Option(help="Show Flower's log.")] = False,
+    csv: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="CSV",
+            help="Instead of --partners: one CSV, split at random into --iid partners "
+            "(in OUT/partners) under the job's schema.",
+        ),
+    ] = None,
+    iid: Annotated[int, typer.Option(metavar="N", min=2, help="Partners for --csv.")] = 3,
+    id_from_row_number: Annotated[
+        bool,
+        typer.Option(
+            "--id-from-row-number",
+            help="With --csv: the file has no id column; ids are generated from row numbers.",
+        ),
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the --csv split.")] = 0,
+    verbose: Annotated[
+        bool, typer.Option(help="Show Flower's log and warnings (as `fedcollab -v run`).")
+    ] = False,
     budget_cap: Annotated[
         float | None,
         typer.Option(help="Set every simulated partner's privacy-budget cap (epsilon)."),
@@ -38,8 +60,28 @@ def run(
     card) into --out.
 
     Example: fedcollab run jobs/purchase.toml --partners partners --out results/sim
+
+    Example: fedcollab run bank.job.toml --csv bank.csv --iid 3 --id-from-row-number
     """
+    if (partners is None) == (csv is None):
+        raise click.UsageError("give exactly one of --partners DIR and --csv CSV")
     spec = load_job_spec(job)
+    if csv is not None:
+        partners = out / "partners"
+        for stale in (*partners.glob("partner-*.csv"), *partners.glob("partner-*.schema.json")):
+            stale.unlink()  # from an earlier --csv run with more partners
+        split = split_horizontal(
+            csv,
+            DatasetSchema.model_validate(spec.data_schema),
+            partners,
+            mode="iid",
+            n_partners=iid,
+            seed=seed,
+            id_from_row_number=id_from_row_number,
+            overwrite=True,
+        )
+        typer.echo(f"{csv} split into {len(split)} partners in {partners}")
+    assert partners is not None
     sources = discover_partner_files(partners)
     done = threading.Event()
 

@@ -3,7 +3,7 @@
 The node keeps one ledger (:class:`privacy.budget_ledger.BudgetLedger`,
 ``budget-db`` in its config; by default ``budget.db`` beside its audit log).
 Each dataset (keyed by the dataset name in its schema) has a cap set by the
-partner (``fedcollab node budget set``).
+partner (``fedcollab budget set``; ``fedcollab run --budget-cap`` in a simulation).
 
 - At the handshake of a DP job, the node checks that the whole job at its
   maximum length fits in what is left (:func:`check_job`). If it does not, the
@@ -67,8 +67,9 @@ def check_job(
         raise BudgetExceededError(
             f"job {spec.name!r} would bring dataset {dataset!r} to epsilon {total:.3f}, over "
             f"its cap {budget.cap_epsilon:g} (spent so far {budget.spent_epsilon:.3f})",
-            hint="the partner may raise its cap (`fedcollab node budget set`); the operator "
-            "may lower the job's rounds or raise its noise",
+            hint="the partner may raise its cap (`fedcollab budget set`; in a simulation "
+            "`fedcollab run --budget-cap`); the operator may lower the job's rounds or raise "
+            "its noise",
         )
     return {"spent": budget.spent_epsilon, "cap": budget.cap_epsilon, "after_job": total}
 

@@ -90,7 +90,7 @@ __all__ = [
     "prepare_state",
 ]
 
-log = logging.getLogger("fedcollab.node")
+log = logging.getLogger(__name__)
 
 #: The components a fedcollab job FAB names (``coordinator/submit.py`` writes them).
 CLIENTAPP_REF = "fedcollab.client.client_app:app"

@@ -162,6 +162,7 @@ def _check_header(
     id_from_row_number: bool,
 ) -> None:
     expected = [c for c in schema.columns if not (id_from_row_number and c == schema.id_column)]
+    ignored = set(schema.ignore_columns)
     if id_from_row_number and schema.id_column in header:
         raise DataValidationError(
             "the file already has the id column, yet ids were to be generated from row numbers",
@@ -181,6 +182,7 @@ def _check_header(
                 hint="rename or delete one of the two columns",
             )
         seen.add(name)
+    seen -= ignored
     if seen == set(expected):
         return
     matched = len(seen & set(expected))
@@ -209,11 +211,12 @@ def _check_header(
             column=missing[0],
             hint=hint,
         )
-    extra = [c for c in header if c not in expected]
+    extra = [c for c in header if c not in expected and c not in ignored]
     raise DataValidationError(
         f"unexpected column (not in the schema: {', '.join(map(repr, extra))})",
         file=file,
         row=1,
         column=extra[0],
-        hint="delete the column from the file, or declare it in the schema",
+        hint="declare it in the schema, list it in the schema's ignore_columns, "
+        "or delete it from the file",
     )

@@ -18,7 +18,9 @@ Parsing rules, in the order they are checked:
   ``NaN``, ``inf``, ``-inf``, ``Infinity`` (any case) is *missing*, and only
   allowed where the feature's ``missing`` policy allows it. Numeric values
   are what Python's ``float`` reads; booleans and labels are ``true``,
-  ``false``, ``1`` or ``0`` in any case.
+  ``false``, ``1`` or ``0`` in any case, or the spellings the schema declares
+  (``label_values``, a boolean feature's ``values``), and nothing else;
+* columns in the schema's ``ignore_columns`` are not read at all.
 
 :func:`split_indices` assigns each row to train/validation/test by hashing its
 id, so an id lands in the same split at whichever partner holds it.
@@ -41,6 +43,8 @@ from fedcollab.common.csv_table import RawTable, file_sha256, read_table
 from fedcollab.common.errors import DataValidationError
 from fedcollab.common.schema import (
     MISSING_CATEGORY,
+    MISSING_TOKENS,
+    BinaryValues,
     CategoricalFeature,
     DatasetSchema,
     NumericFeature,
@@ -57,12 +61,6 @@ __all__ = [
     "split_indices",
 ]
 
-#: Field values (after stripping, compared lower-case) that mean "missing".
-MISSING_TOKENS = frozenset(
-    {"", "nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
-)
-_TRUE = ("true", "1")
-_FALSE = ("false", "0")
 
 _ObjArray = npt.NDArray[np.object_]
 
@@ -151,7 +149,14 @@ def parse_table(table: RawTable, schema: DatasetSchema) -> Dataset:
     ids = _parse_ids(column(schema.id_column), schema.id_column, table.lines, problems)
     labels = None
     if schema.label_column is not None:
-        flags = _parse_binary(column(schema.label_column), schema.label_column, problems, True)
+        flags = _parse_binary(
+            column(schema.label_column),
+            schema.label_column,
+            problems,
+            schema.label_spellings,
+            is_label=True,
+            declared=schema.label_values is not None,
+        )
         labels = flags.astype(np.float32)
     numeric, categorical, boolean = {}, {}, {}
     for feature in schema.features:
@@ -161,7 +166,14 @@ def parse_table(table: RawTable, schema: DatasetSchema) -> Dataset:
         elif isinstance(feature, CategoricalFeature):
             categorical[feature.name] = _parse_categorical(raw, feature, problems)
         else:
-            boolean[feature.name] = _parse_binary(raw, feature.name, problems, False)
+            boolean[feature.name] = _parse_binary(
+                raw,
+                feature.name,
+                problems,
+                feature.spellings,
+                is_label=False,
+                declared=feature.values is not None,
+            )
     if problems:
         first = min(problems, key=lambda p: p.index)
         more = f" ({first.count} rows in this column have this problem)" if first.count > 1 else ""
@@ -286,7 +298,13 @@ def _parse_categorical(
 
 
 def _parse_binary(
-    raw: _ObjArray, name: str, problems: list[_Problem], is_label: bool
+    raw: _ObjArray,
+    name: str,
+    problems: list[_Problem],
+    spellings: BinaryValues,
+    *,
+    is_label: bool,
+    declared: bool,
 ) -> npt.NDArray[np.float64]:
     stripped, missing = _normalised(raw)
     lowered = np.strings.lower(stripped)
@@ -302,8 +320,18 @@ def _parse_binary(
                 else "fill in true or false (booleans cannot be missing)",
             )
         )
-    bad = ~missing & ~np.isin(lowered, [*_TRUE, *_FALSE])
+    true, false = spellings.true_keys, spellings.false_keys
+    bad = ~missing & ~np.isin(lowered, [*true, *false])
     if bad.any():
+        accepted = f"{'/'.join(spellings.true)} for true, {'/'.join(spellings.false)} for false"
+        key = "label_values" if is_label else "values"
+        if declared:
+            hint = f"the schema accepts {accepted} (any case): correct the value or add it there"
+        else:
+            hint = (
+                f"use true/false or 1/0 (any case), or declare this column's spellings in "
+                f'the schema, e.g. "{key}": {{"true": ["yes"], "false": ["no"]}}'
+            )
         problems.append(
             _problem(
                 bad,
@@ -311,10 +339,10 @@ def _parse_binary(
                 f"{what} {raw[_first(bad)]!r} is not binary"
                 if is_label
                 else f"{raw[_first(bad)]!r} is not a boolean",
-                "use true/false or 1/0 (any case)",
+                hint,
             )
         )
-    return np.isin(lowered, _TRUE).astype(np.float64)
+    return np.isin(lowered, true).astype(np.float64)
 
 
 def split_indices(

@@ -17,6 +17,15 @@ Example (``online_shoppers.schema.json``, abridged)::
 A categorical ``vocabulary`` of ``null`` means the vocabulary is computed
 federatedly before training; ``label_column`` is ``null`` for a vertical party
 that holds features only.
+
+Labels and booleans are ``true``/``false``/``1``/``0`` unless the schema says
+otherwise: ``"label_values": {"true": ["yes"], "false": ["no"]}`` declares the
+label's positive (``true``) and negative spellings, and a boolean feature's
+``"values"`` does the same for that column. Spellings are compared
+case-insensitively after stripping whitespace; any other value is still an
+error. ``ignore_columns`` lists columns the file may hold that are not read
+(a free-text note, a column that would leak the label), so the CSV need not be
+edited. ``fedcollab data schema CSV`` drafts a schema from a file.
 """
 
 from __future__ import annotations
@@ -38,7 +47,10 @@ from pydantic import (
 from fedcollab.common.errors import SchemaError
 
 __all__ = [
+    "DEFAULT_BINARY_VALUES",
     "MISSING_CATEGORY",
+    "MISSING_TOKENS",
+    "BinaryValues",
     "BooleanFeature",
     "CategoricalFeature",
     "DatasetSchema",
@@ -51,6 +63,11 @@ __all__ = [
 
 #: The category a missing categorical value becomes under ``missing: "category"``.
 MISSING_CATEGORY = "__missing__"
+
+#: Field values (after stripping, compared lower-case) that mean "missing".
+MISSING_TOKENS = frozenset(
+    {"", "nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+)
 
 Delimiter = Literal[",", ";", "\t", "|"]
 
@@ -66,6 +83,50 @@ def _list_to_tuple(value: object) -> object:
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+_Spelling = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$")]
+_Spellings = Annotated[
+    tuple[_Spelling, ...], Field(min_length=1, max_length=20), BeforeValidator(_list_to_tuple)
+]
+
+
+class BinaryValues(_Strict):
+    """How a two-valued column spells its values: ``{"true": ["yes"], "false": ["no"]}``.
+
+    For a label, ``true`` is the positive class. Compared case-insensitively
+    after stripping; a spelling may not mean both, nor be a missing-value token.
+    """
+
+    true: _Spellings
+    false: _Spellings
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> BinaryValues:
+        seen: dict[str, str] = {}
+        for side, spellings in (("true", self.true), ("false", self.false)):
+            for spelling in spellings:
+                key = spelling.strip().lower()
+                if not key:
+                    raise ValueError(f"{spelling!r} is blank")
+                if key in MISSING_TOKENS:
+                    raise ValueError(f"{spelling!r} means a missing value, not {side}")
+                if key in seen:
+                    raise ValueError(f"{spelling!r} is listed twice (under {seen[key]!r})")
+                seen[key] = side
+        return self
+
+    @property
+    def true_keys(self) -> tuple[str, ...]:
+        return tuple(v.strip().lower() for v in self.true)
+
+    @property
+    def false_keys(self) -> tuple[str, ...]:
+        return tuple(v.strip().lower() for v in self.false)
+
+
+#: The spellings a label or boolean column accepts when its schema declares none.
+DEFAULT_BINARY_VALUES = BinaryValues(true=("true", "1"), false=("false", "0"))
 
 
 class NumericFeature(_Strict):
@@ -103,11 +164,16 @@ class CategoricalFeature(_Strict):
 
 
 class BooleanFeature(_Strict):
-    """A true/false column (``true``, ``false``, ``1``, ``0``, any case)."""
+    """A true/false column: ``true``, ``false``, ``1``, ``0`` (any case) unless ``values`` says."""
 
     name: _Name
     type: Literal["boolean"] = "boolean"
     missing: Literal["forbid"] = "forbid"
+    values: BinaryValues | None = None
+
+    @property
+    def spellings(self) -> BinaryValues:
+        return self.values or DEFAULT_BINARY_VALUES
 
 
 Feature = Annotated[
@@ -127,7 +193,13 @@ class DatasetSchema(_Strict):
     delimiter: Delimiter = ","
     id_column: _Name
     label_column: _Name | None = None
+    #: The label's spellings; ``None``: true/false/1/0.
+    label_values: BinaryValues | None = None
     features: Annotated[tuple[Feature, ...], BeforeValidator(_list_to_tuple)]
+    #: Columns the file may hold that are not read (absent ones are fine too).
+    ignore_columns: Annotated[
+        tuple[_Name, ...], Field(max_length=10_000), BeforeValidator(_list_to_tuple)
+    ] = ()
 
     @model_validator(mode="after")
     def _columns_are_distinct(self) -> DatasetSchema:
@@ -135,6 +207,18 @@ class DatasetSchema(_Strict):
             raise ValueError("the schema has neither features nor a label column")
         if self.label_column is not None and self.label_column == self.id_column:
             raise ValueError(f"{self.id_column!r} is both the id and the label column")
+        if self.label_values is not None and self.label_column is None:
+            raise ValueError("label_values is set but there is no label_column")
+        used = {self.id_column, *(f.name for f in self.features)}
+        if self.label_column is not None:
+            used.add(self.label_column)
+        ignored: set[str] = set()
+        for name in self.ignore_columns:
+            if name in used:
+                raise ValueError(f"{name!r} is both used and listed in ignore_columns")
+            if name in ignored:
+                raise ValueError(f"ignore_columns lists {name!r} twice")
+            ignored.add(name)
         seen: set[str] = set()
         for feature in self.features:
             if feature.name in seen:
@@ -158,6 +242,11 @@ class DatasetSchema(_Strict):
         return (self.id_column, *self.feature_names, *label)
 
     @property
+    def label_spellings(self) -> BinaryValues:
+        """The label's spellings (true/false/1/0 unless ``label_values`` says)."""
+        return self.label_values or DEFAULT_BINARY_VALUES
+
+    @property
     def numeric_features(self) -> tuple[NumericFeature, ...]:
         return tuple(f for f in self.features if isinstance(f, NumericFeature))
 
@@ -176,17 +265,37 @@ class DatasetSchema(_Strict):
                 return f
         raise KeyError(name)
 
+    def to_json_dict(self) -> dict[str, Any]:
+        """The schema as JSON data, leaving out optional keys at their defaults.
+
+        A schema without spellings or ignored columns reads (and fingerprints)
+        exactly as it did before those keys existed.
+        """
+        data = self.model_dump(mode="json")
+        for key, default in (("label_values", None), ("ignore_columns", [])):
+            if data[key] == default:
+                del data[key]
+        for feature in data["features"]:
+            if feature.get("type") == "boolean" and feature.get("values") is None:
+                del feature["values"]
+        return data
+
     def canonical_json(self, *, include_dataset: bool = True) -> str:
         """Sorted keys, no whitespace: the bytes the fingerprint is taken over."""
-        data = self.model_dump(mode="json", exclude=None if include_dataset else {"dataset"})
+        data = self.to_json_dict()
+        if not include_dataset:
+            del data["dataset"]
+            # Which extra columns a partner's file holds is that partner's business.
+            data.pop("ignore_columns", None)
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
     def fingerprint(self) -> str:
         """sha256 hex of the canonical JSON, *without* the ``dataset`` name.
 
         Two partners whose schemas agree on version, delimiter, id, label and
-        features (names, types, vocabularies, missing policies, order) get the
-        same fingerprint whatever they call their dataset.
+        features (names, types, vocabularies, missing policies, spellings,
+        order) get the same fingerprint whatever they call their dataset and
+        whichever extra columns their files hold (``ignore_columns``).
         """
         text = self.canonical_json(include_dataset=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -246,5 +355,5 @@ def load_schema(path: str | Path) -> DatasetSchema:
 
 def save_schema(schema: DatasetSchema, path: str | Path) -> None:
     """Write ``schema`` as indented JSON that :func:`load_schema` reads back equal."""
-    text = json.dumps(schema.model_dump(mode="json"), indent=2, ensure_ascii=False)
+    text = json.dumps(schema.to_json_dict(), indent=2, ensure_ascii=False)
     Path(path).write_text(text + "\n", encoding="utf-8")

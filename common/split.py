@@ -227,7 +227,7 @@ def split_horizontal(
                 "two values of this column give the same partner name once made file-name safe",
                 file=str(table.path),
                 column=by_column,
-                hint="split by a column whose values differ in letters, digits, '.', '_' or '-'",
+                hint="split by a column whose values differ in letters, digits or '_'",
             )
     elif mode == "iid":
         assert n_partners is not None
@@ -239,9 +239,12 @@ def split_horizontal(
         groups = {f"{prefix}-{i}": idx for i, idx in enumerate(parts, start=1)}
 
     out = _prepare_out_dir(out_dir, list(groups), overwrite=overwrite)
-    all_columns = tuple(range(len(table.header)))
+    # Ignored columns are not read, so they are not copied to partners either.
+    ignored = set(schema.ignore_columns)
+    kept = tuple(j for j, name in enumerate(table.header) if name not in ignored)
+    partner_schema = schema.model_copy(update={"ignore_columns": ()})
     return [
-        _write_partner(out, name, table, idx, all_columns, schema) for name, idx in groups.items()
+        _write_partner(out, name, table, idx, kept, partner_schema) for name, idx in groups.items()
     ]
 
 
@@ -284,6 +287,7 @@ def split_vertical(
             delimiter=schema.delimiter,
             id_column=schema.id_column,
             label_column=schema.label_column if party.has_label else None,
+            label_values=schema.label_values if party.has_label else None,
             features=tuple(features),
         )
         written.append(_write_partner(out, party.name, table, idx, keep, party_schema))
@@ -323,7 +327,13 @@ def _check_parties(parties: Sequence[VerticalParty], schema: DatasetSchema) -> N
 
 
 def _slug(value: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", value).strip("_") or "empty"
+    """A file-name-safe partner name part: ``admin.`` -> ``admin``, ``blue collar`` ->
+    ``blue-collar``, ``1.5`` -> ``1-5`` (runs of other characters become one ``-``).
+
+    >>> [_slug(v) for v in ("admin.", "blue collar", "self-employed", "a__b", "?", "1.5")]
+    ['admin', 'blue-collar', 'self-employed', 'a__b', 'empty', '1-5']
+    """
+    return re.sub(r"[^A-Za-z0-9_]+", "-", value).strip("-_") or "empty"
 
 
 def _prepare_out_dir(out_dir: str | Path, names: Sequence[str], *, overwrite: bool) -> Path:

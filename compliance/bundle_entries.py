@@ -107,11 +107,27 @@ def _fail(line_no: int, msg: str) -> AuditVerificationError:
     return AuditVerificationError(f"entries.jsonl line {line_no}: {msg}")
 
 
-def _actual_index(line: bytes) -> object:
+def _line_form_problem(line: bytes, idx: int) -> str:
+    """What is wrong with a line that is not ``{"event":...,"index":idx}`` byte for byte."""
     try:
-        return json.loads(line).get("index")
-    except (ValueError, AttributeError, RecursionError):
-        return None
+        obj = json.loads(line)
+    except (ValueError, RecursionError) as exc:
+        return f"not valid JSON ({exc})"
+    if type(obj) is not dict:
+        return 'not a JSON object (expected {"event":...,"index":...})'
+    if obj.keys() != {"event", "index"}:
+        return f'members are {sorted(obj.keys())}, expected exactly ["event", "index"]'
+    actual = obj["index"]
+    if type(actual) is not int:
+        return f"index is {actual!r}, not an integer"
+    if actual != idx:
+        return f"index is {actual}, expected {idx} (entries deleted, inserted or reordered)"
+    expected = '{"event":<event>,"index":' + str(idx) + "}"
+    return (
+        "the line is valid JSON with the right index but not in canonical form "
+        f"(expected exactly {expected} with no spaces, members in that order; the line "
+        "was rewritten, e.g. re-serialised or pretty-printed)"
+    )
 
 
 def _canonical_value(data: bytes, line_no: int) -> Any:
@@ -182,13 +198,7 @@ def verify_block(start: int, block: bytes, keys: Mapping[str, bytes]) -> BlockRe
         no = idx + 1
         suffix = b',"index":%d}' % idx
         if not line.startswith(_PREFIX) or not line.endswith(suffix):
-            actual = _actual_index(line)
-            if isinstance(actual, int) and not isinstance(actual, bool):
-                raise _fail(
-                    no,
-                    f"index is {actual}, expected {idx} (entries deleted, inserted or reordered)",
-                )
-            raise _fail(no, 'not a {"event":...,"index":...} line in canonical form')
+            raise _fail(no, _line_form_problem(line, idx))
         data = line[len(_PREFIX) : -len(suffix)]
         env = _canonical_value(data, no)
         problem = check_envelope(env)

@@ -56,7 +56,7 @@ from fedcollab.coordinator.workspace import Workspace
 
 __all__ = ["FLEET_PREFIX", "is_forwarded", "main", "make_gateway"]
 
-log = logging.getLogger("fedcollab.gateway")
+log = logging.getLogger(__name__)
 
 #: The only path prefix the public address serves (Flower's Fleet router).
 FLEET_PREFIX = "/v1/fleet/"

@@ -24,7 +24,7 @@ from fedcollab.coordinator.cosign import request_cosignatures
 from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.coordinator.policy_gate import PolicyBundle
 from fedcollab.coordinator.prediction import run_prediction
-from fedcollab.coordinator.preprocess import federated_preprocessor
+from fedcollab.coordinator.preprocess import federated_preprocessor, federated_statistics
 from fedcollab.coordinator.roster import Roster
 from fedcollab.coordinator.segmentation import run_segmentation
 from fedcollab.coordinator.vertical import run_vertical
@@ -55,8 +55,14 @@ def run_job(
         audit=audit,
         policy=policy,
         require_registered_names=mode == "deployment",
+        all_nodes_online=mode == "simulation",
     )
-    outputs.event("job_start", job=spec.name, task=spec.task, digest=spec.digest(), mode=mode)
+    # A vertical job with predict_with only scores: it has no rounds to show.
+    scoring = spec.task == "vertical" and bool(spec.vertical.predict_with)
+    outputs.event(
+        "job_start", job=spec.name, task=spec.task, digest=spec.digest(), mode=mode,
+        scoring=scoring,
+    )  # fmt: skip
     try:
         audit.event("job.started", task=spec.task, purpose=spec.purpose, mode=mode)
         schema = DatasetSchema.model_validate(spec.data_schema)
@@ -79,8 +85,8 @@ def run_job(
             )
             outputs.write_json("explanations.json", vert.explanations)
         elif spec.task == "purchase_prediction":
-            pre = federated_preprocessor(grid, roster, schema)
-            pred = run_prediction(grid, roster, spec, pre, outputs)
+            pre, shares = federated_statistics(grid, roster, schema)
+            pred = run_prediction(grid, roster, spec, pre, outputs, level_shares=shares)
             metrics.update(
                 rounds_run=pred.rounds_run,
                 best_round=pred.best_round,

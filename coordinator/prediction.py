@@ -62,6 +62,8 @@ def run_prediction(
     spec: JobSpec,
     pre: preprocessing.Preprocessor,
     outputs: JobOutputs,
+    *,
+    level_shares: dict[str, tuple[float, ...]] | None = None,
 ) -> PredictionResult:
     model = models.build_model(
         spec.model.kind,
@@ -143,11 +145,15 @@ def run_prediction(
             round=rnd,
             total=spec.rounds,
             partners=len(senders),
+            # Round r validates the model it starts from: the one after round r - 1.
+            validated_round=rnd - 1,
             val_auc=val.auc,
             val_log_loss=val.log_loss,
             epsilon=eps,
         )
         if spec.evaluation.early_stopping_patience > 0 and stop:
+            # best_round counts rounds like every other number: the model after that
+            # many rounds (0: the initial model), not the round that validated it.
             outputs.event("early_stop", round=rnd, best_round=best_idx)
             break
 
@@ -164,7 +170,7 @@ def run_prediction(
     torch.save(model.state_dict(), buf)
     outputs.write_bytes("model.pt", buf.getvalue())
     outputs.write_json("preprocessor.json", pre_meta)
-    doc = attributions(grid, roster, spec, pre, best_w)
+    doc = attributions(grid, roster, spec, pre, best_w, level_shares=level_shares)
     if doc is None:
         outputs.event("attributions_skipped", reason="no test rows of both classes")
     else:
@@ -179,14 +185,18 @@ def attributions(
     spec: JobSpec,
     pre: preprocessing.Preprocessor,
     weights: list[np.ndarray],
+    *,
+    level_shares: dict[str, tuple[float, ...]] | None = None,
 ) -> dict[str, Any] | None:
     """The released model's ``attributions.json`` document (None: no pooled test AUC).
 
-    Coefficients for ``logreg``; for ``mlp`` the federated permutation step.
+    Coefficients for ``logreg`` (ranked by their effect on the population when
+    the categorical levels' pooled shares are known); for ``mlp`` the
+    federated permutation step.
     """
     if spec.model.kind == "logreg":
         return attribution.coefficient_document(
-            job=spec.name, coefficients=weights[0].ravel(), pre=pre
+            job=spec.name, coefficients=weights[0].ravel(), pre=pre, level_shares=level_shares
         )
     groups = attribution.column_groups(pre)
     length = attribution.permutation_vector_length(n_columns=len(groups), bins=EVAL_BINS)

@@ -26,12 +26,19 @@ from fedcollab.common.schema import DatasetSchema
 from fedcollab.coordinator.roster import Roster
 from fedcollab.protocols import preprocessing
 
-__all__ = ["federated_preprocessor"]
+__all__ = ["federated_preprocessor", "federated_statistics"]
 
 
 def federated_preprocessor(
     grid: Grid, roster: Roster, schema: DatasetSchema
 ) -> preprocessing.Preprocessor:
+    return federated_statistics(grid, roster, schema)[0]
+
+
+def federated_statistics(
+    grid: Grid, roster: Roster, schema: DatasetSchema
+) -> tuple[preprocessing.Preprocessor, dict[str, tuple[float, ...]]]:
+    """The preprocessor and each categorical level's pooled share of rows (one request)."""
     vocabs = [dict(p.vocab) for p in roster.active.values()]
     declared = {
         f.name: list(f.vocabulary) for f in schema.categorical_features if f.vocabulary is not None
@@ -57,6 +64,8 @@ def federated_preprocessor(
         step="moments",
         expect_length=layout.length,
     )
-    return preprocessing.Preprocessor.from_moments(
-        layout, roster.reveal(grid, total, step="moments")
+    summed = roster.reveal(grid, total, step="moments")
+    return (
+        preprocessing.Preprocessor.from_moments(layout, summed),
+        preprocessing.level_shares(layout, summed),
     )

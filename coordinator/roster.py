@@ -37,7 +37,7 @@ from fedcollab.coordinator.policy_gate import PolicyBundle
 from fedcollab.privacy.ckks import EncryptedSum
 from fedcollab.protocols.vector_sum import VectorSum
 
-__all__ = ["Partner", "Roster"]
+__all__ = ["Partner", "Roster", "refusal_hint"]
 
 _HANDSHAKE_TIMEOUT_S = 60.0
 _POLL_S = 1.0
@@ -70,6 +70,8 @@ class Roster:
     policy: PolicyBundle | None = None
     #: In a real federation every node must carry the name it was registered under.
     require_registered_names: bool = False
+    #: Simulation: every node is online from the start, so none is worth waiting for.
+    all_nodes_online: bool = False
     active: dict[int, Partner] = field(default_factory=dict)
     dropped: list[dict[str, object]] = field(default_factory=list)
     refused: list[dict[str, object]] = field(default_factory=list)
@@ -116,14 +118,21 @@ class Roster:
                 break
             if time.monotonic() >= deadline:
                 break
+            if self._cannot_reach_minimum(wanted, quiet_s=time.monotonic() - last_new):
+                break  # every partner that could join has answered: fail now, not at the deadline
             time.sleep(_POLL_S)
         missing = sorted(wanted - {p.name for p in self.active.values()})
         if len(self.active) < spec.min_partners:
+            refusals = "; ".join(
+                f"{r.get('partner') or 'node ' + str(r.get('node'))}: {r.get('reason')}"
+                for r in self.refused[:5]
+            )
             raise NotEnoughPartnersError(
                 f"only {len(self.active)} of the required {spec.min_partners} partners joined "
-                f"within {spec.startup_timeout_s:g} s (missing: {', '.join(missing) or '-'}; "
-                f"refused: {len(self.refused)})",
-                hint="start the partners' nodes (`fedcollab node start`) or lower min_partners",
+                f"(missing: {', '.join(missing) or '-'}; refused: {len(self.refused)}"
+                + (f": {refusals}" if refusals else "")
+                + ")",
+                hint=refusal_hint(self.refused),
             )
         self.all_partners = sorted(self.active.values(), key=lambda p: p.name)
         self.outputs.event(
@@ -142,6 +151,20 @@ class Roster:
             refused=self.refused,
         )
 
+    def _cannot_reach_minimum(self, wanted: set[str], *, quiet_s: float) -> bool:
+        """True once too few partners are left that could still join (all others answered)."""
+        if len(self.active) >= self.spec.min_partners:
+            return False
+        if wanted:
+            answered = {p.name for p in self.active.values()}
+            answered |= {str(r["partner"]) for r in self.refused if r.get("partner")}
+            unnamed = sum(1 for r in self.refused if not r.get("partner"))
+            could_join = max(0, len(wanted - answered) - unnamed)
+            return len(self.active) + could_join < self.spec.min_partners
+        # Without a participant list another node may connect later, except in a
+        # simulation, where every node is there from the start (and was greeted).
+        return self.all_nodes_online and quiet_s >= _GRACE_S
+
     def _greet(self, grid: Grid, node_ids: list[int], registered: dict[int, str]) -> None:
         replies: dict[int, Payload] = {}
         outcome = broadcast(
@@ -151,7 +174,11 @@ class Roster:
             content_for=lambda _n: encode(self.job_meta()),
             on_reply=replies.__setitem__,
             group_id="handshake",
-            timeout_s=_HANDSHAKE_TIMEOUT_S,
+            # In a simulation the nodes are there but may still be starting (Ray actors
+            # on a loaded machine): give them the whole start-up time, not a minute.
+            timeout_s=max(_HANDSHAKE_TIMEOUT_S, self.spec.startup_timeout_s)
+            if self.all_nodes_online
+            else _HANDSHAKE_TIMEOUT_S,
         )
         for node, reason in {**outcome.refused, **outcome.dropped}.items():
             self.refused.append(
@@ -446,6 +473,33 @@ class Roster:
                 f"{self.spec.min_partners} (dropped: {[d['partner'] for d in self.dropped]})",
                 hint="restart the dropped partners' nodes and resubmit, or lower min_partners",
             )
+
+
+def refusal_hint(refused: list[dict[str, object]]) -> str:
+    """What to do when too few partners joined, given why the others refused."""
+    reasons = " ".join(str(r.get("reason", "")) for r in refused)
+    if "BudgetExceededError" in reasons or "PrivacyError" in reasons:
+        return (
+            "partners refused on privacy-budget grounds: each sets (or raises) the cap of its "
+            "dataset with `fedcollab budget set` (in a simulation: `fedcollab run --budget-cap`), "
+            "or the job asks for less (fewer rounds, a smaller epsilon)"
+        )
+    if "PolicyRefusal" in reasons or "grant" in reasons:
+        return (
+            "partners refused the job's purpose: each signs a grant for it "
+            "(`fedcollab grant sign`), or the job names a purpose they granted"
+        )
+    if refused and all("no reply" in str(r.get("reason", "")) for r in refused):
+        return (
+            "partners did not answer the handshake in time: check that their nodes run "
+            "(`fedcollab node start`) and are not overloaded, then resubmit"
+        )
+    if refused:
+        return (
+            "partners refused the job (reasons above; details in their node logs); "
+            "fix what they name, or lower min_partners"
+        )
+    return "start the partners' nodes (`fedcollab node start`) or lower min_partners"
 
 
 def _optional_int(value: object) -> int | None:

@@ -9,7 +9,6 @@ very same ServerApp and ClientApp code runs, writing the same outputs.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from fedcollab.client.run_contract import split_settings
 from fedcollab.common.errors import FederationError, JobSpecError, error_class
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.schema import load_schema
+from fedcollab.common.third_party_noise import quiet_third_party, verbose_requested
 from fedcollab.compliance.policy import ParticipantFacts
 from fedcollab.compliance.registry import Registry, load_registry
 from fedcollab.compliance.trail import create_party_key, load_verifier_key
@@ -173,17 +173,23 @@ def run_simulation_job(
     cpus = num_cpus or os.cpu_count() or 1
     backend_config: Any = {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-        "init_args": {"num_cpus": cpus, "num_gpus": 0, "include_dashboard": False},
+        "init_args": {
+            "num_cpus": cpus,
+            "num_gpus": 0,
+            "include_dashboard": False,
+            # Ray forwards its actors' logs ("Manually terminating ClientAppActor", ...)
+            # to this terminal; -v / --verbose shows them, partners' refusals say why anyway.
+            "log_to_driver": verbose or verbose_requested(),
+        },
     }
-    if not verbose:
-        logging.getLogger("flwr").setLevel(logging.WARNING)
-    run_simulation(
-        server_app=make_server_app(overrides),
-        client_app=make_client_app(overrides),
-        num_supernodes=len(sources),
-        backend_config=backend_config,
-        verbose_logging=verbose,
-    )
+    with quiet_third_party(verbose):
+        run_simulation(
+            server_app=make_server_app(overrides),
+            client_app=make_client_app(overrides),
+            num_supernodes=len(sources),
+            backend_config=backend_config,
+            verbose_logging=verbose or verbose_requested(),
+        )
     result_path = out_dir / "result.json"
     if not result_path.exists():
         raise FederationError(
@@ -191,8 +197,10 @@ def run_simulation_job(
         )
     result: dict[str, Any] = json.loads(result_path.read_text())
     if result.get("status") != "completed":
+        # The reason is the error's diagnostics: its message, then "What to do: <hint>".
+        reason, _, hint = str(result.get("reason")).partition("\nWhat to do: ")
         raise error_class(str(result.get("error")))(
-            f"job {spec.name!r} failed: {result.get('error')}: {result.get('reason')}",
-            hint="see progress.jsonl in the output folder",
+            f"job {spec.name!r} failed: {result.get('error')}: {reason}",
+            hint=hint or "see progress.jsonl in the output folder",
         )
     return result

@@ -104,8 +104,8 @@ class _Relay:
         if missing:
             raise NotEnoughPartnersError(
                 f"vertical step {step}: no usable reply from {', '.join(missing)}",
-                hint="a vertical job needs every party; see the partners' node logs "
-                "(`fedcollab node logs`) and the job's dropouts, then resubmit",
+                hint="a vertical job needs every party; see the partners' node logs (what "
+                "`fedcollab node start` prints) and the job's dropouts, then resubmit",
             )
         # As each party logs it: a reply that carries bytes is a contribution (an empty
         # reply, e.g. the label holder keeping a PSI set, is not).

@@ -184,7 +184,7 @@ def insights(prediction_dir: Path, segmentation_dir: Path) -> dict[str, Any]:
             "method": doc["method"],
             "metric": doc["metric"],
             "top": [
-                {k: f.get(k) for k in ("feature", "importance", "direction")}
+                {k: f.get(k) for k in ("feature", "importance", "direction", "coefficient")}
                 for f in doc["features"][:5]
             ],
         },
@@ -200,7 +200,9 @@ def render_insights(result: dict[str, Any], console: Console) -> None:
     console.print(
         f"purchase drivers ({drivers['method']}, {drivers['metric']}): "
         + ", ".join(
-            f"{d['feature']} {d['direction'] or ''}{d['importance']:.2f}" for d in drivers["top"]
+            f"{d['feature']} {d['direction'] or ''}{d['importance']:.2f}"
+            + (f" (coef {d['coefficient']:+.2f})" if d.get("coefficient") is not None else "")
+            for d in drivers["top"]
         )
     )
     for seg in result["segments"]:

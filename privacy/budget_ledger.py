@@ -301,8 +301,9 @@ class BudgetLedger:
                     f"dataset {dataset!r}: job {job!r} (run {run}, step {step}) needs the spent "
                     f"epsilon to go from {before:.4g} to {after:.4g}, above the cap {cap:.4g} "
                     f"(delta {delta:g}); nothing was charged",
-                    hint="the partner can raise the cap with `fedcollab node budget set`, or the "
-                    "operator can lower the job's epsilon or number of rounds",
+                    hint="the partner can raise the cap with `fedcollab budget set` (in a "
+                    "simulation: `fedcollab run --budget-cap`), or the operator can lower the "
+                    "job's epsilon or number of rounds",
                 )
             charge = Charge(dataset, run, step, job, mechanism, before, after, cap, delta, _now())
             db.execute(
@@ -361,8 +362,8 @@ class BudgetLedger:
         if row is None:
             raise PrivacyError(
                 f"dataset {dataset!r} has no privacy budget: no DP spending is allowed on it",
-                hint=f"set a cap with `fedcollab node budget set` (an epsilon cap and a delta "
-                f"for {dataset!r})",
+                hint=f"set a cap for {dataset!r} with `fedcollab budget set` (an epsilon cap "
+                "and a delta; in a simulation: `fedcollab run --budget-cap`)",
             )
         return float(row[0]), float(row[1])
 

@@ -48,6 +48,7 @@ from fedcollab.protocols._checks import EMPTY_COUNT, as_column, as_vector, check
 __all__ = [
     "MomentsLayout",
     "Preprocessor",
+    "level_shares",
     "local_moments",
     "local_vocabulary",
     "merge_vocabularies",
@@ -156,6 +157,28 @@ class MomentsLayout:
         """Length of a moments vector."""
         n_cat = sum(len(v) for v in self.categorical_vocab.values())
         return 3 * len(self.numeric_names) + n_cat + 2 * len(self.boolean_names)
+
+
+def level_shares(layout: MomentsLayout, summed: npt.ArrayLike) -> dict[str, tuple[float, ...]]:
+    """Each categorical level's share of the counted rows, from the summed moments.
+
+    The counts are in the moments vector already (they are what the vocabulary
+    of the one-hot inputs is checked against), so this reveals nothing the sum
+    did not.  A column with no counted value gets all-zero shares.
+
+    >>> layout = MomentsLayout(numeric_names=("x",), categorical_vocab={"c": ("a", "b")})
+    >>> level_shares(layout, [4, 10, 30, 3, 1])
+    {'c': (0.75, 0.25)}
+    """
+    vec = as_vector(summed, length=layout.length, name="summed moments")
+    pos = 3 * len(layout.numeric_names)
+    shares: dict[str, tuple[float, ...]] = {}
+    for col, vocab in layout.categorical_vocab.items():
+        counts = np.clip(vec[pos : pos + len(vocab)], 0.0, None)
+        pos += len(vocab)
+        total = float(counts.sum())
+        shares[col] = tuple(float(c / total) if total > 0 else 0.0 for c in counts)
+    return shares
 
 
 def local_moments(

@@ -205,6 +205,34 @@ def _insights(directory: Path) -> dict[str, Any]:
     return out
 
 
+_METRIC_NAMES = {
+    "auc": "AUC", "accuracy": "accuracy", "log_loss": "log-loss", "n": "rows",
+    "test_auc": "test AUC", "scored": "users scored", "queried": "users queried",
+}  # fmt: skip
+
+
+def _metric_name(key: str) -> str:
+    return _METRIC_NAMES.get(key, key.replace("_", " "))
+
+
+def final_table(final: object) -> dict[str, Any] | None:
+    """Final metrics as a table: one column per split when they are nested
+    (``{"validation": {"auc": ..}, "test": {..}}``), else metric and value."""
+    if not isinstance(final, dict) or not final:
+        return None
+    nested = {k: v for k, v in final.items() if isinstance(v, dict)}
+    flat = {k: v for k, v in final.items() if not isinstance(v, dict | list)}
+    if nested:
+        splits = list(nested)
+        keys: list[str] = []
+        for inner in nested.values():
+            keys += [k for k in inner if k not in keys and not isinstance(inner[k], dict | list)]
+        rows = [[_metric_name(k), *(nested[s].get(k) for s in splits)] for k in keys]
+        rows += [[_metric_name(k), v, *([None] * (len(splits) - 1))] for k, v in flat.items()]
+        return {"columns": ["Metric", *splits], "rows": rows}
+    return {"columns": ["Metric", "Value"], "rows": [[_metric_name(k), v] for k, v in flat.items()]}
+
+
 def job_detail(ref: JobRef) -> dict[str, Any]:
     """Everything the job page shows, as JSON-safe values (the API's body)."""
     events = read_progress(ref.dir)[0]
@@ -220,9 +248,22 @@ def job_detail(ref: JobRef) -> dict[str, Any]:
     final = (end or {}).get("final") or (
         metrics.get("final") if isinstance(metrics, dict) else None
     )
+    start = next((e for e in events if e.get("event") == "job_start"), {})
+    scoring = bool(start.get("scoring")) or (
+        task == "vertical" and not rounds and isinstance(final, dict) and "scored" in final
+    )
+    if rounds:
+        round_text = f"{summary['round']} / {summary['total'] if summary['total'] else '-'}"
+    else:
+        round_text = "not started" if status in ("waiting", "running") else "none"
     return {
         **summary,
         "status": status,
+        "scoring": scoring,
+        # A scoring job trains nothing: no rounds, no per-round chart.
+        "shows_rounds": not scoring,
+        "round_text": round_text,
+        "final_table": final_table(final),
         "metric": {"key": key, "label": label, "points": series},
         "rounds": rounds,
         "participants": _participants(events),

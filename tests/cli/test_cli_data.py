@@ -242,3 +242,33 @@ def test_console_script_end_to_end(tmp_path: Path) -> None:
     )
     assert bad.returncode == 10
     assert "session_id" in bad.stderr and "--id-from-row-number" in bad.stderr
+
+
+def test_schema_draft_writes_a_schema_that_validates_the_file(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    csv_path = tmp_path / "bank.csv"
+    rows = [
+        "age,job,duration,y",
+        *(f"{20 + i},j{i % 3},{i * 7},{'yes' if i % 4 else 'no'}" for i in range(20)),
+    ]
+    csv_path.write_text("\n".join(rows) + "\n")
+    job = tmp_path / "bank.job.toml"
+    assert run(monkeypatch, "schema", csv_path, "--ignore", "duration", "--job", job) == 0
+    out = capsys.readouterr().out
+    schema_path = tmp_path / "bank.schema.json"
+    schema = load_schema(schema_path)
+    assert schema.ignore_columns == ("duration",) and schema.label_column == "y"
+    assert "generated from row numbers" in out
+    assert f"fedcollab run {job} --csv {csv_path} --iid 3 --id-from-row-number" in out
+    from fedcollab.common.jobspec import load_job_spec
+
+    spec = load_job_spec(job)
+    assert spec.task == "purchase_prediction"
+    assert DatasetSchema.model_validate(spec.data_schema) == schema
+    assert (
+        run(monkeypatch, "validate", csv_path, "--schema", schema_path, "--id-from-row-number") == 0
+    )
+    # An existing schema is not overwritten by accident.
+    assert run(monkeypatch, "schema", csv_path) == 13
+    assert "--overwrite" in capsys.readouterr().err

@@ -31,3 +31,23 @@ def test_vertical_job_progress_lines() -> None:
     assert "round 1/2: train loss 0.6931" in text
     assert "test AUC 0.7123" in text
     assert "90 users scored at the label holder" in text
+
+
+def test_round_numbers_agree() -> None:
+    """The round whose line shows the best AUC and the early stop's 'best' name one model."""
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=False, width=200)
+    aucs = [0.70, 0.75, 0.74, 0.73]
+    events: list[dict[str, Any]] = [
+        {"event": "round", "round": r, "total": 30, "task": "purchase_prediction",
+         "validated_round": r - 1, "val_auc": auc}
+        for r, auc in enumerate(aucs, start=1)
+    ]  # fmt: skip
+    events.append({"event": "early_stop", "round": 4, "best_round": 1})
+    with JobProgress(console, title="p") as progress:
+        for ev in events:
+            progress(ev)
+    text = buf.getvalue()
+    assert "round 1/30: val AUC 0.7000 (the initial model)" in text
+    assert "round 2/30: val AUC 0.7500 (model after round 1)" in text
+    assert "early stop after round 4 (best: model after round 1)" in text

@@ -374,3 +374,47 @@ def test_split_of_an_id_does_not_depend_on_who_holds_it(
     for part in (ids[:cut], ids[cut:]):
         if part:
             assert all(whole[i] == k for i, k in assignment(part).items())
+
+
+# --- declared spellings and ignored columns ------------------------------------------
+
+YES_NO = DatasetSchema(
+    dataset="bank",
+    id_column="id",
+    label_column="y",
+    label_values={"true": ["yes"], "false": ["no"]},  # type: ignore[arg-type]
+    features=(
+        NumericFeature(name="x"),
+        BooleanFeature(name="w", values={"true": ["Y"], "false": ["N"]}),  # type: ignore[arg-type]
+    ),
+    ignore_columns=("notes", "absent"),
+)
+
+
+def test_declared_spellings_and_an_ignored_column(tmp_path: Path) -> None:
+    path = write(tmp_path, "id,notes,x,w,y", "a,free text,1,Y,yes", "b,,2,n, NO ", "c,x,3,N,Yes")
+    ds = load_dataset(path, YES_NO)
+    assert ds.labels is not None and ds.labels.tolist() == [1.0, 0.0, 1.0]
+    assert ds.boolean["w"].tolist() == [1.0, 0.0, 0.0]
+    assert set(ds.numeric) == {"x"} and not ds.categorical
+
+
+def test_declared_spellings_stay_strict(tmp_path: Path) -> None:
+    path = write(tmp_path, "id,x,w,y", "a,1,Y,yes", "b,2,N,true")
+    err = expect_error(path, 3, "y", "'true' is not binary", schema=YES_NO)
+    assert "yes for true, no for false" in err.hint
+    path = write(tmp_path, "id,x,w,y", "a,1,yes,yes", name="w.csv")
+    expect_error(path, 2, "w", "'yes' is not a boolean", schema=YES_NO)
+
+
+def test_undeclared_yes_no_label_says_how_to_declare_it(tmp_path: Path) -> None:
+    schema = YES_NO.model_copy(update={"label_values": None, "ignore_columns": ()})
+    path = write(tmp_path, "id,x,w,y", "a,1,Y,yes")
+    err = expect_error(path, 2, "y", "'yes' is not binary", schema=schema)
+    assert '"label_values": {"true": ["yes"], "false": ["no"]}' in err.hint
+
+
+def test_unlisted_extra_column_mentions_ignore_columns(tmp_path: Path) -> None:
+    path = write(tmp_path, "id,x,w,y,other", "a,1,Y,yes,3")
+    err = expect_error(path, 1, "other", "unexpected column", schema=YES_NO)
+    assert "ignore_columns" in err.hint

@@ -240,3 +240,66 @@ def test_nothing_to_hold(tmp_path: Path) -> None:
 
 def test_label_only_party_is_fine(tmp_path: Path) -> None:
     assert load_schema(write(tmp_path, variant(features=[]))).feature_names == ()
+
+
+# --- declared spellings and ignored columns ------------------------------------------
+
+
+def test_spellings_and_ignored_columns_round_trip(tmp_path: Path) -> None:
+    data = {
+        **EXAMPLE,
+        "label_values": {"true": ["yes"], "false": ["no"]},
+        "ignore_columns": ["notes"],
+        "features": [
+            *EXAMPLE["features"][:4],
+            {
+                "name": "Weekend",
+                "type": "boolean",
+                "missing": "forbid",
+                "values": {"true": ["Y", "yes"], "false": ["N"]},
+            },
+        ],
+    }
+    schema = load_schema(write(tmp_path, data))
+    assert schema.label_spellings.true_keys == ("yes",)
+    assert schema.ignore_columns == ("notes",)
+    out = tmp_path / "again.schema.json"
+    save_schema(schema, out)
+    assert load_schema(out) == schema
+
+
+def test_schema_without_new_keys_keeps_its_fingerprint(tmp_path: Path) -> None:
+    """Old schemas read and fingerprint exactly as before: no null keys are added."""
+    schema = load_schema(write(tmp_path, EXAMPLE))
+    assert "label_values" not in schema.canonical_json()
+    assert "ignore_columns" not in schema.canonical_json()
+    assert '"values"' not in schema.canonical_json()
+    with_ignored = schema.model_copy(update={"ignore_columns": ("notes",)})
+    assert with_ignored.fingerprint() == schema.fingerprint()
+    spelled = DatasetSchema.model_validate(
+        {**EXAMPLE, "label_values": {"true": ["yes"], "false": ["no"]}}
+    )
+    assert spelled.fingerprint() != schema.fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"label_values": {"true": ["yes"], "false": ["YES"]}}, "listed twice"),
+        ({"label_values": {"true": ["yes"], "false": []}}, "label_values.false"),
+        ({"label_values": {"true": ["NaN"], "false": ["no"]}}, "missing value"),
+        ({"label_values": {"true": ["yes"]}}, "label_values.false"),
+        ({"label_values": {"true": "yes", "false": "no"}}, "label_values.true"),
+        ({"label_column": None, "label_values": {"true": ["y"], "false": ["n"]}}, "no label"),
+        ({"ignore_columns": ["Month"]}, "both used and listed"),
+        ({"ignore_columns": ["session_id"]}, "both used and listed"),
+        ({"ignore_columns": ["x", "x"]}, "twice"),
+    ],
+)
+def test_bad_spellings_and_ignored_columns(
+    tmp_path: Path, changes: dict[str, Any], fragment: str
+) -> None:
+    with pytest.raises(SchemaError) as info:
+        load_schema(write(tmp_path, {**EXAMPLE, **changes}))
+    assert fragment in str(info.value)
+    assert info.value.hint

@@ -412,3 +412,67 @@ def test_vertical_overlap_within_rounding(n_rows: int, overlaps: list[float], se
             ids = load_dataset(files.csv, load_schema(files.schema)).ids.tolist()
             assert set(ids) <= all_ids
             assert abs(len(ids) - party.overlap * n_rows) <= 0.5 or len(ids) == 1
+
+
+def test_ignored_columns_are_not_copied_to_partners(tmp_path: Path) -> None:
+    source = tmp_path / "bank.csv"
+    rows = [f"{i};{'yes' if i % 3 else 'no'};secret-{i}" for i in range(12)]
+    source.write_text("Pages;y;notes\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    schema = DatasetSchema(
+        dataset="bank",
+        delimiter=";",
+        id_column="row",
+        label_column="y",
+        label_values={"true": ["yes"], "false": ["no"]},  # type: ignore[arg-type]
+        features=(NumericFeature(name="Pages"),),
+        ignore_columns=("notes",),
+    )
+    partners = split_horizontal(
+        source, schema, tmp_path / "out", mode="iid", n_partners=2, id_from_row_number=True
+    )
+    for p in partners:
+        assert read_rows(p.csv)[0] == ["row", "Pages", "y"]
+        assert "secret" not in p.csv.read_text(encoding="utf-8")
+        partner_schema = load_schema(p.schema)
+        assert partner_schema.ignore_columns == ()
+        assert partner_schema.fingerprint() == schema.fingerprint()
+        ds = load_dataset(p.csv, partner_schema)
+        assert ds.labels is not None and set(ds.labels.tolist()) <= {0.0, 1.0}
+
+
+def test_partner_names_from_values_are_clean(tmp_path: Path) -> None:
+    source = tmp_path / "jobs.csv"
+    values = ["admin.", "blue collar", "self-employed", "admin.", "blue collar", "self-employed"]
+    source.write_text("job;y\n" + "".join(f"{v};1\n" for v in values), encoding="utf-8")
+    schema = DatasetSchema(
+        dataset="jobs",
+        delimiter=";",
+        id_column="id",
+        label_column="y",
+        features=(CategoricalFeature(name="job"),),
+    )
+    partners = split_horizontal(
+        source, schema, tmp_path / "out", mode="column", by_column="job", id_from_row_number=True
+    )
+    assert [p.name for p in partners] == ["job-admin", "job-blue-collar", "job-self-employed"]
+    assert sorted(f.name for f in (tmp_path / "out").glob("*.csv")) == [
+        "job-admin.csv",
+        "job-blue-collar.csv",
+        "job-self-employed.csv",
+    ]
+
+
+def test_values_that_slug_alike_are_refused(tmp_path: Path) -> None:
+    source = tmp_path / "jobs.csv"
+    source.write_text("job;y\nadmin.;1\nadmin;0\n", encoding="utf-8")
+    schema = DatasetSchema(
+        dataset="jobs",
+        delimiter=";",
+        id_column="id",
+        label_column="y",
+        features=(CategoricalFeature(name="job"),),
+    )
+    with pytest.raises(DataValidationError, match="same partner name"):
+        split_horizontal(
+            source, schema, tmp_path / "o", mode="column", by_column="job", id_from_row_number=True
+        )

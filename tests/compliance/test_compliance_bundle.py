@@ -167,6 +167,20 @@ def _not_canonical(b: Path) -> None:
     write_lines(b, ls)
 
 
+def _reserialised(b: Path) -> None:
+    ls = lines(b)
+    ls[2] = json.dumps(json.loads(ls[2])).encode() + b"\n"  # ", " and ": " separators
+    write_lines(b, ls)
+
+
+def _index_first(b: Path) -> None:
+    ls = lines(b)
+    obj = json.loads(ls[2])
+    ls[2] = json.dumps({"index": obj["index"], "event": obj["event"]}, separators=(",", ":"))
+    ls[2] = ls[2].encode() + b"\n"
+    write_lines(b, ls)
+
+
 def _swap_checkpoint_signature(b: Path) -> None:
     one = (b / "checkpoints" / "000001.note").read_text().split("\n")
     two = (b / "checkpoints" / "000002.note").read_text().split("\n")
@@ -240,6 +254,21 @@ CASES: list[tuple[str, Tamper, str, str]] = [
         "entries.jsonl",
     ),
     ("non-canonical", _not_canonical, r"entries.jsonl line 3: .*canonical form", "entries.jsonl"),
+    # A line merely rewritten (same event, same index) is named as such, not as a deletion.
+    (
+        "re-serialised",
+        _reserialised,
+        r"entries.jsonl line 3: the line is valid JSON with the right index but not in "
+        r"canonical form",
+        "entries.jsonl",
+    ),
+    (
+        "index-first",
+        _index_first,
+        r"entries.jsonl line 3: the line is valid JSON with the right index but not in "
+        r"canonical form",
+        "entries.jsonl",
+    ),
     (
         "swap-signature",
         _swap_checkpoint_signature,

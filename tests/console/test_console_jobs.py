@@ -118,3 +118,42 @@ def test_the_same_form_sent_twice_starts_one_job(env: Env, as_user: Client) -> N
     assert len(folders) == 1
     other = re.search(r'name="form_id" value="([^"]+)"', first.text)
     assert other is not None and other.group(1) != data["form_id"]  # a retry is a new job
+
+
+def test_final_metrics_are_a_table(as_user: Client) -> None:
+    page = as_user("olga").get("/jobs/purchase").text
+    table = re.search(r'<table id="job-final">(.*?)</table>', page, re.S)
+    assert table is not None, page
+    assert "<th>Metric</th><th>test</th>" in table.group(1)
+    assert "<tr><td>AUC</td><td>0.88</td></tr>" in table.group(1)
+    assert '<pre id="job-final"' not in page and "{&#34;" not in page
+
+
+def test_scoring_job_page_has_no_rounds(env: Env, as_user: Client) -> None:
+    out = JobOutputs(env.results / "scores")
+    out.event("job_start", job="scores", task="vertical", digest="sha256:00", mode="deployment",
+              scoring=True)  # fmt: skip
+    olga = as_user("olga")
+    running = olga.get("/jobs/scores").text
+    assert 'id="metric-chart"' not in running and 'id="job-round"' not in running
+    assert "per round" not in running and "Round 0" not in running
+    assert "No final metrics yet." in running
+    final = {"scored": 90, "queried": 100, "model": "risk-train", "predictions": "kept"}
+    out.event("job_end", status="completed", final=final, objective=None, dropouts=[],
+              audit=None)  # fmt: skip
+    detail = olga.get("/api/jobs/scores").json()
+    assert detail["scoring"] is True and detail["shows_rounds"] is False
+    assert detail["final_table"]["columns"] == ["Metric", "Value"]
+    assert ["users scored", 90] in detail["final_table"]["rows"]
+    page = olga.get("/jobs/scores").text
+    assert "<tr><td>users scored</td><td>90</td></tr>" in page
+    assert 'id="metric-chart"' not in page and "train loss per round" not in page
+
+
+def test_training_job_without_rounds_yet_says_so(env: Env, as_user: Client) -> None:
+    out = JobOutputs(env.results / "fresh")
+    out.event("job_start", job="fresh", task="purchase_prediction", digest="sha256:00",
+              mode="deployment", scoring=False)  # fmt: skip
+    page = as_user("olga").get("/jobs/fresh").text
+    assert '<span id="job-round">not started</span>' in page
+    assert 'id="metric-chart"' in page

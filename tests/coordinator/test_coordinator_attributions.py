@@ -115,13 +115,16 @@ def test_mlp_job_writes_permutation_importance(tmp_path: Path, encrypted: bool) 
 def test_logreg_job_writes_coefficients(tmp_path: Path) -> None:
     out, _ = _run(tmp_path, kind="logreg", encrypted=False)
     doc = json.loads((out / "attributions.json").read_text())
-    assert (doc["method"], doc["metric"], doc["baseline"]) == ("coefficients", "log-odds per SD",
-                                                               None)  # fmt: skip
+    assert (doc["method"], doc["metric"], doc["baseline"]) == (
+        "coefficients", "population effect (SD of log-odds contribution)", None)  # fmt: skip
     top = doc["features"][0]
     assert top["feature"] == "signal" and top["direction"] == "+" and top["odds_ratio"] > 1
     names = {f["feature"] for f in doc["features"]}
     assert {"channel=app", "channel=store", "channel=web", "member", "noise"} <= names
     channel = next(c for c in doc["columns"] if c["column"] == "channel")
-    assert channel["aggregation"] == "max |coefficient| over levels"
+    assert channel["aggregation"] == "SD of the column's log-odds contribution over its levels"
+    # The pooled level shares come from the federated moments: about a third each.
+    shares = [f["share"] for f in doc["features"] if f["column"] == "channel"]
+    assert sum(shares) == pytest.approx(1.0, abs=1e-5) and all(0.25 < s < 0.42 for s in shares)
     header = (out / "attributions.csv").read_text().splitlines()[0]
     assert header == "feature,importance,direction,method,coefficient,odds_ratio"

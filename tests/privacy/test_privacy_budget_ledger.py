@@ -30,7 +30,7 @@ from fedcollab.privacy.budget_ledger import BudgetLedger, Charge
 
 DELTA = 1e-5
 REPO = Path(__file__).resolve().parents[2]
-SET_CAP = "fedcollab node budget set"
+SET_CAP = "fedcollab budget set"
 
 A = SampledGaussian(noise_multiplier=1.0, sample_rate=0.0256, steps=390)  # eps 3.63 alone
 B = Gaussian(noise_multiplier=4.0, count=3)

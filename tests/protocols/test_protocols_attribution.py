@@ -167,3 +167,66 @@ def test_csv_rows_and_formula_guard() -> None:
         "method": "coefficients", "coefficient": "-1.2", "odds_ratio": odds,
     }  # fmt: skip
     assert csv_text("=cmd()") == "'=cmd()" and csv_text("Month=Feb") == "Month=Feb"
+
+
+# --- population effect ----------------------------------------------------------------
+
+
+def test_population_effect_ranks_by_what_inputs_do_to_the_population() -> None:
+    shares = {"Month": (0.5, 0.49, 0.01), "Visitor": (0.3, 0.7)}
+    # A rare Month level with the largest coefficient; PageValues moderate.
+    coef = [0.9, -0.2, 0.1, -0.05, -2.5, 0.3, -0.3, 0.4]
+    doc = coefficient_document(job="j", coefficients=coef, pre=PRE, level_shares=shares)
+    by = {f["feature"]: f for f in doc["features"]}
+    assert doc["features"][0]["feature"] == "PageValues"
+    assert by["Month=Nov"]["coefficient"] == -2.5  # the raw coefficient stays beside
+    assert by["Month=Nov"]["importance"] == pytest.approx(2.5 * math.sqrt(0.01 * 0.99), abs=1e-6)
+    assert by["Month=Nov"]["share"] == 0.01
+    assert by["Weekend"]["importance"] == pytest.approx(0.4 * math.sqrt(0.2 * 0.8), abs=1e-6)
+    cols = {c["column"]: c for c in doc["columns"]}
+    p, b = np.array(shares["Month"]), np.array(coef[2:5])
+    assert cols["Month"]["importance"] == pytest.approx(
+        math.sqrt(p @ (b * b) - (p @ b) ** 2), abs=1e-6
+    )
+    assert doc["columns"][0]["column"] == "PageValues"
+    assert doc["metric"].startswith("population effect")
+    # Without shares: the old |coefficient| ranking, where the rare level leads.
+    plain = coefficient_document(job="j", coefficients=coef, pre=PRE)
+    assert plain["features"][0]["feature"] == "Month=Nov"
+    with pytest.raises(ProtocolError):
+        coefficient_document(job="j", coefficients=coef, pre=PRE, level_shares={"Month": (1.0,)})
+
+
+def test_pagevalues_leads_the_population_ranking_on_the_demo_data() -> None:
+    """A logistic regression on the demo's data, preprocessed as the federation does:
+    by |coefficient| a rare one-hot level leads; by population effect PageValues does."""
+    from pathlib import Path
+
+    from sklearn.linear_model import LogisticRegression
+
+    from fedcollab.common.dataset import load_dataset
+    from fedcollab.common.schema import load_schema
+    from fedcollab.protocols.preprocessing import MomentsLayout, level_shares, local_moments
+
+    repo = Path(__file__).resolve().parents[2]
+    schema = load_schema(repo / "data" / "online_shoppers.schema.json")
+    ds = load_dataset(
+        repo / "data" / "online_shoppers_intention.csv", schema, id_from_row_number=True
+    )
+    vocab = {c: tuple(sorted(set(ds.categorical[c].tolist()))) for c in ds.categorical}
+    layout = MomentsLayout(
+        numeric_names=tuple(ds.numeric), categorical_vocab=vocab, boolean_names=tuple(ds.boolean)
+    )
+    moments = local_moments(layout, ds.numeric, ds.categorical, ds.boolean)
+    pre = Preprocessor.from_moments(layout, moments)
+    x = pre.transform(ds.numeric, ds.categorical, ds.boolean)
+    assert ds.labels is not None
+    model = LogisticRegression(C=10.0, max_iter=2000).fit(x, ds.labels)
+    coef = model.coef_.ravel()
+    doc = coefficient_document(
+        job="demo", coefficients=coef, pre=pre, level_shares=level_shares(layout, moments)
+    )
+    assert doc["features"][0]["feature"] == "PageValues"
+    assert doc["columns"][0]["column"] == "PageValues"
+    plain = coefficient_document(job="demo", coefficients=coef, pre=pre)
+    assert plain["features"][0]["feature"] != "PageValues"

@@ -11,6 +11,7 @@ EXPECTED = {
     "fedcollab.protocols.preprocessing": {
         "MomentsLayout",
         "Preprocessor",
+        "level_shares",
         "local_moments",
         "local_vocabulary",
         "merge_vocabularies",

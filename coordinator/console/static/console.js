@@ -53,9 +53,18 @@
     var status = document.getElementById("job-status");
     status.textContent = job.status;
     status.className = "status status-" + job.status;
-    setText("job-round", job.round + " / " + fmt(job.total));
+    setText("job-round", job.round_text);
     setText("job-epsilon", fmt(job.epsilon));
-    setText("job-final", job.final ? JSON.stringify(job.final, null, 2) : "-");
+    var final = document.getElementById("job-final");
+    if (final && job.final_table) {
+      var head = final.tHead.rows[0];
+      while (head.firstChild) { head.removeChild(head.firstChild); }
+      job.final_table.columns.forEach(function (c) { head.appendChild(el("th", {}, c)); });
+      replaceRows(final, job.final_table.rows.map(function (r) { return row({}, r); }));
+      final.hidden = false;
+      var none = document.getElementById("job-final-none");
+      if (none) { none.hidden = true; }
+    }
     var failure = document.getElementById("job-failure");
     if (failure && job.error) {
       failure.textContent = job.error + (job.reason.length ? ": " + job.reason[0] : "");

@@ -1,0 +1,72 @@
+"""Third-party banners and warnings stay out of normal output and show with -v."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import pytest
+
+from fedcollab.common import third_party_noise
+from fedcollab.common.third_party_noise import quiet_third_party
+
+
+def _emit() -> list[str]:
+    """Flower's deprecation banner (a WARNING log) and Ray's FutureWarning, as emitted."""
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    flwr = logging.getLogger("flwr")
+    handler = Collect()
+    flwr.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with quiet_third_party(verbose=False):
+                flwr.warning("DEPRECATED FEATURE: run_simulation")
+                warnings.warn_explicit(
+                    "Tip: In future versions of Ray", FutureWarning, "worker.py", 2051,
+                    module="ray._private.worker",
+                )  # fmt: skip
+                warnings.warn_explicit(
+                    "ours", FutureWarning, "x.py", 1, module="fedcollab.protocols.x"
+                )
+                logging.getLogger("fedcollab.protocols.x").error("ours too")
+            seen += [str(w.message) for w in caught]
+    finally:
+        flwr.removeHandler(handler)
+    return seen
+
+
+def test_hidden_by_default() -> None:
+    seen = _emit()
+    assert not any("DEPRECATED" in s or "Ray" in s for s in seen), seen
+    assert "ours" in seen  # our own warnings are not hidden
+    assert logging.getLogger("flwr").level != logging.ERROR  # restored afterwards
+
+
+def test_shown_with_verbose(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(third_party_noise, "_verbose", True)
+    seen = _emit()
+    assert any("DEPRECATED FEATURE" in s for s in seen)
+    assert any("In future versions of Ray" in s for s in seen)
+
+
+def test_our_modules_log_under_their_own_names() -> None:
+    """Every module logs through getLogger(__name__), so -v and filters work by package."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    named = re.compile(r"""getLogger\(\s*["']fedcollab\.""")
+    offenders = [
+        str(p.relative_to(repo))
+        for folder in ("cli", "client", "common", "compliance", "coordinator", "privacy")
+        for p in (repo / folder).rglob("*.py")
+        if named.search(p.read_text(encoding="utf-8"))
+    ]
+    # client/client_app.py belongs to another change in flight (issue 13); see the report.
+    assert offenders in ([], ["client/client_app.py"])

@@ -1,0 +1,77 @@
+"""A job whose partners all refused fails at once, with a hint that names real commands.
+
+The job runs through the real coordinator (``coordinator.job.run_job``) and the
+real partner ClientApp over an in-memory Grid: a DP job on partners that set no
+privacy-budget cap is refused by each of them at the handshake. The start-up
+timeout is a day, so a coordinator that waited it out would never finish (the
+test's own timeout fails it); the Grid counts how often the coordinator polled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from fedcollab.common.errors import NotEnoughPartnersError
+from fedcollab.common.jobspec import MAX_TIMEOUT_S, JobSpec
+from fedcollab.coordinator.job import run_job
+from fedcollab.coordinator.outputs import JobOutputs
+from fedcollab.coordinator.roster import refusal_hint
+from tests.cli.test_cli_hints import check
+from tests.coordinator.inmemory_grid import InMemoryGrid, federation, task_identity
+from tests.coordinator.test_coordinator_attributions import SCHEMA, _partner
+
+torch.set_num_threads(1)
+
+
+class CountingGrid(InMemoryGrid):
+    polls = 0
+
+    def get_nodes(self) -> list[Any]:
+        self.polls += 1
+        return super().get_nodes()
+
+
+@pytest.mark.parametrize("participants", [[], ["p0", "p1"]])
+def test_every_partner_refusing_fails_fast(tmp_path: Path, participants: list[str]) -> None:
+    sources = [_partner(tmp_path / "data", f"p{i}", seed=i, n=60) for i in range(2)]
+    spec = JobSpec.model_validate(
+        {"name": "dp", "task": "purchase_prediction", "purpose": "purchase-prediction",
+         "schema": SCHEMA, "participants": participants, "min_partners": 2, "rounds": 2,
+         "startup_timeout_s": MAX_TIMEOUT_S,
+         "privacy": {"dp": "sample", "target_epsilon": 3.0}},
+        strict=False,
+    )  # fmt: skip
+    plain, audit, policy = federation(spec, sources, tmp_path)
+    grid = CountingGrid(plain.overrides, [s.partner for s in sources])
+    with task_identity(), pytest.raises(NotEnoughPartnersError) as info:
+        run_job(grid, spec, JobOutputs(tmp_path / "out"), mode="simulation",  # type: ignore[arg-type]
+                audit_config=audit, policy=policy)  # fmt: skip
+    assert grid.polls <= 10
+    err = info.value
+    assert "refused: 2" in err.message and "PrivacyError" in err.message
+    assert "`fedcollab budget set`" in err.hint and "`fedcollab run --budget-cap`" in err.hint
+    assert "node start" not in err.hint
+
+
+def test_refusal_hints_name_commands_that_exist() -> None:
+    import re
+
+    cases = [
+        [{"partner": "a", "reason": "refused by the partner (BudgetExceededError)"}],
+        [{"partner": "a", "reason": "PolicyRefusal: no grant for purpose x"}],
+        [{"partner": "a", "reason": "refused by the partner (ProtocolError)"}],
+        [{"partner": "", "reason": "no reply within 60 s"}],
+        [],
+    ]
+    for refused in cases:
+        hint = refusal_hint(refused)  # type: ignore[arg-type]
+        for command in re.findall(r"`(fedcollab [^`]*)`", hint):
+            check(command)
+    assert "budget set" in refusal_hint(cases[0])  # type: ignore[arg-type]
+    assert "grant sign" in refusal_hint(cases[1])  # type: ignore[arg-type]
+    assert "node start" in refusal_hint([])
+    assert "in time" in refusal_hint(cases[3])  # type: ignore[arg-type]

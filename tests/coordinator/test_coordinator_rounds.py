@@ -1,0 +1,45 @@
+"""Round numbers agree: the best model is named by the rounds it had, like every round line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.coordinator.job import run_job
+from fedcollab.coordinator.outputs import JobOutputs
+from tests.coordinator.inmemory_grid import federation, task_identity
+from tests.coordinator.test_coordinator_attributions import SCHEMA, _partner
+
+torch.set_num_threads(1)
+
+
+def test_best_round_is_the_validated_round_with_the_best_auc(tmp_path: Path) -> None:
+    sources = [_partner(tmp_path / "data", f"p{i}", seed=i, n=200) for i in range(2)]
+    spec = JobSpec.model_validate(
+        {"name": "r", "task": "purchase_prediction", "purpose": "purchase-prediction",
+         "schema": SCHEMA, "participants": ["p0", "p1"], "min_partners": 2, "rounds": 6,
+         "training": {"learning_rate": 0.5, "local_epochs": 1},
+         "evaluation": {"early_stopping_patience": 2}},
+        strict=False,
+    )  # fmt: skip
+    grid, audit, policy = federation(spec, sources, tmp_path)
+    out = tmp_path / "out"
+    with task_identity():
+        metrics = run_job(grid, spec, JobOutputs(out), mode="simulation",  # type: ignore[arg-type]
+                          audit_config=audit, policy=policy)  # fmt: skip
+    lines = (out / "progress.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    rounds = [e for e in events if e["event"] == "round"]
+    assert [e["round"] for e in rounds] == list(range(1, len(rounds) + 1))
+    assert [e["validated_round"] for e in rounds] == list(range(len(rounds)))
+    top = max(e["val_auc"] for e in rounds)
+    best_validated = next(e for e in rounds if e["val_auc"] == top)["validated_round"]
+    # The released model: the best one validated during the rounds, or the last one
+    # (validated after the loop) if it is at least as good.
+    assert metrics["best_round"] in (best_validated, len(rounds))
+    stops = [e for e in events if e["event"] == "early_stop"]
+    for stop in stops:
+        assert stop["best_round"] == best_validated
