@@ -28,7 +28,13 @@ from fedcollab.client.grant_check import check_grant
 from fedcollab.client.handlers import HANDLERS, Reply, check_job, dp_plan
 from fedcollab.client.he_keys import load_peer_keys
 from fedcollab.client.partner_data import load_partner, partner_config, source_from_config
-from fedcollab.client.run_contract import RequestPlan, RunContract, check_split, node_split
+from fedcollab.client.run_contract import (
+    RequestPlan,
+    RunContract,
+    check_split,
+    max_runs_per_day,
+    node_split,
+)
 from fedcollab.client.vertical_store import VerticalStore
 from fedcollab.common.errors import (
     CiphertextError,
@@ -93,6 +99,8 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
             run=run,
             payload=payload,
             shared=shared,
+            flower_run=str(context.run_id),
+            max_runs=max_runs_per_day(config),
         )
         plan = dp_plan(spec)
         if plan is not None and action == "query.handshake":
@@ -210,13 +218,16 @@ def _check_plan(
     run: str,
     payload: Payload,
     shared: str,
+    flower_run: str,
+    max_runs: int,
 ) -> None:
-    """Answer only what the accepted job plans, each step once (client.run_contract)."""
+    """Answer only what the accepted job plans, each step once (client.run_contract),
+    in the one run of this Flower run."""
     RequestPlan.for_job(spec, partner=partner).check(action, step)
     if action == "query.handshake":
-        contract.pin(run, spec)
+        contract.pin(run, spec, flower_run=flower_run, max_runs=max_runs)
         return
-    contract.check_pinned(run, spec)
+    contract.check_pinned(run, spec, flower_run=flower_run)
     if action == "train.fedavg" and step != f"round-{payload.meta.get('round')}":
         raise ProtocolError(
             f"training request {step!r} names round {payload.meta.get('round')!r}",
