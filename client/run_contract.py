@@ -69,7 +69,6 @@ from pathlib import Path
 
 from fedcollab.common.errors import JobSpecError, PolicyRefusal, ProtocolError
 from fedcollab.common.jobspec import EvaluationSpec, JobSpec
-from fedcollab.privacy.dp_plan import resolve
 
 __all__ = [
     "DEFAULT_MAX_RUNS_PER_DAY",
@@ -188,6 +187,8 @@ class RequestPlan:
     def for_job(cls, spec: JobSpec, *, partner: str) -> RequestPlan:
         """Derive the plan from the pinned spec (and who this partner is)."""
         steps: dict[str, frozenset[str]] = {_HANDSHAKE: frozenset({"handshake"})}
+        # As privacy.dp_plan.resolve decides (without its calibration: this runs per request).
+        dp = spec.privacy.dp != "none" and spec.task != "vertical"
         aggregates: set[str] = set()
         p = spec.privacy
         if spec.task == "vertical":
@@ -202,7 +203,6 @@ class RequestPlan:
             rounds = frozenset(f"round-{r}" for r in range(1, spec.rounds + 1))
             steps["train.fedavg"] = rounds
             # A DP job releases its last model and evaluates it once (privacy.dp_plan).
-            dp = resolve(spec) is not None
             final = frozenset(
                 {"final-evaluation"} if dp else {"final-evaluation", "final-evaluation-best"}
             )
@@ -214,7 +214,6 @@ class RequestPlan:
         else:  # segmentation
             s = spec.segmentation
             kmeans: set[str] = {f"lloyd-{i}" for i in range(1, s.lloyd_iterations + 1)}
-            dp = resolve(spec) is not None
             if s.seeding_for(encrypted=p.encrypted, dp=dp) == "kfed":
                 steps["query.kmeans_seed"] = frozenset({"kmeans-seed"})
             else:

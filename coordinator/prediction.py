@@ -214,7 +214,7 @@ def attributions(
     )
     summed = roster.reveal(grid, total, step="permutation-importance")
     result = attribution.permutation_importance(
-        summed, columns=[g.column for g in groups], bins=EVAL_BINS, noisy=resolve(spec) is not None
+        summed, columns=[g.column for g in groups], bins=EVAL_BINS, noisy=spec.privacy.dp != "none"
     )
     if result is None:
         return None
