@@ -46,8 +46,8 @@ target_epsilon = 1.5
 sample_rate = 0.5
 
 [privacy.value_bounds]
-visits = [0.0, 30.0]
-basket_value = [0.0, 500.0]
+visits = [0.0, 20.0]
+basket_value = [0.0, 200.0]
 """
 
 

@@ -89,3 +89,11 @@ def test_one_row_moves_an_eval_histogram_by_one(seed: int, n: int) -> None:
     full = dp_statistics.private_eval_vector(y, p, bins=1000, noise_std=TINY)
     fewer = dp_statistics.private_eval_vector(y[1:], p[1:], bins=1000, noise_std=TINY)
     assert np.linalg.norm(full - fewer) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_noisy_moments_with_a_negative_second_moment_decode_to_unit_std() -> None:
+    """Noise can push a small column's sum of squares below 0: the preprocessor then
+    falls back to std 1 instead of failing the job."""
+    layout = preprocessing.MomentsLayout(numeric_names=("x",))
+    pre = preprocessing.Preprocessor.from_moments(layout, [800.0, 40.0, -5.0])
+    assert pre.stds == (1.0,) and pre.means == (0.05,)
