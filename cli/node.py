@@ -12,6 +12,7 @@ import typer
 
 from fedcollab.client.grant_check import check_own_grant
 from fedcollab.client.partner_data import PartnerSource
+from fedcollab.client.run_contract import DEFAULT_MAX_RUNS_PER_DAY
 from fedcollab.client.supernode import (
     NodeConfig,
     explain_exit,
@@ -95,12 +96,22 @@ def start(
         ),
     ] = None,
     dp_only: Annotated[
-        bool,
+        bool | None,
         typer.Option(
+            "--dp-only/--no-dp-only",
             help="Serve only differentially private jobs (a job with privacy.dp = 'none' is "
-            "refused and logged)."
+            "refused and logged). Default: only on a dataset with a privacy-budget cap; "
+            "--no-dp-only also serves jobs without DP there (their releases are not charged).",
         ),
-    ] = False,
+    ] = None,
+    max_runs_per_day: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Accept at most this many job runs in any 24 hours (each run is a fresh "
+            "plan of requests; more are refused and logged).",
+        ),
+    ] = DEFAULT_MAX_RUNS_PER_DAY,
     split_validation: Annotated[
         float, typer.Option(help="Share of your rows held out for validation (your constant).")
     ] = 0.1,
@@ -150,6 +161,7 @@ def start(
         share_explanations=share_explanations,
         vertical_queries=vertical_queries,
         dp_only=dp_only,
+        max_runs_per_day=max_runs_per_day,
         split_validation=split_validation,
         split_test=split_test,
         split_seed=split_seed,

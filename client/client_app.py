@@ -28,7 +28,13 @@ from fedcollab.client.grant_check import check_grant
 from fedcollab.client.handlers import HANDLERS, Reply, check_job, dp_plan
 from fedcollab.client.he_keys import load_peer_keys
 from fedcollab.client.partner_data import load_partner, partner_config, source_from_config
-from fedcollab.client.run_contract import RequestPlan, RunContract, check_split, node_split
+from fedcollab.client.run_contract import (
+    RequestPlan,
+    RunContract,
+    check_split,
+    max_runs_per_day,
+    node_split,
+)
 from fedcollab.client.vertical_store import VerticalStore
 from fedcollab.common.errors import (
     CiphertextError,
@@ -41,6 +47,7 @@ from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.serde import Payload, decode, encode
 from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.trail import digest_bytes, digest_parts, digest_vector
+from fedcollab.privacy.budget_ledger import BudgetLedger
 
 __all__ = ["app", "make_client_app"]
 
@@ -82,7 +89,7 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
         check_job(data, spec)
         check_grant(config, data, spec)
         check_split(split, spec)
-        check_dp_policy(config, spec)
+        check_dp_policy(config, spec, dataset=budget.dataset_key(data))
         run = str(payload.meta.get("run", ""))
         _check_plan(
             contract,
@@ -93,6 +100,8 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
             run=run,
             payload=payload,
             shared=shared,
+            flower_run=str(context.run_id),
+            max_runs=max_runs_per_day(config),
         )
         plan = dp_plan(spec)
         if plan is not None and action == "query.handshake":
@@ -210,13 +219,16 @@ def _check_plan(
     run: str,
     payload: Payload,
     shared: str,
+    flower_run: str,
+    max_runs: int,
 ) -> None:
-    """Answer only what the accepted job plans, each step once (client.run_contract)."""
+    """Answer only what the accepted job plans, each step once (client.run_contract),
+    in the one run of this Flower run."""
     RequestPlan.for_job(spec, partner=partner).check(action, step)
     if action == "query.handshake":
-        contract.pin(run, spec)
+        contract.pin(run, spec, flower_run=flower_run, max_runs=max_runs)
         return
-    contract.check_pinned(run, spec)
+    contract.check_pinned(run, spec, flower_run=flower_run)
     if action == "train.fedavg" and step != f"round-{payload.meta.get('round')}":
         raise ProtocolError(
             f"training request {step!r} names round {payload.meta.get('round')!r}",
@@ -261,21 +273,45 @@ def _check_contributions(
     )
 
 
-def check_dp_policy(config: Mapping[str, str], spec: JobSpec) -> None:
-    """A node started with ``dp-only`` serves differentially private jobs only."""
-    value = str(config.get("dp-only", "false")).strip().lower()
-    if value not in {"true", "false", "1", "0"}:
+def check_dp_policy(config: Mapping[str, str], spec: JobSpec, *, dataset: str) -> None:
+    """A node started with ``dp-only`` serves differentially private jobs only; by default
+    (``auto``) that holds for a dataset with a privacy-budget cap: a job without DP would
+    release exact statistics that no ledger can charge, so the cap would bound nothing."""
+    value = str(config.get("dp-only", "auto")).strip().lower()
+    if value not in {"true", "false", "1", "0", "auto"}:
         raise PolicyRefusal(
-            f"this node's dp-only setting {value!r} is neither true nor false",
-            hint="restart the node with dp-only set to true or false",
+            f"this node's dp-only setting {value!r} is neither true, false nor auto",
+            hint="restart the node with dp-only set to true, false or auto",
         )
-    if value in {"true", "1"} and spec.privacy.dp == "none":
+    if spec.privacy.dp != "none" or value in {"false", "0"}:
+        return
+    if value in {"true", "1"}:
         raise PolicyRefusal(
             f"this partner serves only differentially private jobs; job {spec.name!r} has "
             "privacy.dp = 'none'",
             hint="set [privacy] dp = 'sample' (or 'client') with a target_epsilon, or ask "
             "the partner to start its node without --dp-only",
         )
+    if _has_cap(config, dataset):
+        raise PolicyRefusal(
+            f"dataset {dataset!r} has a privacy-budget cap at this partner, and job "
+            f"{spec.name!r} has privacy.dp = 'none': its exact releases cannot be charged",
+            hint="set [privacy] dp = 'sample' (or 'client') with a target_epsilon, or ask "
+            "the partner to allow jobs without DP on this dataset (`fedcollab node start "
+            "--no-dp-only`)",
+        )
+
+
+def _has_cap(config: Mapping[str, str], dataset: str) -> bool:
+    """Whether the node's ledger (if it has one on disk) caps ``dataset``."""
+    try:
+        path = budget.ledger_path(config)
+    except FedcollabError:
+        return False
+    if not path.exists():
+        return False
+    with BudgetLedger.open(path) as ledger:
+        return any(b.dataset == dataset for b in ledger.datasets())
 
 
 def _erase_expired(contract: RunContract, config: Mapping[str, str]) -> None:

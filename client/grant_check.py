@@ -21,10 +21,27 @@ from fedcollab.compliance.grants import load_signed_grant, verify_grant
 from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.policy import check_partner_grant
 
-__all__ = ["check_grant", "check_own_grant"]
+__all__ = ["PURPOSE_TASKS", "check_grant", "check_own_grant"]
+
+#: The task each of fedcollab's purposes is for (docs/compliance): a grant of a purpose
+#: covers that analysis only, whatever task a job labelled with it asks for. A purpose
+#: missing here (a registry's own) is checked by the grant alone.
+PURPOSE_TASKS: Mapping[str, frozenset[str]] = {
+    "purchase-prediction": frozenset({"purchase_prediction"}),
+    "user-segmentation": frozenset({"segmentation"}),
+    "payment-risk-scoring": frozenset({"vertical"}),
+}
 
 
 def check_grant(config: Mapping[str, str], data: PartnerData, spec: JobSpec) -> None:
+    tasks = PURPOSE_TASKS.get(spec.purpose)
+    if tasks is not None and spec.task not in tasks:
+        raise PolicyRefusal(
+            f"job {spec.name!r} is a {spec.task} job under purpose {spec.purpose!r}, which "
+            f"covers {', '.join(sorted(tasks))} only",
+            hint="submit the job under the purpose of its task; the partner's grant of one "
+            "purpose does not cover another analysis",
+        )
     grant_file, key_file = config.get("grant"), config.get("audit-key")
     if not grant_file or not key_file:
         raise PolicyRefusal(

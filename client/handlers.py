@@ -19,7 +19,7 @@ from fedcollab.common.errors import ProtocolError, SchemaError
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.schema import DatasetSchema
 from fedcollab.common.serde import Payload
-from fedcollab.privacy import client_dp
+from fedcollab.privacy import client_dp, dp_statistics
 from fedcollab.privacy.dp_plan import DpPlan, resolve
 from fedcollab.protocols import attribution, evaluation, fedavg, kmeans, preprocessing, segments
 
@@ -199,6 +199,16 @@ def moments(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
                 hint="declared vocabularies are fixed by the data contract; refused",
             )
     sub = data.dataset.subset(_rows(data, spec, "train"))
+    plan = dp_plan(spec)
+    if plan is not None:  # clipped to the declared bounds, Gaussian noise (charged)
+        return {}, dp_statistics.private_moments(
+            layout,
+            sub.numeric,
+            sub.categorical,
+            sub.boolean,
+            bounds=spec.privacy.value_bounds,
+            noise_multiplier=plan.statistics_noise_multiplier,
+        )
     vec = preprocessing.local_moments(
         layout, sub.numeric, sub.categorical, sub.boolean, min_category_count=MIN_CATEGORY_COUNT
     )
@@ -232,16 +242,21 @@ def train(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
 
     pre = preprocessing.Preprocessor.from_dict(payload.meta["preprocessor"])
     model = _model_from(payload, spec, pre.n_features)
+    plan = dp_plan(spec)
     val_rows = _rows(data, spec, "validation")
-    val_eval = evaluation.local_eval_vector(
-        _labels(data, val_rows),
-        predict_proba(model, _features(data, pre, val_rows)),
-        bins=EVAL_BINS,
-    )
+    if plan is not None:
+        # A DP job's rounds carry no validation histogram: zeros, a function of nothing
+        # (privacy.dp_plan, Notes); the job is evaluated once, charged, at its end.
+        val_eval = np.zeros(evaluation.eval_vector_length(bins=EVAL_BINS))
+    else:
+        val_eval = evaluation.local_eval_vector(
+            _labels(data, val_rows),
+            predict_proba(model, _features(data, pre, val_rows)),
+            bins=EVAL_BINS,
+        )
     train_rows = _rows(data, spec, "train")
     t = spec.training
     x, y = _features(data, pre, train_rows), _labels(data, train_rows)
-    plan = dp_plan(spec)
     if plan is not None and plan.level == "sample":
         # DP-SGD (Opacus): the local model is record-level DP; uniform weights, since the
         # example count is itself a statistic of the data.
@@ -297,16 +312,19 @@ def evaluate(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
 
     pre = preprocessing.Preprocessor.from_dict(payload.meta["preprocessor"])
     model = _model_from(payload, spec, pre.n_features)
+    plan = dp_plan(spec)
     parts = []
     for which in ("validation", "test"):
         rows = _rows(data, spec, which)
-        parts.append(
-            evaluation.local_eval_vector(
-                _labels(data, rows),
-                predict_proba(model, _features(data, pre, rows)),
-                bins=EVAL_BINS,
+        y, p = _labels(data, rows), predict_proba(model, _features(data, pre, rows))
+        if plan is None:
+            parts.append(evaluation.local_eval_vector(y, p, bins=EVAL_BINS))
+        else:  # coarse histograms, Gaussian noise; a row is in one of them: sensitivity 1
+            parts.append(
+                dp_statistics.private_eval_vector(
+                    y, p, bins=EVAL_BINS, noise_std=plan.statistics_noise_multiplier
+                )
             )
-        )
     return {}, np.concatenate(parts)
 
 
@@ -325,6 +343,17 @@ def permutation(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     groups = attribution.column_groups(pre)
     length = attribution.permutation_vector_length(n_columns=len(groups), bins=EVAL_BINS)
     rows = _rows(data, spec, "test")
+    plan = dp_plan(spec)
+    if plan is not None:  # row-local ablation, Gaussian noise (privacy.dp_statistics)
+        model = _model_from(payload, spec, pre.n_features)
+        return {}, dp_statistics.private_permutation_vector(
+            lambda x: predict_proba(model, x),
+            _features(data, pre, rows),
+            _labels(data, rows),
+            groups,
+            bins=EVAL_BINS,
+            noise_multiplier=plan.statistics_noise_multiplier,
+        )
     if len(rows) < MIN_AGGREGATE_ROWS:
         return {}, np.zeros(length)
     model = _model_from(payload, spec, pre.n_features)

@@ -22,6 +22,15 @@ says it may do:
   rows is a node-side constant for the dataset (:func:`node_split`): a job
   whose ``[evaluation]`` split differs is refused at the handshake, so no two
   jobs see different training sets and no run can remove one row at a time.
+* **One run per Flower run.** The contract's run name is the coordinator's, so
+  it is bound at the handshake to the Flower run that carries it
+  (``context.run_id``, set by the SuperLink, not by the ServerApp): another run
+  name inside the same Flower run is refused and logged, so a coordinator cannot
+  mint names to get a fresh plan for every step.
+* **A bounded number of runs.** New Flower runs are the coordinator's too, so the
+  node accepts at most ``max-runs-per-day`` (:data:`DEFAULT_MAX_RUNS_PER_DAY`)
+  runs in any 24 hours, counted in the same SQLite transaction that pins them; in
+  DP jobs the budget ledger bounds them as well.
 * **One preprocessor per run.** The standardisation a request carries is pinned
   at its first use in the run; a later request with another one is refused.
 * **Keys do not outlive their job.** Per-run secrets (CKKS keys, transport and
@@ -58,23 +67,51 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedcollab.common.errors import JobSpecError, ProtocolError
+from fedcollab.common.errors import JobSpecError, PolicyRefusal, ProtocolError
 from fedcollab.common.jobspec import EvaluationSpec, JobSpec
-from fedcollab.privacy.dp_plan import resolve
 
 __all__ = [
+    "DEFAULT_MAX_RUNS_PER_DAY",
     "KEY_TTL_S",
     "NodeSplit",
     "RequestPlan",
     "RunContract",
+    "RunLimitError",
     "check_split",
     "contract_path",
+    "max_runs_per_day",
     "node_split",
     "split_settings",
 ]
 
 #: Per-run secrets older than this are erased on the next request (see Notes).
 KEY_TTL_S = 24 * 3600.0
+
+#: Runs a node accepts in any 24 hours unless its ``max-runs-per-day`` says otherwise:
+#: a partner joins a handful of jobs a day; each run is a fresh plan of requests, so
+#: this bounds how often one step can be asked anew (under fresh Flower runs).
+DEFAULT_MAX_RUNS_PER_DAY = 24
+_DAY_S = 24 * 3600.0
+
+
+class RunLimitError(PolicyRefusal):
+    """The node accepted its ``max-runs-per-day`` runs in the last 24 hours."""
+
+
+def max_runs_per_day(config: Mapping[str, str]) -> int:
+    """The node's ``max-runs-per-day`` setting (an integer >= 1), else the default."""
+    raw = config.get("max-runs-per-day", str(DEFAULT_MAX_RUNS_PER_DAY))
+    try:
+        value = int(str(raw))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise PolicyRefusal(
+            f"this node's max-runs-per-day setting {raw!r} is not an integer >= 1",
+            hint="restart the node with --max-runs-per-day set to a whole number >= 1",
+        )
+    return value
+
 
 #: Actions every horizontal job may ask, with the steps they may name.
 _HANDSHAKE = "query.handshake"
@@ -150,6 +187,8 @@ class RequestPlan:
     def for_job(cls, spec: JobSpec, *, partner: str) -> RequestPlan:
         """Derive the plan from the pinned spec (and who this partner is)."""
         steps: dict[str, frozenset[str]] = {_HANDSHAKE: frozenset({"handshake"})}
+        # As privacy.dp_plan.resolve decides (without its calibration: this runs per request).
+        dp = spec.privacy.dp != "none" and spec.task != "vertical"
         aggregates: set[str] = set()
         p = spec.privacy
         if spec.task == "vertical":
@@ -163,7 +202,10 @@ class RequestPlan:
         if spec.task == "purchase_prediction":
             rounds = frozenset(f"round-{r}" for r in range(1, spec.rounds + 1))
             steps["train.fedavg"] = rounds
-            final = frozenset({"final-evaluation", "final-evaluation-best"})
+            # A DP job releases its last model and evaluates it once (privacy.dp_plan).
+            final = frozenset(
+                {"final-evaluation"} if dp else {"final-evaluation", "final-evaluation-best"}
+            )
             steps["evaluate.fedavg"] = final
             aggregates |= rounds | final
             if spec.model.kind == "mlp":
@@ -172,7 +214,6 @@ class RequestPlan:
         else:  # segmentation
             s = spec.segmentation
             kmeans: set[str] = {f"lloyd-{i}" for i in range(1, s.lloyd_iterations + 1)}
-            dp = resolve(spec) is not None
             if s.seeding_for(encrypted=p.encrypted, dp=dp) == "kfed":
                 steps["query.kmeans_seed"] = frozenset({"kmeans-seed"})
             else:
@@ -224,6 +265,8 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS pinned_values (
         run TEXT NOT NULL, name TEXT NOT NULL, digest TEXT NOT NULL,
         PRIMARY KEY (run, name))""",
+    """CREATE TABLE IF NOT EXISTS flower_runs (
+        flower_run TEXT PRIMARY KEY, run TEXT NOT NULL UNIQUE)""",
     """CREATE TABLE IF NOT EXISTS answered (
         run TEXT NOT NULL, action TEXT NOT NULL, step TEXT NOT NULL, at REAL NOT NULL,
         request TEXT NOT NULL DEFAULT '', PRIMARY KEY (run, action, step))""",
@@ -259,15 +302,37 @@ class RunContract:
         finally:
             db.close()
 
-    def pin(self, run: str, spec: JobSpec) -> None:
-        """At the handshake: pin ``spec`` for ``run`` (a repeat with the same spec is fine)."""
+    def pin(
+        self,
+        run: str,
+        spec: JobSpec,
+        *,
+        flower_run: str | None = None,
+        max_runs: int = DEFAULT_MAX_RUNS_PER_DAY,
+    ) -> None:
+        """At the handshake: pin ``spec`` for ``run`` (a repeat with the same spec is fine),
+        bound to Flower run ``flower_run`` (when served by Flower), at most ``max_runs``
+        new runs in any 24 hours."""
         _check_run(run)
         digest = spec.digest()
         with self._db() as db:
             row = db.execute(
                 "SELECT digest, keys_erased FROM runs WHERE run = ?", (run,)
             ).fetchone()
+            if flower_run is not None:
+                _bind(db, run, flower_run, new=row is None)
             if row is None:
+                recent = db.execute(
+                    "SELECT COUNT(*) FROM runs WHERE pinned_at > ?", (time.time() - _DAY_S,)
+                ).fetchone()[0]
+                if recent >= max_runs:
+                    raise RunLimitError(
+                        f"this node accepted {recent} runs in the last 24 hours, its limit "
+                        f"(max-runs-per-day {max_runs}); run {run} is refused",
+                        hint="each run is a fresh plan of requests; the partner may raise "
+                        "the limit (`fedcollab node start --max-runs-per-day N`), or the "
+                        "operator resubmits later",
+                    )
                 db.execute(
                     "INSERT INTO runs (run, digest, job, pinned_at) VALUES (?, ?, ?, ?)",
                     (run, digest, spec.name, time.time()),
@@ -283,13 +348,16 @@ class RunContract:
                     hint="a run has one spec; a coordinator changing it mid-run is refused",
                 )
 
-    def check_pinned(self, run: str, spec: JobSpec) -> None:
-        """Every request after the handshake: the run was accepted, with this spec."""
+    def check_pinned(self, run: str, spec: JobSpec, *, flower_run: str | None = None) -> None:
+        """Every request after the handshake: the run was accepted, with this spec (in
+        Flower run ``flower_run``, when served by Flower)."""
         _check_run(run)
         with self._db() as db:
             row = db.execute(
                 "SELECT digest, keys_erased FROM runs WHERE run = ?", (run,)
             ).fetchone()
+            if row is not None and flower_run is not None:
+                _bind(db, run, flower_run, new=False)
         if row is None:
             raise ProtocolError(
                 f"run {run} was never accepted by this node (no handshake)",
@@ -371,6 +439,30 @@ class RunContract:
                 (cutoff,),
             )
         return [str(r[0]) for r in rows]
+
+
+def _bind(db: sqlite3.Connection, run: str, flower_run: str, *, new: bool) -> None:
+    """Refuse ``run`` unless it is ``flower_run``'s one run; bind a new run to it."""
+    row = db.execute("SELECT run FROM flower_runs WHERE flower_run = ?", (flower_run,)).fetchone()
+    other = db.execute("SELECT flower_run FROM flower_runs WHERE run = ?", (run,)).fetchone()
+    if row is not None and row[0] != run:
+        raise ProtocolError(
+            f"Flower run {flower_run} already carries run {row[0]}; run {run} is refused",
+            hint="one Flower run is one fedcollab run: a coordinator minting run names "
+            "inside it would get a fresh plan for every step; refused and logged",
+        )
+    if other is not None and other[0] != flower_run:
+        raise ProtocolError(
+            f"run {run} was accepted in another Flower run ({other[0]})",
+            hint="a run's requests come from the Flower run that started it; refused",
+        )
+    if row is None:
+        if not new:
+            raise ProtocolError(
+                f"run {run} was accepted outside Flower run {flower_run}",
+                hint="a run's requests come from the Flower run that started it; refused",
+            )
+        db.execute("INSERT INTO flower_runs (flower_run, run) VALUES (?, ?)", (flower_run, run))
 
 
 #: A run name: it becomes a folder name under the node's state directory.

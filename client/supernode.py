@@ -17,6 +17,7 @@ from typing import IO
 
 from fedcollab.client.node_runtime import NodeState, prepare_state
 from fedcollab.client.partner_data import PartnerSource
+from fedcollab.client.run_contract import DEFAULT_MAX_RUNS_PER_DAY
 from fedcollab.common.dataset import Dataset, load_dataset
 from fedcollab.common.errors import FederationError, WorkspaceError
 from fedcollab.common.schema import load_schema
@@ -60,8 +61,11 @@ class NodeConfig:
     #: Vertical joint inference at the label holder: ids to score, one per line
     #: (default: every row of its data).
     vertical_queries: Path | None = None
-    #: Serve only differentially private jobs (client.client_app.check_dp_policy).
-    dp_only: bool = False
+    #: Serve only differentially private jobs (client.client_app.check_dp_policy);
+    #: None: only on a dataset with a privacy-budget cap.
+    dp_only: bool | None = None
+    #: Runs accepted in any 24 hours (client.run_contract).
+    max_runs_per_day: int = DEFAULT_MAX_RUNS_PER_DAY
     #: How this node splits its rows (a partner's constant: client.run_contract).
     split_validation: float = 0.1
     split_test: float = 0.2
@@ -102,7 +106,8 @@ def node_settings(cfg: NodeConfig) -> dict[str, str]:
         items["vertical-queries"] = cfg.vertical_queries
     items.update(
         {
-            "dp-only": "true" if cfg.dp_only else "false",
+            "dp-only": {None: "auto", True: "true", False: "false"}[cfg.dp_only],
+            "max-runs-per-day": str(cfg.max_runs_per_day),
             "split-validation": repr(cfg.split_validation),
             "split-test": repr(cfg.split_test),
             "split-seed": str(cfg.split_seed),

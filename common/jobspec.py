@@ -155,6 +155,11 @@ class PrivacySpec(BaseModel):
     client_sample_rate: float = Field(default=1.0, gt=0.0, le=1.0)
     #: Segmentation with DP: each standardised row is clipped to this L2 norm.
     row_clip_norm: float = Field(default=5.0, gt=0.0, le=1000.0)
+    #: DP jobs: each numeric column's values are clipped to [low, high] before the
+    #: noisy moments (privacy.dp_statistics), which bounds one row's effect on them.
+    #: Public domain knowledge (never read off the data); required for every numeric
+    #: column of a DP job.
+    value_bounds: dict[str, list[float]] = Field(default_factory=dict, max_length=1000)
 
     @property
     def encrypted(self) -> bool:
@@ -162,6 +167,12 @@ class PrivacySpec(BaseModel):
 
     @model_validator(mode="after")
     def _check_dp(self) -> PrivacySpec:
+        for col, pair in self.value_bounds.items():
+            if len(pair) != 2 or not pair[0] < pair[1] or max(map(abs, pair)) > 1e12:
+                raise ValueError(
+                    f"privacy.value_bounds.{col} must be [low, high] with low < high, "
+                    f"|values| <= 1e12; got {pair!r}"
+                )
         if self.dp == "none":
             if self.target_epsilon is not None or self.noise_multiplier is not None:
                 raise ValueError("target_epsilon / noise_multiplier need privacy.dp set")

@@ -252,8 +252,15 @@ def _dp_summary(spec: JobSpec, metrics: dict[str, Any]) -> dict[str, Any] | None
     return {
         **plan.to_dict(),
         "achieved_epsilon": metrics.get("epsilon"),
+        # Moments, final evaluation and permutation importance are Gaussian releases
+        # charged to every partner's ledger (privacy.dp_statistics); at record level they
+        # are part of the achieved epsilon, at partner level they are not.
         "not_covered": [
-            "federated preprocessing statistics (means, standard deviations, vocabularies)",
-            "validation and test metrics (rows disjoint from the training rows)",
+            "category vocabularies (values each partner holds at least 10 times)",
+            *(
+                ["the statistics' record-level releases (partner-level epsilon: the model)"]
+                if plan.level == "client"
+                else []
+            ),
         ],
     }

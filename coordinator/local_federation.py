@@ -135,6 +135,9 @@ class LocalFederation:
             grant=self.ws.node_dir(src.partner) / "grant.json",
             peer_keys=self.ws.root / "peers.json",
             share_explanations=src.partner in self.share_explanations,
+            # The demo's partners run its jobs without DP on their capped datasets too:
+            # their explicit choice (their DP job is the one the ledgers charge).
+            dp_only=False,
         )
         proc = start_supernode(cfg, log=(self.logs / f"{src.partner}.log").open("ab"))
         self.nodes[src.partner] = proc

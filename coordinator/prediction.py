@@ -11,6 +11,11 @@ and the federated validation metrics (AUC from pooled score histograms,
 accuracy, log-loss) of the previous global model come from the same sum.
 Early stopping keeps the model with the best federated validation AUC.
 
+In a DP job the rounds carry no validation histograms (privacy.dp_plan: every
+release is charged, and per-round evaluation would be one more release per
+round): the released model is the last round's, evaluated once at the end from
+noisy coarse histograms (privacy.dp_statistics), as is the permutation step.
+
 Attributions of the released model (:mod:`protocols.attribution`) close the
 job: a logistic regression's coefficients need no further message; an MLP
 gets one more federated step, ``evaluate.permutation``, whose replies are
@@ -87,6 +92,7 @@ def run_prediction(
     best_w, best_auc, best_idx = weights, -1.0, 0
     plan = resolve(spec)
     client_dp = plan is not None and plan.level == "client"
+    noisy = plan is not None
     for rnd in range(1, spec.rounds + 1):
         selected = roster.sample(spec.privacy.client_sample_rate) if client_dp else None
         if selected is not None and len(selected) < spec.min_partners:
@@ -115,11 +121,14 @@ def run_prediction(
             only=selected,
         )
         summed = roster.reveal(grid, total, step=f"round-{rnd}")
-        val = evaluation.metrics_from_vector(summed[n_update:], bins=EVAL_BINS)
-        auc = val.auc if val.auc is not None else 0.0
-        if auc > best_auc:
-            best_w, best_auc, best_idx = global_w, auc, rnd - 1
-        stop = stopper.update(auc)
+        val: evaluation.EvalMetrics | None = None
+        stop = False
+        if not noisy:
+            val = evaluation.metrics_from_vector(summed[n_update:], bins=EVAL_BINS)
+            auc = val.auc if val.auc is not None else 0.0
+            if auc > best_auc:
+                best_w, best_auc, best_idx = global_w, auc, rnd - 1
+            stop = stopper.update(auc)
         if client_dp:
             # DP-FedAvg: the mean of the partners' clipped, noised updates.
             mean_delta = fedavg.decode_average(summed[:n_update], shapes)
@@ -133,7 +142,7 @@ def run_prediction(
             {
                 "round": rnd,
                 "partners": sorted(p.name for p in senders),
-                "validation_of_model_before_round": _metrics(val),
+                "validation_of_model_before_round": None if val is None else _metrics(val),
                 "train_loss": float(np.mean(losses)) if losses else None,
                 "epsilon": eps,
             }
@@ -147,8 +156,8 @@ def run_prediction(
             partners=len(senders),
             # Round r validates the model it starts from: the one after round r - 1.
             validated_round=rnd - 1,
-            val_auc=val.auc,
-            val_log_loss=val.log_loss,
+            val_auc=None if val is None else val.auc,
+            val_log_loss=None if val is None else val.log_loss,
             epsilon=eps,
         )
         if spec.evaluation.early_stopping_patience > 0 and stop:
@@ -158,8 +167,10 @@ def run_prediction(
             break
 
     # The last model has not been validated yet: evaluate it, keep the better one.
-    val_last, test_last = _evaluate(grid, roster, pre_meta, global_w, n_eval, "final-evaluation")
-    if (val_last.auc or 0.0) >= best_auc:
+    val_last, test_last = _evaluate(
+        grid, roster, pre_meta, global_w, n_eval, "final-evaluation", noisy=noisy
+    )
+    if noisy or (val_last.auc or 0.0) >= best_auc:
         best_w, best_idx, val_b, test_b = global_w, result.rounds_run, val_last, test_last
     else:
         val_b, test_b = _evaluate(grid, roster, pre_meta, best_w, n_eval, "final-evaluation-best")
@@ -213,7 +224,7 @@ def attributions(
     )
     summed = roster.reveal(grid, total, step="permutation-importance")
     result = attribution.permutation_importance(
-        summed, columns=[g.column for g in groups], bins=EVAL_BINS
+        summed, columns=[g.column for g in groups], bins=EVAL_BINS, noisy=spec.privacy.dp != "none"
     )
     if result is None:
         return None
@@ -229,6 +240,8 @@ def _evaluate(
     weights: list[np.ndarray],
     n_eval: int,
     step: str,
+    *,
+    noisy: bool = False,
 ) -> tuple[evaluation.EvalMetrics, evaluation.EvalMetrics]:
     total = roster.new_sum(2 * n_eval, params="wide")
     flat = models.flatten(weights)
@@ -243,6 +256,6 @@ def _evaluate(
     )
     summed = roster.reveal(grid, total, step=step)
     return (
-        evaluation.metrics_from_vector(summed[:n_eval], bins=EVAL_BINS),
-        evaluation.metrics_from_vector(summed[n_eval:], bins=EVAL_BINS),
+        evaluation.metrics_from_vector(summed[:n_eval], bins=EVAL_BINS, noisy=noisy),
+        evaluation.metrics_from_vector(summed[n_eval:], bins=EVAL_BINS, noisy=noisy),
     )

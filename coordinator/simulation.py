@@ -111,7 +111,8 @@ def run_simulation_job(
     and the partners check those grants exactly as in a real federation.
     With ``trace``, the job writes ``trace.npz`` (every round's global model or
     centroids). ``budget_cap`` sets every simulated partner's privacy-budget cap
-    (epsilon, over all jobs) on its dataset; DP jobs need one.
+    (epsilon, over all jobs) on its dataset, for a DP job (which needs one; a job without DP
+    on a capped dataset would be refused by the partners).
     """
     from flwr.simulation import run_simulation
 
@@ -133,7 +134,9 @@ def run_simulation_job(
         s.partner: (audit / "partners" / s.partner / "audit.pub").read_text().strip()
         for s in sources
     }
-    if budget_cap is not None:
+    if budget_cap is not None and spec.privacy.dp != "none":
+        # Only a DP job has anything to charge; a job without DP on a capped dataset is
+        # refused by the partners (client.client_app.check_dp_policy).
         for s in sources:
             with BudgetLedger.open(audit / "partners" / s.partner / "budget.db") as ledger:
                 ledger.set_cap(

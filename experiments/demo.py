@@ -24,7 +24,13 @@ import tomli_w
 from rich.console import Console
 
 from experiments.demo_console import setup_console
-from experiments.horizontal import compare, default_jobs, prepare_partners, render
+from experiments.horizontal import (
+    ONLINE_SHOPPERS_BOUNDS,
+    compare,
+    default_jobs,
+    prepare_partners,
+    render,
+)
 from experiments.vertical_setup import LABEL_HOLDER, prepare_vertical, vertical_job
 from experiments.vertical_summary import render_vertical, vertical_summary
 from fedcollab.cli.progress import JobProgress
@@ -100,6 +106,7 @@ def _dp_job(prediction: JobSpec) -> JobSpec:
         "target_epsilon": 3.0,
         "sample_rate": 0.02,
         "max_grad_norm": 1.0,
+        "value_bounds": ONLINE_SHOPPERS_BOUNDS,
     }
     return JobSpec.model_validate(doc, strict=False)
 

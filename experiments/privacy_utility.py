@@ -154,6 +154,8 @@ def settings_for(epsilons: Iterable[float]) -> list[Setting]:
 
 def job_for(base: JobSpec, setting: Setting, *, seed: int, rounds: int, n_partners: int) -> JobSpec:
     """The demo's prediction job with this experiment's settings (see Notes)."""
+    from experiments.horizontal import ONLINE_SHOPPERS_BOUNDS  # imports Flower: only here
+
     d = base.model_dump(mode="json", by_alias=True)
     d["name"] = f"pu-{setting.key}-s{seed}"
     d["rounds"] = rounds
@@ -163,7 +165,10 @@ def job_for(base: JobSpec, setting: Setting, *, seed: int, rounds: int, n_partne
     d["privacy"]["encryption"] = setting.encryption
     if setting.level != "none":
         d["privacy"].update(
-            dp=setting.level, target_epsilon=setting.target_epsilon, sample_rate=SAMPLE_RATE
+            dp=setting.level,
+            target_epsilon=setting.target_epsilon,
+            sample_rate=SAMPLE_RATE,
+            value_bounds=ONLINE_SHOPPERS_BOUNDS,
         )
     return JobSpec.model_validate(d, strict=False)
 

@@ -243,8 +243,10 @@ def _calibrate(
     target_epsilon: float,
     target_delta: float,
     accountant: AccountantKind,
+    extra: Sequence[Mechanism] = (),
 ) -> float:
-    """The smallest noise multiplier (to ``_TOLERANCE``) giving ``template`` the target."""
+    """The smallest noise multiplier (to ``_TOLERANCE``) giving ``template`` the target,
+    composed with the fixed mechanisms ``extra`` (releases the same job also makes)."""
     target = _check_real("calibration", "target_epsilon", target_epsilon, lambda x: x > 0, "> 0")
     delta = _check_delta(target_delta)
     make = _accountant_factory(accountant)
@@ -252,8 +254,13 @@ def _calibrate(
     def build(noise: float) -> Mechanism:
         return dataclasses.replace(template, noise_multiplier=noise)
 
+    fixed = [m.to_dp_event() for m in extra]
+
     def make_event(noise: float) -> dp_accounting.DpEvent:  # no noise: not private at all
-        return build(noise).to_dp_event() if noise > 0 else dp_accounting.NonPrivateDpEvent()
+        if noise <= 0:
+            return dp_accounting.NonPrivateDpEvent()
+        own = build(noise).to_dp_event()
+        return dp_accounting.ComposedDpEvent([own, *fixed]) if fixed else own
 
     impossible = PrivacyError(
         f"no noise multiplier reaches epsilon {target} at delta {delta}",
@@ -268,7 +275,7 @@ def _calibrate(
         raise impossible from exc
     noise, step = max(float(found), _TOLERANCE), _TOLERANCE
     for _ in range(_MAX_STEP_UPS):  # the library checks too; this guards our own composition
-        if epsilon([build(noise)], target_delta=delta, accountant=accountant) <= target:
+        if epsilon([build(noise), *extra], target_delta=delta, accountant=accountant) <= target:
             return noise
         noise, step = noise + step, step * 2
     raise impossible
@@ -281,19 +288,27 @@ def noise_multiplier_for(
     sample_rate: float,
     steps: int,
     accountant: AccountantKind = "rdp",
+    extra: Sequence[Mechanism] = (),
 ) -> float:
-    """Smallest noise multiplier for which :class:`SampledGaussian` meets the target.
+    """Smallest noise multiplier for which :class:`SampledGaussian` meets the target
+    (composed with ``extra``, the job's other releases, if given).
 
     >>> round(noise_multiplier_for(3.0, target_delta=1e-5, sample_rate=0.0256, steps=390), 2)
     1.1
     """
     template = SampledGaussian(noise_multiplier=1.0, sample_rate=sample_rate, steps=steps)
-    return _calibrate(template, target_epsilon, target_delta, accountant)
+    return _calibrate(template, target_epsilon, target_delta, accountant, extra)
 
 
 def gaussian_noise_for(
-    target_epsilon: float, *, target_delta: float, count: int, accountant: AccountantKind = "rdp"
+    target_epsilon: float,
+    *,
+    target_delta: float,
+    count: int,
+    accountant: AccountantKind = "rdp",
+    extra: Sequence[Mechanism] = (),
 ) -> float:
-    """Smallest noise multiplier for which :class:`Gaussian` meets the target."""
+    """Smallest noise multiplier for which :class:`Gaussian` meets the target (composed
+    with ``extra``, if given)."""
     template = Gaussian(noise_multiplier=1.0, count=count)
-    return _calibrate(template, target_epsilon, target_delta, accountant)
+    return _calibrate(template, target_epsilon, target_delta, accountant, extra)

@@ -306,26 +306,28 @@ class PermutationImportance:
 
 
 def permutation_importance(
-    summed: npt.ArrayLike, *, columns: Sequence[str], bins: int
+    summed: npt.ArrayLike, *, columns: Sequence[str], bins: int, noisy: bool = False
 ) -> PermutationImportance | None:
     """Decode the sum of :func:`local_permutation_vector` replies.
 
     None when the pooled test rows are empty or hold one class only (no AUC);
-    ProtocolError when the blocks disagree on the number of rows.
+    ProtocolError when the blocks disagree on the number of rows. ``noisy``: DP
+    replies (:func:`privacy.dp_statistics.private_permutation_vector`), decoded from
+    their noisy histograms; their blocks' row counts differ by the noise.
     """
     length = permutation_vector_length(n_columns=len(columns), bins=bins)
     blocks = as_vector(summed, length=length, name="summed permutation").reshape(
         1 + len(columns), -1
     )
-    if blocks[0, 0] < EMPTY_COUNT:
+    if (np.maximum(blocks[0, 3:], 0.0).sum() < 1.0) if noisy else blocks[0, 0] < EMPTY_COUNT:
         return None
-    base = evaluation.metrics_from_vector(blocks[0], bins=bins)
+    base = evaluation.metrics_from_vector(blocks[0], bins=bins, noisy=noisy)
     if base.auc is None:
         return None
     out: list[tuple[str, float, float]] = []
     for name, block in zip(columns, blocks[1:], strict=True):
-        m = evaluation.metrics_from_vector(block, bins=bins)
-        if m.n != base.n or m.auc is None:
+        m = evaluation.metrics_from_vector(block, bins=bins, noisy=noisy)
+        if m.auc is None or (m.n != base.n and not noisy):
             raise ProtocolError(f"permutation block of {name!r} covers other rows than baseline")
         out.append((name, m.auc, base.auc - m.auc))
     return PermutationImportance(n=base.n, baseline_auc=base.auc, columns=tuple(out))

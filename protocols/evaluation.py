@@ -74,9 +74,17 @@ def local_eval_vector(
     return np.concatenate([head, hist_pos, hist_neg]).astype(np.float64)
 
 
-def metrics_from_vector(summed: npt.ArrayLike, *, bins: int) -> EvalMetrics:
-    """Decode the sum of partners' :func:`local_eval_vector` outputs."""
+def metrics_from_vector(summed: npt.ArrayLike, *, bins: int, noisy: bool = False) -> EvalMetrics:
+    """Decode the sum of partners' :func:`local_eval_vector` outputs.
+
+    ``noisy``: the vectors are DP releases (:func:`privacy.dp_statistics.
+    private_eval_vector`: noisy histograms, head zero); negative counts are set to 0
+    and ``n``, accuracy and log loss are derived from the histograms (log loss at the
+    bins' midpoints), all post-processing of the noisy counts.
+    """
     vec = as_vector(summed, length=eval_vector_length(bins=bins), name="summed evaluation")
+    if noisy:
+        return _metrics_from_histograms(vec, bins=bins)
     n, n_correct, sum_log_loss = vec[:3]
     counts = vec[3:]
     if n < EMPTY_COUNT:
@@ -98,3 +106,21 @@ def metrics_from_vector(summed: npt.ArrayLike, *, bins: int) -> EvalMetrics:
         accuracy=float(min(max(n_correct / n, 0.0), 1.0)),
         log_loss=float(sum_log_loss / n),
     )
+
+
+def _metrics_from_histograms(vec: np.ndarray, *, bins: int) -> EvalMetrics:
+    counts = np.maximum(vec[3:], 0.0)
+    hist_pos, hist_neg = counts[:bins], counts[bins:]
+    n_pos, n_neg = float(hist_pos.sum()), float(hist_neg.sum())
+    n = n_pos + n_neg
+    if n < 1.0:
+        raise ProtocolError("no evaluation examples left after the DP noise")
+    mid = np.clip((np.arange(bins) + 0.5) / bins, PROB_CLIP, 1.0 - PROB_CLIP)
+    above = mid >= 0.5
+    correct = hist_pos[above].sum() + hist_neg[~above].sum()
+    loss = -(hist_pos @ np.log(mid) + hist_neg @ np.log1p(-mid))
+    auc: float | None = None
+    if n_pos >= 1.0 and n_neg >= 1.0:
+        neg_below = np.cumsum(hist_neg) - hist_neg
+        auc = float(np.sum(hist_pos * (neg_below + 0.5 * hist_neg)) / (n_pos * n_neg))
+    return EvalMetrics(n=round(n), auc=auc, accuracy=float(correct / n), log_loss=float(loss / n))

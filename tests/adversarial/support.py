@@ -61,6 +61,10 @@ def write_partner(root: Path, name: str, *, seed: int, n: int = 200) -> PartnerS
     )
 
 
+#: Declared value ranges of :data:`SCHEMA`'s numeric columns (DP jobs need them).
+BOUNDS: dict[str, list[float]] = {"spend": [0.0, 1000.0], "visits": [0.0, 50.0]}
+
+
 def job(**fields: Any) -> JobSpec:
     """A job spec over :data:`SCHEMA`; ``fields`` override the defaults."""
     base: dict[str, Any] = {
@@ -87,6 +91,9 @@ class Attacker:
     configs: dict[str, dict[str, str]]
     run: str = "run-attack-1"
     sent: list[tuple[str, str, str]] = field(default_factory=list)
+    #: Run name -> the Flower run (``context.run_id``) that carries it: each run an
+    #: honest coordinator starts is a Flower run of its own.
+    flower_runs: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def against(cls, tmp_path: Path, spec: JobSpec, names: tuple[str, ...] = ("a", "b", "c"),
@@ -112,19 +119,20 @@ class Attacker:
         run: str | None = None,
         run_config: Mapping[str, str] | None = None,
         node_config: Mapping[str, str] | None = None,
+        flower_run: int | None = None,
     ) -> Payload:
-        """One request, as a SuperNode would hand it to the partner's ClientApp."""
-        body = {
-            "job": (spec or self.spec).to_json(),
-            "run": run if run is not None else self.run,
-            **(meta or {}),
-        }
+        """One request, as a SuperNode would hand it to the partner's ClientApp;
+        ``flower_run`` overrides the Flower run id (default: one per run name)."""
+        name = run if run is not None else self.run
+        body = {"job": (spec or self.spec).to_json(), "run": name, **(meta or {})}
+        if flower_run is None:
+            flower_run = self.flower_runs.setdefault(name, len(self.flower_runs) + 1)
         content: RecordDict = encode(body, vector, ciphertext=ciphertext)
         with task_identity():
             msg = Message(content=content, dst_node_id=1, message_type=action, group_id=step)
         msg.metadata.__dict__["_message_id"] = f"m{len(self.sent)}"  # the SuperLink's job
         ctx = Context(
-            run_id=1,
+            run_id=flower_run,
             node_id=1,
             node_config=dict(node_config if node_config is not None else self.configs[partner]),
             state=RecordDict(),

@@ -125,13 +125,6 @@ def test_rare_category_values_are_not_encoded_when_the_preprocessor_names_them(
         assert counts[0] == 0, f"cluster of the rare value's rows released: {counts[0]:g} rows"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the contract's run is the coordinator-chosen meta['run'], bound neither to "
-    "Flower's context.run_id nor to a per-spec/per-grant run limit: the same spec under a "
-    "fresh run name re-answers lloyd-1 with other centroids (unbounded differencing; "
-    "docs/privacy.md admits 'new jobs as often as the grants allow')",
-)
 def test_the_same_step_is_not_answered_again_under_a_fresh_run_name(tmp_path: Path) -> None:
     """Attack: within one Flower run (context.run_id 1 in every request), mint run names:
     each gets a fresh plan, so every Lloyd step can be re-asked with new centroids."""
@@ -140,13 +133,15 @@ def test_the_same_step_is_not_answered_again_under_a_fresh_run_name(tmp_path: Pa
     answered = 0
     for i, centroids in enumerate(([[0.0] * 5, [1.0] * 5], [[0.0] * 5, [0.5] * 5])):
         run = f"run-minted-{i}"
-        atk.handshake("a", run=run)
+        atk.handshake("a", run=run, flower_run=1)
         reply = atk.send(
-            "a", "query.kmeans_step", step="lloyd-1", run=run,
+            "a", "query.kmeans_step", step="lloyd-1", run=run, flower_run=1,
             meta={"preprocessor": pre, "centroids": centroids},
         )  # fmt: skip
         answered += reply.vector is not None
     assert answered <= 1
+    refused = atk.refusals("a")
+    assert refused and refused[0]["run"] == "run-minted-1"  # refused at its handshake, logged
 
 
 def test_keys_of_an_expired_run_are_not_recreated_by_a_new_handshake(tmp_path: Path) -> None:
@@ -163,14 +158,6 @@ def test_keys_of_an_expired_run_are_not_recreated_by_a_new_handshake(tmp_path: P
     assert not keys.exists(), "a key of an expired run is on disk for good"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="evaluate.fedavg (and the validation histograms of train.fedavg) are exact and "
-    "uncharged in DP jobs while the coordinator picks the model: a logistic model on one "
-    "column makes the 1000-bin score histogram a per-row readout, so one planned reply of "
-    "an epsilon = 1 job gives every validation/test row's 'spend' (to < 1.0) with its "
-    "label, and the ledger shows 0 spent",
-)
 def test_a_dp_job_s_evaluation_does_not_read_out_rows_through_a_chosen_model(
     tmp_path: Path,
 ) -> None:
@@ -219,6 +206,11 @@ def test_a_dp_job_s_evaluation_does_not_read_out_rows_through_a_chosen_model(
                 decoded += [z * std + mean] * max(round(float(hist[i])), 0)
     readout = len(decoded) == len(true) and np.max(np.abs(np.sort(decoded) - true)) < 1.0
     assert charged > 0 or not readout, "each evaluation row's spend read out, 0 epsilon charged"
+    # Answered, noised and charged: one statistics release, logged as privacy.spent.
+    assert reply.vector is not None and not readout, reply.meta
+    assert charged > 0
+    spent = [e["body"] for e in atk.trail("a") if e["type"] == "privacy.spent"]
+    assert [s["step"] for s in spent] == ["final-evaluation"]
 
 
 @pytest.mark.xfail(

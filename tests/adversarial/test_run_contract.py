@@ -24,7 +24,7 @@ from fedcollab.coordinator.encryption import HeSession, session_from_keygen
 from fedcollab.privacy.budget_ledger import BudgetLedger
 from fedcollab.privacy.ckks import EncryptedSum
 from fedcollab.protocols import kmeans, models, preprocessing
-from tests.adversarial.support import SCHEMA, Attacker, job, layout_meta
+from tests.adversarial.support import BOUNDS, SCHEMA, Attacker, job, layout_meta
 
 warnings.filterwarnings("ignore", message=".*does not fit in a single ciphertext.*")
 
@@ -210,7 +210,7 @@ def test_client_dp_aggregate_of_fewer_than_min_partners_is_not_decrypted(
     spec = job(
         min_partners=3,
         privacy={"encryption": "ckks", "dp": "client", "target_epsilon": 50.0,
-                 "key_dealer": "a"},
+                 "key_dealer": "a", "value_bounds": BOUNDS},
     )  # fmt: skip
     atk = Attacker.against(tmp_path, spec)
     for name, cfg in atk.configs.items():

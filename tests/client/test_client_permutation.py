@@ -12,6 +12,7 @@ from fedcollab.client.handlers import HANDLERS, MIN_AGGREGATE_ROWS
 from fedcollab.client.partner_data import PartnerData, load_partner
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.serde import Payload
+from fedcollab.privacy.accounting import Gaussian
 from fedcollab.privacy.dp_plan import resolve
 from fedcollab.protocols import attribution, evaluation, models, preprocessing
 from fedcollab.protocols.local_training import predict_proba
@@ -83,12 +84,16 @@ def test_few_test_rows_reply_zeros(tmp_path: Path) -> None:
     assert vec.shape == (attribution.permutation_vector_length(n_columns=len(groups), bins=BINS),)
 
 
-def test_not_charged_under_dp() -> None:
+def test_charged_and_noised_under_dp() -> None:
+    """Issue 13: in a DP job evaluation and permutation importance are Gaussian
+    releases charged to the ledger, not exact histograms."""
     spec = SPEC.model_copy(
         update={
             "privacy": SPEC.privacy.model_copy(update={"dp": "sample", "noise_multiplier": 1.0})
         }
     )
     plan = resolve(spec)
-    assert plan is not None and plan.mechanism_for("evaluate.fedavg") is None
-    assert plan.mechanism_for("evaluate.permutation") is None
+    assert plan is not None
+    stat = Gaussian(noise_multiplier=plan.statistics_noise_multiplier, count=1)
+    assert plan.mechanism_for("evaluate.fedavg") == stat
+    assert plan.mechanism_for("evaluate.permutation") == stat

@@ -37,9 +37,14 @@ class _Node:
     name: str
 
 
+#: Flower run ids: each grid is one Flower run (the partners bind a job's run to it).
+_FLOWER_RUNS = itertools.count(1)
+
+
 class InMemoryGrid:
     def __init__(self, overrides: dict[str, str], names: list[str]) -> None:
         self.overrides = overrides
+        self.run_id = next(_FLOWER_RUNS)
         self.nodes = [_Node(i + 1, n) for i, n in enumerate(names)]
         self._ids = itertools.count(1)
         self._replies: dict[str, Message] = {}
@@ -54,7 +59,7 @@ class InMemoryGrid:
             msg.metadata.__dict__["_message_id"] = msg_id  # the SuperLink's job
             node = msg.metadata.dst_node_id
             ctx = Context(
-                run_id=1,
+                run_id=self.run_id,
                 node_id=node,
                 node_config={"partition-id": node - 1},
                 state=RecordDict(),

@@ -23,8 +23,9 @@ from tests.integration.test_federation import node_port_base
 
 pytestmark = pytest.mark.integration
 
-# DP-SGD with q = 0.5, 2 steps per round, 2 rounds: each job alone is epsilon 1.5; two of
-# them compose (RDP) to 2.10, over a cap of 2.
+# DP-SGD with q = 0.5, 2 steps per round, 2 rounds, plus the moments and the final
+# evaluation (Gaussian releases, issue 13): each job alone is epsilon 1.5; two of them
+# compose (RDP) to more than the cap of 2.
 JOB = """
 name = "{name}"
 task = "purchase_prediction"
@@ -43,6 +44,10 @@ early_stopping_patience = 0
 dp = "sample"
 target_epsilon = 1.5
 sample_rate = 0.5
+
+[privacy.value_bounds]
+visits = [0.0, 20.0]
+basket_value = [0.0, 200.0]
 """
 
 
@@ -104,7 +109,7 @@ def test_budget_refusal_survives_restart(
         dataset = load_schema(partners[2].schema).dataset
         with BudgetLedger.open(fed.budget_db(capped)) as ledger:
             before = ledger.budget(dataset)
-        assert before.charges == 2  # one per round, exactly once
+        assert before.charges == 4  # moments, each round, the final evaluation: once each
         assert before.spent_epsilon == pytest.approx(1.5, abs=1e-6)
 
         fed.restart_node(capped)  # the ledger is on disk; nothing is recreated
@@ -134,7 +139,10 @@ def test_budget_refusal_survives_restart(
 
         trail = _log(fed, capped)
         spent = [e for e in trail if e["type"] == "privacy.spent"]
-        assert [e["body"]["job"] for e in spent] == ["dp-a", "dp-a"]
+        assert [e["body"]["job"] for e in spent] == ["dp-a"] * 4
+        assert [e["body"]["step"] for e in spent] == [
+            "moments", "round-1", "round-2", "final-evaluation"
+        ]  # fmt: skip
         assert spent[-1]["body"]["cumulative_epsilon"] == pytest.approx(1.5, abs=1e-5)
         refusals = [e for e in trail if e["type"] == "request.refused"]
         assert refusals and refusals[-1]["body"]["error"] == "BudgetExceededError"

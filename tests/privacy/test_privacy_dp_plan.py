@@ -15,10 +15,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedcollab.common.errors import PrivacyError
-from fedcollab.common.jobspec import JobSpec, PrivacySpec, SegmentationSpec, TrainingSpec
+from fedcollab.common.jobspec import (
+    JobSpec,
+    ModelSpec,
+    PrivacySpec,
+    SegmentationSpec,
+    TrainingSpec,
+)
 from fedcollab.privacy import dp_plan
 from fedcollab.privacy.accounting import Gaussian, Mechanism, SampledGaussian, epsilon
-from fedcollab.privacy.dp_plan import DpPlan, resolve, steps_per_epoch
+from fedcollab.privacy.dp_plan import STATISTICS_SHARE, DpPlan, resolve, steps_per_epoch
 
 DELTA = 1e-5
 SCHEMA = {
@@ -49,6 +55,7 @@ def make_spec(
     seed_steps: int = 2,
     lloyd_iterations: int = 20,
     min_partners: int = 3,
+    kind: str = "logreg",
     **privacy: Any,
 ) -> JobSpec:
     return JobSpec(
@@ -59,6 +66,7 @@ def make_spec(
         min_partners=min_partners,
         rounds=rounds,
         training=TrainingSpec(local_epochs=epochs),
+        model=ModelSpec(kind=kind),  # type: ignore[arg-type]
         segmentation=SegmentationSpec(seed_steps=seed_steps, lloyd_iterations=lloyd_iterations),
         privacy=PrivacySpec(
             dp=dp,  # type: ignore[arg-type]
@@ -88,8 +96,16 @@ def releases_of(spec: JobSpec) -> int:
     return spec.rounds
 
 
-def library_epsilon(spec: JobSpec, z: float) -> float:
-    """dp_accounting's RdpAccountant on the job's events, without privacy.accounting."""
+def statistics_of(spec: JobSpec) -> int:
+    """Moments, plus the final evaluation (and permutation importance) of a prediction."""
+    if spec.task == "segmentation":
+        return 1
+    return 2 + (spec.model.kind == "mlp")
+
+
+def library_epsilon(spec: JobSpec, z: float, z_stats: float | None = None) -> float:
+    """dp_accounting's RdpAccountant on the job's events, without privacy.accounting;
+    record level, the statistics (noise ``z_stats``) are composed in."""
     p = spec.privacy
     gaussian = dp_accounting.GaussianDpEvent(z)
     if spec.task == "segmentation":
@@ -103,6 +119,8 @@ def library_epsilon(spec: JobSpec, z: float) -> float:
         event, count = dp_accounting.SelfComposedDpEvent(sampled, steps), spec.rounds
     accountant = RdpAccountant()
     accountant.compose(event, count)
+    if p.dp == "sample" and z_stats is not None:
+        accountant.compose(dp_accounting.GaussianDpEvent(z_stats), statistics_of(spec))
     return float(accountant.get_epsilon(DELTA))
 
 
@@ -128,10 +146,13 @@ def spec_from(job: dict[str, Any], **privacy: Any) -> JobSpec:
 def test_public_surface_is_what_was_meant() -> None:
     assert set(dp_plan.__all__) == {
         "CHARGED_ACTIONS",
+        "STATISTICS_ACTIONS",
+        "STATISTICS_SHARE",
         "UNCHARGED_ACTIONS",
         "DpLevel",
         "DpPlan",
         "resolve",
+        "statistics_requests",
         "steps_per_epoch",
     }
 
@@ -172,10 +193,22 @@ def test_target_epsilon_holds_for_the_whole_job(job: dict[str, Any], target: flo
     achieved = plan.job_epsilon(n)
     assert achieved <= target
     assert achieved > 0.9 * target  # calibrated: not simply drowned in noise
-    composed = epsilon([per_release(spec, plan.noise_multiplier)] * n, target_delta=DELTA)
+    z_stats = plan.statistics_noise_multiplier
+    stats = [Gaussian(noise_multiplier=z_stats, count=1)] * statistics_of(spec)
+    record_level = spec.privacy.dp == "sample"
+    composed = epsilon(
+        [per_release(spec, plan.noise_multiplier)] * n + (stats if record_level else []),
+        target_delta=DELTA,
+    )
     assert achieved == pytest.approx(composed, rel=1e-9)
-    assert achieved == pytest.approx(library_epsilon(spec, plan.noise_multiplier), rel=1e-9)
+    assert achieved == pytest.approx(
+        library_epsilon(spec, plan.noise_multiplier, z_stats), rel=1e-9
+    )
     assert plan.job_epsilon(max(n - 1, 0)) <= achieved  # shorter jobs spend less
+    # The statistics get their share of the target, all of them together.
+    share = epsilon(stats, target_delta=DELTA)
+    assert share <= STATISTICS_SHARE * target * (1 + 1e-9)
+    assert share > 0.9 * STATISTICS_SHARE * target
 
 
 @PLAN
@@ -185,7 +218,8 @@ def test_given_noise_reports_the_librarys_epsilon(job: dict[str, Any], z: float)
     plan = resolve(spec)
     assert plan is not None and plan.noise_multiplier == z and plan.target_epsilon is None
     n = releases_of(spec)
-    assert plan.job_epsilon(n) == pytest.approx(library_epsilon(spec, z), rel=1e-9)
+    assert plan.statistics_noise_multiplier == z
+    assert plan.job_epsilon(n) == pytest.approx(library_epsilon(spec, z, z), rel=1e-9)
 
 
 def test_full_client_sampling_is_the_gaussian_mechanism() -> None:
@@ -238,18 +272,29 @@ def test_segmentation_requests_charge_one_gaussian_each() -> None:
 @pytest.mark.parametrize(("task", "level"), LEVELS)
 @pytest.mark.parametrize(
     "action",
-    [
-        "query.handshake",
-        "query.moments",
-        "evaluate.fedavg",
-        "query.cosign",
-        "query.he_keygen",
-        "query.he_decrypt",
-    ],
+    ["query.handshake", "query.cosign", "query.he_keygen", "query.he_decrypt"],
 )
 def test_requests_without_dp_release_charge_nothing(task: str, level: str, action: str) -> None:
     plan = resolve(make_spec(task=task, dp=level, noise_multiplier=1.0))
     assert plan is not None and plan.mechanism_for(action) is None
+
+
+@pytest.mark.parametrize(("task", "level"), LEVELS)
+def test_statistics_charge_one_gaussian_each(task: str, level: str) -> None:
+    """Issue 13: moments and evaluation are releases of a DP job, charged like any."""
+    plan = resolve(make_spec(task=task, dp=level, target_epsilon=3.0))
+    assert plan is not None
+    actions = ["query.moments"] + (["evaluate.fedavg"] if task != "segmentation" else [])
+    for action in actions:
+        assert plan.mechanism_for(action) == Gaussian(
+            noise_multiplier=plan.statistics_noise_multiplier, count=1
+        )
+    with pytest.raises(PrivacyError, match="no DP mechanism"):
+        plan.mechanism_for("evaluate.permutation")  # a logistic regression has none
+    mlp = resolve(make_spec(task=task, dp=level, target_epsilon=3.0, kind="mlp"))
+    assert mlp is not None
+    if task != "segmentation":
+        assert mlp.mechanism_for("evaluate.permutation") is not None
 
 
 @pytest.mark.parametrize(
@@ -279,9 +324,9 @@ def test_planned_is_the_sum_of_every_charge(task: str, level: str) -> None:
     plan = resolve(spec)
     assert plan is not None
     planned = plan.planned()
-    assert len(planned) == 1  # one mechanism: ledger.preview can check the whole job
+    assert len(planned) == 2  # training and statistics: two mechanisms for ledger.preview
     charges: list[Mechanism] = []
-    for action, count in plan.requests:
+    for action, count in (*plan.requests, *plan.statistics):
         mechanism = plan.mechanism_for(action)
         assert mechanism is not None
         charges += [mechanism] * count
@@ -296,8 +341,9 @@ def test_planned_is_the_sum_of_every_charge(task: str, level: str) -> None:
 def test_planned_counts_only_charged_requests() -> None:
     plan = resolve(make_spec(task="segmentation", noise_multiplier=2.0))
     assert plan is not None
-    got = plan.planned({"query.kmeans_step": 5, "query.segment_profile": 1, "query.moments": 9})
+    got = plan.planned({"query.kmeans_step": 5, "query.segment_profile": 1, "query.cosign": 9})
     assert got == [Gaussian(noise_multiplier=2.0, count=6)]
+    assert plan.planned({"query.moments": 1}) == [Gaussian(noise_multiplier=2.0, count=1)]
     assert plan.planned({"query.kmeans_step": 0}) == []
     with pytest.raises(PrivacyError):
         plan.planned({"query.kmeans_step": -1})

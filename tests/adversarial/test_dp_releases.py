@@ -1,0 +1,182 @@
+"""Issue 13, "DP jobs charge every release" and "one run per Flower run": a malicious
+coordinator against the real partner path (:class:`tests.adversarial.support.Attacker`).
+
+Every value a partner releases in a DP job is a charged Gaussian release or a function
+of nothing; a job without DP on a dataset with a budget cap is refused; run names
+minted inside one Flower run and runs beyond the node's daily limit are refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedcollab.client.budget import ledger_path
+from fedcollab.client.partner_data import load_partner, source_from_config
+from fedcollab.client.run_contract import node_split
+from fedcollab.privacy.budget_ledger import BudgetLedger
+from fedcollab.protocols import preprocessing
+from tests.adversarial.support import BOUNDS, Attacker, job, layout_meta
+from tests.adversarial.test_run_contract import _preprocessor
+
+CHANNELS = ["app", "kiosk", "web"]
+
+
+def _dp_job(**privacy: Any) -> Any:
+    return job(privacy={"dp": "sample", "target_epsilon": 1.0, "value_bounds": BOUNDS, **privacy})
+
+
+def _cap(atk: Attacker, partner: str, cap: float) -> None:
+    with BudgetLedger.open(ledger_path(atk.configs[partner])) as ledger:
+        ledger.set_cap("shop", epsilon_cap=cap, delta=1e-5)
+
+
+def _exact_moments(atk: Attacker, partner: str) -> np.ndarray:
+    cfg = atk.configs[partner]
+    split = node_split(cfg)
+    data = load_partner(
+        source_from_config(cfg),
+        validation_fraction=split.validation_fraction,
+        test_fraction=split.test_fraction,
+        split_seed=split.split_seed,
+    )
+    sub = data.dataset.subset(data.train)
+    layout = preprocessing.MomentsLayout(
+        numeric_names=("spend", "visits"),
+        categorical_vocab={"channel": tuple(CHANNELS)},
+        boolean_names=("member",),
+    )
+    return preprocessing.local_moments(layout, sub.numeric, sub.categorical, sub.boolean)
+
+
+def _charges(atk: Attacker, partner: str) -> list[tuple[str, str]]:
+    with BudgetLedger.open(ledger_path(atk.configs[partner])) as ledger:
+        return [(c.run, c.step) for c in ledger.charges("shop")]
+
+
+# ------------------------------------------------------------------ DP jobs charge every release
+
+
+def test_a_dp_job_s_moments_are_noised_and_charged(tmp_path: Path) -> None:
+    """Attack: a DP job's moments, with the rare value "kiosk" in the category list: on
+    main they are exact (the 8 kiosk rows' count and every sum) and cost nothing."""
+    atk = Attacker.against(tmp_path, _dp_job(), names=("a",))
+    _cap(atk, "a", 5.0)
+    assert atk.handshake("a").refused is None
+    reply = atk.send("a", "query.moments", step="moments", meta=layout_meta(channel=CHANNELS))
+    assert reply.vector is not None, reply.meta
+    exact = _exact_moments(atk, "a")
+    assert not np.allclose(reply.vector, exact, atol=0.5)  # not the exact statistics
+    assert _charges(atk, "a") == [(atk.run, "moments")]
+    spent = [e["body"] for e in atk.trail("a") if e["type"] == "privacy.spent"]
+    assert spent[0]["mechanism"]["kind"] == "gaussian" and spent[0]["epsilon"] > 0
+
+
+def test_a_dp_job_without_value_bounds_gets_no_moments(tmp_path: Path) -> None:
+    """A DP job that declares no ranges for its numeric columns has no bounded
+    sensitivity for their sums: refused, nothing released."""
+    spec = job(privacy={"dp": "sample", "target_epsilon": 1.0})
+    atk = Attacker.against(tmp_path, spec, names=("a",))
+    _cap(atk, "a", 5.0)
+    assert atk.handshake("a").refused is None
+    reply = atk.send("a", "query.moments", step="moments", meta=layout_meta(channel=CHANNELS))
+    assert reply.refused == "PrivacyError" and reply.vector is None
+
+
+def test_a_dp_release_over_the_cap_is_refused_and_nothing_is_charged(tmp_path: Path) -> None:
+    """The charge is atomic with the release: with the cap lowered after the handshake,
+    the evaluation is refused with a typed error, no vector leaves, the ledger is as it
+    was."""
+    atk = Attacker.against(tmp_path, _dp_job(), names=("a",))
+    _cap(atk, "a", 5.0)
+    assert atk.handshake("a").refused is None
+    _cap(atk, "a", 1e-3)  # the partner lowers its cap
+    reply = atk.send("a", "query.moments", step="moments", meta=layout_meta(channel=CHANNELS))
+    assert reply.refused == "BudgetExceededError" and reply.vector is None
+    assert _charges(atk, "a") == []
+
+
+def test_a_dp_job_s_rounds_are_not_evaluated_twice(tmp_path: Path) -> None:
+    """Attack: ask the second final evaluation ("final-evaluation-best") of a DP job,
+    which releases its last model and evaluates it once: outside the plan."""
+    atk = Attacker.against(tmp_path, _dp_job(), names=("a",))
+    _cap(atk, "a", 5.0)
+    assert atk.handshake("a").refused is None
+    reply = atk.send(
+        "a", "evaluate.fedavg", step="final-evaluation-best",
+        meta={"preprocessor": _preprocessor(tmp_path)}, vector=np.zeros(6),
+    )  # fmt: skip
+    assert reply.refused == "ProtocolError" and reply.vector is None
+
+
+def test_a_job_without_dp_on_a_capped_dataset_is_refused(tmp_path: Path) -> None:
+    """Attack: the partner capped its dataset's budget; the coordinator submits the same
+    analysis with dp = "none", whose exact moments no ledger can charge (on main they are
+    answered, nothing charged)."""
+    atk = Attacker.against(tmp_path, job(), names=("a",))
+    _cap(atk, "a", 5.0)
+    assert atk.handshake("a").refused == "PolicyRefusal"
+    reply = atk.send("a", "query.moments", step="moments", meta=layout_meta(channel=CHANNELS))
+    assert reply.vector is None
+    assert _charges(atk, "a") == []
+    assert atk.refusals("a")[0]["error"] == "PolicyRefusal"
+
+
+def test_a_partner_may_allow_jobs_without_dp_on_a_capped_dataset(tmp_path: Path) -> None:
+    """The partner's explicit choice (`node start --no-dp-only`) serves them."""
+    atk = Attacker.against(tmp_path, job(), names=("a",), **{"dp-only": "false"})
+    _cap(atk, "a", 5.0)
+    assert atk.handshake("a").refused is None
+
+
+def test_a_segmentation_job_under_a_purchase_prediction_purpose_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Attack: a partner granted only purchase-prediction; the coordinator labels a
+    segmentation job (raw per-segment sums) with that purpose."""
+    spec = job(
+        name="seg", task="segmentation", purpose="purchase-prediction",
+        segmentation={"k": 2, "lloyd_iterations": 1, "seeding": "summed", "seed_steps": 1,
+                      "seed_candidates": 4},
+    )  # fmt: skip
+    atk = Attacker.against(tmp_path, spec, names=("a",))
+    atk.handshake("a")
+    reply = atk.send(
+        "a", "query.segment_profile", step="segment-profiles",
+        meta={"preprocessor": _preprocessor(tmp_path), "centroids": [[0.0] * 5, [1.0] * 5]},
+    )  # fmt: skip
+    assert reply.vector is None
+
+
+# ------------------------------------------------------------------ one run per Flower run
+
+
+def test_a_run_is_answered_only_in_the_flower_run_that_started_it(tmp_path: Path) -> None:
+    """Attack: replay a run's name from another Flower run (a second `flwr run` of the
+    coordinator) to ask its steps there."""
+    atk = Attacker.against(tmp_path, job(), names=("a",))
+    assert atk.handshake("a", flower_run=7).refused is None
+    reply = atk.send(
+        "a", "query.moments", step="moments", flower_run=8, meta=layout_meta(channel=CHANNELS)
+    )
+    assert reply.refused == "ProtocolError" and reply.vector is None
+    again = atk.handshake("a", flower_run=8)
+    assert again.refused == "ProtocolError"
+
+
+def test_fresh_runs_beyond_the_node_s_daily_limit_are_refused(tmp_path: Path) -> None:
+    """Attack: start a fresh Flower run (and run name) per differencing query; the node
+    accepts max-runs-per-day runs in 24 hours and refuses the rest, logged."""
+    atk = Attacker.against(tmp_path, job(), names=("a",), **{"max-runs-per-day": "2"})
+    outcomes = [atk.handshake("a", run=f"run-fresh-{i}").refused for i in range(4)]
+    assert outcomes == [None, None, "RunLimitError", "RunLimitError"]
+    assert [r["run"] for r in atk.refusals("a")] == ["run-fresh-2", "run-fresh-3"]
+    # An accepted run is still served.
+    assert atk.handshake("a", run="run-fresh-0").refused is None
+
+
+def test_a_bad_daily_limit_setting_fails_closed(tmp_path: Path) -> None:
+    atk = Attacker.against(tmp_path, job(), names=("a",), **{"max-runs-per-day": "0"})
+    assert atk.handshake("a").refused == "PolicyRefusal"

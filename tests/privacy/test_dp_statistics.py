@@ -1,0 +1,99 @@
+"""privacy.dp_statistics: the statistics of a DP job, bounded and noised (issue 13)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedcollab.common.errors import PrivacyError
+from fedcollab.privacy import dp_statistics
+from fedcollab.protocols import evaluation, preprocessing
+
+LAYOUT = preprocessing.MomentsLayout(
+    numeric_names=("spend", "visits"),
+    categorical_vocab={"channel": ("app", "web")},
+    boolean_names=("member",),
+)
+BOUNDS = {"spend": [0.0, 1000.0], "visits": [0.0, 50.0]}
+TINY = 1e-9  # noise multiplier that leaves the statistics as they are, to 1e-6
+
+
+def _rows(rng: np.random.Generator, n: int) -> tuple[dict, dict, dict]:  # type: ignore[type-arg]
+    numeric = {"spend": rng.gamma(2.0, 300.0, n), "visits": rng.poisson(8, n).astype(float)}
+    categorical = {"channel": rng.choice(["app", "web", "kiosk"], n).astype(object)}
+    boolean = {"member": rng.integers(0, 2, n).astype(float)}
+    return numeric, categorical, boolean
+
+
+def _scaled(numeric: dict, categorical: dict, boolean: dict) -> np.ndarray:  # type: ignore[type-arg]
+    scaled = {
+        c: (np.clip(v, *BOUNDS[c]) - sum(BOUNDS[c]) / 2) / ((BOUNDS[c][1] - BOUNDS[c][0]) / 2)
+        for c, v in numeric.items()
+    }
+    return preprocessing.local_moments(LAYOUT, scaled, categorical, boolean)
+
+
+def test_moments_are_the_clipped_moments_up_to_the_noise() -> None:
+    numeric, categorical, boolean = _rows(np.random.default_rng(0), 300)
+    got = dp_statistics.private_moments(
+        LAYOUT, numeric, categorical, boolean, bounds=BOUNDS, noise_multiplier=TINY
+    )
+    clipped = {c: np.clip(v, *BOUNDS[c]) for c, v in numeric.items()}
+    exact = preprocessing.local_moments(LAYOUT, clipped, categorical, boolean)
+    np.testing.assert_allclose(got, exact, rtol=1e-6, atol=1e-3)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 40))
+def test_one_row_moves_the_scaled_moments_by_at_most_the_sensitivity(seed: int, n: int) -> None:
+    rng = np.random.default_rng(seed)
+    numeric, categorical, boolean = _rows(rng, n)
+    numeric["spend"][0] = rng.choice([-1e9, 1e9, 500.0])  # outliers are clipped
+    full = _scaled(numeric, categorical, boolean)
+    drop = [{k: v[1:] for k, v in d.items()} for d in (numeric, categorical, boolean)]
+    fewer = _scaled(*drop)
+    assert np.linalg.norm(full - fewer) <= dp_statistics.moments_sensitivity(LAYOUT) + 1e-9
+
+
+def test_moments_without_bounds_are_refused() -> None:
+    numeric, categorical, boolean = _rows(np.random.default_rng(1), 10)
+    with pytest.raises(PrivacyError, match="no declared bounds"):
+        dp_statistics.private_moments(
+            LAYOUT, numeric, categorical, boolean, bounds={"spend": [0, 1]}, noise_multiplier=1.0
+        )
+
+
+def test_eval_vector_is_a_coarse_histogram_with_noise_on_its_slots_only() -> None:
+    rng = np.random.default_rng(2)
+    y, p = rng.integers(0, 2, 500), rng.random(500)
+    vec = dp_statistics.private_eval_vector(y, p, bins=1000, noise_std=5.0)
+    slots = np.nonzero(vec)[0]
+    assert len(slots) <= 2 * dp_statistics.DP_EVAL_BINS and np.all(slots >= 3)  # head 0
+    exact = dp_statistics.private_eval_vector(y, p, bins=1000, noise_std=TINY)
+    m = evaluation.metrics_from_vector(exact, bins=1000, noisy=True)
+    assert m.n == 500
+    coarse = evaluation.metrics_from_vector(
+        evaluation.local_eval_vector(y, np.floor(p * 20) / 20 + 0.025, bins=1000), bins=1000
+    )
+    assert m.auc == pytest.approx(coarse.auc, abs=1e-9)
+    assert m.accuracy == pytest.approx(np.mean((p >= 0.5) == (y == 1)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 60))
+def test_one_row_moves_an_eval_histogram_by_one(seed: int, n: int) -> None:
+    rng = np.random.default_rng(seed)
+    y, p = rng.integers(0, 2, n), rng.random(n)
+    full = dp_statistics.private_eval_vector(y, p, bins=1000, noise_std=TINY)
+    fewer = dp_statistics.private_eval_vector(y[1:], p[1:], bins=1000, noise_std=TINY)
+    assert np.linalg.norm(full - fewer) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_noisy_moments_with_a_negative_second_moment_decode_to_unit_std() -> None:
+    """Noise can push a small column's sum of squares below 0: the preprocessor then
+    falls back to std 1 instead of failing the job."""
+    layout = preprocessing.MomentsLayout(numeric_names=("x",))
+    pre = preprocessing.Preprocessor.from_moments(layout, [800.0, 40.0, -5.0])
+    assert pre.stds == (1.0,) and pre.means == (0.05,)
