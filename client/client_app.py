@@ -120,19 +120,22 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
                 None,
             )
         elif action == "query.he_decrypt" and encrypted:
-            _check_contributions(contract, config, run=run, payload=payload)
+            replies = _check_contributions(contract, config, run=run, payload=payload)
             meta, vector = encryption.decrypt(
-                config, partner=data.partner, run=run, payload=payload, spec=spec
+                config, partner=data.partner, run=run, payload=payload, spec=spec, replies=replies
             )
-            if audit is not None and payload.ciphertext is not None:
+            decrypted = meta.pop("decrypted")
+            if audit is not None:
                 # What was decrypted, logged before the result leaves (audit crossref
-                # checks it against the coordinator's aggregate and contributions).
+                # checks it against the coordinator's aggregate and contributions): the
+                # sum this node recomputed and each contributor's ciphertext digest.
                 audit.record(
                     "he.decrypted",
                     {
                         **trail_body,
                         "step": str(meta["step"]),
-                        "ciphertext": digest_bytes(payload.ciphertext),
+                        "ciphertext": decrypted["sum"],
+                        "inputs": decrypted["inputs"],
                         # name -> the reply digest its signed statement names
                         "contributors": {
                             str(b["statement"]["partner"]): str(b["statement"]["reply"])
@@ -238,7 +241,7 @@ def _check_plan(
 
 def _check_contributions(
     contract: RunContract, config: Mapping[str, str], *, run: str, payload: Payload
-) -> None:
+) -> dict[str, str]:
     """Before a decryption: every contributor signed an answer to the request this node
     answered in that step (client.contribution)."""
     he = payload.meta.get("he")
@@ -251,7 +254,7 @@ def _check_contributions(
             f"this node did not answer step {step!r}, so it cannot check what was asked",
             hint="the coordinator asks a contributor of the step to decrypt it; refused",
         )
-    check_bindings(
+    return check_bindings(
         payload.meta.get("bindings"),
         peers=load_peer_keys(config),
         run=run,

@@ -79,6 +79,9 @@ class Roster:
     #: Encrypted steps: the summed ciphertext, its contributors and their signed
     #: contribution statements (client.contribution), until a partner decrypts it.
     _aggregates: dict[str, tuple[bytes, list[str], list[Any]]] = field(default_factory=dict)
+    #: Encrypted steps: each contributor's ciphertext, sent to the decryptor, which
+    #: recomputes the sum itself (client.encryption.decrypt).
+    _ciphertexts: dict[str, dict[str, bytes]] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -223,6 +226,7 @@ class Roster:
         full_meta = {**self.job_meta(), **meta}
         contributions: dict[str, str] = {}
         bindings: dict[str, Any] = {}
+        ciphertexts: dict[str, bytes] = {}
 
         encrypted = isinstance(into, EncryptedSum)
 
@@ -236,6 +240,7 @@ class Roster:
                 self._add_encrypted(into, partner.name, payload, step)
                 assert payload.ciphertext is not None
                 contributions[partner.name] = digest_bytes(payload.ciphertext)
+                ciphertexts[partner.name] = payload.ciphertext
                 return
             if into is not None:
                 into.add(payload.array)  # validates before adding: a refused vector adds nothing
@@ -273,6 +278,7 @@ class Roster:
                     # Every reply that decoded was summed: the set is exactly who sent.
                     names = sorted(contributions)
                     self._aggregates[step] = (blob, names, [bindings.get(n) for n in names])
+                    self._ciphertexts[step] = {n: ciphertexts[n] for n in names}
                 protection = "ckks-sum"
             elif into is not None:
                 aggregate = digest_vector(into.total)
@@ -325,6 +331,7 @@ class Roster:
         if step not in self._aggregates:
             raise CiphertextError(f"no encrypted aggregate for step {step}")
         blob, contributors, bindings = self._aggregates.pop(step)
+        inputs = self._ciphertexts.pop(step)
         he_meta = {
             "step": step,
             "contributors": contributors,
@@ -342,7 +349,9 @@ class Roster:
                 node_ids=[node],
                 message_type="query.he_decrypt",
                 content_for=lambda _n: encode(
-                    {**self.job_meta(), "he": he_meta, "bindings": bindings}, ciphertext=blob
+                    {**self.job_meta(), "he": he_meta, "bindings": bindings},
+                    ciphertext=blob,
+                    parts=inputs,  # the decryptor recomputes the sum from these
                 ),
                 on_reply=lambda _n, payload, got=got: got.append(payload.array),  # type: ignore[misc]
                 group_id=f"{step}.decrypt",

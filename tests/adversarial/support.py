@@ -108,6 +108,7 @@ class Attacker:
         meta: Mapping[str, Any] | None = None,
         vector: np.ndarray | None = None,
         ciphertext: bytes | None = None,
+        parts: Mapping[str, bytes] | None = None,
         spec: JobSpec | None = None,
         run: str | None = None,
         run_config: Mapping[str, str] | None = None,
@@ -119,7 +120,7 @@ class Attacker:
             "run": run if run is not None else self.run,
             **(meta or {}),
         }
-        content: RecordDict = encode(body, vector, ciphertext=ciphertext)
+        content: RecordDict = encode(body, vector, ciphertext=ciphertext, parts=parts)
         with task_identity():
             msg = Message(content=content, dst_node_id=1, message_type=action, group_id=step)
         msg.metadata.__dict__["_message_id"] = f"m{len(self.sent)}"  # the SuperLink's job

@@ -27,6 +27,7 @@ from fedcollab.client.budget import ledger_path
 from fedcollab.client.partner_data import load_partner, source_from_config
 from fedcollab.client.run_contract import KEY_TTL_S, RunContract, contract_path, node_split
 from fedcollab.common.errors import ProtocolError
+from fedcollab.compliance.trail import digest_bytes
 from fedcollab.coordinator.encryption import session_from_keygen
 from fedcollab.privacy.budget_ledger import BudgetLedger
 from fedcollab.privacy.ckks import EncryptedSum
@@ -221,31 +222,62 @@ def test_a_dp_job_s_evaluation_does_not_read_out_rows_through_a_chosen_model(
     assert charged > 0 or not readout, "each evaluation row's spend read out, 0 epsilon charged"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="forged aggregate: the decryptor checks the signed statements of the claimed "
-    "contributors and the contribution slot, but not that the ciphertext is their sum; "
-    "b's ciphertext + Enc(slot 1), sent with a's and b's statements, decrypts to b's own "
-    "moments vector (documented in docs/privacy.md; issue 14)",
-)
+@pytest.mark.parametrize("inputs", ["none", "genuine", "forged-as-b"])
 def test_a_single_partner_s_ciphertext_is_not_decrypted_as_an_aggregate(
-    tmp_path: Path,
+    tmp_path: Path, inputs: str
 ) -> None:
     """Attack: ask a and b the planned moments step (one reply each), then send the
     decryptor b's ciphertext plus an encrypted 1 in the contribution slot (the public key
-    encrypts anything), claimed as the sum of a's and b's contributions."""
+    encrypts anything), claimed as the sum of a's and b's contributions; with no
+    contributor ciphertexts, with the genuine ones, or with the forgery passed off as b's.
+    The decryptor sums the signed contributions itself, so none of them decrypts."""
     atk, session = _encrypted_job(tmp_path)
     ciphertexts, bindings = _moments_replies(atk, session)
     # b's ciphertext plus a plaintext 1 in the contribution slot: "two contributions".
     forged = session.public.load(ciphertexts["b"], params="wide", length=_MOMENTS_LENGTH)
     forged.add_([0.0] * _MOMENTS_LENGTH + [1.0])
+    parts = {
+        "none": {},
+        "genuine": ciphertexts,
+        "forged-as-b": {"a": ciphertexts["a"], "b": forged.serialize()},
+    }[inputs]
     he = {**session.request_meta("a", params="wide"), "step": "moments",
           "contributors": ["a", "b"], "length": _MOMENTS_LENGTH}  # fmt: skip
     reply = atk.send(
         "a", "query.he_decrypt", step="moments.decrypt",
-        meta={"he": he, "bindings": bindings}, ciphertext=forged.serialize(),
+        meta={"he": he, "bindings": bindings}, ciphertext=forged.serialize(), parts=parts,
     )  # fmt: skip
     assert reply.vector is None, f"b's own moments decrypted: count {reply.vector[0]:g}"
+    assert reply.refused == "CiphertextError"
+
+
+def test_the_genuine_sum_is_decrypted_once_from_the_contributions(tmp_path: Path) -> None:
+    """The honest path still works: the decryptor recomputes a + b from the signed
+    ciphertexts, decrypts it, logs the sum's and each input's digest; a second request
+    for the step (e.g. with an offset added) is refused."""
+    atk, session = _encrypted_job(tmp_path)
+    ciphertexts, bindings = _moments_replies(atk, session)
+    total = EncryptedSum(session.public, params="wide", length=_MOMENTS_LENGTH)
+    for ct in ciphertexts.values():
+        total.add(ct)
+    he = {**session.request_meta("a", params="wide"), "step": "moments",
+          "contributors": ["a", "b"], "length": _MOMENTS_LENGTH}  # fmt: skip
+    reply = atk.send(
+        "a", "query.he_decrypt", step="moments.decrypt",
+        meta={"he": he, "bindings": bindings}, ciphertext=total.serialize(), parts=ciphertexts,
+    )  # fmt: skip
+    assert reply.refused is None and reply.vector is not None
+    logged = [e["body"] for e in atk.trail("a") if e["type"] == "he.decrypted"]
+    assert len(logged) == 1
+    assert logged[0]["ciphertext"] == digest_bytes(total.serialize())
+    assert logged[0]["inputs"] == {n: digest_bytes(c) for n, c in sorted(ciphertexts.items())}
+    offset = session.public.load(total.serialize(), params="wide", length=_MOMENTS_LENGTH)
+    offset.add_([0.5] + [0.0] * _MOMENTS_LENGTH)
+    again = atk.send(
+        "a", "query.he_decrypt", step="moments.decrypt",
+        meta={"he": he, "bindings": bindings}, ciphertext=offset.serialize(), parts=ciphertexts,
+    )  # fmt: skip
+    assert again.vector is None and again.refused == "ProtocolError"
 
 
 _MOMENTS_LENGTH = preprocessing.MomentsLayout(
@@ -421,6 +453,7 @@ def test_a_decryptor_that_did_not_answer_the_step_refuses_to_decrypt(tmp_path: P
     session = session_from_keygen(keygen.meta, dealer="a")
     total = EncryptedSum(session.public, params="wide", length=_MOMENTS_LENGTH)
     bindings = []
+    parts: dict[str, bytes] = {}
     for name in ("b", "c"):
         reply = atk.send(
             name, "query.moments", step="moments",
@@ -429,13 +462,14 @@ def test_a_decryptor_that_did_not_answer_the_step_refuses_to_decrypt(tmp_path: P
         )  # fmt: skip
         assert reply.ciphertext is not None
         total.add(reply.ciphertext)
+        parts[name] = reply.ciphertext
         session.installed.add(name)
         bindings.append(reply.meta["binding"])
     he = {**session.request_meta("a", params="wide"), "step": "moments",
           "contributors": ["b", "c"], "length": _MOMENTS_LENGTH}  # fmt: skip
     reply = atk.send(
         "a", "query.he_decrypt", step="moments.decrypt",
-        meta={"he": he, "bindings": bindings}, ciphertext=total.serialize(),
+        meta={"he": he, "bindings": bindings}, ciphertext=total.serialize(), parts=parts,
     )  # fmt: skip
     assert reply.refused == "CiphertextError" and reply.vector is None
 
@@ -458,6 +492,6 @@ def test_contribution_statements_of_another_run_are_refused(tmp_path: Path) -> N
     replayed = [bindings[0], old_bindings[1]]  # b's statement of run 1
     reply = atk.send(
         "a", "query.he_decrypt", step="moments.decrypt",
-        meta={"he": he, "bindings": replayed}, ciphertext=total.serialize(),
+        meta={"he": he, "bindings": replayed}, ciphertext=total.serialize(), parts=ciphertexts,
     )  # fmt: skip
     assert reply.refused == "CiphertextError" and reply.vector is None

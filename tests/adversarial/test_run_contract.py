@@ -228,6 +228,7 @@ def test_client_dp_aggregate_of_fewer_than_min_partners_is_not_decrypted(
         reply = atk.send(
             "a", "query.he_decrypt", step="moments.decrypt",
             meta={"he": he, "bindings": bindings}, ciphertext=total.serialize(),
+            parts=ENCRYPTED_REPLIES,
         )  # fmt: skip
     assert reply.refused == "CiphertextError"
     assert reply.vector is None
@@ -246,6 +247,7 @@ def _encrypted_moments(
     ).length
     total = EncryptedSum(session.public, params="wide", length=length)
     bindings = []
+    ENCRYPTED_REPLIES.clear()
     for name, channel in channels.items():
         reply = atk.send(
             name, "query.moments", step="moments",
@@ -254,9 +256,14 @@ def _encrypted_moments(
         )  # fmt: skip
         assert reply.ciphertext is not None, reply.meta
         total.add(reply.ciphertext)
+        ENCRYPTED_REPLIES[name] = reply.ciphertext
         session.installed.add(name)
         bindings.append(reply.meta["binding"])
     return total, bindings
+
+
+#: The last :func:`_encrypted_moments` call's ciphertexts: the decryptor sums them itself.
+ENCRYPTED_REPLIES: dict[str, bytes] = {}
 
 
 def _encrypted_job(tmp_path: Path) -> tuple[Attacker, HeSession]:
@@ -282,6 +289,7 @@ def test_an_aggregate_of_answers_to_different_requests_is_not_decrypted(
     reply = atk.send(
         "a", "query.he_decrypt", step="moments.decrypt",
         meta={"he": he, "bindings": bindings}, ciphertext=total.serialize(),
+        parts=ENCRYPTED_REPLIES,
     )  # fmt: skip
     assert reply.refused == "CiphertextError" and reply.vector is None
     assert atk.refusals("a")[-1]["action"] == "query.he_decrypt"
@@ -304,6 +312,7 @@ def test_contribution_statements_must_verify(tmp_path: Path, forgery: str) -> No
     reply = atk.send(
         "a", "query.he_decrypt", step="moments.decrypt",
         meta={"he": he, "bindings": bindings}, ciphertext=total.serialize(),
+        parts=ENCRYPTED_REPLIES,
     )  # fmt: skip
     if forgery == "none":
         assert reply.refused is None and reply.vector is not None
