@@ -17,7 +17,7 @@ import numpy as np
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from fedcollab.client import budget, encryption, vertical
+from fedcollab.client import budget, encryption, secagg_node, vertical
 from fedcollab.client.audit import PartnerAudit, request_digest
 from fedcollab.client.contribution import (
     check_bindings,
@@ -106,7 +106,7 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
         parts: dict[str, bytes] = {}
         if action == "query.cosign":
             meta, vector = _cosign(audit, payload, spec)
-            if encrypted or spec.task == "vertical":
+            if encrypted or spec.privacy.masked or spec.task == "vertical":
                 encryption.erase(config, run=run)  # keys rotate per job
             if spec.task == "vertical":
                 VerticalStore.from_config(config, run).erase_secrets()
@@ -114,6 +114,12 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
             meta, parts = vertical.handle(config, data, spec, payload, audit)
             vector = None
             aggregation = "vertical-relay"
+        elif action == secagg_node.ACTION and spec.privacy.masked:
+            meta, parts = secagg_node.handle(
+                config, spec, payload, run=run, step=step, me=data.partner
+            )
+            vector = None
+            aggregation = "secagg-stage"
         elif action == "query.he_keygen" and encrypted:
             meta, vector = (
                 encryption.keygen(config, partner=data.partner, run=run, payload=payload),
@@ -154,6 +160,15 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
                     meta["he_offer"] = encryption.offer(config, partner=data.partner, run=run)
                 if spec.task == "vertical" and data.partner in spec.vertical.feature_parties:
                     meta["mask_offer"] = vertical.mask_offer(config, partner=data.partner, run=run)
+            elif spec.privacy.masked and vector is not None:
+                # Fails closed: without a session and its envelopes this raises.
+                parts = {
+                    "masked": secagg_node.mask_reply(
+                        config, spec, payload, run=run, step=step, me=data.partner, vector=vector
+                    )
+                }
+                meta.pop("train_loss", None)  # one partner's statistic: not sent under masks
+                vector, aggregation = None, "masked-sum"
             elif encrypted and vector is not None:
                 # Fails closed: without the job key this raises and nothing leaves.
                 ciphertext, meta["he"] = encryption.encrypt_reply(
@@ -358,6 +373,7 @@ def make_client_app(overrides: Mapping[str, str] | None = None) -> ClientApp:
         ("query", "he_keygen"),
         ("query", "he_decrypt"),
         ("query", "vertical"),
+        ("query", "secagg"),
     ):
         getattr(client_app, category)(action)(serve)
     return client_app

@@ -23,9 +23,10 @@ Notes
 -----
 * The *shared part* of a request is its meta without the per-partner fields
   (``he``: this partner's sealed key and encryption parameters; ``cosign``:
-  this partner's inclusion proofs) plus its vector: the part every partner of a
-  step must receive identically. Partners log its digest as ``request_shared``
-  in ``request.received``, so an auditor can compare it across partners too.
+  this partner's inclusion proofs; ``secagg``: the share envelopes sealed to
+  it) plus its vector: the part every partner of a step must receive
+  identically. Partners log its digest as ``request_shared`` in
+  ``request.received``, so an auditor can compare it across partners too.
 * The decryptor does not take the coordinator's word for the sum: it is sent
   each contributor's ciphertext, checks its digest against the reply digest the
   contributor signed, and adds them itself (:func:`client.encryption.decrypt`;
@@ -55,7 +56,7 @@ __all__ = ["CONTRIBUTION_DOMAIN", "check_bindings", "shared_request_digest", "si
 #: can be replayed as one).
 CONTRIBUTION_DOMAIN = b"fedcollab-contribution-v1\n"
 #: Request fields that legitimately differ per partner (see Notes).
-PER_PARTNER_FIELDS = frozenset({"he", "cosign"})
+PER_PARTNER_FIELDS = frozenset({"he", "cosign", "secagg"})
 
 
 def shared_request_digest(meta: Mapping[str, Any], vector: np.ndarray | None) -> str:

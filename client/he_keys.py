@@ -7,7 +7,9 @@ from the node config; by default the directory of the node's audit log):
 - ``transport.key``: the run's X25519 key (made at the handshake);
 - ``ckks.key``: the job's CKKS secret keys (from the key ceremony);
 - ``decrypted/<step>``: one marker per aggregate this node decrypted, so a
-  coordinator cannot ask twice for the same step.
+  coordinator cannot ask twice for the same step;
+- ``secagg/<step>``: a masked-aggregation session between its stages
+  (:mod:`client.secagg_node`).
 
 Files are created 0600 and written atomically. :meth:`NodeKeyStore.erase`
 removes a run's keys when the job ends (after cosigning): keys rotate per job.
@@ -116,6 +118,10 @@ class NodeKeyStore:
                 hint="a coordinator asking twice may be trying to decrypt a single partner's "
                 "ciphertext; refused",
             ) from None
+
+    def secagg_session(self, run: str, step: str) -> Path:
+        """Where a masked-aggregation session of ``step`` is kept (client.secagg_node)."""
+        return self._run(run) / "secagg" / _SAFE.sub("_", step)
 
     def erase(self, run: str) -> None:
         shutil.rmtree(self._run(run), ignore_errors=True)

@@ -236,6 +236,11 @@ def _aggregation(spec: JobSpec, roster: Roster) -> str:
             f"CKKS homomorphic sums (key {roster.he.key_digest}, dealt by {roster.he.dealer}); "
             "each aggregate decrypted by one partner"
         )
+    if spec.privacy.aggregation == "masked":
+        return (
+            "pairwise-masked sums with dropout recovery (secure aggregation, Bonawitz et al. "
+            "2017): the coordinator unmasks only the survivors' sum"
+        )
     return "plaintext sums at the coordinator"
 
 
