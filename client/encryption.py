@@ -179,6 +179,12 @@ def decrypt(
             "decrypts a sum it cannot recompute (a forged aggregate); refused",
         )
     inputs = {name: digest_bytes(payload.parts[name]) for name in sorted(contributors)}
+    if len(set(inputs.values())) != len(inputs):
+        raise CiphertextError(
+            "one ciphertext is claimed as the contribution of several partners",
+            hint="fresh encryptions never repeat: this is one partner's vector counted twice; "
+            "refused",
+        )
     for name, digest in inputs.items():
         if digest != replies[name]:
             raise CiphertextError(
