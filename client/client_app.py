@@ -41,6 +41,7 @@ from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.serde import Payload, decode, encode
 from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.trail import digest_bytes, digest_parts, digest_vector
+from fedcollab.privacy.secagg_ckks import ckks_plaintext
 
 __all__ = ["app", "make_client_app"]
 
@@ -162,13 +163,19 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
                     meta["mask_offer"] = vertical.mask_offer(config, partner=data.partner, run=run)
             elif spec.privacy.masked and vector is not None:
                 # Fails closed: without a session and its envelopes this raises.
-                parts = {
-                    "masked": secagg_node.mask_reply(
-                        config, spec, payload, run=run, step=step, me=data.partner, vector=vector
-                    )
-                }
+                masked, session = secagg_node.mask_reply(
+                    config, spec, payload, run=run, step=step, me=data.partner, vector=vector
+                )
                 meta.pop("train_loss", None)  # one partner's statistic: not sent under masks
                 vector, aggregation = None, "masked-sum"
+                if encrypted:  # "ckks+masked": the masked words as limbs inside CKKS
+                    ciphertext, meta["he"] = encryption.encrypt_masked(
+                        config, partner=data.partner, run=run, request=payload,
+                        limbs=ckks_plaintext(masked.vector(session)),
+                    )  # fmt: skip
+                    aggregation = "ckks+masked-sum"
+                else:
+                    parts = {"masked": masked.to_bytes()}
             elif encrypted and vector is not None:
                 # Fails closed: without the job key this raises and nothing leaves.
                 ciphertext, meta["he"] = encryption.encrypt_reply(

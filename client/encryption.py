@@ -37,8 +37,10 @@ from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.trail import digest_bytes
 from fedcollab.privacy.ckks import EncryptedSum, SecretKeys
 from fedcollab.privacy.key_transport import Sealed, accept, deal, transport_offer, verify_offer
+from fedcollab.privacy.secagg_ckks import PARAMS as MASKED_PARAMS
+from fedcollab.privacy.secagg_ckks import exact_limb_sums
 
-__all__ = ["decrypt", "encrypt_reply", "erase", "keygen", "offer"]
+__all__ = ["decrypt", "encrypt_masked", "encrypt_reply", "erase", "keygen", "offer"]
 
 
 def _signer(config: Mapping[str, str]) -> Signer:
@@ -206,8 +208,27 @@ def decrypt(
     store = NodeKeyStore.from_config(config)
     store.claim_decryption(run, step)
     values = keys.decrypt(summed, params=params, length=length, contributors=len(contributors))
+    if spec is not None and spec.privacy.aggregation == "ckks+masked":
+        # Limb sums of one-time-padded words: exact integers, or refused.
+        if params != MASKED_PARAMS:
+            raise CiphertextError(f"a 'ckks+masked' sum uses the {MASKED_PARAMS!r} parameters")
+        values = exact_limb_sums(values, summands=len(contributors))
     meta = {"step": step, "contributors": contributors}
     return {**meta, "decrypted": {"sum": digest_bytes(summed), "inputs": inputs}}, values
+
+
+def encrypt_masked(
+    config: Mapping[str, str], *, partner: str, run: str, request: Payload, limbs: np.ndarray
+) -> tuple[bytes, dict[str, Any]]:
+    """ "ckks+masked": encrypt the masked words' limbs (privacy.secagg_ckks) under the job
+    key, always with the ``wide`` parameters (exact integers up to 128 partners)."""
+    he = request.meta.get("he")
+    if not isinstance(he, Mapping) or he.get("params") != MASKED_PARAMS:
+        raise CiphertextError(
+            f"a 'ckks+masked' request must name the {MASKED_PARAMS!r} CKKS parameters",
+            hint="other parameters cannot carry 32-bit limbs exactly; refused",
+        )
+    return encrypt_reply(config, partner=partner, run=run, request=request, vector=limbs)
 
 
 def erase(config: Mapping[str, str], *, run: str) -> None:

@@ -1,4 +1,6 @@
-"""The partner node's side of masked aggregation (``privacy.aggregation = "masked"``).
+"""The partner node's side of masked aggregation (``privacy.aggregation = "masked"`` or
+``"ckks+masked"``: then the masked words leave as 32-bit limbs inside a CKKS ciphertext,
+:mod:`privacy.secagg_ckks`, decrypted only as a verified sum by the key holder).
 
 Wires :class:`privacy.secagg_partner.SecAggPartner` (Bonawitz et al. 2017, CCS,
 malicious-server variant; docs/secure_aggregation.md) into the node. One session per
@@ -52,6 +54,7 @@ from fedcollab.common.serde import Payload
 from fedcollab.compliance.keys import Signer
 from fedcollab.privacy.envelope import Envelope
 from fedcollab.privacy.fixed_point import FixedPointCodec
+from fedcollab.privacy.secagg_messages import MaskedInput
 from fedcollab.privacy.secagg_partner import SecAggPartner
 from fedcollab.privacy.secagg_session import SecAggConfig, SecAggRefusal, minimum_threshold
 from fedcollab.privacy.secagg_wire import (
@@ -214,8 +217,8 @@ def mask_reply(
     step: str,
     me: str,
     vector: np.ndarray,
-) -> bytes:
-    """The step's reply vector, masked: ``MaskedInput`` bytes (the vector never leaves)."""
+) -> tuple[MaskedInput, SecAggConfig]:
+    """The step's reply vector, masked (the vector itself never leaves), and its session."""
     meta = payload.meta.get("secagg")
     if not isinstance(meta, Mapping) or not isinstance(meta.get("inbox"), Mapping):
         raise SecAggRefusal(
@@ -226,4 +229,4 @@ def mask_reply(
     inbox = {str(n): Envelope.from_bytes(_unb64(e)) for n, e in meta["inbox"].items()}
     masked = partner.masked_input(inbox, vector)
     write_private(path, partner.to_bytes())
-    return masked.to_bytes()
+    return masked, partner.config

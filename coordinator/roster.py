@@ -39,8 +39,15 @@ from fedcollab.coordinator.secagg import MaskedSum, b64, peer_keys, unb64
 from fedcollab.privacy.ckks import EncryptedSum
 from fedcollab.privacy.envelope import Envelope
 from fedcollab.privacy.key_transport import PeerKeys
+from fedcollab.privacy.secagg_ckks import PARAMS as MASKED_PARAMS
+from fedcollab.privacy.secagg_ckks import masked_total
 from fedcollab.privacy.secagg_session import SecAggRefusal
-from fedcollab.privacy.secagg_unmask import route_shares, unmask_request, unmask_sum
+from fedcollab.privacy.secagg_unmask import (
+    route_shares,
+    unmask_request,
+    unmask_sum,
+    unmask_total,
+)
 from fedcollab.privacy.secagg_wire import (
     dump,
     load_advertisement,
@@ -251,6 +258,13 @@ class Roster:
                 on_reply(partner, payload)
             if "binding" in payload.meta:
                 bindings[partner.name] = payload.meta["binding"]
+            if isinstance(into, MaskedSum) and into.ckks is not None:
+                self._add_encrypted(into.ckks, partner.name, payload, step)
+                assert payload.ciphertext is not None
+                contributions[partner.name] = digest_bytes(payload.ciphertext)
+                ciphertexts[partner.name] = payload.ciphertext
+                into.contributors.add(partner.name)
+                return
             if isinstance(into, MaskedSum):
                 if "masked" not in payload.parts:
                     raise CiphertextError("a masked job's reply carries no masked input")
@@ -274,8 +288,12 @@ class Roster:
         def content_for(node: int) -> RecordDict:
             vec = vector_for(node) if vector_for is not None else None
             if isinstance(into, MaskedSum):
-                secagg = into.inbox_meta(self.active[node].name)
-                return encode({**full_meta, "secagg": secagg}, vec)  # type: ignore[arg-type]
+                name = self.active[node].name
+                extra: dict[str, object] = {"secagg": into.inbox_meta(name)}
+                if into.ckks is not None:
+                    assert self.he is not None
+                    extra["he"] = self.he.request_meta(name, params=into.ckks.params)
+                return encode({**full_meta, **extra}, vec)  # type: ignore[arg-type]
             if isinstance(into, EncryptedSum):
                 assert self.he is not None
                 he = self.he.request_meta(self.active[node].name, params=into.params)
@@ -298,18 +316,19 @@ class Roster:
             used = {self.active[n].name for n in outcome.replied if n in self.active}
             aggregate: str | None = None
             protection = "plaintext-sum"
-            if isinstance(into, EncryptedSum):
-                if into.count:
-                    blob = into.serialize()
+            summed = into.ckks if isinstance(into, MaskedSum) else into
+            if isinstance(summed, EncryptedSum):
+                if summed.count:
+                    blob = summed.serialize()
                     aggregate = digest_bytes(blob)
                     # Every reply that decoded was summed: the set is exactly who sent.
                     names = sorted(contributions)
                     self._aggregates[step] = (blob, names, [bindings.get(n) for n in names])
                     self._ciphertexts[step] = {n: ciphertexts[n] for n in names}
-                protection = "ckks-sum"
+                protection = "ckks-sum" if into is summed else "ckks+masked-sum"
             elif isinstance(into, MaskedSum):
                 protection = "masked-sum"  # the sum is logged when it is unmasked
-            elif into is not None:
+            elif isinstance(into, VectorSum):
                 aggregate = digest_vector(into.total)
             self.audit.aggregated(
                 step,
@@ -349,6 +368,11 @@ class Roster:
         """
         if self.spec.privacy.aggregation == "masked":
             return MaskedSum(length)
+        if self.spec.privacy.aggregation == "ckks+masked":
+            assert self.he is not None
+            # Two 32-bit limbs per masked word, always "wide" (privacy.secagg_ckks).
+            limbs = EncryptedSum(self.he.public, params=MASKED_PARAMS, length=2 * length)
+            return MaskedSum(length, ckks=limbs)
         if self.he is None:
             return VectorSum(length)
         return EncryptedSum(self.he.public, params=params, length=length)
@@ -363,6 +387,10 @@ class Roster:
             return acc.total
         if isinstance(acc, MaskedSum):
             return self._secagg_finish(grid, acc, step=step)
+        return self._decrypt(grid, step=step, params=acc.params, length=acc.length)
+
+    def _decrypt(self, grid: Grid, *, step: str, params: str, length: int) -> np.ndarray:
+        """A contributor of ``step`` decrypts its sum, recomputed from the contributions."""
         assert self.he is not None
         if step not in self._aggregates:
             raise CiphertextError(f"no encrypted aggregate for step {step}")
@@ -371,8 +399,8 @@ class Roster:
         he_meta = {
             "step": step,
             "contributors": contributors,
-            "params": acc.params,
-            "length": acc.length,
+            "params": params,
+            "length": length,
             "key_digest": self.he.key_digest,
         }
         by_name = {p.name: node for node, p in self.active.items()}
@@ -392,7 +420,7 @@ class Roster:
                 on_reply=lambda _n, payload, got=got: got.append(payload.array),  # type: ignore[misc]
                 group_id=f"{step}.decrypt",
                 timeout_s=self.spec.round_timeout_s,
-                expect_length=acc.length,
+                expect_length=length,
             )
             if got:
                 values = got[0]
@@ -511,8 +539,11 @@ class Roster:
         if config is None:
             raise CiphertextError(f"no masked aggregate for step {step}")
         peers = self._peers()
+        limbs = None
+        if acc.ckks is not None:  # first the key holder's verified, exact limb sums
+            limbs = self._decrypt(grid, step=step, params=acc.ckks.params, length=2 * acc.length)
         by_name = {p.name: node for node, p in self.active.items()}
-        survivors = sorted(n for n in acc.masked if n in by_name)
+        survivors = sorted(n for n in acc.survivors if n in by_name)
         meta: dict[str, object] = {"cohort": list(config.cohort), "length": acc.length}
 
         def on_signature(name: str, payload: Payload) -> None:
@@ -543,25 +574,40 @@ class Roster:
                     meta={**meta, "request": b64(dump(request))},
                     on_reply=on_response)  # fmt: skip
         try:
-            result = unmask_sum(
-                config,
-                adverts=acc.adverts,
-                u2=acc.u2,
-                masked={n: acc.masked[n] for n in request.survivors},
-                request=request,
-                responses=acc.responses,
-                peers=peers,
-            )
+            if limbs is None:
+                result = unmask_sum(
+                    config,
+                    adverts=acc.adverts,
+                    u2=acc.u2,
+                    masked={n: acc.masked[n] for n in request.survivors},
+                    request=request,
+                    responses=acc.responses,
+                    peers=peers,
+                )
+            else:
+                if set(request.survivors) != acc.contributors:
+                    raise SecAggRefusal("the decrypted sum is not the survivor set's")
+                result = unmask_total(
+                    config,
+                    total=masked_total(limbs, length=acc.length),
+                    adverts=acc.adverts,
+                    u2=acc.u2,
+                    request=request,
+                    responses=acc.responses,
+                    peers=peers,
+                )
         except SecAggRefusal as exc:
             self.audit.event("aggregate.refused", step=step, reason=exc.message)
             raise NotEnoughPartnersError(
                 f"step {step} could not be unmasked: {exc.message}", hint=exc.hint or ""
             ) from exc
+        inputs = (
+            {n: digest_parts({"masked": acc.masked[n].to_bytes()}) for n in result.contributors}
+            if limbs is None
+            else {n: digest_vector(limbs) for n in result.contributors}  # the released limbs
+        )
         self.audit.aggregated(
-            f"{step}.unmask",
-            {n: digest_parts({"masked": acc.masked[n].to_bytes()}) for n in result.contributors},
-            digest_vector(result.values),
-            protection="masked-unmasked",
+            f"{step}.unmask", inputs, digest_vector(result.values), protection="masked-unmasked"
         )
         self.outputs.event(
             "secure_aggregation",

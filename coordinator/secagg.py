@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedcollab.common.errors import CiphertextError
+from fedcollab.privacy.ckks import EncryptedSum
 from fedcollab.privacy.envelope import Envelope
 from fedcollab.privacy.key_transport import PeerKeys
 from fedcollab.privacy.secagg_messages import MaskedInput, SurvivorSignature, UnmaskResponse
@@ -61,6 +62,9 @@ class MaskedSum:
     """One step's masked aggregate while its session runs (coordinator state only)."""
 
     length: int
+    #: "ckks+masked": the survivors' limb-split masked words, summed under CKKS
+    #: (privacy.secagg_ckks); None in "masked" jobs.
+    ckks: EncryptedSum | None = None
     config: SecAggConfig | None = None
     adverts: dict[str, Advertisement] = field(default_factory=dict)
     inboxes: dict[str, dict[str, Envelope]] = field(default_factory=dict)
@@ -69,9 +73,16 @@ class MaskedSum:
     signatures: dict[str, SurvivorSignature] = field(default_factory=dict)
     responses: dict[str, UnmaskResponse] = field(default_factory=dict)
 
+    #: "ckks+masked": whose ciphertexts are in :attr:`ckks` (the survivors, U3).
+    contributors: set[str] = field(default_factory=set)
+
     @property
     def count(self) -> int:
-        return len(self.masked)
+        return len(self.masked) if self.ckks is None else self.ckks.count
+
+    @property
+    def survivors(self) -> set[str]:
+        return set(self.masked) if self.ckks is None else set(self.contributors)
 
     def inbox_meta(self, name: str) -> dict[str, object]:
         return {"inbox": {s: b64(e.to_bytes()) for s, e in self.inboxes.get(name, {}).items()}}
