@@ -280,6 +280,48 @@ def test_the_genuine_sum_is_decrypted_once_from_the_contributions(tmp_path: Path
     assert again.vector is None and again.refused == "ProtocolError"
 
 
+@pytest.mark.parametrize("step", ["moments-2", "round-1", "x", "lloyd-1"])
+def test_decryptions_are_only_of_planned_steps(tmp_path: Path, step: str) -> None:
+    """Attack (44 decryptions in one run): decrypt the moments contributions again under
+    step names the coordinator makes up. The plan lists the job's aggregate steps (a
+    3-round purchase-prediction job has no lloyd-1); the contributions are signed for
+    "moments", so a planned step of another name refuses them too."""
+    atk, session = _encrypted_job(tmp_path)
+    ciphertexts, bindings = _moments_replies(atk, session)
+    he = {**session.request_meta("a", params="wide"), "step": step,
+          "contributors": ["a", "b"], "length": _MOMENTS_LENGTH}  # fmt: skip
+    reply = atk.send(
+        "a", "query.he_decrypt", step=f"{step}.decrypt",
+        meta={"he": he, "bindings": bindings}, parts=ciphertexts,
+    )  # fmt: skip
+    assert reply.vector is None and reply.refused in {"ProtocolError", "CiphertextError"}
+
+
+def test_an_offset_search_gets_no_answer(tmp_path: Path) -> None:
+    """Attack (Li & Micciancio 2021's first step): add chosen plaintext offsets to the
+    genuine sum and ask for decryptions, binary-searching each slot below the rounding
+    grid. The decryptor decrypts only the sum it recomputes from the signed ciphertexts,
+    so the first offset query is already refused, and the step is then spent."""
+    atk, session = _encrypted_job(tmp_path)
+    ciphertexts, bindings = _moments_replies(atk, session)
+    total = EncryptedSum(session.public, params="wide", length=_MOMENTS_LENGTH)
+    for ct in ciphertexts.values():
+        total.add(ct)
+    he = {**session.request_meta("a", params="wide"), "step": "moments",
+          "contributors": ["a", "b"], "length": _MOMENTS_LENGTH}  # fmt: skip
+    answers = 0
+    for offset in (2.0**-21, 2.0**-22, 2.0**-23):
+        probe = session.public.load(total.serialize(), params="wide", length=_MOMENTS_LENGTH)
+        probe.add_([offset] * _MOMENTS_LENGTH + [0.0])
+        reply = atk.send(
+            "a", "query.he_decrypt", step="moments.decrypt",
+            meta={"he": he, "bindings": bindings}, ciphertext=probe.serialize(),
+            parts=ciphertexts,
+        )  # fmt: skip
+        answers += reply.vector is not None
+    assert answers == 0
+
+
 _MOMENTS_LENGTH = preprocessing.MomentsLayout(
     numeric_names=("spend", "visits"),
     categorical_vocab={"channel": tuple(CHANNELS)},
