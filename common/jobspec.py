@@ -19,7 +19,7 @@ A job spec is a TOML file (untrusted input: validated strictly by pydantic)::
 
     [privacy]
     encryption = "ckks"                   # aggregate under homomorphic encryption
-    aggregation = "ckks"                  # how sums are formed (see PrivacySpec.aggregation)
+    aggregation = "ckks+masked"           # the default: masks inside the CKKS plaintext
 
 The spec travels to the coordinator and to every partner as canonical JSON
 (:meth:`JobSpec.to_json`), so both sides see exactly the same job.
@@ -69,10 +69,10 @@ MAX_HIDDEN_WEIGHTS = 4_000_000
 MAX_TIMEOUT_S = 86_400.0
 _SEED = Field(default=0, ge=0, le=2**31 - 1)
 
-#: The aggregation a job gets when its spec names none, by ``privacy.encryption``.
-#: "ckks" stays the encrypted default until "ckks+masked" is served end to end by the
-#: coordinator and the partner node (issue 14; docs/secure_aggregation.md, "Wiring").
-DEFAULT_AGGREGATION: dict[str, str] = {"none": "plaintext", "ckks": "ckks"}
+#: The aggregation a horizontal job gets when its spec names none, by
+#: ``privacy.encryption`` (issue 14). Vertical jobs mask and encrypt in their own
+#: protocol (client.vertical): their encrypted aggregation is always "ckks".
+DEFAULT_AGGREGATION: dict[str, str] = {"none": "plaintext", "ckks": "ckks+masked"}
 #: What each ``privacy.encryption`` allows.
 _AGGREGATIONS: dict[str, tuple[str, ...]] = {
     "none": ("plaintext", "masked"),
@@ -309,8 +309,36 @@ class JobSpec(BaseModel):
     privacy: PrivacySpec = PrivacySpec()
     vertical: VerticalSpec = VerticalSpec()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _vertical_aggregation(cls, data: Any) -> Any:
+        """A vertical job's sums are the vertical protocol's: "ckks" or "plaintext"."""
+        if not isinstance(data, dict) or data.get("task") != "vertical":
+            return data
+        given = data.get("privacy")
+        encryption: str
+        if isinstance(given, PrivacySpec):  # built in code: its mode is resolved already
+            encryption = given.encryption
+            if given.aggregation != DEFAULT_AGGREGATION[encryption]:
+                return data
+            privacy = given.model_dump()
+        elif isinstance(given, dict):
+            privacy = dict(given)
+            encryption = str(privacy.get("encryption", "none"))
+            if privacy.get("aggregation"):
+                return data
+        else:
+            return data
+        privacy["aggregation"] = "ckks" if encryption == "ckks" else "plaintext"
+        return {**data, "privacy": privacy}
+
     @model_validator(mode="after")
     def _check(self) -> JobSpec:
+        if self.task == "vertical" and self.privacy.masked:
+            raise ValueError(
+                f"privacy.aggregation = {self.privacy.aggregation!r} is for horizontal jobs; "
+                "a vertical job masks its payloads in its own protocol: leave it unset"
+            )
         if self.task == "vertical":
             self._check_vertical()
         elif self.vertical.parties:

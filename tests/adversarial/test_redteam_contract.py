@@ -49,7 +49,7 @@ def _segmentation() -> Any:
 
 
 def _encrypted() -> Any:
-    return job(privacy={"encryption": "ckks", "key_dealer": "a"})
+    return job(privacy={"encryption": "ckks", "aggregation": "ckks", "key_dealer": "a"})
 
 
 def _state(atk: Attacker, partner: str) -> Path:
@@ -488,7 +488,9 @@ def test_a_decryptor_that_did_not_answer_the_step_refuses_to_decrypt(tmp_path: P
     """Attack: a (the dealer) never answered the moments step; the coordinator asks it to
     decrypt b's and c's sum anyway, so the decryptor has no request to compare with."""
     atk = Attacker.against(
-        tmp_path, job(privacy={"encryption": "ckks", "key_dealer": "a"}), names=("a", "b", "c")
+        tmp_path,
+        job(privacy={"encryption": "ckks", "aggregation": "ckks", "key_dealer": "a"}),
+        names=("a", "b", "c"),
     )
     offers = {name: atk.handshake(name).meta["he_offer"] for name in atk.configs}
     keygen = atk.send("a", "query.he_keygen", step="he-keygen", meta={"offers": offers})

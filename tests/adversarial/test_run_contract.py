@@ -209,8 +209,8 @@ def test_client_dp_aggregate_of_fewer_than_min_partners_is_not_decrypted(
     a 2-partner aggregate (each partner adds only 1/3 of the noise variance)."""
     spec = job(
         min_partners=3,
-        privacy={"encryption": "ckks", "dp": "client", "target_epsilon": 50.0,
-                 "key_dealer": "a"},
+        privacy={"encryption": "ckks", "aggregation": "ckks", "dp": "client",
+                 "target_epsilon": 50.0, "key_dealer": "a"},
     )  # fmt: skip
     atk = Attacker.against(tmp_path, spec)
     for name, cfg in atk.configs.items():
@@ -268,7 +268,9 @@ ENCRYPTED_REPLIES: dict[str, bytes] = {}
 
 def _encrypted_job(tmp_path: Path) -> tuple[Attacker, HeSession]:
     atk = Attacker.against(
-        tmp_path, job(privacy={"encryption": "ckks", "key_dealer": "a"}), names=("a", "b")
+        tmp_path,
+        job(privacy={"encryption": "ckks", "aggregation": "ckks", "key_dealer": "a"}),
+        names=("a", "b"),
     )
     offers = {name: atk.handshake(name).meta["he_offer"] for name in atk.configs}
     keygen = atk.send("a", "query.he_keygen", step="he-keygen", meta={"offers": offers})

@@ -122,8 +122,8 @@ def test_encrypted_job_picks_summed_seeding(tmp_path: Path) -> None:
     [
         ("", "plaintext"),
         ('[privacy]\naggregation="masked"\n', "masked"),
-        ('[privacy]\nencryption="ckks"\n', "ckks"),
-        ('[privacy]\nencryption="ckks"\naggregation="ckks+masked"\n', "ckks+masked"),
+        ('[privacy]\nencryption="ckks"\n', "ckks+masked"),
+        ('[privacy]\nencryption="ckks"\naggregation="ckks"\n', "ckks"),
     ],
 )
 def test_aggregation_is_resolved_and_pinned_in_the_digest(
