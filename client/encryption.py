@@ -91,8 +91,15 @@ def keygen(
 
 
 def _job_keys(
-    config: Mapping[str, str], *, partner: str, run: str, he: Mapping[str, Any]
+    config: Mapping[str, str],
+    *,
+    partner: str,
+    run: str,
+    he: Mapping[str, Any],
+    dealer: str = "",
 ) -> SecretKeys:
+    """The run's CKKS keys; ``dealer``: the spec's ``privacy.key_dealer`` (the sealed key
+    must come from it; empty: any partner whose pinned key signed it)."""
     store = NodeKeyStore.from_config(config)
     keys = store.keys(run)
     if keys is None:
@@ -102,8 +109,14 @@ def _job_keys(
                 f"no key for run {run} at this node and none was sent",
                 hint="the coordinator must forward the key ceremony's sealed key",
             )
+        sealed = Sealed.from_json(raw)
+        if dealer and sealed.dealer != dealer:
+            raise CiphertextError(
+                f"the job key was dealt by {sealed.dealer!r}, the job names {dealer!r}",
+                hint="only the spec's privacy.key_dealer may deal the job key; refused",
+            )
         keys = accept(
-            Sealed.from_json(raw),
+            sealed,
             run=run,
             partner=partner,
             key=store.transport_key(run),
@@ -133,7 +146,9 @@ def encrypt_reply(
             "an encrypted job's request carries no encryption parameters",
             hint="refusing to reply in plaintext; the coordinator runs another version?",
         )
-    keys = _job_keys(config, partner=partner, run=run, he=he)
+    job = request.meta.get("job")
+    dealer = JobSpec.from_json(str(job)).privacy.key_dealer if job else ""
+    keys = _job_keys(config, partner=partner, run=run, he=he, dealer=dealer)
     params = str(he["params"])
     blob = keys.encrypt(vector, params=params)
     return blob, {"key_digest": keys.public().digest, "params": params, "length": int(vector.size)}
@@ -193,7 +208,8 @@ def decrypt(
                 f"the ciphertext sent as {name!r}'s is not the one {name!r} signed",
                 hint="a ciphertext substituted or altered on the way; refused",
             )
-    keys = _job_keys(config, partner=partner, run=run, he=he)
+    dealer = spec.privacy.key_dealer if spec is not None else ""
+    keys = _job_keys(config, partner=partner, run=run, he=he, dealer=dealer)
     params, length = str(he["params"]), int(he["length"])
     total = EncryptedSum(keys.public(), params=params, length=length)
     for name in sorted(contributors):

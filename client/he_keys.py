@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedcollab.common.errors import CiphertextError
+from fedcollab.compliance.keys import Signer
 from fedcollab.privacy.ckks import SecretKeys
 from fedcollab.privacy.key_transport import PeerKeys, TransportKey
 
-__all__ = ["NodeKeyStore", "load_peer_keys", "write_private"]
+__all__ = ["NodeKeyStore", "check_own_entry", "load_peer_keys", "write_private"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -47,7 +48,29 @@ def load_peer_keys(config: Mapping[str, str]) -> PeerKeys:
         raise CiphertextError(
             f"cannot read peer keys {path}: {exc}", hint="check --peer-keys"
         ) from exc
-    return PeerKeys.from_json(text)
+    peers = PeerKeys.from_json(text)
+    check_own_entry(peers, config)
+    return peers
+
+
+def check_own_entry(peers: PeerKeys, config: Mapping[str, str]) -> None:
+    """Refuse a pinned peer list whose entry for this node is missing or not its own key.
+
+    The list is written by an operator and may come from the coordinator; a swapped
+    entry for *this* node is the one substitution a node can always detect itself
+    (issue 14: a coordinator swapping keys deals its own key to a partner "as" another).
+    """
+    me, key = config.get("partner"), config.get("audit-key")
+    if not me or not key:
+        return  # no identity to check against; every signature check still applies
+    own = Signer.load(key).public_key
+    if peers.keys.get(me) != own:
+        raise CiphertextError(
+            f"the pinned peer keys {'list another key' if me in peers.keys else 'have no key'} "
+            f"under this node's own name {me!r}",
+            hint="the peer list was altered or is another federation's: re-pin the partners' "
+            "keys you checked yourself (`fedcollab federation peers`) and restart the node",
+        )
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -465,12 +465,15 @@ class Roster:
     ) -> list[str]:
         """One ``query.secagg`` round; returns who answered (the others are dropped)."""
         full = {**self.job_meta(), "secagg": meta}
+        sealed: dict[str, str] = {}
 
         def handle(node: int, payload: Payload) -> None:
             try:
                 on_reply(self.active[node].name, payload)
             except SecAggRefusal as exc:
                 raise CiphertextError(exc.message) from exc
+            if payload.parts:  # the sealed share envelopes: logged as the partner logs them
+                sealed[self.active[node].name] = digest_parts(payload.parts)
 
         outcome = broadcast(
             grid,
@@ -483,6 +486,10 @@ class Roster:
         )
         for node, reason in {**outcome.dropped, **outcome.refused}.items():
             self.drop(node, step=f"{step}.secagg-{stage}", reason=reason)
+        if sealed:  # every reply a partner's trail counts as sent is in the log it cosigns
+            self.audit.aggregated(
+                f"{step}.secagg-{stage}", sealed, None, protection="secagg-sealed-shares"
+            )
         self._check_quorum(f"{step}.secagg-{stage}")
         return [self.active[n].name for n in outcome.replied if n in self.active]
 
