@@ -608,13 +608,16 @@ class Roster:
             raise NotEnoughPartnersError(
                 f"step {step} could not be unmasked: {exc.message}", hint=exc.hint or ""
             ) from exc
-        inputs = (
-            {n: digest_parts({"masked": acc.masked[n].to_bytes()}) for n in result.contributors}
-            if limbs is None
-            else {n: digest_vector(limbs) for n in result.contributors}  # the released limbs
-        )
-        self.audit.aggregated(
-            f"{step}.unmask", inputs, digest_vector(result.values), protection="masked-unmasked"
+        # Not a round.aggregated event: no partner sent anything named "<step>.unmask",
+        # and partners' trails are cross-checked against those events (compliance).
+        self.audit.event(
+            "secagg.unmasked",
+            step=step,
+            contributors=list(result.contributors),
+            dropped=list(result.dropped),
+            aggregate=digest_vector(result.values),
+            masked_total=None if limbs is None else digest_vector(limbs),
+            protection="masked-unmasked",
         )
         self.outputs.event(
             "secure_aggregation",

@@ -77,9 +77,12 @@ def test_a_masked_segmentation_job_equals_the_plaintext_job(tmp_path: Path, mode
     protections = {e["body"]["protection"] for e in events if e["type"] == "round.aggregated"}
     shares = "secagg-sealed-shares"  # each partner's sealed shares, as its trail logs them
     if mode == "masked":
-        assert protections == {shares, "masked-sum", "masked-unmasked"}
+        assert protections == {shares, "masked-sum"}
     else:  # the decryptor's release is logged too: limb sums of one-time-padded words
-        assert protections == {shares, "ckks+masked-sum", "ckks-decrypted", "masked-unmasked"}
+        assert protections == {shares, "ckks+masked-sum", "ckks-decrypted"}
+    unmasked = {e["body"]["step"]: e["body"] for e in events if e["type"] == "secagg.unmasked"}
+    assert unmasked["lloyd-1"]["contributors"] == ["p0", "p1", "p2"]
+    assert unmasked["lloyd-1"]["dropped"] == []
     # Every partner found each reply it sent recorded in the log, and cosigned it.
     for name in ("p0", "p1", "p2"):
         pdb = db.parents[1] / "partners" / name / "audit.db"
@@ -87,7 +90,7 @@ def test_a_masked_segmentation_job_equals_the_plaintext_job(tmp_path: Path, mode
             types = [json.loads(raw)["type"] for raw in trail.log.entries()]
         assert "checkpoint.cosigned" in types and "request.refused" not in types, name
     steps = {e["body"]["step"] for e in events if e["type"] == "round.aggregated"}
-    assert {"moments", "moments.unmask", "lloyd-1.unmask", "segment-profiles.unmask"} <= steps
+    assert {"moments", "lloyd-1", "segment-profiles", "moments.secagg-share"} <= steps
 
 
 @pytest.mark.parametrize("mode", ["masked", "ckks+masked"])
