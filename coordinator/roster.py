@@ -449,8 +449,12 @@ class Roster:
 
     # -- masked aggregation (coordinator.secagg) --------------------------------
     def _peers(self) -> PeerKeys:
+        """The partners' registered audit keys (audit config, else the policy bundle's)."""
         config = self.audit.config
-        return peer_keys(dict(config.partner_keys or {}) if config is not None else None)
+        keys = dict(config.partner_keys or {}) if config is not None else {}
+        if not keys and self.policy is not None:
+            keys = dict(self.policy.partner_keys)
+        return peer_keys(keys)
 
     def _stage(
         self,
