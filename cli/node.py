@@ -13,6 +13,7 @@ import typer
 from fedcollab.client.grant_check import check_own_grant
 from fedcollab.client.partner_data import PartnerSource
 from fedcollab.client.run_contract import DEFAULT_MAX_RUNS_PER_DAY
+from fedcollab.client.peer_trust import confirm_peers as check_peer_list
 from fedcollab.client.supernode import (
     NodeConfig,
     explain_exit,
@@ -75,6 +76,13 @@ def start(
         Path | None,
         typer.Option(
             help="Partners' audit keys (`fedcollab federation peers`): needed for encrypted jobs."
+        ),
+    ] = None,
+    confirm_peers: Annotated[
+        str | None,
+        typer.Option(
+            help="The fingerprint of --peer-keys, after you compared every key id with that "
+            "partner yourself (printed by a first start; kept beside your audit key)."
         ),
     ] = None,
     budget_db: Annotated[
@@ -142,6 +150,17 @@ def start(
             "`fedcollab grant sign`, then pass --grant and --audit-key",
         )
     check_own_grant(grant, audit_key, partner=source.partner, dataset=ds)
+    if peer_keys is not None:
+        confirmed = check_peer_list(
+            peer_keys,
+            partner=source.partner,
+            audit_key=audit_key,
+            confirm=confirm_peers,
+            kept=audit_key.with_name("peers.confirmed"),
+        )
+        typer.echo(f"peer keys {peer_keys} (fingerprint {confirmed.fingerprint}):")
+        for entry in confirmed.lines:
+            typer.echo(f"  {entry}")
     typer.echo(f"{data}: {ds.n_rows} rows valid ({ds.content_hash}); connecting to {superlink}")
     if audit_key is not None and audit_db is None:
         audit_db = audit_key.with_name("audit.db")

@@ -17,7 +17,7 @@ import numpy as np
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from fedcollab.client import budget, encryption, vertical
+from fedcollab.client import budget, encryption, secagg_node, vertical
 from fedcollab.client.audit import PartnerAudit, request_digest
 from fedcollab.client.contribution import (
     check_bindings,
@@ -48,6 +48,7 @@ from fedcollab.common.serde import Payload, decode, encode
 from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.trail import digest_bytes, digest_parts, digest_vector
 from fedcollab.privacy.budget_ledger import BudgetLedger
+from fedcollab.privacy.secagg_ckks import ckks_plaintext
 
 __all__ = ["app", "make_client_app"]
 
@@ -115,7 +116,7 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
         parts: dict[str, bytes] = {}
         if action == "query.cosign":
             meta, vector = _cosign(audit, payload, spec)
-            if encrypted or spec.task == "vertical":
+            if encrypted or spec.privacy.masked or spec.task == "vertical":
                 encryption.erase(config, run=run)  # keys rotate per job
             if spec.task == "vertical":
                 VerticalStore.from_config(config, run).erase_secrets()
@@ -123,25 +124,34 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
             meta, parts = vertical.handle(config, data, spec, payload, audit)
             vector = None
             aggregation = "vertical-relay"
+        elif action == secagg_node.ACTION and spec.privacy.masked:
+            meta, parts = secagg_node.handle(
+                config, spec, payload, run=run, step=step, me=data.partner
+            )
+            vector = None
+            aggregation = "secagg-stage"
         elif action == "query.he_keygen" and encrypted:
             meta, vector = (
                 encryption.keygen(config, partner=data.partner, run=run, payload=payload),
                 None,
             )
         elif action == "query.he_decrypt" and encrypted:
-            _check_contributions(contract, config, run=run, payload=payload)
+            replies = _check_contributions(contract, config, run=run, payload=payload)
             meta, vector = encryption.decrypt(
-                config, partner=data.partner, run=run, payload=payload, spec=spec
+                config, partner=data.partner, run=run, payload=payload, spec=spec, replies=replies
             )
-            if audit is not None and payload.ciphertext is not None:
+            decrypted = meta.pop("decrypted")
+            if audit is not None:
                 # What was decrypted, logged before the result leaves (audit crossref
-                # checks it against the coordinator's aggregate and contributions).
+                # checks it against the coordinator's aggregate and contributions): the
+                # sum this node recomputed and each contributor's ciphertext digest.
                 audit.record(
                     "he.decrypted",
                     {
                         **trail_body,
                         "step": str(meta["step"]),
-                        "ciphertext": digest_bytes(payload.ciphertext),
+                        "ciphertext": decrypted["sum"],
+                        "inputs": decrypted["inputs"],
                         # name -> the reply digest its signed statement names
                         "contributors": {
                             str(b["statement"]["partner"]): str(b["statement"]["reply"])
@@ -160,6 +170,21 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
                     meta["he_offer"] = encryption.offer(config, partner=data.partner, run=run)
                 if spec.task == "vertical" and data.partner in spec.vertical.feature_parties:
                     meta["mask_offer"] = vertical.mask_offer(config, partner=data.partner, run=run)
+            elif spec.privacy.masked and vector is not None:
+                # Fails closed: without a session and its envelopes this raises.
+                masked, session = secagg_node.mask_reply(
+                    config, spec, payload, run=run, step=step, me=data.partner, vector=vector
+                )
+                meta.pop("train_loss", None)  # one partner's statistic: not sent under masks
+                vector, aggregation = None, "masked-sum"
+                if encrypted:  # "ckks+masked": the masked words as limbs inside CKKS
+                    ciphertext, meta["he"] = encryption.encrypt_masked(
+                        config, partner=data.partner, run=run, request=payload,
+                        limbs=ckks_plaintext(masked.vector(session)),
+                    )  # fmt: skip
+                    aggregation = "ckks+masked-sum"
+                else:
+                    parts = {"masked": masked.to_bytes()}
             elif encrypted and vector is not None:
                 # Fails closed: without the job key this raises and nothing leaves.
                 ciphertext, meta["he"] = encryption.encrypt_reply(
@@ -250,7 +275,7 @@ def _check_plan(
 
 def _check_contributions(
     contract: RunContract, config: Mapping[str, str], *, run: str, payload: Payload
-) -> None:
+) -> dict[str, str]:
     """Before a decryption: every contributor signed an answer to the request this node
     answered in that step (client.contribution)."""
     he = payload.meta.get("he")
@@ -263,7 +288,7 @@ def _check_contributions(
             f"this node did not answer step {step!r}, so it cannot check what was asked",
             hint="the coordinator asks a contributor of the step to decrypt it; refused",
         )
-    check_bindings(
+    return check_bindings(
         payload.meta.get("bindings"),
         peers=load_peer_keys(config),
         run=run,
@@ -391,6 +416,7 @@ def make_client_app(overrides: Mapping[str, str] | None = None) -> ClientApp:
         ("query", "he_keygen"),
         ("query", "he_decrypt"),
         ("query", "vertical"),
+        ("query", "secagg"),
     ):
         getattr(client_app, category)(action)(serve)
     return client_app

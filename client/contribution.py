@@ -23,12 +23,15 @@ Notes
 -----
 * The *shared part* of a request is its meta without the per-partner fields
   (``he``: this partner's sealed key and encryption parameters; ``cosign``:
-  this partner's inclusion proofs) plus its vector: the part every partner of a
-  step must receive identically. Partners log its digest as ``request_shared``
-  in ``request.received``, so an auditor can compare it across partners too.
-* What it does not give: the decryptor cannot check that the aggregate is the
-  sum of these contributions (it sees only the sum); a forged aggregate is the
-  secure-aggregation issue's (issue 14) to close.
+  this partner's inclusion proofs; ``secagg``: the share envelopes sealed to
+  it) plus its vector: the part every partner of a step must receive
+  identically. Partners log its digest as ``request_shared`` in
+  ``request.received``, so an auditor can compare it across partners too.
+* The decryptor does not take the coordinator's word for the sum: it is sent
+  each contributor's ciphertext, checks its digest against the reply digest the
+  contributor signed, and adds them itself (:func:`client.encryption.decrypt`;
+  issue 14). A forged aggregate (one partner's ciphertext plus a plaintext in the
+  contribution slot) is therefore never decrypted.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ __all__ = ["CONTRIBUTION_DOMAIN", "check_bindings", "shared_request_digest", "si
 #: can be replayed as one).
 CONTRIBUTION_DOMAIN = b"fedcollab-contribution-v1\n"
 #: Request fields that legitimately differ per partner (see Notes).
-PER_PARTNER_FIELDS = frozenset({"he", "cosign"})
+PER_PARTNER_FIELDS = frozenset({"he", "cosign", "secagg"})
 
 
 def shared_request_digest(meta: Mapping[str, Any], vector: np.ndarray | None) -> str:
@@ -95,14 +98,15 @@ def check_bindings(
     step: str,
     request: str,
     contributors: Sequence[str],
-) -> None:
-    """Raise CiphertextError unless every contributor signed an answer to ``request``."""
+) -> dict[str, str]:
+    """Raise CiphertextError unless every contributor signed an answer to ``request``;
+    returns each contributor's signed reply digest (what its ciphertext must hash to)."""
     if not isinstance(bindings, list):
         raise CiphertextError(
             "the decryption request carries no contribution statements",
             hint="each contributor's signed statement must come with the aggregate; refused",
         )
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     for item in bindings:
         try:
             statement = dict(item["statement"])
@@ -135,10 +139,11 @@ def check_bindings(
             )
         if partner in seen:
             raise CiphertextError(f"{partner!r} has two statements", hint="refused")
-        seen.add(partner)
-    if seen != set(contributors):
+        seen[partner] = str(statement.get("reply", ""))
+    if set(seen) != set(contributors):
         raise CiphertextError(
             f"contribution statements name {sorted(seen)}, the aggregate claims "
             f"{sorted(set(contributors))}",
             hint="every claimed contributor must have signed its answer; refused",
         )
+    return seen

@@ -8,8 +8,14 @@
 - Every data-bearing reply of an encrypted job leaves encrypted
   (:func:`encrypt_reply`); the sealed key rides on the first request a partner
   gets and is checked against the dealer's pinned signature.
-- ``query.he_decrypt``: decrypt an aggregate once per step, check it holds the
-  claimed number of contributions, return it rounded (:func:`decrypt`).
+- ``query.he_decrypt``: decrypt an aggregate once per step, and only one this node
+  summed itself from the contributors' ciphertexts, each checked against the reply
+  digest its contributor signed (at least ``max(2, min_partners)`` distinct ones);
+  return it rounded (:func:`decrypt`). The coordinator's claimed sum is never
+  decrypted: a forged aggregate, a plaintext offset added to a sum, or one
+  partner's ciphertext presented as a sum has no signed contributions that add up
+  to it (issue 14; Li & Micciancio 2021 on why a CKKS decryption oracle must not
+  be handed chosen ciphertexts).
 
 Every check fails closed: no pinned keys, no key, a stale key or a request
 without encryption parameters is a refusal, never a plaintext reply.
@@ -28,10 +34,13 @@ from fedcollab.common.errors import CiphertextError
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.serde import Payload
 from fedcollab.compliance.keys import Signer
-from fedcollab.privacy.ckks import SecretKeys
+from fedcollab.compliance.trail import digest_bytes
+from fedcollab.privacy.ckks import EncryptedSum, SecretKeys
 from fedcollab.privacy.key_transport import Sealed, accept, deal, transport_offer, verify_offer
+from fedcollab.privacy.secagg_ckks import PARAMS as MASKED_PARAMS
+from fedcollab.privacy.secagg_ckks import exact_limb_sums
 
-__all__ = ["decrypt", "encrypt_reply", "erase", "keygen", "offer"]
+__all__ = ["decrypt", "encrypt_masked", "encrypt_reply", "erase", "keygen", "offer"]
 
 
 def _signer(config: Mapping[str, str]) -> Signer:
@@ -82,8 +91,15 @@ def keygen(
 
 
 def _job_keys(
-    config: Mapping[str, str], *, partner: str, run: str, he: Mapping[str, Any]
+    config: Mapping[str, str],
+    *,
+    partner: str,
+    run: str,
+    he: Mapping[str, Any],
+    dealer: str = "",
 ) -> SecretKeys:
+    """The run's CKKS keys; ``dealer``: the spec's ``privacy.key_dealer`` (the sealed key
+    must come from it; empty: any partner whose pinned key signed it)."""
     store = NodeKeyStore.from_config(config)
     keys = store.keys(run)
     if keys is None:
@@ -93,8 +109,14 @@ def _job_keys(
                 f"no key for run {run} at this node and none was sent",
                 hint="the coordinator must forward the key ceremony's sealed key",
             )
+        sealed = Sealed.from_json(raw)
+        if dealer and sealed.dealer != dealer:
+            raise CiphertextError(
+                f"the job key was dealt by {sealed.dealer!r}, the job names {dealer!r}",
+                hint="only the spec's privacy.key_dealer may deal the job key; refused",
+            )
         keys = accept(
-            Sealed.from_json(raw),
+            sealed,
             run=run,
             partner=partner,
             key=store.transport_key(run),
@@ -124,7 +146,9 @@ def encrypt_reply(
             "an encrypted job's request carries no encryption parameters",
             hint="refusing to reply in plaintext; the coordinator runs another version?",
         )
-    keys = _job_keys(config, partner=partner, run=run, he=he)
+    job = request.meta.get("job")
+    dealer = JobSpec.from_json(str(job)).privacy.key_dealer if job else ""
+    keys = _job_keys(config, partner=partner, run=run, he=he, dealer=dealer)
     params = str(he["params"])
     blob = keys.encrypt(vector, params=params)
     return blob, {"key_digest": keys.public().digest, "params": params, "length": int(vector.size)}
@@ -137,18 +161,21 @@ def decrypt(
     run: str,
     payload: Payload,
     spec: JobSpec | None = None,
+    replies: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Decrypt one aggregate (once per step) after checking its contribution count.
+    """Decrypt one aggregate (once per step) that this node sums itself.
 
-    Under client-level DP the aggregate must hold at least ``min_partners``
-    contributions: each carries 1/min_partners of the noise variance.
+    ``replies``: each contributor's signed reply digest (:func:`client.contribution.
+    check_bindings`); ``payload.parts`` must hold exactly those contributors'
+    ciphertexts, each hashing to its signed digest. The sum needs at least
+    ``max(2, min_partners)`` distinct contributors (under client-level DP each
+    carries 1/min_partners of the noise variance). Returns the meta (with the
+    digests of what was decrypted, for the trail) and the rounded sum.
     """
     he = payload.meta["he"]
     step = str(he["step"])
     contributors = [str(p) for p in he["contributors"]]
-    least = 2
-    if spec is not None and spec.privacy.dp == "client":
-        least = max(least, spec.min_partners)
+    least = 2 if spec is None else max(2, spec.min_partners)
     if len(contributors) < least or len(set(contributors)) != len(contributors):
         raise CiphertextError(
             f"refusing to decrypt an aggregate of {len(set(contributors))} distinct partner(s) "
@@ -156,18 +183,68 @@ def decrypt(
             hint="an aggregate of one partner would reveal that partner's vector; under "
             "client-level DP fewer than min_partners carry too little noise",
         )
-    if payload.ciphertext is None:
-        raise CiphertextError("decryption request carries no ciphertext")
-    keys = _job_keys(config, partner=partner, run=run, he=he)
+    if replies is None or set(replies) != set(contributors):
+        raise CiphertextError(
+            "the decryption request's contributors are not the signed contributions",
+            hint="every contributor's signed statement must come with the request; refused",
+        )
+    if set(payload.parts) != set(contributors):
+        raise CiphertextError(
+            f"the decryption request carries ciphertexts of {sorted(payload.parts)}, "
+            f"not of each claimed contributor {sorted(contributors)}",
+            hint="this node sums the contributors' signed ciphertexts itself and never "
+            "decrypts a sum it cannot recompute (a forged aggregate); refused",
+        )
+    inputs = {name: digest_bytes(payload.parts[name]) for name in sorted(contributors)}
+    if len(set(inputs.values())) != len(inputs):
+        raise CiphertextError(
+            "one ciphertext is claimed as the contribution of several partners",
+            hint="fresh encryptions never repeat: this is one partner's vector counted twice; "
+            "refused",
+        )
+    for name, digest in inputs.items():
+        if digest != replies[name]:
+            raise CiphertextError(
+                f"the ciphertext sent as {name!r}'s is not the one {name!r} signed",
+                hint="a ciphertext substituted or altered on the way; refused",
+            )
+    dealer = spec.privacy.key_dealer if spec is not None else ""
+    keys = _job_keys(config, partner=partner, run=run, he=he, dealer=dealer)
+    params, length = str(he["params"]), int(he["length"])
+    total = EncryptedSum(keys.public(), params=params, length=length)
+    for name in sorted(contributors):
+        total.add(payload.parts[name])  # shape and freshness checked per ciphertext
+    summed = total.serialize()
+    if payload.ciphertext is not None and digest_bytes(payload.ciphertext) != digest_bytes(summed):
+        raise CiphertextError(
+            "the aggregate sent for decryption is not the sum of the signed contributions",
+            hint="a forged aggregate (e.g. one partner's ciphertext plus an offset) would "
+            "reveal that partner's vector; refused",
+        )
     store = NodeKeyStore.from_config(config)
     store.claim_decryption(run, step)
-    values = keys.decrypt(
-        payload.ciphertext,
-        params=str(he["params"]),
-        length=int(he["length"]),
-        contributors=len(contributors),
-    )
-    return {"step": step, "contributors": contributors}, values
+    values = keys.decrypt(summed, params=params, length=length, contributors=len(contributors))
+    if spec is not None and spec.privacy.aggregation == "ckks+masked":
+        # Limb sums of one-time-padded words: exact integers, or refused.
+        if params != MASKED_PARAMS:
+            raise CiphertextError(f"a 'ckks+masked' sum uses the {MASKED_PARAMS!r} parameters")
+        values = exact_limb_sums(values, summands=len(contributors))
+    meta = {"step": step, "contributors": contributors}
+    return {**meta, "decrypted": {"sum": digest_bytes(summed), "inputs": inputs}}, values
+
+
+def encrypt_masked(
+    config: Mapping[str, str], *, partner: str, run: str, request: Payload, limbs: np.ndarray
+) -> tuple[bytes, dict[str, Any]]:
+    """ "ckks+masked": encrypt the masked words' limbs (privacy.secagg_ckks) under the job
+    key, always with the ``wide`` parameters (exact integers up to 128 partners)."""
+    he = request.meta.get("he")
+    if not isinstance(he, Mapping) or he.get("params") != MASKED_PARAMS:
+        raise CiphertextError(
+            f"a 'ckks+masked' request must name the {MASKED_PARAMS!r} CKKS parameters",
+            hint="other parameters cannot carry 32-bit limbs exactly; refused",
+        )
+    return encrypt_reply(config, partner=partner, run=run, request=request, vector=limbs)
 
 
 def erase(config: Mapping[str, str], *, run: str) -> None:

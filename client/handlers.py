@@ -147,7 +147,9 @@ def handshake(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
             # Under encryption the row count stays with the partner (FedAvg weights
             # travel encrypted); the coordinator learns only the total.
             **(
-                {} if spec.privacy.encrypted or spec.privacy.dp != "none" else {"n_rows": ds.n_rows}
+                {}
+                if spec.privacy.encrypted or spec.privacy.masked or spec.privacy.dp != "none"
+                else {"n_rows": ds.n_rows}
             ),
             "vocab": preprocessing.local_vocabulary(
                 sub.categorical, columns, min_count=MIN_CATEGORY_COUNT

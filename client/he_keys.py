@@ -7,7 +7,9 @@ from the node config; by default the directory of the node's audit log):
 - ``transport.key``: the run's X25519 key (made at the handshake);
 - ``ckks.key``: the job's CKKS secret keys (from the key ceremony);
 - ``decrypted/<step>``: one marker per aggregate this node decrypted, so a
-  coordinator cannot ask twice for the same step.
+  coordinator cannot ask twice for the same step;
+- ``secagg/<step>``: a masked-aggregation session between its stages
+  (:mod:`client.secagg_node`).
 
 Files are created 0600 and written atomically. :meth:`NodeKeyStore.erase`
 removes a run's keys when the job ends (after cosigning): keys rotate per job.
@@ -23,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedcollab.common.errors import CiphertextError
+from fedcollab.compliance.keys import Signer
 from fedcollab.privacy.ckks import SecretKeys
 from fedcollab.privacy.key_transport import PeerKeys, TransportKey
 
-__all__ = ["NodeKeyStore", "load_peer_keys", "write_private"]
+__all__ = ["NodeKeyStore", "check_own_entry", "load_peer_keys", "write_private"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -45,7 +48,29 @@ def load_peer_keys(config: Mapping[str, str]) -> PeerKeys:
         raise CiphertextError(
             f"cannot read peer keys {path}: {exc}", hint="check --peer-keys"
         ) from exc
-    return PeerKeys.from_json(text)
+    peers = PeerKeys.from_json(text)
+    check_own_entry(peers, config)
+    return peers
+
+
+def check_own_entry(peers: PeerKeys, config: Mapping[str, str]) -> None:
+    """Refuse a pinned peer list whose entry for this node is missing or not its own key.
+
+    The list is written by an operator and may come from the coordinator; a swapped
+    entry for *this* node is the one substitution a node can always detect itself
+    (issue 14: a coordinator swapping keys deals its own key to a partner "as" another).
+    """
+    me, key = config.get("partner"), config.get("audit-key")
+    if not me or not key:
+        return  # no identity to check against; every signature check still applies
+    own = Signer.load(key).public_key
+    if peers.keys.get(me) != own:
+        raise CiphertextError(
+            f"the pinned peer keys {'list another key' if me in peers.keys else 'have no key'} "
+            f"under this node's own name {me!r}",
+            hint="the peer list was altered or is another federation's: re-pin the partners' "
+            "keys you checked yourself (`fedcollab federation peers`) and restart the node",
+        )
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -116,6 +141,10 @@ class NodeKeyStore:
                 hint="a coordinator asking twice may be trying to decrypt a single partner's "
                 "ciphertext; refused",
             ) from None
+
+    def secagg_session(self, run: str, step: str) -> Path:
+        """Where a masked-aggregation session of ``step`` is kept (client.secagg_node)."""
+        return self._run(run) / "secagg" / _SAFE.sub("_", step)
 
     def erase(self, run: str) -> None:
         shutil.rmtree(self._run(run), ignore_errors=True)

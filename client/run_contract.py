@@ -214,13 +214,17 @@ class RequestPlan:
         else:  # segmentation
             s = spec.segmentation
             kmeans: set[str] = {f"lloyd-{i}" for i in range(1, s.lloyd_iterations + 1)}
-            if s.seeding_for(encrypted=p.encrypted, dp=dp) == "kfed":
+            if s.seeding_for(encrypted=p.encrypted or p.masked, dp=dp) == "kfed":
                 steps["query.kmeans_seed"] = frozenset({"kmeans-seed"})
             else:
                 kmeans |= {f"kmeans-seed-{i}" for i in range(1, s.seed_steps + 1)}
             steps["query.kmeans_step"] = frozenset(kmeans)
             steps["query.segment_profile"] = frozenset({"segment-profiles"})
             aggregates |= kmeans | {"segment-profiles"}
+        if p.masked:
+            from fedcollab.client.secagg_node import ACTION, stage_steps
+
+            steps[ACTION] = stage_steps(frozenset(aggregates))
         if p.encrypted:
             if not p.key_dealer or p.key_dealer == partner:
                 steps[_KEYGEN] = frozenset({"he-keygen"})

@@ -19,6 +19,7 @@ A job spec is a TOML file (untrusted input: validated strictly by pydantic)::
 
     [privacy]
     encryption = "ckks"                   # aggregate under homomorphic encryption
+    aggregation = "ckks+masked"           # the default: masks inside the CKKS plaintext
 
 The spec travels to the coordinator and to every partner as canonical JSON
 (:meth:`JobSpec.to_json`), so both sides see exactly the same job.
@@ -46,6 +47,7 @@ from fedcollab.common.errors import JobSpecError, SchemaError
 from fedcollab.common.schema import DatasetSchema
 
 __all__ = [
+    "DEFAULT_AGGREGATION",
     "EvaluationSpec",
     "JobSpec",
     "ModelSpec",
@@ -66,6 +68,16 @@ MAX_HIDDEN_WEIGHTS = 4_000_000
 #: A day: no wait of a job may be longer (a finite timeout also bounds key lifetimes).
 MAX_TIMEOUT_S = 86_400.0
 _SEED = Field(default=0, ge=0, le=2**31 - 1)
+
+#: The aggregation a horizontal job gets when its spec names none, by
+#: ``privacy.encryption`` (issue 14). Vertical jobs mask and encrypt in their own
+#: protocol (client.vertical): their encrypted aggregation is always "ckks".
+DEFAULT_AGGREGATION: dict[str, str] = {"none": "plaintext", "ckks": "ckks+masked"}
+#: What each ``privacy.encryption`` allows.
+_AGGREGATIONS: dict[str, tuple[str, ...]] = {
+    "none": ("plaintext", "masked"),
+    "ckks": ("ckks+masked", "ckks"),
+}
 
 
 def _check_hidden(sizes: tuple[int, ...]) -> tuple[int, ...]:
@@ -135,6 +147,13 @@ class PrivacySpec(BaseModel):
     #: "ckks": every aggregate is summed under CKKS homomorphic encryption, so the
     #: coordinator never sees one partner's update or statistics (privacy.ckks).
     encryption: Literal["none", "ckks"] = "none"
+    #: How every horizontal aggregate is formed (issue 14, docs/secure_aggregation.md):
+    #: "plaintext" (tests and comparisons only: the coordinator sees each reply),
+    #: "masked" (pairwise masks with dropout recovery, Bonawitz et al. 2017; no HE),
+    #: "ckks+masked" (the masked words inside the CKKS plaintext) or "ckks" (CKKS
+    #: alone, the measured baseline). Empty: the default for the job's encryption
+    #: (:data:`DEFAULT_AGGREGATION`), resolved at validation so the spec digest pins it.
+    aggregation: Literal["", "plaintext", "masked", "ckks+masked", "ckks"] = ""
     #: The partner that runs the job's key ceremony; empty: the first by name.
     key_dealer: str = ""
     #: Differential privacy: "sample" (record-level: DP-SGD at each partner for
@@ -164,6 +183,30 @@ class PrivacySpec(BaseModel):
     @property
     def encrypted(self) -> bool:
         return self.encryption == "ckks"
+
+    @property
+    def masked(self) -> bool:
+        """Partners mask their replies (alone or inside the CKKS plaintext)."""
+        return self.aggregation in ("masked", "ckks+masked")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_aggregation(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("aggregation"):
+            mode = DEFAULT_AGGREGATION.get(str(data.get("encryption", "none")), "plaintext")
+            return {**data, "aggregation": mode}
+        return data
+
+    @model_validator(mode="after")
+    def _check_aggregation(self) -> PrivacySpec:
+        allowed = _AGGREGATIONS[self.encryption]  # the Literal refused any other
+        if self.aggregation not in allowed:
+            raise ValueError(
+                f"privacy.aggregation = {self.aggregation!r} does not go with encryption = "
+                f"{self.encryption!r}: use one of {', '.join(map(repr, allowed))}"
+                + (" (or encryption = 'ckks')" if self.aggregation.startswith("ckks") else "")
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_dp(self) -> PrivacySpec:
@@ -277,8 +320,36 @@ class JobSpec(BaseModel):
     privacy: PrivacySpec = PrivacySpec()
     vertical: VerticalSpec = VerticalSpec()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _vertical_aggregation(cls, data: Any) -> Any:
+        """A vertical job's sums are the vertical protocol's: "ckks" or "plaintext"."""
+        if not isinstance(data, dict) or data.get("task") != "vertical":
+            return data
+        given = data.get("privacy")
+        encryption: str
+        if isinstance(given, PrivacySpec):  # built in code: its mode is resolved already
+            encryption = given.encryption
+            if given.aggregation != DEFAULT_AGGREGATION[encryption]:
+                return data
+            privacy = given.model_dump()
+        elif isinstance(given, dict):
+            privacy = dict(given)
+            encryption = str(privacy.get("encryption", "none"))
+            if privacy.get("aggregation"):
+                return data
+        else:
+            return data
+        privacy["aggregation"] = "ckks" if encryption == "ckks" else "plaintext"
+        return {**data, "privacy": privacy}
+
     @model_validator(mode="after")
     def _check(self) -> JobSpec:
+        if self.task == "vertical" and self.privacy.masked:
+            raise ValueError(
+                f"privacy.aggregation = {self.privacy.aggregation!r} is for horizontal jobs; "
+                "a vertical job masks its payloads in its own protocol: leave it unset"
+            )
         if self.task == "vertical":
             self._check_vertical()
         elif self.vertical.parties:
@@ -299,6 +370,16 @@ class JobSpec(BaseModel):
             raise ValueError("privacy.dp = 'client' applies to purchase prediction only")
         if self.privacy.dp != "none" and self.segmentation.seeding == "kfed":
             raise ValueError("k-FED seeding has no DP mechanism: use seeding = 'summed' or 'auto'")
+        if self.privacy.masked and self.min_partners < 2:
+            raise ValueError(
+                f"privacy.aggregation = {self.privacy.aggregation!r} needs min_partners >= 2: "
+                "masks cannot hide a single partner's 'sum'"
+            )
+        if self.privacy.masked and self.segmentation.seeding == "kfed":
+            raise ValueError(
+                "segmentation.seeding = 'kfed' sends each partner's local clusters, which "
+                "masks cannot hide: use 'summed' or 'auto'"
+            )
         if self.privacy.encrypted and self.segmentation.seeding == "kfed":
             raise ValueError(
                 "segmentation.seeding = 'kfed' sends each partner's local clusters, which "

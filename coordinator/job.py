@@ -237,10 +237,21 @@ def _aggregation(spec: JobSpec, roster: Roster) -> str:
             if spec.privacy.encrypted
             else "residuals sealed end to end in plaintext (no homomorphic encryption)"
         )
+    if roster.he is not None and spec.privacy.aggregation == "ckks+masked":
+        return (
+            f"pairwise-masked sums inside CKKS (key {roster.he.key_digest}, dealt by "
+            f"{roster.he.dealer}): one partner decrypts only the verified sum of one-time-padded "
+            "words; the coordinator unmasks only the survivors' sum"
+        )
     if roster.he is not None:
         return (
             f"CKKS homomorphic sums (key {roster.he.key_digest}, dealt by {roster.he.dealer}); "
             "each aggregate decrypted by one partner"
+        )
+    if spec.privacy.aggregation == "masked":
+        return (
+            "pairwise-masked sums with dropout recovery (secure aggregation, Bonawitz et al. "
+            "2017): the coordinator unmasks only the survivors' sum"
         )
     return "plaintext sums at the coordinator"
 

@@ -25,16 +25,35 @@ import numpy as np
 from flwr.app import RecordDict
 from flwr.serverapp import Grid
 
+from fedcollab.client.secagg_node import ACTION, session_config
 from fedcollab.common.errors import CiphertextError, NotEnoughPartnersError, PolicyRefusal
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.serde import Payload, encode
-from fedcollab.compliance.trail import digest_bytes, digest_vector
+from fedcollab.compliance.trail import digest_bytes, digest_parts, digest_vector
 from fedcollab.coordinator.audit import JobAudit
 from fedcollab.coordinator.broadcast import broadcast
 from fedcollab.coordinator.encryption import HeSession, params_summary, session_from_keygen
 from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.coordinator.policy_gate import PolicyBundle
+from fedcollab.coordinator.secagg import MaskedSum, b64, peer_keys, unb64
 from fedcollab.privacy.ckks import EncryptedSum
+from fedcollab.privacy.envelope import Envelope
+from fedcollab.privacy.key_transport import PeerKeys
+from fedcollab.privacy.secagg_ckks import PARAMS as MASKED_PARAMS
+from fedcollab.privacy.secagg_ckks import masked_total
+from fedcollab.privacy.secagg_session import SecAggRefusal
+from fedcollab.privacy.secagg_unmask import (
+    route_shares,
+    unmask_request,
+    unmask_sum,
+    unmask_total,
+)
+from fedcollab.privacy.secagg_wire import (
+    dump,
+    load_advertisement,
+    load_survivor_signature,
+    load_unmask_response,
+)
 from fedcollab.protocols.vector_sum import VectorSum
 
 __all__ = ["Partner", "Roster", "refusal_hint"]
@@ -81,6 +100,9 @@ class Roster:
     #: Encrypted steps: the summed ciphertext, its contributors and their signed
     #: contribution statements (client.contribution), until a partner decrypts it.
     _aggregates: dict[str, tuple[bytes, list[str], list[Any]]] = field(default_factory=dict)
+    #: Encrypted steps: each contributor's ciphertext, sent to the decryptor, which
+    #: recomputes the sum itself (client.encryption.decrypt).
+    _ciphertexts: dict[str, dict[str, bytes]] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -236,7 +258,7 @@ class Roster:
         meta: dict[str, object],
         vector_for: Callable[[int], object] | None = None,
         on_reply: Callable[[Partner, Payload], None] | None = None,
-        into: VectorSum | EncryptedSum | None = None,
+        into: VectorSum | EncryptedSum | MaskedSum | None = None,
         step: str,
         expect_length: int | None = None,
         only: set[int] | None = None,
@@ -250,8 +272,12 @@ class Roster:
         full_meta = {**self.job_meta(), **meta}
         contributions: dict[str, str] = {}
         bindings: dict[str, Any] = {}
+        ciphertexts: dict[str, bytes] = {}
 
         encrypted = isinstance(into, EncryptedSum)
+        masked = isinstance(into, MaskedSum)
+        if isinstance(into, MaskedSum):
+            only = self._secagg_setup(grid, into, step=step, only=only)
 
         def handle(node: int, payload: Payload) -> None:
             partner = self.active[node]
@@ -259,10 +285,27 @@ class Roster:
                 on_reply(partner, payload)
             if "binding" in payload.meta:
                 bindings[partner.name] = payload.meta["binding"]
+            if isinstance(into, MaskedSum) and into.ckks is not None:
+                self._add_encrypted(into.ckks, partner.name, payload, step)
+                assert payload.ciphertext is not None
+                contributions[partner.name] = digest_bytes(payload.ciphertext)
+                ciphertexts[partner.name] = payload.ciphertext
+                into.contributors.add(partner.name)
+                return
+            if isinstance(into, MaskedSum):
+                if "masked" not in payload.parts:
+                    raise CiphertextError("a masked job's reply carries no masked input")
+                try:
+                    into.add(partner.name, payload.parts["masked"], self._peers())
+                except SecAggRefusal as exc:
+                    raise CiphertextError(exc.message) from exc
+                contributions[partner.name] = digest_parts(payload.parts)
+                return
             if isinstance(into, EncryptedSum):
                 self._add_encrypted(into, partner.name, payload, step)
                 assert payload.ciphertext is not None
                 contributions[partner.name] = digest_bytes(payload.ciphertext)
+                ciphertexts[partner.name] = payload.ciphertext
                 return
             if into is not None:
                 into.add(payload.array)  # validates before adding: a refused vector adds nothing
@@ -271,6 +314,13 @@ class Roster:
 
         def content_for(node: int) -> RecordDict:
             vec = vector_for(node) if vector_for is not None else None
+            if isinstance(into, MaskedSum):
+                name = self.active[node].name
+                extra: dict[str, object] = {"secagg": into.inbox_meta(name)}
+                if into.ckks is not None:
+                    assert self.he is not None
+                    extra["he"] = self.he.request_meta(name, params=into.ckks.params)
+                return encode({**full_meta, **extra}, vec)  # type: ignore[arg-type]
             if isinstance(into, EncryptedSum):
                 assert self.he is not None
                 he = self.he.request_meta(self.active[node].name, params=into.params)
@@ -285,7 +335,7 @@ class Roster:
             on_reply=handle,
             group_id=step,
             timeout_s=self.spec.round_timeout_s,
-            expect_length=None if encrypted else expect_length,
+            expect_length=None if encrypted or masked else expect_length,
         )
         for node, reason in {**outcome.dropped, **outcome.refused}.items():
             self.drop(node, step=step, reason=reason)
@@ -293,19 +343,23 @@ class Roster:
             used = {self.active[n].name for n in outcome.replied if n in self.active}
             aggregate: str | None = None
             protection = "plaintext-sum"
-            if isinstance(into, EncryptedSum):
-                if into.count:
-                    blob = into.serialize()
+            summed = into.ckks if isinstance(into, MaskedSum) else into
+            if isinstance(summed, EncryptedSum):
+                if summed.count:
+                    blob = summed.serialize()
                     aggregate = digest_bytes(blob)
                     # Every reply that decoded was summed: the set is exactly who sent.
                     names = sorted(contributions)
                     self._aggregates[step] = (blob, names, [bindings.get(n) for n in names])
-                protection = "ckks-sum"
-            elif into is not None:
+                    self._ciphertexts[step] = {n: ciphertexts[n] for n in names}
+                protection = "ckks-sum" if into is summed else "ckks+masked-sum"
+            elif isinstance(into, MaskedSum):
+                protection = "masked-sum"  # the sum is logged when it is unmasked
+            elif isinstance(into, VectorSum):
                 aggregate = digest_vector(into.total)
             self.audit.aggregated(
                 step,
-                {k: v for k, v in contributions.items() if k in used or encrypted},
+                {k: v for k, v in contributions.items() if k in used or encrypted or masked},
                 aggregate,
                 protection=protection,
             )
@@ -333,30 +387,47 @@ class Roster:
         return {n for n in sorted(self.active) if rng.random() < rate}
 
     # -- homomorphic encryption ----------------------------------------------
-    def new_sum(self, length: int, *, params: str = "wide") -> VectorSum | EncryptedSum:
-        """The accumulator for one step: plaintext, or CKKS when the job is encrypted.
+    def new_sum(self, length: int, *, params: str = "wide") -> VectorSum | EncryptedSum | MaskedSum:
+        """The accumulator for one step: plaintext, masked, or CKKS when the job is encrypted.
 
         ``params``: "compact" for model updates, "wide" for statistics
         (:data:`privacy.ckks.PARAMETER_SETS`).
         """
+        if self.spec.privacy.aggregation == "masked":
+            return MaskedSum(length)
+        if self.spec.privacy.aggregation == "ckks+masked":
+            assert self.he is not None
+            # Two 32-bit limbs per masked word, always "wide" (privacy.secagg_ckks).
+            limbs = EncryptedSum(self.he.public, params=MASKED_PARAMS, length=2 * length)
+            return MaskedSum(length, ckks=limbs)
         if self.he is None:
             return VectorSum(length)
         return EncryptedSum(self.he.public, params=params, length=length)
 
-    def reveal(self, grid: Grid, acc: VectorSum | EncryptedSum, *, step: str) -> np.ndarray:
-        """The summed vector of ``step``: in plaintext jobs the sum itself; in encrypted
-        jobs a partner decrypts it (the coordinator never holds the key)."""
+    def reveal(
+        self, grid: Grid, acc: VectorSum | EncryptedSum | MaskedSum, *, step: str
+    ) -> np.ndarray:
+        """The summed vector of ``step``: in plaintext jobs the sum itself; in masked jobs
+        the survivors' sum once their masks are removed; in encrypted jobs a partner
+        decrypts it (the coordinator never holds the key)."""
         if isinstance(acc, VectorSum):
             return acc.total
+        if isinstance(acc, MaskedSum):
+            return self._secagg_finish(grid, acc, step=step)
+        return self._decrypt(grid, step=step, params=acc.params, length=acc.length)
+
+    def _decrypt(self, grid: Grid, *, step: str, params: str, length: int) -> np.ndarray:
+        """A contributor of ``step`` decrypts its sum, recomputed from the contributions."""
         assert self.he is not None
         if step not in self._aggregates:
             raise CiphertextError(f"no encrypted aggregate for step {step}")
         blob, contributors, bindings = self._aggregates.pop(step)
+        inputs = self._ciphertexts.pop(step)
         he_meta = {
             "step": step,
             "contributors": contributors,
-            "params": acc.params,
-            "length": acc.length,
+            "params": params,
+            "length": length,
             "key_digest": self.he.key_digest,
         }
         by_name = {p.name: node for node, p in self.active.items()}
@@ -369,12 +440,14 @@ class Roster:
                 node_ids=[node],
                 message_type="query.he_decrypt",
                 content_for=lambda _n: encode(
-                    {**self.job_meta(), "he": he_meta, "bindings": bindings}, ciphertext=blob
+                    {**self.job_meta(), "he": he_meta, "bindings": bindings},
+                    ciphertext=blob,
+                    parts=inputs,  # the decryptor recomputes the sum from these
                 ),
                 on_reply=lambda _n, payload, got=got: got.append(payload.array),  # type: ignore[misc]
                 group_id=f"{step}.decrypt",
                 timeout_s=self.spec.round_timeout_s,
-                expect_length=acc.length,
+                expect_length=length,
             )
             if got:
                 values = got[0]
@@ -400,6 +473,190 @@ class Roster:
             f"no partner holding the job key could decrypt the aggregate of {step}",
             hint="restart the partners' nodes and resubmit the job",
         )
+
+    # -- masked aggregation (coordinator.secagg) --------------------------------
+    def _peers(self) -> PeerKeys:
+        """The partners' registered audit keys (audit config, else the policy bundle's)."""
+        config = self.audit.config
+        keys = dict(config.partner_keys or {}) if config is not None else {}
+        if not keys and self.policy is not None:
+            keys = dict(self.policy.partner_keys)
+        return peer_keys(keys)
+
+    def _stage(
+        self,
+        grid: Grid,
+        acc: MaskedSum,
+        *,
+        step: str,
+        stage: str,
+        nodes: list[int],
+        meta: dict[str, object],
+        on_reply: Callable[[str, Payload], None],
+    ) -> list[str]:
+        """One ``query.secagg`` round; returns who answered (the others are dropped)."""
+        full = {**self.job_meta(), "secagg": meta}
+        sealed: dict[str, str] = {}
+
+        def handle(node: int, payload: Payload) -> None:
+            try:
+                on_reply(self.active[node].name, payload)
+            except SecAggRefusal as exc:
+                raise CiphertextError(exc.message) from exc
+            if payload.parts:  # the sealed share envelopes: logged as the partner logs them
+                sealed[self.active[node].name] = digest_parts(payload.parts)
+
+        outcome = broadcast(
+            grid,
+            node_ids=nodes,
+            message_type=ACTION,
+            content_for=lambda _n: encode(full),
+            on_reply=handle,
+            group_id=f"{step}.secagg-{stage}",
+            timeout_s=self.spec.round_timeout_s,
+        )
+        for node, reason in {**outcome.dropped, **outcome.refused}.items():
+            self.drop(node, step=f"{step}.secagg-{stage}", reason=reason)
+        if sealed:  # every reply a partner's trail counts as sent is in the log it cosigns
+            self.audit.aggregated(
+                f"{step}.secagg-{stage}", sealed, None, protection="secagg-sealed-shares"
+            )
+        self._check_quorum(f"{step}.secagg-{stage}")
+        return [self.active[n].name for n in outcome.replied if n in self.active]
+
+    def _secagg_setup(
+        self, grid: Grid, acc: MaskedSum, *, step: str, only: set[int] | None
+    ) -> set[int]:
+        """Advertise and share keys for ``step``; returns the nodes to ask for input (U2)."""
+        peers = self._peers()
+        nodes = sorted(n for n in self.active if only is None or n in only)
+        cohort = sorted(self.active[n].name for n in nodes)
+        config = session_config(
+            self.spec,
+            run=self.audit.run_id,
+            step=step,
+            me=cohort[0] if cohort else "",
+            meta={"cohort": cohort, "length": acc.length},
+        )
+        acc.config = config
+        meta: dict[str, object] = {"cohort": cohort, "length": acc.length}
+
+        def on_advert(name: str, payload: Payload) -> None:
+            adv = load_advertisement(unb64(payload.meta["advert"]))
+            if adv.partner != name:
+                raise SecAggRefusal(f"{name!r} sent {adv.partner!r}'s advertisement")
+            adv.verify(config, peers)
+            acc.adverts[name] = adv
+
+        self._stage(grid, acc, step=step, stage="advertise", nodes=nodes, meta=meta,
+                    on_reply=on_advert)  # fmt: skip
+        config.check_subset(frozenset(acc.adverts), "the advertised key set")
+        sent: dict[str, dict[str, Envelope]] = {}
+
+        def on_shares(name: str, payload: Payload) -> None:
+            envelopes = {r: Envelope.from_bytes(b) for r, b in payload.parts.items()}
+            if set(envelopes) != set(acc.adverts):
+                raise SecAggRefusal(f"{name!r} sealed shares for another set of partners")
+            sent[name] = envelopes
+
+        by_name = {p.name: node for node, p in self.active.items()}
+        share_nodes = [by_name[n] for n in sorted(acc.adverts) if n in by_name]
+        adverts = {n: b64(dump(a)) for n, a in acc.adverts.items()}
+        self._stage(grid, acc, step=step, stage="share", nodes=share_nodes,
+                    meta={**meta, "adverts": adverts}, on_reply=on_shares)  # fmt: skip
+        try:
+            acc.inboxes = route_shares(sent)
+            acc.u2 = config.check_subset(frozenset(sent), "the set of partners who shared keys")
+        except SecAggRefusal as exc:
+            raise NotEnoughPartnersError(exc.message, hint=exc.hint) from exc
+        return {by_name[n] for n in acc.u2 if n in by_name}
+
+    def _secagg_finish(self, grid: Grid, acc: MaskedSum, *, step: str) -> np.ndarray:
+        """Consistency check and unmasking; the survivors' sum, logged as the aggregate."""
+        config = acc.config
+        if config is None:
+            raise CiphertextError(f"no masked aggregate for step {step}")
+        peers = self._peers()
+        limbs = None
+        if acc.ckks is not None:  # first the key holder's verified, exact limb sums
+            limbs = self._decrypt(grid, step=step, params=acc.ckks.params, length=2 * acc.length)
+        by_name = {p.name: node for node, p in self.active.items()}
+        survivors = sorted(n for n in acc.survivors if n in by_name)
+        meta: dict[str, object] = {"cohort": list(config.cohort), "length": acc.length}
+
+        def on_signature(name: str, payload: Payload) -> None:
+            sig = load_survivor_signature(unb64(payload.meta["signature"]))
+            if sig.partner != name:
+                raise SecAggRefusal(f"{name!r} sent {sig.partner!r}'s survivor signature")
+            acc.signatures[name] = sig
+
+        self._stage(grid, acc, step=step, stage="sign", nodes=[by_name[n] for n in survivors],
+                    meta={**meta, "survivors": survivors}, on_reply=on_signature)  # fmt: skip
+        try:
+            request = unmask_request(
+                config, list(acc.signatures.values()), survivors=survivors, u2=acc.u2, peers=peers
+            )
+        except SecAggRefusal as exc:
+            raise NotEnoughPartnersError(
+                f"step {step}: {exc.message}", hint="restart the dropped partners and resubmit"
+            ) from exc
+
+        def on_response(name: str, payload: Payload) -> None:
+            resp = load_unmask_response(unb64(payload.meta["response"]))
+            if resp.partner != name:
+                raise SecAggRefusal(f"{name!r} sent {resp.partner!r}'s shares")
+            acc.responses[name] = resp
+
+        self._stage(grid, acc, step=step, stage="unmask",
+                    nodes=[by_name[n] for n in survivors if n in by_name],
+                    meta={**meta, "request": b64(dump(request))},
+                    on_reply=on_response)  # fmt: skip
+        try:
+            if limbs is None:
+                result = unmask_sum(
+                    config,
+                    adverts=acc.adverts,
+                    u2=acc.u2,
+                    masked={n: acc.masked[n] for n in request.survivors},
+                    request=request,
+                    responses=acc.responses,
+                    peers=peers,
+                )
+            else:
+                if set(request.survivors) != acc.contributors:
+                    raise SecAggRefusal("the decrypted sum is not the survivor set's")
+                result = unmask_total(
+                    config,
+                    total=masked_total(limbs, length=acc.length),
+                    adverts=acc.adverts,
+                    u2=acc.u2,
+                    request=request,
+                    responses=acc.responses,
+                    peers=peers,
+                )
+        except SecAggRefusal as exc:
+            self.audit.event("aggregate.refused", step=step, reason=exc.message)
+            raise NotEnoughPartnersError(
+                f"step {step} could not be unmasked: {exc.message}", hint=exc.hint or ""
+            ) from exc
+        # Not a round.aggregated event: no partner sent anything named "<step>.unmask",
+        # and partners' trails are cross-checked against those events (compliance).
+        self.audit.event(
+            "secagg.unmasked",
+            step=step,
+            contributors=list(result.contributors),
+            dropped=list(result.dropped),
+            aggregate=digest_vector(result.values),
+            masked_total=None if limbs is None else digest_vector(limbs),
+            protection="masked-unmasked",
+        )
+        self.outputs.event(
+            "secure_aggregation",
+            step=step,
+            contributors=len(result.contributors),
+            dropped=list(result.dropped),
+        )
+        return result.values
 
     def setup_encryption(self, grid: Grid) -> None:
         """Run the key ceremony at the dealer partner and keep its public result."""

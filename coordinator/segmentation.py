@@ -58,7 +58,7 @@ def run_segmentation(
     s = spec.segmentation
     d = pre.n_features
     pre_meta = pre.to_dict()
-    encrypted = spec.privacy.encrypted
+    encrypted = spec.privacy.encrypted or spec.privacy.masked  # only sums leave partners
     plan = resolve(spec)
     if s.seeding_for(encrypted=encrypted, dp=plan is not None) == "kfed":
         centroids = _kfed_seed(grid, roster, spec, pre_meta, d)

@@ -204,6 +204,7 @@ def _specs(schema: Path, rounds: int | None) -> dict[str, JobSpec]:
         for mode in ("plaintext", "ckks"):
             d = spec.model_dump(mode="json", by_alias=True)
             d["privacy"]["encryption"] = "none" if mode == "plaintext" else "ckks"
+            d["privacy"]["aggregation"] = ""  # the encryption's default ("ckks+masked")
             if task == "segmentation":
                 d["segmentation"]["seeding"] = "summed"
                 if rounds is not None:

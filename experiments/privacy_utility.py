@@ -163,6 +163,7 @@ def job_for(base: JobSpec, setting: Setting, *, seed: int, rounds: int, n_partne
     d["training"]["seed"] = seed
     d["evaluation"]["early_stopping_patience"] = 0
     d["privacy"]["encryption"] = setting.encryption
+    d["privacy"]["aggregation"] = ""  # the encryption's default (common.jobspec)
     if setting.level != "none":
         d["privacy"].update(
             dp=setting.level,

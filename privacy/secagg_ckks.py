@@ -53,6 +53,7 @@ __all__ = [
     "CkksMaskedSumError",
     "ckks_plaintext",
     "decrypt_masked_sum",
+    "exact_limb_sums",
     "masked_total",
 ]
 
@@ -93,6 +94,14 @@ def decrypt_masked_sum(
     values = keys.decrypt(
         verified.ciphertext, params=PARAMS, length=2 * length, contributors=summands
     )
+    return exact_limb_sums(values, summands=summands)
+
+
+def exact_limb_sums(values: np.ndarray, *, summands: int) -> np.ndarray:
+    """Decrypted limb sums of ``summands`` contributions, rounded to the integers they must
+    be; refused when a slot is not within 1/4 of an integer or outside its range."""
+    if not 1 <= summands <= MAX_CKKS_PARTNERS:
+        raise CkksMaskedSumError(f"{summands} contributions, at most {MAX_CKKS_PARTNERS}")
     rounded = np.rint(values)
     if values.size and float(np.max(np.abs(values - rounded))) > _TOLERANCE:
         raise CkksMaskedSumError(

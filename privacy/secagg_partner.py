@@ -46,7 +46,9 @@ self-masks). That is the price of the stricter check; the threshold argument
 
 from __future__ import annotations
 
+import base64
 import enum
+import json
 import secrets
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
@@ -77,6 +79,7 @@ from fedcollab.privacy.secagg_session import (
     pairwise_seed,
     self_mask_key,
 )
+from fedcollab.privacy.secagg_wire import dump, load_advertisement
 from fedcollab.privacy.shamir import SHARE_BYTES, Share, split
 
 __all__ = ["SecAggPartner", "SessionLedger", "Stage"]
@@ -300,6 +303,83 @@ class SecAggPartner:
         )
         self._state = replace(self._state, stage=Stage.UNMASKED)
         return response
+
+    # -- persistence -----------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """Secret: the whole session (keys, self-mask seed, held shares, stage) as JSON.
+
+        A partner node serves each message in a fresh process, so it stores this between
+        stages (0600, erased with the run's keys). The config is bound by its digest."""
+        st = self._state
+        body = {
+            "type": "secagg.partner-state/v1",
+            "config": self.config.digest,
+            "me": self.me,
+            "envelope_key": _b64(self._envelope_key.to_bytes()),
+            "masking_key": _b64(self._masking_key.to_bytes()),
+            "self_seed": _b64(self._self_seed),
+            "stage": st.stage.value,
+            "adverts": {n: _b64(_advert_bytes(a)) for n, a in st.adverts.items()},
+            "held": {
+                n: [ks.x, _b64(ks.y_bytes()), _b64(bs.y_bytes())] for n, (ks, bs) in st.held.items()
+            },
+            "u2": sorted(st.u2),
+            "signed": list(st.signed),
+        }
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def restore(
+        cls, raw: bytes, config: SecAggConfig, *, me: str, signer: Signer, peers: PeerKeys
+    ) -> SecAggPartner:
+        """The session :meth:`to_bytes` stored, for ``config`` only."""
+        try:
+            body = json.loads(raw)
+            if body.get("type") != "secagg.partner-state/v1":
+                raise ValueError("not a secure-aggregation session state")
+            if body["config"] != config.digest or body["me"] != me:
+                raise SecAggRefusal(
+                    "the stored session belongs to another configuration",
+                    hint="the request names another cohort or length than the session's "
+                    "advertisement; refused",
+                )
+            partner = cls(config, me=me, signer=signer, peers=peers)
+            partner._envelope_key = TransportKey.from_bytes(_unb64(body["envelope_key"]))
+            partner._masking_key = MaskingKey.from_bytes(_unb64(body["masking_key"]))
+            partner._self_seed = _unb64(body["self_seed"])
+            held = {
+                n: (Share.from_y_bytes(int(x), _unb64(k)), Share.from_y_bytes(int(x), _unb64(b)))
+                for n, (x, k, b) in body["held"].items()
+            }
+            partner._state = _State(
+                stage=Stage(int(body["stage"])),
+                adverts={n: _load_advert(_unb64(a)) for n, a in body["adverts"].items()},
+                held=held,
+                u2=frozenset(str(n) for n in body["u2"]),
+                signed=tuple(str(n) for n in body["signed"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SecAggRefusal(
+                f"the stored secure-aggregation session is unreadable ({exc!r})",
+                hint="the node's state was altered; this step is refused",
+            ) from exc
+        return partner
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def _unb64(text: object) -> bytes:
+    return base64.b64decode(str(text), validate=True)
+
+
+def _advert_bytes(adv: Advertisement) -> bytes:
+    return dump(adv)
+
+
+def _load_advert(raw: bytes) -> Advertisement:
+    return load_advertisement(raw)
 
 
 class SessionLedger:

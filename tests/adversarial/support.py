@@ -115,6 +115,7 @@ class Attacker:
         meta: Mapping[str, Any] | None = None,
         vector: np.ndarray | None = None,
         ciphertext: bytes | None = None,
+        parts: Mapping[str, bytes] | None = None,
         spec: JobSpec | None = None,
         run: str | None = None,
         run_config: Mapping[str, str] | None = None,
@@ -127,7 +128,7 @@ class Attacker:
         body = {"job": (spec or self.spec).to_json(), "run": name, **(meta or {})}
         if flower_run is None:
             flower_run = self.flower_runs.setdefault(name, len(self.flower_runs) + 1)
-        content: RecordDict = encode(body, vector, ciphertext=ciphertext)
+        content: RecordDict = encode(body, vector, ciphertext=ciphertext, parts=parts)
         with task_identity():
             msg = Message(content=content, dst_node_id=1, message_type=action, group_id=step)
         msg.metadata.__dict__["_message_id"] = f"m{len(self.sent)}"  # the SuperLink's job

@@ -27,6 +27,7 @@ from fedcollab.client.budget import ledger_path
 from fedcollab.client.partner_data import load_partner, source_from_config
 from fedcollab.client.run_contract import KEY_TTL_S, RunContract, contract_path, node_split
 from fedcollab.common.errors import ProtocolError
+from fedcollab.compliance.trail import digest_bytes
 from fedcollab.coordinator.encryption import session_from_keygen
 from fedcollab.privacy.budget_ledger import BudgetLedger
 from fedcollab.privacy.ckks import EncryptedSum
@@ -48,7 +49,7 @@ def _segmentation() -> Any:
 
 
 def _encrypted() -> Any:
-    return job(privacy={"encryption": "ckks", "key_dealer": "a"})
+    return job(privacy={"encryption": "ckks", "aggregation": "ckks", "key_dealer": "a"})
 
 
 def _state(atk: Attacker, partner: str) -> Path:
@@ -213,31 +214,104 @@ def test_a_dp_job_s_evaluation_does_not_read_out_rows_through_a_chosen_model(
     assert [s["step"] for s in spent] == ["final-evaluation"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="forged aggregate: the decryptor checks the signed statements of the claimed "
-    "contributors and the contribution slot, but not that the ciphertext is their sum; "
-    "b's ciphertext + Enc(slot 1), sent with a's and b's statements, decrypts to b's own "
-    "moments vector (documented in docs/privacy.md; issue 14)",
-)
+@pytest.mark.parametrize("inputs", ["none", "genuine", "forged-as-b"])
 def test_a_single_partner_s_ciphertext_is_not_decrypted_as_an_aggregate(
-    tmp_path: Path,
+    tmp_path: Path, inputs: str
 ) -> None:
     """Attack: ask a and b the planned moments step (one reply each), then send the
     decryptor b's ciphertext plus an encrypted 1 in the contribution slot (the public key
-    encrypts anything), claimed as the sum of a's and b's contributions."""
+    encrypts anything), claimed as the sum of a's and b's contributions; with no
+    contributor ciphertexts, with the genuine ones, or with the forgery passed off as b's.
+    The decryptor sums the signed contributions itself, so none of them decrypts."""
     atk, session = _encrypted_job(tmp_path)
     ciphertexts, bindings = _moments_replies(atk, session)
     # b's ciphertext plus a plaintext 1 in the contribution slot: "two contributions".
     forged = session.public.load(ciphertexts["b"], params="wide", length=_MOMENTS_LENGTH)
     forged.add_([0.0] * _MOMENTS_LENGTH + [1.0])
+    parts = {
+        "none": {},
+        "genuine": ciphertexts,
+        "forged-as-b": {"a": ciphertexts["a"], "b": forged.serialize()},
+    }[inputs]
     he = {**session.request_meta("a", params="wide"), "step": "moments",
           "contributors": ["a", "b"], "length": _MOMENTS_LENGTH}  # fmt: skip
     reply = atk.send(
         "a", "query.he_decrypt", step="moments.decrypt",
-        meta={"he": he, "bindings": bindings}, ciphertext=forged.serialize(),
+        meta={"he": he, "bindings": bindings}, ciphertext=forged.serialize(), parts=parts,
     )  # fmt: skip
     assert reply.vector is None, f"b's own moments decrypted: count {reply.vector[0]:g}"
+    assert reply.refused == "CiphertextError"
+
+
+def test_the_genuine_sum_is_decrypted_once_from_the_contributions(tmp_path: Path) -> None:
+    """The honest path still works: the decryptor recomputes a + b from the signed
+    ciphertexts, decrypts it, logs the sum's and each input's digest; a second request
+    for the step (e.g. with an offset added) is refused."""
+    atk, session = _encrypted_job(tmp_path)
+    ciphertexts, bindings = _moments_replies(atk, session)
+    total = EncryptedSum(session.public, params="wide", length=_MOMENTS_LENGTH)
+    for ct in ciphertexts.values():
+        total.add(ct)
+    he = {**session.request_meta("a", params="wide"), "step": "moments",
+          "contributors": ["a", "b"], "length": _MOMENTS_LENGTH}  # fmt: skip
+    reply = atk.send(
+        "a", "query.he_decrypt", step="moments.decrypt",
+        meta={"he": he, "bindings": bindings}, ciphertext=total.serialize(), parts=ciphertexts,
+    )  # fmt: skip
+    assert reply.refused is None and reply.vector is not None
+    logged = [e["body"] for e in atk.trail("a") if e["type"] == "he.decrypted"]
+    assert len(logged) == 1
+    assert logged[0]["ciphertext"] == digest_bytes(total.serialize())
+    assert logged[0]["inputs"] == {n: digest_bytes(c) for n, c in sorted(ciphertexts.items())}
+    offset = session.public.load(total.serialize(), params="wide", length=_MOMENTS_LENGTH)
+    offset.add_([0.5] + [0.0] * _MOMENTS_LENGTH)
+    again = atk.send(
+        "a", "query.he_decrypt", step="moments.decrypt",
+        meta={"he": he, "bindings": bindings}, ciphertext=offset.serialize(), parts=ciphertexts,
+    )  # fmt: skip
+    assert again.vector is None and again.refused == "ProtocolError"
+
+
+@pytest.mark.parametrize("step", ["moments-2", "round-1", "x", "lloyd-1"])
+def test_decryptions_are_only_of_planned_steps(tmp_path: Path, step: str) -> None:
+    """Attack (44 decryptions in one run): decrypt the moments contributions again under
+    step names the coordinator makes up. The plan lists the job's aggregate steps (a
+    3-round purchase-prediction job has no lloyd-1); the contributions are signed for
+    "moments", so a planned step of another name refuses them too."""
+    atk, session = _encrypted_job(tmp_path)
+    ciphertexts, bindings = _moments_replies(atk, session)
+    he = {**session.request_meta("a", params="wide"), "step": step,
+          "contributors": ["a", "b"], "length": _MOMENTS_LENGTH}  # fmt: skip
+    reply = atk.send(
+        "a", "query.he_decrypt", step=f"{step}.decrypt",
+        meta={"he": he, "bindings": bindings}, parts=ciphertexts,
+    )  # fmt: skip
+    assert reply.vector is None and reply.refused in {"ProtocolError", "CiphertextError"}
+
+
+def test_an_offset_search_gets_no_answer(tmp_path: Path) -> None:
+    """Attack (Li & Micciancio 2021's first step): add chosen plaintext offsets to the
+    genuine sum and ask for decryptions, binary-searching each slot below the rounding
+    grid. The decryptor decrypts only the sum it recomputes from the signed ciphertexts,
+    so the first offset query is already refused, and the step is then spent."""
+    atk, session = _encrypted_job(tmp_path)
+    ciphertexts, bindings = _moments_replies(atk, session)
+    total = EncryptedSum(session.public, params="wide", length=_MOMENTS_LENGTH)
+    for ct in ciphertexts.values():
+        total.add(ct)
+    he = {**session.request_meta("a", params="wide"), "step": "moments",
+          "contributors": ["a", "b"], "length": _MOMENTS_LENGTH}  # fmt: skip
+    answers = 0
+    for offset in (2.0**-21, 2.0**-22, 2.0**-23):
+        probe = session.public.load(total.serialize(), params="wide", length=_MOMENTS_LENGTH)
+        probe.add_([offset] * _MOMENTS_LENGTH + [0.0])
+        reply = atk.send(
+            "a", "query.he_decrypt", step="moments.decrypt",
+            meta={"he": he, "bindings": bindings}, ciphertext=probe.serialize(),
+            parts=ciphertexts,
+        )  # fmt: skip
+        answers += reply.vector is not None
+    assert answers == 0
 
 
 _MOMENTS_LENGTH = preprocessing.MomentsLayout(
@@ -406,13 +480,16 @@ def test_a_decryptor_that_did_not_answer_the_step_refuses_to_decrypt(tmp_path: P
     """Attack: a (the dealer) never answered the moments step; the coordinator asks it to
     decrypt b's and c's sum anyway, so the decryptor has no request to compare with."""
     atk = Attacker.against(
-        tmp_path, job(privacy={"encryption": "ckks", "key_dealer": "a"}), names=("a", "b", "c")
+        tmp_path,
+        job(privacy={"encryption": "ckks", "aggregation": "ckks", "key_dealer": "a"}),
+        names=("a", "b", "c"),
     )
     offers = {name: atk.handshake(name).meta["he_offer"] for name in atk.configs}
     keygen = atk.send("a", "query.he_keygen", step="he-keygen", meta={"offers": offers})
     session = session_from_keygen(keygen.meta, dealer="a")
     total = EncryptedSum(session.public, params="wide", length=_MOMENTS_LENGTH)
     bindings = []
+    parts: dict[str, bytes] = {}
     for name in ("b", "c"):
         reply = atk.send(
             name, "query.moments", step="moments",
@@ -421,13 +498,14 @@ def test_a_decryptor_that_did_not_answer_the_step_refuses_to_decrypt(tmp_path: P
         )  # fmt: skip
         assert reply.ciphertext is not None
         total.add(reply.ciphertext)
+        parts[name] = reply.ciphertext
         session.installed.add(name)
         bindings.append(reply.meta["binding"])
     he = {**session.request_meta("a", params="wide"), "step": "moments",
           "contributors": ["b", "c"], "length": _MOMENTS_LENGTH}  # fmt: skip
     reply = atk.send(
         "a", "query.he_decrypt", step="moments.decrypt",
-        meta={"he": he, "bindings": bindings}, ciphertext=total.serialize(),
+        meta={"he": he, "bindings": bindings}, ciphertext=total.serialize(), parts=parts,
     )  # fmt: skip
     assert reply.refused == "CiphertextError" and reply.vector is None
 
@@ -450,6 +528,6 @@ def test_contribution_statements_of_another_run_are_refused(tmp_path: Path) -> N
     replayed = [bindings[0], old_bindings[1]]  # b's statement of run 1
     reply = atk.send(
         "a", "query.he_decrypt", step="moments.decrypt",
-        meta={"he": he, "bindings": replayed}, ciphertext=total.serialize(),
+        meta={"he": he, "bindings": replayed}, ciphertext=total.serialize(), parts=ciphertexts,
     )  # fmt: skip
     assert reply.refused == "CiphertextError" and reply.vector is None

@@ -209,8 +209,8 @@ def test_client_dp_aggregate_of_fewer_than_min_partners_is_not_decrypted(
     a 2-partner aggregate (each partner adds only 1/3 of the noise variance)."""
     spec = job(
         min_partners=3,
-        privacy={"encryption": "ckks", "dp": "client", "target_epsilon": 50.0,
-                 "key_dealer": "a", "value_bounds": BOUNDS},
+        privacy={"encryption": "ckks", "aggregation": "ckks", "dp": "client",
+                 "target_epsilon": 50.0, "key_dealer": "a", "value_bounds": BOUNDS},
     )  # fmt: skip
     atk = Attacker.against(tmp_path, spec)
     for name, cfg in atk.configs.items():
@@ -228,6 +228,7 @@ def test_client_dp_aggregate_of_fewer_than_min_partners_is_not_decrypted(
         reply = atk.send(
             "a", "query.he_decrypt", step="moments.decrypt",
             meta={"he": he, "bindings": bindings}, ciphertext=total.serialize(),
+            parts=ENCRYPTED_REPLIES,
         )  # fmt: skip
     assert reply.refused == "CiphertextError"
     assert reply.vector is None
@@ -246,6 +247,7 @@ def _encrypted_moments(
     ).length
     total = EncryptedSum(session.public, params="wide", length=length)
     bindings = []
+    ENCRYPTED_REPLIES.clear()
     for name, channel in channels.items():
         reply = atk.send(
             name, "query.moments", step="moments",
@@ -254,14 +256,21 @@ def _encrypted_moments(
         )  # fmt: skip
         assert reply.ciphertext is not None, reply.meta
         total.add(reply.ciphertext)
+        ENCRYPTED_REPLIES[name] = reply.ciphertext
         session.installed.add(name)
         bindings.append(reply.meta["binding"])
     return total, bindings
 
 
+#: The last :func:`_encrypted_moments` call's ciphertexts: the decryptor sums them itself.
+ENCRYPTED_REPLIES: dict[str, bytes] = {}
+
+
 def _encrypted_job(tmp_path: Path) -> tuple[Attacker, HeSession]:
     atk = Attacker.against(
-        tmp_path, job(privacy={"encryption": "ckks", "key_dealer": "a"}), names=("a", "b")
+        tmp_path,
+        job(privacy={"encryption": "ckks", "aggregation": "ckks", "key_dealer": "a"}),
+        names=("a", "b"),
     )
     offers = {name: atk.handshake(name).meta["he_offer"] for name in atk.configs}
     keygen = atk.send("a", "query.he_keygen", step="he-keygen", meta={"offers": offers})
@@ -282,6 +291,7 @@ def test_an_aggregate_of_answers_to_different_requests_is_not_decrypted(
     reply = atk.send(
         "a", "query.he_decrypt", step="moments.decrypt",
         meta={"he": he, "bindings": bindings}, ciphertext=total.serialize(),
+        parts=ENCRYPTED_REPLIES,
     )  # fmt: skip
     assert reply.refused == "CiphertextError" and reply.vector is None
     assert atk.refusals("a")[-1]["action"] == "query.he_decrypt"
@@ -304,6 +314,7 @@ def test_contribution_statements_must_verify(tmp_path: Path, forgery: str) -> No
     reply = atk.send(
         "a", "query.he_decrypt", step="moments.decrypt",
         meta={"he": he, "bindings": bindings}, ciphertext=total.serialize(),
+        parts=ENCRYPTED_REPLIES,
     )  # fmt: skip
     if forgery == "none":
         assert reply.refused is None and reply.vector is not None

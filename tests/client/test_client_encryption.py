@@ -14,7 +14,7 @@ from fedcollab.client import encryption
 from fedcollab.client.he_keys import NodeKeyStore
 from fedcollab.common.errors import CiphertextError
 from fedcollab.common.serde import Payload
-from fedcollab.compliance.trail import create_party_key
+from fedcollab.compliance.trail import create_party_key, digest_bytes
 from fedcollab.coordinator.encryption import HeSession, session_from_keygen
 from fedcollab.privacy.ckks import EncryptedSum, SecretKeys
 
@@ -57,6 +57,7 @@ def test_encrypted_round_end_to_end(configs: dict[str, dict[str, str]]) -> None:
     session = _ceremony(configs)
     assert not session.public.has_secret_key()
     total = EncryptedSum(session.public, params="wide", length=4)
+    blobs: dict[str, bytes] = {}
     for i, name in enumerate(("brand-b", "payment-c")):
         blob, meta = encryption.encrypt_reply(
             configs[name], partner=name, run=RUN, request=_request(session, name),
@@ -64,23 +65,26 @@ def test_encrypted_round_end_to_end(configs: dict[str, dict[str, str]]) -> None:
         )  # fmt: skip
         session.check_reply({"he": meta}, params="wide", length=4)
         total.add(blob)
+        blobs[name] = blob
         session.installed.add(name)
         # The sealed key is sent once; afterwards the node uses its stored copy.
         assert "sealed" not in session.request_meta(name, params="wide")
     he = {**session.request_meta("brand-a", params="wide"), "step": "moments",
           "contributors": ["brand-b", "payment-c"], "length": 4}  # fmt: skip
+    signed = {n: digest_bytes(b) for n, b in blobs.items()}  # what check_bindings returns
     meta, values = encryption.decrypt(
-        configs["brand-a"], partner="brand-a", run=RUN,
-        payload=Payload({"he": he}, ciphertext=total.serialize()),
+        configs["brand-a"], partner="brand-a", run=RUN, replies=signed,
+        payload=Payload({"he": he}, ciphertext=total.serialize(), parts=blobs),
     )  # fmt: skip
     assert np.allclose(values, 3.0)
     assert meta["contributors"] == ["brand-b", "payment-c"]
+    assert meta["decrypted"] == {"sum": digest_bytes(total.serialize()), "inputs": signed}
     # The same step is never decrypted twice (a second request could carry one
     # partner's ciphertext in place of the aggregate).
     with pytest.raises(CiphertextError, match="already decrypted"):
         encryption.decrypt(
-            configs["brand-a"], partner="brand-a", run=RUN,
-            payload=Payload({"he": he}, ciphertext=total.serialize()),
+            configs["brand-a"], partner="brand-a", run=RUN, replies=signed,
+            payload=Payload({"he": he}, ciphertext=total.serialize(), parts=blobs),
         )  # fmt: skip
     # Keys are erased at the end of the job.
     encryption.erase(configs["brand-b"], run=RUN)
@@ -99,12 +103,19 @@ def test_decryptor_refuses_single_partner_aggregates(configs: dict[str, dict[str
         with pytest.raises(CiphertextError, match="distinct partner"):
             encryption.decrypt(configs["brand-a"], partner="brand-a", run=RUN,
                                payload=Payload({"he": he}, ciphertext=blob))  # fmt: skip
-    # Claiming two contributors for one ciphertext fails the contribution-slot check.
     he = {**session.request_meta("brand-a", params="wide"), "step": "s2",
           "contributors": ["brand-b", "payment-c"], "length": 3}  # fmt: skip
-    with pytest.raises(CiphertextError, match="does not decrypt to 2"):
+    # Claiming two contributors for one ciphertext: no contributions to recompute it from.
+    with pytest.raises(CiphertextError, match="not of each claimed contributor"):
         encryption.decrypt(configs["brand-a"], partner="brand-a", run=RUN,
+                           replies={"brand-b": digest_bytes(blob), "payment-c": "x"},
                            payload=Payload({"he": he}, ciphertext=blob))  # fmt: skip
+    # ... or with the one ciphertext passed off as both partners' contributions.
+    with pytest.raises(CiphertextError, match="several partners"):
+        encryption.decrypt(configs["brand-a"], partner="brand-a", run=RUN,
+                           replies={"brand-b": digest_bytes(blob), "payment-c": digest_bytes(blob)},
+                           payload=Payload({"he": he}, ciphertext=blob,
+                                           parts={"brand-b": blob, "payment-c": blob}))  # fmt: skip
 
 
 def test_replies_fail_closed(configs: dict[str, dict[str, str]]) -> None:

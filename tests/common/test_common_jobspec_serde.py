@@ -10,7 +10,7 @@ import pytest
 from flwr.app import ConfigRecord, RecordDict
 
 from fedcollab.common.errors import JobSpecError, ProtocolError
-from fedcollab.common.jobspec import JobSpec, load_job_spec
+from fedcollab.common.jobspec import DEFAULT_AGGREGATION, JobSpec, load_job_spec
 from fedcollab.common.serde import decode, encode, refusal
 
 SCHEMA = {
@@ -95,6 +95,12 @@ def test_serde_carries_ciphertext_bytes() -> None:
         ('[privacy]\nencryption="ckks"\n[segmentation]\nseeding="kfed"\n', "kfed"),
         ('participants=["a","b"]\n[privacy]\nencryption="ckks"\nkey_dealer="c"\n', "key_dealer"),
         ('[privacy]\nencryption="paillier"\n', "encryption"),
+        ('[privacy]\naggregation="ckks+masked"\n', "encryption = 'ckks'"),
+        ('[privacy]\nencryption="ckks"\naggregation="masked"\n', "does not go with"),
+        ('[privacy]\nencryption="ckks"\naggregation="plaintext"\n', "does not go with"),
+        ('[privacy]\naggregation="secagg"\n', "aggregation"),
+        ('min_partners=1\n[privacy]\naggregation="masked"\n', "min_partners >= 2"),
+        ('[privacy]\naggregation="masked"\n[segmentation]\nseeding="kfed"\n', "kfed"),
     ],
 )
 def test_encryption_options_are_validated(tmp_path: Path, extra: str, needle: str) -> None:
@@ -109,3 +115,34 @@ def test_encrypted_job_picks_summed_seeding(tmp_path: Path) -> None:
     assert spec.privacy.encrypted
     assert spec.segmentation.seeding_for(encrypted=True) == "summed"
     assert spec.segmentation.seeding_for(encrypted=False) == "kfed"
+
+
+@pytest.mark.parametrize(
+    ("privacy", "expected"),
+    [
+        ("", "plaintext"),
+        ('[privacy]\naggregation="masked"\n', "masked"),
+        ('[privacy]\nencryption="ckks"\n', "ckks+masked"),
+        ('[privacy]\nencryption="ckks"\naggregation="ckks"\n', "ckks"),
+    ],
+)
+def test_aggregation_is_resolved_and_pinned_in_the_digest(
+    tmp_path: Path, privacy: str, expected: str
+) -> None:
+    head = 'name="j"\ntask="segmentation"\npurpose="p"\nschema="s.json"\n'
+    spec = load_job_spec(_job(tmp_path, head + privacy))
+    assert spec.privacy.aggregation == expected
+    assert json.loads(spec.to_json())["privacy"]["aggregation"] == expected
+    again = JobSpec.from_json(spec.to_json())
+    assert again.digest() == spec.digest()
+    other = JobSpec.from_json(
+        spec.to_json().replace(f'"aggregation":"{expected}"', '"aggregation":""')
+    )
+    # An empty mode resolves to the encryption's default, so it is never left open.
+    assert other.privacy.aggregation == DEFAULT_AGGREGATION[spec.privacy.encryption]
+    if spec.privacy.encrypted:
+        flipped = "ckks" if expected == "ckks+masked" else "ckks+masked"
+        changed = JobSpec.from_json(
+            spec.to_json().replace(f'"aggregation":"{expected}"', f'"aggregation":"{flipped}"')
+        )
+        assert changed.digest() != spec.digest()

@@ -55,6 +55,8 @@ def test_toml_embeds_each_party_contract_and_defaults_participants(parties: Path
     # The top-level contract is the label holder's.
     assert spec.data_schema["label_column"] == "default_payment_next_month"
     assert spec.from_json(spec.to_json()) == spec
+    # Vertical jobs mask in their own protocol: their encrypted aggregation is "ckks".
+    assert spec.privacy.aggregation == "ckks"
 
 
 @pytest.mark.parametrize(
@@ -65,6 +67,8 @@ def test_toml_embeds_each_party_contract_and_defaults_participants(parties: Path
         (("iterations = 5", "iterations = 5\nmodel = \"logreg\"\n[vertical.extra]"), "extra"),
         (('name = "risk"', 'name = "risk"\nmin_partners = 1'), "min_partners"),
         (('name = "risk"', 'name = "risk"\nparticipants = ["platform"]'), "participants"),
+        (('encryption = "ckks"', 'encryption = "ckks"\naggregation = "ckks+masked"'),
+         "horizontal jobs"),
     ],
 )  # fmt: skip
 def test_bad_vertical_specs_are_refused(parties: Path, edit: tuple[str, str], message: str) -> None:

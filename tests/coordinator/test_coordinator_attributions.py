@@ -102,9 +102,13 @@ def test_mlp_job_writes_permutation_importance(tmp_path: Path, encrypted: bool) 
              if e["type"] == "round.aggregated"}  # fmt: skip
     agg = steps["permutation-importance"]
     assert agg["partners"] == ["p0", "p1"]
-    assert agg["protection"] == ("ckks-sum" if encrypted else "plaintext-sum")
+    # Encrypted jobs aggregate "ckks+masked" by default (issue 14).
+    assert agg["protection"] == ("ckks+masked-sum" if encrypted else "plaintext-sum")
     if encrypted:
         assert steps["permutation-importance.decrypt"]["protection"] == "ckks-decrypted"
+        unmasked = [e["body"] for e in _events(db, "coordinator")
+                    if e["type"] == "secagg.unmasked"]  # fmt: skip
+        assert "permutation-importance" in [u["step"] for u in unmasked]
     for name in ("p0", "p1"):
         pdb = db.parents[1] / "partners" / name / "audit.db"
         sent = [e["body"] for e in _events(pdb, name) if e["type"] == "data.sent"

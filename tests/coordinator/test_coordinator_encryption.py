@@ -34,7 +34,7 @@ SCHEMA = {
 def roster(tmp_path: Path) -> tuple[Roster, SecretKeys, Path]:
     spec = JobSpec.model_validate(
         {"name": "j", "task": "segmentation", "purpose": "p", "schema": SCHEMA,
-         "privacy": {"encryption": "ckks"}},
+         "privacy": {"encryption": "ckks", "aggregation": "ckks"}},
         strict=False,
     )  # fmt: skip
     key, _ = create_party_key(tmp_path / "coordinator", "coordinator")

@@ -119,13 +119,16 @@ def test_encrypted_job_coordinator_sees_only_ciphertexts(
     assert len(keys) == 1 and keys[0]["body"]["recipients"] == names
     dealer = keys[0]["body"]["dealer"]
     steps = {e["body"]["step"]: e["body"] for e in run if e["type"] == "round.aggregated"}
-    # moments, 2 rounds, final evaluation: each summed as ciphertexts, each decrypted by
-    # the dealer (the only holder of the key besides the contributors), exactly once.
+    # moments, 2 rounds, final evaluation: each summed as ciphertexts of masked words
+    # ("ckks+masked", the default), each decrypted by the dealer (the only holder of the
+    # key besides the contributors) exactly once, then unmasked by the coordinator.
     for step in ("moments", "round-1", "round-2", "final-evaluation"):
-        assert steps[step]["protection"] == "ckks-sum"
+        assert steps[step]["protection"] == "ckks+masked-sum"
         assert sorted(steps[step]["partners"]) == names
         assert steps[f"{step}.decrypt"]["protection"] == "ckks-decrypted"
         assert steps[f"{step}.decrypt"]["partners"] == [dealer]
+    unmasked = {e["body"]["step"] for e in run if e["type"] == "secagg.unmasked"}
+    assert {"moments", "round-1", "round-2", "final-evaluation"} <= unmasked
     # The partners erased the job's keys; the coordinator never had a key file.
     for name in names:
         assert not list((federation.ws.node_dir(name) / "he").glob("*/ckks.key"))

@@ -1,0 +1,232 @@
+"""The partner node's side of masked aggregation (``privacy.aggregation = "masked"`` or
+``"ckks+masked"``: then the masked words leave as 32-bit limbs inside a CKKS ciphertext,
+:mod:`privacy.secagg_ckks`, decrypted only as a verified sum by the key holder).
+
+Wires :class:`privacy.secagg_partner.SecAggPartner` (Bonawitz et al. 2017, CCS,
+malicious-server variant; docs/secure_aggregation.md) into the node. One session per
+aggregate step of the run (``moments``, ``round-3``, ``lloyd-2``, ...):
+
+======================  ===========================================  =====================
+request                 what the node does                           reply
+======================  ===========================================  =====================
+``query.secagg``        ``<step>.secagg-advertise``: fresh signed    ``meta["advert"]``
+                        session keys for the cohort it is sent
+``query.secagg``        ``<step>.secagg-share``: checks every        ``parts``: one sealed
+                        advertisement against *its own* pinned keys  envelope per peer
+``<the step's action>`` the planned request; its vector leaves       ``parts["masked"]``
+                        only masked (``meta["secagg"]["inbox"]``)
+``query.secagg``        ``<step>.secagg-sign``: signs the survivor   ``meta["signature"]``
+                        set once (never a set without itself)
+``query.secagg``        ``<step>.secagg-unmask``: shares for the     ``meta["response"]``
+                        set every survivor signed, never both kinds
+======================  ===========================================  =====================
+
+Every stage is a planned ``(run, action, step)`` of the partner's run contract
+(:mod:`client.run_contract`), so it is answered once; the session itself refuses
+out-of-order stages. What the node decides itself, never from the request:
+
+* the threshold: :func:`~privacy.secagg_session.minimum_threshold` of the cohort
+  (``2t - n > 1``: the coordinator plus one partner cannot unmask anyone);
+* the cohort: sorted, including this node, within the job's participants, at least
+  ``max(2, min_partners)`` partners;
+* the fixed-point budget (:data:`CODEC`);
+* the purpose string, which binds the session to the job digest and the step.
+
+The session (keys, self-mask seed, held shares) is stored 0600 under the node's
+key store (``he/<run>/secagg/<step>``) between messages and erased with the run.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedcollab.client.he_keys import NodeKeyStore, load_peer_keys, write_private
+from fedcollab.common.errors import ProtocolError
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.serde import Payload
+from fedcollab.compliance.keys import Signer
+from fedcollab.privacy.envelope import Envelope
+from fedcollab.privacy.fixed_point import FixedPointCodec
+from fedcollab.privacy.secagg_messages import MaskedInput
+from fedcollab.privacy.secagg_partner import SecAggPartner
+from fedcollab.privacy.secagg_session import SecAggConfig, SecAggRefusal, minimum_threshold
+from fedcollab.privacy.secagg_wire import (
+    dump,
+    load_advertisement,
+    load_unmask_request,
+)
+
+__all__ = [
+    "ACTION",
+    "CODEC",
+    "MAX_COHORT",
+    "STAGES",
+    "handle",
+    "mask_reply",
+    "session_config",
+    "stage_steps",
+]
+
+ACTION = "query.secagg"
+#: The stages served by ``query.secagg`` (the masked input rides on the step's own action).
+STAGES = ("advertise", "share", "sign", "unmask")
+#: 20 fraction bits (the CKKS path's rounding grid, 2^-20) and |value| <= 2^36 per
+#: partner: 127 partners sum without wrapping 2^63 (privacy.fixed_point, Notes).
+CODEC = FixedPointCodec(frac_bits=20, max_abs_value=2.0**36, max_partners=127)
+MAX_COHORT = CODEC.max_partners
+
+
+def stage_steps(aggregates: frozenset[str]) -> frozenset[str]:
+    """The ``query.secagg`` steps a masked job plans: four stages per aggregate step."""
+    return frozenset(f"{a}.secagg-{s}" for a in aggregates for s in STAGES)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def _unb64(value: object) -> bytes:
+    try:
+        return base64.b64decode(str(value), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ProtocolError("a secure-aggregation field holds invalid base64") from exc
+
+
+def session_config(spec: JobSpec, *, run: str, step: str, me: str, meta: Any) -> SecAggConfig:
+    """The session of ``step``, from the request's cohort and length, checked here."""
+    if not isinstance(meta, Mapping):
+        raise ProtocolError(
+            "a masked job's request carries no 'secagg' parameters",
+            hint="refusing to reply without masks; the coordinator runs another version?",
+        )
+    try:
+        cohort = tuple(sorted({str(c) for c in meta["cohort"]}))
+        length = int(meta["length"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"malformed 'secagg' parameters ({exc!r})") from exc
+    least = max(2, spec.min_partners)
+    if me not in cohort:
+        raise SecAggRefusal("the session's cohort leaves out this partner")
+    if spec.participants and not set(cohort) <= set(spec.participants):
+        raise SecAggRefusal(
+            f"the cohort names partners outside the job: "
+            f"{sorted(set(cohort) - set(spec.participants))}"
+        )
+    if not least <= len(cohort) <= MAX_COHORT:
+        raise SecAggRefusal(
+            f"a cohort of {len(cohort)} partners (this job needs {least}..{MAX_COHORT})",
+            hint="a sum over fewer partners than min_partners is refused",
+        )
+    return SecAggConfig(
+        run=run,
+        step=0,
+        purpose=f"fedcollab/{spec.digest()}/{step}",
+        cohort=cohort,
+        threshold=minimum_threshold(len(cohort)),
+        length=length,
+        codec=CODEC,
+    )
+
+
+def _path(config: Mapping[str, str], run: str, step: str) -> Path:
+    return NodeKeyStore.from_config(config).secagg_session(run, step)
+
+
+def _config_for(path: Path, spec: JobSpec, *, run: str, step: str, me: str) -> SecAggConfig:
+    """The session config pinned at this step's advertisement."""
+    pinned = path.with_suffix(".config")
+    if not pinned.exists():
+        raise SecAggRefusal(
+            f"this node advertised no session keys for step {step!r}",
+            hint="each aggregate step starts with its advertisement; refused",
+        )
+    meta = json.loads(pinned.read_text(encoding="utf-8"))
+    return session_config(spec, run=run, step=step, me=me, meta=meta)
+
+
+def _load(
+    node: Mapping[str, str], spec: JobSpec, *, run: str, step: str, me: str
+) -> tuple[SecAggPartner, Path]:
+    path = _path(node, run, step)
+    cfg = _config_for(path, spec, run=run, step=step, me=me)
+    partner = SecAggPartner.restore(
+        path.read_bytes(),
+        cfg,
+        me=me,
+        signer=Signer.load(node["audit-key"]),
+        peers=load_peer_keys(node),
+    )
+    return partner, path
+
+
+def handle(
+    node: Mapping[str, str], spec: JobSpec, payload: Payload, *, run: str, step: str, me: str
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Serve one ``query.secagg`` stage (``step`` is ``<aggregate>.secagg-<stage>``)."""
+    aggregate, _, stage = step.rpartition(".secagg-")
+    meta = payload.meta.get("secagg")
+    if stage not in STAGES or not aggregate or not isinstance(meta, Mapping):
+        raise ProtocolError(f"{step!r} is not a secure-aggregation stage")
+    if stage == "advertise":
+        cfg = session_config(spec, run=run, step=aggregate, me=me, meta=meta)
+        partner = SecAggPartner(
+            cfg, me=me, signer=Signer.load(node["audit-key"]), peers=load_peer_keys(node)
+        )
+        advert = partner.advertise()
+        path = _path(node, run, aggregate)
+        write_private(
+            path.with_suffix(".config"),
+            json.dumps({"cohort": list(cfg.cohort), "length": cfg.length}).encode(),
+        )
+        write_private(path, partner.to_bytes())
+        return {"advert": _b64(dump(advert))}, {}
+    partner, path = _load(node, spec, run=run, step=aggregate, me=me)
+    reply: tuple[dict[str, Any], dict[str, bytes]]
+    if stage == "share":
+        raw = meta.get("adverts")
+        if not isinstance(raw, Mapping):
+            raise ProtocolError("the share stage carries no advertisements")
+        adverts = {str(n): load_advertisement(_unb64(a)) for n, a in raw.items()}
+        envelopes = partner.share_keys(adverts)
+        reply = {}, {n: e.to_bytes() for n, e in envelopes.items()}
+    elif stage == "sign":
+        survivors = meta.get("survivors")
+        if not isinstance(survivors, list):
+            raise ProtocolError("the signing stage names no survivor set")
+        reply = {"signature": _b64(dump(partner.sign_survivors([str(s) for s in survivors])))}, {}
+    else:
+        request = load_unmask_request(_unb64(meta.get("request")))
+        reply = {"response": _b64(dump(partner.unmask(request)))}, {}
+    write_private(path, partner.to_bytes())
+    return reply
+
+
+def mask_reply(
+    node: Mapping[str, str],
+    spec: JobSpec,
+    payload: Payload,
+    *,
+    run: str,
+    step: str,
+    me: str,
+    vector: np.ndarray,
+) -> tuple[MaskedInput, SecAggConfig]:
+    """The step's reply vector, masked (the vector itself never leaves), and its session."""
+    meta = payload.meta.get("secagg")
+    if not isinstance(meta, Mapping) or not isinstance(meta.get("inbox"), Mapping):
+        raise SecAggRefusal(
+            "a masked job's request carries no share envelopes",
+            hint="refusing to reply without masks; refused",
+        )
+    partner, path = _load(node, spec, run=run, step=step, me=me)
+    inbox = {str(n): Envelope.from_bytes(_unb64(e)) for n, e in meta["inbox"].items()}
+    masked = partner.masked_input(inbox, vector)
+    write_private(path, partner.to_bytes())
+    return masked, partner.config

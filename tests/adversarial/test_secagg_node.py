@@ -1,0 +1,233 @@
+"""A malicious coordinator against masked aggregation on the real partner node path.
+
+:class:`tests.adversarial.support.Attacker` takes the coordinator's seat and drives
+``client.client_app._serve`` (the SuperNode's ClientApp) through the
+``query.secagg`` stages and the planned data request of a ``privacy.aggregation =
+"masked"`` job, with real audit keys, pinned peer keys, grants and run contracts.
+The last test runs the real coordinator (``coordinator.roster.Roster``) against
+the real partners over the in-memory Grid, with partners dropping out.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fedcollab.client.secagg_node import CODEC
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.serde import Payload
+from fedcollab.coordinator.audit import JobAudit
+from fedcollab.coordinator.outputs import JobOutputs
+from fedcollab.coordinator.roster import Roster
+from fedcollab.coordinator.secagg import MaskedSum
+from fedcollab.privacy.envelope import Envelope
+from fedcollab.privacy.secagg_messages import UnmaskRequest
+from fedcollab.privacy.secagg_unmask import route_shares
+from fedcollab.privacy.secagg_wire import (
+    dump,
+    load_survivor_signature,
+    load_unmask_response,
+)
+from fedcollab.protocols import preprocessing
+from tests.adversarial.support import Attacker, job, layout_meta, write_partner
+from tests.coordinator.inmemory_grid import InMemoryGrid, federation, task_identity
+
+CHANNELS = ["app", "web"]
+LENGTH = preprocessing.MomentsLayout(
+    numeric_names=("spend", "visits"),
+    categorical_vocab={"channel": tuple(CHANNELS)},
+    boolean_names=("member",),
+).length
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def _masked_job(**fields: Any) -> JobSpec:
+    return job(privacy={"aggregation": "masked"}, **fields)
+
+
+def _stage(atk: Attacker, name: str, stage: str, secagg: dict[str, Any]) -> Payload:
+    return atk.send(name, "query.secagg", step=f"moments.secagg-{stage}", meta={"secagg": secagg})
+
+
+def _through_masking(atk: Attacker) -> tuple[dict[str, Any], dict[str, Payload]]:
+    """Advertise, share, and the moments request, for every partner (honestly so far)."""
+    names = sorted(atk.configs)
+    for name in names:
+        assert atk.handshake(name).refused is None
+    head = {"cohort": names, "length": LENGTH}
+    adverts = {n: _stage(atk, n, "advertise", head).meta["advert"] for n in names}
+    sent: dict[str, dict[str, Envelope]] = {}
+    for n in names:
+        shares = _stage(atk, n, "share", {**head, "adverts": adverts})
+        sent[n] = {r: Envelope.from_bytes(b) for r, b in shares.parts.items()}
+    inboxes = route_shares(sent)
+    replies = {}
+    for n in names:
+        inbox = {s: _b64(e.to_bytes()) for s, e in inboxes[n].items()}
+        meta = {**layout_meta(channel=CHANNELS), "secagg": {"inbox": inbox}}
+        replies[n] = atk.send(n, "query.moments", step="moments", meta=meta)
+    return head, replies
+
+
+def test_a_masked_job_s_reply_is_masked_words_only(tmp_path: Path) -> None:
+    """The moments reply carries no vector and no ciphertext: only signed masked words,
+    which differ from the encoded moments (a one-time pad)."""
+    atk = Attacker.against(tmp_path, _masked_job())
+    _, replies = _through_masking(atk)
+    for name, reply in replies.items():
+        assert reply.refused is None, (name, reply.meta)
+        assert reply.vector is None and reply.ciphertext is None
+        assert set(reply.parts) == {"masked"}
+        assert "n_rows" not in atk.handshake(name).meta  # the handshake is idempotent
+
+
+def test_a_masked_job_never_replies_without_masks(tmp_path: Path) -> None:
+    """Attack: skip the session and send the planned moments request as in a plaintext
+    job; or send it without this partner's share envelopes."""
+    atk = Attacker.against(tmp_path, _masked_job())
+    assert atk.handshake("a").refused is None
+    bare = atk.send("a", "query.moments", step="moments", meta=layout_meta(channel=CHANNELS))
+    assert bare.vector is None and bare.parts == {} and bare.refused is not None
+
+
+def test_each_stage_is_answered_once(tmp_path: Path) -> None:
+    """Attack: re-run the advertisement (fresh keys, so the difference of two masked
+    replies would cancel) and re-ask the moments step."""
+    atk = Attacker.against(tmp_path, _masked_job())
+    head, _ = _through_masking(atk)
+    again = _stage(atk, "a", "advertise", head)
+    assert again.refused == "ProtocolError" and "advert" not in again.meta
+    repeat = atk.send("a", "query.moments", step="moments", meta=layout_meta(channel=CHANNELS))
+    assert repeat.refused == "ProtocolError" and repeat.parts == {}
+
+
+def test_unplanned_stages_and_cohorts_are_refused(tmp_path: Path) -> None:
+    """Attack: a session for a step the job does not have; a cohort without this partner,
+    below min_partners, or with a partner outside the job's participants."""
+    atk = Attacker.against(tmp_path, _masked_job(participants=["a", "b", "c"], min_partners=3))
+    assert atk.handshake("a").refused is None
+    head = {"cohort": ["a", "b", "c"], "length": LENGTH}
+    unplanned = atk.send(
+        "a", "query.secagg", step="lloyd-1.secagg-advertise", meta={"secagg": head}
+    )
+    assert unplanned.refused == "ProtocolError"
+    for i, cohort in enumerate((["b", "c"], ["a", "b"], ["a", "b", "c", "mallory"])):
+        atk.run = f"run-cohort-{i}"  # a fresh run each: the stage is answered once per run
+        assert atk.handshake("a").refused is None
+        reply = _stage(atk, "a", "advertise", {"cohort": cohort, "length": LENGTH})
+        assert reply.refused == "SecAggRefusal" and "advert" not in reply.meta, cohort
+
+
+def test_dropping_a_live_partner_from_the_survivor_set_does_not_unmask_it(
+    tmp_path: Path,
+) -> None:
+    """Attack: all five partners sent their masked moments (threshold 4); the coordinator
+    tells a-d that e dropped, to get e's masking-key shares, and asks e to sign the full
+    set, to get e's self-mask shares too. e refuses a set without itself; a-d reveal
+    shares only for the one set they signed and every member signed, so nobody reveals
+    a self-mask share of e: e's masked words stay one-time-padded (Bonawitz et al. 2017,
+    the consistency check), and e merely leaves the sum."""
+    atk = Attacker.against(tmp_path, _masked_job(), names=("a", "b", "c", "d", "e"))
+    head, _ = _through_masking(atk)
+    rest = ["a", "b", "c", "d"]
+    without_e = _stage(atk, "e", "sign", {**head, "survivors": rest})
+    assert without_e.refused == "SecAggRefusal" and "signature" not in without_e.meta
+    signed = {}
+    for n in rest:
+        reply = _stage(atk, n, "sign", {**head, "survivors": rest})
+        signed[n] = load_survivor_signature(base64.b64decode(reply.meta["signature"]))
+    # e's signature over the full set: its signing stage was answered (refused) once.
+    assert _stage(atk, "e", "sign", {**head, "survivors": [*rest, "e"]}).refused == (
+        "ProtocolError"
+    )
+    # The full set, signed only by a-d (over another set): a refuses to reveal anything.
+    full = UnmaskRequest((*rest, "e"), {n: s.signature for n, s in signed.items()}, ())
+    reply = _stage(atk, "a", "unmask", {**head, "request": _b64(dump(full))})
+    assert reply.refused == "SecAggRefusal" and "response" not in reply.meta
+    # The set without e, e "dropped": b-d reveal e's masking-key shares, never its
+    # self-mask shares; e reveals nothing (it signed no set).
+    dropped_e = UnmaskRequest(tuple(rest), {n: s.signature for n, s in signed.items()}, ("e",))
+    for name in ("b", "c", "d"):  # a's unmask stage went to the refused request
+        r = _stage(atk, name, "unmask", {**head, "request": _b64(dump(dropped_e))})
+        assert r.refused is None, r.meta
+        response = load_unmask_response(base64.b64decode(r.meta["response"]))
+        assert "e" in response.key_shares and "e" not in response.self_shares
+    e_reply = _stage(atk, "e", "unmask", {**head, "request": _b64(dump(dropped_e))})
+    assert e_reply.refused == "SecAggRefusal" and "response" not in e_reply.meta
+
+
+def test_masks_of_two_runs_never_repeat(tmp_path: Path) -> None:
+    """The same partner, data and step in two runs: the masked words differ everywhere
+    (fresh session keys and seeds, bound to the run)."""
+    atk = Attacker.against(tmp_path, _masked_job())
+    _, first = _through_masking(atk)
+    atk.run = "run-attack-2"
+    _, second = _through_masking(atk)
+    a1 = np.frombuffer(first["a"].parts["masked"][-8 * LENGTH :], dtype="<u8")
+    a2 = np.frombuffer(second["a"].parts["masked"][-8 * LENGTH :], dtype="<u8")
+    assert not np.any(a1 == a2)
+
+
+# ------------------------------------------------------------- dropouts, real coordinator
+
+
+class DroppingGrid(InMemoryGrid):
+    """Partners in ``gone`` stop answering at the first message of group ``at``."""
+
+    def __init__(self, base: InMemoryGrid, gone: set[str], at: str) -> None:
+        super().__init__(base.overrides, [n.name for n in base.nodes])
+        self.gone, self.at, self.dead = gone, at, set[int]()
+
+    def push_messages(self, messages: Any) -> list[str]:
+        ids = []
+        for msg in messages:
+            node = msg.metadata.dst_node_id
+            name = self.nodes[node - 1].name
+            if name in self.gone and msg.metadata.group_id == self.at:
+                self.dead.add(node)
+            if node in self.dead:
+                ids.append(f"lost-{node}-{msg.metadata.group_id}")  # never answered
+                continue
+            ids.extend(super().push_messages([msg]))
+        return ids
+
+
+@pytest.mark.parametrize("dropouts", [0, 1, 2])
+def test_the_masked_sum_is_exact_with_dropouts(tmp_path: Path, dropouts: int) -> None:
+    """7 partners (threshold 5): 0, 1 and n - t = 2 of them drop after sharing their keys
+    (before their masked moments). The coordinator unmasks the survivors' sum, which
+    equals the sum of the survivors' own moments on the fixed-point grid."""
+    names = [f"p{i}" for i in range(7)]
+    spec = _masked_job(participants=names, min_partners=3, round_timeout_s=2.0)
+    sources = [write_partner(tmp_path / "data", n, seed=i) for i, n in enumerate(names)]
+    base, audit_config, policy = federation(spec, sources, tmp_path)
+    gone = set(names[:dropouts])
+    grid = DroppingGrid(base, gone, at="moments")
+    audit = JobAudit(audit_config, spec)
+    roster = Roster(spec=spec, outputs=JobOutputs(tmp_path / "out"), audit=audit, policy=policy)
+    meta = layout_meta(channel=CHANNELS)
+    with task_identity():
+        roster.discover(grid)  # type: ignore[arg-type]
+        acc = roster.new_sum(LENGTH)
+        assert isinstance(acc, MaskedSum)
+        roster.request(grid, action="query.moments", meta=meta, into=acc, step="moments")  # type: ignore[arg-type]
+        total = roster.reveal(grid, acc, step="moments")  # type: ignore[arg-type]
+    assert acc.u2 == frozenset(names) and set(acc.masked) == set(names) - gone
+    # Each survivor's own moments, asked in plaintext from a fresh copy of its node.
+    plain = Attacker.against(tmp_path / "plain", job(participants=names, min_partners=3),
+                             names=tuple(names))  # fmt: skip
+    expected = np.zeros(LENGTH)
+    for name in sorted(set(names) - gone):
+        assert plain.handshake(name).refused is None
+        reply = plain.send(name, "query.moments", step="moments", meta=meta)
+        assert reply.vector is not None
+        expected += CODEC.decode(CODEC.encode(reply.vector), summands=1)
+    assert np.array_equal(total, expected)
+    assert [d["partner"] for d in roster.dropped] == sorted(gone)

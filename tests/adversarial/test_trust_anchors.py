@@ -1,0 +1,60 @@
+"""Trust anchors on the real partner path (issue 14): the pinned peer list and the dealer.
+
+The coordinator's operator writes ``peers.json`` and may send it: swapping one entry let
+it deal its own CKKS key to a partner "as" another partner and read what that partner
+encrypts. A node now refuses a peer list whose entry for itself is not its own key, and
+accepts the job key only from the spec's ``privacy.key_dealer``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fedcollab.compliance.keys import Signer, format_verifier_key
+from fedcollab.coordinator.encryption import HeSession
+from fedcollab.privacy.ckks import SecretKeys
+from fedcollab.privacy.key_transport import PeerKeys, deal
+from tests.adversarial.support import Attacker, job, layout_meta
+
+
+def _swap(atk: Attacker, partner: str, entry: str, key: Signer, tmp_path: Path) -> None:
+    """Give ``partner`` a peer list in which ``entry``'s key is ``key``'s."""
+    cfg = atk.configs[partner]
+    peers = json.loads(Path(cfg["peer-keys"]).read_text())
+    peers[entry] = format_verifier_key(entry, key.public_key)
+    path = tmp_path / f"peers-{partner}.json"
+    path.write_text(json.dumps(peers))
+    cfg["peer-keys"] = str(path)
+
+
+def test_a_peer_list_with_another_key_under_the_node_s_own_name_is_refused(
+    tmp_path: Path,
+) -> None:
+    atk = Attacker.against(tmp_path, job(privacy={"aggregation": "masked"}))
+    _swap(atk, "a", "a", Signer.generate(), tmp_path)
+    assert atk.handshake("a").refused is None
+    head = {"cohort": ["a", "b", "c"], "length": 8}
+    reply = atk.send("a", "query.secagg", step="moments.secagg-advertise", meta={"secagg": head})
+    assert reply.refused == "CiphertextError" and "advert" not in reply.meta
+
+
+def test_a_key_dealt_by_a_substituted_peer_is_refused(tmp_path: Path) -> None:
+    """Attack: the spec names a as the dealer; the coordinator swaps b's pinned key at c
+    for its own, deals its own CKKS key "as b" and sends it to c with the moments request:
+    c would encrypt its moments under a key the coordinator holds."""
+    spec = job(privacy={"encryption": "ckks", "aggregation": "ckks", "key_dealer": "a"})
+    atk = Attacker.against(tmp_path, spec)
+    mallory = Signer.generate()
+    _swap(atk, "c", "b", mallory, tmp_path)
+    offer = atk.handshake("c").meta["he_offer"]
+    keys = SecretKeys.generate()  # the coordinator's own key
+    c_pins = PeerKeys.from_json(Path(atk.configs["c"]["peer-keys"]).read_text())
+    sealed = deal(keys, {"c": offer}, run=atk.run, dealer="b", peers=c_pins, signer=mallory)
+    session = HeSession(public=keys.public(), dealer="b", sealed={"c": sealed["c"].to_json()})
+    reply = atk.send(
+        "c", "query.moments", step="moments",
+        meta={**layout_meta(channel=["app", "web"]),
+              "he": session.request_meta("c", params="wide")},
+    )  # fmt: skip
+    assert reply.ciphertext is None and reply.refused == "CiphertextError"
