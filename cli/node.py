@@ -12,8 +12,8 @@ import typer
 
 from fedcollab.client.grant_check import check_own_grant
 from fedcollab.client.partner_data import PartnerSource
-from fedcollab.client.run_contract import DEFAULT_MAX_RUNS_PER_DAY
 from fedcollab.client.peer_trust import confirm_peers as check_peer_list
+from fedcollab.client.run_contract import DEFAULT_MAX_RUNS_PER_DAY
 from fedcollab.client.supernode import (
     NodeConfig,
     explain_exit,
