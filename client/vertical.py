@@ -36,11 +36,13 @@ import numpy as np
 from fedcollab.client.audit import PartnerAudit
 from fedcollab.client.he_keys import NodeKeyStore, load_peer_keys
 from fedcollab.client.partner_data import PartnerData
+from fedcollab.client.run_contract import RunContract, vertical_plan
 from fedcollab.client.vertical_store import VerticalStore, array_bytes, bytes_array
-from fedcollab.common.errors import ProtocolError
+from fedcollab.common.errors import PolicyRefusal, ProtocolError
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.serde import Payload
 from fedcollab.compliance.keys import Signer
+from fedcollab.compliance.trail import digest_parts
 from fedcollab.privacy.envelope import open_envelope, seal
 from fedcollab.privacy.key_transport import PeerKeys, transport_offer, verify_offer
 from fedcollab.privacy.masking import MaskingKey
@@ -213,6 +215,46 @@ def _accept_alignment(p: PartyContext) -> None:
     p.store.put_array("aligned", rows[own])
 
 
+def _check_label_policy(p: PartyContext) -> None:
+    """The label holder's node refuses a plaintext job (its residuals would go to every
+    feature party in the clear) unless started with ``allow-plaintext-vertical`` for
+    testing; the coordinator cannot choose it for the label holder."""
+    allowed = str(p.config.get("allow-plaintext-vertical", "false")).strip().lower()
+    if not p.spec.privacy.encrypted and allowed not in ("true", "1"):
+        raise PolicyRefusal(
+            f"job {p.spec.name!r} runs the vertical job without encryption; this node holds "
+            "the labels and refuses to release its residuals in the clear",
+            hint="set [privacy] encryption = 'ckks', or (tests only) start the label "
+            "holder's node with --allow-plaintext-vertical",
+        )
+
+
+def _claim(p: PartyContext, phase: str) -> None:
+    """Answer each planned step once per run (client.run_contract.vertical_plan).
+
+    The step a request names must be a step of the pinned job's plan for this
+    party, for this phase, with the iteration or hop its name carries; it is
+    claimed in the node's run contract before anything is computed, so a repeat
+    (another alignment, a fresh noisy embedding, a second decryption of an
+    iteration) is refused.
+    """
+    meta = p.payload.meta
+    step = str(meta.get("step", ""))
+    if vertical_plan(p.spec, partner=p.me).get(step) != phase:
+        raise ProtocolError(
+            f"step {step!r} is not a {phase!r} step of this job's plan for {p.me!r}",
+            hint="a vertical party answers only the steps its accepted job plans; refused",
+        )
+    number = step.rsplit("-", 1)[-1]
+    if phase == "psi_hop" and str(meta.get("hop")) != number:
+        raise ProtocolError(f"step {step!r} names hop {meta.get('hop')!r}")
+    if phase in ("step", "label_step") and str(meta.get("iteration")) != number:
+        raise ProtocolError(f"step {step!r} names iteration {meta.get('iteration')!r}")
+    RunContract.from_config(p.config).claim(
+        p.run, "query.vertical", step, request=digest_parts(p.payload.parts)
+    )
+
+
 class _Steps(Protocol):
     """The model steps of one vertical model (client.vertical_training / vertical_split)."""
 
@@ -256,6 +298,9 @@ def handle(
         raise ProtocolError(f"unknown vertical phase {phase!r}")
     if allowed[phase] not in ("any", role):
         raise ProtocolError(f"phase {phase!r} is not for a {role}")
+    if role == "label_holder":
+        _check_label_policy(p)
+    _claim(p, phase)
     if phase == "psi_own":
         return _psi_own(p)
     if phase == "psi_hop":
