@@ -210,7 +210,8 @@ class RequestPlan:
 def vertical_plan(spec: JobSpec, *, partner: str) -> dict[str, str]:
     """The ``query.vertical`` steps a vertical job may ask of ``partner``: step -> phase.
 
-    Derived from the pinned spec alone: the PSI ring (``psi-own``, one
+    Derived from the pinned spec alone: the PSI ring (the label holder's
+    ``psi-salt``, ``psi-own``, one
     ``psi-hop-<h>`` per other party), then for training ``step-<t>`` /
     ``label-step-<t>`` for ``t < iterations`` and one ``eval`` / ``label-eval``;
     for joint inference (``predict_with``) one ``predict`` / ``label-predict``.
@@ -218,9 +219,10 @@ def vertical_plan(spec: JobSpec, *, partner: str) -> dict[str, str]:
     v = spec.vertical
     if partner not in v.parties:
         return {}
-    plan = {"psi-own": "psi_own"}
-    plan.update({f"psi-hop-{h}": "psi_hop" for h in range(1, len(v.parties))})
     label = v.parties[partner].role == "label_holder"
+    plan = {"psi-salt": "psi_salt"} if label else {}
+    plan["psi-own"] = "psi_own"
+    plan.update({f"psi-hop-{h}": "psi_hop" for h in range(1, len(v.parties))})
     if label:
         plan["intersect"] = "intersect"
     if v.predict_with:

@@ -206,8 +206,10 @@ def test_vertical_steps_outside_the_plan_or_repeated_are_refused(
 ) -> None:
     spec = spec_for(sources, iterations=2)
     world = _world(tmp_path, spec, sources)
-    assert world.vertical("payment", "psi-own", {"phase": "psi_own"}).refused is None
-    reply = world.vertical("payment", step, meta)
+    salt = world.vertical(LABEL, "psi-salt", {"phase": "psi_salt"})
+    parts = {"salt": salt.parts["salt/payment"]} if salt.refused is None else {}
+    assert world.vertical("payment", "psi-own", {"phase": "psi_own"}, parts).refused is None
+    reply = world.vertical("payment", step, meta, parts)
     assert reply.refused == "ProtocolError" and not reply.parts
 
 
@@ -226,3 +228,33 @@ def _charges(world: VerticalWorld, party: str) -> list[Any]:
 
     with BudgetLedger.open(Path(world.configs[party]["state-dir"]) / "budget.db") as ledger:
         return ledger.charges()
+
+
+# -- 5. PSI against the relay ---------------------------------------------------------
+def test_psi_dictionary_attack_by_the_relay_fails(tmp_path: Path, sources: list[Any]) -> None:
+    """The relay hashes 30,000 candidate ids (the id hash was public: domain, run, id),
+    sends them through payment's hop (payment is hop 1 of billing's set) and matches the
+    result with payment's own blinded set. Old code: every id of payment recovered."""
+    from fedcollab.protocols.psi import _hash_ids
+
+    world = _world(tmp_path, spec_for(sources, iterations=2), sources)
+    # The relay runs the protocol's first steps honestly.
+    salt = world.vertical(LABEL, "psi-salt", {"phase": "psi_salt"})
+    parts = {"salt": salt.parts["salt/payment"]} if salt.refused is None else {}
+    own = world.vertical("payment", "psi-own", {"phase": "psi_own"}, parts)
+    assert own.refused is None
+    candidates = [str(i) for i in range(1, 30_001)]
+    hashed = b"".join(_hash_ids(candidates, run=world.run, party="relay"))
+    hop = world.vertical(
+        "payment",
+        "psi-hop-1",
+        {"phase": "psi_hop", "owner": "billing", "hop": 1, "final": False},
+        {"set": hashed},
+    )
+    blob = hop.parts.get("set", b"")
+    tags = {blob[i : i + 32]: candidates[i // 32] for i in range(0, len(blob), 32)}
+    mine = own.part("set")
+    chunks = [mine[i : i + 32] for i in range(0, len(mine), 32)]
+    recovered = {tags[c] for c in chunks if c in tags}
+    assert recovered == set(), f"the relay recovered {len(recovered)} of payment's ids"
+    assert hop.refused == "CiphertextError"  # not sealed and signed by billing for hop 1
