@@ -63,6 +63,11 @@ class NodeConfig:
     vertical_queries: Path | None = None
     #: Serve only differentially private jobs (client.client_app.check_dp_policy).
     dp_only: bool = False
+    #: Vertical label holder: serve plaintext jobs (testing only; client.vertical).
+    allow_plaintext_vertical: bool = False
+    #: Vertical label holder: the label-DP epsilon of its residuals per job (None: the
+    #: default of client.vertical_training).
+    label_epsilon: float | None = None
     #: How this node splits its rows (a partner's constant: client.run_contract).
     split_validation: float = 0.1
     split_test: float = 0.2
@@ -101,6 +106,10 @@ def node_settings(cfg: NodeConfig) -> dict[str, str]:
         items["share-explanations"] = "true"
     if cfg.vertical_queries is not None:
         items["vertical-queries"] = cfg.vertical_queries
+    if cfg.allow_plaintext_vertical:
+        items["allow-plaintext-vertical"] = "true"
+    if cfg.label_epsilon is not None:
+        items["label-epsilon"] = repr(cfg.label_epsilon)
     items.update(
         {
             "dp-only": "true" if cfg.dp_only else "false",
