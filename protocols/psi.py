@@ -56,7 +56,10 @@ coordinator / relay    set sizes; every intermediate set, each blinded by a
                        *different* subset of keys (a ring arc: for 3 parties
                        k0, k1, k2, k0k1, k1k2, k2k0), so no two can be
                        compared; the intersection size from the lengths of
-                       the position lists unless the caller seals them too
+                       the position lists unless the caller seals them too.
+                       A deployment (``client.vertical``) seals every hop to
+                       the next and salts the id hash (:attr:`PsiConfig.salt`),
+                       so the relay sees sizes only and cannot hash candidates
 =====================  ======================================================
 
 Example (order of the rows is the canonical, key-dependent one):

@@ -45,7 +45,11 @@ L -> P_i: residual       P_i: a CKKS ciphertext only (nothing about ``y``).
 L -> P_i: decrypted      P_i: its own gradient ``X_i^T d`` after unmasking --
                          the known leakage of hetero-LR: over iterations, a
                          party with many features narrows down ``d`` (hence
-                         ``y``); with >= n features it could solve for it.
+                         ``y``). With ``label_noise`` > 0, ``d`` carries label-DP
+                         noise (:func:`label_mechanism`) and L takes one value
+                         per declared column (``columns``) for at most
+                         ``iterations`` steps, so even a party that crafts its
+                         "gradient" reads only label-DP residuals.
 relay                    ciphertexts and uniformly masked ``uint64`` vectors.
 ======================  =====================================================
 
