@@ -61,6 +61,7 @@ def vertical_federation(
         share_explanations=(LABEL_HOLDER,),
         budget_cap=1000.0,  # the label holder charges its label-DP noise
         allow_plaintext_vertical=(LABEL_HOLDER,),
+        label_epsilon=64.0,  # the schedule under test, not label DP's utility on 3 iterations
     ) as fed:
         fed.wait_online()
         yield fed
