@@ -296,18 +296,24 @@ def test_label_holder_query_file_must_name_its_own_ids(
     doc = json.loads(trained.to_json())
     doc["vertical"]["predict_with"] = trained.name
     spec = JobSpec.model_validate(doc, strict=False)
-    relay, _offers, _masks = _federation(root, sources, spec, "queries")
+    relay, offers, _masks = _federation(root, sources, spec, "queries")
     config, data = relay.parties[LABEL_HOLDER]
     queries = tmp_path / "queries.txt"
     known = [str(i) for i in data.dataset.ids[:10]]
     queries.write_text("\n".join([*known, "no-such-customer"]) + "\n")
     config["vertical-queries"] = str(queries)
+    relay.send("psi-salt", {LABEL_HOLDER: ({"phase": "psi_salt", "offers": offers}, {})})
     with pytest.raises(ProtocolError, match="not in this node's data"):
-        relay.send("psi-own", {LABEL_HOLDER: ({"phase": "psi_own"}, {})})
+        relay.send("psi-own", {LABEL_HOLDER: ({"phase": "psi_own", "offers": offers}, {})})
     queries.write_text("\n".join(known) + "\n")
     relay.run = "run-vertical-2"  # the refused step stays answered in its run (fail closed)
-    reply = relay.send("psi-own", {LABEL_HOLDER: ({"phase": "psi_own"}, {})})[LABEL_HOLDER]
-    assert len(reply.part("set")) == 10 * 32  # only the queried users enter the PSI
+    offers = {
+        n: encryption.offer(c, partner=n, run=relay.run) for n, (c, _d) in relay.parties.items()
+    }
+    relay.send("psi-salt", {LABEL_HOLDER: ({"phase": "psi_salt", "offers": offers}, {})})
+    own = {LABEL_HOLDER: ({"phase": "psi_own", "offers": offers}, {})}
+    reply = relay.send("psi-own", own)[LABEL_HOLDER]
+    assert reply.meta["n_values"] == 10  # only the queried users enter the PSI (sealed)
     # A training job refuses the inference phases.
     relay.spec = trained
     with pytest.raises(ProtocolError, match="plan"):
@@ -321,7 +327,8 @@ def test_vertical_plan_names_each_phase_once(setup: tuple[Path, list[PartnerSour
     spec = vertical_job(sources, iterations=3)
     label = vertical_plan(spec, partner=LABEL_HOLDER)
     assert label == {
-        "psi-own": "psi_own", "psi-hop-1": "psi_hop", "psi-hop-2": "psi_hop",
+        "psi-salt": "psi_salt", "psi-own": "psi_own",
+        "psi-hop-1": "psi_hop", "psi-hop-2": "psi_hop",
         "intersect": "intersect", "label-step-0": "label_step", "label-step-1": "label_step",
         "label-step-2": "label_step", "label-eval": "label_eval",
     }  # fmt: skip
