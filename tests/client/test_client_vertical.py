@@ -340,3 +340,17 @@ def test_vertical_plan_names_each_phase_once(setup: tuple[Path, list[PartnerSour
         RequestPlan.for_job(spec, partner="payment").check("query.vertical", "label-step-0")
     with pytest.raises(ProtocolError, match="not a step"):
         RequestPlan.for_job(spec, partner="stranger").check("query.vertical", "psi-own")
+
+
+def test_label_holder_node_settings_reach_the_client_app(tmp_path: Path) -> None:
+    from fedcollab.client.supernode import NodeConfig, node_settings
+
+    src = PartnerSource(partner="platform", data=tmp_path / "p.csv", schema=tmp_path / "p.json")
+    base = NodeConfig(source=src, superlink="x:1", ca_cert=tmp_path / "ca", node_key=tmp_path / "k",
+                      port=1)  # fmt: skip
+    assert "allow-plaintext-vertical" not in node_settings(base)
+    assert "label-epsilon" not in node_settings(base)
+    cfg = NodeConfig(source=src, superlink="x:1", ca_cert=tmp_path / "ca", node_key=tmp_path / "k",
+                     port=1, allow_plaintext_vertical=True, label_epsilon=4.0)  # fmt: skip
+    settings = node_settings(cfg)
+    assert settings["allow-plaintext-vertical"] == "true" and settings["label-epsilon"] == "4.0"
