@@ -120,6 +120,20 @@ def start(
             "plan of requests; more are refused and logged).",
         ),
     ] = DEFAULT_MAX_RUNS_PER_DAY,
+    allow_plaintext_vertical: Annotated[
+        bool,
+        typer.Option(
+            help="Label holder, testing only: serve vertical jobs without encryption (your "
+            "residuals go to the feature parties in the clear, with label-DP noise)."
+        ),
+    ] = False,
+    label_epsilon: Annotated[
+        float | None,
+        typer.Option(
+            help="Label holder: label-DP epsilon of the residuals you release per vertical "
+            "job, charged to your budget ledger (default 8)."
+        ),
+    ] = None,
     split_validation: Annotated[
         float, typer.Option(help="Share of your rows held out for validation (your constant).")
     ] = 0.1,
@@ -181,6 +195,8 @@ def start(
         vertical_queries=vertical_queries,
         dp_only=dp_only,
         max_runs_per_day=max_runs_per_day,
+        allow_plaintext_vertical=allow_plaintext_vertical,
+        label_epsilon=label_epsilon,
         split_validation=split_validation,
         split_test=split_test,
         split_seed=split_seed,

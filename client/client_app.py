@@ -301,7 +301,9 @@ def _check_contributions(
 def check_dp_policy(config: Mapping[str, str], spec: JobSpec, *, dataset: str) -> None:
     """A node started with ``dp-only`` serves differentially private jobs only; by default
     (``auto``) that holds for a dataset with a privacy-budget cap: a job without DP would
-    release exact statistics that no ledger can charge, so the cap would bound nothing."""
+    release exact statistics that no ledger can charge, so the cap would bound nothing.
+    Vertical jobs are outside ``auto``: the label holder charges its label-DP noise to
+    that cap (client.vertical_training); ``true`` refuses them like any job without DP."""
     value = str(config.get("dp-only", "auto")).strip().lower()
     if value not in {"true", "false", "1", "0", "auto"}:
         raise PolicyRefusal(
@@ -317,6 +319,10 @@ def check_dp_policy(config: Mapping[str, str], spec: JobSpec, *, dataset: str) -
             hint="set [privacy] dp = 'sample' (or 'client') with a target_epsilon, or ask "
             "the partner to start its node without --dp-only",
         )
+    if spec.task == "vertical":
+        # The label holder charges label-DP on every residual it releases to its own
+        # ledger (client.vertical_training), which needs the cap: "auto" does not apply.
+        return
     if _has_cap(config, dataset):
         raise PolicyRefusal(
             f"dataset {dataset!r} has a privacy-budget cap at this partner, and job "

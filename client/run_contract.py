@@ -82,6 +82,7 @@ __all__ = [
     "max_runs_per_day",
     "node_split",
     "split_settings",
+    "vertical_plan",
 ]
 
 #: Per-run secrets older than this are erased on the next request (see Notes).
@@ -192,9 +193,11 @@ class RequestPlan:
         aggregates: set[str] = set()
         p = spec.privacy
         if spec.task == "vertical":
-            # The vertical phases check their own schedule (client.vertical); here only
-            # the action and the pinned spec are enforced.
-            steps[_VERTICAL] = frozenset()
+            # Each planned step names one phase (vertical_plan); client.vertical checks
+            # the phase and claims the step, so each is answered once per run.
+            steps[_VERTICAL] = frozenset(vertical_plan(spec, partner=partner)) or frozenset(
+                {"(not a party of this job)"}
+            )
             steps[_COSIGN] = frozenset({"cosign"})
             return cls(steps=steps, aggregates=frozenset())
         steps["query.moments"] = frozenset({"moments"})
@@ -247,6 +250,33 @@ class RequestPlan:
                 hint="the partner answers only the steps its accepted job spec plans; "
                 "refused and logged",
             )
+
+
+def vertical_plan(spec: JobSpec, *, partner: str) -> dict[str, str]:
+    """The ``query.vertical`` steps a vertical job may ask of ``partner``: step -> phase.
+
+    Derived from the pinned spec alone: the PSI ring (the label holder's
+    ``psi-salt``, ``psi-own``, one
+    ``psi-hop-<h>`` per other party), then for training ``step-<t>`` /
+    ``label-step-<t>`` for ``t < iterations`` and one ``eval`` / ``label-eval``;
+    for joint inference (``predict_with``) one ``predict`` / ``label-predict``.
+    """
+    v = spec.vertical
+    if partner not in v.parties:
+        return {}
+    label = v.parties[partner].role == "label_holder"
+    plan = {"psi-salt": "psi_salt"} if label else {}
+    plan["psi-own"] = "psi_own"
+    plan.update({f"psi-hop-{h}": "psi_hop" for h in range(1, len(v.parties))})
+    if label:
+        plan["intersect"] = "intersect"
+    if v.predict_with:
+        plan["label-predict" if label else "predict"] = "label_predict" if label else "predict"
+        return plan
+    for t in range(v.iterations):
+        plan[f"label-step-{t}" if label else f"step-{t}"] = "label_step" if label else "step"
+    plan["label-eval" if label else "eval"] = "label_eval" if label else "eval"
+    return plan
 
 
 def contract_path(config: Mapping[str, str]) -> Path:

@@ -66,6 +66,11 @@ class NodeConfig:
     dp_only: bool | None = None
     #: Runs accepted in any 24 hours (client.run_contract).
     max_runs_per_day: int = DEFAULT_MAX_RUNS_PER_DAY
+    #: Vertical label holder: serve plaintext jobs (testing only; client.vertical).
+    allow_plaintext_vertical: bool = False
+    #: Vertical label holder: the label-DP epsilon of its residuals per job (None: the
+    #: default of client.vertical_training).
+    label_epsilon: float | None = None
     #: How this node splits its rows (a partner's constant: client.run_contract).
     split_validation: float = 0.1
     split_test: float = 0.2
@@ -104,6 +109,10 @@ def node_settings(cfg: NodeConfig) -> dict[str, str]:
         items["share-explanations"] = "true"
     if cfg.vertical_queries is not None:
         items["vertical-queries"] = cfg.vertical_queries
+    if cfg.allow_plaintext_vertical:
+        items["allow-plaintext-vertical"] = "true"
+    if cfg.label_epsilon is not None:
+        items["label-epsilon"] = repr(cfg.label_epsilon)
     items.update(
         {
             "dp-only": {None: "auto", True: "true", False: "false"}[cfg.dp_only],

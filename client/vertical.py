@@ -5,9 +5,12 @@ The coordinator relays; this module decides what may leave the partner:
 ==============  ==============  =============================================
 phase           who             sends back (through the relay)
 ==============  ==============  =============================================
-``psi_own``     every party     its ids, hashed and blinded with its PSI key
-``psi_hop``     every party     another party's set, blinded with its key too;
-                                at the last hop sealed to the label holder
+``psi_salt``    label holder    a fresh PSI salt, sealed to each feature party
+``psi_own``     every party     its ids, hashed with the salt and blinded with
+                                its PSI key, sealed to the set's next hop
+``psi_hop``     every party     the set its route's previous hop sealed to it,
+                                blinded with its key too, sealed to the next
+                                hop; at the last hop sealed to the label holder
 ``intersect``   label holder    each party's aligned positions, sealed to it;
                                 the public CKKS context (no secret key)
 ``step``        feature party   masked partial scores sealed to the label
@@ -28,6 +31,7 @@ messages lives in :class:`client.vertical_store.VerticalStore`.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -36,11 +40,13 @@ import numpy as np
 from fedcollab.client.audit import PartnerAudit
 from fedcollab.client.he_keys import NodeKeyStore, load_peer_keys
 from fedcollab.client.partner_data import PartnerData
+from fedcollab.client.run_contract import RunContract, vertical_plan
 from fedcollab.client.vertical_store import VerticalStore, array_bytes, bytes_array
-from fedcollab.common.errors import ProtocolError
+from fedcollab.common.errors import PolicyRefusal, ProtocolError
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.serde import Payload
 from fedcollab.compliance.keys import Signer
+from fedcollab.compliance.trail import digest_parts
 from fedcollab.privacy.envelope import open_envelope, seal
 from fedcollab.privacy.key_transport import PeerKeys, transport_offer, verify_offer
 from fedcollab.privacy.masking import MaskingKey
@@ -113,8 +119,9 @@ class PartyContext:
         )
 
     def psi_config(self) -> psi.PsiConfig:
+        salt = self.store.get("psi.salt") if self.store.has("psi.salt") else b""
         return psi.PsiConfig(
-            run=self.run, parties=tuple(sorted(self.v.parties)), label_holder=self.label
+            run=self.run, parties=tuple(sorted(self.v.parties)), label_holder=self.label, salt=salt
         )
 
     def psi_party(self) -> psi.PsiParty:
@@ -148,24 +155,54 @@ def _psi_rows(p: PartyContext) -> np.ndarray:
     return np.arange(p.data.dataset.n_rows, dtype=np.int64)
 
 
+def _psi_salt(p: PartyContext) -> Reply:
+    """The label holder draws the run's PSI salt and seals it to every feature party
+    (HPKE: X25519 agreement, HKDF-SHA256, AES-256-GCM; signed): the relay never holds it,
+    so it cannot hash candidate ids."""
+    if p.store.has("psi.salt"):
+        raise ProtocolError("this run's PSI salt was already drawn")
+    salt = secrets.token_bytes(psi.SALT_BYTES)
+    p.store.put("psi.salt", salt)
+    return {}, {f"salt/{q}": p.seal_to(q, "psi/salt", salt) for q in p.v.feature_parties}
+
+
+def _hop_topic(owner: str, hop: int) -> str:
+    return f"psi/{owner}/hop-{hop}"
+
+
 def _psi_own(p: PartyContext) -> Reply:
+    if p.me != p.label:
+        salt = p.open_from(p.label, "psi/salt", p.payload.part("salt"))
+        if len(salt) != psi.SALT_BYTES:
+            raise ProtocolError("the label holder's PSI salt has the wrong length")
+        p.store.put("psi.salt", salt)
+    elif not p.store.has("psi.salt"):
+        raise ProtocolError("the label holder has drawn no PSI salt for this run")
     party = p.psi_party()
     rows = _psi_rows(p)
     p.store.put_array("psi.rows", rows)
     blob, permutation = party.blind_own([str(i) for i in p.data.dataset.ids[rows]])
     p.store.put_array("psi.permutation", permutation)
-    return {"n_values": len(blob) // 32}, {"set": blob}
+    route = psi.ring_route(p.psi_config(), p.me)
+    return {"n_values": len(blob) // 32}, {"set": p.seal_to(route[1], _hop_topic(p.me, 1), blob)}
 
 
 def _psi_hop(p: PartyContext) -> Reply:
+    """Blind ``owner``'s set at ``hop``: only as sealed and signed by the route's previous
+    hop for this (run, owner, hop), once; ``final`` follows from the route."""
     meta = p.payload.meta
-    owner, hop, final = str(meta["owner"]), int(meta["hop"]), bool(meta["final"])
+    owner, hop = str(meta["owner"]), int(meta["hop"])
     route = psi.ring_route(p.psi_config(), owner)
     if hop < 1 or hop >= len(route) or route[hop] != p.me:
         raise ProtocolError(f"this node is not hop {hop} of {owner!r}'s set")
-    blinded = p.psi_party().blind(p.payload.part("set"))
-    if not final:
-        return {}, {"set": blinded}
+    marker = f"psi.blinded.{owner}.{hop}"
+    if p.store.has(marker):
+        raise ProtocolError(f"{owner!r}'s set was already blinded at hop {hop} in this run")
+    p.store.put(marker, b"1")
+    incoming = p.open_from(route[hop - 1], _hop_topic(owner, hop), p.payload.part("set"))
+    blinded = p.psi_party().blind(incoming)
+    if hop < len(route) - 1:
+        return {}, {"set": p.seal_to(route[hop + 1], _hop_topic(owner, hop + 1), blinded)}
     if p.me == p.label:
         p.store.put(f"psi.full.{owner}", blinded)  # stays here: the relay never sees it
         return {}, {"set": b""}
@@ -213,6 +250,46 @@ def _accept_alignment(p: PartyContext) -> None:
     p.store.put_array("aligned", rows[own])
 
 
+def _check_label_policy(p: PartyContext) -> None:
+    """The label holder's node refuses a plaintext job (its residuals would go to every
+    feature party in the clear) unless started with ``allow-plaintext-vertical`` for
+    testing; the coordinator cannot choose it for the label holder."""
+    allowed = str(p.config.get("allow-plaintext-vertical", "false")).strip().lower()
+    if not p.spec.privacy.encrypted and allowed not in ("true", "1"):
+        raise PolicyRefusal(
+            f"job {p.spec.name!r} runs the vertical job without encryption; this node holds "
+            "the labels and refuses to release its residuals in the clear",
+            hint="set [privacy] encryption = 'ckks', or (tests only) start the label "
+            "holder's node with --allow-plaintext-vertical",
+        )
+
+
+def _claim(p: PartyContext, phase: str) -> None:
+    """Answer each planned step once per run (client.run_contract.vertical_plan).
+
+    The step a request names must be a step of the pinned job's plan for this
+    party, for this phase, with the iteration or hop its name carries; it is
+    claimed in the node's run contract before anything is computed, so a repeat
+    (another alignment, a fresh noisy embedding, a second decryption of an
+    iteration) is refused.
+    """
+    meta = p.payload.meta
+    step = str(meta.get("step", ""))
+    if vertical_plan(p.spec, partner=p.me).get(step) != phase:
+        raise ProtocolError(
+            f"step {step!r} is not a {phase!r} step of this job's plan for {p.me!r}",
+            hint="a vertical party answers only the steps its accepted job plans; refused",
+        )
+    number = step.rsplit("-", 1)[-1]
+    if phase == "psi_hop" and str(meta.get("hop")) != number:
+        raise ProtocolError(f"step {step!r} names hop {meta.get('hop')!r}")
+    if phase in ("step", "label_step") and str(meta.get("iteration")) != number:
+        raise ProtocolError(f"step {step!r} names iteration {meta.get('iteration')!r}")
+    RunContract.from_config(p.config).claim(
+        p.run, "query.vertical", step, request=digest_parts(p.payload.parts)
+    )
+
+
 class _Steps(Protocol):
     """The model steps of one vertical model (client.vertical_training / vertical_split)."""
 
@@ -242,6 +319,7 @@ def handle(
         raise ProtocolError(f"{p.me!r} is not a party of this vertical job")
     role = spec.vertical.parties[p.me].role
     allowed = {
+        "psi_salt": "label_holder",
         "psi_own": "any",
         "psi_hop": "any",
         "intersect": "label_holder",
@@ -256,6 +334,11 @@ def handle(
         raise ProtocolError(f"unknown vertical phase {phase!r}")
     if allowed[phase] not in ("any", role):
         raise ProtocolError(f"phase {phase!r} is not for a {role}")
+    if role == "label_holder":
+        _check_label_policy(p)
+    _claim(p, phase)
+    if phase == "psi_salt":
+        return _psi_salt(p)
     if phase == "psi_own":
         return _psi_own(p)
     if phase == "psi_hop":

@@ -86,7 +86,12 @@ def feature_predict(p: PartyContext) -> Reply:
             f"{x.shape[1]} columns",
             hint="retrain: the data contract changed since",
         )
-    masked = mask_vector(x @ w, me=p.me, seeds=seeds, step=0, purpose=_PURPOSE)
+    # A per-call step kept at this party: were a second predict ever answered in a run
+    # (the run contract answers one), its masks would be fresh, so two masked vectors
+    # would not difference to this party's partial scores.
+    calls = int(p.store.get("predict.calls").decode()) if p.store.has("predict.calls") else 0
+    p.store.put("predict.calls", str(calls + 1).encode())
+    masked = mask_vector(x @ w, me=p.me, seeds=seeds, step=calls, purpose=_PURPOSE)
     return {}, {"scores": p.seal_to(p.label, "predict/scores", array_bytes(masked))}
 
 

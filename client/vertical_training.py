@@ -7,6 +7,16 @@ runs one step of the pure role (:mod:`protocols.vertical_lr`), saves the state
 and returns what may leave the party: every value for another party is sealed
 to it (:mod:`privacy.envelope`); the relay gets only sealed blobs.
 
+Label privacy (the label holder's own policy, whatever the job asks): its node
+refuses a plaintext job unless started with ``allow-plaintext-vertical`` (for
+testing), adds label-DP noise to every residual it releases, calibrated to its
+``label-epsilon`` (default :data:`DEFAULT_LABEL_EPSILON`) at its ledger's delta
+and charged to its privacy-budget ledger before the first residual leaves
+(:func:`protocols.vertical_lr.label_mechanism`), decrypts exactly one value per
+declared column of each feature party per planned iteration, and keeps the
+training loss at its node (a loss is a function of every label: a party that
+crafts its scores could read labels from it).
+
 Topics name the protocol position of every sealed payload
 (``it-<t>/scores``, ``it-<t>/residual``, ``it-<t>/decrypted``, ``eval/scores``),
 so a payload replayed from another step or party is refused.
@@ -15,25 +25,37 @@ so a payload replayed from another step or party is refused.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from fedcollab.client.budget import charge_mechanism, dataset_key, ledger_path
 from fedcollab.client.vertical_rows import PartyRows, iteration
 from fedcollab.client.vertical_store import array_bytes, bytes_array
-from fedcollab.common.errors import ProtocolError
+from fedcollab.common.errors import PolicyRefusal, ProtocolError
+from fedcollab.common.schema import DatasetSchema
 from fedcollab.common.serde import pack_blobs, unpack_blobs
+from fedcollab.privacy.budget_ledger import BudgetLedger
 from fedcollab.privacy.key_transport import verify_offer
 from fedcollab.privacy.masking import MaskingKey, pairwise_seeds
 from fedcollab.privacy.vertical_he import LabelKeys, PublicContext
+from fedcollab.protocols.vertical_data import declared_columns
 from fedcollab.protocols.vertical_explain import PartyExplanation, lr_party_explanation, redact
-from fedcollab.protocols.vertical_lr import FeatureParty, LabelHolder, VerticalLRConfig
+from fedcollab.protocols.vertical_lr import (
+    FeatureParty,
+    LabelHolder,
+    VerticalLRConfig,
+    label_mechanism,
+    label_noise_for,
+)
 
 if TYPE_CHECKING:
     from fedcollab.client.vertical import Parts, PartyContext, Reply
 
 __all__ = [
+    "DEFAULT_LABEL_EPSILON",
     "feature_eval",
     "feature_setup",
     "feature_step",
@@ -41,6 +63,38 @@ __all__ = [
     "label_setup",
     "label_step",
 ]
+
+
+#: The label holder's label-DP epsilon when its node sets no ``label-epsilon``.
+DEFAULT_LABEL_EPSILON = 8.0
+
+
+def _label_noise(p: PartyContext, config: VerticalLRConfig, n_train: int) -> float:
+    """Calibrate the label noise to this node's epsilon and charge it, before any
+    residual leaves (refused over the cap, or without a cap: fail closed)."""
+    raw = p.config.get("label-epsilon", str(DEFAULT_LABEL_EPSILON))
+    try:
+        eps = float(raw)
+    except ValueError:
+        eps = float("nan")
+    if not (np.isfinite(eps) and eps > 0):
+        raise PolicyRefusal(
+            f"this node's label-epsilon {raw!r} is not a positive number",
+            hint="restart the node with --label-epsilon set to a positive epsilon, e.g. 8",
+        )
+    with BudgetLedger.open(ledger_path(p.config)) as ledger:
+        delta = ledger.budget(dataset_key(p.data)).delta
+    z = label_noise_for(eps, iterations=config.iterations, target_delta=delta)
+    charge_mechanism(
+        p.config,
+        p.data,
+        p.spec,
+        label_mechanism(replace(config, label_noise=z)),
+        run=p.run,
+        step="vertical-label-residuals",
+        audit=p.audit,
+    )
+    return z
 
 
 class _Model(PartyRows):
@@ -113,25 +167,33 @@ def label_setup(p: PartyContext) -> Reply:
     """After the intersection: keys, preprocessing and the initial model at L."""
     m = _Model(p)
     y_train, y_test = m.labels
+    config = replace(m.config, label_noise=_label_noise(p, m.config, len(y_train)))
     keys: LabelKeys | None = None
     parts: Parts = {}
     if m.encrypted:
         keys = LabelKeys.generate()
         p.store.put("ckks.key", keys.to_bytes())
         parts["context"] = keys.public_bytes()
+    n_train = len(y_train)
+    columns = {
+        q: declared_columns(DatasetSchema.model_validate(p.v.parties[q].data_schema), n_train)
+        for q in p.v.feature_parties
+    }
     holder = LabelHolder(
         m.matrix.train,
         y_train,
-        m.config,
+        config,
         parties=p.v.feature_parties,
         keys=keys,
         name=p.me,
+        columns=columns,
     )
     m.save(holder)
     alignment = {
         "intersection": len(p.store.get_array("aligned")),
         "train_rows": len(y_train),
         "test_rows": len(y_test),
+        "label_noise_multiplier": round(config.label_noise, 6),
     }
     return {"alignment": alignment}, parts
 
@@ -140,6 +202,10 @@ def label_step(p: PartyContext) -> Reply:
     it = iteration(p)
     m = _Model(p)
     holder = m.holder()
+    if it != holder.step_count:
+        raise ProtocolError(
+            f"label step {it} requested at the label holder's step {holder.step_count}"
+        )
     parts = p.payload.parts
     scores = {
         q: bytes_array(
@@ -165,7 +231,9 @@ def label_step(p: PartyContext) -> Reply:
         reply[f"residual/{q}"] = p.seal_to(q, f"it-{it}/residual", residual)
         if q in out.decrypted:
             reply[f"grad/{q}"] = p.seal_to(q, f"it-{it}/decrypted", array_bytes(out.decrypted[q]))
-    return {"loss": round(float(out.loss), 6)}, reply
+    losses = json.loads(p.store.get("losses.json")) if p.store.has("losses.json") else []
+    p.store.put("losses.json", json.dumps([*losses, round(float(out.loss), 6)]).encode())
+    return {"loss": None}, reply  # the loss stays here (see the module docstring)
 
 
 def label_eval(p: PartyContext) -> Reply:

@@ -56,10 +56,15 @@ class LocalFederation:
         budget_cap: float | None = None,
         purposes_for: Mapping[str, Sequence[str]] | None = None,
         share_explanations: Sequence[str] = (),
+        allow_plaintext_vertical: Sequence[str] = (),
+        label_epsilon: float | None = None,
     ) -> None:
         """``granting``: partners that sign a grant for ``purposes`` (default: all);
         ``purposes_for``: other purposes for named partners (e.g. vertical parties);
         ``share_explanations``: partners that let others see their feature explanations.
+        ``allow_plaintext_vertical``: label holders that serve plaintext vertical jobs
+        (testing and the encrypted-vs-plaintext benchmark only).
+        ``label_epsilon``: the label holders' label-DP epsilon (None: their default).
         ``budget_cap``: every partner's privacy-budget cap (epsilon) on its dataset, as
         `fedcollab budget set` would set it (None: no cap, DP jobs are refused)."""
         self.root = root
@@ -73,6 +78,8 @@ class LocalFederation:
         self.budget_cap = budget_cap
         self.purposes_for = dict(purposes_for or {})
         self.share_explanations = set(share_explanations)
+        self.allow_plaintext_vertical = set(allow_plaintext_vertical)
+        self.label_epsilon = label_epsilon
         self.logs = root / "logs"
         self.workspace: Workspace | None = None
         self.superlink: subprocess.Popen[bytes] | None = None
@@ -138,6 +145,8 @@ class LocalFederation:
             # The demo's partners run its jobs without DP on their capped datasets too:
             # their explicit choice (their DP job is the one the ledgers charge).
             dp_only=False,
+            allow_plaintext_vertical=src.partner in self.allow_plaintext_vertical,
+            label_epsilon=self.label_epsilon,
         )
         proc = start_supernode(cfg, log=(self.logs / f"{src.partner}.log").open("ab"))
         self.nodes[src.partner] = proc

@@ -122,16 +122,23 @@ class _Relay:
 def _psi(relay: Relay, config: PsiConfig) -> dict[str, bytes]:
     """Run the PSI ring; returns the label holder's input: owner -> fully blinded set."""
     parties = config.parties
-    replies = relay.send("psi-own", {p: ({"phase": "psi_own"}, {}) for p in parties})
+    label = config.label_holder
+    salts = relay.send("psi-salt", {label: ({"phase": "psi_salt"}, {})})[label]
+    replies = relay.send(
+        "psi-own",
+        {
+            p: ({"phase": "psi_own"}, {} if p == label else {"salt": salts.part(f"salt/{p}")})
+            for p in parties
+        },
+    )
     current = {owner: replies[owner].part("set") for owner in parties}
     routes = {owner: ring_route(config, owner) for owner in parties}
     for hop in range(1, len(parties)):
         requests: dict[str, tuple[dict[str, Any], Mapping[str, bytes]]] = {}
         for owner in parties:
-            party = routes[owner][hop]
-            final = hop == len(parties) - 1
+            party = routes[owner][hop]  # each party derives "final" from the route itself
             requests[party] = (
-                {"phase": "psi_hop", "owner": owner, "hop": hop, "final": final},
+                {"phase": "psi_hop", "owner": owner, "hop": hop},
                 {"set": current[owner]},
             )
         replies = relay.send(f"psi-hop-{hop}", requests)

@@ -16,7 +16,11 @@ the CPUs available), with the same public calls as
 - *hops*: the other parties' blindings round the ring
   (:meth:`protocols.psi.PsiParty.blind`);
 - *intersect*: the label holder's intersection (:func:`protocols.psi.intersect`);
-- *map back*: every party's rows (:func:`protocols.psi.aligned_rows`).
+- *map back*: every party's rows (:func:`protocols.psi.aligned_rows`);
+- *seal*: every set handed to the next hop (and the fully blinded sets to the
+  label holder) sealed and signed by the sender, opened and checked by the
+  recipient (:mod:`privacy.envelope`, HPKE + Ed25519), as the hardened protocol
+  does; ids are hashed with a per-run salt (:attr:`protocols.psi.PsiConfig.salt`).
 
 Wall = the sum of the phases (n parties x n scalar multiplications per id).
 ``rows/s per core = (ids of all parties) / (wall x cores used)``, the unit in
@@ -29,8 +33,7 @@ each party's rows are exactly the true intersection, in the same order.
 The *floor* is what the scalar multiplications alone cost on the cores used:
 ``(n parties x total ids) x (µs per multiplication, measured here) / cores``;
 ``openssl speed ecdhx25519`` is recorded beside it when ``openssl`` is on the
-PATH. Not measured: the network, sealing the fully blinded sets to the label
-holder, and Flower's messages; in a deployment each party has its own
+PATH. Not measured: the network and Flower's messages; in a deployment each party has its own
 machine, so hops of different sets could run in parallel.
 
 Notes
@@ -65,6 +68,7 @@ from rich.table import Table
 
 from fedcollab.protocols.psi import (
     POOL_THRESHOLD,
+    SALT_BYTES,
     PsiConfig,
     PsiParty,
     aligned_rows,
@@ -98,23 +102,61 @@ def make_sets(n: int, overlap: float, parties: int, seed: int) -> dict[str, list
     return sets
 
 
+class _Sealing:
+    """Each party's signing key and per-run transport key, pinned at every other party:
+    every set passed from one party to the next is sealed and signed by the sender and
+    opened and checked by the recipient (:mod:`privacy.envelope`), as a deployment does."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        from fedcollab.compliance.keys import Signer
+        from fedcollab.privacy.key_transport import PeerKeys, TransportKey
+
+        self.signers = {n: Signer.generate() for n in names}
+        self.keys = {n: TransportKey.generate() for n in names}
+        self.peers = PeerKeys({n: s.public_key for n, s in self.signers.items()})
+
+    def hand_over(self, blob: bytes, *, sender: str, recipient: str, topic: str) -> bytes:
+        from fedcollab.privacy.envelope import open_envelope, seal
+
+        sealed = seal(
+            blob, run="bench", sender=sender, recipient=recipient, topic=topic,
+            recipient_key=self.keys[recipient].public_bytes(), signer=self.signers[sender],
+        ).to_bytes()  # fmt: skip
+        return open_envelope(
+            sealed, run="bench", me=recipient, sender=sender, topic=topic,
+            key=self.keys[recipient], peers=self.peers,
+        )  # fmt: skip
+
+
 def run_timed(
     sets: Mapping[str, Sequence[str]], *, workers: int | None, seed: int
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """:func:`protocols.psi.run_psi_local`, step by step, with each phase timed."""
-    config = PsiConfig(run="bench", parties=tuple(sets), label_holder=next(iter(sets)))
+    """:func:`protocols.psi.run_psi_local`, step by step, with each phase timed; salted
+    ids, and every hand-over sealed and signed (``seal``)."""
+    names = tuple(sets)
+    salt = os.urandom(SALT_BYTES)
+    config = PsiConfig(run="bench", parties=names, label_holder=names[0], salt=salt)
     parties = {name: PsiParty(name, config, workers=workers) for name in config.parties}
-    seconds = dict.fromkeys(("own", "hops", "intersect", "map_back"), 0.0)
+    sealing = _Sealing(names)
+    seconds = dict.fromkeys(("own", "hops", "seal", "intersect", "map_back"), 0.0)
     permutations: dict[str, np.ndarray] = {}
     full: dict[str, bytes] = {}
     for i, owner in enumerate(config.parties):
         t = time.perf_counter()
         blob, permutations[owner] = parties[owner].blind_own(sets[owner], seed=seed + i)
         seconds["own"] += time.perf_counter() - t
-        t = time.perf_counter()
-        for hop in ring_route(config, owner)[1:]:
-            blob = parties[hop].blind(blob)
-        seconds["hops"] += time.perf_counter() - t
+        route = ring_route(config, owner)
+        for h in range(1, len(route) + 1):
+            recipient = route[h] if h < len(route) else config.label_holder
+            if recipient != route[h - 1]:  # the label holder keeps its own last hop
+                t = time.perf_counter()
+                blob = sealing.hand_over(blob, sender=route[h - 1], recipient=recipient,
+                                         topic=f"psi/{owner}/hop-{h}")  # fmt: skip
+                seconds["seal"] += time.perf_counter() - t
+            if h < len(route):
+                t = time.perf_counter()
+                blob = parties[route[h]].blind(blob)
+                seconds["hops"] += time.perf_counter() - t
         full[owner] = blob
     t = time.perf_counter()
     positions = intersect(full)
@@ -247,8 +289,9 @@ def summarise(main: Mapping[str, Any], calibration: Mapping[str, Any]) -> dict[s
 
 def render(results: Sequence[Mapping[str, Any]]) -> Table:
     table = Table(title="ECDH-PSI on X25519, all parties on this machine", expand=True)
-    for col in ("parties", "ids/party", "overlap", "found", "ok", "own", "hops", "intersect",
-                "map back", "wall", "rows/s/core", "CPU s / cores", "CPU use"):  # fmt: skip
+    for col in ("parties", "ids/party", "overlap", "found", "ok", "own", "hops", "seal",
+                "intersect", "map back", "wall", "rows/s/core", "CPU s / cores",
+                "CPU use"):  # fmt: skip
         table.add_column(col, justify="right")
     for r in results:
         s = r["seconds"]
@@ -258,7 +301,7 @@ def render(results: Sequence[Mapping[str, Any]]) -> Table:
             f"{r['overlap']:g}",
             f"{r['intersection']:,}",
             "yes" if r["correct"] else "NO",
-            *(f"{s[k]:.2f} s" for k in ("own", "hops", "intersect", "map_back", "wall")),
+            *(f"{s[k]:.2f} s" for k in ("own", "hops", "seal", "intersect", "map_back", "wall")),
             f"{r['rows_per_s_per_core']:,.0f}",
             f"{r['cpu_seconds_per_core']:.2f} s",
             f"{r['cpu_utilisation']:.0%}",

@@ -56,7 +56,10 @@ coordinator / relay    set sizes; every intermediate set, each blinded by a
                        *different* subset of keys (a ring arc: for 3 parties
                        k0, k1, k2, k0k1, k1k2, k2k0), so no two can be
                        compared; the intersection size from the lengths of
-                       the position lists unless the caller seals them too
+                       the position lists unless the caller seals them too.
+                       A deployment (``client.vertical``) seals every hop to
+                       the next and salts the id hash (:attr:`PsiConfig.salt`),
+                       so the relay sees sizes only and cannot hash candidates
 =====================  ======================================================
 
 Example (order of the rows is the canonical, key-dependent one):
@@ -120,6 +123,8 @@ from fedcollab.protocols._checks import check_positive_int
 __all__ = [
     "DOMAIN",
     "POOL_THRESHOLD",
+    "SALTED_DOMAIN",
+    "SALT_BYTES",
     "TAG_BYTES",
     "PsiConfig",
     "PsiParty",
@@ -135,6 +140,12 @@ TAG_BYTES = 32
 DOMAIN = b"fedcollab/psi/x25519-sha256/v1"
 """Domain tag hashed before the run id and every id."""
 
+SALTED_DOMAIN = b"fedcollab/psi/x25519-sha256/v2-salted"
+"""Domain tag of the keyed id hash (:attr:`PsiConfig.salt` set)."""
+
+SALT_BYTES = 32
+"""Bytes of a PSI salt."""
+
 POOL_THRESHOLD = 20_000
 """Batches of at least this many values are blinded over a process pool."""
 
@@ -149,10 +160,15 @@ class PsiConfig:
     run: str
     parties: tuple[str, ...]
     label_holder: str
+    #: A secret the parties share and the relay does not (32 bytes, or empty: no salt).
+    #: With it the id hash is keyed, so whoever lacks it cannot hash candidate ids.
+    salt: bytes = b""
 
     def __post_init__(self) -> None:
         if not isinstance(self.run, str) or not self.run:
             raise ProtocolError("PSI run id must be a non-empty string")
+        if not isinstance(self.salt, bytes) or len(self.salt) not in (0, SALT_BYTES):
+            raise ProtocolError(f"a PSI salt is {SALT_BYTES} bytes (or empty)")
         if len(self.parties) < 2 or len(set(self.parties)) != len(self.parties):
             raise ProtocolError(
                 f"PSI needs at least two distinct parties, got {list(self.parties)!r}",
@@ -228,7 +244,7 @@ def _as_values(blob: bytes, *, what: str) -> bytes:
     return blob
 
 
-def _hash_ids(ids: Sequence[str], *, run: str, party: str) -> list[bytes]:
+def _hash_ids(ids: Sequence[str], *, run: str, party: str, salt: bytes = b"") -> list[bytes]:
     """Domain-separated SHA-256 of each id; refuses non-strings and duplicates."""
     encoded = []
     first_row: dict[str, int] = {}
@@ -252,6 +268,8 @@ def _hash_ids(ids: Sequence[str], *, run: str, party: str) -> list[bytes]:
         encoded.append(value.encode("utf-8"))
     run_bytes = run.encode("utf-8")
     prefix = DOMAIN + struct.pack(">I", len(run_bytes)) + run_bytes
+    if salt:
+        prefix = SALTED_DOMAIN + salt + struct.pack(">I", len(run_bytes)) + run_bytes
     length = struct.Struct(">Q").pack
     sha256 = hashlib.sha256
     return [sha256(prefix + length(len(b)) + b).digest() for b in encoded]
@@ -309,7 +327,7 @@ class PsiParty:
         at shuffled position ``p``.  ``seed`` makes the shuffle reproducible
         and public: for tests and benchmarks only.
         """
-        hashed = _hash_ids(ids, run=self.config.run, party=self.name)
+        hashed = _hash_ids(ids, run=self.config.run, party=self.name, salt=self.config.salt)
         permutation = _shuffle(len(hashed), seed)
         return self.blind(b"".join([hashed[i] for i in permutation])), permutation
 

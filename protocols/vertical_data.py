@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedcollab.common.dataset import Dataset, split_indices
+from fedcollab.common.schema import DatasetSchema
 from fedcollab.protocols.preprocessing import (
     MomentsLayout,
     Preprocessor,
@@ -24,7 +25,7 @@ from fedcollab.protocols.preprocessing import (
     local_vocabulary,
 )
 
-__all__ = ["PartyMatrix", "aligned_split", "party_matrix"]
+__all__ = ["PartyMatrix", "aligned_split", "declared_columns", "party_matrix"]
 
 
 @dataclass(frozen=True)
@@ -90,3 +91,23 @@ def party_matrix(
         return pre.transform(sub.numeric, sub.categorical, sub.boolean).astype(np.float64)
 
     return PartyMatrix(preprocessor=pre, train=transform(train_pos), test=transform(test_pos))
+
+
+def declared_columns(
+    schema: DatasetSchema, n_train: int, *, min_category_count: int = 10
+) -> tuple[int, int]:
+    """The fewest and most columns :func:`party_matrix` can give a party with ``schema``.
+
+    Exact for a schema whose categories all have a declared vocabulary; an open
+    category adds between 0 and ``n_train // min_category_count`` columns (the
+    values held at least that often). The label holder refuses a gradient with
+    another number of entries (:class:`protocols.vertical_lr.LabelHolder`).
+    """
+    fixed = len(schema.numeric_features) + len(schema.boolean_features)
+    open_bound = 0
+    for f in schema.categorical_features:
+        if f.vocabulary is not None:
+            fixed += len(f.vocabulary)
+        else:
+            open_bound += n_train // min_category_count
+    return fixed, fixed + open_bound

@@ -45,7 +45,11 @@ L -> P_i: residual       P_i: a CKKS ciphertext only (nothing about ``y``).
 L -> P_i: decrypted      P_i: its own gradient ``X_i^T d`` after unmasking --
                          the known leakage of hetero-LR: over iterations, a
                          party with many features narrows down ``d`` (hence
-                         ``y``); with >= n features it could solve for it.
+                         ``y``). With ``label_noise`` > 0, ``d`` carries label-DP
+                         noise (:func:`label_mechanism`) and L takes one value
+                         per declared column (``columns``) for at most
+                         ``iterations`` steps, so even a party that crafts its
+                         "gradient" reads only label-DP residuals.
 relay                    ciphertexts and uniformly masked ``uint64`` vectors.
 ======================  =====================================================
 
@@ -76,7 +80,8 @@ from typing import Any
 
 import numpy as np
 
-from fedcollab.common.errors import ProtocolError
+from fedcollab.common.errors import PrivacyError, ProtocolError
+from fedcollab.privacy.accounting import Gaussian, gaussian_noise_for
 from fedcollab.privacy.masking import mask_vector, unmask_sum
 from fedcollab.privacy.vertical_he import (
     LabelKeys,
@@ -96,6 +101,8 @@ __all__ = [
     "LabelHolder",
     "LabelOut",
     "VerticalLRConfig",
+    "label_mechanism",
+    "label_noise_for",
 ]
 
 _TRAIN = "vertical-lr/train-scores"
@@ -115,12 +122,44 @@ class VerticalLRConfig:
     momentum: float = 0.5
     l2: float = 0.0
     encrypted: bool = True
+    #: Label DP: the residual ``d`` is released as ``d + N(0, (label_noise / n)^2)`` per
+    #: row (:func:`label_mechanism`); 0 releases it exact (not label-private).
+    label_noise: float = 0.0
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or not 0 < self.learning_rate <= 2:
             raise ProtocolError("need iterations >= 1 and 0 < learning_rate <= 2")
         if not 0 <= self.momentum < 1 or self.l2 < 0:
             raise ProtocolError("need 0 <= momentum < 1 and l2 >= 0")
+        if not (np.isfinite(self.label_noise) and self.label_noise >= 0):
+            raise ProtocolError("need label_noise >= 0 (a noise multiplier)")
+
+
+def label_mechanism(config: VerticalLRConfig) -> Gaussian:
+    """Every residual release of a training job, as one DP mechanism on the labels.
+
+    Changing one label ``y_i`` changes ``d_t = (p_t - y)/n`` by ``e_i / n`` (L2
+    sensitivity ``1/n``) when ``p_t`` is a function of earlier releases only --
+    which holds because the label holder updates its own weights with the released
+    (noisy) residual too. Each of the ``iterations`` releases adds
+    ``N(0, (z/n)^2)`` per row: ``iterations`` adaptive Gaussian mechanisms with
+    noise multiplier ``z`` (label DP, Ghazi et al. 2021, "Deep Learning with Label
+    Differential Privacy", NeurIPS; the per-iteration residual as the released
+    quantity, as in Yang et al. 2023, "Differentially Private Label Protection in
+    Split Learning"). Everything a feature party gets decrypted is computed from
+    these noisy residuals, so it is covered by post-processing.
+    """
+    if config.label_noise <= 0:
+        raise PrivacyError(
+            "label noise is off (label_noise = 0): the residuals are not label-private",
+            hint="calibrate it with label_noise_for(epsilon, ...)",
+        )
+    return Gaussian(noise_multiplier=config.label_noise, count=config.iterations)
+
+
+def label_noise_for(target_epsilon: float, *, iterations: int, target_delta: float) -> float:
+    """The smallest noise multiplier for which :func:`label_mechanism` meets the target."""
+    return gaussian_noise_for(target_epsilon, target_delta=target_delta, count=iterations)
 
 
 @dataclass(frozen=True)
@@ -328,6 +367,7 @@ class LabelHolder:
         parties: Sequence[str],
         keys: LabelKeys | None = None,
         name: str = "label",
+        columns: Mapping[str, tuple[int, int]] | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -345,11 +385,21 @@ class LabelHolder:
         self._parties = sorted(parties)
         if not self._parties or len(set(self._parties)) != len(self._parties):
             raise ProtocolError("vertical training needs distinct feature parties (at least one)")
+        # Per party: (fewest, most) gradient columns its declared schema allows; the count
+        # of its first gradient is pinned (a closed schema declares it exactly).
+        self._columns = {q: (int(a), int(b)) for q, (a, b) in (columns or {}).items()}
+        if self._columns and sorted(self._columns) != self._parties:
+            raise ProtocolError("declared gradient columns must name every feature party")
         self._t = 0
 
     @property
     def weights(self) -> np.ndarray:
         return self._w[:-1].copy()
+
+    @property
+    def step_count(self) -> int:
+        """Iterations done (the next :meth:`step` is iteration ``step_count``)."""
+        return self._t
 
     @property
     def intercept(self) -> float:
@@ -371,6 +421,11 @@ class LabelHolder:
         masked_scores: Mapping[str, np.ndarray],
         masked_grads: Mapping[str, list[bytes] | np.ndarray],
     ) -> LabelOut:
+        if self._t >= self.config.iterations:
+            raise ProtocolError(
+                f"the job plans {self.config.iterations} iterations; step {self._t} refused",
+                hint="the label holder decrypts gradients for planned iterations only",
+            )
         expected = self._parties if self._t > 0 else []
         if sorted(masked_grads) != expected:
             raise ProtocolError(
@@ -380,6 +435,7 @@ class LabelHolder:
             )
         decrypted: dict[str, np.ndarray] = {}
         for party, grad in masked_grads.items():
+            self._check_columns(party, len(grad))
             if self.config.encrypted:
                 if not isinstance(grad, list) or self._keys is None:
                     raise ProtocolError(f"{party}: expected encrypted gradient ciphertexts")
@@ -391,6 +447,10 @@ class LabelHolder:
         eps = 1e-12
         loss = float(-np.mean(self._y * np.log(p + eps) + (1 - self._y) * np.log(1 - p + eps)))
         d = (p - self._y) / self._y.size
+        if self.config.label_noise > 0:
+            # Fresh OS entropy: the noise must be unpredictable to the feature parties.
+            noise = np.random.default_rng().normal(0.0, self.config.label_noise, d.size)
+            d = d + noise / self._y.size  # released, and used for L's own update too
         grad_own = self._Xa.T @ d
         grad_own[:-1] += self.config.l2 * self._w[:-1]
         step_size = self.config.learning_rate / (len(self._parties) + 1)
@@ -402,6 +462,21 @@ class LabelHolder:
         if self.config.encrypted and self._keys is not None:
             return LabelOut(encrypt_residuals(self._keys, d), decrypted, loss)
         return LabelOut(d, decrypted, loss)
+
+    def _check_columns(self, party: str, count: int) -> None:
+        """One value (ciphertext) per declared feature column of ``party``, every step."""
+        if not self._columns:
+            return
+        low, high = self._columns[party]
+        if not low <= count <= high:
+            raise ProtocolError(
+                f"{party} sent {count} gradient values; its declared schema has "
+                + (f"{low}" if low == high else f"{low} to {high}")
+                + " columns",
+                hint="a feature party's gradient has one entry per column of its declared "
+                "data contract; refused (more would be a decryption oracle on the residual)",
+            )
+        self._columns[party] = (count, count)
 
     def predict(self, masked_scores: Mapping[str, np.ndarray], X_rows: np.ndarray) -> np.ndarray:
         """Probabilities for new rows from every party's :meth:`FeatureParty.scores`."""
@@ -421,6 +496,7 @@ class LabelHolder:
             "config": asdict(self.config),
             "digest": _digest(np.hstack([self._X, self._y[:, None]])),
             "parties": self._parties,
+            "columns": self._columns,
         }
         return _pack(meta, {"w": self._w, "velocity": self._velocity})
 
@@ -430,7 +506,15 @@ class LabelHolder:
     ) -> LabelHolder:
         meta, arrays = _unpack(raw, "label")
         config = VerticalLRConfig(**meta["config"])
-        holder = cls(X, y, config, parties=meta["parties"], keys=keys, name=meta["name"])
+        holder = cls(
+            X,
+            y,
+            config,
+            parties=meta["parties"],
+            keys=keys,
+            name=meta["name"],
+            columns={q: (int(a), int(b)) for q, (a, b) in meta.get("columns", {}).items()},
+        )
         _check_data(meta, np.hstack([holder._X, holder._y[:, None]]))
         holder._t = int(meta["t"])
         holder._w, holder._velocity = arrays["w"], arrays["velocity"]

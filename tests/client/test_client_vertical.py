@@ -30,6 +30,7 @@ from fedcollab.common.split import split_vertical
 from fedcollab.compliance.trail import create_party_key
 from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.coordinator.vertical import drive
+from fedcollab.privacy.budget_ledger import BudgetLedger
 
 RUN = "run-vertical-1"
 N_ROWS = 1500
@@ -97,6 +98,10 @@ def _federation(
             "audit-key": str(keys[src.partner][0]),
             "peer-keys": str(peers),
             "state-dir": str(root / tag / src.partner / "state"),
+            # plaintext runs are the comparison baseline: allowed for testing only
+            "allow-plaintext-vertical": "true",
+            # the schedule under test, not the utility of label DP on 850 rows
+            "label-epsilon": "64",
         }
         data = load_partner(
             src,
@@ -105,6 +110,9 @@ def _federation(
             split_seed=ev.split_seed,
         )
         parties[src.partner] = (config, data)
+        if src.partner == LABEL_HOLDER:  # label DP is charged to the label holder's ledger
+            with BudgetLedger.open(Path(config["state-dir"]) / "budget.db") as ledger:
+                ledger.set_cap(data.dataset.schema.dataset, epsilon_cap=1000.0, delta=1e-5)
         offers[src.partner] = encryption.offer(config, partner=src.partner, run=RUN)
         if src.partner != LABEL_HOLDER:
             masks[src.partner] = vertical.mask_offer(config, partner=src.partner, run=RUN)
@@ -135,8 +143,11 @@ def test_vertical_schedule_end_to_end(
     base = baselines(sources, spec)
     assert result.final["test_auc"] >= base["label_holder_alone_test_auc"]
     assert result.final["test_auc"] >= base["centralized_test_auc"] - 0.02
-    losses = [h["train_loss"] for h in result.history]
-    assert losses[-1] < losses[0]
+    # The training loss is a function of every label: it stays at the label holder.
+    assert all(h["train_loss"] is None for h in result.history)
+    label_store = VerticalStore.from_config(relay.parties[LABEL_HOLDER][0], RUN)
+    losses = json.loads(label_store.get("losses.json"))
+    assert len(losses) == 8 and losses[-1] < losses[0]
 
     # Explanations: importance for all; feature detail only where the party shares it.
     views = {e["party"]: e for e in result.explanations}
@@ -193,7 +204,7 @@ def test_wrong_role_and_skipped_steps_are_refused(
         )
     with pytest.raises(ProtocolError, match="missing"):
         # A feature step before the PSI ever ran: no aligned rows at this node.
-        relay.send("x", {"payment": ({"phase": "eval", "offers": offers}, {})})
+        relay.send("eval", {"payment": ({"phase": "eval", "offers": offers}, {})})
 
 
 def test_split_nn_with_embedding_dp_charges_the_ledger_first(
@@ -285,18 +296,61 @@ def test_label_holder_query_file_must_name_its_own_ids(
     doc = json.loads(trained.to_json())
     doc["vertical"]["predict_with"] = trained.name
     spec = JobSpec.model_validate(doc, strict=False)
-    relay, _offers, _masks = _federation(root, sources, spec, "queries")
+    relay, offers, _masks = _federation(root, sources, spec, "queries")
     config, data = relay.parties[LABEL_HOLDER]
     queries = tmp_path / "queries.txt"
     known = [str(i) for i in data.dataset.ids[:10]]
     queries.write_text("\n".join([*known, "no-such-customer"]) + "\n")
     config["vertical-queries"] = str(queries)
+    relay.send("psi-salt", {LABEL_HOLDER: ({"phase": "psi_salt", "offers": offers}, {})})
     with pytest.raises(ProtocolError, match="not in this node's data"):
-        relay.send("psi-own", {LABEL_HOLDER: ({"phase": "psi_own"}, {})})
+        relay.send("psi-own", {LABEL_HOLDER: ({"phase": "psi_own", "offers": offers}, {})})
     queries.write_text("\n".join(known) + "\n")
-    reply = relay.send("psi-own", {LABEL_HOLDER: ({"phase": "psi_own"}, {})})[LABEL_HOLDER]
-    assert len(reply.part("set")) == 10 * 32  # only the queried users enter the PSI
+    relay.run = "run-vertical-2"  # the refused step stays answered in its run (fail closed)
+    offers = {
+        n: encryption.offer(c, partner=n, run=relay.run) for n, (c, _d) in relay.parties.items()
+    }
+    relay.send("psi-salt", {LABEL_HOLDER: ({"phase": "psi_salt", "offers": offers}, {})})
+    own = {LABEL_HOLDER: ({"phase": "psi_own", "offers": offers}, {})}
+    reply = relay.send("psi-own", own)[LABEL_HOLDER]
+    assert reply.meta["n_values"] == 10  # only the queried users enter the PSI (sealed)
     # A training job refuses the inference phases.
     relay.spec = trained
-    with pytest.raises(ProtocolError, match="joint-inference"):
-        relay.send("x", {"payment": ({"phase": "predict"}, {})})
+    with pytest.raises(ProtocolError, match="plan"):
+        relay.send("predict", {"payment": ({"phase": "predict"}, {})})
+
+
+def test_vertical_plan_names_each_phase_once(setup: tuple[Path, list[PartnerSource]]) -> None:
+    from fedcollab.client.run_contract import RequestPlan, vertical_plan
+
+    _root, sources = setup
+    spec = vertical_job(sources, iterations=3)
+    label = vertical_plan(spec, partner=LABEL_HOLDER)
+    assert label == {
+        "psi-salt": "psi_salt", "psi-own": "psi_own",
+        "psi-hop-1": "psi_hop", "psi-hop-2": "psi_hop",
+        "intersect": "intersect", "label-step-0": "label_step", "label-step-1": "label_step",
+        "label-step-2": "label_step", "label-eval": "label_eval",
+    }  # fmt: skip
+    feature = vertical_plan(spec, partner="payment")
+    assert set(feature) == {"psi-own", "psi-hop-1", "psi-hop-2", "step-0", "step-1", "step-2",
+                            "eval"}  # fmt: skip
+    assert vertical_plan(spec, partner="stranger") == {}
+    with pytest.raises(ProtocolError, match="not a step"):
+        RequestPlan.for_job(spec, partner="payment").check("query.vertical", "label-step-0")
+    with pytest.raises(ProtocolError, match="not a step"):
+        RequestPlan.for_job(spec, partner="stranger").check("query.vertical", "psi-own")
+
+
+def test_label_holder_node_settings_reach_the_client_app(tmp_path: Path) -> None:
+    from fedcollab.client.supernode import NodeConfig, node_settings
+
+    src = PartnerSource(partner="platform", data=tmp_path / "p.csv", schema=tmp_path / "p.json")
+    base = NodeConfig(source=src, superlink="x:1", ca_cert=tmp_path / "ca", node_key=tmp_path / "k",
+                      port=1)  # fmt: skip
+    assert "allow-plaintext-vertical" not in node_settings(base)
+    assert "label-epsilon" not in node_settings(base)
+    cfg = NodeConfig(source=src, superlink="x:1", ca_cert=tmp_path / "ca", node_key=tmp_path / "k",
+                     port=1, allow_plaintext_vertical=True, label_epsilon=4.0)  # fmt: skip
+    settings = node_settings(cfg)
+    assert settings["allow-plaintext-vertical"] == "true" and settings["label-epsilon"] == "4.0"

@@ -36,7 +36,7 @@ def test_small_run_writes_consistent_json(tmp_path: Path) -> None:
         assert r["intersection"] == round(0.5 * r["n_per_party"])
         assert r["scalar_mults"] == r["parties"] ** 2 * r["n_per_party"]
         s = r["seconds"]
-        assert s["wall"] == s["own"] + s["hops"] + s["intersect"] + s["map_back"]
+        assert s["wall"] == s["own"] + s["hops"] + s["seal"] + s["intersect"] + s["map_back"]
         assert r["rows_per_s_per_core"] == r["parties"] * r["n_per_party"] / (
             s["wall"] * r["cores_used"]
         )

@@ -62,10 +62,14 @@ def test_small_run_writes_consistent_json(tmp_path: Path) -> None:
     assert snn["8"]["noise_multiplier"] > 0 and 7.5 < snn["8"]["epsilon"] <= 8.0
     assert set(res["checks"]) and all(isinstance(v, bool) for v in res["checks"].values())
     labels = [label for label, _, _ in vertical.models(res)]
-    assert labels[:4] == [
+    assert labels[:5] == [
         "label holder alone",
         "vertical LR, plaintext",
         "vertical LR, encrypted",
+        "vertical LR, label DP ε=8",
         "centralized LR (pooled)",
     ]
-    assert len(labels) == 6
+    assert len(labels) == 7
+    dp = lr["label_dp"]
+    assert dp["label_epsilon"] == 8.0 and dp["noise_multiplier"] > 0 and dp["runs"] == 3
+    assert dp["test_auc"] == sum(dp["test_auc_runs"]) / 3

@@ -59,6 +59,9 @@ def vertical_federation(
         node_port_base=node_port_base(),
         purposes_for={s.partner: ("payment-risk-scoring",) for s in sources},
         share_explanations=(LABEL_HOLDER,),
+        budget_cap=1000.0,  # the label holder charges its label-DP noise
+        allow_plaintext_vertical=(LABEL_HOLDER,),
+        label_epsilon=64.0,  # the schedule under test, not label DP's utility on 3 iterations
     ) as fed:
         fed.wait_online()
         yield fed

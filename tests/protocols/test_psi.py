@@ -41,6 +41,8 @@ def test_public_surface() -> None:
     assert set(psi.__all__) == {
         "DOMAIN",
         "POOL_THRESHOLD",
+        "SALTED_DOMAIN",
+        "SALT_BYTES",
         "TAG_BYTES",
         "PsiConfig",
         "PsiParty",
@@ -254,3 +256,17 @@ def test_aligned_rows_checks_positions() -> None:
 def test_workers_must_be_positive() -> None:
     with pytest.raises(ProtocolError, match="workers"):
         PsiParty("a", _config(), workers=0)
+
+
+def test_a_salt_keys_the_id_hash() -> None:
+    """Without the parties' salt, hashed candidates do not match a salted set's tags."""
+    from fedcollab.protocols.psi import _hash_ids
+
+    ids = ["ann", "bob"]
+    salted = _hash_ids(ids, run="r", party="a", salt=b"s" * 32)
+    assert salted != _hash_ids(ids, run="r", party="a")
+    assert salted != _hash_ids(ids, run="r", party="a", salt=b"t" * 32)
+    rows = run_psi_local({"a": ids, "b": ["bob"]}, label_holder="a")
+    assert len(rows["a"]) == 1
+    with pytest.raises(ProtocolError, match="salt"):
+        PsiConfig(run="r", parties=("a", "b"), label_holder="a", salt=b"short")

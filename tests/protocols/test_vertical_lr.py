@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 import fedcollab.protocols.vertical_local as vlocal
 import fedcollab.protocols.vertical_lr as vlr
-from fedcollab.common.errors import ProtocolError
+from fedcollab.common.errors import PrivacyError, ProtocolError
 from fedcollab.privacy.masking import MaskingKey, encode, pairwise_seeds
 from fedcollab.privacy.vertical_he import LabelKeys
 from fedcollab.protocols.vertical_local import VerticalLRResult, centralized_reference, run_lr_local
@@ -65,6 +65,8 @@ def test_public_surface() -> None:
         "LabelHolder",
         "LabelOut",
         "VerticalLRConfig",
+        "label_mechanism",
+        "label_noise_for",
     }
     assert set(vlocal.__all__) == {
         "SplitNNResult",
@@ -224,3 +226,29 @@ def test_protocol_misuse_is_refused(split: Split) -> None:
 def test_docstring_examples(module: types.ModuleType) -> None:
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_label_holder_takes_one_value_per_declared_column_and_planned_iterations() -> None:
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(50, 2)), (rng.random(50) > 0.5).astype(float)
+    cfg = VerticalLRConfig(iterations=2, encrypted=False, label_noise=1.0)
+    holder = vlr.LabelHolder(X, y, cfg, parties=["p"], columns={"p": (3, 3)})
+    scores = {"p": encode(np.zeros(50))}  # one party: no peer to mask with
+    out = holder.step(scores, {})
+    noise = np.asarray(out.residual) * 50 - (0.5 - y)  # n d = 0.5 - y + z N(0, 1)
+    assert 0.5 < float(np.std(noise)) < 2.0  # the label noise is there (z = 1)
+    with pytest.raises(ProtocolError, match="declared schema has 3"):
+        holder.step(scores, {"p": np.zeros(64)})
+    holder.step(scores, {"p": np.zeros(3)})
+    with pytest.raises(ProtocolError, match="plans 2 iterations"):
+        holder.step(scores, {"p": np.zeros(3)})
+
+
+def test_label_mechanism_is_calibrated_to_the_target() -> None:
+    from fedcollab.privacy.accounting import epsilon
+
+    z = vlr.label_noise_for(8.0, iterations=30, target_delta=1e-5)
+    cfg = VerticalLRConfig(iterations=30, label_noise=z)
+    assert epsilon([vlr.label_mechanism(cfg)], target_delta=1e-5) <= 8.0
+    with pytest.raises(PrivacyError):
+        vlr.label_mechanism(VerticalLRConfig(iterations=30))
