@@ -82,6 +82,9 @@ class VerticalWorld:
     offers: dict[str, Any] = field(default_factory=dict)
     masks: dict[str, Any] = field(default_factory=dict)
     n_sent: int = 0
+    #: One Flower run per run name, as a SuperLink gives each job (client.run_contract
+    #: binds a run name to the Flower run it first came in).
+    flower_runs: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def create(cls, tmp_path: Path, spec: JobSpec, sources: list[PartnerSource],
@@ -114,7 +117,8 @@ class VerticalWorld:
             msg = Message(content=content, dst_node_id=1, message_type=action, group_id=step)
         msg.metadata.__dict__["_message_id"] = f"m{self.n_sent}"
         self.n_sent += 1
-        ctx = Context(run_id=1, node_id=1, node_config=dict(self.configs[party]),
+        flower_run = self.flower_runs.setdefault(self.run, len(self.flower_runs) + 1)
+        ctx = Context(run_id=flower_run, node_id=1, node_config=dict(self.configs[party]),
                       state=RecordDict(), run_config={})  # fmt: skip
         return decode(_serve(msg, ctx, {}).content)
 
