@@ -177,6 +177,8 @@ class Network:
             )
             shutil.rmtree(Path("/etc/netns") / name, ignore_errors=True)
         self._made.clear()
+        with contextlib.suppress(OSError):
+            Path("/etc/netns").rmdir()  # only if no other namespace has files there
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
