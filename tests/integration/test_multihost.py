@@ -39,7 +39,9 @@ from tests.integration.netns import Network, netns_unavailable
 from tests.integration.support import BIN, make_partners
 from tests.integration.test_federation import write_job
 
-pytestmark = pytest.mark.integration
+# The first test also pays for the module's set-up (5 namespaces, 4 parties): 513 s
+# for the module under a CPU hog at load average ~18, close to the suite's 600 s.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 PORT = 9092  # every host has its own ports: the documented defaults are free
 NODE_PORT = 9094

@@ -42,7 +42,9 @@ from fedcollab.privacy.budget_ledger import BudgetLedger
 from tests.integration.support import free_port, make_partners
 from tests.integration.test_federation import card_run, node_port_base, write_job
 
-pytestmark = pytest.mark.integration
+# Two DP jobs and a coordinator restart in one test: on a loaded 2-core machine
+# (load average ~18) the first test alone took more than the suite's 600 s.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 
 @pytest.fixture(scope="module")
