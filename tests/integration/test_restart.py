@@ -182,10 +182,15 @@ def test_coordinator_restart_fails_the_job_cleanly(
                                              "dp-after")), out2)  # fmt: skip
     end2 = follow(out2, on_event=lambda _e: None, timeout_s=1800)
     assert end2["status"] == "completed", end2
-    rounds = json.loads((out2 / "metrics.json").read_text())["rounds_run"]
+    history = json.loads((out2 / "metrics.json").read_text())["history"]
     for name in names:
+        # Under load a partner can miss the new job's start or a round (min_partners 2):
+        # its ledger grows by exactly the rounds it contributed to, all of the new job.
+        contributed = sum(name in h["partners"] for h in history)
         with BudgetLedger.open(fed.budget_db(name)) as ledger:
-            assert len(ledger.charges(datasets[name])) == spent_before[name] + rounds
+            new = ledger.charges(datasets[name])[spent_before[name] :]
+        assert len(new) == contributed and {c.job for c in new} <= {"dp-after"}
+    assert max(len(h["partners"]) for h in history) >= 2
     audit = export_and_verify(fed.ws, names, tmp_path / "bundles-after")
     assert set(audit["cosigners"]) == set(names)
 
