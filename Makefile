@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck unit integration experiments clean browser console
+.PHONY: demo test check lint typecheck unit integration multihost experiments clean browser console
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -49,6 +49,11 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -m integration
+
+## Several hosts on one machine: the coordinator and three partners, each in its own
+## network namespace (veth pairs on a bridge, TLS names of those hosts). Needs root.
+multihost: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -s tests/integration/test_multihost.py
 
 ## Every study behind the README's results: JSON, docs/figures/*.png and the README's block.
 experiments: $(STAMP)

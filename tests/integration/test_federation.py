@@ -243,7 +243,7 @@ def test_killed_partner_does_not_stop_the_job(
     # so round 3 loses it and round 4 runs entirely without it.
     rounds = 4
     job = write_job(
-        tmp_path / "job.toml", partners[0].schema, rounds=rounds, round_timeout_s=30.0,
+        tmp_path / "job.toml", partners[0].schema, rounds=rounds, round_timeout_s=120.0,
         encrypted=True,
     )  # fmt: skip
     victim = partners[0].partner
@@ -312,7 +312,7 @@ def test_job_stops_below_min_partners(five_partners: LocalFederation, tmp_path: 
     names = [p.partner for p in fed.partners[1:4]]
     victim = names[0]
     job = write_job(
-        tmp_path / "job.toml", fed.partners[1].schema, rounds=5, round_timeout_s=20.0,
+        tmp_path / "job.toml", fed.partners[1].schema, rounds=5, round_timeout_s=120.0,
         participants=names,
     )  # fmt: skip
     out = tmp_path / "out"

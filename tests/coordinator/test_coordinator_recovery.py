@@ -1,0 +1,70 @@
+"""Jobs cut short by a coordinator restart are closed on disk, once, and the log verifies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fedcollab.compliance.bundle import export_bundle, verify_bundle
+from fedcollab.compliance.keys import Signer
+from fedcollab.compliance.log import AuditLog
+from fedcollab.compliance.trail import Trail, load_verifier_key
+from fedcollab.compliance.trust import TrustPolicy
+from fedcollab.coordinator.outputs import JobOutputs, read_progress
+from fedcollab.coordinator.recovery import INTERRUPTED_ERROR, recover_interrupted_jobs
+from fedcollab.coordinator.workspace import Workspace
+
+
+def _index(ws: Workspace, *out_dirs: Path) -> None:
+    index = ws.root / "jobs" / "index.jsonl"
+    index.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        json.dumps({"job": "j", "out_dir": str(d), "run_id": i}) for i, d in enumerate(out_dirs)
+    ]
+    index.write_text("\n".join(lines) + "\n" + '{"job": "torn')  # a torn last line is skipped
+
+
+def _types(ws: Workspace) -> list[tuple[str, str]]:
+    with AuditLog.open(ws.audit_db, origin="coordinator", signer=Signer.load(ws.audit_key)) as log:
+        events = [json.loads(e) for e in log.entries()]
+    return [(e["type"], e["body"].get("run")) for e in events]
+
+
+def test_unfinished_runs_and_outputs_are_closed_once(tmp_path: Path) -> None:
+    ws = Workspace.create(tmp_path / "ws", name="fed")
+    with Trail.open(ws.audit_db, ws.audit_key, actor="coordinator") as trail:
+        for run in ("done", "cut"):
+            trail.record("job.started", {"job": "j", "digest": "d", "run": run})
+        trail.record("round.aggregated", {"job": "j", "digest": "d", "run": "cut", "step": "r1"})
+        trail.record("job.completed", {"job": "j", "digest": "d", "run": "done"})
+    finished, running = JobOutputs(tmp_path / "finished"), JobOutputs(tmp_path / "running")
+    finished.write_json("result.json", {"status": "completed"})
+    running.event("job_start", job="j")
+    running.event("round", round=1)
+    _index(ws, finished.dir, running.dir, tmp_path / "deleted-by-user")
+
+    got = recover_interrupted_jobs(ws)
+
+    assert got.audit_runs == ("cut",)
+    assert got.out_dirs == (running.dir,)
+    assert _types(ws)[-1] == ("job.failed", "cut")
+    result = json.loads((running.dir / "result.json").read_text())
+    assert result["status"] == "failed" and result["error"] == INTERRUPTED_ERROR
+    events, _ = read_progress(running.dir)
+    assert events[-1]["event"] == "job_end" and events[-1]["status"] == "failed"
+    assert json.loads((finished.dir / "result.json").read_text()) == {"status": "completed"}
+    # A second start finds nothing left to close.
+    again = recover_interrupted_jobs(ws)
+    assert again.audit_runs == () and again.out_dirs == ()
+    assert [t for t, _ in _types(ws)].count("job.failed") == 1
+    # The log with the recorded failure still verifies under the pinned key.
+    with AuditLog.open(ws.audit_db, origin="coordinator", signer=Signer.load(ws.audit_key)) as log:
+        export_bundle(log, tmp_path / "bundle", public_keys={})
+    policy = TrustPolicy.from_keys({"coordinator": load_verifier_key(ws.audit_pub)[1]})
+    assert verify_bundle(tmp_path / "bundle", policy).size == 5
+
+
+def test_a_fresh_workspace_has_nothing_to_close(tmp_path: Path) -> None:
+    ws = Workspace.create(tmp_path / "ws", name="fed")
+    got = recover_interrupted_jobs(ws)
+    assert got.audit_runs == () and got.out_dirs == ()
