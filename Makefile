@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck unit integration multihost experiments clean browser console
+.PHONY: demo test check lint typecheck unit integration multihost experiments clean browser netns-tools console
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -31,8 +31,13 @@ browser:
 	@test -x $(CHROMIUM) || { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium; }
 
+## `ip` and `tc` (Debian's iproute2) for the several-hosts test's network namespaces.
+netns-tools:
+	@command -v ip >/dev/null && command -v tc >/dev/null || { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends iproute2; }
+
 ## Every check: lint, format, types, unit and integration tests.
-test: $(STAMP) browser lint typecheck
+test: $(STAMP) browser netns-tools lint typecheck
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q
 
 check: test
@@ -52,7 +57,7 @@ integration: $(STAMP)
 
 ## Several hosts on one machine: the coordinator and three partners, each in its own
 ## network namespace (veth pairs on a bridge, TLS names of those hosts). Needs root.
-multihost: $(STAMP)
+multihost: $(STAMP) netns-tools
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -s tests/integration/test_multihost.py
 
 ## Every study behind the README's results: JSON, docs/figures/*.png and the README's block.
