@@ -83,7 +83,7 @@ def vertical_job(
     parties = {
         s.partner: {
             "role": "label_holder" if s.partner == label_holder else "feature_party",
-            "schema": load_schema(s.schema).model_dump(mode="json"),
+            "schema": load_schema(s.schema).to_json_dict(),
         }
         for s in sources
     }
