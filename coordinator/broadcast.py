@@ -110,7 +110,11 @@ def broadcast(
         else:
             outcome.dropped[node] = "the coordinator could not deliver the request"
     deadline = time.monotonic() + timeout_s
-    while pending and time.monotonic() < deadline:
+    while pending:
+        # The last pull always starts after the deadline: one pull can take long (Flower
+        # retries a reply whose content the SuperLink could not store), and replies that
+        # arrived meanwhile are replies, not dropouts.
+        last = time.monotonic() >= deadline
         for reply in grid.pull_messages(list(pending)):
             msg_id = reply.metadata.reply_to_message_id
             if msg_id not in pending:
@@ -119,8 +123,9 @@ def broadcast(
             if not reply.has_error():
                 _record("in", group_id, node, reply.content)
             _handle(reply, node, outcome, on_reply, expect_length)
-        if pending:
-            time.sleep(_POLL_S)
+        if last or not pending:
+            break
+        time.sleep(max(0.0, min(_POLL_S, deadline - time.monotonic())))
     for node in pending.values():
         outcome.dropped[node] = f"no reply within {timeout_s:g} s"
     return outcome

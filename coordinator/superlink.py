@@ -76,10 +76,15 @@ def write_flwr_config(ws: Workspace, control_port: int) -> None:
 
 
 def superlink_command(ws: Workspace, *, internal_port: int) -> list[str]:
-    """``flower-superlink`` bound to loopback: only the Fleet gateway reaches it from outside."""
+    """``flower-superlink`` bound to loopback: only the Fleet gateway reaches it from outside.
+
+    Started through :mod:`fedcollab.coordinator.superlink_main` (Flower's own entry
+    point with a longer SQLite busy timeout for its ``--database`` store).
+    """
     ws.state_dir.mkdir(parents=True, exist_ok=True)
+    _tool("flower-superlink")
     return [
-        _tool("flower-superlink"),
+        sys.executable, "-m", "fedcollab.coordinator.superlink_main",
         "--ssl-ca-certfile", str(ws.ca_cert.resolve()),
         "--ssl-certfile", str(ws.server_cert.resolve()),
         "--ssl-keyfile", str(ws.server_key.resolve()),

@@ -1,0 +1,85 @@
+"""The coordinator's fan-out loop: who counts as a reply and who as a dropout."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+from flwr.app import Message, RecordDict
+
+from fedcollab.common.serde import Payload, encode
+from fedcollab.coordinator.broadcast import broadcast
+from tests.coordinator.inmemory_grid import task_identity
+
+
+class _SlowFirstPullGrid:
+    """A grid whose first pull is slow (Flower retrying a reply it could not store)
+    and returns nothing; every partner's reply arrives while that pull runs."""
+
+    def __init__(self, slow_s: float) -> None:
+        self.slow_s = slow_s
+        self.pulls = 0
+        self._sent: dict[str, Message] = {}
+        self._arrived = threading.Event()
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        for i, msg in enumerate(messages):
+            msg_id = f"m{i}"
+            msg.metadata.__dict__["_message_id"] = msg_id
+            self._sent[msg_id] = msg
+            ids.append(msg_id)
+        return ids
+
+    def pull_messages(self, ids: Iterable[str]) -> list[Message]:
+        self.pulls += 1
+        wanted = list(ids)
+        if self.pulls == 1:
+            # The replies land while this pull is still busy; it started before them.
+            self._arrived.wait(self.slow_s)
+            return []
+        return [
+            Message(encode({"ok": True}), reply_to=self._sent[i]) for i in wanted if i in self._sent
+        ]
+
+
+def test_replies_that_arrive_during_a_slow_pull_past_the_deadline_are_not_dropouts() -> None:
+    grid = _SlowFirstPullGrid(slow_s=0.5)
+    got: dict[int, Payload] = {}
+    with task_identity():
+        outcome = broadcast(
+            grid,  # type: ignore[arg-type]
+            node_ids=[1, 2, 3],
+            message_type="query",
+            content_for=lambda node: encode({"node": node}),
+            on_reply=lambda node, payload: got.__setitem__(node, payload),
+            group_id="round-1",
+            timeout_s=0.1,
+        )
+    # The first pull ended after the deadline; the loop still pulled once more.
+    assert grid.pulls == 2
+    assert sorted(outcome.replied) == [1, 2, 3]
+    assert outcome.dropped == {}
+    assert set(got) == {1, 2, 3}
+
+
+def test_a_partner_that_never_answers_is_dropped_after_the_deadline() -> None:
+    class _Silent(_SlowFirstPullGrid):
+        def pull_messages(self, ids: Iterable[str]) -> list[Message]:
+            self.pulls += 1
+            return []
+
+    grid = _Silent(slow_s=0.0)
+    with task_identity():
+        outcome = broadcast(
+            grid,  # type: ignore[arg-type]
+            node_ids=[7],
+            message_type="query",
+            content_for=lambda node: RecordDict(),
+            on_reply=lambda node, payload: None,
+            group_id="round-1",
+            timeout_s=0.3,
+        )
+    assert outcome.dropped == {7: "no reply within 0.3 s"}
+    assert outcome.replied == []
+    assert grid.pulls >= 2
