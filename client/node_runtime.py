@@ -75,6 +75,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from fedcollab.common.atomic import write_atomic
 from fedcollab.common.child_process import die_with_parent, stop_child
 from fedcollab.common.errors import FedcollabError, WorkspaceError
 
@@ -134,12 +135,7 @@ class NodeState:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+    write_atomic(path, data, private=True)
 
 
 def _runtime_tls(state: NodeState) -> None:
@@ -176,8 +172,8 @@ def _runtime_tls(state: NodeState) -> None:
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
-    state.tls_ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    state.tls_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_atomic(state.tls_ca, ca.public_bytes(serialization.Encoding.PEM))
+    write_atomic(state.tls_cert, cert.public_bytes(serialization.Encoding.PEM))
     _write_private(
         state.tls_key,
         key.private_bytes(

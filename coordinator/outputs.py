@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from fedcollab.common.atomic import write_atomic
+
 __all__ = ["JobOutputs", "read_progress"]
 
 
@@ -85,14 +87,7 @@ class JobOutputs:
         self.write_bytes("segments.csv", segments_csv(profiles).encode())
 
     def write_bytes(self, name: str, data: bytes) -> Path:
-        path = self.dir / name
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        with tmp.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        return path
+        return write_atomic(self.dir / name, data)
 
 
 def read_progress(directory: Path, *, start: int = 0) -> tuple[list[dict[str, Any]], int]:

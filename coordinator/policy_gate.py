@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fedcollab.common.atomic import write_atomic
 from fedcollab.common.errors import PolicyRefusal
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.compliance.grants import (
@@ -130,7 +131,7 @@ def add_grant(ws: Workspace, grant_file: Path) -> SignedGrant:
     verify_grant(signed, keys[partner])
     dest = grant_path(ws, partner)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_bytes(grant_file.read_bytes())
+    write_atomic(dest, grant_file.read_bytes())
     return signed
 
 

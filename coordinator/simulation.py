@@ -16,6 +16,7 @@ from typing import Any
 from fedcollab.client.client_app import make_client_app
 from fedcollab.client.partner_data import PartnerSource
 from fedcollab.client.run_contract import split_settings
+from fedcollab.common.atomic import write_json_atomic
 from fedcollab.common.errors import FederationError, JobSpecError, error_class
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.schema import load_schema
@@ -145,7 +146,7 @@ def run_simulation_job(
                     delta=spec.privacy.target_delta,
                 )
     # Every simulated partner pins the others' audit keys (the key ceremony checks them).
-    (audit / "peers.json").write_text(json.dumps(peer_keys, indent=2, sort_keys=True))
+    write_json_atomic(audit / "peers.json", peer_keys)
     partners = [
         {
             "partner": s.partner,

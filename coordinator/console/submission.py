@@ -18,7 +18,6 @@ re-posts) finds the first submission's folder and starts nothing new.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import secrets
 import threading
@@ -29,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fedcollab.common.atomic import write_json_atomic
 from fedcollab.common.errors import FedcollabError, JobSpecError
 from fedcollab.common.jobspec import JobSpec, load_job_spec
 from fedcollab.coordinator.submit import submit_job
@@ -43,9 +43,7 @@ _SUBMIT_LOCK = threading.Lock()
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(path, obj)
 
 
 def _load(ws: Workspace, text: str) -> JobSpec:
