@@ -86,6 +86,7 @@ import numpy.typing as npt
 from rich.console import Console
 from rich.table import Table
 
+from fedcollab.common.job_files import load_metrics
 from fedcollab.common.jobspec import JobSpec
 
 if TYPE_CHECKING:
@@ -318,7 +319,7 @@ def _run_one(
     t = time.monotonic()
     run_simulation_job(spec, list(sources), run_dir, num_cpus=num_cpus, budget_cap=BUDGET_CAP)
     wall = time.monotonic() - t
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = load_metrics(run_dir).document()
     card = json.loads((run_dir / "model_card.json").read_text())
     dp = card["protections"]["differential_privacy"]
     record_eps = _ledger_epsilon(run_dir) if setting.level != "none" else None

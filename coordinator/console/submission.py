@@ -30,6 +30,7 @@ from typing import Any
 
 from fedcollab.common.atomic import write_json_atomic
 from fedcollab.common.errors import FedcollabError, JobSpecError
+from fedcollab.common.job_files import JobResult, write_result
 from fedcollab.common.jobspec import JobSpec, load_job_spec
 from fedcollab.coordinator.submit import submit_job
 from fedcollab.coordinator.workspace import Workspace
@@ -114,18 +115,9 @@ def start_submission(ws: Workspace, text: str, *, user: str, form_id: str = "") 
             submit_job(ws, spec, out)
         except FedcollabError as exc:
             errors.append(exc)
-            _write_json(
-                out / "result.json",
-                {
-                    "status": "failed",
-                    "error": type(exc).__name__,
-                    "reason": exc.diagnostics(),
-                    "finished": datetime.now(UTC).isoformat(),
-                },
-            )
+            write_result(out, JobResult.failed(type(exc).__name__, exc.diagnostics()))
         except Exception as exc:  # a bug must still end the job's page as failed
-            _write_json(out / "result.json", {"status": "failed", "error": type(exc).__name__,
-                                              "reason": str(exc)})  # fmt: skip
+            write_result(out, JobResult.failed(type(exc).__name__, str(exc)))
         finally:
             done.set()
 
