@@ -48,6 +48,8 @@ check: test
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	# The import-layer contract (tests/test_layers.py): common < privacy < protocols < compliance < client, coordinator < cli.
+	$(BIN)/pytest -q -p no:cacheprovider tests/test_layers.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -22,8 +22,8 @@ from rich.table import Table
 
 from fedcollab.common.atomic import write_atomic
 from fedcollab.common.errors import ComplianceError
+from fedcollab.common.keys import Signer, format_verifier_key
 from fedcollab.compliance.bundle import VerifiedBundle, export_bundle, verify_bundle
-from fedcollab.compliance.keys import Signer, format_verifier_key
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.trust import TrustPolicy, parse_trust_options, read_public_key
 

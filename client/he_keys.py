@@ -26,7 +26,7 @@ from pathlib import Path
 
 from fedcollab.common.atomic import write_atomic
 from fedcollab.common.errors import CiphertextError
-from fedcollab.compliance.keys import Signer
+from fedcollab.common.keys import Signer
 from fedcollab.privacy.ckks import SecretKeys
 from fedcollab.privacy.key_transport import PeerKeys, TransportKey
 

@@ -28,9 +28,9 @@ import numpy as np
 
 from fedcollab.common.atomic import write_atomic
 from fedcollab.common.errors import ComplianceError
+from fedcollab.common.keys import Signer, format_verifier_key, parse_verifier_key
 from fedcollab.compliance.checkpoint import SignedCheckpoint
 from fedcollab.compliance.events import make_event
-from fedcollab.compliance.keys import Signer, format_verifier_key, parse_verifier_key
 from fedcollab.compliance.log import AuditLog
 
 __all__ = [

@@ -256,7 +256,7 @@ def _dp_summary(spec: JobSpec, metrics: dict[str, Any]) -> dict[str, Any] | None
         **plan.to_dict(),
         "achieved_epsilon": metrics.get("epsilon"),
         # Moments, final evaluation and permutation importance are Gaussian releases
-        # charged to every partner's ledger (privacy.dp_statistics); at record level they
+        # charged to every partner's ledger (protocols.dp_statistics); at record level they
         # are part of the achieved epsilon, at partner level they are not.
         "not_covered": [
             "category vocabularies (values each partner holds at least 10 times)",

@@ -31,13 +31,13 @@ from typing import Any
 from fedcollab.common.atomic import write_atomic
 from fedcollab.common.errors import PolicyRefusal
 from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.keys import parse_verifier_key
 from fedcollab.compliance.grants import (
     SignedGrant,
     load_signed_grant,
     parse_signed_grant,
     verify_grant,
 )
-from fedcollab.compliance.keys import parse_verifier_key
 from fedcollab.compliance.policy import ParticipantFacts, PolicyDecision, check_job_policy
 from fedcollab.compliance.registry import Registry, load_registry
 from fedcollab.compliance.trail import Trail

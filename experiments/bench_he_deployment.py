@@ -90,7 +90,7 @@ def round_times(events: Iterable[Mapping[str, Any]]) -> dict[int, float]:
 def partner_steps(node_dir: Path, partner: str, digest: str, t0: float) -> dict[str, Any]:
     """From a partner's own audit log: per step of job ``digest``, when its ClientApp
     logged the request (after process start-up and imports) and its reply, s after ``t0``."""
-    from fedcollab.compliance.keys import Signer
+    from fedcollab.common.keys import Signer
     from fedcollab.compliance.log import AuditLog
 
     with AuditLog.open(

@@ -11,11 +11,11 @@ ClientApp code as a deployment), in three families of settings:
 
 * **no DP**, plaintext aggregation;
 * **sample-level DP**: DP-SGD at every partner (Abadi et al. 2016,
-  arXiv:1607.00133; :mod:`privacy.dp_sgd`), *plaintext* aggregation -- each
+  arXiv:1607.00133; :mod:`protocols.dp_sgd`), *plaintext* aggregation -- each
   partner adds its full noise, so the record-level guarantee holds even
   against a coordinator that sees one partner's update (:mod:`privacy.dp_plan`);
 * **client-level DP**: DP-FedAvg (McMahan et al. 2018, arXiv:1710.06963;
-  :mod:`privacy.client_dp`), CKKS-encrypted aggregation (required: the
+  :mod:`protocols.client_dp`), CKKS-encrypted aggregation (required: the
   partners' noise shares only protect in the sum).
 
 Each DP family runs at every target epsilon (delta = 1e-5), every setting for
