@@ -78,12 +78,14 @@ from cryptography.x509.oid import NameOID
 from fedcollab.common.atomic import write_atomic
 from fedcollab.common.child_process import die_with_parent, stop_child
 from fedcollab.common.errors import FedcollabError, WorkspaceError
+from fedcollab.common.job_fab import (
+    CLIENTAPP_REF,
+    JOB_FAB_MODULE,
+    JOB_FAB_MODULE_TEXT,
+    SERVERAPP_REF,
+)
 
 __all__ = [
-    "CLIENTAPP_REF",
-    "JOB_FAB_MODULE",
-    "JOB_FAB_MODULE_TEXT",
-    "SERVERAPP_REF",
     "NodeState",
     "check_fab",
     "load_settings",
@@ -93,12 +95,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The components a fedcollab job FAB names (``coordinator/submit.py`` writes them).
-CLIENTAPP_REF = "fedcollab.client.client_app:app"
-SERVERAPP_REF = "fedcollab.coordinator.server_app:app"
-#: The one module a job FAB carries: a placeholder, never imported.
-JOB_FAB_MODULE = "fedcollab_job.py"
-JOB_FAB_MODULE_TEXT = '"""Components live in installed packages."""\n'
 _FAB_FILES = {"pyproject.toml", JOB_FAB_MODULE, ".info/CONTENT"}
 
 _SETTINGS = "settings.json"

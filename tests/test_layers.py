@@ -5,7 +5,7 @@ listed as allowed below and from lower layers, never from a higher one::
 
     cli                                  the command line (top)
     client   coordinator                 the two roles (coordinator may not import client
-                                         except the documented modules below; client
+                                         except in the documented modules below; client
                                          never imports coordinator)
     compliance                           audit logs, grants, registry, reports
     protocols                            learning protocols and the DP code that runs on
@@ -49,7 +49,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     # Code that runs both roles in one process (issue 17 wants it in its own package):
     ("coordinator/simulation.py", "client"): "runs the ClientApp beside the ServerApp",
     ("coordinator/local_federation.py", "client"): "starts partner SuperNodes on loopback",
-    ("coordinator/submit.py", "client"): "reuses the node runtime's child-process plumbing",
     # The secure-aggregation action name and session config shared by both sides live in
     # client/secagg_node.py, which issue 14 is editing; move them to privacy/secagg_wire.py
     # after that merge.
