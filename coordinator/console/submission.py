@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fedcollab.common.atomic import write_json_atomic
+from fedcollab.common.atomic import write_atomic, write_json_atomic
 from fedcollab.common.errors import FedcollabError, JobSpecError
 from fedcollab.common.job_files import JobResult, write_result
 from fedcollab.common.jobspec import JobSpec, load_job_spec
@@ -95,7 +95,7 @@ def start_submission(ws: Workspace, text: str, *, user: str, form_id: str = "") 
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         out = jobs / f"{spec.name}-{stamp}-{key}"
         out.mkdir(exist_ok=False)
-    (out / "job.toml").write_text(text, encoding="utf-8")
+    write_atomic(out / "job.toml", text)
     _write_json(
         out / SUBMISSION_FILE,
         {
