@@ -14,9 +14,9 @@ PACKAGES = ("common", "privacy", "protocols", "compliance", "client", "coordinat
 LIMIT = 400
 
 LONG_MODULES: dict[str, str] = {
-    "coordinator/roster.py": "membership, fan-out, aggregation, key ceremony and decryption in "
-    "one class: to split by concept after issue 14 (secure aggregation) merges, which edits "
-    "its secagg and decryption paths",
+    "coordinator/roster.py": "fan-out, aggregation, key ceremony and decryption (membership "
+    "moved to coordinator/membership.py): the secure-aggregation and decryption paths move "
+    "out after issue 14 merges, which edits them",
     "common/jobspec.py": "one pydantic model tree for the job spec; split per task planned",
     "compliance/bundle.py": "export and offline verification of one bundle format",
     "protocols/vertical_lr.py": "one protocol (two relay hops per iteration); issue 15 edits it",
