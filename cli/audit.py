@@ -20,9 +20,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fedcollab.common.atomic import write_atomic
 from fedcollab.common.errors import ComplianceError
+from fedcollab.common.keys import Signer, format_verifier_key
 from fedcollab.compliance.bundle import VerifiedBundle, export_bundle, verify_bundle
-from fedcollab.compliance.keys import Signer, format_verifier_key
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.trust import TrustPolicy, parse_trust_options, read_public_key
 
@@ -40,7 +41,7 @@ def keygen(
     """Create an Ed25519 key; print its verifier key and write it beside as NAME.pub."""
     signer = Signer.generate(keyfile)
     vkey = format_verifier_key(name, signer.public_key)
-    keyfile.with_suffix(".pub").write_text(vkey + "\n", encoding="utf-8")
+    write_atomic(keyfile.with_suffix(".pub"), vkey + "\n")
     _out.print(vkey, highlight=False)
 
 

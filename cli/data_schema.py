@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fedcollab.common.atomic import write_atomic
 from fedcollab.common.errors import WorkspaceError
 from fedcollab.common.schema import save_schema
 from fedcollab.common.schema_draft import SchemaDraft, draft_schema
@@ -103,7 +104,7 @@ def schema_draft(
             )
     save_schema(draft.schema, out)
     if job is not None:
-        job.write_text(_starter_job(draft, out, job), encoding="utf-8")
+        write_atomic(job, _starter_job(draft, out, job))
     _print_draft(draft, out, csv_path, job)
 
 

@@ -24,6 +24,7 @@ import tomli_w
 import typer
 from rich.console import Console
 
+from fedcollab.common.atomic import write_atomic
 from fedcollab.common.errors import WorkspaceError
 from fedcollab.common.schema import load_schema
 from fedcollab.common.split import split_horizontal
@@ -72,9 +73,7 @@ def write_purchase_example(
     spec = tomllib.loads((DATA_DIR / _JOB).read_text(encoding="utf-8"))
     if rounds is not None:
         spec["rounds"] = rounds
-    tmp = job_path.with_name(job_path.name + ".tmp")
-    tmp.write_text(tomli_w.dumps(spec), encoding="utf-8")
-    tmp.replace(job_path)
+    write_atomic(job_path, tomli_w.dumps(spec))
     return job_path
 
 

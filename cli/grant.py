@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedcollab.common.errors import ComplianceError, PolicyRefusal
+from fedcollab.common.keys import Signer, parse_verifier_key, public_key_from_pem
 from fedcollab.compliance.grants import (
     ConsentKind,
     ConsentRecord,
@@ -37,7 +38,6 @@ from fedcollab.compliance.grants import (
     sign_grant,
     verify_grant,
 )
-from fedcollab.compliance.keys import Signer, parse_verifier_key, public_key_from_pem
 from fedcollab.compliance.registry import format_validation_error
 
 __all__ = ["app", "parse_consent", "parse_time"]

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from fedcollab.cli.progress import JobProgress
 from fedcollab.common.errors import error_class
+from fedcollab.common.job_files import read_metrics, read_result
 from fedcollab.common.jobspec import load_job_spec
 from fedcollab.coordinator.submit import follow, run_status, submit_job
 from fedcollab.coordinator.workspace import Workspace
@@ -55,13 +56,14 @@ def submit(
 @app.command("status")
 def status(out: Annotated[Path, typer.Argument(help="A job's output folder.")]) -> None:
     """Show a job's result and final metrics from its output folder."""
-    result_path = out / "result.json"
-    if not result_path.exists():
+    result = read_result(out)
+    if result is None:
         typer.echo("running (no result yet)")
         return
     console = Console()
-    console.print_json(result_path.read_text())
-    metrics = out / "metrics.json"
-    if metrics.exists():
-        m = json.loads(metrics.read_text())
-        console.print_json(json.dumps({k: m.get(k) for k in ("final", "objective", "dropouts")}))
+    console.print_json(result.model_dump_json(exclude_unset=True))
+    m = read_metrics(out)
+    if m is not None:
+        console.print_json(
+            json.dumps({"final": m.final, "objective": m.objective, "dropouts": m.dropouts})
+        )

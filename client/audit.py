@@ -15,7 +15,6 @@ and refuses to cosign.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from fedcollab.common.atomic import write_json_atomic
 from fedcollab.common.errors import ComplianceError
 from fedcollab.compliance.checkpoint import SignedCheckpoint
 from fedcollab.compliance.cosigning import CosignRecord, cosign_request
@@ -120,7 +120,6 @@ class PartnerAudit:
                 "root": cp.root.hex(),
             },
         )
-        tmp = self._state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"size": cp.size, "root": cp.root.hex()}))
-        os.replace(tmp, self._state_path)
+        # Anti-rollback state: durable before the cosignature leaves this node.
+        write_json_atomic(self._state_path, {"size": cp.size, "root": cp.root.hex()})
         return cosigned

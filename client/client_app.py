@@ -44,8 +44,8 @@ from fedcollab.common.errors import (
     ProtocolError,
 )
 from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.keys import Signer
 from fedcollab.common.serde import Payload, decode, encode
-from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.trail import digest_bytes, digest_parts, digest_vector
 from fedcollab.privacy.budget_ledger import BudgetLedger
 from fedcollab.privacy.secagg_ckks import ckks_plaintext

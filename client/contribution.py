@@ -45,8 +45,8 @@ from typing import Any
 import numpy as np
 
 from fedcollab.common.errors import CiphertextError
+from fedcollab.common.keys import Signer, verify_signature
 from fedcollab.compliance.events import canonical_json
-from fedcollab.compliance.keys import Signer, verify_signature
 from fedcollab.compliance.trail import digest_bytes, digest_vector
 from fedcollab.privacy.key_transport import PeerKeys
 

@@ -32,8 +32,8 @@ import numpy as np
 from fedcollab.client.he_keys import NodeKeyStore, load_peer_keys
 from fedcollab.common.errors import CiphertextError
 from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.keys import Signer
 from fedcollab.common.serde import Payload
-from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.trail import digest_bytes
 from fedcollab.privacy.ckks import EncryptedSum, SecretKeys
 from fedcollab.privacy.key_transport import Sealed, accept, deal, transport_offer, verify_offer

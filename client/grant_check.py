@@ -17,8 +17,8 @@ from fedcollab.client.partner_data import PartnerData
 from fedcollab.common.dataset import Dataset
 from fedcollab.common.errors import PolicyRefusal
 from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.keys import Signer
 from fedcollab.compliance.grants import load_signed_grant, verify_grant
-from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.policy import check_partner_grant
 
 __all__ = ["PURPOSE_TASKS", "check_grant", "check_own_grant"]

@@ -19,9 +19,17 @@ from fedcollab.common.errors import ProtocolError, SchemaError
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.schema import DatasetSchema
 from fedcollab.common.serde import Payload
-from fedcollab.privacy import client_dp, dp_statistics
 from fedcollab.privacy.dp_plan import DpPlan, resolve
-from fedcollab.protocols import attribution, evaluation, fedavg, kmeans, preprocessing, segments
+from fedcollab.protocols import (
+    attribution,
+    client_dp,
+    dp_statistics,
+    evaluation,
+    fedavg,
+    kmeans,
+    preprocessing,
+    segments,
+)
 
 __all__ = ["HANDLERS", "Reply", "check_job"]
 
@@ -262,7 +270,7 @@ def train(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     if plan is not None and plan.level == "sample":
         # DP-SGD (Opacus): the local model is record-level DP; uniform weights, since the
         # example count is itself a statistic of the data.
-        from fedcollab.privacy.dp_sgd import train_local_dp
+        from fedcollab.protocols.dp_sgd import train_local_dp
 
         result = train_local_dp(
             model,
@@ -346,7 +354,7 @@ def permutation(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     length = attribution.permutation_vector_length(n_columns=len(groups), bins=EVAL_BINS)
     rows = _rows(data, spec, "test")
     plan = dp_plan(spec)
-    if plan is not None:  # row-local ablation, Gaussian noise (privacy.dp_statistics)
+    if plan is not None:  # row-local ablation, Gaussian noise (protocols.dp_statistics)
         model = _model_from(payload, spec, pre.n_features)
         return {}, dp_statistics.private_permutation_vector(
             lambda x: predict_proba(model, x),

@@ -24,8 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedcollab.common.atomic import write_atomic
 from fedcollab.common.errors import CiphertextError
-from fedcollab.compliance.keys import Signer
+from fedcollab.common.keys import Signer
 from fedcollab.privacy.ckks import SecretKeys
 from fedcollab.privacy.key_transport import PeerKeys, TransportKey
 
@@ -74,15 +75,9 @@ def check_own_entry(peers: PeerKeys, config: Mapping[str, str]) -> None:
 
 
 def write_private(path: Path, data: bytes) -> None:
+    """Create the parent (0700) and write ``path`` atomically with mode 0600."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, data, private=True)
 
 
 @dataclass(frozen=True)

@@ -75,14 +75,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from fedcollab.common.atomic import write_atomic
 from fedcollab.common.child_process import die_with_parent, stop_child
 from fedcollab.common.errors import FedcollabError, WorkspaceError
+from fedcollab.common.job_fab import (
+    CLIENTAPP_REF,
+    JOB_FAB_MODULE,
+    JOB_FAB_MODULE_TEXT,
+    SERVERAPP_REF,
+)
 
 __all__ = [
-    "CLIENTAPP_REF",
-    "JOB_FAB_MODULE",
-    "JOB_FAB_MODULE_TEXT",
-    "SERVERAPP_REF",
     "NodeState",
     "check_fab",
     "load_settings",
@@ -92,12 +95,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The components a fedcollab job FAB names (``coordinator/submit.py`` writes them).
-CLIENTAPP_REF = "fedcollab.client.client_app:app"
-SERVERAPP_REF = "fedcollab.coordinator.server_app:app"
-#: The one module a job FAB carries: a placeholder, never imported.
-JOB_FAB_MODULE = "fedcollab_job.py"
-JOB_FAB_MODULE_TEXT = '"""Components live in installed packages."""\n'
 _FAB_FILES = {"pyproject.toml", JOB_FAB_MODULE, ".info/CONTENT"}
 
 _SETTINGS = "settings.json"
@@ -134,12 +131,7 @@ class NodeState:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+    write_atomic(path, data, private=True)
 
 
 def _runtime_tls(state: NodeState) -> None:
@@ -176,8 +168,8 @@ def _runtime_tls(state: NodeState) -> None:
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
-    state.tls_ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    state.tls_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_atomic(state.tls_ca, ca.public_bytes(serialization.Encoding.PEM))
+    write_atomic(state.tls_cert, cert.public_bytes(serialization.Encoding.PEM))
     _write_private(
         state.tls_key,
         key.private_bytes(

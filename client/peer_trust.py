@@ -6,7 +6,7 @@ checked against it, so a swapped entry is a swapped partner. At ``node start`` t
 node therefore:
 
 1. refuses a list whose entry for itself is missing or not its own audit key;
-2. shows every peer's key id (the C2SP signed-note key id, :func:`compliance.keys.
+2. shows every peer's key id (the C2SP signed-note key id, :func:`common.keys.
    key_id`), for the partner to compare with each peer out of band (as SSH shows
    a host key fingerprint on first contact, RFC 4251 section 4.1);
 3. requires ``--confirm-peers FINGERPRINT`` (SHA-256 over the sorted entries, printed
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from fedcollab.client.he_keys import check_own_entry, write_private
 from fedcollab.common.errors import PolicyRefusal
-from fedcollab.compliance.keys import key_id
+from fedcollab.common.keys import key_id
 from fedcollab.privacy.key_transport import PeerKeys
 
 __all__ = ["PeerConfirmation", "confirm_peers", "fingerprint"]

@@ -50,8 +50,8 @@ import numpy as np
 from fedcollab.client.he_keys import NodeKeyStore, load_peer_keys, write_private
 from fedcollab.common.errors import ProtocolError
 from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.keys import Signer
 from fedcollab.common.serde import Payload
-from fedcollab.compliance.keys import Signer
 from fedcollab.privacy.envelope import Envelope
 from fedcollab.privacy.fixed_point import FixedPointCodec
 from fedcollab.privacy.secagg_messages import MaskedInput

@@ -44,8 +44,8 @@ from fedcollab.client.run_contract import RunContract, vertical_plan
 from fedcollab.client.vertical_store import VerticalStore, array_bytes, bytes_array
 from fedcollab.common.errors import PolicyRefusal, ProtocolError
 from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.keys import Signer
 from fedcollab.common.serde import Payload
-from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.trail import digest_parts
 from fedcollab.privacy.envelope import open_envelope, seal
 from fedcollab.privacy.key_transport import PeerKeys, transport_offer, verify_offer

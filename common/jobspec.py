@@ -175,7 +175,7 @@ class PrivacySpec(BaseModel):
     #: Segmentation with DP: each standardised row is clipped to this L2 norm.
     row_clip_norm: float = Field(default=5.0, gt=0.0, le=1000.0)
     #: DP jobs: each numeric column's values are clipped to [low, high] before the
-    #: noisy moments (privacy.dp_statistics), which bounds one row's effect on them.
+    #: noisy moments (protocols.dp_statistics), which bounds one row's effect on them.
     #: Public domain knowledge (never read off the data); required for every numeric
     #: column of a DP job.
     value_bounds: dict[str, list[float]] = Field(default_factory=dict, max_length=1000)

@@ -44,6 +44,7 @@ from pydantic import (
     model_validator,
 )
 
+from fedcollab.common.atomic import write_atomic
 from fedcollab.common.errors import SchemaError
 
 __all__ = [
@@ -356,4 +357,4 @@ def load_schema(path: str | Path) -> DatasetSchema:
 def save_schema(schema: DatasetSchema, path: str | Path) -> None:
     """Write ``schema`` as indented JSON that :func:`load_schema` reads back equal."""
     text = json.dumps(schema.to_json_dict(), indent=2, ensure_ascii=False)
-    Path(path).write_text(text + "\n", encoding="utf-8")
+    write_atomic(path, text + "\n")

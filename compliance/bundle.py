@@ -51,6 +51,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fedcollab.common.errors import AuditVerificationError, ComplianceError
+from fedcollab.common.keys import format_verifier_key, key_id, parse_verifier_key
 from fedcollab.compliance import merkle
 from fedcollab.compliance.bundle_entries import LeafTree, verify_blocks
 from fedcollab.compliance.checkpoint import (
@@ -59,7 +60,6 @@ from fedcollab.compliance.checkpoint import (
     verify_checkpoint,
 )
 from fedcollab.compliance.events import canonical_json
-from fedcollab.compliance.keys import format_verifier_key, key_id, parse_verifier_key
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.trust import TrustPolicy
 

@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fedcollab.common.errors import AuditVerificationError, ComplianceError
-from fedcollab.compliance.keys import Signer, check_key_name, key_id, verify_signature
+from fedcollab.common.keys import Signer, check_key_name, key_id, verify_signature
 from fedcollab.compliance.merkle import HASH_SIZE
 
 __all__ = [

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedcollab.common.errors import AuditVerificationError
+from fedcollab.common.keys import Signer
 from fedcollab.compliance import merkle
 from fedcollab.compliance.checkpoint import (
     SignedCheckpoint,
@@ -38,7 +39,6 @@ from fedcollab.compliance.checkpoint import (
     parse_signed_checkpoint,
     verify_checkpoint,
 )
-from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.log import AuditLog
 
 __all__ = ["CosignRecord", "build_request", "cosign_request"]

@@ -36,7 +36,7 @@ import rfc8785
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fedcollab.common.errors import AuditVerificationError, ComplianceError
-from fedcollab.compliance.keys import Signer, check_key_name, verify_signature
+from fedcollab.common.keys import Signer, check_key_name, verify_signature
 
 __all__ = [
     "MIN_SALT_BYTES",

@@ -7,7 +7,7 @@ another handler (PIPL Art. 23), separate consent for sensitive personal
 information (PIPL Art. 29), explicit consent (GDPR Art. 9(2)(a)) or ordinary
 consent (PIPL Art. 14; GDPR Art. 6(1)(a), Art. 7(1) "demonstrate consent").
 
-The grant is signed with the partner's Ed25519 key (:class:`compliance.keys.Signer`)
+The grant is signed with the partner's Ed25519 key (:class:`common.keys.Signer`)
 over RFC 8785 canonical JSON, so the coordinator can show an auditor exactly
 what each partner allowed, and a partner node can check that a job stays
 inside its own grant.
@@ -70,8 +70,8 @@ from pydantic import (
 )
 
 from fedcollab.common.errors import ComplianceError, PolicyRefusal
+from fedcollab.common.keys import Signer, check_key_name, verify_signature
 from fedcollab.compliance.events import canonical_json
-from fedcollab.compliance.keys import Signer, check_key_name, verify_signature
 from fedcollab.compliance.registry import (
     PURPOSE_ID_PATTERN,
     format_validation_error,

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from fedcollab.common.errors import AuditVerificationError, ComplianceError, EventOrderError
+from fedcollab.common.keys import Signer, check_key_name
 from fedcollab.compliance import merkle
 from fedcollab.compliance.bundle_entries import time_key
 from fedcollab.compliance.checkpoint import (
@@ -45,7 +46,6 @@ from fedcollab.compliance.checkpoint import (
     verify_checkpoint,
 )
 from fedcollab.compliance.events import canonical_json
-from fedcollab.compliance.keys import Signer, check_key_name
 from fedcollab.compliance.store import LogLock, LogStore
 
 __all__ = ["AuditLog"]

@@ -46,14 +46,13 @@ Notes
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from fedcollab.common.atomic import write_json_atomic
 from fedcollab.common.errors import ComplianceError, PolicyRefusal
 
 __all__ = [
@@ -332,21 +331,11 @@ def load_purpose(path: str | Path) -> Purpose:
 
 
 def write_json_atomically(path: Path, data: Any) -> None:
-    """Write indented JSON via a temporary file and ``os.replace``.
+    """Write indented JSON with :func:`common.atomic.write_json_atomic`.
 
     A crash mid-write leaves the old file intact, never a truncated record.
     """
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json_atomic(path, data, sort_keys=False, ensure_ascii=False)
 
 
 def save_registry(registry: Registry, path: str | Path) -> None:

@@ -30,7 +30,6 @@ Notes
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -40,6 +39,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from fedcollab.common.atomic import write_atomic
 from fedcollab.common.errors import AuditVerificationError, ComplianceError
 from fedcollab.compliance.bundle import VerifiedBundle, verify_bundle
 from fedcollab.compliance.crossref import CrossCheck, cross_check
@@ -329,15 +329,6 @@ def build_report(
     )
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def write_report(
     bundle: Path,
     *,
@@ -363,8 +354,8 @@ def write_report(
     pdf = pdf_bytes(model)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path, pdf_path = out_dir / "report.html", out_dir / "report.pdf"
-    _write_atomic(html_path, html)
-    _write_atomic(pdf_path, pdf)
+    write_atomic(html_path, html)
+    write_atomic(pdf_path, pdf)
     if model.attestation.cross_findings:
         lines = "\n".join(f"  - {f}" for f in model.attestation.cross_findings)
         raise AuditVerificationError(

@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from fedcollab.common.atomic import write_atomic
 from fedcollab.common.errors import ComplianceError
+from fedcollab.common.keys import Signer, format_verifier_key, parse_verifier_key
 from fedcollab.compliance.checkpoint import SignedCheckpoint
 from fedcollab.compliance.events import make_event
-from fedcollab.compliance.keys import Signer, format_verifier_key, parse_verifier_key
 from fedcollab.compliance.log import AuditLog
 
 __all__ = [
@@ -75,7 +76,7 @@ def create_party_key(directory: Path, actor: str) -> tuple[Path, Path]:
         )
     directory.mkdir(parents=True, exist_ok=True)
     signer = Signer.generate(private)
-    public.write_text(format_verifier_key(actor, signer.public_key) + "\n")
+    write_atomic(public, format_verifier_key(actor, signer.public_key) + "\n")
     return private, public
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from fedcollab.common.errors import AuditVerificationError, ComplianceError
-from fedcollab.compliance.keys import check_key_name, parse_verifier_key, public_key_from_pem
+from fedcollab.common.keys import check_key_name, parse_verifier_key, public_key_from_pem
 
 __all__ = ["TrustPolicy", "parse_trust_options", "read_public_key"]
 

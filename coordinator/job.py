@@ -16,6 +16,7 @@ from flwr.serverapp import Grid
 
 from fedcollab import common
 from fedcollab.common.errors import FedcollabError
+from fedcollab.common.job_files import JobResult
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.schema import DatasetSchema
 from fedcollab.compliance.trail import digest_bytes
@@ -107,7 +108,7 @@ def run_job(
         metrics["dropouts"] = roster.dropped
         metrics["refused"] = roster.refused
         metrics["wall_time_s"] = round(time.monotonic() - t0, 3)
-        outputs.write_json("metrics.json", metrics)
+        outputs.write_metrics(metrics)
         card = _model_card(spec, roster, metrics, started, mode)
         outputs.write_json("model_card.json", card)
         audit.event(
@@ -121,7 +122,7 @@ def run_job(
             # Its own file: metrics.json was released (and hashed in the log) above.
             metrics["audit"] = request_cosignatures(grid, roster, audit)
             outputs.write_json("audit.json", metrics["audit"])
-        outputs.write_json("result.json", {"status": "completed", "finished": _now()})
+        outputs.write_result(JobResult.completed())
         outputs.event(
             "job_end",
             status="completed",
@@ -151,16 +152,7 @@ def _output_digests(outputs: JobOutputs) -> dict[str, str]:
 def _fail(outputs: JobOutputs, roster: Roster, audit: JobAudit, kind: str, reason: str) -> None:
     with contextlib.suppress(FedcollabError):
         audit.event("job.failed", error=kind, reason=reason.splitlines()[0][:500])
-    outputs.write_json(
-        "result.json",
-        {
-            "status": "failed",
-            "error": kind,
-            "reason": reason,
-            "dropouts": roster.dropped,
-            "finished": _now(),
-        },
-    )
+    outputs.write_result(JobResult.failed(kind, reason, dropouts=roster.dropped))
     outputs.event("job_end", status="failed", error=kind, reason=reason, dropouts=roster.dropped)
 
 
@@ -264,7 +256,7 @@ def _dp_summary(spec: JobSpec, metrics: dict[str, Any]) -> dict[str, Any] | None
         **plan.to_dict(),
         "achieved_epsilon": metrics.get("epsilon"),
         # Moments, final evaluation and permutation importance are Gaussian releases
-        # charged to every partner's ledger (privacy.dp_statistics); at record level they
+        # charged to every partner's ledger (protocols.dp_statistics); at record level they
         # are part of the achieved epsilon, at partner level they are not.
         "not_covered": [
             "category vocabularies (values each partner holds at least 10 times)",

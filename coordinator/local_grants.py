@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from fedcollab.common.keys import Signer
 from fedcollab.compliance.grants import (
     ConsentRecord,
     Grant,
@@ -22,7 +23,6 @@ from fedcollab.compliance.grants import (
     save_signed_grant,
     sign_grant,
 )
-from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.policy import required_consents
 from fedcollab.compliance.registry import Registry, load_registry
 

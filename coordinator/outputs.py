@@ -19,20 +19,29 @@ Layout (the same for a real federation and for ``fedcollab run``)::
     <out>/trace.npz        with ``trace``: the global model or centroids after every
                            round (experiments compare encrypted and plaintext runs)
 
-Every file is written atomically (temporary file + rename), so a reader never
-sees half a file.
+Every file is written atomically (:mod:`common.atomic`), so a reader never sees
+half a file. ``result.json``, ``metrics.json`` and ``progress.jsonl`` are typed by
+:mod:`common.job_files`, whose readers every other party uses.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from fedcollab.common.atomic import write_atomic
+from fedcollab.common.job_files import (
+    JobMetrics,
+    JobResult,
+    append_event,
+    read_progress,
+    write_metrics,
+    write_result,
+)
 
 __all__ = ["JobOutputs", "read_progress"]
 
@@ -61,11 +70,13 @@ class JobOutputs:
 
     def event(self, kind: str, **fields: Any) -> None:
         """Append one progress event (flushed and fsynced: followers see it at once)."""
-        line = json.dumps({"event": kind, "time": time.time(), **fields}, sort_keys=True)
-        with self._progress.open("a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_event(self.dir, kind, **fields)
+
+    def write_result(self, result: JobResult) -> Path:
+        return write_result(self.dir, result)
+
+    def write_metrics(self, metrics: JobMetrics | dict[str, Any]) -> Path:
+        return write_metrics(self.dir, metrics)
 
     def write_json(self, name: str, obj: Any) -> Path:
         return self.write_bytes(name, _dump(obj).encode())
@@ -85,24 +96,4 @@ class JobOutputs:
         self.write_bytes("segments.csv", segments_csv(profiles).encode())
 
     def write_bytes(self, name: str, data: bytes) -> Path:
-        path = self.dir / name
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        with tmp.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        return path
-
-
-def read_progress(directory: Path, *, start: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """Events appended since byte offset ``start``; returns (events, new offset)."""
-    path = directory / "progress.jsonl"
-    if not path.exists():
-        return [], start
-    with path.open("rb") as fh:
-        fh.seek(start)
-        data = fh.read()
-    end = data.rfind(b"\n") + 1
-    events = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
-    return events, start + end
+        return write_atomic(self.dir / name, data)

@@ -28,15 +28,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fedcollab.common.atomic import write_atomic
 from fedcollab.common.errors import PolicyRefusal
 from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.keys import parse_verifier_key
 from fedcollab.compliance.grants import (
     SignedGrant,
     load_signed_grant,
     parse_signed_grant,
     verify_grant,
 )
-from fedcollab.compliance.keys import parse_verifier_key
 from fedcollab.compliance.policy import ParticipantFacts, PolicyDecision, check_job_policy
 from fedcollab.compliance.registry import Registry, load_registry
 from fedcollab.compliance.trail import Trail
@@ -130,7 +131,7 @@ def add_grant(ws: Workspace, grant_file: Path) -> SignedGrant:
     verify_grant(signed, keys[partner])
     dest = grant_path(ws, partner)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_bytes(grant_file.read_bytes())
+    write_atomic(dest, grant_file.read_bytes())
     return signed
 
 

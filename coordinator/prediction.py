@@ -14,7 +14,7 @@ Early stopping keeps the model with the best federated validation AUC.
 In a DP job the rounds carry no validation histograms (privacy.dp_plan: every
 release is charged, and per-round evaluation would be one more release per
 round): the released model is the last round's, evaluated once at the end from
-noisy coarse histograms (privacy.dp_statistics), as is the permutation step.
+noisy coarse histograms (protocols.dp_statistics), as is the permutation step.
 
 Attributions of the released model (:mod:`protocols.attribution`) close the
 job: a logistic regression's coefficients need no further message; an MLP

@@ -35,12 +35,12 @@ folder only: its audit record is already complete and is left alone.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedcollab.common.job_files import JobResult
 from fedcollab.compliance.trail import Trail
 from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.coordinator.workspace import Workspace
@@ -114,15 +114,7 @@ def _close_outputs(ws: Workspace) -> tuple[Path, ...]:
             continue
         seen.add(out_dir)
         outputs = JobOutputs(out_dir)
-        outputs.write_json(
-            "result.json",
-            {
-                "status": "failed",
-                "error": INTERRUPTED_ERROR,
-                "reason": INTERRUPTED_REASON,
-                "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            },
-        )
+        outputs.write_result(JobResult.failed(INTERRUPTED_ERROR, INTERRUPTED_REASON))
         outputs.event(
             "job_end", status="failed", error=INTERRUPTED_ERROR, reason=INTERRUPTED_REASON
         )

@@ -29,9 +29,9 @@ from fedcollab.common.schema import DatasetSchema
 from fedcollab.common.serde import Payload
 from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.coordinator.roster import Partner, Roster
-from fedcollab.privacy.client_dp import cluster_sensitivity, profile_sensitivity
 from fedcollab.privacy.dp_plan import DpPlan, resolve
 from fedcollab.protocols import dp_segments, kmeans, preprocessing, segment_labels, segments
+from fedcollab.protocols.client_dp import cluster_sensitivity, profile_sensitivity
 
 __all__ = ["SegmentationResult", "run_segmentation"]
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fedcollab.common.errors import JobSpecError, PolicyRefusal
 from fedcollab.common.jobspec import JobSpec
-from fedcollab.compliance.keys import parse_verifier_key
+from fedcollab.common.keys import parse_verifier_key
 from fedcollab.coordinator.audit import AuditConfig
 from fedcollab.coordinator.broadcast import record_messages
 from fedcollab.coordinator.job import run_job

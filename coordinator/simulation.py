@@ -16,7 +16,9 @@ from typing import Any
 from fedcollab.client.client_app import make_client_app
 from fedcollab.client.partner_data import PartnerSource
 from fedcollab.client.run_contract import split_settings
+from fedcollab.common.atomic import write_json_atomic
 from fedcollab.common.errors import FederationError, JobSpecError, error_class
+from fedcollab.common.job_files import JobResult, read_result
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.schema import load_schema
 from fedcollab.common.third_party_noise import quiet_third_party, verbose_requested
@@ -103,7 +105,7 @@ def run_simulation_job(
     registry: Path = EXAMPLE_REGISTRY,
     trace: bool = False,
     budget_cap: float | None = None,
-) -> dict[str, Any]:
+) -> JobResult:
     """Run ``spec`` with one virtual node per source; returns the result document.
 
     The job's purpose must be registered in ``registry``; each simulated partner
@@ -145,7 +147,7 @@ def run_simulation_job(
                     delta=spec.privacy.target_delta,
                 )
     # Every simulated partner pins the others' audit keys (the key ceremony checks them).
-    (audit / "peers.json").write_text(json.dumps(peer_keys, indent=2, sort_keys=True))
+    write_json_atomic(audit / "peers.json", peer_keys)
     partners = [
         {
             "partner": s.partner,
@@ -193,17 +195,16 @@ def run_simulation_job(
             backend_config=backend_config,
             verbose_logging=verbose or verbose_requested(),
         )
-    result_path = out_dir / "result.json"
-    if not result_path.exists():
+    result = read_result(out_dir)
+    if result is None:
         raise FederationError(
             "the simulation ended without a result", hint="rerun with --verbose to see Flower's log"
         )
-    result: dict[str, Any] = json.loads(result_path.read_text())
-    if result.get("status") != "completed":
+    if result.status != "completed":
         # The reason is the error's diagnostics: its message, then "What to do: <hint>".
-        reason, _, hint = str(result.get("reason")).partition("\nWhat to do: ")
-        raise error_class(str(result.get("error")))(
-            f"job {spec.name!r} failed: {result.get('error')}: {reason}",
+        reason, _, hint = str(result.reason).partition("\nWhat to do: ")
+        raise error_class(str(result.error))(
+            f"job {spec.name!r} failed: {result.error}: {reason}",
             hint=hint or "see progress.jsonl in the output folder",
         )
     return result

@@ -25,15 +25,15 @@ from typing import Any
 import tomli_w
 
 from fedcollab import common
-from fedcollab.client.node_runtime import (
+from fedcollab.common.errors import FederationError
+from fedcollab.common.job_fab import (
     CLIENTAPP_REF,
     JOB_FAB_MODULE,
     JOB_FAB_MODULE_TEXT,
     SERVERAPP_REF,
 )
-from fedcollab.common.errors import FederationError
+from fedcollab.common.job_files import read_progress
 from fedcollab.common.jobspec import JobSpec
-from fedcollab.coordinator.outputs import read_progress
 from fedcollab.coordinator.policy_gate import check_submission
 from fedcollab.coordinator.superlink import _tool, flwr_env, partner_audit_keys
 from fedcollab.coordinator.workspace import Workspace

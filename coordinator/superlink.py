@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import IO
 
+from fedcollab.common.atomic import write_atomic, write_json_atomic
 from fedcollab.common.errors import FederationError, WorkspaceError
 from fedcollab.compliance.trail import load_verifier_key
 from fedcollab.coordinator.workspace import Workspace, check_name
@@ -64,15 +65,14 @@ def write_flwr_config(ws: Workspace, control_port: int) -> None:
     fed = ws.federation
     ws.flwr_home.mkdir(parents=True, exist_ok=True)
     path = ws.flwr_home / "config.toml"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(
+    write_atomic(
+        path,
         "[superlink]\n"
         f'default = "{fed.name}"\n\n'
         f"[superlink.{fed.name}]\n"
         f'address = "127.0.0.1:{control_port}"\n'
-        f'root-certificates = "{ws.ca_cert.resolve()}"\n'
+        f'root-certificates = "{ws.ca_cert.resolve()}"\n',
     )
-    os.replace(tmp, path)
 
 
 def superlink_command(ws: Workspace, *, internal_port: int) -> list[str]:
@@ -186,9 +186,7 @@ def write_peer_keys(ws: Workspace, out: Path | None = None) -> Path:
     out of band, as they do for the coordinator's key.
     """
     path = out or ws.root / "peers.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(partner_audit_keys(ws), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, partner_audit_keys(ws))
     return path
 
 
@@ -254,11 +252,9 @@ def register_node(
     if audit_key is not None:
         dest = ws.partner_audit_pub(partner)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(audit_key.read_text())
+        write_atomic(dest, audit_key.read_bytes())
         write_peer_keys(ws)
     known[partner] = int(node_id)
     path = _registry_path(ws)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(known, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, known)
     return int(node_id)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from fedcollab.common.atomic import write_atomic, write_json_atomic
 from fedcollab.common.errors import WorkspaceError
 from fedcollab.compliance.trail import create_party_key
 
@@ -72,11 +72,9 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def _write_private(path: Path, data: bytes, *, exclusive: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+    write_atomic(path, data, private=True, exclusive=exclusive)
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -106,12 +104,14 @@ def generate_node_key(directory: Path) -> tuple[Path, Path]:
             serialization.PrivateFormat.OpenSSH,
             serialization.NoEncryption(),
         ),
+        exclusive=True,
     )
-    public_path.write_bytes(
+    write_atomic(
+        public_path,
         key.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
         )
-        + b"\n"
+        + b"\n",
     )
     return private_path, public_path
 
@@ -192,7 +192,7 @@ class Workspace:
         ws._make_tls(fed)
         ws._write_flwr_config(fed)
         create_party_key(root / "coordinator", "coordinator")
-        ws.config_path.write_text(json.dumps(asdict(fed), indent=2) + "\n")
+        write_json_atomic(ws.config_path, asdict(fed), sort_keys=False)
         for partner in partners:
             generate_node_key(ws.node_dir(partner))
             create_party_key(ws.node_dir(partner), partner)
@@ -280,16 +280,17 @@ class Workspace:
             .sign(ca_key, hashes.SHA256())
         )
         _write_private(self.root / "ca" / "ca.key", _pem_key(ca_key))
-        self.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+        write_atomic(self.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
         _write_private(self.server_key, _pem_key(server_key))
-        self.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+        write_atomic(self.server_cert, server_cert.public_bytes(serialization.Encoding.PEM))
 
     def _write_flwr_config(self, fed: Federation) -> None:
         self.flwr_home.mkdir(parents=True, exist_ok=True)
-        (self.flwr_home / "config.toml").write_text(
+        write_atomic(
+            self.flwr_home / "config.toml",
             "[superlink]\n"
             f'default = "{fed.name}"\n\n'
             f"[superlink.{fed.name}]\n"
             f'address = "{fed.address}"\n'
-            f'root-certificates = "{self.ca_cert.resolve()}"\n'
+            f'root-certificates = "{self.ca_cert.resolve()}"\n',
         )

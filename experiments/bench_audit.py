@@ -34,10 +34,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from rich.console import Console
 from rich.table import Table
 
+from fedcollab.common.keys import Signer
 from fedcollab.compliance import merkle
 from fedcollab.compliance.bundle import export_bundle, verify_bundle
 from fedcollab.compliance.events import make_event
-from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.trust import TrustPolicy
 

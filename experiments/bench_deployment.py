@@ -44,6 +44,7 @@ from experiments.bench_he_deployment import _free_port_block, round_times
 from experiments.he_equivalence import code_version
 from experiments.horizontal import default_jobs, prepare_partners
 from fedcollab.client.partner_data import PartnerSource
+from fedcollab.common.job_files import load_metrics
 from fedcollab.common.jobspec import JobSpec, PrivacySpec
 
 __all__ = ["GOAL", "compare", "main", "spec_for"]
@@ -66,10 +67,10 @@ def spec_for(schema: Path, *, rounds: int, encryption: str) -> JobSpec:
 
 
 def _summary(out: Path, seconds: float) -> dict[str, Any]:
-    from fedcollab.coordinator.outputs import read_progress
+    from fedcollab.common.job_files import read_progress
 
     events, _ = read_progress(out)
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = load_metrics(out).document()
     rounds = round_times(events)
     later = [rounds[r] for r in sorted(rounds) if r >= 2]
     return {
@@ -89,8 +90,8 @@ def _simulation(spec: JobSpec, sources: list[PartnerSource], out: Path) -> dict[
     shutil.rmtree(out, ignore_errors=True)
     t = time.monotonic()
     result = run_simulation_job(spec, sources, out)
-    if result.get("status") != "completed":
-        raise RuntimeError(f"simulation job failed: {result.get('status')}")
+    if result.status != "completed":
+        raise RuntimeError(f"simulation job failed: {result.status}")
     return _summary(out, time.monotonic() - t)
 
 

@@ -56,6 +56,7 @@ from rich.table import Table
 
 from experiments.he_equivalence import code_version
 from fedcollab.client.partner_data import PartnerSource
+from fedcollab.common.job_files import load_metrics
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.schema import DatasetSchema
 
@@ -89,7 +90,7 @@ def round_times(events: Iterable[Mapping[str, Any]]) -> dict[int, float]:
 def partner_steps(node_dir: Path, partner: str, digest: str, t0: float) -> dict[str, Any]:
     """From a partner's own audit log: per step of job ``digest``, when its ClientApp
     logged the request (after process start-up and imports) and its reply, s after ``t0``."""
-    from fedcollab.compliance.keys import Signer
+    from fedcollab.common.keys import Signer
     from fedcollab.compliance.log import AuditLog
 
     with AuditLog.open(
@@ -202,7 +203,7 @@ def _free_port_block(n: int) -> int:
 
 
 def _run(fed: Any, spec: JobSpec, out: Path) -> dict[str, Any]:
-    from fedcollab.coordinator.outputs import read_progress
+    from fedcollab.common.job_files import read_progress
     from fedcollab.coordinator.submit import follow, submit_job
 
     t = time.monotonic()
@@ -213,7 +214,7 @@ def _run(fed: Any, spec: JobSpec, out: Path) -> dict[str, Any]:
     if end.get("status") != "completed":
         raise RuntimeError(f"{spec.name} ({spec.privacy.encryption}) failed: {end}")
     events, _ = read_progress(out)
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = load_metrics(out).document()
     rounds = round_times(events)
     later = [rounds[r] for r in sorted(rounds) if r >= 2]
     start = events[0]["time"]

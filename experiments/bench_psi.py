@@ -108,7 +108,7 @@ class _Sealing:
     opened and checked by the recipient (:mod:`privacy.envelope`), as a deployment does."""
 
     def __init__(self, names: Sequence[str]) -> None:
-        from fedcollab.compliance.keys import Signer
+        from fedcollab.common.keys import Signer
         from fedcollab.privacy.key_transport import PeerKeys, TransportKey
 
         self.signers = {n: Signer.generate() for n in names}

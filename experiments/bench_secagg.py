@@ -58,7 +58,7 @@ from rich.table import Table
 
 from experiments.bench_he import _message, _native_stdout_silenced, _serialise
 from fedcollab.common import serde
-from fedcollab.compliance.keys import Signer
+from fedcollab.common.keys import Signer
 from fedcollab.privacy.ckks import EncryptedSum, SecretKeys
 from fedcollab.privacy.fixed_point import FixedPointCodec
 from fedcollab.privacy.key_transport import PeerKeys

@@ -54,6 +54,7 @@ from rich.console import Console
 from rich.table import Table
 
 from experiments.he_equivalence import code_version
+from fedcollab.common.job_files import load_metrics
 from fedcollab.common.jobspec import JobSpec
 
 __all__ = [
@@ -160,7 +161,7 @@ def _free_port_block(n: int) -> int:
 
 
 def _run(fed: Any, spec: JobSpec, out: Path) -> dict[str, Any]:
-    from fedcollab.coordinator.outputs import read_progress
+    from fedcollab.common.job_files import read_progress
     from fedcollab.coordinator.submit import follow, submit_job
 
     t = time.monotonic()
@@ -171,7 +172,7 @@ def _run(fed: Any, spec: JobSpec, out: Path) -> dict[str, Any]:
     if end.get("status") != "completed":
         raise RuntimeError(f"{spec.name} ({spec.privacy.encryption}) failed: {end}")
     events, _ = read_progress(out)
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = load_metrics(out).document()
     return {
         **summarise(events, metrics),
         "submit_to_end_s": round(submit_to_end, 2),

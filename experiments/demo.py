@@ -37,9 +37,9 @@ from fedcollab.cli.progress import JobProgress
 from fedcollab.client.partner_data import PartnerSource
 from fedcollab.common.errors import FederationError
 from fedcollab.common.jobspec import JobSpec, PrivacySpec
+from fedcollab.common.keys import Signer
 from fedcollab.compliance.bundle import export_bundle, verify_bundle
 from fedcollab.compliance.crossref import cross_check
-from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.report import write_report
 from fedcollab.compliance.trail import load_verifier_key

@@ -50,6 +50,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from fedcollab.common.job_files import load_metrics
 from fedcollab.common.jobspec import JobSpec
 
 __all__ = [
@@ -235,7 +236,7 @@ def _run_all(
         t = time.monotonic()
         run_simulation_job(spec, sources, job_out, num_cpus=num_cpus, trace=True)
         wall = time.monotonic() - t
-        metrics = json.loads((job_out / "metrics.json").read_text())
+        metrics = load_metrics(job_out).document()
         runs[name] = {
             "output_dir": str(job_out),
             "wall_time_s": round(wall, 2),

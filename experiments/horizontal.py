@@ -29,6 +29,7 @@ from rich.table import Table
 
 from experiments import baselines
 from fedcollab.client.partner_data import PartnerSource
+from fedcollab.common.job_files import load_metrics
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.schema import load_schema
 from fedcollab.common.split import split_horizontal
@@ -114,13 +115,13 @@ def compare(
 ) -> dict[str, Any]:
     """Baselines next to finished federated jobs' outputs."""
     data = baselines.load_all(sources, prediction)
-    fed_metrics = json.loads((pred_out / "metrics.json").read_text())
+    fed_metrics = load_metrics(pred_out).document()
     max_epochs = max(fed_metrics["rounds_run"] * prediction.training.local_epochs, 20)
     central = baselines.train_centralized(data, prediction, max_epochs=max_epochs)
     alone = {d.partner: baselines.train_alone(d, prediction, max_epochs=max_epochs) for d in data}
     fed_per_partner = baselines.federated_model_per_partner(pred_out, data, prediction)
     alone_aucs = [a.test_auc for a in alone.values() if a.test_auc is not None]
-    seg_metrics = json.loads((seg_out / "metrics.json").read_text())
+    seg_metrics = load_metrics(seg_out).document()
     centroids = json.loads((seg_out / "centroids.json").read_text())["centroids"]
     seg_data = baselines.load_all(sources, segmentation)
     import numpy as np

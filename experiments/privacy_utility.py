@@ -11,11 +11,11 @@ ClientApp code as a deployment), in three families of settings:
 
 * **no DP**, plaintext aggregation;
 * **sample-level DP**: DP-SGD at every partner (Abadi et al. 2016,
-  arXiv:1607.00133; :mod:`privacy.dp_sgd`), *plaintext* aggregation -- each
+  arXiv:1607.00133; :mod:`protocols.dp_sgd`), *plaintext* aggregation -- each
   partner adds its full noise, so the record-level guarantee holds even
   against a coordinator that sees one partner's update (:mod:`privacy.dp_plan`);
 * **client-level DP**: DP-FedAvg (McMahan et al. 2018, arXiv:1710.06963;
-  :mod:`privacy.client_dp`), CKKS-encrypted aggregation (required: the
+  :mod:`protocols.client_dp`), CKKS-encrypted aggregation (required: the
   partners' noise shares only protect in the sum).
 
 Each DP family runs at every target epsilon (delta = 1e-5), every setting for
@@ -86,6 +86,7 @@ import numpy.typing as npt
 from rich.console import Console
 from rich.table import Table
 
+from fedcollab.common.job_files import load_metrics
 from fedcollab.common.jobspec import JobSpec
 
 if TYPE_CHECKING:
@@ -318,7 +319,7 @@ def _run_one(
     t = time.monotonic()
     run_simulation_job(spec, list(sources), run_dir, num_cpus=num_cpus, budget_cap=BUDGET_CAP)
     wall = time.monotonic() - t
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = load_metrics(run_dir).document()
     card = json.loads((run_dir / "model_card.json").read_text())
     dp = card["protections"]["differential_privacy"]
     record_eps = _ledger_epsilon(run_dir) if setting.level != "none" else None

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from experiments.horizontal import DATA_DIR
+from fedcollab.common.job_files import load_metrics
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.schema import load_schema
 from fedcollab.common.split import split_horizontal
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     with PeakMemory() as mem:
         run_simulation_job(spec, sources, out / f"job-{args.partners}")
     wall = time.monotonic() - t0
-    metrics = json.loads((out / f"job-{args.partners}" / "metrics.json").read_text())
+    metrics = load_metrics(out / f"job-{args.partners}").document()
     result = {
         "partners": args.partners,
         "rounds": metrics["rounds_run"],

@@ -11,7 +11,6 @@ avoid), so they run here, in the experiment, never in the federation:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from sklearn.metrics import roc_auc_score
 
 from fedcollab.client.partner_data import PartnerSource
 from fedcollab.common.dataset import load_dataset
+from fedcollab.common.job_files import load_metrics
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.schema import load_schema
 from fedcollab.protocols.vertical_data import aligned_split, party_matrix
@@ -87,7 +87,7 @@ def vertical_summary(
     """Each vertical job's result (from its metrics.json) beside the baselines."""
     result: dict[str, Any] = {"jobs": {}}
     for spec in jobs:
-        metrics = json.loads((out / spec.name / "metrics.json").read_text())
+        metrics = load_metrics(out / spec.name).document()
         inference = bool(spec.vertical.predict_with)
         result["jobs"][spec.name] = {
             "model": spec.vertical.model,

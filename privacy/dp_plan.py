@@ -29,7 +29,7 @@ Mechanisms, per task and level:
 
 Notes
 -----
-* *Sensitivities* (see :mod:`privacy.client_dp`): DP-SGD clips each example's
+* *Sensitivities* (see :mod:`protocols.client_dp`): DP-SGD clips each example's
   gradient to ``max_grad_norm``; DP-FedAvg clips a partner's update to
   ``clip_norm``; a DP Lloyd vector has L2 sensitivity ``sqrt(B^2 + 1)`` and a
   bounded profile vector ``sqrt(B^2 + 3)`` for rows clipped to
@@ -61,7 +61,7 @@ Notes
 * *Statistics are charged too* (issue 13): in a DP job the moments for
   standardisation (``query.moments``), the final evaluation (``evaluate.fedavg``)
   and permutation importance (``evaluate.permutation``) are Gaussian releases of
-  bounded statistics (:mod:`privacy.dp_statistics`: values clipped to the spec's
+  bounded statistics (:mod:`protocols.dp_statistics`: values clipped to the spec's
   ``privacy.value_bounds``, counts of sensitivity 1), each charged as
   ``Gaussian(z_stats, 1)`` with ``z_stats = statistics_noise_multiplier``.  With
   ``target_epsilon``, the statistics get :data:`STATISTICS_SHARE` of it
@@ -95,7 +95,6 @@ from typing import Any, Literal
 
 from fedcollab.common.errors import PrivacyError
 from fedcollab.common.jobspec import JobSpec
-from fedcollab.privacy import client_dp
 from fedcollab.privacy.accounting import (
     Gaussian,
     Mechanism,
@@ -112,6 +111,8 @@ __all__ = [
     "UNCHARGED_ACTIONS",
     "DpLevel",
     "DpPlan",
+    "cluster_sensitivity",
+    "profile_sensitivity",
     "resolve",
     "statistics_requests",
     "steps_per_epoch",
@@ -143,10 +144,34 @@ UNCHARGED_ACTIONS = frozenset(
 STATISTICS_SHARE = 0.25
 
 
+def _positive_clip(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PrivacyError(f"row_clip_norm must be a number, got {value!r}", hint="set it > 0")
+    if not (math.isfinite(value) and value > 0):
+        raise PrivacyError(
+            f"row_clip_norm = {value!r} is not a finite number > 0", hint="set it > 0"
+        )
+    return float(value)
+
+
+def cluster_sensitivity(*, row_clip_norm: float) -> float:
+    """L2 sensitivity of a Lloyd vector of rows clipped to ``row_clip_norm``.
+
+    The noise of :mod:`protocols.client_dp` is calibrated to it. Defined here, with
+    the plan that uses it, so that ``privacy`` imports no protocol.
+    """
+    return math.sqrt(_positive_clip(row_clip_norm) ** 2 + 1.0)
+
+
+def profile_sensitivity(*, row_clip_norm: float) -> float:
+    """L2 sensitivity of a bounded profile vector (:mod:`protocols.dp_segments`)."""
+    return math.sqrt(_positive_clip(row_clip_norm) ** 2 + 3.0)
+
+
 def steps_per_epoch(sample_rate: float) -> int:
     """DP-SGD steps per local epoch, ``ceil(1 / sample_rate)`` (one pass in expectation).
 
-    :func:`privacy.dp_sgd.train_local_dp` runs exactly this many; it lives here,
+    :func:`protocols.dp_sgd.train_local_dp` runs exactly this many; it lives here,
     not there, because the coordinator needs the plan without importing torch.
 
     >>> steps_per_epoch(0.02), steps_per_epoch(0.3), steps_per_epoch(1.0)
@@ -359,8 +384,8 @@ class DpPlan:
             b = self.row_clip_norm
             out |= {
                 "row_clip_norm": b,
-                "lloyd_noise_std": z * client_dp.cluster_sensitivity(row_clip_norm=b),
-                "profile_noise_std": z * client_dp.profile_sensitivity(row_clip_norm=b),
+                "lloyd_noise_std": z * cluster_sensitivity(row_clip_norm=b),
+                "profile_noise_std": z * profile_sensitivity(row_clip_norm=b),
             }
         elif self.level == "sample":
             out |= {

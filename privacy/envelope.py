@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from fedcollab.common.errors import CiphertextError
-from fedcollab.compliance.keys import Signer, verify_signature
+from fedcollab.common.keys import Signer, verify_signature
 from fedcollab.privacy.key_transport import PeerKeys, TransportKey
 
 __all__ = ["Envelope", "open_envelope", "seal"]

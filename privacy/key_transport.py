@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from fedcollab.common.errors import CiphertextError
-from fedcollab.compliance.keys import Signer, parse_verifier_key, verify_signature
+from fedcollab.common.keys import Signer, parse_verifier_key, verify_signature
 from fedcollab.privacy.ckks import SecretKeys
 
 __all__ = [

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedcollab.compliance.keys import verify_signature
+from fedcollab.common.keys import verify_signature
 from fedcollab.privacy.key_transport import PeerKeys
 from fedcollab.privacy.secagg_session import SecAggConfig, SecAggRefusal
 from fedcollab.privacy.shamir import Share

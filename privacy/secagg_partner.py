@@ -56,7 +56,7 @@ from dataclasses import dataclass, field, replace
 import numpy.typing as npt
 
 from fedcollab.common.errors import CiphertextError
-from fedcollab.compliance.keys import Signer, verify_signature
+from fedcollab.common.keys import Signer, verify_signature
 from fedcollab.privacy.envelope import Envelope, open_envelope, seal
 from fedcollab.privacy.key_transport import PeerKeys, TransportKey
 from fedcollab.privacy.masking import MaskingKey

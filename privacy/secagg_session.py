@@ -17,7 +17,7 @@ This module holds the pieces both sides need:
   reconstruct a secret from two inconsistent survivor sets);
 * :class:`Advertisement`, a partner's per-session public keys (X25519 key for
   share envelopes, X25519 masking key, commitment to the self-mask seed)
-  signed with its Ed25519 audit key (:mod:`compliance.keys`), checked against
+  signed with its Ed25519 audit key (:mod:`common.keys`), checked against
   the audit keys each node pinned (:class:`privacy.key_transport.PeerKeys`);
 * the seed derivations and the ChaCha20 mask streams.
 
@@ -68,7 +68,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedcollab.common.errors import PrivacyError
-from fedcollab.compliance.keys import Signer, verify_signature
+from fedcollab.common.keys import Signer, verify_signature
 from fedcollab.privacy.fixed_point import FixedPointCodec
 from fedcollab.privacy.key_transport import PeerKeys
 from fedcollab.privacy.masking import MaskingKey

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedcollab.compliance.keys import verify_signature
+from fedcollab.common.keys import verify_signature
 from fedcollab.privacy.envelope import Envelope
 from fedcollab.privacy.key_transport import PeerKeys
 from fedcollab.privacy.masking import MaskingKey

@@ -7,7 +7,7 @@ is what the key holder checks before it decrypts anything:
 
 * :func:`sign_contribution`: each partner signs its ciphertext over
   (run, step, request digest, partner, SHA-256 of the ciphertext) with its
-  Ed25519 audit key (:mod:`compliance.keys`).
+  Ed25519 audit key (:mod:`common.keys`).
 * :func:`verify_contributions`: the decryptor checks every claimed
   contributor's signature against the keys *it* pinned
   (:class:`privacy.key_transport.PeerKeys`), refuses duplicates and fewer
@@ -67,7 +67,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedcollab.common.errors import CiphertextError
-from fedcollab.compliance.keys import Signer, verify_signature
+from fedcollab.common.keys import Signer, verify_signature
 from fedcollab.privacy.ckks import EncryptedSum, PublicKeys, SecretKeys
 from fedcollab.privacy.key_transport import PeerKeys
 from fedcollab.privacy.secagg_session import mask_stream

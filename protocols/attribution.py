@@ -312,7 +312,7 @@ def permutation_importance(
 
     None when the pooled test rows are empty or hold one class only (no AUC);
     ProtocolError when the blocks disagree on the number of rows. ``noisy``: DP
-    replies (:func:`privacy.dp_statistics.private_permutation_vector`), decoded from
+    replies (:func:`protocols.dp_statistics.private_permutation_vector`), decoded from
     their noisy histograms; their blocks' row counts differ by the noise.
     """
     length = permutation_vector_length(n_columns=len(columns), bins=bins)

@@ -7,7 +7,7 @@ when one customer is added or removed, is bounded; raw business values
 DP Lloyd steps use, and mapped back to business units after the sum, with the
 pooled means and standard deviations of the :class:`Preprocessor` (public
 within the job).  The noise itself is added by
-:func:`privacy.client_dp.private_profile_vector`; this module only lays out
+:func:`protocols.client_dp.private_profile_vector`; this module only lays out
 and decodes the vectors (Wedel & Kamakura 2000, "Market Segmentation", ch. 5
 for the profile table; Su et al. 2016, "Differentially Private k-Means
 Clustering", CODASPY, for noisy sums and counts).

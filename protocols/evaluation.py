@@ -77,7 +77,7 @@ def local_eval_vector(
 def metrics_from_vector(summed: npt.ArrayLike, *, bins: int, noisy: bool = False) -> EvalMetrics:
     """Decode the sum of partners' :func:`local_eval_vector` outputs.
 
-    ``noisy``: the vectors are DP releases (:func:`privacy.dp_statistics.
+    ``noisy``: the vectors are DP releases (:func:`protocols.dp_statistics.
     private_eval_vector`: noisy histograms, head zero); negative counts are set to 0
     and ``n``, accuracy and log loss are derived from the histograms (log loss at the
     bins' midpoints), all post-processing of the noisy counts.

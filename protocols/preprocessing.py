@@ -307,7 +307,7 @@ class Preprocessor:
             mean = total / count
             second = total_sq / count
             var = max(second - mean * mean, 0.0)
-            # var > 0 too: DP moments (privacy.dp_statistics) may sum to a negative second
+            # var > 0 too: DP moments (protocols.dp_statistics) may sum to a negative second
             # moment, where the relative test alone would pass a zero variance.
             constant = var <= 0.0 or var <= _CONSTANT_VARIANCE * second
             std = 1.0 if constant else float(np.sqrt(var))

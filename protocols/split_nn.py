@@ -25,7 +25,7 @@ does not cover, is in :mod:`protocols.split_nn_dp` (re-exported here:
 Notes
 -----
 * *Randomness.* Noise comes from a ``torch.Generator`` seeded with 64 bits of
-  OS entropy per release (as in :mod:`privacy.dp_sgd`); ``unsafe_noise_seed``
+  OS entropy per release (as in :mod:`protocols.dp_sgd`); ``unsafe_noise_seed``
   exists for tests and reproducible experiments only.
 * Adam at ``learning_rate=0.01`` (as in :mod:`protocols.local_training`):
   no per-dataset tuning on standardised tabular features.

@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from fedcollab.common.errors import ConsoleError
-from fedcollab.compliance.keys import parse_verifier_key
+from fedcollab.common.keys import parse_verifier_key
 from fedcollab.compliance.trail import Trail, load_verifier_key
 from fedcollab.coordinator.console import routes_audit, routes_jobs, routes_partners
 from fedcollab.coordinator.console.audit_view import AuditBrowser, AuditSource

@@ -36,9 +36,9 @@ from typing import Any
 from urllib.parse import quote
 
 from fedcollab.common.errors import AuditVerificationError, FedcollabError
+from fedcollab.common.keys import Signer, parse_verifier_key
 from fedcollab.compliance.bundle import VerifiedBundle, export_bundle, verify_bundle
 from fedcollab.compliance.checkpoint import parse_signed_checkpoint
-from fedcollab.compliance.keys import Signer, parse_verifier_key
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.trust import TrustPolicy
 

@@ -12,15 +12,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from fedcollab.coordinator.outputs import read_progress
+from fedcollab.common.errors import WorkspaceError
+from fedcollab.common.job_files import read_metrics, read_progress, read_result
 
 __all__ = ["JobCatalog", "JobRef", "job_detail", "job_participants", "job_summary"]
 
+_T = TypeVar("_T")
 _SLUG_RE = re.compile(r"[^a-z0-9._-]+")
 JOB_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
 #: Files a job page may offer for download (never the model or messages).
@@ -49,6 +51,14 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return None
+
+
+def _read_model(reader: Callable[[Path], _T | None], directory: Path) -> _T | None:
+    """A job file through :mod:`common.job_files`; a malformed one shows as absent."""
+    try:
+        return reader(directory)
+    except (OSError, WorkspaceError):
         return None
 
 
@@ -131,9 +141,9 @@ def _status(ref: JobRef, events: list[dict[str, Any]]) -> tuple[str, dict[str, A
     if end is not None:
         status = "completed" if end.get("status") == "completed" else "failed"
         return status, end
-    result = _read_json(ref.dir / "result.json")
-    if isinstance(result, dict) and result.get("status") in ("completed", "failed"):
-        return str(result["status"]), result
+    result = _read_model(read_result, ref.dir)
+    if result is not None:
+        return result.status, result.model_dump(mode="json", exclude_unset=True)
     if any(e.get("event") == "job_start" for e in events):
         return "running", None
     return "waiting", None
@@ -244,10 +254,8 @@ def job_detail(ref: JobRef) -> dict[str, Any]:
     series = [(r["round"], r[key]) for r in rounds if isinstance(r.get(key), int | float)]
     epsilon = next((r["epsilon"] for r in reversed(rounds) if r.get("epsilon") is not None), None)
     privacy = next((e for e in events if e.get("event") == "privacy"), None)
-    metrics = _read_json(ref.dir / "metrics.json")
-    final = (end or {}).get("final") or (
-        metrics.get("final") if isinstance(metrics, dict) else None
-    )
+    metrics = _read_model(read_metrics, ref.dir)
+    final = (end or {}).get("final") or (metrics.final if metrics is not None else None)
     start = next((e for e in events if e.get("event") == "job_start"), {})
     scoring = bool(start.get("scoring")) or (
         task == "vertical" and not rounds and isinstance(final, dict) and "scored" in final

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from fedcollab.common.errors import ComplianceError, FedcollabError
-from fedcollab.compliance.keys import parse_verifier_key
+from fedcollab.common.keys import parse_verifier_key
 from fedcollab.compliance.trust import TrustPolicy
 from fedcollab.coordinator.console.audit_view import (
     AuditSource,

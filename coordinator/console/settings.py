@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedcollab.common.atomic import write_atomic, write_json_atomic
 from fedcollab.common.errors import ConsoleError
 from fedcollab.compliance.trail import create_party_key
 from fedcollab.coordinator.workspace import Workspace, check_name
@@ -88,9 +89,7 @@ class ConsolePaths:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(path, obj)
 
 
 def init_console(ws: Workspace) -> ConsolePaths:
@@ -103,9 +102,7 @@ def init_console(ws: Workspace) -> ConsolePaths:
         )
     paths.root.mkdir(parents=True, exist_ok=True)
     os.chmod(paths.root, 0o700)
-    fd = os.open(paths.secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(secrets.token_bytes(_SECRET_BYTES))
+    write_atomic(paths.secret, secrets.token_bytes(_SECRET_BYTES), private=True, exclusive=True)
     if not paths.audit_key.exists():
         create_party_key(paths.root, CONSOLE_ACTOR)
     if not paths.config.exists():

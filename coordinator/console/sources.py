@@ -19,10 +19,10 @@ from typing import Any
 from urllib.parse import quote
 
 from fedcollab.common.errors import FedcollabError
+from fedcollab.common.job_files import read_progress
+from fedcollab.common.keys import parse_verifier_key
 from fedcollab.compliance.grants import load_signed_grant, verify_grant
-from fedcollab.compliance.keys import parse_verifier_key
 from fedcollab.coordinator.console.jobs import JobCatalog, job_participants
-from fedcollab.coordinator.outputs import read_progress
 from fedcollab.coordinator.policy_gate import grant_path
 from fedcollab.coordinator.superlink import _tool, flwr_env, partner_audit_keys, registered_nodes
 from fedcollab.coordinator.workspace import Workspace

@@ -18,7 +18,6 @@ re-posts) finds the first submission's folder and starts nothing new.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import secrets
 import threading
@@ -29,7 +28,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fedcollab.common.atomic import write_atomic, write_json_atomic
 from fedcollab.common.errors import FedcollabError, JobSpecError
+from fedcollab.common.job_files import JobResult, write_result
 from fedcollab.common.jobspec import JobSpec, load_job_spec
 from fedcollab.coordinator.submit import submit_job
 from fedcollab.coordinator.workspace import Workspace
@@ -43,9 +44,7 @@ _SUBMIT_LOCK = threading.Lock()
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(path, obj)
 
 
 def _load(ws: Workspace, text: str) -> JobSpec:
@@ -96,7 +95,7 @@ def start_submission(ws: Workspace, text: str, *, user: str, form_id: str = "") 
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         out = jobs / f"{spec.name}-{stamp}-{key}"
         out.mkdir(exist_ok=False)
-    (out / "job.toml").write_text(text, encoding="utf-8")
+    write_atomic(out / "job.toml", text)
     _write_json(
         out / SUBMISSION_FILE,
         {
@@ -116,18 +115,9 @@ def start_submission(ws: Workspace, text: str, *, user: str, form_id: str = "") 
             submit_job(ws, spec, out)
         except FedcollabError as exc:
             errors.append(exc)
-            _write_json(
-                out / "result.json",
-                {
-                    "status": "failed",
-                    "error": type(exc).__name__,
-                    "reason": exc.diagnostics(),
-                    "finished": datetime.now(UTC).isoformat(),
-                },
-            )
+            write_result(out, JobResult.failed(type(exc).__name__, exc.diagnostics()))
         except Exception as exc:  # a bug must still end the job's page as failed
-            _write_json(out / "result.json", {"status": "failed", "error": type(exc).__name__,
-                                              "reason": str(exc)})  # fmt: skip
+            write_result(out, JobResult.failed(type(exc).__name__, str(exc)))
         finally:
             done.set()
 

@@ -27,11 +27,11 @@ import pytest
 
 from fedcollab.cli import app as cli_app
 from fedcollab.common.errors import EventOrderError
+from fedcollab.common.keys import Signer
 from fedcollab.compliance.bundle import export_bundle, verify_bundle
 from fedcollab.compliance.checkpoint import cosign, parse_signed_checkpoint
 from fedcollab.compliance.crossref import CrossCheck, cross_check
 from fedcollab.compliance.events import canonical_json, make_event
-from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.store import LogStore
 from fedcollab.compliance.trust import TrustPolicy

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from fedcollab.common.errors import PrivacyError
-from fedcollab.compliance.keys import Signer
+from fedcollab.common.keys import Signer
 from fedcollab.privacy.masking import MaskingKey
 from fedcollab.privacy.secagg_messages import MaskedInput, UnmaskRequest
 from fedcollab.privacy.secagg_session import SecAggRefusal, mask_stream, pair_sign, pairwise_seed

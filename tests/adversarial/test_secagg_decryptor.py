@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedcollab.compliance.keys import Signer
+from fedcollab.common.keys import Signer
 from fedcollab.privacy.ckks import SecretKeys
 from fedcollab.privacy.key_transport import PeerKeys
 from fedcollab.privacy.verified_decryption import (

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fedcollab.compliance.keys import Signer, format_verifier_key
+from fedcollab.common.keys import Signer, format_verifier_key
 from fedcollab.coordinator.encryption import HeSession
 from fedcollab.privacy.ckks import SecretKeys
 from fedcollab.privacy.key_transport import PeerKeys, deal

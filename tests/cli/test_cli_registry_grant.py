@@ -17,8 +17,8 @@ import typer
 from rich.console import Console
 
 from fedcollab import cli
+from fedcollab.common.keys import Signer, format_verifier_key, public_key_to_pem
 from fedcollab.compliance.grants import load_signed_grant, save_signed_grant
-from fedcollab.compliance.keys import Signer, format_verifier_key, public_key_to_pem
 from fedcollab.compliance.registry import load_registry
 
 REPO = Path(__file__).resolve().parents[2]

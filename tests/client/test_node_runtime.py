@@ -11,14 +11,13 @@ import pytest
 import tomli_w
 
 from fedcollab.client.node_runtime import (
-    JOB_FAB_MODULE,
-    JOB_FAB_MODULE_TEXT,
     NodeState,
     check_fab,
     load_settings,
     prepare_state,
 )
 from fedcollab.common.errors import WorkspaceError
+from fedcollab.common.job_fab import JOB_FAB_MODULE, JOB_FAB_MODULE_TEXT
 from fedcollab.coordinator.submit import _APP_PYPROJECT
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from fedcollab.client.peer_trust import confirm_peers, fingerprint
 from fedcollab.common.errors import CiphertextError, PolicyRefusal
-from fedcollab.compliance.keys import Signer, format_verifier_key, key_id
+from fedcollab.common.keys import Signer, format_verifier_key, key_id
 from fedcollab.compliance.trail import create_party_key
 from fedcollab.privacy.key_transport import PeerKeys
 

@@ -18,12 +18,12 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from fedcollab.common.errors import AuditVerificationError, ComplianceError
+from fedcollab.common.keys import Signer, format_verifier_key
 from fedcollab.compliance import merkle
 from fedcollab.compliance.bundle import _actor_of, export_bundle, verify_bundle
 from fedcollab.compliance.bundle_entries import LeafTree, _canonical_value, check_envelope
 from fedcollab.compliance.checkpoint import cosign
 from fedcollab.compliance.events import EventEnvelope, make_event
-from fedcollab.compliance.keys import Signer, format_verifier_key
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.trust import TrustPolicy
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from fedcollab.common.errors import AuditVerificationError
+from fedcollab.common.keys import Signer
 from fedcollab.compliance.checkpoint import verify_checkpoint
 from fedcollab.compliance.cosigning import CosignRecord, build_request, cosign_request
 from fedcollab.compliance.events import make_event
-from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.log import AuditLog
 
 DIGEST = "sha256:" + "ab" * 32

@@ -13,8 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+from fedcollab.common.keys import Signer
 from fedcollab.compliance import merkle
-from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.log import AuditLog
 
 ORIGIN = "fedcollab.test/crash"
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 WRITER = rf"""
 import random, sys
-from fedcollab.compliance.keys import Signer
+from fedcollab.common.keys import Signer
 from fedcollab.compliance.log import AuditLog
 
 db, key, run = sys.argv[1], sys.argv[2], int(sys.argv[3])

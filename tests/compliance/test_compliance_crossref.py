@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from fedcollab.common.errors import AuditVerificationError
+from fedcollab.common.keys import Signer
 from fedcollab.compliance.bundle import VerifiedBundle, export_bundle, verify_bundle
 from fedcollab.compliance.crossref import cross_check
 from fedcollab.compliance.events import make_event
-from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.trust import TrustPolicy
 

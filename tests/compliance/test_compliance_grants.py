@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 import fedcollab.compliance.grants as grants_module
 from fedcollab.common.errors import ComplianceError, PolicyRefusal
+from fedcollab.common.keys import Signer
 from fedcollab.compliance.events import canonical_json
 from fedcollab.compliance.grants import (
     GRANT_DOMAIN,
@@ -29,7 +30,6 @@ from fedcollab.compliance.grants import (
     sign_grant,
     verify_grant,
 )
-from fedcollab.compliance.keys import Signer
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T1 = datetime(2027, 1, 1, tzinfo=UTC)

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from fedcollab.common.errors import AuditVerificationError, ComplianceError
+from fedcollab.common.keys import Signer
 from fedcollab.compliance import merkle
 from fedcollab.compliance.checkpoint import cosign
 from fedcollab.compliance.events import make_event
-from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.log import AuditLog
 
 ORIGIN = "fedcollab.test/audit"
@@ -155,7 +155,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 HOLDER = f"""
 import sys
-from fedcollab.compliance.keys import Signer
+from fedcollab.common.keys import Signer
 from fedcollab.compliance.log import AuditLog
 
 db, key = sys.argv[1], sys.argv[2]

@@ -12,9 +12,9 @@ import pytest
 
 import fedcollab.compliance.policy as policy_module
 from fedcollab.common.errors import ComplianceError, PolicyRefusal
+from fedcollab.common.keys import Signer
 from fedcollab.compliance.events import canonical_json
 from fedcollab.compliance.grants import ConsentKind, ConsentRecord, Grant, SignedGrant, sign_grant
-from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.policy import (
     ParticipantFacts,
     PolicyDecision,

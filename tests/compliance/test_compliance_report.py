@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from fedcollab.cli.report import app as report_app
 from fedcollab.common.errors import AuditVerificationError, ComplianceError
+from fedcollab.common.keys import Signer, format_verifier_key
 from fedcollab.compliance.bundle import export_bundle
 from fedcollab.compliance.checkpoint import cosign
 from fedcollab.compliance.events import make_event
-from fedcollab.compliance.keys import Signer, format_verifier_key
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.report import build_report, render_html, write_report
 from fedcollab.compliance.trust import TrustPolicy

@@ -10,6 +10,15 @@ from pathlib import Path
 import pytest
 
 from fedcollab.common.errors import AuditVerificationError, ComplianceError
+from fedcollab.common.keys import (
+    Signer,
+    format_verifier_key,
+    key_id,
+    parse_verifier_key,
+    public_key_from_pem,
+    public_key_to_pem,
+    verify_signature,
+)
 from fedcollab.compliance.checkpoint import (
     Checkpoint,
     NoteSignature,
@@ -20,15 +29,6 @@ from fedcollab.compliance.checkpoint import (
     verify_checkpoint,
 )
 from fedcollab.compliance.events import make_event, salted_hash, signing_payload, verify_event
-from fedcollab.compliance.keys import (
-    Signer,
-    format_verifier_key,
-    key_id,
-    parse_verifier_key,
-    public_key_from_pem,
-    public_key_to_pem,
-    verify_signature,
-)
 from fedcollab.compliance.merkle import EMPTY_ROOT
 
 ORIGIN = "fedcollab.test/audit"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from fedcollab.common.errors import ComplianceError
+from fedcollab.common.keys import Signer, format_verifier_key, public_key_to_pem
 from fedcollab.compliance.bundle_entries import time_key
-from fedcollab.compliance.keys import Signer, format_verifier_key, public_key_to_pem
 from fedcollab.compliance.trust import TrustPolicy, parse_trust_options
 
 

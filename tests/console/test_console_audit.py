@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fedcollab.common.errors import ConsoleError
+from fedcollab.common.keys import Signer
 from fedcollab.compliance.bundle import export_bundle, verify_bundle
 from fedcollab.compliance.checkpoint import cosign
-from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.trail import Trail, load_verifier_key
 from fedcollab.compliance.trust import TrustPolicy
 from fedcollab.coordinator.console.settings import add_partner_bundle

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fedcollab.common.keys import Signer
 from fedcollab.compliance.bundle import export_bundle, verify_bundle
-from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.trail import Trail, load_verifier_key
 from fedcollab.compliance.trust import TrustPolicy

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from fedcollab.common.jobspec import load_job_spec
+from fedcollab.common.keys import Signer
 from fedcollab.common.schema import load_schema
-from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.log import AuditLog
 from fedcollab.coordinator.local_federation import LocalFederation
 from fedcollab.coordinator.submit import follow, submit_job

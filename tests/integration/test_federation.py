@@ -15,7 +15,7 @@ import pytest
 from experiments.demo import export_and_verify
 from fedcollab.common.dataset import file_sha256
 from fedcollab.common.jobspec import load_job_spec
-from fedcollab.compliance.keys import Signer
+from fedcollab.common.keys import Signer
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.trail import create_party_key
 from fedcollab.coordinator.local_federation import LocalFederation

@@ -25,7 +25,7 @@ import pytest
 
 from experiments.demo import export_and_verify
 from fedcollab.common.jobspec import load_job_spec
-from fedcollab.compliance.keys import Signer
+from fedcollab.common.keys import Signer
 from fedcollab.compliance.log import AuditLog
 from fedcollab.coordinator.local_federation import LocalFederation
 from fedcollab.coordinator.submit import follow, submit_job

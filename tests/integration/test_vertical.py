@@ -19,9 +19,9 @@ from experiments.demo import export_and_verify
 from experiments.vertical_setup import DATA_DIR, LABEL_HOLDER, PARTIES, vertical_job
 from experiments.vertical_summary import true_alignment
 from fedcollab.common.dataset import load_dataset
+from fedcollab.common.keys import Signer
 from fedcollab.common.schema import load_schema
 from fedcollab.common.split import split_vertical
-from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.log import AuditLog
 from fedcollab.coordinator.local_federation import LocalFederation
 from fedcollab.coordinator.submit import follow, submit_job

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedcollab.compliance.keys import Signer
+from fedcollab.common.keys import Signer
 from fedcollab.privacy.envelope import Envelope
 from fedcollab.privacy.fixed_point import FixedPointCodec
 from fedcollab.privacy.key_transport import PeerKeys

@@ -151,6 +151,8 @@ def test_public_surface_is_what_was_meant() -> None:
         "UNCHARGED_ACTIONS",
         "DpLevel",
         "DpPlan",
+        "cluster_sensitivity",
+        "profile_sensitivity",
         "resolve",
         "statistics_requests",
         "steps_per_epoch",

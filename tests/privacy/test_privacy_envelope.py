@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from fedcollab.common.errors import CiphertextError
-from fedcollab.compliance.keys import Signer
+from fedcollab.common.keys import Signer
 from fedcollab.compliance.trail import create_party_key
 from fedcollab.privacy.envelope import Envelope, open_envelope, seal
 from fedcollab.privacy.key_transport import PeerKeys, TransportKey

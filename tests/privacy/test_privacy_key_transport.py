@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fedcollab.common.errors import CiphertextError
-from fedcollab.compliance.keys import Signer
+from fedcollab.common.keys import Signer
 from fedcollab.compliance.trail import create_party_key
 from fedcollab.privacy.ckks import EncryptedSum, SecretKeys
 from fedcollab.privacy.key_transport import (

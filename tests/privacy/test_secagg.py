@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import fedcollab.privacy.secagg_messages as secagg_messages
 import fedcollab.privacy.secagg_partner as secagg_partner
-from fedcollab.compliance.keys import Signer
+from fedcollab.common.keys import Signer
 from fedcollab.privacy.key_transport import PeerKeys
 from fedcollab.privacy.masking import MaskingKey
 from fedcollab.privacy.secagg_messages import UnmaskRequest

@@ -1,4 +1,4 @@
-"""privacy.dp_sgd: DP-SGD trains, clips each example, adds fresh noise, runs the planned
+"""protocols.dp_sgd: DP-SGD trains, clips each example, adds fresh noise, runs the planned
 number of steps, and hands back a plain module."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 from torch import nn
 
 from fedcollab.common.errors import PrivacyError, ProtocolError
-from fedcollab.privacy import dp_plan, dp_sgd
-from fedcollab.privacy.dp_sgd import train_local_dp
+from fedcollab.privacy import dp_plan
+from fedcollab.protocols import dp_sgd
+from fedcollab.protocols.dp_sgd import train_local_dp
 from fedcollab.protocols.local_training import predict_proba, train_local
 from fedcollab.protocols.models import build_model, flatten, get_weights
 

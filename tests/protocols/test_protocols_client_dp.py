@@ -1,4 +1,4 @@
-"""privacy.client_dp (and the bounded profile layout of protocols.dp_segments): clipping
+"""protocols.client_dp (and the bounded profile layout of protocols.dp_segments): clipping
 bounds, sensitivities, noise of the right size that nobody can reproduce, and profiles that
 decode back to business units."""
 
@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from fedcollab.common.errors import PrivacyError, ProtocolError
-from fedcollab.privacy import client_dp
-from fedcollab.privacy.client_dp import (
+from fedcollab.protocols import client_dp, dp_segments, kmeans, segments
+from fedcollab.protocols.client_dp import (
     clip_rows,
     clip_update,
     cluster_sensitivity,
@@ -27,7 +27,6 @@ from fedcollab.privacy.client_dp import (
     private_update,
     profile_sensitivity,
 )
-from fedcollab.protocols import dp_segments, kmeans, segments
 from fedcollab.protocols.dp_segments import (
     bounded_profile_vector_length,
     local_bounded_profile_vector,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
 import stat
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from fedcollab.common.atomic import write_atomic
 from fedcollab.common.errors import AuditVerificationError, ComplianceError
 
 __all__ = [
@@ -137,15 +137,11 @@ class Signer:
                 serialization.NoEncryption(),
             )
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                write_atomic(path, pem, private=True, exclusive=True)
             except FileExistsError as exc:
                 raise ComplianceError(
                     f"key file {path} already exists", hint="choose another path"
                 ) from exc
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(pem)
-                fh.flush()
-                os.fsync(fh.fileno())
         return signer
 
     @classmethod

@@ -35,7 +35,7 @@ adding or removing one row:
 Notes
 -----
 * Randomness from ``np.random.default_rng`` seeded with 128 bits of OS entropy,
-  as in :mod:`privacy.client_dp` (same residual floating-point caveat).
+  as in :mod:`protocols.client_dp` (same residual floating-point caveat).
 * The coarse histogram costs resolution: the AUC from 20 bins differs from the
   exact one by at most half the share of positive-negative pairs in one bin.
 """

@@ -43,7 +43,7 @@ Notes
   bits of OS entropy (:mod:`secrets`): never reproducible from a job's seeds.
   PCG64 is not a CSPRNG and floating-point Gaussian samples are open to
   precision attacks (Mironov 2012) -- a residual risk accepted here, as for
-  DP-SGD in :mod:`privacy.dp_sgd`.
+  DP-SGD in :mod:`protocols.dp_sgd`.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedcollab.common.errors import PrivacyError, ProtocolError
+from fedcollab.privacy.dp_plan import cluster_sensitivity, profile_sensitivity
 from fedcollab.protocols import dp_segments, kmeans
 from fedcollab.protocols._checks import as_matrix, as_vector
 from fedcollab.protocols.params import flatten
@@ -84,16 +85,6 @@ def _positive(name: str, value: float) -> float:
 def _gaussian(shape: int | tuple[int, ...], std: float) -> np.ndarray:
     """Fresh Gaussian noise from OS entropy (see Notes)."""
     return np.random.default_rng(secrets.randbits(128)).normal(0.0, std, size=shape)
-
-
-def cluster_sensitivity(*, row_clip_norm: float) -> float:
-    """L2 sensitivity of a Lloyd vector of rows clipped to ``row_clip_norm``."""
-    return math.sqrt(_positive("row_clip_norm", row_clip_norm) ** 2 + 1.0)
-
-
-def profile_sensitivity(*, row_clip_norm: float) -> float:
-    """L2 sensitivity of a bounded profile vector (:mod:`protocols.dp_segments`)."""
-    return math.sqrt(_positive("row_clip_norm", row_clip_norm) ** 2 + 3.0)
 
 
 # --- DP-FedAvg (client level) ---------------------------------------------------------

@@ -1,4 +1,4 @@
-"""privacy.dp_statistics: the statistics of a DP job, bounded and noised (issue 13)."""
+"""protocols.dp_statistics: the statistics of a DP job, bounded and noised (issue 13)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedcollab.common.errors import PrivacyError
-from fedcollab.privacy import dp_statistics
-from fedcollab.protocols import evaluation, preprocessing
+from fedcollab.protocols import dp_statistics, evaluation, preprocessing
 
 LAYOUT = preprocessing.MomentsLayout(
     numeric_names=("spend", "visits"),
