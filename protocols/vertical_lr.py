@@ -22,7 +22,11 @@ Feature-party gradients therefore arrive one step late. Every party takes a
 preconditioned step with its own block of Böhning's (1992) Hessian bound,
 ``X_i^T X_i / (4n) + l2 I`` (label-free, local), damped by ``1/(k+1)`` (a
 block-diagonal bound of a PSD matrix with k+1 blocks, times k+1, majorises it),
-plus heavy-ball momentum. With ``l2 = 1 / (C n)`` the objective is sklearn's
+plus heavy-ball momentum. The model each party keeps (for scoring and its
+explanation) is the mean of its last ``average_last`` iterates (tail averaging,
+Polyak and Juditsky 1992, "Acceleration of Stochastic Approximation by Averaging",
+SIAM J. Control Optim.): under label DP it averages out the noise of the last steps,
+as post-processing. With ``l2 = 1 / (C n)`` the objective is sklearn's
 ``LogisticRegression(C)``;
 :func:`protocols.vertical_local.centralized_reference` fits that optimum.
 
