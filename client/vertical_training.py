@@ -47,6 +47,7 @@ from fedcollab.protocols.vertical_lr import (
     FeatureParty,
     LabelHolder,
     VerticalLRConfig,
+    averaged_iterates,
     label_mechanism,
     label_noise_for,
 )
@@ -113,6 +114,9 @@ class _Model(PartyRows):
             learning_rate=v.step_size,
             l2=v.l2,
             encrypted=self.p.spec.privacy.encrypted,
+            # Every party derives the same tail from the spec (post-processing of the
+            # label-DP residuals: averages out the noise of the last steps, issue 15).
+            average_last=averaged_iterates(v.iterations),
         )
 
     @property

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 __all__ = ["ROWS", "met"]
 
 Row = tuple[str, str]
@@ -193,8 +195,22 @@ def vertical(r: Result) -> Row:
         f"{lr['encrypted']['test_auc']:.5f} encrypted and {lr['plaintext']['test_auc']:.5f} "
         f"plaintext (difference {lr['abs_auc_difference']:.2g}), centralized LR "
         f"{base['centralized']['test_auc']:.4f} (gap {r['centralized_minus_vertical_lr']:.4f}, "
-        f"goal <= 0.005 {met(gap_ok)}), split NN {r['split_nn']['none']['test_auc']:.4f}"
+        f"goal <= 0.005 {met(gap_ok)})"
     )
+    label_dp = lr.get("label_dp")
+    if label_dp and "average_last" in label_dp:
+        dp_ok = next(v for k, v in checks.items() if k.startswith("vertical LR with label DP"))
+        last = base["centralized"]["test_auc"] - float(
+            np.mean(label_dp["test_auc_runs_last_iterate"])
+        )
+        text += (
+            f"; with label DP at epsilon {_eps(label_dp['label_epsilon'])} (last "
+            f"{label_dp['average_last']} of {label_dp['round_trips']} iterates averaged) "
+            f"{label_dp['test_auc']:.4f}, mean of {label_dp['runs']} runs (gap "
+            f"{r['centralized_minus_vertical_lr_label_dp']:.4f}, goal <= 0.005 {met(dp_ok)}; "
+            f"last iterate: gap {last:.4f})"
+        )
+    text += f"; split NN {r['split_nn']['none']['test_auc']:.4f}"
     if dp:
         text += f", split NN with embedding DP {dp_text}"
     rows = r.get("settings", {}).get("row_limit")

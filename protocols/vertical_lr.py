@@ -22,7 +22,11 @@ Feature-party gradients therefore arrive one step late. Every party takes a
 preconditioned step with its own block of Böhning's (1992) Hessian bound,
 ``X_i^T X_i / (4n) + l2 I`` (label-free, local), damped by ``1/(k+1)`` (a
 block-diagonal bound of a PSD matrix with k+1 blocks, times k+1, majorises it),
-plus heavy-ball momentum. With ``l2 = 1 / (C n)`` the objective is sklearn's
+plus heavy-ball momentum. The model each party keeps (for scoring and its
+explanation) is the mean of its last ``average_last`` iterates (tail averaging,
+Polyak and Juditsky 1992, "Acceleration of Stochastic Approximation by Averaging",
+SIAM J. Control Optim.): under label DP it averages out the noise of the last steps,
+as post-processing. With ``l2 = 1 / (C n)`` the objective is sklearn's
 ``LogisticRegression(C)``;
 :func:`protocols.vertical_local.centralized_reference` fits that optimum.
 
@@ -101,6 +105,7 @@ __all__ = [
     "LabelHolder",
     "LabelOut",
     "VerticalLRConfig",
+    "averaged_iterates",
     "label_mechanism",
     "label_noise_for",
 ]
@@ -125,6 +130,12 @@ class VerticalLRConfig:
     #: Label DP: the residual ``d`` is released as ``d + N(0, (label_noise / n)^2)`` per
     #: row (:func:`label_mechanism`); 0 releases it exact (not label-private).
     label_noise: float = 0.0
+    #: Tail averaging (Polyak and Juditsky 1992; Ruppert 1988): every party's final
+    #: weights are the mean of its last ``average_last`` iterates (0: the last one).
+    #: The noisy steps near the optimum average out; post-processing of the releases,
+    #: so no privacy cost. Parties average their own blocks over the same steps, which
+    #: averages the joint linear model.
+    average_last: int = 0
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or not 0 < self.learning_rate <= 2:
@@ -133,6 +144,24 @@ class VerticalLRConfig:
             raise ProtocolError("need 0 <= momentum < 1 and l2 >= 0")
         if not (np.isfinite(self.label_noise) and self.label_noise >= 0):
             raise ProtocolError("need label_noise >= 0 (a noise multiplier)")
+        if not 0 <= self.average_last < self.iterations:
+            raise ProtocolError(
+                f"average_last = {self.average_last}: need 0 <= average_last < iterations",
+                hint="average at most the iterates of iterations - 1 steps (0 turns it off)",
+            )
+
+
+def averaged_iterates(iterations: int) -> int:
+    """The tail a job averages (:attr:`VerticalLRConfig.average_last`): its last 3/4.
+
+    Measured on the credit-default study (docs/vertical.md, issue 15): with label DP at
+    epsilon 8 the last iterate of 30 trails the pooled fit by 0.019-0.026 AUC (mean over
+    runs; the noise of the last few steps stays in the weights), the mean of the last 22
+    by 0.001-0.002; without noise the average moves the AUC by 0.0001 at 30 iterations.
+    """
+    if iterations < 1:
+        raise ProtocolError("need iterations >= 1")
+    return (3 * iterations) // 4
 
 
 def label_mechanism(config: VerticalLRConfig) -> Gaussian:
@@ -204,6 +233,38 @@ def _preconditioner(X: np.ndarray, l2: float, *, intercept: bool) -> np.ndarray:
     return inverse
 
 
+class _TailAverage:
+    """Running sum of the last ``keep`` of ``total`` weight updates (:attr:`average_last`)."""
+
+    def __init__(self, size: int, *, keep: int, total: int) -> None:
+        self.keep, self.total = keep, total
+        self.sum = np.zeros(size)
+        self.updates = 0  # updates seen so far
+        self.count = 0  # of them, summed
+
+    def add(self, w: np.ndarray) -> None:
+        self.updates += 1
+        if self.keep and self.updates > self.total - self.keep:
+            self.sum = self.sum + w
+            self.count += 1
+
+    def final(self, w: np.ndarray) -> np.ndarray:
+        """The averaged weights once any averaged update happened, else ``w`` itself."""
+        if self.count == 0:
+            return w
+        out: np.ndarray = self.sum / self.count
+        return out
+
+    def meta(self) -> dict[str, int]:
+        return {"avg_updates": self.updates, "avg_count": self.count}
+
+    def restore(self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+        self.updates = int(meta.get("avg_updates", 0))
+        self.count = int(meta.get("avg_count", 0))
+        if "avg_sum" in arrays:
+            self.sum = arrays["avg_sum"]
+
+
 def _digest(X: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(X, dtype=np.float64).tobytes()).hexdigest()
 
@@ -263,12 +324,17 @@ class FeatureParty:
         self._precond = _preconditioner(self._X, config.l2, intercept=False)
         self._w = np.zeros(self._X.shape[1])
         self._velocity = np.zeros_like(self._w)
+        # A feature party updates once per residual it gets: iterations - 1 times.
+        self._avg = _TailAverage(
+            self._w.size, keep=config.average_last, total=config.iterations - 1
+        )
         self._pending: np.ndarray | None = None
         self._t = 0
 
     @property
     def weights(self) -> np.ndarray:
-        return self._w.copy()
+        """The final weights (tail-averaged when ``average_last`` > 0)."""
+        return self._avg.final(self._w).copy()
 
     def step(self, residual: bytes | np.ndarray | None, decrypted: np.ndarray | None) -> FeatureOut:
         """One iteration; ``step(None, decrypted)`` after the last one applies the final update."""
@@ -289,6 +355,7 @@ class FeatureParty:
                 self._precond @ grad
             )
             self._w = self._w + self._velocity
+            self._avg.add(self._w)
             self._pending = None
         masked_grad: list[bytes] | np.ndarray | None = None
         if residual is not None:
@@ -319,11 +386,11 @@ class FeatureParty:
         x = as_matrix(X_rows, name=f"{self.name} rows to score")
         if x.shape[1] != self._w.size:
             raise ProtocolError(f"{self.name}: rows have {x.shape[1]} features, not {self._w.size}")
-        partial = x @ self._w
+        partial = x @ self._avg.final(self._w)
         return mask_vector(partial, me=self.name, seeds=self._seeds, step=step, purpose=_PREDICT)
 
     def explanation(self) -> Explanation:
-        return _explain(self.name, self._X, self._w)
+        return _explain(self.name, self._X, self._avg.final(self._w))
 
     def state_bytes(self) -> bytes:
         """Secret (holds the masking seeds and in-flight masks): store only at this party."""
@@ -335,8 +402,9 @@ class FeatureParty:
             "digest": _digest(self._X),
             "seeds": {k: v.hex() for k, v in self._seeds.items()},
             "pending": self._pending is not None,
+            **self._avg.meta(),
         }
-        arrays = {"w": self._w, "velocity": self._velocity}
+        arrays = {"w": self._w, "velocity": self._velocity, "avg_sum": self._avg.sum}
         if self._pending is not None:
             arrays["pending"] = self._pending
         return _pack(meta, arrays)
@@ -351,6 +419,7 @@ class FeatureParty:
         _check_data(meta, party._X)
         party._t = int(meta["t"])
         party._w, party._velocity = arrays["w"], arrays["velocity"]
+        party._avg.restore(meta, arrays)
         party._pending = arrays["pending"] if meta["pending"] else None
         return party
 
@@ -382,6 +451,7 @@ class LabelHolder:
         self._precond = _preconditioner(self._Xa, config.l2, intercept=True)
         self._w = np.zeros(self._Xa.shape[1])
         self._velocity = np.zeros_like(self._w)
+        self._avg = _TailAverage(self._w.size, keep=config.average_last, total=config.iterations)
         self._parties = sorted(parties)
         if not self._parties or len(set(self._parties)) != len(self._parties):
             raise ProtocolError("vertical training needs distinct feature parties (at least one)")
@@ -394,7 +464,8 @@ class LabelHolder:
 
     @property
     def weights(self) -> np.ndarray:
-        return self._w[:-1].copy()
+        """The final weights (tail-averaged when ``average_last`` > 0), no intercept."""
+        return self._avg.final(self._w)[:-1].copy()
 
     @property
     def step_count(self) -> int:
@@ -403,7 +474,7 @@ class LabelHolder:
 
     @property
     def intercept(self) -> float:
-        return float(self._w[-1])
+        return float(self._avg.final(self._w)[-1])
 
     def _score_sum(self, masked: Mapping[str, np.ndarray], rows: int) -> np.ndarray:
         if sorted(masked) != self._parties:
@@ -458,6 +529,7 @@ class LabelHolder:
             self._precond @ grad_own
         )
         self._w = self._w + self._velocity
+        self._avg.add(self._w)
         self._t += 1
         if self.config.encrypted and self._keys is not None:
             return LabelOut(encrypt_residuals(self._keys, d), decrypted, loss)
@@ -481,11 +553,12 @@ class LabelHolder:
     def predict(self, masked_scores: Mapping[str, np.ndarray], X_rows: np.ndarray) -> np.ndarray:
         """Probabilities for new rows from every party's :meth:`FeatureParty.scores`."""
         x = as_matrix(X_rows, name="label holder rows to score")
-        z = x @ self._w[:-1] + self._w[-1] + self._score_sum(masked_scores, x.shape[0])
+        w = self._avg.final(self._w)
+        z = x @ w[:-1] + w[-1] + self._score_sum(masked_scores, x.shape[0])
         return _sigmoid(z)
 
     def explanation(self) -> Explanation:
-        return _explain(self.name, self._X, self._w[:-1])
+        return _explain(self.name, self._X, self.weights)
 
     def state_bytes(self) -> bytes:
         """L's weights and step (the CKKS keys are stored apart: :meth:`LabelKeys.to_bytes`)."""
@@ -497,8 +570,10 @@ class LabelHolder:
             "digest": _digest(np.hstack([self._X, self._y[:, None]])),
             "parties": self._parties,
             "columns": self._columns,
+            **self._avg.meta(),
         }
-        return _pack(meta, {"w": self._w, "velocity": self._velocity})
+        arrays = {"w": self._w, "velocity": self._velocity, "avg_sum": self._avg.sum}
+        return _pack(meta, arrays)
 
     @classmethod
     def from_state(
@@ -518,4 +593,5 @@ class LabelHolder:
         _check_data(meta, np.hstack([holder._X, holder._y[:, None]]))
         holder._t = int(meta["t"])
         holder._w, holder._velocity = arrays["w"], arrays["velocity"]
+        holder._avg.restore(meta, arrays)
         return holder

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from experiments import vertical
+from experiments import readme_rows, vertical
 from experiments.vertical_setup import LABEL_HOLDER, prepare_vertical
 from experiments.vertical_summary import true_alignment
 from fedcollab.common.dataset import load_dataset
@@ -73,3 +73,13 @@ def test_small_run_writes_consistent_json(tmp_path: Path) -> None:
     dp = lr["label_dp"]
     assert dp["label_epsilon"] == 8.0 and dp["noise_multiplier"] > 0 and dp["runs"] == 3
     assert dp["test_auc"] == sum(dp["test_auc_runs"]) / 3
+    # Tail averaging as a job runs it (last 2 of 3 iterates), and the gap per run, both ways.
+    assert dp["average_last"] == res["settings"]["vertical_lr"]["average_last"] == 2
+    central = res["baselines"]["centralized"]["test_auc"]
+    gaps = res["centralized_minus_vertical_lr_label_dp_runs"]
+    assert gaps == [central - a for a in dp["test_auc_runs"]]
+    last = res["centralized_minus_vertical_lr_label_dp_runs_last_iterate"]
+    assert len(last) == 3 and len(dp["test_auc_runs_last_iterate"]) == 3
+    scope, text = readme_rows.vertical(res)
+    assert scope.startswith("credit default over")
+    assert "with label DP at epsilon 8 (last 2 of 3 iterates averaged)" in text

@@ -65,6 +65,7 @@ def test_public_surface() -> None:
         "LabelHolder",
         "LabelOut",
         "VerticalLRConfig",
+        "averaged_iterates",
         "label_mechanism",
         "label_noise_for",
     }
@@ -142,14 +143,66 @@ def _train(
     return holder, fps
 
 
-def test_state_round_trip_mid_training_is_identical(split: Split) -> None:
-    config = VerticalLRConfig(iterations=12, l2=_l2(split), encrypted=False)
+@pytest.mark.parametrize("average_last", [0, 8])
+def test_state_round_trip_mid_training_is_identical(split: Split, average_last: int) -> None:
+    config = VerticalLRConfig(
+        iterations=12, l2=_l2(split), encrypted=False, average_last=average_last
+    )
     a = _train(split, *_roles(split, config), 12, restore=-1)
     b = _train(split, *_roles(split, config), 12, restore=6)
     np.testing.assert_array_equal(a[0].weights, b[0].weights)
     assert a[0].intercept == b[0].intercept
     for n in a[1]:
         np.testing.assert_array_equal(a[1][n].weights, b[1][n].weights)
+
+
+def test_tail_averaging_returns_the_mean_of_each_partys_last_iterates(split: Split) -> None:
+    XL, y, tr, parties, te = split
+    T, K = 10, 4
+    plain = VerticalLRConfig(iterations=T, l2=_l2(split), encrypted=False)
+    holder, fps = _roles(split, plain)
+    own: list[np.ndarray] = []
+    theirs: dict[str, list[np.ndarray]] = {n: [] for n in fps}
+    residual: bytes | np.ndarray | None = None
+    decrypted: dict[str, np.ndarray] = {}
+    for _ in range(T):
+        outs = {n: fp.step(residual, decrypted.get(n)) for n, fp in fps.items()}
+        for n, fp in fps.items():
+            if n in decrypted:
+                theirs[n].append(fp.weights)
+        grads = {n: o.masked_grad for n, o in outs.items() if o.masked_grad is not None}
+        lab = holder.step({n: o.masked_scores for n, o in outs.items()}, grads)
+        own.append(np.r_[holder.weights, holder.intercept])
+        residual, decrypted = lab.residual, lab.decrypted
+    for n, fp in fps.items():
+        fp.step(None, decrypted[n])
+        theirs[n].append(fp.weights)
+    assert len(own) == T and all(len(v) == T - 1 for v in theirs.values())
+
+    res = run_lr_local(
+        LabelData(XL[tr], y[tr]),
+        {k: v[tr] for k, v in parties.items()},
+        VerticalLRConfig(iterations=T, l2=_l2(split), encrypted=False, average_last=K),
+    )
+    mean_own = np.mean(own[-K:], axis=0)
+    np.testing.assert_allclose(res.label_holder.weights, mean_own[:-1], rtol=1e-12)
+    assert res.label_holder.intercept == pytest.approx(mean_own[-1], rel=1e-12)
+    for n, fp in res.feature_parties.items():
+        np.testing.assert_allclose(fp.weights, np.mean(theirs[n][-K:], axis=0), rtol=1e-12)
+        assert not np.allclose(fp.weights, theirs[n][-1])  # not the last iterate
+    # Scoring uses the averaged blocks: the joint model is the average of the joint iterates.
+    prob = res.predict_proba(XL[te], {k: v[te] for k, v in parties.items()})
+    z = XL[te] @ mean_own[:-1] + mean_own[-1]
+    z = z + sum(parties[n][te] @ np.mean(theirs[n][-K:], axis=0) for n in fps)
+    np.testing.assert_allclose(prob, 1 / (1 + np.exp(-z)), atol=1e-9)
+
+
+def test_tail_averaging_is_refused_beyond_the_plan() -> None:
+    with pytest.raises(ProtocolError, match="average_last"):
+        VerticalLRConfig(iterations=4, average_last=4)
+    assert [vlr.averaged_iterates(t) for t in (1, 2, 10, 30)] == [0, 1, 7, 22]
+    with pytest.raises(ProtocolError):
+        vlr.averaged_iterates(0)
 
 
 def test_encrypted_state_keeps_the_in_flight_masks(split: Split) -> None:
