@@ -76,10 +76,15 @@ def write_flwr_config(ws: Workspace, control_port: int) -> None:
 
 
 def superlink_command(ws: Workspace, *, internal_port: int) -> list[str]:
-    """``flower-superlink`` bound to loopback: only the Fleet gateway reaches it from outside."""
+    """``flower-superlink`` bound to loopback: only the Fleet gateway reaches it from outside.
+
+    Started through :mod:`fedcollab.coordinator.superlink_launch` (Flower's entry point
+    with a 30 s SQLite busy timeout instead of 5 s: a longer lock no longer fails
+    requests with "database is locked")."""
     ws.state_dir.mkdir(parents=True, exist_ok=True)
+    _tool("flower-superlink")  # the same installation must provide it
     return [
-        _tool("flower-superlink"),
+        sys.executable, "-m", "fedcollab.coordinator.superlink_launch",
         "--ssl-ca-certfile", str(ws.ca_cert.resolve()),
         "--ssl-certfile", str(ws.server_cert.resolve()),
         "--ssl-keyfile", str(ws.server_key.resolve()),

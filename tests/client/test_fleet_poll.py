@@ -93,8 +93,10 @@ def test_the_active_interval_can_be_set_back_to_flower_s_pace(
 
 
 class _FlakyFleet:
-    """A real HTTP server that answers 500 "database is locked" (as Flower's SuperLink does
-    when its SQLite state stays locked past its busy timeout) ``failures`` times, then 200."""
+    """A real HTTP server that answers 500 ``failures`` times, then 200: what Flower's
+    SuperLink answers when its SQLite state stays locked past its 5 s busy timeout (an
+    unhandled "database is locked" becomes ``{"detail": "Internal server error."}``,
+    flwr/supercore/error/http.py)."""
 
     def __init__(self, failures: int) -> None:
         import http.server
@@ -106,7 +108,7 @@ class _FlakyFleet:
             def do_POST(self) -> None:
                 outer.calls += 1
                 failing = outer.calls <= outer.failures
-                body = b"database is locked" if failing else b"ok"
+                body = b'{"detail":"Internal server error."}' if failing else b"ok"
                 self.send_response(500 if failing else 200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
