@@ -6,7 +6,9 @@ and every SuperNode exited. Here another SQLite connection holds an exclusive lo
 on the SuperLink's database for :data:`LOCK_S` seconds once round 1 is in; the job
 must complete with every node still running (coordinator/superlink_launch.py waits
 30 s for a lock; client/fleet_poll.py retries 500s beyond that, tested against a
-real HTTP server in tests/client/test_fleet_poll.py).
+real HTTP server in tests/client/test_fleet_poll.py). On the old code (Flower's 5 s,
+no node retry) this test failed: the coordinator's ServerApp got HTTP 500 on
+``/v1/runtime/pull-messages`` and the job ended "failed".
 """
 
 from __future__ import annotations
