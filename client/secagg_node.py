@@ -26,7 +26,12 @@ Every stage is a planned ``(run, action, step)`` of the partner's run contract
 out-of-order stages. What the node decides itself, never from the request:
 
 * the threshold: :func:`~privacy.secagg_session.minimum_threshold` of the cohort
-  (``2t - n > 1``: the coordinator plus one partner cannot unmask anyone);
+  (``2t - n > 1``: the coordinator plus one partner cannot unmask anyone), and at
+  least ``max(2, min_partners)``: a survivor set is signed, and its sum unmasked,
+  only with that many partners in it. This is the DP noise floor of client-level
+  DP (DP-FedAvg: each contributor adds ``1/min_partners`` of the noise variance,
+  :mod:`privacy.client_dp`), enforced by every survivor on the *unmasked* sum, as
+  the key holder enforces it on decrypted sums in plain "ckks";
 * the cohort: sorted, including this node, within the job's participants, at least
   ``max(2, min_partners)`` partners;
 * the fixed-point budget (:data:`CODEC`);
@@ -129,7 +134,8 @@ def session_config(spec: JobSpec, *, run: str, step: str, me: str, meta: Any) ->
         step=0,
         purpose=f"fedcollab/{spec.digest()}/{step}",
         cohort=cohort,
-        threshold=minimum_threshold(len(cohort)),
+        # The DP noise floor: fewer than min_partners survivors are never unmasked.
+        threshold=max(minimum_threshold(len(cohort)), least),
         length=length,
         codec=CODEC,
     )

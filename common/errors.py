@@ -10,6 +10,7 @@ Every error a user can cause derives from :class:`FedcollabError`, carries a
     +-- WorkspaceError                  (exit 13)  federation workspace missing/corrupt
     +-- FederationError                 (exit 14)  coordinator/nodes unreachable, job failed
     |   +-- NotEnoughPartnersError      (exit 15)  fewer partners than the job's minimum
+    |   +-- FleetLinkError              (exit 17)  a node's Fleet API link stayed down
     +-- ProtocolError                   (exit 16)  a peer sent a malformed/unexpected message
     +-- PrivacyError                    (exit 20)
     |   +-- BudgetExceededError         (exit 21)  a round would exceed a dataset's DP cap
@@ -35,6 +36,7 @@ __all__ = [
     "EventOrderError",
     "FedcollabError",
     "FederationError",
+    "FleetLinkError",
     "JobSpecError",
     "NotEnoughPartnersError",
     "PolicyRefusal",
@@ -111,6 +113,13 @@ class FederationError(FedcollabError):
 
 class NotEnoughPartnersError(FederationError):
     exit_code = 15
+
+
+class FleetLinkError(FederationError):
+    """A SuperNode's calls to the coordinator's Fleet API kept failing (HTTP 5xx, refused
+    connections) for longer than the node's retry window (client/fleet_poll.py)."""
+
+    exit_code = 17
 
 
 class ProtocolError(FedcollabError):

@@ -158,7 +158,7 @@ class PrivacySpec(BaseModel):
     key_dealer: str = ""
     #: Differential privacy: "sample" (record-level: DP-SGD at each partner for
     #: purchase prediction, Gaussian noise on k-means sums and counts for
-    #: segmentation) or "client" (partner-level DP-FedAvg; needs encryption).
+    #: segmentation) or "client" (partner-level DP-FedAvg; needs encryption or masks).
     dp: Literal["none", "sample", "client"] = "none"
     #: Give exactly one: the job's epsilon (noise derived from it) or the noise
     #: multiplier (epsilon reported).
@@ -194,8 +194,6 @@ class PrivacySpec(BaseModel):
     def _default_aggregation(cls, data: Any) -> Any:
         if isinstance(data, dict) and not data.get("aggregation"):
             mode = DEFAULT_AGGREGATION.get(str(data.get("encryption", "none")), "plaintext")
-            if data.get("dp") == "client" and mode == "ckks+masked":
-                mode = "ckks"  # client-level DP is not yet run with masks (_check_aggregation)
             return {**data, "aggregation": mode}
         return data
 
@@ -207,14 +205,6 @@ class PrivacySpec(BaseModel):
                 f"privacy.aggregation = {self.aggregation!r} does not go with encryption = "
                 f"{self.encryption!r}: use one of {', '.join(map(repr, allowed))}"
                 + (" (or encryption = 'ckks')" if self.aggregation.startswith("ckks") else "")
-            )
-        if self.dp == "client" and self.masked:
-            # DP-FedAvg's per-round partner sampling and its noise floor at the decryptor
-            # are not wired into the masked sessions yet: every partner refused the
-            # first masked step of such a job. Fail closed until they are.
-            raise ValueError(
-                f"privacy.aggregation = {self.aggregation!r} is not yet available with "
-                "dp = 'client': use aggregation = 'ckks' (the default for client-level DP)"
             )
         return self
 
@@ -235,10 +225,11 @@ class PrivacySpec(BaseModel):
                 f"privacy.dp = {self.dp!r} needs exactly one of target_epsilon "
                 "(noise derived from it) or noise_multiplier (epsilon reported)"
             )
-        if self.dp == "client" and not self.encrypted:
+        if self.dp == "client" and not (self.encrypted or self.masked):
             raise ValueError(
                 "privacy.dp = 'client' adds noise shares at each partner that only protect "
-                "in the sum: it needs encryption = 'ckks' so the coordinator sees only the sum"
+                "in the sum: it needs encryption = 'ckks' or aggregation = 'masked' so the "
+                "coordinator sees only the sum"
             )
         return self
 

@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 from typing import IO
 
-from fedcollab.common.atomic import write_atomic, write_json_atomic
 from fedcollab.common.errors import FederationError, WorkspaceError
 from fedcollab.compliance.trail import load_verifier_key
 from fedcollab.coordinator.workspace import Workspace, check_name
@@ -65,26 +64,27 @@ def write_flwr_config(ws: Workspace, control_port: int) -> None:
     fed = ws.federation
     ws.flwr_home.mkdir(parents=True, exist_ok=True)
     path = ws.flwr_home / "config.toml"
-    write_atomic(
-        path,
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(
         "[superlink]\n"
         f'default = "{fed.name}"\n\n'
         f"[superlink.{fed.name}]\n"
         f'address = "127.0.0.1:{control_port}"\n'
-        f'root-certificates = "{ws.ca_cert.resolve()}"\n',
+        f'root-certificates = "{ws.ca_cert.resolve()}"\n'
     )
+    os.replace(tmp, path)
 
 
 def superlink_command(ws: Workspace, *, internal_port: int) -> list[str]:
     """``flower-superlink`` bound to loopback: only the Fleet gateway reaches it from outside.
 
-    Started through :mod:`fedcollab.coordinator.superlink_main` (Flower's own entry
-    point with a longer SQLite busy timeout for its ``--database`` store).
-    """
+    Started through :mod:`fedcollab.coordinator.superlink_launch` (Flower's entry point
+    with a 120 s SQLite busy timeout instead of 5 s: a longer lock no longer fails
+    requests with "database is locked")."""
     ws.state_dir.mkdir(parents=True, exist_ok=True)
-    _tool("flower-superlink")
+    _tool("flower-superlink")  # the same installation must provide it
     return [
-        sys.executable, "-m", "fedcollab.coordinator.superlink_main",
+        sys.executable, "-m", "fedcollab.coordinator.superlink_launch",
         "--ssl-ca-certfile", str(ws.ca_cert.resolve()),
         "--ssl-certfile", str(ws.server_cert.resolve()),
         "--ssl-keyfile", str(ws.server_key.resolve()),
@@ -186,7 +186,9 @@ def write_peer_keys(ws: Workspace, out: Path | None = None) -> Path:
     out of band, as they do for the coordinator's key.
     """
     path = out or ws.root / "peers.json"
-    write_json_atomic(path, partner_audit_keys(ws))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(partner_audit_keys(ws), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
     return path
 
 
@@ -252,9 +254,11 @@ def register_node(
     if audit_key is not None:
         dest = ws.partner_audit_pub(partner)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(dest, audit_key.read_bytes())
+        dest.write_text(audit_key.read_text())
         write_peer_keys(ws)
     known[partner] = int(node_id)
     path = _registry_path(ws)
-    write_json_atomic(path, known)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(known, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
     return int(node_id)

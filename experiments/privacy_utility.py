@@ -701,7 +701,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "min_partners": len(sources),
             "early_stopping": "off (released model: best validation AUC over the rounds)",
             "split_seed": base.evaluation.split_seed,
-            "aggregation": {"none": "plaintext", "sample": "plaintext", "client": "ckks"},
+            "aggregation": {"none": "plaintext", "sample": "plaintext", "client": "ckks+masked"},
             "budget_cap": BUDGET_CAP,
             "budget_cap_note": "large on purpose: the experiment is not about budget caps",
             "mia": {

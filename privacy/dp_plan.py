@@ -72,7 +72,10 @@ Notes
   (its slots are zeros, a function of nothing): the released model is the last
   round's, and the job is evaluated once (``final-evaluation``).
 * *What is not charged*: the handshake (row-count-free; category values held at
-  least ten times), the key ceremony and cosigning.  Exact statistics of the
+  least ten times), the key ceremony, cosigning and the secure-aggregation
+  stages (``query.secagg``: session keys, sealed seed shares, the survivor
+  signature and the unmasking shares carry no data; the masked vector rides on
+  the step's own, charged request).  Exact statistics of the
   training rows (row count, FedAvg weight ``n_i``, training loss, k-means
   inertia) must not ride on a DP reply.  Any other data-bearing request is
   refused by :meth:`DpPlan.mechanism_for` (fail closed), including k-FED
@@ -133,7 +136,7 @@ CHARGED_ACTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
 STATISTICS_ACTIONS = frozenset({"query.moments", "evaluate.fedavg", "evaluate.permutation"})
 #: Message types that carry no data release (see Notes: what is not charged).
 UNCHARGED_ACTIONS = frozenset(
-    {"query.handshake", "query.cosign", "query.he_keygen", "query.he_decrypt"}
+    {"query.handshake", "query.cosign", "query.he_keygen", "query.he_decrypt", "query.secagg"}
 )
 #: Share of a job's ``target_epsilon`` given to its statistics (moments, evaluation,
 #: permutation importance); the training gets what composes with it to the target.

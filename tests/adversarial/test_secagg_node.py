@@ -231,3 +231,47 @@ def test_the_masked_sum_is_exact_with_dropouts(tmp_path: Path, dropouts: int) ->
         expected += CODEC.decode(CODEC.encode(reply.vector), summands=1)
     assert np.array_equal(total, expected)
     assert [d["partner"] for d in roster.dropped] == sorted(gone)
+
+
+def test_a_client_dp_sum_below_min_partners_is_never_unmasked(tmp_path: Path) -> None:
+    """Attack: a dp = "client" masked job, 4 partners, min_partners = 4: each adds a
+    quarter of the noise variance. All four shared keys; the coordinator holds back d's
+    request (or claims d dropped) and asks a-c to sign {a, b, c} and unmask it, for a sum
+    that carries 3/4 of the DP noise. With the bare SecAgg threshold (3 of 4) a-c signed
+    it; now the session's threshold is max(2t - n > 1, min_partners) = 4, so every
+    survivor refuses to sign a smaller set and no share is revealed for it."""
+    from fedcollab.client.budget import ledger_path
+    from fedcollab.privacy.budget_ledger import BudgetLedger
+    from tests.adversarial.support import BOUNDS
+
+    spec = job(
+        min_partners=4,
+        privacy={"aggregation": "masked", "dp": "client", "target_epsilon": 50.0,
+                 "value_bounds": BOUNDS},
+    )  # fmt: skip
+    atk = Attacker.against(tmp_path, spec, names=("a", "b", "c", "d"))
+    for cfg in atk.configs.values():
+        with BudgetLedger.open(ledger_path(cfg)) as ledger:
+            ledger.set_cap("shop", epsilon_cap=1000.0, delta=1e-5)
+    names = sorted(atk.configs)
+    for name in names:
+        assert atk.handshake(name).refused is None
+    head = {"cohort": names, "length": LENGTH}
+    adverts = {n: _stage(atk, n, "advertise", head).meta["advert"] for n in names}
+    sent = {}
+    for n in names:
+        shares = _stage(atk, n, "share", {**head, "adverts": adverts})
+        assert shares.refused is None, shares.meta
+        sent[n] = {r: Envelope.from_bytes(b) for r, b in shares.parts.items()}
+    inboxes = route_shares(sent)
+    rest = ["a", "b", "c"]
+    for n in rest:  # d is never asked: it "dropped" after sharing its keys
+        inbox = {s: _b64(e.to_bytes()) for s, e in inboxes[n].items()}
+        meta = {**layout_meta(channel=CHANNELS), "secagg": {"inbox": inbox}}
+        reply = atk.send(n, "query.moments", step="moments", meta=meta)
+        assert reply.refused is None and set(reply.parts) == {"masked"}, reply.meta
+    for n in rest:
+        signed = _stage(atk, n, "sign", {**head, "survivors": rest})
+        assert signed.refused == "SecAggRefusal" and "signature" not in signed.meta, n
+    # What the coordinator holds: three one-time-padded masked inputs and d's public
+    # session keys; no survivor signature, so no partner reveals a share for this set.

@@ -148,15 +148,17 @@ def test_aggregation_is_resolved_and_pinned_in_the_digest(
         assert changed.digest() != spec.digest()
 
 
-def test_client_level_dp_defaults_to_ckks_and_refuses_masks() -> None:
-    """Masked sessions do not yet carry DP-FedAvg's partner sampling and noise floor:
-    a client-level DP job gets plain CKKS by default and a masked mode is refused."""
+def test_client_level_dp_defaults_to_ckks_with_masks() -> None:
+    """A client-level DP job runs under masks: "ckks+masked" by default when encrypted,
+    "masked" without CKKS; plaintext (one partner's noise share in the clear) is refused."""
     from fedcollab.common.jobspec import PrivacySpec
 
     eps = {"target_epsilon": 8.0}
-    assert PrivacySpec(encryption="ckks", dp="client", **eps).aggregation == "ckks"
+    assert PrivacySpec(encryption="ckks", dp="client", **eps).aggregation == "ckks+masked"
     assert PrivacySpec(encryption="ckks", dp="sample", **eps).aggregation == "ckks+masked"
-    for mode in ("ckks+masked", "masked"):
-        encryption = "ckks" if mode.startswith("ckks") else "none"
-        with pytest.raises(ValueError, match="not yet available with dp = 'client'"):
-            PrivacySpec(encryption=encryption, dp="client", aggregation=mode, **eps)
+    for mode, encryption in (("ckks+masked", "ckks"), ("masked", "none"), ("ckks", "ckks")):
+        assert PrivacySpec(encryption=encryption, dp="client", aggregation=mode, **eps).dp == (
+            "client"
+        )
+    with pytest.raises(ValueError, match="needs encryption = 'ckks' or aggregation = 'masked'"):
+        PrivacySpec(encryption="none", dp="client", **eps)

@@ -101,3 +101,56 @@ def test_a_masked_prediction_job_equals_the_plaintext_job(tmp_path: Path, mode: 
         for key in ("n", "auc", "accuracy", "log_loss"):
             got, want = masked["final"][split][key], plain["final"][split][key]
             assert abs(got - want) < 1e-4, (split, key, got, want)
+
+
+def _dp_client_job(aggregation: str, n: int) -> JobSpec:
+    return JobSpec.model_validate(
+        {"name": "dp-client", "task": "purchase_prediction", "purpose": "purchase-prediction",
+         "schema": SCHEMA, "participants": [f"p{i}" for i in range(n)], "min_partners": n,
+         "rounds": 2, "training": {"learning_rate": 0.05},
+         "privacy": {"encryption": "ckks" if aggregation.startswith("ckks") else "none",
+                     "aggregation": aggregation, "dp": "client", "target_epsilon": 50.0,
+                     "value_bounds": {"noise": [-5.0, 5.0], "signal": [-5.0, 5.0]}}},
+        strict=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["masked", "ckks+masked"])
+def test_a_client_level_dp_job_runs_with_masks(tmp_path: Path, mode: str) -> None:
+    """DP-FedAvg (dp = "client") under masks. Every partner used to refuse the first
+    masked step: its DP plan had no mechanism for ``query.secagg`` and failed closed.
+    The stages release no data, so they are not charged; each round is charged once."""
+    from fedcollab.privacy.budget_ledger import BudgetLedger
+
+    spec = _dp_client_job(mode, 3)
+    assert spec.privacy.aggregation == mode
+    sources = [_partner(tmp_path / "data", f"p{i}", seed=i, n=300) for i in range(3)]
+    grid, audit, policy = federation(spec, sources, tmp_path)
+    ledgers = [tmp_path / "audit" / "partners" / s.partner / "budget.db" for s in sources]
+    for path in ledgers:
+        with BudgetLedger.open(path) as ledger:
+            ledger.set_cap("shop", epsilon_cap=1000.0, delta=1e-5)
+    with task_identity():
+        metrics = run_job(
+            grid,  # type: ignore[arg-type]
+            spec,
+            JobOutputs(tmp_path / "out"),
+            mode="simulation",
+            audit_config=audit,
+            policy=policy,
+        )
+    assert metrics["rounds_run"] == 2 and 0 < metrics["epsilon"] <= 50.0
+    assert metrics["final"]["test"]["n"] > 0
+    events = _events(audit.db)
+    unmasked = {e["body"]["step"]: e["body"] for e in events if e["type"] == "secagg.unmasked"}
+    for step in ("moments", "round-1", "round-2", "final-evaluation"):
+        assert unmasked[step]["contributors"] == ["p0", "p1", "p2"], step
+    for path in ledgers:
+        with BudgetLedger.open(path) as ledger:
+            steps = sorted(c.step for c in ledger.charges("shop"))
+        # moments, two rounds, the final evaluation; never a secagg stage
+        assert steps == ["final-evaluation", "moments", "round-1", "round-2"], steps
+        pdb = path.with_name("audit.db")
+        with Trail.open(pdb, pdb.parent / "audit.key", actor=path.parent.name) as trail:
+            types = [json.loads(raw)["type"] for raw in trail.log.entries()]
+        assert "request.refused" not in types and "checkpoint.cosigned" in types

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from experiments.demo import (
+    KILL_AFTER_ROUND,
     _demo_jobs,
     _dp_job,
     _vertical_jobs,
     _write_job_file,
     _write_vertical_job_file,
+    mid_job_killer,
 )
 from experiments.horizontal import DATA_DIR
 from experiments.vertical_setup import prepare_vertical
@@ -26,6 +29,9 @@ def test_demo_job_files_round_trip(tmp_path: Path) -> None:
         assert load_job_spec(path).to_json() == spec.to_json()
     assert all(spec.privacy.encrypted for spec in jobs)
     assert jobs[2].privacy.dp == "sample" and jobs[2].privacy.target_epsilon == 3.0
+    # Issue 14: the purchase jobs sum under masks inside CKKS; segmentation stays "ckks".
+    assert [j.privacy.aggregation for j in jobs] == ["ckks+masked", "ckks", "ckks+masked"]
+    assert prediction.rounds > KILL_AFTER_ROUND + 1  # rounds are left after the kill
     plain, _ = _demo_jobs(schema, encrypted=False)
     assert not plain.privacy.encrypted
 
@@ -40,3 +46,18 @@ def test_demo_vertical_job_files_round_trip(tmp_path: Path) -> None:
         assert spec.task == "vertical" and spec.privacy.encrypted
         assert spec.vertical.label_holder == "platform"
     assert scoring.vertical.predict_with == training.name
+
+
+def test_the_demo_kills_one_partner_once_at_its_round() -> None:
+    seen: list[Any] = []
+    kills: list[str] = []
+    on_event, killed = mid_job_killer(
+        lambda: kills.append("victim"), after_round=2, on_event=seen.append
+    )
+    events = [{"event": "partners"}, {"event": "round", "round": 1}]
+    events += [{"event": "round", "round": 2}, {"event": "dropout", "partner": "victim"}]
+    events += [{"event": "round", "round": 2}, {"event": "round", "round": 3}]
+    for i, event in enumerate(events):
+        on_event(event)
+        assert killed() == (i >= 2)
+    assert kills == ["victim"] and seen == events  # every event passed on, one kill

@@ -274,7 +274,7 @@ def test_segmentation_requests_charge_one_gaussian_each() -> None:
 @pytest.mark.parametrize(("task", "level"), LEVELS)
 @pytest.mark.parametrize(
     "action",
-    ["query.handshake", "query.cosign", "query.he_keygen", "query.he_decrypt"],
+    ["query.handshake", "query.cosign", "query.he_keygen", "query.he_decrypt", "query.secagg"],
 )
 def test_requests_without_dp_release_charge_nothing(task: str, level: str, action: str) -> None:
     plan = resolve(make_spec(task=task, dp=level, noise_multiplier=1.0))
