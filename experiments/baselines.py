@@ -193,10 +193,9 @@ def train_alone(data: PartnerData, spec: JobSpec, *, max_epochs: int) -> Pooled:
     )
 
 
-def federated_model_per_partner(
-    out_dir: Path, data: Sequence[PartnerData], spec: JobSpec
-) -> dict[str, float | None]:
-    """Test AUC of a finished job's model on each partner's own test rows."""
+def _released_model(
+    out_dir: Path, spec: JobSpec
+) -> tuple[preprocessing.Preprocessor, torch.nn.Module]:
     import json
 
     pre = preprocessing.Preprocessor.from_dict(
@@ -209,11 +208,32 @@ def federated_model_per_partner(
         seed=spec.training.seed,
     )
     model.load_state_dict(torch.load(out_dir / "model.pt", weights_only=True))
+    return pre, model
+
+
+def federated_model_per_partner(
+    out_dir: Path, data: Sequence[PartnerData], spec: JobSpec
+) -> dict[str, float | None]:
+    """Test AUC of a finished job's model on each partner's own test rows."""
+    pre, model = _released_model(out_dir, spec)
     result: dict[str, float | None] = {}
     for d in data:
         x, y = _xy(pre, [(d.dataset, d.test)])
         result[d.partner] = _auc(y, predict_proba(model, x))
     return result
+
+
+def federated_model_pooled(
+    out_dir: Path, data: Sequence[PartnerData], spec: JobSpec
+) -> float | None:
+    """Exact test AUC of a finished job's model on every partner's test rows pooled.
+
+    Only a demo or a study that holds every partner's rows can compute it; in a DP
+    job the coordinator itself sees a DP estimate (noised score histograms).
+    """
+    pre, model = _released_model(out_dir, spec)
+    x, y = _xy(pre, [(d.dataset, d.test) for d in data])
+    return _auc(y, predict_proba(model, x))
 
 
 def centralized_kmeans_objective(
