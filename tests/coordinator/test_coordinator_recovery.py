@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from fedcollab.compliance.bundle import export_bundle, verify_bundle
@@ -11,7 +15,12 @@ from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.trail import Trail, load_verifier_key
 from fedcollab.compliance.trust import TrustPolicy
 from fedcollab.coordinator.outputs import JobOutputs, read_progress
-from fedcollab.coordinator.recovery import INTERRUPTED_ERROR, recover_interrupted_jobs
+from fedcollab.coordinator.recovery import (
+    INTERRUPTED_ERROR,
+    leftover_runtime,
+    recover_interrupted_jobs,
+    stop_leftover_runtime,
+)
 from fedcollab.coordinator.workspace import Workspace
 
 
@@ -68,3 +77,44 @@ def test_a_fresh_workspace_has_nothing_to_close(tmp_path: Path) -> None:
     ws = Workspace.create(tmp_path / "ws", name="fed")
     got = recover_interrupted_jobs(ws)
     assert got.audit_runs == () and got.out_dirs == ()
+
+
+def _runtime_like(tmp_path: Path, name: str, flwr_home: Path) -> subprocess.Popen[bytes]:
+    """A real process started as Flower's console scripts are (``python SCRIPT``), with
+    ``FLWR_HOME`` set, in its own session (as the SuperLink starts its SuperExec), that
+    ignores SIGTERM and SIGINT: what outlived a killed coordinator."""
+    script = tmp_path / "bin" / name
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(
+        "import signal, sys\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "print('up', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        env={**os.environ, "FLWR_HOME": str(flwr_home.resolve())},
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stdout.readline() == b"up\n"  # handlers set
+    return proc
+
+
+def test_leftover_flower_runtime_of_this_workspace_is_stopped(tmp_path: Path) -> None:
+    ws = Workspace.create(tmp_path / "ws", name="fed", host="127.0.0.1", port=9092)
+    other_home = tmp_path / "other" / "flwr-home"
+    other_home.mkdir(parents=True)
+    left = _runtime_like(tmp_path, "flwr-serverapp", ws.flwr_home)
+    other_ws = _runtime_like(tmp_path, "flower-superexec", other_home)  # another workspace's
+    try:
+        assert leftover_runtime(ws.flwr_home) == (left.pid,)
+        assert stop_leftover_runtime(ws.flwr_home, timeout_s=60) == (left.pid,)
+        assert left.wait(timeout=60) == -signal.SIGKILL
+        assert other_ws.poll() is None  # another workspace's process is left alone
+        assert leftover_runtime(ws.flwr_home) == ()
+        assert stop_leftover_runtime(ws.flwr_home) == ()
+    finally:
+        for proc in (left, other_ws):
+            proc.kill()
+            proc.wait(timeout=30)
