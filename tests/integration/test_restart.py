@@ -11,7 +11,8 @@ cleanly: one recorded failure in the audit log and in the output folder, every
 log still verifying, each partner's ledger holding exactly the releases it
 made, once, and refusing to charge a step again; the restarted coordinator then
 runs the next job. A partner's node that restarts mid-job is dropped from the
-job as a drop-out (the reply it owed is lost) and the job completes without it.
+job as a drop-out (the reply it owed is lost) and the job completes without it;
+it is back online and the next job runs with it again.
 """
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ def test_partner_restart_mid_job_is_a_dropout(federation: LocalFederation, tmp_p
     names = [p.partner for p in fed.partners]
     victim = names[1]
     fed.wait_online()
-    # The restarted node's reply for the round in flight is lost: the coordinator waits
-    # out this timeout for it before it counts the node as a drop-out.
+    # The restarted node's reply for the round in flight is lost: the coordinator counts
+    # the node as a drop-out on the error reply, or at the latest after this timeout.
     job = write_job(tmp_path / "job.toml", fed.partners[0].schema, name="restart-node",
                     rounds=3, min_partners=2, round_timeout_s=90.0,
                     startup_timeout_s=300.0)  # fmt: skip
@@ -96,8 +97,28 @@ def test_partner_restart_mid_job_is_a_dropout(federation: LocalFederation, tmp_p
     assert victim not in metrics["history"][-1]["partners"]
     card = json.loads((out / "model_card.json").read_text())
     assert sorted(card["completed_by"]) == sorted(set(names) - {victim})
-    # The restarted node is back online, and every log (its own too) still verifies.
-    fed.wait_online([victim])
+    # The coordinator asks only the partners still in the job at its end to cosign: the
+    # drop-out is not asked (neither cosigned nor refused), so the coordinator's log holds
+    # no cosignature of it yet. Every log (the drop-out's own too) verifies and the logs
+    # cross-check, with the cosignatures of the partners that completed the job.
+    survivors = sorted(set(names) - {victim})
+    audit = json.loads((out / "audit.json").read_text())
+    assert audit["cosigned_by"] == survivors and victim not in audit["cosign_refused"], audit
     coordinator = _entries(fed.ws.audit_db, "coordinator", fed.ws.audit_key)
     assert card_run(coordinator, out)
-    export_and_verify(fed.ws, names, tmp_path / "bundles")
+    first = export_and_verify(fed.ws, names, tmp_path / "bundles", required=survivors)
+    assert first["cosigners"] == survivors, first
+    # The restarted node is back online and rejoins: the next job needs all three
+    # partners, completes, and the victim cosigns the coordinator's log again.
+    fed.wait_online([victim], timeout_s=600)
+    again = write_job(tmp_path / "again.toml", fed.partners[0].schema, name="after-restart",
+                      rounds=1, min_partners=3, round_timeout_s=300.0,
+                      startup_timeout_s=300.0)  # fmt: skip
+    out2 = tmp_path / "out-again"
+    submit_job(fed.ws, load_job_spec(again), out2)
+    end2 = follow(out2, on_event=lambda _ev: None, timeout_s=1800)
+    assert end2["status"] == "completed", end2
+    card2 = json.loads((out2 / "model_card.json").read_text())
+    assert sorted(card2["completed_by"]) == sorted(names)
+    after = export_and_verify(fed.ws, names, tmp_path / "bundles-again")
+    assert after["cosigners"] == sorted(names) and after["unverified_cosigners"] == [], after
