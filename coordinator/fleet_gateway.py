@@ -54,7 +54,11 @@ import uvicorn
 
 from fedcollab.common.child_process import die_with_parent, stop_child
 from fedcollab.common.errors import FederationError
-from fedcollab.coordinator.recovery import recover_interrupted_jobs, stop_leftover_runtime
+from fedcollab.coordinator.recovery import (
+    hold_coordinator_lock,
+    recover_interrupted_jobs,
+    stop_leftover_runtime,
+)
 from fedcollab.coordinator.workspace import Workspace
 
 __all__ = ["FLEET_PREFIX", "is_forwarded", "main", "make_gateway"]
@@ -192,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     # Before the SuperLink serves, no job of this workspace may still run: end what the
     # last coordinator run left running (its ServerApps outlive a killed coordinator),
     # then close the jobs it left unfinished (it stopped mid-job).
+    lock = hold_coordinator_lock(ws)  # noqa: F841 - held until this process ends
     for pid in stop_leftover_runtime(ws.flwr_home):
         log.warning("stopped Flower process %d left running by the previous coordinator", pid)
     recovered = recover_interrupted_jobs(ws)

@@ -36,7 +36,9 @@ SIGKILL to the coordinator's process group does not reach them, and on a loaded
 machine a ServerApp of a killed coordinator kept running (one for 73 minutes),
 still writing to the coordinator's audit log. They all carry the workspace's
 ``FLWR_HOME`` in their environment (:func:`fedcollab.coordinator.superlink.flwr_env`):
-the new coordinator SIGKILLs every Flower runtime process of its own workspace and
+the new coordinator, once it holds the workspace's lock (:func:`hold_coordinator_lock`:
+no other coordinator of the workspace is alive), SIGKILLs every Flower runtime process
+of its own workspace and
 waits for each to exit (a pidfd turns readable at exit, pidfd_open(2)) before it
 records anything; one that does not exit stops the start (fail closed).
 
@@ -51,6 +53,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import select
@@ -70,6 +73,7 @@ __all__ = [
     "INTERRUPTED_REASON",
     "RUNTIME_COMMANDS",
     "Recovered",
+    "hold_coordinator_lock",
     "leftover_runtime",
     "recover_interrupted_jobs",
     "stop_leftover_runtime",
@@ -90,6 +94,28 @@ class Recovered:
 
     audit_runs: tuple[str, ...]
     out_dirs: tuple[Path, ...]
+
+
+def hold_coordinator_lock(ws: Workspace) -> int:
+    """Take this workspace's coordinator lock for the life of the calling process.
+
+    An exclusive ``flock(2)`` on ``coordinator/coordinator.lock``; the kernel drops it
+    when the process ends, SIGKILL included. Returns the open descriptor (keep it).
+    Raises :class:`FederationError` when another coordinator of this workspace holds
+    it: :func:`stop_leftover_runtime` would otherwise stop that live coordinator's jobs.
+    """
+    path = ws.root / "coordinator" / "coordinator.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FederationError(
+            f"another coordinator of workspace {ws.root} is running",
+            hint="stop it first (one coordinator per workspace)",
+        ) from None
+    return fd
 
 
 #: Flower's long-running processes of a coordinator (console scripts: ``python SCRIPT``).

@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from fedcollab.common.errors import FederationError
 from fedcollab.compliance.bundle import export_bundle, verify_bundle
 from fedcollab.compliance.keys import Signer
 from fedcollab.compliance.log import AuditLog
@@ -17,6 +20,7 @@ from fedcollab.compliance.trust import TrustPolicy
 from fedcollab.coordinator.outputs import JobOutputs, read_progress
 from fedcollab.coordinator.recovery import (
     INTERRUPTED_ERROR,
+    hold_coordinator_lock,
     leftover_runtime,
     recover_interrupted_jobs,
     stop_leftover_runtime,
@@ -118,3 +122,16 @@ def test_leftover_flower_runtime_of_this_workspace_is_stopped(tmp_path: Path) ->
         for proc in (left, other_ws):
             proc.kill()
             proc.wait(timeout=30)
+
+
+def test_a_second_coordinator_of_the_workspace_is_refused(tmp_path: Path) -> None:
+    """The lock comes before stopping leftovers: a second start must not stop a live
+    coordinator's runtime; once the first ends, the lock is free again."""
+    ws = Workspace.create(tmp_path / "ws", name="fed", host="127.0.0.1", port=9092)
+    first = hold_coordinator_lock(ws)
+    try:
+        with pytest.raises(FederationError, match="another coordinator"):
+            hold_coordinator_lock(ws)
+    finally:
+        os.close(first)
+    os.close(hold_coordinator_lock(ws))
