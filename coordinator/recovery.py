@@ -199,6 +199,9 @@ def _close_audit_runs(ws: Workspace) -> tuple[str, ...]:
                     "run": run,
                     "error": INTERRUPTED_ERROR,
                     "reason": INTERRUPTED_REASON,
+                    # Cross-checks read this: a partner's send at a step this log never
+                    # recorded is the crash, not a tampered log (compliance.crossref).
+                    "interrupted": True,
                 },
             )
     return tuple(started)
