@@ -207,8 +207,13 @@ def test_coordinator_restart_fails_the_job_cleanly(
                  if e["type"] == "privacy.spent"]  # fmt: skip
         assert [(c.run, c.step) for c in charges] == spent and len(set(spent)) == len(spent)
     assert max(len(h["partners"]) for h in history) >= 2
-    audit = export_and_verify(fed.ws, names, tmp_path / "bundles-after")
-    assert set(audit["cosigners"]) == set(names)
+    # Every log verifies and the logs cross-check (the cut job's round in flight is
+    # listed as cut short, not a finding). The partners that completed the next job
+    # cosigned it; one that missed it (under load a node still reconnecting to the new
+    # coordinator got "message unavailable" at the job's start) was never asked.
+    completed = sorted(json.loads((out2 / "model_card.json").read_text())["completed_by"])
+    audit = export_and_verify(fed.ws, names, tmp_path / "bundles-after", required=completed)
+    assert set(completed) <= set(audit["cosigners"]) and len(completed) >= 2, audit
 
 
 def _verify_uncosigned(fed: LocalFederation, names: list[str], out: Path) -> None:
