@@ -36,12 +36,13 @@ netns-tools:
 	@command -v ip >/dev/null && command -v tc >/dev/null || { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends iproute2; }
 
-## Every check: lint, format, types, unit and integration tests. The several-hosts and
-## restart tests run with `make multihost` only: in the first fresh-clone run of the
-## whole suite (beside `make demo`) they errored and failed, not yet explained.
+## Every check: lint, format, types, unit and integration tests, the several-hosts test
+## (7-9 min on a loaded 2-core machine) and the partner-restart test (4-7 min) included.
+## The coordinator-restart test runs with `make multihost` only: in one of three runs a
+## partner's node hung on the first message after the restart (docs/deployment.md).
 test: $(STAMP) browser netns-tools lint typecheck
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q \
-	  --ignore=tests/integration/test_multihost.py --ignore=tests/integration/test_restart.py
+	  --deselect tests/integration/test_restart.py::test_coordinator_restart_fails_the_job_cleanly
 
 check: test
 

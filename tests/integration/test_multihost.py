@@ -8,7 +8,7 @@ coordinator's TLS certificate checked against the coordinator's host name.
 The SuperLink and its Control API stay on the coordinator's loopback; only the
 Fleet gateway listens on its address.
 
-Run alone with ``make multihost``. Needs root (``ip netns``); skipped, with the
+Part of ``make test``; alone with ``make multihost``. Needs root (``ip netns``); skipped, with the
 reason, where namespaces cannot be created.
 """
 
