@@ -38,7 +38,7 @@ netns-tools:
 
 ## Every check: lint, format, types, unit and integration tests, the several-hosts test
 ## (7-9 min on a loaded 2-core machine) and the partner-restart test (4-7 min) included.
-## The coordinator-restart test runs with `make multihost` only: in one of three runs a
+## The coordinator-restart test runs with `make multihost` only: in 2 of 4 runs a
 ## partner's node hung on the first message after the restart (docs/deployment.md).
 test: $(STAMP) browser netns-tools lint typecheck
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q \
