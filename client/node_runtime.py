@@ -40,7 +40,11 @@ Other hardening:
   --ssl-ca-certfile``), never ``--insecure``.
 * The installed ClientApp is imported once and serves every message: the
   1-2 s of torch/TenSEAL imports are paid at start-up, not per message.
-  Messages are served one at a time.
+  Messages are served one at a time, so no task may block for long: the pull of a
+  task's message objects is bounded by ``_PULL_MAX_S`` (Flower's default waits up to
+  2 h; after a coordinator restart a node got a message whose objects never came
+  and served nothing more, for every later job), then the task fails and the next
+  one is served.
 
 Run as ``python -m fedcollab.client.node_runtime --state-dir DIR``; it starts
 ``flower-supernode`` as its child (same process group; the child also dies
@@ -101,6 +105,22 @@ _SETTINGS = "settings.json"
 _SECRET_FILE = "superexec.secret"  # noqa: S105 - a file name, not a secret
 _AUTH_METHODS = frozenset({"/flwr.proto.Runtime/AcquireTask"})
 _POLL_S = 0.2
+#: Longest wait for one task's message objects at this node's own SuperNode (seconds).
+_PULL_MAX_S = 120.0
+
+
+def _bound_object_pulls() -> None:
+    """Bound the object pulls of Flower's ``pull_task_input`` in this process: it looks
+    ``pull_and_inflate_object_from_tree`` up in its module at call time, with Flower's
+    ``max_time`` default of 7200 s."""
+    import functools
+
+    from flwr.supernode.runtime import run_clientapp
+
+    name = "pull_and_inflate_object_from_tree"
+    current = getattr(run_clientapp, name)
+    if not isinstance(current, functools.partial):
+        setattr(run_clientapp, name, functools.partial(current, max_time=_PULL_MAX_S))
 
 
 @dataclass(frozen=True)
@@ -293,6 +313,7 @@ def _serve_task(token: str, address: str, ca: bytes, node_config: Mapping[str, s
 
     from fedcollab.client.client_app import app
 
+    _bound_object_pulls()
     client = RuntimeHttpClient.from_server_address(
         server_address=address,
         insecure=False,

@@ -21,6 +21,13 @@ names the party whose log is wrong:
 ``contribution`` (coordinator, or the partner)
     a partner logged sending a vector the coordinator recorded differently,
     or the coordinator attributes a contribution the partner never sent.
+    Not a finding: a send at a step for which the coordinator's log records no
+    aggregate at all, in a run that log closes as cut short by a coordinator
+    restart (``job.failed`` with ``interrupted``, written by
+    ``coordinator.recovery``): the crash came first. Those sends are listed in
+    ``CrossCheck.cut_short``. A coordinator can thus leave one unrecorded send
+    per partner at the step in flight, at the price of a signed admission that
+    the run failed; a step it did aggregate must still list every send.
 ``request`` (coordinator)
     partners logged different request digests for the same (run, step): the
     coordinator sent them different requests.  Compared is ``request_shared``
@@ -119,6 +126,11 @@ class CrossCheck:
     cosigned: tuple[PartnerCosigned, ...]
     requests_compared: int
     not_compared: tuple[str, ...]
+    #: Contributions a partner logged sending at a step of a run the coordinator's log
+    #: closes as cut short by a coordinator restart (``job.failed`` with
+    #: ``interrupted``) and for which that log records no aggregate at all: the crash
+    #: came before the coordinator recorded them. Not findings; listed for the auditor.
+    cut_short: tuple[str, ...] = ()
 
     def raise_on_findings(self) -> None:
         """Raise AuditVerificationError listing every finding (exit 31)."""
@@ -153,6 +165,7 @@ class _Coordinator:
         self.contributors: dict[tuple[str, str], set[str]] = {}
         self.dropped: set[tuple[str, str, str]] = set()
         self.runs: set[str] = set()
+        self.interrupted: set[str] = set()  # runs closed by a coordinator restart
         self.encrypted: set[tuple[str, str]] = set()
         self.leaves: list[bytes] = []
         for data in bundle.raw_entries():
@@ -176,10 +189,16 @@ class _Coordinator:
                     self.aggregates[key] = str(body.get("aggregate"))
             elif etype == "partner.dropped":
                 self.dropped.add((_run(body), str(body.get("step")), str(body.get("partner"))))
+            elif etype == "job.failed" and body.get("interrupted") is True:
+                self.interrupted.add(_run(body))
 
 
 def _partner_checks(
-    coord: _Coordinator, name: str, bundle: VerifiedBundle, found: list[CrossFinding]
+    coord: _Coordinator,
+    name: str,
+    bundle: VerifiedBundle,
+    found: list[CrossFinding],
+    cut_short: list[str] | None = None,
 ) -> tuple[int, PartnerCosigned | None, dict[tuple[str, str, str], str], list[dict[str, Any]]]:
     """Contribution, run and checkpoint checks of one partner; returns its match count,
     newest cosigned checkpoint, request digests and decryption records."""
@@ -231,6 +250,14 @@ def _partner_checks(
     count = 0
     for key, digest in sent.items():
         if key in coord.dropped:
+            continue
+        if key[0] in coord.interrupted and (key[0], key[1]) not in coord.contributors:
+            if cut_short is not None:
+                cut_short.append(
+                    f"run {_short(key[0])}, step {key[1]!r}: {name!r} logged sending {digest}; "
+                    "the coordinator stopped before it recorded that step (run closed as cut "
+                    "short by a coordinator restart)"
+                )
             continue
         if coord.recorded.get(key) != digest:
             found.append(
@@ -427,8 +454,9 @@ def cross_check(coordinator: VerifiedBundle, partners: Mapping[str, VerifiedBund
     requests: dict[str, dict[tuple[str, str, str], str]] = {}
     decryptions: dict[str, list[dict[str, Any]]] = {}
     sent_by: dict[str, dict[tuple[str, str, str], str]] = {}
+    cut_short: list[str] = []
     for name, bundle in sorted(partners.items()):
-        count, newest, reqs, dec = _partner_checks(coord, name, bundle, found)
+        count, newest, reqs, dec = _partner_checks(coord, name, bundle, found, cut_short)
         matched[name] = count
         requests[name] = reqs
         decryptions[name] = dec
@@ -449,4 +477,5 @@ def cross_check(coordinator: VerifiedBundle, partners: Mapping[str, VerifiedBund
         cosigned=tuple(cosigned),
         requests_compared=compared,
         not_compared=tuple(skipped),
+        cut_short=tuple(cut_short),
     )

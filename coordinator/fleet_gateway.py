@@ -20,8 +20,8 @@ all ``/v1/control/*`` and ``/v1/runtime/*``, with 403 and a log line. This is
 the reverse-proxy split the ASGI spec allows without touching Flower [1].
 
 Run as ``python -m fedcollab.coordinator.fleet_gateway --workspace WS``: the
-process first closes the jobs a previous run of the coordinator left
-unfinished (:mod:`fedcollab.coordinator.recovery`), then starts
+process first ends the Flower processes a previous run of the coordinator left
+running and closes the jobs it left unfinished (:mod:`fedcollab.coordinator.recovery`), then starts
 ``flower-superlink`` as its child (same process group, killed with it) and
 only then opens the public port, so a TLS handshake on the public address
 means the whole coordinator is up.
@@ -54,7 +54,11 @@ import uvicorn
 
 from fedcollab.common.child_process import die_with_parent, stop_child
 from fedcollab.common.errors import FederationError
-from fedcollab.coordinator.recovery import recover_interrupted_jobs
+from fedcollab.coordinator.recovery import (
+    hold_coordinator_lock,
+    recover_interrupted_jobs,
+    stop_leftover_runtime,
+)
 from fedcollab.coordinator.workspace import Workspace
 
 __all__ = ["FLEET_PREFIX", "is_forwarded", "main", "make_gateway"]
@@ -189,8 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per forwarded request otherwise
     ws = Workspace.open(args.workspace)
     fed = ws.federation
-    # Before the SuperLink serves, no job of this workspace can be running: close
-    # those the last coordinator run left unfinished (it stopped mid-job).
+    # Before the SuperLink serves, no job of this workspace may still run: end what the
+    # last coordinator run left running (its ServerApps outlive a killed coordinator),
+    # then close the jobs it left unfinished (it stopped mid-job).
+    lock = hold_coordinator_lock(ws)  # noqa: F841 - held until this process ends
+    for pid in stop_leftover_runtime(ws.flwr_home):
+        log.warning("stopped Flower process %d left running by the previous coordinator", pid)
     recovered = recover_interrupted_jobs(ws)
     for run in recovered.audit_runs:
         log.warning("job run %s was cut short by a coordinator restart: recorded as failed", run)

@@ -187,9 +187,16 @@ def _write_job_file(spec: JobSpec, schema_path: Path, path: Path) -> None:
     path.write_text(tomli_w.dumps(doc))
 
 
-def export_and_verify(ws: Workspace, partners: list[str], out: Path) -> dict[str, Any]:
+def export_and_verify(
+    ws: Workspace, partners: list[str], out: Path, *, required: list[str] | None = None
+) -> dict[str, Any]:
     """Export every party's audit log as a bundle, verify each offline with its key
-    pinned, and cross-check that the coordinator's and partners' logs agree."""
+    pinned, and cross-check that the coordinator's and partners' logs agree.
+
+    ``required``: the partners whose cosignature the coordinator's log must carry
+    (default: all of ``partners``). The coordinator asks only the partners still in a
+    job at its end to cosign, so a partner that only ever dropped out has none.
+    """
     shutil.rmtree(out, ignore_errors=True)
     keys = {p: load_verifier_key(ws.node_dir(p) / "audit.pub")[1] for p in partners}
     with AuditLog.open(ws.audit_db, origin="coordinator", signer=Signer.load(ws.audit_key)) as log:
@@ -206,7 +213,8 @@ def export_and_verify(ws: Workspace, partners: list[str], out: Path) -> dict[str
         ) as log:
             export_bundle(log, out / p, public_keys={})
         bundles[p] = verify_bundle(out / p, policy)
-    report = verify_bundle(out / "coordinator", policy.with_required(partners))
+    must_cosign = partners if required is None else required
+    report = verify_bundle(out / "coordinator", policy.with_required(must_cosign))
     check = cross_check(report, bundles)
     check.raise_on_findings()
     cosigners = sorted({n for cp in report.checkpoints for n in cp.cosigned_by()})

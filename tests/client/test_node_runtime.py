@@ -81,3 +81,22 @@ def test_settings_are_private_and_refused_when_readable(tmp_path: Path) -> None:
     os.chmod(state.settings, 0o644)
     with pytest.raises(WorkspaceError, match="readable by other users"):
         load_settings(NodeState(state.root))
+
+
+def test_task_message_pull_is_bounded() -> None:
+    """The executor serves one task at a time: Flower's pull of a task's message objects
+    (default: up to 7200 s) is bounded, once, so a message whose objects never arrive
+    fails its task instead of blocking the node for every later job."""
+    import functools
+
+    from flwr.supernode.runtime import run_clientapp
+
+    from fedcollab.client import node_runtime
+
+    node_runtime._bound_object_pulls()
+    node_runtime._bound_object_pulls()
+    pull = getattr(run_clientapp, "pull_and_inflate_object_from_tree")  # noqa: B009
+    assert isinstance(pull, functools.partial)
+    assert pull.keywords == {"max_time": node_runtime._PULL_MAX_S}
+    assert node_runtime._PULL_MAX_S <= 300.0
+    assert not isinstance(pull.func, functools.partial)

@@ -66,3 +66,66 @@ def test_disagreeing_digest_is_reported(tmp_path: Path) -> None:
 def test_dropped_partner_is_not_a_disagreement(tmp_path: Path) -> None:
     cb, ab = _bundles(tmp_path, recorded="", sent="sha256:01", dropped=True)
     assert cross_check(cb, {"acme": ab}).matched == {"acme": 0}
+
+
+def _cut_short_bundles(
+    tmp_path: Path, *, interrupted: bool, aggregated: bool
+) -> tuple[VerifiedBundle, VerifiedBundle]:
+    """acme sent round-2; the coordinator's log has round-1, maybe round-2 without acme,
+    then the job's failure (closed by a restart's recovery, or not)."""
+    coord, acme = Signer.generate(), Signer.generate()
+    run = {"digest": DIGEST, "run": "r1"}
+    with AuditLog.open(tmp_path / "c.db", origin="coordinator", signer=coord) as log:
+        log.append(
+            make_event(
+                coord,
+                "coordinator",
+                "round.aggregated",
+                {**run, "step": "round-1", "contributions": {"acme": "sha256:01"}},
+            )
+        )
+        if aggregated:
+            log.append(
+                make_event(
+                    coord,
+                    "coordinator",
+                    "round.aggregated",
+                    {**run, "step": "round-2", "contributions": {}},
+                )
+            )
+        failed: dict[str, object] = {**run, "error": "FederationError", "reason": "stopped"}
+        if interrupted:
+            failed["interrupted"] = True
+        log.append(make_event(coord, "coordinator", "job.failed", failed))
+        export_bundle(log, tmp_path / "cb", public_keys={})
+    with AuditLog.open(tmp_path / "a.db", origin="acme", signer=acme) as log:
+        for step, reply in (("round-1", "sha256:01"), ("round-2", "sha256:02")):
+            log.append(
+                make_event(
+                    acme, "acme", "data.sent", {**run, "step": step, "reply": reply, "n_values": 10}
+                )
+            )
+        export_bundle(log, tmp_path / "ab", public_keys={})
+    policy = TrustPolicy.from_keys({"coordinator": coord.public_key, "acme": acme.public_key})
+    return verify_bundle(tmp_path / "cb", policy), verify_bundle(tmp_path / "ab", policy)
+
+
+def test_send_cut_short_by_a_coordinator_restart_is_listed_not_a_finding(
+    tmp_path: Path,
+) -> None:
+    cb, ab = _cut_short_bundles(tmp_path, interrupted=True, aggregated=False)
+    result = cross_check(cb, {"acme": ab})
+    assert result.findings == () and result.matched == {"acme": 1}
+    assert len(result.cut_short) == 1 and "round-2" in result.cut_short[0]
+
+
+@pytest.mark.parametrize(("interrupted", "aggregated"), [(False, False), (True, True)])
+def test_unrecorded_send_is_a_finding_unless_the_restart_cut_that_step(
+    tmp_path: Path, interrupted: bool, aggregated: bool
+) -> None:
+    """A failure without the restart marker, or a step the coordinator did aggregate
+    (leaving acme out), still makes the coordinator's log wrong."""
+    cb, ab = _cut_short_bundles(tmp_path, interrupted=interrupted, aggregated=aggregated)
+    result = cross_check(cb, {"acme": ab})
+    assert [(f.kind, f.wrong) for f in result.findings] == [("contribution", "coordinator")]
+    assert result.cut_short == ()

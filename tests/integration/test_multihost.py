@@ -8,7 +8,7 @@ coordinator's TLS certificate checked against the coordinator's host name.
 The SuperLink and its Control API stay on the coordinator's loopback; only the
 Fleet gateway listens on its address.
 
-Run alone with ``make multihost``. Needs root (``ip netns``); skipped, with the
+Part of ``make test``; alone with ``make multihost``. Needs root (``ip netns``); skipped, with the
 reason, where namespaces cannot be created.
 """
 
@@ -21,20 +21,23 @@ import sys
 import time
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from experiments.demo import export_and_verify
 from fedcollab.client.partner_data import PartnerSource
+from fedcollab.client.peer_trust import fingerprint
 from fedcollab.common.dataset import file_sha256
 from fedcollab.common.schema import load_schema
 from fedcollab.compliance.registry import load_registry
+from fedcollab.compliance.trail import load_verifier_key
 from fedcollab.coordinator.local_grants import EXAMPLE_REGISTRY, demo_grant
 from fedcollab.coordinator.policy_gate import add_grant, registry_path
 from fedcollab.coordinator.superlink import flwr_env, registered_nodes
 from fedcollab.coordinator.workspace import Workspace
+from fedcollab.privacy.key_transport import PeerKeys
 from tests.integration.netns import Network, netns_unavailable
 from tests.integration.support import BIN, make_partners
 from tests.integration.test_federation import write_job
@@ -54,6 +57,8 @@ class Deployment:
     ws: Workspace
     partners: list[PartnerSource]
     logs: Path
+    #: Each long-running party's process (``ip netns exec`` execs: the party's own pid).
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
     def coordinator(self) -> str:
@@ -64,12 +69,30 @@ def _fedcollab(*args: str) -> list[str]:
     return [str(BIN / "fedcollab"), *args]
 
 
+def _log_tail(path: Path, limit: int = 4000) -> str:
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return text[-limit:]
+
+
+def _fail_if_exited(dep: Deployment) -> None:
+    """A party that exited (a typed refusal, a crash) fails the test at once, with its log."""
+    for name, proc in dep.procs.items():
+        code = proc.poll()
+        if code is not None:
+            pytest.fail(
+                f"{name} exited with code {code} before the federation was up:\n"
+                + _log_tail(dep.logs / f"{name}.log")
+            )
+
+
 def _wait_online(dep: Deployment, timeout_s: float) -> None:
-    """Until the coordinator lists every partner's node online (its own state, polled)."""
+    """Until the coordinator lists every partner's node online (its own state, polled),
+    or a party's process exits (then at once, with its log)."""
     wanted = {str(i) for i in registered_nodes(dep.ws).values()}
     deadline = time.monotonic() + timeout_s
     online: set[str] = set()
     while time.monotonic() < deadline:
+        _fail_if_exited(dep)
         proc = dep.net.run(
             "coordinator",
             [str(BIN / "flwr"), "supernode", "ls", dep.ws.federation.name, "--format", "json"],
@@ -84,7 +107,18 @@ def _wait_online(dep: Deployment, timeout_s: float) -> None:
         if wanted <= online:
             return
         # Each `flwr` call costs a second or more of imports: that is the poll interval.
+    _fail_if_exited(dep)
     pytest.fail(f"nodes {sorted(wanted - online)} not online after {timeout_s:g} s: see {dep.logs}")
+
+
+def _confirm_peer_list(ws: Workspace, names: list[str]) -> str:
+    """What each partner does before its first start (issue 14's trust anchors): compare
+    every entry of the coordinator's ``peers.json`` with that partner's own ``audit.pub``
+    (out of band: here the partners' own files), then confirm the list's fingerprint."""
+    peers = PeerKeys.from_json((ws.root / "peers.json").read_text())
+    own = {n: load_verifier_key(ws.node_dir(n) / "audit.pub")[1] for n in names}
+    assert dict(peers.keys) == own, "peers.json does not hold each partner's own audit key"
+    return fingerprint(peers)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +141,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, tool_path: None) -> Ite
         )  # fmt: skip
         shutil.copyfile(EXAMPLE_REGISTRY, registry_path(ws))
         dep = Deployment(net=net, ws=ws, partners=partners, logs=logs)
-        net.start(
+        dep.procs["coordinator"] = net.start(
             "coordinator",
             _fedcollab("coordinator", "start", "-w", str(ws.root)),
             log=(logs / "coordinator.log").open("ab"),
@@ -120,7 +154,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, tool_path: None) -> Ite
              dep.coordinator, "180"],
             timeout=240,
         )  # fmt: skip
-        assert probe.returncode == 0, f"{probe.stdout} (see {logs / 'coordinator.log'})"
+        _fail_if_exited(dep)
+        assert probe.returncode == 0, f"{probe.stdout}\n{_log_tail(logs / 'coordinator.log')}"
         for src in partners:
             node_dir = ws.node_dir(src.partner)
             reg = net.run(
@@ -139,9 +174,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, tool_path: None) -> Ite
                 out=node_dir / "grant.json",
             )
             add_grant(ws, node_dir / "grant.json")
+        confirm = _confirm_peer_list(ws, names)
         for src in partners:
             node_dir = ws.node_dir(src.partner)
-            net.start(
+            dep.procs[src.partner] = net.start(
                 src.partner,
                 _fedcollab(
                     "node", "start", "--partner", src.partner, "--data", str(src.data),
@@ -150,7 +186,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, tool_path: None) -> Ite
                     "--superlink", f"{dep.coordinator}:{PORT}", "--port", str(NODE_PORT),
                     "--audit-key", str(node_dir / "audit.key"),
                     "--coordinator-key", str(ws.audit_pub), "--grant", str(node_dir / "grant.json"),
-                    "--peer-keys", str(ws.root / "peers.json"),
+                    "--peer-keys", str(ws.root / "peers.json"), "--confirm-peers", confirm,
                 ),
                 log=(logs / f"{src.partner}.log").open("ab"),
             )  # fmt: skip
