@@ -50,7 +50,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	# The import-layer contract (common < privacy < protocols < compliance < client, coordinator < cli)
-	# and the long-module list (a product module over 400 lines needs a written reason).
+	# and the long-module rule (a product module over 400 lines says why at its top).
 	$(BIN)/pytest -q -p no:cacheprovider tests/test_layers.py tests/test_module_size.py
 
 typecheck: $(STAMP)

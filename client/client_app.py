@@ -1,5 +1,8 @@
 """The partner's Flower ClientApp (Message API).
 
+Long module: the ClientApp's request path; planned: the action dispatch as a table
+(issue 17).
+
 Every request goes through :func:`_serve`: decode, load and validate the
 partner's data, check the job is one this partner takes part in, run the
 handler, encode. Any fedcollab error becomes a refusal reply that names the

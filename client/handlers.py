@@ -1,5 +1,8 @@
 """What a partner computes for each coordinator request.
 
+Long module: one handler per action. Planned split: one module per task (horizontal
+training, segmentation, evaluation).
+
 Each handler takes the partner's validated data, the job spec and the
 request's decoded payload, and returns ``(meta, vector)`` for the reply. They
 call only pure protocol functions, so they run unchanged in tests, in the

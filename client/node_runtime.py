@@ -1,5 +1,7 @@
 """A partner's node runtime: the SuperNode runs no code the coordinator sends.
 
+Long module: the node executor is one process: FAB check, runtime TLS, task loop.
+
 Flower's default (``flower-supernode --isolation subprocess``) starts a
 ``flwr-clientapp`` per message that installs the run's FAB and imports the
 ClientApp *from the FAB* (``flwr/supernode/runtime/run_clientapp.py``:

@@ -1,5 +1,8 @@
 """A partner's run contract: the job it accepted, pinned, and the requests that job may make.
 
+Long module: one state machine: the job a partner accepted and the requests it allows,
+stored in one SQLite table.
+
 A partner is a state machine, not an oracle. At the first handshake of a run the
 node pins the digest of the job spec it accepted; from then on it decides what
 to answer from that pinned spec and its own settings, never from what a request

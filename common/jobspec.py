@@ -1,5 +1,8 @@
 """Job specification: what an operator asks the federation to do.
 
+Long module: one pydantic model tree for the job spec, validated as a whole. Planned
+split: one module per task's section.
+
 A job spec is a TOML file (untrusted input: validated strictly by pydantic)::
 
     name = "purchase-prediction"

@@ -1,5 +1,8 @@
 """Self-contained audit bundles for compliance officers: export and offline verification.
 
+Long module: export and offline verification of one bundle format; the two must change
+together.
+
 Layout of a bundle folder::
 
     entries.jsonl          one line per entry: {"event": <event>, "index": i}, RFC 8785

@@ -1,5 +1,7 @@
 """Cross-check a coordinator's audit bundle against partners' bundles, trusting no single log.
 
+Long module: one cross-check across bundles; its findings are computed together.
+
 Each party's bundle is first verified on its own under the officer's trust
 policy (:func:`compliance.bundle.verify_bundle`); this module takes the
 *verified* bundles and checks that they tell the same story.  Every finding

@@ -1,5 +1,8 @@
 """The append-only, verifiable audit log (RFC 9162 tree, C2SP checkpoints).
 
+Long module: the append-only log and its checkpoints (RFC 9162 / C2SP signed notes)
+share one file format.
+
 >>> log = AuditLog.open("audit.db", origin="fedcollab.example/audit", signer=Signer.load("log.pem"))
 >>> idx = log.append(make_event(partner, "partner-1", "consent.granted", {"purpose": "p1"}))
 >>> note = log.checkpoint().encode()          # signed, stored, ready to publish

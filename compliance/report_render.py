@@ -1,5 +1,8 @@
 """Render a :class:`~compliance.report_model.ReportModel` as self-contained HTML and as PDF.
 
+Long module: HTML and PDF rendering of one report model, kept side by side so both show
+the same sections.
+
 HTML comes from ``templates/report.html.j2`` (Jinja2, autoescape on, inline CSS,
 no external fonts or scripts, A4 print styles).  The PDF carries the same
 sections, drawn with fpdf2 (pure Python).

@@ -1,5 +1,9 @@
 """A job's requests to its partners: fan-out, aggregation, key ceremony, decryption.
 
+Long module: fan-out to the partners, aggregation, the key ceremony and decryption
+requests of one job's roster (membership is in coordinator/membership.py). Planned
+split: the secure-aggregation and decryption paths into their own module.
+
 :class:`Roster` extends :class:`~coordinator.membership.Membership` (who takes
 part, handshake, dropouts, quorum). During the job every request goes through
 :meth:`Roster.request`: it fans the request out (:mod:`coordinator.broadcast`),

@@ -1,5 +1,8 @@
 """What a job's differential privacy costs, derived from the public job spec only.
 
+Long module: the whole DP plan derived from the job spec, with every release's
+sensitivity in one place so none is missed.
+
 The coordinator and every partner call :func:`resolve` on the same job spec
 and get the same :class:`DpPlan`: the noise multiplier (given, or calibrated
 so that the whole job at its maximum length meets ``target_epsilon``), what

@@ -1,5 +1,7 @@
 """The partner side of dropout-tolerant secure aggregation: a state machine per session.
 
+Long module: one state machine per secure-aggregation session.
+
 Implements the client of Bonawitz et al. 2017 ("Practical Secure Aggregation
 for Privacy-Preserving Machine Learning", ACM CCS, Fig. 4, malicious-server
 variant with the consistency check), over the complete graph; Bell et al.

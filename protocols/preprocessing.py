@@ -1,5 +1,7 @@
 """Federated preprocessing: vocabularies and standardisation without pooled data.
 
+Long module: vocabularies and standardisation: one federated pipeline.
+
 Two phases, each one message per partner:
 
 1. **Vocabularies** -- each partner lists the distinct values of the

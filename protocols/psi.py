@@ -1,5 +1,7 @@
 """n-party private set intersection (PSI) by commutative blinding on X25519.
 
+Long module: one protocol (n-party PSI by commutative blinding) with its message checks.
+
 Each party hashes its ids to 32-byte X25519 u-coordinates and every party
 raises every set to its own secret scalar.  Scalar multiplication commutes,
 ``X25519(a, X25519(b, u)) == X25519(b, X25519(a, u))``, so an id held by all

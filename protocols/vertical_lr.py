@@ -1,5 +1,8 @@
 """Vertical (feature-partitioned) logistic regression with two relay hops per iteration.
 
+Long module: one protocol (vertical logistic regression, two relay hops per iteration)
+whose roles share their message layouts.
+
 The label holder L holds labels ``y`` and features ``X_L``; feature parties
 P_1..P_k hold ``X_i`` for the same, already aligned rows. The model is
 ``sigmoid(X_L w_L + b + sum_i X_i w_i)``; each party keeps its own weights.
