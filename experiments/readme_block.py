@@ -92,8 +92,16 @@ def render_block(
     *,
     readme: Path,
     out: Path,
+    keep_missing: bool = False,
 ) -> str:
-    """The markdown between the markers, from ``results`` (study name -> its JSON)."""
+    """The markdown between the markers, from ``results`` (study name -> its JSON).
+
+    With ``keep_missing``, a study with no JSON in ``out`` (a fresh clone: results are
+    not committed) keeps its row and figure from ``readme``'s current block, so
+    ``--only NAME`` on a new machine rewrites that study's row and leaves the others'
+    measured rows alone.
+    """
+    kept_rows, kept_figures = _current_block(readme) if keep_missing else ({}, {})
     cpus = {r.get("machine", {}).get("cpus") for r in results.values()} - {None}
     machine = f"this {cpus.pop()}-core machine" if len(cpus) == 1 else "this machine"
     lines = [
@@ -114,6 +122,8 @@ def render_block(
         if result is None:
             if failed and last is not None:
                 lines.append(f"| `{study.name}` | {_cell(failed)} | `{last.command_text()}` | - |")
+            elif study.name in kept_rows:
+                lines.append(kept_rows[study.name])
             elif not study.optional:
                 json_path = out / study.json_name
                 lines.append(f"| `{study.name}` | not run: no `{json_path}` | - | - |")
@@ -134,4 +144,27 @@ def render_block(
             link = Path(os.path.relpath(path.resolve(), base)).as_posix()
             lines.append(f"![{figure.title}]({link})")
             lines.append("")
+        elif figure.title in kept_figures:
+            lines.append(kept_figures[figure.title])
+            lines.append("")
     return "\n".join(lines)
+
+
+def _current_block(readme: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Rows (study name -> line) and figure lines (title -> line) of ``readme``'s block."""
+    if not readme.is_file():
+        return {}, {}
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        return {}, {}
+    rows: dict[str, str] = {}
+    figures: dict[str, str] = {}
+    for line in text[start + len(BEGIN) : end].splitlines():
+        if line.startswith("| `") and "` " in line:
+            name = line[3 : line.index("`", 3)]
+            if "not run: no `" not in line:
+                rows[name] = line
+        elif line.startswith("![") and "](" in line:
+            figures[line[2 : line.index("](")]] = line
+    return rows, figures

@@ -12,7 +12,9 @@ writes), records each run in ``<out>/reproduce.json``, draws
 ``--out`` and rewrites the README between ``<!-- results:begin -->`` and
 ``<!-- results:end -->`` (:mod:`experiments.readme_block`). Studies not rerun
 keep their JSON, so a study rerun with ``--only`` and the others' earlier
-JSON make one consistent README. ``--quick`` runs tiny sizes (a smoke test:
+JSON make one consistent README; a study with no JSON on this machine (a fresh
+clone) keeps its row and figure from the README's current block. ``--quick``
+runs tiny sizes (a smoke test:
 the figures it draws are not results) and skips the real-federation
 benchmarks, which have no cheap mode; it writes to
 ``results/experiments-quick`` (figures in its ``figures/``) and leaves the
@@ -187,7 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, path in figures.items():
         console.print(f"figure {name}: {path}")
     if readme is not None:
-        block = render_block(results, manifest, figures, readme=readme, out=out)
+        # A quick smoke block never mixes in the published rows; a real run keeps the
+        # rows of studies whose JSON is not on this machine.
+        block = render_block(
+            results, manifest, figures, readme=readme, out=out, keep_missing=not args.quick
+        )
         try:
             changed = rewrite_readme(readme, block)
         except FedcollabError as exc:  # the markers went away while the studies ran

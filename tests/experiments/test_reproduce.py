@@ -173,3 +173,19 @@ def test_a_quick_run_leaves_the_published_results_alone(
     assert readme.read_bytes() == before
     assert not (tmp_path / "docs").exists() and not (tmp_path / "results/experiments").exists()
     assert (tmp_path / "results/experiments-quick").is_dir()
+
+
+def test_a_fresh_clone_keeps_the_rows_it_has_no_json_for(tmp_path: Path) -> None:
+    """Results are not committed: a run on a new machine must not wipe measured rows."""
+    readme = _readme(tmp_path)
+    original = readme.read_text(encoding="utf-8")
+    argv = ["--from-json", "--out", str(tmp_path / "none"), "--figures", str(tmp_path / "f")]
+    assert reproduce.main([*argv, "--readme", str(readme)]) == 0
+    old_block = original.split(BEGIN, 1)[1].split(END, 1)[0]
+    new_block = readme.read_text(encoding="utf-8").split(BEGIN, 1)[1].split(END, 1)[0]
+    for line in new_block.splitlines():
+        if "not run: no `" in line:  # only a study the README never had a row for
+            assert line[: line.index("` ") + 1] not in old_block, line
+    for line in old_block.splitlines():
+        if line.startswith(("| `", "![")):
+            assert line in new_block.splitlines(), line
