@@ -9,7 +9,6 @@ partner on loopback. Logs go to ``<root>/logs/``.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -24,11 +23,10 @@ from fedcollab.client.supernode import NodeConfig, start_supernode
 from fedcollab.common.errors import FederationError
 from fedcollab.common.schema import load_schema
 from fedcollab.compliance.registry import load_registry
+from fedcollab.coordinator.flwr_cli import list_nodes
 from fedcollab.coordinator.local_grants import EXAMPLE_REGISTRY, demo_grant
 from fedcollab.coordinator.policy_gate import add_grant, registry_path
 from fedcollab.coordinator.superlink import (
-    _tool,
-    flwr_env,
     register_node,
     registered_nodes,
     start_superlink,
@@ -181,15 +179,10 @@ class LocalFederation:
         wanted = {str(ids[p]) for p in (partners or [s.partner for s in self.partners])}
         deadline = time.monotonic() + timeout_s
         while True:
-            proc = subprocess.run(
-                [_tool("flwr"), "supernode", "ls", self.ws.federation.name, "--format", "json"],
-                env=flwr_env(self.ws), capture_output=True, text=True, timeout=120, check=False,
-            )  # fmt: skip
             try:
-                nodes = json.loads(proc.stdout).get("nodes", [])
-            except ValueError:
-                nodes = []
-            online = {str(n.get("node-id")) for n in nodes if n.get("status") == "online"}
+                online = {str(n.node_id) for n in list_nodes(self.ws) if n.online}
+            except FederationError:  # the SuperLink is still starting: ask again
+                online = set()
             if wanted <= online:
                 return
             if time.monotonic() >= deadline:

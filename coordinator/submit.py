@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,8 +33,9 @@ from fedcollab.common.job_fab import (
 )
 from fedcollab.common.job_files import read_progress
 from fedcollab.common.jobspec import JobSpec
+from fedcollab.coordinator.flwr_cli import run_info, start_run
 from fedcollab.coordinator.policy_gate import check_submission
-from fedcollab.coordinator.superlink import _tool, flwr_env, partner_audit_keys
+from fedcollab.coordinator.superlink import partner_audit_keys
 from fedcollab.coordinator.workspace import Workspace
 
 __all__ = ["append_job_index", "follow", "submit_job"]
@@ -99,30 +99,9 @@ def submit_job(
                 }
             )
         )
-        proc = subprocess.run(
-            [
-                _tool("flwr"), "run", str(app_dir), ws.federation.name,
-                "--run-config", str(overrides), "--format", "json",
-            ],
-            env=flwr_env(ws),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )  # fmt: skip
-    try:
-        reply = json.loads(proc.stdout)
-    except ValueError:
-        reply = {}
-    run_id = reply.get("run-id")
-    if proc.returncode != 0 or not reply.get("success") or run_id is None:
-        detail = reply.get("error-message") or proc.stdout.strip() or proc.stderr.strip()
-        raise FederationError(
-            f"the coordinator did not accept job {spec.name!r}: {detail}",
-            hint="is the coordinator running (`fedcollab coordinator start`)?",
-        )
-    append_job_index(ws, spec, out_dir, run_id=int(run_id))
-    return int(run_id)
+        run_id = start_run(ws, app_dir, overrides, job=spec.name)
+    append_job_index(ws, spec, out_dir, run_id=run_id)
+    return run_id
 
 
 def append_job_index(ws: Workspace, spec: JobSpec, out_dir: Path, *, run_id: int) -> Path:
@@ -158,19 +137,11 @@ def append_job_index(ws: Workspace, spec: JobSpec, out_dir: Path, *, run_id: int
 
 def run_status(ws: Workspace, run_id: int) -> str:
     """Flower's status string for a run, e.g. ``running`` or ``finished:completed``."""
-    proc = subprocess.run(
-        [_tool("flwr"), "list", ws.federation.name, "--run-id", str(run_id), "--format", "json"],
-        env=flwr_env(ws),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
     try:
-        runs = json.loads(proc.stdout).get("runs", [])
-        return str(runs[0].get("status", "unknown")) if runs else "unknown"
-    except (ValueError, AttributeError, IndexError):
+        info = run_info(ws, run_id)
+    except FederationError:
         return "unknown"
+    return info.status if info is not None else "unknown"
 
 
 def follow(

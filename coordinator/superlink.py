@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -28,6 +27,8 @@ from typing import IO
 
 from fedcollab.common.errors import FederationError, WorkspaceError
 from fedcollab.compliance.trail import load_verifier_key
+from fedcollab.coordinator.flwr_cli import flwr_env, register_supernode
+from fedcollab.coordinator.flwr_cli import tool as _tool
 from fedcollab.coordinator.workspace import Workspace, check_name
 
 __all__ = [
@@ -42,21 +43,6 @@ __all__ = [
     "write_flwr_config",
     "write_peer_keys",
 ]
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise FederationError(
-            f"{name!r} is not on PATH",
-            hint="activate the project's virtualenv (.venv/bin) or run through `make`",
-        )
-    return path
-
-
-def flwr_env(ws: Workspace) -> dict[str, str]:
-    """Environment for Flower CLI calls: the workspace's own FLWR_HOME."""
-    return {**os.environ, "FLWR_HOME": str(ws.flwr_home.resolve())}
 
 
 def write_flwr_config(ws: Workspace, control_port: int) -> None:
@@ -228,37 +214,15 @@ def register_node(
             f"partner {partner!r} is already registered (node {known[partner]})",
             hint="each partner registers one node key",
         )
-    proc = subprocess.run(
-        [
-            _tool("flwr"), "supernode", "register", str(public_key.resolve()),
-            ws.federation.name, "--name", partner, "--format", "json",
-        ],
-        env=flwr_env(ws),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )  # fmt: skip
-    try:
-        reply = json.loads(proc.stdout)
-    except ValueError:
-        reply = {}
-    node_id = reply.get("node-id") or reply.get("node_id")
-    if proc.returncode != 0 or not reply.get("success", node_id is not None) or node_id is None:
-        detail = reply.get("error-message") or proc.stdout.strip() or proc.stderr.strip()
-        raise FederationError(
-            f"registering {partner!r} failed: {detail}",
-            hint="is the coordinator running (`fedcollab coordinator start`)? "
-            "Is the key an OpenSSH ECDSA public key from `fedcollab node keygen`?",
-        )
+    node_id = register_supernode(ws, public_key, name=partner)
     if audit_key is not None:
         dest = ws.partner_audit_pub(partner)
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(audit_key.read_text())
         write_peer_keys(ws)
-    known[partner] = int(node_id)
+    known[partner] = node_id
     path = _registry_path(ws)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(known, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
-    return int(node_id)
+    return node_id

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -23,8 +22,9 @@ from fedcollab.common.job_files import read_progress
 from fedcollab.common.keys import parse_verifier_key
 from fedcollab.compliance.grants import load_signed_grant, verify_grant
 from fedcollab.coordinator.console.jobs import JobCatalog, job_participants
+from fedcollab.coordinator.flwr_cli import list_nodes
 from fedcollab.coordinator.policy_gate import grant_path
-from fedcollab.coordinator.superlink import _tool, flwr_env, partner_audit_keys, registered_nodes
+from fedcollab.coordinator.superlink import partner_audit_keys, registered_nodes
 from fedcollab.coordinator.workspace import Workspace
 from fedcollab.privacy.budget_ledger import SCHEMA_VERSION, BudgetLedger
 
@@ -140,16 +140,10 @@ class NodeStatus:
 
     def _probe(self) -> dict[str, str] | None:
         try:
-            proc = subprocess.run(
-                [_tool("flwr"), "supernode", "ls", self.ws.federation.name, "--format", "json"],
-                env=flwr_env(self.ws), capture_output=True, text=True, timeout=15, check=False,
-            )  # fmt: skip
-            nodes = json.loads(proc.stdout).get("nodes", [])
-        except (OSError, subprocess.SubprocessError, ValueError, AttributeError, FedcollabError):
+            nodes = list_nodes(self.ws, timeout=15)
+        except FedcollabError:
             return None
-        if proc.returncode != 0:
-            return None
-        return {str(n.get("node-id")): str(n.get("status", "")) for n in nodes}
+        return {str(n.node_id): n.status for n in nodes}
 
 
 def partners(ws: Workspace, catalog: JobCatalog, nodes: NodeStatus) -> list[dict[str, Any]]:
