@@ -16,8 +16,7 @@ $(STAMP): pyproject.toml
 
 ## The demo federation: coordinator + 9 brand partner nodes over TLS on loopback.
 demo: $(STAMP)
-	# The demo's scenario code is still in experiments/ (not installed): run it from the clone.
-	PATH=$(CURDIR)/$(BIN):$$PATH PYTHONPATH=$(CURDIR) $(BIN)/fedcollab demo --out results/demo
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/fedcollab demo --out results/demo
 
 ## The web console over the demo's workspace (run `make demo` first): http://127.0.0.1:8080/
 ## The demo wrote its accounts, with fresh random passwords, to results/demo/console/credentials.txt.

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
-from fedcollab.common.errors import WorkspaceError
+from fedcollab.cli.progress import JobProgress
 
 __all__ = ["app"]
 
@@ -28,13 +29,13 @@ def demo(
     and print federated vs centralized vs each partner alone.
 
     Both jobs aggregate under homomorphic encryption unless --no-encryption."""
-    try:
-        from experiments.demo import run_demo
-    except ModuleNotFoundError as exc:  # the demo still lives in the clone's experiments/
-        raise WorkspaceError(
-            "the demo runs from a clone of the fedcollab repository (its experiments/ folder "
-            "is not installed with the package)",
-            hint="run `make demo` in the clone",
-        ) from exc
+    from fedcollab.demo.run import run_demo  # heavy (torch, scikit-learn): only when run
 
-    run_demo(out, port=port, encrypted=encryption)
+    console = Console()
+    run_demo(
+        out,
+        port=port,
+        console=console,
+        encrypted=encryption,
+        progress_display=lambda title: JobProgress(console, title=title),
+    )

@@ -53,7 +53,7 @@ GOAL = 1.5
 
 
 def spec_for(schema: Path, *, rounds: int, encryption: str) -> JobSpec:
-    """The demo's purchase job (experiments.demo), every round run."""
+    """The demo's purchase job (fedcollab.demo.run), every round run."""
     prediction, _ = default_jobs(schema)
     return prediction.model_copy(
         update={

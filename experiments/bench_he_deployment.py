@@ -129,8 +129,8 @@ def breakdown(mode: Mapping[str, Any]) -> dict[str, float]:
 def n_features(sources: Sequence[PartnerSource], spec: JobSpec) -> int:
     """Model inputs as the federated preprocessing derives them: numeric columns,
     the union of the partners' handshake vocabularies (one-hot), boolean columns."""
-    from experiments.baselines import load_all
     from fedcollab.client.handlers import handshake
+    from fedcollab.demo.baselines import load_all
     from fedcollab.protocols import preprocessing
 
     schema = DatasetSchema.model_validate(spec.data_schema)

@@ -4,7 +4,7 @@
 
 Starts :class:`coordinator.local_federation.LocalFederation` (a SuperLink with
 TLS and node authentication, one SuperNode process per party, on loopback)
-for the three credit-default parties of :mod:`experiments.vertical_setup`
+for the three credit-default parties of :mod:`fedcollab.demo.vertical`
 (platform holds the label, payment and billing hold features) and runs the
 same vertical logistic-regression job twice: plaintext
 (``privacy.encryption = "none"``: residuals sealed end to end) then encrypted
@@ -181,8 +181,8 @@ def _run(fed: Any, spec: JobSpec, out: Path) -> dict[str, Any]:
 
 
 def run(out: Path, iterations: int, console: Console) -> dict[str, Any]:
-    from experiments.vertical_setup import LABEL_HOLDER, prepare_vertical, vertical_job
     from fedcollab.coordinator.local_federation import LocalFederation
+    from fedcollab.demo.vertical import LABEL_HOLDER, prepare_vertical, vertical_job
 
     sources = prepare_vertical(out / "vertical-parties")
     specs = {

@@ -276,7 +276,7 @@ def _released_model_scores(
     import torch
     from sklearn.metrics import roc_auc_score
 
-    from experiments.baselines import _xy
+    from fedcollab.demo.baselines import _xy
     from fedcollab.protocols import models, preprocessing
     from fedcollab.protocols.local_training import predict_proba
 
@@ -616,9 +616,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.monotonic()
 
     # Imported here: the pure functions above stay importable without Flower or torch.
-    from experiments import baselines
     from experiments.he_equivalence import code_version
     from experiments.horizontal import default_jobs, prepare_partners
+    from fedcollab.demo import baselines
 
     sources = prepare_partners(out / "partners")
     base, _ = default_jobs(sources[0].schema)
@@ -656,7 +656,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seed": base.training.seed,
         "max_epochs": 100,
         "early_stopping_patience": base.evaluation.early_stopping_patience,
-        "note": "experiments.baselines.train_centralized: pooled training rows, same model, "
+        "note": "fedcollab.demo.baselines.train_centralized: pooled training rows, same model, "
         "no DP; early stopping on pooled validation AUC",
     }
     summary = summarise(runs)

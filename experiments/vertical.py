@@ -10,9 +10,9 @@ process and on the same rows, with the in-process drivers of
 same role objects in separate processes):
 
 1. *PSI* (:func:`protocols.psi.run_psi_local`) over the credit-default data
-   split by :func:`experiments.vertical_setup.prepare_vertical` (platform =
+   split by :func:`fedcollab.demo.vertical.prepare_vertical` (platform =
    label holder, payment, billing); checked against the plaintext join
-   :func:`experiments.vertical_summary.true_alignment`: the same ids, and in
+   :func:`fedcollab.demo.vertical_summary.true_alignment`: the same ids, and in
    every party's result row ``j`` is the same id.
 2. Each party preprocesses its own columns on the aligned rows
    (:func:`protocols.vertical_data.party_matrix`; train/test decided per id).
@@ -24,7 +24,7 @@ same role objects in separate processes):
    same objective fitted by sklearn on all columns
    (:func:`protocols.vertical_local.centralized_reference`) and on the label
    holder's columns alone. Goal: vertical LR >= centralized - 0.005 AUC. In
-   a full run :func:`experiments.vertical_summary.baselines` repeats the
+   a full run :func:`fedcollab.demo.vertical_summary.baselines` repeats the
    centralized fit on the plaintext join, as a cross-check of the rows.
 5. *Split NN* (:mod:`protocols.split_nn`): without noise and with embedding
    DP calibrated by :func:`protocols.split_nn.noise_for` to each ``--epsilons``
@@ -107,7 +107,7 @@ def load_parties(
 
     ``rows`` keeps only the customers in the label holder's first ``rows`` rows.
     """
-    from experiments.vertical_summary import true_alignment
+    from fedcollab.demo.vertical_summary import true_alignment
 
     full = {s.partner: load_dataset(s.data, load_schema(s.schema)) for s in sources}
     truth = true_alignment(sources)
@@ -417,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_start = os.getloadavg()[0]
 
     from experiments.he_equivalence import code_version
-    from experiments.vertical_setup import LABEL_HOLDER, prepare_vertical, vertical_job
+    from fedcollab.demo.vertical import LABEL_HOLDER, prepare_vertical, vertical_job
 
     sources = prepare_vertical(args.out / "vertical-parties")
     spec = vertical_job(sources)
@@ -447,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )  # fmt: skip
     if args.rows is None:  # the plaintext-join baselines read the full files
-        from experiments.vertical_summary import baselines
+        from fedcollab.demo.vertical_summary import baselines
 
         job = vertical_job(sources, l2=result["settings"]["vertical_lr"]["l2"])
         result["baselines"]["true_join_cross_check"] = baselines(sources, job)

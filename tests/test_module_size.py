@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("common", "privacy", "protocols", "compliance", "client", "coordinator", "cli")
+PACKAGES = ("common", "privacy", "protocols", "compliance", "client", "coordinator", "demo", "cli")
 LIMIT = 400
 MARKER = "Long module:"
 #: The reason must be readable without scrolling: within this many docstring lines.

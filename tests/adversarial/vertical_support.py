@@ -1,7 +1,7 @@
 """A malicious relay (or a relay working with a partner) driving the real vertical party code.
 
 :class:`VerticalWorld` sets up the three parties of the credit-default vertical
-split (:mod:`experiments.vertical_setup`: platform holds the labels, payment and
+split (:mod:`fedcollab.demo.vertical`: platform holds the labels, payment and
 billing hold features) exactly as a deployment does -- audit keys, signed
 grants, pinned peer keys, budget ledgers, node configs that name each party's
 own files -- and sends every request through ``client.client_app._serve``, the
@@ -20,7 +20,6 @@ from typing import Any
 
 from flwr.app import Context, Message, RecordDict
 
-from experiments.vertical_setup import DATA_DIR, PARTIES, vertical_job
 from fedcollab.client.client_app import _serve
 from fedcollab.client.partner_data import PartnerSource, load_partner, source_from_config
 from fedcollab.client.run_contract import node_split
@@ -29,6 +28,7 @@ from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.schema import load_schema
 from fedcollab.common.serde import Payload, decode, encode
 from fedcollab.common.split import split_vertical
+from fedcollab.demo.vertical import DATA_DIR, PARTIES, vertical_job
 from fedcollab.privacy.budget_ledger import BudgetLedger
 from tests.coordinator.inmemory_grid import federation, task_identity
 

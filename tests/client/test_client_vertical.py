@@ -17,8 +17,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from experiments.vertical_setup import DATA_DIR, LABEL_HOLDER, PARTIES, vertical_job
-from experiments.vertical_summary import baselines, true_alignment
 from fedcollab.client import encryption, vertical
 from fedcollab.client.partner_data import PartnerData, PartnerSource, load_partner
 from fedcollab.client.vertical_store import VerticalStore
@@ -30,6 +28,8 @@ from fedcollab.common.split import split_vertical
 from fedcollab.compliance.trail import create_party_key
 from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.coordinator.vertical import drive
+from fedcollab.demo.vertical import DATA_DIR, LABEL_HOLDER, PARTIES, vertical_job
+from fedcollab.demo.vertical_summary import baselines, true_alignment
 from fedcollab.privacy.budget_ledger import BudgetLedger
 
 RUN = "run-vertical-1"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments.vertical_setup import PARTIES, prepare_vertical, vertical_job
 from fedcollab.common.errors import JobSpecError, SchemaError
 from fedcollab.common.jobspec import load_job_spec
+from fedcollab.demo.vertical import PARTIES, prepare_vertical, vertical_job
 
 
 @pytest.fixture(scope="module")

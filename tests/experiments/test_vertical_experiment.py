@@ -9,10 +9,10 @@ import json
 from pathlib import Path
 
 from experiments import readme_rows, vertical
-from experiments.vertical_setup import LABEL_HOLDER, prepare_vertical
-from experiments.vertical_summary import true_alignment
 from fedcollab.common.dataset import load_dataset
 from fedcollab.common.schema import load_schema
+from fedcollab.demo.vertical import LABEL_HOLDER, prepare_vertical
+from fedcollab.demo.vertical_summary import true_alignment
 
 
 def test_psi_alignment_equals_the_true_join(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from experiments.demo import export_and_verify
 from fedcollab.common.dataset import file_sha256
 from fedcollab.common.jobspec import load_job_spec
 from fedcollab.common.keys import Signer
@@ -23,6 +22,7 @@ from fedcollab.coordinator.local_grants import demo_grant, example_registry
 from fedcollab.coordinator.submit import follow, submit_job
 from fedcollab.coordinator.superlink import flwr_env
 from fedcollab.coordinator.workspace import generate_node_key
+from fedcollab.demo.checks import export_and_verify
 from tests.integration.support import BIN, free_port, make_partners
 
 pytestmark = pytest.mark.integration

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pytest
 
-from experiments.demo import export_and_verify
 from fedcollab.client.partner_data import PartnerSource
 from fedcollab.client.peer_trust import fingerprint
 from fedcollab.common.dataset import file_sha256
@@ -37,6 +36,7 @@ from fedcollab.coordinator.local_grants import EXAMPLE_REGISTRY, demo_grant
 from fedcollab.coordinator.policy_gate import add_grant, registry_path
 from fedcollab.coordinator.superlink import flwr_env, registered_nodes
 from fedcollab.coordinator.workspace import Workspace
+from fedcollab.demo.checks import export_and_verify
 from fedcollab.privacy.key_transport import PeerKeys
 from tests.integration.netns import Network, netns_unavailable
 from tests.integration.support import BIN, make_partners

@@ -25,7 +25,6 @@ from typing import Any
 
 import pytest
 
-from experiments.demo import export_and_verify
 from fedcollab.common.jobspec import load_job_spec
 from fedcollab.common.keys import Signer
 from fedcollab.common.schema import load_schema
@@ -39,6 +38,7 @@ from fedcollab.coordinator.outputs import read_progress
 from fedcollab.coordinator.recovery import INTERRUPTED_ERROR
 from fedcollab.coordinator.submit import follow, submit_job
 from fedcollab.coordinator.superlink import start_superlink
+from fedcollab.demo.checks import export_and_verify
 from fedcollab.privacy.budget_ledger import BudgetLedger
 from tests.integration.support import free_port, make_partners
 from tests.integration.test_federation import card_run, node_port_base, write_job

@@ -15,9 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.demo import export_and_verify
-from experiments.vertical_setup import DATA_DIR, LABEL_HOLDER, PARTIES, vertical_job
-from experiments.vertical_summary import true_alignment
 from fedcollab.common.dataset import load_dataset
 from fedcollab.common.keys import Signer
 from fedcollab.common.schema import load_schema
@@ -25,6 +22,9 @@ from fedcollab.common.split import split_vertical
 from fedcollab.compliance.log import AuditLog
 from fedcollab.coordinator.local_federation import LocalFederation
 from fedcollab.coordinator.submit import follow, submit_job
+from fedcollab.demo.checks import export_and_verify
+from fedcollab.demo.vertical import DATA_DIR, LABEL_HOLDER, PARTIES, vertical_job
+from fedcollab.demo.vertical_summary import true_alignment
 from fedcollab.protocols.vertical_data import party_matrix
 from tests.integration.support import free_port
 from tests.integration.test_federation import node_port_base

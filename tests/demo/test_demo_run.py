@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from experiments.demo import (
+from fedcollab.common.jobspec import load_job_spec
+from fedcollab.demo.horizontal import DATA_DIR
+from fedcollab.demo.run import (
     KILL_AFTER_ROUND,
     _demo_jobs,
     _dp_job,
@@ -14,9 +16,7 @@ from experiments.demo import (
     _write_vertical_job_file,
     mid_job_killer,
 )
-from experiments.horizontal import DATA_DIR
-from experiments.vertical_setup import prepare_vertical
-from fedcollab.common.jobspec import load_job_spec
+from fedcollab.demo.vertical import prepare_vertical
 
 
 def test_demo_job_files_round_trip(tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
-"""Baselines a federated result is judged against (experiments only).
+"""Baselines a federated result is judged against (the demo and the experiments).
 
 - *centralized*: the same model and preprocessing trained on the pooled
   training rows of every partner, evaluated on the pooled test rows. This is
-  what fedcollab exists to avoid in production; experiments build it to
-  measure what federation costs.
+  what fedcollab exists to avoid in production; the demo (which holds every
+  partner's file on one machine) and the experiments build it to measure what
+  federation costs.
 - *alone*: each partner trains on its own rows only (its own standardisation
   and vocabulary) and is evaluated on its own test rows.
 - *federated model per partner*: the federated model evaluated on each

@@ -22,40 +22,50 @@ import shutil
 import socket
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 from rich.console import Console
 
-from experiments import baselines
-from experiments.demo_console import setup_console
-from experiments.horizontal import (
-    ONLINE_SHOPPERS_BOUNDS,
-    compare,
-    default_jobs,
-    prepare_partners,
-    render,
-)
-from experiments.vertical_setup import LABEL_HOLDER, prepare_vertical, vertical_job
-from experiments.vertical_summary import render_vertical, vertical_summary
-from fedcollab.cli.progress import JobProgress
 from fedcollab.client.partner_data import PartnerSource
 from fedcollab.common.errors import FederationError
 from fedcollab.common.jobspec import JobSpec, PrivacySpec
-from fedcollab.common.keys import Signer
-from fedcollab.compliance.bundle import export_bundle, verify_bundle
-from fedcollab.compliance.crossref import cross_check
-from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.report import write_report
 from fedcollab.compliance.trail import load_verifier_key
 from fedcollab.compliance.trust import TrustPolicy
 from fedcollab.coordinator.local_federation import LocalFederation
 from fedcollab.coordinator.policy_gate import registry_path
 from fedcollab.coordinator.submit import follow, submit_job
-from fedcollab.coordinator.workspace import Workspace
+from fedcollab.demo import baselines
+from fedcollab.demo.checks import export_and_verify, insights, render_insights
+from fedcollab.demo.console_accounts import setup_console
+from fedcollab.demo.horizontal import (
+    ONLINE_SHOPPERS_BOUNDS,
+    compare,
+    default_jobs,
+    prepare_partners,
+    render,
+)
+from fedcollab.demo.vertical import LABEL_HOLDER, prepare_vertical, vertical_job
+from fedcollab.demo.vertical_summary import render_vertical, vertical_summary
 
-__all__ = ["run_demo"]
+__all__ = ["Event", "ProgressDisplay", "run_demo"]
+
+#: One progress event of a job (``progress.jsonl``: ``round``, ``job_end``, ...).
+Event = dict[str, Any]
+#: The caller's progress display: called with a job's name, it returns a context
+#: manager that yields the function each of that job's events is passed to (the CLI
+#: passes its rich progress bar, :class:`fedcollab.cli.progress.JobProgress`).
+ProgressDisplay = Callable[[str], AbstractContextManager[Callable[[Event], None]]]
+
+
+def _no_display(title: str) -> AbstractContextManager[Callable[[Event], None]]:
+    def ignore(event: Event) -> None:
+        del event
+
+    return nullcontext(ignore)
 
 
 #: Full-batch steps of the demo's vertical logistic regression (two relay hops each).
@@ -187,90 +197,19 @@ def _write_job_file(spec: JobSpec, schema_path: Path, path: Path) -> None:
     path.write_text(tomli_w.dumps(doc))
 
 
-def export_and_verify(
-    ws: Workspace, partners: list[str], out: Path, *, required: list[str] | None = None
-) -> dict[str, Any]:
-    """Export every party's audit log as a bundle, verify each offline with its key
-    pinned, and cross-check that the coordinator's and partners' logs agree.
-
-    ``required``: the partners whose cosignature the coordinator's log must carry
-    (default: all of ``partners``). The coordinator asks only the partners still in a
-    job at its end to cosign, so a partner that only ever dropped out has none.
-    """
-    shutil.rmtree(out, ignore_errors=True)
-    keys = {p: load_verifier_key(ws.node_dir(p) / "audit.pub")[1] for p in partners}
-    with AuditLog.open(ws.audit_db, origin="coordinator", signer=Signer.load(ws.audit_key)) as log:
-        export_bundle(log, out / "coordinator", public_keys=keys)
-    coordinator_key = load_verifier_key(ws.audit_pub)[1]
-    # Every key pinned (as an officer pins the keys collected from each party), every
-    # partner's cosignature required: a cosignature under an unpinned key never counts.
-    policy = TrustPolicy.from_keys({"coordinator": coordinator_key, **keys})
-    bundles = {}
-    for p in partners:
-        node = ws.node_dir(p)
-        with AuditLog.open(
-            node / "audit.db", origin=p, signer=Signer.load(node / "audit.key")
-        ) as log:
-            export_bundle(log, out / p, public_keys={})
-        bundles[p] = verify_bundle(out / p, policy)
-    must_cosign = partners if required is None else required
-    report = verify_bundle(out / "coordinator", policy.with_required(must_cosign))
-    check = cross_check(report, bundles)
-    check.raise_on_findings()
-    cosigners = sorted({n for cp in report.checkpoints for n in cp.cosigned_by()})
-    unverified = sorted(
-        {n for cp in report.checkpoints for n, st in cp.cosignatures if st != "verified"}
-    )
-    return {
-        "coordinator_entries": report.size,
-        "coordinator_root": report.root_hex,
-        "cosigners": cosigners,
-        "unverified_cosigners": unverified,
-        "matched": dict(check.matched),
-    }
-
-
-def insights(prediction_dir: Path, segmentation_dir: Path) -> dict[str, Any]:
-    """The top purchase drivers and the segment labels the jobs wrote (attributions.json,
-    segments.json), for the summary."""
-    doc = json.loads((prediction_dir / "attributions.json").read_text())
-    segs = json.loads((segmentation_dir / "segments.json").read_text())
-    return {
-        "drivers": {
-            "method": doc["method"],
-            "metric": doc["metric"],
-            "top": [
-                {k: f.get(k) for k in ("feature", "importance", "direction", "coefficient")}
-                for f in doc["features"][:5]
-            ],
-        },
-        "segments": [
-            {k: s.get(k) for k in ("segment", "label", "share", "purchase_rate", "lift")}
-            for s in segs
-        ],
-    }
-
-
-def render_insights(result: dict[str, Any], console: Console) -> None:
-    drivers = result["drivers"]
-    console.print(
-        f"purchase drivers ({drivers['method']}, {drivers['metric']}): "
-        + ", ".join(
-            f"{d['feature']} {d['direction'] or ''}{d['importance']:.2f}"
-            + (f" (coef {d['coefficient']:+.2f})" if d.get("coefficient") is not None else "")
-            for d in drivers["top"]
-        )
-    )
-    for seg in result["segments"]:
-        console.print(
-            f"segment {seg['segment']}: {seg['label']} ({seg['share']:.0%} of users, "
-            f"purchase rate {seg['purchase_rate']:.0%}, lift {seg['lift']:.2f})"
-        )
-
-
 def run_demo(
-    out: Path, *, port: int = 9092, console: Console | None = None, encrypted: bool = True
+    out: Path,
+    *,
+    port: int = 9092,
+    console: Console | None = None,
+    encrypted: bool = True,
+    progress_display: ProgressDisplay = _no_display,
 ) -> dict[str, Any]:
+    """Run the demo into ``out``; returns what it writes to ``out/summary.json``.
+
+    ``console`` takes the demo's narration and tables; ``progress_display`` shows
+    each job's progress events (default: none).
+    """
     console = console or Console()
     t0 = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
@@ -318,7 +257,7 @@ def run_demo(
             job_out = out / spec.name
             fed.wait_online()  # every partner in every job (the victim was started again)
             submit_job(fed.ws, spec, job_out)
-            with JobProgress(console, title=spec.name) as progress:
+            with progress_display(spec.name) as progress:
                 if spec is prediction:
                     on_event, killed = mid_job_killer(
                         lambda: fed.kill_node(victim),

@@ -1,7 +1,7 @@
 """Vertical results beside their baselines, for the demo and the experiments.
 
 The baselines pool the parties' columns *in one place* (what fedcollab exists to
-avoid), so they run here, in the experiment, never in the federation:
+avoid), so they run here, in the demo and the experiments, never in a federation:
 
 * **centralized**: logistic regression on the true intersection of the
   parties' ids (a plain join), the same per-id train/test split and the same

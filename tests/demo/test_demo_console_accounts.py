@@ -7,11 +7,11 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from experiments.demo_console import setup_console
 from fedcollab.coordinator.console.app import create_app
 from fedcollab.coordinator.console.auth import UserStore
 from fedcollab.coordinator.console.settings import ConsoleConfig, ConsolePaths
 from fedcollab.coordinator.workspace import Workspace
+from fedcollab.demo.console_accounts import setup_console
 from fedcollab.privacy.budget_ledger import BudgetLedger
 
 
