@@ -103,6 +103,8 @@ def render_block(
     """
     kept_rows, kept_figures = _current_block(readme) if keep_missing else ({}, {})
     cpus = {r.get("machine", {}).get("cpus") for r in results.values()} - {None}
+    if not cpus and keep_missing:  # only kept rows: they were measured here too
+        cpus = {os.cpu_count()}
     machine = f"this {cpus.pop()}-core machine" if len(cpus) == 1 else "this machine"
     lines = [
         "Each prints a table and writes JSON next to it. "
@@ -120,10 +122,10 @@ def render_block(
         result, last = results.get(study.name), runs.get(study.name)
         failed = f"latest run failed ({last.error})" if last and last.status == "failed" else ""
         if result is None:
-            if failed and last is not None:
+            if study.name in kept_rows:  # measured before, on another machine
+                lines.append(_annotated(kept_rows[study.name], failed))
+            elif failed and last is not None:
                 lines.append(f"| `{study.name}` | {_cell(failed)} | `{last.command_text()}` | - |")
-            elif study.name in kept_rows:
-                lines.append(kept_rows[study.name])
             elif not study.optional:
                 json_path = out / study.json_name
                 lines.append(f"| `{study.name}` | not run: no `{json_path}` | - | - |")
@@ -148,6 +150,15 @@ def render_block(
             lines.append(kept_figures[figure.title])
             lines.append("")
     return "\n".join(lines)
+
+
+def _annotated(row: str, failed: str) -> str:
+    """A kept row, with a failed rerun noted at the end of its result cell."""
+    if not failed:
+        return row
+    cells = row.split(" | ")  # escaped pipes inside a cell are "\\|", never " | "
+    cells[1] += f". The {_cell(failed).replace('latest run', 'latest rerun')}; this row is older"
+    return " | ".join(cells)
 
 
 def _current_block(readme: Path) -> tuple[dict[str, str], dict[str, str]]:

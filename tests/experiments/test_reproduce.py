@@ -189,3 +189,25 @@ def test_a_fresh_clone_keeps_the_rows_it_has_no_json_for(tmp_path: Path) -> None
     for line in old_block.splitlines():
         if line.startswith(("| `", "![")):
             assert line in new_block.splitlines(), line
+
+
+def test_a_failed_rerun_keeps_the_published_row_and_says_so(tmp_path: Path) -> None:
+    from experiments.readme_block import render_block
+    from experiments.studies import StudyRun
+
+    readme = _readme(tmp_path)
+    old_block = readme.read_text(encoding="utf-8").split(BEGIN, 1)[1].split(END, 1)[0]
+    old_row = next(r for r in old_block.splitlines() if r.startswith("| `privacy_utility` ("))
+    failed = StudyRun(
+        study="privacy_utility", command=["python"], module_command=["python"], status="failed",
+        error="RuntimeError: Ray did not start", started_utc="", wall_time_s=1.0,
+        loadavg_at_start=[0.0], loadavg_at_end=[0.0], cpus=2, json="x.json", json_sha256=None,
+    )  # fmt: skip
+    block = render_block(
+        {}, {"privacy_utility": failed}, {}, readme=readme, out=tmp_path, keep_missing=True
+    )
+    row = next(r for r in block.splitlines() if r.startswith("| `privacy_utility` ("))
+    assert row.startswith(old_row.rsplit(" | ", 2)[0].split(" | ")[0])
+    assert "latest rerun failed (RuntimeError: Ray did not start); this row is older" in row
+    assert row.split(" | ")[2:] == old_row.split(" | ")[2:]  # command and cost unchanged
+    assert "2-core machine" in block
