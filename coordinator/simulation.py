@@ -27,6 +27,7 @@ from fedcollab.compliance.registry import Registry, load_registry
 from fedcollab.compliance.trail import create_party_key, load_verifier_key
 from fedcollab.coordinator.local_grants import EXAMPLE_REGISTRY, demo_grant
 from fedcollab.coordinator.policy_gate import PolicyBundle
+from fedcollab.coordinator.ray_start import start_ray
 from fedcollab.coordinator.server_app import make_server_app
 from fedcollab.privacy.budget_ledger import BudgetLedger
 
@@ -188,13 +189,20 @@ def run_simulation_job(
         },
     }
     with quiet_third_party(verbose):
-        run_simulation(
-            server_app=make_server_app(overrides),
-            client_app=make_client_app(overrides),
-            num_supernodes=len(sources),
-            backend_config=backend_config,
-            verbose_logging=verbose or verbose_requested(),
-        )
+        started = start_ray(backend_config["init_args"])  # retries a start under load
+        try:
+            run_simulation(
+                server_app=make_server_app(overrides),
+                client_app=make_client_app(overrides),
+                num_supernodes=len(sources),
+                backend_config=backend_config,
+                verbose_logging=verbose or verbose_requested(),
+            )
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()  # Flower's backend shuts it down too; a no-op then
     result = read_result(out_dir)
     if result is None:
         raise FederationError(
