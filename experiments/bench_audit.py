@@ -11,9 +11,9 @@ writes it: every event by the log's own party, signed with the log key, so
 verification authenticates the events through the signed checkpoints and does
 not verify each event's signature.  ``--actors partners`` puts events of four
 other parties in the log (their signatures must each be verified).  The same
-bundle is also verified with ``event_signatures="all"`` (every event signature
-verified one by one, the verifier before checkpoint authentication) unless
-``--no-compare-all``.
+bundle is verified a second time with ``event_signatures="all"`` (every event
+signature verified one by one, the verifier before checkpoint authentication)
+with ``--compare-all``.
 
 On a shared machine wall times depend on the load: the load average is
 recorded at start, before verification and at the end, with the CPU time each
@@ -149,10 +149,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "signed by four other parties",
     )
     ap.add_argument(
-        "--no-compare-all",
-        dest="compare_all",
-        action="store_false",
-        help="skip the second verification that verifies every event signature",
+        "--compare-all",
+        action="store_true",
+        help="verify the bundle a second time with every event signature verified",
     )
     args = ap.parse_args(argv)
     given = list(sys.argv[1:] if argv is None else argv)
