@@ -23,7 +23,12 @@ from rich.table import Table
 from fedcollab.common.atomic import write_atomic
 from fedcollab.common.errors import ComplianceError
 from fedcollab.common.keys import Signer, format_verifier_key
-from fedcollab.compliance.bundle import VerifiedBundle, export_bundle, verify_bundle
+from fedcollab.compliance.bundle import (
+    EventSignatures,
+    VerifiedBundle,
+    export_bundle,
+    verify_bundle,
+)
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.trust import TrustPolicy, parse_trust_options, read_public_key
 
@@ -110,7 +115,9 @@ def print_verified(verified: VerifiedBundle, console: Console) -> None:
     for name, kid, pinned in verified.keys:
         table.add_row(f"key {name}", f"key id {kid}" + (" (pinned)" if pinned else " (bundle)"))
     for actor, count in verified.actors:
-        table.add_row(f"events by {actor}", str(count))
+        # signed with the log key: authenticated by the log's signed checkpoints
+        via = " (via checkpoints)" if actor in verified.checkpoint_authenticated else ""
+        table.add_row(f"events by {actor}", f"{count}{via}")
     if verified.unpinned_actors:
         table.add_row("actors not pinned", ", ".join(verified.unpinned_actors))
     for name in policy.required_cosigners:
@@ -132,6 +139,14 @@ def verify(
         ),
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Processes (default: CPUs).")] = None,
+    all_event_signatures: Annotated[
+        bool,
+        typer.Option(
+            "--all-event-signatures",
+            help="Also verify the signature of each of the log's own events (they are "
+            "authenticated by the signed checkpoints already); slower.",
+        ),
+    ] = False,
 ) -> None:
     """Verify a bundle offline under pinned keys; exit 31 with the reason if anything fails.
 
@@ -142,12 +157,15 @@ def verify(
     from fedcollab.compliance.crossref import cross_check
 
     policy = policy_from_options(trust, trust_peers, require_cosigners)
-    verified = verify_bundle(bundle, policy, workers=workers)
+    mode: EventSignatures = "all" if all_event_signatures else "uncovered"
+    verified = verify_bundle(bundle, policy, workers=workers, event_signatures=mode)
     print_verified(verified, _out)
     partners = parse_partners(partner or [])
     if partners:
         others = {
-            name: verify_bundle(folder, policy.without_requirements(), workers=workers)
+            name: verify_bundle(
+                folder, policy.without_requirements(), workers=workers, event_signatures=mode
+            )
             for name, folder in partners.items()
         }
         result = cross_check(verified, others)

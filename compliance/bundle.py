@@ -56,7 +56,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from fedcollab.common.errors import AuditVerificationError, ComplianceError
 from fedcollab.common.keys import format_verifier_key, key_id, parse_verifier_key
 from fedcollab.compliance import merkle
-from fedcollab.compliance.bundle_entries import LeafTree, verify_blocks
+from fedcollab.compliance.bundle_entries import verify_blocks
 from fedcollab.compliance.checkpoint import (
     SignedCheckpoint,
     parse_signed_checkpoint,
@@ -69,6 +69,7 @@ from fedcollab.compliance.trust import TrustPolicy
 __all__ = [
     "BUNDLE_FORMAT",
     "CosignatureStatus",
+    "EventSignatures",
     "VerifiedBundle",
     "VerifiedCheckpoint",
     "export_bundle",
@@ -101,6 +102,10 @@ class _ProofFile(BaseModel):
 
 
 CosignatureStatus = Literal["verified", "unverified key"]
+#: Which event signatures :func:`verify_bundle` verifies one by one: "uncovered"
+#: (default) those by actors other than the log itself, whose events the log's
+#: checkpoint signatures cannot vouch for; "all" every one (the log's own too).
+EventSignatures = Literal["uncovered", "all"]
 _VERIFIED: CosignatureStatus = "verified"
 _UNVERIFIED: CosignatureStatus = "unverified key"
 
@@ -136,6 +141,10 @@ class VerifiedBundle:
     keys: tuple[tuple[str, str, bool], ...]  # (name, key id hex, pinned)
     actors: tuple[tuple[str, int], ...]  # (actor, number of events)
     unpinned_actors: tuple[str, ...]  # actors whose event key came from the bundle only
+    #: Actors whose key is the log's own: their events are authenticated by the log's
+    #: signed checkpoints over the Merkle root, their own signatures were not verified
+    #: one by one (empty with ``event_signatures="all"``).
+    checkpoint_authenticated: tuple[str, ...]
     manifest_sha256: str
     policy: TrustPolicy
     _blocks: tuple[bytes, ...] = field(repr=False, compare=False)
@@ -173,6 +182,11 @@ def _key_filename(name: str) -> str:
 
 
 # --- export ---------------------------------------------------------------------------
+
+
+# The actor of an entry line whose envelope starts with an escape-free "actor" (RFC 8785
+# puts it first); _actor_of decides the others.
+_FIRST_ACTOR = re.compile(rb'\n\{"event":\{"actor":"([^"\\\n]*)"')
 
 
 def _actor_of(data: bytes) -> object:
@@ -217,12 +231,24 @@ def export_bundle(
         (out / sub).mkdir(parents=True, exist_ok=True)
 
     actors: set[str] = set()
+    entries_hash = hashlib.sha256()
     with (out / "entries.jsonl").open("wb") as fh:
-        for idx, data in enumerate(log.entries(0, size)):
-            fh.write(b'{"event":' + data + b',"index":' + str(idx).encode() + b"}\n")
-            actor = _actor_of(data)
-            if isinstance(actor, str):
-                actors.add(actor)
+        idx = 0
+        for datas in log.entry_chunks(0, size):
+            blob = b"".join(
+                [b'{"event":' + d + b',"index":%d}\n' % i for i, d in enumerate(datas, idx)]
+            )
+            fh.write(blob)
+            entries_hash.update(blob)
+            idx += len(datas)
+            first_actors = _FIRST_ACTOR.findall(b"\n" + blob)
+            if len(first_actors) == len(datas):  # every entry starts with a plain actor
+                actors.update(a.decode() for a in set(first_actors))
+                continue
+            for data in datas:
+                actor = _actor_of(data)
+                if isinstance(actor, str):
+                    actors.add(actor)
     missing = sorted(actors - keys.keys())
     if missing:
         raise ComplianceError(
@@ -243,9 +269,9 @@ def export_bundle(
         (out / "keys" / fn).write_text(format_verifier_key(name, keys[name]) + "\n")
 
     files = {
-        p.relative_to(out).as_posix(): _sha256_file(p)
+        rel: entries_hash.hexdigest() if rel == "entries.jsonl" else _sha256_file(p)
         for p in sorted(out.rglob("*"))
-        if p.is_file() and p.name != "manifest.json"
+        if p.is_file() and (rel := p.relative_to(out).as_posix()) != "manifest.json"
     }
     manifest = {"format": BUNDLE_FORMAT, "origin": log.origin, "size": size, "files": files}
     (out / "manifest.json").write_bytes(canonical_json(manifest))
@@ -424,12 +450,62 @@ def _check_recorded_cosignatures(
             )
 
 
+def _lines_between(
+    kept: list[bytes], chunk_lines: int, lo: int, hi: int
+) -> Iterator[tuple[int, bytes]]:
+    """``(first index, lines)`` blocks of entries ``[lo, hi)`` out of the blocks read so far
+    (block ``j`` starts at entry ``j * chunk_lines``)."""
+    for j in range(lo // chunk_lines, min(len(kept), -(-hi // chunk_lines))):
+        start = j * chunk_lines
+        lines = kept[j].split(b"\n")[:-1]
+        a, b = max(lo, start) - start, min(hi, start + len(lines)) - start
+        if a < b:
+            yield start + a, b"".join(line + b"\n" for line in lines[a:b])
+
+
+def _root_mismatch(
+    number: int,
+    size: int,
+    matched: int,
+    kept: list[bytes],
+    chunk_lines: int,
+    keys: Mapping[str, bytes],
+    covered: frozenset[str],
+    workers: int | None,
+) -> AuditVerificationError:
+    """The error for checkpoint ``number``'s root not matching entries ``[0, size)``.
+
+    Entries ``[0, matched)`` matched an earlier checkpoint, so the change is in
+    lines ``matched + 1 .. size``.  When signatures were skipped there (covered
+    actors), they are verified now, which names the edited line if its
+    signature no longer verifies.
+    """
+    where = f"checkpoint {number} (size {size}): root does not match entries"
+    if covered:
+        try:
+            for _ in verify_blocks(
+                _lines_between(kept, chunk_lines, matched, size), keys, workers=workers
+            ):
+                pass
+        except AuditVerificationError as exc:
+            return AuditVerificationError(
+                f"{exc.message} (the entry differs from what the log signed in {where})"
+            )
+        return AuditVerificationError(
+            f"{where}: an entry in lines {matched + 1}-{size} differs from what the log "
+            "signed, yet every event signature there verifies: an event was replaced by "
+            "another validly signed one (replayed, or re-signed by its actor's key holder)"
+        )
+    return AuditVerificationError(where)
+
+
 def verify_bundle(
     path: Path | str,
     policy: TrustPolicy,
     *,
     workers: int | None = None,
     chunk_lines: int = 8192,
+    event_signatures: EventSignatures = "uncovered",
 ) -> VerifiedBundle:
     """Verify a bundle offline under ``policy``; raise AuditVerificationError naming what failed.
 
@@ -439,6 +515,12 @@ def verify_bundle(
     in ``policy.required_cosigners`` must have cosigned a checkpoint under its
     pinned key.  ``workers`` is the number of processes (default: CPU count),
     each given ``chunk_lines`` entries at a time.
+
+    Events by an actor whose key is the pinned log key are authenticated by the
+    log's signed checkpoints over the recomputed Merkle root, not by verifying
+    each event's own signature (the same key made both, see docs/compliance.md,
+    "How entries are authenticated"); ``event_signatures="all"`` verifies every
+    event's signature too.
     """
     if not isinstance(policy, TrustPolicy):
         raise ComplianceError(
@@ -446,6 +528,10 @@ def verify_bundle(
         )
     if chunk_lines < 1:
         raise ComplianceError(f"chunk_lines must be at least 1, not {chunk_lines}")
+    if event_signatures not in ("uncovered", "all"):
+        raise ComplianceError(
+            f"event_signatures must be 'uncovered' or 'all', not {event_signatures!r}"
+        )
     root = Path(path)
     manifest_bytes = _read_manifest_bytes(root)
     manifest = _check_manifest(root, manifest_bytes)
@@ -468,6 +554,10 @@ def verify_bundle(
                 "(fedcollab audit crossref) shows what it really signed",
             )
     keys = {**bundle_keys, **policy.keys}
+    log_pub = policy.keys[origin]
+    covered = frozenset(
+        name for name, pub in keys.items() if event_signatures == "uncovered" and pub == log_pub
+    )
     cps = _load_checkpoints(root, origin, policy)
     _check_proofs(root, cps)
     latest = cps[-1]
@@ -483,7 +573,7 @@ def verify_bundle(
         raise AuditVerificationError("checkpoint 1 (size 0): root is not the empty-tree root")
     if not (root / "entries.jsonl").is_file():
         raise AuditVerificationError("entries.jsonl is missing")
-    tree = LeafTree(wanted=numbers)
+    tree = merkle.LeafTree(wanted=numbers)
     kept: list[bytes] = []
     block_iter = _read_blocks(root / "entries.jsonl", chunk_lines)
 
@@ -494,8 +584,9 @@ def verify_bundle(
 
     entries_hash = hashlib.sha256()
     last_time, last_line = "", 0
+    matched = 0  # size of the newest checkpoint whose root matched the entries
     for leaves, block_actors, first_time, block_last in verify_blocks(
-        keep(block_iter), keys, workers=workers
+        keep(block_iter), keys, covered=covered, workers=workers
     ):
         for name, n in block_actors.items():
             actors[name] = actors.get(name, 0) + n
@@ -507,9 +598,10 @@ def verify_bundle(
             )
         for size, computed in tree.extend(leaves):
             if computed != cps[numbers[size] - 1].root:
-                raise AuditVerificationError(
-                    f"checkpoint {numbers[size]} (size {size}): root does not match entries"
+                raise _root_mismatch(
+                    numbers[size], size, matched, kept, chunk_lines, keys, covered, workers
                 )
+            matched = size
         if block_last:
             last_time, last_line = block_last, tree.size
         if tree.size > latest.size:
@@ -567,6 +659,7 @@ def verify_bundle(
         ),
         actors=tuple(sorted(actors.items())),
         unpinned_actors=tuple(sorted(a for a in actors if a not in policy.keys)),
+        checkpoint_authenticated=tuple(sorted(a for a in actors if a in covered)),
         manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
         policy=policy,
         _blocks=tuple(kept),

@@ -306,6 +306,13 @@ class AuditLog:
             raise ComplianceError(f"entries [{start}, {stop}) outside log of size {self.size}")
         return self._store.entries(start, stop)
 
+    def entry_chunks(self, start: int = 0, stop: int | None = None) -> Iterator[list[bytes]]:
+        """Entries ``[start, stop)`` as lists of canonical bytes, a few thousand at a time."""
+        stop = self.size if stop is None else stop
+        if not 0 <= start <= stop <= self.size:
+            raise ComplianceError(f"entries [{start}, {stop}) outside log of size {self.size}")
+        return (datas for _, datas in self._store.entry_chunks(start, stop))
+
     # --- checkpoints ------------------------------------------------------------------
 
     def checkpoint(self) -> SignedCheckpoint:

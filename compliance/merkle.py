@@ -32,15 +32,17 @@ Notes
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from fedcollab.common.errors import AuditVerificationError
 
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "LeafTree",
     "SubtreeHash",
     "consistency_proof",
     "inclusion_proof",
@@ -264,3 +266,74 @@ def verify_consistency(
         raise AuditVerificationError(f"{what}: proof does not match the old root")
     if not hmac.compare_digest(sr, root2):
         raise AuditVerificationError(f"{what}: proof does not match the new root")
+
+
+class LeafTree:
+    """RFC 9162 roots of a growing sequence of leaf hashes, at chosen sizes.
+
+    Leaves are folded as the largest aligned perfect subtrees that fit, each
+    hashed level by level over a list (one ``hashlib`` call per node, no
+    per-leaf bookkeeping), then merged into the frontier of perfect subtrees
+    covering ``[0, size)``.
+
+    >>> tree = LeafTree(wanted=[3])
+    >>> [size for size, _ in tree.extend(b"\\x00" * 32 * 4)]
+    [3]
+    """
+
+    def __init__(self, wanted: Iterable[int]) -> None:
+        self._wanted = sorted(set(wanted))
+        self._frontier: list[tuple[int, bytes]] = []  # (level, hash), levels decreasing
+        self.size = 0
+
+    def extend(self, leaves: bytes) -> list[tuple[int, bytes]]:
+        """Append concatenated 32-byte leaf hashes; return ``(size, root)`` per wanted size."""
+        hashes = [leaves[i : i + HASH_SIZE] for i in range(0, len(leaves), HASH_SIZE)]
+        base = self.size
+        lo = bisect.bisect_right(self._wanted, base)
+        hi = bisect.bisect_right(self._wanted, base + len(hashes))
+        roots: list[tuple[int, bytes]] = []
+        for stop in self._wanted[lo:hi]:
+            self._push(hashes[self.size - base : stop - base], pos=self.size)
+            self.size = stop
+            roots.append((stop, self.root()))
+        self._push(hashes[self.size - base :], pos=self.size)
+        self.size = base + len(hashes)
+        return roots
+
+    def _push(self, hashes: list[bytes], *, pos: int) -> None:
+        done = 0
+        while done < len(hashes):
+            # the largest power of two that is aligned at pos and fits
+            level = (len(hashes) - done).bit_length() - 1
+            if pos:
+                level = min(level, (pos & -pos).bit_length() - 1)
+            width = 1 << level
+            h = _perfect_root(hashes[done : done + width])
+            while self._frontier and self._frontier[-1][0] == level:
+                h = node_hash(self._frontier.pop()[1], h)
+                level += 1
+            self._frontier.append((level, h))
+            pos += width
+            done += width
+
+    def root(self) -> bytes:
+        """The root of the leaves so far (RFC 9162 ``MTH``)."""
+        if not self._frontier:
+            return hashlib.sha256(b"").digest()
+        root = self._frontier[-1][1]
+        for _, h in reversed(self._frontier[:-1]):
+            root = node_hash(h, root)
+        return root
+
+
+def _perfect_root(hashes: list[bytes]) -> bytes:
+    """Root of a perfect tree (``len(hashes)`` a power of two), level by level."""
+    sha256 = hashlib.sha256
+    level = hashes
+    while len(level) > 1:
+        level = [
+            sha256(b"\x01" + left + right).digest()
+            for left, right in zip(level[0::2], level[1::2], strict=True)
+        ]
+    return level[0]

@@ -59,9 +59,11 @@ KNOWN_EVENT_TYPES = frozenset(
 COVERAGE = (
     "Every file of the bundle matches its SHA-256 in manifest.json, and no file is missing "
     "or added.",
-    "Every entry is in RFC 8785 canonical form, at its index, and carries a valid Ed25519 "
+    "Every entry is in RFC 8785 canonical form, at its index, and well formed; event times "
+    "never run backwards.  An event by another party than the log carries a valid Ed25519 "
     "signature by the actor it names (pinned key, or the bundle's key for actors not "
-    "pinned); event times never run backwards.",
+    "pinned); the log's own events, signed with the log key, are authenticated by the "
+    "log's signed checkpoints over the recomputed Merkle root (the same key signs both).",
     "The RFC 9162 Merkle root recomputed from the entries equals the root of every "
     "checkpoint, and the latest checkpoint covers every entry (nothing appended unsigned, "
     "nothing truncated).",

@@ -278,6 +278,13 @@ class LogStore:
 
     def entries(self, start: int, stop: int, *, chunk: int = 10_000) -> Iterator[bytes]:
         """Canonical bytes of entries ``[start, stop)``, read in chunks."""
+        for _, datas in self.entry_chunks(start, stop, chunk=chunk):
+            yield from datas
+
+    def entry_chunks(
+        self, start: int, stop: int, *, chunk: int = 10_000
+    ) -> Iterator[tuple[int, list[bytes]]]:
+        """``(first index, canonical bytes of up to chunk entries)`` over ``[start, stop)``."""
         pos = start
         while pos < stop:
             end = min(stop, pos + chunk)
@@ -289,8 +296,7 @@ class LogStore:
                 raise AuditVerificationError(
                     f"audit log {self.path}: entries {pos}..{end - 1} are missing"
                 )
-            for (data,) in rows:
-                yield bytes(data)
+            yield pos, [bytes(data) for (data,) in rows]
             pos = end
 
     def leaves(

@@ -21,7 +21,7 @@ from fedcollab.common.errors import AuditVerificationError, ComplianceError
 from fedcollab.common.keys import Signer, format_verifier_key
 from fedcollab.compliance import merkle
 from fedcollab.compliance.bundle import _actor_of, export_bundle, verify_bundle
-from fedcollab.compliance.bundle_entries import LeafTree, _canonical_value, check_envelope
+from fedcollab.compliance.bundle_entries import _canonical_value, check_envelope
 from fedcollab.compliance.checkpoint import cosign
 from fedcollab.compliance.events import EventEnvelope, make_event
 from fedcollab.compliance.log import AuditLog
@@ -607,7 +607,7 @@ def test_leaf_tree_matches_mth(n: int, data: st.DataObject) -> None:
     leaves = [hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(n)]
     wanted = data.draw(st.sets(st.integers(min_value=1, max_value=max(1, n)), max_size=6))
     cuts = sorted(data.draw(st.sets(st.integers(min_value=0, max_value=n), max_size=8)))
-    tree = LeafTree(wanted=wanted)
+    tree = merkle.LeafTree(wanted=wanted)
     seen: list[tuple[int, bytes]] = []
     for lo, hi in zip([0, *cuts], [*cuts, n], strict=True):
         seen += tree.extend(b"".join(leaves[lo:hi]))
