@@ -116,6 +116,15 @@ def bench_he_deployment(r: Result) -> Row:
         f"{r['bytes']['ciphertext'] / 1e6:.1f} MB encrypted vs "
         f"{r['bytes']['plaintext_float64'] / 1e6:.1f} MB float64"
     )
+    for goal in r.get("goals", []):  # the secure-aggregation modes (issue 14)
+        mode = goal["goal"].split(" round")[0]
+        if mode == "encrypted":
+            continue
+        m = r["modes"][mode]
+        text += (
+            f"; {mode} round {m['median_round_s']:.1f} s = {goal['value']:.2f}x plaintext "
+            f"(goal {goal['target']:g}x {met(goal['passed'])}, test AUC {m['test_auc']:.4f})"
+        )
     title = (
         f"SuperLink + {len(r['partners'])} SuperNodes over TLS, "
         f"{_n(r['model']['parameters'])}-parameter MLP, {r['job']['rounds']} rounds"
