@@ -19,7 +19,16 @@ answers ``sleep``:
   last :data:`ACTIVE_WINDOW_S` seconds (a job is running), then Flower's 3 s
   again, so an idle node costs the coordinator what it costs with Flower;
 * the local waits (reply ready, object content ready; Flower's 0.5 s) become
-  :data:`LOCAL_S`: they only read the node's own in-memory state.
+  :data:`LOCAL_S`: they only read the node's own in-memory state;
+* the first retry of a message's objects (:data:`OBJECT_BACKOFF_S` instead of
+  Flower's ``PULL_INITIAL_BACKOFF``, 1 s, then doubling as Flower does, to at most
+  :data:`OBJECT_BACKOFF_CAP_S`): the SuperLink lists a message as soon as the
+  coordinator registered it, before its objects are uploaded, so a node that pulls
+  right then found its objects missing and waited a full second.
+
+And it tells the node's executor (``client/node_runtime.py``, its parent) when a
+message is stored, so the executor takes the task at once instead of at its next poll
+(:func:`notify_executor`: one byte on a pipe the executor passed down).
 
 Nothing else changes: same TLS, same node authentication, same messages. The
 pull rate this adds is bounded: at most ``1 / ACTIVE_S`` pulls per second per
@@ -52,13 +61,15 @@ SuperLink's transaction was rolled back, so the retried call is the first to tak
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import sys
 import threading
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,27 +79,37 @@ __all__ = [
     "ACTIVE_S",
     "ACTIVE_WINDOW_S",
     "LOCAL_S",
+    "OBJECT_BACKOFF_S",
     "TRANSIENT_STATUS",
     "LinkWatch",
     "PullClock",
     "install",
     "install_link_retry",
     "main",
+    "notify_executor",
 ]
 
 log = logging.getLogger("flwr")  # the SuperNode's own log (stderr, the node log)
+
+#: The environment variable naming the fd of the executor's notice pipe (:func:`notify_executor`).
+NOTIFY_FD_ENV = "FEDCOLLAB_TASK_NOTIFY_FD"
 
 #: Fleet API answers retried besides Flower's own 502/503/504 (see module notes).
 TRANSIENT_STATUS = frozenset({429, 500})
 
 #: Idle pull interval while a job is running (a message arrived recently); the
 #: environment variable FEDCOLLAB_ACTIVE_PULL_S overrides it (3 = Flower's own pace,
-#: what experiments/bench_deployment.py compares against).
-ACTIVE_S = 0.5
+#: what experiments/bench_deployment.py compares against). Every message of a job
+#: waits half of it on average before its partner sees it.
+ACTIVE_S = 0.2
 #: How long after the last message the node keeps pulling at ACTIVE_S.
 ACTIVE_WINDOW_S = 120.0
 #: Waits on the node's own state (reply ready, object content available).
-LOCAL_S = 0.05
+LOCAL_S = 0.01
+#: First retry of a message's objects not yet uploaded to the SuperLink, and the cap
+#: of its doubling (Flower: 1 s and 10 s).
+OBJECT_BACKOFF_S = 0.05
+OBJECT_BACKOFF_CAP_S = 2.0
 _FLOWER_IDLE_S = 3
 _FLOWER_LOCAL_S = 0.5
 
@@ -110,7 +131,9 @@ class PullClock:
         *,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        on_message: Callable[[], None] | None = None,
     ) -> None:
+        self.on_message = on_message
         self._monotonic = monotonic
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -118,9 +141,12 @@ class PullClock:
         self.active_s = _active_from_env()
 
     def message_seen(self) -> None:
-        """A message was pulled: pull fast for the next ACTIVE_WINDOW_S seconds."""
+        """A message was pulled: pull fast for the next ACTIVE_WINDOW_S seconds, and tell
+        the node's executor (:func:`notify_executor`)."""
         with self._lock:
             self._last_message = self._monotonic()
+        if self.on_message is not None:
+            self.on_message()
 
     def interval(self, requested: float) -> float:
         """What ``sleep(requested)`` from Flower's SuperNode loop sleeps instead."""
@@ -139,6 +165,27 @@ class PullClock:
         return getattr(time, name)
 
 
+def notify_executor(environ: Mapping[str, str] = os.environ) -> Callable[[], None] | None:
+    """What tells the node's executor (client/node_runtime.py, this process's parent) that
+    a message is stored and its task can be taken now: one byte on the pipe whose fd it
+    passed in ``FEDCOLLAB_TASK_NOTIFY_FD`` (None: no such pipe; the executor polls)."""
+    raw = environ.get(NOTIFY_FD_ENV, "")
+    if not raw.isdigit():
+        return None
+    fd = int(raw)
+    try:
+        os.set_blocking(fd, False)
+    except OSError:
+        return None
+
+    def notify() -> None:
+        # A full pipe already holds a notice; a closed one: the executor is gone.
+        with contextlib.suppress(OSError):
+            os.write(fd, b"m")
+
+    return notify
+
+
 def install(module: types.ModuleType, clock: PullClock) -> bool:
     """Patch Flower's SuperNode ``module``; False (and nothing changed) if its shape differs."""
     push = getattr(module, "_push_messages", None)
@@ -152,6 +199,11 @@ def install(module: types.ModuleType, clock: PullClock) -> bool:
 
     module.time = clock  # type: ignore[attr-defined]
     module._push_messages = push_messages  # type: ignore[attr-defined]
+    pull = getattr(module, "pull_objects", None)
+    if callable(pull) and not isinstance(pull, functools.partial):
+        module.pull_objects = functools.partial(  # type: ignore[attr-defined]
+            pull, initial_backoff=OBJECT_BACKOFF_S, backoff_cap=OBJECT_BACKOFF_CAP_S
+        )
     return True
 
 
@@ -246,7 +298,7 @@ def main() -> int:
 
     from fedcollab.common.errors import FleetLinkError
 
-    if not install(start_client_internal, PullClock()):
+    if not install(start_client_internal, PullClock(on_message=notify_executor())):
         print(
             "fedcollab: flwr.supernode.start_client_internal has changed; "
             "the SuperNode runs with Flower's own pull interval (3 s)",

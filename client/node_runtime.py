@@ -46,7 +46,8 @@ Other hardening:
   task's message objects is bounded by ``_PULL_MAX_S`` (Flower's default waits up to
   2 h; after a coordinator restart a node got a message whose objects never came
   and served nothing more, for every later job), then the task fails and the next
-  one is served.
+  one is served. The SuperNode tells this process when a message is stored (a byte on
+  a pipe, ``client/fleet_poll.py``), so a task is taken at once, not at the next poll.
 
 Run as ``python -m fedcollab.client.node_runtime --state-dir DIR``; it starts
 ``flower-supernode`` as its child (same process group; the child also dies
@@ -64,6 +65,7 @@ import json
 import logging
 import os
 import secrets
+import select
 import signal
 import stat
 import subprocess
@@ -81,6 +83,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from fedcollab.client.fleet_poll import NOTIFY_FD_ENV
 from fedcollab.common.atomic import write_atomic
 from fedcollab.common.child_process import die_with_parent, stop_child
 from fedcollab.common.errors import FedcollabError, WorkspaceError
@@ -106,7 +109,12 @@ _FAB_FILES = {"pyproject.toml", JOB_FAB_MODULE, ".info/CONTENT"}
 _SETTINGS = "settings.json"
 _SECRET_FILE = "superexec.secret"  # noqa: S105 - a file name, not a secret
 _AUTH_METHODS = frozenset({"/flwr.proto.Runtime/AcquireTask"})
+#: Longest wait between two task polls of this node's own runtime API. The SuperNode
+#: (client/fleet_poll.py) also writes a byte to a pipe (its fd in the environment
+#: variable NOTIFY_FD_ENV) once a message is stored, and the next poll starts then.
 _POLL_S = 0.2
+#: First retry of a task's objects the SuperNode is still pulling (Flower: 1 s).
+_PULL_BACKOFF_S = 0.05
 #: Longest wait for one task's message objects at this node's own SuperNode (seconds).
 _PULL_MAX_S = 120.0
 
@@ -122,7 +130,13 @@ def _bound_object_pulls() -> None:
     name = "pull_and_inflate_object_from_tree"
     current = getattr(run_clientapp, name)
     if not isinstance(current, functools.partial):
-        setattr(run_clientapp, name, functools.partial(current, max_time=_PULL_MAX_S))
+        setattr(
+            run_clientapp,
+            name,
+            functools.partial(
+                current, max_time=_PULL_MAX_S, initial_backoff=_PULL_BACKOFF_S, backoff_cap=2.0
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -333,6 +347,7 @@ def _serve_task(token: str, address: str, ca: bytes, node_config: Mapping[str, s
     started = time.monotonic()
     try:
         message, context, run, fab = pull_task_input(client)
+        pulled = time.monotonic()
         context.node_config = dict(node_config)
         reason = check_fab(fab.content)
         if reason is None:
@@ -360,12 +375,17 @@ def _serve_task(token: str, address: str, ca: bytes, node_config: Mapping[str, s
                 ),
                 reply_to=message,
             )
+        computed = time.monotonic()
         push_message(client, reply, context)
+        done = time.monotonic()
         log.info(
-            "served %s of run %s in %.2f s",
+            "served %s of run %s in %.2f s (pull %.2f s, ClientApp %.2f s, push %.2f s)",
             message.metadata.message_type,
             run.run_id,
-            time.monotonic() - started,
+            done - started,
+            pulled - started,
+            computed - pulled,
+            done - computed,
         )
     except Exception:
         log.exception("task failed")
@@ -375,6 +395,22 @@ def _serve_task(token: str, address: str, ca: bytes, node_config: Mapping[str, s
         if heartbeat.is_running:
             heartbeat.stop()
         client.close()
+
+
+def _wait_for_notice(fd: int | None, timeout_s: float) -> int | None:
+    """Wait up to ``timeout_s`` for the SuperNode's "message stored" byte on ``fd``;
+    the fd to wait on next time (None once the SuperNode closed its end: sleep)."""
+    if fd is None:
+        time.sleep(timeout_s)
+        return None
+    ready, _, _ = select.select([fd], [], [], timeout_s)
+    if ready:
+        try:
+            if not os.read(fd, 4096):
+                return None  # end of file: only the timeout is left
+        except BlockingIOError:
+            pass
+    return fd
 
 
 def serve(state: NodeState) -> int:
@@ -396,10 +432,15 @@ def serve(state: NodeState) -> int:
     with contextlib.suppress(ImportError):
         import torch  # noqa: F401 - the handlers import it lazily: pay it here, not in round 1
 
+    notice, notify = os.pipe()  # the SuperNode writes a byte per message it stored
+    os.set_blocking(notice, False)
     proc = subprocess.Popen(
         list(settings["supernode"]),
         preexec_fn=die_with_parent,
+        pass_fds=(notify,),
+        env={**os.environ, NOTIFY_FD_ENV: str(notify)},
     )
+    os.close(notify)
 
     def _stop(signum: int, _frame: object) -> None:
         # A group-wide SIGTERM already reached the child: a second one would cut
@@ -420,6 +461,7 @@ def serve(state: NodeState) -> int:
         ],
         retry_invoker=make_simple_http_retry_invoker(),
     )
+    waiting: int | None = notice
     try:
         while proc.poll() is None:
             try:
@@ -433,9 +475,10 @@ def serve(state: NodeState) -> int:
             if res.HasField("task") and res.token:
                 _serve_task(res.token, address, ca, node_config)
             else:
-                time.sleep(_POLL_S)
+                waiting = _wait_for_notice(waiting, _POLL_S)
         return proc.returncode or 0
     finally:
+        os.close(notice)
         client.close()
         stop_child(proc)
 

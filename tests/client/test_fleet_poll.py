@@ -5,6 +5,7 @@ tests/adversarial/test_outsider.py (the node's process group's command lines).""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import types
@@ -19,6 +20,7 @@ from fedcollab.client.fleet_poll import (
     ACTIVE_S,
     ACTIVE_WINDOW_S,
     LOCAL_S,
+    OBJECT_BACKOFF_S,
     LinkWatch,
     PullClock,
     install,
@@ -68,6 +70,22 @@ def test_install_patches_flower_s_supernode_module_and_marks_messages() -> None:
     assert clock.interval(3) == 3.0
     module._push_messages("state")  # type: ignore[attr-defined]
     assert pushed == [("state",)] and clock.interval(3) == ACTIVE_S
+
+
+def test_objects_not_yet_uploaded_are_retried_soon() -> None:
+    """The SuperLink lists a message before its objects are uploaded: the node's first
+    retry of them comes after OBJECT_BACKOFF_S, not Flower's 1 s (same tries, same bound)."""
+    import functools
+
+    assert callable(flower_module.pull_objects)
+    module = types.ModuleType("stand_in")
+    module.time = time  # type: ignore[attr-defined]
+    module._push_messages = lambda *a, **k: None  # type: ignore[attr-defined]
+    module.pull_objects = flower_module.pull_objects  # type: ignore[attr-defined]
+    assert install(module, PullClock())
+    pull = module.pull_objects  # type: ignore[attr-defined]
+    assert isinstance(pull, functools.partial) and pull.func is flower_module.pull_objects
+    assert pull.keywords["initial_backoff"] == OBJECT_BACKOFF_S <= 0.1
 
 
 def test_a_changed_flower_module_runs_unpatched() -> None:
@@ -199,3 +217,43 @@ def test_install_link_retry_patches_flower_s_fleet_module() -> None:
     assert callable(flower_http.make_simple_http_retry_invoker)
     assert flower_http.HeartbeatSender is HeartbeatSender
     assert not install_link_retry(types.ModuleType("changed"), LinkWatch())
+
+
+def test_a_stored_message_is_announced_to_the_executor_on_its_pipe() -> None:
+    """The SuperNode writes one byte per stored message on the pipe its executor passed
+    down (client/node_runtime.py waits on it between task polls); without the variable,
+    or with a closed pipe, nothing is announced and nothing fails."""
+    import os
+
+    from fedcollab.client.fleet_poll import NOTIFY_FD_ENV, notify_executor
+    from fedcollab.client.node_runtime import _wait_for_notice
+
+    assert notify_executor({}) is None
+    assert notify_executor({NOTIFY_FD_ENV: "not-a-number"}) is None
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    try:
+        notify = notify_executor({NOTIFY_FD_ENV: str(write)})
+        assert notify is not None
+        clock = PullClock(on_message=notify)
+        clock.message_seen()
+        clock.message_seen()
+        assert os.read(read, 16) == b"mm"
+        notify()
+        assert _wait_for_notice(read, 60.0) == read  # returns on the byte, drains it
+        with pytest.raises(BlockingIOError):
+            os.read(read, 16)
+        os.close(write)
+        assert _wait_for_notice(read, 60.0) is None  # end of file: fall back to sleeping
+    finally:
+        os.close(read)
+        with contextlib.suppress(OSError):
+            os.close(write)
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        notify = notify_executor({NOTIFY_FD_ENV: str(write)})
+        assert notify is not None
+        notify()  # the executor is gone (broken pipe): no error
+    finally:
+        os.close(write)

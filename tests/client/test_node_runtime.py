@@ -97,6 +97,9 @@ def test_task_message_pull_is_bounded() -> None:
     node_runtime._bound_object_pulls()
     pull = getattr(run_clientapp, "pull_and_inflate_object_from_tree")  # noqa: B009
     assert isinstance(pull, functools.partial)
-    assert pull.keywords == {"max_time": node_runtime._PULL_MAX_S}
+    assert pull.keywords["max_time"] == node_runtime._PULL_MAX_S
+    # A task can be acquired before its SuperNode has all of its objects: the first
+    # retry comes soon (Flower: after 1 s).
+    assert pull.keywords["initial_backoff"] == node_runtime._PULL_BACKOFF_S <= 0.1
     assert node_runtime._PULL_MAX_S <= 300.0
     assert not isinstance(pull.func, functools.partial)

@@ -83,3 +83,27 @@ def test_a_partner_that_never_answers_is_dropped_after_the_deadline() -> None:
     assert outcome.dropped == {7: "no reply within 0.3 s"}
     assert outcome.replied == []
     assert grid.pulls >= 2
+
+
+def test_reply_objects_not_yet_uploaded_are_retried_soon() -> None:
+    """The SuperLink lists a reply as soon as the partner registered it, before its
+    objects are uploaded: the ServerApp's grid retries them after _OBJECT_BACKOFF_S
+    instead of Flower's 1 s (the same tries and bound otherwise), patched once."""
+    import functools
+
+    from flwr.superlink.grid import http_grid
+
+    from fedcollab.coordinator import broadcast as module
+
+    original = http_grid.pull_objects
+    grid = object.__new__(http_grid.HttpGrid)  # no connection: only its module matters
+    try:
+        module._fast_object_retries(grid)
+        module._fast_object_retries(grid)
+        pull = http_grid.pull_objects
+        assert isinstance(pull, functools.partial) and pull.func is original
+        assert pull.keywords["initial_backoff"] == module._OBJECT_BACKOFF_S <= 0.1
+    finally:
+        http_grid.pull_objects = original  # type: ignore[attr-defined]
+    # A grid from elsewhere (the simulation's in-memory grid) is left alone.
+    module._fast_object_retries(_SlowFirstPullGrid(0.0))  # type: ignore[arg-type]
