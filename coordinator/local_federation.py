@@ -183,7 +183,7 @@ class LocalFederation:
         while True:
             proc = subprocess.run(
                 [_tool("flwr"), "supernode", "ls", self.ws.federation.name, "--format", "json"],
-                env=flwr_env(self.ws), capture_output=True, text=True, timeout=120, check=False,
+                env=flwr_env(self.ws), capture_output=True, text=True, timeout=300, check=False,
             )  # fmt: skip
             try:
                 nodes = json.loads(proc.stdout).get("nodes", [])

@@ -236,7 +236,9 @@ def register_node(
         env=flwr_env(ws),
         capture_output=True,
         text=True,
-        timeout=60,
+        # A bound on a hung CLI, not its pace: `flwr`'s own start-up took over 60 s at a
+        # load average of 46 while 20 partner nodes started (experiments.scale_deployment).
+        timeout=300,
         check=False,
     )  # fmt: skip
     try:
