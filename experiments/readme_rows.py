@@ -282,7 +282,13 @@ def scale_deployment(r: Result) -> Row:
     jobs = []
     for aggregation, j in d["jobs"].items():
         if j["status"] != "completed":
-            jobs.append(f"{aggregation}: **failed** ({j.get('end', {}).get('status', '?')})")
+            end = j.get("end", {})
+            steps = sorted({str(x.get("step")) for x in end.get("dropouts", [])})
+            jobs.append(
+                f"{aggregation}: **failed**, {end.get('error', '?')}: "
+                f"{len(end.get('dropouts', []))} partners dropped at {', '.join(steps) or '-'} "
+                f"({(end.get('dropouts') or [{}])[0].get('reason', '?')})"
+            )
             continue
         jobs.append(
             f"{aggregation}: completed, median round {j['median_round_s']:.1f} s, job "
@@ -299,7 +305,8 @@ def scale_deployment(r: Result) -> Row:
         )
         + f"); peak resident memory of all processes "
         f"{_n(d['peak_rss_mib'])} MiB; {d['processes_left_after_stop']} processes left after "
-        "the stop"
+        f"the stop; load average {r['load_average_at_start'][0]:.0f} at start, "
+        f"{r['load_average_at_end'][0]:.0f} at end"
     )
     title = (
         f"SuperLink over TLS + {d['partners']} SuperNodes on 2 cores, "
