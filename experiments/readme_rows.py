@@ -269,7 +269,8 @@ def scale_simulation(r: Result) -> Row:
     runs = r["runs"]
     text = "; ".join(
         f"{x['partners']} partners: {x['wall_time_s']:.1f} s wall time, "
-        f"{_n(x['peak_rss_mib'])} MiB peak resident memory, test AUC {x['test_auc']:.4f}"
+        f"{_n(x['peak_rss_mib'])} MiB peak resident memory, test AUC {x['test_auc']:.4f}, "
+        f"load {x['load_average_at_start'][0]:.0f} → {x['load_average_at_end'][0]:.0f}"
         for x in runs
     )
     text += " (Ray included; each size in its own process)"
