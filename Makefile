@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck unit integration multihost experiments clean browser netns-tools console
+.PHONY: demo test check lint typecheck unit integration multihost experiments clean browser netns-tools console \
+	containers-tools containers containers-test scale-deployment
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -35,12 +36,31 @@ netns-tools:
 	@command -v ip >/dev/null && command -v tc >/dev/null || { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends iproute2; }
 
+## Podman (with runc: crun refuses this machine's hybrid cgroups), podman-compose and
+## debootstrap for the container images and their test (deploy/, docs/deployment.md).
+containers-tools:
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v podman-compose >/dev/null \
+	  && command -v debootstrap >/dev/null || { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q podman runc debootstrap \
+	  && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends podman-compose; }
+
+## The coordinator and node images (localhost/fedcollab-coordinator, localhost/fedcollab-node). Needs root.
+containers: containers-tools
+	deploy/build-images.sh
+
+## Builds the images and runs a coordinator and three partners with podman-compose: an
+## encrypted job end to end (tests/integration/test_containers.py). Needs root.
+containers-test: $(STAMP) containers-tools
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -s -m containers tests/integration/test_containers.py
+
 ## Every check: lint, format, types, unit and integration tests, the several-hosts test
 ## (7-9 min on a loaded 2-core machine) and the partner-restart test included. The
 ## coordinator-restart test runs with `make multihost` only: after the merge of this
 ## stop its next job failed on all three nodes (docs/deployment.md).
+## The container test (image builds: 20+ min on a fresh machine) runs with
+## `make containers-test` only, like the restart test with `make multihost`.
 test: $(STAMP) browser netns-tools lint typecheck
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q \
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -q -m "not containers" \
 	  --deselect tests/integration/test_restart.py::test_coordinator_restart_fails_the_job_cleanly
 
 check: test
@@ -71,6 +91,12 @@ multihost: $(STAMP) netns-tools
 ## Every study behind the README's results: JSON, docs/figures/*.png and the README's block.
 experiments: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m experiments.reproduce --out results/experiments
+
+## 20 real partner nodes (SuperLink over TLS, node authentication) run encrypted purchase jobs
+## on this machine: times, peak memory, test AUC (experiments/scale_deployment.py).
+scale-deployment: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m experiments.reproduce --out results/experiments \
+	  --only scale_deployment
 
 clean:
 	rm -rf $(VENV) results .mypy_cache .ruff_cache .pytest_cache

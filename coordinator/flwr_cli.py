@@ -47,6 +47,9 @@ __all__ = [
 ]
 
 _COORDINATOR_HINT = "is the coordinator running (`fedcollab coordinator start`)?"
+#: A bound on a hung command, not its pace: `flwr`'s own start-up took over 60 s at a
+#: load average of 46 while 20 partner nodes started (experiments.scale_deployment).
+TIMEOUT_S = 300.0
 
 
 def tool(name: str) -> str:
@@ -144,7 +147,9 @@ def _call(
     return parsed
 
 
-def register_supernode(ws: Workspace, public_key: Path, *, name: str, timeout: float = 60.0) -> int:
+def register_supernode(
+    ws: Workspace, public_key: Path, *, name: str, timeout: float = TIMEOUT_S
+) -> int:
     """``flwr supernode register``: the node id the SuperLink gave the public key."""
     what = f"registering {name!r}"
     reply = _call(
@@ -162,7 +167,7 @@ def register_supernode(ws: Workspace, public_key: Path, *, name: str, timeout: f
 
 
 def start_run(
-    ws: Workspace, app_dir: Path, run_config: Path, *, job: str, timeout: float = 120.0
+    ws: Workspace, app_dir: Path, run_config: Path, *, job: str, timeout: float = TIMEOUT_S
 ) -> int:
     """``flwr run APP FEDERATION --run-config FILE`` for job ``job``: the new run's id."""
     what = f"starting job {job!r}"
@@ -179,7 +184,7 @@ def start_run(
     return reply.run_id
 
 
-def run_info(ws: Workspace, run_id: int, *, timeout: float = 60.0) -> RunInfo | None:
+def run_info(ws: Workspace, run_id: int, *, timeout: float = TIMEOUT_S) -> RunInfo | None:
     """``flwr list --run-id``: the run's row, or None when the SuperLink has no such run."""
     reply = _call(
         ws,
@@ -192,7 +197,7 @@ def run_info(ws: Workspace, run_id: int, *, timeout: float = 60.0) -> RunInfo | 
     return next((r for r in reply.runs if r.run_id == run_id), None)
 
 
-def list_nodes(ws: Workspace, *, timeout: float = 120.0) -> list[NodeInfo]:
+def list_nodes(ws: Workspace, *, timeout: float = TIMEOUT_S) -> list[NodeInfo]:
     """``flwr supernode ls``: the federation's registered nodes and their status."""
     return _call(
         ws,

@@ -15,6 +15,8 @@ Requests, aggregation and decryption build on this in :mod:`coordinator.roster`.
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from typing import Any
 from flwr.serverapp import Grid
 
 from fedcollab.common.errors import NotEnoughPartnersError, PolicyRefusal
-from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.jobspec import MAX_TIMEOUT_S, JobSpec
 from fedcollab.common.serde import Payload, encode
 from fedcollab.coordinator.audit import JobAudit
 from fedcollab.coordinator.broadcast import broadcast
@@ -76,6 +78,24 @@ class Membership:
     def names(self) -> list[str]:
         return sorted(p.name for p in self.active.values())
 
+    def step_timeout_s(self, n_nodes: int) -> float:
+        """How long a step that asks ``n_nodes`` partners waits for their replies.
+
+        In a deployment each partner computes on its own machine: ``round_timeout_s``.
+        In a simulation the virtual partners queue for Ray's actors (one per core,
+        :func:`coordinator.simulation.run_simulation_job`): the step's messages expire
+        (Flower's TTL) only after ``round_timeout_s`` for each batch of them. With a
+        fixed ``round_timeout_s`` a 500-partner job on 2 cores lost 171 partners at its
+        first step ("Message TTL has expired", error code 3) at a load average of 40.
+        """
+        return min(self.spec.round_timeout_s * self._batches(n_nodes), MAX_TIMEOUT_S)
+
+    def _batches(self, n_nodes: int) -> int:
+        """Simulation: how many nodes each of Ray's actors (one per core) serves in turn."""
+        if not self.all_nodes_online:
+            return 1
+        return max(1, math.ceil(n_nodes / max(os.cpu_count() or 1, 1)))
+
     def job_meta(self) -> dict[str, object]:
         return {"job": self.spec.to_json(), "run": self.audit.run_id}
 
@@ -96,7 +116,7 @@ class Membership:
             new = [nid for nid in new if not (wanted and nodes[nid] and nodes[nid] not in wanted)]
             if new:
                 last_new = time.monotonic()
-                self._greet(grid, new, nodes)
+                self._greet(grid, new, nodes, until=deadline)
             have = {p.name for p in self.active.values()}
             if wanted and wanted <= have:
                 break
@@ -155,7 +175,9 @@ class Membership:
         # simulation, where every node is there from the start (and was greeted).
         return self.all_nodes_online and quiet_s >= _GRACE_S
 
-    def _greet(self, grid: Grid, node_ids: list[int], registered: dict[int, str]) -> None:
+    def _greet(
+        self, grid: Grid, node_ids: list[int], registered: dict[int, str], *, until: float
+    ) -> None:
         replies: dict[int, Payload] = {}
         outcome = broadcast(
             grid,
@@ -165,10 +187,21 @@ class Membership:
             on_reply=replies.__setitem__,
             group_id="handshake",
             # In a simulation the nodes are there but may still be starting (Ray actors
-            # on a loaded machine): give them the whole start-up time, not a minute.
-            timeout_s=max(_HANDSHAKE_TIMEOUT_S, self.spec.startup_timeout_s)
+            # on a loaded machine) and queue for the actors: the whole start-up time, and
+            # at least a minute per batch of them (500 nodes on 2 cores: 159 handshakes
+            # expired after the 600 s start-up time at a load average of 35). In
+            # a deployment a node online now has until the job's start-up deadline
+            # (at least a minute): with 20 nodes on 2 busy cores a handshake took 38 s
+            # to serve after waiting its turn, and a fixed minute expired the message
+            # (Flower: "Message TTL has expired") before most replies were pushed.
+            timeout_s=min(
+                max(
+                    _HANDSHAKE_TIMEOUT_S * self._batches(len(node_ids)), self.spec.startup_timeout_s
+                ),
+                MAX_TIMEOUT_S,
+            )
             if self.all_nodes_online
-            else _HANDSHAKE_TIMEOUT_S,
+            else max(_HANDSHAKE_TIMEOUT_S, until - time.monotonic()),
         )
         for node, reason in {**outcome.refused, **outcome.dropped}.items():
             self.refused.append(

@@ -149,12 +149,12 @@ class Roster(Membership):
 
         outcome = broadcast(
             grid,
-            node_ids=[n for n in self.active if only is None or n in only],
+            node_ids=(asked := [n for n in self.active if only is None or n in only]),
             message_type=action,
             content_for=content_for,
             on_reply=handle,
             group_id=step,
-            timeout_s=self.spec.round_timeout_s,
+            timeout_s=self.step_timeout_s(len(asked)),
             expect_length=None if encrypted or masked else expect_length,
         )
         for node, reason in {**outcome.dropped, **outcome.refused}.items():
@@ -333,7 +333,7 @@ class Roster(Membership):
             content_for=lambda _n: encode(full),
             on_reply=handle,
             group_id=f"{step}.secagg-{stage}",
-            timeout_s=self.spec.round_timeout_s,
+            timeout_s=self.step_timeout_s(len(nodes)),
         )
         for node, reason in {**outcome.dropped, **outcome.refused}.items():
             self.drop(node, step=f"{step}.secagg-{stage}", reason=reason)

@@ -306,11 +306,54 @@ def bench_psi(r: Result) -> Row:
 
 
 def scale_simulation(r: Result) -> Row:
-    text = (
-        f"{r['wall_time_s']:.1f} s wall time, {_n(r['peak_rss_mib'])} MiB peak resident memory "
-        f"(Ray included); test AUC {r['test_auc']:.4f}"
+    runs = r["runs"]
+    text = "; ".join(
+        f"{x['partners']} partners: {x['wall_time_s']:.1f} s wall time, "
+        f"{_n(x['peak_rss_mib'])} MiB peak resident memory, test AUC {x['test_auc']:.4f}, "
+        f"load {x['load_average_at_start'][0]:.0f} → {x['load_average_at_end'][0]:.0f}"
+        for x in runs
     )
-    return f"{r['partners']} virtual partners, {r['rounds']} rounds", text
+    text += " (Ray included; each size in its own process)"
+    sizes = " and ".join(str(x["partners"]) for x in runs)
+    return f"{sizes} virtual partners, {runs[0]['rounds']} rounds", text
+
+
+def scale_deployment(r: Result) -> Row:
+    d, ref = r["deployment"], r["reference"]
+    jobs = []
+    for aggregation, j in d["jobs"].items():
+        if j["status"] != "completed":
+            end = j.get("end", {})
+            steps = sorted({str(x.get("step")) for x in end.get("dropouts", [])})
+            jobs.append(
+                f"{aggregation}: **failed**, {end.get('error', '?')}: "
+                f"{len(end.get('dropouts', []))} partners dropped at {', '.join(steps) or '-'} "
+                f"({(end.get('dropouts') or [{}])[0].get('reason', '?')})"
+            )
+            continue
+        jobs.append(
+            f"{aggregation}: completed, median round {j['median_round_s']:.1f} s, job "
+            f"{j['job_wall_time_s']:.0f} s, test AUC {j['test_auc']:.4f}"
+        )
+    text = (
+        f"all {d['partners']} nodes online after {d['all_nodes_online_s']:.0f} s; "
+        + "; ".join(jobs)
+        + f" (the same job on the demo's {ref['partners']} Region partners in the simulation "
+        + (
+            f"engine: {ref['test_auc']:.4f}"
+            if ref.get("test_auc") is not None
+            else f"engine: **failed**, {ref.get('error', '?')}"
+        )
+        + f"); peak resident memory of all processes "
+        f"{_n(d['peak_rss_mib'])} MiB; {d['processes_left_after_stop']} processes left after "
+        f"the stop; load average {r['load_average_at_start'][0]:.0f} at start, "
+        f"{r['load_average_at_end'][0]:.0f} at end"
+    )
+    title = (
+        f"SuperLink over TLS + {d['partners']} SuperNodes on 2 cores, "
+        f"{r['job']['rounds']} rounds, CKKS"
+    )
+    return title, text
 
 
 def bench_audit(r: Result) -> Row:
@@ -344,6 +387,6 @@ ROWS: dict[str, Callable[[Result], Row]] = {
     for f in (
         horizontal, he_equivalence, bench_he, bench_he_deployment, bench_deployment,
         privacy_utility, vertical,
-        bench_vertical_deployment, bench_psi, scale_simulation, bench_audit,
+        bench_vertical_deployment, bench_psi, scale_simulation, scale_deployment, bench_audit,
     )
 }  # fmt: skip

@@ -1,12 +1,17 @@
 """Many virtual partners in Flower's simulation engine: wall time and peak memory.
 
-    python -m experiments.scale_simulation --partners 100 --rounds 3 --out results/scale
+    python -m experiments.scale_simulation --partners 100,500 --rounds 3 --out results/scale
 
 Splits Online Shoppers IID over N virtual partners and runs an N-partner
 purchase-prediction job (every partner in every round) in the simulation
-engine. Peak memory is the largest sum of resident set sizes over this
-process and all its descendants (Ray's raylet and workers included), sampled
-every 0.2 s from /proc; a table is printed and ``scale.json`` written.
+engine, once per size in ``--partners``, each size in a fresh Python process
+(``python -m experiments.scale_simulation --partners N --single``) so one
+size's Ray cluster and heap do not count towards the next. Peak memory is the
+largest sum of resident set sizes over that process and all its descendants
+(Ray's GCS, raylet and workers included), sampled every 0.2 s from /proc;
+wall time is the job's, from the split files on disk to the final metrics
+(Ray's start and stop included, Python's imports not). A table is printed and
+``scale.json`` written (one entry per size in ``runs``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import subprocess
 import sys
 import threading
 import time
@@ -83,35 +90,39 @@ class PeakMemory:
         self._thread.join()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--partners", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path("results/scale"))
-    args = parser.parse_args(argv)
-    given = list(sys.argv[1:] if argv is None else argv)
-    out: Path = args.out
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--partners takes N[,N...], not {text!r}") from exc
+    if not sizes or min(sizes) < 2:
+        raise argparse.ArgumentTypeError("--partners: every size must be at least 2")
+    return sizes
+
+
+def run_one(partners: int, rounds: int, out: Path) -> dict[str, object]:
+    """One size in this process: split (reused when on disk), run, measure."""
     load_start = os.getloadavg()
-    parts = out / f"partners-{args.partners}"
+    parts = out / f"partners-{partners}"
     if not list(parts.glob("*.schema.json")):
         split_horizontal(
             DATA_DIR / "online_shoppers_intention.csv",
             load_schema(DATA_DIR / "online_shoppers.schema.json"),
             parts,
             mode="iid",
-            n_partners=args.partners,
+            n_partners=partners,
             prefix="brand",
             id_from_row_number=True,
         )
     sources = discover_partner_files(parts)
     spec = JobSpec.model_validate(
         {
-            "name": f"scale-{args.partners}",
+            "name": f"scale-{partners}",
             "task": "purchase_prediction",
             "purpose": "purchase-prediction",
             "schema": json.loads(sources[0].schema.read_text()),
-            "min_partners": args.partners,
-            "rounds": args.rounds,
+            "min_partners": partners,
+            "rounds": rounds,
             "round_timeout_s": 600.0,
             "startup_timeout_s": 600.0,
             "evaluation": {"early_stopping_patience": 0},
@@ -120,11 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     t0 = time.monotonic()
     with PeakMemory() as mem:
-        run_simulation_job(spec, sources, out / f"job-{args.partners}")
+        result = run_simulation_job(spec, sources, out / f"job-{partners}")
     wall = time.monotonic() - t0
-    metrics = load_metrics(out / f"job-{args.partners}").document()
-    result = {
-        "partners": args.partners,
+    if result.status != "completed":
+        raise RuntimeError(f"{partners}-partner simulation job ended {result.status}")
+    metrics = load_metrics(out / f"job-{partners}").document()
+    return {
+        "partners": partners,
         "rounds": metrics["rounds_run"],
         "wall_time_s": round(wall, 1),
         "peak_rss_mib": round(mem.peak / 2**20, 1),
@@ -132,15 +145,67 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "load_average_at_start": load_start,
         "load_average_at_end": os.getloadavg(),
+        "command": ["python", "-m", "experiments.scale_simulation", "--single",
+                    "--partners", str(partners), "--rounds", str(rounds), "--out", str(out)],
+    }  # fmt: skip
+
+
+def _in_child(partners: int, rounds: int, out: Path, *, reuse: bool) -> dict[str, object]:
+    one = out / f"scale-{partners}.json"
+    if reuse and one.is_file():
+        kept: dict[str, object] = json.loads(one.read_text())
+        if kept.get("rounds") == rounds:
+            return {**kept, "reused": True}
+    one.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "experiments.scale_simulation", "--single"]
+    cmd += ["--partners", str(partners), "--rounds", str(rounds), "--out", str(out)]
+    code = subprocess.run(cmd, check=False).returncode
+    if code != 0 or not one.is_file():
+        raise RuntimeError(
+            f"the {partners}-partner run failed (exit code {code}): {shlex.join(cmd)}"
+        )
+    loaded: dict[str, object] = json.loads(one.read_text())
+    return loaded
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--partners", type=_sizes, default=[100, 500], help="N[,N...]")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("results/scale"))
+    parser.add_argument(
+        "--single", action="store_true", help="one size in this process (writes scale-N.json)"
+    )
+    parser.add_argument(
+        "--reuse", action="store_true",
+        help="take a size's scale-N.json from an earlier --single run instead of rerunning it",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    if args.single:
+        if len(args.partners) != 1:
+            parser.error("--single takes one size")
+        one = run_one(args.partners[0], args.rounds, out)
+        (out / f"scale-{args.partners[0]}.json").write_text(json.dumps(one, indent=2) + "\n")
+        return 0
+    runs = [_in_child(n, args.rounds, out, reuse=args.reuse) for n in args.partners]
+    table = Table(title="Simulation engine scale (each size in its own process)")
+    for key in ("partners", "rounds", "wall time", "peak RSS (Ray incl.)", "test AUC", "load"):
+        table.add_column(key, justify="right")
+    for r in runs:
+        load = f"{r['load_average_at_start'][0]:.1f} → {r['load_average_at_end'][0]:.1f}"  # type: ignore[index]
+        table.add_row(
+            str(r["partners"]), str(r["rounds"]), f"{r['wall_time_s']} s",
+            f"{r['peak_rss_mib']:,.0f} MiB", f"{r['test_auc']:.4f}", load,
+        )  # fmt: skip
+    Console().print(table)
+    result = {
+        "runs": runs,
+        "cpus": os.cpu_count(),
         "command": ["python", "-m", "experiments.scale_simulation", *given],
     }
-    table = Table(title="Simulation engine scale")
-    shown = {k: v for k, v in result.items() if k != "command"}
-    for key in shown:
-        table.add_column(key)
-    table.add_row(*(str(v) for v in shown.values()))
-    Console().print(table)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "scale.json").write_text(json.dumps(result, indent=2) + "\n")
     return 0
 

@@ -184,7 +184,12 @@ STUDIES: tuple[Study, ...] = (
     ),
     Study(
         "scale_simulation", "scale.json",
-        full_args=_args("--partners 100 --rounds 3"), quick_args=_args("--partners 3 --rounds 1"),
+        full_args=_args("--partners 100,500 --rounds 3"),
+        quick_args=_args("--partners 3 --rounds 1"),
+    ),
+    Study(
+        "scale_deployment", "scale_deployment.json",
+        full_args=_args("--rounds 3"), quick_args=None,
     ),
     Study(
         "bench_audit", "bench_audit.json",
