@@ -44,7 +44,8 @@ Other hardening:
   task's message objects is bounded by ``_PULL_MAX_S`` (Flower's default waits up to
   2 h; after a coordinator restart a node got a message whose objects never came
   and served nothing more, for every later job), then the task fails and the next
-  one is served.
+  one is served. That message's cause is fixed in the SuperNode
+  (:mod:`fedcollab.client.run_ended`); the bound stays as a backstop.
 
 Run as ``python -m fedcollab.client.node_runtime --state-dir DIR``; it starts
 ``flower-supernode`` as its child (same process group; the child also dies
