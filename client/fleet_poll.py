@@ -57,6 +57,11 @@ A call that still fails after that window ends the node as Flower does, and
 :func:`main` then exits with :class:`~common.errors.FleetLinkError` (exit 17) and
 says why, instead of exit 0. Retrying is safe for "database is locked": the
 SuperLink's transaction was rolled back, so the retried call is the first to take.
+
+*A message whose run ended while the node received it* (403 on its objects, e.g. the
+killed run's next round after a coordinator restart) is dropped with its task instead
+of staying queued with objects that never come: :mod:`fedcollab.client.run_ended`,
+installed by :func:`main`.
 """
 
 from __future__ import annotations
@@ -296,6 +301,7 @@ def main() -> int:
     from flwr.supernode import fleet_http_connection, start_client_internal
     from flwr.supernode.cli import flower_supernode
 
+    from fedcollab.client import run_ended
     from fedcollab.common.errors import FleetLinkError
 
     if not install(start_client_internal, PullClock(on_message=notify_executor())):
@@ -309,6 +315,12 @@ def main() -> int:
         print(
             "fedcollab: flwr.supernode.fleet_http_connection has changed; the SuperNode "
             "retries only what Flower retries (a SuperLink error 500 ends it)",
+            file=sys.stderr,
+        )
+    if not run_ended.install(start_client_internal):
+        print(
+            "fedcollab: flwr.supernode.start_client_internal has changed; a message whose "
+            "run ends while the node receives it may stay queued (client/run_ended.py)",
             file=sys.stderr,
         )
     sys.argv[0] = "flower-supernode"

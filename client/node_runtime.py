@@ -46,7 +46,9 @@ Other hardening:
   task's message objects is bounded by ``_PULL_MAX_S`` (Flower's default waits up to
   2 h; after a coordinator restart a node got a message whose objects never came
   and served nothing more, for every later job), then the task fails and the next
-  one is served. The SuperNode tells this process when a message is stored (a byte on
+  one is served. That message's cause is fixed in the SuperNode
+  (:mod:`fedcollab.client.run_ended`); the bound stays as a backstop.
+  The SuperNode tells this process when a message is stored (a byte on
   a pipe, ``client/fleet_poll.py``), so a task is taken at once, not at the next poll.
 
 Run as ``python -m fedcollab.client.node_runtime --state-dir DIR``; it starts
@@ -310,6 +312,34 @@ def _record_refusal(node_config: Mapping[str, str], body: Mapping[str, Any]) -> 
         audit.record("run.refused", dict(body))
 
 
+def _task_retry_invoker() -> Any:
+    """Flower's runtime retry invoker, except that a 401 fails the call.
+
+    Flower's invoker answers a 401 (the task's token is no longer valid) with SIGINT to
+    its own process (``flwr/supercore/retry/http_retry.py``, ``_should_giveup``): right
+    for a ``flwr-clientapp`` that serves one task, fatal for this executor, which serves
+    every task of the node and stops ``flower-supernode`` when it exits. The SuperNode
+    revokes a task's token when it finishes the task itself, e.g. when it drops a message
+    whose run ended while the executor already pulls it (:mod:`fedcollab.client.run_ended`;
+    seen: the node exited). Here that task fails and the next one is served."""
+    import httpx
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+
+    invoker = make_simple_http_retry_invoker()
+    flower_giveup = invoker.should_giveup
+
+    def should_giveup(exc: Exception) -> bool:
+        if (
+            isinstance(exc, httpx.HTTPStatusError)
+            and exc.response.status_code == httpx.codes.UNAUTHORIZED
+        ):
+            return True
+        return bool(flower_giveup(exc)) if flower_giveup is not None else False
+
+    invoker.should_giveup = should_giveup
+    return invoker
+
+
 def _serve_task(token: str, address: str, ca: bytes, node_config: Mapping[str, str]) -> None:
     from flwr.app import Message
     from flwr.app.error import Error
@@ -319,7 +349,6 @@ def _serve_task(token: str, address: str, ca: bytes, node_config: Mapping[str, s
         RuntimeTokenHttpInterceptor,
         RuntimeVersionHttpInterceptor,
     )
-    from flwr.supercore.retry import make_simple_http_retry_invoker
     from flwr.supercore.runtime import RuntimeHttpClient
     from flwr.supernode.runtime.run_clientapp import (
         pull_task_input,
@@ -338,7 +367,7 @@ def _serve_task(token: str, address: str, ca: bytes, node_config: Mapping[str, s
             RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
             RuntimeTokenHttpInterceptor(token),
         ],
-        retry_invoker=make_simple_http_retry_invoker(),
+        retry_invoker=_task_retry_invoker(),
     )
     heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
     heartbeat.start()

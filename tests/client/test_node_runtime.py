@@ -103,3 +103,41 @@ def test_task_message_pull_is_bounded() -> None:
     assert pull.keywords["initial_backoff"] == node_runtime._PULL_BACKOFF_S <= 0.1
     assert node_runtime._PULL_MAX_S <= 300.0
     assert not isinstance(pull.func, functools.partial)
+
+
+def test_a_revoked_task_token_fails_the_task_not_the_node() -> None:
+    """The SuperNode revokes a task's token when it finishes the task itself (a message
+    whose run ended, client/run_ended.py); the executor's next runtime call gets 401.
+    Flower's invoker then SIGINTs its own process (the node exited, seen in a probe run);
+    the executor's invoker gives up on that call instead, so only the task fails."""
+    import http.server
+    import threading
+
+    import httpx
+
+    from fedcollab.client.node_runtime import _task_retry_invoker
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1/runtime/pull-object"
+
+    def call() -> None:
+        with httpx.Client() as client:
+            client.post(url).raise_for_status()
+
+    try:
+        with pytest.raises(httpx.HTTPStatusError) as err:
+            _task_retry_invoker().invoke(call)
+        assert err.value.response.status_code == 401
+    finally:
+        server.shutdown()
+        server.server_close()
