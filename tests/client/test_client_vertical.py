@@ -100,8 +100,12 @@ def _federation(
             "state-dir": str(root / tag / src.partner / "state"),
             # plaintext runs are the comparison baseline: allowed for testing only
             "allow-plaintext-vertical": "true",
-            # the schedule under test, not the utility of label DP on 850 rows
-            "label-epsilon": "64",
+            # The schedule under test, not the utility of label DP on 850 rows: at
+            # epsilon 64 the fresh label noise alone moved the unencrypted run's test
+            # AUC over 0.625-0.658 in 12 runs (centralized 0.652; a CI run failed at
+            # 0.632); at 900 it stays within 0.647-0.655 (6 runs), so the tolerance
+            # below checks the protocol, not the noise draw.
+            "label-epsilon": "900",
         }
         data = load_partner(
             src,

@@ -198,7 +198,12 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, tool_path: None) -> Ite
 
 def test_job_runs_across_hosts(deployment: Deployment, tmp_path: Path) -> None:
     dep = deployment
-    before = {name: dep.net.hosts[name].counters() for name in dep.net.hosts}
+    # Nodes keep polling while the counters are read (one `ip` call per host), so the
+    # coordinator is read first before the job and last after it: every byte a partner
+    # sent inside its own window then falls inside the coordinator's window.
+    names = sorted(p.partner for p in dep.partners)
+    order = ["coordinator", *names]
+    before = {name: dep.net.hosts[name].counters() for name in order}
     job = write_job(tmp_path / "job.toml", dep.partners[0].schema, round_timeout_s=300.0,
                     startup_timeout_s=300.0)  # fmt: skip
     out = tmp_path / "out"
@@ -216,7 +221,6 @@ def test_job_runs_across_hosts(deployment: Deployment, tmp_path: Path) -> None:
     assert metrics["rounds_run"] == 2
     assert 0.5 < metrics["final"]["test"]["auc"] <= 1.0
     card = json.loads((out / "model_card.json").read_text())
-    names = sorted(p.partner for p in dep.partners)
     by_name = {p["name"]: p for p in card["partners"]}
     assert sorted(by_name) == names
     for src in dep.partners:
@@ -226,7 +230,7 @@ def test_job_runs_across_hosts(deployment: Deployment, tmp_path: Path) -> None:
     assert set(audit["cosigners"]) == set(names) and audit["unverified_cosigners"] == []
     # The job's messages went over the hosts' links: every partner sent and received
     # (model updates, cosignatures), and the coordinator took in at least their sum.
-    after = {name: dep.net.hosts[name].counters() for name in dep.net.hosts}
+    after = {name: dep.net.hosts[name].counters() for name in reversed(order)}
     sent = {n: after[n][1] - before[n][1] for n in names}
     received = {n: after[n][0] - before[n][0] for n in names}
     assert all(v > 10_000 for v in sent.values()), sent
