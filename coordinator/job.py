@@ -86,7 +86,9 @@ def run_job(
             )
             outputs.write_json("explanations.json", vert.explanations)
         elif spec.task == "purchase_prediction":
-            pre, shares = federated_statistics(grid, roster, schema)
+            pre, shares = federated_statistics(
+                grid, roster, schema, plan=plan, bounds=spec.privacy.value_bounds
+            )
             pred = run_prediction(grid, roster, spec, pre, outputs, level_shares=shares)
             metrics.update(
                 rounds_run=pred.rounds_run,
@@ -96,7 +98,9 @@ def run_job(
                 epsilon=pred.epsilon,
             )
         else:
-            pre = federated_preprocessor(grid, roster, schema)
+            pre = federated_preprocessor(
+                grid, roster, schema, plan=plan, bounds=spec.privacy.value_bounds
+            )
             seg = run_segmentation(grid, roster, spec, schema, pre, outputs)
             metrics.update(
                 iterations=seg.iterations,

@@ -18,27 +18,46 @@ sum over partners, decrypted by a partner.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from flwr.serverapp import Grid
 
 from fedcollab.common.schema import DatasetSchema
 from fedcollab.coordinator.roster import Roster
-from fedcollab.protocols import preprocessing
+from fedcollab.privacy.dp_plan import DpPlan
+from fedcollab.protocols import dp_statistics, preprocessing
 
 __all__ = ["federated_preprocessor", "federated_statistics"]
 
 
 def federated_preprocessor(
-    grid: Grid, roster: Roster, schema: DatasetSchema
+    grid: Grid,
+    roster: Roster,
+    schema: DatasetSchema,
+    *,
+    plan: DpPlan | None = None,
+    bounds: dict[str, list[float]] | None = None,
 ) -> preprocessing.Preprocessor:
-    return federated_statistics(grid, roster, schema)[0]
+    return federated_statistics(grid, roster, schema, plan=plan, bounds=bounds)[0]
 
 
 def federated_statistics(
-    grid: Grid, roster: Roster, schema: DatasetSchema
+    grid: Grid,
+    roster: Roster,
+    schema: DatasetSchema,
+    *,
+    plan: DpPlan | None = None,
+    bounds: dict[str, list[float]] | None = None,
 ) -> tuple[preprocessing.Preprocessor, dict[str, tuple[float, ...]]]:
-    """The preprocessor and each categorical level's pooled share of rows (one request)."""
+    """The preprocessor and each categorical level's pooled share of rows (one request).
+
+    In a DP job (``plan``) every partner's moments carry Gaussian noise
+    (:func:`protocols.dp_statistics.private_moments`); they are decoded with the job's
+    declared ``bounds`` and the noise's public std (:func:`protocols.dp_statistics.
+    decode_private_moments`), which keeps a noisy variance from collapsing a column's
+    scale.
+    """
     vocabs = [dict(p.vocab) for p in roster.active.values()]
     declared = {
         f.name: list(f.vocabulary) for f in schema.categorical_features if f.vocabulary is not None
@@ -65,7 +84,17 @@ def federated_statistics(
         expect_length=layout.length,
     )
     summed = roster.reveal(grid, total, step="moments")
-    return (
-        preprocessing.Preprocessor.from_moments(layout, summed),
-        preprocessing.level_shares(layout, summed),
-    )
+    if plan is None:
+        pre = preprocessing.Preprocessor.from_moments(layout, summed)
+    else:
+        # Each contributor's slot noise is independent: the sum's std grows with the
+        # square root of their number (the active partners bound it from above).
+        noise_std = (
+            plan.statistics_noise_multiplier
+            * dp_statistics.moments_sensitivity(layout)
+            * math.sqrt(max(len(roster.active), 1))
+        )
+        pre = dp_statistics.decode_private_moments(
+            layout, summed, bounds=bounds or {}, noise_std=noise_std
+        )
+    return pre, preprocessing.level_shares(layout, summed)

@@ -154,3 +154,56 @@ def test_a_client_level_dp_job_runs_with_masks(tmp_path: Path, mode: str) -> Non
         with Trail.open(pdb, pdb.parent / "audit.key", actor=path.parent.name) as trail:
             types = [json.loads(raw)["type"] for raw in trail.log.entries()]
         assert "request.refused" not in types and "checkpoint.cosigned" in types
+
+
+def test_a_dp_job_decodes_its_noisy_moments_on_the_columns_scale(tmp_path: Path) -> None:
+    """A DP job's moments are noisier than the data's own spread here (target epsilon 1,
+    900 rows): the coordinator decodes them with the plan's public noise std, so every
+    std stays between the noise floor and the bounds' half-width and every mean inside
+    the bounds. The exact decoder gave std 1 whenever noise pushed a variance below 0
+    (the privacy study's released model then read values up to 100 divided by 1)."""
+    import math
+
+    from fedcollab.privacy.budget_ledger import BudgetLedger
+    from fedcollab.privacy.dp_plan import resolve
+    from fedcollab.protocols import dp_statistics, preprocessing
+
+    bounds = {"noise": [-5.0, 5.0], "signal": [-5.0, 5.0]}
+    spec = JobSpec.model_validate(
+        {"name": "dp-sample", "task": "purchase_prediction", "purpose": "purchase-prediction",
+         "schema": SCHEMA, "participants": ["p0", "p1", "p2"], "min_partners": 3,
+         "rounds": 1, "training": {"learning_rate": 0.05},
+         "privacy": {"dp": "sample", "target_epsilon": 1.0, "value_bounds": bounds}},
+        strict=False,
+    )  # fmt: skip
+    sources = [_partner(tmp_path / "data", f"p{i}", seed=i, n=300) for i in range(3)]
+    grid, audit, policy = federation(spec, sources, tmp_path)
+    for s in sources:
+        with BudgetLedger.open(tmp_path / "audit" / "partners" / s.partner / "budget.db") as led:
+            led.set_cap("shop", epsilon_cap=10.0, delta=1e-5)
+    out = tmp_path / "out"
+    with task_identity():
+        run_job(
+            grid,  # type: ignore[arg-type]
+            spec,
+            JobOutputs(out),
+            mode="simulation",
+            audit_config=audit,
+            policy=policy,
+        )
+    pre = preprocessing.Preprocessor.from_dict(json.loads((out / "preprocessor.json").read_text()))
+    plan = resolve(spec)
+    assert plan is not None
+    layout = preprocessing.MomentsLayout(
+        numeric_names=pre.numeric_names,
+        categorical_vocab=pre.categorical_vocab,
+        boolean_names=pre.boolean_names,
+    )
+    noise_std = (
+        plan.statistics_noise_multiplier * dp_statistics.moments_sensitivity(layout) * 3**0.5
+    )
+    # the floor at m = 0 and the most rows (all 900)
+    floor_t = dp_statistics.NOISE_FLOOR_SE * noise_std / 900
+    for name, mean, std in zip(pre.numeric_names, pre.means, pre.stds, strict=True):
+        assert -5.0 <= mean <= 5.0, name
+        assert 5.0 * math.sqrt(floor_t) * 0.7 <= std <= 5.0, (name, std)

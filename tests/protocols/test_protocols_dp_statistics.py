@@ -90,9 +90,74 @@ def test_one_row_moves_an_eval_histogram_by_one(seed: int, n: int) -> None:
     assert np.linalg.norm(full - fewer) == pytest.approx(1.0, abs=1e-6)
 
 
-def test_noisy_moments_with_a_negative_second_moment_decode_to_unit_std() -> None:
-    """Noise can push a small column's sum of squares below 0: the preprocessor then
-    falls back to std 1 instead of failing the job."""
+def test_exact_decoder_falls_back_to_unit_std_on_a_negative_second_moment() -> None:
+    """The exact decoder's fallback (std 1 in the data's units): right for a constant
+    column, wrong for a noisy one, which is why DP moments have their own decoder."""
     layout = preprocessing.MomentsLayout(numeric_names=("x",))
     pre = preprocessing.Preprocessor.from_moments(layout, [800.0, 40.0, -5.0])
     assert pre.stds == (1.0,) and pre.means == (0.05,)
+
+
+def test_private_decoder_without_noise_is_the_exact_one() -> None:
+    numeric, categorical, boolean = _rows(np.random.default_rng(4), 500)
+    clipped = {c: np.clip(v, *BOUNDS[c]) for c, v in numeric.items()}
+    exact = preprocessing.Preprocessor.from_moments(
+        LAYOUT, preprocessing.local_moments(LAYOUT, clipped, categorical, boolean)
+    )
+    vec = dp_statistics.private_moments(
+        LAYOUT, numeric, categorical, boolean, bounds=BOUNDS, noise_multiplier=TINY
+    )
+    got = dp_statistics.decode_private_moments(LAYOUT, vec, bounds=BOUNDS, noise_std=0.0)
+    np.testing.assert_allclose(got.means, exact.means, rtol=1e-6)
+    np.testing.assert_allclose(got.stds, exact.stds, rtol=1e-6)
+    np.testing.assert_allclose(got.boolean_means, exact.boolean_means, rtol=1e-6)
+
+
+def test_private_decoder_keeps_a_negative_variance_at_the_noise_floor() -> None:
+    """A sum of squares pushed below 0 decodes to the noise floor's std (in the column's
+    scale), a mean inside the bounds and a boolean mean inside [0, 1]."""
+    layout = preprocessing.MomentsLayout(numeric_names=("x",), boolean_names=("b",))
+    # scaled units for x in [0, 100]: c = h = 50; count 800, mean -1.2 (below the
+    # bounds), sum of squares -5; boolean: 800 rows, sum 900 (> count).
+    n, s1, s2 = 800.0, -960.0, -5.0
+    c = h = 50.0
+    vec = [n, c * n + h * s1, c * c * n + 2 * c * h * s1 + h * h * s2, 800.0, 900.0]
+    pre = dp_statistics.decode_private_moments(
+        layout, vec, bounds={"x": [0.0, 100.0]}, noise_std=40.0
+    )
+    floor_t = dp_statistics.NOISE_FLOOR_SE * 40.0 * np.sqrt(1.0 + 4.0) / n  # m clipped to -1
+    assert pre.means == pytest.approx((0.0,))
+    assert pre.stds == pytest.approx((h * np.sqrt(floor_t),))
+    assert pre.boolean_means == (1.0,)
+
+
+def test_private_decoder_keeps_a_skewed_column_on_its_scale() -> None:
+    """The privacy study's failure, replayed: 9 partners x 800 rows of a PageValues-like
+    column (85% zeros, bounds [0, 100]) at the statistics noise of a sample-level
+    epsilon-1 job (z 20.6, the Online Shoppers layout's sensitivity sqrt(38)). The exact
+    decoder's std collapses to 1 in some draws (inputs up to 100); the private decoder's
+    std stays within [0.5, 4] x the true one in every draw."""
+    rng = np.random.default_rng(11)
+    layout = preprocessing.MomentsLayout(numeric_names=("pv",))
+    bounds = {"pv": [0.0, 100.0]}
+    per_slot = 20.6 * 38**0.5  # z * sensitivity of the Online Shoppers layout
+    # this one-column layout's sensitivity is sqrt(3): scale z to the same slot noise
+    z = per_slot / dp_statistics.moments_sensitivity(layout)
+    x = np.where(rng.random(7200) < 0.85, 0.0, np.clip(rng.exponential(30.0, 7200), 0, 100))
+    true_std = float(np.std(x))
+    exact_collapsed, ratios = 0, []
+    for _ in range(300):
+        noisy = sum(
+            dp_statistics.private_moments(
+                layout, {"pv": part}, {}, {}, bounds=bounds, noise_multiplier=z
+            )
+            for part in np.split(x, 9)
+        )
+        exact_collapsed += preprocessing.Preprocessor.from_moments(layout, noisy).stds[0] == 1.0
+        got = dp_statistics.decode_private_moments(
+            layout, noisy, bounds=bounds, noise_std=per_slot * 3.0
+        )
+        assert 0.0 <= got.means[0] <= 100.0
+        ratios.append(got.stds[0] / true_std)
+    assert exact_collapsed > 0
+    assert min(ratios) >= 0.5 and max(ratios) <= 4.0, (min(ratios), max(ratios))
