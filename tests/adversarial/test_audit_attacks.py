@@ -114,6 +114,30 @@ def truncated(world: World, tmp: Path) -> dict[str, Path]:
     return {**bundles, COORDINATOR: _rebuilt_coordinator(world, tmp / "t", keep=2)}
 
 
+def rolled_back(world: World, tmp: Path) -> dict[str, Path]:
+    """Roll the log back to its first checkpoint that partners cosigned, keeping those
+    real cosignatures: every cosignature it carries verifies, so verification passes
+    and only the partners' newer cosigned sizes show the truncation."""
+    bundles = world.export(tmp / "honest")
+    log = world.coordinator.trail.log
+    size = min(c.checkpoint.size for c in log.checkpoints() if len(c.signatures) > 1)
+    pubs = {n: p.trail.signer.public_key for n, p in world.partners.items()}
+    (tmp / "b").mkdir()
+    signer = world.coordinator.trail.signer
+    with AuditLog.open(tmp / "b" / "forged.db", origin=COORDINATOR, signer=signer) as forged:
+        for original in log.checkpoints():
+            if original.checkpoint.size > size:
+                break
+            for data in list(log.entries(forged.size, original.checkpoint.size)):
+                forged.append(json.loads(data))
+            forged.checkpoint()
+            for name in original.signer_names():
+                if name != COORDINATOR:
+                    forged.add_cosignature(original, name=name, public_key=pubs[name])
+        export_bundle(forged, tmp / "b" / "coordinator", public_keys=pubs)
+    return {**bundles, COORDINATOR: tmp / "b" / "coordinator"}
+
+
 def rewritten_history(world: World, tmp: Path) -> dict[str, Path]:
     """Same size, other content: the first event is re-signed with another body, and the
     records of cosignatures (which no longer verify) become innocuous events."""
@@ -256,6 +280,7 @@ ATTACKS: list[tuple[str, Attack, str]] = [
         r"\[inconsistent\] coordinator's log is wrong: 'region-1' cosigned .* does not extend"
         r"|required cosigner 'region-1': cosignature on no checkpoint",
     ),
+    ("rolled-back", rolled_back, r"\[truncated\] coordinator's log is wrong"),
     ("omitted-run", omitted_run, r"\[missing-run\] coordinator's log is wrong: .*run-hidden"),
     (
         "differing-requests",
@@ -395,7 +420,15 @@ def test_attack_is_reported_with_exit_31(
     code = run_cli(monkeypatch, *_commands(world, bundles, tmp_path)[command])
     err = capsys.readouterr()
     assert code == 31, (err.out, err.err)
-    assert re.search(message, " ".join((err.out + err.err).split())), (err.out, err.err)
+    text = " ".join((err.out + err.err).split())
+    assert re.search(message, text), (err.out, err.err)
+    if command == "report":
+        # The failing report still travels with the partners' evidence: every cross-log
+        # finding it printed is in its attestation section too.
+        kinds = set(re.findall(r"\[([a-z-]+)\] \S+'s log is wrong", text))
+        if kinds:
+            html = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
+            assert all(f"[{k}]" in html for k in kinds), (kinds, text)
 
 
 def test_forged_cosigners_never_count_with_only_the_coordinator_pinned(
@@ -432,3 +465,27 @@ def test_appending_a_back_dated_event_is_refused(tmp_path: Path) -> None:
         pytest.raises(EventOrderError),  # the newest time survives a reopen
     ):
         log.append(make_event(key, COORDINATOR, "job.started", {}, time=past))
+
+
+def test_a_required_cosigner_that_never_cosigned_fails_verify(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`audit verify --require-cosigners NAME` with NAME pinned but absent from every
+    checkpoint (a partner the operator left out of cosigning) exits 31 and names it."""
+    from fedcollab.compliance.trail import create_party_key
+
+    world = _honest(tmp_path / "w")
+    bundles = world.export(tmp_path / "honest")
+    world.close()
+    _key, pub = create_party_key(tmp_path / "region-x", "region-x")
+    code = run_cli(monkeypatch, "audit", "verify", bundles[COORDINATOR], *world.trust_args(),
+                   "--trust", f"region-x={pub}", "--require-cosigners", "region-x",
+                   "--require-cosigners", "region-1")  # fmt: skip
+    err = capsys.readouterr()
+    text = " ".join((err.out + err.err).split())
+    assert code == 31, text
+    assert "required cosigner 'region-x': cosignature on no checkpoint" in text
+    # The partners that did cosign pass the same requirement.
+    both = ["--require-cosigners", "region-1", "--require-cosigners", "region-2"]
+    code = run_cli(monkeypatch, "audit", "verify", bundles[COORDINATOR], *world.trust_args(), *both)
+    assert code == 0, capsys.readouterr()
