@@ -45,9 +45,19 @@ def _job(task: str, aggregation: str, n: int) -> JobSpec:
     )  # fmt: skip
 
 
-def _run(tmp_path: Path, spec: JobSpec, n: int) -> tuple[dict[str, Any], Path, Path]:
+def _run(
+    tmp_path: Path, spec: JobSpec, n: int, *, budget_cap: float | None = None
+) -> tuple[dict[str, Any], Path, Path]:
+    """Run ``spec`` over ``n`` partners; ``budget_cap`` caps every partner's "shop" ledger."""
+    from fedcollab.privacy.budget_ledger import BudgetLedger
+
     sources = [_partner(tmp_path / "data", f"p{i}", seed=i, n=300) for i in range(n)]
     grid, audit, policy = federation(spec, sources, tmp_path)
+    if budget_cap is not None:
+        for s in sources:
+            db = tmp_path / "audit" / "partners" / s.partner / "budget.db"
+            with BudgetLedger.open(db) as ledger:
+                ledger.set_cap("shop", epsilon_cap=budget_cap, delta=1e-5)
     out = tmp_path / "out"
     with task_identity():
         metrics = run_job(
@@ -164,7 +174,6 @@ def test_a_dp_job_decodes_its_noisy_moments_on_the_columns_scale(tmp_path: Path)
     (the privacy study's released model then read values up to 100 divided by 1)."""
     import math
 
-    from fedcollab.privacy.budget_ledger import BudgetLedger
     from fedcollab.privacy.dp_plan import resolve
     from fedcollab.protocols import dp_statistics, preprocessing
 
@@ -176,21 +185,7 @@ def test_a_dp_job_decodes_its_noisy_moments_on_the_columns_scale(tmp_path: Path)
          "privacy": {"dp": "sample", "target_epsilon": 1.0, "value_bounds": bounds}},
         strict=False,
     )  # fmt: skip
-    sources = [_partner(tmp_path / "data", f"p{i}", seed=i, n=300) for i in range(3)]
-    grid, audit, policy = federation(spec, sources, tmp_path)
-    for s in sources:
-        with BudgetLedger.open(tmp_path / "audit" / "partners" / s.partner / "budget.db") as led:
-            led.set_cap("shop", epsilon_cap=10.0, delta=1e-5)
-    out = tmp_path / "out"
-    with task_identity():
-        run_job(
-            grid,  # type: ignore[arg-type]
-            spec,
-            JobOutputs(out),
-            mode="simulation",
-            audit_config=audit,
-            policy=policy,
-        )
+    _metrics, out, _db = _run(tmp_path, spec, 3, budget_cap=10.0)
     pre = preprocessing.Preprocessor.from_dict(json.loads((out / "preprocessor.json").read_text()))
     plan = resolve(spec)
     assert plan is not None
