@@ -51,6 +51,7 @@ from fedcollab.common.keys import Signer
 from fedcollab.common.serde import Payload, decode, encode
 from fedcollab.compliance.trail import digest_bytes, digest_parts, digest_vector
 from fedcollab.privacy.budget_ledger import BudgetLedger
+from fedcollab.privacy.dp_plan import VALIDATION_STEP_SUFFIX, validates_rounds
 from fedcollab.privacy.secagg_ckks import ckks_plaintext
 
 __all__ = ["app", "make_client_app"]
@@ -113,6 +114,18 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
         elif plan is not None:
             # Charged before anything is computed: over the cap, nothing is released.
             budget.charge(config, data, spec, plan, action=action, run=run, step=step, audit=audit)
+            if action == "train.fedavg" and validates_rounds(spec):
+                # The round's validation histogram is a release of its own (dp_plan, Notes).
+                budget.charge(
+                    config,
+                    data,
+                    spec,
+                    plan,
+                    action="train.validation",
+                    run=run,
+                    step=step + VALIDATION_STEP_SUFFIX,
+                    audit=audit,
+                )
         encrypted = spec.privacy.encrypted
         ciphertext: bytes | None = None
         aggregation = "ckks-sum" if encrypted else "plaintext-sum"

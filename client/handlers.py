@@ -22,7 +22,7 @@ from fedcollab.common.errors import ProtocolError, SchemaError
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.schema import DatasetSchema
 from fedcollab.common.serde import Payload
-from fedcollab.privacy.dp_plan import DpPlan, resolve
+from fedcollab.privacy.dp_plan import DpPlan, resolve, validates_rounds
 from fedcollab.protocols import (
     attribution,
     client_dp,
@@ -257,9 +257,18 @@ def train(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     model = _model_from(payload, spec, pre.n_features)
     plan = dp_plan(spec)
     val_rows = _rows(data, spec, "validation")
-    if plan is not None:
-        # A DP job's rounds carry no validation histogram: zeros, a function of nothing
-        # (privacy.dp_plan, Notes); the job is evaluated once, charged, at its end.
+    if plan is not None and validates_rounds(spec):
+        # Charged as train.validation beside the round (privacy.dp_plan, Notes): coarse
+        # histograms, Gaussian noise; a row is in one bin: sensitivity 1.
+        val_eval = dp_statistics.private_eval_vector(
+            _labels(data, val_rows),
+            predict_proba(model, _features(data, pre, val_rows)),
+            bins=EVAL_BINS,
+            noise_std=plan.statistics_noise_multiplier,
+        )
+    elif plan is not None:
+        # The job releases its last model: the rounds carry no validation histogram,
+        # zeros, a function of nothing (privacy.dp_plan, Notes).
         val_eval = np.zeros(evaluation.eval_vector_length(bins=EVAL_BINS))
     else:
         val_eval = evaluation.local_eval_vector(

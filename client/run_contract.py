@@ -72,6 +72,7 @@ from pathlib import Path
 
 from fedcollab.common.errors import JobSpecError, PolicyRefusal, ProtocolError
 from fedcollab.common.jobspec import EvaluationSpec, JobSpec
+from fedcollab.privacy.dp_plan import validates_rounds
 
 __all__ = [
     "DEFAULT_MAX_RUNS_PER_DAY",
@@ -208,9 +209,10 @@ class RequestPlan:
         if spec.task == "purchase_prediction":
             rounds = frozenset(f"round-{r}" for r in range(1, spec.rounds + 1))
             steps["train.fedavg"] = rounds
-            # A DP job releases its last model and evaluates it once (privacy.dp_plan).
+            # A DP job that releases its last model evaluates it once (privacy.dp_plan).
+            once = dp and not validates_rounds(spec)
             final = frozenset(
-                {"final-evaluation"} if dp else {"final-evaluation", "final-evaluation-best"}
+                {"final-evaluation"} if once else {"final-evaluation", "final-evaluation-best"}
             )
             steps["evaluate.fedavg"] = final
             aggregates |= rounds | final

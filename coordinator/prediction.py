@@ -11,10 +11,12 @@ and the federated validation metrics (AUC from pooled score histograms,
 accuracy, log-loss) of the previous global model come from the same sum.
 Early stopping keeps the model with the best federated validation AUC.
 
-In a DP job the rounds carry no validation histograms (privacy.dp_plan: every
-release is charged, and per-round evaluation would be one more release per
-round): the released model is the last round's, evaluated once at the end from
-noisy coarse histograms (protocols.dp_statistics), as is the permutation step.
+In a DP job every release is charged (privacy.dp_plan). With model selection by
+validation (``evaluation.dp_model_selection``; by default at client level) each
+round's histograms are noisy and charged, and the best model by their AUC is
+kept as above; otherwise the rounds carry no validation histograms and the
+released model is the last round's. Either way the final evaluation comes from
+noisy coarse histograms (protocols.dp_statistics), as does the permutation step.
 
 Attributions of the released model (:mod:`protocols.attribution`) close the
 job: a logistic regression's coefficients need no further message; an MLP
@@ -38,7 +40,7 @@ from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.serde import Payload
 from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.coordinator.roster import Partner, Roster
-from fedcollab.privacy.dp_plan import resolve
+from fedcollab.privacy.dp_plan import resolve, validates_rounds
 from fedcollab.protocols import attribution, evaluation, fedavg, models, preprocessing
 from fedcollab.protocols.early_stopping import EarlyStopping
 
@@ -93,6 +95,9 @@ def run_prediction(
     plan = resolve(spec)
     client_dp = plan is not None and plan.level == "client"
     noisy = plan is not None
+    # A job without DP always selects by validation; a DP job only if its plan charges
+    # a validation histogram per round (privacy.dp_plan.validates_rounds).
+    selects = plan is None or validates_rounds(spec)
     for rnd in range(1, spec.rounds + 1):
         selected = roster.sample(spec.privacy.client_sample_rate) if client_dp else None
         if selected is not None and len(selected) < spec.min_partners:
@@ -123,8 +128,8 @@ def run_prediction(
         summed = roster.reveal(grid, total, step=f"round-{rnd}")
         val: evaluation.EvalMetrics | None = None
         stop = False
-        if not noisy:
-            val = evaluation.metrics_from_vector(summed[n_update:], bins=EVAL_BINS)
+        if selects:
+            val = evaluation.metrics_from_vector(summed[n_update:], bins=EVAL_BINS, noisy=noisy)
             auc = val.auc if val.auc is not None else 0.0
             if auc > best_auc:
                 best_w, best_auc, best_idx = global_w, auc, rnd - 1
@@ -170,10 +175,12 @@ def run_prediction(
     val_last, test_last = _evaluate(
         grid, roster, pre_meta, global_w, n_eval, "final-evaluation", noisy=noisy
     )
-    if noisy or (val_last.auc or 0.0) >= best_auc:
+    if not selects or (val_last.auc or 0.0) >= best_auc:
         best_w, best_idx, val_b, test_b = global_w, result.rounds_run, val_last, test_last
     else:
-        val_b, test_b = _evaluate(grid, roster, pre_meta, best_w, n_eval, "final-evaluation-best")
+        val_b, test_b = _evaluate(
+            grid, roster, pre_meta, best_w, n_eval, "final-evaluation-best", noisy=noisy
+        )
     result.best_round = best_idx
     result.final = {"validation": _metrics(val_b), "test": _metrics(test_b)}
     models.set_weights(model, best_w)

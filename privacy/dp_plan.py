@@ -71,9 +71,13 @@ Notes
   (``z_stats`` calibrated for all of them together) and the training noise is
   calibrated so that training *and* statistics compose to the target (one RDP
   accountant over both); with a given ``noise_multiplier``, ``z_stats`` is that
-  same multiplier.  ``train.fedavg`` carries no validation histogram in a DP job
-  (its slots are zeros, a function of nothing): the released model is the last
-  round's, and the job is evaluated once (``final-evaluation``).
+  same multiplier.  Model selection (``evaluation.dp_model_selection``,
+  :func:`validates_rounds`): a job that selects by validation has every
+  ``train.fedavg`` reply carry a noised validation histogram of the model it
+  received, charged as one more statistic (``train.validation``, step
+  ``round-r/validation``), and may evaluate twice (the last model, then the best
+  if it is another); otherwise the slots are zeros (a function of nothing), the
+  released model is the last round's and the job is evaluated once.
 * *What is not charged*: the handshake (row-count-free; category values held at
   least ten times), the key ceremony, cosigning and the secure-aggregation
   stages (``query.secagg``: session keys, sealed seed shares, the survivor
@@ -85,7 +89,10 @@ Notes
   seeding, which has no DP mechanism.
 * *Client level*: the statistics are record-level releases (one customer's row
   moves a bounded statistic; a whole partner's rows do not), so they are charged
-  to the ledger but not part of the partner-level epsilon of the released model.
+  to the ledger but not part of the partner-level epsilon.  That epsilon bounds
+  what the training updates say about a whole partner; the preprocessor and the
+  choice of the released round are functions of record-level statistics, which
+  bound each customer's influence on them, not a whole partner's.
 * Epsilons are computed with the RDP accountant of :mod:`privacy.accounting`
   (``dp_accounting``), at ``target_delta``.
 """
@@ -115,6 +122,7 @@ __all__ = [
     "STATISTICS_ACTIONS",
     "STATISTICS_SHARE",
     "UNCHARGED_ACTIONS",
+    "VALIDATION_STEP_SUFFIX",
     "DpLevel",
     "DpPlan",
     "cluster_sensitivity",
@@ -122,6 +130,7 @@ __all__ = [
     "resolve",
     "statistics_requests",
     "steps_per_epoch",
+    "validates_rounds",
 ]
 
 DpLevel = Literal["sample", "client"]
@@ -136,7 +145,14 @@ CHARGED_ACTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
 )
 #: Message types whose replies are Gaussian releases of bounded statistics, charged as
 #: ``Gaussian(statistics_noise_multiplier, 1)`` each (see Notes: statistics are charged).
-STATISTICS_ACTIONS = frozenset({"query.moments", "evaluate.fedavg", "evaluate.permutation"})
+#: ``train.validation`` is the validation histogram riding on a ``train.fedavg`` reply
+#: when the job selects its model by validation (:func:`validates_rounds`): the partner
+#: charges it beside the round's own release.
+STATISTICS_ACTIONS = frozenset(
+    {"query.moments", "evaluate.fedavg", "evaluate.permutation", "train.validation"}
+)
+#: The step suffix under which a round's validation histogram is charged.
+VALIDATION_STEP_SUFFIX = "/validation"
 #: Message types that carry no data release (see Notes: what is not charged).
 UNCHARGED_ACTIONS = frozenset(
     {"query.handshake", "query.cosign", "query.he_keygen", "query.he_decrypt", "query.secagg"}
@@ -476,12 +492,34 @@ def resolve(spec: JobSpec) -> DpPlan | None:
     )
 
 
+def validates_rounds(spec: JobSpec) -> bool:
+    """Whether a DP purchase-prediction job validates every round's model (charged) and
+    releases the best one (``evaluation.dp_model_selection``; "auto": at client level).
+
+    A function of the spec alone: the partner derives its request plan from it.
+    """
+    if spec.task != "purchase_prediction" or spec.privacy.dp == "none":
+        return False
+    choice = spec.evaluation.dp_model_selection
+    if choice == "auto":
+        return spec.privacy.dp == "client"
+    return choice == "validation"
+
+
 def statistics_requests(spec: JobSpec) -> tuple[tuple[str, int], ...]:
     """The statistics requests of a DP job and their maximum counts: the moments, and for
-    purchase prediction one final evaluation (plus permutation importance for an MLP)."""
+    purchase prediction one final evaluation (plus permutation importance for an MLP).
+
+    A job that selects its model by validation (:func:`validates_rounds`) also releases
+    one validation histogram per round (``train.validation``) and may evaluate twice:
+    the last model, then the best one if that is another.
+    """
     out: list[tuple[str, int]] = [("query.moments", 1)]
     if spec.task == "purchase_prediction":
-        out.append(("evaluate.fedavg", 1))
+        if validates_rounds(spec):
+            out += [("train.validation", spec.rounds), ("evaluate.fedavg", 2)]
+        else:
+            out.append(("evaluate.fedavg", 1))
         if spec.model.kind == "mlp":
             out.append(("evaluate.permutation", 1))
     return tuple(out)

@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 
 from fedcollab.client.budget import ledger_path
+from fedcollab.client.handlers import EVAL_BINS
 from fedcollab.client.partner_data import load_partner, source_from_config
 from fedcollab.client.run_contract import node_split
 from fedcollab.privacy.budget_ledger import BudgetLedger
-from fedcollab.protocols import preprocessing
+from fedcollab.protocols import evaluation, models, preprocessing
 from tests.adversarial.support import BOUNDS, Attacker, job, layout_meta
 from tests.adversarial.test_run_contract import _preprocessor
 
@@ -109,6 +110,60 @@ def test_a_dp_job_s_rounds_are_not_evaluated_twice(tmp_path: Path) -> None:
         meta={"preprocessor": _preprocessor(tmp_path)}, vector=np.zeros(6),
     )  # fmt: skip
     assert reply.refused == "ProtocolError" and reply.vector is None
+
+
+def _round_one(atk: Attacker, tmp_path: Path) -> np.ndarray:
+    """The validation slots of partner a's reply to round 1 (the model: logreg, 5 inputs)."""
+    model = models.flatten(
+        models.get_weights(models.build_model("logreg", n_features=5, hidden_sizes=(), seed=0))
+    )
+    reply = atk.send(
+        "a", "train.fedavg", step="round-1",
+        meta={"round": 1, "preprocessor": _preprocessor(tmp_path)}, vector=model,
+    )  # fmt: skip
+    assert reply.refused is None and reply.vector is not None, reply.meta
+    n_update = model.size + 1  # weights, then the example count
+    tail: np.ndarray = reply.vector[n_update:]
+    assert tail.size == evaluation.eval_vector_length(bins=EVAL_BINS)
+    return tail
+
+
+def test_a_dp_job_s_round_validation_is_noised_and_charged_when_it_selects(
+    tmp_path: Path,
+) -> None:
+    """A DP job that selects its released model by validation (dp_model_selection =
+    "validation"): each round's validation histogram is a Gaussian release charged as a
+    step of its own beside the round's, and the second final evaluation (of the best
+    model) is in the plan; nothing else about the validation rows leaves."""
+    spec = job(
+        privacy={"dp": "sample", "target_epsilon": 1.0, "value_bounds": BOUNDS},
+        evaluation={"dp_model_selection": "validation"},
+    )
+    atk = Attacker.against(tmp_path, spec, names=("a",))
+    _cap(atk, "a", 50.0)
+    assert atk.handshake("a").refused is None
+    tail = _round_one(atk, tmp_path)
+    assert np.all(tail[:3] == 0.0)  # no exact n, correct count or loss
+    hist = tail[3:]
+    assert np.any(hist != np.round(hist))  # noised counts, not the exact histogram
+    assert _charges(atk, "a") == [(atk.run, "round-1"), (atk.run, "round-1/validation")]
+    spent = [e["body"]["step"] for e in atk.trail("a") if e["type"] == "privacy.spent"]
+    assert spent == ["round-1", "round-1/validation"]
+    best = atk.send(
+        "a", "evaluate.fedavg", step="final-evaluation-best",
+        meta={"preprocessor": _preprocessor(tmp_path)}, vector=np.zeros(6),
+    )  # fmt: skip
+    assert best.refused is None and best.vector is not None
+
+
+def test_a_dp_job_that_releases_its_last_round_sends_no_validation(tmp_path: Path) -> None:
+    """Sample-level DP defaults to releasing the last round: the validation slots are
+    zeros, a function of nothing, and only the round is charged."""
+    atk = Attacker.against(tmp_path, _dp_job(), names=("a",))
+    _cap(atk, "a", 50.0)
+    assert atk.handshake("a").refused is None
+    assert np.all(_round_one(atk, tmp_path) == 0.0)
+    assert _charges(atk, "a") == [(atk.run, "round-1")]
 
 
 def test_a_job_without_dp_on_a_capped_dataset_is_refused(tmp_path: Path) -> None:

@@ -129,7 +129,8 @@ def _dp_client_job(aggregation: str, n: int) -> JobSpec:
 def test_a_client_level_dp_job_runs_with_masks(tmp_path: Path, mode: str) -> None:
     """DP-FedAvg (dp = "client") under masks. Every partner used to refuse the first
     masked step: its DP plan had no mechanism for ``query.secagg`` and failed closed.
-    The stages release no data, so they are not charged; each round is charged once."""
+    The stages release no data, so they are not charged; each round is charged once, and
+    once more for its validation histogram."""
     from fedcollab.privacy.budget_ledger import BudgetLedger
 
     spec = _dp_client_job(mode, 3)
@@ -158,8 +159,13 @@ def test_a_client_level_dp_job_runs_with_masks(tmp_path: Path, mode: str) -> Non
     for path in ledgers:
         with BudgetLedger.open(path) as ledger:
             steps = sorted(c.step for c in ledger.charges("shop"))
-        # moments, two rounds, the final evaluation; never a secagg stage
-        assert steps == ["final-evaluation", "moments", "round-1", "round-2"], steps
+        # moments, two rounds and their validation histograms (client level selects its
+        # released model by validation), the final evaluation(s); never a secagg stage
+        planned = {"final-evaluation", "moments", "round-1", "round-1/validation", "round-2",
+                   "round-2/validation"}  # fmt: skip
+        assert planned <= set(steps) <= planned | {"final-evaluation-best"}, steps
+        assert len(steps) == len(set(steps))
+        assert ("final-evaluation-best" in steps) == (metrics["best_round"] != 2)
         pdb = path.with_name("audit.db")
         with Trail.open(pdb, pdb.parent / "audit.key", actor=path.parent.name) as trail:
             types = [json.loads(raw)["type"] for raw in trail.log.entries()]

@@ -97,10 +97,13 @@ def releases_of(spec: JobSpec) -> int:
 
 
 def statistics_of(spec: JobSpec) -> int:
-    """Moments, plus the final evaluation (and permutation importance) of a prediction."""
+    """Moments, plus the final evaluation (and permutation importance) of a prediction;
+    at client level (dp_model_selection "auto": by validation) one validation histogram
+    per round and a second final evaluation (of the best model)."""
     if spec.task == "segmentation":
         return 1
-    return 2 + (spec.model.kind == "mlp")
+    selects = spec.privacy.dp == "client" and spec.evaluation.dp_model_selection == "auto"
+    return 2 + (spec.model.kind == "mlp") + (spec.rounds + 1 if selects else 0)
 
 
 def library_epsilon(spec: JobSpec, z: float, z_stats: float | None = None) -> float:
@@ -153,9 +156,11 @@ def test_public_surface_is_what_was_meant() -> None:
         "DpPlan",
         "cluster_sensitivity",
         "profile_sensitivity",
+        "VALIDATION_STEP_SUFFIX",
         "resolve",
         "statistics_requests",
         "steps_per_epoch",
+        "validates_rounds",
     }
 
 
@@ -338,6 +343,47 @@ def test_planned_is_the_sum_of_every_charge(task: str, level: str) -> None:
     assert plan.partner_epsilon() == epsilon(planned, target_delta=DELTA)
     if level == "sample":  # the released output costs what a partner is charged
         assert plan.partner_epsilon() == pytest.approx(plan.job_epsilon(plan.max_releases))
+
+
+@pytest.mark.parametrize(
+    ("level", "choice", "selects"),
+    [
+        ("client", "auto", True),
+        ("sample", "auto", False),
+        ("client", "last_round", False),
+        ("sample", "validation", True),
+        ("client", "validation", True),
+        ("sample", "last_round", False),
+    ],
+)
+def test_model_selection_by_validation_is_planned_and_charged(
+    level: str, choice: str, selects: bool
+) -> None:
+    """A job that selects its released model by validation releases one histogram per
+    round and may evaluate twice; both are statistics in the plan, so the handshake's
+    budget check and the partner's epsilon include them."""
+    doc = json.loads(make_spec(dp=level, rounds=6, target_epsilon=3.0).to_json())
+    doc["evaluation"]["dp_model_selection"] = choice
+    spec = JobSpec.from_json(json.dumps(doc))
+    assert dp_plan.validates_rounds(spec) is selects
+    plan = resolve(spec)
+    assert plan is not None
+    stats = dict(plan.statistics)
+    if selects:
+        assert stats["train.validation"] == 6 and stats["evaluate.fedavg"] == 2
+        assert plan.mechanism_for("train.validation") == Gaussian(
+            noise_multiplier=plan.statistics_noise_multiplier, count=1
+        )
+    else:
+        assert "train.validation" not in stats and stats["evaluate.fedavg"] == 1
+        with pytest.raises(PrivacyError, match="no DP mechanism"):
+            plan.mechanism_for("train.validation")
+    # The statistics' share holds with the extra releases: more of them, more noise each.
+    n = sum(stats.values())
+    share = epsilon(
+        [Gaussian(noise_multiplier=plan.statistics_noise_multiplier, count=n)], target_delta=DELTA
+    )
+    assert 0.9 * STATISTICS_SHARE * 3.0 < share <= STATISTICS_SHARE * 3.0 * (1 + 1e-9)
 
 
 def test_planned_counts_only_charged_requests() -> None:
