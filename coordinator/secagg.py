@@ -3,7 +3,7 @@
 One :class:`MaskedSum` per aggregate step. :meth:`Roster.request` runs the two
 rounds before the step's own request (advertise, share keys: Bonawitz et al. 2017,
 CCS, rounds 0-1) and collects the masked inputs; :meth:`Roster.reveal` runs the
-consistency check (every survivor signs the survivor set) and the unmasking round,
+consistency check (at least ``t`` survivors sign the survivor set) and the unmasking round,
 then removes the masks (:func:`privacy.secagg_unmask.unmask_sum`). Every stage is a
 Flower Message API request (``query.secagg``, group ``<step>.secagg-<stage>``).
 
@@ -17,9 +17,11 @@ partners check the same signatures against the keys they pinned themselves.
 Dropouts: a partner that misses the advertisement or the key sharing is left out
 of the session; one that drops after sharing (before its masked input) is
 unmasked away with the survivors' masking-key shares; the sum needs ``t`` of the
-cohort (:func:`~privacy.secagg_session.minimum_threshold`) at every stage, and
-every survivor's signature in the consistency check (a survivor lost there stops
-the step: :class:`~common.errors.NotEnoughPartnersError`).
+cohort (:func:`~privacy.secagg_session.minimum_threshold`) at every stage,
+including ``t`` signatures in the consistency check: a survivor lost there stays
+in the sum (its self-mask is removed with the others' shares); with fewer than
+``t`` signers the step stops (:class:`~common.errors.NotEnoughPartnersError`)
+before any share is revealed.
 """
 
 from __future__ import annotations

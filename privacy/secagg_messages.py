@@ -5,7 +5,7 @@ Aggregation for Privacy-Preserving Machine Learning", ACM CCS; Bell et al.
 2020, "Secure Single-Server Aggregation with (Poly)Logarithmic Overhead", ACM
 CCS, for the sparse variant), as frozen dataclasses, with the statements the
 partners sign: the masked input ``y_u`` (signed over the session digest and the
-words' SHA-256), the survivor set U3 (signed by every survivor: the
+words' SHA-256), the survivor set U3 (signed by at least ``t`` survivors: the
 consistency check of the malicious-server variant), the coordinator's unmask
 request and a partner's revealed Shamir shares (Shamir 1979). The state
 machine that produces them is :mod:`privacy.secagg_partner`; their wire form is
@@ -114,8 +114,8 @@ class SurvivorSignature:
 
 @dataclass(frozen=True)
 class UnmaskRequest:
-    """The coordinator's request: the survivor set, every survivor's signature on it,
-    and the dropped peers whose masking-key shares it asks for."""
+    """The coordinator's request: the survivor set, the signatures on it (at least ``t``
+    survivors'), and the dropped peers whose masking-key shares it asks for."""
 
     survivors: tuple[str, ...]
     signatures: Mapping[str, bytes]

@@ -22,9 +22,9 @@ each answered exactly once per session (:class:`Stage`):
 4. :meth:`SecAggPartner.sign_survivors`: sign the survivor set ``U3`` (whose
    masked inputs the coordinator will sum) once.
 5. :meth:`SecAggPartner.unmask`: only for the set this partner signed, and
-   only if *every* member of it signed the same set, reveal ``b_v`` shares for
-   survivors and ``s_v`` shares for the dropped peers the request names,
-   never both kinds for one peer.
+   only if at least ``t`` members of it signed the same set (and no signature
+   is on another), reveal ``b_v`` shares for survivors and ``s_v`` shares for
+   the dropped peers the request names, never both kinds for one peer.
 
 Every method is pure with respect to the outside world (values in, values
 out); a refused call raises :class:`~privacy.secagg_session.SecAggRefusal`
@@ -38,12 +38,17 @@ mask one vector with two different peer sets (the difference of two replies
 cancels most masks) or to sign two survivor sets; so every stage is a
 one-way transition and a repeat is refused rather than re-answered.
 
-*Survivor check.* Requiring the signatures of *every* survivor (not only
-``t`` of them) means a partner that drops between sending its masked input
-and signing stops the step; the coordinator then starts a new session with
-fresh keys and seeds (the unrevealed masked inputs stay hidden by their
-self-masks). That is the price of the stricter check; the threshold argument
-(:mod:`privacy.secagg_session`, Notes) holds either way.
+*Survivor check.* As in Bonawitz et al. (round 3 of the malicious-server
+variant), ``t`` signatures on the same survivor set suffice: a partner lost
+between sending its masked input and signing stays a survivor (its input is
+in the sum, its self-mask removed with the others' ``b`` shares), and the step
+completes. What protects a live partner is that each honest partner signs one
+set per session and reveals shares only for the set it signed, so the answerers
+of two different sets overlap only in colluders (the threshold argument,
+:mod:`privacy.secagg_session`, Notes); requiring ``t`` signatures on top of it
+makes the coordinator show the set to a threshold of survivors before anyone
+reveals a share. (Requiring *every* survivor's signature, as this module did
+before, stopped the step whenever one survivor was lost there.)
 """
 
 from __future__ import annotations
@@ -280,13 +285,20 @@ class SecAggPartner:
                 hint="the coordinator showed partners different survivor sets; refused",
             )
         statement = survivor_statement(cfg, u3)
-        for v in u3:
-            sig = request.signatures.get(v)
-            if sig is None or not verify_signature(self._peers.get(v), sig, statement):
+        signers: set[str] = set()
+        for v, sig in request.signatures.items():
+            if v not in u3 or not verify_signature(self._peers.get(v), sig, statement):
                 raise SecAggRefusal(
-                    f"survivor {v!r} did not sign this survivor set",
-                    hint="every survivor must sign the same set before any share is revealed",
+                    f"{v!r}'s signature is not on this survivor set",
+                    hint="the coordinator relayed a signature on another set; refused",
                 )
+            signers.add(v)
+        if len(signers) < cfg.threshold:
+            raise SecAggRefusal(
+                f"survivors {sorted(set(u3) - signers)} did not sign this survivor set: "
+                f"{len(signers)} signatures, {cfg.threshold} needed",
+                hint="at least t survivors must sign the same set before any share is revealed",
+            )
         dropped = set(request.dropped)
         both = dropped & set(u3)
         if both:

@@ -92,21 +92,34 @@ def unmask_request(
     u2: Collection[str],
     peers: PeerKeys,
 ) -> UnmaskRequest:
-    """The request to send the survivors, after checking every survivor signed ``survivors``."""
+    """The request to send the survivors, once at least ``t`` of them signed ``survivors``.
+
+    The consistency check of Bonawitz et al. 2017 (Fig. 4, round 3): the signers
+    ``U4`` are the survivors whose signature on this very set verifies, and there must
+    be at least ``t``. A survivor lost after its masked input (it never signs) stays in
+    ``U3``: its input is in the sum and its self-mask is removed with the others'
+    shares. A signature that does not verify, or signs another set, is refused.
+    """
     u3 = tuple(sorted(config.check_subset(frozenset(survivors), "the survivor set")))
     statement = survivor_statement(config, u3)
     by_partner = {s.partner: s for s in signatures}
-    for v in u3:
-        sig = by_partner.get(v)
-        if sig is None or sig.survivors != u3:
-            raise SecAggRefusal(
-                f"survivor {v!r} did not sign the survivor set",
-                hint="a partner dropped during the consistency check; start a new session",
-            )
-        if not verify_signature(peers.get(v), sig.signature, statement):
-            raise SecAggRefusal(f"survivor {v!r}'s signature on the survivor set does not verify")
+    for name, sig in by_partner.items():
+        if name not in u3:
+            raise SecAggRefusal(f"{name!r} signed but is not a survivor of this set")
+        if sig.survivors != u3:
+            raise SecAggRefusal(f"survivor {name!r} signed another survivor set")
+        if not verify_signature(peers.get(name), sig.signature, statement):
+            raise SecAggRefusal(f"survivor {name!r}'s signature on the survivor set is invalid")
+    if len(by_partner) < config.threshold:
+        missing = sorted(set(u3) - set(by_partner))
+        raise SecAggRefusal(
+            f"survivors {missing} did not sign the survivor set: {len(by_partner)} signatures, "
+            f"{config.threshold} needed",
+            hint="too many partners dropped during the consistency check; the step cannot "
+            "be unmasked",
+        )
     dropped = tuple(sorted(set(u2) - set(u3)))
-    return UnmaskRequest(u3, {v: by_partner[v].signature for v in u3}, dropped)
+    return UnmaskRequest(u3, {v: by_partner[v].signature for v in sorted(by_partner)}, dropped)
 
 
 def _shares_of(

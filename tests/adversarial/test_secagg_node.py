@@ -220,16 +220,61 @@ def test_the_masked_sum_is_exact_with_dropouts(tmp_path: Path, dropouts: int) ->
         roster.request(grid, action="query.moments", meta=meta, into=acc, step="moments")  # type: ignore[arg-type]
         total = roster.reveal(grid, acc, step="moments")  # type: ignore[arg-type]
     assert acc.u2 == frozenset(names) and set(acc.masked) == set(names) - gone
-    # Each survivor's own moments, asked in plaintext from a fresh copy of its node.
+    assert np.array_equal(total, _own_moments(tmp_path, names, set(names) - gone))
+    assert [d["partner"] for d in roster.dropped] == sorted(gone)
+
+
+def _own_moments(tmp_path: Path, names: list[str], which: set[str]) -> np.ndarray:
+    """The sum of ``which`` partners' own moments on the fixed-point grid, asked in
+    plaintext from fresh copies of their nodes."""
     plain = Attacker.against(tmp_path / "plain", job(participants=names, min_partners=3),
                              names=tuple(names))  # fmt: skip
     expected = np.zeros(LENGTH)
-    for name in sorted(set(names) - gone):
+    for name in sorted(which):
         assert plain.handshake(name).refused is None
-        reply = plain.send(name, "query.moments", step="moments", meta=meta)
+        reply = plain.send(
+            name, "query.moments", step="moments", meta=layout_meta(channel=CHANNELS)
+        )
         assert reply.vector is not None
         expected += CODEC.decode(CODEC.encode(reply.vector), summands=1)
-    assert np.array_equal(total, expected)
+    return expected
+
+
+@pytest.mark.parametrize("lost", [1, 2, 3])
+def test_a_survivor_lost_at_the_consistency_check_stays_in_the_sum(
+    tmp_path: Path, lost: int
+) -> None:
+    """7 partners (threshold 5) sent their masked moments; ``lost`` of them stop before
+    signing the survivor set. With t = 5 signatures on the same set (Bonawitz et al. 2017,
+    round 3) the lost survivors stay in U3: their inputs are in the sum and their self-masks
+    are removed with the others' shares. The old check wanted every survivor's signature
+    and stopped the step. With 3 lost only 4 sign: below t, nothing is unmasked."""
+    from fedcollab.common.errors import NotEnoughPartnersError
+
+    names = [f"p{i}" for i in range(7)]
+    spec = _masked_job(participants=names, min_partners=3, round_timeout_s=2.0)
+    sources = [write_partner(tmp_path / "data", n, seed=i) for i, n in enumerate(names)]
+    base, audit_config, policy = federation(spec, sources, tmp_path)
+    gone = set(names[-lost:])
+    grid = DroppingGrid(base, gone, at="moments.secagg-sign")
+    audit = JobAudit(audit_config, spec)
+    roster = Roster(spec=spec, outputs=JobOutputs(tmp_path / "out"), audit=audit, policy=policy)
+    with task_identity():
+        roster.discover(grid)  # type: ignore[arg-type]
+        acc = roster.new_sum(LENGTH)
+        assert isinstance(acc, MaskedSum)
+        meta = layout_meta(channel=CHANNELS)
+        roster.request(grid, action="query.moments", meta=meta, into=acc, step="moments")  # type: ignore[arg-type]
+        assert set(acc.masked) == set(names)  # everyone's masked input arrived
+        if lost > 2:
+            with pytest.raises(NotEnoughPartnersError, match="did not sign"):
+                roster.reveal(grid, acc, step="moments")  # type: ignore[arg-type]
+            assert acc.responses == {}  # no share of anyone was revealed
+            return
+        total = roster.reveal(grid, acc, step="moments")  # type: ignore[arg-type]
+    assert set(acc.signatures) == set(names) - gone
+    assert set(acc.responses) == set(names) - gone
+    assert np.array_equal(total, _own_moments(tmp_path, names, set(names)))
     assert [d["partner"] for d in roster.dropped] == sorted(gone)
 
 
