@@ -153,6 +153,8 @@ def _args(text: str) -> tuple[str, ...]:
 STUDIES: tuple[Study, ...] = (
     Study("horizontal", "horizontal.json", quick_args=_args("--rounds 1")),
     Study("he_equivalence", "he_equivalence.json", quick_args=_args("--rounds 2")),
+    # Masked and ckks+masked segmentation jobs take minutes each: no quick mode.
+    Study("kmeans_modes", "kmeans_modes.json", quick_args=None),
     Study(
         "bench_he", "bench_he.json",
         quick_args=_args("--sizes 1000,20000 --partners 3 --repeats 1"),
