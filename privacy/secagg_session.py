@@ -43,8 +43,12 @@ counter limits a stream to 2^32 blocks = 2^35 values, far above any model.
 *Threshold.* The coordinator can learn ``x_v`` only by collecting ``b_v``
 shares from ``t`` partners that think ``v`` survived and ``s_v`` shares from
 ``t`` partners that think it dropped. Each honest partner signs one survivor
-set per session and answers only a set every member signed, so the two
-groups of answerers overlap only in colluders: ``2t - n <= colluders``.
+set per session and answers only the set it signed (with ``t`` signatures on
+it), so the two groups of answerers overlap only in colluders:
+``2t - n <= colluders``. Nothing here needs *every* survivor's signature: a
+survivor may be counted in a sum whose final set it never signed (it was lost
+after sending its masked input), which is a matter of consent, not of what
+the coordinator learns (its input is still one of at least ``t`` summed).
 Requiring ``2t - n > colluders`` (:func:`minimum_threshold`) refuses that,
 and with ``colluders >= 0`` implies ``t > n/2``.
 
