@@ -58,7 +58,7 @@ from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.keys import Signer
 from fedcollab.common.serde import Payload
 from fedcollab.privacy.envelope import Envelope
-from fedcollab.privacy.fixed_point import FixedPointCodec
+from fedcollab.privacy.fixed_point import FixedPointCodec, split_high_low
 from fedcollab.privacy.secagg_messages import MaskedInput
 from fedcollab.privacy.secagg_partner import SecAggPartner
 from fedcollab.privacy.secagg_session import SecAggConfig, SecAggRefusal, minimum_threshold
@@ -224,7 +224,13 @@ def mask_reply(
     me: str,
     vector: np.ndarray,
 ) -> tuple[MaskedInput, SecAggConfig]:
-    """The step's reply vector, masked (the vector itself never leaves), and its session."""
+    """The step's reply vector, masked (the vector itself never leaves), and its session.
+
+    A session of twice the vector's length carries it split into high and low words
+    (:func:`privacy.fixed_point.split_high_low`: statistics in business units exceed
+    one word's budget); any other length is refused. Which of the two is a matter of
+    representation only: either way the coordinator gets masked words and their sum.
+    """
     meta = payload.meta.get("secagg")
     if not isinstance(meta, Mapping) or not isinstance(meta.get("inbox"), Mapping):
         raise SecAggRefusal(
@@ -233,6 +239,14 @@ def mask_reply(
         )
     partner, path = _load(node, spec, run=run, step=step, me=me)
     inbox = {str(n): Envelope.from_bytes(_unb64(e)) for n, e in meta["inbox"].items()}
+    if partner.config.length == 2 * vector.size:
+        vector = split_high_low(vector)
+    elif partner.config.length != vector.size:
+        raise SecAggRefusal(
+            f"the session masks {partner.config.length} words, the reply has {vector.size} "
+            "values (or twice that, split)",
+            hint="the coordinator announced another length; refused",
+        )
     masked = partner.masked_input(inbox, vector)
     write_private(path, partner.to_bytes())
     return masked, partner.config

@@ -35,6 +35,7 @@ from fedcollab.coordinator.membership import Membership, Partner, refusal_hint
 from fedcollab.coordinator.secagg import MaskedSum, b64, peer_keys, unb64
 from fedcollab.privacy.ckks import EncryptedSum
 from fedcollab.privacy.envelope import Envelope
+from fedcollab.privacy.fixed_point import join_high_low
 from fedcollab.privacy.key_transport import PeerKeys
 from fedcollab.privacy.secagg_ckks import PARAMS as MASKED_PARAMS
 from fedcollab.privacy.secagg_ckks import masked_total
@@ -213,13 +214,17 @@ class Roster(Membership):
         ``params``: "compact" for model updates, "wide" for statistics
         (:data:`privacy.ckks.PARAMETER_SETS`).
         """
+        # Masked statistics travel split into high and low words (privacy.fixed_point):
+        # sums of squares in business units exceed one word's budget.
+        split = params == "wide"
+        words = 2 * length if split else length
         if self.spec.privacy.aggregation == "masked":
-            return MaskedSum(length)
+            return MaskedSum(words, split=split)
         if self.spec.privacy.aggregation == "ckks+masked":
             assert self.he is not None
             # Two 32-bit limbs per masked word, always "wide" (privacy.secagg_ckks).
-            limbs = EncryptedSum(self.he.public, params=MASKED_PARAMS, length=2 * length)
-            return MaskedSum(length, ckks=limbs)
+            limbs = EncryptedSum(self.he.public, params=MASKED_PARAMS, length=2 * words)
+            return MaskedSum(words, split=split, ckks=limbs)
         if self.he is None:
             return VectorSum(length)
         return EncryptedSum(self.he.public, params=params, length=length)
@@ -459,6 +464,7 @@ class Roster(Membership):
             raise NotEnoughPartnersError(
                 f"step {step} could not be unmasked: {exc.message}", hint=exc.hint or ""
             ) from exc
+        values = join_high_low(result.values) if acc.split else result.values
         # Not a round.aggregated event: no partner sent anything named "<step>.unmask",
         # and partners' trails are cross-checked against those events (compliance).
         self.audit.event(
@@ -466,7 +472,7 @@ class Roster(Membership):
             step=step,
             contributors=list(result.contributors),
             dropped=list(result.dropped),
-            aggregate=digest_vector(result.values),
+            aggregate=digest_vector(values),
             masked_total=None if limbs is None else digest_vector(limbs),
             protection="masked-unmasked",
         )
@@ -476,7 +482,7 @@ class Roster(Membership):
             contributors=len(result.contributors),
             dropped=list(result.dropped),
         )
-        return result.values
+        return values
 
     def setup_encryption(self, grid: Grid) -> None:
         """Run the key ceremony at the dealer partner and keep its public result."""

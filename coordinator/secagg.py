@@ -63,7 +63,11 @@ def peer_keys(partner_keys: object) -> PeerKeys:
 class MaskedSum:
     """One step's masked aggregate while its session runs (coordinator state only)."""
 
+    #: Masked words per partner: the step's values, or twice as many when ``split``.
     length: int
+    #: Each value travels as high and low words (privacy.fixed_point.split_high_low):
+    #: statistics ("wide" steps) whose values exceed one word's budget.
+    split: bool = False
     #: "ckks+masked": the survivors' limb-split masked words, summed under CKKS
     #: (privacy.secagg_ckks); None in "masked" jobs.
     ckks: EncryptedSum | None = None

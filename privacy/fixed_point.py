@@ -30,6 +30,16 @@ adds; a prime field would need a modular reduction per element and 8 bytes
 per value as well. The masked reply is therefore 8 bytes per value, the same
 as float64 plaintext.
 
+*Split values.* Statistics in business units overflow any one-word budget that
+keeps a fine grid: one partner's sum of squares of card balances (~1e6 each, a
+few thousand rows) is ~1e15, beyond ``2^36`` at ``2^-20``. :func:`split_high_low`
+writes each value ``v`` as ``v = h * 2^SPLIT_BITS + l`` with ``h`` an integer and
+``|l| <= 2^(SPLIT_BITS - 1)``, both exactly (the subtraction is exact by
+Sterbenz's lemma), so a codec of budget ``B`` carries ``|v| <= B * 2^SPLIT_BITS``
+in two words, ``h`` exactly and ``l`` on the grid; sums of ``h`` and of ``l`` are
+joined after unmasking (:func:`join_high_low`). Masked statistics use it; model
+updates, bounded by their clipping, keep one word per value.
+
 *Budget.* With ``f`` fraction bits, one partner contributes at most
 ``ceil(max_abs_value * 2^f)`` in magnitude (rounding adds at most 1/2, the
 ceiling covers it), so ``max_partners * ceil(max_abs_value * 2^f) <= 2^63 - 1``
@@ -49,7 +59,14 @@ import numpy.typing as npt
 
 from fedcollab.common.errors import PrivacyError
 
-__all__ = ["RING_BITS", "FixedPointCodec", "OverflowBudgetError"]
+__all__ = [
+    "RING_BITS",
+    "SPLIT_BITS",
+    "FixedPointCodec",
+    "OverflowBudgetError",
+    "join_high_low",
+    "split_high_low",
+]
 
 RING_BITS = 64
 """Masked vectors live in Z_{2^64} (numpy ``uint64`` wraps exactly there)."""
@@ -137,3 +154,35 @@ class FixedPointCodec:
             raise OverflowBudgetError("only flat uint64 vectors can be decoded")
         result: np.ndarray = arr.view(np.int64).astype(np.float64) * self.grid
         return result
+
+
+#: Split encoding: ``v = high * 2^SPLIT_BITS + low`` (see Notes: split values).
+SPLIT_BITS = 30
+
+
+def split_high_low(values: npt.ArrayLike) -> np.ndarray:
+    """``[high..., low...]`` with ``values == high * 2^SPLIT_BITS + low`` exactly.
+
+    ``high`` is integer-valued and ``|low| <= 2^(SPLIT_BITS - 1)``.
+
+    >>> split_high_low(np.array([3.5, -(2.0**31) - 0.25])).tolist()
+    [0.0, -2.0, 3.5, -0.25]
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1 or not np.all(np.isfinite(arr)):
+        raise OverflowBudgetError("only flat vectors of finite values can be split")
+    high = np.rint(np.ldexp(arr, -SPLIT_BITS))
+    low = arr - np.ldexp(high, SPLIT_BITS)
+    return np.concatenate([high, low])
+
+
+def join_high_low(parts: npt.ArrayLike) -> np.ndarray:
+    """The values of :func:`split_high_low` parts (or of sums of them)."""
+    arr = np.asarray(parts, dtype=np.float64)
+    if arr.ndim != 1 or arr.size % 2:
+        raise OverflowBudgetError(
+            f"split parts must be a flat vector of even length, got {arr.shape}"
+        )
+    n = arr.size // 2
+    joined: np.ndarray = np.ldexp(arr[:n], SPLIT_BITS) + arr[n:]
+    return joined

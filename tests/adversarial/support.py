@@ -41,14 +41,17 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-def write_partner(root: Path, name: str, *, seed: int, n: int = 200) -> PartnerSource:
-    """A partner's CSV: ``channel`` holds "web"/"app" often and "kiosk" only 8 times."""
+def write_partner(
+    root: Path, name: str, *, seed: int, n: int = 200, spend_scale: float = 1.0
+) -> PartnerSource:
+    """A partner's CSV: ``channel`` holds "web"/"app" often and "kiosk" only 8 times;
+    ``spend`` is about 100 times ``spend_scale``."""
     rng = np.random.default_rng(seed)
-    spend, visits = rng.gamma(2.0, 50.0, n), rng.poisson(4, n)
+    spend, visits = spend_scale * rng.gamma(2.0, 50.0, n), rng.poisson(4, n)
     channel = rng.choice(["web", "app"], n).astype(object)
     channel[:8] = "kiosk"  # a rare value (fewer than 10 training rows): it may identify them
     member = rng.integers(0, 2, n)
-    y = (spend / 100 + rng.normal(0, 1, n) > 1).astype(int)
+    y = (spend / (100 * spend_scale) + rng.normal(0, 1, n) > 1).astype(int)
     lines = ["customer_id,spend,visits,channel,member,purchased"]
     lines += [
         f"{name}-{i},{spend[i]:.2f},{visits[i]},{channel[i]},{member[i]},{y[i]}" for i in range(n)
@@ -97,10 +100,13 @@ class Attacker:
 
     @classmethod
     def against(cls, tmp_path: Path, spec: JobSpec, names: tuple[str, ...] = ("a", "b", "c"),
-                **node: str) -> Attacker:  # fmt: skip
+                spend_scale: float = 1.0, **node: str) -> Attacker:  # fmt: skip
         """Partners ``names`` with real keys, grants and ledgers, serving ``spec``'s purpose;
         ``node`` adds settings to every partner's node config (e.g. ``dp-only="true"``)."""
-        sources = [write_partner(tmp_path / "data", n, seed=i) for i, n in enumerate(names)]
+        sources = [
+            write_partner(tmp_path / "data", n, seed=i, spend_scale=spend_scale)
+            for i, n in enumerate(names)
+        ]
         grid, _audit, _policy = federation(spec, sources, tmp_path)
         partners = json.loads(grid.overrides["sim-partners"])
         configs = {p["partner"]: {**p, **node} for p in partners}

@@ -278,6 +278,46 @@ def test_a_survivor_lost_at_the_consistency_check_stays_in_the_sum(
     assert [d["partner"] for d in roster.dropped] == sorted(gone)
 
 
+@pytest.mark.parametrize("aggregation", ["masked", "ckks+masked"])
+def test_masked_statistics_in_business_units_are_carried_exactly(
+    tmp_path: Path, aggregation: str
+) -> None:
+    """Spend in the 1e6 range (card balances, order values in cents): one partner's sum of
+    squares (~3e14) is beyond the masked codec's one-word budget (2^36). Every partner
+    used to refuse its moments (OverflowBudgetError: a masked job on such a table could
+    not start); the statistics now travel as high and low words and the unmasked sum
+    equals the partners' own moments."""
+    names = ["a", "b", "c"]
+    encryption = "ckks" if aggregation.startswith("ckks") else "none"
+    privacy = {"encryption": encryption, "aggregation": aggregation}
+    spec = job(privacy=privacy, participants=names, min_partners=3)
+    sources = [
+        write_partner(tmp_path / "data", n, seed=i, spend_scale=1e4) for i, n in enumerate(names)
+    ]
+    grid, audit_config, policy = federation(spec, sources, tmp_path)
+    audit = JobAudit(audit_config, spec)
+    roster = Roster(spec=spec, outputs=JobOutputs(tmp_path / "out"), audit=audit, policy=policy)
+    meta = layout_meta(channel=CHANNELS)
+    with task_identity():
+        roster.discover(grid)  # type: ignore[arg-type]
+        if aggregation.startswith("ckks"):
+            roster.setup_encryption(grid)  # type: ignore[arg-type]
+        acc = roster.new_sum(LENGTH)
+        roster.request(grid, action="query.moments", meta=meta, into=acc, step="moments")  # type: ignore[arg-type]
+        total = roster.reveal(grid, acc, step="moments")  # type: ignore[arg-type]
+    assert isinstance(acc, MaskedSum) and acc.split and acc.length == 2 * LENGTH
+    plain = Attacker.against(tmp_path / "plain", job(participants=names, min_partners=3),
+                             names=tuple(names), spend_scale=1e4)  # fmt: skip
+    want = np.zeros(LENGTH)
+    for name in names:
+        assert plain.handshake(name).refused is None
+        reply = plain.send(name, "query.moments", step="moments", meta=meta)
+        assert reply.vector is not None
+        want += reply.vector
+    assert np.max(want) > 1e14  # the sum of squares of spend
+    assert np.allclose(total, want, rtol=1e-12, atol=3 * CODEC.grid)
+
+
 def test_a_client_dp_sum_below_min_partners_is_never_unmasked(tmp_path: Path) -> None:
     """Attack: a dp = "client" masked job, 4 partners, min_partners = 4: each adds a
     quarter of the noise variance. All four shared keys; the coordinator holds back d's

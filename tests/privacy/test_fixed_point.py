@@ -73,3 +73,51 @@ def test_decode_refuses_more_summands_than_the_budget() -> None:
 def test_nonsense_budgets_are_refused(frac_bits: int, max_abs: float, partners: int) -> None:
     with pytest.raises(OverflowBudgetError):
         FixedPointCodec(frac_bits=frac_bits, max_abs_value=max_abs, max_partners=partners)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.floats(min_value=-(2.0**62), max_value=2.0**62, allow_nan=False), min_size=1, max_size=8
+    )
+)
+def test_split_values_are_exact_and_fit_one_word_each(values: list[float]) -> None:
+    """v = high * 2^SPLIT_BITS + low exactly, high an integer, |low| <= 2^(SPLIT_BITS-1)."""
+    from fedcollab.privacy.fixed_point import SPLIT_BITS, join_high_low, split_high_low
+
+    arr = np.array(values)
+    parts = split_high_low(arr)
+    high, low = parts[: arr.size], parts[arr.size :]
+    assert np.all(high == np.rint(high))
+    assert np.all(np.abs(low) <= 2.0 ** (SPLIT_BITS - 1))
+    assert np.array_equal(join_high_low(parts), arr)
+    assert all(math.ldexp(h, SPLIT_BITS) + lo == v for h, lo, v in zip(high, low, arr, strict=True))
+
+
+def test_split_sums_carry_what_one_word_refuses() -> None:
+    """Sums of squares of card balances (~1e6 each, 3,000 rows: ~1e15) overflow the masked
+    codec's one-word budget (2^36 at 2^-20); split, 12 partners sum exactly on the grid."""
+    from fedcollab.client.secagg_node import CODEC
+    from fedcollab.privacy.fixed_point import join_high_low, split_high_low
+
+    rng = np.random.default_rng(3)
+    vectors = [
+        np.array([3000.0, rng.uniform(0, 1e6, 3000).sum(), (rng.uniform(0, 1e6, 3000) ** 2).sum()])
+        for _ in range(12)
+    ]
+    with pytest.raises(OverflowBudgetError):
+        CODEC.encode(vectors[0])
+    words = sum((CODEC.encode(split_high_low(v)) for v in vectors), np.zeros(6, np.uint64))
+    total = join_high_low(CODEC.decode(words, summands=12))
+    want = sum(vectors)
+    assert np.allclose(total, want, rtol=1e-15, atol=12 * CODEC.grid)
+
+
+def test_split_refuses_what_it_cannot_carry() -> None:
+    from fedcollab.privacy.fixed_point import join_high_low, split_high_low
+
+    for bad in ([math.inf], [[1.0, 2.0]], [math.nan]):
+        with pytest.raises(OverflowBudgetError):
+            split_high_low(np.array(bad))
+    with pytest.raises(OverflowBudgetError):
+        join_high_low(np.zeros(3))
