@@ -1,20 +1,26 @@
 """The partner's Flower ClientApp (Message API).
 
-Long module: the ClientApp's request path; planned: the action dispatch as a table
-(issue 17).
+Long module: one concept, the partner's request path, kept in one file so that the
+order its safety rests on reads top to bottom: log the request, check it, charge the
+budget, compute, log what leaves, send.
 
-Every request goes through :func:`_serve`: decode, load and validate the
-partner's data, check the job is one this partner takes part in, run the
-handler, encode. Any fedcollab error becomes a refusal reply that names the
-error class only: no data values, file paths or row contents leave the
-partner; the full diagnostics go to the node's own log.
+Every request goes through :func:`_serve`: decode, log its receipt, admit it
+(:func:`_admit`: load and validate the partner's data, check the job is one this
+partner takes part in and the step one its plan holds, charge the privacy budget),
+answer it (:func:`_dispatch`: an action with a function of its own in
+:data:`_ROUTES` when the job's kind allows it, else its HANDLERS entry; issue 17),
+log the reply, encode. Any fedcollab error becomes a refusal reply that names the
+error class only: no data values, file paths or row contents leave the partner;
+the full diagnostics go to the node's own log.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from flwr.app import Context, Message
@@ -28,9 +34,15 @@ from fedcollab.client.contribution import (
     sign_contribution,
 )
 from fedcollab.client.grant_check import check_grant
-from fedcollab.client.handlers import HANDLERS, Reply, check_job, dp_plan
+from fedcollab.client.handlers import HANDLERS, check_job, dp_plan
 from fedcollab.client.he_keys import load_peer_keys
-from fedcollab.client.partner_data import load_partner, partner_config, source_from_config
+from fedcollab.client.partner_data import (
+    PartnerData,
+    PartnerSource,
+    load_partner,
+    partner_config,
+    source_from_config,
+)
 from fedcollab.client.run_contract import (
     RequestPlan,
     RunContract,
@@ -51,12 +63,53 @@ from fedcollab.common.keys import Signer
 from fedcollab.common.serde import Payload, decode, encode
 from fedcollab.compliance.trail import digest_bytes, digest_parts, digest_vector
 from fedcollab.privacy.budget_ledger import BudgetLedger
-from fedcollab.privacy.dp_plan import VALIDATION_STEP_SUFFIX, validates_rounds
+from fedcollab.privacy.dp_plan import VALIDATION_STEP_SUFFIX, DpPlan, validates_rounds
 from fedcollab.privacy.secagg_ckks import ckks_plaintext
 
 __all__ = ["app", "make_client_app"]
 
 log = logging.getLogger("fedcollab.client")
+
+
+@dataclass(frozen=True)
+class _Request:
+    """An admitted request: what every action's function reads. Built by :func:`_admit`
+    only after every check and budget charge passed, so no action computes before them."""
+
+    action: str
+    step: str
+    run: str
+    config: Mapping[str, str]
+    data: PartnerData
+    spec: JobSpec
+    payload: Payload
+    audit: PartnerAudit | None
+    contract: RunContract
+    #: The request's digest as every partner of the step computes it (client.contribution):
+    #: what a contribution's signed binding names.
+    shared: str
+    #: action, step, job, digest and run: the head of every trail event of this request.
+    trail_body: Mapping[str, object]
+    plan: DpPlan | None
+    encrypted: bool
+
+    @property
+    def summed(self) -> str:
+        """The aggregation a reply joins when its action names no other."""
+        return "ckks-sum" if self.encrypted else "plaintext-sum"
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """An action's reply. What leaves is ``parts`` if any, else ``ciphertext`` if set, else
+    ``vector`` (or meta alone): :func:`_reply`, and the data.sent record digests the same."""
+
+    meta: dict[str, Any]
+    vector: np.ndarray | None
+    #: How the reply is aggregated, as the data.sent record names it.
+    aggregation: str
+    ciphertext: bytes | None = None
+    parts: dict[str, bytes] = field(default_factory=dict)
 
 
 def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Message:
@@ -71,167 +124,20 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
         trail_body.update(job=spec.name, digest=spec.digest(), run=str(payload.meta.get("run", "")))
         config = partner_config(context.node_config, {**context.run_config, **overrides})
         source = source_from_config(config)
+        # Bound here, not in _admit: the refusal of any later check is logged to it.
         audit = PartnerAudit.from_config(source.partner, config)
         if audit is not None:
-            audit.record(
-                "request.received",
-                {
-                    **trail_body,
-                    "request": request_digest(payload.meta, payload.vector),
-                    "request_shared": shared,
-                    **({"request_parts": digest_parts(payload.parts)} if payload.parts else {}),
-                },
-            )
-        contract = RunContract.from_config(config)
-        _erase_expired(contract, config)
-        split = node_split(config)  # the partner's constant, never the coordinator's
-        data = load_partner(
-            source,
-            validation_fraction=split.validation_fraction,
-            test_fraction=split.test_fraction,
-            split_seed=split.split_seed,
-        )
-        check_job(data, spec)
-        check_grant(config, data, spec)
-        check_split(split, spec)
-        check_dp_policy(config, spec, dataset=budget.dataset_key(data))
-        run = str(payload.meta.get("run", ""))
-        _check_plan(
-            contract,
-            spec,
-            data.partner,
-            action=action,
-            step=step,
-            run=run,
-            payload=payload,
-            shared=shared,
+            audit.record("request.received", _received(trail_body, payload, shared))
+        request = _admit(
+            config, source, spec, payload, audit,
+            action=action, step=step, shared=shared, trail_body=trail_body,
             flower_run=str(context.run_id),
-            max_runs=max_runs_per_day(config),
-        )
-        plan = dp_plan(spec)
-        if plan is not None and action == "query.handshake":
-            budget.check_job(config, data, spec, plan)  # refuse a job that would not fit
-        elif plan is not None:
-            # Charged before anything is computed: over the cap, nothing is released.
-            budget.charge(config, data, spec, plan, action=action, run=run, step=step, audit=audit)
-            if action == "train.fedavg" and validates_rounds(spec):
-                # The round's validation histogram is a release of its own (dp_plan, Notes).
-                budget.charge(
-                    config,
-                    data,
-                    spec,
-                    plan,
-                    action="train.validation",
-                    run=run,
-                    step=step + VALIDATION_STEP_SUFFIX,
-                    audit=audit,
-                )
-        encrypted = spec.privacy.encrypted
-        ciphertext: bytes | None = None
-        aggregation = "ckks-sum" if encrypted else "plaintext-sum"
-        parts: dict[str, bytes] = {}
-        if action == "query.cosign":
-            meta, vector = _cosign(audit, payload, spec)
-            if encrypted or spec.privacy.masked or spec.task == "vertical":
-                encryption.erase(config, run=run)  # keys rotate per job
-            if spec.task == "vertical":
-                VerticalStore.from_config(config, run).erase_secrets()
-        elif action == "query.vertical" and spec.task == "vertical":
-            meta, parts = vertical.handle(config, data, spec, payload, audit)
-            vector = None
-            aggregation = "vertical-relay"
-        elif action == secagg_node.ACTION and spec.privacy.masked:
-            meta, parts = secagg_node.handle(
-                config, spec, payload, run=run, step=step, me=data.partner
-            )
-            vector = None
-            aggregation = "secagg-stage"
-        elif action == "query.he_keygen" and encrypted:
-            meta, vector = (
-                encryption.keygen(config, partner=data.partner, run=run, payload=payload),
-                None,
-            )
-        elif action == "query.he_decrypt" and encrypted:
-            replies = _check_contributions(contract, config, run=run, payload=payload)
-            meta, vector = encryption.decrypt(
-                config, partner=data.partner, run=run, payload=payload, spec=spec, replies=replies
-            )
-            decrypted = meta.pop("decrypted")
-            if audit is not None:
-                # What was decrypted, logged before the result leaves (audit crossref
-                # checks it against the coordinator's aggregate and contributions): the
-                # sum this node recomputed and each contributor's ciphertext digest.
-                audit.record(
-                    "he.decrypted",
-                    {
-                        **trail_body,
-                        "step": str(meta["step"]),
-                        "ciphertext": decrypted["sum"],
-                        "inputs": decrypted["inputs"],
-                        # name -> the reply digest its signed statement names
-                        "contributors": {
-                            str(b["statement"]["partner"]): str(b["statement"]["reply"])
-                            for b in payload.meta.get("bindings", [])
-                        },
-                    },
-                )
-            aggregation = "ckks-decrypted-aggregate"
-        else:
-            _limit_threads(action)
-            meta, vector = HANDLERS[action](data, spec, payload)
-            if action == "query.handshake":
-                if audit is not None:
-                    meta["cosigned_size"] = audit.cosigned_size()
-                if encrypted or spec.task == "vertical":
-                    meta["he_offer"] = encryption.offer(config, partner=data.partner, run=run)
-                if spec.task == "vertical" and data.partner in spec.vertical.feature_parties:
-                    meta["mask_offer"] = vertical.mask_offer(config, partner=data.partner, run=run)
-            elif spec.privacy.masked and vector is not None:
-                # Fails closed: without a session and its envelopes this raises.
-                masked, session = secagg_node.mask_reply(
-                    config, spec, payload, run=run, step=step, me=data.partner, vector=vector
-                )
-                meta.pop("train_loss", None)  # one partner's statistic: not sent under masks
-                vector, aggregation = None, "masked-sum"
-                if encrypted:  # "ckks+masked": the masked words as limbs inside CKKS
-                    ciphertext, meta["he"] = encryption.encrypt_masked(
-                        config, partner=data.partner, run=run, request=payload,
-                        limbs=ckks_plaintext(masked.vector(session)),
-                    )  # fmt: skip
-                    aggregation = "ckks+masked-sum"
-                else:
-                    parts = {"masked": masked.to_bytes()}
-            elif encrypted and vector is not None:
-                # Fails closed: without the job key this raises and nothing leaves.
-                ciphertext, meta["he"] = encryption.encrypt_reply(
-                    config, partner=data.partner, run=run, request=payload, vector=vector
-                )
-            if audit is not None and (vector is not None or ciphertext is not None):
-                meta["binding"] = sign_contribution(
-                    Signer.load(audit.key), partner=data.partner, run=run, action=action,
-                    step=step, request=shared, reply=_reply_digest(meta, vector, ciphertext),
-                )  # fmt: skip
+        )  # fmt: skip
+        outcome = _dispatch(request)
         if audit is not None:
             # Logged before the reply leaves: an unlogged send cannot happen.
-            audit.record(
-                "data.sent",
-                {
-                    **trail_body,
-                    "reply": digest_parts(parts)
-                    if parts
-                    else _reply_digest(meta, vector, ciphertext),
-                    "n_values": _n_values(meta, vector, ciphertext, parts),
-                    "privacy": {
-                        "mechanism": plan.level if plan is not None else "none",
-                        "aggregation": aggregation,
-                    },
-                },
-            )
-        if parts:
-            return Message(encode(meta, parts=parts), reply_to=msg)
-        if ciphertext is not None:
-            return Message(encode(meta, ciphertext=ciphertext), reply_to=msg)
-        return Message(encode(meta, vector), reply_to=msg)
+            audit.record("data.sent", _sent(request, outcome))
+        return _reply(msg, outcome)
     except Exception as exc:
         if isinstance(exc, FedcollabError):
             kind, text = type(exc).__name__, exc.diagnostics()
@@ -248,6 +154,290 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
             encode({"refused": kind, "reason": f"{kind} at the partner; see its node log"}),
             reply_to=msg,
         )
+
+
+def _admit(
+    config: Mapping[str, str],
+    source: PartnerSource,
+    spec: JobSpec,
+    payload: Payload,
+    audit: PartnerAudit | None,
+    *,
+    action: str,
+    step: str,
+    shared: str,
+    trail_body: Mapping[str, object],
+    flower_run: str,
+) -> _Request:
+    """Load and validate the partner's data, check that the job, its split and DP policy,
+    and this step are ones this partner accepts, and charge the privacy budget: all
+    before any action computes (over the cap, nothing is released)."""
+    contract = RunContract.from_config(config)
+    _erase_expired(contract, config)
+    split = node_split(config)  # the partner's constant, never the coordinator's
+    data = load_partner(
+        source,
+        validation_fraction=split.validation_fraction,
+        test_fraction=split.test_fraction,
+        split_seed=split.split_seed,
+    )
+    check_job(data, spec)
+    check_grant(config, data, spec)
+    check_split(split, spec)
+    check_dp_policy(config, spec, dataset=budget.dataset_key(data))
+    run = str(payload.meta.get("run", ""))
+    _check_plan(
+        contract,
+        spec,
+        data.partner,
+        action=action,
+        step=step,
+        run=run,
+        payload=payload,
+        shared=shared,
+        flower_run=flower_run,
+        max_runs=max_runs_per_day(config),
+    )
+    plan = dp_plan(spec)
+    if plan is not None and action == "query.handshake":
+        budget.check_job(config, data, spec, plan)  # refuse a job that would not fit
+    elif plan is not None:
+        # Charged before anything is computed: over the cap, nothing is released.
+        budget.charge(config, data, spec, plan, action=action, run=run, step=step, audit=audit)
+        if action == "train.fedavg" and validates_rounds(spec):
+            # The round's validation histogram is a release of its own (dp_plan, Notes).
+            budget.charge(
+                config,
+                data,
+                spec,
+                plan,
+                action="train.validation",
+                run=run,
+                step=step + VALIDATION_STEP_SUFFIX,
+                audit=audit,
+            )
+    return _Request(
+        action=action,
+        step=step,
+        run=run,
+        config=config,
+        data=data,
+        spec=spec,
+        payload=payload,
+        audit=audit,
+        contract=contract,
+        shared=shared,
+        trail_body=trail_body,
+        plan=plan,
+        encrypted=spec.privacy.encrypted,
+    )
+
+
+def _dispatch(request: _Request) -> _Outcome:
+    """The action's function from :data:`_ROUTES` when its job condition holds; else
+    :func:`_answer` (HANDLERS), which refuses an action it does not know."""
+    route = _ROUTES.get(request.action)
+    if route is not None and route.applies(request):
+        return route.handle(request)
+    return _answer(request)
+
+
+def _cosign(request: _Request) -> _Outcome:
+    """``query.cosign``: cosign the coordinator's audit checkpoint (client.audit), then
+    erase the run's job keys and vertical secrets (keys rotate per job)."""
+    if request.audit is None:
+        raise ComplianceError(
+            "this node keeps no audit trail and cannot cosign",
+            hint="start it with --audit-key (see `fedcollab node start --help`)",
+        )
+    cosigned = request.audit.cosign(
+        request.payload.meta["cosign"], job_digest=request.spec.digest(), run=request.run
+    )
+    meta: dict[str, Any] = {"cosigned": cosigned.encode()}
+    spec = request.spec
+    if request.encrypted or spec.privacy.masked or spec.task == "vertical":
+        encryption.erase(request.config, run=request.run)  # keys rotate per job
+    if spec.task == "vertical":
+        VerticalStore.from_config(request.config, request.run).erase_secrets()
+    return _Outcome(meta, None, request.summed)
+
+
+def _vertical(request: _Request) -> _Outcome:
+    """``query.vertical`` of a vertical job: its protocol relays blobs (client.vertical)."""
+    meta, parts = vertical.handle(
+        request.config, request.data, request.spec, request.payload, request.audit
+    )
+    return _Outcome(meta, None, "vertical-relay", parts=parts)
+
+
+def _secagg_stage(request: _Request) -> _Outcome:
+    """One secure-aggregation stage of a masked job (client.secagg_node)."""
+    meta, parts = secagg_node.handle(
+        request.config,
+        request.spec,
+        request.payload,
+        run=request.run,
+        step=request.step,
+        me=request.data.partner,
+    )
+    return _Outcome(meta, None, "secagg-stage", parts=parts)
+
+
+def _he_keygen(request: _Request) -> _Outcome:
+    """``query.he_keygen`` of an encrypted job: this node's share of the job key."""
+    meta = encryption.keygen(
+        request.config, partner=request.data.partner, run=request.run, payload=request.payload
+    )
+    return _Outcome(meta, None, request.summed)
+
+
+def _he_decrypt(request: _Request) -> _Outcome:
+    """``query.he_decrypt`` of an encrypted job: only after every contributor's signed
+    binding checks out, and logged (he.decrypted) before the result leaves."""
+    replies = _check_contributions(
+        request.contract, request.config, run=request.run, payload=request.payload
+    )
+    meta, vector = encryption.decrypt(
+        request.config,
+        partner=request.data.partner,
+        run=request.run,
+        payload=request.payload,
+        spec=request.spec,
+        replies=replies,
+    )
+    decrypted = meta.pop("decrypted")
+    if request.audit is not None:
+        # What was decrypted, logged before the result leaves (audit crossref
+        # checks it against the coordinator's aggregate and contributions): the
+        # sum this node recomputed and each contributor's ciphertext digest.
+        request.audit.record(
+            "he.decrypted",
+            {
+                **request.trail_body,
+                "step": str(meta["step"]),
+                "ciphertext": decrypted["sum"],
+                "inputs": decrypted["inputs"],
+                # name -> the reply digest its signed statement names
+                "contributors": {
+                    str(b["statement"]["partner"]): str(b["statement"]["reply"])
+                    for b in request.payload.meta.get("bindings", [])
+                },
+            },
+        )
+    return _Outcome(meta, vector, "ckks-decrypted-aggregate")
+
+
+def _answer(request: _Request) -> _Outcome:
+    """Every other request: its HANDLERS function (an action it lacks raises KeyError,
+    refused as a ProtocolError), the job's protection of the reply (masks, CKKS), then
+    this partner's signed binding of what it answered (client.contribution)."""
+    _limit_threads(request.action)
+    meta, vector = HANDLERS[request.action](request.data, request.spec, request.payload)
+    if request.action == "query.handshake":
+        _handshake_offers(request, meta)
+        outcome = _Outcome(meta, vector, request.summed)
+    elif request.spec.privacy.masked and vector is not None:
+        outcome = _mask(request, meta, vector)
+    elif request.encrypted and vector is not None:
+        # Fails closed: without the job key this raises and nothing leaves.
+        ciphertext, meta["he"] = encryption.encrypt_reply(
+            request.config, partner=request.data.partner, run=request.run,
+            request=request.payload, vector=vector,
+        )  # fmt: skip
+        outcome = _Outcome(meta, vector, request.summed, ciphertext=ciphertext)
+    else:
+        outcome = _Outcome(meta, vector, request.summed)
+    if request.audit is not None and (outcome.vector is not None or outcome.ciphertext is not None):
+        meta["binding"] = sign_contribution(
+            Signer.load(request.audit.key), partner=request.data.partner, run=request.run,
+            action=request.action, step=request.step, request=request.shared,
+            reply=_reply_digest(meta, outcome.vector, outcome.ciphertext),
+        )  # fmt: skip
+    return outcome
+
+
+def _handshake_offers(request: _Request, meta: dict[str, Any]) -> None:
+    """What the handshake adds for the job's later steps: the cosigned trail's size, the
+    job-key offer (encrypted or vertical jobs), a vertical feature party's mask offer."""
+    spec, partner = request.spec, request.data.partner
+    if request.audit is not None:
+        meta["cosigned_size"] = request.audit.cosigned_size()
+    if request.encrypted or spec.task == "vertical":
+        meta["he_offer"] = encryption.offer(request.config, partner=partner, run=request.run)
+    if spec.task == "vertical" and partner in spec.vertical.feature_parties:
+        meta["mask_offer"] = vertical.mask_offer(request.config, partner=partner, run=request.run)
+
+
+def _mask(request: _Request, meta: dict[str, Any], vector: np.ndarray) -> _Outcome:
+    """A masked job's reply (client.secagg_node): the masked words, alone or as limbs
+    inside CKKS ("ckks+masked"); the vector itself never leaves."""
+    # Fails closed: without a session and its envelopes this raises.
+    masked, session = secagg_node.mask_reply(
+        request.config, request.spec, request.payload,
+        run=request.run, step=request.step, me=request.data.partner, vector=vector,
+    )  # fmt: skip
+    meta.pop("train_loss", None)  # one partner's statistic: not sent under masks
+    if request.encrypted:  # "ckks+masked": the masked words as limbs inside CKKS
+        ciphertext, meta["he"] = encryption.encrypt_masked(
+            request.config, partner=request.data.partner, run=request.run,
+            request=request.payload, limbs=ckks_plaintext(masked.vector(session)),
+        )  # fmt: skip
+        return _Outcome(meta, None, "ckks+masked-sum", ciphertext=ciphertext)
+    return _Outcome(meta, None, "masked-sum", parts={"masked": masked.to_bytes()})
+
+
+@dataclass(frozen=True)
+class _Route:
+    """An action answered outside HANDLERS, and the job condition it needs."""
+
+    applies: Callable[[_Request], bool]
+    handle: Callable[[_Request], _Outcome]
+
+
+#: The actions with a function of their own, each only for the jobs its condition names:
+#: a request whose condition fails goes to _answer like any other action and, as
+#: HANDLERS holds none of these actions, is refused there as a ProtocolError (tested).
+_ROUTES: Mapping[str, _Route] = {
+    "query.cosign": _Route(lambda request: True, _cosign),
+    "query.vertical": _Route(lambda request: request.spec.task == "vertical", _vertical),
+    secagg_node.ACTION: _Route(lambda request: request.spec.privacy.masked, _secagg_stage),
+    "query.he_keygen": _Route(lambda request: request.encrypted, _he_keygen),
+    "query.he_decrypt": _Route(lambda request: request.encrypted, _he_decrypt),
+}
+
+
+def _received(trail_body: Mapping[str, object], payload: Payload, shared: str) -> dict[str, object]:
+    """The request.received body: the request's own and shared digests (and its parts')."""
+    return {
+        **trail_body,
+        "request": request_digest(payload.meta, payload.vector),
+        "request_shared": shared,
+        **({"request_parts": digest_parts(payload.parts)} if payload.parts else {}),
+    }
+
+
+def _sent(request: _Request, outcome: _Outcome) -> dict[str, object]:
+    """The data.sent body: the digest and size of what leaves, and how it is protected."""
+    return {
+        **request.trail_body,
+        "reply": digest_parts(outcome.parts)
+        if outcome.parts
+        else _reply_digest(outcome.meta, outcome.vector, outcome.ciphertext),
+        "n_values": _n_values(outcome.meta, outcome.vector, outcome.ciphertext, outcome.parts),
+        "privacy": {
+            "mechanism": request.plan.level if request.plan is not None else "none",
+            "aggregation": outcome.aggregation,
+        },
+    }
+
+
+def _reply(msg: Message, outcome: _Outcome) -> Message:
+    """The reply message: the parts, else the ciphertext, else the vector (or none)."""
+    if outcome.parts:
+        return Message(encode(outcome.meta, parts=outcome.parts), reply_to=msg)
+    if outcome.ciphertext is not None:
+        return Message(encode(outcome.meta, ciphertext=outcome.ciphertext), reply_to=msg)
+    return Message(encode(outcome.meta, outcome.vector), reply_to=msg)
 
 
 def _check_plan(
@@ -395,18 +585,6 @@ def _reply_digest(
     if vector is not None:
         return digest_vector(vector)
     return request_digest(meta, None)
-
-
-def _cosign(audit: PartnerAudit | None, payload: Payload, spec: JobSpec) -> Reply:
-    if audit is None:
-        raise ComplianceError(
-            "this node keeps no audit trail and cannot cosign",
-            hint="start it with --audit-key (see `fedcollab node start --help`)",
-        )
-    cosigned = audit.cosign(
-        payload.meta["cosign"], job_digest=spec.digest(), run=str(payload.meta.get("run", ""))
-    )
-    return {"cosigned": cosigned.encode()}, None
 
 
 def _limit_threads(action: str) -> None:
