@@ -64,7 +64,8 @@ check: test
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	# The import-layer contract (common < privacy < protocols < compliance < client, coordinator < cli),
+	# The import-layer contract (common < privacy < protocols < compliance < client, coordinator
+	# < federation < demo < cli),
 	# the long-module rule (a product module over 400 lines says why at its top) and the tests map
 	# (every product module has tests/<pkg>/test_<module>.py or a checked entry in tests/test_map.py).
 	$(BIN)/pytest -q -p no:cacheprovider tests/test_layers.py tests/test_module_size.py tests/test_map.py

@@ -14,7 +14,7 @@ from fedcollab.common.job_files import read_progress
 from fedcollab.common.jobspec import load_job_spec
 from fedcollab.common.schema import DatasetSchema
 from fedcollab.common.split import split_horizontal
-from fedcollab.coordinator.simulation import discover_partner_files, run_simulation_job
+from fedcollab.federation.simulation import discover_partner_files, run_simulation_job
 
 __all__ = ["app"]
 

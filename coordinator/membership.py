@@ -83,7 +83,7 @@ class Membership:
 
         In a deployment each partner computes on its own machine: ``round_timeout_s``.
         In a simulation the virtual partners queue for Ray's actors (one per core,
-        :func:`coordinator.simulation.run_simulation_job`): the step's messages expire
+        :func:`federation.simulation.run_simulation_job`): the step's messages expire
         (Flower's TTL) only after ``round_timeout_s`` for each batch of them. With a
         fixed ``round_timeout_s`` a 500-partner job on 2 cores lost 171 partners at its
         first step ("Message TTL has expired", error code 3) at a load average of 40.

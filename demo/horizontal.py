@@ -23,8 +23,8 @@ from fedcollab.common.job_files import load_metrics
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.schema import load_schema
 from fedcollab.common.split import split_horizontal
-from fedcollab.coordinator.simulation import discover_partner_files
 from fedcollab.demo import baselines
+from fedcollab.federation.simulation import discover_partner_files
 
 __all__ = [
     "DATA_DIR",

@@ -35,7 +35,6 @@ from fedcollab.common.jobspec import JobSpec, PrivacySpec
 from fedcollab.compliance.report import write_report
 from fedcollab.compliance.trail import load_verifier_key
 from fedcollab.compliance.trust import TrustPolicy
-from fedcollab.coordinator.local_federation import LocalFederation
 from fedcollab.coordinator.policy_gate import registry_path
 from fedcollab.coordinator.submit import follow, submit_job
 from fedcollab.demo import baselines
@@ -50,6 +49,7 @@ from fedcollab.demo.horizontal import (
 )
 from fedcollab.demo.vertical import LABEL_HOLDER, prepare_vertical, vertical_job
 from fedcollab.demo.vertical_summary import render_vertical, vertical_summary
+from fedcollab.federation.local_federation import LocalFederation
 
 __all__ = ["Event", "ProgressDisplay", "run_demo"]
 

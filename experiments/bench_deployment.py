@@ -7,9 +7,9 @@ purchase job". The same job spec (the demo's: logistic regression on nine Online
 Shoppers Region partners, 3 local epochs, CKKS-encrypted aggregates; early stopping
 off so both engines run every round) runs twice on the same partner files:
 
-* **simulation**: :func:`coordinator.simulation.run_simulation_job` (Flower's
+* **simulation**: :func:`federation.simulation.run_simulation_job` (Flower's
   simulation engine, one virtual node per partner, Ray actors in this process tree);
-* **deployment**: :class:`coordinator.local_federation.LocalFederation` (a SuperLink
+* **deployment**: :class:`federation.local_federation.LocalFederation` (a SuperLink
   behind the TLS Fleet gateway, node authentication, one SuperNode process per
   partner with its long-lived executor, on loopback), the job submitted with
   :func:`coordinator.submit.submit_job` as ``fedcollab job submit`` does.
@@ -85,7 +85,7 @@ def _summary(out: Path, seconds: float) -> dict[str, Any]:
 
 
 def _simulation(spec: JobSpec, sources: list[PartnerSource], out: Path) -> dict[str, Any]:
-    from fedcollab.coordinator.simulation import run_simulation_job
+    from fedcollab.federation.simulation import run_simulation_job
 
     shutil.rmtree(out, ignore_errors=True)
     t = time.monotonic()
@@ -98,8 +98,8 @@ def _simulation(spec: JobSpec, sources: list[PartnerSource], out: Path) -> dict[
 def _deployment(
     spec: JobSpec, sources: list[PartnerSource], root: Path, *, pull_s: float | None = None
 ) -> dict[str, Any]:
-    from fedcollab.coordinator.local_federation import LocalFederation
     from fedcollab.coordinator.submit import follow, submit_job
+    from fedcollab.federation.local_federation import LocalFederation
 
     shutil.rmtree(root, ignore_errors=True)  # fresh workspace, fresh ports
     os.environ["PATH"] = f"{Path(sys.prefix) / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"

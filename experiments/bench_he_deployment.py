@@ -4,7 +4,7 @@
 
 Goal (issue): "an encrypted round of the 100k model <= 2x the plaintext round
 in a real deployment". Unlike :mod:`experiments.bench_he` (one process, no
-network), this starts :class:`coordinator.local_federation.LocalFederation`
+network), this starts :class:`federation.local_federation.LocalFederation`
 (a SuperLink with TLS and node authentication, one SuperNode process per
 partner, on loopback) for 3 Online Shoppers region partners and runs one
 purchase-prediction job four times: plaintext, ``privacy.aggregation = "ckks"``
@@ -243,7 +243,7 @@ def _model_pt_parameters(out: Path) -> int:
 
 def run(out: Path, hidden: tuple[int, ...], console: Console) -> dict[str, Any]:
     from experiments.horizontal import prepare_partners
-    from fedcollab.coordinator.local_federation import LocalFederation
+    from fedcollab.federation.local_federation import LocalFederation
     from fedcollab.protocols import evaluation, models
 
     sources = prepare_partners(out / "partners")[:PARTNERS]

@@ -2,7 +2,7 @@
 
     python -m experiments.bench_vertical_deployment --out results/experiments [--iterations 10]
 
-Starts :class:`coordinator.local_federation.LocalFederation` (a SuperLink with
+Starts :class:`federation.local_federation.LocalFederation` (a SuperLink with
 TLS and node authentication, one SuperNode process per party, on loopback)
 for the three credit-default parties of :mod:`fedcollab.demo.vertical`
 (platform holds the label, payment and billing hold features) and runs the
@@ -182,8 +182,8 @@ def _run(fed: Any, spec: JobSpec, out: Path) -> dict[str, Any]:
 
 
 def run(out: Path, iterations: int, console: Console) -> dict[str, Any]:
-    from fedcollab.coordinator.local_federation import LocalFederation
     from fedcollab.demo.vertical import LABEL_HOLDER, prepare_vertical, vertical_job
+    from fedcollab.federation.local_federation import LocalFederation
 
     sources = prepare_vertical(out / "vertical-parties")
     specs = {

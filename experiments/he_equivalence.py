@@ -226,7 +226,7 @@ def _run_all(
 ) -> dict[str, Any]:
     # Imported here: the comparison functions above stay importable without Flower.
     from experiments.horizontal import prepare_partners
-    from fedcollab.coordinator.simulation import run_simulation_job
+    from fedcollab.federation.simulation import run_simulation_job
 
     sources = prepare_partners(out / "partners")
     runs: dict[str, Any] = {}

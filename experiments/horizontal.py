@@ -25,7 +25,6 @@ from pathlib import Path
 from rich.console import Console
 
 from fedcollab.common.jobspec import JobSpec
-from fedcollab.coordinator.simulation import run_simulation_job
 from fedcollab.demo.horizontal import (
     DATA_DIR,
     ONLINE_SHOPPERS_BOUNDS,
@@ -34,6 +33,7 @@ from fedcollab.demo.horizontal import (
     prepare_partners,
     render,
 )
+from fedcollab.federation.simulation import run_simulation_job
 
 # The scenario lives in the product (fedcollab.demo.horizontal); its names stay
 # importable from here for the other studies.

@@ -6,7 +6,7 @@
 Issue 14's goal: every aggregation mode's segmentation reaches an objective on the
 pooled rows at most 1.02x that of scikit-learn's k-means (``n_init = 10``) under the
 same preprocessing, measured on more than one data set and ``k``. Each run is a real
-segmentation job in Flower's simulation engine (:func:`coordinator.simulation.
+segmentation job in Flower's simulation engine (:func:`federation.simulation.
 run_simulation_job`: the same ServerApp and ClientApp code as a deployment, partner
 replies masked and/or CKKS-encrypted as the mode says), on:
 
@@ -54,9 +54,9 @@ from fedcollab.client.partner_data import PartnerSource
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.schema import load_schema
 from fedcollab.common.split import split_horizontal
-from fedcollab.coordinator.simulation import discover_partner_files, run_simulation_job
 from fedcollab.demo import baselines
 from fedcollab.demo.horizontal import DATA_DIR, prepare_partners
+from fedcollab.federation.simulation import discover_partner_files, run_simulation_job
 
 GOAL = 1.02
 #: Masked modes equal the plaintext summed job to this (fixed-point grid, issue 14).

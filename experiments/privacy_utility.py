@@ -6,7 +6,7 @@
 Trains the demo's logistic-regression purchase-prediction job
 (:func:`experiments.horizontal.default_jobs`) on the 9 Online Shoppers region
 partners, as real jobs in Flower's simulation engine
-(:func:`coordinator.simulation.run_simulation_job`: the same ServerApp and
+(:func:`federation.simulation.run_simulation_job`: the same ServerApp and
 ClientApp code as a deployment), in three families of settings:
 
 * **no DP**, plaintext aggregation;
@@ -314,7 +314,7 @@ def _run_one(
     run_dir: Path,
     num_cpus: int | None,
 ) -> dict[str, Any]:
-    from fedcollab.coordinator.simulation import run_simulation_job
+    from fedcollab.federation.simulation import run_simulation_job
 
     if run_dir.exists():  # a fresh folder: a fresh audit trail and budget ledger per run
         shutil.rmtree(run_dir)

@@ -4,7 +4,7 @@
 
 Splits Online Shoppers IID over ``--partners`` partners (ids are row numbers, so
 the pooled test rows are the same rows as the demo's nine Region partners') and
-starts a real federation with :class:`coordinator.local_federation.LocalFederation`:
+starts a real federation with :class:`federation.local_federation.LocalFederation`:
 a workspace with its own CA, a SuperLink behind the TLS Fleet gateway with node
 authentication, every partner's key and grant registered, and one SuperNode
 process per partner (with its long-lived executor), as ``fedcollab coordinator
@@ -54,7 +54,7 @@ from fedcollab.common.job_files import load_metrics, read_progress
 from fedcollab.common.jobspec import JobSpec, PrivacySpec
 from fedcollab.common.schema import load_schema
 from fedcollab.common.split import split_horizontal
-from fedcollab.coordinator.simulation import discover_partner_files
+from fedcollab.federation.simulation import discover_partner_files
 
 __all__ = ["main", "spec_for"]
 
@@ -110,7 +110,7 @@ def _job_summary(out: Path, seconds: float) -> dict[str, Any]:
 
 def _reference(sources: list[PartnerSource], out: Path, rounds: int) -> dict[str, Any]:
     """The same spec on the demo's nine Region partners, simulation engine."""
-    from fedcollab.coordinator.simulation import run_simulation_job
+    from fedcollab.federation.simulation import run_simulation_job
 
     spec = spec_for(sources[0].schema, partners=len(sources), rounds=rounds, aggregation="ckks")
     shutil.rmtree(out, ignore_errors=True)
@@ -176,8 +176,8 @@ class Watch(PeakMemory):
 def run_deployment(
     sources: list[PartnerSource], root: Path, *, rounds: int, aggregations: Sequence[str]
 ) -> dict[str, Any]:
-    from fedcollab.coordinator.local_federation import LocalFederation
     from fedcollab.coordinator.submit import follow, submit_job
+    from fedcollab.federation.local_federation import LocalFederation
 
     shutil.rmtree(root, ignore_errors=True)  # fresh workspace, fresh ports
     os.environ["PATH"] = f"{Path(sys.prefix) / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"

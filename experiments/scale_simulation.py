@@ -34,7 +34,7 @@ from fedcollab.common.job_files import load_metrics
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.schema import load_schema
 from fedcollab.common.split import split_horizontal
-from fedcollab.coordinator.simulation import discover_partner_files, run_simulation_job
+from fedcollab.federation.simulation import discover_partner_files, run_simulation_job
 
 __all__ = ["main"]
 

@@ -1,8 +1,8 @@
 """Where each product module is tested (issue 17: tests a newcomer can find).
 
 A product module is a ``.py`` file other than ``__init__.py`` under ``common/``,
-``privacy/``, ``protocols/``, ``compliance/``, ``client/``, ``coordinator/`` or
-``cli/``. Its tests are found in one of three ways:
+``privacy/``, ``protocols/``, ``compliance/``, ``client/``, ``coordinator/``,
+``federation/``, ``demo/`` or ``cli/``. Its tests are found in one of three ways:
 
 1. **By name.** ``<pkg>/<module>.py`` is tested by ``tests/<pkg>/test_<module>.py``
    or ``tests/<pkg>/test_<pkg>_<module>.py``; the web console
@@ -48,7 +48,17 @@ from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("common", "privacy", "protocols", "compliance", "client", "coordinator", "demo", "cli")
+PACKAGES = (
+    "common",
+    "privacy",
+    "protocols",
+    "compliance",
+    "client",
+    "coordinator",
+    "federation",
+    "demo",
+    "cli",
+)
 INDIRECT = "indirect:"
 
 #: Module -> (test files that exercise it, how). Only modules without a name-matched
@@ -192,7 +202,7 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
     "common/child_process.py": (
         ("tests/integration/test_federation.py", "tests/adversarial/test_outsider.py"),
         "indirect: the coordinator and node processes started by"
-        " coordinator/local_federation.py start and stop their Flower children",
+        " federation/local_federation.py start and stop their Flower children",
     ),
     "common/csv_table.py": (
         ("tests/common/test_common_dataset.py",),
@@ -282,10 +292,6 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         ),
         "`run_job` end to end on the in-memory Grid",
     ),
-    "coordinator/local_federation.py": (
-        ("tests/integration/test_federation.py",),
-        "a coordinator and partner SuperNodes as real processes on loopback",
-    ),
     "coordinator/local_grants.py": (
         ("tests/integration/test_federation.py", "tests/coordinator/test_coordinator_masked.py"),
         "the example registry and grants of loopback and in-memory federations",
@@ -331,10 +337,6 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
     "coordinator/server_app.py": (
         ("tests/adversarial/test_server_app_run_config.py",),
         "a run config cannot switch off the policy gate or the audit trail",
-    ),
-    "coordinator/simulation.py": (
-        ("tests/coordinator/test_coordinator_masked.py", "tests/install/test_wheel.py"),
-        "the simulated policy of the in-memory Grid; `fedcollab run` from the wheel",
     ),
     "coordinator/submit.py": (
         ("tests/console/test_console_jobs.py", "tests/integration/test_federation.py"),
@@ -397,6 +399,15 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         ("tests/console/test_console_jobs.py",),
         "indirect: /jobs/new submissions (policy refusal, double click) via"
         " coordinator/console/app.py",
+    ),
+    # --- federation/: both roles on one machine ---------------------------------------
+    "federation/local_federation.py": (
+        ("tests/integration/test_federation.py",),
+        "a coordinator and partner SuperNodes as real processes on loopback",
+    ),
+    "federation/simulation.py": (
+        ("tests/coordinator/test_coordinator_masked.py", "tests/install/test_wheel.py"),
+        "the simulated policy of the in-memory Grid; `fedcollab run` from the wheel",
     ),
     # --- privacy/ --------------------------------------------------------------------
     "privacy/secagg_messages.py": (

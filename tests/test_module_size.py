@@ -12,7 +12,17 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("common", "privacy", "protocols", "compliance", "client", "coordinator", "demo", "cli")
+PACKAGES = (
+    "common",
+    "privacy",
+    "protocols",
+    "compliance",
+    "client",
+    "coordinator",
+    "federation",
+    "demo",
+    "cli",
+)
 LIMIT = 400
 MARKER = "Long module:"
 #: The reason must be readable without scrolling: within this many docstring lines.

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from fedcollab.compliance.trail import Trail
-from fedcollab.coordinator.local_federation import LocalFederation
 from fedcollab.coordinator.superlink import flwr_env
+from fedcollab.federation.local_federation import LocalFederation
 from tests.integration.support import BIN, free_port, make_partners
 
 pytestmark = pytest.mark.integration

@@ -1,7 +1,7 @@
 """Fixtures for browser tests: headless Chromium driving the web console of a live federation.
 
 One federation and one console serve the whole session (starting them is most of the
-cost): a real :class:`~coordinator.local_federation.LocalFederation` with two partners,
+cost): a real :class:`~federation.local_federation.LocalFederation` with two partners,
 ``fedcollab console init``, one user per role (random passwords, ``--password-stdin``),
 each partner's budget ledger registered (``console ledger add``) -- these commands run
 in this process through Typer's runner, sparing a few seconds of imports each -- and
@@ -37,7 +37,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from fedcollab.coordinator.local_federation import LocalFederation
+from fedcollab.federation.local_federation import LocalFederation
 from tests.browser.support import (
     UI_TIMEOUT_MS,
     Command,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from fedcollab.coordinator.local_federation import LocalFederation
+from fedcollab.federation.local_federation import LocalFederation
 from tests.integration.support import BIN
 
 # Generous: the machine is shared, and two cores run a SuperLink, two SuperNodes and

@@ -20,7 +20,16 @@ import typer.main
 from fedcollab.cli.app import app
 
 REPO = Path(__file__).resolve().parents[2]
-_FOLDERS = ("cli", "client", "common", "compliance", "coordinator", "privacy", "protocols")
+_FOLDERS = (
+    "cli",
+    "client",
+    "common",
+    "compliance",
+    "coordinator",
+    "federation",
+    "privacy",
+    "protocols",
+)
 _MENTION = re.compile(r"`(fedcollab(?: [^`\n]*)?)`")
 
 

@@ -64,7 +64,15 @@ def test_our_modules_log_under_their_own_names() -> None:
     named = re.compile(r"""getLogger\(\s*["']fedcollab\.""")
     offenders = [
         str(p.relative_to(repo))
-        for folder in ("cli", "client", "common", "compliance", "coordinator", "privacy")
+        for folder in (
+            "cli",
+            "client",
+            "common",
+            "compliance",
+            "coordinator",
+            "federation",
+            "privacy",
+        )
         for p in (repo / folder).rglob("*.py")
         if named.search(p.read_text(encoding="utf-8"))
     ]

@@ -28,7 +28,7 @@ from fedcollab.compliance.trail import load_verifier_key
 from fedcollab.coordinator.audit import AuditConfig
 from fedcollab.coordinator.local_grants import EXAMPLE_REGISTRY
 from fedcollab.coordinator.policy_gate import PolicyBundle
-from fedcollab.coordinator.simulation import _audit_dir, _simulated_policy
+from fedcollab.federation.simulation import _audit_dir, _simulated_policy
 
 
 @dataclass(frozen=True)

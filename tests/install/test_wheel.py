@@ -56,6 +56,8 @@ def test_the_wheel_installs_only_fedcollab_and_carries_the_sample_data(wheel: Pa
         "fedcollab/data/credit_default.schema.json",
         "fedcollab/client/client_app.py",
         "fedcollab/demo/run.py",
+        "fedcollab/federation/simulation.py",
+        "fedcollab/federation/local_federation.py",
         "fedcollab/compliance/templates/report.html.j2",
     ):
         assert shipped in names, f"{shipped} missing from the wheel"

@@ -15,8 +15,8 @@ from fedcollab.common.jobspec import load_job_spec
 from fedcollab.common.keys import Signer
 from fedcollab.common.schema import load_schema
 from fedcollab.compliance.log import AuditLog
-from fedcollab.coordinator.local_federation import LocalFederation
 from fedcollab.coordinator.submit import follow, submit_job
+from fedcollab.federation.local_federation import LocalFederation
 from fedcollab.privacy.budget_ledger import BudgetLedger
 from tests.integration.support import BIN, free_port, make_partners
 from tests.integration.test_federation import node_port_base

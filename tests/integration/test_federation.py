@@ -17,12 +17,12 @@ from fedcollab.common.jobspec import load_job_spec
 from fedcollab.common.keys import Signer
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.trail import create_party_key
-from fedcollab.coordinator.local_federation import LocalFederation
 from fedcollab.coordinator.local_grants import demo_grant, example_registry
 from fedcollab.coordinator.submit import follow, submit_job
 from fedcollab.coordinator.superlink import flwr_env
 from fedcollab.coordinator.workspace import generate_node_key
 from fedcollab.demo.checks import export_and_verify
+from fedcollab.federation.local_federation import LocalFederation
 from tests.integration.support import BIN, free_port, make_partners
 
 # A job here may follow for up to 900 s (a loaded machine: at load 25-44 the

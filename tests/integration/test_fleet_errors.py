@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from fedcollab.common.jobspec import load_job_spec
-from fedcollab.coordinator.local_federation import LocalFederation
 from fedcollab.coordinator.submit import follow, submit_job
+from fedcollab.federation.local_federation import LocalFederation
 from tests.integration.support import free_port, make_partners
 from tests.integration.test_federation import node_port_base, write_job
 

@@ -33,12 +33,12 @@ from fedcollab.compliance.crossref import cross_check
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.trail import load_verifier_key
 from fedcollab.compliance.trust import TrustPolicy
-from fedcollab.coordinator.local_federation import LocalFederation
 from fedcollab.coordinator.outputs import read_progress
 from fedcollab.coordinator.recovery import INTERRUPTED_ERROR
 from fedcollab.coordinator.submit import follow, submit_job
 from fedcollab.coordinator.superlink import start_superlink
 from fedcollab.demo.checks import export_and_verify
+from fedcollab.federation.local_federation import LocalFederation
 from fedcollab.privacy.budget_ledger import BudgetLedger
 from tests.integration.support import free_port, make_partners
 from tests.integration.test_federation import card_run, node_port_base, write_job

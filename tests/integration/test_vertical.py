@@ -20,11 +20,11 @@ from fedcollab.common.keys import Signer
 from fedcollab.common.schema import load_schema
 from fedcollab.common.split import split_vertical
 from fedcollab.compliance.log import AuditLog
-from fedcollab.coordinator.local_federation import LocalFederation
 from fedcollab.coordinator.submit import follow, submit_job
 from fedcollab.demo.checks import export_and_verify
 from fedcollab.demo.vertical import DATA_DIR, LABEL_HOLDER, PARTIES, vertical_job
 from fedcollab.demo.vertical_summary import true_alignment
+from fedcollab.federation.local_federation import LocalFederation
 from fedcollab.protocols.vertical_data import party_matrix
 from tests.integration.support import free_port
 from tests.integration.test_federation import node_port_base
