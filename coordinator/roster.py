@@ -25,7 +25,6 @@ import numpy as np
 from flwr.app import RecordDict
 from flwr.serverapp import Grid
 
-from fedcollab.client.secagg_node import ACTION, session_config
 from fedcollab.common.errors import CiphertextError, NotEnoughPartnersError
 from fedcollab.common.serde import Payload, encode
 from fedcollab.compliance.trail import digest_bytes, digest_parts, digest_vector
@@ -39,6 +38,7 @@ from fedcollab.privacy.fixed_point import join_high_low
 from fedcollab.privacy.key_transport import PeerKeys
 from fedcollab.privacy.secagg_ckks import PARAMS as MASKED_PARAMS
 from fedcollab.privacy.secagg_ckks import masked_total
+from fedcollab.privacy.secagg_job import ACTION, session_config
 from fedcollab.privacy.secagg_session import SecAggRefusal
 from fedcollab.privacy.secagg_unmask import (
     route_shares,

@@ -170,7 +170,8 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
     ),
     "client/secagg_node.py": (
         ("tests/adversarial/test_secagg_node.py",),
-        "a malicious coordinator through the `query.secagg` stages at a real node",
+        "indirect: a malicious coordinator through the `query.secagg` stages at a real "
+        "node, via client/client_app.py",
     ),
     "client/supernode.py": (
         ("tests/client/test_client_vertical.py", "tests/integration/test_node_bad_data.py"),

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedcollab.client.secagg_node import CODEC
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.serde import Payload
 from fedcollab.coordinator.audit import JobAudit
@@ -25,6 +24,7 @@ from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.coordinator.roster import Roster
 from fedcollab.coordinator.secagg import MaskedSum
 from fedcollab.privacy.envelope import Envelope
+from fedcollab.privacy.secagg_job import CODEC
 from fedcollab.privacy.secagg_messages import UnmaskRequest
 from fedcollab.privacy.secagg_unmask import route_shares
 from fedcollab.privacy.secagg_wire import (

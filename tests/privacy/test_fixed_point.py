@@ -97,8 +97,8 @@ def test_split_values_are_exact_and_fit_one_word_each(values: list[float]) -> No
 def test_split_sums_carry_what_one_word_refuses() -> None:
     """Sums of squares of card balances (~1e6 each, 3,000 rows: ~1e15) overflow the masked
     codec's one-word budget (2^36 at 2^-20); split, 12 partners sum exactly on the grid."""
-    from fedcollab.client.secagg_node import CODEC
     from fedcollab.privacy.fixed_point import join_high_low, split_high_low
+    from fedcollab.privacy.secagg_job import CODEC
 
     rng = np.random.default_rng(3)
     vectors = [
