@@ -121,13 +121,13 @@ class EvaluationSpec(BaseModel):
     early_stopping_patience: int = Field(default=5, ge=0, le=10_000)
     early_stopping_min_delta: float = Field(default=1e-4, ge=0.0, le=1.0)
     split_seed: int = _SEED
-    #: Which model a DP purchase-prediction job releases. "validation": every round
-    #: validates the model it starts from on Gaussian-noised histograms (charged to the
-    #: partners' ledgers like the other statistics, privacy.dp_plan) and the job keeps
-    #: the best, as a job without DP does; "last_round": the last model, unvalidated;
-    #: "auto": "validation" at client level (DP-FedAvg, whose iterates swing with the
-    #: update noise) and "last_round" at sample level (docs/privacy.md, "Measured").
-    dp_model_selection: Literal["auto", "validation", "last_round"] = "auto"
+    #: Which model a DP purchase-prediction job releases. "last_round": the last model,
+    #: unvalidated; "validation": every round validates the model it starts from on
+    #: Gaussian-noised histograms (charged to the partners' ledgers like the other
+    #: statistics, privacy.dp_plan) and the job keeps the best, as a job without DP
+    #: does. The default is measured (docs/privacy.md, "Measured"): selection costs the
+    #: statistics' share of the budget (noisier moments) and picked worse models.
+    dp_model_selection: Literal["last_round", "validation"] = "last_round"
 
 
 class SegmentationSpec(BaseModel):

@@ -12,7 +12,7 @@ accuracy, log-loss) of the previous global model come from the same sum.
 Early stopping keeps the model with the best federated validation AUC.
 
 In a DP job every release is charged (privacy.dp_plan). With model selection by
-validation (``evaluation.dp_model_selection``; by default at client level) each
+validation (``evaluation.dp_model_selection = "validation"``; not the default) each
 round's histograms are noisy and charged, and the best model by their AUC is
 kept as above; otherwise the rounds carry no validation histograms and the
 released model is the last round's. Either way the final evaluation comes from

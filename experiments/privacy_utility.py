@@ -48,10 +48,9 @@ Notes
   2C), so the record-level epsilon of a client-level job is that of noise
   ``z / 2`` -- larger than its partner-level epsilon; the ledger holds it.
 * *Settings.* Early stopping is off so every run trains ``rounds`` rounds and
-  spends the planned epsilon.  The released model (``evaluation.dp_model_selection
-  = "auto"``): without DP the round with the best exact validation AUC; DP-FedAvg
-  the round with the best validation AUC from noised, charged histograms; DP-SGD the
-  last round (no per-round validation).  ``min_partners`` is the number of
+  spends the planned epsilon.  The released model: without DP the round with the
+  best exact validation AUC; with DP the last round (``evaluation.dp_model_selection
+  = "last_round"``, the default: no per-round validation).  ``min_partners`` is the number of
   partners, so the DP-FedAvg noise shares of all 9 partners add up to exactly
   ``z * C`` (with the demo's 5 they would be ``sqrt(9/5)`` times larger).
   DP-SGD uses ``sample_rate = 0.05`` (20 steps per epoch; expected batches
@@ -707,8 +706,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "clip_norm": base.privacy.clip_norm,
             "client_sample_rate": base.privacy.client_sample_rate,
             "min_partners": len(sources),
-            "early_stopping": "off (released model: no DP and DP-FedAvg the best validation AUC "
-            "over the rounds, DP-FedAvg's from charged DP histograms; DP-SGD the last round)",
+            "early_stopping": "off (released model: without DP the best validation AUC over the "
+            "rounds; with DP the last round)",
             "split_seed": base.evaluation.split_seed,
             "aggregation": {"none": "plaintext", "sample": "plaintext", "client": "ckks+masked"},
             "budget_cap": BUDGET_CAP,

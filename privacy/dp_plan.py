@@ -494,16 +494,13 @@ def resolve(spec: JobSpec) -> DpPlan | None:
 
 def validates_rounds(spec: JobSpec) -> bool:
     """Whether a DP purchase-prediction job validates every round's model (charged) and
-    releases the best one (``evaluation.dp_model_selection``; "auto": at client level).
+    releases the best one (``evaluation.dp_model_selection = "validation"``).
 
     A function of the spec alone: the partner derives its request plan from it.
     """
     if spec.task != "purchase_prediction" or spec.privacy.dp == "none":
         return False
-    choice = spec.evaluation.dp_model_selection
-    if choice == "auto":
-        return spec.privacy.dp == "client"
-    return choice == "validation"
+    return spec.evaluation.dp_model_selection == "validation"
 
 
 def statistics_requests(spec: JobSpec) -> tuple[tuple[str, int], ...]:

@@ -157,8 +157,8 @@ def test_a_dp_job_s_round_validation_is_noised_and_charged_when_it_selects(
 
 
 def test_a_dp_job_that_releases_its_last_round_sends_no_validation(tmp_path: Path) -> None:
-    """Sample-level DP defaults to releasing the last round: the validation slots are
-    zeros, a function of nothing, and only the round is charged."""
+    """A DP job releases its last round by default: the validation slots are zeros, a
+    function of nothing, and only the round is charged."""
     atk = Attacker.against(tmp_path, _dp_job(), names=("a",))
     _cap(atk, "a", 50.0)
     assert atk.handshake("a").refused is None

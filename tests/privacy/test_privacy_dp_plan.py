@@ -98,11 +98,11 @@ def releases_of(spec: JobSpec) -> int:
 
 def statistics_of(spec: JobSpec) -> int:
     """Moments, plus the final evaluation (and permutation importance) of a prediction;
-    at client level (dp_model_selection "auto": by validation) one validation histogram
-    per round and a second final evaluation (of the best model)."""
+    with dp_model_selection "validation" one validation histogram per round and a second
+    final evaluation (of the best model)."""
     if spec.task == "segmentation":
         return 1
-    selects = spec.privacy.dp == "client" and spec.evaluation.dp_model_selection == "auto"
+    selects = spec.evaluation.dp_model_selection == "validation"
     return 2 + (spec.model.kind == "mlp") + (spec.rounds + 1 if selects else 0)
 
 
@@ -348,8 +348,8 @@ def test_planned_is_the_sum_of_every_charge(task: str, level: str) -> None:
 @pytest.mark.parametrize(
     ("level", "choice", "selects"),
     [
-        ("client", "auto", True),
-        ("sample", "auto", False),
+        ("client", None, False),
+        ("sample", None, False),
         ("client", "last_round", False),
         ("sample", "validation", True),
         ("client", "validation", True),
@@ -357,13 +357,14 @@ def test_planned_is_the_sum_of_every_charge(task: str, level: str) -> None:
     ],
 )
 def test_model_selection_by_validation_is_planned_and_charged(
-    level: str, choice: str, selects: bool
+    level: str, choice: str | None, selects: bool
 ) -> None:
     """A job that selects its released model by validation releases one histogram per
     round and may evaluate twice; both are statistics in the plan, so the handshake's
     budget check and the partner's epsilon include them."""
     doc = json.loads(make_spec(dp=level, rounds=6, target_epsilon=3.0).to_json())
-    doc["evaluation"]["dp_model_selection"] = choice
+    if choice is not None:  # None: the default
+        doc["evaluation"]["dp_model_selection"] = choice
     spec = JobSpec.from_json(json.dumps(doc))
     assert dp_plan.validates_rounds(spec) is selects
     plan = resolve(spec)
