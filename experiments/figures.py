@@ -228,12 +228,44 @@ def vertical(results: Results, path: Path) -> None:
     _save(fig, path)
 
 
+def secagg_costs(results: Results, path: Path) -> None:
+    """Per-partner time and bytes sent, and coordinator time, per aggregation mode."""
+    rows = results["bench_secagg"]["results"]
+    n = max(r["partners"] for r in rows)
+    drop = max(r["dropout"] for r in rows if r["partners"] == n)
+    pick = sorted((r for r in rows if r["partners"] == n and r["dropout"] == drop),
+                  key=lambda r: r["size"])  # fmt: skip
+    sizes = [r["size"] for r in pick]
+    modes = ("plaintext", "masked", "ckks", "ckks+masked")
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    for mode in modes:
+        ms = [r[mode] for r in pick]
+        axes[0].plot(sizes, [m["partner_seconds"] for m in ms], "o-", label=mode)
+        sent = [m.get("partner_bytes_sent", m["reply_bytes"]) for m in ms]
+        axes[1].plot(sizes, sent, "o-", label=mode)
+        axes[2].plot(sizes, [m["coordinator_seconds"] for m in ms], "o-", label=mode)
+    goal = results["bench_secagg"]["goals"]["unmask_time"]["goal_seconds"]
+    axes[2].axhline(goal, ls="--", color="gray", label=f"unmask goal {goal:g} s (100k)")
+    titles = ("partner time per round (s)", "partner bytes sent per round",
+              "coordinator time per round (s)")  # fmt: skip
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("model parameters")
+        ax.set_title(f"{title}\n{n} partners, {drop:.0%} dropouts", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    _save(fig, path)
+
+
 FIGURES: tuple[Figure, ...] = (
     Figure("horizontal", "Federated vs partner alone vs centralized", ("horizontal",), horizontal),
     Figure("privacy_utility", "Test AUC and membership inference vs epsilon",
            ("privacy_utility",), privacy_utility),
     Figure("he_overhead", "CKKS overhead: bytes and round time vs parameters",
            ("bench_he",), he_overhead),
+    Figure("secagg_costs", "Secure aggregation: partner and coordinator cost per mode",
+           ("bench_secagg",), secagg_costs),
     Figure("psi_scaling", "PSI time vs ids per party", ("bench_psi",), psi_scaling),
     Figure("vertical", "Vertical: single party vs vertical LR vs centralized vs split NN",
            ("vertical",), vertical),

@@ -41,3 +41,19 @@ def test_quick_run_writes_consistent_json(tmp_path: Path) -> None:
     worst = max(max(r["masked_reply_ratio"], r["masked_flower_reply_ratio"]) for r in rows)
     assert goals["masked_reply_bytes"]["met"] == (worst <= 1.1)
     assert goals["unmask_time"]["met"] is None  # the 100-partner case is not in --quick
+
+
+def test_pairs_over_the_work_cap_are_skipped_and_listed(tmp_path: Path) -> None:
+    """``--max-values`` skips (parameters x partners) pairs over the cap; the JSON lists
+    them and the README row says they were not run."""
+    from experiments.readme_rows import ROWS
+
+    argv = ["--sizes", "1000,2000", "--partners", "3", "--dropouts", "0",
+            "--max-values", "5000", "--out", str(tmp_path)]  # fmt: skip
+    assert bench_secagg.main(argv) == 0
+    res = json.loads((tmp_path / "bench_secagg.json").read_text())
+    assert [r["size"] for r in res["results"]] == [1000]
+    assert res["skipped"] == [{"size": 2000, "partners": 3}]
+    _, text = ROWS["bench_secagg"](res)
+    assert "at 1,000 parameters, 3 partners" in text
+    assert text.endswith("not run: 2,000 parameters x 3 partners")
