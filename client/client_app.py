@@ -36,6 +36,7 @@ from fedcollab.client.contribution import (
 from fedcollab.client.grant_check import check_grant
 from fedcollab.client.handlers import HANDLERS, check_job, dp_plan
 from fedcollab.client.he_keys import load_peer_keys
+from fedcollab.client.node_settings import NodeOptions
 from fedcollab.client.partner_data import (
     PartnerData,
     PartnerSource,
@@ -118,12 +119,16 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
     audit: PartnerAudit | None = None
     trail_body: dict[str, object] = {"action": action, "step": step}
     try:
+        # The node's own settings, validated first (client.node_settings): an unknown,
+        # missing or malformed setting is refused before anything is computed. Never
+        # from the run config the coordinator writes: a simulated node's come from the
+        # overrides this process built its ClientApp with (client.partner_data).
+        config = partner_config(context.node_config, overrides)
+        source = source_from_config(config)
         payload = decode(msg.content)
         shared = shared_request_digest(payload.meta, payload.vector)
         spec = JobSpec.from_json(str(payload.meta["job"]))
         trail_body.update(job=spec.name, digest=spec.digest(), run=str(payload.meta.get("run", "")))
-        config = partner_config(context.node_config, {**context.run_config, **overrides})
-        source = source_from_config(config)
         # Bound here, not in _admit: the refusal of any later check is logged to it.
         audit = PartnerAudit.from_config(source.partner, config)
         if audit is not None:
@@ -505,20 +510,16 @@ def _check_contributions(
 
 
 def check_dp_policy(config: Mapping[str, str], spec: JobSpec, *, dataset: str) -> None:
-    """A node started with ``dp-only`` serves differentially private jobs only; by default
+    """A node started with ``dp-only`` serves differentially private jobs only (the setting
+    parsed by client.node_settings: true, false or auto); by default
     (``auto``) that holds for a dataset with a privacy-budget cap: a job without DP would
     release exact statistics that no ledger can charge, so the cap would bound nothing.
     Vertical jobs are outside ``auto``: the label holder charges its label-DP noise to
     that cap (client.vertical_training); ``true`` refuses them like any job without DP."""
-    value = str(config.get("dp-only", "auto")).strip().lower()
-    if value not in {"true", "false", "1", "0", "auto"}:
-        raise PolicyRefusal(
-            f"this node's dp-only setting {value!r} is neither true, false nor auto",
-            hint="restart the node with dp-only set to true, false or auto",
-        )
-    if spec.privacy.dp != "none" or value in {"false", "0"}:
+    dp_only = NodeOptions.of(config).dp_only  # None: auto
+    if spec.privacy.dp != "none" or dp_only is False:
         return
-    if value in {"true", "1"}:
+    if dp_only:
         raise PolicyRefusal(
             f"this partner serves only differentially private jobs; job {spec.name!r} has "
             "privacy.dp = 'none'",

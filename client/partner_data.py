@@ -1,9 +1,11 @@
 """Where a partner's data comes from, loaded and validated once per process.
 
 A real SuperNode is started with ``--node-config "partner='acme' data='/p/acme.csv'
-schema='/p/acme.schema.json'"``. In Flower's simulation engine every virtual
-node gets ``partition-id`` instead, and the job's run config lists the local
-partner files (``sim-partners``, JSON), so the same ClientApp code serves both.
+schema='/p/acme.schema.json'"`` (``fedcollab node start`` writes it). In Flower's
+simulation engine every virtual node gets ``partition-id`` instead, and the
+ClientApp built for the simulation lists the local partner files (``sim-partners``,
+JSON), so the same ClientApp code serves both. Either way the settings are
+validated by the strict :class:`client.node_settings.NodeSettings` model.
 
 Validation happens here, before anything is computed from the data; a
 partner whose file breaks its schema answers every request with a refusal
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedcollab.client.node_settings import NodeSettings
 from fedcollab.common.dataset import Dataset, load_dataset, split_indices
 from fedcollab.common.errors import SchemaError
 from fedcollab.common.schema import DatasetSchema, load_schema
@@ -29,6 +32,7 @@ __all__ = [
     "PartnerSource",
     "load_partner",
     "partner_config",
+    "partner_settings",
     "source_from_config",
 ]
 
@@ -53,36 +57,58 @@ class PartnerData:
     test: np.ndarray
 
 
-def partner_config(
-    node_config: Mapping[str, object], run_config: Mapping[str, object]
-) -> dict[str, str]:
-    """This partner's local settings: from the SuperNode's node config, or in a
-    simulation from the run config's ``sim-partners`` entry for this node.
+#: What Flower's simulation engine puts in a virtual node's node config.
+_SIMULATED_NODE_KEYS = frozenset({"partition-id", "num-partitions"})
 
-    Keys: ``partner``, ``data``, ``schema`` and optionally ``audit-db``,
-    ``audit-key``, ``coordinator-key``, ``grant``.
+
+def partner_settings(
+    node_config: Mapping[str, object], local_config: Mapping[str, object]
+) -> NodeSettings:
+    """This partner's validated settings (:class:`client.node_settings.NodeSettings`):
+    its node config, or for a node of Flower's simulation engine (a node config of
+    ``partition-id``/``num-partitions`` only) its entry of ``sim-partners`` in
+    ``local_config``, the run config the ClientApp was built with in this process
+    (:func:`client.client_app.make_client_app`). SchemaError on an unknown key, a
+    missing ``partner``/``data``/``schema`` or a malformed value.
+
+    A real node never takes its settings from the run config, which the coordinator
+    writes: a node config with any other key is the node's own and validated as it is.
     """
-    if "data" in node_config:
-        return {str(k): str(v) for k, v in node_config.items()}
-    if "partition-id" not in node_config:
-        # A real node never takes its settings from the run config, which the
-        # coordinator writes: only Flower's simulation engine numbers its nodes.
+    if "partition-id" not in node_config or not set(node_config) <= _SIMULATED_NODE_KEYS:
+        return NodeSettings.parse(node_config)
+    try:
+        partners = json.loads(str(local_config.get("sim-partners", "[]")))
+        index = int(str(node_config["partition-id"]))
+    except ValueError as exc:
         raise SchemaError(
-            "this node's config names no data file",
-            hint="start the node with `fedcollab node start` (it sets partner, data, schema)",
-        )
-    partners = json.loads(str(run_config.get("sim-partners", "[]")))
-    index = int(str(node_config.get("partition-id", -1)))
-    if not 0 <= index < len(partners):
+            f"simulation settings are malformed ({exc})",
+            hint="run simulations with `fedcollab run`, which lists the partner files",
+        ) from exc
+    if not isinstance(partners, list) or not 0 <= index < len(partners):
         raise SchemaError(
             f"simulation node {index} has no partner file",
             hint="run simulations with `fedcollab run`, which lists the partner files",
         )
-    return {str(k): str(v) for k, v in partners[index].items()}
+    entry = partners[index]
+    if not isinstance(entry, dict):
+        raise SchemaError(
+            f"simulation node {index}'s partner entry is not an object",
+            hint="run simulations with `fedcollab run`, which lists the partner files",
+        )
+    return NodeSettings.parse(entry)
+
+
+def partner_config(
+    node_config: Mapping[str, object], local_config: Mapping[str, object]
+) -> dict[str, str]:
+    """:func:`partner_settings` as the string mapping the node's helpers read
+    (:meth:`NodeSettings.as_config`)."""
+    return partner_settings(node_config, local_config).as_config()
 
 
 def source_from_config(config: Mapping[str, str]) -> PartnerSource:
-    """The partner's name and files from :func:`partner_config`'s result."""
+    """The partner's name and files from :func:`partner_config`'s result (or any
+    settings mapping: a missing key is a SchemaError)."""
     try:
         return PartnerSource(
             partner=config["partner"], data=Path(config["data"]), schema=Path(config["schema"])

@@ -70,8 +70,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedcollab.client.node_settings import DEFAULT_MAX_RUNS_PER_DAY, NodeOptions
 from fedcollab.common.errors import JobSpecError, PolicyRefusal, ProtocolError
-from fedcollab.common.jobspec import EvaluationSpec, JobSpec
+from fedcollab.common.jobspec import JobSpec
 from fedcollab.privacy.dp_plan import validates_rounds
 
 __all__ = [
@@ -92,10 +93,6 @@ __all__ = [
 #: Per-run secrets older than this are erased on the next request (see Notes).
 KEY_TTL_S = 24 * 3600.0
 
-#: Runs a node accepts in any 24 hours unless its ``max-runs-per-day`` says otherwise:
-#: a partner joins a handful of jobs a day; each run is a fresh plan of requests, so
-#: this bounds how often one step can be asked anew (under fresh Flower runs).
-DEFAULT_MAX_RUNS_PER_DAY = 24
 _DAY_S = 24 * 3600.0
 
 
@@ -104,18 +101,9 @@ class RunLimitError(PolicyRefusal):
 
 
 def max_runs_per_day(config: Mapping[str, str]) -> int:
-    """The node's ``max-runs-per-day`` setting (an integer >= 1), else the default."""
-    raw = config.get("max-runs-per-day", str(DEFAULT_MAX_RUNS_PER_DAY))
-    try:
-        value = int(str(raw))
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise PolicyRefusal(
-            f"this node's max-runs-per-day setting {raw!r} is not an integer >= 1",
-            hint="restart the node with --max-runs-per-day set to a whole number >= 1",
-        )
-    return value
+    """The node's ``max-runs-per-day`` setting (an integer >= 1: client.node_settings),
+    else :data:`DEFAULT_MAX_RUNS_PER_DAY`; SchemaError on a malformed one."""
+    return NodeOptions.of(config).max_runs_per_day
 
 
 #: Actions every horizontal job may ask, with the steps they may name.
@@ -137,20 +125,14 @@ class NodeSplit:
 
 def node_split(config: Mapping[str, str]) -> NodeSplit:
     """The node's split: its own settings (``split-validation``, ``split-test``,
-    ``split-seed``), else the documented defaults; never the coordinator's."""
-    default = EvaluationSpec()
-    try:
-        return NodeSplit(
-            validation_fraction=float(config.get("split-validation", default.validation_fraction)),
-            test_fraction=float(config.get("split-test", default.test_fraction)),
-            split_seed=int(config.get("split-seed", default.split_seed)),
-        )
-    except ValueError as exc:
-        raise JobSpecError(
-            f"this node's split settings are not numbers ({exc})",
-            hint="start the node with --split-validation/--split-test as fractions in "
-            "(0, 0.5) and --split-seed as an integer",
-        ) from exc
+    ``split-seed``, range-checked by client.node_settings), else the job spec's
+    defaults; never the coordinator's. SchemaError on a malformed one."""
+    options = NodeOptions.of(config)
+    return NodeSplit(
+        validation_fraction=options.split_validation,
+        test_fraction=options.split_test,
+        split_seed=options.split_seed,
+    )
 
 
 def split_settings(spec: JobSpec) -> dict[str, str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from fedcollab.client.node_runtime import NodeState, prepare_state
+from fedcollab.client.node_settings import NodeSettings
 from fedcollab.client.partner_data import PartnerSource
 from fedcollab.client.run_contract import DEFAULT_MAX_RUNS_PER_DAY
 from fedcollab.common.dataset import Dataset, load_dataset
@@ -92,7 +93,8 @@ def validate_partner_data(source: PartnerSource) -> Dataset:
 
 
 def node_settings(cfg: NodeConfig) -> dict[str, str]:
-    """What the ClientApp sees as its node config (kept in the 0600 settings file)."""
+    """What the ClientApp sees as its node config (kept in the 0600 settings file),
+    validated by :class:`client.node_settings.NodeSettings` (SchemaError)."""
     src = cfg.source
     items: dict[str, object] = {"partner": src.partner, "data": src.data, "schema": src.schema}
     if cfg.audit_db is not None and cfg.audit_key is not None:
@@ -122,7 +124,11 @@ def node_settings(cfg: NodeConfig) -> dict[str, str]:
             "split-seed": str(cfg.split_seed),
         }
     )
-    return {k: str(v.resolve() if isinstance(v, Path) else v) for k, v in items.items()}
+    # The same strict model the ClientApp checks every request with (client.node_settings):
+    # a malformed setting (a split fraction out of range, ...) stops `node start` here.
+    return NodeSettings.parse(
+        {k: str(v.resolve() if isinstance(v, Path) else v) for k, v in items.items()}
+    ).as_config()
 
 
 def node_command(cfg: NodeConfig) -> list[str]:

@@ -39,6 +39,7 @@ import numpy as np
 
 from fedcollab.client.audit import PartnerAudit
 from fedcollab.client.he_keys import NodeKeyStore, load_peer_keys
+from fedcollab.client.node_settings import NodeOptions
 from fedcollab.client.partner_data import PartnerData
 from fedcollab.client.run_contract import RunContract, vertical_plan
 from fedcollab.client.vertical_store import VerticalStore, array_bytes, bytes_array
@@ -254,8 +255,7 @@ def _check_label_policy(p: PartyContext) -> None:
     """The label holder's node refuses a plaintext job (its residuals would go to every
     feature party in the clear) unless started with ``allow-plaintext-vertical`` for
     testing; the coordinator cannot choose it for the label holder."""
-    allowed = str(p.config.get("allow-plaintext-vertical", "false")).strip().lower()
-    if not p.spec.privacy.encrypted and allowed not in ("true", "1"):
+    if not p.spec.privacy.encrypted and not NodeOptions.of(p.config).allow_plaintext_vertical:
         raise PolicyRefusal(
             f"job {p.spec.name!r} runs the vertical job without encryption; this node holds "
             "the labels and refuses to release its residuals in the clear",

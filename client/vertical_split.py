@@ -23,6 +23,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from fedcollab.client.budget import charge_mechanism
+from fedcollab.client.node_settings import NodeOptions
 from fedcollab.client.vertical_rows import PartyRows, iteration
 from fedcollab.client.vertical_store import array_bytes, bytes_array
 from fedcollab.protocols.split_nn import (
@@ -101,7 +102,7 @@ class _Split(PartyRows):
         store.put("explanation.json", json.dumps(explanation.to_dict()).encode())
         store.put("columns.json", json.dumps(self.matrix.feature_names).encode())
         store.put("preprocessor.json", json.dumps(self.matrix.preprocessor.to_dict()).encode())
-        shared = self.p.config.get("share-explanations", "false") == "true"
+        shared = NodeOptions.of(self.p.config).share_explanations
         return {**redact(explanation, shared).to_dict(), "shared": shared}
 
 

@@ -32,9 +32,10 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from fedcollab.client.budget import charge_mechanism, dataset_key, ledger_path
+from fedcollab.client.node_settings import NodeOptions
 from fedcollab.client.vertical_rows import PartyRows, iteration
 from fedcollab.client.vertical_store import array_bytes, bytes_array
-from fedcollab.common.errors import PolicyRefusal, ProtocolError
+from fedcollab.common.errors import ProtocolError
 from fedcollab.common.schema import DatasetSchema
 from fedcollab.common.serde import pack_blobs, unpack_blobs
 from fedcollab.privacy.budget_ledger import BudgetLedger
@@ -73,16 +74,9 @@ DEFAULT_LABEL_EPSILON = 8.0
 def _label_noise(p: PartyContext, config: VerticalLRConfig, n_train: int) -> float:
     """Calibrate the label noise to this node's epsilon and charge it, before any
     residual leaves (refused over the cap, or without a cap: fail closed)."""
-    raw = p.config.get("label-epsilon", str(DEFAULT_LABEL_EPSILON))
-    try:
-        eps = float(raw)
-    except ValueError:
-        eps = float("nan")
-    if not (np.isfinite(eps) and eps > 0):
-        raise PolicyRefusal(
-            f"this node's label-epsilon {raw!r} is not a positive number",
-            hint="restart the node with --label-epsilon set to a positive epsilon, e.g. 8",
-        )
+    # A positive, finite number (client.node_settings refuses any other), else the default.
+    own = NodeOptions.of(p.config).label_epsilon
+    eps = DEFAULT_LABEL_EPSILON if own is None else own
     with BudgetLedger.open(ledger_path(p.config)) as ledger:
         delta = ledger.budget(dataset_key(p.data)).delta
     z = label_noise_for(eps, iterations=config.iterations, target_delta=delta)
@@ -162,7 +156,7 @@ class _Model(PartyRows):
                 ).encode(),
             },
         )
-        shared = self.p.config.get("share-explanations", "false") == "true"
+        shared = NodeOptions.of(self.p.config).share_explanations
         return {**redact(explanation, shared).to_dict(), "shared": shared}
 
 

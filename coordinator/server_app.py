@@ -51,8 +51,8 @@ class RunConfig(BaseModel):
     policy: str = ""
     record_messages: Literal["true", "false"] = Field(alias="record-messages", default="false")
     trace: Literal["true", "false"] = "false"
-    #: Simulations only: the local partner files (read by simulated nodes, never by a
-    #: real node: client.partner_data.partner_config).
+    #: Simulations only: the local partner files. Simulated nodes read them from their own
+    #: ClientApp's overrides, never from this run config (client.partner_data).
     sim_partners: str = Field(alias="sim-partners", default="[]")
 
     @classmethod

@@ -233,5 +233,6 @@ def test_fresh_runs_beyond_the_node_s_daily_limit_are_refused(tmp_path: Path) ->
 
 
 def test_a_bad_daily_limit_setting_fails_closed(tmp_path: Path) -> None:
+    """Refused by the strict node settings (client.node_settings) before any check runs."""
     atk = Attacker.against(tmp_path, job(), names=("a",), **{"max-runs-per-day": "0"})
-    assert atk.handshake("a").refused == "PolicyRefusal"
+    assert atk.handshake("a").refused == "SchemaError"

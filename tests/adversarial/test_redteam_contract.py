@@ -102,6 +102,37 @@ def test_dp_only_set_through_flower_node_config_refuses_jobs_without_dp(
     assert reply.vector is None
 
 
+def test_a_misspelt_dp_only_setting_is_refused_not_silently_ignored(tmp_path: Path) -> None:
+    """Attack: none needed; the partner wrote ``dp_only`` for ``dp-only`` in its node
+    config. Ignored, the node would serve a coordinator's dp = "none" job exactly; the
+    strict settings (client.node_settings) refuse every request until it is fixed."""
+    atk = Attacker.against(tmp_path, job())
+    node = {**atk.configs["a"], "dp_only": "true"}
+    assert atk.handshake("a", node_config=node).refused == "SchemaError"
+    reply = atk.send(
+        "a", "query.moments", step="moments", meta=layout_meta(channel=CHANNELS),
+        node_config=node,
+    )  # fmt: skip
+    assert reply.refused == "SchemaError" and reply.vector is None
+    assert atk.trail("a") == []  # refused before its trail or data were opened
+
+
+def test_the_coordinator_s_run_config_cannot_supply_a_node_s_settings(tmp_path: Path) -> None:
+    """Attack: the coordinator writes the run config; it lists ``sim-partners`` that
+    point the node at a file of its choice (with no grant, no dp-only), and the node
+    config Flower's simulation engine would give (``partition-id``). A deployed ClientApp
+    takes simulation entries only from its own process (client.partner_data)."""
+    atk = Attacker.against(tmp_path, job())
+    own = atk.configs["a"]
+    chosen = {k: own[k] for k in ("partner", "data", "schema")}
+    run_config = {"sim-partners": json.dumps([chosen])}
+    for node in ({"partition-id": 0}, {"partition-id": 0, "num-partitions": 1}, {}):
+        reply = atk.handshake("a", node_config=node, run_config=run_config)
+        assert reply.refused == "SchemaError", node
+    # The node's own settings still win over whatever the run config lists.
+    assert atk.handshake("a", run_config=run_config).refused is None
+
+
 def test_rare_category_values_are_not_encoded_when_the_preprocessor_names_them(
     tmp_path: Path,
 ) -> None:
