@@ -161,9 +161,6 @@ STUDIES: tuple[Study, ...] = (
     ),
     Study(
         "bench_secagg", "bench_secagg.json",
-        # 1M parameters x 100 partners (100 virtual partners one after another, three
-        # dropout rates) would take hours of CPU here: skipped and listed in the JSON.
-        full_args=_args("--max-values 10000000"),
         quick_args=_args("--sizes 1000 --partners 5 --dropouts 0,0.2"),
     ),
     Study("bench_he_deployment", "bench_he_deployment.json", quick_args=None),
