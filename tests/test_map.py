@@ -47,18 +47,11 @@ from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
+from tests.test_layers import LAYERS
+
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = (
-    "common",
-    "privacy",
-    "protocols",
-    "compliance",
-    "client",
-    "coordinator",
-    "federation",
-    "demo",
-    "cli",
-)
+#: The product packages, as the layer contract lists them (lowest first).
+PACKAGES = tuple(LAYERS)
 INDIRECT = "indirect:"
 
 #: Module -> (test files that exercise it, how). Only modules without a name-matched

@@ -11,18 +11,11 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from tests.test_layers import LAYERS
+
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = (
-    "common",
-    "privacy",
-    "protocols",
-    "compliance",
-    "client",
-    "coordinator",
-    "federation",
-    "demo",
-    "cli",
-)
+#: The product packages, as the layer contract lists them (lowest first).
+PACKAGES = tuple(LAYERS)
 LIMIT = 400
 MARKER = "Long module:"
 #: The reason must be readable without scrolling: within this many docstring lines.
