@@ -171,11 +171,11 @@ class NodeSettings(NodeOptions):
 
     @classmethod
     def parse(cls, config: Mapping[str, object]) -> NodeSettings:
-        """Validate a node config (or a simulation's ``sim-partners`` entry)."""
-        try:
-            return cls.model_validate({str(k): v for k, v in config.items()})
-        except ValidationError as exc:
-            raise settings_error(exc) from exc
+        """Validate a node config (or a simulation's ``sim-partners`` entry): as
+        :meth:`NodeOptions.of`, under this model's strict config."""
+        settings = cls.of(config)
+        assert isinstance(settings, NodeSettings)
+        return settings
 
     def as_config(self) -> dict[str, str]:
         """The keys given, as the node config spells them, each value in canonical text

@@ -31,7 +31,7 @@ from fedcollab.coordinator.ray_start import start_ray
 from fedcollab.coordinator.server_app import make_server_app
 from fedcollab.privacy.budget_ledger import BudgetLedger
 
-__all__ = ["discover_partner_files", "run_simulation_job"]
+__all__ = ["discover_partner_files", "run_simulation_job", "simulated_partners"]
 
 
 def discover_partner_files(directory: Path) -> list[PartnerSource]:
@@ -96,6 +96,28 @@ def _simulated_policy(
     return policy
 
 
+def simulated_partners(
+    spec: JobSpec, sources: list[PartnerSource], audit: Path
+) -> list[dict[str, str]]:
+    """Each simulated partner's node settings (the ``sim-partners`` entries): its files,
+    its audit key, trail and grant under ``audit``, the pinned peer keys, its split."""
+    return [
+        {
+            "partner": s.partner,
+            "data": str(s.data),
+            "schema": str(s.schema),
+            "audit-db": str(audit / "partners" / s.partner / "audit.db"),
+            "audit-key": str(audit / "partners" / s.partner / "audit.key"),
+            "coordinator-key": str(audit / "coordinator" / "audit.pub"),
+            "grant": str(audit / "partners" / s.partner / "grant.json"),
+            "peer-keys": str(audit / "peers.json"),
+            # The split is a partner's setting; in a simulation the user is every partner.
+            **split_settings(spec),
+        }
+        for s in sources
+    ]
+
+
 def run_simulation_job(
     spec: JobSpec,
     sources: list[PartnerSource],
@@ -149,21 +171,7 @@ def run_simulation_job(
                 )
     # Every simulated partner pins the others' audit keys (the key ceremony checks them).
     write_json_atomic(audit / "peers.json", peer_keys)
-    partners = [
-        {
-            "partner": s.partner,
-            "data": str(s.data),
-            "schema": str(s.schema),
-            "audit-db": str(audit / "partners" / s.partner / "audit.db"),
-            "audit-key": str(audit / "partners" / s.partner / "audit.key"),
-            "coordinator-key": str(audit / "coordinator" / "audit.pub"),
-            "grant": str(audit / "partners" / s.partner / "grant.json"),
-            "peer-keys": str(audit / "peers.json"),
-            # The split is a partner's setting; in a simulation the user is every partner.
-            **split_settings(spec),
-        }
-        for s in sources
-    ]
+    partners = simulated_partners(spec, sources, audit)
     policy = _simulated_policy(spec, sources, audit, load_registry(registry))
     overrides = {
         "job": spec.to_json(),

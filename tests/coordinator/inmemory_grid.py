@@ -14,21 +14,19 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from flwr.app import Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedcollab.client.client_app import _serve
 from fedcollab.client.partner_data import PartnerSource
-from fedcollab.client.run_contract import split_settings
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.compliance.registry import load_registry
 from fedcollab.compliance.trail import load_verifier_key
 from fedcollab.coordinator.audit import AuditConfig
 from fedcollab.coordinator.local_grants import EXAMPLE_REGISTRY
 from fedcollab.coordinator.policy_gate import PolicyBundle
-from fedcollab.federation.simulation import _audit_dir, _simulated_policy
+from fedcollab.federation.simulation import _audit_dir, _simulated_policy, simulated_partners
 
 
 @dataclass(frozen=True)
@@ -94,21 +92,7 @@ def federation(
         for s in sources
     }
     (audit / "peers.json").write_text(json.dumps(peer_keys))
-    partners: list[dict[str, Any]] = [
-        {
-            "partner": s.partner,
-            "data": str(s.data),
-            "schema": str(s.schema),
-            "audit-db": str(audit / "partners" / s.partner / "audit.db"),
-            "audit-key": str(audit / "partners" / s.partner / "audit.key"),
-            "coordinator-key": str(audit / "coordinator" / "audit.pub"),
-            "grant": str(audit / "partners" / s.partner / "grant.json"),
-            "peer-keys": str(audit / "peers.json"),
-            # The split is a partner's setting; in a simulation the user is every partner.
-            **split_settings(spec),
-        }
-        for s in sources
-    ]
+    partners = simulated_partners(spec, sources, audit)
     policy = _simulated_policy(spec, sources, audit, load_registry(EXAMPLE_REGISTRY))
     keys = {
         s.partner: load_verifier_key(audit / "partners" / s.partner / "audit.pub")[1]
