@@ -15,9 +15,13 @@ except for those waits: the SuperNode module's ``time`` is replaced by
 :class:`PullClock`, which passes every call through to :mod:`time` but
 answers ``sleep``:
 
-* the idle wait (Flower's 3 s): :data:`ACTIVE_S` while a message arrived in the
-  last :data:`ACTIVE_WINDOW_S` seconds (a job is running), then Flower's 3 s
-  again, so an idle node costs the coordinator what it costs with Flower;
+* the idle wait (Flower's 3 s): :data:`HELD_NEXT_S` after a pull the coordinator's
+  gateway held (it answered after :data:`HELD_MIN_S` to :data:`HELD_MAX_S`: the gateway waits for
+  the coordinator's next request itself, ``coordinator/fleet_notice.py``, so the next
+  pull may start at once and the node still pulls about once per hold, 2 s);
+  otherwise :data:`ACTIVE_S` while a message arrived in the last
+  :data:`ACTIVE_WINDOW_S` seconds (a job is running), then Flower's 3 s again, so an
+  idle node costs a coordinator without held pulls what it costs with Flower;
 * the local waits (reply ready, object content ready; Flower's 0.5 s) become
   :data:`LOCAL_S`: they only read the node's own in-memory state;
 * the first retry of a message's objects (:data:`OBJECT_BACKOFF_S` instead of
@@ -83,6 +87,8 @@ import httpx
 __all__ = [
     "ACTIVE_S",
     "ACTIVE_WINDOW_S",
+    "HELD_MIN_S",
+    "HELD_NEXT_S",
     "LOCAL_S",
     "OBJECT_BACKOFF_S",
     "TRANSIENT_STATUS",
@@ -107,6 +113,12 @@ TRANSIENT_STATUS = frozenset({429, 500})
 #: what experiments/bench_deployment.py compares against). Every message of a job
 #: waits half of it on average before its partner sees it.
 ACTIVE_S = 0.2
+#: A pull that took between these was held by the coordinator's gateway (its hold is
+#: 2 s, coordinator/fleet_notice.HOLD_S; a longer one is a stall, not a hold); the
+#: next one starts after HELD_NEXT_S.
+HELD_MIN_S = 1.0
+HELD_MAX_S = 6.0
+HELD_NEXT_S = 0.02
 #: How long after the last message the node keeps pulling at ACTIVE_S.
 ACTIVE_WINDOW_S = 120.0
 #: Waits on the node's own state (reply ready, object content available).
@@ -143,6 +155,7 @@ class PullClock:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._last_message = float("-inf")
+        self._woke = monotonic()  # when the last sleep ended: a pull's start, roughly
         self.active_s = _active_from_env()
 
     def message_seen(self) -> None:
@@ -156,8 +169,11 @@ class PullClock:
     def interval(self, requested: float) -> float:
         """What ``sleep(requested)`` from Flower's SuperNode loop sleeps instead."""
         if requested == _FLOWER_IDLE_S:
+            now = self._monotonic()
+            if HELD_MIN_S <= now - self._woke <= HELD_MAX_S:
+                return HELD_NEXT_S  # that empty pull was held: the gateway waits for us
             with self._lock:
-                active = self._monotonic() - self._last_message < ACTIVE_WINDOW_S
+                active = now - self._last_message < ACTIVE_WINDOW_S
             return self.active_s if active else float(requested)
         if requested == _FLOWER_LOCAL_S:
             return LOCAL_S
@@ -165,6 +181,7 @@ class PullClock:
 
     def sleep(self, seconds: float) -> None:
         self._sleep(self.interval(seconds))
+        self._woke = self._monotonic()
 
     def __getattr__(self, name: str) -> Any:  # time.time, time.monotonic, ...
         return getattr(time, name)

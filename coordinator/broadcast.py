@@ -20,6 +20,7 @@ from flwr.serverapp import Grid
 
 from fedcollab.common.errors import CiphertextError, ProtocolError
 from fedcollab.common.serde import Payload, decode
+from fedcollab.coordinator.fleet_notice import FALLBACK_S, from_env
 
 __all__ = ["Outcome", "broadcast", "record_messages"]
 
@@ -55,9 +56,11 @@ def _record(direction: str, group: str, node: int, content: RecordDict) -> None:
     path.write_bytes(b"\n".join(chunks))
 
 
-#: Wait between two pulls of the replies still missing. A pull that finds nothing is
-#: one query on the coordinator's own SuperLink; every exchange waits half of this on
-#: average after its last reply arrived (a masked aggregate has five exchanges in series).
+#: Wait between two pulls of the replies still missing when no reply notice is
+#: available (the simulation engine; a deployed coordinator's gateway bumps one when a
+#: partner pushes, coordinator.fleet_notice, and then this waits on it, pulling at
+#: least every FALLBACK_S). A pull that finds nothing is one query on the
+#: coordinator's own SuperLink.
 _POLL_S = 0.05
 #: The SuperLink can list a reply before all of its objects are uploaded; Flower then
 #: waits ``PULL_INITIAL_BACKOFF`` (1 s), doubling, before pulling them again. Here the
@@ -122,7 +125,10 @@ def broadcast(
     ]
     for node, message in zip(nodes, messages, strict=True):
         _record("out", group_id, node, message.content)
+    outbox, inbox = from_env("outbox"), from_env("inbox")
     ids = list(grid.push_messages(messages))
+    if outbox is not None:
+        outbox.bump()  # the gateway forwards the partners' held pulls now
     outcome = Outcome()
     if len(ids) != len(nodes):
         # Flower delivered none of them (e.g. a message too large): every node drops out.
@@ -141,6 +147,7 @@ def broadcast(
         # retries a reply whose content the SuperLink could not store), and replies that
         # arrived meanwhile are replies, not dropouts.
         last = time.monotonic() >= deadline
+        seen = inbox.token() if inbox is not None else None
         for reply in grid.pull_messages(list(pending)):
             msg_id = reply.metadata.reply_to_message_id
             if msg_id not in pending:
@@ -151,7 +158,11 @@ def broadcast(
             _handle(reply, node, outcome, on_reply, expect_length)
         if last or not pending:
             break
-        time.sleep(max(0.0, min(_POLL_S, deadline - time.monotonic())))
+        left = max(0.0, deadline - time.monotonic())
+        if inbox is None:
+            time.sleep(min(_POLL_S, left))
+        else:
+            inbox.wait(seen, min(FALLBACK_S, left))
     for node in pending.values():
         outcome.dropped[node] = f"no reply within {timeout_s:g} s"
     return outcome

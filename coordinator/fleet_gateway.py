@@ -19,6 +19,15 @@ signed headers are forwarded untouched) and answers everything else, above
 all ``/v1/control/*`` and ``/v1/runtime/*``, with 403 and a log line. This is
 the reverse-proxy split the ASGI spec allows without touching Flower [1].
 
+Two things besides forwarding, both about time, neither about content
+(:mod:`fedcollab.coordinator.fleet_notice`): a SuperNode's ``pull-messages``
+that finds nothing is held here for up to ``HOLD_S`` and forwarded again as soon
+as the coordinator's ServerApp pushed requests (a long poll: at most one held pull
+per node key, at most :data:`MAX_HELD` in all, the node's signed headers forwarded
+unchanged, which Flower accepts for 300 s); and a partner's accepted
+``push-messages`` or ``push-object`` bumps the ServerApp's reply notice, so the
+ServerApp pulls when a reply arrived instead of every 0.05 s.
+
 Run as ``python -m fedcollab.coordinator.fleet_gateway --workspace WS``: the
 process first ends the Flower processes a previous run of the coordinator left
 running and closes the jobs it left unfinished (:mod:`fedcollab.coordinator.recovery`), then starts
@@ -38,6 +47,7 @@ not rely on it (they run only their installed ClientApp, see
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import signal
 import socket
@@ -54,6 +64,13 @@ import uvicorn
 
 from fedcollab.common.child_process import die_with_parent, stop_child
 from fedcollab.common.errors import FederationError
+from fedcollab.coordinator.fleet_notice import (
+    HOLD_S,
+    NOTICE_ENV,
+    Notice,
+    NoticeWatch,
+    notice_dir,
+)
 from fedcollab.coordinator.recovery import (
     hold_coordinator_lock,
     recover_interrupted_jobs,
@@ -67,6 +84,14 @@ log = logging.getLogger(__name__)
 
 #: The only path prefix the public address serves (Flower's Fleet router).
 FLEET_PREFIX = "/v1/fleet/"
+
+#: The Fleet calls the gateway treats specially (see the module notes).
+PULL_PATH = FLEET_PREFIX + "pull-messages"
+PUSH_PATHS = frozenset({FLEET_PREFIX + "push-messages", FLEET_PREFIX + "push-object"})
+#: Flower's SuperNode authentication header carrying the node's public key.
+_NODE_KEY = b"flwr-public-key"
+#: At most this many pulls held at once (one per node key); more are forwarded at once.
+MAX_HELD = 512
 
 #: Hop-by-hop headers (RFC 9110 section 7.6.1) and the ones httpx recomputes.
 _DROP = {
@@ -91,10 +116,32 @@ def is_forwarded(method: str, path: str) -> bool:
     return method == "POST" and path.startswith(FLEET_PREFIX) and ".." not in path
 
 
-def make_gateway(upstream: str, ca_cert: Path) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-    """An ASGI app forwarding Fleet API requests to ``upstream`` (https://host:port)."""
+def empty_pull(resp: httpx.Response) -> bool:
+    """Whether a ``pull-messages`` answer is a plain "nothing for you" (200, no message,
+    no reconnect instruction): only those are held."""
+    from flwr.proto.fleet_pb2 import PullMessagesResponse
+
+    if resp.status_code != 200:
+        return False
+    parsed = PullMessagesResponse()
+    try:
+        parsed.ParseFromString(resp.content)
+    except Exception:
+        return False
+    return not parsed.messages_list and not parsed.HasField("reconnect")
+
+
+def make_gateway(
+    upstream: str, ca_cert: Path, notices: Path | None = None, *, hold_s: float = HOLD_S
+) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """An ASGI app forwarding Fleet API requests to ``upstream`` (https://host:port);
+    with ``notices`` (the coordinator's notice directory) empty pulls are held and
+    pushes noticed (module notes)."""
     ctx = ssl.create_default_context(cafile=str(ca_cert))
     client = httpx.AsyncClient(base_url=upstream, verify=ctx, timeout=httpx.Timeout(300.0))
+    outbox = NoticeWatch(Notice(notices / "outbox")) if notices is not None else None
+    inbox = Notice(notices / "inbox") if notices is not None else None
+    holding: set[bytes] = set()
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -103,6 +150,8 @@ def make_gateway(upstream: str, ca_cert: Path) -> Callable[[Scope, Receive, Send
                 if event["type"] == "lifespan.startup":
                     await send({"type": "lifespan.startup.complete"})
                 elif event["type"] == "lifespan.shutdown":
+                    if outbox is not None:
+                        await outbox.close()
                     await client.aclose()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
@@ -136,19 +185,53 @@ def make_gateway(upstream: str, ca_cert: Path) -> Callable[[Scope, Receive, Send
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _DROP]
         query = scope.get("query_string", b"")
         url = path + ("?" + query.decode("latin-1") if query else "")
+        body = b"".join(chunks)
+        held = _hold_key(scope, path) if outbox is not None else None
+        if held is not None and (held in holding or len(holding) >= MAX_HELD):
+            held = None  # a second pull of the same node, or too many: no hold
         try:
-            resp = await client.request(method, url, headers=headers, content=b"".join(chunks))
+            if held is not None:
+                holding.add(held)
+            assert outbox is not None or held is None
+            woken = outbox.event() if held is not None and outbox is not None else None
+            resp = await client.request(method, url, headers=headers, content=body)
+            deadline = time.monotonic() + hold_s
+            while woken is not None and outbox is not None and empty_pull(resp):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(woken.wait(), left)
+                except TimeoutError:
+                    break
+                woken = outbox.event()
+                resp = await client.request(method, url, headers=headers, content=body)
         except httpx.HTTPError as exc:
             log.error("SuperLink unreachable: %s", exc)
             await send({"type": "http.response.start", "status": 502, "headers": []})
             await send({"type": "http.response.body", "body": b""})
             return
+        finally:
+            if held is not None:
+                holding.discard(held)
+        if inbox is not None and path in PUSH_PATHS and resp.status_code == 200:
+            inbox.bump()
         out = [(k, v) for k, v in resp.headers.raw if k.lower() not in _DROP]
         out.append((b"content-length", str(len(resp.content)).encode()))
         await send({"type": "http.response.start", "status": resp.status_code, "headers": out})
         await send({"type": "http.response.body", "body": resp.content})
 
     return app
+
+
+def _hold_key(scope: Scope, path: str) -> bytes | None:
+    """The node key of a pull that may be held (None: not a pull, or no key)."""
+    if path != PULL_PATH:
+        return None
+    for key, value in scope["headers"]:
+        if key.lower() == _NODE_KEY:
+            return bytes(value)
+    return None
 
 
 def _free_loopback_port() -> int:
@@ -206,9 +289,11 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("job outputs in %s: recorded as failed (coordinator restart)", out_dir)
     internal = _free_loopback_port()
     write_flwr_config(ws, internal)
+    notices = notice_dir(ws.state_dir)
     proc = subprocess.Popen(
         superlink_command(ws, internal_port=internal),
-        env=flwr_env(ws),
+        # The ServerApps (Flower's SuperExec children) inherit it: coordinator.broadcast.
+        env={**flwr_env(ws), NOTICE_ENV: str(notices.resolve())},
         preexec_fn=die_with_parent,
     )
 
@@ -226,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             fed.address,
         )
         uvicorn.run(
-            make_gateway(f"https://127.0.0.1:{internal}", ws.ca_cert),
+            make_gateway(f"https://127.0.0.1:{internal}", ws.ca_cert, notices),
             host=fed.host,
             port=fed.port,
             ssl_certfile=str(ws.server_cert),

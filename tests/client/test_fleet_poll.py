@@ -19,6 +19,8 @@ from flwr.supercore.heartbeat import HeartbeatSender
 from fedcollab.client.fleet_poll import (
     ACTIVE_S,
     ACTIVE_WINDOW_S,
+    HELD_MIN_S,
+    HELD_NEXT_S,
     LOCAL_S,
     OBJECT_BACKOFF_S,
     LinkWatch,
@@ -53,6 +55,24 @@ def test_idle_nodes_pull_at_flower_s_pace_and_running_jobs_fast() -> None:
     clock.sleep(1.25)  # any other wait: as asked
     assert fake.slept == [3.0, ACTIVE_S, 3.0, LOCAL_S, 1.25]
     assert clock.time is time.time  # everything else is the time module
+
+
+def test_after_a_held_pull_the_next_one_starts_at_once() -> None:
+    """The coordinator's gateway held the last empty pull (it answered after 1 s or
+    more): it waits for the coordinator itself, so the node pulls again at once, in a
+    job or not; a pull answered quickly falls back to the timers above."""
+    fake = FakeClock()
+    clock = PullClock(monotonic=fake.monotonic, sleep=fake.sleep)
+    fake.now += HELD_MIN_S + 0.5  # the pull since the clock started was held
+    clock.sleep(3)
+    fake.now += 0.1  # answered at once: a gateway without held pulls
+    clock.sleep(3)
+    clock.message_seen()
+    fake.now += 2.0  # held again, while a job runs
+    clock.sleep(3)
+    fake.now += 0.1
+    clock.sleep(3)
+    assert fake.slept == [HELD_NEXT_S, 3.0, HELD_NEXT_S, ACTIVE_S]
 
 
 def test_install_patches_flower_s_supernode_module_and_marks_messages() -> None:
