@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from fedcollab.common.errors import CiphertextError, ProtocolError
 from fedcollab.common.serde import Payload, decode
 from fedcollab.coordinator.fleet_notice import FALLBACK_S, from_env
 
-__all__ = ["Outcome", "broadcast", "record_messages"]
+__all__ = ["Outcome", "Request", "broadcast", "exchange", "record_messages"]
 
 #: Where every message through the coordinator is written (tests only; None: nowhere).
 _RECORD_DIR: Path | None = None
@@ -95,6 +95,19 @@ class Outcome:
     refused: dict[int, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Request:
+    """One request to some nodes, for :func:`exchange` (see :func:`broadcast`)."""
+
+    node_ids: Sequence[int]
+    message_type: str
+    content_for: Callable[[int], RecordDict]
+    on_reply: Callable[[int, Payload], None]
+    group_id: str
+    timeout_s: float
+    expect_length: int | None = None
+
+
 def broadcast(
     grid: Grid,
     *,
@@ -111,61 +124,83 @@ def broadcast(
     A reply that is an error, a refusal, or malformed does not reach
     ``on_reply``; the node is reported in ``dropped`` or ``refused``.
     """
-    nodes = list(node_ids)
+    request = Request(
+        list(node_ids), message_type, content_for, on_reply, group_id, timeout_s, expect_length
+    )
+    return exchange(grid, [request])[0]
+
+
+def exchange(grid: Grid, requests: Sequence[Request]) -> list[Outcome]:
+    """Send several requests at once and collect all their replies: one message exchange
+    on the critical path instead of one per request (e.g. a ``ckks+masked`` aggregate's
+    decryption and its survivors' signatures, which need nothing from each other).
+
+    Each request keeps its own deadline (``timeout_s`` from now) and its own outcome, in
+    the order given; a node may be in several requests (it answers them one by one).
+    """
     _fast_object_retries(grid)
-    messages = [
-        Message(
-            content=content_for(node),
-            dst_node_id=node,
-            message_type=message_type,
-            group_id=group_id,
-            ttl=timeout_s,
+    sent: list[tuple[int, int, Message]] = [
+        (
+            i,
+            node,
+            Message(
+                content=req.content_for(node),
+                dst_node_id=node,
+                message_type=req.message_type,
+                group_id=req.group_id,
+                ttl=req.timeout_s,
+            ),
         )
-        for node in nodes
+        for i, req in enumerate(requests)
+        for node in req.node_ids
     ]
-    for node, message in zip(nodes, messages, strict=True):
-        _record("out", group_id, node, message.content)
+    for i, node, message in sent:
+        _record("out", requests[i].group_id, node, message.content)
     outbox, inbox = from_env("outbox"), from_env("inbox")
-    ids = list(grid.push_messages(messages))
+    ids = list(grid.push_messages([message for _, _, message in sent]))
     if outbox is not None:
         outbox.bump()  # the gateway forwards the partners' held pulls now
-    outcome = Outcome()
-    if len(ids) != len(nodes):
+    outcomes = [Outcome() for _ in requests]
+    if len(ids) != len(sent):
         # Flower delivered none of them (e.g. a message too large): every node drops out.
-        for node in nodes:
-            outcome.dropped[node] = "the coordinator could not deliver the request"
-        return outcome
-    pending: dict[str, int] = {}
-    for msg_id, node in zip(ids, nodes, strict=True):
+        for i, node, _ in sent:
+            outcomes[i].dropped[node] = "the coordinator could not deliver the request"
+        return outcomes
+    pending: dict[str, tuple[int, int]] = {}
+    for msg_id, (i, node, _) in zip(ids, sent, strict=True):
         if msg_id:
-            pending[msg_id] = node
+            pending[msg_id] = (i, node)
         else:
-            outcome.dropped[node] = "the coordinator could not deliver the request"
-    deadline = time.monotonic() + timeout_s
+            outcomes[i].dropped[node] = "the coordinator could not deliver the request"
+    start = time.monotonic()
+    deadlines = [start + req.timeout_s for req in requests]
     while pending:
-        # The last pull always starts after the deadline: one pull can take long (Flower
-        # retries a reply whose content the SuperLink could not store), and replies that
-        # arrived meanwhile are replies, not dropouts.
-        last = time.monotonic() >= deadline
+        # A request's last pull always starts after its deadline: one pull can take long
+        # (Flower retries a reply whose content the SuperLink could not store), and
+        # replies that arrived meanwhile are replies, not dropouts.
+        pulled_at = time.monotonic()
         seen = inbox.token() if inbox is not None else None
         for reply in grid.pull_messages(list(pending)):
             msg_id = reply.metadata.reply_to_message_id
             if msg_id not in pending:
                 continue
-            node = pending.pop(msg_id)
+            i, node = pending.pop(msg_id)
             if not reply.has_error():
-                _record("in", group_id, node, reply.content)
-            _handle(reply, node, outcome, on_reply, expect_length)
-        if last or not pending:
+                _record("in", requests[i].group_id, node, reply.content)
+            req = requests[i]
+            _handle(reply, node, outcomes[i], req.on_reply, req.expect_length)
+        for msg_id, (i, node) in list(pending.items()):
+            if pulled_at >= deadlines[i]:
+                del pending[msg_id]
+                outcomes[i].dropped[node] = f"no reply within {requests[i].timeout_s:g} s"
+        if not pending:
             break
-        left = max(0.0, deadline - time.monotonic())
+        left = max(0.0, min(deadlines[i] for i, _ in pending.values()) - time.monotonic())
         if inbox is None:
             time.sleep(min(_POLL_S, left))
         else:
             inbox.wait(seen, min(FALLBACK_S, left))
-    for node in pending.values():
-        outcome.dropped[node] = f"no reply within {timeout_s:g} s"
-    return outcome
+    return outcomes
 
 
 def _handle(

@@ -28,7 +28,7 @@ from flwr.serverapp import Grid
 from fedcollab.common.errors import CiphertextError, NotEnoughPartnersError
 from fedcollab.common.serde import Payload, encode
 from fedcollab.compliance.trail import digest_bytes, digest_parts, digest_vector
-from fedcollab.coordinator.broadcast import broadcast
+from fedcollab.coordinator.broadcast import Outcome, Request, broadcast, exchange
 from fedcollab.coordinator.encryption import HeSession, params_summary, session_from_keygen
 from fedcollab.coordinator.membership import Membership, Partner, refusal_hint
 from fedcollab.coordinator.secagg import MaskedSum, b64, peer_keys, unb64
@@ -243,6 +243,19 @@ class Roster(Membership):
 
     def _decrypt(self, grid: Grid, *, step: str, params: str, length: int) -> np.ndarray:
         """A contributor of ``step`` decrypts its sum, recomputed from the contributions."""
+        return self._decrypt_with(grid, step=step, params=params, length=length)[0]
+
+    def _decrypt_with(
+        self,
+        grid: Grid,
+        *,
+        step: str,
+        params: str,
+        length: int,
+        alongside: Request | None = None,
+    ) -> tuple[np.ndarray, Outcome | None]:
+        """:meth:`_decrypt`, sending ``alongside`` with the first decryption request
+        (one exchange for both) and returning its outcome too (None: no ``alongside``)."""
         assert self.he is not None
         if step not in self._aggregates:
             raise CiphertextError(f"no encrypted aggregate for step {step}")
@@ -256,12 +269,12 @@ class Roster(Membership):
             "key_digest": self.he.key_digest,
         }
         by_name = {p.name: node for node, p in self.active.items()}
+        other_outcome: Outcome | None = None
         # A contributor decrypts: it checks every statement against the request it got.
         for name in self.he.decryptors([n for n in by_name if n in contributors]):
             node = by_name[name]
             got: list[np.ndarray] = []
-            outcome = broadcast(
-                grid,
+            decrypt = Request(
                 node_ids=[node],
                 message_type="query.he_decrypt",
                 content_for=lambda _n: encode(
@@ -274,6 +287,11 @@ class Roster(Membership):
                 timeout_s=self.spec.round_timeout_s,
                 expect_length=length,
             )
+            if alongside is not None:
+                outcome, other = exchange(grid, [decrypt, alongside])
+                alongside, other_outcome = None, other
+            else:
+                outcome = exchange(grid, [decrypt])[0]
             if got:
                 values = got[0]
                 self.audit.aggregated(
@@ -282,7 +300,7 @@ class Roster(Membership):
                     digest_vector(values),
                     protection="ckks-decrypted",
                 )
-                return values
+                return values, other_outcome
             reason = outcome.refused.get(node) or outcome.dropped.get(node, "no reply")
             if node in outcome.refused and "CiphertextError" in reason:
                 self.audit.event(
@@ -320,6 +338,22 @@ class Roster(Membership):
         on_reply: Callable[[str, Payload], None],
     ) -> list[str]:
         """One ``query.secagg`` round; returns who answered (the others are dropped)."""
+        request, finish = self._stage_request(
+            acc, step=step, stage=stage, nodes=nodes, meta=meta, on_reply=on_reply
+        )
+        return finish(exchange(grid, [request])[0])
+
+    def _stage_request(
+        self,
+        acc: MaskedSum,
+        *,
+        step: str,
+        stage: str,
+        nodes: list[int],
+        meta: dict[str, object],
+        on_reply: Callable[[str, Payload], None],
+    ) -> tuple[Request, Callable[[Outcome], list[str]]]:
+        """A ``query.secagg`` round as a request, and what to do with its outcome."""
         full = {**self.job_meta(), "secagg": meta}
         sealed: dict[str, str] = {}
 
@@ -331,8 +365,7 @@ class Roster(Membership):
             if payload.parts:  # the sealed share envelopes: logged as the partner logs them
                 sealed[self.active[node].name] = digest_parts(payload.parts)
 
-        outcome = broadcast(
-            grid,
+        request = Request(
             node_ids=nodes,
             message_type=ACTION,
             content_for=lambda _n: encode(full),
@@ -340,14 +373,18 @@ class Roster(Membership):
             group_id=f"{step}.secagg-{stage}",
             timeout_s=self.step_timeout_s(len(nodes)),
         )
-        for node, reason in {**outcome.dropped, **outcome.refused}.items():
-            self.drop(node, step=f"{step}.secagg-{stage}", reason=reason)
-        if sealed:  # every reply a partner's trail counts as sent is in the log it cosigns
-            self.audit.aggregated(
-                f"{step}.secagg-{stage}", sealed, None, protection="secagg-sealed-shares"
-            )
-        self._check_quorum(f"{step}.secagg-{stage}")
-        return [self.active[n].name for n in outcome.replied if n in self.active]
+
+        def finish(outcome: Outcome) -> list[str]:
+            for node, reason in {**outcome.dropped, **outcome.refused}.items():
+                self.drop(node, step=f"{step}.secagg-{stage}", reason=reason)
+            if sealed:  # every reply a partner's trail counts as sent is in the log it cosigns
+                self.audit.aggregated(
+                    f"{step}.secagg-{stage}", sealed, None, protection="secagg-sealed-shares"
+                )
+            self._check_quorum(f"{step}.secagg-{stage}")
+            return [self.active[n].name for n in outcome.replied if n in self.active]
+
+        return request, finish
 
     def _secagg_setup(
         self, grid: Grid, acc: MaskedSum, *, step: str, only: set[int] | None
@@ -403,8 +440,6 @@ class Roster(Membership):
             raise CiphertextError(f"no masked aggregate for step {step}")
         peers = self._peers()
         limbs = None
-        if acc.ckks is not None:  # first the key holder's verified, exact limb sums
-            limbs = self._decrypt(grid, step=step, params=acc.ckks.params, length=2 * acc.length)
         by_name = {p.name: node for node, p in self.active.items()}
         survivors = sorted(n for n in acc.survivors if n in by_name)
         meta: dict[str, object] = {"cohort": list(config.cohort), "length": acc.length}
@@ -415,8 +450,20 @@ class Roster(Membership):
                 raise SecAggRefusal(f"{name!r} sent {sig.partner!r}'s survivor signature")
             acc.signatures[name] = sig
 
-        self._stage(grid, acc, step=step, stage="sign", nodes=[by_name[n] for n in survivors],
-                    meta={**meta, "survivors": survivors}, on_reply=on_signature)  # fmt: skip
+        sign, signed = self._stage_request(
+            acc, step=step, stage="sign", nodes=[by_name[n] for n in survivors],
+            meta={**meta, "survivors": survivors}, on_reply=on_signature,
+        )  # fmt: skip
+        if acc.ckks is None:
+            signed(exchange(grid, [sign])[0])
+        else:
+            # The key holder's verified, exact limb sums, in the same exchange as the
+            # survivors' signatures: the decryptor sees the masked total either way, and
+            # no share is revealed before the signatures are in (the unmasking below).
+            limbs, outcome = self._decrypt_with(
+                grid, step=step, params=acc.ckks.params, length=2 * acc.length, alongside=sign
+            )
+            signed(outcome if outcome is not None else exchange(grid, [sign])[0])
         try:
             request = unmask_request(
                 config, list(acc.signatures.values()), survivors=survivors, u2=acc.u2, peers=peers

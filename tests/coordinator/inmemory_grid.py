@@ -46,12 +46,16 @@ class InMemoryGrid:
         self.nodes = [_Node(i + 1, n) for i, n in enumerate(names)]
         self._ids = itertools.count(1)
         self._replies: dict[str, Message] = {}
+        #: The group ids of each push, in order: what went out in one exchange.
+        self.pushes: list[list[str]] = []
 
     def get_nodes(self) -> list[_Node]:
         return list(self.nodes)
 
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
         ids = []
+        messages = list(messages)
+        self.pushes.append([msg.metadata.group_id for msg in messages])
         for msg in messages:
             msg_id = f"m{next(self._ids)}"
             msg.metadata.__dict__["_message_id"] = msg_id  # the SuperLink's job

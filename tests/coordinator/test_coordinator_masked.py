@@ -46,7 +46,12 @@ def _job(task: str, aggregation: str, n: int) -> JobSpec:
 
 
 def _run(
-    tmp_path: Path, spec: JobSpec, n: int, *, budget_cap: float | None = None
+    tmp_path: Path,
+    spec: JobSpec,
+    n: int,
+    *,
+    budget_cap: float | None = None,
+    pushes: list[list[str]] | None = None,
 ) -> tuple[dict[str, Any], Path, Path]:
     """Run ``spec`` over ``n`` partners; ``budget_cap`` caps every partner's "shop" ledger."""
     from fedcollab.privacy.budget_ledger import BudgetLedger
@@ -68,6 +73,8 @@ def _run(
             audit_config=audit,
             policy=policy,
         )
+    if pushes is not None:
+        pushes.extend(grid.pushes)
     return metrics, out, audit.db
 
 
@@ -106,11 +113,26 @@ def test_a_masked_segmentation_job_equals_the_plaintext_job(tmp_path: Path, mode
 @pytest.mark.parametrize("mode", ["masked", "ckks+masked"])
 def test_a_masked_prediction_job_equals_the_plaintext_job(tmp_path: Path, mode: str) -> None:
     plain, _, _ = _run(tmp_path / "plain", _job("purchase_prediction", "plaintext", 3), 3)
-    masked, _, _ = _run(tmp_path / "masked", _job("purchase_prediction", mode, 3), 3)
+    pushes: list[list[str]] = []
+    masked, _, _ = _run(tmp_path / "masked", _job("purchase_prediction", mode, 3), 3, pushes=pushes)
     for split in ("validation", "test"):
         for key in ("n", "auc", "accuracy", "log_loss"):
             got, want = masked["final"][split][key], plain["final"][split][key]
             assert abs(got - want) < 1e-4, (split, key, got, want)
+    # The exchanges per aggregate step: advertise, share, the step, sign, unmask; in
+    # ckks+masked the decryption rides in the signatures' exchange (one push for both).
+    per_step: dict[str, list[set[str]]] = {}
+    for push in pushes:
+        groups = {g for g in push if ".secagg-" in g or g.endswith(".decrypt")}
+        steps = {g.rsplit(".", 1)[0] for g in groups}
+        for step in steps:
+            per_step.setdefault(step, []).append({g.rsplit(".", 1)[1] for g in groups})
+    assert "round-1" in per_step, sorted(per_step)
+    for step, exchanges in per_step.items():
+        if mode == "ckks+masked":
+            assert {"decrypt", "secagg-sign"} in exchanges, (step, exchanges)
+        assert [e for e in exchanges if "decrypt" in e] in ([], [{"decrypt", "secagg-sign"}])
+        assert len(exchanges) == 4, (step, exchanges)  # + the step's own request
 
 
 def _dp_client_job(aggregation: str, n: int, selection: str = "last_round") -> JobSpec:
