@@ -267,7 +267,12 @@ def _wait_tls(
 
 def main(argv: list[str] | None = None) -> int:
     """Start the loopback SuperLink, then serve the Fleet-only gateway (blocks)."""
-    from fedcollab.coordinator.superlink import flwr_env, superlink_command, write_flwr_config
+    from fedcollab.coordinator.superlink import (
+        check_node_journal,
+        flwr_env,
+        superlink_command,
+        write_flwr_config,
+    )
 
     parser = argparse.ArgumentParser(prog="fedcollab-coordinator")
     parser.add_argument("--workspace", type=Path, required=True)
@@ -287,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("job run %s was cut short by a coordinator restart: recorded as failed", run)
     for out_dir in recovered.out_dirs:
         log.warning("job outputs in %s: recorded as failed (coordinator restart)", out_dir)
+    check_node_journal(ws)  # the registered nodes the SuperLink replays (fail closed)
     internal = _free_loopback_port()
     write_flwr_config(ws, internal)
     notices = notice_dir(ws.state_dir)

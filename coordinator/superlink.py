@@ -31,9 +31,15 @@ from fedcollab.coordinator.flwr_cli import flwr_env, register_supernode
 from fedcollab.coordinator.flwr_cli import tool as _tool
 from fedcollab.coordinator.workspace import Workspace, check_name
 
+#: Flower's in-memory SuperLink state (``--database``), as ``flwr.supercore.constant``
+#: names it; the launcher refuses any other.
+IN_MEMORY = ":flwr-in-memory:"
+
 __all__ = [
+    "check_node_journal",
     "coordinator_command",
     "flwr_env",
+    "node_journal",
     "partner_audit_keys",
     "register_node",
     "registered_nodes",
@@ -64,13 +70,15 @@ def write_flwr_config(ws: Workspace, control_port: int) -> None:
 def superlink_command(ws: Workspace, *, internal_port: int) -> list[str]:
     """``flower-superlink`` bound to loopback: only the Fleet gateway reaches it from outside.
 
-    Started through :mod:`fedcollab.coordinator.superlink_launch` (Flower's entry point
-    with a 120 s SQLite busy timeout instead of 5 s: a longer lock no longer fails
-    requests with "database is locked")."""
+    Started through :mod:`fedcollab.coordinator.superlink_launch`: Flower's entry point
+    with its in-memory state, whose node registrations the launcher journals to
+    :func:`node_journal` and replays at start (same node ids), so running SuperNodes
+    keep authenticating across a coordinator restart."""
     ws.state_dir.mkdir(parents=True, exist_ok=True)
     _tool("flower-superlink")  # the same installation must provide it
     return [
         sys.executable, "-m", "fedcollab.coordinator.superlink_launch",
+        "--node-journal", str(node_journal(ws).resolve()),
         "--ssl-ca-certfile", str(ws.ca_cert.resolve()),
         "--ssl-certfile", str(ws.server_cert.resolve()),
         "--ssl-keyfile", str(ws.server_key.resolve()),
@@ -78,8 +86,33 @@ def superlink_command(ws: Workspace, *, internal_port: int) -> list[str]:
         "--disable-runtime-dependency-installation",
         "--host", "127.0.0.1",
         "--port", str(internal_port),
-        "--database", str((ws.state_dir / "superlink.db").resolve()),
+        "--database", IN_MEMORY,
     ]  # fmt: skip
+
+
+def node_journal(ws: Workspace) -> Path:
+    """The SuperLink's journal of registered nodes (:class:`superlink_launch.NodeJournal`)."""
+    return ws.state_dir / "superlink_nodes.json"
+
+
+def check_node_journal(ws: Workspace) -> None:
+    """Refuse to start a SuperLink whose journal misses a registered partner's node.
+
+    Every node id in ``registered_nodes.json`` was journaled by the SuperLink before
+    ``flwr supernode register`` answered, so a missing one means the journal was lost
+    or replaced (:class:`WorkspaceError`); an unreadable journal raises the same."""
+    from fedcollab.coordinator.superlink_launch import NodeJournal
+
+    journal = NodeJournal(node_journal(ws))
+    known = journal.load()
+    missing = sorted(p for p, node_id in registered_nodes(ws).items() if node_id not in known)
+    if missing:
+        raise WorkspaceError(
+            f"the coordinator's node journal {journal.path} lacks the registered node of "
+            f"{', '.join(missing)}: their nodes could not authenticate",
+            hint=f"restore {journal.path} from a backup, or remove these partners from "
+            f"{_registry_path(ws)} and register their node keys again",
+        )
 
 
 def coordinator_command(ws: Workspace) -> list[str]:
