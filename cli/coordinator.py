@@ -27,8 +27,9 @@ def start(
     Partners reach only the Fleet API on the federation address; Flower's
     Control API (job submission, run and node listing) listens on loopback.
 
-    Stop it with Ctrl-C. Its state (registered nodes, runs) persists in the
-    workspace's coordinator/state folder.
+    Stop it with Ctrl-C. The registered nodes persist in the workspace's
+    coordinator/state folder (a journal replayed at start); runs do not: a job
+    cut by a restart is recorded as failed.
     """
     ws = Workspace.open(workspace)
     cmd = coordinator_command(ws)

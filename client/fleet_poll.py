@@ -42,9 +42,10 @@ on, the SuperNode runs unpatched (Flower's own timing) and says so on stderr.
 *Transient Fleet API errors* (:func:`install_link_retry`). Flower 1.41 retries a
 Fleet call only on 502/503/504 and transport errors
 (``flwr/supercore/retry/http_retry.py``, ``make_simple_http_retry_invoker``). Its
-SuperLink answers **500** when its SQLite state is locked for longer than its 5 s
-busy timeout ("database is locked"; seen on a loaded machine in a ``ckks+masked``
-demo at round 12). A 500 from ``PullMessages`` escaped the SuperNode's loop
+SuperLink answers **500** on any unexpected error; it did so when its SQLite state was
+locked for longer than its 5 s busy timeout ("database is locked"; seen on a loaded
+machine in a ``ckks+masked`` demo at round 12, before the SuperLink kept its state in
+memory, coordinator/superlink_launch.py). A 500 from ``PullMessages`` escaped the SuperNode's loop
 (``start_client_internal``) and the node exited; one from ``PushMessages`` lost the
 reply; one from the heartbeat killed the heartbeat thread, so the SuperLink soon
 counted the node offline. This launcher replaces, in Flower's Fleet HTTP module:
@@ -347,7 +348,7 @@ def main() -> int:
             f"the coordinator's Fleet API kept failing ({watch.down}) after "
             f"{watch.retried} retried error(s) within the node's retry window",
             hint="check that the coordinator runs (`fedcollab federation nodes`, its log: "
-            "'database is locked'?), then restart this node (`fedcollab node start`); "
+            "HTTP 500 errors?), then restart this node (`fedcollab node start`); "
             "a longer retry window: `fedcollab node start --connect-timeout`",
         )
         print(err.diagnostics(), file=sys.stderr)

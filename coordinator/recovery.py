@@ -7,10 +7,11 @@ coordinator stops mid-job (crash, kill, reboot) that process ends with it, so
 the job cannot resume where it was: the partners' nodes answer each planned
 step of a run once (a fresh answer to a step already released would be a
 second release, :mod:`fedcollab.client.budget`), so a new ServerApp could not
-re-ask the steps already done. Flower's SuperLink keeps the run in its
-database (``--database``) and marks it failed once the dead ServerApp's task
-token expires; this module makes fedcollab's own records say the same, at once
-and durably:
+re-ask the steps already done. Flower's SuperLink keeps its runs in memory
+(:mod:`fedcollab.coordinator.superlink_launch`: only the node registrations are
+journaled), so the restarted SuperLink no longer knows the run at all, and answers
+a node's late call about it as a finished run; this module makes fedcollab's own
+records say the job failed, at once and durably:
 
 - the coordinator's audit log: every run with ``job.started`` and no
   ``job.completed`` / ``job.failed`` gets one ``job.failed`` event (signed,
