@@ -134,8 +134,9 @@ def upstream(tmp_path: Path) -> Iterator[tuple[_Upstream, str, Workspace]]:
         thread.join(0.01)
         assert thread.is_alive(), "the stand-in SuperLink did not start"
     yield app, f"https://127.0.0.1:{port}", ws
-    server.should_exit = True
+    server.should_exit = server.force_exit = True  # the gateway's keep-alive link stays open
     thread.join(30)
+    assert not thread.is_alive(), "the stand-in SuperLink did not stop"
 
 
 async def _call(
