@@ -77,7 +77,10 @@ class JobProgress:
                 metric += f"  epsilon {ev['epsilon']:.2f}"
             self._progress.update(self._task, completed=ev.get("round"), metric=metric)
             if not self.console.is_terminal:  # logs and CI: one line per round
-                say(f"  round {ev.get('round')}/{ev.get('total')}: {metric}")
+                noun = "iteration" if ev.get("task") == "vertical" else "round"
+                line = f"  {noun} {ev.get('round')}/{ev.get('total')}"
+                # A vertical job under label DP reports no loss: no empty "round 3/20: ".
+                say(f"{line}: {metric.strip()}" if metric.strip() else line)
         elif kind == "vertical" and ev.get("phase") == "psi":
             say(
                 f"  private set intersection: {', '.join(ev.get('parties', []))} "

@@ -19,6 +19,8 @@ def test_vertical_job_progress_lines() -> None:
         {"event": "vertical", "phase": "aligned", "intersection": 90, "train_rows": 72,
          "test_rows": 18},
         {"event": "round", "round": 1, "total": 2, "task": "vertical", "train_loss": 0.6931},
+        # Under label DP the coordinator sees no loss: the line says the iteration only.
+        {"event": "round", "round": 2, "total": 2, "task": "vertical", "train_loss": None},
         {"event": "job_end", "status": "completed", "final": {"test_auc": 0.7123}},
         {"event": "job_end", "status": "completed", "final": {"scored": 90}},
     ]  # fmt: skip
@@ -28,7 +30,8 @@ def test_vertical_job_progress_lines() -> None:
     text = buf.getvalue()
     assert "private set intersection: a, b (label holder a)" in text
     assert "aligned 90 common users (72 training, 18 test)" in text
-    assert "round 1/2: train loss 0.6931" in text
+    assert "iteration 1/2: train loss 0.6931" in text
+    assert "  iteration 2/2\n" in text and "2/2:" not in text
     assert "test AUC 0.7123" in text
     assert "90 users scored at the label holder" in text
 
