@@ -62,6 +62,7 @@ from flwr.supercore.object_store.in_memory_object_store import InMemoryObjectSto
 from flwr.supercore.utils import int64_to_uint64
 from flwr.superlink.federation import FederationManager
 
+from fedcollab.common.atomic import write_atomic
 from fedcollab.common.errors import FedcollabError, WorkspaceError
 
 __all__ = [
@@ -212,22 +213,7 @@ class NodeJournal:
         }
         data = (json.dumps(body, indent=2, sort_keys=True) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(self.path, data, private=True)
 
 
 def _legacy_nodes(db: Path) -> dict[int, NodeRecord]:
