@@ -282,6 +282,10 @@ def privacy_utility(r: Result) -> Row:
     st = r["settings"]
     seeds = len(st["seeds"])
     title = f"{len(r['partners'])} partners, {seeds} seed(s), {st['rounds']} rounds"
+    if "client_rounds" in st:
+        title += (
+            f" (DP-FedAvg {st['client_rounds']} rounds of {st['client_local_epochs']} local epochs)"
+        )
     return title, text
 
 

@@ -196,4 +196,14 @@ def test_job_for_sets_the_experiment_settings() -> None:
     assert sample.privacy.encryption == "none" and sample.privacy.sample_rate == SAMPLE_RATE
     client = job_for(base, Setting("client", 1.0), seed=0, rounds=12, n_partners=9)
     assert (client.privacy.dp, client.privacy.encryption) == ("client", "ckks")
+    # DP-FedAvg: few long rounds (the module's Notes); never more rounds than asked.
+    assert (client.rounds, client.training.local_epochs) == (3, 3)
+    assert (sample.rounds, sample.training.local_epochs) == (12, base.training.local_epochs)
+    short = job_for(base, Setting("client", 1.0), seed=0, rounds=2, n_partners=9)
+    assert short.rounds == 2
+    custom = job_for(
+        base, Setting("client", 8.0), seed=0, rounds=12, n_partners=9,
+        client_rounds=6, client_local_epochs=2,
+    )  # fmt: skip
+    assert (custom.rounds, custom.training.local_epochs) == (6, 2)
     assert len({plain.name, sample.name, client.name}) == 3
