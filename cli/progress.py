@@ -106,6 +106,20 @@ class JobProgress:
                 + (f" (target {target:g})" if target is not None else "")
                 + f" at delta {ev.get('target_delta')}"
             )
+        elif kind == "dp_signal":
+            ratio = float(ev.get("noise_to_signal", 0.0))
+            where = (
+                f"{ev.get('contributors')} partners, {ev.get('rounds')} rounds, "
+                f"{ev.get('n_parameters')} parameters"
+            )
+            if ratio > 1.0:
+                say(
+                    f"  [yellow]warning[/] DP-FedAvg noise is {ratio:.1f}x the largest signal "
+                    f"the partners can send ({where}): expect a near-random model; raise "
+                    'the epsilon, add partners, use a smaller model, or use dp = "sample"'
+                )
+            else:
+                say(f"  DP-FedAvg noise is {ratio:.2f}x the largest signal ({where})")
         elif kind == "round_skipped":
             say(f"  round {ev.get('round')} skipped: only {ev.get('sampled')} partners drawn")
         elif kind == "dropout":

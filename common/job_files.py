@@ -93,10 +93,11 @@ class JobMetrics(BaseModel):
 
     Common: ``job``, ``task``, ``dropouts``, ``refused``, ``wall_time_s``.
     Purchase prediction: ``rounds_run``, ``best_round``, ``history``, ``final``,
-    ``epsilon``. Segmentation: ``iterations``, ``objective``, ``history``,
-    ``segments``, ``epsilon``. Vertical: ``rounds_run``, ``history``, ``final``,
-    ``alignment``, ``explanations``. Unknown keys are kept (``extra="allow"``) so an
-    older reader never drops a newer writer's metric.
+    ``epsilon`` and, with DP-FedAvg, ``noise_to_signal``
+    (:func:`protocols.client_dp.noise_to_signal`). Segmentation: ``iterations``,
+    ``objective``, ``history``, ``segments``, ``epsilon``. Vertical: ``rounds_run``,
+    ``history``, ``final``, ``alignment``, ``explanations``. Unknown keys are kept
+    (``extra="allow"``) so an older reader never drops a newer writer's metric.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -113,6 +114,7 @@ class JobMetrics(BaseModel):
     final: dict[str, Any] | None = None
     objective: float | None = None
     epsilon: float | None = None
+    noise_to_signal: float | None = None
     segments: list[dict[str, Any]] | None = None
     alignment: dict[str, Any] | None = None
     explanations: list[dict[str, Any]] | None = None

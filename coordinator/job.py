@@ -97,6 +97,8 @@ def run_job(
                 final=pred.final,
                 epsilon=pred.epsilon,
             )
+            if pred.noise_to_signal is not None:
+                metrics["noise_to_signal"] = pred.noise_to_signal
         else:
             pre = federated_preprocessor(
                 grid, roster, schema, plan=plan, bounds=spec.privacy.value_bounds

@@ -42,6 +42,7 @@ from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.coordinator.roster import Partner, Roster
 from fedcollab.privacy.dp_plan import resolve, validates_rounds
 from fedcollab.protocols import attribution, evaluation, fedavg, models, preprocessing
+from fedcollab.protocols import client_dp as client_dp_noise
 from fedcollab.protocols.early_stopping import EarlyStopping
 
 __all__ = ["PredictionResult", "run_prediction"]
@@ -57,6 +58,8 @@ class PredictionResult:
     final: dict[str, Any] = field(default_factory=dict)
     #: Under DP: the released model's epsilon after the rounds that ran.
     epsilon: float | None = None
+    #: DP-FedAvg: the noise over the largest signal (protocols.client_dp.noise_to_signal).
+    noise_to_signal: float | None = None
 
 
 def _metrics(m: evaluation.EvalMetrics) -> dict[str, Any]:
@@ -98,6 +101,18 @@ def run_prediction(
     # A job without DP always selects by validation; a DP job only if its plan charges
     # a validation histogram per round (privacy.dp_plan.validates_rounds).
     selects = plan is None or validates_rounds(spec)
+    if plan is not None and client_dp:
+        # How far the partners' best signal stands above the noise (a warning when below).
+        drawn = round(spec.privacy.client_sample_rate * len(roster.active))
+        signal = {
+            "n_parameters": sum(int(np.prod(s)) for s in shapes),
+            "contributors": max(spec.min_partners, drawn),
+            "rounds": spec.rounds,
+        }
+        result.noise_to_signal = client_dp_noise.noise_to_signal(
+            noise_multiplier=plan.noise_multiplier, min_partners=spec.min_partners, **signal
+        )
+        outputs.event("dp_signal", noise_to_signal=result.noise_to_signal, **signal)
     for rnd in range(1, spec.rounds + 1):
         selected = roster.sample(spec.privacy.client_sample_rate) if client_dp else None
         if selected is not None and len(selected) < spec.min_partners:

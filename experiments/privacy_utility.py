@@ -371,6 +371,8 @@ def _run_one(
         "validation_auc": metrics["final"]["validation"]["auc"],
         "epsilon": metrics.get("epsilon"),
         "noise_multiplier": None if dp is None else dp["noise_multiplier"],
+        # DP-FedAvg only: the noise over the largest signal (protocols.client_dp)
+        "noise_to_signal": metrics.get("noise_to_signal"),
         "record_level_epsilon": record_eps,
         "advantage_bound": advantage_bound(record_eps, target_delta=spec.privacy.target_delta),
         **_released_model_scores(run_dir, spec, data, member_sample),

@@ -66,6 +66,7 @@ __all__ = [
     "clip_update",
     "cluster_sensitivity",
     "noise_share",
+    "noise_to_signal",
     "noisy_cluster_vector",
     "private_cluster_vector",
     "private_profile_vector",
@@ -118,6 +119,43 @@ def noise_share(
     z = _positive("noise_multiplier", noise_multiplier)
     c = _positive("clip_norm", clip_norm)
     return _gaussian(length, z * c / math.sqrt(parties))
+
+
+def noise_to_signal(
+    *, noise_multiplier: float, n_parameters: int, contributors: int, min_partners: int, rounds: int
+) -> float:
+    """The DP-FedAvg noise on the released model over the largest signal it can carry.
+
+    A round's mean update is the mean of ``m = contributors`` updates of norm <= C
+    plus ``m`` noise shares of std ``z*C/sqrt(min_partners)`` per entry: noise of std
+    ``z*C*sqrt(m/min_partners)/m`` per entry.  Over ``rounds`` rounds the model moves
+    by at most ``rounds * C`` (every partner pushing the same way by the full clip
+    norm every round), while the noise adds up to an L2 norm of about
+    ``z*C*sqrt(rounds * n_parameters / (m * min_partners))``.  The ratio does not
+    depend on C; at a fixed epsilon it hardly depends on the rounds either (``z``
+    grows about as ``sqrt(rounds)``).  Above 1 the noise outweighs even that best
+    case and the released model is close to random (with 9 partners and 73
+    parameters, epsilon 1: about 3.8); more partners, fewer parameters or a larger
+    epsilon lower it.
+
+    >>> round(noise_to_signal(noise_multiplier=7.01, n_parameters=73, contributors=9,
+    ...                       min_partners=9, rounds=3), 2)
+    3.84
+    """
+    z = _positive("noise_multiplier", noise_multiplier)
+    counts = {
+        "n_parameters": n_parameters,
+        "contributors": contributors,
+        "min_partners": min_partners,
+        "rounds": rounds,
+    }
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise PrivacyError(
+                f"{name} must be an integer >= 1, got {value!r}",
+                hint="pass the model's parameter count and the job's partners and rounds",
+            )
+    return z * math.sqrt(n_parameters / (contributors * min_partners * rounds))
 
 
 def private_update(

@@ -54,3 +54,23 @@ def test_round_numbers_agree() -> None:
     assert "round 1/30: val AUC 0.7000 (the initial model)" in text
     assert "round 2/30: val AUC 0.7500 (model after round 1)" in text
     assert "early stop after round 4 (best: model after round 1)" in text
+
+
+def test_dp_fedavg_noise_warning() -> None:
+    """A DP-FedAvg job whose noise outweighs any signal says so; one that does not, quietly."""
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=False, width=300)
+    events: list[dict[str, Any]] = [
+        {"event": "dp_signal", "noise_to_signal": 3.84, "contributors": 9, "rounds": 3,
+         "n_parameters": 73},
+        {"event": "dp_signal", "noise_to_signal": 0.6, "contributors": 9, "rounds": 3,
+         "n_parameters": 73},
+    ]  # fmt: skip
+    with JobProgress(console, title="p") as progress:
+        for ev in events:
+            progress(ev)
+    lines = buf.getvalue().splitlines()
+    warned = [line for line in lines if "warning" in line]
+    assert len(warned) == 1 and "3.8x the largest signal" in warned[0]
+    assert "9 partners, 3 rounds, 73 parameters" in warned[0]
+    assert any("0.60x the largest signal" in line and "warning" not in line for line in lines)

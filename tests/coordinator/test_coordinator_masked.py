@@ -16,10 +16,13 @@ import numpy as np
 import pytest
 import torch
 
+from fedcollab.common.job_files import read_progress
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.compliance.trail import Trail
 from fedcollab.coordinator.job import run_job
 from fedcollab.coordinator.outputs import JobOutputs
+from fedcollab.privacy.dp_plan import resolve
+from fedcollab.protocols import client_dp
 from tests.coordinator.inmemory_grid import federation, task_identity
 from tests.coordinator.test_coordinator_attributions import SCHEMA, _partner
 
@@ -175,6 +178,18 @@ def test_a_client_level_dp_job_runs_with_masks(tmp_path: Path, mode: str, select
         )
     assert metrics["rounds_run"] == 2 and 0 < metrics["epsilon"] <= 50.0
     assert metrics["final"]["test"]["n"] > 0
+    # The noise-over-signal figure the progress display warns on (cli.progress).
+    plan = resolve(spec)
+    assert plan is not None
+    state = torch.load(tmp_path / "out" / "model.pt", weights_only=True)
+    d = sum(v.numel() for v in state.values())  # the released model's parameters
+    expected = client_dp.noise_to_signal(
+        noise_multiplier=plan.noise_multiplier, n_parameters=d, contributors=3,
+        min_partners=3, rounds=2,
+    )  # fmt: skip
+    assert metrics["noise_to_signal"] == pytest.approx(expected)
+    signal = [e for e in read_progress(tmp_path / "out")[0] if e["event"] == "dp_signal"]
+    assert [(e["n_parameters"], e["contributors"], e["rounds"]) for e in signal] == [(d, 3, 2)]
     events = _events(audit.db)
     unmasked = {e["body"]["step"]: e["body"] for e in events if e["type"] == "secagg.unmasked"}
     for step in ("moments", "round-1", "round-2", "final-evaluation"):

@@ -53,6 +53,7 @@ def test_public_surfaces_are_what_was_meant() -> None:
         "clip_update",
         "cluster_sensitivity",
         "noise_share",
+        "noise_to_signal",
         "noisy_cluster_vector",
         "private_cluster_vector",
         "private_profile_vector",
@@ -342,3 +343,25 @@ def test_noisy_profiles_are_post_processed_safely() -> None:
     with pytest.raises(ProtocolError, match="no customers"):
         profiles_from_bounded_vector(np.zeros_like(vec), k=k, preprocessor=pre, min_count=1.0)
     assert d == pre.n_features
+
+
+def test_noise_to_signal_matches_its_definition_and_refuses_bad_counts() -> None:
+    """z * sqrt(d / (m * min_partners * rounds)); counts must be integers >= 1."""
+    from fedcollab.protocols.client_dp import noise_to_signal
+
+    got = noise_to_signal(
+        noise_multiplier=2.0, n_parameters=100, contributors=10, min_partners=5, rounds=2
+    )
+    assert got == pytest.approx(2.0 * (100 / (10 * 5 * 2)) ** 0.5)
+    # More partners or fewer parameters lower it; it does not depend on the clip norm.
+    assert noise_to_signal(
+        noise_multiplier=2.0, n_parameters=25, contributors=10, min_partners=5, rounds=2
+    ) == pytest.approx(got / 2)
+    for bad in ({"n_parameters": 0}, {"contributors": 2.5}, {"rounds": True}):
+        kwargs = {"n_parameters": 10, "contributors": 3, "min_partners": 3, "rounds": 1} | bad
+        with pytest.raises(PrivacyError, match="integer >= 1"):
+            noise_to_signal(noise_multiplier=1.0, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(PrivacyError):
+        noise_to_signal(
+            noise_multiplier=0.0, n_parameters=1, contributors=1, min_partners=1, rounds=1
+        )
