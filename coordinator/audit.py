@@ -11,6 +11,7 @@ log open while waiting for partners, so operators can submit other jobs.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from fedcollab.compliance.cosigning import build_request
 from fedcollab.compliance.trail import Trail
 
 __all__ = ["AuditConfig", "JobAudit"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class JobAudit:
             index = trail.record(type, {**head, **body})
         if type == "round.aggregated":
             self.aggregate_indices.append(index)
+        log.debug("audit entry %d: %s (job %s, run %s)", index, type, self.spec.name, self.run_id)
         return index
 
     def aggregated(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import time
 import traceback
 from typing import Any
@@ -32,6 +33,8 @@ from fedcollab.coordinator.vertical import run_vertical
 from fedcollab.privacy.dp_plan import resolve
 
 __all__ = ["run_job"]
+
+log = logging.getLogger(__name__)
 
 
 def _now() -> str:
@@ -156,6 +159,7 @@ def _output_digests(outputs: JobOutputs) -> dict[str, str]:
 
 
 def _fail(outputs: JobOutputs, roster: Roster, audit: JobAudit, kind: str, reason: str) -> None:
+    log.warning("job %s failed: %s: %s", audit.spec.name, kind, reason.splitlines()[0][:500])
     with contextlib.suppress(FedcollabError):
         audit.event("job.failed", error=kind, reason=reason.splitlines()[0][:500])
     outputs.write_result(JobResult.failed(kind, reason, dropouts=roster.dropped))

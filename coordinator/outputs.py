@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,8 @@ from fedcollab.common.job_files import (
 )
 
 __all__ = ["JobOutputs", "read_progress"]
+
+log = logging.getLogger(__name__)
 
 
 def _dump(obj: Any) -> str:
@@ -71,6 +74,9 @@ class JobOutputs:
     def event(self, kind: str, **fields: Any) -> None:
         """Append one progress event (flushed and fsynced: followers see it at once)."""
         append_event(self.dir, kind, **fields)
+        if log.isEnabledFor(logging.INFO):  # `fedcollab -v`: the job's progress as it goes
+            brief = {k: v for k, v in fields.items() if not isinstance(v, dict | list)}
+            log.info("%s %s: %s", self.dir.name, kind, brief)
 
     def write_result(self, result: JobResult) -> Path:
         return write_result(self.dir, result)

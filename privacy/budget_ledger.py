@@ -44,6 +44,7 @@ Notes
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -58,6 +59,8 @@ from fedcollab.common.errors import BudgetExceededError, PrivacyError
 from fedcollab.privacy.accounting import Mechanism, epsilon, mechanism_from_dict
 
 __all__ = ["BudgetLedger", "Charge", "DatasetBudget"]
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 _CAP_RTOL = 1e-9
@@ -297,6 +300,10 @@ class BudgetLedger:
             before = epsilon(spent, target_delta=delta)
             after = epsilon([*spent, mechanism], target_delta=delta)
             if not after <= cap * (1 + _CAP_RTOL):
+                log.warning(
+                    "budget refused: dataset %s, job %s, step %s: epsilon %.4g -> %.4g > cap %.4g",
+                    dataset, job, step, before, after, cap,
+                )  # fmt: skip
                 raise BudgetExceededError(
                     f"dataset {dataset!r}: job {job!r} (run {run}, step {step}) needs the spent "
                     f"epsilon to go from {before:.4g} to {after:.4g}, above the cap {cap:.4g} "
@@ -310,6 +317,10 @@ class BudgetLedger:
                 _INSERT_CHARGE,
                 (dataset, run, step, job, text, before, after, cap, delta, charge.recorded_at),
             )
+        log.info(
+            "budget charged: dataset %s, job %s, step %s: epsilon %.4g -> %.4g (cap %.4g)",
+            dataset, job, step, before, after, cap,
+        )  # fmt: skip
         return charge
 
     def charges(self, dataset: str | None = None) -> list[Charge]:

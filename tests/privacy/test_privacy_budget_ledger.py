@@ -4,6 +4,7 @@ a charge counts exactly once across retries, crashes and concurrent processes.""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
@@ -374,3 +375,19 @@ def test_concurrent_processes_never_overshoot_the_cap(tmp_path: Path) -> None:
         assert budget.charges == fits
         assert budget.spent_epsilon <= cap
         assert len({(c.run, c.step) for c in led.charges()}) == fits
+
+
+def test_charges_and_refusals_are_logged(
+    ledger: BudgetLedger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`fedcollab -v` shows each charge (INFO) and each refusal (WARNING) with its epsilons."""
+    ledger.set_cap("orders", epsilon_cap=5.0, delta=DELTA)
+    with caplog.at_level(logging.INFO, logger="fedcollab.privacy.budget_ledger"):
+        charge = spend(ledger, A, step="1")
+        with pytest.raises(BudgetExceededError):
+            spend(ledger, A, step="2")
+    records = [r for r in caplog.records if r.name == "fedcollab.privacy.budget_ledger"]
+    assert [r.levelno for r in records] == [logging.INFO, logging.WARNING]
+    assert "budget charged: dataset orders, job churn, step 1" in records[0].getMessage()
+    assert f"{charge.epsilon_after:.4g} (cap 5)" in records[0].getMessage()
+    assert "budget refused: dataset orders, job churn, step 2" in records[1].getMessage()
