@@ -1,5 +1,10 @@
 """A partner's persistent privacy-budget ledger (one SQLite file per node).
 
+Long module: one ledger, kept whole: its schema, the transaction that makes a
+charge atomic (read the spend, compose, compare with the cap, insert) and the
+replay rule of a repeated step belong to one another; split, a reader would have
+to see several files to know that nothing is half-written.
+
 Per *dataset key* (an opaque string the partner chooses, e.g. the dataset's
 name) the ledger stores every DP mechanism ever run on that dataset, across
 rounds and jobs.  The spent epsilon is the composition of all of them
@@ -61,6 +66,7 @@ from fedcollab.privacy.accounting import Mechanism, epsilon, mechanism_from_dict
 __all__ = ["BudgetLedger", "Charge", "DatasetBudget"]
 
 log = logging.getLogger(__name__)
+_LOG_CHARGE = "budget %s: dataset %s, job %s, step %s: epsilon %.4g -> %.4g, cap %.4g"
 
 SCHEMA_VERSION = 1
 _CAP_RTOL = 1e-9
@@ -300,10 +306,7 @@ class BudgetLedger:
             before = epsilon(spent, target_delta=delta)
             after = epsilon([*spent, mechanism], target_delta=delta)
             if not after <= cap * (1 + _CAP_RTOL):
-                log.warning(
-                    "budget refused: dataset %s, job %s, step %s: epsilon %.4g -> %.4g > cap %.4g",
-                    dataset, job, step, before, after, cap,
-                )  # fmt: skip
+                log.warning(_LOG_CHARGE, "refused", dataset, job, step, before, after, cap)
                 raise BudgetExceededError(
                     f"dataset {dataset!r}: job {job!r} (run {run}, step {step}) needs the spent "
                     f"epsilon to go from {before:.4g} to {after:.4g}, above the cap {cap:.4g} "
@@ -317,10 +320,7 @@ class BudgetLedger:
                 _INSERT_CHARGE,
                 (dataset, run, step, job, text, before, after, cap, delta, charge.recorded_at),
             )
-        log.info(
-            "budget charged: dataset %s, job %s, step %s: epsilon %.4g -> %.4g (cap %.4g)",
-            dataset, job, step, before, after, cap,
-        )  # fmt: skip
+        log.info(_LOG_CHARGE, "charged", dataset, job, step, before, after, cap)
         return charge
 
     def charges(self, dataset: str | None = None) -> list[Charge]:

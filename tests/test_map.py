@@ -400,8 +400,9 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         "a coordinator and partner SuperNodes as real processes on loopback",
     ),
     "federation/simulation.py": (
-        ("tests/coordinator/test_coordinator_masked.py", "tests/install/test_wheel.py"),
-        "the simulated policy of the in-memory Grid; `fedcollab run` from the wheel",
+        ("tests/federation/test_inmemory.py", "tests/install/test_wheel.py"),
+        "the simulated partners' settings, audit set-up and policy (through the in-memory "
+        "federation); `fedcollab run` from the wheel",
     ),
     # --- privacy/ --------------------------------------------------------------------
     "privacy/secagg_messages.py": (

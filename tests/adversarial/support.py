@@ -24,7 +24,7 @@ from fedcollab.client.partner_data import PartnerSource
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.serde import Payload, decode, encode
 from fedcollab.compliance.trail import Trail
-from tests.coordinator.inmemory_grid import federation, task_identity
+from fedcollab.federation.inmemory import in_memory_federation, task_identity
 
 SCHEMA: dict[str, Any] = {
     "version": 1,
@@ -107,7 +107,7 @@ class Attacker:
             write_partner(tmp_path / "data", n, seed=i, spend_scale=spend_scale)
             for i, n in enumerate(names)
         ]
-        grid, _audit, _policy = federation(spec, sources, tmp_path)
+        grid, _audit, _policy = in_memory_federation(spec, sources, tmp_path)
         partners = json.loads(grid.overrides["sim-partners"])
         configs = {p["partner"]: {**p, **node} for p in partners}
         return cls(spec=spec, configs=configs)

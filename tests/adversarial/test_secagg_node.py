@@ -23,6 +23,7 @@ from fedcollab.coordinator.audit import JobAudit
 from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.coordinator.roster import Roster
 from fedcollab.coordinator.secagg import MaskedSum
+from fedcollab.federation.inmemory import InMemoryGrid, in_memory_federation, task_identity
 from fedcollab.privacy.envelope import Envelope
 from fedcollab.privacy.secagg_job import CODEC
 from fedcollab.privacy.secagg_messages import UnmaskRequest
@@ -34,7 +35,6 @@ from fedcollab.privacy.secagg_wire import (
 )
 from fedcollab.protocols import preprocessing
 from tests.adversarial.support import Attacker, job, layout_meta, write_partner
-from tests.coordinator.inmemory_grid import InMemoryGrid, federation, task_identity
 
 CHANNELS = ["app", "web"]
 LENGTH = preprocessing.MomentsLayout(
@@ -207,7 +207,7 @@ def test_the_masked_sum_is_exact_with_dropouts(tmp_path: Path, dropouts: int) ->
     names = [f"p{i}" for i in range(7)]
     spec = _masked_job(participants=names, min_partners=3, round_timeout_s=2.0)
     sources = [write_partner(tmp_path / "data", n, seed=i) for i, n in enumerate(names)]
-    base, audit_config, policy = federation(spec, sources, tmp_path)
+    base, audit_config, policy = in_memory_federation(spec, sources, tmp_path)
     gone = set(names[:dropouts])
     grid = DroppingGrid(base, gone, at="moments")
     audit = JobAudit(audit_config, spec)
@@ -254,7 +254,7 @@ def test_a_survivor_lost_at_the_consistency_check_stays_in_the_sum(
     names = [f"p{i}" for i in range(7)]
     spec = _masked_job(participants=names, min_partners=3, round_timeout_s=2.0)
     sources = [write_partner(tmp_path / "data", n, seed=i) for i, n in enumerate(names)]
-    base, audit_config, policy = federation(spec, sources, tmp_path)
+    base, audit_config, policy = in_memory_federation(spec, sources, tmp_path)
     gone = set(names[-lost:])
     grid = DroppingGrid(base, gone, at="moments.secagg-sign")
     audit = JobAudit(audit_config, spec)
@@ -294,7 +294,7 @@ def test_masked_statistics_in_business_units_are_carried_exactly(
     sources = [
         write_partner(tmp_path / "data", n, seed=i, spend_scale=1e4) for i, n in enumerate(names)
     ]
-    grid, audit_config, policy = federation(spec, sources, tmp_path)
+    grid, audit_config, policy = in_memory_federation(spec, sources, tmp_path)
     audit = JobAudit(audit_config, spec)
     roster = Roster(spec=spec, outputs=JobOutputs(tmp_path / "out"), audit=audit, policy=policy)
     meta = layout_meta(channel=CHANNELS)

@@ -10,8 +10,8 @@ from flwr.app import Context, RecordDict
 
 from fedcollab.common.errors import JobSpecError, PolicyRefusal
 from fedcollab.coordinator.server_app import app, make_server_app
+from fedcollab.federation.inmemory import InMemoryGrid
 from tests.adversarial.support import job
-from tests.coordinator.inmemory_grid import InMemoryGrid
 
 
 def _context(run_config: dict[str, str]) -> Context:

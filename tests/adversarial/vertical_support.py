@@ -29,8 +29,8 @@ from fedcollab.common.schema import load_schema
 from fedcollab.common.serde import Payload, decode, encode
 from fedcollab.common.split import split_vertical
 from fedcollab.demo.vertical import DATA_DIR, PARTIES, vertical_job
+from fedcollab.federation.inmemory import in_memory_federation, task_identity
 from fedcollab.privacy.budget_ledger import BudgetLedger
-from tests.coordinator.inmemory_grid import federation, task_identity
 
 LABEL = "platform"
 Requests = Mapping[str, tuple[dict[str, Any], Mapping[str, bytes]]]
@@ -89,7 +89,7 @@ class VerticalWorld:
     @classmethod
     def create(cls, tmp_path: Path, spec: JobSpec, sources: list[PartnerSource],
                cap: float = 1000.0, **node: str) -> VerticalWorld:  # fmt: skip
-        grid, _audit, _policy = federation(spec, sources, tmp_path)
+        grid, _audit, _policy = in_memory_federation(spec, sources, tmp_path)
         partners = json.loads(grid.overrides["sim-partners"])
         configs = {
             p["partner"]: {**p, "state-dir": str(tmp_path / "state" / p["partner"]), **node}

@@ -9,7 +9,7 @@ from flwr.app import Message, RecordDict
 
 from fedcollab.common.serde import Payload, encode
 from fedcollab.coordinator.broadcast import broadcast
-from tests.coordinator.inmemory_grid import task_identity
+from fedcollab.federation.inmemory import task_identity
 
 
 class _SlowFirstPullGrid:

@@ -22,7 +22,7 @@ from fedcollab.common.jobspec import JobSpec
 from fedcollab.compliance.trail import Trail
 from fedcollab.coordinator.job import run_job
 from fedcollab.coordinator.outputs import JobOutputs
-from tests.coordinator.inmemory_grid import federation, task_identity
+from fedcollab.federation.inmemory import in_memory_federation, task_identity
 
 warnings.filterwarnings("ignore", message=".*does not fit in a single ciphertext.*")
 torch.set_num_threads(1)
@@ -68,7 +68,7 @@ def _run(tmp_path: Path, *, kind: str, encrypted: bool) -> tuple[Path, Path]:
          "privacy": {"encryption": "ckks" if encrypted else "none"}},
         strict=False,
     )  # fmt: skip
-    grid, audit, policy = federation(spec, sources, tmp_path)
+    grid, audit, policy = in_memory_federation(spec, sources, tmp_path)
     out = tmp_path / "out"
     with task_identity():
         run_job(grid, spec, JobOutputs(out), mode="simulation", audit_config=audit, policy=policy)  # type: ignore[arg-type]

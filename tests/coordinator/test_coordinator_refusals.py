@@ -20,8 +20,8 @@ from fedcollab.common.jobspec import MAX_TIMEOUT_S, JobSpec
 from fedcollab.coordinator.job import run_job
 from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.coordinator.roster import refusal_hint
+from fedcollab.federation.inmemory import InMemoryGrid, in_memory_federation, task_identity
 from tests.cli.test_cli_hints import check
-from tests.coordinator.inmemory_grid import InMemoryGrid, federation, task_identity
 from tests.coordinator.test_coordinator_attributions import SCHEMA, _partner
 
 torch.set_num_threads(1)
@@ -45,7 +45,7 @@ def test_every_partner_refusing_fails_fast(tmp_path: Path, participants: list[st
          "privacy": {"dp": "sample", "target_epsilon": 3.0}},
         strict=False,
     )  # fmt: skip
-    plain, audit, policy = federation(spec, sources, tmp_path)
+    plain, audit, policy = in_memory_federation(spec, sources, tmp_path)
     grid = CountingGrid(plain.overrides, [s.partner for s in sources])
     with task_identity(), pytest.raises(NotEnoughPartnersError) as info:
         run_job(grid, spec, JobOutputs(tmp_path / "out"), mode="simulation",  # type: ignore[arg-type]

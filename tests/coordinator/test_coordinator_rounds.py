@@ -13,7 +13,7 @@ from fedcollab.common.errors import FedcollabError
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.coordinator.job import run_job
 from fedcollab.coordinator.outputs import JobOutputs
-from tests.coordinator.inmemory_grid import federation, task_identity
+from fedcollab.federation.inmemory import in_memory_federation, task_identity
 from tests.coordinator.test_coordinator_attributions import SCHEMA, _partner
 
 torch.set_num_threads(1)
@@ -28,7 +28,7 @@ def test_best_round_is_the_validated_round_with_the_best_auc(tmp_path: Path) -> 
          "evaluation": {"early_stopping_patience": 2}},
         strict=False,
     )  # fmt: skip
-    grid, audit, policy = federation(spec, sources, tmp_path)
+    grid, audit, policy = in_memory_federation(spec, sources, tmp_path)
     out = tmp_path / "out"
     with task_identity():
         metrics = run_job(grid, spec, JobOutputs(out), mode="simulation",  # type: ignore[arg-type]
@@ -59,7 +59,7 @@ def test_the_job_logs_its_progress_and_audit_entries(
          "schema": SCHEMA, "participants": ["p0", "p1"], "min_partners": 2, "rounds": 1},
         strict=False,
     )  # fmt: skip
-    grid, audit, policy = federation(spec, sources, tmp_path)
+    grid, audit, policy = in_memory_federation(spec, sources, tmp_path)
     with caplog.at_level(logging.DEBUG, logger="fedcollab"), task_identity():
         run_job(grid, spec, JobOutputs(tmp_path / "out"), mode="simulation",  # type: ignore[arg-type]
                 audit_config=audit, policy=policy)  # fmt: skip
@@ -75,7 +75,7 @@ def test_the_job_logs_its_progress_and_audit_entries(
     lonely = spec.model_copy(
         update={"min_partners": 3, "participants": ["p0", "p1", "p2"], "startup_timeout_s": 0.5}
     )
-    grid, audit, policy = federation(lonely, sources, tmp_path / "2")
+    grid, audit, policy = in_memory_federation(lonely, sources, tmp_path / "2")
     level = caplog.at_level(logging.INFO, logger="fedcollab")
     with level, task_identity(), pytest.raises(FedcollabError):
         run_job(grid, lonely, JobOutputs(tmp_path / "out2"), mode="simulation",  # type: ignore[arg-type]

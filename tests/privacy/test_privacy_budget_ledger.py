@@ -389,5 +389,5 @@ def test_charges_and_refusals_are_logged(
     records = [r for r in caplog.records if r.name == "fedcollab.privacy.budget_ledger"]
     assert [r.levelno for r in records] == [logging.INFO, logging.WARNING]
     assert "budget charged: dataset orders, job churn, step 1" in records[0].getMessage()
-    assert f"{charge.epsilon_after:.4g} (cap 5)" in records[0].getMessage()
+    assert f"{charge.epsilon_after:.4g}, cap 5" in records[0].getMessage()
     assert "budget refused: dataset orders, job churn, step 2" in records[1].getMessage()

@@ -1,9 +1,23 @@
-"""An in-memory Flower Grid for coordinator job tests: no Ray, no sockets.
+"""An in-memory Flower Grid: a whole federation in one process, no Ray, no sockets.
 
-``push_messages`` runs the partner's real ClientApp code (``client.client_app._serve``)
-on each message at once; ``pull_messages`` hands the replies back. Partners are
-set up exactly as ``fedcollab run`` sets them up (audit keys, signed grants,
-pinned peer keys), so encrypted jobs run their real key ceremony.
+The test double the library ships for its own tests and for anyone testing code
+that drives a job (as httpx ships ``MockTransport``): :func:`in_memory_federation`
+sets partners up exactly as ``fedcollab run`` does (audit keys, signed grants,
+pinned peer keys, the example registry's policy) and returns an
+:class:`InMemoryGrid` whose ``push_messages`` runs the partners' real ClientApp
+code (``client.client_app._serve``) on each message at once and whose
+``pull_messages`` hands the replies back. Encrypted and masked jobs run their
+real key ceremonies; nothing is mocked but the transport. ``pushes`` records the
+group ids of each push, so a test can count what went out in one exchange.
+
+::
+
+    grid, audit, policy = in_memory_federation(spec, sources, tmp_path)
+    with task_identity():
+        metrics = run_job(grid, spec, JobOutputs(out), mode="simulation",
+                          audit_config=audit, policy=policy)
+
+Not for production: every partner's data and keys sit in this one process.
 """
 
 from __future__ import annotations
@@ -39,7 +53,12 @@ class _Node:
 _FLOWER_RUNS = itertools.count(1)
 
 
+__all__ = ["InMemoryGrid", "in_memory_federation", "task_identity"]
+
+
 class InMemoryGrid:
+    """The part of Flower's ``Grid`` a fedcollab job uses, served in process."""
+
     def __init__(self, overrides: dict[str, str], names: list[str]) -> None:
         self.overrides = overrides
         self.run_id = next(_FLOWER_RUNS)
@@ -86,7 +105,7 @@ def task_identity() -> Iterator[None]:
         TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
-def federation(
+def in_memory_federation(
     spec: JobSpec, sources: list[PartnerSource], root: Path
 ) -> tuple[InMemoryGrid, AuditConfig, PolicyBundle]:
     """Grid, coordinator audit config and policy, as ``fedcollab run`` would make them."""
