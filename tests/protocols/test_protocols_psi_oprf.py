@@ -199,6 +199,32 @@ def test_no_false_positive_over_200k_non_members() -> None:
     assert int(ones.min()) >= COMPUTATIONAL_BITS
 
 
+def test_a_malicious_receiver_is_not_covered() -> None:
+    """What the module does not claim: a receiver that sends ``Delta`` for ``D = 0`` gets
+    ``C = A`` whatever ``s`` and computes ``psi(x)`` for any id it guesses (a dictionary
+    attack on the sender's ids outside the intersection). Semi-honest parties only."""
+    x, y = ["secret-1", "secret-2", "shared"], ["shared", "decoy-1", "decoy-2"]
+    config, sender, receiver = _parties(x, y)
+    reply = sender.answer(receiver.start())
+    key, pairs = reply[:KEY_BYTES], receiver._ot.finish(reply[KEY_BYTES:])
+    params = config.params
+    column_bytes = params.height // 8
+    a = [psi_oprf._prg(r0, column_bytes) for r0, _ in pairs]
+    delta = b"".join((a_i ^ psi_oprf._prg(r1, column_bytes)).tobytes()
+                     for a_i, (_, r1) in zip(a, pairs, strict=True))  # fmt: skip
+    values = sender.evaluate(delta)
+    sent = {values[i : i + params.hash_bytes] for i in range(0, len(values), params.hash_bytes)}
+
+    guesses = ["secret-1", "secret-9"]
+    hashed = psi_oprf._hash_ids(guesses, config, party="attacker")
+    bits = np.zeros(((params.width + 7) // 8, len(guesses)), dtype=np.uint8)
+    for i, chunks in psi_oprf._columns(params, key, hashed):
+        psi_oprf._gather(bits, i, a[i], chunks)
+    blob = psi_oprf._h2(params, bits).tobytes()
+    found = [blob[j * params.hash_bytes : (j + 1) * params.hash_bytes] in sent for j in (0, 1)]
+    assert found == [True, False]  # "secret-1" recovered though outside the receiver's set
+
+
 # --- malformed messages and steps ----------------------------------------------------
 
 
