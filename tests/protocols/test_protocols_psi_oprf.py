@@ -96,6 +96,26 @@ def test_sizes_take_the_row_of_their_power_of_two() -> None:
     assert cm20_params(2**18, 2**10).width > cm20_params(2**10, 2**10).width
 
 
+@settings(max_examples=15)
+@given(st.integers(0, 24), st.integers(8, 24), st.integers(-2, 2))
+def test_width_is_the_least_that_meets_the_bound(log_n1: int, log_m: int, shift: int) -> None:
+    n1, n2 = 2**log_n1, max(1, 2 ** (log_m + shift) - 1)
+    width = cm20_width(n1, n2, log_m)
+    p = (1 - 2.0**-log_m) ** n2
+    budget = -40 * np.log(2) - np.log(n1)
+    tail = psi_oprf._log_binomial_cdf
+    assert tail(COMPUTATIONAL_BITS - 1, width, p) <= budget
+    assert width == COMPUTATIONAL_BITS or tail(COMPUTATIONAL_BITS - 1, width - 1, p) > budget
+
+
+def test_binomial_tail_against_a_direct_sum() -> None:
+    from math import comb, log
+
+    for trials, p in ((200, 0.37), (600, 0.3679), (130, 0.9)):
+        direct = sum(comb(trials, k) * p**k * (1 - p) ** (trials - k) for k in range(128))
+        assert psi_oprf._log_binomial_cdf(127, trials, p) == pytest.approx(log(direct), rel=1e-9)
+
+
 @pytest.mark.parametrize("sizes", [(-1, 5), (5, -1), (1.5, 5), (True, 5), (2**33, 5)])
 def test_bad_sizes_are_refused(sizes: tuple[int, int]) -> None:
     with pytest.raises(ProtocolError):
