@@ -293,8 +293,12 @@ class OprfPsiConfig:
 
     def context(self) -> bytes:
         """What the base OTs' seeds are bound to: domain, salt, run and parameters."""
+        return DOMAIN + self.salted_run() + self.header()
+
+    def salted_run(self) -> bytes:
+        """Salt and run, each length-prefixed (hashed into H1 and the OT seeds)."""
         run = self.run.encode("utf-8")
-        return DOMAIN + self.salt + struct.pack(">I", len(run)) + run + self.header()
+        return struct.pack(">B", len(self.salt)) + self.salt + struct.pack(">I", len(run)) + run
 
 
 @dataclass(frozen=True)
@@ -333,8 +337,7 @@ def _hash_ids(ids: Sequence[str], config: OprfPsiConfig, *, party: str) -> np.nd
                 hint="deduplicate the join key column (one row per customer) before the PSI step",
             )
         first_row[value] = row
-    run = config.run.encode("utf-8")
-    prefix = DOMAIN + b"/H1" + config.salt + struct.pack(">I", len(run)) + run
+    prefix = DOMAIN + b"/H1" + config.salted_run()
     length = struct.Struct(">Q").pack
     sha256 = hashlib.sha256
     digests = b"".join(

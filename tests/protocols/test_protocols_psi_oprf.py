@@ -174,10 +174,11 @@ def test_salt_and_run_bind_the_result() -> None:
     assert run_oprf_psi_local(x, y, salt=b"\x01" * 32).rows.size == 100
     # A receiver that hashed with another run (or salt) meets nothing: H1 and the OT
     # seeds are bound to both.
-    sender = OprfPsiSender(OprfPsiConfig("run-a", 100, 100), x)
-    receiver = OprfPsiReceiver(OprfPsiConfig("run-b", 100, 100), y)
-    result = receiver.finish(sender.evaluate(receiver.answer(sender.answer(receiver.start()))))
-    assert result.rows.size == 0
+    for mine, theirs in [(("run-a", b""), ("run-b", b"")), (("r", b"\x01" * 32), ("r", b""))]:
+        sender = OprfPsiSender(OprfPsiConfig(mine[0], 100, 100, mine[1]), x)
+        receiver = OprfPsiReceiver(OprfPsiConfig(theirs[0], 100, 100, theirs[1]), y)
+        values = sender.evaluate(receiver.answer(sender.answer(receiver.start())))
+        assert receiver.finish(values).rows.size == 0
 
 
 def test_values_are_fresh_per_run() -> None:
