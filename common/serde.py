@@ -15,6 +15,11 @@ Wire layout of every fedcollab message::
 
 A partner that refuses a request replies with ``meta = {"refused": <error
 class>, "reason": <text>}`` and no vector: a refusal never carries data.
+
+Typed access: :meth:`Payload.as_` checks the meta against a strict pydantic model (the
+partner's request models are in :mod:`common.messages`) once per message and model,
+raising ProtocolError when it does not fit; ``meta`` stays the meta as received, which
+the request digests cover.
 """
 
 from __future__ import annotations
@@ -22,14 +27,19 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+from pydantic import BaseModel, ValidationError
 
 from fedcollab.common.errors import ProtocolError
 
 __all__ = ["Payload", "decode", "encode", "pack_blobs", "refusal", "unpack_blobs"]
+
+M = TypeVar("M", bound=BaseModel)
+#: Validation errors named in a ProtocolError (the rest are counted).
+_SHOWN_ERRORS = 5
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,31 @@ class Payload:
     ciphertext: bytes | None = None
     #: Named opaque blobs (sealed envelopes, ciphertexts) of a vertical job.
     parts: Mapping[str, bytes] = field(default_factory=dict)
+    #: What :meth:`as_` validated, by model.
+    _typed: dict[type[BaseModel], BaseModel] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def as_(self, model: type[M]) -> M:
+        """The meta as ``model`` (strict; fields it does not name are left to ``meta``),
+        or ProtocolError saying which fields do not fit. Validated once per message: a
+        message already read as a subclass of ``model`` is returned as it is."""
+        for known in self._typed.values():
+            if isinstance(known, model):
+                return known
+        try:
+            typed = model.model_validate(dict(self.meta))
+        except ValidationError as exc:
+            raise ProtocolError(
+                f"malformed {model.__name__}: {_describe(exc)}",
+                hint="the coordinator runs another fedcollab version, or the request was "
+                "altered on the way; refused",
+            ) from None
+        self._typed[model] = typed
+        root = getattr(typed, "root", None)  # a RootModel's member (e.g. a vertical phase)
+        if isinstance(root, BaseModel):
+            self._typed[type(root)] = root
+        return typed
 
     def part(self, name: str) -> bytes:
         """The blob ``name``, or ProtocolError when the message lacks it."""
@@ -139,6 +174,14 @@ def decode(content: RecordDict, *, expect_length: int | None = None) -> Payload:
     if vector is None and expect_length is not None and ciphertext is None:
         raise ProtocolError("message carries no vector where one was expected")
     return Payload(meta=meta, vector=vector, ciphertext=ciphertext, parts=parts)
+
+
+def _describe(exc: ValidationError) -> str:
+    """Where and why a meta does not fit, without its values (they may be large)."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    shown = [f"{'.'.join(str(p) for p in e['loc']) or 'meta'}: {e['msg']}" for e in errors]
+    more = len(shown) - _SHOWN_ERRORS
+    return "; ".join(shown[:_SHOWN_ERRORS]) + (f" (and {more} more)" if more > 0 else "")
 
 
 def pack_blobs(blobs: list[bytes]) -> bytes:

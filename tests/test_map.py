@@ -224,9 +224,32 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         ("tests/compliance/test_compliance_signing.py", "tests/client/test_peer_trust.py"),
         "Ed25519 keys, signed-note verifier keys, pinned peer keys",
     ),
+    "common/messages/base.py": (
+        ("tests/common/test_messages.py",),
+        "the request head and bounds: real requests decode; wrong types, missing fields and"
+        " out-of-bound values are ProtocolErrors",
+    ),
+    "common/messages/protection.py": (
+        ("tests/common/test_messages.py",),
+        "key ceremony, decryption, masked-aggregation and cosign requests as the coordinator"
+        " builds them, and malformed ones refused",
+    ),
+    "common/messages/statistics.py": (
+        ("tests/common/test_messages.py",),
+        "the horizontal jobs' data requests as the coordinator builds them, and malformed ones"
+        " refused",
+    ),
+    "common/messages/vertical.py": (
+        ("tests/common/test_messages.py",),
+        "one model per vertical phase, chosen by the phase; malformed phases refused",
+    ),
     "common/serde.py": (
-        ("tests/common/test_common_jobspec_serde.py", "tests/coordinator/test_broadcast.py"),
-        "wire round trips and malformed messages refused",
+        (
+            "tests/common/test_common_jobspec_serde.py",
+            "tests/common/test_messages.py",
+            "tests/coordinator/test_broadcast.py",
+        ),
+        "wire round trips, typed reads (Payload.as_) and malformed messages refused",
     ),
     # --- compliance/ -----------------------------------------------------------------
     "compliance/bundle_entries.py": (
