@@ -61,6 +61,14 @@ from fedcollab.common.errors import (
 )
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.keys import Signer
+from fedcollab.common.messages import (
+    CosignRequest,
+    DecryptRequest,
+    FedAvgRequest,
+    PreprocessedRequest,
+    RequestHead,
+    request_model,
+)
 from fedcollab.common.serde import Payload, decode, encode
 from fedcollab.compliance.trail import digest_bytes, digest_parts, digest_vector
 from fedcollab.privacy.budget_ledger import BudgetLedger
@@ -126,16 +134,18 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
         config = partner_config(context.node_config, overrides)
         source = source_from_config(config)
         payload = decode(msg.content)
+        # Digests of the meta as received (every key): what the trail and signatures name.
         shared = shared_request_digest(payload.meta, payload.vector)
-        spec = JobSpec.from_json(str(payload.meta["job"]))
-        trail_body.update(job=spec.name, digest=spec.digest(), run=str(payload.meta.get("run", "")))
+        head = payload.as_(RequestHead)
+        spec = JobSpec.from_json(head.job)
+        trail_body.update(job=spec.name, digest=spec.digest(), run=head.run)
         # Bound here, not in _admit: the refusal of any later check is logged to it.
         audit = PartnerAudit.from_config(source.partner, config)
         if audit is not None:
             audit.record("request.received", _received(trail_body, payload, shared))
         request = _admit(
             config, source, spec, payload, audit,
-            action=action, step=step, shared=shared, trail_body=trail_body,
+            action=action, step=step, run=head.run, shared=shared, trail_body=trail_body,
             flower_run=str(context.run_id),
         )  # fmt: skip
         outcome = _dispatch(request)
@@ -170,6 +180,7 @@ def _admit(
     *,
     action: str,
     step: str,
+    run: str,
     shared: str,
     trail_body: Mapping[str, object],
     flower_run: str,
@@ -190,7 +201,6 @@ def _admit(
     check_grant(config, data, spec)
     check_split(split, spec)
     check_dp_policy(config, spec, dataset=budget.dataset_key(data))
-    run = str(payload.meta.get("run", ""))
     _check_plan(
         contract,
         spec,
@@ -256,7 +266,9 @@ def _cosign(request: _Request) -> _Outcome:
             hint="start it with --audit-key (see `fedcollab node start --help`)",
         )
     cosigned = request.audit.cosign(
-        request.payload.meta["cosign"], job_digest=request.spec.digest(), run=request.run
+        request.payload.as_(CosignRequest).cosign.model_dump(),
+        job_digest=request.spec.digest(),
+        run=request.run,
     )
     meta: dict[str, Any] = {"cosigned": cosigned.encode()}
     spec = request.spec
@@ -324,8 +336,9 @@ def _he_decrypt(request: _Request) -> _Outcome:
                 "inputs": decrypted["inputs"],
                 # name -> the reply digest its signed statement names
                 "contributors": {
-                    str(b["statement"]["partner"]): str(b["statement"]["reply"])
-                    for b in request.payload.meta.get("bindings", [])
+                    str(b.statement["partner"]): str(b.statement["reply"])
+                    for b in request.payload.as_(DecryptRequest).bindings
+                    if b is not None
                 },
             },
         )
@@ -347,7 +360,7 @@ def _answer(request: _Request) -> _Outcome:
         # Fails closed: without the job key this raises and nothing leaves.
         ciphertext, meta["he"] = encryption.encrypt_reply(
             request.config, partner=request.data.partner, run=request.run,
-            request=request.payload, vector=vector,
+            request=request.payload, vector=vector, dealer=request.spec.privacy.key_dealer,
         )  # fmt: skip
         outcome = _Outcome(meta, vector, request.summed, ciphertext=ciphertext)
     else:
@@ -386,6 +399,7 @@ def _mask(request: _Request, meta: dict[str, Any], vector: np.ndarray) -> _Outco
         ciphertext, meta["he"] = encryption.encrypt_masked(
             request.config, partner=request.data.partner, run=request.run,
             request=request.payload, limbs=ckks_plaintext(masked.vector(session)),
+            dealer=request.spec.privacy.key_dealer,
         )  # fmt: skip
         return _Outcome(meta, None, "ckks+masked-sum", ciphertext=ciphertext)
     return _Outcome(meta, None, "masked-sum", parts={"masked": masked.to_bytes()})
@@ -459,29 +473,29 @@ def _check_plan(
     max_runs: int,
 ) -> None:
     """Answer only what the accepted job plans, each step once (client.run_contract),
-    in the one run of this Flower run."""
+    in the one run of this Flower run, and only a request that fits its kind's model
+    (common.messages: checked here, before the budget is charged)."""
     RequestPlan.for_job(spec, partner=partner).check(action, step)
+    body = payload.as_(request_model(action, step))
     if action == "query.handshake":
         contract.pin(run, spec, flower_run=flower_run, max_runs=max_runs)
         return
     contract.check_pinned(run, spec, flower_run=flower_run)
-    if action == "train.fedavg" and step != f"round-{payload.meta.get('round')}":
+    if isinstance(body, FedAvgRequest) and step != f"round-{body.round}":
         raise ProtocolError(
-            f"training request {step!r} names round {payload.meta.get('round')!r}",
+            f"training request {step!r} names round {body.round}",
             hint="a round's request must name its own round; refused",
         )
-    if action == "query.he_decrypt":
-        he = payload.meta.get("he")
-        if not isinstance(he, Mapping) or f"{he.get('step')}.decrypt" != step:
-            raise ProtocolError(
-                "decryption request names another aggregate than its step",
-                hint="each aggregate is decrypted once, at its own step; refused",
-            )
+    if isinstance(body, DecryptRequest) and f"{body.he.step}.decrypt" != step:
+        raise ProtocolError(
+            "decryption request names another aggregate than its step",
+            hint="each aggregate is decrypted once, at its own step; refused",
+        )
     if spec.task != "vertical" or action == "query.cosign":
         contract.claim(run, action, step, request=shared)
-    for key, value in (("preprocessor", payload.meta.get("preprocessor")),):
-        if value is not None:
-            contract.pin_value(run, key, request_digest({key: value}, None))
+    if isinstance(body, PreprocessedRequest):
+        pre = {"preprocessor": body.preprocessor.model_dump()}
+        contract.pin_value(run, "preprocessor", request_digest(pre, None))
 
 
 def _check_contributions(
@@ -489,10 +503,8 @@ def _check_contributions(
 ) -> dict[str, str]:
     """Before a decryption: every contributor signed an answer to the request this node
     answered in that step (client.contribution)."""
-    he = payload.meta.get("he")
-    if not isinstance(he, Mapping):
-        raise ProtocolError("decryption request carries no 'he' parameters")
-    step = str(he.get("step"))
+    request = payload.as_(DecryptRequest)
+    step = request.he.step
     own = contract.request_of(run, step)
     if own is None:
         raise CiphertextError(
@@ -500,12 +512,12 @@ def _check_contributions(
             hint="the coordinator asks a contributor of the step to decrypt it; refused",
         )
     return check_bindings(
-        payload.meta.get("bindings"),
+        request.bindings,
         peers=load_peer_keys(config),
         run=run,
         step=step,
         request=own,
-        contributors=[str(c) for c in he.get("contributors", [])],
+        contributors=request.he.contributors,
     )
 
 

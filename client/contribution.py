@@ -46,6 +46,7 @@ import numpy as np
 
 from fedcollab.common.errors import CiphertextError
 from fedcollab.common.keys import Signer, verify_signature
+from fedcollab.common.messages import ContributionBinding
 from fedcollab.compliance.events import canonical_json
 from fedcollab.compliance.trail import digest_bytes, digest_vector
 from fedcollab.privacy.key_transport import PeerKeys
@@ -91,7 +92,7 @@ def sign_contribution(
 
 
 def check_bindings(
-    bindings: object,
+    bindings: Sequence[ContributionBinding | None],
     *,
     peers: PeerKeys,
     run: str,
@@ -100,19 +101,17 @@ def check_bindings(
     contributors: Sequence[str],
 ) -> dict[str, str]:
     """Raise CiphertextError unless every contributor signed an answer to ``request``;
-    returns each contributor's signed reply digest (what its ciphertext must hash to)."""
-    if not isinstance(bindings, list):
-        raise CiphertextError(
-            "the decryption request carries no contribution statements",
-            hint="each contributor's signed statement must come with the aggregate; refused",
-        )
+    returns each contributor's signed reply digest (what its ciphertext must hash to).
+    A contributor that signed nothing is ``None`` in ``bindings`` (common.messages)."""
     seen: dict[str, str] = {}
     for item in bindings:
         try:
-            statement = dict(item["statement"])
-            signature = base64.b64decode(str(item["signature"]), validate=True)
+            if item is None:
+                raise ValueError("a contributor sent no statement")
+            statement = dict(item.statement)
+            signature = base64.b64decode(item.signature, validate=True)
             partner = str(statement["partner"])
-        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        except (KeyError, ValueError, binascii.Error) as exc:
             raise CiphertextError(
                 f"a contribution statement is malformed ({exc!r})",
                 hint="the coordinator altered it, or runs another fedcollab version; refused",

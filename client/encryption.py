@@ -33,6 +33,7 @@ from fedcollab.client.he_keys import NodeKeyStore, load_peer_keys
 from fedcollab.common.errors import CiphertextError
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.keys import Signer
+from fedcollab.common.messages import DataRequest, DecryptParams, HeRequest, KeygenRequest
 from fedcollab.common.serde import Payload
 from fedcollab.compliance.trail import digest_bytes
 from fedcollab.privacy.ckks import EncryptedSum, SecretKeys
@@ -68,7 +69,7 @@ def keygen(
             f"this node already dealt the keys of run {run}",
             hint="a second ceremony in one run is refused; resubmit the job",
         )
-    offers: Mapping[str, Any] = payload.meta["offers"]
+    offers = payload.as_(KeygenRequest).offers
     good: dict[str, Mapping[str, Any]] = {}
     rejected: dict[str, str] = {}
     for name, raw in sorted(offers.items()):
@@ -95,7 +96,7 @@ def _job_keys(
     *,
     partner: str,
     run: str,
-    he: Mapping[str, Any],
+    he: HeRequest,
     dealer: str = "",
 ) -> SecretKeys:
     """The run's CKKS keys; ``dealer``: the spec's ``privacy.key_dealer`` (the sealed key
@@ -103,8 +104,8 @@ def _job_keys(
     store = NodeKeyStore.from_config(config)
     keys = store.keys(run)
     if keys is None:
-        raw = he.get("sealed")
-        if not isinstance(raw, Mapping):
+        raw = he.sealed
+        if raw is None:
             raise CiphertextError(
                 f"no key for run {run} at this node and none was sent",
                 hint="the coordinator must forward the key ceremony's sealed key",
@@ -123,7 +124,7 @@ def _job_keys(
             peers=load_peer_keys(config),
         )
         store.save_keys(run, keys)
-    if keys.public().digest != he.get("key_digest"):
+    if keys.public().digest != he.key_digest:
         raise CiphertextError(
             "the request names another encryption key than this job's",
             hint="a stale key from another run, or a coordinator substituting keys; refused",
@@ -138,18 +139,18 @@ def encrypt_reply(
     run: str,
     request: Payload,
     vector: np.ndarray,
+    dealer: str = "",
 ) -> tuple[bytes, dict[str, Any]]:
-    """Encrypt a reply vector under the job key named in the request."""
-    he = request.meta.get("he")
-    if not isinstance(he, Mapping) or "params" not in he:
+    """Encrypt a reply vector under the job key named in the request; ``dealer``: the
+    spec's ``privacy.key_dealer`` (empty: any partner whose pinned key signed the key)."""
+    he = request.as_(DataRequest).he
+    if he is None:
         raise CiphertextError(
             "an encrypted job's request carries no encryption parameters",
             hint="refusing to reply in plaintext; the coordinator runs another version?",
         )
-    job = request.meta.get("job")
-    dealer = JobSpec.from_json(str(job)).privacy.key_dealer if job else ""
     keys = _job_keys(config, partner=partner, run=run, he=he, dealer=dealer)
-    params = str(he["params"])
+    params = he.params
     blob = keys.encrypt(vector, params=params)
     return blob, {"key_digest": keys.public().digest, "params": params, "length": int(vector.size)}
 
@@ -172,9 +173,9 @@ def decrypt(
     carries 1/min_partners of the noise variance). Returns the meta (with the
     digests of what was decrypted, for the trail) and the rounded sum.
     """
-    he = payload.meta["he"]
-    step = str(he["step"])
-    contributors = [str(p) for p in he["contributors"]]
+    he = payload.as_(DecryptParams).he
+    step = he.step
+    contributors = list(he.contributors)
     least = 2 if spec is None else max(2, spec.min_partners)
     if len(contributors) < least or len(set(contributors)) != len(contributors):
         raise CiphertextError(
@@ -210,7 +211,7 @@ def decrypt(
             )
     dealer = spec.privacy.key_dealer if spec is not None else ""
     keys = _job_keys(config, partner=partner, run=run, he=he, dealer=dealer)
-    params, length = str(he["params"]), int(he["length"])
+    params, length = he.params, he.length
     total = EncryptedSum(keys.public(), params=params, length=length)
     for name in sorted(contributors):
         total.add(payload.parts[name])  # shape and freshness checked per ciphertext
@@ -234,17 +235,25 @@ def decrypt(
 
 
 def encrypt_masked(
-    config: Mapping[str, str], *, partner: str, run: str, request: Payload, limbs: np.ndarray
+    config: Mapping[str, str],
+    *,
+    partner: str,
+    run: str,
+    request: Payload,
+    limbs: np.ndarray,
+    dealer: str = "",
 ) -> tuple[bytes, dict[str, Any]]:
     """ "ckks+masked": encrypt the masked words' limbs (privacy.secagg_ckks) under the job
     key, always with the ``wide`` parameters (exact integers up to 128 partners)."""
-    he = request.meta.get("he")
-    if not isinstance(he, Mapping) or he.get("params") != MASKED_PARAMS:
+    he = request.as_(DataRequest).he
+    if he is None or he.params != MASKED_PARAMS:
         raise CiphertextError(
             f"a 'ckks+masked' request must name the {MASKED_PARAMS!r} CKKS parameters",
             hint="other parameters cannot carry 32-bit limbs exactly; refused",
         )
-    return encrypt_reply(config, partner=partner, run=run, request=request, vector=limbs)
+    return encrypt_reply(
+        config, partner=partner, run=run, request=request, vector=limbs, dealer=dealer
+    )
 
 
 def erase(config: Mapping[str, str], *, run: str) -> None:

@@ -12,7 +12,7 @@ aggregate (sums and counts over at least one row, never a row).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,12 @@ import numpy as np
 from fedcollab.client.partner_data import PartnerData
 from fedcollab.common.errors import ProtocolError, SchemaError
 from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.messages import (
+    FedAvgRequest,
+    KMeansStepRequest,
+    MomentsRequest,
+    PreprocessedRequest,
+)
 from fedcollab.common.schema import DatasetSchema
 from fedcollab.common.serde import Payload
 from fedcollab.privacy.dp_plan import DpPlan, resolve, validates_rounds
@@ -170,13 +176,19 @@ def handshake(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     )
 
 
-def _layout(meta: Mapping[str, Any]) -> preprocessing.MomentsLayout:
-    raw = meta["layout"]
+def _layout(payload: Payload) -> preprocessing.MomentsLayout:
+    raw = payload.as_(MomentsRequest).layout
     return preprocessing.MomentsLayout(
-        numeric_names=tuple(raw["numeric"]),
-        categorical_vocab={k: tuple(v) for k, v in raw["categorical"].items()},
-        boolean_names=tuple(raw["boolean"]),
+        numeric_names=tuple(raw.numeric),
+        categorical_vocab={k: tuple(v) for k, v in raw.categorical.items()},
+        boolean_names=tuple(raw.boolean),
     )
+
+
+def _preprocessor(payload: Payload) -> preprocessing.Preprocessor:
+    """The request's preprocessor (typed by common.messages; the class checks its form)."""
+    meta = payload.as_(PreprocessedRequest).preprocessor
+    return preprocessing.Preprocessor.from_dict(meta.model_dump())
 
 
 def moments(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
@@ -187,7 +199,7 @@ def moments(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     ``MIN_CATEGORY_COUNT`` times is counted as 0 whatever vocabulary the
     coordinator lists (the value never left this partner at the handshake either).
     """
-    requested = _layout(payload.meta)
+    requested = _layout(payload)
     schema = data.dataset.schema
     numeric = tuple(f.name for f in schema.numeric_features)
     boolean = tuple(f.name for f in schema.boolean_features)
@@ -253,7 +265,7 @@ def train(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     """
     from fedcollab.protocols.local_training import predict_proba, train_local
 
-    pre = preprocessing.Preprocessor.from_dict(payload.meta["preprocessor"])
+    pre = _preprocessor(payload)
     model = _model_from(payload, spec, pre.n_features)
     plan = dp_plan(spec)
     val_rows = _rows(data, spec, "validation")
@@ -307,7 +319,7 @@ def train(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
         learning_rate=t.learning_rate,
         proximal_mu=t.proximal_mu,
         optimizer=t.optimizer,
-        seed=t.seed + int(payload.meta["round"]),
+        seed=t.seed + payload.as_(FedAvgRequest).round,
     )
     if plan is not None:  # DP-FedAvg: clipped update plus this partner's noise share
         delta = client_dp.private_update(
@@ -332,7 +344,7 @@ def evaluate(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     """Evaluation vectors of the given model on validation and test rows."""
     from fedcollab.protocols.local_training import predict_proba
 
-    pre = preprocessing.Preprocessor.from_dict(payload.meta["preprocessor"])
+    pre = _preprocessor(payload)
     model = _model_from(payload, spec, pre.n_features)
     plan = dp_plan(spec)
     parts = []
@@ -361,7 +373,7 @@ def permutation(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     """
     from fedcollab.protocols.local_training import predict_proba
 
-    pre = preprocessing.Preprocessor.from_dict(payload.meta["preprocessor"])
+    pre = _preprocessor(payload)
     groups = attribution.column_groups(pre)
     length = attribution.permutation_vector_length(n_columns=len(groups), bins=EVAL_BINS)
     rows = _rows(data, spec, "test")
@@ -390,7 +402,7 @@ def permutation(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
 
 
 def _segment_x(data: PartnerData, payload: Payload) -> np.ndarray:
-    pre = preprocessing.Preprocessor.from_dict(payload.meta["preprocessor"])
+    pre = _preprocessor(payload)
     return _features(data, pre, np.arange(data.dataset.n_rows))
 
 
@@ -407,7 +419,7 @@ def kmeans_seed(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
 
 
 def _centroids(payload: Payload) -> np.ndarray:
-    return np.asarray(payload.meta["centroids"], dtype=np.float64)
+    return np.asarray(payload.as_(KMeansStepRequest).centroids, dtype=np.float64)
 
 
 def kmeans_step(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:

@@ -56,6 +56,13 @@ from fedcollab.client.he_keys import NodeKeyStore, load_peer_keys, write_private
 from fedcollab.common.errors import ProtocolError
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.keys import Signer
+from fedcollab.common.messages import (
+    DataRequest,
+    SecAggRequest,
+    SecAggShareRequest,
+    SecAggSignRequest,
+    SecAggUnmaskRequest,
+)
 from fedcollab.common.serde import Payload
 from fedcollab.privacy.envelope import Envelope
 from fedcollab.privacy.fixed_point import split_high_low
@@ -92,9 +99,9 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
-def _unb64(value: object) -> bytes:
+def _unb64(value: str) -> bytes:
     try:
-        return base64.b64decode(str(value), validate=True)
+        return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ProtocolError("a secure-aggregation field holds invalid base64") from exc
 
@@ -135,11 +142,11 @@ def handle(
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Serve one ``query.secagg`` stage (``step`` is ``<aggregate>.secagg-<stage>``)."""
     aggregate, _, stage = step.rpartition(".secagg-")
-    meta = payload.meta.get("secagg")
-    if stage not in STAGES or not aggregate or not isinstance(meta, Mapping):
+    if stage not in STAGES or not aggregate:
         raise ProtocolError(f"{step!r} is not a secure-aggregation stage")
     if stage == "advertise":
-        cfg = session_config(spec, run=run, step=aggregate, me=me, meta=meta)
+        session = payload.as_(SecAggRequest).secagg
+        cfg = session_config(spec, run=run, step=aggregate, me=me, meta=session.model_dump())
         partner = SecAggPartner(
             cfg, me=me, signer=Signer.load(node["audit-key"]), peers=load_peer_keys(node)
         )
@@ -154,19 +161,15 @@ def handle(
     partner, path = _load(node, spec, run=run, step=aggregate, me=me)
     reply: tuple[dict[str, Any], dict[str, bytes]]
     if stage == "share":
-        raw = meta.get("adverts")
-        if not isinstance(raw, Mapping):
-            raise ProtocolError("the share stage carries no advertisements")
-        adverts = {str(n): load_advertisement(_unb64(a)) for n, a in raw.items()}
+        raw = payload.as_(SecAggShareRequest).secagg.adverts
+        adverts = {n: load_advertisement(_unb64(a)) for n, a in raw.items()}
         envelopes = partner.share_keys(adverts)
         reply = {}, {n: e.to_bytes() for n, e in envelopes.items()}
     elif stage == "sign":
-        survivors = meta.get("survivors")
-        if not isinstance(survivors, list):
-            raise ProtocolError("the signing stage names no survivor set")
-        reply = {"signature": _b64(dump(partner.sign_survivors([str(s) for s in survivors])))}, {}
+        survivors = payload.as_(SecAggSignRequest).secagg.survivors
+        reply = {"signature": _b64(dump(partner.sign_survivors(list(survivors))))}, {}
     else:
-        request = load_unmask_request(_unb64(meta.get("request")))
+        request = load_unmask_request(_unb64(payload.as_(SecAggUnmaskRequest).secagg.request))
         reply = {"response": _b64(dump(partner.unmask(request)))}, {}
     write_private(path, partner.to_bytes())
     return reply
@@ -189,14 +192,14 @@ def mask_reply(
     one word's budget); any other length is refused. Which of the two is a matter of
     representation only: either way the coordinator gets masked words and their sum.
     """
-    meta = payload.meta.get("secagg")
-    if not isinstance(meta, Mapping) or not isinstance(meta.get("inbox"), Mapping):
+    masks = payload.as_(DataRequest).secagg
+    if masks is None:
         raise SecAggRefusal(
             "a masked job's request carries no share envelopes",
             hint="refusing to reply without masks; refused",
         )
     partner, path = _load(node, spec, run=run, step=step, me=me)
-    inbox = {str(n): Envelope.from_bytes(_unb64(e)) for n, e in meta["inbox"].items()}
+    inbox = {n: Envelope.from_bytes(_unb64(e)) for n, e in masks.inbox.items()}
     if partner.config.length == 2 * vector.size:
         vector = split_high_low(vector)
     elif partner.config.length != vector.size:

@@ -1,4 +1,5 @@
-"""A partner's side of a vertical job (``query.vertical``; step in ``meta["phase"]``).
+"""A partner's side of a vertical job (``query.vertical``; the phase's request model is
+common.messages.vertical's, chosen by the meta's ``phase``).
 
 The coordinator relays; this module decides what may leave the partner:
 
@@ -46,6 +47,8 @@ from fedcollab.client.vertical_store import VerticalStore, array_bytes, bytes_ar
 from fedcollab.common.errors import PolicyRefusal, ProtocolError
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.keys import Signer
+from fedcollab.common.messages import VerticalBase, VerticalRequest
+from fedcollab.common.messages.vertical import ModelStepRequest, PsiHopRequest, VerticalPhase
 from fedcollab.common.serde import Payload
 from fedcollab.compliance.trail import digest_parts
 from fedcollab.privacy.envelope import open_envelope, seal
@@ -73,11 +76,17 @@ class PartyContext:
         self.config, self.data, self.spec, self.payload = config, data, spec, payload
         self.audit = audit
         self.me = data.partner
-        self.run = str(payload.meta.get("run", ""))
+        self.keys = payload.as_(VerticalBase)  # the run and the parties' signed keys
+        self.run = self.keys.run
         self.store = VerticalStore.from_config(config, self.run)
         self.v = spec.vertical
         self.label = self.v.label_holder
         self._peers: PeerKeys | None = None
+
+    @property
+    def request(self) -> VerticalPhase:
+        """The request as its phase's model (common.messages.vertical)."""
+        return self.payload.as_(VerticalRequest).root
 
     @property
     def peers(self) -> PeerKeys:
@@ -97,7 +106,7 @@ class PartyContext:
 
     def offer_key(self, party: str) -> bytes:
         """``party``'s transport key from the relayed offers, checked against our pins."""
-        offers: Mapping[str, Any] = self.payload.meta.get("offers", {})
+        offers = self.keys.offers
         if party not in offers:
             raise ProtocolError(f"the request carries no transport key offer of {party!r}")
         return verify_offer(offers[party], run=self.run, partner=party, peers=self.peers)
@@ -191,8 +200,10 @@ def _psi_own(p: PartyContext) -> Reply:
 def _psi_hop(p: PartyContext) -> Reply:
     """Blind ``owner``'s set at ``hop``: only as sealed and signed by the route's previous
     hop for this (run, owner, hop), once; ``final`` follows from the route."""
-    meta = p.payload.meta
-    owner, hop = str(meta["owner"]), int(meta["hop"])
+    request = p.request
+    if not isinstance(request, PsiHopRequest):
+        raise ProtocolError("a PSI hop request names no owner and hop")
+    owner, hop = request.owner, request.hop
     route = psi.ring_route(p.psi_config(), owner)
     if hop < 1 or hop >= len(route) or route[hop] != p.me:
         raise ProtocolError(f"this node is not hop {hop} of {owner!r}'s set")
@@ -273,18 +284,18 @@ def _claim(p: PartyContext, phase: str) -> None:
     (another alignment, a fresh noisy embedding, a second decryption of an
     iteration) is refused.
     """
-    meta = p.payload.meta
-    step = str(meta.get("step", ""))
+    request = p.request
+    step = request.step
     if vertical_plan(p.spec, partner=p.me).get(step) != phase:
         raise ProtocolError(
             f"step {step!r} is not a {phase!r} step of this job's plan for {p.me!r}",
             hint="a vertical party answers only the steps its accepted job plans; refused",
         )
     number = step.rsplit("-", 1)[-1]
-    if phase == "psi_hop" and str(meta.get("hop")) != number:
-        raise ProtocolError(f"step {step!r} names hop {meta.get('hop')!r}")
-    if phase in ("step", "label_step") and str(meta.get("iteration")) != number:
-        raise ProtocolError(f"step {step!r} names iteration {meta.get('iteration')!r}")
+    if isinstance(request, PsiHopRequest) and str(request.hop) != number:
+        raise ProtocolError(f"step {step!r} names hop {request.hop}")
+    if isinstance(request, ModelStepRequest) and str(request.iteration) != number:
+        raise ProtocolError(f"step {step!r} names iteration {request.iteration}")
     RunContract.from_config(p.config).claim(
         p.run, "query.vertical", step, request=digest_parts(p.payload.parts)
     )
@@ -314,7 +325,7 @@ def handle(
 
     training: _Steps = vertical_training if spec.vertical.model == "logreg" else vertical_split
     p = PartyContext(config, data, spec, payload, audit)
-    phase = str(payload.meta.get("phase", ""))
+    phase = p.request.phase
     if p.me not in spec.vertical.parties:
         raise ProtocolError(f"{p.me!r} is not a party of this vertical job")
     role = spec.vertical.parties[p.me].role

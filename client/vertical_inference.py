@@ -70,7 +70,10 @@ def _weights(p: PartyContext) -> np.ndarray:
 
 
 def feature_predict(p: PartyContext) -> Reply:
-    offers = p.payload.meta.get("mask_offers", {})
+    offers = p.keys.mask_offers
+    missing = sorted(set(p.v.feature_parties) - set(offers))
+    if missing:
+        raise ProtocolError(f"the request carries no masking key of {missing}")
     publics = {
         q: verify_offer(offers[q], run=f"{p.run}#mask", partner=q, peers=p.peers)
         for q in p.v.feature_parties

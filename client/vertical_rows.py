@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedcollab.common.errors import ProtocolError
+from fedcollab.common.messages.vertical import ModelStepRequest
 from fedcollab.protocols.vertical_data import PartyMatrix, aligned_split, party_matrix
 
 if TYPE_CHECKING:
@@ -54,7 +55,8 @@ class PartyRows:
 
 def iteration(p: PartyContext) -> int:
     """The iteration a step request names, checked against the job's length."""
-    it = p.payload.meta.get("iteration")
-    if not isinstance(it, int) or not 0 <= it < p.spec.vertical.iterations:
+    request = p.request
+    it = request.iteration if isinstance(request, ModelStepRequest) else None
+    if it is None or not 0 <= it < p.spec.vertical.iterations:
         raise ProtocolError(f"vertical step without a valid iteration ({it!r})")
     return it

@@ -264,7 +264,7 @@ def label_eval(p: PartyContext) -> Reply:
 # -- feature parties -------------------------------------------------------------
 def _mask_seeds(p: PartyContext) -> dict[str, bytes]:
     """Pairwise seeds with the other feature parties, from their signed mask keys."""
-    offers = p.payload.meta.get("mask_offers", {})
+    offers = p.keys.mask_offers
     publics: dict[str, bytes] = {}
     for q in p.v.feature_parties:
         if q not in offers:
