@@ -230,14 +230,14 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         " out-of-bound values are ProtocolErrors",
     ),
     "common/messages/protection.py": (
-        ("tests/common/test_messages.py",),
+        ("tests/common/test_messages.py", "tests/adversarial/test_malformed_requests.py"),
         "key ceremony, decryption, masked-aggregation and cosign requests as the coordinator"
         " builds them, and malformed ones refused",
     ),
     "common/messages/statistics.py": (
-        ("tests/common/test_messages.py",),
+        ("tests/common/test_messages.py", "tests/adversarial/test_malformed_requests.py"),
         "the horizontal jobs' data requests as the coordinator builds them, and malformed ones"
-        " refused",
+        " refused by the real partner code path",
     ),
     "common/messages/vertical.py": (
         ("tests/common/test_messages.py",),
