@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from fedcollab.common.messages.base import RequestHead
 from fedcollab.common.messages.protection import DecryptRequest
 from fedcollab.common.messages.statistics import FedAvgRequest, MomentsRequest
 from fedcollab.common.serde import Payload
@@ -124,3 +125,28 @@ def test_bindings_sent_as_a_string_are_refused_before_any_decryption(
         parts=ENCRYPTED_REPLIES,
     )  # fmt: skip
     assert ok.refused is None and ok.vector is not None
+
+
+def test_a_run_of_the_wrong_type_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``run: 5`` was read as the run "5" on a123289 and the handshake answered; the head
+    (common.messages.base.RequestHead) refuses it. Decoded before the trail is bound (like
+    a missing or invalid ``job``), it is refused in the node log only. An empty run (what
+    a missing one reads as) still reaches the run contract, which refuses it after the
+    request is logged."""
+    atk = Attacker.against(tmp_path, job(), names=("a", "b"))
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="fedcollab.client"):
+        reply = atk.handshake("a", run=5)
+    assert reply.refused == "ProtocolError" and reply.vector is None and not reply.parts
+    assert set(reply.meta) == {"refused", "reason"}
+    assert f"malformed {RequestHead.__name__}" in caplog.text
+    reply = atk.handshake("a", run="")
+    assert reply.refused == "ProtocolError" and reply.vector is None
+    refusal = atk.refusals("a")[-1]
+    assert (refusal["action"], refusal["run"], refusal["error"]) == (
+        "query.handshake",
+        "",
+        "ProtocolError",
+    )

@@ -235,6 +235,12 @@ def test_the_strict_types_refuse_what_str_and_int_used_to_accept() -> None:
         _wire({**_head(), "he": he, "bindings": []}).as_(DecryptRequest)
 
 
+def test_a_missing_run_reads_as_empty_for_the_run_contract_to_refuse() -> None:
+    """RequestHead: client.client_app reads the head before the trail is bound; an empty
+    run reaches the run contract, which refuses it after logging the request."""
+    assert _wire({"job": SPEC.to_json()}).as_(RequestHead).run == ""
+
+
 def test_unknown_top_level_keys_are_ignored_but_not_in_the_preprocessor() -> None:
     """Module Notes: the coordinator composes requests from shared parts; the
     preprocessor has one builder (Preprocessor.to_dict)."""
