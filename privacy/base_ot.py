@@ -139,6 +139,27 @@ class OtSender:
         """The first message: ``A`` (32 bytes)."""
         return self._a_point
 
+    def secret(self) -> bytes:
+        """The sender key ``a`` (32 bytes) to keep between :meth:`setup` and :meth:`finish`
+        when they run in different processes; as secret as any key (empty once used)."""
+        return b"" if self._done else self._a
+
+    @classmethod
+    def restore(cls, count: int, *, context: bytes, secret: bytes) -> OtSender:
+        """The sender of :meth:`secret` again, before :meth:`finish`."""
+        if not isinstance(secret, bytes) or len(secret) != 32 or not any(secret):
+            raise ProtocolError(
+                "a stored OT sender key must be 32 bytes, not zero",
+                hint="the party's stored PSI state is damaged; start a new run",
+            )
+        sender = cls.__new__(cls)
+        sender.count = _check_count(count)
+        sender._context = _check_context(context)
+        sender._a = secret
+        sender._a_point = sodium.crypto_scalarmult_ed25519_base_noclamp(secret)
+        sender._done = False
+        return sender
+
     def finish(self, reply: bytes) -> list[tuple[bytes, bytes]]:
         """The seed pairs ``(k_i^0, k_i^1)`` from the receiver's reply (``B_1 .. B_w``)."""
         if self._done:
@@ -182,6 +203,23 @@ class OtReceiver:
         self._choices = bits
         self._context = _check_context(context)
         self._seeds: list[bytes] | None = None
+
+    @classmethod
+    def restore(
+        cls, choices: Sequence[int], *, context: bytes, seeds: Sequence[bytes]
+    ) -> OtReceiver:
+        """The receiver after :meth:`reply`, from its choices and received seeds (kept
+        between processes as secretly as any key)."""
+        receiver = cls(choices, context=context)
+        if len(seeds) != receiver.count or any(
+            not isinstance(k, bytes) or len(k) != SEED_BYTES for k in seeds
+        ):
+            raise ProtocolError(
+                f"stored OT seeds must be {receiver.count} of {SEED_BYTES} bytes",
+                hint="the party's stored PSI state is damaged; start a new run",
+            )
+        receiver._seeds = list(seeds)
+        return receiver
 
     @property
     def seeds(self) -> list[bytes]:

@@ -116,9 +116,11 @@ its ``n w / 8`` bytes of OPRF input bits, one group's columns and locations
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import secrets
 import struct
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -127,7 +129,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from fedcollab.common.errors import DataValidationError, ProtocolError
-from fedcollab.privacy.base_ot import POINT_BYTES, OtReceiver, OtSender
+from fedcollab.privacy.base_ot import POINT_BYTES, SEED_BYTES, OtReceiver, OtSender
 
 __all__ = [
     "CHUNK",
@@ -433,8 +435,12 @@ def _describe(header: bytes) -> str:
 class _Steps:
     """Each step once, in order (a party is a state machine, not an oracle)."""
 
-    def __init__(self, party: str, names: tuple[str, ...]) -> None:
-        self._party, self._names, self._done = party, names, 0
+    def __init__(self, party: str, names: tuple[str, ...], done: int = 0) -> None:
+        self._party, self._names, self._done = party, names, done
+
+    @property
+    def done(self) -> int:
+        return self._done
 
     def take(self, name: str) -> None:
         if self._done >= len(self._names) or self._names[self._done] != name:
@@ -448,8 +454,51 @@ class _Steps:
         self._done += 1
 
 
+_STATE_VERSION = 1
+
+
+def _pack_state(role: str, config: OprfPsiConfig, arrays: dict[str, np.ndarray]) -> bytes:
+    """A party's state between steps: numpy arrays in an ``.npz`` (no pickle), tagged
+    with the role and the run's parameter header, so it restores only for that run."""
+    buf = io.BytesIO()
+    tag = np.frombuffer(role.encode() + b"/" + config.header(), dtype=np.uint8)
+    np.savez(buf, allow_pickle=False, version=np.array([_STATE_VERSION]), tag=tag, **arrays)
+    return buf.getvalue()
+
+
+def _unpack_state(
+    role: str, config: OprfPsiConfig, blob: bytes, shapes: dict[str, tuple[int, ...]]
+) -> dict[str, np.ndarray]:
+    """The arrays of :func:`_pack_state`, each checked against ``shapes`` (-1: any length)."""
+    damaged = ProtocolError(
+        f"the stored PSI {role} state is damaged or belongs to another run",
+        hint="the node's state folder was altered, or the run changed: start a new run",
+    )
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise damaged from exc
+    tag = role.encode() + b"/" + config.header()
+    if (
+        arrays.get("version", np.zeros(1)).tolist() != [_STATE_VERSION]
+        or arrays.get("tag", np.zeros(0, np.uint8)).tobytes() != tag
+        or set(arrays) != {"version", "tag", *shapes}
+    ):
+        raise damaged
+    for name, shape in shapes.items():
+        got = arrays[name].shape
+        if len(got) != len(shape) or any(e not in (-1, g) for e, g in zip(shape, got, strict=True)):
+            raise damaged
+    return arrays
+
+
 class OprfPsiReceiver:
-    """The receiver P2 (the label holder): :meth:`start`, :meth:`answer`, :meth:`finish`."""
+    """The receiver P2 (the label holder): :meth:`start`, :meth:`answer`, :meth:`finish`.
+
+    Between steps that run in different processes, :meth:`to_bytes` and
+    :meth:`restore` carry its state (secret: the OT sender key until step 3).
+    """
 
     def __init__(self, config: OprfPsiConfig, ids: Sequence[str]) -> None:
         if len(ids) != config.n_receiver:
@@ -467,6 +516,54 @@ class OprfPsiReceiver:
         """Step 1: the parameter header and the base OTs' first message."""
         self._steps.take("start")
         return self.config.header() + self._ot.setup()
+
+    def to_bytes(self) -> bytes:
+        """This receiver's state: hashed ids, OT key (until used), OPRF values, progress."""
+        return _pack_state(
+            "receiver",
+            self.config,
+            {
+                "hashed": self._hashed,
+                "ot_key": np.frombuffer(
+                    self._ot.secret() if self._steps.done == 1 else b"", dtype=np.uint8
+                ),
+                "values": np.frombuffer(self._values.tobytes(), dtype=np.uint8),
+                "steps": np.array([self._steps.done]),
+            },
+        )
+
+    @classmethod
+    def restore(cls, config: OprfPsiConfig, blob: bytes) -> OprfPsiReceiver:
+        """The receiver of :meth:`to_bytes` again, for ``config``'s run."""
+        p = config.params
+        a = _unpack_state(
+            "receiver",
+            config,
+            blob,
+            {"hashed": (config.n_receiver, -1), "ot_key": (-1,), "values": (-1,), "steps": (1,)},
+        )
+        done = int(a["steps"][0])
+        key, values = a["ot_key"].tobytes(), a["values"].tobytes()
+        if (
+            not 1 <= done <= 3
+            or (done == 1) != (len(key) == 32)
+            or len(values) != (0 if done == 1 else config.n_receiver * p.hash_bytes)
+        ):
+            raise ProtocolError(
+                "the stored PSI receiver state is inconsistent",
+                hint="the node's state folder was altered: start a new run",
+            )
+        receiver = cls.__new__(cls)
+        receiver.config, receiver.params = config, p
+        receiver._hashed = a["hashed"]
+        receiver._ot = (
+            OtSender.restore(p.width, context=config.context(), secret=key)
+            if done == 1
+            else OtSender(p.width, context=config.context())  # used up: never finishes again
+        )
+        receiver._steps = _Steps("receiver", ("start", "answer", "finish"), done)
+        receiver._values = np.frombuffer(values, dtype=f"S{p.hash_bytes}")
+        return receiver
 
     def answer(self, reply: bytes) -> bytes:
         """Step 3: from the sender's ``k`` and OT reply, the matrix ``Delta`` (``w m/8`` bytes)."""
@@ -519,7 +616,9 @@ class OprfPsiSender:
     """The sender P1: :meth:`answer`, :meth:`evaluate`, optionally :meth:`rows`.
 
     ``seed`` makes the order of the sent values reproducible and public: for tests
-    and benchmarks only.
+    and benchmarks only. Between steps that run in different processes,
+    :meth:`to_bytes` and :meth:`restore` carry its state (secret: the PRF key, the
+    choice bits, the received seeds and the order of the sent values).
     """
 
     def __init__(
@@ -555,6 +654,70 @@ class OprfPsiSender:
                 hint="both parties must set the run up with the same set sizes and code version",
             )
         return self._key + self._ot.reply(setup[_HEADER.size :])
+
+    def to_bytes(self) -> bytes:
+        """This sender's state: hashed ids, key, choices, seeds, order, progress."""
+        seeds = b"".join(self._ot.seeds) if self._steps.done >= 1 else b""
+        return _pack_state(
+            "sender",
+            self.config,
+            {
+                "hashed": self._hashed,
+                "key": np.frombuffer(self._key, dtype=np.uint8),
+                "choices": np.array(self._choices, dtype=np.uint8),
+                "seeds": np.frombuffer(seeds, dtype=np.uint8),
+                "order": np.zeros(0, np.int64) if self._permutation is None else self._permutation,
+                "steps": np.array([self._steps.done]),
+            },
+        )
+
+    @classmethod
+    def restore(cls, config: OprfPsiConfig, blob: bytes) -> OprfPsiSender:
+        """The sender of :meth:`to_bytes` again, for ``config``'s run."""
+        p = config.params
+        a = _unpack_state(
+            "sender",
+            config,
+            blob,
+            {
+                "hashed": (config.n_sender, -1),
+                "key": (KEY_BYTES,),
+                "choices": (p.width,),
+                "seeds": (-1,),
+                "order": (-1,),
+                "steps": (1,),
+            },
+        )
+        done, choices = int(a["steps"][0]), [int(c) for c in a["choices"]]
+        seeds, order = a["seeds"].tobytes(), a["order"]
+        if (
+            not 0 <= done <= 3
+            or any(c not in (0, 1) for c in choices)
+            or len(seeds) != (0 if done == 0 else p.width * SEED_BYTES)
+            or order.size != (0 if done < 2 else config.n_sender)
+            or (order.size and np.unique(order).size != order.size)
+        ):
+            raise ProtocolError(
+                "the stored PSI sender state is inconsistent",
+                hint="the node's state folder was altered: start a new run",
+            )
+        sender = cls.__new__(cls)
+        sender.config, sender.params = config, p
+        sender._hashed = a["hashed"]
+        sender._choices = choices
+        if done:
+            sender._ot = OtReceiver.restore(
+                choices,
+                context=config.context(),
+                seeds=[seeds[i * SEED_BYTES : (i + 1) * SEED_BYTES] for i in range(p.width)],
+            )
+        else:
+            sender._ot = OtReceiver(choices, context=config.context())
+        sender._key = a["key"].tobytes()
+        sender._seed = None
+        sender._permutation = order.astype(np.int64) if done >= 2 else None
+        sender._steps = _Steps("sender", ("answer", "evaluate", "rows"), done)
+        return sender
 
     def evaluate(self, matrix: bytes) -> bytes:
         """Step 4: the OPRF value of every id, in a random order (``n1 l2`` bytes)."""

@@ -2,7 +2,7 @@
 audited permutation step, in plaintext and under CKKS.
 
 The jobs run through the real coordinator (``coordinator.job.run_job``) and the
-real partner ClientApp over an in-memory Grid (tests/coordinator/inmemory_grid.py).
+real partner ClientApp over an in-memory Grid (federation/inmemory.py).
 """
 
 from __future__ import annotations

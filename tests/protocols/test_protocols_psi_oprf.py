@@ -335,3 +335,41 @@ def test_ids_are_checked() -> None:
         OprfPsiReceiver(config, ["a", "b", 3])  # type: ignore[list-item]
     with pytest.raises(ProtocolError, match="holds 2 ids, the run was set up for 3"):
         OprfPsiReceiver(config, ["a", "b"])
+
+
+def test_state_survives_a_process_boundary_between_every_step() -> None:
+    """A vertical party runs each step in its own process: the state it stores between
+    steps (to_bytes / restore) gives the same, exact intersection, aligned."""
+    x, y = _ids("c", 900) + _ids("x", 300), _ids("c", 900)[100:] + _ids("y", 500)
+    config = OprfPsiConfig("r-state", len(x), len(y), b"s" * 32)
+    receiver, sender = OprfPsiReceiver(config, y), OprfPsiSender(config, x)
+    setup = receiver.start()
+    receiver = OprfPsiReceiver.restore(config, receiver.to_bytes())
+    reply = sender.answer(setup)
+    sender = OprfPsiSender.restore(config, sender.to_bytes())
+    matrix = receiver.answer(reply)
+    receiver = OprfPsiReceiver.restore(config, receiver.to_bytes())
+    values = sender.evaluate(matrix)
+    sender = OprfPsiSender.restore(config, sender.to_bytes())
+    result = receiver.finish(values)
+    assert {y[i] for i in result.rows} == set(x) & set(y) and result.rows.size == 800
+    assert [x[i] for i in sender.rows(result.sender_positions)] == [y[i] for i in result.rows]
+    # A restored party still answers each step once, in order.
+    with pytest.raises(ProtocolError, match="step 'answer'"):
+        OprfPsiReceiver.restore(config, receiver.to_bytes()).answer(reply)
+
+
+def test_a_stored_state_restores_only_for_its_run_and_role() -> None:
+    x, y = _ids("c", 300), _ids("c", 200)
+    config = OprfPsiConfig("r-a", len(x), len(y))
+    receiver, sender = OprfPsiReceiver(config, y), OprfPsiSender(config, x)
+    sender.answer(receiver.start())
+    other = OprfPsiConfig("r-a", len(x) + 1, len(y))  # another header: another run's sizes
+    for restore, blob in ((OprfPsiReceiver.restore, receiver.to_bytes()),
+                          (OprfPsiSender.restore, sender.to_bytes())):  # fmt: skip
+        with pytest.raises(ProtocolError, match="damaged or belongs to another run"):
+            restore(other, blob)
+        with pytest.raises(ProtocolError, match="damaged"):
+            restore(config, blob[: len(blob) // 2])
+    with pytest.raises(ProtocolError, match="damaged or belongs to another run"):
+        OprfPsiSender.restore(config, receiver.to_bytes())  # a receiver's state as a sender's
