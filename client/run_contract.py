@@ -244,7 +244,9 @@ def vertical_plan(spec: JobSpec, *, partner: str) -> dict[str, str]:
 
     Derived from the pinned spec alone: the PSI ring (the label holder's
     ``psi-salt``, ``psi-own``, one
-    ``psi-hop-<h>`` per other party), then for training ``step-<t>`` /
+    ``psi-hop-<h>`` per other party) or CM20 (``psi-salt``, then the label holder's
+    ``psi-setup`` and ``psi-matrix``, each feature party's ``psi-answer`` and
+    ``psi-values``), then for training ``step-<t>`` /
     ``label-step-<t>`` for ``t < iterations`` and one ``eval`` / ``label-eval``;
     for joint inference (``predict_with``) one ``predict`` / ``label-predict``.
     """
@@ -252,9 +254,16 @@ def vertical_plan(spec: JobSpec, *, partner: str) -> dict[str, str]:
     if partner not in v.parties:
         return {}
     label = v.parties[partner].role == "label_holder"
-    plan = {"psi-salt": "psi_salt"} if label else {}
-    plan["psi-own"] = "psi_own"
-    plan.update({f"psi-hop-{h}": "psi_hop" for h in range(1, len(v.parties))})
+    if v.psi == "cm20":  # the label holder runs CM20 with each feature party
+        plan = (
+            {"psi-salt": "psi_salt", "psi-setup": "oprf_start", "psi-matrix": "oprf_matrix"}
+            if label
+            else {"psi-salt": "oprf_size", "psi-answer": "oprf_answer", "psi-values": "oprf_values"}
+        )
+    else:
+        plan = {"psi-salt": "psi_salt"} if label else {}
+        plan["psi-own"] = "psi_own"
+        plan.update({f"psi-hop-{h}": "psi_hop" for h in range(1, len(v.parties))})
     if label:
         plan["intersect"] = "intersect"
     if v.predict_with:

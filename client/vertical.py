@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from fedcollab.client import vertical_oprf
 from fedcollab.client.audit import PartnerAudit
 from fedcollab.client.he_keys import NodeKeyStore, load_peer_keys
 from fedcollab.client.node_settings import NodeOptions
@@ -173,7 +174,12 @@ def _psi_salt(p: PartyContext) -> Reply:
         raise ProtocolError("this run's PSI salt was already drawn")
     salt = secrets.token_bytes(psi.SALT_BYTES)
     p.store.put("psi.salt", salt)
-    return {}, {f"salt/{q}": p.seal_to(q, "psi/salt", salt) for q in p.v.feature_parties}
+    meta: dict[str, Any] = {}
+    if p.v.psi == "cm20":  # the set size is a public input of CM20 (client.vertical_oprf)
+        rows = _psi_rows(p)
+        p.store.put_array("psi.rows", rows)
+        meta["n_values"] = int(rows.size)
+    return meta, {f"salt/{q}": p.seal_to(q, "psi/salt", salt) for q in p.v.feature_parties}
 
 
 def _hop_topic(owner: str, hop: int) -> str:
@@ -222,6 +228,8 @@ def _psi_hop(p: PartyContext) -> Reply:
 
 
 def _intersect_sets(p: PartyContext) -> dict[str, np.ndarray]:
+    if p.v.psi == "cm20":
+        return vertical_oprf.intersect(p)
     config = p.psi_config()
     full: dict[str, bytes] = {}
     for owner in config.parties:
@@ -333,6 +341,7 @@ def handle(
         "psi_salt": "label_holder",
         "psi_own": "any",
         "psi_hop": "any",
+        **{phase: role for phase, (role, _) in vertical_oprf.PHASES.items()},
         "intersect": "label_holder",
         "label_step": "label_holder",
         "label_eval": "label_holder",
@@ -354,6 +363,8 @@ def handle(
         return _psi_own(p)
     if phase == "psi_hop":
         return _psi_hop(p)
+    if phase in vertical_oprf.PHASES:
+        return vertical_oprf.PHASES[phase][1](p)
     if phase in ("predict", "label_predict") and not spec.vertical.predict_with:
         raise ProtocolError(f"phase {phase!r} belongs to joint-inference jobs")
     if phase == "predict":

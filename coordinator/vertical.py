@@ -11,7 +11,10 @@ on the data: it forwards
    (``psi_own``), then along a ring through every other party's key
    (``psi_hop``); the fully blinded sets go to the label holder sealed
    end-to-end (:mod:`privacy.envelope`), which intersects them (``intersect``)
-   and returns each party's aligned row positions, sealed to that party;
+   and returns each party's aligned row positions, sealed to that party. With
+   ``vertical.psi = "cm20"`` the label holder runs the OT-based PSI of
+   :mod:`protocols.psi_oprf` with each feature party instead (four sealed steps
+   between them, :mod:`client.vertical_oprf`), then intersects the same way;
 2. **training** (:mod:`protocols.vertical_lr`): per iteration one hop to the
    feature parties (``step``: masked partial scores sealed to the label holder,
    masked gradients encrypted under the label holder's CKKS key) and one to the
@@ -147,6 +150,46 @@ def _psi(relay: Relay, config: PsiConfig) -> dict[str, bytes]:
     return current
 
 
+def _psi_cm20(relay: Relay, spec: JobSpec) -> dict[str, bytes]:
+    """Run CM20 between the label holder and each feature party (client.vertical_oprf);
+    returns the label holder's input to ``intersect``: each party's sealed OPRF values."""
+    v = spec.vertical
+    label, features = v.label_holder, v.feature_parties
+    first = relay.send(
+        "psi-salt",
+        {label: ({"phase": "psi_salt"}, {}), **{f: ({"phase": "oprf_size"}, {}) for f in features}},
+    )
+    sizes = {f: _size(first[f], f) for f in features}
+    setup = relay.send("psi-setup", {label: ({"phase": "oprf_start", "sizes": sizes}, {})})[label]
+    n_label = _size(first[label], label)
+    answers = relay.send(
+        "psi-answer",
+        {
+            f: (
+                {"phase": "oprf_answer", "n_receiver": n_label},
+                {"salt": first[label].part(f"salt/{f}"), "setup": setup.part(f"setup/{f}")},
+            )
+            for f in features
+        },
+    )
+    replies = {f"reply/{f}": answers[f].part("reply") for f in features}
+    matrices = relay.send("psi-matrix", {label: ({"phase": "oprf_matrix"}, replies)})[label]
+    values = relay.send(
+        "psi-values",
+        {f: ({"phase": "oprf_values"}, {"matrix": matrices.part(f"matrix/{f}")}) for f in features},
+    )
+    return {f"values/{f}": values[f].part("values") for f in features}
+
+
+def _size(reply: Payload, party: str) -> int:
+    n = reply.meta.get("n_values")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ProtocolError(
+            f"{party!r} stated no PSI set size", hint="the party runs another fedcollab version"
+        )
+    return n
+
+
 class Relay(Protocol):
     """Sends one request per party and returns every party's reply (or raises)."""
 
@@ -230,16 +273,11 @@ def drive(
     config = PsiConfig(run=run, parties=tuple(sorted(v.parties)), label_holder=label)
     relay = _WithOffers(relay, {"offers": dict(offers), "mask_offers": dict(masks)})
     outputs.event("vertical", phase="psi", parties=list(config.parties), label_holder=label)
-    full = _psi(relay, config)
-    reply = relay.send(
-        "intersect",
-        {
-            label: (
-                {"phase": "intersect"},
-                {f"full/{o}": b for o, b in full.items()},
-            )
-        },
-    )[label]
+    if v.psi == "cm20":
+        inputs = _psi_cm20(relay, spec)
+    else:
+        inputs = {f"full/{o}": b for o, b in _psi(relay, config).items()}
+    reply = relay.send("intersect", {label: ({"phase": "intersect"}, inputs)})[label]
     alignment = dict(reply.meta.get("alignment", {}))
     outputs.event("vertical", phase="aligned", **alignment)
     shared = {k: b for k, b in reply.parts.items() if k == "context"}

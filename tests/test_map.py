@@ -119,6 +119,11 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         "`fedcollab run` in Flower's simulation engine on the example's partner files",
     ),
     # --- client/: what a partner runs ----------------------------------------------
+    "client/vertical_oprf.py": (
+        ("tests/client/test_client_vertical.py",),
+        "a vertical job's full schedule with vertical.psi = 'cm20' over the in-memory relay "
+        "(exact alignment, the relay holds no plaintext), its plan, a relay's size lie refused",
+    ),
     "client/audit.py": (
         ("tests/coordinator/test_coordinator_masked.py", "tests/adversarial/test_audit_attacks.py"),
         "each partner logs every reply it sent (checked after masked jobs); the request"

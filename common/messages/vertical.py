@@ -14,6 +14,10 @@ __all__ = [
     "FinalRequest",
     "IntersectRequest",
     "ModelStepRequest",
+    "OprfAnswerRequest",
+    "OprfSizeRequest",
+    "OprfStartRequest",
+    "OprfStepRequest",
     "PhaseRequest",
     "PsiHopRequest",
     "PsiOwnRequest",
@@ -59,6 +63,37 @@ class PsiHopRequest(PhaseRequest):
     hop: Annotated[int, Field(ge=1, le=MAX_PARTNERS)]
 
 
+class OprfSizeRequest(PhaseRequest):
+    """CM20 PSI (``vertical.psi = "cm20"``): a feature party states its set size."""
+
+    phase: Literal["oprf_size"]
+
+
+#: Set sizes of a CM20 PSI (protocols.psi_oprf supports up to 2^32 ids).
+SetSize = Annotated[int, Field(ge=0, le=1 << 32)]
+
+
+class OprfStartRequest(PhaseRequest):
+    """CM20 PSI: the label holder starts one run per feature party of the stated size."""
+
+    phase: Literal["oprf_start"]
+    sizes: Annotated[dict[Name, SetSize], Field(max_length=MAX_PARTNERS)]
+
+
+class OprfAnswerRequest(PhaseRequest):
+    """CM20 PSI: a feature party answers the label holder's first message (salt and
+    setup in the parts), for a label holder of ``n_receiver`` ids."""
+
+    phase: Literal["oprf_answer"]
+    n_receiver: SetSize
+
+
+class OprfStepRequest(PhaseRequest):
+    """CM20 PSI: the label holder's matrices, then each feature party's OPRF values."""
+
+    phase: Literal["oprf_matrix", "oprf_values"]
+
+
 class IntersectRequest(PhaseRequest):
     """The label holder intersects the fully blinded sets."""
 
@@ -83,6 +118,10 @@ VerticalPhase = (
     PsiSaltRequest
     | PsiOwnRequest
     | PsiHopRequest
+    | OprfSizeRequest
+    | OprfStartRequest
+    | OprfAnswerRequest
+    | OprfStepRequest
     | IntersectRequest
     | ModelStepRequest
     | FinalRequest

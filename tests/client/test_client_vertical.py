@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedcollab.client import encryption, vertical
+from fedcollab.client import encryption, vertical, vertical_oprf
 from fedcollab.client.partner_data import PartnerData, PartnerSource, load_partner
 from fedcollab.client.vertical_store import VerticalStore
 from fedcollab.common.errors import CiphertextError, ProtocolError
@@ -123,13 +123,15 @@ def _federation(
     return Loopback(spec, parties), offers, masks
 
 
-@pytest.mark.parametrize("encrypted", [True, False])
+@pytest.mark.parametrize(
+    ("encrypted", "psi"), [(True, "ecdh-ring"), (False, "ecdh-ring"), (True, "cm20")]
+)
 def test_vertical_schedule_end_to_end(
-    setup: tuple[Path, list[PartnerSource]], tmp_path: Path, encrypted: bool
+    setup: tuple[Path, list[PartnerSource]], tmp_path: Path, encrypted: bool, psi: str
 ) -> None:
     root, sources = setup
-    spec = vertical_job(sources, encrypted=encrypted, iterations=8)
-    relay, offers, masks = _federation(root, sources, spec, f"enc-{encrypted}")
+    spec = vertical_job(sources, encrypted=encrypted, iterations=8, psi=psi)
+    relay, offers, masks = _federation(root, sources, spec, f"enc-{encrypted}-{psi}")
     result = drive(relay, spec, JobOutputs(tmp_path), run=RUN, offers=offers, masks=masks)
 
     truth = true_alignment(sources)
@@ -352,6 +354,72 @@ def test_vertical_plan_names_each_phase_once(setup: tuple[Path, list[PartnerSour
         RequestPlan.for_job(spec, partner="payment").check("query.vertical", "label-step-0")
     with pytest.raises(ProtocolError, match="not a step"):
         RequestPlan.for_job(spec, partner="stranger").check("query.vertical", "psi-own")
+
+
+def test_cm20_plan_and_its_refusals(
+    setup: tuple[Path, list[PartnerSource]], tmp_path: Path
+) -> None:
+    """With vertical.psi = "cm20" each party's plan holds the CM20 steps (the ring's are
+    refused), and a relay that states another set size gets a refusal, not a PSI."""
+    from fedcollab.client.run_contract import RequestPlan, vertical_plan
+
+    root, sources = setup
+    spec = vertical_job(sources, iterations=1, psi="cm20")
+    assert vertical_plan(spec, partner=LABEL_HOLDER) == {
+        "psi-salt": "psi_salt", "psi-setup": "oprf_start", "psi-matrix": "oprf_matrix",
+        "intersect": "intersect", "label-step-0": "label_step", "label-eval": "label_eval",
+    }  # fmt: skip
+    assert vertical_plan(spec, partner="payment") == {
+        "psi-salt": "oprf_size", "psi-answer": "oprf_answer", "psi-values": "oprf_values",
+        "step-0": "step", "eval": "eval",
+    }  # fmt: skip
+    with pytest.raises(ProtocolError, match="not a step"):
+        RequestPlan.for_job(spec, partner="payment").check("query.vertical", "psi-own")
+    # Every CM20 phase a plan names has its handler and role (client.vertical_oprf).
+    for partner in (LABEL_HOLDER, "payment"):
+        role = spec.vertical.parties[partner].role
+        for phase in set(vertical_plan(spec, partner=partner).values()) - {"psi_salt"}:
+            if phase.startswith("oprf_"):
+                assert vertical_oprf.PHASES[phase][0] == role, phase
+
+    features = [p.name for p in PARTIES if p.name != LABEL_HOLDER]
+
+    def first_step(tag: str) -> tuple[Loopback, dict[str, Any], dict[str, Payload]]:
+        relay, offers, _masks = _federation(root, sources, spec, tag)
+        first = relay.send(
+            "psi-salt",
+            {LABEL_HOLDER: ({"phase": "psi_salt", "offers": offers}, {}),
+             **{f: ({"phase": "oprf_size", "offers": offers}, {}) for f in features}},
+        )  # fmt: skip
+        return relay, offers, first
+
+    # The relay states another size for payment: payment refuses the label holder's setup.
+    relay, offers, first = first_step("cm20-lie")
+    true_sizes = {f: first[f].meta["n_values"] for f in features}
+    lied = {**true_sizes, "payment": true_sizes["payment"] + 7}
+    setup_reply = relay.send(
+        "psi-setup",
+        {LABEL_HOLDER: ({"phase": "oprf_start", "sizes": lied, "offers": offers}, {})},
+    )[LABEL_HOLDER]
+    n_label = first[LABEL_HOLDER].meta["n_values"]
+    with pytest.raises(ProtocolError, match="runs with"):  # the parameter headers differ
+        relay.send(
+            "psi-answer",
+            {"payment": ({"phase": "oprf_answer", "n_receiver": n_label, "offers": offers},
+                         {"salt": first[LABEL_HOLDER].part("salt/payment"),
+                          "setup": setup_reply.part("setup/payment")})},
+        )  # fmt: skip
+
+    # A set-up that leaves a party out is refused, and the step is used up: no retry.
+    relay, offers, first = first_step("cm20-missing")
+    short = {LABEL_HOLDER: ({"phase": "oprf_start", "sizes": {"payment": 5}, "offers": offers},
+                            {})}  # fmt: skip
+    with pytest.raises(ProtocolError, match="names the parties"):
+        relay.send("psi-setup", short)
+    full = {f: first[f].meta["n_values"] for f in features}
+    retry = {LABEL_HOLDER: ({"phase": "oprf_start", "sizes": full, "offers": offers}, {})}
+    with pytest.raises(ProtocolError, match="already answered"):
+        relay.send("psi-setup", retry)
 
 
 def test_label_holder_node_settings_reach_the_client_app(tmp_path: Path) -> None:

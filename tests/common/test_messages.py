@@ -161,6 +161,12 @@ CASES: list[tuple[type[BaseModel], dict[str, Any], Path, Path, tuple[Path, Any]]
      ("step",), ("step",), (("phase",), "label_probe")),
     (VerticalRequest, _vertical("psi_salt", "psi-salt"),
      ("offers",), ("phase",), (("step",), "")),
+    (VerticalRequest, _vertical("oprf_start", "psi-setup", sizes={"a": 10, "b": 0}),
+     ("sizes",), ("sizes",), (("sizes", "a"), 1 << 33)),
+    (VerticalRequest, _vertical("oprf_answer", "psi-answer", n_receiver=12),
+     ("n_receiver",), ("n_receiver",), (("n_receiver",), -1)),
+    (VerticalRequest, _vertical("oprf_values", "psi-values"),
+     ("step",), ("step",), (("phase",), "oprf_other")),
 ]  # fmt: skip
 IDS = [f"{model.__name__}-{i}" for i, (model, *_rest) in enumerate(CASES)]
 
