@@ -375,6 +375,28 @@ def bench_psi(r: Result) -> Row:
     return title, text
 
 
+def bench_psi_oprf(r: Result) -> Row:
+    main, t, side = r["results"][0], r["target"], r["side_by_side"]
+    s = main["seconds"]
+    goal = f"goal {t['goal']}: {met(t['met'])}" if t["applies"] else "goal not tested at this size"
+    text = (
+        f"{s['wall']:.1f} s end to end ({main['cpu_seconds']:.1f} s CPU), "
+        f"{'exact' if main['correct'] else '**wrong result**'}; {goal}; phases: hashing "
+        f"{s['hash_ids']:.1f} s, {main['params']['w']} base OTs {s['base_ot']:.2f} s, matrix "
+        f"{s['matrix']:.1f} s, OPRF values {s['sender_oprf']:.1f} s, check "
+        f"{s['receiver_check']:.1f} s; messages: matrix {_n(main['message_bytes']['matrix'])} B, "
+        f"values {_n(main['message_bytes']['values'])} B; side by side at "
+        f"{_n(side['n_per_party'])} x {_n(side['n_per_party'])}: the ECDH ring takes "
+        f"{side['ecdh_wall_over_oprf_wall']:.1f}x the wall time "
+        f"({side['ecdh_cpu_over_oprf_cpu']:.1f}x the CPU); used by vertical jobs with "
+        f'`vertical.psi = "cm20"` (leakage: docs/vertical.md)'
+    )
+    title = (
+        f"CM20, 2 x {_n(main['n_per_party'])} ids, {main['overlap']:.0%} overlap, both parties here"
+    )
+    return title, text
+
+
 def scale_simulation(r: Result) -> Row:
     runs = r["runs"]
     text = "; ".join(
@@ -457,6 +479,7 @@ ROWS: dict[str, Callable[[Result], Row]] = {
     for f in (
         horizontal, he_equivalence, kmeans_modes, bench_he, bench_secagg, bench_he_deployment,
         bench_deployment, privacy_utility, vertical,
-        bench_vertical_deployment, bench_psi, scale_simulation, scale_deployment, bench_audit,
+        bench_vertical_deployment, bench_psi, bench_psi_oprf, scale_simulation, scale_deployment,
+        bench_audit,
     )
 }  # fmt: skip

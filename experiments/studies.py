@@ -189,6 +189,11 @@ STUDIES: tuple[Study, ...] = (
         ),
     ),
     Study(
+        "bench_psi_oprf", "bench_psi_oprf.json",
+        full_args=_args("--n 1000000 --compare-n 100000"),
+        quick_args=_args("--n 2000 --compare-n 1000"),
+    ),
+    Study(
         "scale_simulation", "scale.json",
         full_args=_args("--partners 100,500 --rounds 3"),
         quick_args=_args("--partners 3 --rounds 1"),

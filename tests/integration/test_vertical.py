@@ -153,3 +153,32 @@ def test_vertical_job_relays_nothing_in_plaintext(
     check = export_and_verify(fed.ws, [p.name for p in PARTIES], tmp_path / "audit")
     assert check["cosigners"] == sorted(p.name for p in PARTIES)
     assert all(check["matched"][p.name] > 0 for p in PARTIES)
+
+
+def test_a_cm20_vertical_job_aligns_exactly_over_real_processes(
+    vertical_federation: LocalFederation, tmp_path: Path
+) -> None:
+    """vertical.psi = "cm20" through the real SuperLink and SuperNodes: the label holder's
+    CM20 runs with each feature party, sealed hop to hop, align every party exactly."""
+    fed = vertical_federation
+    sources = fed.partners
+    spec = vertical_job(sources, name="vertical-cm20-it", iterations=1, psi="cm20")
+    out = tmp_path / "job"
+    submit_job(fed.ws, spec, out, record_messages=True)
+    end = follow(out, on_event=lambda _e: None, timeout_s=900)
+    assert end["status"] == "completed", end
+    metrics = json.loads((out / "metrics.json").read_text())
+    truth = true_alignment(sources)
+    assert metrics["alignment"]["intersection"] == len(truth[LABEL_HOLDER])
+    names = [p.name for p in (out / "messages").glob("*.bin")]
+    assert any("psi-matrix" in n for n in names), names
+    assert not any("psi-hop" in n or "psi-own" in n for n in names), names
+    # Each feature party's trail records its CM20 steps of this run; no ring step.
+    for party in ("payment", "billing"):
+        sent = {
+            str(e["body"]["step"])  # type: ignore[index]
+            for e in _log(fed, party)
+            if e["type"] == "data.sent" and e["body"]["job"] == spec.name  # type: ignore[index]
+        }
+        assert {"psi-salt", "psi-answer", "psi-values"} <= sent, sorted(sent)
+        assert not any(s.startswith(("psi-own", "psi-hop")) for s in sent), sorted(sent)
