@@ -77,7 +77,7 @@ from fedcollab.privacy.secagg_ckks import ckks_plaintext
 
 __all__ = ["app", "make_client_app"]
 
-log = logging.getLogger("fedcollab.client")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,7 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
         if audit is not None:
             # Logged before the reply leaves: an unlogged send cannot happen.
             audit.record("data.sent", _sent(request, outcome))
+        log.debug("answered %s step %s of job %s (run %s)", action, step, spec.name, head.run)
         return _reply(msg, outcome)
     except Exception as exc:
         if isinstance(exc, FedcollabError):

@@ -86,8 +86,11 @@ def test_a_round_of_the_wrong_type_is_refused(
     _send(atk, caplog, FedAvgRequest, "train.fedavg", "round-1", meta=meta, vector=_model())
     # The step was not claimed: the well-formed request is still answered, once.
     meta["round"] = 1
-    ok = atk.send("a", "train.fedavg", step="round-1", meta=meta, vector=_model())
+    with caplog.at_level(logging.DEBUG, logger="fedcollab.client.client_app"):
+        ok = atk.send("a", "train.fedavg", step="round-1", meta=meta, vector=_model())
     assert ok.refused is None and ok.vector is not None
+    # The node log (`fedcollab -v`, the SuperNode's log) names what was answered.
+    assert "answered train.fedavg step round-1 of job" in caplog.text
 
 
 def test_a_category_list_sent_as_a_string_is_refused(
