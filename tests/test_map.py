@@ -808,7 +808,7 @@ def test_each_check_fails_on_a_bad_map() -> None:
     assert unmapped(covered, UNTESTED) == [one]
 
     assert missing_files({"cli/budget.py": (("tests/cli/test_nope.py",), "x")}) != []
-    assert missing_files({"cli/budget.py": (("tests/integration/support.py",), "x")}) != []
+    assert missing_files({"cli/budget.py": (("tests/support/integration.py",), "x")}) != []
     assert missing_files({"cli/budget.py": ((), "x")}) != []
 
     # A test that never touches the module, claimed directly and through a wrong entry.

@@ -35,7 +35,7 @@ from fedcollab.compliance.events import canonical_json, make_event
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.store import LogStore
 from fedcollab.compliance.trust import TrustPolicy
-from tests.adversarial.audit_world import COORDINATOR, PARTNERS, World
+from tests.support.audit_world import COORDINATOR, PARTNERS, World
 
 
 def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str | Path) -> int:

@@ -1,5 +1,5 @@
 """Issue 13, "DP jobs charge every release" and "one run per Flower run": a malicious
-coordinator against the real partner path (:class:`tests.adversarial.support.Attacker`).
+coordinator against the real partner path (:class:`tests.support.adversarial.Attacker`).
 
 Every value a partner releases in a DP job is a charged Gaussian release or a function
 of nothing; a job without DP on a dataset with a budget cap is refused; run names
@@ -19,8 +19,7 @@ from fedcollab.client.partner_data import load_partner, source_from_config
 from fedcollab.client.run_contract import node_split
 from fedcollab.privacy.budget_ledger import BudgetLedger
 from fedcollab.protocols import evaluation, models, preprocessing
-from tests.adversarial.support import BOUNDS, Attacker, job, layout_meta
-from tests.adversarial.test_run_contract import _preprocessor
+from tests.support.adversarial import BOUNDS, Attacker, job, layout_meta, preprocessor_dict
 
 CHANNELS = ["app", "kiosk", "web"]
 
@@ -107,7 +106,7 @@ def test_a_dp_job_s_rounds_are_not_evaluated_twice(tmp_path: Path) -> None:
     assert atk.handshake("a").refused is None
     reply = atk.send(
         "a", "evaluate.fedavg", step="final-evaluation-best",
-        meta={"preprocessor": _preprocessor(tmp_path)}, vector=np.zeros(6),
+        meta={"preprocessor": preprocessor_dict(tmp_path)}, vector=np.zeros(6),
     )  # fmt: skip
     assert reply.refused == "ProtocolError" and reply.vector is None
 
@@ -119,7 +118,7 @@ def _round_one(atk: Attacker, tmp_path: Path) -> np.ndarray:
     )
     reply = atk.send(
         "a", "train.fedavg", step="round-1",
-        meta={"round": 1, "preprocessor": _preprocessor(tmp_path)}, vector=model,
+        meta={"round": 1, "preprocessor": preprocessor_dict(tmp_path)}, vector=model,
     )  # fmt: skip
     assert reply.refused is None and reply.vector is not None, reply.meta
     n_update = model.size + 1  # weights, then the example count
@@ -151,7 +150,7 @@ def test_a_dp_job_s_round_validation_is_noised_and_charged_when_it_selects(
     assert spent == ["round-1", "round-1/validation"]
     best = atk.send(
         "a", "evaluate.fedavg", step="final-evaluation-best",
-        meta={"preprocessor": _preprocessor(tmp_path)}, vector=np.zeros(6),
+        meta={"preprocessor": preprocessor_dict(tmp_path)}, vector=np.zeros(6),
     )  # fmt: skip
     assert best.refused is None and best.vector is not None
 
@@ -200,7 +199,7 @@ def test_a_segmentation_job_under_a_purchase_prediction_purpose_is_refused(
     atk.handshake("a")
     reply = atk.send(
         "a", "query.segment_profile", step="segment-profiles",
-        meta={"preprocessor": _preprocessor(tmp_path), "centroids": [[0.0] * 5, [1.0] * 5]},
+        meta={"preprocessor": preprocessor_dict(tmp_path), "centroids": [[0.0] * 5, [1.0] * 5]},
     )  # fmt: skip
     assert reply.vector is None
 

@@ -27,13 +27,15 @@ from fedcollab.common.messages.protection import DecryptRequest
 from fedcollab.common.messages.statistics import FedAvgRequest, MomentsRequest
 from fedcollab.common.serde import Payload
 from fedcollab.protocols import models
-from tests.adversarial.support import Attacker, job, layout_meta
-from tests.adversarial.test_run_contract import (
+from tests.support.adversarial import (
     CHANNELS,
     ENCRYPTED_REPLIES,
-    _encrypted_job,
-    _encrypted_moments,
-    _preprocessor,
+    Attacker,
+    encrypted_job,
+    encrypted_moments,
+    job,
+    layout_meta,
+    preprocessor_dict,
 )
 
 
@@ -82,7 +84,7 @@ def test_a_round_of_the_wrong_type_is_refused(
 ) -> None:
     atk = Attacker.against(tmp_path, job(rounds=3), names=("a", "b"))
     assert atk.handshake("a").refused is None
-    meta = {"round": rnd, "preprocessor": _preprocessor(tmp_path)}
+    meta = {"round": rnd, "preprocessor": preprocessor_dict(tmp_path)}
     _send(atk, caplog, FedAvgRequest, "train.fedavg", "round-1", meta=meta, vector=_model())
     # The step was not claimed: the well-formed request is still answered, once.
     meta["round"] = 1
@@ -111,8 +113,8 @@ def test_bindings_sent_as_a_string_are_refused_before_any_decryption(
 ) -> None:
     """Refused before too (as a CiphertextError, by client.contribution); now the request
     does not fit DecryptRequest and is refused before the contribution check."""
-    atk, session = _encrypted_job(tmp_path)
-    total, bindings = _encrypted_moments(atk, session, {"a": CHANNELS, "b": CHANNELS})
+    atk, session = encrypted_job(tmp_path)
+    total, bindings = encrypted_moments(atk, session, {"a": CHANNELS, "b": CHANNELS})
     he = {**session.request_meta("a", params="wide"), "step": "moments",
           "contributors": ["a", "b"], "length": total.length}  # fmt: skip
     _send(

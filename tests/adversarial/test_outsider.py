@@ -28,7 +28,7 @@ import pytest
 from fedcollab.compliance.trail import Trail
 from fedcollab.coordinator.superlink import flwr_env
 from fedcollab.federation.local_federation import LocalFederation
-from tests.integration.support import BIN, free_port, make_partners
+from tests.support.integration import BIN, free_port, make_partners
 
 pytestmark = pytest.mark.integration
 

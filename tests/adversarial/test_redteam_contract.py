@@ -1,7 +1,7 @@
 """Red team against the partner's run contract (issue 13), through the real partner path.
 
 Every test drives ``client.client_app._serve`` with real keys, grants, ledgers and
-trails (:class:`tests.adversarial.support.Attacker`). Attacks that still work are
+trails (:class:`tests.support.adversarial.Attacker`). Attacks that still work are
 marked ``xfail(strict=True)`` with the leak in the reason (five found by the red team are
 fixed and run as ordinary tests): they document the gap, keep
 CI green, and turn red (XPASS) once the fix lands, so the marker must then go.
@@ -32,8 +32,7 @@ from fedcollab.coordinator.encryption import session_from_keygen
 from fedcollab.privacy.budget_ledger import BudgetLedger
 from fedcollab.privacy.ckks import EncryptedSum
 from fedcollab.protocols import models, preprocessing
-from tests.adversarial.support import Attacker, job, layout_meta
-from tests.adversarial.test_run_contract import _encrypted_job, _preprocessor
+from tests.support.adversarial import Attacker, encrypted_job, job, layout_meta, preprocessor_dict
 
 CHANNELS = ["app", "web"]
 
@@ -140,7 +139,7 @@ def test_rare_category_values_are_not_encoded_when_the_preprocessor_names_them(
     that differ only in the kiosk coordinate put exactly the kiosk rows in cluster 0."""
     atk = Attacker.against(tmp_path, _segmentation())
     assert atk.handshake("a").refused is None
-    pre = _preprocessor(tmp_path)
+    pre = preprocessor_dict(tmp_path)
     for column in pre["categorical"]:
         if column["name"] == "channel":
             column["vocabulary"] = ["app", "kiosk", "web"]
@@ -161,7 +160,7 @@ def test_the_same_step_is_not_answered_again_under_a_fresh_run_name(tmp_path: Pa
     """Attack: within one Flower run (context.run_id 1 in every request), mint run names:
     each gets a fresh plan, so every Lloyd step can be re-asked with new centroids."""
     atk = Attacker.against(tmp_path, _segmentation())
-    pre = _preprocessor(tmp_path)
+    pre = preprocessor_dict(tmp_path)
     answered = 0
     for i, centroids in enumerate(([[0.0] * 5, [1.0] * 5], [[0.0] * 5, [0.5] * 5])):
         run = f"run-minted-{i}"
@@ -203,7 +202,7 @@ def test_a_dp_job_s_evaluation_does_not_read_out_rows_through_a_chosen_model(
     with BudgetLedger.open(ledger_path(cfg)) as ledger:
         ledger.set_cap("shop", epsilon_cap=5.0, delta=1e-5)
     assert atk.handshake("a").refused is None
-    pre = _preprocessor(tmp_path)
+    pre = preprocessor_dict(tmp_path)
     weights = models.get_weights(
         models.build_model("logreg", n_features=5, hidden_sizes=(), seed=0)
     )
@@ -254,7 +253,7 @@ def test_a_single_partner_s_ciphertext_is_not_decrypted_as_an_aggregate(
     encrypts anything), claimed as the sum of a's and b's contributions; with no
     contributor ciphertexts, with the genuine ones, or with the forgery passed off as b's.
     The decryptor sums the signed contributions itself, so none of them decrypts."""
-    atk, session = _encrypted_job(tmp_path)
+    atk, session = encrypted_job(tmp_path)
     ciphertexts, bindings = _moments_replies(atk, session)
     # b's ciphertext plus a plaintext 1 in the contribution slot: "two contributions".
     forged = session.public.load(ciphertexts["b"], params="wide", length=_MOMENTS_LENGTH)
@@ -278,7 +277,7 @@ def test_the_genuine_sum_is_decrypted_once_from_the_contributions(tmp_path: Path
     """The honest path still works: the decryptor recomputes a + b from the signed
     ciphertexts, decrypts it, logs the sum's and each input's digest; a second request
     for the step (e.g. with an offset added) is refused."""
-    atk, session = _encrypted_job(tmp_path)
+    atk, session = encrypted_job(tmp_path)
     ciphertexts, bindings = _moments_replies(atk, session)
     total = EncryptedSum(session.public, params="wide", length=_MOMENTS_LENGTH)
     for ct in ciphertexts.values():
@@ -309,7 +308,7 @@ def test_decryptions_are_only_of_planned_steps(tmp_path: Path, step: str) -> Non
     step names the coordinator makes up. The plan lists the job's aggregate steps (a
     3-round purchase-prediction job has no lloyd-1); the contributions are signed for
     "moments", so a planned step of another name refuses them too."""
-    atk, session = _encrypted_job(tmp_path)
+    atk, session = encrypted_job(tmp_path)
     ciphertexts, bindings = _moments_replies(atk, session)
     he = {**session.request_meta("a", params="wide"), "step": step,
           "contributors": ["a", "b"], "length": _MOMENTS_LENGTH}  # fmt: skip
@@ -325,7 +324,7 @@ def test_an_offset_search_gets_no_answer(tmp_path: Path) -> None:
     genuine sum and ask for decryptions, binary-searching each slot below the rounding
     grid. The decryptor decrypts only the sum it recomputes from the signed ciphertexts,
     so the first offset query is already refused, and the step is then spent."""
-    atk, session = _encrypted_job(tmp_path)
+    atk, session = encrypted_job(tmp_path)
     ciphertexts, bindings = _moments_replies(atk, session)
     total = EncryptedSum(session.public, params="wide", length=_MOMENTS_LENGTH)
     for ct in ciphertexts.values():
@@ -382,7 +381,10 @@ def test_k_fed_seeding_never_releases_clusters_below_the_partner_s_floor(
     atk = Attacker.against(tmp_path, spec, names=("a",))
     assert atk.handshake("a").refused is None
     reply = atk.send(
-        "a", "query.kmeans_seed", step="kmeans-seed", meta={"preprocessor": _preprocessor(tmp_path)}
+        "a",
+        "query.kmeans_seed",
+        step="kmeans-seed",
+        meta={"preprocessor": preprocessor_dict(tmp_path)},
     )
     assert reply.vector is not None, reply.meta
     counts = reply.vector.reshape(60, -1)[:, 0]
@@ -399,7 +401,7 @@ def test_a_zero_std_preprocessor_is_refused_before_anything_is_released(
     """Attack: pin a preprocessor with std 0 for one column (the transform divides by it)."""
     atk = Attacker.against(tmp_path, _segmentation())
     atk.handshake("a")
-    pre = _preprocessor(tmp_path)
+    pre = preprocessor_dict(tmp_path)
     pre["numeric"][0]["std"] = 0.0
     reply = atk.send(
         "a", "query.kmeans_step", step="lloyd-1",
@@ -544,7 +546,7 @@ def test_a_decryptor_that_did_not_answer_the_step_refuses_to_decrypt(tmp_path: P
 def test_contribution_statements_of_another_run_are_refused(tmp_path: Path) -> None:
     """Attack: keep b's genuine signed statement from run 1 and present it with run 2's
     aggregate, where b was sent another request (or none)."""
-    atk, session = _encrypted_job(tmp_path)
+    atk, session = encrypted_job(tmp_path)
     _, old_bindings = _moments_replies(atk, session)
     atk.run = "run-attack-2"
     offers = {name: atk.handshake(name).meta["he_offer"] for name in atk.configs}

@@ -18,17 +18,22 @@ import pytest
 from pydantic import ValidationError
 
 from fedcollab.client.budget import ledger_path
-from fedcollab.common.dataset import load_dataset
-from fedcollab.common.schema import DatasetSchema
-from fedcollab.coordinator.encryption import HeSession, session_from_keygen
+from fedcollab.coordinator.encryption import session_from_keygen
 from fedcollab.privacy.budget_ledger import BudgetLedger
-from fedcollab.privacy.ckks import EncryptedSum
-from fedcollab.protocols import kmeans, models, preprocessing
-from tests.adversarial.support import BOUNDS, SCHEMA, Attacker, job, layout_meta
+from fedcollab.protocols import kmeans, models
+from tests.support.adversarial import (
+    BOUNDS,
+    CHANNELS,
+    ENCRYPTED_REPLIES,
+    Attacker,
+    encrypted_job,
+    encrypted_moments,
+    job,
+    layout_meta,
+    preprocessor_dict,
+)
 
 warnings.filterwarnings("ignore", message=".*does not fit in a single ciphertext.*")
-
-CHANNELS = ["app", "web"]
 
 
 def _moments(atk: Attacker, partner: str, **kw: Any) -> Any:
@@ -119,7 +124,7 @@ def test_actions_outside_the_task_are_refused(tmp_path: Path) -> None:
     profiles (raw per-segment sums) and k-means steps."""
     atk = Attacker.against(tmp_path, job())
     atk.handshake("a")
-    meta = {"preprocessor": _preprocessor(tmp_path), "centroids": [[0.0] * 5, [1.0] * 5]}
+    meta = {"preprocessor": preprocessor_dict(tmp_path), "centroids": [[0.0] * 5, [1.0] * 5]}
     for action, step in (
         ("query.segment_profile", "segment-profiles"),
         ("query.kmeans_step", "lloyd-1"),
@@ -136,7 +141,7 @@ def test_steps_outside_the_plan_are_refused(tmp_path: Path) -> None:
     model = models.flatten(
         models.get_weights(models.build_model("logreg", n_features=5, hidden_sizes=(), seed=0))
     )
-    pre = _preprocessor(tmp_path)
+    pre = preprocessor_dict(tmp_path)
     for step, rnd in (("round-4", 4), ("probe", 1), ("round-1", 2)):
         reply = atk.send(
             "a", "train.fedavg", step=step, meta={"round": rnd, "preprocessor": pre},
@@ -147,20 +152,6 @@ def test_steps_outside_the_plan_are_refused(tmp_path: Path) -> None:
         "a", "train.fedavg", step="round-1", meta={"round": 1, "preprocessor": pre}, vector=model
     )
     assert ok.refused is None and ok.vector is not None  # the planned round is answered
-
-
-def _preprocessor(tmp_path: Path, *, shift: float = 0.0) -> dict[str, Any]:
-    ds = load_dataset(tmp_path / "data" / "a.csv", DatasetSchema.model_validate(SCHEMA))
-    layout = preprocessing.MomentsLayout(
-        numeric_names=("spend", "visits"),
-        categorical_vocab={"channel": tuple(CHANNELS)},
-        boolean_names=("member",),
-    )
-    vec = preprocessing.local_moments(layout, ds.numeric, ds.categorical, ds.boolean)
-    vec[1] += shift  # the sum of "spend": another mean
-    pre = preprocessing.Preprocessor.from_moments(layout, vec)
-    out: dict[str, Any] = pre.to_dict()
-    return out
 
 
 def test_centroid_differencing_is_bounded_by_the_plan(tmp_path: Path) -> None:
@@ -180,7 +171,7 @@ def test_centroid_differencing_is_bounded_by_the_plan(tmp_path: Path) -> None:
     )  # fmt: skip
     atk = Attacker.against(tmp_path, spec)
     atk.handshake("a")
-    pre = _preprocessor(tmp_path)
+    pre = preprocessor_dict(tmp_path)
     d = 5  # spend, visits, channel one-hot (2), member
     rng = np.random.default_rng(0)
     answered = 0
@@ -196,7 +187,7 @@ def test_centroid_differencing_is_bounded_by_the_plan(tmp_path: Path) -> None:
     # Another preprocessor (e.g. mean 0 / std 1 on other moments) within the run: refused.
     other = atk.send(
         "a", "query.segment_profile", step="segment-profiles",
-        meta={"preprocessor": _preprocessor(tmp_path, shift=1e4), "centroids": centroids},
+        meta={"preprocessor": preprocessor_dict(tmp_path, shift=1e4), "centroids": centroids},
     )  # fmt: skip
     assert other.refused == "ProtocolError"
     assert kmeans.cluster_vector_length(k=2, n_features=d) > 0
@@ -221,7 +212,7 @@ def test_client_dp_aggregate_of_fewer_than_min_partners_is_not_decrypted(
     keygen = atk.send("a", "query.he_keygen", step="he-keygen", meta={"offers": offers})
     assert keygen.refused is None
     session = session_from_keygen(keygen.meta, dealer="a")
-    total, bindings = _encrypted_moments(atk, session, {"a": CHANNELS, "b": CHANNELS})
+    total, bindings = encrypted_moments(atk, session, {"a": CHANNELS, "b": CHANNELS})
     he = {**session.request_meta("a", params="wide"), "step": "moments",
           "contributors": ["a", "b"], "length": total.length}  # fmt: skip
     with caplog.at_level(logging.ERROR, logger="fedcollab.client"):
@@ -235,48 +226,6 @@ def test_client_dp_aggregate_of_fewer_than_min_partners_is_not_decrypted(
     assert "at least 3 needed" in caplog.text  # the client-DP floor, not another check
 
 
-def _encrypted_moments(
-    atk: Attacker, session: HeSession, channels: dict[str, list[str]]
-) -> tuple[EncryptedSum, list[Any]]:
-    """Each partner's encrypted moments reply (with the category list the attacker picked
-    for it), summed; and their signed contribution statements."""
-    length = preprocessing.MomentsLayout(
-        numeric_names=("spend", "visits"),
-        categorical_vocab={"channel": tuple(CHANNELS)},
-        boolean_names=("member",),
-    ).length
-    total = EncryptedSum(session.public, params="wide", length=length)
-    bindings = []
-    ENCRYPTED_REPLIES.clear()
-    for name, channel in channels.items():
-        reply = atk.send(
-            name, "query.moments", step="moments",
-            meta={**layout_meta(channel=channel),
-                  "he": session.request_meta(name, params="wide")},
-        )  # fmt: skip
-        assert reply.ciphertext is not None, reply.meta
-        total.add(reply.ciphertext)
-        ENCRYPTED_REPLIES[name] = reply.ciphertext
-        session.installed.add(name)
-        bindings.append(reply.meta["binding"])
-    return total, bindings
-
-
-#: The last :func:`_encrypted_moments` call's ciphertexts: the decryptor sums them itself.
-ENCRYPTED_REPLIES: dict[str, bytes] = {}
-
-
-def _encrypted_job(tmp_path: Path) -> tuple[Attacker, HeSession]:
-    atk = Attacker.against(
-        tmp_path,
-        job(privacy={"encryption": "ckks", "aggregation": "ckks", "key_dealer": "a"}),
-        names=("a", "b"),
-    )
-    offers = {name: atk.handshake(name).meta["he_offer"] for name in atk.configs}
-    keygen = atk.send("a", "query.he_keygen", step="he-keygen", meta={"offers": offers})
-    return atk, session_from_keygen(keygen.meta, dealer="a")
-
-
 def test_an_aggregate_of_answers_to_different_requests_is_not_decrypted(
     tmp_path: Path,
 ) -> None:
@@ -284,8 +233,8 @@ def test_an_aggregate_of_answers_to_different_requests_is_not_decrypted(
     list in another order, so that b's counts land in other slots) and have the mixed
     sum decrypted. Each reply carries a statement signed by its partner over the run,
     step and request digest; the decryptor compares them with the request it answered."""
-    atk, session = _encrypted_job(tmp_path)
-    total, bindings = _encrypted_moments(atk, session, {"a": CHANNELS, "b": CHANNELS[::-1]})
+    atk, session = encrypted_job(tmp_path)
+    total, bindings = encrypted_moments(atk, session, {"a": CHANNELS, "b": CHANNELS[::-1]})
     he = {**session.request_meta("a", params="wide"), "step": "moments",
           "contributors": ["a", "b"], "length": total.length}  # fmt: skip
     reply = atk.send(
@@ -301,8 +250,8 @@ def test_an_aggregate_of_answers_to_different_requests_is_not_decrypted(
 def test_contribution_statements_must_verify(tmp_path: Path, forgery: str) -> None:
     """Statements the partners did not sign (or of another step, or fewer than the
     claimed contributors) are refused; the same request from both decrypts."""
-    atk, session = _encrypted_job(tmp_path)
-    total, bindings = _encrypted_moments(atk, session, {"a": CHANNELS, "b": CHANNELS})
+    atk, session = encrypted_job(tmp_path)
+    total, bindings = encrypted_moments(atk, session, {"a": CHANNELS, "b": CHANNELS})
     if forgery == "unsigned":
         bindings[1] = {**bindings[1], "statement": {**bindings[1]["statement"], "reply": "x"}}
     elif forgery == "other-step":

@@ -19,7 +19,7 @@ from fedcollab.privacy.secagg_messages import MaskedInput, UnmaskRequest
 from fedcollab.privacy.secagg_session import SecAggRefusal, mask_stream, pair_sign, pairwise_seed
 from fedcollab.privacy.secagg_unmask import unmask_request, unmask_sum
 from fedcollab.privacy.shamir import combine
-from tests.privacy.secagg_harness import Federation, make_config
+from tests.support.secagg import Federation, make_config
 
 VICTIM = "p002"
 

@@ -144,7 +144,7 @@ def test_key_holder_with_coordinator_sees_only_one_time_padded_words(keys) -> No
     victim's single ciphertext and it decrypts it offline, with no check at all. What it
     gets is the victim's masked words y_v, uniform whatever x_v is (self-mask b_v)."""
     from fedcollab.privacy.secagg_ckks import ckks_plaintext, masked_total
-    from tests.privacy.secagg_harness import Federation, make_config
+    from tests.support.secagg import Federation, make_config
 
     config = make_config(4, length=64)
     fed = Federation.start(config)

@@ -1,6 +1,6 @@
 """A malicious coordinator against masked aggregation on the real partner node path.
 
-:class:`tests.adversarial.support.Attacker` takes the coordinator's seat and drives
+:class:`tests.support.adversarial.Attacker` takes the coordinator's seat and drives
 ``client.client_app._serve`` (the SuperNode's ClientApp) through the
 ``query.secagg`` stages and the planned data request of a ``privacy.aggregation =
 "masked"`` job, with real audit keys, pinned peer keys, grants and run contracts.
@@ -34,7 +34,7 @@ from fedcollab.privacy.secagg_wire import (
     load_unmask_response,
 )
 from fedcollab.protocols import preprocessing
-from tests.adversarial.support import Attacker, job, layout_meta, write_partner
+from tests.support.adversarial import Attacker, job, layout_meta, write_partner
 
 CHANNELS = ["app", "web"]
 LENGTH = preprocessing.MomentsLayout(
@@ -327,7 +327,7 @@ def test_a_client_dp_sum_below_min_partners_is_never_unmasked(tmp_path: Path) ->
     survivor refuses to sign a smaller set and no share is revealed for it."""
     from fedcollab.client.budget import ledger_path
     from fedcollab.privacy.budget_ledger import BudgetLedger
-    from tests.adversarial.support import BOUNDS
+    from tests.support.adversarial import BOUNDS
 
     spec = job(
         min_partners=4,

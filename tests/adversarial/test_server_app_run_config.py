@@ -11,7 +11,7 @@ from flwr.app import Context, RecordDict
 from fedcollab.common.errors import JobSpecError, PolicyRefusal
 from fedcollab.coordinator.server_app import app, make_server_app
 from fedcollab.federation.inmemory import InMemoryGrid
-from tests.adversarial.support import job
+from tests.support.adversarial import job
 
 
 def _context(run_config: dict[str, str]) -> Context:

@@ -15,7 +15,7 @@ from fedcollab.common.keys import Signer, format_verifier_key
 from fedcollab.coordinator.encryption import HeSession
 from fedcollab.privacy.ckks import SecretKeys
 from fedcollab.privacy.key_transport import PeerKeys, deal
-from tests.adversarial.support import Attacker, job, layout_meta
+from tests.support.adversarial import Attacker, job, layout_meta
 
 
 def _swap(atk: Attacker, partner: str, entry: str, key: Signer, tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 Every request goes through ``client.client_app._serve`` at parties with real
 audit keys, grants, pinned peer keys, run contracts and budget ledgers
-(:mod:`tests.adversarial.vertical_support`). The attacker is the relay, a
+(:mod:`tests.support.vertical`). The attacker is the relay, a
 feature party, or both together.
 """
 
@@ -20,7 +20,7 @@ from fedcollab.common.serde import pack_blobs
 from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.coordinator.vertical import drive
 from fedcollab.privacy.vertical_he import PublicContext, draw_masks, encrypted_gradient
-from tests.adversarial.vertical_support import (
+from tests.support.vertical import (
     LABEL,
     Refused,
     ServeRelay,

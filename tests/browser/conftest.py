@@ -38,7 +38,7 @@ from playwright.sync_api import (
 )
 
 from fedcollab.federation.local_federation import LocalFederation
-from tests.browser.support import (
+from tests.support.browser import (
     UI_TIMEOUT_MS,
     Command,
     Console,
@@ -48,7 +48,7 @@ from tests.browser.support import (
     console_cli,
     fedcollab,
 )
-from tests.integration.support import BIN, free_port, make_partners
+from tests.support.integration import BIN, free_port, make_partners
 
 CHROMIUM = Path("/usr/bin/chromium")
 # This machine's network is closed: without these Chromium stalls on background

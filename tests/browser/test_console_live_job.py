@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.support import (
+from tests.support.browser import (
     Console,
     NewPage,
     StartCommand,

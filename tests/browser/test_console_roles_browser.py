@@ -14,7 +14,7 @@ import json
 import pytest
 from playwright.sync_api import Page, Response, expect
 
-from tests.browser.support import (
+from tests.support.browser import (
     Console,
     NewPage,
     fetch_status,

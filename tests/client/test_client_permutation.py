@@ -16,7 +16,7 @@ from fedcollab.privacy.accounting import Gaussian
 from fedcollab.privacy.dp_plan import resolve
 from fedcollab.protocols import attribution, evaluation, models, preprocessing
 from fedcollab.protocols.local_training import predict_proba
-from tests.coordinator.test_coordinator_attributions import SCHEMA, _partner
+from tests.support.partners import SCHEMA, make_partner
 
 torch.set_num_threads(1)
 BINS = 1000
@@ -36,7 +36,7 @@ PRE = preprocessing.Preprocessor(
 
 
 def _data(tmp_path: Path, name: str, seed: int, n: int) -> PartnerData:
-    src = _partner(tmp_path, name, seed, n)
+    src = make_partner(tmp_path, name, seed, n)
     ev = SPEC.evaluation
     return load_partner(src, validation_fraction=ev.validation_fraction,
                         test_fraction=ev.test_fraction, split_seed=ev.split_seed)  # fmt: skip

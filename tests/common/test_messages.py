@@ -55,7 +55,7 @@ from fedcollab.common.messages.vertical import (
 )
 from fedcollab.common.serde import Payload, decode, encode
 from fedcollab.protocols.preprocessing import Preprocessor
-from tests.adversarial.support import job, layout_meta
+from tests.support.adversarial import job, layout_meta
 
 SPEC = job()
 RUN = "run-msg-1"

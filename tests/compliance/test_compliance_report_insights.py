@@ -11,7 +11,7 @@ from fedcollab.compliance.report_render import pdf_bytes
 from fedcollab.protocols.attribution import coefficient_document
 from fedcollab.protocols.preprocessing import Preprocessor
 from fedcollab.protocols.segment_labels import describe_segments
-from tests.compliance.test_compliance_report import pins, world  # noqa: F401  (the fixture)
+from tests.support.report_world import pins
 
 PRE = Preprocessor(
     numeric_names=("PageValues",), means=(6.0,), stds=(10.0,),
@@ -19,7 +19,7 @@ PRE = Preprocessor(
 )  # fmt: skip
 
 
-def test_insights_section_in_html_and_pdf(world: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+def test_insights_section_in_html_and_pdf(world: dict[str, Path], tmp_path: Path) -> None:
     job = Path(shutil.copytree(world["job"], tmp_path / "job"))
     doc = coefficient_document(job="churn", coefficients=[1.3, -0.2, 0.4], pre=PRE)
     doc["features"][1]["feature"] = "<b>Month=Nov</b>"  # file content is untrusted: escaped
@@ -58,7 +58,7 @@ def test_insights_section_in_html_and_pdf(world: dict[str, Path], tmp_path: Path
     assert pdf_bytes(model).startswith(b"%PDF")
 
 
-def test_unreadable_insight_files_are_findings(world: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+def test_unreadable_insight_files_are_findings(world: dict[str, Path], tmp_path: Path) -> None:
     job = Path(shutil.copytree(world["job"], tmp_path / "job"))
     (job / "attributions.json").write_text('{"job": 1}')
     (job / "segments.json").write_text("{}")

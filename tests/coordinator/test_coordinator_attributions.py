@@ -13,53 +13,22 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
-from fedcollab.client.partner_data import PartnerSource
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.compliance.trail import Trail
 from fedcollab.coordinator.job import run_job
 from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.federation.inmemory import in_memory_federation, task_identity
+from tests.support.partners import SCHEMA, make_partner
 
 warnings.filterwarnings("ignore", message=".*does not fit in a single ciphertext.*")
 torch.set_num_threads(1)
 
-SCHEMA: dict[str, Any] = {
-    "version": 1,
-    "dataset": "shop",
-    "delimiter": ",",
-    "id_column": "customer_id",
-    "label_column": "purchased",
-    "features": [
-        {"name": "noise", "type": "numeric", "missing": "forbid"},
-        {"name": "signal", "type": "numeric", "missing": "forbid"},
-        {"name": "channel", "type": "categorical", "vocabulary": None, "missing": "forbid"},
-        {"name": "member", "type": "boolean", "missing": "forbid"},
-    ],
-}
-
-
-def _partner(root: Path, name: str, seed: int, n: int = 500) -> PartnerSource:
-    rng = np.random.default_rng(seed)
-    signal, noise = rng.normal(0, 1, n), rng.normal(0, 1, n)
-    channel, member = rng.choice(["web", "app", "store"], n), rng.integers(0, 2, n)
-    y = (signal + 0.3 * rng.normal(0, 1, n) > 0).astype(int)
-    lines = ["customer_id,noise,signal,channel,member,purchased"]
-    lines += [f"{name}{i},{noise[i]:.4f},{signal[i]:.4f},{channel[i]},{member[i]},{y[i]}"
-              for i in range(n)]  # fmt: skip
-    root.mkdir(parents=True, exist_ok=True)
-    (root / f"{name}.csv").write_text("\n".join(lines) + "\n")
-    (root / f"{name}.schema.json").write_text(json.dumps(SCHEMA))
-    return PartnerSource(
-        partner=name, data=root / f"{name}.csv", schema=root / f"{name}.schema.json"
-    )
-
 
 def _run(tmp_path: Path, *, kind: str, encrypted: bool) -> tuple[Path, Path]:
-    sources = [_partner(tmp_path / "data", f"p{i}", seed=i) for i in range(2)]
+    sources = [make_partner(tmp_path / "data", f"p{i}", seed=i) for i in range(2)]
     spec = JobSpec.model_validate(
         {"name": "attr", "task": "purchase_prediction", "purpose": "purchase-prediction",
          "schema": SCHEMA, "participants": ["p0", "p1"], "min_partners": 2, "rounds": 2,

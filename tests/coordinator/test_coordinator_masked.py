@@ -24,7 +24,7 @@ from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.federation.inmemory import in_memory_federation, task_identity
 from fedcollab.privacy.dp_plan import resolve
 from fedcollab.protocols import client_dp
-from tests.coordinator.test_coordinator_attributions import SCHEMA, _partner
+from tests.support.partners import SCHEMA, make_partner
 
 warnings.filterwarnings("ignore", message=".*does not fit in a single ciphertext.*")
 torch.set_num_threads(1)
@@ -59,7 +59,7 @@ def _run(
     """Run ``spec`` over ``n`` partners; ``budget_cap`` caps every partner's "shop" ledger."""
     from fedcollab.privacy.budget_ledger import BudgetLedger
 
-    sources = [_partner(tmp_path / "data", f"p{i}", seed=i, n=300) for i in range(n)]
+    sources = [make_partner(tmp_path / "data", f"p{i}", seed=i, n=300) for i in range(n)]
     grid, audit, policy = in_memory_federation(spec, sources, tmp_path)
     if budget_cap is not None:
         for s in sources:
@@ -161,7 +161,7 @@ def test_a_client_level_dp_job_runs_with_masks(tmp_path: Path, mode: str, select
 
     spec = _dp_client_job(mode, 3, selection)
     assert spec.privacy.aggregation == mode
-    sources = [_partner(tmp_path / "data", f"p{i}", seed=i, n=300) for i in range(3)]
+    sources = [make_partner(tmp_path / "data", f"p{i}", seed=i, n=300) for i in range(3)]
     grid, audit, policy = in_memory_federation(spec, sources, tmp_path)
     ledgers = [tmp_path / "audit" / "partners" / s.partner / "budget.db" for s in sources]
     for path in ledgers:

@@ -21,8 +21,8 @@ from fedcollab.coordinator.job import run_job
 from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.coordinator.roster import refusal_hint
 from fedcollab.federation.inmemory import InMemoryGrid, in_memory_federation, task_identity
-from tests.cli.test_cli_hints import check
-from tests.coordinator.test_coordinator_attributions import SCHEMA, _partner
+from tests.support.cli import check
+from tests.support.partners import SCHEMA, make_partner
 
 torch.set_num_threads(1)
 
@@ -37,7 +37,7 @@ class CountingGrid(InMemoryGrid):
 
 @pytest.mark.parametrize("participants", [[], ["p0", "p1"]])
 def test_every_partner_refusing_fails_fast(tmp_path: Path, participants: list[str]) -> None:
-    sources = [_partner(tmp_path / "data", f"p{i}", seed=i, n=60) for i in range(2)]
+    sources = [make_partner(tmp_path / "data", f"p{i}", seed=i, n=60) for i in range(2)]
     spec = JobSpec.model_validate(
         {"name": "dp", "task": "purchase_prediction", "purpose": "purchase-prediction",
          "schema": SCHEMA, "participants": participants, "min_partners": 2, "rounds": 2,

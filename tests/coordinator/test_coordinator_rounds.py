@@ -14,13 +14,13 @@ from fedcollab.common.jobspec import JobSpec
 from fedcollab.coordinator.job import run_job
 from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.federation.inmemory import in_memory_federation, task_identity
-from tests.coordinator.test_coordinator_attributions import SCHEMA, _partner
+from tests.support.partners import SCHEMA, make_partner
 
 torch.set_num_threads(1)
 
 
 def test_best_round_is_the_validated_round_with_the_best_auc(tmp_path: Path) -> None:
-    sources = [_partner(tmp_path / "data", f"p{i}", seed=i, n=200) for i in range(2)]
+    sources = [make_partner(tmp_path / "data", f"p{i}", seed=i, n=200) for i in range(2)]
     spec = JobSpec.model_validate(
         {"name": "r", "task": "purchase_prediction", "purpose": "purchase-prediction",
          "schema": SCHEMA, "participants": ["p0", "p1"], "min_partners": 2, "rounds": 6,
@@ -53,7 +53,7 @@ def test_the_job_logs_its_progress_and_audit_entries(
 ) -> None:
     """`fedcollab -v` follows a job: each progress event at INFO, each audit entry at
     DEBUG (loggers named after their modules, under ``fedcollab.``), a failure at WARNING."""
-    sources = [_partner(tmp_path / "data", f"p{i}", seed=i, n=120) for i in range(2)]
+    sources = [make_partner(tmp_path / "data", f"p{i}", seed=i, n=120) for i in range(2)]
     spec = JobSpec.model_validate(
         {"name": "logged", "task": "purchase_prediction", "purpose": "purchase-prediction",
          "schema": SCHEMA, "participants": ["p0", "p1"], "min_partners": 2, "rounds": 1},

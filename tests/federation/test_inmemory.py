@@ -14,7 +14,7 @@ from fedcollab.coordinator.job import run_job
 from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.federation.inmemory import InMemoryGrid, in_memory_federation, task_identity
 from fedcollab.federation.simulation import simulated_partners
-from tests.coordinator.test_coordinator_attributions import SCHEMA, _partner
+from tests.support.partners import SCHEMA, make_partner
 
 torch.set_num_threads(1)
 
@@ -29,7 +29,7 @@ def _spec(n: int) -> JobSpec:
 
 
 def test_partners_are_set_up_as_fedcollab_run_sets_them_up(tmp_path: Path) -> None:
-    sources = [_partner(tmp_path / "data", f"p{i}", seed=i, n=60) for i in range(2)]
+    sources = [make_partner(tmp_path / "data", f"p{i}", seed=i, n=60) for i in range(2)]
     spec = _spec(2)
     grid, audit, policy = in_memory_federation(spec, sources, tmp_path)
     root = tmp_path / "audit"
@@ -43,7 +43,7 @@ def test_partners_are_set_up_as_fedcollab_run_sets_them_up(tmp_path: Path) -> No
 
 
 def test_a_job_runs_on_it_and_each_exchange_is_recorded(tmp_path: Path) -> None:
-    sources = [_partner(tmp_path / "data", f"p{i}", seed=i, n=120) for i in range(2)]
+    sources = [make_partner(tmp_path / "data", f"p{i}", seed=i, n=120) for i in range(2)]
     spec = _spec(2)
     grid, audit, policy = in_memory_federation(spec, sources, tmp_path)
     with task_identity():

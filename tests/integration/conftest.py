@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.support import BIN
+from tests.support.integration import BIN
 
 
 @pytest.fixture(scope="session")

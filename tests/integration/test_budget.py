@@ -18,8 +18,7 @@ from fedcollab.compliance.log import AuditLog
 from fedcollab.coordinator.submit import follow, submit_job
 from fedcollab.federation.local_federation import LocalFederation
 from fedcollab.privacy.budget_ledger import BudgetLedger
-from tests.integration.support import BIN, free_port, make_partners
-from tests.integration.test_federation import node_port_base
+from tests.support.integration import BIN, free_port, make_partners, node_port_base
 
 pytestmark = pytest.mark.integration
 

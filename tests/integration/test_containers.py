@@ -33,8 +33,7 @@ from fedcollab.common.schema import load_schema
 from fedcollab.compliance.registry import load_registry
 from fedcollab.coordinator.local_grants import EXAMPLE_REGISTRY, demo_grant
 from fedcollab.privacy.key_transport import PeerKeys
-from tests.integration.support import REPO, make_partners
-from tests.integration.test_federation import write_job
+from tests.support.integration import REPO, make_partners, write_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.containers, pytest.mark.timeout(3600)]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,36 +22,18 @@ from fedcollab.coordinator.superlink import flwr_env
 from fedcollab.coordinator.workspace import generate_node_key
 from fedcollab.demo.checks import export_and_verify
 from fedcollab.federation.local_federation import LocalFederation
-from tests.integration.support import BIN, free_port, make_partners
+from tests.support.integration import (
+    BIN,
+    card_run,
+    free_port,
+    make_partners,
+    node_port_base,
+    write_job,
+)
 
 # A job here may follow for up to 900 s (a loaded machine: at load 25-44 the
 # killed-partner job outlived pytest's default 600 s); the test's own waits are the bound.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
-
-
-def write_job(path: Path, schema: Path, *, encrypted: bool = False, **overrides: Any) -> Path:
-    fields = {
-        "name": "it-purchase",
-        "task": "purchase_prediction",
-        "purpose": "purchase-prediction",
-        "schema": str(schema),
-        "min_partners": 3,
-        "rounds": 2,
-        "round_timeout_s": 60.0,
-        "startup_timeout_s": 60.0,
-        **overrides,
-    }
-    lines = []
-    for key, value in fields.items():
-        lines.append(f"{key} = {json.dumps(value)}")
-    if encrypted:
-        lines += ["[privacy]", 'encryption = "ckks"']
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def node_port_base() -> int:
-    return random.randrange(20000, 40000, 50)
 
 
 @pytest.fixture(scope="module")
@@ -136,13 +117,6 @@ def test_encrypted_job_coordinator_sees_only_ciphertexts(
         assert not list((federation.ws.node_dir(name) / "he").glob("*/ckks.key"))
     assert not [p for p in federation.ws.root.rglob("ckks.key")]
     assert not [p for p in out.rglob("*.key")]
-
-
-def card_run(events: list[dict[str, Any]], out: Path) -> str:
-    digest = json.loads((out / "model_card.json").read_text())["job"]["digest"]
-    runs = [e["body"]["run"] for e in events if e["type"] == "job.started"
-            and e["body"].get("digest") == digest]  # fmt: skip
-    return str(runs[-1])
 
 
 def submit_and_follow(fed: LocalFederation, job: Path, out: Path) -> dict[str, Any]:

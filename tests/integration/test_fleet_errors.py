@@ -27,8 +27,7 @@ from fedcollab.common.jobspec import load_job_spec
 from fedcollab.coordinator.recovery import leftover_runtime
 from fedcollab.coordinator.submit import follow, submit_job
 from fedcollab.federation.local_federation import LocalFederation
-from tests.integration.support import free_port, make_partners
-from tests.integration.test_federation import node_port_base, write_job
+from tests.support.integration import free_port, make_partners, node_port_base, write_job
 
 pytestmark = pytest.mark.integration
 

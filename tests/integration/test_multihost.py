@@ -2,7 +2,7 @@
 
 Each party runs the commands an operator or a partner would run on its own
 machine (``fedcollab coordinator start``, ``federation register``, ``node
-start``, ``job submit``), each on its own host (:mod:`tests.integration.netns`):
+start``, ``job submit``), each on its own host (:mod:`tests.support.netns`):
 its own address on a rate-bounded link, names resolved per host, the
 coordinator's TLS certificate checked against the coordinator's host name.
 The SuperLink and its Control API stay on the coordinator's loopback; only the
@@ -38,9 +38,8 @@ from fedcollab.coordinator.superlink import flwr_env, registered_nodes
 from fedcollab.coordinator.workspace import Workspace
 from fedcollab.demo.checks import export_and_verify
 from fedcollab.privacy.key_transport import PeerKeys
-from tests.integration.netns import Network, netns_unavailable
-from tests.integration.support import BIN, make_partners
-from tests.integration.test_federation import write_job
+from tests.support.integration import BIN, make_partners, write_job
+from tests.support.netns import Network, netns_unavailable
 
 # The first test also pays for the module's set-up (5 namespaces, 4 parties): 513 s
 # for the module under a CPU hog at load average ~18, close to the suite's 600 s.

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from fedcollab.coordinator.workspace import Workspace
-from tests.integration.support import BIN, SCHEMA
+from tests.support.integration import BIN, SCHEMA
 
 pytestmark = pytest.mark.integration
 

@@ -40,8 +40,7 @@ from fedcollab.coordinator.superlink import start_superlink
 from fedcollab.demo.checks import export_and_verify
 from fedcollab.federation.local_federation import LocalFederation
 from fedcollab.privacy.budget_ledger import BudgetLedger
-from tests.integration.support import free_port, make_partners
-from tests.integration.test_federation import card_run, node_port_base, write_job
+from tests.support.integration import card_run, free_port, make_partners, node_port_base, write_job
 
 # Two DP jobs and a coordinator restart in one test: on a loaded 2-core machine
 # (load average ~18) the first test alone took more than the suite's 600 s.

@@ -26,8 +26,7 @@ from fedcollab.demo.vertical import DATA_DIR, LABEL_HOLDER, PARTIES, vertical_jo
 from fedcollab.demo.vertical_summary import true_alignment
 from fedcollab.federation.local_federation import LocalFederation
 from fedcollab.protocols.vertical_data import party_matrix
-from tests.integration.support import free_port
-from tests.integration.test_federation import node_port_base
+from tests.support.integration import free_port, node_port_base
 
 pytestmark = pytest.mark.integration
 

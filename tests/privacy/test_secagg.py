@@ -24,7 +24,7 @@ from fedcollab.privacy.secagg_session import (
     pairwise_seed,
     self_mask_key,
 )
-from tests.privacy.secagg_harness import CODEC, Federation, make_config, run_session
+from tests.support.secagg import CODEC, Federation, make_config, run_session
 
 
 def _inputs(config: SecAggConfig, seed: int) -> dict[str, np.ndarray]:

@@ -22,7 +22,7 @@ from fedcollab.privacy.verified_decryption import (
     sign_contribution,
     verify_contributions,
 )
-from tests.privacy.secagg_harness import Federation, make_config
+from tests.support.secagg import Federation, make_config
 
 REQ = "sha256:plan-step"
 

@@ -8,7 +8,7 @@ import pytest
 from fedcollab.common.errors import ProtocolError
 from fedcollab.privacy.secagg_job import CODEC, MAX_COHORT, session_config, stage_steps
 from fedcollab.privacy.secagg_session import SecAggRefusal, minimum_threshold
-from tests.adversarial.support import job
+from tests.support.adversarial import job
 
 
 def test_a_session_binds_the_job_step_and_cohort() -> None:

@@ -15,7 +15,7 @@ from fedcollab.privacy.secagg_messages import MaskedInput
 from fedcollab.privacy.secagg_session import SecAggRefusal
 from fedcollab.privacy.secagg_unmask import unmask_request
 from fedcollab.privacy.verified_decryption import SignedContribution
-from tests.privacy.secagg_harness import Federation, make_config
+from tests.support.secagg import Federation, make_config
 
 
 def test_every_message_of_a_session_round_trips() -> None:

@@ -19,7 +19,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from fedcollab.federation.local_federation import LocalFederation
-from tests.integration.support import BIN
+from tests.support.integration import BIN
 
 # Generous: the machine is shared, and two cores run a SuperLink, two SuperNodes and
 # their ClientApps, the console and Chromium.

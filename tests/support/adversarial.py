@@ -21,10 +21,15 @@ from flwr.app import Context, Message, RecordDict
 
 from fedcollab.client.client_app import _serve
 from fedcollab.client.partner_data import PartnerSource
+from fedcollab.common.dataset import load_dataset
 from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.schema import DatasetSchema
 from fedcollab.common.serde import Payload, decode, encode
 from fedcollab.compliance.trail import Trail
+from fedcollab.coordinator.encryption import HeSession, session_from_keygen
 from fedcollab.federation.inmemory import in_memory_federation, task_identity
+from fedcollab.privacy.ckks import EncryptedSum
+from fedcollab.protocols import preprocessing
 
 SCHEMA: dict[str, Any] = {
     "version": 1,
@@ -170,3 +175,62 @@ def layout_meta(*, channel: list[str]) -> dict[str, Any]:
             "boolean": ["member"],
         }
     }
+
+
+CHANNELS = ["app", "web"]
+
+
+def preprocessor_dict(tmp_path: Path, *, shift: float = 0.0) -> dict[str, Any]:
+    ds = load_dataset(tmp_path / "data" / "a.csv", DatasetSchema.model_validate(SCHEMA))
+    layout = preprocessing.MomentsLayout(
+        numeric_names=("spend", "visits"),
+        categorical_vocab={"channel": tuple(CHANNELS)},
+        boolean_names=("member",),
+    )
+    vec = preprocessing.local_moments(layout, ds.numeric, ds.categorical, ds.boolean)
+    vec[1] += shift  # the sum of "spend": another mean
+    pre = preprocessing.Preprocessor.from_moments(layout, vec)
+    out: dict[str, Any] = pre.to_dict()
+    return out
+
+
+def encrypted_moments(
+    atk: Attacker, session: HeSession, channels: dict[str, list[str]]
+) -> tuple[EncryptedSum, list[Any]]:
+    """Each partner's encrypted moments reply (with the category list the attacker picked
+    for it), summed; and their signed contribution statements."""
+    length = preprocessing.MomentsLayout(
+        numeric_names=("spend", "visits"),
+        categorical_vocab={"channel": tuple(CHANNELS)},
+        boolean_names=("member",),
+    ).length
+    total = EncryptedSum(session.public, params="wide", length=length)
+    bindings = []
+    ENCRYPTED_REPLIES.clear()
+    for name, channel in channels.items():
+        reply = atk.send(
+            name, "query.moments", step="moments",
+            meta={**layout_meta(channel=channel),
+                  "he": session.request_meta(name, params="wide")},
+        )  # fmt: skip
+        assert reply.ciphertext is not None, reply.meta
+        total.add(reply.ciphertext)
+        ENCRYPTED_REPLIES[name] = reply.ciphertext
+        session.installed.add(name)
+        bindings.append(reply.meta["binding"])
+    return total, bindings
+
+
+#: The last :func:`encrypted_moments` call's ciphertexts: the decryptor sums them itself.
+ENCRYPTED_REPLIES: dict[str, bytes] = {}
+
+
+def encrypted_job(tmp_path: Path) -> tuple[Attacker, HeSession]:
+    atk = Attacker.against(
+        tmp_path,
+        job(privacy={"encryption": "ckks", "aggregation": "ckks", "key_dealer": "a"}),
+        names=("a", "b"),
+    )
+    offers = {name: atk.handshake(name).meta["he_offer"] for name in atk.configs}
+    keygen = atk.send("a", "query.he_keygen", step="he-keygen", meta={"offers": offers})
+    return atk, session_from_keygen(keygen.meta, dealer="a")

@@ -7,8 +7,10 @@ and one SuperNode process per partner, on loopback ports picked free.
 from __future__ import annotations
 
 import json
+import random
 import socket
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -72,3 +74,35 @@ def make_partners(directory: Path, n_partners: int) -> list[PartnerSource]:
         prefix="brand",
     )
     return [PartnerSource(partner=f.name, data=f.csv, schema=f.schema) for f in files]
+
+
+def write_job(path: Path, schema: Path, *, encrypted: bool = False, **overrides: Any) -> Path:
+    fields = {
+        "name": "it-purchase",
+        "task": "purchase_prediction",
+        "purpose": "purchase-prediction",
+        "schema": str(schema),
+        "min_partners": 3,
+        "rounds": 2,
+        "round_timeout_s": 60.0,
+        "startup_timeout_s": 60.0,
+        **overrides,
+    }
+    lines = []
+    for key, value in fields.items():
+        lines.append(f"{key} = {json.dumps(value)}")
+    if encrypted:
+        lines += ["[privacy]", 'encryption = "ckks"']
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def node_port_base() -> int:
+    return random.randrange(20000, 40000, 50)
+
+
+def card_run(events: list[dict[str, Any]], out: Path) -> str:
+    digest = json.loads((out / "model_card.json").read_text())["job"]["digest"]
+    runs = [e["body"]["run"] for e in events if e["type"] == "job.started"
+            and e["body"].get("digest") == digest]  # fmt: skip
+    return str(runs[-1])
