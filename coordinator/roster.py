@@ -1,8 +1,9 @@
-"""A job's requests to its partners: fan-out, aggregation, key ceremony, decryption.
+"""A job's requests to its partners: fan-out, aggregation, key ceremony, secure aggregation.
 
-Long module: fan-out to the partners, aggregation, the key ceremony and decryption
-requests of one job's roster (membership is in coordinator/membership.py). Planned
-split: the secure-aggregation and decryption paths into their own module.
+Long module: fan-out to the partners, aggregation, the key ceremony and the
+secure-aggregation requests of one job's roster (membership is in
+coordinator/membership.py, decryption in coordinator/decryption.py). Planned
+split: the secure-aggregation path into its own module.
 
 :class:`Roster` extends :class:`~coordinator.membership.Membership` (who takes
 part, handshake, dropouts, quorum). During the job every request goes through
@@ -11,7 +12,8 @@ adds each reply to a plaintext, CKKS or masked sum as it arrives, records each
 contribution's digest, and drops a partner that errors, refuses or misses the
 deadline. Encrypted jobs run their key ceremony here
 (:meth:`Roster.setup_encryption`) and reveal aggregates through one partner's
-decryption or the secure-aggregation unmasking (:meth:`Roster.reveal`).
+decryption (:mod:`coordinator.decryption`) or the secure-aggregation unmasking
+(:meth:`Roster.reveal`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from fedcollab.common.errors import CiphertextError, NotEnoughPartnersError
 from fedcollab.common.serde import Payload, encode
 from fedcollab.compliance.trail import digest_bytes, digest_parts, digest_vector
 from fedcollab.coordinator.broadcast import Outcome, Request, broadcast, exchange
+from fedcollab.coordinator.decryption import EncryptedAggregate, decrypt
 from fedcollab.coordinator.encryption import HeSession, params_summary, session_from_keygen
 from fedcollab.coordinator.membership import Membership, Partner, refusal_hint
 from fedcollab.coordinator.secagg import MaskedSum, b64, peer_keys, unb64
@@ -63,12 +66,9 @@ class Roster(Membership):
 
     #: Encrypted jobs: the key ceremony's public result (no secret key).
     he: HeSession | None = None
-    #: Encrypted steps: the summed ciphertext, its contributors and their signed
-    #: contribution statements (client.contribution), until a partner decrypts it.
-    _aggregates: dict[str, tuple[bytes, list[str], list[Any]]] = field(default_factory=dict)
-    #: Encrypted steps: each contributor's ciphertext, sent to the decryptor, which
-    #: recomputes the sum itself (client.encryption.decrypt).
-    _ciphertexts: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    #: Encrypted steps: the summed ciphertext, its contributors, their signed
+    #: contribution statements and ciphertexts, until a partner decrypts it.
+    _aggregates: dict[str, EncryptedAggregate] = field(default_factory=dict)
 
     # -- requests -----------------------------------------------------------
     def request(
@@ -171,8 +171,12 @@ class Roster(Membership):
                     aggregate = digest_bytes(blob)
                     # Every reply that decoded was summed: the set is exactly who sent.
                     names = sorted(contributions)
-                    self._aggregates[step] = (blob, names, [bindings.get(n) for n in names])
-                    self._ciphertexts[step] = {n: ciphertexts[n] for n in names}
+                    self._aggregates[step] = EncryptedAggregate(
+                        blob,
+                        contributors=names,
+                        bindings=[bindings.get(n) for n in names],
+                        ciphertexts={n: ciphertexts[n] for n in names},
+                    )
                 protection = "ckks-sum" if into is summed else "ckks+masked-sum"
             elif isinstance(into, MaskedSum):
                 protection = "masked-sum"  # the sum is logged when it is unmasked
@@ -239,13 +243,9 @@ class Roster(Membership):
             return acc.total
         if isinstance(acc, MaskedSum):
             return self._secagg_finish(grid, acc, step=step)
-        return self._decrypt(grid, step=step, params=acc.params, length=acc.length)
+        return self._decrypt(grid, step=step, params=acc.params, length=acc.length)[0]
 
-    def _decrypt(self, grid: Grid, *, step: str, params: str, length: int) -> np.ndarray:
-        """A contributor of ``step`` decrypts its sum, recomputed from the contributions."""
-        return self._decrypt_with(grid, step=step, params=params, length=length)[0]
-
-    def _decrypt_with(
+    def _decrypt(
         self,
         grid: Grid,
         *,
@@ -254,67 +254,20 @@ class Roster(Membership):
         length: int,
         alongside: Request | None = None,
     ) -> tuple[np.ndarray, Outcome | None]:
-        """:meth:`_decrypt`, sending ``alongside`` with the first decryption request
-        (one exchange for both) and returning its outcome too (None: no ``alongside``)."""
+        """The aggregate of ``step`` leaves the roster for a contributor to decrypt
+        (:func:`coordinator.decryption.decrypt`, which sends ``alongside`` with it)."""
         assert self.he is not None
         if step not in self._aggregates:
             raise CiphertextError(f"no encrypted aggregate for step {step}")
-        blob, contributors, bindings = self._aggregates.pop(step)
-        inputs = self._ciphertexts.pop(step)
-        he_meta = {
-            "step": step,
-            "contributors": contributors,
-            "params": params,
-            "length": length,
-            "key_digest": self.he.key_digest,
-        }
-        by_name = {p.name: node for node, p in self.active.items()}
-        other_outcome: Outcome | None = None
-        # A contributor decrypts: it checks every statement against the request it got.
-        for name in self.he.decryptors([n for n in by_name if n in contributors]):
-            node = by_name[name]
-            got: list[np.ndarray] = []
-            decrypt = Request(
-                node_ids=[node],
-                message_type="query.he_decrypt",
-                content_for=lambda _n: encode(
-                    {**self.job_meta(), "he": he_meta, "bindings": bindings},
-                    ciphertext=blob,
-                    parts=inputs,  # the decryptor recomputes the sum from these
-                ),
-                on_reply=lambda _n, payload, got=got: got.append(payload.array),  # type: ignore[misc]
-                group_id=f"{step}.decrypt",
-                timeout_s=self.spec.round_timeout_s,
-                expect_length=length,
-            )
-            if alongside is not None:
-                outcome, other = exchange(grid, [decrypt, alongside])
-                alongside, other_outcome = None, other
-            else:
-                outcome = exchange(grid, [decrypt])[0]
-            if got:
-                values = got[0]
-                self.audit.aggregated(
-                    f"{step}.decrypt",
-                    {name: digest_vector(values)},
-                    digest_vector(values),
-                    protection="ckks-decrypted",
-                )
-                return values, other_outcome
-            reason = outcome.refused.get(node) or outcome.dropped.get(node, "no reply")
-            if node in outcome.refused and "CiphertextError" in reason:
-                self.audit.event(
-                    "aggregate.refused", step=step, decryptor=name, contributors=contributors
-                )
-                raise CiphertextError(
-                    f"partner {name} refused to decrypt the aggregate of {step}: a contribution "
-                    "was made under another key or altered",
-                    hint="see the partners' node logs and the audit log; resubmit the job",
-                )
-            self.drop(node, step=f"{step}.decrypt", reason=reason)
-        raise NotEnoughPartnersError(
-            f"no partner holding the job key could decrypt the aggregate of {step}",
-            hint="restart the partners' nodes and resubmit the job",
+        return decrypt(
+            self,
+            grid,
+            self.he,
+            self._aggregates.pop(step),
+            step=step,
+            params=params,
+            length=length,
+            alongside=alongside,
         )
 
     # -- masked aggregation (coordinator.secagg) --------------------------------
@@ -460,7 +413,7 @@ class Roster(Membership):
             # The key holder's verified, exact limb sums, in the same exchange as the
             # survivors' signatures: the decryptor sees the masked total either way, and
             # no share is revealed before the signatures are in (the unmasking below).
-            limbs, outcome = self._decrypt_with(
+            limbs, outcome = self._decrypt(
                 grid, step=step, params=acc.ckks.params, length=2 * acc.length, alongside=sign
             )
             signed(outcome if outcome is not None else exchange(grid, [sign])[0])
