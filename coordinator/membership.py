@@ -10,7 +10,7 @@ partner's name is refused.
 A partner that errors, refuses or misses the deadline is dropped for the rest
 of the job (:meth:`Membership.drop`) and recorded, and the job stops with
 :class:`NotEnoughPartnersError` once fewer than ``min_partners`` remain.
-Requests, aggregation and decryption build on this in :mod:`coordinator.roster`.
+Requests and aggregation build on this in :mod:`coordinator.roster`.
 """
 
 from __future__ import annotations
@@ -259,7 +259,7 @@ class Membership:
         self.outputs.event("dropout", **record)
         self.audit.event("partner.dropped", **record)
 
-    def _check_quorum(self, step: str) -> None:
+    def check_quorum(self, step: str) -> None:
         if len(self.active) < self.spec.min_partners:
             raise NotEnoughPartnersError(
                 f"{len(self.active)} partners left after {step}, below min_partners="

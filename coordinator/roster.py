@@ -1,9 +1,4 @@
-"""A job's requests to its partners: fan-out, aggregation, key ceremony, secure aggregation.
-
-Long module: fan-out to the partners, aggregation, the key ceremony and the
-secure-aggregation requests of one job's roster (membership is in
-coordinator/membership.py, decryption in coordinator/decryption.py). Planned
-split: the secure-aggregation path into its own module.
+"""A job's requests to its partners: fan-out, aggregation, key ceremony.
 
 :class:`Roster` extends :class:`~coordinator.membership.Membership` (who takes
 part, handshake, dropouts, quorum). During the job every request goes through
@@ -11,9 +6,10 @@ part, handshake, dropouts, quorum). During the job every request goes through
 adds each reply to a plaintext, CKKS or masked sum as it arrives, records each
 contribution's digest, and drops a partner that errors, refuses or misses the
 deadline. Encrypted jobs run their key ceremony here
-(:meth:`Roster.setup_encryption`) and reveal aggregates through one partner's
-decryption (:mod:`coordinator.decryption`) or the secure-aggregation unmasking
-(:meth:`Roster.reveal`).
+(:meth:`Roster.setup_encryption`). :meth:`Roster.reveal` gives a step's sum: a
+partner's decryption of a CKKS sum (:mod:`coordinator.decryption`), or the
+secure-aggregation unmasking of a masked one (:mod:`coordinator.secagg_round`,
+whose key sharing :meth:`Roster.request` runs before a masked step).
 """
 
 from __future__ import annotations
@@ -30,31 +26,14 @@ from flwr.serverapp import Grid
 from fedcollab.common.errors import CiphertextError, NotEnoughPartnersError
 from fedcollab.common.serde import Payload, encode
 from fedcollab.compliance.trail import digest_bytes, digest_parts, digest_vector
-from fedcollab.coordinator.broadcast import Outcome, Request, broadcast, exchange
+from fedcollab.coordinator.broadcast import Outcome, Request, broadcast
 from fedcollab.coordinator.decryption import EncryptedAggregate, decrypt
 from fedcollab.coordinator.encryption import HeSession, params_summary, session_from_keygen
 from fedcollab.coordinator.membership import Membership, Partner, refusal_hint
-from fedcollab.coordinator.secagg import MaskedSum, b64, peer_keys, unb64
+from fedcollab.coordinator.secagg import MaskedSum
+from fedcollab.coordinator.secagg_round import add_masked_input, share_keys, unmask
 from fedcollab.privacy.ckks import EncryptedSum
-from fedcollab.privacy.envelope import Envelope
-from fedcollab.privacy.fixed_point import join_high_low
-from fedcollab.privacy.key_transport import PeerKeys
 from fedcollab.privacy.secagg_ckks import PARAMS as MASKED_PARAMS
-from fedcollab.privacy.secagg_ckks import masked_total
-from fedcollab.privacy.secagg_job import ACTION, session_config
-from fedcollab.privacy.secagg_session import SecAggRefusal
-from fedcollab.privacy.secagg_unmask import (
-    route_shares,
-    unmask_request,
-    unmask_sum,
-    unmask_total,
-)
-from fedcollab.privacy.secagg_wire import (
-    dump,
-    load_advertisement,
-    load_survivor_signature,
-    load_unmask_response,
-)
 from fedcollab.protocols.vector_sum import VectorSum
 
 __all__ = ["Partner", "Roster", "refusal_hint"]
@@ -98,7 +77,7 @@ class Roster(Membership):
         encrypted = isinstance(into, EncryptedSum)
         masked = isinstance(into, MaskedSum)
         if isinstance(into, MaskedSum):
-            only = self._secagg_setup(grid, into, step=step, only=only)
+            only = share_keys(self, grid, into, step=step, only=only)
 
         def handle(node: int, payload: Payload) -> None:
             partner = self.active[node]
@@ -114,12 +93,7 @@ class Roster(Membership):
                 into.contributors.add(partner.name)
                 return
             if isinstance(into, MaskedSum):
-                if "masked" not in payload.parts:
-                    raise CiphertextError("a masked job's reply carries no masked input")
-                try:
-                    into.add(partner.name, payload.parts["masked"], self._peers())
-                except SecAggRefusal as exc:
-                    raise CiphertextError(exc.message) from exc
+                add_masked_input(self, into, partner.name, payload)
                 contributions[partner.name] = digest_parts(payload.parts)
                 return
             if isinstance(into, EncryptedSum):
@@ -188,7 +162,7 @@ class Roster(Membership):
                 aggregate,
                 protection=protection,
             )
-        self._check_quorum(step)
+        self.check_quorum(step)
         return [self.active[n] for n in outcome.replied if n in self.active]
 
     def _add_encrypted(self, into: EncryptedSum, partner: str, payload: Payload, step: str) -> None:
@@ -242,7 +216,7 @@ class Roster(Membership):
         if isinstance(acc, VectorSum):
             return acc.total
         if isinstance(acc, MaskedSum):
-            return self._secagg_finish(grid, acc, step=step)
+            return unmask(self, grid, acc, step=step, decrypt=self._decrypt)
         return self._decrypt(grid, step=step, params=acc.params, length=acc.length)[0]
 
     def _decrypt(
@@ -269,220 +243,6 @@ class Roster(Membership):
             length=length,
             alongside=alongside,
         )
-
-    # -- masked aggregation (coordinator.secagg) --------------------------------
-    def _peers(self) -> PeerKeys:
-        """The partners' registered audit keys (audit config, else the policy bundle's)."""
-        config = self.audit.config
-        keys = dict(config.partner_keys or {}) if config is not None else {}
-        if not keys and self.policy is not None:
-            keys = dict(self.policy.partner_keys)
-        return peer_keys(keys)
-
-    def _stage(
-        self,
-        grid: Grid,
-        acc: MaskedSum,
-        *,
-        step: str,
-        stage: str,
-        nodes: list[int],
-        meta: dict[str, object],
-        on_reply: Callable[[str, Payload], None],
-    ) -> list[str]:
-        """One ``query.secagg`` round; returns who answered (the others are dropped)."""
-        request, finish = self._stage_request(
-            acc, step=step, stage=stage, nodes=nodes, meta=meta, on_reply=on_reply
-        )
-        return finish(exchange(grid, [request])[0])
-
-    def _stage_request(
-        self,
-        acc: MaskedSum,
-        *,
-        step: str,
-        stage: str,
-        nodes: list[int],
-        meta: dict[str, object],
-        on_reply: Callable[[str, Payload], None],
-    ) -> tuple[Request, Callable[[Outcome], list[str]]]:
-        """A ``query.secagg`` round as a request, and what to do with its outcome."""
-        full = {**self.job_meta(), "secagg": meta}
-        sealed: dict[str, str] = {}
-
-        def handle(node: int, payload: Payload) -> None:
-            try:
-                on_reply(self.active[node].name, payload)
-            except SecAggRefusal as exc:
-                raise CiphertextError(exc.message) from exc
-            if payload.parts:  # the sealed share envelopes: logged as the partner logs them
-                sealed[self.active[node].name] = digest_parts(payload.parts)
-
-        request = Request(
-            node_ids=nodes,
-            message_type=ACTION,
-            content_for=lambda _n: encode(full),
-            on_reply=handle,
-            group_id=f"{step}.secagg-{stage}",
-            timeout_s=self.step_timeout_s(len(nodes)),
-        )
-
-        def finish(outcome: Outcome) -> list[str]:
-            for node, reason in {**outcome.dropped, **outcome.refused}.items():
-                self.drop(node, step=f"{step}.secagg-{stage}", reason=reason)
-            if sealed:  # every reply a partner's trail counts as sent is in the log it cosigns
-                self.audit.aggregated(
-                    f"{step}.secagg-{stage}", sealed, None, protection="secagg-sealed-shares"
-                )
-            self._check_quorum(f"{step}.secagg-{stage}")
-            return [self.active[n].name for n in outcome.replied if n in self.active]
-
-        return request, finish
-
-    def _secagg_setup(
-        self, grid: Grid, acc: MaskedSum, *, step: str, only: set[int] | None
-    ) -> set[int]:
-        """Advertise and share keys for ``step``; returns the nodes to ask for input (U2)."""
-        peers = self._peers()
-        nodes = sorted(n for n in self.active if only is None or n in only)
-        cohort = sorted(self.active[n].name for n in nodes)
-        config = session_config(
-            self.spec,
-            run=self.audit.run_id,
-            step=step,
-            me=cohort[0] if cohort else "",
-            meta={"cohort": cohort, "length": acc.length},
-        )
-        acc.config = config
-        meta: dict[str, object] = {"cohort": cohort, "length": acc.length}
-
-        def on_advert(name: str, payload: Payload) -> None:
-            adv = load_advertisement(unb64(payload.meta["advert"]))
-            if adv.partner != name:
-                raise SecAggRefusal(f"{name!r} sent {adv.partner!r}'s advertisement")
-            adv.verify(config, peers)
-            acc.adverts[name] = adv
-
-        self._stage(grid, acc, step=step, stage="advertise", nodes=nodes, meta=meta,
-                    on_reply=on_advert)  # fmt: skip
-        config.check_subset(frozenset(acc.adverts), "the advertised key set")
-        sent: dict[str, dict[str, Envelope]] = {}
-
-        def on_shares(name: str, payload: Payload) -> None:
-            envelopes = {r: Envelope.from_bytes(b) for r, b in payload.parts.items()}
-            if set(envelopes) != set(acc.adverts):
-                raise SecAggRefusal(f"{name!r} sealed shares for another set of partners")
-            sent[name] = envelopes
-
-        by_name = {p.name: node for node, p in self.active.items()}
-        share_nodes = [by_name[n] for n in sorted(acc.adverts) if n in by_name]
-        adverts = {n: b64(dump(a)) for n, a in acc.adverts.items()}
-        self._stage(grid, acc, step=step, stage="share", nodes=share_nodes,
-                    meta={**meta, "adverts": adverts}, on_reply=on_shares)  # fmt: skip
-        try:
-            acc.inboxes = route_shares(sent)
-            acc.u2 = config.check_subset(frozenset(sent), "the set of partners who shared keys")
-        except SecAggRefusal as exc:
-            raise NotEnoughPartnersError(exc.message, hint=exc.hint) from exc
-        return {by_name[n] for n in acc.u2 if n in by_name}
-
-    def _secagg_finish(self, grid: Grid, acc: MaskedSum, *, step: str) -> np.ndarray:
-        """Consistency check and unmasking; the survivors' sum, logged as the aggregate."""
-        config = acc.config
-        if config is None:
-            raise CiphertextError(f"no masked aggregate for step {step}")
-        peers = self._peers()
-        limbs = None
-        by_name = {p.name: node for node, p in self.active.items()}
-        survivors = sorted(n for n in acc.survivors if n in by_name)
-        meta: dict[str, object] = {"cohort": list(config.cohort), "length": acc.length}
-
-        def on_signature(name: str, payload: Payload) -> None:
-            sig = load_survivor_signature(unb64(payload.meta["signature"]))
-            if sig.partner != name:
-                raise SecAggRefusal(f"{name!r} sent {sig.partner!r}'s survivor signature")
-            acc.signatures[name] = sig
-
-        sign, signed = self._stage_request(
-            acc, step=step, stage="sign", nodes=[by_name[n] for n in survivors],
-            meta={**meta, "survivors": survivors}, on_reply=on_signature,
-        )  # fmt: skip
-        if acc.ckks is None:
-            signed(exchange(grid, [sign])[0])
-        else:
-            # The key holder's verified, exact limb sums, in the same exchange as the
-            # survivors' signatures: the decryptor sees the masked total either way, and
-            # no share is revealed before the signatures are in (the unmasking below).
-            limbs, outcome = self._decrypt(
-                grid, step=step, params=acc.ckks.params, length=2 * acc.length, alongside=sign
-            )
-            signed(outcome if outcome is not None else exchange(grid, [sign])[0])
-        try:
-            request = unmask_request(
-                config, list(acc.signatures.values()), survivors=survivors, u2=acc.u2, peers=peers
-            )
-        except SecAggRefusal as exc:
-            raise NotEnoughPartnersError(
-                f"step {step}: {exc.message}", hint="restart the dropped partners and resubmit"
-            ) from exc
-
-        def on_response(name: str, payload: Payload) -> None:
-            resp = load_unmask_response(unb64(payload.meta["response"]))
-            if resp.partner != name:
-                raise SecAggRefusal(f"{name!r} sent {resp.partner!r}'s shares")
-            acc.responses[name] = resp
-
-        self._stage(grid, acc, step=step, stage="unmask",
-                    nodes=[by_name[n] for n in survivors if n in by_name],
-                    meta={**meta, "request": b64(dump(request))},
-                    on_reply=on_response)  # fmt: skip
-        try:
-            if limbs is None:
-                result = unmask_sum(
-                    config,
-                    adverts=acc.adverts,
-                    u2=acc.u2,
-                    masked={n: acc.masked[n] for n in request.survivors},
-                    request=request,
-                    responses=acc.responses,
-                    peers=peers,
-                )
-            else:
-                if set(request.survivors) != acc.contributors:
-                    raise SecAggRefusal("the decrypted sum is not the survivor set's")
-                result = unmask_total(
-                    config,
-                    total=masked_total(limbs, length=acc.length),
-                    adverts=acc.adverts,
-                    u2=acc.u2,
-                    request=request,
-                    responses=acc.responses,
-                    peers=peers,
-                )
-        except SecAggRefusal as exc:
-            self.audit.event("aggregate.refused", step=step, reason=exc.message)
-            raise NotEnoughPartnersError(
-                f"step {step} could not be unmasked: {exc.message}", hint=exc.hint or ""
-            ) from exc
-        values = join_high_low(result.values) if acc.split else result.values
-        # Not a round.aggregated event: no partner sent anything named "<step>.unmask",
-        # and partners' trails are cross-checked against those events (compliance).
-        self.audit.event(
-            "secagg.unmasked",
-            step=step,
-            contributors=list(result.contributors),
-            dropped=list(result.dropped),
-            aggregate=digest_vector(values),
-            masked_total=None if limbs is None else digest_vector(limbs),
-            protection="masked-unmasked",
-        )
-        self.outputs.event(
-            "secure_aggregation",
-            step=step,
-            contributors=len(result.contributors),
-            dropped=list(result.dropped),
-        )
-        return values
 
     def setup_encryption(self, grid: Grid) -> None:
         """Run the key ceremony at the dealer partner and keep its public result."""
@@ -532,7 +292,7 @@ class Roster(Membership):
                 parameters=params_summary(),
             )
             self.outputs.event("encryption", dealer=dealer, key_digest=self.he.key_digest)
-            self._check_quorum("he-keygen")
+            self.check_quorum("he-keygen")
             return
         raise NotEnoughPartnersError(
             "no partner could run the key ceremony"

@@ -1,11 +1,12 @@
 """The coordinator's side of masked aggregation (``privacy.aggregation = "masked"``).
 
-One :class:`MaskedSum` per aggregate step. :meth:`Roster.request` runs the two
-rounds before the step's own request (advertise, share keys: Bonawitz et al. 2017,
-CCS, rounds 0-1) and collects the masked inputs; :meth:`Roster.reveal` runs the
-consistency check (at least ``t`` survivors sign the survivor set) and the unmasking round,
-then removes the masks (:func:`privacy.secagg_unmask.unmask_sum`). Every stage is a
-Flower Message API request (``query.secagg``, group ``<step>.secagg-<stage>``).
+One :class:`MaskedSum` per aggregate step: the session's state at the coordinator.
+:mod:`coordinator.secagg_round` runs the rounds that fill it (Bonawitz et al. 2017,
+CCS): advertise and share keys before the step's own request (rounds 0-1), the
+masked inputs (round 2), the consistency check (at least ``t`` survivors sign the
+survivor set) and the unmasking round, then removes the masks
+(:func:`privacy.secagg_unmask.unmask_sum`). Every stage is a Flower Message API
+request (``query.secagg``, group ``<step>.secagg-<stage>``).
 
 The coordinator never holds a partner's vector: it holds masked words, the
 partners' public session keys, and the shares it needs to cancel the masks of the

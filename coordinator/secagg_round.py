@@ -1,0 +1,327 @@
+"""The rounds of a masked step at the coordinator: advertise, share keys, sign, unmask.
+
+Bonawitz et al. 2017 ("Practical Secure Aggregation for Privacy-Preserving Machine
+Learning", ACM CCS), server side, over the Flower Message API. For each aggregate
+step of a "masked" or "ckks+masked" job (one :class:`~coordinator.secagg.MaskedSum`):
+
+* :func:`share_keys`, before the step's own request (rounds 0-1): every partner of
+  the cohort advertises its signed session keys (``<step>.secagg-advertise``), then
+  seals its seed shares for the others (``<step>.secagg-share``); the coordinator
+  routes the envelopes (:func:`privacy.secagg_unmask.route_shares`), which ride on
+  the step's own request, and asks for input only the partners who shared (U2).
+* :func:`add_masked_input`, during the step's request (round 2): each reply's masked
+  words, checked against the sender's session (signature, length) before they count.
+* :func:`unmask`, when the step is revealed (rounds 3-4): the consistency check (at
+  least ``t`` survivors sign the survivor set, ``<step>.secagg-sign``; in
+  "ckks+masked" in the same exchange as the decryption of the limb sums,
+  :mod:`coordinator.decryption`), then the unmasking (``<step>.secagg-unmask``) and
+  the survivors' sum (:func:`privacy.secagg_unmask.unmask_sum` / ``unmask_total``).
+
+Every stage is one ``query.secagg`` request; a partner that errors, refuses or
+misses the deadline is dropped (:meth:`Membership.drop
+<coordinator.membership.Membership.drop>`) and the quorum checked after it. The
+sealed share envelopes are logged as the partners log them (``round.aggregated``,
+``secagg-sealed-shares``), so every reply a partner's trail counts as sent is in the
+log it cosigns; the unmasked sum is logged as ``secagg.unmasked``. Every signature is
+checked against the partners' registered audit keys (:func:`registered_peers`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+from flwr.serverapp import Grid
+
+from fedcollab.common.errors import CiphertextError, NotEnoughPartnersError
+from fedcollab.common.serde import Payload, encode
+from fedcollab.compliance.trail import digest_parts, digest_vector
+from fedcollab.coordinator.broadcast import Outcome, Request, exchange
+from fedcollab.coordinator.membership import Membership
+from fedcollab.coordinator.secagg import MaskedSum, b64, peer_keys, unb64
+from fedcollab.privacy.envelope import Envelope
+from fedcollab.privacy.fixed_point import join_high_low
+from fedcollab.privacy.key_transport import PeerKeys
+from fedcollab.privacy.secagg_ckks import masked_total
+from fedcollab.privacy.secagg_job import ACTION, session_config
+from fedcollab.privacy.secagg_session import SecAggRefusal
+from fedcollab.privacy.secagg_unmask import (
+    route_shares,
+    unmask_request,
+    unmask_sum,
+    unmask_total,
+)
+from fedcollab.privacy.secagg_wire import (
+    dump,
+    load_advertisement,
+    load_survivor_signature,
+    load_unmask_response,
+)
+
+__all__ = ["Decrypt", "add_masked_input", "registered_peers", "share_keys", "unmask"]
+
+
+class Decrypt(Protocol):
+    """How the roster has a step's CKKS sum decrypted (:meth:`Roster._decrypt
+    <coordinator.roster.Roster._decrypt>`), sending ``alongside`` in the same exchange."""
+
+    def __call__(
+        self,
+        grid: Grid,
+        *,
+        step: str,
+        params: str,
+        length: int,
+        alongside: Request | None = None,
+    ) -> tuple[np.ndarray, Outcome | None]: ...
+
+
+def registered_peers(members: Membership) -> PeerKeys:
+    """The partners' registered audit keys (audit config, else the policy bundle's)."""
+    config = members.audit.config
+    keys = dict(config.partner_keys or {}) if config is not None else {}
+    if not keys and members.policy is not None:
+        keys = dict(members.policy.partner_keys)
+    return peer_keys(keys)
+
+
+def add_masked_input(members: Membership, acc: MaskedSum, partner: str, payload: Payload) -> None:
+    """One reply of a "masked" step: its masked words, checked before they are summed."""
+    if "masked" not in payload.parts:
+        raise CiphertextError("a masked job's reply carries no masked input")
+    try:
+        acc.add(partner, payload.parts["masked"], registered_peers(members))
+    except SecAggRefusal as exc:
+        raise CiphertextError(exc.message) from exc
+
+
+def _stage(
+    members: Membership,
+    grid: Grid,
+    acc: MaskedSum,
+    *,
+    step: str,
+    stage: str,
+    nodes: list[int],
+    meta: dict[str, object],
+    on_reply: Callable[[str, Payload], None],
+) -> list[str]:
+    """One ``query.secagg`` round; returns who answered (the others are dropped)."""
+    request, finish = _stage_request(
+        members, acc, step=step, stage=stage, nodes=nodes, meta=meta, on_reply=on_reply
+    )
+    return finish(exchange(grid, [request])[0])
+
+
+def _stage_request(
+    members: Membership,
+    acc: MaskedSum,
+    *,
+    step: str,
+    stage: str,
+    nodes: list[int],
+    meta: dict[str, object],
+    on_reply: Callable[[str, Payload], None],
+) -> tuple[Request, Callable[[Outcome], list[str]]]:
+    """A ``query.secagg`` round as a request, and what to do with its outcome."""
+    full = {**members.job_meta(), "secagg": meta}
+    sealed: dict[str, str] = {}
+
+    def handle(node: int, payload: Payload) -> None:
+        try:
+            on_reply(members.active[node].name, payload)
+        except SecAggRefusal as exc:
+            raise CiphertextError(exc.message) from exc
+        if payload.parts:  # the sealed share envelopes: logged as the partner logs them
+            sealed[members.active[node].name] = digest_parts(payload.parts)
+
+    request = Request(
+        node_ids=nodes,
+        message_type=ACTION,
+        content_for=lambda _n: encode(full),
+        on_reply=handle,
+        group_id=f"{step}.secagg-{stage}",
+        timeout_s=members.step_timeout_s(len(nodes)),
+    )
+
+    def finish(outcome: Outcome) -> list[str]:
+        for node, reason in {**outcome.dropped, **outcome.refused}.items():
+            members.drop(node, step=f"{step}.secagg-{stage}", reason=reason)
+        if sealed:  # every reply a partner's trail counts as sent is in the log it cosigns
+            members.audit.aggregated(
+                f"{step}.secagg-{stage}", sealed, None, protection="secagg-sealed-shares"
+            )
+        members.check_quorum(f"{step}.secagg-{stage}")
+        return [members.active[n].name for n in outcome.replied if n in members.active]
+
+    return request, finish
+
+
+def share_keys(
+    members: Membership, grid: Grid, acc: MaskedSum, *, step: str, only: set[int] | None
+) -> set[int]:
+    """Advertise and share keys for ``step``; returns the nodes to ask for input (U2)."""
+    peers = registered_peers(members)
+    nodes = sorted(n for n in members.active if only is None or n in only)
+    cohort = sorted(members.active[n].name for n in nodes)
+    config = session_config(
+        members.spec,
+        run=members.audit.run_id,
+        step=step,
+        me=cohort[0] if cohort else "",
+        meta={"cohort": cohort, "length": acc.length},
+    )
+    acc.config = config
+    meta: dict[str, object] = {"cohort": cohort, "length": acc.length}
+
+    def on_advert(name: str, payload: Payload) -> None:
+        adv = load_advertisement(unb64(payload.meta["advert"]))
+        if adv.partner != name:
+            raise SecAggRefusal(f"{name!r} sent {adv.partner!r}'s advertisement")
+        adv.verify(config, peers)
+        acc.adverts[name] = adv
+
+    _stage(
+        members, grid, acc, step=step, stage="advertise", nodes=nodes, meta=meta, on_reply=on_advert
+    )
+    config.check_subset(frozenset(acc.adverts), "the advertised key set")
+    sent: dict[str, dict[str, Envelope]] = {}
+
+    def on_shares(name: str, payload: Payload) -> None:
+        envelopes = {r: Envelope.from_bytes(b) for r, b in payload.parts.items()}
+        if set(envelopes) != set(acc.adverts):
+            raise SecAggRefusal(f"{name!r} sealed shares for another set of partners")
+        sent[name] = envelopes
+
+    by_name = {p.name: node for node, p in members.active.items()}
+    share_nodes = [by_name[n] for n in sorted(acc.adverts) if n in by_name]
+    adverts = {n: b64(dump(a)) for n, a in acc.adverts.items()}
+    _stage(
+        members,
+        grid,
+        acc,
+        step=step,
+        stage="share",
+        nodes=share_nodes,
+        meta={**meta, "adverts": adverts},
+        on_reply=on_shares,
+    )
+    try:
+        acc.inboxes = route_shares(sent)
+        acc.u2 = config.check_subset(frozenset(sent), "the set of partners who shared keys")
+    except SecAggRefusal as exc:
+        raise NotEnoughPartnersError(exc.message, hint=exc.hint) from exc
+    return {by_name[n] for n in acc.u2 if n in by_name}
+
+
+def unmask(
+    members: Membership, grid: Grid, acc: MaskedSum, *, step: str, decrypt: Decrypt
+) -> np.ndarray:
+    """Consistency check and unmasking; the survivors' sum, logged as the aggregate."""
+    config = acc.config
+    if config is None:
+        raise CiphertextError(f"no masked aggregate for step {step}")
+    peers = registered_peers(members)
+    limbs = None
+    by_name = {p.name: node for node, p in members.active.items()}
+    survivors = sorted(n for n in acc.survivors if n in by_name)
+    meta: dict[str, object] = {"cohort": list(config.cohort), "length": acc.length}
+
+    def on_signature(name: str, payload: Payload) -> None:
+        sig = load_survivor_signature(unb64(payload.meta["signature"]))
+        if sig.partner != name:
+            raise SecAggRefusal(f"{name!r} sent {sig.partner!r}'s survivor signature")
+        acc.signatures[name] = sig
+
+    sign, signed = _stage_request(
+        members,
+        acc,
+        step=step,
+        stage="sign",
+        nodes=[by_name[n] for n in survivors],
+        meta={**meta, "survivors": survivors},
+        on_reply=on_signature,
+    )
+    if acc.ckks is None:
+        signed(exchange(grid, [sign])[0])
+    else:
+        # The key holder's verified, exact limb sums, in the same exchange as the
+        # survivors' signatures: the decryptor sees the masked total either way, and
+        # no share is revealed before the signatures are in (the unmasking below).
+        limbs, outcome = decrypt(
+            grid, step=step, params=acc.ckks.params, length=2 * acc.length, alongside=sign
+        )
+        signed(outcome if outcome is not None else exchange(grid, [sign])[0])
+    try:
+        request = unmask_request(
+            config, list(acc.signatures.values()), survivors=survivors, u2=acc.u2, peers=peers
+        )
+    except SecAggRefusal as exc:
+        raise NotEnoughPartnersError(
+            f"step {step}: {exc.message}", hint="restart the dropped partners and resubmit"
+        ) from exc
+
+    def on_response(name: str, payload: Payload) -> None:
+        resp = load_unmask_response(unb64(payload.meta["response"]))
+        if resp.partner != name:
+            raise SecAggRefusal(f"{name!r} sent {resp.partner!r}'s shares")
+        acc.responses[name] = resp
+
+    _stage(
+        members,
+        grid,
+        acc,
+        step=step,
+        stage="unmask",
+        nodes=[by_name[n] for n in survivors if n in by_name],
+        meta={**meta, "request": b64(dump(request))},
+        on_reply=on_response,
+    )
+    try:
+        if limbs is None:
+            result = unmask_sum(
+                config,
+                adverts=acc.adverts,
+                u2=acc.u2,
+                masked={n: acc.masked[n] for n in request.survivors},
+                request=request,
+                responses=acc.responses,
+                peers=peers,
+            )
+        else:
+            if set(request.survivors) != acc.contributors:
+                raise SecAggRefusal("the decrypted sum is not the survivor set's")
+            result = unmask_total(
+                config,
+                total=masked_total(limbs, length=acc.length),
+                adverts=acc.adverts,
+                u2=acc.u2,
+                request=request,
+                responses=acc.responses,
+                peers=peers,
+            )
+    except SecAggRefusal as exc:
+        members.audit.event("aggregate.refused", step=step, reason=exc.message)
+        raise NotEnoughPartnersError(
+            f"step {step} could not be unmasked: {exc.message}", hint=exc.hint or ""
+        ) from exc
+    values = join_high_low(result.values) if acc.split else result.values
+    # Not a round.aggregated event: no partner sent anything named "<step>.unmask",
+    # and partners' trails are cross-checked against those events (compliance).
+    members.audit.event(
+        "secagg.unmasked",
+        step=step,
+        contributors=list(result.contributors),
+        dropped=list(result.dropped),
+        aggregate=digest_vector(values),
+        masked_total=None if limbs is None else digest_vector(limbs),
+        protection="masked-unmasked",
+    )
+    members.outputs.event(
+        "secure_aggregation",
+        step=step,
+        contributors=len(result.contributors),
+        dropped=list(result.dropped),
+    )
+    return values
