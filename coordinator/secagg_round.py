@@ -29,6 +29,7 @@ checked against the partners' registered audit keys (:func:`registered_peers`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -59,7 +60,7 @@ from fedcollab.privacy.secagg_wire import (
     load_unmask_response,
 )
 
-__all__ = ["Decrypt", "add_masked_input", "registered_peers", "share_keys", "unmask"]
+__all__ = ["Decrypt", "Stage", "add_masked_input", "registered_peers", "share_keys", "unmask"]
 
 
 class Decrypt(Protocol):
@@ -96,66 +97,63 @@ def add_masked_input(members: Membership, acc: MaskedSum, partner: str, payload:
         raise CiphertextError(exc.message) from exc
 
 
-def _stage(
-    members: Membership,
-    grid: Grid,
-    acc: MaskedSum,
-    *,
-    step: str,
-    stage: str,
-    nodes: list[int],
-    meta: dict[str, object],
-    on_reply: Callable[[str, Payload], None],
-) -> list[str]:
-    """One ``query.secagg`` round; returns who answered (the others are dropped)."""
-    request, finish = _stage_request(
-        members, acc, step=step, stage=stage, nodes=nodes, meta=meta, on_reply=on_reply
-    )
-    return finish(exchange(grid, [request])[0])
+@dataclass(frozen=True)
+class Stage:
+    """One ``query.secagg`` round of ``step`` (group ``<step>.secagg-<name>``): who is
+    asked, with what, and what each reply does (``on_reply`` gets the sender's name)."""
 
+    members: Membership
+    step: str
+    #: "advertise", "share", "sign" or "unmask".
+    name: str
+    nodes: list[int]
+    meta: dict[str, object]
+    on_reply: Callable[[str, Payload], None]
 
-def _stage_request(
-    members: Membership,
-    acc: MaskedSum,
-    *,
-    step: str,
-    stage: str,
-    nodes: list[int],
-    meta: dict[str, object],
-    on_reply: Callable[[str, Payload], None],
-) -> tuple[Request, Callable[[Outcome], list[str]]]:
-    """A ``query.secagg`` round as a request, and what to do with its outcome."""
-    full = {**members.job_meta(), "secagg": meta}
-    sealed: dict[str, str] = {}
+    @property
+    def group(self) -> str:
+        return f"{self.step}.secagg-{self.name}"
 
-    def handle(node: int, payload: Payload) -> None:
-        try:
-            on_reply(members.active[node].name, payload)
-        except SecAggRefusal as exc:
-            raise CiphertextError(exc.message) from exc
-        if payload.parts:  # the sealed share envelopes: logged as the partner logs them
-            sealed[members.active[node].name] = digest_parts(payload.parts)
+    def run(self, grid: Grid) -> list[str]:
+        """The round in one exchange; returns who answered (the others are dropped)."""
+        request, finish = self.request()
+        return finish(exchange(grid, [request])[0])
 
-    request = Request(
-        node_ids=nodes,
-        message_type=ACTION,
-        content_for=lambda _n: encode(full),
-        on_reply=handle,
-        group_id=f"{step}.secagg-{stage}",
-        timeout_s=members.step_timeout_s(len(nodes)),
-    )
+    def request(self) -> tuple[Request, Callable[[Outcome], list[str]]]:
+        """The round as a request, and what to do with its outcome (for an exchange
+        shared with another request)."""
+        members = self.members
+        full = {**members.job_meta(), "secagg": self.meta}
+        sealed: dict[str, str] = {}
 
-    def finish(outcome: Outcome) -> list[str]:
-        for node, reason in {**outcome.dropped, **outcome.refused}.items():
-            members.drop(node, step=f"{step}.secagg-{stage}", reason=reason)
-        if sealed:  # every reply a partner's trail counts as sent is in the log it cosigns
-            members.audit.aggregated(
-                f"{step}.secagg-{stage}", sealed, None, protection="secagg-sealed-shares"
-            )
-        members.check_quorum(f"{step}.secagg-{stage}")
-        return [members.active[n].name for n in outcome.replied if n in members.active]
+        def handle(node: int, payload: Payload) -> None:
+            try:
+                self.on_reply(members.active[node].name, payload)
+            except SecAggRefusal as exc:
+                raise CiphertextError(exc.message) from exc
+            if payload.parts:  # the sealed share envelopes: logged as the partner logs them
+                sealed[members.active[node].name] = digest_parts(payload.parts)
 
-    return request, finish
+        request = Request(
+            node_ids=self.nodes,
+            message_type=ACTION,
+            content_for=lambda _n: encode(full),
+            on_reply=handle,
+            group_id=self.group,
+            timeout_s=members.step_timeout_s(len(self.nodes)),
+        )
+
+        def finish(outcome: Outcome) -> list[str]:
+            for node, reason in {**outcome.dropped, **outcome.refused}.items():
+                members.drop(node, step=self.group, reason=reason)
+            if sealed:  # every reply a partner's trail counts as sent is in the log it cosigns
+                members.audit.aggregated(
+                    self.group, sealed, None, protection="secagg-sealed-shares"
+                )
+            members.check_quorum(self.group)
+            return [members.active[n].name for n in outcome.replied if n in members.active]
+
+        return request, finish
 
 
 def share_keys(
@@ -182,9 +180,7 @@ def share_keys(
         adv.verify(config, peers)
         acc.adverts[name] = adv
 
-    _stage(
-        members, grid, acc, step=step, stage="advertise", nodes=nodes, meta=meta, on_reply=on_advert
-    )
+    Stage(members, step, "advertise", nodes=nodes, meta=meta, on_reply=on_advert).run(grid)
     config.check_subset(frozenset(acc.adverts), "the advertised key set")
     sent: dict[str, dict[str, Envelope]] = {}
 
@@ -197,16 +193,14 @@ def share_keys(
     by_name = {p.name: node for node, p in members.active.items()}
     share_nodes = [by_name[n] for n in sorted(acc.adverts) if n in by_name]
     adverts = {n: b64(dump(a)) for n, a in acc.adverts.items()}
-    _stage(
+    Stage(
         members,
-        grid,
-        acc,
-        step=step,
-        stage="share",
+        step,
+        "share",
         nodes=share_nodes,
         meta={**meta, "adverts": adverts},
         on_reply=on_shares,
-    )
+    ).run(grid)
     try:
         acc.inboxes = route_shares(sent)
         acc.u2 = config.check_subset(frozenset(sent), "the set of partners who shared keys")
@@ -234,15 +228,14 @@ def unmask(
             raise SecAggRefusal(f"{name!r} sent {sig.partner!r}'s survivor signature")
         acc.signatures[name] = sig
 
-    sign, signed = _stage_request(
+    sign, signed = Stage(
         members,
-        acc,
-        step=step,
-        stage="sign",
+        step,
+        "sign",
         nodes=[by_name[n] for n in survivors],
         meta={**meta, "survivors": survivors},
         on_reply=on_signature,
-    )
+    ).request()
     if acc.ckks is None:
         signed(exchange(grid, [sign])[0])
     else:
@@ -268,16 +261,14 @@ def unmask(
             raise SecAggRefusal(f"{name!r} sent {resp.partner!r}'s shares")
         acc.responses[name] = resp
 
-    _stage(
+    Stage(
         members,
-        grid,
-        acc,
-        step=step,
-        stage="unmask",
+        step,
+        "unmask",
         nodes=[by_name[n] for n in survivors if n in by_name],
         meta={**meta, "request": b64(dump(request))},
         on_reply=on_response,
-    )
+    ).run(grid)
     try:
         if limbs is None:
             result = unmask_sum(

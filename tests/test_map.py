@@ -352,11 +352,6 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         ("tests/adversarial/test_secagg_node.py",),
         "the coordinator's masked sum against real partners with dropouts",
     ),
-    "coordinator/secagg_round.py": (
-        ("tests/adversarial/test_secagg_node.py", "tests/coordinator/test_coordinator_masked.py"),
-        "indirect: advertise, share, sign and unmask against real partners with dropouts, and"
-        " the exchanges of masked jobs, via coordinator/roster.py",
-    ),
     "coordinator/segmentation.py": (
         ("tests/coordinator/test_coordinator_masked.py",),
         "indirect: a masked segmentation job equals the plaintext one via coordinator/job.py",
