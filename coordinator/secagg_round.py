@@ -10,7 +10,8 @@ step of a "masked" or "ckks+masked" job (one :class:`~coordinator.secagg.MaskedS
   routes the envelopes (:func:`privacy.secagg_unmask.route_shares`), which ride on
   the step's own request, and asks for input only the partners who shared (U2).
 * :func:`add_masked_input`, during the step's request (round 2): each reply's masked
-  words, checked against the sender's session (signature, length) before they count.
+  words, checked against the sender's session (signature, length) before they count
+  (in "ckks+masked" they arrive as CKKS ciphertexts, which the roster sums).
 * :func:`unmask`, when the step is revealed (rounds 3-4): the consistency check (at
   least ``t`` survivors sign the survivor set, ``<step>.secagg-sign``; in
   "ckks+masked" in the same exchange as the decryption of the limb sums,

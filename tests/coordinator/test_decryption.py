@@ -4,14 +4,16 @@ what a silent or refusing decryptor costs (coordinator.decryption)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 from flwr.app import Message, RecordDict
+from flwr.serverapp import Grid
 
 from fedcollab.common.errors import CiphertextError, NotEnoughPartnersError
 from fedcollab.common.serde import decode, encode, refusal
-from fedcollab.coordinator.broadcast import Request
+from fedcollab.coordinator.broadcast import Outcome, Request
 from fedcollab.coordinator.decryption import EncryptedAggregate, decrypt
 from fedcollab.coordinator.encryption import HeSession
 from fedcollab.coordinator.membership import Membership
@@ -35,20 +37,22 @@ AGGREGATE = EncryptedAggregate(
 )
 
 
+def _decrypt(
+    members: Membership, grid: ScriptedGrid, *, alongside: Request | None = None
+) -> tuple[np.ndarray, Outcome | None]:
+    """Step "s" of :data:`AGGREGATE`: 3 values, "wide" parameters."""
+    on = cast(Grid, grid)
+    return decrypt(
+        members, on, HE, AGGREGATE, step="s", params="wide", length=3, alongside=alongside
+    )
+
+
 def test_a_silent_decryptor_is_dropped_and_the_next_key_holder_decrypts(
     members: Membership, tmp_path: Path
 ) -> None:
     grid = ScriptedGrid(lambda node, _m: encode({}, np.arange(3.0)) if node == 2 else None)
     with task_identity():
-        values, other = decrypt(
-            members,
-            grid,
-            HE,
-            AGGREGATE,
-            step="s",
-            params="wide",
-            length=3,  # type: ignore[arg-type]
-        )
+        values, other = _decrypt(members, grid)
     assert values.tolist() == [0.0, 1.0, 2.0] and other is None
     assert grid.pushes == [["s.decrypt"], ["s.decrypt"]]
     assert [m.metadata.dst_node_id for m in grid.sent] == [1, 2]  # the dealer first, never c
@@ -58,8 +62,8 @@ def test_a_silent_decryptor_is_dropped_and_the_next_key_holder_decrypts(
     assert asked.meta["he"]["contributors"] == ["a", "b", "c"]
     assert [(d["partner"], d["step"]) for d in members.dropped] == [("a", "s.decrypt")]
     (released,) = [e for e in audit_events(tmp_path) if e["type"] == "round.aggregated"]
-    assert released["body"]["protection"] == "ckks-decrypted"  # type: ignore[index]
-    assert list(released["body"]["contributions"]) == ["b"]  # type: ignore[index]
+    assert released["body"]["protection"] == "ckks-decrypted"
+    assert list(released["body"]["contributions"]) == ["b"]
 
 
 def test_a_decryptor_refusing_the_contributions_stops_the_step(
@@ -68,10 +72,10 @@ def test_a_decryptor_refusing_the_contributions_stops_the_step(
     refused = refusal(CiphertextError("altered"), reason="a contribution does not verify")
     grid = ScriptedGrid(lambda _n, _m: refused)
     with task_identity(), pytest.raises(CiphertextError, match="refused to decrypt"):
-        decrypt(members, grid, HE, AGGREGATE, step="s", params="wide", length=3)  # type: ignore[arg-type]
+        _decrypt(members, grid)
     assert grid.pushes == [["s.decrypt"]]  # b is not asked in turn
     (event,) = [e for e in audit_events(tmp_path) if e["type"] == "aggregate.refused"]
-    assert event["body"]["decryptor"] == "a"  # type: ignore[index]
+    assert event["body"]["decryptor"] == "a"
     assert members.dropped == []
 
 
@@ -95,16 +99,7 @@ def test_the_alongside_request_rides_in_the_first_decryption_exchange(
     )
     grid = ScriptedGrid(answer)
     with task_identity():
-        _values, other = decrypt(
-            members,
-            grid,
-            HE,
-            AGGREGATE,
-            step="s",
-            params="wide",
-            length=3,
-            alongside=sign,  # type: ignore[arg-type]
-        )
+        _values, other = _decrypt(members, grid, alongside=sign)
     assert grid.pushes == [["s.decrypt", "s.secagg-sign"], ["s.decrypt"]]
     assert other is not None and other.replied == [3] and signed == [3]
 
@@ -112,5 +107,5 @@ def test_the_alongside_request_rides_in_the_first_decryption_exchange(
 def test_no_key_holder_left_stops_the_step(members: Membership) -> None:
     grid = ScriptedGrid(lambda _n, _m: None)
     with task_identity(), pytest.raises(NotEnoughPartnersError, match="could decrypt"):
-        decrypt(members, grid, HE, AGGREGATE, step="s", params="wide", length=3)  # type: ignore[arg-type]
+        _decrypt(members, grid)
     assert [d["partner"] for d in members.dropped] == ["a", "b"]
