@@ -18,16 +18,9 @@ from fedcollab.coordinator.encryption import HeSession
 from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.coordinator.roster import Roster
 from fedcollab.privacy.ckks import EncryptedSum, SecretKeys
+from tests.support.scripted_grid import SCHEMA
 
 warnings.filterwarnings("ignore", message=".*does not fit in a single ciphertext.*")
-
-SCHEMA = {
-    "version": 1,
-    "dataset": "shop",
-    "delimiter": ",",
-    "id_column": "id",
-    "features": [{"name": "x", "type": "numeric", "missing": "forbid"}],
-}
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from fedcollab.coordinator.encryption import HeSession
 from fedcollab.coordinator.membership import Membership
 from fedcollab.federation.inmemory import task_identity
 from fedcollab.privacy.ckks import SecretKeys
-from tests.coordinator.scripted_grid import ScriptedGrid, audit_events, scripted_members
+from tests.support.scripted_grid import ScriptedGrid, audit_events, scripted_members
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from fedcollab.coordinator.secagg import MaskedSum
 from fedcollab.coordinator.secagg_round import Stage, add_masked_input, registered_peers
 from fedcollab.federation.inmemory import task_identity
 from fedcollab.privacy.secagg_session import SecAggRefusal
-from tests.coordinator.scripted_grid import ScriptedGrid, audit_events, scripted_members
+from tests.support.scripted_grid import ScriptedGrid, audit_events, scripted_members
 
 MASKED = {"aggregation": "masked"}
 

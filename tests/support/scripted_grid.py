@@ -21,10 +21,19 @@ from fedcollab.compliance.trail import Trail, create_party_key
 from fedcollab.coordinator.audit import AuditConfig, JobAudit
 from fedcollab.coordinator.membership import Membership, Partner
 from fedcollab.coordinator.outputs import JobOutputs
-from tests.coordinator.test_coordinator_encryption import SCHEMA
 
 #: A node's answer to one message: its reply content, or None to stay silent.
 Answer = Callable[[int, Message], RecordDict | None]
+
+
+#: A one-column dataset: what a membership needs, no data is read.
+SCHEMA = {
+    "version": 1,
+    "dataset": "shop",
+    "delimiter": ",",
+    "id_column": "id",
+    "features": [{"name": "x", "type": "numeric", "missing": "forbid"}],
+}
 
 
 class ScriptedGrid:
