@@ -15,8 +15,9 @@ step (phase)     who             sends back (through the relay)
 ``psi-answer``   F (oprf_answer) the PRF key and the OT reply, sealed to L
 ``psi-matrix``   L (oprf_matrix) for each F, the matrix ``Delta``, sealed to F
 ``psi-values``   F (oprf_values) its ids' OPRF values in a random order, sealed to L
-``intersect``    L               the common rows: its own kept, each F's positions
-                                 sealed to F (padded to F's set size)
+``intersect``    L               the common rows in a fresh random order: its own
+                                 kept, each F's positions sealed to F (padded to
+                                 F's set size)
 ===============  ==============  ==================================================
 
 Set sizes are public inputs of CM20 and travel in the clear (the relay sees them
@@ -34,6 +35,7 @@ that the ring PSI does not allow: docs/vertical.md ("PSI").
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Callable
 from functools import reduce
 from typing import TYPE_CHECKING
@@ -158,6 +160,10 @@ def intersect(p: PartyContext) -> dict[str, np.ndarray]:
         found[feature] = _receiver(p, feature).finish(raw)
         p.store.put(f"psi.cm20.{feature}", b"")
     common = reduce(np.intersect1d, (r.rows for r in found.values()))
+    # np.intersect1d sorts by our row index; every party trains in this order, so it
+    # must say nothing about our file's order (the ring's is the blinded tags'): shuffle.
+    keys = np.frombuffer(secrets.token_bytes(8 * common.size), dtype=np.uint64)
+    common = common[np.argsort(keys, kind="stable")]
     positions = {p.me: common.astype(np.int64)}
     for feature, result in found.items():
         order = np.argsort(result.rows)

@@ -457,11 +457,18 @@ class _Steps:
 _STATE_VERSION = 1
 
 
+def _state_tag(role: str, config: OprfPsiConfig) -> bytes:
+    """The role, the parameter header and a digest of the run's context (domain, salt,
+    run id, header): the header alone holds only the sizes, shared by other runs."""
+    digest = hashlib.sha256(b"state/" + config.context()).digest()
+    return role.encode() + b"/" + config.header() + digest
+
+
 def _pack_state(role: str, config: OprfPsiConfig, arrays: dict[str, np.ndarray]) -> bytes:
     """A party's state between steps: numpy arrays in an ``.npz`` (no pickle), tagged
-    with the role and the run's parameter header, so it restores only for that run."""
+    with the role and the run (:func:`_state_tag`), so it restores only for that run."""
     buf = io.BytesIO()
-    tag = np.frombuffer(role.encode() + b"/" + config.header(), dtype=np.uint8)
+    tag = np.frombuffer(_state_tag(role, config), dtype=np.uint8)
     np.savez(buf, allow_pickle=False, version=np.array([_STATE_VERSION]), tag=tag, **arrays)
     return buf.getvalue()
 
@@ -479,7 +486,7 @@ def _unpack_state(
             arrays = {name: npz[name] for name in npz.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise damaged from exc
-    tag = role.encode() + b"/" + config.header()
+    tag = _state_tag(role, config)
     if (
         arrays.get("version", np.zeros(1)).tolist() != [_STATE_VERSION]
         or arrays.get("tag", np.zeros(0, np.uint8)).tobytes() != tag
