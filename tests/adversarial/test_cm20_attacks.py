@@ -524,3 +524,70 @@ def test_run_names_that_share_a_state_folder_are_refused(
         assert reply.refused == "ProtocolError", party
     reply = world.vertical(LABEL, "psi-setup", {"phase": "oprf_start", "sizes": sizes})
     assert reply.refused == "ProtocolError"
+
+
+# -- the relay's offers and party lists ---------------------------------------------------------
+@pytest.mark.parametrize("attack", ["swap-offers", "older-run-offer"])
+def test_swapped_or_stale_transport_offers_are_refused(
+    tmp_path: Path, spec: JobSpec, sources: list[Any], attack: str
+) -> None:
+    """The relay hands the label holder billing's signed transport key as payment's (so
+    payment's CM20 set-up would be sealed to billing), or payment's key of an older run."""
+    world = _world(tmp_path, spec, sources)
+    stale = dict(world.offers)
+    world.run = "run-cm20-later"
+    world.handshake()
+
+    def tamper(s: str, p: str, meta: dict[str, Any], parts: dict[str, bytes]) -> Any:
+        if s == "psi-setup":
+            offers = dict(meta["offers"])
+            offers["payment"] = offers["billing"] if attack == "swap-offers" else stale["payment"]
+            meta["offers"] = offers
+        return meta, parts
+
+    inner, relay = _relay(world, tamper)
+    with pytest.raises(Refused) as refused:
+        _psi_cm20(relay, spec)
+    assert (refused.value.step, refused.value.party) == ("psi-setup", LABEL)
+    assert "psi-answer" not in inner.replies
+
+
+@pytest.mark.parametrize("extra", [LABEL, "stranger"])
+def test_a_set_up_naming_other_parties_is_refused(
+    tmp_path: Path, spec: JobSpec, sources: list[Any], extra: str
+) -> None:
+    """The label holder runs CM20 with exactly the job's feature parties: not with itself
+    (a size stated for it), nor with a party the job does not name."""
+    world = _world(tmp_path, spec, sources)
+
+    def tamper(s: str, p: str, meta: dict[str, Any], parts: dict[str, bytes]) -> Any:
+        if s == "psi-setup":
+            meta["sizes"] = {**meta["sizes"], extra: 5}
+        return meta, parts
+
+    _inner, relay = _relay(world, tamper)
+    with pytest.raises(Refused) as refused:
+        _psi_cm20(relay, spec)
+    assert (refused.value.step, refused.value.kind) == ("psi-setup", "ProtocolError")
+
+
+def test_switching_the_psi_mid_run_is_refused(
+    tmp_path: Path, spec: JobSpec, sources: list[Any]
+) -> None:
+    """After CM20's first step the relay sends the same run's requests under the ring's
+    spec (psi = "ecdh-ring"), to have the parties blind their sets for it: the run is
+    pinned to the CM20 job, so every party refuses."""
+    world = _world(tmp_path, spec, sources)
+    _inner, relay = _relay(world)
+    relay.send(
+        "psi-salt",
+        {LABEL: ({"phase": "psi_salt"}, {}), **{f: ({"phase": "oprf_size"}, {}) for f in FEATURES}},
+    )
+    ring = spec_for(sources, encrypted=False, iterations=1)
+    assert ring.vertical.psi == "ecdh-ring"
+    for party in world.configs:
+        meta = {"offers": world.offers, "mask_offers": world.masks, "phase": "psi_own",
+                "step": "psi-own"}  # fmt: skip
+        reply = world.serve(party, "query.vertical", "psi-own", meta, {}, spec=ring)
+        assert reply.refused is not None, party
+        assert not VerticalStore.from_config(world.configs[party], world.run).has("psi.key")
