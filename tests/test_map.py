@@ -120,9 +120,12 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
     ),
     # --- client/: what a partner runs ----------------------------------------------
     "client/vertical_oprf.py": (
-        ("tests/client/test_client_vertical.py",),
+        ("tests/client/test_client_vertical.py", "tests/adversarial/test_cm20_attacks.py"),
         "a vertical job's full schedule with vertical.psi = 'cm20' over the in-memory relay "
-        "(exact alignment, the relay holds no plaintext), its plan, a relay's size lie refused",
+        "(exact alignment, the relay holds no plaintext), its plan, a relay's size lie refused; "
+        "relay swaps, replays, truncations, reordered or repeated steps and size lies refused "
+        "through client_app._serve, and an aligned order that says nothing of the label "
+        "holder's rows",
     ),
     "client/audit.py": (
         ("tests/coordinator/test_coordinator_masked.py", "tests/adversarial/test_audit_attacks.py"),
