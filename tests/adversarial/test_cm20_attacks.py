@@ -117,6 +117,37 @@ def test_aligned_order_says_nothing_about_the_label_holders_row_order(
     assert not bool(np.all(np.diff(label_rows) > 0))
 
 
+def test_a_label_sorted_file_does_not_reach_the_feature_parties(
+    tmp_path: Path,
+) -> None:
+    """The concrete case: the label holder's CSV lists its defaulters first. payment, a
+    feature party, guesses that the first ``k`` users of its aligned (training) order
+    default, ``k`` the number of defaulters among the common users (an upper bound on
+    what it could know). With the label holder's row order as the aligned order the
+    guess is right for every user; with an order that says nothing it is a coin toss
+    weighted by the base rate (about 0.65)."""
+    root = tmp_path / "data"
+    sorted_sources = vertical_sources(root)
+    platform = root / "parties" / "platform.csv"
+    header, *lines = platform.read_text().splitlines()
+    lines.sort(key=lambda line: -int(line.rsplit(",", 1)[1]))
+    platform.write_text("\n".join([header, *lines]) + "\n")
+    spec = spec_for(sorted_sources, encrypted=False, iterations=1, psi="cm20")
+    world = _world(tmp_path / "world", spec, sorted_sources)
+    drive(ServeRelay(world), spec, JobOutputs(tmp_path / "out"), run=world.run,
+          offers=world.offers, masks=world.masks)  # fmt: skip
+    label_rows = VerticalStore.from_config(world.configs[LABEL], world.run).get_array("aligned")
+    labels = as_party(world, LABEL).data.dataset.labels
+    assert labels is not None
+    truth = np.asarray(labels)[label_rows].astype(int)
+    k = int(truth.sum())
+    assert 0 < k < truth.size
+    guess = np.zeros(truth.size, dtype=int)
+    guess[:k] = 1
+    accuracy = float(np.mean(guess == truth))
+    assert accuracy < 0.8, f"payment reads the labels off its training order ({accuracy:.3f})"
+
+
 # -- the relay swaps sealed parts between the feature parties -------------------------------
 def _swap(step: str, target: str, key: str, source: Any) -> Any:
     """A tamper that hands ``target`` the other feature party's part at ``step``."""
