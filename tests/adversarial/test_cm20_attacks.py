@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from nacl import bindings as sodium
 
 from fedcollab.client.vertical_store import VerticalStore, array_bytes
 from fedcollab.common.errors import ProtocolError
@@ -622,3 +623,50 @@ def test_switching_the_psi_mid_run_is_refused(
         reply = world.serve(party, "query.vertical", "psi-own", meta, {}, spec=ring)
         assert reply.refused is not None, party
         assert not VerticalStore.from_config(world.configs[party], world.run).has("psi.key")
+
+
+@pytest.mark.parametrize("how", ["identity-point", "small-order-point", "short", "non-canonical"])
+def test_a_feature_partys_malformed_ot_reply_is_refused(
+    tmp_path: Path, spec: JobSpec, sources: list[Any], how: str
+) -> None:
+    """payment (its own keys, with the relay) answers the label holder's set-up with base-OT
+    points outside the prime-order subgroup (the identity, a point of order 8, a
+    non-canonical encoding) or too few of them: the label holder refuses before it builds
+    a matrix from its set."""
+    world = _world(tmp_path, spec, sources)
+    payment = as_party(world, "payment")
+    sizes = _sizes(world)
+    width = cm20_params(sizes["payment"], sizes[LABEL]).width
+    identity = b"\x01" + bytes(31)
+    order_8 = bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a")
+    p_plus_1 = (2**255 - 19 + 1).to_bytes(32, "little")  # y = 1 again: not canonical
+    valid = [
+        sodium.crypto_scalarmult_ed25519_base_noclamp(
+            sodium.crypto_core_ed25519_scalar_reduce(bytes([i % 256, 1 + i // 256]) + bytes(62))
+        )
+        for i in range(width)
+    ]
+    assert all(sodium.crypto_core_ed25519_is_valid_point(q) for q in valid)
+    honest = b"".join(valid)
+    bad_point = {"identity-point": identity, "small-order-point": order_8,
+                 "non-canonical": p_plus_1}.get(how, b"")  # fmt: skip
+    assert not bad_point or not sodium.crypto_core_ed25519_is_valid_point(bad_point)
+    middle = 32 * (width // 2)  # the bad point among valid ones
+    points = (
+        honest[:middle] + bad_point + honest[middle + 32 :]
+        if bad_point
+        else honest[: 32 * (width - 1)]
+    )
+    forged = bytes(16) + points
+
+    def forge(s: str, p: str, meta: dict[str, Any], parts: dict[str, bytes]) -> Any:
+        if s == "psi-matrix":
+            parts["reply/payment"] = payment.seal_to(LABEL, "psi/cm20/payment/reply", forged)
+        return meta, parts
+
+    inner, relay = _relay(world, forge)
+    with pytest.raises(Refused) as refused:
+        _psi_cm20(relay, spec)
+    assert (refused.value.step, refused.value.party) == ("psi-matrix", LABEL)
+    assert refused.value.kind == "ProtocolError"
+    assert "psi-values" not in inner.replies
