@@ -31,7 +31,7 @@ from fedcollab.protocols.psi_oprf import (
     OprfPsiSender,
     cm20_params,
 )
-from tests.adversarial.vertical_support import (
+from tests.support.vertical import (
     LABEL,
     Refused,
     ServeRelay,
