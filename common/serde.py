@@ -19,7 +19,8 @@ class>, "reason": <text>}`` and no vector: a refusal never carries data.
 Typed access: :meth:`Payload.as_` checks the meta against a strict pydantic model (the
 partner's request models are in :mod:`common.messages`) once per message and model,
 raising ProtocolError when it does not fit; ``meta`` stays the meta as received, which
-the request digests cover.
+the request digests cover. The coordinator reads the partners' replies the same way
+(:mod:`common.messages.replies`).
 """
 
 from __future__ import annotations
@@ -35,9 +36,21 @@ from pydantic import BaseModel, ValidationError
 
 from fedcollab.common.errors import ProtocolError
 
-__all__ = ["Payload", "decode", "encode", "pack_blobs", "refusal", "unpack_blobs"]
+__all__ = [
+    "Payload",
+    "decode",
+    "encode",
+    "pack_blobs",
+    "refusal",
+    "unpack_blobs",
+    "validate_meta",
+]
 
 M = TypeVar("M", bound=BaseModel)
+#: What a request that does not fit its model is told (a reply model says its own).
+_REQUEST_HINT = (
+    "the coordinator runs another fedcollab version, or the request was altered on the way; refused"
+)
 #: Validation errors named in a ProtocolError (the rest are counted).
 _SHOWN_ERRORS = 5
 
@@ -63,14 +76,7 @@ class Payload:
         for known in self._typed.values():
             if isinstance(known, model):
                 return known
-        try:
-            typed = model.model_validate(dict(self.meta))
-        except ValidationError as exc:
-            raise ProtocolError(
-                f"malformed {model.__name__}: {_describe(exc)}",
-                hint="the coordinator runs another fedcollab version, or the request was "
-                "altered on the way; refused",
-            ) from None
+        typed = validate_meta(self.meta, model)
         self._typed[model] = typed
         root = getattr(typed, "root", None)  # a RootModel's member (e.g. a vertical phase)
         if isinstance(root, BaseModel):
@@ -174,6 +180,19 @@ def decode(content: RecordDict, *, expect_length: int | None = None) -> Payload:
     if vector is None and expect_length is not None and ciphertext is None:
         raise ProtocolError("message carries no vector where one was expected")
     return Payload(meta=meta, vector=vector, ciphertext=ciphertext, parts=parts)
+
+
+def validate_meta(meta: Mapping[str, Any], model: type[M]) -> M:
+    """``meta`` as ``model`` (strict), or ProtocolError naming the fields that do not fit,
+    with the model's ``refusal_hint`` (a reply model's names the partner). For a meta
+    whose Payload the caller does not hold; otherwise use :meth:`Payload.as_`."""
+    try:
+        return model.model_validate(dict(meta))
+    except ValidationError as exc:
+        raise ProtocolError(
+            f"malformed {model.__name__}: {_describe(exc)}",
+            hint=getattr(model, "refusal_hint", _REQUEST_HINT),
+        ) from None
 
 
 def _describe(exc: ValidationError) -> str:

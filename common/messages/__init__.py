@@ -5,7 +5,9 @@ decoded message's meta against its kind's model once, and the partner's code rea
 typed attributes instead of re-deciding types at each ``meta[...]``. A request that
 does not fit (a wrong type, a missing field, a value out of bounds) raises
 :class:`~common.errors.ProtocolError`, which the partner turns into a logged refusal
-(client.client_app). The wire format is unchanged: these models only read it.
+(client.client_app). The wire format is unchanged: these models only read it. The
+other direction, the replies the coordinator receives, is typed in
+:mod:`common.messages.replies`.
 
 Every request carries :class:`RequestHead` (``job``, ``run``); its body is the model
 :func:`request_model` names for the action (Flower ``message_type``) and step:
