@@ -26,6 +26,7 @@ from flwr.serverapp import Grid
 
 from fedcollab.common.errors import NotEnoughPartnersError, PolicyRefusal
 from fedcollab.common.jobspec import MAX_TIMEOUT_S, JobSpec
+from fedcollab.common.messages.replies import HandshakeReply
 from fedcollab.common.serde import Payload, encode
 from fedcollab.coordinator.audit import JobAudit
 from fedcollab.coordinator.broadcast import broadcast
@@ -178,13 +179,19 @@ class Membership:
     def _greet(
         self, grid: Grid, node_ids: list[int], registered: dict[int, str], *, until: float
     ) -> None:
-        replies: dict[int, Payload] = {}
+        replies: dict[int, HandshakeReply] = {}
+
+        def on_reply(node: int, payload: Payload) -> None:
+            # A reply that does not fit (e.g. an offer that is not a JSON object) raises
+            # ProtocolError here: broadcast reports that node, refused below.
+            replies[node] = payload.as_(HandshakeReply)
+
         outcome = broadcast(
             grid,
             node_ids=node_ids,
             message_type="query.handshake",
             content_for=lambda _n: encode(self.job_meta()),
-            on_reply=replies.__setitem__,
+            on_reply=on_reply,
             group_id="handshake",
             # In a simulation the nodes are there but may still be starting (Ray actors
             # on a loaded machine) and queue for the actors: the whole start-up time, and
@@ -207,8 +214,8 @@ class Membership:
             self.refused.append(
                 {"node": str(node), "partner": registered.get(node, ""), "reason": reason}
             )
-        for node, payload in replies.items():
-            name = str(payload.meta.get("partner", ""))
+        for node, reply in replies.items():
+            name = reply.partner
             reg = registered.get(node, "")
             if (reg or self.require_registered_names) and reg != name:
                 self.refused.append(
@@ -222,8 +229,8 @@ class Membership:
                     self.policy.check_partner(
                         self.spec,
                         name,
-                        dataset=str(payload.meta.get("dataset", "")),
-                        dataset_hash=str(payload.meta.get("dataset_hash", "")) or None,
+                        dataset=reply.dataset,
+                        dataset_hash=reply.dataset_hash,
                     )
                 except PolicyRefusal as exc:
                     record: dict[str, object] = {
@@ -242,12 +249,12 @@ class Membership:
             self.active[node] = Partner(
                 node_id=node,
                 name=name,
-                dataset_hash=str(payload.meta.get("dataset_hash", "")),
-                n_rows=_optional_int(payload.meta.get("n_rows")),
-                vocab=dict(payload.meta.get("vocab", {})),
-                cosigned_size=_optional_int(payload.meta.get("cosigned_size")),
-                he_offer=payload.meta.get("he_offer"),
-                mask_offer=payload.meta.get("mask_offer"),
+                dataset_hash=reply.dataset_hash,
+                n_rows=reply.n_rows,
+                vocab=reply.vocab,
+                cosigned_size=reply.cosigned_size or None,
+                he_offer=reply.he_offer,
+                mask_offer=reply.mask_offer,
             )
 
     def drop(self, node: int, *, step: str, reason: str) -> None:
@@ -293,7 +300,3 @@ def refusal_hint(refused: list[dict[str, object]]) -> str:
             "fix what they name, or lower min_partners"
         )
     return "start the partners' nodes (`fedcollab node start`) or lower min_partners"
-
-
-def _optional_int(value: object) -> int | None:
-    return value if isinstance(value, int) and value > 0 else None
