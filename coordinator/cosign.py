@@ -12,6 +12,7 @@ from typing import Any
 from flwr.serverapp import Grid
 
 from fedcollab.common.errors import FedcollabError
+from fedcollab.common.messages.replies import CosignReply
 from fedcollab.common.serde import Payload, encode
 from fedcollab.coordinator.audit import JobAudit
 from fedcollab.coordinator.broadcast import broadcast
@@ -33,9 +34,10 @@ def request_cosignatures(grid: Grid, roster: Roster, audit: JobAudit) -> dict[st
     def on_reply(node: int, payload: Payload) -> None:
         partner = nodes[node]
         try:
-            audit.add_cosignature(str(payload.meta["cosigned"]), partner=partner)
+            # A reply without a cosignature is a ProtocolError: refused like a bad one.
+            audit.add_cosignature(payload.as_(CosignReply).cosigned, partner=partner)
             cosigned.append(partner)
-        except (FedcollabError, KeyError) as exc:
+        except FedcollabError as exc:
             refused[partner] = f"invalid cosignature: {exc}"
 
     outcome = broadcast(

@@ -18,7 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedcollab.common.errors import CiphertextError
+from fedcollab.common.errors import CiphertextError, ProtocolError
+from fedcollab.common.messages.replies import DataReply, KeygenReply
+from fedcollab.common.serde import validate_meta
 from fedcollab.privacy.ckks import PARAMETER_SETS, PublicKeys
 
 __all__ = ["HeSession", "params_summary", "session_from_keygen"]
@@ -57,17 +59,23 @@ class HeSession:
         return meta
 
     def check_reply(self, meta: Mapping[str, Any], *, params: str, length: int) -> None:
-        he = meta.get("he")
-        if not isinstance(he, Mapping):
+        """An encrypted reply's parameters are this job's (CiphertextError otherwise, which
+        the roster logs as ``ciphertext.refused``). Takes the meta, not the Payload, as
+        coordinator/roster.py passes it."""
+        try:
+            he = validate_meta(meta, DataReply).he
+        except ProtocolError as exc:
+            raise CiphertextError(exc.message, hint=exc.hint) from None
+        if he is None:
             raise CiphertextError("encrypted reply without encryption metadata")
-        if he.get("key_digest") != self.key_digest:
+        if he.key_digest != self.key_digest:
             raise CiphertextError(
                 "ciphertext made under another key than this job's",
                 hint="the partner holds a stale key (another run) or misbehaves",
             )
-        if he.get("params") != params or he.get("length") != length:
+        if he.params != params or he.length != length:
             raise CiphertextError(
-                f"ciphertext is for parameters {he.get('params')!r} / length {he.get('length')}, "
+                f"ciphertext is for parameters {he.params!r} / length {he.length}, "
                 f"expected {params!r} / {length}",
             )
 
@@ -78,17 +86,24 @@ class HeSession:
 
 
 def session_from_keygen(meta: Mapping[str, Any], *, dealer: str) -> HeSession:
-    """Check the dealer's reply and build the session; refuses any secret key."""
+    """Check the dealer's reply (common.messages.replies.KeygenReply) and build the
+    session; refuses any secret key. Takes the meta, as coordinator/roster.py passes it."""
     try:
-        public = PublicKeys.from_bytes(base64.b64decode(str(meta["public"]), validate=True))
-        sealed = {str(k): dict(v) for k, v in dict(meta["sealed"]).items()}
-    except (KeyError, TypeError, ValueError) as exc:
+        reply = validate_meta(meta, KeygenReply)
+        public = PublicKeys.from_bytes(base64.b64decode(reply.public, validate=True))
+    except ProtocolError as exc:
+        raise CiphertextError(
+            f"the key ceremony's reply is malformed ({exc.message})",
+            hint="the dealer runs another fedcollab version",
+        ) from exc
+    except (TypeError, ValueError) as exc:
         raise CiphertextError(
             f"the key ceremony's reply is malformed ({exc!r})",
             hint="the dealer runs another fedcollab version",
         ) from exc
+    sealed = {name: dict(copy) for name, copy in reply.sealed.items()}
     if public.has_secret_key():  # from_bytes already refuses; checked twice on purpose
         raise CiphertextError("the dealer sent a secret key to the coordinator")
-    if meta.get("key_digest") != public.digest:
+    if reply.key_digest != public.digest:
         raise CiphertextError("the key ceremony's digest does not match its public keys")
     return HeSession(public=public, dealer=dealer, sealed=sealed, installed={dealer})

@@ -28,7 +28,6 @@ the same way.
 from __future__ import annotations
 
 import io
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +36,7 @@ import torch
 from flwr.serverapp import Grid
 
 from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.messages.replies import FedAvgReply
 from fedcollab.common.serde import Payload
 from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.coordinator.roster import Partner, Roster
@@ -124,9 +124,10 @@ def run_prediction(
         losses: list[float] = []
 
         def on_reply(_p: Partner, payload: Payload, losses: list[float] = losses) -> None:
-            loss = payload.meta.get("train_loss")  # DP jobs do not report it
-            if isinstance(loss, int | float) and math.isfinite(loss):
-                losses.append(float(loss))
+            # A malformed reply raises ProtocolError: the partner is dropped for the round.
+            loss = payload.as_(FedAvgReply).train_loss  # DP and masked jobs do not report it
+            if loss is not None:
+                losses.append(loss)
 
         flat = models.flatten(global_w)
         senders = roster.request(

@@ -185,3 +185,7 @@ def test_coordinator_refuses_key_material_with_a_secret(configs: dict[str, dict[
                   "key_digest": "sha256:00"}  # fmt: skip
     with pytest.raises(CiphertextError, match="digest"):
         session_from_keygen(mismatched, dealer="brand-a")
+    # Not the shape client.encryption.keygen builds (common.messages.replies.KeygenReply).
+    for field, value in (("sealed", "brand-a"), ("public", None), ("key_digest", 7)):
+        with pytest.raises(CiphertextError, match=f"malformed KeygenReply: {field}"):
+            session_from_keygen({**mismatched, field: value}, dealer="brand-a")

@@ -57,6 +57,10 @@ def test_bad_ciphertexts_are_refused_and_logged(roster: tuple[Roster, SecretKeys
         "e": Payload(meta, ciphertext=keys.encrypt(np.ones(5), params="wide")),  # wrong size
         "f": Payload({"he": {**meta["he"], "key_digest": "sha256:stale"}}, ciphertext=good),
         "g": Payload(meta),  # no ciphertext at all
+        # Do not fit common.messages.replies.DataReply: refused the same way.
+        "h": Payload({"he": {**meta["he"], "length": "4"}}, ciphertext=good),
+        "i": Payload({**meta, "binding": "not-a-signed-statement"}, ciphertext=good),
+        "j": Payload({"he": "wide"}, ciphertext=good),
     }
     for partner, payload in cases.items():
         with pytest.raises(CiphertextError):
