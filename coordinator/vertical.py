@@ -34,12 +34,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from flwr.serverapp import Grid
 
 from fedcollab.common.errors import NotEnoughPartnersError, ProtocolError
 from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.messages.replies import (
+    PsiSizeReply,
+    Reply,
+    VerticalAlignmentReply,
+    VerticalFeatureEvalReply,
+    VerticalLabelEvalReply,
+    VerticalLabelStepReply,
+    VerticalPredictReply,
+)
 from fedcollab.common.serde import Payload, encode
 from fedcollab.compliance.trail import digest_parts
 from fedcollab.coordinator.broadcast import broadcast
@@ -50,6 +59,8 @@ from fedcollab.protocols.psi import PsiConfig, ring_route
 __all__ = ["Relay", "VerticalResult", "drive", "run_vertical"]
 
 ACTION = "query.vertical"
+
+R = TypeVar("R", bound=Reply)
 
 
 @dataclass
@@ -182,12 +193,16 @@ def _psi_cm20(relay: Relay, spec: JobSpec) -> dict[str, bytes]:
 
 
 def _size(reply: Payload, party: str) -> int:
-    n = reply.meta.get("n_values")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ProtocolError(
-            f"{party!r} stated no PSI set size", hint="the party runs another fedcollab version"
-        )
-    return n
+    return _read(reply, PsiSizeReply, party).n_values
+
+
+def _read(reply: Payload, model: type[R], party: str) -> R:
+    """``party``'s reply as ``model``; a reply that does not fit fails the job with a
+    ProtocolError naming the party (a vertical job needs every party's every reply)."""
+    try:
+        return reply.as_(model)
+    except ProtocolError as exc:
+        raise ProtocolError(f"vertical party {party!r}: {exc.message}", hint=exc.hint) from None
 
 
 class Relay(Protocol):
@@ -239,11 +254,12 @@ def _predict(
     final = relay.send("label-predict", {v.label_holder: ({"phase": "label_predict"}, parts)})[
         v.label_holder
     ]
+    counts = _read(final, VerticalPredictReply, v.label_holder)
     return VerticalResult(
         iterations=0,
         final={
-            "scored": final.meta.get("scored"),
-            "queried": final.meta.get("queried"),
+            "scored": counts.scored,
+            "queried": counts.queried,
             "model": v.predict_with,
             "predictions": "kept at the label holder's node",
         },
@@ -278,7 +294,7 @@ def drive(
     else:
         inputs = {f"full/{o}": b for o, b in _psi(relay, config).items()}
     reply = relay.send("intersect", {label: ({"phase": "intersect"}, inputs)})[label]
-    alignment = dict(reply.meta.get("alignment", {}))
+    alignment = _read(reply, VerticalAlignmentReply, label).alignment.model_dump(exclude_unset=True)
     outputs.event("vertical", phase="aligned", **alignment)
     shared = {k: b for k, b in reply.parts.items() if k == "context"}
     to_feature = {p: reply.part(f"align/{p}") for p in features}
@@ -313,7 +329,7 @@ def drive(
             }
             for p in features
         }
-        loss = label_reply.meta.get("loss")
+        loss = _read(label_reply, VerticalLabelStepReply, label).loss
         history.append({"iteration": it + 1, "train_loss": loss})
         outputs.event("round", round=it + 1, total=v.iterations, task="vertical", train_loss=loss)
     eval_replies = relay.send("eval", {p: ({"phase": "eval"}, pending[p]) for p in features})
@@ -321,20 +337,20 @@ def drive(
     explanations: list[dict[str, Any]] = []
     for p, r in eval_replies.items():
         parts.update({f"{k}/{p}": b for k, b in r.parts.items()})
-        explanations.append(dict(r.meta.get("explanation", {})))
+        explanations.append(_read(r, VerticalFeatureEvalReply, p).explanation.model_dump())
     final = relay.send("label-eval", {label: ({"phase": "label_eval"}, parts)})[label]
-    explanations.append(dict(final.meta.get("explanation", {})))
-    metrics = dict(final.meta.get("metrics", {}))
+    evaluated = _read(final, VerticalLabelEvalReply, label)
+    explanations.append(evaluated.explanation.model_dump())
     # Split NN: party importance is measured at the label holder (AUC drop when a
     # party's embeddings are shuffled); it replaces the parties' placeholders.
-    drops = metrics.get("party_importance_auc_drop") or {}
+    drops = evaluated.metrics.party_importance_auc_drop
     for e in explanations:
-        if e.get("party") in drops:
+        if e["party"] in drops:
             e["importance"] = drops[e["party"]]
     return VerticalResult(
         iterations=v.iterations,
-        final=metrics,
-        explanations=sorted(explanations, key=lambda e: str(e.get("party", ""))),
+        final=evaluated.metrics.model_dump(exclude_unset=True),
+        explanations=sorted(explanations, key=lambda e: str(e["party"])),
         history=history,
         alignment=alignment,
     )

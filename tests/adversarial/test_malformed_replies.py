@@ -12,6 +12,10 @@ On main before the reply models: an ``he_offer`` that is not a JSON object enter
 (its ``offers`` do not fit KeygenRequest) and the job failed with "no partner could
 run the key ceremony"; a ``vocab`` that is a string made discovery itself fail with a
 ValueError (``dict("web")``).
+
+A vertical job needs every party's every reply: a label holder whose ``intersect``
+reply does not fit VerticalAlignmentReply fails the job with a ProtocolError naming
+it (coordinator.vertical._read), as a missing PSI set size already did.
 """
 
 from __future__ import annotations
@@ -23,13 +27,24 @@ from typing import Any
 import pytest
 from flwr.app import ConfigRecord
 
+from fedcollab.common.errors import ProtocolError
 from fedcollab.common.schema import DatasetSchema
+from fedcollab.common.serde import Payload
 from fedcollab.coordinator.audit import JobAudit
 from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.coordinator.preprocess import federated_preprocessor
 from fedcollab.coordinator.roster import Roster
+from fedcollab.coordinator.vertical import drive
 from fedcollab.federation.inmemory import InMemoryGrid, in_memory_federation, task_identity
 from tests.support.adversarial import SCHEMA, job, write_partner
+from tests.support.vertical import (
+    LABEL,
+    Requests,
+    ServeRelay,
+    VerticalWorld,
+    spec_for,
+    vertical_sources,
+)
 
 
 class LyingGrid(InMemoryGrid):
@@ -80,3 +95,31 @@ def test_a_malformed_handshake_reply_is_refused_and_the_job_goes_on(
         pre = federated_preprocessor(grid, roster, DatasetSchema.model_validate(SCHEMA))  # type: ignore[arg-type]
     assert roster.names == ["a", "b"] and roster.dropped == []
     assert pre.n_features > 0
+
+
+class LyingRelay(ServeRelay):
+    """The honest relay, except that ``liar``'s reply at ``step`` has ``lie`` merged in."""
+
+    def __init__(self, world: VerticalWorld, step: str, liar: str, lie: dict[str, Any]) -> None:
+        super().__init__(world)
+        self.step, self.liar, self.lie = step, liar, lie
+
+    def send(self, step: str, requests: Requests) -> dict[str, Payload]:
+        replies = super().send(step, requests)
+        if step == self.step:
+            honest = replies[self.liar]
+            replies[self.liar] = Payload({**honest.meta, **self.lie}, parts=honest.parts)
+        return replies
+
+
+def test_a_malformed_vertical_reply_fails_the_job_naming_the_party(tmp_path: Path) -> None:
+    sources = vertical_sources(tmp_path / "data", rows=300)
+    spec = spec_for(sources, iterations=1)
+    world = VerticalWorld.create(tmp_path, spec, sources)
+    world.handshake()
+    relay = LyingRelay(world, "intersect", LABEL, {"alignment": {"intersection": "all"}})
+    with pytest.raises(ProtocolError, match=f"vertical party {LABEL!r}: malformed "
+                       r"VerticalAlignmentReply: alignment\.intersection"):  # fmt: skip
+        drive(relay, spec, JobOutputs(tmp_path / "out"), run=world.run,
+              offers=world.offers, masks=world.masks)  # fmt: skip
+    assert "intersect" in relay.replies  # the PSI ran; the coordinator read its reply
