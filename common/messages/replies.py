@@ -16,6 +16,7 @@ reply to                           model                       read by (coordina
 other data requests                :class:`DataReply`          (roster.py: ``he``, ``binding``)
 ``query.he_keygen``                :class:`KeygenReply`        encryption.py
 ``query.cosign``                   :class:`CosignReply`        cosign.py
+``query.secagg`` (by stage)        ``SecAgg*Reply``            (secagg_round.py: not yet)
 ``query.vertical`` (by phase)      ``Psi*``, ``Vertical*``     vertical.py
 =================================  ==========================  ============================
 
@@ -62,6 +63,9 @@ __all__ = [
     "PartyExplanation",
     "PsiSizeReply",
     "Reply",
+    "SecAggAdvertReply",
+    "SecAggResponseReply",
+    "SecAggSignatureReply",
     "VerticalAlignmentReply",
     "VerticalFeatureEvalReply",
     "VerticalLabelEvalReply",
@@ -152,6 +156,26 @@ class CosignReply(Reply):
     """``query.cosign`` (client.client_app._cosign): the partner's cosignature note."""
 
     cosigned: Annotated[str, Field(min_length=1, max_length=1 << 20)]
+
+
+class SecAggAdvertReply(Reply):
+    """``<step>.secagg-advertise`` (client.secagg_node.handle): the signed key
+    advertisement, base64 (privacy.secagg ``dump``)."""
+
+    advert: Annotated[Blob, Field(min_length=1)]
+
+
+class SecAggSignatureReply(Reply):
+    """``<step>.secagg-sign``: the partner's signature of the survivor set, base64."""
+
+    signature: Annotated[Blob, Field(min_length=1)]
+
+
+class SecAggResponseReply(Reply):
+    """``<step>.secagg-unmask``: the partner's unmasking response, base64. (The
+    ``share`` stage replies with envelopes in the parts and an empty meta.)"""
+
+    response: Annotated[Blob, Field(min_length=1)]
 
 
 # -- vertical jobs (client.vertical and the modules it dispatches to) ---------------

@@ -9,6 +9,7 @@ type, a missing field and an out-of-bound value are each a ProtocolError.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 from collections.abc import Callable
@@ -28,6 +29,9 @@ from fedcollab.common.messages.replies import (
     KeygenReply,
     PsiSizeReply,
     Reply,
+    SecAggAdvertReply,
+    SecAggResponseReply,
+    SecAggSignatureReply,
     VerticalAlignmentReply,
     VerticalFeatureEvalReply,
     VerticalLabelEvalReply,
@@ -62,6 +66,10 @@ HAND: dict[str, dict[str, Any]] = {
     "fedavg": {"train_loss": 0.6931, "binding": _binding()},
     # client.client_app._cosign (compliance.checkpoint.SignedCheckpoint-like note)
     "cosign": {"cosigned": "fedcollab.test/audit\n3\nroot\n\n— a sig\n"},
+    # client.secagg_node.handle: one base64 blob per stage (privacy.secagg dump)
+    "advert": {"advert": base64.b64encode(b"\x02" * 96).decode()},
+    "signature": {"signature": base64.b64encode(b"\x03" * 64).decode()},
+    "response": {"response": base64.b64encode(b"\x04" * 128).decode()},
     # client.vertical._psi_salt (cm20) and client.vertical_oprf (oprf_size)
     "psi_size": {"n_values": 1200},
     # client.vertical_training.label_setup (logistic regression under label DP)
@@ -138,6 +146,10 @@ CASES: list[tuple[type[Reply], str, Path, Path, tuple[Path, Any]]] = [
     (FedAvgReply, "fedavg", ("train_loss",), ("binding", "statement"),
      (("train_loss",), float("nan"))),
     (CosignReply, "cosign", ("cosigned",), ("cosigned",), (("cosigned",), "")),
+    (SecAggAdvertReply, "advert", ("advert",), ("advert",), (("advert",), "")),
+    (SecAggSignatureReply, "signature", ("signature",), ("signature",),
+     (("signature",), "")),
+    (SecAggResponseReply, "response", ("response",), ("response",), (("response",), "")),
     (PsiSizeReply, "psi_size", ("n_values",), ("n_values",), (("n_values",), -1)),
     (VerticalAlignmentReply, "alignment_lr", ("alignment", "train_rows"),
      ("alignment", "intersection"), (("alignment", "test_rows"), -1)),
