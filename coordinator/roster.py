@@ -24,7 +24,8 @@ from flwr.app import RecordDict
 from flwr.serverapp import Grid
 
 from fedcollab.common.errors import CiphertextError, NotEnoughPartnersError
-from fedcollab.common.serde import Payload, encode
+from fedcollab.common.messages.replies import DataReply, KeygenReply
+from fedcollab.common.serde import Payload, encode, validate_meta
 from fedcollab.compliance.trail import digest_bytes, digest_parts, digest_vector
 from fedcollab.coordinator.broadcast import Outcome, Request, broadcast
 from fedcollab.coordinator.decryption import EncryptedAggregate, decrypt
@@ -83,7 +84,8 @@ class Roster(Membership):
             partner = self.active[node]
             if on_reply is not None:  # first: it may reject the reply before it is summed
                 on_reply(partner, payload)
-            if "binding" in payload.meta:
+            if payload.as_(DataReply).binding is not None:
+                # Typed above; forwarded as signed (canonical JSON of the partner's dict).
                 bindings[partner.name] = payload.meta["binding"]
             if isinstance(into, MaskedSum) and into.ckks is not None:
                 self._add_encrypted(into.ckks, partner.name, payload, step)
@@ -274,7 +276,7 @@ class Roster(Membership):
                 )
                 continue
             self.he = session_from_keygen(replies[0].meta, dealer=dealer)
-            rejected = dict(replies[0].meta.get("rejected", {}))
+            rejected = validate_meta(replies[0].meta, KeygenReply).rejected
             for name, node in by_name.items():
                 if node in self.active and name not in self.he.sealed:
                     self.drop(

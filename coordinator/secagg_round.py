@@ -37,6 +37,11 @@ import numpy as np
 from flwr.serverapp import Grid
 
 from fedcollab.common.errors import CiphertextError, NotEnoughPartnersError
+from fedcollab.common.messages.replies import (
+    SecAggAdvertReply,
+    SecAggResponseReply,
+    SecAggSignatureReply,
+)
 from fedcollab.common.serde import Payload, encode
 from fedcollab.compliance.trail import digest_parts, digest_vector
 from fedcollab.coordinator.broadcast import Outcome, Request, exchange
@@ -175,7 +180,7 @@ def share_keys(
     meta: dict[str, object] = {"cohort": cohort, "length": acc.length}
 
     def on_advert(name: str, payload: Payload) -> None:
-        adv = load_advertisement(unb64(payload.meta["advert"]))
+        adv = load_advertisement(unb64(payload.as_(SecAggAdvertReply).advert))
         if adv.partner != name:
             raise SecAggRefusal(f"{name!r} sent {adv.partner!r}'s advertisement")
         adv.verify(config, peers)
@@ -224,7 +229,7 @@ def unmask(
     meta: dict[str, object] = {"cohort": list(config.cohort), "length": acc.length}
 
     def on_signature(name: str, payload: Payload) -> None:
-        sig = load_survivor_signature(unb64(payload.meta["signature"]))
+        sig = load_survivor_signature(unb64(payload.as_(SecAggSignatureReply).signature))
         if sig.partner != name:
             raise SecAggRefusal(f"{name!r} sent {sig.partner!r}'s survivor signature")
         acc.signatures[name] = sig
@@ -257,7 +262,7 @@ def unmask(
         ) from exc
 
     def on_response(name: str, payload: Payload) -> None:
-        resp = load_unmask_response(unb64(payload.meta["response"]))
+        resp = load_unmask_response(unb64(payload.as_(SecAggResponseReply).response))
         if resp.partner != name:
             raise SecAggRefusal(f"{name!r} sent {resp.partner!r}'s shares")
         acc.responses[name] = resp
