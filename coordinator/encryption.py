@@ -1,4 +1,9 @@
-"""The coordinator's side of homomorphic aggregation: key ceremony relay and decryption requests.
+"""The coordinator's record of a job's homomorphic encryption: :class:`HeSession`.
+
+What it holds is public: the key ceremony's result and which sealed key copy rides on
+which partner's next request. The relay of the ceremony itself is
+``coordinator.roster.Roster.setup_encryption``, the decryption requests are
+:mod:`coordinator.decryption`.
 
 The coordinator never holds a secret key. At the start of an encrypted job
 it forwards the partners' signed transport keys (from their handshakes) to
