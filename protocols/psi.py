@@ -131,6 +131,7 @@ __all__ = [
     "PsiConfig",
     "PsiParty",
     "aligned_rows",
+    "check_ids",
     "intersect",
     "ring_route",
     "run_psi_local",
@@ -246,11 +247,10 @@ def _as_values(blob: bytes, *, what: str) -> bytes:
     return blob
 
 
-def _hash_ids(ids: Sequence[str], *, run: str, party: str, salt: bytes = b"") -> list[bytes]:
-    """Domain-separated SHA-256 of each id; refuses non-strings and duplicates."""
-    encoded = []
+def check_ids(ids: Sequence[str], *, where: str) -> None:
+    """Refuse a PSI id that is not a string or repeats an earlier one (``where`` names the
+    party's ids in the error; rows are counted as in its CSV, header first)."""
     first_row: dict[str, int] = {}
-    where = f"PSI ids of {party!r}"
     for row, value in enumerate(ids):
         if not isinstance(value, str):
             raise DataValidationError(
@@ -267,7 +267,12 @@ def _hash_ids(ids: Sequence[str], *, run: str, party: str, salt: bytes = b"") ->
                 hint="deduplicate the join key column (one row per customer) before the PSI step",
             )
         first_row[value] = row
-        encoded.append(value.encode("utf-8"))
+
+
+def _hash_ids(ids: Sequence[str], *, run: str, party: str, salt: bytes = b"") -> list[bytes]:
+    """Domain-separated SHA-256 of each id; refuses non-strings and duplicates."""
+    check_ids(ids, where=f"PSI ids of {party!r}")
+    encoded = [value.encode("utf-8") for value in ids]
     run_bytes = run.encode("utf-8")
     prefix = DOMAIN + struct.pack(">I", len(run_bytes)) + run_bytes
     if salt:

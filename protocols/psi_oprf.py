@@ -128,8 +128,9 @@ from functools import cached_property
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from fedcollab.common.errors import DataValidationError, ProtocolError
+from fedcollab.common.errors import ProtocolError
 from fedcollab.privacy.base_ot import POINT_BYTES, SEED_BYTES, OtReceiver, OtSender
+from fedcollab.protocols.psi import check_ids
 
 __all__ = [
     "CHUNK",
@@ -321,24 +322,7 @@ class OprfPsiResult:
 
 def _hash_ids(ids: Sequence[str], config: OprfPsiConfig, *, party: str) -> np.ndarray:
     """H1 of every id (``n x 16`` uint8); refuses non-strings and duplicates."""
-    first_row: dict[str, int] = {}
-    where = f"PSI ids of the {party}"
-    for row, value in enumerate(ids):
-        if not isinstance(value, str):
-            raise DataValidationError(
-                f"id is a {type(value).__name__}, not a string",
-                file=where,
-                row=row + 2,
-                hint="convert the join key column to text before the PSI step",
-            )
-        if value in first_row:
-            raise DataValidationError(
-                f"id repeats the id of row {first_row[value] + 2}",
-                file=where,
-                row=row + 2,
-                hint="deduplicate the join key column (one row per customer) before the PSI step",
-            )
-        first_row[value] = row
+    check_ids(ids, where=f"PSI ids of the {party}")
     prefix = DOMAIN + b"/H1" + config.salted_run()
     length = struct.Struct(">Q").pack
     sha256 = hashlib.sha256

@@ -47,6 +47,7 @@ def test_public_surface() -> None:
         "PsiConfig",
         "PsiParty",
         "aligned_rows",
+        "check_ids",
         "intersect",
         "ring_route",
         "run_psi_local",
