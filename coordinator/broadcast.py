@@ -67,23 +67,51 @@ _POLL_S = 0.05
 #: first retry comes after this long (doubling to ``_OBJECT_BACKOFF_CAP_S``).
 _OBJECT_BACKOFF_S = 0.05
 _OBJECT_BACKOFF_CAP_S = 2.0
+#: A reply whose objects never complete (its partner died while uploading it) held
+#: Flower's pull for minutes (500 tries, up to ``PULL_MAX_TIME``, 2 h), and every other
+#: reply of the step waited behind it until their messages expired: a partner killed
+#: mid-upload cost the job its whole quorum. Each pull of objects is now bounded by the
+#: time left to the earliest pending deadline, and never less than this.
+_OBJECT_FLOOR_S = 5.0
+#: A message lives this much longer in the SuperLink than its request's deadline. The
+#: last pull starts after the deadline (a slow pull, above) and must still find the
+#: replies that arrived in time: Flower answers a pull for an expired message with an
+#: error (code 3) even when its reply is stored.
+TTL_GRACE_S = 30.0
 
 
-def _fast_object_retries(grid: Grid) -> None:
-    """Shorten Flower's first retry of a reply's objects in this process (see above).
+class _ObjectPull:
+    """Flower's ``pull_objects`` with a short first retry and, while :func:`exchange`
+    pulls, a bound on its time (``max_time``); otherwise Flower's own arguments."""
+
+    def __init__(self, pull: Callable[..., dict[str, bytes]]) -> None:
+        self.pull = pull
+        self.max_time: float | None = None
+
+    def __call__(self, *args: object, **kwargs: object) -> dict[str, bytes]:
+        kwargs.setdefault("initial_backoff", _OBJECT_BACKOFF_S)
+        kwargs.setdefault("backoff_cap", _OBJECT_BACKOFF_CAP_S)
+        if self.max_time is not None:
+            kwargs["max_time"] = self.max_time
+        return self.pull(*args, **kwargs)
+
+
+def _object_pull(grid: Grid) -> _ObjectPull | None:
+    """Wrap Flower's ``pull_objects`` in this process, once (see :class:`_ObjectPull`).
 
     Flower's HTTP grid (the ServerApp's) looks ``pull_objects`` up in its module at
-    call time; nothing else changes (same tries, same overall bound)."""
-    import functools
+    call time; a grid without it (the simulation's in-memory grid) is left alone."""
     import sys
 
     module = sys.modules.get(type(grid).__module__)
     current = getattr(module, "pull_objects", None)
-    if module is None or current is None or isinstance(current, functools.partial):
-        return
-    module.pull_objects = functools.partial(  # type: ignore[attr-defined]
-        current, initial_backoff=_OBJECT_BACKOFF_S, backoff_cap=_OBJECT_BACKOFF_CAP_S
-    )
+    if module is None or current is None:
+        return None
+    if isinstance(current, _ObjectPull):
+        return current
+    wrapped = _ObjectPull(current)
+    module.pull_objects = wrapped  # type: ignore[attr-defined]
+    return wrapped
 
 
 @dataclass
@@ -138,7 +166,7 @@ def exchange(grid: Grid, requests: Sequence[Request]) -> list[Outcome]:
     Each request keeps its own deadline (``timeout_s`` from now) and its own outcome, in
     the order given; a node may be in several requests (it answers them one by one).
     """
-    _fast_object_retries(grid)
+    objects = _object_pull(grid)
     sent: list[tuple[int, int, Message]] = [
         (
             i,
@@ -148,7 +176,7 @@ def exchange(grid: Grid, requests: Sequence[Request]) -> list[Outcome]:
                 dst_node_id=node,
                 message_type=req.message_type,
                 group_id=req.group_id,
-                ttl=req.timeout_s,
+                ttl=req.timeout_s + TTL_GRACE_S,
             ),
         )
         for i, req in enumerate(requests)
@@ -180,7 +208,15 @@ def exchange(grid: Grid, requests: Sequence[Request]) -> list[Outcome]:
         # replies that arrived meanwhile are replies, not dropouts.
         pulled_at = time.monotonic()
         seen = inbox.token() if inbox is not None else None
-        for reply in grid.pull_messages(list(pending)):
+        if objects is not None:
+            left = min(deadlines[i] for i, _ in pending.values()) - pulled_at
+            objects.max_time = max(_OBJECT_FLOOR_S, left)
+        try:
+            replies = list(grid.pull_messages(list(pending)))
+        finally:
+            if objects is not None:
+                objects.max_time = None
+        for reply in replies:
             msg_id = reply.metadata.reply_to_message_id
             if msg_id not in pending:
                 continue

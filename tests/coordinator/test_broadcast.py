@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 
 from flwr.app import Message, RecordDict
@@ -10,6 +11,8 @@ from flwr.app import Message, RecordDict
 from fedcollab.common.serde import Payload, encode
 from fedcollab.coordinator.broadcast import broadcast
 from fedcollab.federation.inmemory import task_identity
+from tests.support import uploading_grid
+from tests.support.uploading_grid import UploadingGrid
 
 
 class _SlowFirstPullGrid:
@@ -89,21 +92,52 @@ def test_reply_objects_not_yet_uploaded_are_retried_soon() -> None:
     """The SuperLink lists a reply as soon as the partner registered it, before its
     objects are uploaded: the ServerApp's grid retries them after _OBJECT_BACKOFF_S
     instead of Flower's 1 s (the same tries and bound otherwise), patched once."""
-    import functools
-
     from flwr.superlink.grid import http_grid
 
     from fedcollab.coordinator import broadcast as module
 
     original = http_grid.pull_objects
     grid = object.__new__(http_grid.HttpGrid)  # no connection: only its module matters
+    seen: dict[str, object] = {}
     try:
-        module._fast_object_retries(grid)
-        module._fast_object_retries(grid)
-        pull = http_grid.pull_objects
-        assert isinstance(pull, functools.partial) and pull.func is original
-        assert pull.keywords["initial_backoff"] == module._OBJECT_BACKOFF_S <= 0.1
+        first = module._object_pull(grid)
+        assert first is not None and module._object_pull(grid) is first
+        assert first.pull is original
+        first.pull = lambda *a, **kw: seen.update(kw) or {}  # what Flower would be given
+        http_grid.pull_objects([], pull_object_fn=lambda _o: b"")
+        assert seen["initial_backoff"] == module._OBJECT_BACKOFF_S <= 0.1
+        assert "max_time" not in seen  # outside an exchange: Flower's own bound
     finally:
         http_grid.pull_objects = original  # type: ignore[attr-defined]
     # A grid from elsewhere (the simulation's in-memory grid) is left alone.
-    module._fast_object_retries(_SlowFirstPullGrid(0.0))  # type: ignore[arg-type]
+    assert module._object_pull(_SlowFirstPullGrid(0.0)) is None  # type: ignore[arg-type]
+
+
+def test_a_partner_dying_mid_upload_does_not_cost_the_others_their_replies() -> None:
+    """Seen in CI: a partner killed while uploading its reply held the coordinator's pull
+    on that reply's objects for minutes; the other partners' messages expired meanwhile
+    and all three partners counted as dropped (the job lost its quorum). Now the wait for
+    objects ends with the step's deadline (at least _OBJECT_FLOOR_S), and messages outlive
+    the deadline by TTL_GRACE_S so the replies that arrived in time are still pulled."""
+    from fedcollab.coordinator import broadcast as module
+
+    grid = UploadingGrid(dead=1, replies_after_s=0.3, gives_up_s=60.0)
+    try:
+        with task_identity():
+            start = time.monotonic()
+            outcome = broadcast(
+                grid,  # type: ignore[arg-type]
+                node_ids=[1, 2, 3],
+                message_type="query",
+                content_for=lambda node: encode({"node": node}),
+                on_reply=lambda node, payload: None,
+                group_id="round-2",
+                timeout_s=1.0,
+            )
+            took = time.monotonic() - start
+    finally:
+        uploading_grid.pull_objects = uploading_grid.flower_pull_objects
+    assert sorted(outcome.replied) == [2, 3]
+    assert list(outcome.dropped) == [1] and "code 3" in outcome.dropped[1]
+    assert took < module._OBJECT_FLOOR_S + 20  # not the SuperLink's 60 s
+    assert all(m.metadata.ttl == 1.0 + module.TTL_GRACE_S for m, _ in grid.sent.values())

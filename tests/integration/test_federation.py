@@ -307,4 +307,4 @@ def test_job_stops_below_min_partners(five_partners: LocalFederation, tmp_path: 
     assert end["status"] == "failed"
     assert end["error"] == "NotEnoughPartnersError"
     result = json.loads((out / "result.json").read_text())
-    assert [d["partner"] for d in result["dropouts"]] == [victim]
+    assert [d["partner"] for d in result["dropouts"]] == [victim], result["dropouts"]
