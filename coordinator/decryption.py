@@ -8,10 +8,11 @@ holding the job's key. :func:`decrypt` asks one ``query.he_decrypt`` (group
 ``<step>.decrypt``) at a time, in :meth:`HeSession.decryptors
 <coordinator.encryption.HeSession.decryptors>` order: the dealer first, then the
 other contributors that hold the key. The request carries every contributor's
-ciphertext and signed contribution statement, not only the sum: the decryptor
-verifies each statement against the keys it pinned and recomputes the sum itself
-(:mod:`privacy.verified_decryption`), so the coordinator's own aggregate is never
-what gets decrypted.
+ciphertext and signed contribution statement, and not the coordinator's sum: the
+decryptor verifies each statement against the keys it pinned and recomputes the sum
+itself (:mod:`privacy.verified_decryption`), so the coordinator's own aggregate is never
+what gets decrypted (its digest, in the coordinator's log, equals the one the decryptor
+logs for the sum it decrypted).
 
 A decryptor that does not answer, or refuses for another reason, is dropped and the
 next one is asked; one that refuses with a ``CiphertextError`` (a contribution made
@@ -91,8 +92,9 @@ def decrypt(
             message_type="query.he_decrypt",
             content_for=lambda _n: encode(
                 {**members.job_meta(), "he": he_meta, "bindings": aggregate.bindings},
-                ciphertext=aggregate.blob,
-                parts=aggregate.ciphertexts,  # the decryptor recomputes the sum from these
+                # Only the contributions: the decryptor sums them itself, so the
+                # coordinator's sum would be a redundant copy (a reply's size again).
+                parts=aggregate.ciphertexts,
             ),
             on_reply=lambda _n, payload, got=got: got.append(payload.array),  # type: ignore[misc]
             group_id=f"{step}.decrypt",
