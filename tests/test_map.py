@@ -157,6 +157,20 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         ("tests/client/test_client_permutation.py",),
         "the permutation-importance reply handler on real partner data",
     ),
+    "client/handler_rows.py": (
+        ("tests/client/test_client_permutation.py", "tests/adversarial/test_dp_releases.py"),
+        "indirect: the rows, encoding, floors and DP plan of every handler, via"
+        " client/handlers.py (the permutation floor; DP releases of each request)",
+    ),
+    "client/handlers_training.py": (
+        ("tests/client/test_client_permutation.py", "tests/adversarial/test_dp_releases.py"),
+        "indirect: training, evaluation and permutation replies, via client/handlers.py",
+    ),
+    "client/handlers_segmentation.py": (
+        ("tests/adversarial/test_dp_releases.py", "tests/adversarial/test_redteam_contract.py"),
+        "indirect: k-means and segment-profile replies (DP, suppressed small clusters),"
+        " via client/handlers.py",
+    ),
     "client/he_keys.py": (
         ("tests/client/test_client_encryption.py",),
         "the CKKS key ceremony, sealed keys, one decryption per step, erasure",
