@@ -13,23 +13,28 @@ an MLP of about 100,000 parameters, 4 rounds, 1 local epoch, early stopping
 off (FedAvg, McMahan et al. 2017, arXiv:1602.05629).
 
 Round time: the difference between consecutive ``round`` events' ``time`` in
-the job's ``progress.jsonl``, median over rounds 2..4 (round 1 has no
-predecessor of its kind). Also: each job's wall time, the bytes of one
-partner's round reply (8 bytes per float64 value; the measured size of a
-``compact`` ciphertext of that length, :mod:`privacy.ckks`), and where a
-round's time goes, from the partners' own audit logs. Writes
+the job's ``progress.jsonl``, over rounds 2..4 (round 1 has no predecessor of
+its kind). Each mode runs ``--repeats`` times (default 2), interleaved with the
+others (plaintext, ckks, masked, ckks+masked, plaintext, ...), and its figure is
+the median over all those rounds: on a shared machine the load changes over
+minutes, and one run of each mode after another saw different loads. Also: each
+job's wall time (median over its runs), the bytes of one partner's round reply
+(8 bytes per float64 value; the measured size of a ``compact`` ciphertext of
+that length, :mod:`privacy.ckks`), and where a round's time goes, from the
+partners' own audit logs (first run of each mode). Writes
 ``<out>/bench_he_deployment.json``; when ``<out>/bench_he.json`` exists, the
 result also goes under its ``"deployment"`` key.
 
-What dominates a real round is not CKKS. Flower's SuperNode starts a fresh
-ClientApp process for every message, which imports Flower, NumPy, our client
-code, torch to train and TenSEAL to encrypt, and loads and validates the
-partner's CSV, all before and around a one-epoch training that takes well
-under a second; that costs seconds per message. Encrypting 100k values takes
-a fraction of a second (``bench_he``). An encrypted round sends one more
-message in series, the aggregate to one partner to decrypt, so it pays one
-more process start-up. All processes share this machine's cores, so the
-figures are upper bounds for partners on machines of their own.
+What dominates a real round is moving messages, not CKKS. Each partner runs one
+long-lived executor (:mod:`client.node_runtime`), so no process starts per
+message; but every message still passes through several Python processes that
+speak HTTP (coordinator, SuperLink, Fleet gateway, SuperNode, executor), about
+0.3 s per message per partner on this machine for a message of a few kB
+(docs/secure_aggregation.md). A CKKS round sends one more message in series (the
+aggregate's contributions to one partner to decrypt), the masked modes four more
+(advertise, share, sign, unmask), and ckks+masked moves two 32-bit limbs per
+value under the "wide" parameters. All processes share this machine's cores, so
+the figures are upper bounds for partners on machines of their own.
 """
 
 from __future__ import annotations
@@ -74,6 +79,10 @@ __all__ = [
 GOAL = 2.0
 PARTNERS = 3
 ROUNDS = 4
+#: Runs of each mode, interleaved (plaintext, ckks, masked, ckks+masked, plaintext, ...):
+#: a shared machine's load changes over minutes, and modes run one after another once
+#: each saw different loads (docs/secure_aggregation.md).
+REPEATS = 2
 
 
 def round_times(events: Iterable[Mapping[str, Any]]) -> dict[int, float]:
@@ -241,7 +250,24 @@ def _model_pt_parameters(out: Path) -> int:
     return int(sum(t.numel() for t in state.values()))
 
 
-def run(out: Path, hidden: tuple[int, ...], console: Console) -> dict[str, Any]:
+def _pooled(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One mode over its interleaved runs: the first run's record (timeline, partner
+    steps), with the median round over every run's rounds 2..4 and the median wall
+    times; each run's own figures under ``"runs"``."""
+    later = [s for r in runs for k, s in r["round_times_s"].items() if int(k) >= 2]
+    keep = ("round_times_s", "median_round_s", "job_wall_time_s", "submit_to_end_s", "test_auc")
+    return {
+        **runs[0],
+        "median_round_s": statistics.median(later),
+        "job_wall_time_s": statistics.median(r["job_wall_time_s"] for r in runs),
+        "submit_to_end_s": statistics.median(r["submit_to_end_s"] for r in runs),
+        "runs": [{k: r[k] for k in keep} for r in runs],
+    }
+
+
+def run(
+    out: Path, hidden: tuple[int, ...], console: Console, repeats: int = REPEATS
+) -> dict[str, Any]:
     from experiments.horizontal import prepare_partners
     from fedcollab.federation.local_federation import LocalFederation
     from fedcollab.protocols import evaluation, models
@@ -256,14 +282,20 @@ def run(out: Path, hidden: tuple[int, ...], console: Console) -> dict[str, Any]:
     root = out / "bench-he-deployment"
     shutil.rmtree(root / "federation", ignore_errors=True)  # fresh workspace, fresh ports
     os.environ["PATH"] = f"{Path(sys.prefix) / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
-    modes: dict[str, Any] = {}
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in specs}
     with LocalFederation(
         root / "federation", sources, port=_free_port_block(1),
         node_port_base=_free_port_block(PARTNERS),
     ) as fed:  # fmt: skip
-        for mode, spec in specs.items():
-            modes[mode] = _run(fed, spec, root / mode)
-            console.print(f"{mode}: job done in {modes[mode]['submit_to_end_s']:.1f} s")
+        for rep in range(repeats):
+            for mode, spec in specs.items():
+                if rep:  # another name, so each run's steps are its own in the partners' logs
+                    spec = spec.model_copy(update={"name": f"{spec.name}-{rep + 1}"})
+                done = _run(fed, spec, root / (mode if rep == 0 else f"{mode}-{rep + 1}"))
+                runs[mode].append(done)
+                console.print(f"{mode} (run {rep + 1}/{repeats}): job done in "
+                              f"{done['submit_to_end_s']:.1f} s")  # fmt: skip
+    modes = {mode: _pooled(r) for mode, r in runs.items()}
     for mode, spec in specs.items():  # partners' logs: readable once their nodes stopped
         t0 = modes[mode]["job_start_unix"]
         modes[mode]["partner_steps_s"] = {
@@ -283,6 +315,8 @@ def run(out: Path, hidden: tuple[int, ...], console: Console) -> dict[str, Any]:
             "parameters_in_model_pt": _model_pt_parameters(root / "plaintext"),
         },
         "job": {"rounds": ROUNDS, "local_epochs": 1, "early_stopping_patience": 0},
+        "repeats": repeats,
+        "order": "interleaved: each repeat runs every mode once, in the order of 'modes'",
         "bytes": reply_bytes(length),
         "modes": modes,
         "ratio_encrypted_to_plaintext": {
@@ -368,6 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=fmt)
     ap.add_argument("--out", type=Path, default=Path("results/experiments"))
     ap.add_argument("--hidden", type=_hidden, default=(320, 256), help="MLP hidden sizes")
+    ap.add_argument("--repeats", type=int, default=REPEATS,
+                    help="runs of each mode, interleaved (medians over all of them)")  # fmt: skip
     args = ap.parse_args(argv)
     given = list(sys.argv[1:] if argv is None else argv)
     console = Console(width=None if sys.stdout.isatty() else 110)
@@ -377,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = {
         "benchmark": "bench_he_deployment",
         "command": ["python", "-m", "experiments.bench_he_deployment", *given],
-        **run(out, args.hidden, console),
+        **run(out, args.hidden, console, max(1, args.repeats)),
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),

@@ -192,7 +192,8 @@ def _overloaded(r: Result) -> str | None:
         return None
     if max(start, end) <= MAX_LOAD_PER_CORE * cpus:
         return None
-    return f"not judged: load {start:.1f} → {end:.1f} on {cpus} cores, modes run one after another"
+    order = "interleaved" if r.get("repeats", 1) > 1 else "run one after another"
+    return f"not judged: load {start:.1f} → {end:.1f} on {cpus} cores, modes {order}"
 
 
 def bench_he_deployment(r: Result) -> Row:
@@ -221,6 +222,7 @@ def bench_he_deployment(r: Result) -> Row:
     title = (
         f"SuperLink + {len(r['partners'])} SuperNodes over TLS, "
         f"{_n(r['model']['parameters'])}-parameter MLP, {r['job']['rounds']} rounds"
+        + (f", {r['repeats']} interleaved runs per mode" if r.get("repeats", 1) > 1 else "")
     )
     return title, text
 
