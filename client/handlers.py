@@ -48,8 +48,8 @@ __all__ = [
 def handshake(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     """Who this partner is, and the category values it holds in open vocabularies.
 
-    The vocabulary rides on the handshake to save a round trip: Flower starts
-    one ClientApp process per message.
+    The vocabulary rides on the handshake to save a round trip: every message costs
+    each partner its own hops through the Fleet API.
     """
     ds = data.dataset
     if spec.task == "vertical":  # no vocabulary or row count: each party encodes its own

@@ -36,8 +36,9 @@ __all__ = ["evaluate", "permutation", "train"]
 
 
 def _model_from(payload: Payload, spec: JobSpec, n_features: int) -> Any:
-    # torch is imported only by the requests that need it: Flower starts a fresh
-    # ClientApp process per message, and importing torch costs about a second.
+    # torch is imported only by the requests that need it (about a second): the node's
+    # executor imports it once at start (client/node_runtime.py), a simulation's or
+    # test's partner on its first training request.
     from fedcollab.protocols import models
 
     model = models.build_model(

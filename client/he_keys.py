@@ -1,8 +1,9 @@
 """A partner node's homomorphic-encryption state for its running jobs.
 
-Flower starts a fresh ClientApp process per message, so the per-run keys
-live on the partner's disk, under ``<state-dir>/he/<run>/`` (``state-dir``
-from the node config; by default the directory of the node's audit log):
+Each request is a separate Flower message, possibly served after the node
+restarted, so the per-run keys live on the partner's disk, under
+``<state-dir>/he/<run>/`` (``state-dir`` from the node config; by default the
+directory of the node's audit log):
 
 - ``transport.key``: the run's X25519 key (made at the handshake);
 - ``ckks.key``: the job's CKKS secret keys (from the key ceremony);

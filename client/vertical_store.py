@@ -1,8 +1,9 @@
 """A partner node's state for one vertical job, kept between Flower messages.
 
-Flower starts a fresh ClientApp process per message, so a vertical party's
-state (its PSI key and permutation, its aligned rows, its share of the model,
-the job's CKKS keys at the label holder, its masking key) lives on its own
+Each request of a vertical job is a separate Flower message, possibly served after
+the node restarted (and, under Flower's default isolation, by a fresh process), so a
+vertical party's state (its PSI key and permutation, its aligned rows, its share of
+the model, the job's CKKS keys at the label holder, its masking key) lives on its own
 disk under ``<state-dir>/vertical/<run>/`` (``state-dir`` from the node
 config; by default the directory of the node's audit log). Files are 0600,
 written atomically (:func:`client.he_keys.write_private`).

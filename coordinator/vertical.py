@@ -299,7 +299,7 @@ def drive(
     shared = {k: b for k, b in reply.parts.items() if k == "context"}
     to_feature = {p: reply.part(f"align/{p}") for p in features}
     # The first feature step also delivers each party's aligned rows and the job's
-    # public context: one hop saved (Flower starts a process per message).
+    # public context: one message saved per party (each costs its Fleet hops).
     pending: dict[str, dict[str, bytes]] = {p: {"align": to_feature[p], **shared} for p in features}
     if v.predict_with:
         return _predict(relay, spec, pending, alignment)

@@ -104,8 +104,9 @@ def _free_port(preferred: int) -> int:
 
 
 def _demo_jobs(schema_path: Path, *, encrypted: bool = True) -> tuple[JobSpec, JobSpec]:
-    """The experiment's jobs, with fewer, longer rounds: every Flower message starts
-    a fresh ClientApp process per partner, so rounds are what a real deployment pays for.
+    """The experiment's jobs, with fewer, longer rounds: every Flower message costs
+    each partner its own hops through the Fleet API, so rounds are what a real deployment
+    pays for.
     Encrypted by default: every aggregate is a CKKS sum (docs/privacy.md)."""
     prediction, segmentation = default_jobs(schema_path)
     # The purchase job (and the DP job made from it): "ckks+masked", the encrypted

@@ -26,9 +26,11 @@ Measures, from each job's ``progress.jsonl`` and ``metrics.json``:
   Reference: FATE's Paillier hetero-LR runs 7.5x its plaintext mode; the aim
   here is <= 3x.
 
-As in :mod:`experiments.bench_he_deployment`, Flower's SuperNode starts a
-fresh ClientApp process for every message, so a hop costs seconds of process
-start-up and imports whatever the payload; all processes share this machine's
+As in :mod:`experiments.bench_he_deployment`, every message passes through
+several Python processes that speak HTTP (coordinator, SuperLink, Fleet gateway,
+SuperNode, the partner's executor), so a hop has a cost of its own whatever the
+payload (the ClientApp is imported once per node, :mod:`client.node_runtime`, not
+started per message as Flower's default would); all processes share this machine's
 cores (the load averages at start and end are recorded), so the times are
 upper bounds for parties on machines of their own. Writes
 ``<out>/bench_vertical_deployment.json``.

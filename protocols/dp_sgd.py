@@ -30,8 +30,8 @@ Notes
   no single noise draw leaves the partner, only the model after a whole round
   of steps (and under CKKS only inside a sum over partners).
 * *Accounting.* No Opacus accountant or ``PrivacyEngine`` is created: a fresh
-  engine per round (Flower starts a process per message) would report the
-  epsilon of one round as if it were the job's.  The partner's
+  engine per round (each round is a separate request, possibly served by a
+  restarted node) would report the epsilon of one round as if it were the job's.  The partner's
   :class:`privacy.budget_ledger.BudgetLedger`, charged before this runs, is the
   record.
 * *Denominator.* The noisy sum is divided by the expected batch size
