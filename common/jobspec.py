@@ -1,8 +1,5 @@
 """Job specification: what an operator asks the federation to do.
 
-Long module: one pydantic model tree for the job spec, validated as a whole. Planned
-split: one module per task's section.
-
 A job spec is a TOML file (untrusted input: validated strictly by pydantic)::
 
     name = "purchase-prediction"
@@ -26,31 +23,49 @@ A job spec is a TOML file (untrusted input: validated strictly by pydantic)::
 
 The spec travels to the coordinator and to every partner as canonical JSON
 (:meth:`JobSpec.to_json`), so both sides see exactly the same job.
+
+The sections are their own modules: :mod:`common.jobspec_sections` (model, training,
+evaluation, segmentation, and the bounds they share), :mod:`common.jobspec_privacy`
+and :mod:`common.jobspec_vertical`; their names are importable from here too.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     model_validator,
 )
 
 from fedcollab.common.errors import JobSpecError, SchemaError
+from fedcollab.common.jobspec_privacy import DEFAULT_AGGREGATION, PrivacySpec
+from fedcollab.common.jobspec_sections import (
+    MAX_HIDDEN_WEIGHTS,
+    MAX_LAYER_WIDTH,
+    MAX_LAYERS,
+    MAX_TIMEOUT_S,
+    STRICT,
+    EvaluationSpec,
+    ModelSpec,
+    SegmentationSpec,
+    TrainingSpec,
+)
+from fedcollab.common.jobspec_vertical import VerticalPartySpec, VerticalSpec
 from fedcollab.common.schema import DatasetSchema
 
 __all__ = [
     "DEFAULT_AGGREGATION",
+    "MAX_HIDDEN_WEIGHTS",
+    "MAX_LAYERS",
+    "MAX_LAYER_WIDTH",
+    "MAX_TIMEOUT_S",
     "EvaluationSpec",
     "JobSpec",
     "ModelSpec",
@@ -62,262 +77,11 @@ __all__ = [
     "load_job_spec",
 ]
 
-_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
-
-#: Bounds on what one job may ask of a partner's machine (see :func:`_check_hidden`).
-MAX_LAYERS = 8
-MAX_LAYER_WIDTH = 4096
-MAX_HIDDEN_WEIGHTS = 4_000_000
-#: A day: no wait of a job may be longer (a finite timeout also bounds key lifetimes).
-MAX_TIMEOUT_S = 86_400.0
-_SEED = Field(default=0, ge=0, le=2**31 - 1)
-
-#: The aggregation a horizontal job gets when its spec names none, by
-#: ``privacy.encryption`` (issue 14). Vertical jobs mask and encrypt in their own
-#: protocol (client.vertical): their encrypted aggregation is always "ckks".
-DEFAULT_AGGREGATION: dict[str, str] = {"none": "plaintext", "ckks": "ckks+masked"}
-#: What each ``privacy.encryption`` allows.
-_AGGREGATIONS: dict[str, tuple[str, ...]] = {
-    "none": ("plaintext", "masked"),
-    "ckks": ("ckks+masked", "ckks"),
-}
-
-
-def _check_hidden(sizes: tuple[int, ...]) -> tuple[int, ...]:
-    """Hidden layer sizes a partner can afford: at most 8 layers of at most 4,096 units
-    and 4 million weights between hidden layers (a spec like ``[2e9, 2e9]`` is refused
-    before any partner allocates it)."""
-    if len(sizes) > MAX_LAYERS or any(not 1 <= h <= MAX_LAYER_WIDTH for h in sizes):
-        raise ValueError(
-            f"hidden_sizes must be at most {MAX_LAYERS} layers of 1..{MAX_LAYER_WIDTH} units"
-        )
-    if sum(a * b for a, b in itertools.pairwise(sizes)) > MAX_HIDDEN_WEIGHTS:
-        raise ValueError(f"hidden_sizes make more than {MAX_HIDDEN_WEIGHTS:,} hidden weights")
-    return sizes
-
-
-class ModelSpec(BaseModel):
-    model_config = _STRICT
-    kind: Literal["logreg", "mlp"] = "logreg"
-    hidden_sizes: Annotated[tuple[int, ...], AfterValidator(_check_hidden)] = (32, 16)
-
-
-class TrainingSpec(BaseModel):
-    model_config = _STRICT
-    local_epochs: int = Field(default=1, ge=1, le=100)
-    batch_size: int = Field(default=64, ge=1, le=65536)
-    learning_rate: float = Field(default=0.01, gt=0.0, le=10.0)
-    optimizer: Literal["sgd", "adam"] = "adam"
-    #: FedProx proximal weight mu (Li et al. 2020); 0 is plain FedAvg.
-    proximal_mu: float = Field(default=0.0, ge=0.0, le=100.0)
-    seed: int = _SEED
-
-
-class EvaluationSpec(BaseModel):
-    model_config = _STRICT
-    validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
-    test_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
-    #: Early stopping on the federated validation AUC; 0 disables it.
-    early_stopping_patience: int = Field(default=5, ge=0, le=10_000)
-    early_stopping_min_delta: float = Field(default=1e-4, ge=0.0, le=1.0)
-    split_seed: int = _SEED
-    #: Which model a DP purchase-prediction job releases. "last_round": the last model,
-    #: unvalidated; "validation": every round validates the model it starts from on
-    #: Gaussian-noised histograms (charged to the partners' ledgers like the other
-    #: statistics, privacy.dp_plan) and the job keeps the best, as a job without DP
-    #: does. The default is measured (docs/privacy.md, "Measured"): selection costs the
-    #: statistics' share of the budget (noisier moments) and picked worse models.
-    dp_model_selection: Literal["last_round", "validation"] = "last_round"
-
-
-class SegmentationSpec(BaseModel):
-    model_config = _STRICT
-    k: int = Field(default=5, ge=2, le=100)
-    k_local: int = Field(default=10, ge=2, le=200)
-    #: Local clusters smaller than this are never reported at seeding.
-    min_cluster_size: int = Field(default=10, ge=2, le=1_000_000)
-    lloyd_iterations: int = Field(default=20, ge=1, le=500)
-    tolerance: float = Field(default=1e-6, ge=0.0, le=1e6)
-    seed: int = _SEED
-    #: "kfed": partners report local clusters (per-partner, plaintext); "summed":
-    #: Lloyd steps from random candidates, summed over partners (works under
-    #: encryption); "auto": kfed in plaintext jobs, summed in encrypted ones.
-    seeding: Literal["auto", "kfed", "summed"] = "auto"
-    seed_candidates: int = Field(default=100, ge=2, le=1000)
-    seed_steps: int = Field(default=2, ge=1, le=20)
-
-    def seeding_for(self, *, encrypted: bool, dp: bool = False) -> Literal["kfed", "summed"]:
-        if self.seeding == "auto":
-            return "summed" if encrypted or dp else "kfed"
-        return self.seeding
-
-
-class PrivacySpec(BaseModel):
-    model_config = _STRICT
-    #: "ckks": every aggregate is summed under CKKS homomorphic encryption, so the
-    #: coordinator never sees one partner's update or statistics (privacy.ckks).
-    encryption: Literal["none", "ckks"] = "none"
-    #: How every horizontal aggregate is formed (issue 14, docs/secure_aggregation.md):
-    #: "plaintext" (tests and comparisons only: the coordinator sees each reply),
-    #: "masked" (pairwise masks with dropout recovery, Bonawitz et al. 2017; no HE),
-    #: "ckks+masked" (the masked words inside the CKKS plaintext) or "ckks" (CKKS
-    #: alone, the measured baseline). Empty: the default for the job's encryption
-    #: (:data:`DEFAULT_AGGREGATION`), resolved at validation so the spec digest pins it.
-    aggregation: Literal["", "plaintext", "masked", "ckks+masked", "ckks"] = ""
-    #: The partner that runs the job's key ceremony; empty: the first by name.
-    key_dealer: str = ""
-    #: Differential privacy: "sample" (record-level: DP-SGD at each partner for
-    #: purchase prediction, Gaussian noise on k-means sums and counts for
-    #: segmentation) or "client" (partner-level DP-FedAvg; needs encryption or masks).
-    dp: Literal["none", "sample", "client"] = "none"
-    #: Give exactly one: the job's epsilon (noise derived from it) or the noise
-    #: multiplier (epsilon reported).
-    target_epsilon: float | None = Field(default=None, gt=0.0, le=1000.0)
-    noise_multiplier: float | None = Field(default=None, gt=0.0, le=1000.0)
-    target_delta: float = Field(default=1e-5, gt=0.0, lt=0.01)
-    #: DP-SGD: per-example gradient clipping norm and Poisson sampling rate.
-    max_grad_norm: float = Field(default=1.0, gt=0.0, le=1000.0)
-    sample_rate: float = Field(default=0.02, gt=0.0, le=1.0)
-    #: DP-FedAvg: a partner's model update is clipped to this L2 norm.
-    clip_norm: float = Field(default=1.0, gt=0.0, le=1000.0)
-    #: DP-FedAvg: each partner takes part in a round with this probability.
-    client_sample_rate: float = Field(default=1.0, gt=0.0, le=1.0)
-    #: Segmentation with DP: each standardised row is clipped to this L2 norm.
-    row_clip_norm: float = Field(default=5.0, gt=0.0, le=1000.0)
-    #: DP jobs: each numeric column's values are clipped to [low, high] before the
-    #: noisy moments (protocols.dp_statistics), which bounds one row's effect on them.
-    #: Public domain knowledge (never read off the data); required for every numeric
-    #: column of a DP job.
-    value_bounds: dict[str, list[float]] = Field(default_factory=dict, max_length=1000)
-
-    @property
-    def encrypted(self) -> bool:
-        return self.encryption == "ckks"
-
-    @property
-    def masked(self) -> bool:
-        """Partners mask their replies (alone or inside the CKKS plaintext)."""
-        return self.aggregation in ("masked", "ckks+masked")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_aggregation(cls, data: Any) -> Any:
-        if isinstance(data, dict) and not data.get("aggregation"):
-            mode = DEFAULT_AGGREGATION.get(str(data.get("encryption", "none")), "plaintext")
-            return {**data, "aggregation": mode}
-        return data
-
-    @model_validator(mode="after")
-    def _check_aggregation(self) -> PrivacySpec:
-        allowed = _AGGREGATIONS[self.encryption]  # the Literal refused any other
-        if self.aggregation not in allowed:
-            raise ValueError(
-                f"privacy.aggregation = {self.aggregation!r} does not go with encryption = "
-                f"{self.encryption!r}: use one of {', '.join(map(repr, allowed))}"
-                + (" (or encryption = 'ckks')" if self.aggregation.startswith("ckks") else "")
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _check_dp(self) -> PrivacySpec:
-        for col, pair in self.value_bounds.items():
-            if len(pair) != 2 or not pair[0] < pair[1] or max(map(abs, pair)) > 1e12:
-                raise ValueError(
-                    f"privacy.value_bounds.{col} must be [low, high] with low < high, "
-                    f"|values| <= 1e12; got {pair!r}"
-                )
-        if self.dp == "none":
-            if self.target_epsilon is not None or self.noise_multiplier is not None:
-                raise ValueError("target_epsilon / noise_multiplier need privacy.dp set")
-            return self
-        if (self.target_epsilon is None) == (self.noise_multiplier is None):
-            raise ValueError(
-                f"privacy.dp = {self.dp!r} needs exactly one of target_epsilon "
-                "(noise derived from it) or noise_multiplier (epsilon reported)"
-            )
-        if self.dp == "client" and not (self.encrypted or self.masked):
-            raise ValueError(
-                "privacy.dp = 'client' adds noise shares at each partner that only protect "
-                "in the sum: it needs encryption = 'ckks' or aggregation = 'masked' so the "
-                "coordinator sees only the sum"
-            )
-        return self
-
-
-class VerticalPartySpec(BaseModel):
-    """One party of a vertical job: its role and its data contract (own columns)."""
-
-    model_config = _STRICT
-    role: Literal["label_holder", "feature_party"]
-    #: The party's schema, embedded as a dict (a path in the TOML file): its id
-    #: column and its own feature columns; the label holder's also names the label.
-    data_schema: dict[str, Any] = Field(alias="schema")
-
-
-class VerticalSpec(BaseModel):
-    """A vertical job: same users, different columns at each party (``task = "vertical"``).
-
-    ::
-
-        [vertical]
-        model = "logreg"                       # or "split_nn"
-        iterations = 30
-        [vertical.parties.platform]
-        role = "label_holder"
-        schema = "platform.schema.json"
-        [vertical.parties.payment]
-        role = "feature_party"
-        schema = "payment.schema.json"
-    """
-
-    model_config = _STRICT
-    model: Literal["logreg", "split_nn"] = "logreg"
-    parties: dict[str, VerticalPartySpec] = Field(default_factory=dict)
-    #: Training steps; each costs two relay hops (feature parties, then label holder).
-    iterations: int = Field(default=30, ge=1, le=5000)
-    #: Step size; default 1.0 for logistic regression (a damped Newton-like step),
-    #: 0.05 (Adam) for the split NN.
-    learning_rate: float | None = Field(default=None, gt=0.0, le=100.0)
-    #: L2 penalty on the weights (logistic regression), as in sklearn's 1/(C n).
-    l2: float = Field(default=1e-4, ge=0.0, le=100.0)
-    #: Split neural network: bottom MLP per party, top MLP at the label holder.
-    hidden_sizes: Annotated[tuple[int, ...], AfterValidator(_check_hidden)] = (32,)
-    embedding_dim: int = Field(default=8, ge=1, le=256)
-    batch_size: int = Field(default=4096, ge=16, le=1_000_000)
-    #: Split NN with privacy.dp = "sample": each embedding row is clipped to this norm.
-    embedding_clip_norm: float = Field(default=1.0, gt=0.0, le=1000.0)
-    seed: int = _SEED
-    #: Joint inference: the name of a completed vertical training job whose model
-    #: shares the parties hold; the job scores the label holder's query ids (its
-    #: node's ``vertical-queries`` file, else all its rows) and trains nothing.
-    predict_with: str = Field(default="", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63})?$")
-    #: How the parties align their users (docs/vertical.md, "PSI"): "ecdh-ring", every
-    #: party's ids blinded by every party's X25519 key round a ring (protocols.psi);
-    #: "cm20", the label holder and each feature party run the OT-based PSI of Chase
-    #: and Miao 2020 (protocols.psi_oprf; about 7x faster, 1M x 1M in about 20 s on 2
-    #: cores), which a malicious label holder can turn into a test of guessed ids
-    #: against a feature party's set (the ring cannot).
-    psi: Literal["ecdh-ring", "cm20"] = "ecdh-ring"
-
-    @property
-    def step_size(self) -> float:
-        if self.learning_rate is not None:
-            return self.learning_rate
-        return 1.0 if self.model == "logreg" else 0.05
-
-    @property
-    def label_holder(self) -> str:
-        return next(n for n, p in self.parties.items() if p.role == "label_holder")
-
-    @property
-    def feature_parties(self) -> list[str]:
-        return sorted(n for n, p in self.parties.items() if p.role == "feature_party")
-
 
 class JobSpec(BaseModel):
     """A validated job specification (see the module docstring)."""
 
-    model_config = _STRICT
+    model_config = STRICT
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     task: Literal["purchase_prediction", "segmentation", "vertical"]

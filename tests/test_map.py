@@ -242,6 +242,16 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         ),
         "job specs parsed and refused with typed errors",
     ),
+    "common/jobspec_privacy.py": (
+        ("tests/common/test_common_jobspec_serde.py",),
+        "indirect: the [privacy] section's aggregation defaults and refused DP settings,"
+        " via common/jobspec.py",
+    ),
+    "common/jobspec_sections.py": (
+        ("tests/common/test_common_jobspec_serde.py",),
+        "indirect: the model, training, evaluation and segmentation sections' bounds"
+        " (hidden sizes, timeouts, NaN refused), via common/jobspec.py",
+    ),
     "common/keys.py": (
         ("tests/compliance/test_compliance_signing.py", "tests/client/test_peer_trust.py"),
         "Ed25519 keys, signed-note verifier keys, pinned peer keys",
