@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flwr.app import Context, Message
+from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedcollab.client import budget, encryption, secagg_node, vertical
@@ -52,6 +52,7 @@ from fedcollab.client.run_contract import (
     node_split,
 )
 from fedcollab.client.vertical_store import VerticalStore
+from fedcollab.common import batch
 from fedcollab.common.errors import (
     CiphertextError,
     ComplianceError,
@@ -122,8 +123,43 @@ class _Outcome:
 
 
 def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Message:
-    action = msg.metadata.message_type
-    step = msg.metadata.group_id
+    if msg.metadata.message_type == batch.ACTION:
+        return Message(_serve_batch(msg.content, context, overrides), reply_to=msg)
+    content = _answer_one(
+        msg.metadata.message_type, msg.metadata.group_id, msg.content, context, overrides
+    )
+    return Message(content, reply_to=msg)
+
+
+def _serve_batch(content: RecordDict, context: Context, overrides: Mapping[str, str]) -> RecordDict:
+    """A ``query.batch`` message (:mod:`common.batch`): each request answered exactly as
+    if it had come alone, in order (its own admission, plan, charge and trail records);
+    a malformed envelope is refused whole and nothing in it is answered."""
+    try:
+        items = batch.unpack(content)
+    except ProtocolError as exc:
+        log.error("refusing %s: %s", batch.ACTION, exc.diagnostics())
+        with contextlib.suppress(FedcollabError, KeyError, ValueError, TypeError):
+            config = partner_config(context.node_config, overrides)
+            audit = PartnerAudit.from_config(source_from_config(config).partner, config)
+            if audit is not None:  # no job is named: the refusal is all there is to log
+                audit.record("request.refused", {"action": batch.ACTION, "error": "ProtocolError"})
+        reason = "ProtocolError at the partner; see its node log"
+        return encode({"refused": "ProtocolError", "reason": reason})
+    return batch.pack_replies(
+        [_answer_one(item.action, item.step, item.content, context, overrides) for item in items]
+    )
+
+
+def _answer_one(
+    action: str,
+    step: str,
+    content: RecordDict,
+    context: Context,
+    overrides: Mapping[str, str],
+) -> RecordDict:
+    """The reply content to one request (``action`` is its message type, ``step`` its
+    group): the action's reply, or a refusal that carries no data."""
     audit: PartnerAudit | None = None
     trail_body: dict[str, object] = {"action": action, "step": step}
     try:
@@ -133,7 +169,7 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
         # overrides this process built its ClientApp with (client.partner_data).
         config = partner_config(context.node_config, overrides)
         source = source_from_config(config)
-        payload = decode(msg.content)
+        payload = decode(content)
         # Digests of the meta as received (every key): what the trail and signatures name.
         shared = shared_request_digest(payload.meta, payload.vector)
         head = payload.as_(RequestHead)
@@ -153,7 +189,7 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
             # Logged before the reply leaves: an unlogged send cannot happen.
             audit.record("data.sent", _sent(request, outcome))
         log.debug("answered %s step %s of job %s (run %s)", action, step, spec.name, head.run)
-        return _reply(msg, outcome)
+        return _reply(outcome)
     except Exception as exc:
         if isinstance(exc, FedcollabError):
             kind, text = type(exc).__name__, exc.diagnostics()
@@ -166,10 +202,7 @@ def _serve(msg: Message, context: Context, overrides: Mapping[str, str]) -> Mess
         if audit is not None:
             with contextlib.suppress(FedcollabError):
                 audit.record("request.refused", {**trail_body, "error": kind})
-        return Message(
-            encode({"refused": kind, "reason": f"{kind} at the partner; see its node log"}),
-            reply_to=msg,
-        )
+        return encode({"refused": kind, "reason": f"{kind} at the partner; see its node log"})
 
 
 def _admit(
@@ -451,13 +484,13 @@ def _sent(request: _Request, outcome: _Outcome) -> dict[str, object]:
     }
 
 
-def _reply(msg: Message, outcome: _Outcome) -> Message:
-    """The reply message: the parts, else the ciphertext, else the vector (or none)."""
+def _reply(outcome: _Outcome) -> RecordDict:
+    """The reply's content: the parts, else the ciphertext, else the vector (or none)."""
     if outcome.parts:
-        return Message(encode(outcome.meta, parts=outcome.parts), reply_to=msg)
+        return encode(outcome.meta, parts=outcome.parts)
     if outcome.ciphertext is not None:
-        return Message(encode(outcome.meta, ciphertext=outcome.ciphertext), reply_to=msg)
-    return Message(encode(outcome.meta, outcome.vector), reply_to=msg)
+        return encode(outcome.meta, ciphertext=outcome.ciphertext)
+    return encode(outcome.meta, outcome.vector)
 
 
 def _check_plan(
@@ -631,6 +664,7 @@ def make_client_app(overrides: Mapping[str, str] | None = None) -> ClientApp:
         ("query", "he_decrypt"),
         ("query", "vertical"),
         ("query", "secagg"),
+        ("query", "batch"),
     ):
         getattr(client_app, category)(action)(serve)
     return client_app

@@ -18,6 +18,8 @@ from pathlib import Path
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from fedcollab.common import batch
+from fedcollab.common.batch import BatchItem
 from fedcollab.common.errors import CiphertextError, ProtocolError
 from fedcollab.common.serde import Payload, decode
 from fedcollab.coordinator.fleet_notice import FALLBACK_S, from_env
@@ -164,26 +166,21 @@ def exchange(grid: Grid, requests: Sequence[Request]) -> list[Outcome]:
     decryption and its survivors' signatures, which need nothing from each other).
 
     Each request keeps its own deadline (``timeout_s`` from now) and its own outcome, in
-    the order given; a node may be in several requests (it answers them one by one).
+    the order given. A node in several requests gets them in one ``query.batch`` message
+    (:mod:`common.batch`) and answers them one by one in one ClientApp call: one trip
+    through the Fleet stack per partner, not one per request.
     """
     objects = _object_pull(grid)
-    sent: list[tuple[int, int, Message]] = [
-        (
-            i,
-            node,
-            Message(
-                content=req.content_for(node),
-                dst_node_id=node,
-                message_type=req.message_type,
-                group_id=req.group_id,
-                ttl=req.timeout_s + TTL_GRACE_S,
-            ),
-        )
-        for i, req in enumerate(requests)
-        for node in req.node_ids
-    ]
-    for i, node, message in sent:
-        _record("out", requests[i].group_id, node, message.content)
+    per_node: dict[int, list[int]] = {}
+    for i, req in enumerate(requests):
+        for node in req.node_ids:
+            per_node.setdefault(node, []).append(i)
+    sent: list[tuple[list[int], int, Message]] = []
+    for node, indices in per_node.items():
+        for chunk in _chunks(indices):
+            sent.append((chunk, node, _message(requests, chunk, node)))
+    for _, node, message in sent:
+        _record("out", message.metadata.group_id, node, message.content)
     outbox, inbox = from_env("outbox"), from_env("inbox")
     ids = list(grid.push_messages([message for _, _, message in sent]))
     if outbox is not None:
@@ -191,17 +188,23 @@ def exchange(grid: Grid, requests: Sequence[Request]) -> list[Outcome]:
     outcomes = [Outcome() for _ in requests]
     if len(ids) != len(sent):
         # Flower delivered none of them (e.g. a message too large): every node drops out.
-        for i, node, _ in sent:
-            outcomes[i].dropped[node] = "the coordinator could not deliver the request"
+        for indices, node, _ in sent:
+            for i in indices:
+                outcomes[i].dropped[node] = "the coordinator could not deliver the request"
         return outcomes
-    pending: dict[str, tuple[int, int]] = {}
-    for msg_id, (i, node, _) in zip(ids, sent, strict=True):
+    pending: dict[str, tuple[list[int], int]] = {}
+    for msg_id, (indices, node, _) in zip(ids, sent, strict=True):
         if msg_id:
-            pending[msg_id] = (i, node)
+            pending[msg_id] = (list(indices), node)
         else:
-            outcomes[i].dropped[node] = "the coordinator could not deliver the request"
+            for i in indices:
+                outcomes[i].dropped[node] = "the coordinator could not deliver the request"
     start = time.monotonic()
     deadlines = [start + req.timeout_s for req in requests]
+
+    def earliest() -> float:
+        return min(deadlines[i] for indices, _ in pending.values() for i in indices)
+
     while pending:
         # A request's last pull always starts after its deadline: one pull can take long
         # (Flower retries a reply whose content the SuperLink could not store), and
@@ -209,8 +212,7 @@ def exchange(grid: Grid, requests: Sequence[Request]) -> list[Outcome]:
         pulled_at = time.monotonic()
         seen = inbox.token() if inbox is not None else None
         if objects is not None:
-            left = min(deadlines[i] for i, _ in pending.values()) - pulled_at
-            objects.max_time = max(_OBJECT_FLOOR_S, left)
+            objects.max_time = max(_OBJECT_FLOOR_S, earliest() - pulled_at)
         try:
             replies = list(grid.pull_messages(list(pending)))
         finally:
@@ -220,18 +222,19 @@ def exchange(grid: Grid, requests: Sequence[Request]) -> list[Outcome]:
             msg_id = reply.metadata.reply_to_message_id
             if msg_id not in pending:
                 continue
-            i, node = pending.pop(msg_id)
+            indices, node = pending.pop(msg_id)
             if not reply.has_error():
-                _record("in", requests[i].group_id, node, reply.content)
-            req = requests[i]
-            _handle(reply, node, outcomes[i], req.on_reply, req.expect_length)
-        for msg_id, (i, node) in list(pending.items()):
-            if pulled_at >= deadlines[i]:
-                del pending[msg_id]
+                _record("in", reply.metadata.group_id, node, reply.content)
+            _handle_reply(reply, node, indices, requests, outcomes)
+        for msg_id, (indices, node) in list(pending.items()):
+            for i in [i for i in indices if pulled_at >= deadlines[i]]:
+                indices.remove(i)
                 outcomes[i].dropped[node] = f"no reply within {requests[i].timeout_s:g} s"
+            if not indices:
+                del pending[msg_id]
         if not pending:
             break
-        left = max(0.0, min(deadlines[i] for i, _ in pending.values()) - time.monotonic())
+        left = max(0.0, earliest() - time.monotonic())
         if inbox is None:
             time.sleep(min(_POLL_S, left))
         else:
@@ -239,24 +242,79 @@ def exchange(grid: Grid, requests: Sequence[Request]) -> list[Outcome]:
     return outcomes
 
 
-def _handle(
+def _chunks(indices: list[int]) -> list[list[int]]:
+    """A node's requests in batches of at most ``batch.MAX_ITEMS``."""
+    return [indices[k : k + batch.MAX_ITEMS] for k in range(0, len(indices), batch.MAX_ITEMS)]
+
+
+def _message(requests: Sequence[Request], indices: list[int], node: int) -> Message:
+    """One message to ``node`` for the requests ``indices``: the request itself when
+    alone, else a ``query.batch`` of them living as long as the longest."""
+    if len(indices) == 1:
+        req = requests[indices[0]]
+        content, message_type, group_id = req.content_for(node), req.message_type, req.group_id
+    else:
+        items = [
+            BatchItem(requests[i].message_type, requests[i].group_id, requests[i].content_for(node))
+            for i in indices
+        ]
+        content, message_type = batch.pack(items), batch.ACTION
+        group_id = "+".join(dict.fromkeys(requests[i].group_id for i in indices))
+    return Message(
+        content=content,
+        dst_node_id=node,
+        message_type=message_type,
+        group_id=group_id,
+        ttl=max(requests[i].timeout_s for i in indices) + TTL_GRACE_S,
+    )
+
+
+def _handle_reply(
     reply: Message,
+    node: int,
+    indices: list[int],
+    requests: Sequence[Request],
+    outcomes: list[Outcome],
+) -> None:
+    """Hand ``reply`` (to one request, or to a batch of ``indices``) to its requests."""
+    if reply.has_error():
+        # Flower's error text can quote a partner's exception (paths, values): never
+        # copy it into outputs or the audit log, only its code.
+        for i in indices:
+            outcomes[i].dropped[node] = f"error reply (code {reply.error.code})"
+        return
+    if len(indices) == 1 and reply.metadata.message_type != batch.ACTION:
+        contents = [reply.content]
+    else:
+        try:
+            refused = decode(reply.content).refused if "meta" in reply.content else None
+            if refused is not None:
+                for i in indices:
+                    outcomes[i].refused[node] = f"refused by the partner ({refused[:64]})"
+                return
+            contents = batch.unpack_replies(reply.content, len(indices))
+        except ProtocolError as exc:
+            for i in indices:
+                outcomes[i].dropped[node] = f"malformed reply: {exc.message}"
+            return
+    for i, content in zip(indices, contents, strict=True):
+        req = requests[i]
+        _handle(content, node, outcomes[i], req.on_reply, req.expect_length)
+
+
+def _handle(
+    content: RecordDict,
     node: int,
     outcome: Outcome,
     on_reply: Callable[[int, Payload], None],
     expect_length: int | None,
 ) -> None:
-    if reply.has_error():
-        # Flower's error text can quote a partner's exception (paths, values): never
-        # copy it into outputs or the audit log, only its code.
-        outcome.dropped[node] = f"error reply (code {reply.error.code})"
-        return
     try:
-        payload = decode(reply.content, expect_length=None)
+        payload = decode(content, expect_length=None)
         if payload.refused:
             outcome.refused[node] = f"refused by the partner ({payload.refused[:64]})"
             return
-        payload = decode(reply.content, expect_length=expect_length)
+        payload = decode(content, expect_length=expect_length)
         on_reply(node, payload)
     except CiphertextError as exc:
         outcome.dropped[node] = f"ciphertext refused: {exc.message}"

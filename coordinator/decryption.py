@@ -26,6 +26,7 @@ signatures ride in the same exchange as the first decryption request
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,12 +67,12 @@ def decrypt(
     step: str,
     params: str,
     length: int,
-    alongside: Request | None = None,
-) -> tuple[np.ndarray, Outcome | None]:
+    alongside: Sequence[Request] = (),
+) -> tuple[np.ndarray, list[Outcome] | None]:
     """A contributor of ``step`` decrypts ``aggregate``, recomputed from the contributions.
 
-    ``alongside`` is sent with the first decryption request (one exchange for both);
-    its outcome is returned too (None: no ``alongside``).
+    ``alongside`` is sent with the first decryption request (one exchange for all);
+    their outcomes are returned too, in order (None: no ``alongside``).
     """
     contributors = aggregate.contributors
     he_meta = {
@@ -82,7 +83,7 @@ def decrypt(
         "key_digest": he.key_digest,
     }
     by_name = {p.name: node for node, p in members.active.items()}
-    other_outcome: Outcome | None = None
+    other_outcomes: list[Outcome] | None = None
     # A contributor decrypts: it checks every statement against the request it got.
     for name in he.decryptors([n for n in by_name if n in contributors]):
         node = by_name[name]
@@ -101,9 +102,9 @@ def decrypt(
             timeout_s=members.spec.round_timeout_s,
             expect_length=length,
         )
-        if alongside is not None:
-            outcome, other = exchange(grid, [request, alongside])
-            alongside, other_outcome = None, other
+        if alongside:
+            outcome, *others = exchange(grid, [request, *alongside])
+            alongside, other_outcomes = (), others
         else:
             outcome = exchange(grid, [request])[0]
         if got:
@@ -114,7 +115,7 @@ def decrypt(
                 digest_vector(values),
                 protection="ckks-decrypted",
             )
-            return values, other_outcome
+            return values, other_outcomes
         reason = outcome.refused.get(node) or outcome.dropped.get(node, "no reply")
         if node in outcome.refused and "CiphertextError" in reason:
             members.audit.event(

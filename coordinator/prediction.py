@@ -39,7 +39,7 @@ from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.messages.replies import FedAvgReply
 from fedcollab.common.serde import Payload
 from fedcollab.coordinator.outputs import JobOutputs
-from fedcollab.coordinator.roster import Partner, Roster
+from fedcollab.coordinator.roster import Accumulator, Partner, Roster
 from fedcollab.privacy.dp_plan import resolve, validates_rounds
 from fedcollab.protocols import attribution, evaluation, fedavg, models, preprocessing
 from fedcollab.protocols import client_dp as client_dp_noise
@@ -113,6 +113,10 @@ def run_prediction(
             noise_multiplier=plan.noise_multiplier, min_partners=spec.min_partners, **signal
         )
         outputs.event("dp_signal", noise_to_signal=result.noise_to_signal, **signal)
+    # Masked jobs set up a round's keys during the previous round's unmasking, unless
+    # its partners are drawn at its start (DP-FedAvg's subsampling).
+    prefetch = not client_dp or spec.privacy.client_sample_rate >= 1.0
+    ahead: Accumulator | None = None
     for rnd in range(1, spec.rounds + 1):
         selected = roster.sample(spec.privacy.client_sample_rate) if client_dp else None
         if selected is not None and len(selected) < spec.min_partners:
@@ -120,7 +124,8 @@ def run_prediction(
             # still counts in the accounting, which assumes every round may release).
             outputs.event("round_skipped", round=rnd, sampled=len(selected))
             continue
-        total = roster.new_sum(n_update + n_eval, params="compact")
+        total = ahead if ahead is not None else roster.new_sum(n_update + n_eval, params="compact")
+        ahead = None
         losses: list[float] = []
 
         def on_reply(_p: Partner, payload: Payload, losses: list[float] = losses) -> None:
@@ -141,7 +146,11 @@ def run_prediction(
             expect_length=n_update + n_eval,
             only=selected,
         )
-        summed = roster.reveal(grid, total, step=f"round-{rnd}")
+        if rnd < spec.rounds and spec.privacy.masked and prefetch:
+            # The next round's keys are set up while this round is unmasked.
+            ahead = roster.new_sum(n_update + n_eval, params="compact")
+        then = None if ahead is None else (f"round-{rnd + 1}", ahead)
+        summed = roster.reveal(grid, total, step=f"round-{rnd}", then=then)
         val: evaluation.EvalMetrics | None = None
         stop = False
         if selects:

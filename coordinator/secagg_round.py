@@ -1,5 +1,9 @@
 """The rounds of a masked step at the coordinator: advertise, share keys, sign, unmask.
 
+Long module: the server side of one protocol whose safety rests on the order of its
+stages (no share is asked for before the survivors signed), kept together so that
+order reads in one place.
+
 Bonawitz et al. 2017 ("Practical Secure Aggregation for Privacy-Preserving Machine
 Learning", ACM CCS), server side, over the Flower Message API. For each aggregate
 step of a "masked" or "ckks+masked" job (one :class:`~coordinator.secagg.MaskedSum`):
@@ -25,11 +29,20 @@ sealed share envelopes are logged as the partners log them (``round.aggregated``
 ``secagg-sealed-shares``), so every reply a partner's trail counts as sent is in the
 log it cosigns; the unmasked sum is logged as ``secagg.unmasked``. Every signature is
 checked against the partners' registered audit keys (:func:`registered_peers`).
+
+*Keys ahead* (:class:`Ahead`). A job's next masked step (its next round or Lloyd step)
+has its keys advertised in the same exchange as this step's signatures and shared in
+the same exchange as this step's unmasking, so from the second step on a step costs
+three exchanges (its request, sign, unmask) instead of five. Nothing a party sees
+changes: each stage of each step is still asked once, partners keep one session per
+step, and the next step's shares are sealed to keys that step's partners advertised.
+A partner that fails the next step's set-up is dropped there, as it would be a moment
+later; if that set-up fails altogether the next step runs its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -66,7 +79,15 @@ from fedcollab.privacy.secagg_wire import (
     load_unmask_response,
 )
 
-__all__ = ["Decrypt", "Stage", "add_masked_input", "registered_peers", "share_keys", "unmask"]
+__all__ = [
+    "Ahead",
+    "Decrypt",
+    "Stage",
+    "add_masked_input",
+    "registered_peers",
+    "share_keys",
+    "unmask",
+]
 
 
 class Decrypt(Protocol):
@@ -80,8 +101,8 @@ class Decrypt(Protocol):
         step: str,
         params: str,
         length: int,
-        alongside: Request | None = None,
-    ) -> tuple[np.ndarray, Outcome | None]: ...
+        alongside: Sequence[Request] = (),
+    ) -> tuple[np.ndarray, list[Outcome] | None]: ...
 
 
 def registered_peers(members: Membership) -> PeerKeys:
@@ -165,7 +186,37 @@ class Stage:
 def share_keys(
     members: Membership, grid: Grid, acc: MaskedSum, *, step: str, only: set[int] | None
 ) -> set[int]:
-    """Advertise and share keys for ``step``; returns the nodes to ask for input (U2)."""
+    """Advertise and share keys for ``step``; returns the nodes to ask for input (U2).
+
+    A step whose keys were shared ahead (:class:`Ahead`, during the previous step's
+    consistency check and unmasking) is not set up again."""
+    if acc.u2:
+        by_name = {p.name: node for node, p in members.active.items()}
+        return {by_name[n] for n in acc.u2 if n in by_name and (only is None or by_name[n] in only)}
+    advertise, advertised = advertise_stage(members, acc, step=step, only=only)
+    advertised(exchange(grid, [advertise])[0])
+    share, shared = share_stage(members, acc, step=step)
+    return shared(exchange(grid, [share])[0])
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """The next masked step of the job, whose keys are advertised and shared during
+    this step's consistency check and unmasking (one exchange each instead of two of
+    their own before the next step): its name and its accumulator (from
+    :meth:`Roster.new_sum <coordinator.roster.Roster.new_sum>`), asked of every active
+    partner. Partners answer each stage of each step once and keep one session per
+    step, so the order across steps does not matter to them."""
+
+    step: str
+    acc: MaskedSum
+
+
+def advertise_stage(
+    members: Membership, acc: MaskedSum, *, step: str, only: set[int] | None
+) -> tuple[Request, Callable[[Outcome], list[str]]]:
+    """Round 0 of ``step``: every partner of the cohort advertises its signed session
+    keys; the request, and what to do with its outcome."""
     peers = registered_peers(members)
     nodes = sorted(n for n in members.active if only is None or n in only)
     cohort = sorted(members.active[n].name for n in nodes)
@@ -186,8 +237,26 @@ def share_keys(
         adv.verify(config, peers)
         acc.adverts[name] = adv
 
-    Stage(members, step, "advertise", nodes=nodes, meta=meta, on_reply=on_advert).run(grid)
-    config.check_subset(frozenset(acc.adverts), "the advertised key set")
+    request, finish = Stage(
+        members, step, "advertise", nodes=nodes, meta=meta, on_reply=on_advert
+    ).request()
+
+    def advertised(outcome: Outcome) -> list[str]:
+        answered = finish(outcome)
+        config.check_subset(frozenset(acc.adverts), "the advertised key set")
+        return answered
+
+    return request, advertised
+
+
+def share_stage(
+    members: Membership, acc: MaskedSum, *, step: str
+) -> tuple[Request, Callable[[Outcome], set[int]]]:
+    """Round 1 of ``step``: every partner that advertised seals its seed shares for the
+    others; the request, and what to do with its outcome (the nodes to ask for input)."""
+    config = acc.config
+    assert config is not None
+    meta: dict[str, object] = {"cohort": list(config.cohort), "length": acc.length}
     sent: dict[str, dict[str, Envelope]] = {}
 
     def on_shares(name: str, payload: Payload) -> None:
@@ -199,26 +268,43 @@ def share_keys(
     by_name = {p.name: node for node, p in members.active.items()}
     share_nodes = [by_name[n] for n in sorted(acc.adverts) if n in by_name]
     adverts = {n: b64(dump(a)) for n, a in acc.adverts.items()}
-    Stage(
+    request, finish = Stage(
         members,
         step,
         "share",
         nodes=share_nodes,
         meta={**meta, "adverts": adverts},
         on_reply=on_shares,
-    ).run(grid)
-    try:
-        acc.inboxes = route_shares(sent)
-        acc.u2 = config.check_subset(frozenset(sent), "the set of partners who shared keys")
-    except SecAggRefusal as exc:
-        raise NotEnoughPartnersError(exc.message, hint=exc.hint) from exc
-    return {by_name[n] for n in acc.u2 if n in by_name}
+    ).request()
+
+    def shared(outcome: Outcome) -> set[int]:
+        finish(outcome)
+        try:
+            acc.inboxes = route_shares(sent)
+            acc.u2 = config.check_subset(frozenset(sent), "the set of partners who shared keys")
+        except SecAggRefusal as exc:
+            raise NotEnoughPartnersError(exc.message, hint=exc.hint) from exc
+        now = {p.name: node for node, p in members.active.items()}
+        return {now[n] for n in acc.u2 if n in now}
+
+    return request, shared
 
 
 def unmask(
-    members: Membership, grid: Grid, acc: MaskedSum, *, step: str, decrypt: Decrypt
+    members: Membership,
+    grid: Grid,
+    acc: MaskedSum,
+    *,
+    step: str,
+    decrypt: Decrypt,
+    ahead: Ahead | None = None,
 ) -> np.ndarray:
-    """Consistency check and unmasking; the survivors' sum, logged as the aggregate."""
+    """Consistency check and unmasking; the survivors' sum, logged as the aggregate.
+
+    With ``ahead``, the next step's keys are advertised in the same exchange as the
+    survivors' signatures and shared in the same exchange as the unmasking. If that
+    set-up fails (too few partners answered), the next step sets its keys up itself
+    and fails or goes on there; this step's sum is not held back by it."""
     config = acc.config
     if config is None:
         raise CiphertextError(f"no masked aggregate for step {step}")
@@ -242,16 +328,27 @@ def unmask(
         meta={**meta, "survivors": survivors},
         on_reply=on_signature,
     ).request()
+    along = [sign]
+    advertised: Callable[[Outcome], list[str]] | None = None
+    if ahead is not None:
+        try:
+            advertise, advertised = advertise_stage(members, ahead.acc, step=ahead.step, only=None)
+            along.append(advertise)
+        except SecAggRefusal:
+            ahead = None  # e.g. too small a cohort: the next step finds out itself
     if acc.ckks is None:
-        signed(exchange(grid, [sign])[0])
+        outcomes = exchange(grid, along)
     else:
         # The key holder's verified, exact limb sums, in the same exchange as the
         # survivors' signatures: the decryptor sees the masked total either way, and
         # no share is revealed before the signatures are in (the unmasking below).
-        limbs, outcome = decrypt(
-            grid, step=step, params=acc.ckks.params, length=2 * acc.length, alongside=sign
+        limbs, got = decrypt(
+            grid, step=step, params=acc.ckks.params, length=2 * acc.length, alongside=along
         )
-        signed(outcome if outcome is not None else exchange(grid, [sign])[0])
+        outcomes = got if got is not None else exchange(grid, along)
+    signed(outcomes[0])
+    if ahead is not None and advertised is not None:
+        ahead = _ahead_stage(ahead, lambda: advertised(outcomes[1]))
     try:
         request = unmask_request(
             config, list(acc.signatures.values()), survivors=survivors, u2=acc.u2, peers=peers
@@ -267,14 +364,23 @@ def unmask(
             raise SecAggRefusal(f"{name!r} sent {resp.partner!r}'s shares")
         acc.responses[name] = resp
 
-    Stage(
+    # A survivor dropped meanwhile (by the next step's advertisement) is not asked.
+    by_name = {p.name: node for node, p in members.active.items()}
+    respond, responded = Stage(
         members,
         step,
         "unmask",
         nodes=[by_name[n] for n in survivors if n in by_name],
         meta={**meta, "request": b64(dump(request))},
         on_reply=on_response,
-    ).run(grid)
+    ).request()
+    if ahead is None:
+        responded(exchange(grid, [respond])[0])
+    else:
+        share, shared = share_stage(members, ahead.acc, step=ahead.step)
+        outcomes = exchange(grid, [respond, share])
+        responded(outcomes[0])
+        _ahead_stage(ahead, lambda: shared(outcomes[1]))
     try:
         if limbs is None:
             result = unmask_sum(
@@ -322,3 +428,16 @@ def unmask(
         dropped=list(result.dropped),
     )
     return values
+
+
+def _ahead_stage(ahead: Ahead, finish: Callable[[], object]) -> Ahead | None:
+    """Finish a stage of the next step's set-up; on failure forget that set-up (the
+    next step runs its own, and the job fails there if it must)."""
+    try:
+        finish()
+    except (NotEnoughPartnersError, SecAggRefusal):
+        ahead.acc.config, ahead.acc.u2 = None, frozenset()
+        ahead.acc.adverts.clear()
+        ahead.acc.inboxes.clear()
+        return None
+    return ahead

@@ -28,7 +28,7 @@ from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.schema import DatasetSchema
 from fedcollab.common.serde import Payload
 from fedcollab.coordinator.outputs import JobOutputs
-from fedcollab.coordinator.roster import Partner, Roster
+from fedcollab.coordinator.roster import Accumulator, Partner, Roster
 from fedcollab.privacy.dp_plan import DpPlan, resolve
 from fedcollab.protocols import dp_segments, kmeans, preprocessing, segment_labels, segments
 from fedcollab.protocols.client_dp import cluster_sensitivity, profile_sensitivity
@@ -67,8 +67,10 @@ def run_segmentation(
     result = SegmentationResult()
     length = kmeans.cluster_vector_length(k=s.k, n_features=d)
     previous_objective = float("inf")
+    ahead: Accumulator | None = None
     for it in range(1, s.lloyd_iterations + 1):
-        total = roster.new_sum(length, params="wide")
+        total = ahead if ahead is not None else roster.new_sum(length, params="wide")
+        ahead = None
         roster.request(
             grid,
             action="query.kmeans_step",
@@ -77,7 +79,12 @@ def run_segmentation(
             step=f"lloyd-{it}",
             expect_length=length,
         )
-        summed = _denoise(roster.reveal(grid, total, step=f"lloyd-{it}"), plan, roster, s.k, d)
+        if it < s.lloyd_iterations and spec.privacy.masked:
+            # The next step's keys are set up while this one is unmasked.
+            ahead = roster.new_sum(length, params="wide")
+        then = None if ahead is None else (f"lloyd-{it + 1}", ahead)
+        revealed = roster.reveal(grid, total, step=f"lloyd-{it}", then=then)
+        summed = _denoise(revealed, plan, roster, s.k, d)
         new_centroids, objective, counts = kmeans.update_centroids(summed, centroids)
         eps = plan.job_epsilon(s.seed_steps + it) if plan is not None else None
         shown = objective if plan is None else None  # under DP the inertia is not released

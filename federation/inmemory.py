@@ -8,7 +8,8 @@ pinned peer keys, the example registry's policy) and returns an
 code (``client.client_app._serve``) on each message at once and whose
 ``pull_messages`` hands the replies back. Encrypted and masked jobs run their
 real key ceremonies; nothing is mocked but the transport. ``pushes`` records the
-group ids of each push, so a test can count what went out in one exchange.
+group ids of each push (of a batch: its requests'), so a test can count what went
+out in one exchange.
 
 ::
 
@@ -34,6 +35,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedcollab.client.client_app import _serve
 from fedcollab.client.partner_data import PartnerSource
+from fedcollab.common import batch
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.compliance.registry import load_registry
 from fedcollab.compliance.trail import load_verifier_key
@@ -74,7 +76,7 @@ class InMemoryGrid:
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
         ids = []
         messages = list(messages)
-        self.pushes.append([msg.metadata.group_id for msg in messages])
+        self.pushes.append([step for msg in messages for step in batch.steps(msg)])
         for msg in messages:
             msg_id = f"m{next(self._ids)}"
             msg.metadata.__dict__["_message_id"] = msg_id  # the SuperLink's job

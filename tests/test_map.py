@@ -275,6 +275,15 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         ("tests/common/test_messages.py",),
         "one model per vertical phase, chosen by the phase; malformed phases refused",
     ),
+    "common/batch.py": (
+        (
+            "tests/adversarial/test_batch_requests.py",
+            "tests/coordinator/test_coordinator_masked.py",
+            "tests/coordinator/test_broadcast.py",
+        ),
+        "several requests in one message: each answered as if alone, malformed envelopes"
+        " refused whole, masked steps' stages batched per partner",
+    ),
     "common/serde.py": (
         (
             "tests/common/test_common_jobspec_serde.py",

@@ -5,13 +5,17 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 
-from flwr.app import Message, RecordDict
+from flwr.app import Error, Message, RecordDict
+from flwr.common.constant import ErrorCode
 
+from fedcollab.common import batch
 from fedcollab.common.serde import Payload, encode
-from fedcollab.coordinator.broadcast import broadcast
+from fedcollab.coordinator.broadcast import broadcast, exchange
 from fedcollab.federation.inmemory import task_identity
 from tests.support import uploading_grid
+from tests.support.scripted_grid import ScriptedGrid
 from tests.support.uploading_grid import UploadingGrid
 
 
@@ -141,3 +145,83 @@ def test_a_partner_dying_mid_upload_does_not_cost_the_others_their_replies() -> 
     assert list(outcome.dropped) == [1] and "code 3" in outcome.dropped[1]
     assert took < module._OBJECT_FLOOR_S + 20  # not the SuperLink's 60 s
     assert all(m.metadata.ttl == 1.0 + module.TTL_GRACE_S for m, _ in grid.sent.values())
+
+
+def _request(nodes: list[int], step: str, got: dict[str, list[int]], timeout_s: float = 5.0) -> Any:
+    from fedcollab.coordinator.broadcast import Request
+
+    return Request(
+        nodes,
+        "query.moments",
+        lambda node: encode({"step": step, "node": node}),
+        lambda node, payload: got.setdefault(step, []).append(node),
+        step,
+        timeout_s,
+    )
+
+
+def test_requests_for_one_node_travel_in_one_batch_message() -> None:
+    """Two requests in one exchange: node 1 is in both and gets one ``query.batch``
+    message, answered per request; node 2 is in one and gets it alone."""
+    seen: list[tuple[int, str, str]] = []
+
+    def answer(node: int, msg: Message) -> RecordDict:
+        seen.append((node, msg.metadata.message_type, msg.metadata.group_id))
+        return encode({"ok": True})
+
+    grid = ScriptedGrid(answer)
+    got: dict[str, list[int]] = {}
+    with task_identity():
+        outcomes = exchange(grid, [_request([1, 2], "a", got), _request([1], "b", got)])  # type: ignore[arg-type]
+    assert [sorted(o.replied) for o in outcomes] == [[1, 2], [1]]
+    assert sorted(got["a"]) == [1, 2] and got["b"] == [1]
+    assert len(grid.sent) == 2  # one message per node
+    kinds = {m.metadata.dst_node_id: m.metadata.message_type for m in grid.sent}
+    assert kinds == {1: batch.ACTION, 2: "query.moments"}
+    assert grid.pushes == [["a", "b", "a"]]  # node 1's batch (a, b), node 2's a
+    assert sorted(seen) == [(1, "query.moments", "a"), (1, "query.moments", "b"),
+                            (2, "query.moments", "a")]  # fmt: skip
+
+
+def test_a_batch_reply_that_is_an_error_or_malformed_drops_every_request_in_it() -> None:
+    class _Broken(ScriptedGrid):
+        def push_messages(self, messages: Iterable[Message]) -> list[str]:
+            ids = super().push_messages(messages)
+            # node 1 answers its batch with one reply too few; node 2 with an error
+            first, second = ids
+            self._replies[first] = Message(
+                batch._join([encode({"ok": True})], 2), reply_to=self.sent[0]
+            )
+            self._replies[second] = Message(
+                Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason="boom"),
+                reply_to=self.sent[1],
+            )
+            return ids
+
+    grid = _Broken(lambda node, msg: encode({"ok": True}))
+    got: dict[str, list[int]] = {}
+    with task_identity():
+        outcomes = exchange(  # type: ignore[arg-type]
+            grid, [_request([1, 2], "a", got), _request([1, 2], "b", got)]
+        )
+    assert got == {}
+    for outcome in outcomes:
+        assert outcome.replied == []
+        assert outcome.dropped[1].startswith("malformed reply: a batch reply must hold 2")
+        assert outcome.dropped[2] == f"error reply (code {ErrorCode.CLIENT_APP_RAISED_EXCEPTION})"
+
+
+def test_each_request_in_a_batch_keeps_its_own_deadline() -> None:
+    """Node 1 never answers its batch: the short request is dropped at its deadline,
+    the long one at its own, later."""
+    grid = ScriptedGrid(lambda node, msg: None)
+    got: dict[str, list[int]] = {}
+    start = time.monotonic()
+    with task_identity():
+        outcomes = exchange(  # type: ignore[arg-type]
+            grid, [_request([1], "short", got, 0.1), _request([1], "long", got, 0.4)]
+        )
+    assert time.monotonic() - start >= 0.4
+    assert outcomes[0].dropped == {1: "no reply within 0.1 s"}
+    assert outcomes[1].dropped == {1: "no reply within 0.4 s"}
+    assert grid.sent[0].metadata.ttl >= 0.4  # the batch lives as long as its longest

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from fedcollab.common import batch
 from fedcollab.common.job_files import read_progress
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.compliance.trail import Trail
@@ -55,12 +56,29 @@ def _run(
     *,
     budget_cap: float | None = None,
     pushes: list[list[str]] | None = None,
+    dies: tuple[str, str] | None = None,
 ) -> tuple[dict[str, Any], Path, Path]:
-    """Run ``spec`` over ``n`` partners; ``budget_cap`` caps every partner's "shop" ledger."""
+    """Run ``spec`` over ``n`` partners; ``budget_cap`` caps every partner's "shop" ledger;
+    ``dies``: (partner, group id) whose replies are lost from the exchange that sends that
+    group on (the partner computed them, then died)."""
     from fedcollab.privacy.budget_ledger import BudgetLedger
 
     sources = [make_partner(tmp_path / "data", f"p{i}", seed=i, n=300) for i in range(n)]
     grid, audit, policy = in_memory_federation(spec, sources, tmp_path)
+    if dies is not None:
+        victim, group = 1 + [s.partner for s in sources].index(dies[0]), dies[1]
+        serve, dead = grid.push_messages, [False]
+
+        def push(messages: Any) -> list[str]:
+            messages = list(messages)
+            dead[0] = dead[0] or any(group in batch.steps(m) for m in messages)
+            ids = serve(messages)
+            for msg, msg_id in zip(messages, ids, strict=True):
+                if dead[0] and msg.metadata.dst_node_id == victim:
+                    grid._replies.pop(msg_id, None)
+            return ids
+
+        grid.push_messages = push  # type: ignore[method-assign]
     if budget_cap is not None:
         for s in sources:
             db = tmp_path / "audit" / "partners" / s.partner / "budget.db"
@@ -124,18 +142,55 @@ def test_a_masked_prediction_job_equals_the_plaintext_job(tmp_path: Path, mode: 
             assert abs(got - want) < 1e-4, (split, key, got, want)
     # The exchanges per aggregate step: advertise, share, the step, sign, unmask; in
     # ckks+masked the decryption rides in the signatures' exchange (one push for both).
+    # A round's keys are advertised with the previous round's signatures and shared with
+    # its unmasking: from round 2 on, a round costs three exchanges, not five (the job
+    # has 2 rounds).
     per_step: dict[str, list[set[str]]] = {}
     for push in pushes:
-        groups = {g for g in push if ".secagg-" in g or g.endswith(".decrypt")}
-        steps = {g.rsplit(".", 1)[0] for g in groups}
-        for step in steps:
-            per_step.setdefault(step, []).append({g.rsplit(".", 1)[1] for g in groups})
-    assert "round-1" in per_step, sorted(per_step)
+        in_push: dict[str, set[str]] = {}
+        for g in push:
+            if ".secagg-" in g or g.endswith(".decrypt"):
+                step, stage = g.rsplit(".", 1)
+                in_push.setdefault(step, set()).add(stage)
+        for step, stages in in_push.items():
+            per_step.setdefault(step, []).append(stages)
+    assert {"round-1", "round-2"} <= set(per_step), sorted(per_step)
     for step, exchanges in per_step.items():
         if mode == "ckks+masked":
             assert {"decrypt", "secagg-sign"} in exchanges, (step, exchanges)
         assert [e for e in exchanges if "decrypt" in e] in ([], [{"decrypt", "secagg-sign"}])
         assert len(exchanges) == 4, (step, exchanges)  # + the step's own request
+    together = [set(push) for push in pushes]
+    for rnd in (2,):
+        assert {f"round-{rnd - 1}.secagg-sign", f"round-{rnd}.secagg-advertise"} in [
+            {g for g in push if g.endswith((".secagg-sign", ".secagg-advertise"))}
+            for push in together
+        ], together
+        assert any(
+            {f"round-{rnd - 1}.secagg-unmask", f"round-{rnd}.secagg-share"} <= push
+            for push in together
+        ), together
+    assert not any("round-3" in g for push in pushes for g in push)  # 2 rounds: none ahead
+
+
+@pytest.mark.parametrize("mode", ["masked", "ckks+masked"])
+def test_a_partner_that_dies_while_the_next_round_is_set_up_is_a_dropout(
+    tmp_path: Path, mode: str
+) -> None:
+    """p3 sent its round-1 input, then died: it answers neither round 1's consistency
+    check nor round 2's advertisement, which share one exchange. Round 1's sum still
+    counts its input (its self-mask is rebuilt from the others' shares), round 2 runs
+    with the other three (threshold 3 of 4)."""
+    # The in-memory partners answer as they are asked: the dead one's silence needs
+    # only a short deadline.
+    spec = _job("purchase_prediction", mode, 4).model_copy(update={"round_timeout_s": 3.0})
+    metrics, out, db = _run(tmp_path, spec, 4, dies=("p3", "round-2.secagg-advertise"))
+    assert [d["partner"] for d in metrics["dropouts"]] == ["p3"]
+    assert metrics["dropouts"][0]["step"] in ("round-1.secagg-sign", "round-2.secagg-advertise")
+    unmasked = {e["body"]["step"]: e["body"] for e in _events(db) if e["type"] == "secagg.unmasked"}
+    assert unmasked["round-1"]["contributors"] == ["p0", "p1", "p2", "p3"]
+    assert unmasked["round-2"]["contributors"] == ["p0", "p1", "p2"]
+    assert json.loads((out / "result.json").read_text())["status"] == "completed"
 
 
 def _dp_client_job(aggregation: str, n: int, selection: str = "last_round") -> JobSpec:

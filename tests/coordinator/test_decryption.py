@@ -3,6 +3,7 @@ what a silent or refusing decryptor costs (coordinator.decryption)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
@@ -38,8 +39,8 @@ AGGREGATE = EncryptedAggregate(
 
 
 def _decrypt(
-    members: Membership, grid: ScriptedGrid, *, alongside: Request | None = None
-) -> tuple[np.ndarray, Outcome | None]:
+    members: Membership, grid: ScriptedGrid, *, alongside: Sequence[Request] = ()
+) -> tuple[np.ndarray, list[Outcome] | None]:
     """Step "s" of :data:`AGGREGATE`: 3 values, "wide" parameters."""
     on = cast(Grid, grid)
     return decrypt(
@@ -100,9 +101,9 @@ def test_the_alongside_request_rides_in_the_first_decryption_exchange(
     )
     grid = ScriptedGrid(answer)
     with task_identity():
-        _values, other = _decrypt(members, grid, alongside=sign)
+        _values, others = _decrypt(members, grid, alongside=[sign])
     assert grid.pushes == [["s.decrypt", "s.secagg-sign"], ["s.decrypt"]]
-    assert other is not None and other.replied == [3] and signed == [3]
+    assert others is not None and others[0].replied == [3] and signed == [3]
 
 
 def test_no_key_holder_left_stops_the_step(members: Membership) -> None:

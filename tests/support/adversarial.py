@@ -21,6 +21,8 @@ from flwr.app import Context, Message, RecordDict
 
 from fedcollab.client.client_app import _serve
 from fedcollab.client.partner_data import PartnerSource
+from fedcollab.common import batch
+from fedcollab.common.batch import BatchItem
 from fedcollab.common.dataset import load_dataset
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.schema import DatasetSchema
@@ -152,6 +154,37 @@ class Attacker:
         )
         self.sent.append((partner, action, step))
         return decode(_serve(msg, ctx, {}).content)
+
+    def send_batch(
+        self,
+        partner: str,
+        requests: list[tuple[str, str, Mapping[str, Any], np.ndarray | None]],
+        *,
+        content: RecordDict | None = None,
+    ) -> list[Payload] | Payload:
+        """``requests`` ((action, step, meta, vector) each) in one ``query.batch``
+        message, as a SuperNode would hand it to the ClientApp: the replies in order, or
+        the one refusal of the whole batch. ``content`` replaces the batch's content
+        (a malformed envelope)."""
+        items = [
+            BatchItem(action, step, encode({"job": self.spec.to_json(), "run": self.run,
+                                            **meta}, vector))
+            for action, step, meta, vector in requests
+        ]  # fmt: skip
+        if content is None:
+            content = batch.pack(items)
+        flower_run = self.flower_runs.setdefault(self.run, len(self.flower_runs) + 1)
+        with task_identity():
+            msg = Message(content=content, dst_node_id=1, message_type=batch.ACTION,
+                          group_id="+".join(step for _, step, _, _ in requests))  # fmt: skip
+        msg.metadata.__dict__["_message_id"] = f"m{len(self.sent)}"
+        ctx = Context(run_id=flower_run, node_id=1, node_config=dict(self.configs[partner]),
+                      state=RecordDict(), run_config={})  # fmt: skip
+        self.sent.append((partner, batch.ACTION, msg.metadata.group_id))
+        reply = _serve(msg, ctx, {}).content
+        if "meta" in reply:
+            return decode(reply)
+        return [decode(c) for c in batch.unpack_replies(reply, len(requests))]
 
     def handshake(self, partner: str, **kw: Any) -> Payload:
         return self.send(partner, "query.handshake", step="handshake", **kw)

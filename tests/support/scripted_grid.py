@@ -16,6 +16,7 @@ from typing import Any
 
 from flwr.app import Message, RecordDict
 
+from fedcollab.common import batch
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.compliance.trail import Trail, create_party_key
 from fedcollab.coordinator.audit import AuditConfig, JobAudit
@@ -47,13 +48,13 @@ class ScriptedGrid:
 
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
         messages = list(messages)
-        self.pushes.append([m.metadata.group_id for m in messages])
+        self.pushes.append([step for m in messages for step in batch.steps(m)])
         ids = []
         for msg in messages:
             msg_id = f"m{len(self.sent)}"
             msg.metadata.__dict__["_message_id"] = msg_id
             self.sent.append(msg)
-            content = self.answer(msg.metadata.dst_node_id, msg)
+            content = self._answer(msg)
             if content is not None:
                 self._replies[msg_id] = Message(content, reply_to=msg)
             ids.append(msg_id)
@@ -61,6 +62,21 @@ class ScriptedGrid:
 
     def pull_messages(self, ids: Iterable[str]) -> list[Message]:
         return [self._replies.pop(i) for i in ids if i in self._replies]
+
+    def _answer(self, msg: Message) -> RecordDict | None:
+        """``answer`` for a message; a batch's requests each as if alone (silent if
+        any is: the node died while answering it)."""
+        node = msg.metadata.dst_node_id
+        if msg.metadata.message_type != batch.ACTION:
+            return self.answer(node, msg)
+        replies = []
+        for item in batch.unpack(msg.content):
+            alone = Message(item.content, node, item.action, group_id=item.step)
+            reply = self.answer(node, alone)
+            if reply is None:
+                return None
+            replies.append(reply)
+        return batch.pack_replies(replies)
 
 
 def scripted_members(root: Path, *, privacy: dict[str, str], min_partners: int = 2) -> Membership:
