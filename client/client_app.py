@@ -137,8 +137,9 @@ def _serve_batch(content: RecordDict, context: Context, overrides: Mapping[str, 
     a malformed envelope is refused whole and nothing in it is answered."""
     try:
         items = batch.unpack(content)
-    except ProtocolError as exc:
-        log.error("refusing %s: %s", batch.ACTION, exc.diagnostics())
+    except Exception as exc:  # any malformed envelope: refused whole, like a bad request
+        text = exc.diagnostics() if isinstance(exc, FedcollabError) else repr(exc)[:200]
+        log.error("refusing %s: %s", batch.ACTION, text)
         with contextlib.suppress(FedcollabError, KeyError, ValueError, TypeError):
             config = partner_config(context.node_config, overrides)
             audit = PartnerAudit.from_config(source_from_config(config).partner, config)

@@ -50,6 +50,9 @@ ACTION = "query.batch"
 #: (a decryption, a signature request and the next step's advertisement), and a
 #: partner answers a batch in one ClientApp call, so a longer one would only hold it.
 MAX_ITEMS = 4
+#: The envelope's own JSON (the actions and steps of at most MAX_ITEMS requests) is
+#: short; a longer one is refused before it is parsed.
+_MAX_HEAD_CHARS = 4096
 _HINT = "the coordinator runs another fedcollab version, or the message was altered; refused"
 
 
@@ -128,8 +131,11 @@ def _split(content: RecordDict) -> tuple[object, dict[int, RecordDict]]:
         record = content["batch"]
         if not isinstance(record, ConfigRecord):
             raise TypeError("the batch record is not a ConfigRecord")
-        head = json.loads(str(record["json"]))
-    except (KeyError, TypeError, ValueError) as exc:
+        raw = str(record["json"])
+        if len(raw) > _MAX_HEAD_CHARS:
+            raise ValueError(f"the batch record holds more than {_MAX_HEAD_CHARS} characters")
+        head = json.loads(raw)
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
         raise ProtocolError(
             f"malformed batch: no valid 'batch' record ({exc})", hint=_HINT
         ) from exc
@@ -138,7 +144,10 @@ def _split(content: RecordDict) -> tuple[object, dict[int, RecordDict]]:
         if key == "batch":
             continue
         index, sep, name = key.partition("/")
-        if not sep or not index.isdigit() or len(index) > 2 or not name:
+        # ASCII digits in canonical form only: "²" is a digit to str.isdigit but not to
+        # int(), and "00" would name request 0 a second time.
+        canonical = index.isascii() and index.isdigit() and index == str(int(index))
+        if not sep or not canonical or len(index) > 2 or not name:
             raise ProtocolError(f"malformed batch: record {key[:40]!r}", hint=_HINT)
         parts.setdefault(int(index), {})[name] = value
     return head, {i: RecordDict(records) for i, records in parts.items()}

@@ -140,7 +140,8 @@ def decode(content: RecordDict, *, expect_length: int | None = None) -> Payload:
         meta = json.loads(str(meta_record["json"]))
         if not isinstance(meta, dict):
             raise TypeError("meta is not a JSON object")
-    except (KeyError, AssertionError, TypeError, ValueError) as exc:
+    except (KeyError, AssertionError, TypeError, ValueError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the parser's stack (a hostile peer).
         raise ProtocolError(
             f"malformed message: no valid 'meta' record ({exc})",
             hint="peer runs an incompatible fedcollab version",

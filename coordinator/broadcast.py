@@ -192,10 +192,11 @@ def exchange(grid: Grid, requests: Sequence[Request]) -> list[Outcome]:
             for i in indices:
                 outcomes[i].dropped[node] = "the coordinator could not deliver the request"
         return outcomes
-    pending: dict[str, tuple[list[int], int]] = {}
+    # message id -> (the requests it carries, those still within their deadline, node)
+    pending: dict[str, tuple[list[int], list[int], int]] = {}
     for msg_id, (indices, node, _) in zip(ids, sent, strict=True):
         if msg_id:
-            pending[msg_id] = (list(indices), node)
+            pending[msg_id] = (indices, list(indices), node)
         else:
             for i in indices:
                 outcomes[i].dropped[node] = "the coordinator could not deliver the request"
@@ -203,7 +204,7 @@ def exchange(grid: Grid, requests: Sequence[Request]) -> list[Outcome]:
     deadlines = [start + req.timeout_s for req in requests]
 
     def earliest() -> float:
-        return min(deadlines[i] for indices, _ in pending.values() for i in indices)
+        return min(deadlines[i] for _, live, _ in pending.values() for i in live)
 
     while pending:
         # A request's last pull always starts after its deadline: one pull can take long
@@ -222,15 +223,15 @@ def exchange(grid: Grid, requests: Sequence[Request]) -> list[Outcome]:
             msg_id = reply.metadata.reply_to_message_id
             if msg_id not in pending:
                 continue
-            indices, node = pending.pop(msg_id)
+            carried, live, node = pending.pop(msg_id)
             if not reply.has_error():
                 _record("in", reply.metadata.group_id, node, reply.content)
-            _handle_reply(reply, node, indices, requests, outcomes)
-        for msg_id, (indices, node) in list(pending.items()):
-            for i in [i for i in indices if pulled_at >= deadlines[i]]:
-                indices.remove(i)
+            _handle_reply(reply, node, carried, live, requests, outcomes)
+        for msg_id, (_, live, node) in list(pending.items()):
+            for i in [i for i in live if pulled_at >= deadlines[i]]:
+                live.remove(i)
                 outcomes[i].dropped[node] = f"no reply within {requests[i].timeout_s:g} s"
-            if not indices:
+            if not live:
                 del pending[msg_id]
         if not pending:
             break
@@ -272,34 +273,42 @@ def _message(requests: Sequence[Request], indices: list[int], node: int) -> Mess
 def _handle_reply(
     reply: Message,
     node: int,
-    indices: list[int],
+    carried: list[int],
+    live: list[int],
     requests: Sequence[Request],
     outcomes: list[Outcome],
 ) -> None:
-    """Hand ``reply`` (to one request, or to a batch of ``indices``) to its requests."""
+    """Hand ``reply`` to the requests its message ``carried`` that are still ``live``
+    (within their deadline). A batch is read as what was sent, whatever the reply says
+    it is; a reply that cannot be read drops every live request in it, never the job."""
     if reply.has_error():
         # Flower's error text can quote a partner's exception (paths, values): never
         # copy it into outputs or the audit log, only its code.
-        for i in indices:
+        for i in live:
             outcomes[i].dropped[node] = f"error reply (code {reply.error.code})"
         return
-    if len(indices) == 1 and reply.metadata.message_type != batch.ACTION:
+    if len(carried) == 1:
         contents = [reply.content]
     else:
         try:
             refused = decode(reply.content).refused if "meta" in reply.content else None
             if refused is not None:
-                for i in indices:
+                for i in live:
                     outcomes[i].refused[node] = f"refused by the partner ({refused[:64]})"
                 return
-            contents = batch.unpack_replies(reply.content, len(indices))
+            contents = batch.unpack_replies(reply.content, len(carried))
         except ProtocolError as exc:
-            for i in indices:
+            for i in live:
                 outcomes[i].dropped[node] = f"malformed reply: {exc.message}"
             return
-    for i, content in zip(indices, contents, strict=True):
-        req = requests[i]
-        _handle(content, node, outcomes[i], req.on_reply, req.expect_length)
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            for i in live:
+                outcomes[i].dropped[node] = f"malformed reply ({type(exc).__name__})"
+            return
+    for i, content in zip(carried, contents, strict=True):
+        if i in live:
+            req = requests[i]
+            _handle(content, node, outcomes[i], req.on_reply, req.expect_length)
 
 
 def _handle(
@@ -322,7 +331,7 @@ def _handle(
     except ProtocolError as exc:
         outcome.dropped[node] = f"malformed reply: {exc.message}"
         return
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
         outcome.dropped[node] = f"malformed reply ({type(exc).__name__})"
         return
     outcome.replied.append(node)

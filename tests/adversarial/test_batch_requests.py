@@ -6,7 +6,9 @@ nothing it could not get by sending the same requests one by one. Through the re
 partner code path (``client.client_app._serve``, real keys, grants, ledgers, trails),
 each request of a batch is answered exactly as if it had come alone (its own run
 contract, plan, purpose check and trail records), and a malformed envelope is refused
-whole, logged, with nothing in it answered.
+whole, logged, with nothing in it answered (the red team's envelopes with a
+non-ASCII digit index or JSON nested deeper than the parser escaped the refusal and
+were not logged).
 
 What the attacker still learns from a batch: the same replies as from the requests
 sent one by one, and that the partner answered them in the order given.
@@ -123,6 +125,15 @@ def _malformed(atk: Attacker, kind: str) -> RecordDict:
         heads = [{"action": "query.moments", "step": "moments"},
                  {"action": "query.moments", "step": "m2"}]  # fmt: skip
         return batch._join([two[0].content], heads)
+    if kind == "unicode-index":  # "²" is a digit to str.isdigit, not to int()
+        content["²/meta"] = ConfigRecord({"json": "{}"})
+        return content
+    if kind == "deep-json":  # under the envelope's length cap, deeper than the parser
+        content["batch"] = ConfigRecord({"json": "[" * 3000})
+        return content
+    if kind == "long-json":
+        content["batch"] = ConfigRecord({"json": "[" * 200_000})
+        return content
     assert kind == "no-envelope"
     del content["batch"]
     return content
@@ -139,6 +150,9 @@ def _malformed(atk: Attacker, kind: str) -> RecordDict:
         "extra-key",
         "missing-records",
         "no-envelope",
+        "unicode-index",
+        "deep-json",
+        "long-json",
     ],
 )
 def test_a_malformed_batch_is_refused_whole(tmp_path: Path, kind: str) -> None:

@@ -7,7 +7,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from flwr.app import Error, Message, RecordDict
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, RecordDict
 from flwr.common.constant import ErrorCode
 
 from fedcollab.common import batch
@@ -225,3 +227,94 @@ def test_each_request_in_a_batch_keeps_its_own_deadline() -> None:
     assert outcomes[0].dropped == {1: "no reply within 0.1 s"}
     assert outcomes[1].dropped == {1: "no reply within 0.4 s"}
     assert grid.sent[0].metadata.ttl >= 0.4  # the batch lives as long as its longest
+
+
+class _Tampering(ScriptedGrid):
+    """Node 1 (malicious) rewrites its batch reply with ``tamper``; node 2 answers."""
+
+    def __init__(self, tamper: Any) -> None:
+        super().__init__(lambda node, msg: encode({"ok": True}))
+        self.tamper = tamper
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = super().push_messages(messages)
+        for msg_id, msg in zip(ids, self.sent[-len(ids) :], strict=True):
+            if msg.metadata.dst_node_id == 1:
+                self.tamper(self._replies[msg_id].content)
+        return ids
+
+
+def _unicode_index(content: RecordDict) -> None:
+    content["²/meta"] = ConfigRecord({"json": "{}"})  # a digit to str.isdigit, not to int()
+
+
+def _deep_json(content: RecordDict) -> None:
+    content["batch"] = ConfigRecord({"json": "[" * 200_000})
+
+
+def _bad_vector(content: RecordDict) -> None:
+    content["meta"] = ConfigRecord({"json": "{}"})
+    content["vector"] = ArrayRecord({"v": Array(np.array(["a", "b"]))})
+
+
+@pytest.mark.parametrize("tamper", [_unicode_index, _deep_json, _bad_vector])
+def test_a_malicious_batch_reply_drops_its_partner_not_the_job(tamper: Any) -> None:
+    """Red team: each of these replies escaped ``exchange`` (ValueError, RecursionError)
+    and failed the job, the honest partner's replies lost with it."""
+    got: dict[str, list[int]] = {}
+    grid = _Tampering(tamper)
+    with task_identity():
+        outcomes = exchange(  # type: ignore[arg-type]
+            grid, [_request([1, 2], "a", got), _request([1, 2], "b", got)]
+        )
+    assert got == {"a": [2], "b": [2]}
+    for outcome in outcomes:
+        assert outcome.replied == [2]
+        assert outcome.dropped[1].startswith("malformed reply"), outcome.dropped
+
+
+class _Late(ScriptedGrid):
+    """An honest node whose well-formed batch reply arrives ``delay_s`` after the push."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(lambda node, msg: encode({"ok": True}))
+        self.delay_s = delay_s
+        self.pushed = 0.0
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        self.pushed = time.monotonic()
+        return super().push_messages(messages)
+
+    def pull_messages(self, ids: Iterable[str]) -> list[Message]:
+        if time.monotonic() - self.pushed < self.delay_s:
+            return []
+        return super().pull_messages(ids)
+
+
+def test_a_batch_reply_after_one_deadline_still_serves_the_other_request() -> None:
+    """Red team: the reply was read against the requests still waiting (one), not the
+    two it carried, and the honest partner was dropped as "malformed" for the long one."""
+    got: dict[str, list[int]] = {}
+    grid = _Late(0.3)
+    with task_identity():
+        short, long = exchange(  # type: ignore[arg-type]
+            grid, [_request([1], "sign", got, 0.1), _request([1], "decrypt", got, 5.0)]
+        )
+    assert short.dropped == {1: "no reply within 0.1 s"} and short.replied == []
+    assert long.replied == [1] and long.dropped == {}
+    assert got == {"decrypt": [1]}
+
+
+def test_a_single_reply_nested_deeper_than_the_parser_drops_its_partner() -> None:
+    """Red team: ``serde.decode`` let json's RecursionError escape, failing the job."""
+
+    def answer(node: int, msg: Message) -> RecordDict:
+        if node == 1:
+            return RecordDict({"meta": ConfigRecord({"json": "[" * 3000})})
+        return encode({"ok": True})
+
+    got: dict[str, list[int]] = {}
+    with task_identity():
+        outcome = exchange(ScriptedGrid(answer), [_request([1, 2], "a", got)])[0]  # type: ignore[arg-type]
+    assert outcome.replied == [2] and got == {"a": [2]}
+    assert outcome.dropped[1].startswith("malformed reply: malformed message: no valid 'meta'")
