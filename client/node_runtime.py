@@ -410,8 +410,9 @@ def _serve_task(token: str, address: str, ca: bytes, node_config: Mapping[str, s
         push_message(client, reply, context)
         done = time.monotonic()
         log.info(
-            "served %s of run %s in %.2f s (pull %.2f s, ClientApp %.2f s, push %.2f s)",
+            "served %s %s of run %s in %.2f s (pull %.2f s, ClientApp %.2f s, push %.2f s)",
             message.metadata.message_type,
+            message.metadata.group_id[:200],  # the step; a batch's steps joined by "+"
             run.run_id,
             done - started,
             pulled - started,
