@@ -66,6 +66,10 @@ def _metrics(m: evaluation.EvalMetrics) -> dict[str, Any]:
     return {"n": m.n, "auc": m.auc, "accuracy": m.accuracy, "log_loss": m.log_loss}
 
 
+#: The step that evaluates the last model (its keys set up during the last round).
+FINAL_EVALUATION = "final-evaluation"
+
+
 def run_prediction(
     grid: Grid,
     roster: Roster,
@@ -113,10 +117,12 @@ def run_prediction(
             noise_multiplier=plan.noise_multiplier, min_partners=spec.min_partners, **signal
         )
         outputs.event("dp_signal", noise_to_signal=result.noise_to_signal, **signal)
-    # Masked jobs set up a round's keys during the previous round's unmasking, unless
-    # its partners are drawn at its start (DP-FedAvg's subsampling).
-    prefetch = not client_dp or spec.privacy.client_sample_rate >= 1.0
+    # Masked jobs set up a round's keys during the previous round's unmasking, and the
+    # final evaluation's during the last round's, unless partners are drawn per round
+    # (DP-FedAvg's subsampling).
+    prefetch = spec.privacy.masked and (not client_dp or spec.privacy.client_sample_rate >= 1.0)
     ahead: Accumulator | None = None
+    ahead_step = ""
     for rnd in range(1, spec.rounds + 1):
         selected = roster.sample(spec.privacy.client_sample_rate) if client_dp else None
         if selected is not None and len(selected) < spec.min_partners:
@@ -146,10 +152,15 @@ def run_prediction(
             expect_length=n_update + n_eval,
             only=selected,
         )
-        if rnd < spec.rounds and spec.privacy.masked and prefetch:
-            # The next round's keys are set up while this round is unmasked.
+        if prefetch and rnd < spec.rounds:
+            # The next round's keys are set up while this round is unmasked (unused if
+            # the job stops early after this round).
+            ahead_step = f"round-{rnd + 1}"
             ahead = roster.new_sum(n_update + n_eval, params="compact")
-        then = None if ahead is None else (f"round-{rnd + 1}", ahead)
+        elif prefetch:
+            # After the last round: the final evaluation's.
+            ahead_step, ahead = FINAL_EVALUATION, roster.new_sum(2 * n_eval, params="wide")
+        then = None if ahead is None else (ahead_step, ahead)
         summed = roster.reveal(grid, total, step=f"round-{rnd}", then=then)
         val: evaluation.EvalMetrics | None = None
         stop = False
@@ -198,8 +209,9 @@ def run_prediction(
 
     # The last model has not been validated yet: evaluate it, keep the better one.
     val_last, test_last = _evaluate(
-        grid, roster, pre_meta, global_w, n_eval, "final-evaluation", noisy=noisy
-    )
+        grid, roster, pre_meta, global_w, n_eval, FINAL_EVALUATION, noisy=noisy,
+        total=ahead if ahead is not None and ahead_step == FINAL_EVALUATION else None,
+    )  # fmt: skip
     if not selects or (val_last.auc or 0.0) >= best_auc:
         best_w, best_idx, val_b, test_b = global_w, result.rounds_run, val_last, test_last
     else:
@@ -274,8 +286,12 @@ def _evaluate(
     step: str,
     *,
     noisy: bool = False,
+    total: Accumulator | None = None,
 ) -> tuple[evaluation.EvalMetrics, evaluation.EvalMetrics]:
-    total = roster.new_sum(2 * n_eval, params="wide")
+    """The validation and test metrics of ``weights``; ``total``: the step's sum if its
+    keys were already set up (during the last round)."""
+    if total is None:
+        total = roster.new_sum(2 * n_eval, params="wide")
     flat = models.flatten(weights)
     roster.request(
         grid,

@@ -171,6 +171,10 @@ def test_a_masked_prediction_job_equals_the_plaintext_job(tmp_path: Path, mode: 
             for push in together
         ), together
     assert not any("round-3" in g for push in pushes for g in push)  # 2 rounds: none ahead
+    # After the last round the final evaluation's keys are set up the same way.
+    for last, final in (("sign", "advertise"), ("unmask", "share")):
+        pair = {f"round-2.secagg-{last}", f"final-evaluation.secagg-{final}"}
+        assert any(pair <= push for push in together), together
 
 
 @pytest.mark.parametrize("mode", ["masked", "ckks+masked"])
