@@ -30,10 +30,11 @@ sealed share envelopes are logged as the partners log them (``round.aggregated``
 log it cosigns; the unmasked sum is logged as ``secagg.unmasked``. Every signature is
 checked against the partners' registered audit keys (:func:`registered_peers`).
 
-*Keys ahead* (:class:`Ahead`). A job's next masked step (its next round or Lloyd step)
-has its keys advertised in the same exchange as this step's signatures and shared in
-the same exchange as this step's unmasking, so from the second step on a step costs
-three exchanges (its request, sign, unmask) instead of five. Nothing a party sees
+*Keys ahead* (:class:`Ahead`). A job's next masked step (next round, Lloyd step or
+final evaluation) has its keys advertised in the same exchange as this step's
+signatures and shared in the same exchange as this step's unmasking, so from the second
+step on a step costs three exchanges (its request, sign, unmask) instead of five, and
+each partner one message per exchange (:mod:`common.batch`). Nothing a party sees
 changes: each stage of each step is still asked once, partners keep one session per
 step, and the next step's shares are sealed to keys that step's partners advertised.
 A partner that fails the next step's set-up is dropped there, as it would be a moment
