@@ -112,6 +112,11 @@ def test_encrypted_job_coordinator_sees_only_ciphertexts(
         assert steps[f"{step}.decrypt"]["partners"] == [dealer]
     unmasked = {e["body"]["step"] for e in run if e["type"] == "secagg.unmasked"}
     assert {"moments", "round-1", "round-2", "final-evaluation"} <= unmasked
+    # The next step's keys ride with this step's signatures and unmasking, and a
+    # partner's requests of one exchange arrive in one query.batch message (common/batch).
+    logs = "".join((federation.logs / f"{n}.log").read_text(errors="replace") for n in names)
+    assert "served query.batch round-1.secagg-sign+round-2.secagg-advertise" in logs
+    assert "served query.batch round-2.secagg-unmask+final-evaluation.secagg-share" in logs
     # The partners erased the job's keys; the coordinator never had a key file.
     for name in names:
         assert not list((federation.ws.node_dir(name) / "he").glob("*/ckks.key"))
