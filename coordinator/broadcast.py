@@ -20,7 +20,7 @@ from flwr.serverapp import Grid
 
 from fedcollab.common import batch
 from fedcollab.common.batch import BatchItem
-from fedcollab.common.errors import CiphertextError, ProtocolError
+from fedcollab.common.errors import CiphertextError, FedcollabError, ProtocolError
 from fedcollab.common.serde import Payload, decode
 from fedcollab.coordinator.fleet_notice import FALLBACK_S, from_env
 
@@ -301,7 +301,9 @@ def _handle_reply(
             for i in live:
                 outcomes[i].dropped[node] = f"malformed reply: {exc.message}"
             return
-        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        except FedcollabError:
+            raise  # the job's own decision (e.g. a refusal that must stop it)
+        except Exception as exc:  # anything else a peer's bytes cause: drop the peer
             for i in live:
                 outcomes[i].dropped[node] = f"malformed reply ({type(exc).__name__})"
             return
@@ -332,6 +334,11 @@ def _handle(
         outcome.dropped[node] = f"malformed reply: {exc.message}"
         return
     except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        outcome.dropped[node] = f"malformed reply ({type(exc).__name__})"
+        return
+    except FedcollabError:
+        raise  # the job's own decision (e.g. a refusal that must stop it)
+    except Exception as exc:  # anything else a peer's bytes cause: drop the peer
         outcome.dropped[node] = f"malformed reply ({type(exc).__name__})"
         return
     outcome.replied.append(node)

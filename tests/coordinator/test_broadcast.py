@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections.abc import Iterable
@@ -318,3 +319,62 @@ def test_a_single_reply_nested_deeper_than_the_parser_drops_its_partner() -> Non
         outcome = exchange(ScriptedGrid(answer), [_request([1, 2], "a", got)])[0]  # type: ignore[arg-type]
     assert outcome.replied == [2] and got == {"a": [2]}
     assert outcome.dropped[1].startswith("malformed reply: malformed message: no valid 'meta'")
+
+
+def _npy_header_declaring(n: int) -> bytes:
+    buf = io.BytesIO()
+    header = {"descr": "<f8", "fortran_order": False, "shape": (n,)}
+    np.lib.format.write_array_header_1_0(buf, header)  # type: ignore[no-untyped-call]
+    return buf.getvalue()
+
+
+#: Array bytes np.load cannot read: EOFError, zipfile.BadZipFile, MemoryError (numpy
+#: allocates the declared 256 TiB before reading), a truncated array.
+_BAD_ARRAYS = {
+    "empty": b"",
+    "zip": b"PK\x03\x04junk",
+    "huge": _npy_header_declaring(2**45),
+    "truncated": _npy_header_declaring(4) + b"\x00" * 8,
+}
+
+
+def _bad_array(data: bytes) -> RecordDict:
+    arr = Array(dtype="float64", shape=(2,), stype="numpy.ndarray", data=data)
+    return RecordDict({"meta": ConfigRecord({"json": "{}"}), "vector": ArrayRecord({"v": arr})})
+
+
+@pytest.mark.parametrize("kind", list(_BAD_ARRAYS))
+@pytest.mark.parametrize("where", ["single", "batch-top", "batch-item"])
+def test_a_reply_array_numpy_cannot_read_drops_its_partner_not_the_job(
+    kind: str, where: str
+) -> None:
+    """Red team (second pass): these bytes raised EOFError, BadZipFile or MemoryError out
+    of ``exchange`` (``serde.decode`` -> ``Array.numpy`` -> ``np.load``), failing the job;
+    the single-reply case predates batching."""
+    bad = _bad_array(_BAD_ARRAYS[kind])
+
+    def tamper(content: RecordDict) -> None:
+        for key in list(content):
+            del content[key]
+        if where == "batch-top":
+            content.update(bad)
+        else:  # one request's reply inside the batch
+            content.update(batch.pack_replies([bad, encode({"ok": True})]))
+
+    got: dict[str, list[int]] = {}
+    with task_identity():
+        if where == "single":
+            grid = ScriptedGrid(lambda node, msg: bad if node == 1 else encode({"ok": True}))
+            outcomes = exchange(grid, [_request([1, 2], "a", got)])  # type: ignore[arg-type]
+        else:
+            grid = _Tampering(tamper)
+            outcomes = exchange(  # type: ignore[arg-type]
+                grid, [_request([1, 2], "a", got), _request([1, 2], "b", got)]
+            )
+    # The bad array spoils what it sits in: the whole reply, or request a's answer only.
+    spoiled = outcomes[:1] if where == "batch-item" else outcomes
+    for outcome in spoiled:
+        assert outcome.replied == [2], outcome
+        assert outcome.dropped[1].startswith("malformed reply"), outcome.dropped
+    if where == "batch-item":
+        assert sorted(outcomes[1].replied) == [1, 2]
