@@ -443,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     from flwr.superlink.cli import flower_superlink
 
+    from fedcollab.coordinator import superlink_middleware
+
+    superlink_middleware.install_or_say()  # each HTTP layer only where it acts
     sys.argv = ["flower-superlink", *rest]
     flower_superlink()
     return 0

@@ -27,6 +27,7 @@ from fedcollab.client.fleet_poll import (
     PullClock,
     install,
     install_link_retry,
+    install_local_notice,
 )
 from fedcollab.common.errors import FederationError, FleetLinkError
 
@@ -51,9 +52,9 @@ def test_idle_nodes_pull_at_flower_s_pace_and_running_jobs_fast() -> None:
     clock.sleep(3)  # a job runs
     fake.now += ACTIVE_WINDOW_S + 1
     clock.sleep(3)  # the job ended long ago
-    clock.sleep(0.5)  # Flower's wait for its own reply: local state only
     clock.sleep(1.25)  # any other wait: as asked
-    assert fake.slept == [3.0, ACTIVE_S, 3.0, LOCAL_S, 1.25]
+    assert fake.slept == [3.0, ACTIVE_S, 3.0, 1.25]
+    assert clock.interval(0.5) == LOCAL_S  # Flower's local waits: on an event (below)
     assert clock.time is time.time  # everything else is the time module
 
 
@@ -90,6 +91,69 @@ def test_install_patches_flower_s_supernode_module_and_marks_messages() -> None:
     assert clock.interval(3) == 3.0
     module._push_messages("state")  # type: ignore[attr-defined]
     assert pushed == [("state",)] and clock.interval(3) == ACTIVE_S
+
+
+def test_a_local_wait_ends_when_the_executor_pushes_not_at_a_poll() -> None:
+    """Flower's wait for its executor's reply (``sleep(0.5)`` in ``_push_messages``)
+    waits on the runtime API's pushes, not on a timer: with a backstop of an hour it
+    still ends once the executor pushes, and a push that came before the wait began is
+    not lost. No other wait is affected."""
+    fake = FakeClock()
+    clock = PullClock(monotonic=fake.monotonic, sleep=fake.sleep)
+    clock.local_wait_s = 3600.0
+    clock.local_change()  # pushed before Flower's loop waits: the wait ends at once
+    clock.sleep(0.5)
+    assert not clock.changed.is_set() and fake.slept == []
+    waiting = threading.Event()
+    done = threading.Event()
+
+    def flower_loop() -> None:
+        waiting.set()
+        clock.sleep(0.5)
+        done.set()
+
+    thread = threading.Thread(target=flower_loop, daemon=True)
+    thread.start()
+    assert waiting.wait(60)
+    assert not done.wait(0.2)  # no push yet: still waiting (the backstop is an hour)
+    clock.local_change()
+    assert done.wait(60), "the push did not end the local wait"
+    thread.join(60)
+    assert fake.slept == []
+
+
+def test_install_local_notice_wraps_flower_s_runtime_push_handlers() -> None:
+    """The installed Flower has the handlers this wraps (the runtime router looks them up
+    on the module at every call); a push through them, failed or not, ends a local wait;
+    a module without them is left alone."""
+    from flwr.supernode.servicer.runtime import runtime_handlers
+
+    assert callable(runtime_handlers.push_messages) and callable(runtime_handlers.push_object)
+    calls: list[str] = []
+    module = types.ModuleType("stand_in")
+
+    def push_messages(request: object, state: object, task: object) -> str:
+        calls.append("messages")
+        return "stored"
+
+    def push_object(request: object, state: object, task: object) -> str:
+        raise RuntimeError("object store full")
+
+    module.push_messages = push_messages  # type: ignore[attr-defined]
+    module.push_object = push_object  # type: ignore[attr-defined]
+    clock = PullClock()
+    assert install_local_notice(module, clock)
+    assert not clock.changed.is_set()
+    assert module.push_messages(1, 2, 3) == "stored"  # type: ignore[attr-defined]
+    assert clock.changed.is_set() and calls == ["messages"]
+    clock.changed.clear()
+    with pytest.raises(RuntimeError):
+        module.push_object(1, 2, 3)  # type: ignore[attr-defined]
+    assert clock.changed.is_set()
+    bare = types.ModuleType("changed")
+    bare.push_messages = push_messages  # type: ignore[attr-defined]
+    assert not install_local_notice(bare, clock)
+    assert bare.push_messages is push_messages  # type: ignore[attr-defined]
 
 
 def test_objects_not_yet_uploaded_are_retried_soon() -> None:
@@ -277,3 +341,57 @@ def test_a_stored_message_is_announced_to_the_executor_on_its_pipe() -> None:
         notify()  # the executor is gone (broken pipe): no error
     finally:
         os.close(write)
+
+
+def test_the_runtime_api_runs_flower_s_tracing_layer_only_when_tracing_is_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The executor's every request to its SuperNode's runtime API went through Flower's
+    three ``BaseHTTPMiddleware`` layers; tracing (off unless FLWR_TRACING_ENABLED=1) is
+    skipped now, and answers are unchanged (a request without a task token: refused)."""
+    import warnings
+
+    import flwr.supernode.main as supernode_app
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    from fedcollab.client.fleet_poll import install_runtime_gate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    def layers_and_answer() -> tuple[int, int, str]:
+        calls = 0
+        flower_call = BaseHTTPMiddleware.__call__
+
+        async def counted(
+            self: BaseHTTPMiddleware, scope: object, rcv: object, snd: object
+        ) -> None:
+            nonlocal calls
+            calls += isinstance(scope, dict) and scope.get("type") == "http"
+            await flower_call(self, scope, rcv, snd)  # type: ignore[arg-type]
+
+        app = supernode_app.create_app()
+        with monkeypatch.context() as patch:
+            patch.setattr(BaseHTTPMiddleware, "__call__", counted)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                r = TestClient(app, raise_server_exceptions=False).post(
+                    "/v1/runtime/pull-task-input",
+                    content=b"",
+                    headers={"content-type": "application/protobuf"},
+                )
+        return calls, r.status_code, r.text
+
+    monkeypatch.delenv("FLWR_TRACING_ENABLED", raising=False)
+    flower = layers_and_answer()
+    monkeypatch.setattr(
+        supernode_app, "RuntimeTracingMiddleware", supernode_app.RuntimeTracingMiddleware
+    )
+    assert install_runtime_gate(supernode_app)
+    ours = layers_and_answer()
+    assert flower[0] == 3 and ours[0] == 2
+    assert ours[1:] == flower[1:] and ours[1] >= 400
+    monkeypatch.setenv("FLWR_TRACING_ENABLED", "1")
+    assert layers_and_answer()[0] == 3  # tracing on: the layer runs
+    assert not install_runtime_gate(types.ModuleType("changed"))
