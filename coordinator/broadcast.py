@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedcollab.common import batch
@@ -33,8 +33,9 @@ _RECORD_SEQ = itertools.count()
 
 def record_messages(directory: Path | None) -> None:
     """Write every request and reply this process relays under ``directory``: the
-    bytes the coordinator sees (JSON meta and every array's raw bytes), so a test can
-    search them for plaintext data. Run config ``record-messages``; off by default."""
+    bytes the coordinator sees (every record entry: the JSON meta and the raw bytes of
+    the vector, ciphertext and parts), so a test can search them for plaintext data.
+    Run config ``record-messages``; off by default."""
     global _RECORD_DIR
     _RECORD_DIR = directory
     if directory is not None:
@@ -47,12 +48,15 @@ def _record(direction: str, group: str, node: int, content: RecordDict) -> None:
     chunks: list[bytes] = []
     for name, record in content.items():
         chunks.append(name.encode())
+        # fedcollab sends ConfigRecords only (common.serde, common.batch); a peer's record
+        # of another type is refused when decoded, and only its name is written here.
         if isinstance(record, ConfigRecord):
-            chunks.append(str(record.get("json", "")).encode())
-        elif isinstance(record, ArrayRecord):
-            for key in record:
+            for key, value in record.items():
                 chunks.append(key.encode())
-                chunks.append(record[key].numpy().tobytes())
+                if isinstance(value, bytes):
+                    chunks.append(value)
+                else:
+                    chunks.append((value if isinstance(value, str) else str(value)).encode())
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in group)
     path = _RECORD_DIR / f"{next(_RECORD_SEQ):06d}-{direction}-{safe}-{node}.bin"
     path.write_bytes(b"\n".join(chunks))

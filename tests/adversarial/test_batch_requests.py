@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, RecordDict
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 from fedcollab.common import batch
 from fedcollab.common.batch import BatchItem
-from fedcollab.common.serde import Payload, encode
+from fedcollab.common.serde import Payload, decode, encode
 from tests.support.adversarial import (
     CHANNELS,
     Attacker,
@@ -41,6 +42,25 @@ def _moments(step: str = "moments") -> tuple[str, str, dict[str, Any], None]:
 
 def _sent_steps(atk: Attacker, partner: str) -> list[str]:
     return [e["body"]["step"] for e in atk.trail(partner) if e["type"] == "data.sent"]
+
+
+def test_a_batch_carries_one_record_per_request() -> None:
+    """Each request (or reply) is one ``common.serde`` record, "<i>/meta", whatever it
+    carries: a batch of two is 4 Flower objects (RecordDict, envelope, one per request)."""
+    first = encode({"a": 1}, np.arange(3.0), parts={"set": b"s"})
+    second = encode({"b": 2}, ciphertext=b"c" * 100)
+    content = batch.pack(
+        [BatchItem("query.moments", "a", first), BatchItem("query.x", "b", second)]
+    )
+    assert sorted(content) == ["0/meta", "1/meta", "batch"]
+    assert len(get_all_nested_objects(content)) == 4
+    a, b = batch.unpack(content)
+    assert (a.action, a.step, b.action, b.step) == ("query.moments", "a", "query.x", "b")
+    np.testing.assert_array_equal(decode(a.content, expect_length=3).array, np.arange(3.0))
+    assert decode(a.content).parts == {"set": b"s"}
+    assert decode(b.content).ciphertext == b"c" * 100 and decode(b.content).meta == {"b": 2}
+    replies = batch.unpack_replies(batch.pack_replies([second, first]), 2)
+    assert [decode(r).meta for r in replies] == [{"b": 2}, {"a": 1}]
 
 
 def test_a_batch_is_answered_as_its_requests_would_be_alone(tmp_path: Path) -> None:

@@ -254,8 +254,9 @@ def _deep_json(content: RecordDict) -> None:
 
 
 def _bad_vector(content: RecordDict) -> None:
-    content["meta"] = ConfigRecord({"json": "{}"})
-    content["vector"] = ArrayRecord({"v": Array(np.array(["a", "b"]))})
+    for key in list(content):  # one body instead of the batch, read for a refusal first
+        del content[key]
+    content["meta"] = ConfigRecord({"json": "{}", "vector": "ab"})  # a str, not bytes
 
 
 @pytest.mark.parametrize("tamper", [_unicode_index, _deep_json, _bad_vector])
@@ -271,7 +272,7 @@ def test_a_malicious_batch_reply_drops_its_partner_not_the_job(tamper: Any) -> N
     assert got == {"a": [2], "b": [2]}
     for outcome in outcomes:
         assert outcome.replied == [2]
-        assert outcome.dropped[1].startswith("malformed reply"), outcome.dropped
+        assert outcome.dropped[1].startswith("malformed reply: "), outcome.dropped
 
 
 class _Late(ScriptedGrid):
@@ -328,30 +329,43 @@ def _npy_header_declaring(n: int) -> bytes:
     return buf.getvalue()
 
 
-#: Array bytes np.load cannot read: EOFError, zipfile.BadZipFile, MemoryError (numpy
-#: allocates the declared 256 TiB before reading), a truncated array.
-_BAD_ARRAYS = {
-    "empty": b"",
-    "zip": b"PK\x03\x04junk",
-    "huge": _npy_header_declaring(2**45),
-    "truncated": _npy_header_declaring(4) + b"\x00" * 8,
+def _body(**entries: Any) -> RecordDict:
+    return RecordDict({"meta": ConfigRecord({"json": "{}", **entries})})
+
+
+#: Reply bodies a peer can send that ``serde.decode`` must refuse with ProtocolError. The
+#: former layout's arrays (``.npy`` bytes np.load could not read: EOFError, BadZipFile,
+#: MemoryError for a header declaring 256 TiB) once escaped ``exchange``; the body is now
+#: one ConfigRecord of bytes, and a body in the former layout is refused unread.
+_BAD_BODIES: dict[str, Any] = {
+    "vector-partial-float": lambda: _body(vector=b"\x00" * 12),
+    "vector-not-bytes": lambda: _body(vector=[1.0, 2.0]),
+    "vector-nan": lambda: _body(vector=np.array([1.0, np.nan]).tobytes()),
+    "cipher-not-bytes": lambda: _body(cipher=7),
+    "part-not-bytes": lambda: _body(**{"part:set": "text"}),
+    "part-empty-name": lambda: _body(**{"part:": b"x"}),
+    "unknown-entry": lambda: _body(extra=b"x"),
+    "json-bytes": lambda: RecordDict({"meta": ConfigRecord({"json": b"{}"})}),
+    "meta-not-config": lambda: RecordDict({"meta": ArrayRecord()}),
+    "former-layout-huge-array": lambda: RecordDict(
+        {
+            "meta": ConfigRecord({"json": "{}"}),
+            "vector": ArrayRecord(
+                {"v": Array("float64", (2,), "numpy.ndarray", _npy_header_declaring(2**45))}
+            ),
+        }
+    ),
 }
 
 
-def _bad_array(data: bytes) -> RecordDict:
-    arr = Array(dtype="float64", shape=(2,), stype="numpy.ndarray", data=data)
-    return RecordDict({"meta": ConfigRecord({"json": "{}"}), "vector": ArrayRecord({"v": arr})})
-
-
-@pytest.mark.parametrize("kind", list(_BAD_ARRAYS))
+@pytest.mark.parametrize("kind", list(_BAD_BODIES))
 @pytest.mark.parametrize("where", ["single", "batch-top", "batch-item"])
-def test_a_reply_array_numpy_cannot_read_drops_its_partner_not_the_job(
-    kind: str, where: str
-) -> None:
-    """Red team (second pass): these bytes raised EOFError, BadZipFile or MemoryError out
-    of ``exchange`` (``serde.decode`` -> ``Array.numpy`` -> ``np.load``), failing the job;
-    the single-reply case predates batching."""
-    bad = _bad_array(_BAD_ARRAYS[kind])
+def test_a_malformed_reply_body_drops_its_partner_not_the_job(kind: str, where: str) -> None:
+    """Red team (second pass): malformed array bytes raised EOFError, BadZipFile or
+    MemoryError out of ``exchange`` (``serde.decode`` -> ``Array.numpy`` -> ``np.load``),
+    failing the job; the single-reply case predates batching. Every malformed body of the
+    one-record layout must be a ProtocolError ("malformed reply: ..."), the peer dropped."""
+    bad = _BAD_BODIES[kind]()
 
     def tamper(content: RecordDict) -> None:
         for key in list(content):
@@ -371,10 +385,11 @@ def test_a_reply_array_numpy_cannot_read_drops_its_partner_not_the_job(
             outcomes = exchange(  # type: ignore[arg-type]
                 grid, [_request([1, 2], "a", got), _request([1, 2], "b", got)]
             )
-    # The bad array spoils what it sits in: the whole reply, or request a's answer only.
+    # The bad body spoils what it sits in: the whole reply, or request a's answer only.
     spoiled = outcomes[:1] if where == "batch-item" else outcomes
     for outcome in spoiled:
         assert outcome.replied == [2], outcome
-        assert outcome.dropped[1].startswith("malformed reply"), outcome.dropped
+        # "malformed reply: <ProtocolError>", not "malformed reply (<other exception>)"
+        assert outcome.dropped[1].startswith("malformed reply: "), outcome.dropped
     if where == "batch-item":
         assert sorted(outcomes[1].replied) == [1, 2]
