@@ -12,6 +12,9 @@ which nothing leaves (``MIN_AGGREGATE_ROWS``).
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -95,11 +98,41 @@ def split_rows(data: PartnerData, spec: JobSpec, which: str) -> np.ndarray:
 _WITHHELD = "\x00withheld"
 
 
+#: Encoded feature matrices kept per (partner, data, preprocessor, rows): a job asks for
+#: the same rows under the same preprocessor every round, and a long-running node
+#: executor (client/node_runtime.py) would otherwise encode them again for each message.
+_FEATURES: OrderedDict[tuple[str, ...], np.ndarray] = OrderedDict()
+_FEATURES_MAX = 16
+_FEATURES_MAX_BYTES = 64 << 20
+
+
 def features(data: PartnerData, pre: preprocessing.Preprocessor, rows: np.ndarray) -> np.ndarray:
     """Rows encoded by the coordinator's preprocessor, except that category values this
     partner holds fewer than ``MIN_CATEGORY_COUNT`` times (in its training rows, as at the
     handshake) are encoded as unknown whatever vocabulary the preprocessor lists: one
-    planned reply with centroids on such a value would otherwise describe those rows."""
+    planned reply with centroids on such a value would otherwise describe those rows.
+
+    The result depends only on the partner's data, the preprocessor and the rows, so it
+    is cached under their digests (a fresh copy is returned: callers may write to it)."""
+    rows_c = np.ascontiguousarray(rows)
+    key = (
+        *_data_key(data),
+        hashlib.sha256(json.dumps(pre.to_dict(), sort_keys=True).encode()).hexdigest(),
+        _rows_digest(rows_c),
+    )
+    cached = _FEATURES.get(key)
+    if cached is None:
+        cached = _encode(data, pre, rows_c)
+        if cached.nbytes <= _FEATURES_MAX_BYTES:
+            _FEATURES[key] = cached
+            while len(_FEATURES) > _FEATURES_MAX:
+                _FEATURES.popitem(last=False)
+    else:
+        _FEATURES.move_to_end(key)
+    return cached.copy()
+
+
+def _encode(data: PartnerData, pre: preprocessing.Preprocessor, rows: np.ndarray) -> np.ndarray:
     sub = data.dataset.subset(rows)
     own = own_vocabulary(data)
     categorical = {
@@ -109,12 +142,28 @@ def features(data: PartnerData, pre: preprocessing.Preprocessor, rows: np.ndarra
     return pre.transform(sub.numeric, categorical, sub.boolean)
 
 
-_OWN_VOCAB: dict[tuple[str, str], dict[str, list[str]]] = {}
+def _data_key(data: PartnerData) -> tuple[str, str, str, str]:
+    """What a cached encoding depends on: the partner, its file, its schema, and this
+    job's training rows (the split follows the pinned spec's seed and fractions)."""
+    return (
+        data.partner,
+        data.dataset.content_hash,
+        data.dataset.schema.fingerprint(),
+        _rows_digest(np.ascontiguousarray(data.train)),
+    )
+
+
+def _rows_digest(rows: np.ndarray) -> str:
+    return hashlib.sha256(str(rows.dtype).encode() + rows.tobytes()).hexdigest()
+
+
+_OWN_VOCAB: dict[tuple[str, ...], dict[str, list[str]]] = {}
 
 
 def own_vocabulary(data: PartnerData) -> dict[str, list[str]]:
-    """Category values this partner holds at least ``MIN_CATEGORY_COUNT`` times."""
-    key = (data.partner, data.dataset.content_hash)
+    """Category values this partner holds at least ``MIN_CATEGORY_COUNT`` times in this
+    job's training rows (a node serves many jobs, whose splits differ)."""
+    key = _data_key(data)
     if key not in _OWN_VOCAB:
         sub = data.dataset.subset(data.train)
         columns = [f.name for f in data.dataset.schema.categorical_features]

@@ -564,3 +564,60 @@ def test_contribution_statements_of_another_run_are_refused(tmp_path: Path) -> N
         meta={"he": he, "bindings": replayed}, ciphertext=total.serialize(), parts=ciphertexts,
     )  # fmt: skip
     assert reply.refused == "CiphertextError" and reply.vector is None
+
+
+def test_a_value_common_in_one_job_s_training_rows_stays_unknown_in_a_job_where_it_is_rare(
+    tmp_path: Path,
+) -> None:
+    """Attack (found while caching encodings for the long-running node executor): the node
+    serves every job from one process, and the values it would encode were cached per
+    partner and file, counted in the *first* job's training rows. A coordinator runs a job
+    whose split puts most "kiosk" rows in training (>= 10: encodable), then a job whose
+    split leaves fewer than 10 there: its replies then describe those few rows. The
+    vocabulary is counted in each job's own training rows."""
+    from fedcollab.client.handler_rows import MIN_CATEGORY_COUNT, features, own_vocabulary
+    from tests.support.adversarial import write_partner
+
+    source = write_partner(tmp_path / "data", "a", seed=0)
+    lines = source.data.read_text().splitlines()
+    for i in range(1, 15):  # 14 kiosk rows in all (write_partner puts 8)
+        cells = lines[i].split(",")
+        cells[3] = "kiosk"
+        lines[i] = ",".join(cells)
+    source.data.write_text("\n".join(lines) + "\n")
+
+    def kiosk_in_train(split: tuple[float, float]) -> tuple[Any, int]:
+        data = load_partner(
+            source, validation_fraction=split[0], test_fraction=split[1], split_seed=7
+        )
+        channel = np.asarray(data.dataset.categorical["channel"], dtype=object)
+        return data, int((channel[data.train] == "kiosk").sum())
+
+    wide, wide_count = kiosk_in_train((0.01, 0.01))
+    narrow, narrow_count = kiosk_in_train((0.45, 0.45))
+    assert wide_count >= MIN_CATEGORY_COUNT > narrow_count  # the premise
+    pre_dict = preprocessor_dict(tmp_path)
+    for column in pre_dict["categorical"]:
+        if column["name"] == "channel":
+            column["vocabulary"] = ["app", "kiosk", "web"]
+    pre = preprocessing.Preprocessor.from_dict(pre_dict)
+
+    assert "kiosk" in own_vocabulary(wide)["channel"]
+    kiosk_col = pre.feature_names.index("channel=kiosk")
+    assert features(wide, pre, wide.train)[:, kiosk_col].sum() == wide_count
+    # The next job, same node process, same file: fewer than 10 kiosk training rows.
+    assert "kiosk" not in own_vocabulary(narrow)["channel"]
+    assert features(narrow, pre, narrow.train)[:, kiosk_col].sum() == 0
+    # Encodings are cached per (data, preprocessor, rows): a caller writing to its copy
+    # (noise added in place) changes nothing for the next request, and another
+    # preprocessor gets its own encoding.
+    first = features(wide, pre, wide.train)
+    first[:] = 0.0
+    assert features(wide, pre, wide.train)[:, kiosk_col].sum() == wide_count
+    shifted = preprocessing.Preprocessor.from_dict(
+        {**pre_dict, "numeric": [{**c, "mean": c["mean"] + 1.0} for c in pre_dict["numeric"]]}
+    )
+    spend = pre.feature_names.index("spend")
+    assert not np.allclose(
+        features(wide, shifted, wide.train)[:, spend], features(wide, pre, wide.train)[:, spend]
+    )

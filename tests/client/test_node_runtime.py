@@ -141,3 +141,78 @@ def test_a_revoked_task_token_fails_the_task_not_the_node() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_tasks_share_one_connection_and_each_call_carries_its_task_token(tmp_path: Path) -> None:
+    """The executor keeps one runtime client for every task (one TLS connection, not one
+    per message) and swaps the task token between tasks; outside a task it sends nothing.
+    The first heartbeat of a task, which Flower sends at once, is skipped (the claim keeps
+    the task alive for 30 s; the next beat comes within ~22.5 s)."""
+    import http.server
+    import ssl
+    import threading
+
+    from flwr.proto.runtime_pb2 import PullTaskInputRequest, SendTaskHeartbeatResponse
+
+    from fedcollab.client.node_runtime import (
+        _later_heartbeats,
+        _runtime_tls,
+        _task_client,
+        _TaskToken,
+    )
+
+    state = NodeState(tmp_path)
+    _runtime_tls(state)  # the node-local runtime CA and certificate, as at a node's start
+
+    seen: list[tuple[str, str | None, int]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            seen.append((self.path, self.headers.get("flwr-task-token"), self.client_address[1]))
+            body = b""
+            if self.path.endswith("/send-task-heartbeat"):
+                body = SendTaskHeartbeatResponse(success=True).SerializeToString()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/protobuf")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(state.tls_cert, state.tls_key)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    token = _TaskToken()
+    client = _task_client(f"127.0.0.1:{server.server_address[1]}", state.tls_ca.read_bytes(), token)
+    try:
+        with pytest.raises(RuntimeError, match="no task"):
+            client.PullTaskInput(PullTaskInputRequest())
+        assert seen == []
+        for task in ("task-1", "task-2"):
+            token.token = task
+            client.PullTaskInput(PullTaskInputRequest())
+            beat = _later_heartbeats(client)
+            assert beat() is True
+            assert [s[0] for s in seen].count("/v1/runtime/send-task-heartbeat") == (
+                0 if task == "task-1" else 1
+            )
+            assert beat() is True
+            token.token = ""
+        assert [(path.rsplit("/", 1)[1], tok) for path, tok, _ in seen] == [
+            ("pull-task-input", "task-1"),
+            ("send-task-heartbeat", "task-1"),
+            ("pull-task-input", "task-2"),
+            ("send-task-heartbeat", "task-2"),
+        ]
+        assert len({port for *_, port in seen}) == 1  # one connection for both tasks
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
