@@ -88,10 +88,28 @@ def test_a_root_path_or_a_non_http_scope_always_goes_through_the_layer() -> None
         return run
 
     import asyncio
+    import threading
+
+    def run_alone(scope: dict[str, object]) -> None:
+        # On its own thread: an earlier test of the session may have left this thread
+        # with a running event loop (seen in CI: asyncio.run refused to start).
+        failed: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                asyncio.run(wrapped(scope, None, None))
+            except BaseException as exc:  # re-raised below
+                failed.append(exc)
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join()
+        if failed:
+            raise failed[0]
 
     wrapped = Gated(nxt, layer=layer, applies=lambda scope: False)
-    asyncio.run(wrapped({"type": "lifespan"}, None, None))
-    asyncio.run(wrapped({"type": "http", "path": "/"}, None, None))
+    run_alone({"type": "lifespan"})
+    run_alone({"type": "http", "path": "/"})
     assert seen == ["layer", "next"]
 
 
