@@ -14,13 +14,22 @@ directory of the node's audit log):
 
 Files are created 0600 and written atomically. :meth:`NodeKeyStore.erase`
 removes a run's keys when the job ends (after cosigning): keys rotate per job.
+
+A node's executor serves every message from one process, and loading the CKKS
+contexts took ~33 ms per message (``privacy.ckks.SecretKeys.from_bytes``), so the
+loaded keys are kept in memory (:data:`_LOADED`, at most :data:`_LOADED_MAX` runs) and
+reused only while ``ckks.key`` still exists with the same bytes (read and hashed at
+every use); :meth:`NodeKeyStore.erase` drops them with the file, so keys leave memory
+when they leave disk.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +43,10 @@ from fedcollab.privacy.key_transport import PeerKeys, TransportKey
 __all__ = ["NodeKeyStore", "check_own_entry", "load_peer_keys", "write_private"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+#: Loaded CKKS keys by key file: (sha256 of the file's bytes, keys). See module notes.
+_LOADED: OrderedDict[Path, tuple[bytes, SecretKeys]] = OrderedDict()
+_LOADED_MAX = 4
 
 
 def load_peer_keys(config: Mapping[str, str]) -> PeerKeys:
@@ -119,8 +132,22 @@ class NodeKeyStore:
         return key
 
     def keys(self, run: str) -> SecretKeys | None:
-        path = self._run(run) / "ckks.key"
-        return SecretKeys.from_bytes(path.read_bytes()) if path.exists() else None
+        path = (self._run(run) / "ckks.key").resolve()
+        try:
+            blob = path.read_bytes()
+        except FileNotFoundError:
+            _LOADED.pop(path, None)
+            return None
+        digest = hashlib.sha256(blob).digest()
+        cached = _LOADED.get(path)
+        if cached is not None and cached[0] == digest:
+            _LOADED.move_to_end(path)
+            return cached[1]
+        keys = SecretKeys.from_bytes(blob)
+        _LOADED[path] = (digest, keys)
+        while len(_LOADED) > _LOADED_MAX:
+            _LOADED.popitem(last=False)
+        return keys
 
     def save_keys(self, run: str, keys: SecretKeys) -> None:
         write_private(self._run(run) / "ckks.key", keys.to_bytes())
@@ -143,4 +170,6 @@ class NodeKeyStore:
         return self._run(run) / "secagg" / _SAFE.sub("_", step)
 
     def erase(self, run: str) -> None:
-        shutil.rmtree(self._run(run), ignore_errors=True)
+        folder = self._run(run)
+        _LOADED.pop((folder / "ckks.key").resolve(), None)
+        shutil.rmtree(folder, ignore_errors=True)

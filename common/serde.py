@@ -53,6 +53,7 @@ import numpy as np
 from flwr.app import ConfigRecord, ConfigRecordValues, RecordDict
 from pydantic import BaseModel, ValidationError
 
+from fedcollab.common import flower_records
 from fedcollab.common.errors import ProtocolError
 
 __all__ = [
@@ -64,6 +65,9 @@ __all__ = [
     "unpack_blobs",
     "validate_meta",
 ]
+
+#: Every fedcollab body is one ConfigRecord: deflate it once per content, not per lookup.
+flower_records.install()
 
 M = TypeVar("M", bound=BaseModel)
 #: What a request that does not fit its model is told (a reply model says its own).

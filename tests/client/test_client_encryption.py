@@ -189,3 +189,32 @@ def test_coordinator_refuses_key_material_with_a_secret(configs: dict[str, dict[
     for field, value in (("sealed", "brand-a"), ("public", None), ("key_digest", 7)):
         with pytest.raises(CiphertextError, match=f"malformed KeygenReply: {field}"):
             session_from_keygen({**mismatched, field: value}, dealer="brand-a")
+
+
+def test_loaded_keys_are_reused_only_while_their_file_is_there(
+    configs: dict[str, dict[str, str]],
+) -> None:
+    """The executor keeps a run's loaded CKKS keys in memory (one load, not one per
+    message), but never past the file: replaced keys are loaded afresh, and erasing the
+    run (job end, TTL, failure) drops them from memory too."""
+    from fedcollab.client import he_keys
+
+    _ceremony(configs)
+    store = NodeKeyStore.from_config(configs["brand-a"])
+    first = store.keys(RUN)
+    assert first is not None and store.keys(RUN) is first  # one load for both uses
+    path = (store.root / RUN / "ckks.key").resolve()
+    assert he_keys._LOADED[path][1] is first
+    replaced = SecretKeys.generate()
+    store.save_keys(RUN, replaced)  # other bytes under the same name
+    again = store.keys(RUN)
+    assert again is not None and again is not first
+    assert again.public().digest == replaced.public().digest
+    encryption.erase(configs["brand-a"], run=RUN)
+    assert path not in he_keys._LOADED
+    assert store.keys(RUN) is None
+    # Removed behind the store's back: the next use finds no file and forgets the keys.
+    store.save_keys(RUN, replaced)
+    assert store.keys(RUN) is not None and path in he_keys._LOADED
+    path.unlink()
+    assert store.keys(RUN) is None and path not in he_keys._LOADED
