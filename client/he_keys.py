@@ -19,8 +19,9 @@ A node's executor serves every message from one process, and loading the CKKS
 contexts took ~33 ms per message (``privacy.ckks.SecretKeys.from_bytes``), so the
 loaded keys are kept in memory (:data:`_LOADED`, at most :data:`_LOADED_MAX` runs) and
 reused only while ``ckks.key`` still exists with the same bytes (read and hashed at
-every use); :meth:`NodeKeyStore.erase` drops them with the file, so keys leave memory
-when they leave disk.
+every use); :meth:`NodeKeyStore.erase` drops them with the file, and every use first
+forgets the keys of any run whose file is gone (erased by another process), so keys
+leave memory when they leave disk or, at the latest, at the next encrypted message.
 """
 
 from __future__ import annotations
@@ -133,6 +134,8 @@ class NodeKeyStore:
 
     def keys(self, run: str) -> SecretKeys | None:
         path = (self._run(run) / "ckks.key").resolve()
+        for kept in [p for p in _LOADED if p != path and not p.exists()]:
+            del _LOADED[kept]  # erased meanwhile, e.g. by another process: forget them too
         try:
             blob = path.read_bytes()
         except FileNotFoundError:

@@ -218,3 +218,11 @@ def test_loaded_keys_are_reused_only_while_their_file_is_there(
     assert store.keys(RUN) is not None and path in he_keys._LOADED
     path.unlink()
     assert store.keys(RUN) is None and path not in he_keys._LOADED
+    # Another run's keys, erased behind the store's back, leave memory at the next use.
+    store.save_keys(RUN, replaced)
+    assert store.keys(RUN) is not None
+    store.save_keys("other-run", SecretKeys.generate())
+    assert store.keys("other-run") is not None
+    path.unlink()
+    store.keys("other-run")
+    assert path not in he_keys._LOADED

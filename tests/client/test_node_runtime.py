@@ -216,3 +216,11 @@ def test_tasks_share_one_connection_and_each_call_carries_its_task_token(tmp_pat
         client.close()
         server.shutdown()
         server.server_close()
+
+
+def test_the_start_up_warm_up_trains_without_partner_data() -> None:
+    """node_runtime.serve runs this before its first task: it must keep working with the
+    training code it warms (a broken warm-up would stop every node at start)."""
+    from fedcollab.client.node_runtime import warm_up
+
+    assert warm_up() >= 0.0
