@@ -93,36 +93,38 @@ def split_rows(data: PartnerData, spec: JobSpec, which: str) -> np.ndarray:
     return {"train": data.train, "validation": data.validation, "test": data.test}[which]
 
 
-#: Stands in for a category value this partner holds too rarely to encode (never in a
-#: vocabulary, so the preprocessor encodes it as unknown: all zeros).
-_WITHHELD = "\x00withheld"
-
-
-#: Encoded feature matrices kept per (partner, data, preprocessor, rows): a job asks for
-#: the same rows under the same preprocessor every round, and a long-running node
-#: executor (client/node_runtime.py) would otherwise encode them again for each message.
+#: Encoded feature matrices kept per (partner, data, vocabulary basis, preprocessor,
+#: rows): a job asks for the same rows under the same preprocessor every round, and a
+#: long-running node executor (client/node_runtime.py) would otherwise encode them
+#: again for each message.
 _FEATURES: OrderedDict[tuple[str, ...], np.ndarray] = OrderedDict()
 _FEATURES_MAX = 16
 _FEATURES_MAX_BYTES = 64 << 20
 
 
-def features(data: PartnerData, pre: preprocessing.Preprocessor, rows: np.ndarray) -> np.ndarray:
-    """Rows encoded by the coordinator's preprocessor, except that category values this
-    partner holds fewer than ``MIN_CATEGORY_COUNT`` times (in its training rows, as at the
-    handshake) are encoded as unknown whatever vocabulary the preprocessor lists: one
-    planned reply with centroids on such a value would otherwise describe those rows.
+def features(
+    data: PartnerData, spec: JobSpec, pre: preprocessing.Preprocessor, rows: np.ndarray
+) -> np.ndarray:
+    """Rows encoded by the coordinator's preprocessor, except that every one-hot column
+    whose vocabulary entry is not a value this partner holds ``MIN_CATEGORY_COUNT``
+    times (in the rows it counted for the handshake, :func:`own_vocabulary`) is zero,
+    whatever vocabulary the preprocessor lists: one planned reply with centroids on such
+    a value would otherwise describe those rows. Entries are compared as exact strings,
+    so no spelling (a marker, a trailing NUL numpy drops) reaches a withheld value.
 
-    The result depends only on the partner's data, the preprocessor and the rows, so it
-    is cached under their digests (a fresh copy is returned: callers may write to it)."""
+    The result depends only on the partner's data, the vocabulary basis, the
+    preprocessor and the rows, so it is cached under their digests (a fresh copy is
+    returned: callers may write to it)."""
     rows_c = np.ascontiguousarray(rows)
+    basis = _vocabulary_rows(data, spec)
     key = (
-        *_data_key(data),
+        *_data_key(data, basis),
         hashlib.sha256(json.dumps(pre.to_dict(), sort_keys=True).encode()).hexdigest(),
         _rows_digest(rows_c),
     )
     cached = _FEATURES.get(key)
     if cached is None:
-        cached = _encode(data, pre, rows_c)
+        cached = _encode(data, pre, rows_c, own_vocabulary(data, spec))
         if cached.nbytes <= _FEATURES_MAX_BYTES:
             _FEATURES[key] = cached
             while len(_FEATURES) > _FEATURES_MAX:
@@ -132,24 +134,39 @@ def features(data: PartnerData, pre: preprocessing.Preprocessor, rows: np.ndarra
     return cached.copy()
 
 
-def _encode(data: PartnerData, pre: preprocessing.Preprocessor, rows: np.ndarray) -> np.ndarray:
+def _encode(
+    data: PartnerData,
+    pre: preprocessing.Preprocessor,
+    rows: np.ndarray,
+    own: dict[str, list[str]],
+) -> np.ndarray:
     sub = data.dataset.subset(rows)
-    own = own_vocabulary(data)
-    categorical = {
-        col: np.where(np.isin(values, list(own.get(col, ()))), values, _WITHHELD)
-        for col, values in ((c, np.asarray(v, dtype=object)) for c, v in sub.categorical.items())
-    }
-    return pre.transform(sub.numeric, categorical, sub.boolean)
+    x = pre.transform(sub.numeric, sub.categorical, sub.boolean)
+    # Columns in transform's order: numeric, each categorical vocabulary, boolean.
+    at = len(pre.numeric_names)
+    for col, vocab in pre.categorical_vocab.items():
+        held = set(own.get(col, ()))
+        for j, value in enumerate(vocab):
+            if value not in held:
+                x[:, at + j] = 0.0
+        at += len(vocab)
+    return x
 
 
-def _data_key(data: PartnerData) -> tuple[str, str, str, str]:
-    """What a cached encoding depends on: the partner, its file, its schema, and this
-    job's training rows (the split follows the pinned spec's seed and fractions)."""
+def _vocabulary_rows(data: PartnerData, spec: JobSpec) -> np.ndarray:
+    """The rows whose values the handshake counted: the training rows, every row in a
+    segmentation job (client/handlers.py counts over ``split_rows(..., "train")``)."""
+    return split_rows(data, spec, "train")
+
+
+def _data_key(data: PartnerData, basis: np.ndarray) -> tuple[str, str, str, str]:
+    """What a cached encoding depends on: the partner, its file, its schema, and the
+    rows its vocabulary is counted in (the split follows the pinned spec)."""
     return (
         data.partner,
         data.dataset.content_hash,
         data.dataset.schema.fingerprint(),
-        _rows_digest(np.ascontiguousarray(data.train)),
+        _rows_digest(np.ascontiguousarray(basis)),
     )
 
 
@@ -157,20 +174,23 @@ def _rows_digest(rows: np.ndarray) -> str:
     return hashlib.sha256(str(rows.dtype).encode() + rows.tobytes()).hexdigest()
 
 
-_OWN_VOCAB: dict[tuple[str, ...], dict[str, list[str]]] = {}
+_OWN_VOCAB: dict[tuple[str, ...], dict[str, tuple[str, ...]]] = {}
 
 
-def own_vocabulary(data: PartnerData) -> dict[str, list[str]]:
-    """Category values this partner holds at least ``MIN_CATEGORY_COUNT`` times in this
-    job's training rows (a node serves many jobs, whose splits differ)."""
-    key = _data_key(data)
+def own_vocabulary(data: PartnerData, spec: JobSpec) -> dict[str, list[str]]:
+    """Category values this partner holds at least ``MIN_CATEGORY_COUNT`` times in the
+    rows the handshake counts for this job (a node serves many jobs, whose splits
+    differ); a fresh dict each call."""
+    basis = _vocabulary_rows(data, spec)
+    key = _data_key(data, basis)
     if key not in _OWN_VOCAB:
-        sub = data.dataset.subset(data.train)
+        sub = data.dataset.subset(basis)
         columns = [f.name for f in data.dataset.schema.categorical_features]
-        _OWN_VOCAB[key] = preprocessing.local_vocabulary(
+        counted = preprocessing.local_vocabulary(
             sub.categorical, columns, min_count=MIN_CATEGORY_COUNT
         )
-    return _OWN_VOCAB[key]
+        _OWN_VOCAB[key] = {col: tuple(values) for col, values in counted.items()}
+    return {col: list(values) for col, values in _OWN_VOCAB[key].items()}
 
 
 def labels_of(data: PartnerData, rows: np.ndarray) -> np.ndarray:

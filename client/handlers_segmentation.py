@@ -26,15 +26,15 @@ from fedcollab.protocols import client_dp, kmeans, segments
 __all__ = ["kmeans_seed", "kmeans_step", "segment_profile"]
 
 
-def _segment_x(data: PartnerData, payload: Payload) -> np.ndarray:
+def _segment_x(data: PartnerData, spec: JobSpec, payload: Payload) -> np.ndarray:
     pre = request_preprocessor(payload)
-    return features(data, pre, np.arange(data.dataset.n_rows))
+    return features(data, spec, pre, np.arange(data.dataset.n_rows))
 
 
 def kmeans_seed(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     s = spec.segmentation
     vec = kmeans.local_seed_vector(
-        _segment_x(data, payload),
+        _segment_x(data, spec, payload),
         k_local=s.k_local,
         # The spec is the coordinator's: this partner's own floor holds whatever it says.
         min_cluster_size=max(s.min_cluster_size, MIN_AGGREGATE_ROWS),
@@ -52,12 +52,12 @@ def kmeans_step(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     plan = dp_plan(spec)
     if plan is not None:  # clipped rows, Gaussian noise on sums and counts, no suppression
         return {}, client_dp.private_cluster_vector(
-            _segment_x(data, payload),
+            _segment_x(data, spec, payload),
             centroids,
             noise_multiplier=plan.noise_multiplier,
             row_clip_norm=spec.privacy.row_clip_norm,
         )
-    vec = kmeans.local_cluster_vector(_segment_x(data, payload), centroids)
+    vec = kmeans.local_cluster_vector(_segment_x(data, spec, payload), centroids)
     k, d = centroids.shape
     return {}, kmeans.suppress_small_clusters(vec, k=k, n_features=d, min_rows=MIN_AGGREGATE_ROWS)
 
@@ -66,7 +66,7 @@ def segment_profile(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply
     """Reply vector: ``[profile sums | Lloyd sums of the final centroids]``."""
     centroids = _centroids(payload)
     ds = data.dataset
-    x = _segment_x(data, payload)
+    x = _segment_x(data, spec, payload)
     plan = dp_plan(spec)
     if plan is not None:  # bounded profile (protocols.dp_segments) with Gaussian noise
         return {}, client_dp.private_profile_vector(

@@ -70,7 +70,7 @@ def train(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
         # histograms, Gaussian noise; a row is in one bin: sensitivity 1.
         val_eval = dp_statistics.private_eval_vector(
             labels_of(data, val_rows),
-            predict_proba(model, features(data, pre, val_rows)),
+            predict_proba(model, features(data, spec, pre, val_rows)),
             bins=EVAL_BINS,
             noise_std=plan.statistics_noise_multiplier,
         )
@@ -81,12 +81,12 @@ def train(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     else:
         val_eval = evaluation.local_eval_vector(
             labels_of(data, val_rows),
-            predict_proba(model, features(data, pre, val_rows)),
+            predict_proba(model, features(data, spec, pre, val_rows)),
             bins=EVAL_BINS,
         )
     train_rows = split_rows(data, spec, "train")
     t = spec.training
-    x, y = features(data, pre, train_rows), labels_of(data, train_rows)
+    x, y = features(data, spec, pre, train_rows), labels_of(data, train_rows)
     if plan is not None and plan.level == "sample":
         # DP-SGD (Opacus): the local model is record-level DP; uniform weights, since the
         # example count is itself a statistic of the data.
@@ -146,7 +146,7 @@ def evaluate(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     parts = []
     for which in ("validation", "test"):
         rows = split_rows(data, spec, which)
-        y, p = labels_of(data, rows), predict_proba(model, features(data, pre, rows))
+        y, p = labels_of(data, rows), predict_proba(model, features(data, spec, pre, rows))
         if plan is None:
             parts.append(evaluation.local_eval_vector(y, p, bins=EVAL_BINS))
         else:  # coarse histograms, Gaussian noise; a row is in one of them: sensitivity 1
@@ -178,7 +178,7 @@ def permutation(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
         model = _model_from(payload, spec, pre.n_features)
         return {}, dp_statistics.private_permutation_vector(
             lambda x: predict_proba(model, x),
-            features(data, pre, rows),
+            features(data, spec, pre, rows),
             labels_of(data, rows),
             groups,
             bins=EVAL_BINS,
@@ -189,7 +189,7 @@ def permutation(data: PartnerData, spec: JobSpec, payload: Payload) -> Reply:
     model = _model_from(payload, spec, pre.n_features)
     return {}, attribution.local_permutation_vector(
         lambda x: predict_proba(model, x),
-        features(data, pre, rows),
+        features(data, spec, pre, rows),
         labels_of(data, rows),
         groups,
         seed=spec.training.seed,

@@ -51,8 +51,9 @@ Other hardening:
   (:mod:`fedcollab.client.run_ended`); the bound stays as a backstop.
   The SuperNode tells this process when a message is stored (a byte on
   a pipe, ``client/fleet_poll.py``), so a task is taken at once, not at the next poll.
-  Every task is served over one kept-alive runtime connection (:class:`_TaskToken`
-  swaps the task token between tasks) and without Flower's immediate first heartbeat,
+  Every task is served over one kept-alive runtime connection (:func:`_for_task`: a
+  client per task, its token fixed, sharing the connection) and without Flower's
+  immediate first heartbeat,
   so a message costs the SuperNode and this process one HTTP call and one TLS
   handshake fewer than Flower's ``flwr-clientapp``.
 
@@ -65,6 +66,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import datetime as dt
 import io
 import ipaddress
@@ -348,30 +350,9 @@ def _task_retry_invoker() -> Any:
     return invoker
 
 
-class _TaskToken:
-    """The task token header of the executor's one runtime client, set per task.
-
-    Flower's ``RuntimeTokenHttpInterceptor`` fixes its token at construction, so
-    ``flwr-clientapp`` opens a new client (a new TLS connection) per task; this
-    executor serves every task of the node over one kept-alive connection instead
-    and swaps the token between tasks (no request of a task runs after it ends:
-    the task's heartbeat thread is joined first)."""
-
-    def __init__(self) -> None:
-        self.token = ""
-
-    def intercept(self, context: Any, call_next: Any) -> Any:
-        from flwr.supercore.constant import TASK_TOKEN_HEADER
-        from flwr.supercore.interceptors.http.utils import add_headers
-
-        if not self.token:
-            raise RuntimeError("no task is being served")
-        add_headers(context.request, {TASK_TOKEN_HEADER: self.token})
-        return call_next(context)
-
-
-def _task_client(address: str, ca: bytes, token: _TaskToken) -> Any:
-    """The executor's runtime client for task calls (one for the process's life)."""
+def _task_client(address: str, ca: bytes) -> Any:
+    """The executor's runtime connection for task calls (one for the process's life);
+    it carries no task token: :func:`_for_task` makes each task's client on top of it."""
     from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
     from flwr.supercore.runtime import RuntimeHttpClient
 
@@ -379,9 +360,27 @@ def _task_client(address: str, ca: bytes, token: _TaskToken) -> Any:
         server_address=address,
         insecure=False,
         root_certificates=ca,
-        interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"), token],
+        interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr-clientapp")],
         retry_invoker=_task_retry_invoker(),
     )
+
+
+def _for_task(shared: Any, token: str) -> Any:
+    """A client for one task: ``shared``'s kept-alive connection, this task's token fixed.
+
+    Flower's ``flwr-clientapp`` opens a new client (a new TLS connection) per task. Here
+    every task reuses ``shared``'s ``httpx.Client``, and its token is bound to this
+    object, never swapped: a request of a finished task still in flight (Flower's object
+    pulls and pushes leave worker threads running when one object fails, and its
+    invoker retries transport errors) goes out under that task's own, revoked token,
+    gets a 401 and stops, instead of acting in the next task's run (a red-team finding
+    against a token swapped between tasks)."""
+    from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor
+
+    task = copy.copy(shared)
+    task._interceptors = (*shared._interceptors, RuntimeTokenHttpInterceptor(token))
+    task._retry_invoker = _task_retry_invoker()
+    return task
 
 
 def _later_heartbeats(client: Any) -> Any:
@@ -405,9 +404,7 @@ def _later_heartbeats(client: Any) -> Any:
     return beat
 
 
-def _serve_task(
-    token: str, client: Any, task_token: _TaskToken, node_config: Mapping[str, str]
-) -> None:
+def _serve_task(token: str, shared: Any, node_config: Mapping[str, str]) -> None:
     from flwr.app import Message
     from flwr.app.error import Error
     from flwr.common.constant import ErrorCode, SubStatus
@@ -421,7 +418,7 @@ def _serve_task(
     from fedcollab.client.client_app import app
 
     _bound_object_pulls()
-    task_token.token = token
+    client = _for_task(shared, token)
     heartbeat = HeartbeatSender(_later_heartbeats(client))
     heartbeat.start()
     context = None
@@ -477,7 +474,6 @@ def _serve_task(
             push_task_output(client=client, context=context, sub_status=sub_status, details=details)
         if heartbeat.is_running:
             heartbeat.stop()
-        task_token.token = ""
 
 
 def warm_up() -> float:
@@ -569,8 +565,7 @@ def serve(state: NodeState) -> int:
         ],
         retry_invoker=make_simple_http_retry_invoker(),
     )
-    task_token = _TaskToken()
-    task_client = _task_client(address, ca, task_token)
+    task_client = _task_client(address, ca)
     waiting: int | None = notice
     try:
         while proc.poll() is None:
@@ -583,7 +578,7 @@ def serve(state: NodeState) -> int:
                 time.sleep(0.5)
                 continue
             if res.HasField("task") and res.token:
-                _serve_task(res.token, task_client, task_token, node_config)
+                _serve_task(res.token, task_client, node_config)
             else:
                 waiting = _wait_for_notice(waiting, _POLL_S)
         return proc.returncode or 0

@@ -132,17 +132,23 @@ def test_the_coordinator_s_run_config_cannot_supply_a_node_s_settings(tmp_path: 
     assert atk.handshake("a", run_config=run_config).refused is None
 
 
+@pytest.mark.parametrize("spelling", ["kiosk", "\x00withheld", "kiosk\x00"])
 def test_rare_category_values_are_not_encoded_when_the_preprocessor_names_them(
-    tmp_path: Path,
+    tmp_path: Path, spelling: str
 ) -> None:
     """Attack: a pinned-but-malicious preprocessor lists the rare value "kiosk"; centroids
-    that differ only in the kiosk coordinate put exactly the kiosk rows in cluster 0."""
+    that differ only in the kiosk coordinate put exactly the kiosk rows in cluster 0.
+    Second red-team pass: the partner replaced rare values by the marker "\x00withheld"
+    before encoding, so a vocabulary naming the marker marked exactly those rows (the 8
+    kiosk rows' sums released before the fix). The partner now zeroes every column whose
+    entry it does not hold often enough, compared as exact strings: numpy drops a
+    trailing NUL, so "kiosk\x00" would otherwise match the raw "kiosk" values."""
     atk = Attacker.against(tmp_path, _segmentation())
     assert atk.handshake("a").refused is None
     pre = preprocessor_dict(tmp_path)
     for column in pre["categorical"]:
         if column["name"] == "channel":
-            column["vocabulary"] = ["app", "kiosk", "web"]
+            column["vocabulary"] = ["app", spelling, "web"]
     # features: spend, visits, channel=app, channel=kiosk, channel=web, member
     centroids = [[0, 0, 0, 1, 0, 0], [0, 0, 0, 0, 0, 0]]
     reply = atk.send(
@@ -601,23 +607,34 @@ def test_a_value_common_in_one_job_s_training_rows_stays_unknown_in_a_job_where_
         if column["name"] == "channel":
             column["vocabulary"] = ["app", "kiosk", "web"]
     pre = preprocessing.Preprocessor.from_dict(pre_dict)
+    spec = job()
 
-    assert "kiosk" in own_vocabulary(wide)["channel"]
+    assert "kiosk" in own_vocabulary(wide, spec)["channel"]
     kiosk_col = pre.feature_names.index("channel=kiosk")
-    assert features(wide, pre, wide.train)[:, kiosk_col].sum() == wide_count
+    assert features(wide, spec, pre, wide.train)[:, kiosk_col].sum() == wide_count
     # The next job, same node process, same file: fewer than 10 kiosk training rows.
-    assert "kiosk" not in own_vocabulary(narrow)["channel"]
-    assert features(narrow, pre, narrow.train)[:, kiosk_col].sum() == 0
+    assert "kiosk" not in own_vocabulary(narrow, spec)["channel"]
+    assert features(narrow, spec, pre, narrow.train)[:, kiosk_col].sum() == 0
+    # A segmentation job counts (and published at its handshake) every row's values: the
+    # 14 kiosk rows are encoded there even with the narrow split.
+    seg = _segmentation()
+    assert "kiosk" in own_vocabulary(narrow, seg)["channel"]
+    every = np.arange(narrow.dataset.n_rows)
+    assert features(narrow, seg, pre, every)[:, kiosk_col].sum() == 14
     # Encodings are cached per (data, preprocessor, rows): a caller writing to its copy
     # (noise added in place) changes nothing for the next request, and another
     # preprocessor gets its own encoding.
-    first = features(wide, pre, wide.train)
+    first = features(wide, spec, pre, wide.train)
     first[:] = 0.0
-    assert features(wide, pre, wide.train)[:, kiosk_col].sum() == wide_count
+    assert features(wide, spec, pre, wide.train)[:, kiosk_col].sum() == wide_count
+    own = own_vocabulary(wide, spec)
+    own["channel"].clear()  # a caller's write to its copy changes nothing either
+    assert "kiosk" in own_vocabulary(wide, spec)["channel"]
     shifted = preprocessing.Preprocessor.from_dict(
         {**pre_dict, "numeric": [{**c, "mean": c["mean"] + 1.0} for c in pre_dict["numeric"]]}
     )
     spend = pre.feature_names.index("spend")
     assert not np.allclose(
-        features(wide, shifted, wide.train)[:, spend], features(wide, pre, wide.train)[:, spend]
+        features(wide, spec, shifted, wide.train)[:, spend],
+        features(wide, spec, pre, wide.train)[:, spend],
     )

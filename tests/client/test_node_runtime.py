@@ -144,10 +144,12 @@ def test_a_revoked_task_token_fails_the_task_not_the_node() -> None:
 
 
 def test_tasks_share_one_connection_and_each_call_carries_its_task_token(tmp_path: Path) -> None:
-    """The executor keeps one runtime client for every task (one TLS connection, not one
-    per message) and swaps the task token between tasks; outside a task it sends nothing.
-    The first heartbeat of a task, which Flower sends at once, is skipped (the claim keeps
-    the task alive for 30 s; the next beat comes within ~22.5 s)."""
+    """The executor keeps one runtime connection for every task (not one TLS connection
+    per message); each task's client fixes its own token, so a request of a finished task
+    still in flight (a leftover object-pull thread, a retry) carries that task's revoked
+    token, never the next task's (red-team finding against a token swapped between
+    tasks). The first heartbeat of a task, which Flower sends at once, is skipped (the
+    claim keeps the task alive for 30 s; the next beat comes within ~22.5 s)."""
     import http.server
     import ssl
     import threading
@@ -155,15 +157,14 @@ def test_tasks_share_one_connection_and_each_call_carries_its_task_token(tmp_pat
     from flwr.proto.runtime_pb2 import PullTaskInputRequest, SendTaskHeartbeatResponse
 
     from fedcollab.client.node_runtime import (
+        _for_task,
         _later_heartbeats,
         _runtime_tls,
         _task_client,
-        _TaskToken,
     )
 
     state = NodeState(tmp_path)
     _runtime_tls(state)  # the node-local runtime CA and certificate, as at a node's start
-
     seen: list[tuple[str, str | None, int]] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -189,31 +190,27 @@ def test_tasks_share_one_connection_and_each_call_carries_its_task_token(tmp_pat
     tls.load_cert_chain(state.tls_cert, state.tls_key)
     server.socket = tls.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    token = _TaskToken()
-    client = _task_client(f"127.0.0.1:{server.server_address[1]}", state.tls_ca.read_bytes(), token)
+    shared = _task_client(f"127.0.0.1:{server.server_address[1]}", state.tls_ca.read_bytes())
     try:
-        with pytest.raises(RuntimeError, match="no task"):
-            client.PullTaskInput(PullTaskInputRequest())
-        assert seen == []
-        for task in ("task-1", "task-2"):
-            token.token = task
-            client.PullTaskInput(PullTaskInputRequest())
-            beat = _later_heartbeats(client)
-            assert beat() is True
-            assert [s[0] for s in seen].count("/v1/runtime/send-task-heartbeat") == (
-                0 if task == "task-1" else 1
-            )
-            assert beat() is True
-            token.token = ""
+        shared.PullTaskInput(PullTaskInputRequest())  # outside any task: no token at all
+        first = _for_task(shared, "task-1")
+        first.PullTaskInput(PullTaskInputRequest())
+        beat = _later_heartbeats(first)
+        assert beat() is True  # skipped: nothing sent
+        assert beat() is True
+        second = _for_task(shared, "task-2")
+        second.PullTaskInput(PullTaskInputRequest())
+        first.PullTaskInput(PullTaskInputRequest())  # task 1's leftover call, after task 2 began
         assert [(path.rsplit("/", 1)[1], tok) for path, tok, _ in seen] == [
+            ("pull-task-input", None),
             ("pull-task-input", "task-1"),
             ("send-task-heartbeat", "task-1"),
             ("pull-task-input", "task-2"),
-            ("send-task-heartbeat", "task-2"),
+            ("pull-task-input", "task-1"),
         ]
-        assert len({port for *_, port in seen}) == 1  # one connection for both tasks
+        assert len({port for *_, port in seen}) == 1  # one connection for every task
     finally:
-        client.close()
+        shared.close()
         server.shutdown()
         server.server_close()
 
