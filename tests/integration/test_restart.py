@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import select
 import signal
 import time
@@ -270,7 +271,16 @@ def test_partner_restart_mid_job_is_a_dropout(federation: LocalFederation, tmp_p
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["rounds_run"] == 3
     assert [d["partner"] for d in metrics["dropouts"]] == [victim]
-    assert victim not in metrics["history"][-1]["partners"]
+    # The node went down at whatever step was in flight when the test saw round 1's
+    # event: round 2 or 3, or, on a fast machine whose rounds outran the restart (a
+    # round takes ~1 s since the deployed transport got faster), the final evaluation.
+    # From the step it was dropped at on, it takes part in nothing.
+    step = str(metrics["dropouts"][0]["step"])
+    cut = re.match(r"round-(\d+)", step)
+    first_without = int(cut.group(1)) if cut else metrics["rounds_run"] + 1
+    assert first_without >= 2, step  # restarted after round 1, not before
+    for entry in metrics["history"]:
+        assert (victim in entry["partners"]) == (entry["round"] < first_without), (step, entry)
     card = json.loads((out / "model_card.json").read_text())
     assert sorted(card["completed_by"]) == sorted(set(names) - {victim})
     # The coordinator asks only the partners still in the job at its end to cosign: the
