@@ -75,6 +75,12 @@ A call that still fails after that window ends the node as Flower does, and
 says why, instead of exit 0. Retrying is safe for "database is locked": the
 SuperLink's transaction was rolled back, so the retried call is the first to take.
 
+*A reply Flower's loop left behind* (:func:`install`, :func:`reply_waiting`): after a
+pull, Flower pushes whatever replies it finds first and pulls again; a stale reply (to
+a message of a run a coordinator restart ended) found first left the reply to the
+message just pulled unsent until another message came. Before each pull, a reply
+already in the node's state is pushed; nothing waits for one that is not there.
+
 *A message whose run ended while the node received it* (403 on its objects, e.g. the
 killed run's next round after a coordinator restart) is dropped with its task instead
 of staying queued with objects that never come: :mod:`fedcollab.client.run_ended`,
@@ -85,6 +91,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 import os
 import sys
@@ -115,6 +122,7 @@ __all__ = [
     "install_runtime_gate",
     "main",
     "notify_executor",
+    "reply_waiting",
 ]
 
 log = logging.getLogger("flwr")  # the SuperNode's own log (stderr, the node log)
@@ -241,19 +249,71 @@ def notify_executor(environ: Mapping[str, str] = os.environ) -> Callable[[], Non
     return notify
 
 
+def reply_waiting(state: Any) -> bool:
+    """Whether the node's state holds a reply its loop has not taken yet (what Flower's
+    ``_push_messages`` would push at once). Reads Flower's in-memory ``msg_store`` under
+    its lock without marking anything retrieved (``get_messages_legacy`` would); False
+    if the state is not Flower 1.41's ``InMemoryNodeState``."""
+    store = getattr(state, "msg_store", None)
+    lock = getattr(state, "lock_msg_store", None)
+    if not isinstance(store, dict) or lock is None:
+        return False
+    with lock:
+        return any(
+            entry.message.metadata.reply_to_message_id and not entry.is_retrieved
+            for entry in store.values()
+        )
+
+
 def install(module: types.ModuleType, clock: PullClock) -> bool:
-    """Patch Flower's SuperNode ``module``; False (and nothing changed) if its shape differs."""
+    """Patch Flower's SuperNode ``module``; False (and nothing changed) if its shape differs.
+
+    Besides the clock, it pushes a reply that Flower's loop left behind (see
+    :func:`reply_waiting`): Flower's ``_push_messages`` waits for *any* reply after a
+    pull, pushes every reply it finds, and returns. When a reply to an earlier message
+    is there first (one the executor stored after Flower had already given up on that
+    message, e.g. a message of a run a coordinator restart ended), Flower pushes that
+    one (the SuperLink refuses it), returns, and pulls again; the reply to the message
+    just pulled then waited in the node's state until another message came to the node.
+    A job's first message (its handshake) was lost that way and the coordinator waited
+    out its start-up without the partner. Now, before each pull, a reply waiting in the
+    state is pushed (through Flower's own ``_push_messages``, which then does not wait).
+    Nothing blocks on a reply that never comes: only a reply already there is pushed.
+    """
     push = getattr(module, "_push_messages", None)
     if getattr(module, "time", None) is not time or not callable(push):
         return False
+    link: dict[str, Any] = {}  # the connection's send callables, from Flower's last push
 
     def push_messages(*args: Any, **kwargs: Any) -> Any:
         # Flower calls this only after it pulled a message (start_client_internal).
         clock.message_seen()
+        if not args:
+            link.update(kwargs)
         return push(*args, **kwargs)
 
     module.time = clock  # type: ignore[attr-defined]
     module._push_messages = push_messages  # type: ignore[attr-defined]
+    pull_and_store = getattr(module, "_pull_and_store_message", None)
+    if callable(pull_and_store):
+        try:
+            signature: inspect.Signature | None = inspect.signature(pull_and_store)
+        except (TypeError, ValueError):
+            signature = None
+
+        @functools.wraps(pull_and_store)
+        def pull_after_leftovers(*args: Any, **kwargs: Any) -> Any:
+            # By keyword from Flower's loop; positionally too once run_ended wrapped this.
+            state = kwargs.get("state")
+            if state is None and args and signature is not None:
+                with contextlib.suppress(TypeError):
+                    state = signature.bind_partial(*args, **kwargs).arguments.get("state")
+            if link and reply_waiting(state):
+                log.info("fedcollab: pushing a reply the SuperNode's loop left behind")
+                push(**link)
+            return pull_and_store(*args, **kwargs)
+
+        module._pull_and_store_message = pull_after_leftovers  # type: ignore[attr-defined]
     pull = getattr(module, "pull_objects", None)
     if callable(pull) and not isinstance(pull, functools.partial):
         module.pull_objects = functools.partial(  # type: ignore[attr-defined]

@@ -124,77 +124,6 @@ def _restart_coordinator(fed: LocalFederation) -> None:
     _wait_exited(runtime, timeout_s=30)
 
 
-# Runs before the coordinator-restart test, on a federation no job has been cut in: a
-# node still holding a message of the run a coordinator restart ended can lose its reply
-# to the next run's first message (Flower's SuperNode pushes the replies it finds once
-# one exists, the stale one among them, then pulls again; the new reply waits for the
-# node's next message). That test tolerates a partner missing the job after the restart;
-# this one needs all three at its start. Known and open (closing note of 2026-12-06).
-def test_partner_restart_mid_job_is_a_dropout(federation: LocalFederation, tmp_path: Path) -> None:
-    fed = federation
-    names = [p.partner for p in fed.partners]
-    victim = names[1]
-    fed.wait_online()
-    # The restarted node's reply for the round in flight is lost: the coordinator counts
-    # the node as a drop-out on the error reply, or at the latest after this timeout.
-    job = write_job(tmp_path / "job.toml", fed.partners[0].schema, name="restart-node",
-                    rounds=3, min_partners=2, round_timeout_s=90.0,
-                    startup_timeout_s=300.0)  # fmt: skip
-    out = tmp_path / "out"
-    submit_job(fed.ws, load_job_spec(job), out)
-    restarted = False
-
-    def on_event(ev: dict[str, Any]) -> None:
-        nonlocal restarted
-        if ev.get("event") == "round" and ev.get("round") == 1 and not restarted:
-            fed.restart_node(victim)
-            restarted = True
-
-    end = follow(out, on_event=on_event, timeout_s=1800)
-    assert restarted, f"job ended before round 1: {end}"
-    assert end["status"] == "completed", end
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["rounds_run"] == 3
-    assert [d["partner"] for d in metrics["dropouts"]] == [victim]
-    # The node went down at whatever step was in flight when the test saw round 1's
-    # event: round 2 or 3, or, on a fast machine whose rounds outran the restart (a
-    # round takes ~1 s since the deployed transport got faster), the final evaluation.
-    # From the step it was dropped at on, it takes part in nothing.
-    step = str(metrics["dropouts"][0]["step"])
-    cut = re.match(r"round-(\d+)", step)
-    first_without = int(cut.group(1)) if cut else metrics["rounds_run"] + 1
-    assert first_without >= 2, step  # restarted after round 1, not before
-    for entry in metrics["history"]:
-        assert (victim in entry["partners"]) == (entry["round"] < first_without), (step, entry)
-    card = json.loads((out / "model_card.json").read_text())
-    assert sorted(card["completed_by"]) == sorted(set(names) - {victim})
-    # The coordinator asks only the partners still in the job at its end to cosign: the
-    # drop-out is not asked (neither cosigned nor refused), so the coordinator's log holds
-    # no cosignature of it yet. Every log (the drop-out's own too) verifies and the logs
-    # cross-check, with the cosignatures of the partners that completed the job.
-    survivors = sorted(set(names) - {victim})
-    audit = json.loads((out / "audit.json").read_text())
-    assert audit["cosigned_by"] == survivors and victim not in audit["cosign_refused"], audit
-    coordinator = _entries(fed.ws.audit_db, "coordinator", fed.ws.audit_key)
-    assert card_run(coordinator, out)
-    first = export_and_verify(fed.ws, names, tmp_path / "bundles", required=survivors)
-    assert set(survivors) <= set(first["cosigners"]), first
-    # The restarted node is back online and rejoins: the next job needs all three
-    # partners, completes, and the victim cosigns the coordinator's log again.
-    fed.wait_online([victim], timeout_s=600)
-    again = write_job(tmp_path / "again.toml", fed.partners[0].schema, name="after-restart",
-                      rounds=1, min_partners=3, round_timeout_s=300.0,
-                      startup_timeout_s=300.0)  # fmt: skip
-    out2 = tmp_path / "out-again"
-    submit_job(fed.ws, load_job_spec(again), out2)
-    end2 = follow(out2, on_event=lambda _ev: None, timeout_s=1800)
-    assert end2["status"] == "completed", end2
-    card2 = json.loads((out2 / "model_card.json").read_text())
-    assert sorted(card2["completed_by"]) == sorted(names)
-    after = export_and_verify(fed.ws, names, tmp_path / "bundles-again")
-    assert after["cosigners"] == sorted(names) and after["unverified_cosigners"] == [], after
-
-
 def test_coordinator_restart_fails_the_job_cleanly(
     federation: LocalFederation, tmp_path: Path
 ) -> None:
@@ -289,6 +218,77 @@ def test_coordinator_restart_fails_the_job_cleanly(
     completed = sorted(json.loads((out2 / "model_card.json").read_text())["completed_by"])
     audit = export_and_verify(fed.ws, names, tmp_path / "bundles-after", required=completed)
     assert set(completed) <= set(audit["cosigners"]) and len(completed) >= 2, audit
+
+
+# Runs after the coordinator-restart test, on a federation a job was cut in: a node may
+# still hold a reply to a message of the run the restart ended. Its reply to the next
+# run's first message must still go out (client/fleet_poll.py pushes a reply Flower's
+# loop left behind; before that fix, this order failed in the fresh-clone CI of 5b254de:
+# the job below waited out its start-up without one partner). This test needs all three
+# partners at both of its jobs' starts.
+def test_partner_restart_mid_job_is_a_dropout(federation: LocalFederation, tmp_path: Path) -> None:
+    fed = federation
+    names = [p.partner for p in fed.partners]
+    victim = names[1]
+    fed.wait_online()
+    # The restarted node's reply for the round in flight is lost: the coordinator counts
+    # the node as a drop-out on the error reply, or at the latest after this timeout.
+    job = write_job(tmp_path / "job.toml", fed.partners[0].schema, name="restart-node",
+                    rounds=3, min_partners=2, round_timeout_s=90.0,
+                    startup_timeout_s=300.0)  # fmt: skip
+    out = tmp_path / "out"
+    submit_job(fed.ws, load_job_spec(job), out)
+    restarted = False
+
+    def on_event(ev: dict[str, Any]) -> None:
+        nonlocal restarted
+        if ev.get("event") == "round" and ev.get("round") == 1 and not restarted:
+            fed.restart_node(victim)
+            restarted = True
+
+    end = follow(out, on_event=on_event, timeout_s=1800)
+    assert restarted, f"job ended before round 1: {end}"
+    assert end["status"] == "completed", end
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["rounds_run"] == 3
+    assert [d["partner"] for d in metrics["dropouts"]] == [victim]
+    # The node went down at whatever step was in flight when the test saw round 1's
+    # event: round 2 or 3, or, on a fast machine whose rounds outran the restart (a
+    # round takes ~1 s since the deployed transport got faster), the final evaluation.
+    # From the step it was dropped at on, it takes part in nothing.
+    step = str(metrics["dropouts"][0]["step"])
+    cut = re.match(r"round-(\d+)", step)
+    first_without = int(cut.group(1)) if cut else metrics["rounds_run"] + 1
+    assert first_without >= 2, step  # restarted after round 1, not before
+    for entry in metrics["history"]:
+        assert (victim in entry["partners"]) == (entry["round"] < first_without), (step, entry)
+    card = json.loads((out / "model_card.json").read_text())
+    assert sorted(card["completed_by"]) == sorted(set(names) - {victim})
+    # The coordinator asks only the partners still in the job at its end to cosign: the
+    # drop-out is not asked (neither cosigned nor refused), so the coordinator's log holds
+    # no cosignature of it yet. Every log (the drop-out's own too) verifies and the logs
+    # cross-check, with the cosignatures of the partners that completed the job.
+    survivors = sorted(set(names) - {victim})
+    audit = json.loads((out / "audit.json").read_text())
+    assert audit["cosigned_by"] == survivors and victim not in audit["cosign_refused"], audit
+    coordinator = _entries(fed.ws.audit_db, "coordinator", fed.ws.audit_key)
+    assert card_run(coordinator, out)
+    first = export_and_verify(fed.ws, names, tmp_path / "bundles", required=survivors)
+    assert set(survivors) <= set(first["cosigners"]), first
+    # The restarted node is back online and rejoins: the next job needs all three
+    # partners, completes, and the victim cosigns the coordinator's log again.
+    fed.wait_online([victim], timeout_s=600)
+    again = write_job(tmp_path / "again.toml", fed.partners[0].schema, name="after-restart",
+                      rounds=1, min_partners=3, round_timeout_s=300.0,
+                      startup_timeout_s=300.0)  # fmt: skip
+    out2 = tmp_path / "out-again"
+    submit_job(fed.ws, load_job_spec(again), out2)
+    end2 = follow(out2, on_event=lambda _ev: None, timeout_s=1800)
+    assert end2["status"] == "completed", end2
+    card2 = json.loads((out2 / "model_card.json").read_text())
+    assert sorted(card2["completed_by"]) == sorted(names)
+    after = export_and_verify(fed.ws, names, tmp_path / "bundles-again")
+    assert after["cosigners"] == sorted(names) and after["unverified_cosigners"] == [], after
 
 
 def _verify_uncosigned(fed: LocalFederation, names: list[str], out: Path) -> None:
