@@ -81,6 +81,10 @@ a message of a run a coordinator restart ended) found first left the reply to th
 message just pulled unsent until another message came. Before each pull, a reply
 already in the node's state is pushed; nothing waits for one that is not there.
 
+*A message no task will answer* (:mod:`fedcollab.client.unanswered`): while Flower's
+loop waits for a reply, a pulled message whose task ended without one gets an error
+reply, instead of the loop waiting forever.
+
 *A message whose run ended while the node received it* (403 on its objects, e.g. the
 killed run's next round after a coordinator restart) is dropped with its task instead
 of staying queued with objects that never come: :mod:`fedcollab.client.run_ended`,
@@ -104,6 +108,7 @@ from typing import Any
 
 import httpx
 
+from fedcollab.client import unanswered
 from fedcollab.common.asgi_gate import Gated, tracing_enabled
 
 __all__ = [
@@ -186,6 +191,9 @@ class PullClock:
         #: Set by :meth:`local_change` (the executor pushed a reply or an object).
         self.changed = threading.Event()
         self.local_wait_s = LOCAL_S
+        #: Called after each local wait while Flower's loop waits for a reply (set by
+        #: :func:`install`: answers a message no task will answer, client/unanswered.py).
+        self.while_waiting: Callable[[], None] | None = None
 
     def message_seen(self) -> None:
         """A message was pulled: pull fast for the next ACTIVE_WINDOW_S seconds, and tell
@@ -220,6 +228,8 @@ class PullClock:
             # comes before the wait ends it at once, one after it is seen by the check.
             self.changed.wait(self.local_wait_s)
             self.changed.clear()
+            if self.while_waiting is not None:
+                self.while_waiting()
         else:
             self._sleep(self.interval(seconds))
         self._woke = self._monotonic()
@@ -285,12 +295,29 @@ def install(module: types.ModuleType, clock: PullClock) -> bool:
         return False
     link: dict[str, Any] = {}  # the connection's send callables, from Flower's last push
 
+    insert = getattr(module, "_insert_message", None)
+
     def push_messages(*args: Any, **kwargs: Any) -> Any:
         # Flower calls this only after it pulled a message (start_client_internal).
         clock.message_seen()
         if not args:
             link.update(kwargs)
-        return push(*args, **kwargs)
+        state, store = kwargs.get("state"), kwargs.get("object_store")
+        if state is not None and store is not None and callable(insert):
+
+            def answer() -> None:
+                if answered := unanswered.answer_unanswered(state, store, insert):
+                    log.warning(
+                        "fedcollab: %d message(s) whose task ended without a reply "
+                        "answered with an error reply",
+                        answered,
+                    )
+
+            clock.while_waiting = answer
+        try:
+            return push(*args, **kwargs)
+        finally:
+            clock.while_waiting = None
 
     module.time = clock  # type: ignore[attr-defined]
     module._push_messages = push_messages  # type: ignore[attr-defined]

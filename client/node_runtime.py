@@ -404,6 +404,26 @@ def _later_heartbeats(client: Any) -> Any:
     return beat
 
 
+def answer(app: Any, message: Any, context: Any) -> tuple[Any, str, str]:
+    """``app``'s reply to ``message``, with the task's sub-status and details. If the
+    ClientApp raises (e.g. a message type no handler is registered for: Flower's
+    ``ClientApp`` raises ``ValueError``), an error reply, as Flower's own ClientApp process
+    sends: without a reply the SuperNode's loop waits on this message forever
+    (client/unanswered.py). Its reason names the exception's class only, nothing of the
+    partner's data; the node log has the traceback."""
+    from flwr.app import Message
+    from flwr.app.error import Error
+    from flwr.common.constant import ErrorCode, SubStatus
+
+    try:
+        return app(message=message, context=context), SubStatus.COMPLETED, ""
+    except Exception as exc:
+        log.exception("the ClientApp raised on %s", message.metadata.message_type)
+        details = f"the partner's ClientApp raised {type(exc).__name__}"
+        error = Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=details)
+        return Message(error, reply_to=message), SubStatus.FAILED, details
+
+
 def _serve_task(token: str, shared: Any, node_config: Mapping[str, str]) -> None:
     from flwr.app import Message
     from flwr.app.error import Error
@@ -430,8 +450,7 @@ def _serve_task(token: str, shared: Any, node_config: Mapping[str, str]) -> None
         context.node_config = dict(node_config)
         reason = check_fab(fab.content)
         if reason is None:
-            reply = app(message=message, context=context)
-            sub_status, details = SubStatus.COMPLETED, ""
+            reply, sub_status, details = answer(app, message, context)
         else:
             log.error(
                 "refusing run %s (app %s, FAB %s): %s", run.run_id, run.fab_id, fab.hash_str, reason

@@ -127,6 +127,12 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         "through client_app._serve, and an aligned order that says nothing of the label "
         "holder's rows",
     ),
+    "client/unanswered.py": (
+        ("tests/adversarial/test_unanswered_messages.py",),
+        "Flower's own push loop on Flower's node state: a message whose task ended "
+        "without a reply gets an error reply instead of stalling the node (on Flower alone "
+        "the loop waits forever); a running task or a stored reply is never answered for",
+    ),
     "client/audit.py": (
         ("tests/coordinator/test_coordinator_masked.py", "tests/adversarial/test_audit_attacks.py"),
         "each partner logs every reply it sent (checked after masked jobs); the request"
