@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 from flwr.app import ConfigRecord, Message, RecordDict
 
 import fedcollab.common.serde  # noqa: F401 - installs the memo, as every fedcollab process does
@@ -74,3 +75,37 @@ def test_a_message_id_is_unchanged_and_its_body_deflated_once() -> None:
     assert len(ids) == 1
     deflated = record.deflate()
     assert deflated is record.deflate() and deflated == _flower_deflate(record)
+
+
+def test_the_object_id_is_flower_s_and_hashed_once_per_content(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Flower recomputes a ConfigRecord's id (SHA-256 of its deflated bytes) at every
+    lookup; with the memo it is hashed once per content, and is always the SHA-256 of
+    Flower's own bytes, across changes too."""
+    import hashlib
+
+    from flwr.supercore.inflatable import inflatable_object
+
+    hashed: list[int] = []
+    real = inflatable_object.get_object_id
+
+    def counting(content: bytes) -> str:
+        hashed.append(len(content))
+        return real(content)
+
+    monkeypatch.setattr(inflatable_object, "get_object_id", counting)
+    big = os.urandom(1 << 20)
+    record = ConfigRecord({"cipher": big, "n": 1})
+    first = {record.object_id for _ in range(5)}
+    assert first == {hashlib.sha256(_flower_deflate(record)).hexdigest()}
+    assert sum(n > len(big) for n in hashed) == 1  # the big body hashed once
+    record["n"] = 2
+    second = record.object_id
+    assert second != first.pop() and second == hashlib.sha256(_flower_deflate(record)).hexdigest()
+    ids = [1]
+    listed = ConfigRecord({"ids": ids})  # a list: never memoised, Flower's own path
+    before = listed.object_id
+    ids.append(2)
+    assert listed.object_id != before
+    assert listed.object_id == hashlib.sha256(_flower_deflate(listed)).hexdigest()
