@@ -102,7 +102,7 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,9 +191,11 @@ class PullClock:
         #: Set by :meth:`local_change` (the executor pushed a reply or an object).
         self.changed = threading.Event()
         self.local_wait_s = LOCAL_S
-        #: Called after each local wait while Flower's loop waits for a reply (set by
-        #: :func:`install`: answers a message no task will answer, client/unanswered.py).
+        #: Called after each local wait while Flower's loop pushes (set by :func:`install`:
+        #: client/unanswered.py's check, which decides itself whether to run).
         self.while_waiting: Callable[[], None] | None = None
+        #: Set by :meth:`local_task_end` (the executor finished a task).
+        self.task_ended = threading.Event()
 
     def message_seen(self) -> None:
         """A message was pulled: pull fast for the next ACTIVE_WINDOW_S seconds, and tell
@@ -215,6 +217,11 @@ class PullClock:
         if requested == _FLOWER_LOCAL_S:
             return LOCAL_S
         return requested
+
+    def local_task_end(self) -> None:
+        """The node's executor finished a task (pushed its task output)."""
+        self.task_ended.set()
+        self.changed.set()
 
     def local_change(self) -> None:
         """The node's executor stored something in this SuperNode (a reply message or
@@ -275,6 +282,48 @@ def reply_waiting(state: Any) -> bool:
         )
 
 
+#: While Flower's loop pushes, the unanswered-message check runs at its first local
+#: wait, after each task the executor finishes, and at least this often otherwise.
+CHECK_EVERY_S = 5.0
+
+
+@contextlib.contextmanager
+def _checking(
+    clock: PullClock, state: Any, store: Any, insert: Callable[..., None] | None
+) -> Iterator[None]:
+    """Run :func:`fedcollab.client.unanswered.check` at the local waits of one push."""
+    if state is None or store is None or not callable(insert):
+        yield
+        return
+    last = [float("-inf")]
+
+    def run() -> None:
+        now = time.monotonic()
+        if not clock.task_ended.is_set() and now - last[0] < CHECK_EVERY_S:
+            return
+        clock.task_ended.clear()
+        last[0] = now
+        try:
+            answered = unanswered.check(state, store, insert)
+        except unanswered.ReplyIncomplete:
+            raise  # Flower's push catches it and drops that reply (see that module)
+        except Exception:
+            log.exception("fedcollab: the unanswered-message check failed")
+            return
+        if answered:
+            log.warning(
+                "fedcollab: %d message(s) whose task ended without a reply answered "
+                "with an error reply",
+                answered,
+            )
+
+    clock.while_waiting = run
+    try:
+        yield
+    finally:
+        clock.while_waiting = None
+
+
 def install(module: types.ModuleType, clock: PullClock) -> bool:
     """Patch Flower's SuperNode ``module``; False (and nothing changed) if its shape differs.
 
@@ -302,22 +351,8 @@ def install(module: types.ModuleType, clock: PullClock) -> bool:
         clock.message_seen()
         if not args:
             link.update(kwargs)
-        state, store = kwargs.get("state"), kwargs.get("object_store")
-        if state is not None and store is not None and callable(insert):
-
-            def answer() -> None:
-                if answered := unanswered.answer_unanswered(state, store, insert):
-                    log.warning(
-                        "fedcollab: %d message(s) whose task ended without a reply "
-                        "answered with an error reply",
-                        answered,
-                    )
-
-            clock.while_waiting = answer
-        try:
+        with _checking(clock, kwargs.get("state"), kwargs.get("object_store"), insert):
             return push(*args, **kwargs)
-        finally:
-            clock.while_waiting = None
 
     module.time = clock  # type: ignore[attr-defined]
     module._push_messages = push_messages  # type: ignore[attr-defined]
@@ -337,7 +372,8 @@ def install(module: types.ModuleType, clock: PullClock) -> bool:
                     state = signature.bind_partial(*args, **kwargs).arguments.get("state")
             if link and reply_waiting(state):
                 log.info("fedcollab: pushing a reply the SuperNode's loop left behind")
-                push(**link)
+                with _checking(clock, link.get("state"), link.get("object_store"), insert):
+                    push(**link)
             return pull_and_store(*args, **kwargs)
 
         module._pull_and_store_message = pull_after_leftovers  # type: ignore[attr-defined]
@@ -350,28 +386,30 @@ def install(module: types.ModuleType, clock: PullClock) -> bool:
 
 
 def install_local_notice(handlers: types.ModuleType, clock: PullClock) -> bool:
-    """Wrap Flower's SuperNode runtime handlers ``push_messages`` and ``push_object``
-    (what the executor's reply goes through; the runtime router looks them up on this
-    module at every call) so that each push ends the SuperNode's local wait
-    (:meth:`PullClock.local_change`). False, and nothing changed, if the module lacks them."""
-    names = ("push_messages", "push_object")
+    """Wrap Flower's SuperNode runtime handlers ``push_messages``, ``push_object`` and
+    ``push_task_output`` (what the executor's reply and task end go through; the runtime
+    router looks them up on this module at every call) so that each push ends the
+    SuperNode's local wait (:meth:`PullClock.local_change`; a task end also sets
+    :attr:`PullClock.task_ended`). False, and nothing changed, if the module lacks them."""
+    names = ("push_messages", "push_object", "push_task_output")
     originals = {name: getattr(handlers, name, None) for name in names}
     if not all(callable(fn) for fn in originals.values()):
         return False
 
-    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap(fn: Callable[..., Any], notice: Callable[[], None]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def pushed(*args: Any, **kwargs: Any) -> Any:
             try:
                 return fn(*args, **kwargs)
             finally:
-                clock.local_change()
+                notice()
 
         return pushed
 
     for name, fn in originals.items():
         assert fn is not None
-        setattr(handlers, name, wrap(fn))
+        ended = name == "push_task_output"
+        setattr(handlers, name, wrap(fn, clock.local_task_end if ended else clock.local_change))
     return True
 
 

@@ -139,17 +139,27 @@ def test_install_local_notice_wraps_flower_s_runtime_push_handlers() -> None:
     def push_object(request: object, state: object, task: object) -> str:
         raise RuntimeError("object store full")
 
+    def push_task_output(request: object, state: object, task: object) -> str:
+        calls.append("task output")
+        return "finished"
+
     module.push_messages = push_messages  # type: ignore[attr-defined]
     module.push_object = push_object  # type: ignore[attr-defined]
+    module.push_task_output = push_task_output  # type: ignore[attr-defined]
+    assert callable(runtime_handlers.push_task_output)
     clock = PullClock()
     assert install_local_notice(module, clock)
     assert not clock.changed.is_set()
     assert module.push_messages(1, 2, 3) == "stored"  # type: ignore[attr-defined]
     assert clock.changed.is_set() and calls == ["messages"]
+    assert not clock.task_ended.is_set()
     clock.changed.clear()
     with pytest.raises(RuntimeError):
         module.push_object(1, 2, 3)  # type: ignore[attr-defined]
-    assert clock.changed.is_set()
+    assert clock.changed.is_set() and not clock.task_ended.is_set()
+    clock.changed.clear()
+    assert module.push_task_output(1, 2, 3) == "finished"  # type: ignore[attr-defined]
+    assert clock.changed.is_set() and clock.task_ended.is_set()  # the check runs next
     bare = types.ModuleType("changed")
     bare.push_messages = push_messages  # type: ignore[attr-defined]
     assert not install_local_notice(bare, clock)
