@@ -36,6 +36,9 @@ from fedcollab.privacy.budget_ledger import BudgetLedger
 
 __all__ = ["LocalFederation"]
 
+#: A bound on one node listing while waiting for nodes (``flwr``'s own is 300 s).
+_LIST_TIMEOUT_S = 60.0
+
 
 class LocalFederation:
     """Context manager that starts and stops a loopback federation."""
@@ -176,18 +179,45 @@ class LocalFederation:
         every partner in a job wait for this first.
         """
         ids = registered_nodes(self.ws)
-        wanted = {str(ids[p]) for p in (partners or [s.partner for s in self.partners])}
+        names = list(partners or [s.partner for s in self.partners])
+        wanted = {str(ids[p]): p for p in names}
         deadline = time.monotonic() + timeout_s
+        last_error = ""
         while True:
+            for name in names:
+                proc = self.nodes.get(name)
+                if proc is not None and proc.poll() is not None:
+                    raise FederationError(
+                        f"the node of {name} exited with code {proc.returncode} before it "
+                        f"came online\n{_log_tail(self.logs / f'{name}.log')}",
+                        hint=f"see {self.logs / f'{name}.log'}",
+                    )
+            if self.superlink is not None and self.superlink.poll() is not None:
+                raise FederationError(
+                    f"the coordinator exited with code {self.superlink.returncode}\n"
+                    f"{_log_tail(self.logs / 'coordinator.log')}",
+                    hint=f"see {self.logs / 'coordinator.log'}",
+                )
+            left = deadline - time.monotonic()
             try:
-                online = {str(n.node_id) for n in list_nodes(self.ws) if n.online}
-            except FederationError:  # the SuperLink is still starting: ask again
+                # One hung `flwr supernode ls` must not use up the whole wait.
+                listed = list_nodes(self.ws, timeout=max(min(left, _LIST_TIMEOUT_S), 1.0))
+                online = {str(n.node_id) for n in listed if n.online}
+            except FederationError as exc:  # the SuperLink is still starting: ask again
                 online = set()
-            if wanted <= online:
+                last_error = exc.message
+            if set(wanted) <= online:
                 return
             if time.monotonic() >= deadline:
+                offline = sorted(p for node_id, p in wanted.items() if node_id not in online)
+                tails = "\n".join(
+                    _log_tail(self.logs / f"{name}.log") for name in [*offline, "coordinator"]
+                )
                 raise FederationError(
-                    f"{len(wanted - online)} partner node(s) not online after {timeout_s:g} s",
+                    f"{len(offline)} partner node(s) not online after {timeout_s:g} s "
+                    f"({', '.join(offline)})"
+                    + (f"; the last node listing failed: {last_error}" if last_error else "")
+                    + f"\n{tails}",
                     hint=f"see the node logs in {self.logs}",
                 )
             time.sleep(1.0)
@@ -223,6 +253,15 @@ class LocalFederation:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _log_tail(path: Path, *, lines: int = 25) -> str:
+    """The last lines of a log, headed by its name (for an error a test or CI prints)."""
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError as exc:
+        return f"--- {path.name}: unreadable ({exc.strerror})"
+    return "\n".join([f"--- last lines of {path.name}:", *text])
 
 
 def _kill_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from fedcollab.common.dataset import file_sha256
+from fedcollab.common.errors import FederationError
 from fedcollab.common.jobspec import load_job_spec
 from fedcollab.common.keys import Signer
 from fedcollab.compliance.log import AuditLog
@@ -313,3 +314,7 @@ def test_job_stops_below_min_partners(five_partners: LocalFederation, tmp_path: 
     assert end["error"] == "NotEnoughPartnersError"
     result = json.loads((out / "result.json").read_text())
     assert [d["partner"] for d in result["dropouts"]] == [victim], result["dropouts"]
+    # A node that is down is reported at once, with its log, instead of after the
+    # wait's 300 s as "not online" (a hung or dead node was indistinguishable in CI).
+    with pytest.raises(FederationError, match=f"the node of {victim} exited with code -9"):
+        fed.wait_online([victim])
