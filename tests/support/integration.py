@@ -97,8 +97,20 @@ def write_job(path: Path, schema: Path, *, encrypted: bool = False, **overrides:
     return path
 
 
-def node_port_base() -> int:
-    return random.randrange(20000, 40000, 50)
+def node_port_base(block: int = 20) -> int:
+    """A base port for the nodes' runtime APIs (base + partner index) whose next ``block``
+    ports are free on loopback now, below Linux's ephemeral range (32768 up): a taken
+    port would stop that node's SuperNode at start."""
+    for _ in range(200):
+        base = random.randrange(20000, 32000, 50)
+        try:
+            for port in range(base, base + block):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no block of free loopback ports found")
 
 
 def card_run(events: list[dict[str, Any]], out: Path) -> str:
