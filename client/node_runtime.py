@@ -1,6 +1,9 @@
 """A partner's node runtime: the SuperNode runs no code the coordinator sends.
 
-Long module: the node executor is one process: FAB check, runtime TLS, task loop.
+Long module: the executor's task loop and its runtime-API clients, with the design
+note on Flower's isolation modes they rest on; its FAB check is in
+:mod:`client.fab_check`, its runtime folder (settings, secret, TLS) in
+:mod:`client.runtime_folder`.
 
 Flower's default (``flower-supernode --isolation subprocess``) starts a
 ``flwr-clientapp`` per message that installs the run's FAB and imports the
@@ -31,15 +34,11 @@ Options in Flower 1.41, and why this module takes the second:
 Other hardening:
 
 * The node's settings (partner name, data, schema, audit key and log, grant,
-  ledger, peers, coordinator key) live in ``settings.json`` (0600, in a 0700
-  state folder) and are handed to the ClientApp as its ``node_config`` by
-  this process. ``flower-supernode`` gets no ``--node-config``: no data,
-  key or grant path appears on a command line. What Flower only takes on
-  argv remains there: the node key path, the CA certificate, and this
-  folder's runtime TLS certificate and secret file paths.
-* The runtime API listens on 127.0.0.1 with TLS (a node-local CA and
-  certificate made at every start, ``--ssl-certfile/--ssl-keyfile/
-  --ssl-ca-certfile``), never ``--insecure``.
+  ledger, peers, coordinator key) live in its private runtime folder
+  (:mod:`client.runtime_folder`, 0600 in 0700) and are handed to the ClientApp as its
+  ``node_config`` by this process: no data, key or grant path appears on a command
+  line. The runtime API listens on 127.0.0.1 with TLS (a node-local CA made at every
+  start), never ``--insecure``.
 * The installed ClientApp is imported once and serves every message: the
   1-2 s of torch/TenSEAL imports, and torch's ~1 s set-up of a first training
   (:func:`warm_up`), are paid at start-up, not per message or in a job's round 1.
@@ -67,57 +66,27 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import datetime as dt
-import io
-import ipaddress
-import json
 import logging
 import os
-import secrets
 import select
 import signal
-import stat
 import subprocess
 import sys
 import time
-import tomllib
-import zipfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
+from fedcollab.client.fab_check import check_fab
 from fedcollab.client.fleet_poll import NOTIFY_FD_ENV
-from fedcollab.common.atomic import write_atomic
+from fedcollab.client.runtime_folder import NodeState, load_settings
 from fedcollab.common.child_process import die_with_parent, stop_child
-from fedcollab.common.errors import FedcollabError, WorkspaceError
-from fedcollab.common.job_fab import (
-    CLIENTAPP_REF,
-    JOB_FAB_MODULE,
-    JOB_FAB_MODULE_TEXT,
-    SERVERAPP_REF,
-)
+from fedcollab.common.errors import FedcollabError
 
-__all__ = [
-    "NodeState",
-    "check_fab",
-    "load_settings",
-    "main",
-    "prepare_state",
-    "warm_up",
-]
+__all__ = ["answer", "main", "serve", "warm_up"]
 
 log = logging.getLogger(__name__)
 
-_FAB_FILES = {"pyproject.toml", JOB_FAB_MODULE, ".info/CONTENT"}
-
-_SETTINGS = "settings.json"
-_SECRET_FILE = "superexec.secret"  # noqa: S105 - a file name, not a secret
 _AUTH_METHODS = frozenset({"/flwr.proto.Runtime/AcquireTask"})
 #: Longest wait between two task polls of this node's own runtime API. The SuperNode
 #: (client/fleet_poll.py) also writes a byte to a pipe (its fd in the environment
@@ -149,163 +118,6 @@ def _bound_object_pulls() -> None:
                 current, max_time=_PULL_MAX_S, initial_backoff=_PULL_BACKOFF_S, backoff_cap=2.0
             ),
         )
-
-
-@dataclass(frozen=True)
-class NodeState:
-    """Files of one node's runtime folder (created by :func:`prepare_state`)."""
-
-    root: Path
-
-    @property
-    def settings(self) -> Path:
-        return self.root / _SETTINGS
-
-    @property
-    def secret(self) -> Path:
-        return self.root / _SECRET_FILE
-
-    @property
-    def tls_ca(self) -> Path:
-        return self.root / "runtime-ca.crt"
-
-    @property
-    def tls_cert(self) -> Path:
-        return self.root / "runtime.crt"
-
-    @property
-    def tls_key(self) -> Path:
-        return self.root / "runtime.key"
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    write_atomic(path, data, private=True)
-
-
-def _runtime_tls(state: NodeState) -> None:
-    """A node-local CA and a 127.0.0.1 certificate for the runtime API (fresh each start)."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedcollab node runtime CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    write_atomic(state.tls_ca, ca.public_bytes(serialization.Encoding.PEM))
-    write_atomic(state.tls_cert, cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(
-        state.tls_key,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
-
-
-def prepare_state(
-    root: Path,
-    *,
-    node_config: Mapping[str, str],
-    supernode: Sequence[str],
-    runtime_port: int,
-) -> NodeState:
-    """Write the node's private runtime folder: settings (0600), secret, runtime TLS.
-
-    ``supernode`` is the ``flower-supernode`` argv *without* the runtime API
-    options, which are added here.
-    """
-    root.mkdir(parents=True, exist_ok=True)
-    os.chmod(root, 0o700)
-    state = NodeState(root.resolve())
-    _write_private(state.secret, secrets.token_bytes(32))
-    _runtime_tls(state)
-    argv = [
-        *supernode,
-        "--isolation", "process",
-        "--host", "127.0.0.1",
-        "--port", str(runtime_port),
-        "--ssl-certfile", str(state.tls_cert),
-        "--ssl-keyfile", str(state.tls_key),
-        "--ssl-ca-certfile", str(state.tls_ca),
-        "--superexec-auth-secret-file", str(state.secret),
-    ]  # fmt: skip
-    settings = {
-        "node_config": dict(node_config),
-        "supernode": argv,
-        "runtime_address": f"127.0.0.1:{runtime_port}",
-    }
-    _write_private(state.settings, (json.dumps(settings, indent=2) + "\n").encode())
-    return state
-
-
-def load_settings(state: NodeState) -> dict[str, Any]:
-    """Read ``settings.json``; refuse one that other users can read or write."""
-    try:
-        mode = state.settings.stat().st_mode
-    except OSError as exc:
-        raise WorkspaceError(
-            f"node settings {state.settings} are missing",
-            hint="start the node with `fedcollab node start`",
-        ) from exc
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise WorkspaceError(
-            f"node settings {state.settings} are readable by other users",
-            hint=f"chmod 600 {state.settings}",
-        )
-    data: dict[str, Any] = json.loads(state.settings.read_text())
-    return data
-
-
-def check_fab(content: bytes) -> str | None:
-    """Why this FAB is not a fedcollab job FAB (None: it is one).
-
-    The FAB's code is never run either way; this decides whether the run is
-    served at all.
-    """
-    try:
-        with zipfile.ZipFile(io.BytesIO(content)) as zf:
-            names = set(zf.namelist())
-            extra = sorted(names - _FAB_FILES)
-            if extra:
-                return f"unexpected files in the app: {', '.join(extra[:5])}"
-            if "pyproject.toml" not in names:
-                return "the app has no pyproject.toml"
-            project = tomllib.loads(zf.read("pyproject.toml").decode())
-            module = zf.read(JOB_FAB_MODULE).decode() if JOB_FAB_MODULE in names else None
-    except (zipfile.BadZipFile, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError) as exc:
-        return f"unreadable app archive: {type(exc).__name__}"
-    components = project.get("tool", {}).get("flwr", {}).get("app", {}).get("components", {})
-    if components != {"serverapp": SERVERAPP_REF, "clientapp": CLIENTAPP_REF}:
-        return f"foreign components {json.dumps(components, sort_keys=True)[:200]}"
-    if module is not None and module != JOB_FAB_MODULE_TEXT:
-        return f"{JOB_FAB_MODULE} is not the fedcollab placeholder"
-    return None
 
 
 # -- the executor loop -------------------------------------------------------------

@@ -125,7 +125,7 @@ class NodeOptions(BaseModel):
         Annotated[float, BeforeValidator(_number), Field(gt=0.0, allow_inf_nan=False)] | None
     ) = Field(default=None, alias="label-epsilon")
     #: Serve only differentially private jobs; None ("auto"): only on a dataset with a
-    #: privacy-budget cap (client.client_app.check_dp_policy).
+    #: privacy-budget cap (client.admission.check_dp_policy).
     dp_only: Annotated[bool | None, BeforeValidator(_dp_only)] = Field(
         default=None, alias="dp-only"
     )

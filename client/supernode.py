@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from fedcollab.client.node_runtime import NodeState, prepare_state
 from fedcollab.client.node_settings import NodeSettings
 from fedcollab.client.partner_data import PartnerSource
 from fedcollab.client.run_contract import DEFAULT_MAX_RUNS_PER_DAY
+from fedcollab.client.runtime_folder import NodeState, prepare_state
 from fedcollab.common.dataset import Dataset, load_dataset
 from fedcollab.common.errors import FederationError, WorkspaceError
 from fedcollab.common.schema import load_schema
@@ -62,7 +62,7 @@ class NodeConfig:
     #: Vertical joint inference at the label holder: ids to score, one per line
     #: (default: every row of its data).
     vertical_queries: Path | None = None
-    #: Serve only differentially private jobs (client.client_app.check_dp_policy);
+    #: Serve only differentially private jobs (client.admission.check_dp_policy);
     #: None: only on a dataset with a privacy-budget cap.
     dp_only: bool | None = None
     #: Runs accepted in any 24 hours (client.run_contract).

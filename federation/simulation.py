@@ -161,7 +161,7 @@ def run_simulation_job(
     }
     if budget_cap is not None and spec.privacy.dp != "none":
         # Only a DP job has anything to charge; a job without DP on a capped dataset is
-        # refused by the partners (client.client_app.check_dp_policy).
+        # refused by the partners (client.admission.check_dp_policy).
         for s in sources:
             with BudgetLedger.open(audit / "partners" / s.partner / "budget.db") as ledger:
                 ledger.set_cap(

@@ -238,7 +238,7 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         "hints that name real commands; typed errors mapped to exit codes",
     ),
     "common/job_fab.py": (
-        ("tests/client/test_node_runtime.py",),
+        ("tests/client/test_fab_check.py",),
         "the job app written by submit is accepted, changed ones refused",
     ),
     "common/jobspec.py": (

@@ -122,7 +122,7 @@ class HeReply(Closed):
 
 
 class DataReply(Reply):
-    """A reply to a data request (client.client_app._answer): its vector, ciphertext or
+    """A reply to a data request (client.actions.answer): its vector, ciphertext or
     masked parts travel outside the meta; the meta may add the encryption parameters
     and this partner's signed contribution statement (client.contribution)."""
 
@@ -153,7 +153,7 @@ class KeygenReply(Reply):
 
 
 class CosignReply(Reply):
-    """``query.cosign`` (client.client_app._cosign): the partner's cosignature note."""
+    """``query.cosign`` (client.actions._cosign): the partner's cosignature note."""
 
     cosigned: Annotated[str, Field(min_length=1, max_length=1 << 20)]
 

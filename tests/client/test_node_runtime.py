@@ -1,86 +1,10 @@
-"""The partner executor's app check and settings file (no processes needed)."""
+"""The partner executor: bounded task pulls, revoked tokens, one connection, warm-up."""
 
 from __future__ import annotations
 
-import io
-import os
-import zipfile
 from pathlib import Path
 
 import pytest
-import tomli_w
-
-from fedcollab.client.node_runtime import (
-    NodeState,
-    check_fab,
-    load_settings,
-    prepare_state,
-)
-from fedcollab.common.errors import WorkspaceError
-from fedcollab.common.job_fab import JOB_FAB_MODULE, JOB_FAB_MODULE_TEXT
-from fedcollab.coordinator.submit import _APP_PYPROJECT
-
-
-def _fab(files: dict[str, str]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, text in files.items():
-            zf.writestr(name, text)
-    return buf.getvalue()
-
-
-def _job_files() -> dict[str, str]:
-    return {
-        "pyproject.toml": tomli_w.dumps(_APP_PYPROJECT),
-        JOB_FAB_MODULE: JOB_FAB_MODULE_TEXT,
-        ".info/CONTENT": "pyproject.toml,abc,1",
-    }
-
-
-def test_the_job_app_written_by_submit_is_accepted() -> None:
-    assert check_fab(_fab(_job_files())) is None
-
-
-def test_an_app_with_code_is_refused() -> None:
-    files = {**_job_files(), "fedcollab/client/client_app.py": "import os\n"}
-    assert "unexpected files" in str(check_fab(_fab(files)))
-
-
-def test_a_changed_placeholder_is_refused() -> None:
-    files = {**_job_files(), JOB_FAB_MODULE: "import os; os.system('id')\n"}
-    assert "placeholder" in str(check_fab(_fab(files)))
-
-
-def test_foreign_components_are_refused() -> None:
-    project = tomli_w.dumps(
-        {"tool": {"flwr": {"app": {"components": {"clientapp": "evil:app", "serverapp": "x:y"}}}}}
-    )
-    assert "foreign components" in str(check_fab(_fab({"pyproject.toml": project})))
-
-
-def test_garbage_is_refused() -> None:
-    assert "unreadable" in str(check_fab(b"not a zip"))
-
-
-def test_settings_are_private_and_refused_when_readable(tmp_path: Path) -> None:
-    state = prepare_state(
-        tmp_path / "runtime",
-        node_config={"partner": "acme", "data": "/secret/acme.csv"},
-        supernode=["flower-supernode", "--superlink", "x:1"],
-        runtime_port=9094,
-    )
-    for path in (state.settings, state.secret, state.tls_key):
-        assert path.stat().st_mode & 0o077 == 0, path
-    assert (tmp_path / "runtime").stat().st_mode & 0o077 == 0
-    settings = load_settings(state)
-    assert settings["node_config"]["data"] == "/secret/acme.csv"
-    argv = settings["supernode"]
-    assert "--node-config" not in argv and "--insecure" not in argv
-    assert "/secret/acme.csv" not in " ".join(argv)
-    assert argv[argv.index("--host") + 1] == "127.0.0.1"
-    os.chmod(state.settings, 0o644)
-    with pytest.raises(WorkspaceError, match="readable by other users"):
-        load_settings(NodeState(state.root))
 
 
 def test_task_message_pull_is_bounded() -> None:
@@ -156,15 +80,11 @@ def test_tasks_share_one_connection_and_each_call_carries_its_task_token(tmp_pat
 
     from flwr.proto.runtime_pb2 import PullTaskInputRequest, SendTaskHeartbeatResponse
 
-    from fedcollab.client.node_runtime import (
-        _for_task,
-        _later_heartbeats,
-        _runtime_tls,
-        _task_client,
-    )
+    from fedcollab.client.node_runtime import _for_task, _later_heartbeats, _task_client
+    from fedcollab.client.runtime_folder import NodeState, runtime_tls
 
     state = NodeState(tmp_path)
-    _runtime_tls(state)  # the node-local runtime CA and certificate, as at a node's start
+    runtime_tls(state)  # the node-local runtime CA and certificate, as at a node's start
     seen: list[tuple[str, str | None, int]] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):

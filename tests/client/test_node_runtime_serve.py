@@ -31,7 +31,8 @@ from flwr.supernode.main import create_app
 from flwr.supernode.nodestate import NodeState as FlowerNodeState
 from flwr.supernode.nodestate import NodeStateFactory
 
-from fedcollab.client.node_runtime import NodeState, _runtime_tls, _serve_task, _task_client
+from fedcollab.client.node_runtime import _serve_task, _task_client
+from fedcollab.client.runtime_folder import NodeState, runtime_tls
 from fedcollab.common.job_fab import JOB_FAB_MODULE, JOB_FAB_MODULE_TEXT
 from fedcollab.coordinator.submit import _APP_PYPROJECT
 
@@ -54,7 +55,7 @@ class _SuperNode:
 
     def __init__(self, root: Path) -> None:
         self.dir = NodeState(root)
-        _runtime_tls(self.dir)
+        runtime_tls(self.dir)
         self.factory = NodeStateFactory(ObjectStoreFactory())
         self.state: FlowerNodeState = self.factory.state()
         self.state.set_node_id(NODE)

@@ -47,7 +47,7 @@ Path = tuple[str | int, ...]
 
 
 def _binding() -> dict[str, Any]:
-    """client.contribution.sign_contribution, as client.client_app._answer adds it."""
+    """client.contribution.sign_contribution, as client.actions.answer adds it."""
     return sign_contribution(
         Signer.generate(), partner="a", run="run-1", action="train.fedavg", step="round-1",
         request="sha256:" + "0" * 64, reply="sha256:" + "1" * 64,
@@ -62,9 +62,9 @@ def _explanation(*, shared: bool) -> dict[str, Any]:
 
 #: Replies built by hand, as the builder named beside each builds them.
 HAND: dict[str, dict[str, Any]] = {
-    # client.handlers.train (plain job) + client.client_app._answer's binding
+    # client.handlers.train (plain job) + client.actions.answer's binding
     "fedavg": {"train_loss": 0.6931, "binding": _binding()},
-    # client.client_app._cosign (compliance.checkpoint.SignedCheckpoint-like note)
+    # client.actions._cosign (compliance.checkpoint.SignedCheckpoint-like note)
     "cosign": {"cosigned": "fedcollab.test/audit\n3\nroot\n\n— a sig\n"},
     # client.secagg_node.handle: one base64 blob per stage (privacy.secagg dump)
     "advert": {"advert": base64.b64encode(b"\x02" * 96).decode()},
