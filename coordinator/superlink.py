@@ -91,7 +91,7 @@ def superlink_command(ws: Workspace, *, internal_port: int) -> list[str]:
 
 
 def node_journal(ws: Workspace) -> Path:
-    """The SuperLink's journal of registered nodes (:class:`superlink_launch.NodeJournal`)."""
+    """The SuperLink's journal of registered nodes (:mod:`coordinator.node_journal`)."""
     return ws.state_dir / "superlink_nodes.json"
 
 
@@ -101,7 +101,7 @@ def check_node_journal(ws: Workspace) -> None:
     Every node id in ``registered_nodes.json`` was journaled by the SuperLink before
     ``flwr supernode register`` answered, so a missing one means the journal was lost
     or replaced (:class:`WorkspaceError`); an unreadable journal raises the same."""
-    from fedcollab.coordinator.superlink_launch import NodeJournal
+    from fedcollab.coordinator.node_journal import NodeJournal
 
     journal = NodeJournal(node_journal(ws))
     known = journal.load()

@@ -338,6 +338,11 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         "audit trails written by the roles and read by the console",
     ),
     # --- coordinator/ ----------------------------------------------------------------
+    "coordinator/node_journal.py": (
+        ("tests/coordinator/test_superlink_launch.py",),
+        "journaled registrations replayed with the same ids; corrupt, unreadable and legacy "
+        "journals",
+    ),
     "coordinator/audit.py": (
         (
             "tests/coordinator/test_coordinator_encryption.py",

@@ -1,5 +1,6 @@
 """coordinator/superlink_launch.py: in-memory SuperLink state whose node registrations
-are journaled (same ids after a restart) and whose unknown runs answer "finished"."""
+are journaled (coordinator/node_journal.py: same ids after a restart, a corrupt or
+unreadable journal stops the start) and whose unknown runs answer "finished"."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from flwr.superlink.servicer.fleet import fleet_handlers
 
 from fedcollab.common.errors import WorkspaceError
 from fedcollab.coordinator import superlink_launch
+from fedcollab.coordinator.node_journal import NodeJournal
 from fedcollab.coordinator.superlink import (
     IN_MEMORY,
     check_node_journal,
@@ -32,7 +34,6 @@ from fedcollab.coordinator.superlink import (
 from fedcollab.coordinator.superlink_launch import (
     UNKNOWN_RUN_MESSAGE,
     JournaledLinkState,
-    NodeJournal,
     install,
     main,
 )
