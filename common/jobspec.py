@@ -230,6 +230,19 @@ class JobSpec(BaseModel):
     def digest(self) -> str:
         return "sha256:" + hashlib.sha256(self.to_json().encode()).hexdigest()
 
+    def check_wire(self) -> None:
+        """Refuse (:class:`JobSpecError`, naming each invalid field) a spec that its
+        receivers would refuse when they parse :meth:`to_json`: one changed in Python
+        without validation (``model_copy(update=...)`` does not validate)."""
+        try:
+            type(self).model_validate_json(self.to_json(), strict=False)
+        except ValidationError as exc:
+            raise JobSpecError(
+                f"job spec {self.name!r} is invalid: {_summarise(exc)}",
+                hint="build job specs with load_job_spec or JobSpec.model_validate "
+                "(model_copy(update=...) skips validation)",
+            ) from exc
+
 
 def _summarise(exc: ValidationError) -> str:
     parts = []

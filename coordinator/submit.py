@@ -74,6 +74,9 @@ def submit_job(
 
     ``record_messages``: the coordinator writes every message it relays under
     ``out_dir/messages`` (for tests that check what the coordinator sees)."""
+    # The coordinator's ServerApp parses the spec again and refuses an invalid one before
+    # it has anything to write to out_dir: refused here instead, with the reason.
+    spec.check_wire()
     policy, _decision = check_submission(ws, spec)  # refuses (and logs) before anything runs
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)

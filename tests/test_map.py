@@ -407,10 +407,6 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         ("tests/adversarial/test_server_app_run_config.py",),
         "a run config cannot switch off the policy gate or the audit trail",
     ),
-    "coordinator/submit.py": (
-        ("tests/console/test_console_jobs.py", "tests/integration/test_federation.py"),
-        "job submission from the console and over the Control API",
-    ),
     "coordinator/superlink.py": (
         ("tests/coordinator/test_superlink_launch.py", "tests/integration/test_federation.py"),
         "the SuperLink's command line and config; the real coordinator process",
