@@ -51,7 +51,7 @@ Notes
   encrypted steps and ``query.cosign`` are compared through it; a vertical
   step's phase meta differs per party, so ``query.vertical`` never is.
 * ``he.decrypted`` is logged by the decrypting partner before the result
-  leaves (``client/client_app.py``): ``step`` is the encrypted step whose
+  leaves (``client/actions.py``): ``step`` is the encrypted step whose
   aggregate it decrypted, ``ciphertext`` the digest of what it was given,
   ``contributors`` each contributor's name and the reply digest its signed
   statement names.  Each is compared with the coordinator's ``aggregate`` and

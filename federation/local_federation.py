@@ -23,7 +23,7 @@ from fedcollab.client.supernode import NodeConfig, start_supernode
 from fedcollab.common.errors import FederationError
 from fedcollab.common.schema import load_schema
 from fedcollab.compliance.registry import load_registry
-from fedcollab.coordinator.flwr_cli import list_nodes
+from fedcollab.coordinator.flwr_cli import TIMEOUT_S, list_nodes
 from fedcollab.coordinator.local_grants import EXAMPLE_REGISTRY, demo_grant
 from fedcollab.coordinator.policy_gate import add_grant, registry_path
 from fedcollab.coordinator.superlink import (
@@ -35,9 +35,6 @@ from fedcollab.coordinator.workspace import Workspace
 from fedcollab.privacy.budget_ledger import BudgetLedger
 
 __all__ = ["LocalFederation"]
-
-#: A bound on one node listing while waiting for nodes (``flwr``'s own is 300 s).
-_LIST_TIMEOUT_S = 60.0
 
 
 class LocalFederation:
@@ -200,9 +197,11 @@ class LocalFederation:
                 )
             left = deadline - time.monotonic()
             try:
-                # One hung `flwr supernode ls` must not use up the whole wait.
-                listed = list_nodes(self.ws, timeout=max(min(left, _LIST_TIMEOUT_S), 1.0))
+                # Never past the wait's own deadline; `flwr`'s own bound (300 s,
+                # coordinator/flwr_cli.py: its start-up took over 60 s at load 46) otherwise.
+                listed = list_nodes(self.ws, timeout=max(min(left, TIMEOUT_S), 1.0))
                 online = {str(n.node_id) for n in listed if n.online}
+                last_error = ""
             except FederationError as exc:  # the SuperLink is still starting: ask again
                 online = set()
                 last_error = exc.message

@@ -94,7 +94,7 @@ class Reply(Strict):
 
 
 class HandshakeReply(Reply):
-    """``query.handshake`` (client.handlers.handshake, client.client_app
+    """``query.handshake`` (client.handlers.handshake, client.actions
     ._handshake_offers): who the partner is, its dataset, the open vocabularies' values
     it holds (not in vertical jobs), its row count (plain jobs only), the size of the
     checkpoint it last cosigned and its signed per-run key offers."""
