@@ -40,7 +40,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from experiments.bench_he_deployment import _free_port_block, round_times
+from experiments.bench_he_deployment import round_times
 from experiments.he_equivalence import code_version
 from experiments.horizontal import default_jobs, prepare_partners
 from fedcollab.client.partner_data import PartnerSource
@@ -99,7 +99,7 @@ def _deployment(
     spec: JobSpec, sources: list[PartnerSource], root: Path, *, pull_s: float | None = None
 ) -> dict[str, Any]:
     from fedcollab.coordinator.submit import follow, submit_job
-    from fedcollab.federation.local_federation import LocalFederation
+    from fedcollab.federation.local_federation import LocalFederation, free_port_block
 
     shutil.rmtree(root, ignore_errors=True)  # fresh workspace, fresh ports
     os.environ["PATH"] = f"{Path(sys.prefix) / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -108,8 +108,8 @@ def _deployment(
     if pull_s is not None:
         os.environ["FEDCOLLAB_ACTIVE_PULL_S"] = str(pull_s)
     with LocalFederation(
-        root / "federation", sources, port=_free_port_block(1),
-        node_port_base=_free_port_block(len(sources)),
+        root / "federation", sources, port=free_port_block(1),
+        node_port_base=free_port_block(len(sources)),
     ) as fed:  # fmt: skip
         out = root / "job"
         t = time.monotonic()

@@ -44,9 +44,7 @@ import datetime as dt
 import json
 import os
 import platform
-import random
 import shutil
-import socket
 import statistics
 import sys
 import time
@@ -197,20 +195,6 @@ MODES = (
 MODE_GOALS = {"encrypted": GOAL, "masked": 1.3, "ckks+masked": 2.0}
 
 
-def _free_port_block(n: int) -> int:
-    """A base port such that ``base .. base + n - 1`` are free on loopback now."""
-    for _ in range(200):
-        base = random.randrange(20000, 40000, 10)
-        try:
-            for port in range(base, base + n):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no block of free loopback ports found")
-
-
 def _run(fed: Any, spec: JobSpec, out: Path) -> dict[str, Any]:
     from fedcollab.common.job_files import read_progress
     from fedcollab.coordinator.submit import follow, submit_job
@@ -269,7 +253,7 @@ def run(
     out: Path, hidden: tuple[int, ...], console: Console, repeats: int = REPEATS
 ) -> dict[str, Any]:
     from experiments.horizontal import prepare_partners
-    from fedcollab.federation.local_federation import LocalFederation
+    from fedcollab.federation.local_federation import LocalFederation, free_port_block
     from fedcollab.protocols import evaluation, models
 
     sources = prepare_partners(out / "partners")[:PARTNERS]
@@ -284,8 +268,8 @@ def run(
     os.environ["PATH"] = f"{Path(sys.prefix) / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in specs}
     with LocalFederation(
-        root / "federation", sources, port=_free_port_block(1),
-        node_port_base=_free_port_block(PARTNERS),
+        root / "federation", sources, port=free_port_block(1),
+        node_port_base=free_port_block(PARTNERS),
     ) as fed:  # fmt: skip
         for rep in range(repeats):
             for mode, spec in specs.items():

@@ -42,9 +42,7 @@ import argparse
 import json
 import os
 import platform
-import random
 import shutil
-import socket
 import statistics
 import sys
 import time
@@ -149,20 +147,6 @@ def summarise(events: Sequence[Mapping[str, Any]], metrics: Mapping[str, Any]) -
     }
 
 
-def _free_port_block(n: int) -> int:
-    """A base port such that ``base .. base + n - 1`` are free on loopback now."""
-    for _ in range(200):
-        base = random.randrange(20000, 40000, 10)
-        try:
-            for port in range(base, base + n):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no block of free loopback ports found")
-
-
 def _run(fed: Any, spec: JobSpec, out: Path) -> dict[str, Any]:
     from fedcollab.common.job_files import read_progress
     from fedcollab.coordinator.submit import follow, submit_job
@@ -185,7 +169,7 @@ def _run(fed: Any, spec: JobSpec, out: Path) -> dict[str, Any]:
 
 def run(out: Path, iterations: int, console: Console) -> dict[str, Any]:
     from fedcollab.demo.vertical import LABEL_HOLDER, prepare_vertical, vertical_job
-    from fedcollab.federation.local_federation import LocalFederation
+    from fedcollab.federation.local_federation import LocalFederation, free_port_block
 
     sources = prepare_vertical(out / "vertical-parties")
     specs = {
@@ -204,8 +188,8 @@ def run(out: Path, iterations: int, console: Console) -> dict[str, Any]:
     with LocalFederation(
         root / "federation",
         sources,
-        port=_free_port_block(1),
-        node_port_base=_free_port_block(len(sources)),
+        port=free_port_block(1),
+        node_port_base=free_port_block(len(sources)),
         purposes_for={s.partner: ("payment-risk-scoring",) for s in sources},
         # The label holder adds label-DP noise to every residual it releases, fresh in
         # each job, so two jobs at its default epsilon 8 differ by the noise (a run at

@@ -45,7 +45,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from experiments.bench_he_deployment import _free_port_block, round_times
+from experiments.bench_he_deployment import round_times
 from experiments.he_equivalence import code_version
 from experiments.horizontal import DATA_DIR, default_jobs, prepare_partners
 from experiments.scale_simulation import PeakMemory, _children, _tree_rss_bytes
@@ -177,7 +177,7 @@ def run_deployment(
     sources: list[PartnerSource], root: Path, *, rounds: int, aggregations: Sequence[str]
 ) -> dict[str, Any]:
     from fedcollab.coordinator.submit import follow, submit_job
-    from fedcollab.federation.local_federation import LocalFederation
+    from fedcollab.federation.local_federation import LocalFederation, free_port_block
 
     shutil.rmtree(root, ignore_errors=True)  # fresh workspace, fresh ports
     os.environ["PATH"] = f"{Path(sys.prefix) / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -186,8 +186,8 @@ def run_deployment(
     mem = Watch()
     with mem:
         fed = LocalFederation(
-            root / "federation", sources, port=_free_port_block(1),
-            node_port_base=_free_port_block(len(sources)),
+            root / "federation", sources, port=free_port_block(1),
+            node_port_base=free_port_block(len(sources)),
         )  # fmt: skip
         with fed:
             started = time.monotonic() - t0

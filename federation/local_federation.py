@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -34,7 +36,7 @@ from fedcollab.coordinator.superlink import (
 from fedcollab.coordinator.workspace import Workspace
 from fedcollab.privacy.budget_ledger import BudgetLedger
 
-__all__ = ["LocalFederation"]
+__all__ = ["LocalFederation", "free_port_block"]
 
 
 class LocalFederation:
@@ -252,6 +254,25 @@ class LocalFederation:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def free_port_block(n: int = 1) -> int:
+    """A base port such that ``base .. base + n - 1`` are free on loopback now, below
+    Linux's ephemeral range (32768 up), for a federation's public port or its nodes'
+    runtime APIs (base + partner index): a taken port stops that process at start."""
+    for _ in range(200):
+        base = random.randrange(20000, 32768 - n, 10)
+        try:
+            for port in range(base, base + n):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise FederationError(
+        f"no block of {n} free loopback ports found in 20000-32767",
+        hint="stop other federations or services on this machine",
+    )
 
 
 def _log_tail(path: Path, *, lines: int = 25) -> str:

@@ -7,7 +7,6 @@ and one SuperNode process per partner, on loopback ports picked free.
 from __future__ import annotations
 
 import json
-import random
 import socket
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 from fedcollab.client.partner_data import PartnerSource
 from fedcollab.common.schema import load_schema
 from fedcollab.common.split import split_horizontal
+from fedcollab.federation.local_federation import free_port_block
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".venv" / "bin"
@@ -98,19 +98,8 @@ def write_job(path: Path, schema: Path, *, encrypted: bool = False, **overrides:
 
 
 def node_port_base(block: int = 20) -> int:
-    """A base port for the nodes' runtime APIs (base + partner index) whose next ``block``
-    ports are free on loopback now, below Linux's ephemeral range (32768 up): a taken
-    port would stop that node's SuperNode at start."""
-    for _ in range(200):
-        base = random.randrange(20000, 32000, 50)
-        try:
-            for port in range(base, base + block):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no block of free loopback ports found")
+    """A base for the nodes' runtime APIs (base + partner index) with ``block`` free ports."""
+    return free_port_block(block)
 
 
 def card_run(events: list[dict[str, Any]], out: Path) -> str:
