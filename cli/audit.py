@@ -29,10 +29,18 @@ from fedcollab.compliance.bundle import (
     export_bundle,
     verify_bundle,
 )
+from fedcollab.compliance.expected_head import ExpectedHead, check_expected_heads, head_of
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.trust import TrustPolicy, parse_trust_options, read_public_key
 
-__all__ = ["app", "parse_partners", "policy_from_options", "print_verified"]
+__all__ = [
+    "ExpectHeadOption",
+    "app",
+    "heads_from_options",
+    "parse_partners",
+    "policy_from_options",
+    "print_verified",
+]
 
 app = typer.Typer(help="Export and verify tamper-evident audit bundles.", no_args_is_help=True)
 _out = Console()
@@ -91,6 +99,21 @@ RequireOption = Annotated[
     ),
 ]
 
+ExpectHeadOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--expect-head",
+        help="NAME=SIZE:ROOT: a head of log NAME seen before (what audit verify printed, or "
+        "the checkpoint a partner cosigned); NAME's bundle must extend it, or it was cut "
+        "back (repeatable).",
+    ),
+]
+
+
+def heads_from_options(items: list[str] | None) -> list[ExpectedHead]:
+    """The pinned heads of ``--expect-head`` (:mod:`compliance.expected_head`)."""
+    return [ExpectedHead.parse(text) for text in items or []]
+
 
 def policy_from_options(
     trust: list[str] | None, peers: Path | None, require: list[str] | None
@@ -123,6 +146,12 @@ def print_verified(verified: VerifiedBundle, console: Console) -> None:
     for name in policy.required_cosigners:
         table.add_row(f"required cosigner {name}", "cosigned under its pinned key")
     console.print(table)
+    console.print(
+        f"to refuse a cut-back copy of this log later: {head_of(verified).option()}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -138,6 +167,7 @@ def verify(
             "runs the checks of audit crossref)."
         ),
     ] = None,
+    expect_head: ExpectHeadOption = None,
     workers: Annotated[int | None, typer.Option(help="Processes (default: CPUs).")] = None,
     all_event_signatures: Annotated[
         bool,
@@ -153,12 +183,16 @@ def verify(
     The log's own key must be pinned with --trust (obtained out of band); a
     cosignature counts only under its cosigner's pinned key.  With --partner,
     the partners' bundles are verified too and cross-checked against BUNDLE.
+    A bundle cut back to one of its earlier checkpoints verifies on its own:
+    --expect-head (a head seen before) or --partner bundles catch that.
     """
     from fedcollab.compliance.crossref import cross_check
 
     policy = policy_from_options(trust, trust_peers, require_cosigners)
+    heads = heads_from_options(expect_head)
     mode: EventSignatures = "all" if all_event_signatures else "uncovered"
     verified = verify_bundle(bundle, policy, workers=workers, event_signatures=mode)
+    check_expected_heads(verified, heads)
     print_verified(verified, _out)
     partners = parse_partners(partner or [])
     if partners:
@@ -168,7 +202,11 @@ def verify(
             )
             for name, folder in partners.items()
         }
+        for other in others.values():
+            check_expected_heads(other, heads)
         result = cross_check(verified, others)
+        for what in result.cut_short:
+            _out.print(f"  cut short: {what}", highlight=False, markup=False)
         for finding in result.findings:
             _out.print(f"finding {finding}", highlight=False, markup=False)
         result.raise_on_findings()

@@ -14,14 +14,17 @@ import typer
 from rich.console import Console
 
 from fedcollab.cli.audit import (
+    ExpectHeadOption,
     RequireOption,
     TrustOption,
     TrustPeersOption,
+    heads_from_options,
     parse_partners,
     policy_from_options,
 )
 from fedcollab.compliance.bundle import verify_bundle
 from fedcollab.compliance.crossref import cross_check
+from fedcollab.compliance.expected_head import check_expected_heads
 
 __all__ = ["app"]
 
@@ -37,6 +40,7 @@ def crossref(
     trust: TrustOption = None,
     trust_peers: TrustPeersOption = None,
     require_cosigners: RequireOption = None,
+    expect_head: ExpectHeadOption = None,
 ) -> None:
     """Verify each bundle under the pinned keys, then check that the logs tell one story:
     contributions, runs, cosigned sizes and roots, cosignature lines, requests per step
@@ -44,11 +48,14 @@ def crossref(
     partners = parse_partners(partner)
     console = Console()
     policy = policy_from_options(trust, trust_peers, require_cosigners)
+    heads = heads_from_options(expect_head)
     coord = verify_bundle(coordinator, policy)
+    check_expected_heads(coord, heads)
     console.print(f"verified {coordinator}: {coord.size} entries, origin {coord.origin}")
     verified = {}
     for name, folder in partners.items():
         verified[name] = verify_bundle(folder, policy.without_requirements())
+        check_expected_heads(verified[name], heads)
         console.print(f"verified {folder}: {verified[name].size} entries, origin {name}")
     result = cross_check(coord, verified)
     for name, count in sorted(result.matched.items()):
@@ -59,6 +66,8 @@ def crossref(
     console.print(f"  requests compared across partners: {result.requests_compared} steps")
     for what in result.not_compared:
         console.print(f"  not compared: {what}")
+    for what in result.cut_short:
+        console.print(f"  cut short: {what}", highlight=False, markup=False)
     for finding in result.findings:
         console.print(f"finding {finding}", highlight=False, markup=False)
     result.raise_on_findings()

@@ -23,9 +23,11 @@ import typer
 from rich.console import Console
 
 from fedcollab.cli.audit import (
+    ExpectHeadOption,
     RequireOption,
     TrustOption,
     TrustPeersOption,
+    heads_from_options,
     policy_from_options,
 )
 from fedcollab.common.errors import AuditVerificationError
@@ -68,6 +70,7 @@ def report(
             "(repeatable; verified like BUNDLE).",
         ),
     ] = None,
+    expect_head: ExpectHeadOption = None,
 ) -> None:
     """Verify BUNDLE, then write a readable HTML and PDF compliance report.
 
@@ -84,5 +87,6 @@ def report(
         policy=policy,
         out_dir=out,
         ledger_bundles=ledger or [],
+        expected_heads=heads_from_options(expect_head),
     )
     _out.print(f"report written: {html} and {pdf}", highlight=False)

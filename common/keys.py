@@ -13,6 +13,15 @@ Notes
   choosing a key, never a substitute for verifying the signature.
 * Private key files are created with mode 0600 and refused on load when group
   or others can read them, as OpenSSH does: a readable key is a leaked key.
+* Key names (party names, log origins, cosigners) are ASCII letters, digits,
+  ``.``, ``_``, ``-`` and ``/`` (C2SP origins such as ``example.org/audit``),
+  starting with a letter or digit, at most 128 characters
+  (:data:`KEY_NAME_PATTERN`).  Any wider set lets a name *look* like another in
+  a terminal or a report (Unicode TR 36, UTS 39 on confusables): ``region-1``
+  followed by a zero-width space, a Cyrillic ``e`` (U+0435), a right-to-left
+  override.  Every name in use already fits (partner names are
+  ``[a-z0-9][a-z0-9_-]*``, see ``coordinator.workspace.check_name``); signing
+  and verification both refuse any other.
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ from fedcollab.common.errors import AuditVerificationError, ComplianceError
 
 __all__ = [
     "ED25519_ALG",
+    "KEY_NAME_PATTERN",
+    "KEY_NAME_RULE",
     "Signer",
     "check_key_name",
     "format_verifier_key",
@@ -44,15 +55,18 @@ __all__ = [
 ]
 
 ED25519_ALG = 0x01
-_NAME_RE = re.compile(r"[^\s+\u2014]+")
+#: Every key, party and actor name (unanchored: ``fullmatch`` it, or add ``^...$``).
+KEY_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}"
+KEY_NAME_RULE = "1-128 ASCII letters, digits, '.', '_', '-' or '/', starting with a letter or digit"
+_NAME_RE = re.compile(KEY_NAME_PATTERN)
 
 
 def check_key_name(name: str) -> str:
-    """Refuse names a signed note cannot carry (empty, whitespace, '+')."""
+    """Refuse any name outside :data:`KEY_NAME_PATTERN` (look-alikes, spaces, '+')."""
     if not _NAME_RE.fullmatch(name):
         raise ComplianceError(
-            f"invalid key name {name!r}",
-            hint="use a non-empty name without spaces, '+' or an em dash",
+            f"invalid key name {name!r}: a name is {KEY_NAME_RULE}",
+            hint=f"use {KEY_NAME_RULE}, e.g. 'region-1'",
         )
     return name
 
@@ -114,7 +128,9 @@ def parse_verifier_key(text: str) -> tuple[str, bytes]:
     try:
         expected = key_id(name, raw[1:])
     except ComplianceError as exc:
-        raise AuditVerificationError(f"verifier key has an invalid name {name!r}") from exc
+        raise AuditVerificationError(
+            f"verifier key has an invalid name {name!r} (a name is {KEY_NAME_RULE})"
+        ) from exc
     if kid != expected:
         raise AuditVerificationError(f"verifier key for {name!r}: key id does not match the key")
     return name, raw[1:]

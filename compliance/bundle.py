@@ -12,7 +12,9 @@ Layout of a bundle folder::
     manifest.json          SHA-256 of every other file
 
 :func:`verify_bundle` needs the folder and a :class:`~compliance.trust.TrustPolicy`
-(keys pinned out of band): it checks the manifest, every entry's canonical form,
+(keys pinned out of band): it checks that the folder holds only regular files and
+folders (no symbolic link or special file anywhere below it) and exactly the files
+the manifest lists, with their hashes, then every entry's canonical form,
 index, actor signature and time order (event times never run backwards),
 recomputes the RFC 9162 root at every checkpoint's size, the checkpoints'
 signatures under the pinned log key, each cosignature under its pinned key, the
@@ -32,6 +34,13 @@ Notes
 * Actors' event keys that are not pinned are taken from the bundle and
   reported in ``unpinned_actors``: those events are vouched for by the log's
   signature, not by their actor.
+* A symbolic link inside a bundle is refused, not followed: a link is not
+  covered by the manifest, and whoever copies or zips the folder afterwards
+  (the console's report zip) would copy what it points to, e.g. a ``keys/``
+  link to the operator's private keys.  The folder named by the caller may
+  itself be a link (the caller chose that path).  :func:`copy_bundle` copies a
+  bundle's regular files without following links; verify the copy, and what
+  was verified is what was copied.
 * Entries are verified in blocks of 8,192 lines across processes (Ed25519
   verification dominates, 50-70 us per entry, so one core per worker); the
   parent only reads blocks and folds the returned leaf hashes into the tree.
@@ -45,11 +54,13 @@ import binascii
 import hashlib
 import itertools
 import json
+import os
 import re
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -72,6 +83,7 @@ __all__ = [
     "EventSignatures",
     "VerifiedBundle",
     "VerifiedCheckpoint",
+    "copy_bundle",
     "export_bundle",
     "verify_bundle",
 ]
@@ -281,6 +293,79 @@ def export_bundle(
 # --- verification ---------------------------------------------------------------------
 
 
+_LINK_HINT = (
+    "ask the bundle's author to export it again with `fedcollab audit export`, or copy "
+    "it with symbolic links resolved (e.g. `cp -rL`) and verify the copy"
+)
+
+
+def _bundle_files(root: Path) -> set[str]:
+    """The relative paths of the files in the bundle folder ``root``.
+
+    Refuses a symbolic link anywhere below ``root`` (to a folder or a file) and
+    any entry that is neither a regular file nor a folder (FIFO, socket, device):
+    links are never followed.
+    """
+
+    def unreadable(exc: OSError) -> NoReturn:
+        where = Path(os.fsdecode(exc.filename or root))
+        what = f"{where.relative_to(root).as_posix()} in " if where != root else ""
+        raise AuditVerificationError(
+            f"{root}: cannot read {what}the bundle folder ({exc.strerror})"
+        ) from exc
+
+    files: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
+        for name in (*dirnames, *filenames):
+            path = Path(dirpath, name)
+            rel = path.relative_to(root).as_posix()
+            try:
+                mode = path.lstat().st_mode
+            except OSError as exc:
+                unreadable(exc)
+            if stat.S_ISLNK(mode):
+                raise AuditVerificationError(
+                    f"{rel}: a symbolic link inside the audit bundle (links are never "
+                    "followed: what it points to is not part of the bundle)",
+                    hint=_LINK_HINT,
+                )
+            if stat.S_ISREG(mode):
+                files.add(rel)
+            elif not stat.S_ISDIR(mode):
+                raise AuditVerificationError(
+                    f"{rel}: not a regular file (a FIFO, socket or device) inside the audit bundle",
+                    hint=_LINK_HINT,
+                )
+    return files
+
+
+def copy_bundle(src: Path | str, dst: Path | str) -> Path:
+    """Copy the regular files of the bundle folder ``src`` into the new folder ``dst``.
+
+    Nothing is followed: a symbolic link or special file below ``src`` is refused
+    (AuditVerificationError) as :func:`verify_bundle` refuses it, and each file is
+    opened with ``O_NOFOLLOW``.  Verify the copy, not ``src``: then what was
+    verified is what was copied.  Returns ``dst``.
+    """
+    root, out = Path(src), Path(dst)
+    for rel in sorted(_bundle_files(root)):
+        target = out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(root / rel, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as exc:  # ELOOP: it became a link after the listing
+            raise AuditVerificationError(
+                f"{rel}: cannot be copied ({exc.strerror})", hint=_LINK_HINT
+            ) from exc
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise AuditVerificationError(f"{rel}: not a regular file", hint=_LINK_HINT)
+            with target.open("xb") as dest:
+                while chunk := fh.read(1 << 20):
+                    dest.write(chunk)
+    return out
+
+
 def _read_manifest_bytes(root: Path) -> bytes:
     try:
         return (root / "manifest.json").read_bytes()
@@ -290,18 +375,16 @@ def _read_manifest_bytes(root: Path) -> bytes:
         raise AuditVerificationError(f"{root}: manifest.json cannot be read") from exc
 
 
-def _check_manifest(root: Path, data: bytes) -> _Manifest:
+def _check_manifest(root: Path, data: bytes, files: set[str]) -> _Manifest:
+    """``files`` (from :func:`_bundle_files`) must be exactly those the manifest lists,
+    plus the top-level ``manifest.json`` itself (a ``manifest.json`` elsewhere is not)."""
     try:
         manifest = _Manifest.model_validate_json(data)
     except ValidationError as exc:
         raise AuditVerificationError(
             f"manifest.json is malformed: {exc.errors()[0]['msg']}"
         ) from exc
-    present = {
-        p.relative_to(root).as_posix()
-        for p in root.rglob("*")
-        if p.is_file() and p.name != "manifest.json"
-    }
+    present = files - {"manifest.json"}
     for rel in sorted(present):
         if not _LAYOUT.fullmatch(rel):
             raise AuditVerificationError(f"{rel}: unexpected file in an audit bundle")
@@ -533,8 +616,9 @@ def verify_bundle(
             f"event_signatures must be 'uncovered' or 'all', not {event_signatures!r}"
         )
     root = Path(path)
+    files = _bundle_files(root)  # before reading anything: no link is ever followed
     manifest_bytes = _read_manifest_bytes(root)
-    manifest = _check_manifest(root, manifest_bytes)
+    manifest = _check_manifest(root, manifest_bytes, files)
     bundle_keys = _load_keys(root)
     origin = manifest.origin
     if origin not in policy.keys:

@@ -51,6 +51,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedcollab.common.errors import AuditVerificationError, ComplianceError
+from fedcollab.common.keys import KEY_NAME_PATTERN, KEY_NAME_RULE
 
 __all__ = [
     "BlockResult",
@@ -67,7 +68,7 @@ _IN_PROCESS_BELOW = 2
 # The patterns of compliance.events.EventEnvelope (kept in step by a test), with
 # ASCII digits: importing the pydantic model would slow every worker's start.
 _ENVELOPE_KEYS = frozenset({"actor", "body", "sig", "time", "type"})
-_NAME = re.compile(r"[^\s+\u2014]{1,128}")
+_NAME = re.compile(KEY_NAME_PATTERN)  # ASCII only: no look-alike of a pinned name
 _TYPE = re.compile(r"[a-z][a-z0-9_.-]{0,127}")
 _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?Z")
 # The three patterns at once over "actor\ntype\ntime" (none of them matches a newline).
@@ -196,6 +197,9 @@ def check_envelope(obj: object) -> str | None:
         missing = sorted(_ENVELOPE_KEYS - obj.keys())
         extra = sorted(obj.keys() - _ENVELOPE_KEYS)
         return f"event: missing {missing}" if missing else f"event: unexpected {extra}"
+    actor = obj["actor"]
+    if type(actor) is str and _NAME.fullmatch(actor) is None:
+        return f"actor {actor!r} is not a valid party name (a name is {KEY_NAME_RULE})"
     for name, pattern in (("actor", _NAME), ("type", _TYPE), ("time", _TIME)):
         value = obj[name]
         if type(value) is not str or pattern.fullmatch(value) is None:

@@ -146,6 +146,10 @@ def parse_signed_checkpoint(text: str, *, where: str = "checkpoint") -> SignedCh
         if len(parts) != 3 or parts[0] != _DASH or not parts[1]:
             raise fail(f"signature line {n} is malformed")
         try:
+            check_key_name(parts[1])
+        except ComplianceError as exc:
+            raise fail(f"signature line {n}: {exc.message}") from exc
+        try:
             blob = base64.b64decode(parts[2], validate=True)
         except binascii.Error as exc:
             raise fail(f"signature line {n} is not valid base64") from exc

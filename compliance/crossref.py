@@ -22,14 +22,19 @@ names the party whose log is wrong:
     bundle carries no line by that partner.
 ``contribution`` (coordinator, or the partner)
     a partner logged sending a vector the coordinator recorded differently,
-    or the coordinator attributes a contribution the partner never sent.
-    Not a finding: a send at a step for which the coordinator's log records no
-    aggregate at all, in a run that log closes as cut short by a coordinator
+    or the coordinator attributes a contribution the partner never sent; the
+    coordinator records a partner as dropped at a step and also aggregates a
+    contribution under its name there; or the coordinator's log aggregates one
+    (run, step) more than once (a partner cosigns the aggregates it is shown,
+    so a second, unshown one could attribute anything to it).
+    Not a finding: in a run that log closes as cut short by a coordinator
     restart (``job.failed`` with ``interrupted``, written by
-    ``coordinator.recovery``): the crash came first. Those sends are listed in
-    ``CrossCheck.cut_short``. A coordinator can thus leave one unrecorded send
-    per partner at the step in flight, at the price of a signed admission that
-    the run failed; a step it did aggregate must still list every send.
+    ``coordinator.recovery``), a partner's *last* sends of the run, at most
+    :data:`IN_FLIGHT_MAX` (one message's requests), at steps the log never
+    aggregated: the crash came first. Those sends are listed in
+    ``CrossCheck.cut_short`` and printed by every command. A coordinator can thus
+    leave the one message in flight unrecorded, at the price of a signed
+    admission that the run failed; every earlier send of the run must match.
 ``request`` (coordinator)
     partners logged different request digests for the same (run, step): the
     coordinator sent them different requests.  Compared is ``request_shared``
@@ -91,6 +96,9 @@ FindingKind = Literal[
 
 _RUN_EVENTS = frozenset({"request.received", "data.sent", "request.refused", "he.decrypted"})
 PER_PARTNER_ACTIONS = frozenset({"query.cosign", "query.vertical"})
+#: The most requests one message asks a partner (``common.batch.MAX_ITEMS``, not imported:
+#: the offline verifier needs no Flower): the sends a coordinator crash can leave unrecorded.
+IN_FLIGHT_MAX = 4
 #: Actions whose *shared* request differs per party too: a vertical step sends each
 #: party its own phase meta (ring route, role) besides its share.
 PER_PARTY_SHARED = frozenset({"query.vertical"})
@@ -163,6 +171,10 @@ class _Coordinator:
     def __init__(self, bundle: VerifiedBundle) -> None:
         self.bundle = bundle
         self.recorded: dict[tuple[str, str, str], str] = {}  # (run, step, partner) -> digest
+        #: Every digest recorded per (run, step, partner): a step aggregated twice keeps both.
+        self.recorded_all: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+        #: How many ``round.aggregated`` events each (run, step) has (honest logs: one).
+        self.aggregations: dict[tuple[str, str], int] = defaultdict(int)
         self.aggregates: dict[tuple[str, str], str] = {}  # (run, step) -> aggregate digest
         self.contributors: dict[tuple[str, str], set[str]] = {}
         self.dropped: set[tuple[str, str, str]] = set()
@@ -180,11 +192,13 @@ class _Coordinator:
             if etype == "round.aggregated":
                 key = (_run(body), str(body.get("step")))
                 self.runs.add(key[0])
+                self.aggregations[key] += 1
                 contributions = body.get("contributions", {})
                 if isinstance(contributions, dict):
                     for partner, digest in contributions.items():
                         self.recorded[(*key, partner)] = str(digest)
-                    self.contributors[key] = set(contributions)
+                        self.recorded_all[(*key, partner)].add(str(digest))
+                    self.contributors[key] = self.contributors.get(key, set()) | set(contributions)
                 if body.get("protection") == "ckks-sum":
                     self.encrypted.add(key)
                 if body.get("aggregate") is not None:
@@ -193,6 +207,26 @@ class _Coordinator:
                 self.dropped.add((_run(body), str(body.get("step")), str(body.get("partner"))))
             elif etype == "job.failed" and body.get("interrupted") is True:
                 self.interrupted.add(_run(body))
+
+
+def _in_flight(coord: _Coordinator, order: list[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+    """A partner's sends that a coordinator crash can explain: in a run the coordinator's
+    log closes as cut short (``interrupted``), the sends at steps that log never
+    aggregated, if they are the partner's *last* sends of that run and at most
+    :data:`IN_FLIGHT_MAX` of them (the requests of the one message in flight:
+    one exchange asks a partner at most that many things at once). Any other
+    unrecorded send of such a run stays a ``contribution`` finding."""
+    out: set[tuple[str, str, str]] = set()
+    for run in {key[0] for key in order} & coord.interrupted:
+        sends = [key for key in order if key[0] == run]
+        tail: list[tuple[str, str, str]] = []
+        for key in reversed(sends):
+            if (key[0], key[1]) in coord.contributors or key in coord.dropped:
+                break
+            tail.append(key)
+        if len(tail) <= IN_FLIGHT_MAX:
+            out.update(tail)
+    return out
 
 
 def _partner_checks(
@@ -206,6 +240,7 @@ def _partner_checks(
     newest cosigned checkpoint, request digests and decryption records."""
     c = coord.bundle
     sent: dict[tuple[str, str, str], str] = {}
+    order: list[tuple[str, str, str]] = []  # the sends in the partner's log order
     requests: dict[tuple[str, str, str], str] = {}
     decrypted: list[dict[str, Any]] = []
     unknown_runs: dict[str, int] = defaultdict(int)
@@ -226,6 +261,7 @@ def _partner_checks(
             continue
         if etype == "data.sent" and int(body.get("n_values", 0) or 0) > 0:
             sent[(_run(body), str(body.get("step")), name)] = str(body.get("reply"))
+            order.append((_run(body), str(body.get("step")), name))
         elif etype == "request.received":
             shared = body.get("request_shared")
             action = str(body.get("action", ""))
@@ -250,10 +286,21 @@ def _partner_checks(
             )
         )
     count = 0
+    in_flight = _in_flight(coord, order)
     for key, digest in sent.items():
+        recorded = coord.recorded_all.get(key, set())
         if key in coord.dropped:
-            continue
-        if key[0] in coord.interrupted and (key[0], key[1]) not in coord.contributors:
+            if not recorded:
+                continue  # dropped (late, refused, malformed): not aggregated
+            found.append(
+                CrossFinding(
+                    "contribution",
+                    c.origin,
+                    f"run {_short(key[0])}, step {key[1]!r}: the coordinator records {name!r} "
+                    "as dropped at that step and also aggregates a contribution under its name",
+                )
+            )
+        if key in in_flight:
             if cut_short is not None:
                 cut_short.append(
                     f"run {_short(key[0])}, step {key[1]!r}: {name!r} logged sending {digest}; "
@@ -261,16 +308,24 @@ def _partner_checks(
                     "short by a coordinator restart)"
                 )
             continue
-        if coord.recorded.get(key) != digest:
+        if recorded != {digest}:
+            told = ", ".join(sorted(recorded)) if recorded else "nothing"
             found.append(
                 CrossFinding(
                     "contribution",
                     c.origin,
                     f"run {_short(key[0])}, step {key[1]!r}: {name!r} logged sending {digest}, "
-                    f"the coordinator recorded {coord.recorded.get(key)}",
+                    f"the coordinator recorded {told}"
+                    + (
+                        ""
+                        if recorded or key[0] not in coord.interrupted
+                        else " (the run is closed as cut short, but only the partner's last "
+                        f"send(s) of a cut-short run, at most {IN_FLIGHT_MAX}, can be the "
+                        "step in flight)"
+                    ),
                 )
             )
-        else:
+        elif key not in coord.dropped:
             count += 1
     for key, digest in coord.recorded.items():
         if key[2] == name and key not in sent:
@@ -469,6 +524,17 @@ def cross_check(coordinator: VerifiedBundle, partners: Mapping[str, VerifiedBund
         }
         if newest is not None:
             cosigned.append(newest)
+    for (run, step), times in sorted(coord.aggregations.items()):
+        if times > 1:
+            found.append(
+                CrossFinding(
+                    "contribution",
+                    coordinator.origin,
+                    f"run {_short(run)}, step {step!r}: the coordinator's log records {times} "
+                    "aggregates of that one step (each step is aggregated once): a cosignature "
+                    "over one of them vouches for none of the others",
+                )
+            )
     compared, skipped = _compare_requests(coord, requests, found)
     for name, records in sorted(decryptions.items()):
         _check_decryptions(coord, name, records, sent_by, found)

@@ -36,7 +36,7 @@ import rfc8785
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fedcollab.common.errors import AuditVerificationError, ComplianceError
-from fedcollab.common.keys import Signer, check_key_name, verify_signature
+from fedcollab.common.keys import KEY_NAME_PATTERN, Signer, check_key_name, verify_signature
 
 __all__ = [
     "MIN_SALT_BYTES",
@@ -51,7 +51,7 @@ __all__ = [
 
 MIN_SALT_BYTES = 16
 _TIME_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$"
-_NAME_PATTERN = r"^[^\s+\u2014]{1,128}$"
+_NAME_PATTERN = f"^{KEY_NAME_PATTERN}$"  # common.keys: the names signing accepts
 _TYPE_PATTERN = r"^[a-z][a-z0-9_.-]{0,127}$"
 
 

@@ -70,7 +70,7 @@ from pydantic import (
 )
 
 from fedcollab.common.errors import ComplianceError, PolicyRefusal
-from fedcollab.common.keys import Signer, check_key_name, verify_signature
+from fedcollab.common.keys import KEY_NAME_PATTERN, Signer, check_key_name, verify_signature
 from fedcollab.compliance.events import canonical_json
 from fedcollab.compliance.registry import (
     PURPOSE_ID_PATTERN,
@@ -102,7 +102,7 @@ GRANT_DOMAIN = b"fedcollab-grant-v1\n"
 #: PIPL Art. 29; ``explicit``: GDPR Art. 9(2)(a); ``general``: ordinary consent.
 ConsentKind = Literal["separate-provision", "sensitive-data", "explicit", "general"]
 
-_NAME_PATTERN = r"^[^\s+\u2014]{1,128}$"
+_NAME_PATTERN = f"^{KEY_NAME_PATTERN}$"  # common.keys: the names signing accepts
 _EVIDENCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/#=-]{0,199}$"
 _LONG_DIGITS = re.compile(r"\d{11,}")
 

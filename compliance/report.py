@@ -43,6 +43,7 @@ from fedcollab.common.atomic import write_atomic
 from fedcollab.common.errors import AuditVerificationError, ComplianceError
 from fedcollab.compliance.bundle import VerifiedBundle, verify_bundle
 from fedcollab.compliance.crossref import CrossCheck, cross_check
+from fedcollab.compliance.expected_head import ExpectedHead, check_expected_heads
 from fedcollab.compliance.registry import Registry, load_registry
 from fedcollab.compliance.report_insights import read_insights
 from fedcollab.compliance.report_jobs import gather_jobs
@@ -144,6 +145,7 @@ def _attestation(
         partners=tuple(partners),
         cross_findings=tuple(str(f) for f in cross.findings) if cross is not None else (),
         cross_checked=cross is not None,
+        cross_cut_short=cross.cut_short if cross is not None else (),
         unverified_cosigners=tuple(
             sorted({n for c in verified.checkpoints for n, st in c.cosignatures if st != _OK})
         ),
@@ -271,6 +273,7 @@ def build_report(
     jobs: Sequence[Path],
     policy: TrustPolicy,
     ledger_bundles: Sequence[Path] = (),
+    expected_heads: Sequence[ExpectedHead] = (),
 ) -> ReportModel:
     """Verify ``bundle`` under ``policy`` (raising AuditVerificationError on any failure)
     and gather the report.
@@ -279,15 +282,18 @@ def build_report(
     pins; their ``privacy.spent`` events (their privacy-budget ledgers) join the
     report's privacy-budget section, and they are cross-checked against
     ``bundle`` (:func:`compliance.crossref.cross_check`): every finding is listed
-    in the attestation section.
+    in the attestation section. ``expected_heads``: heads seen before
+    (:mod:`compliance.expected_head`); a bundle cut back below one is refused.
     """
     started, t0 = _utc_now(), time.monotonic()
     verified = _read_verified(Path(bundle), policy)
+    check_expected_heads(verified, expected_heads)
     elapsed = time.monotonic() - t0
     events = [e if isinstance(e, dict) else {} for e in verified.events()]
     partner_bundles: dict[str, VerifiedBundle] = {}
     for extra in ledger_bundles:
         pv = _read_verified(Path(extra), policy.without_requirements())
+        check_expected_heads(pv, expected_heads)
         if pv.origin in partner_bundles or pv.origin == verified.origin:
             raise ComplianceError(f"{extra}: a second bundle of the log {pv.origin!r}")
         partner_bundles[pv.origin] = pv
@@ -301,12 +307,12 @@ def build_report(
         loaded = load_registry(registry)
         purposes, controller = _purposes(loaded), loaded.controller
     by_id = None if purposes is None else {p.id: p for p in purposes}
-    gathered = gather_jobs(events, purposes=by_id)
+    gathered = gather_jobs(events, purposes=by_id, pinned=set(policy.keys))
     provenance, findings = list(gathered.jobs), list(gathered.findings)
     privacy = list(gathered.privacy)
     for pv in partner_bundles.values():
         spent = [e for e in pv.events() if text(e.get("type")) == "privacy.spent"]
-        partner = gather_jobs(spent, purposes=by_id)
+        partner = gather_jobs(spent, purposes=by_id, pinned=set(policy.keys))
         privacy.extend(partner.privacy)
         findings.extend(partner.findings)
     for folder in jobs:
@@ -337,6 +343,7 @@ def write_report(
     policy: TrustPolicy,
     out_dir: Path,
     ledger_bundles: Sequence[Path] = (),
+    expected_heads: Sequence[ExpectedHead] = (),
 ) -> tuple[Path, Path]:
     """Verify, gather and write ``report.html`` and ``report.pdf``; returns their paths.
 
@@ -349,6 +356,7 @@ def write_report(
         jobs=jobs,
         policy=policy,
         ledger_bundles=ledger_bundles,
+        expected_heads=expected_heads,
     )
     html = render_html(model).encode("utf-8")
     pdf = pdf_bytes(model)

@@ -21,11 +21,13 @@ Notes
   least one ``data.sent`` or aggregated contribution is one provision.
 * Event bodies are signed but not schema-checked by the log; every field is
   read leniently (:func:`text`) and a missing one shows as an empty cell.
+* ``privacy.spent`` rows come from ``pinned`` actors only: a charge by an actor whose
+  key came with the bundle is only the log owner's word (its name may mimic a partner's).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +107,14 @@ def _fold(jobs: dict[str, _Job], ev: Mapping[str, Any], out: _Out) -> None:
     etype, actor = text(ev.get("type")), text(ev.get("actor"))
     when = text(ev.get("time")).replace("T", " ", 1)  # RFC 3339 allows the space; it wraps
     body = _map(ev.get("body"))
+    if etype == "privacy.spent" and out.pinned is not None and actor not in out.pinned:
+        out.finding(
+            "warning",
+            "",
+            f"privacy.spent by {actor!r} at {when} left out of the privacy-budget ledger: "
+            f"its key is not pinned (it came with the bundle): pin {actor!r}'s key to count it",
+        )
+        return
     if etype == "privacy.spent":
         cum, cap = _number(body.get("cumulative_epsilon")), _number(body.get("cap"))
         over = cum is not None and cap is not None and cum > cap
@@ -179,6 +189,7 @@ def _fold(jobs: dict[str, _Job], ev: Mapping[str, Any], out: _Out) -> None:
 
 @dataclass
 class _Out:
+    pinned: frozenset[str] | None = None  # actors whose privacy.spent make ledger rows
     privacy: list[PrivacySpend] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
@@ -359,14 +370,17 @@ def gather_jobs(
     events: Sequence[Mapping[str, Any]],
     *,
     purposes: Mapping[str, PurposeRecord] | None,
+    pinned: Collection[str] | None = None,
 ) -> Gathered:
     """Fold events (in log order) into the report's per-job records, with cross-checks.
 
     ``purposes`` is the record of processing activities by purpose id (``None``
-    when none was supplied: the registry checks are then skipped).
+    when none was supplied: the registry checks are then skipped).  ``pinned``: the
+    names the officer pinned (``VerifiedBundle.policy.keys``); a ``privacy.spent`` by
+    any other actor is a warning, not a ledger row (``None``: every actor counts).
     """
     jobs: dict[str, _Job] = {}
-    out = _Out()
+    out = _Out(pinned=None if pinned is None else frozenset(pinned))
     for ev in events:
         _fold(jobs, ev, out)
     actors = {text(ev.get("actor")) for ev in events}

@@ -66,7 +66,7 @@ COVERAGE = (
     "log's signed checkpoints over the recomputed Merkle root (the same key signs both).",
     "The RFC 9162 Merkle root recomputed from the entries equals the root of every "
     "checkpoint, and the latest checkpoint covers every entry (nothing appended unsigned, "
-    "nothing truncated).",
+    "nothing cut inside a checkpoint).",
     "Every checkpoint is signed by the pinned log key; a cosignature counts only under its "
     "cosigner's pinned key (others are listed as unverified key), and every cosignature "
     "the log recorded receiving is still on its checkpoint.",
@@ -77,6 +77,10 @@ LIMITS = (
     "The manifest itself is not signed: authenticity rests on the pinned log key.  Keys "
     "shipped in the bundle never make a signature count.",
     "Signatures prove who recorded each event, not that what they recorded is true.",
+    "A bundle cut back to one of its own earlier checkpoints verifies on its own (no key "
+    "needed): its length is bound only by a head seen before (--expect-head) or by the "
+    "partners' bundles (--ledger), whose records of the checkpoints they cosigned are "
+    "compared.",
     "The record of processing activities and the job output folders are not covered by the "
     "log's signatures; the report cross-checks job outputs against the hashes the log attests.",
 )
@@ -113,6 +117,9 @@ class Attestation:
     partners: tuple[PartnerAttestation, ...] = ()
     cross_findings: tuple[str, ...] = ()
     cross_checked: bool = False
+    #: Partners' sends of cut-short runs the coordinator never recorded (not findings:
+    #: the message in flight when it crashed; compliance.crossref.CrossCheck.cut_short).
+    cross_cut_short: tuple[str, ...] = ()
     unverified_cosigners: tuple[str, ...] = ()
     covers: tuple[str, ...] = COVERAGE
     limits: tuple[str, ...] = LIMITS

@@ -438,6 +438,13 @@ def pdf_bytes(model: ReportModel) -> bytes:
             doc.para(f"- {f}")
     else:
         doc.para("None: the partners' logs agree with this log.")
+    if a.cross_cut_short:
+        doc.para(
+            "Cut short by a coordinator restart (sends of the message in flight, not recorded "
+            "by the coordinator; not findings):"
+        )
+        for c in a.cross_cut_short:
+            doc.para(f"- {c}")
     doc.heading("Checkpoints", 3)
     doc.grid(["Size", "Signatures"], [(str(s), ", ".join(n)) for s, n in a.checkpoints], (1, 6))
     doc.heading("Keys", 3)

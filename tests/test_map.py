@@ -299,6 +299,10 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         "wire round trips, typed reads (Payload.as_) and malformed messages refused",
     ),
     # --- compliance/ -----------------------------------------------------------------
+    "compliance/expected_head.py": (
+        ("tests/adversarial/test_audit_rollback.py",),
+        "a bundle cut back without a key, refused against the head `audit verify` printed",
+    ),
     "compliance/bundle_entries.py": (
         ("tests/compliance/test_compliance_bundle.py",),
         "canonical-JSON and envelope checks of exported entries",

@@ -17,13 +17,18 @@ Notes
   before each export, so its bundle is complete.
 * Verification results are cached per file state (modification times and
   sizes of the database and its WAL); any write re-verifies.
+* Partners' registered bundles are copied into the report's folder first
+  (:func:`compliance.bundle.copy_bundle`: regular files only, a symbolic link
+  refused, never followed) and the copies are what the report verifies and the
+  zip carries: a link in a partner's folder (``keys/`` pointing at the
+  operator's private keys) can neither pass verification nor be copied into
+  the zip, and a file changed after verification is not the one zipped.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import shutil
 import sqlite3
 import tempfile
 import threading
@@ -37,7 +42,12 @@ from urllib.parse import quote
 
 from fedcollab.common.errors import AuditVerificationError, FedcollabError
 from fedcollab.common.keys import Signer, parse_verifier_key
-from fedcollab.compliance.bundle import VerifiedBundle, export_bundle, verify_bundle
+from fedcollab.compliance.bundle import (
+    VerifiedBundle,
+    copy_bundle,
+    export_bundle,
+    verify_bundle,
+)
 from fedcollab.compliance.checkpoint import parse_signed_checkpoint
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.trust import TrustPolicy
@@ -242,10 +252,11 @@ def report_zip(
 ) -> tuple[bytes, VerifiedBundle]:
     """The compliance report (HTML + PDF) of ``source``'s verified bundle, zipped.
 
-    ``partner_bundles`` (partner -> exported bundle folder) are verified under
-    the same policy and cross-checked against the coordinator's bundle, exactly
-    as ``audit report --ledger BUNDLE`` does; they travel in the zip beside the
-    coordinator's bundle so the officer can re-run ``audit crossref`` offline.
+    ``partner_bundles`` (partner -> exported bundle folder) are copied (regular
+    files only, links refused), verified under the same policy and cross-checked
+    against the coordinator's bundle, exactly as ``audit report --ledger BUNDLE``
+    does; the verified copies travel in the zip beside the coordinator's bundle so
+    the officer can re-run ``audit crossref`` offline.
     """
     from fedcollab.compliance.report import write_report  # heavy (PDF): only when asked
 
@@ -253,17 +264,16 @@ def report_zip(
     with _exported(source) as (bundle, _size):
         report = _verify(source, bundle)
         out = bundle.parent / "report"
+        copies = [copy_bundle(path, out / "partner-bundles" / p) for p, path in given.items()]
         write_report(
             bundle,
             registry=registry,
             jobs=jobs,
             policy=policy,
             out_dir=out,
-            ledger_bundles=list(given.values()),
+            ledger_bundles=copies,
         )
-        shutil.copytree(bundle, out / "bundle")
-        for partner, path in given.items():
-            shutil.copytree(path, out / "partner-bundles" / partner)
+        copy_bundle(bundle, out / "bundle")
         return _zip(out, prefix=f"{source.name}-compliance-report"), report
 
 

@@ -23,9 +23,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from fedcollab.cli import app as cli_app
+from fedcollab.client.audit import request_digest
+from fedcollab.client.contribution import shared_request_digest
 from fedcollab.common.errors import EventOrderError
 from fedcollab.common.keys import Signer
 from fedcollab.compliance.bundle import export_bundle, verify_bundle
@@ -34,8 +37,9 @@ from fedcollab.compliance.crossref import CrossCheck, cross_check
 from fedcollab.compliance.events import canonical_json, make_event
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.store import LogStore
+from fedcollab.compliance.trail import digest_vector
 from fedcollab.compliance.trust import TrustPolicy
-from tests.support.audit_world import COORDINATOR, PARTNERS, World
+from tests.support.audit_world import COORDINATOR, DIGEST, JOB, PARTNERS, World
 
 
 def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str | Path) -> int:
@@ -259,6 +263,87 @@ def hidden_cosignature_drop(world: World, tmp: Path) -> dict[str, Path]:
     return {**bundles, COORDINATOR: tmp / "h" / "coordinator"}
 
 
+def _head(run: str) -> dict[str, str]:
+    return {"job": JOB, "digest": DIGEST, "run": run}
+
+
+def _partners_send(world: World, run: str, step: str, *, base: float) -> dict[str, str]:
+    """Every partner answers ``step`` of ``run`` as the real node logs it; their digests."""
+    sent: dict[str, str] = {}
+    for i, (name, p) in enumerate(sorted(world.partners.items())):
+        meta, model = {"job": JOB, "run": run, "lr": 0.1}, np.full(4, 0.5)
+        body = {**_head(run), "action": "query.train", "step": step}
+        p.trail.record(
+            "request.received",
+            {
+                **body,
+                "request": request_digest(meta, model),
+                "request_shared": shared_request_digest(meta, model),
+            },
+        )
+        sent[name] = digest_vector(np.arange(4.0) + i + base)
+        p.trail.record("data.sent", {**body, "reply": sent[name], "n_values": 4})
+    return sent
+
+
+def hidden_run(world: World, tmp: Path) -> dict[str, Path]:
+    """A whole run on the partners' data, five rounds, behind one ``interrupted`` record
+    (what the coordinator's crash recovery writes) and no aggregate; a later honest run
+    is cosigned by both partners."""
+    head = _head("run-hidden")
+    world.coordinator.trail.record("job.started", head)
+    world.run_job("run-hidden", steps=tuple(f"round-{i}" for i in range(1, 6)),
+                  coordinator_logs=False)  # fmt: skip
+    world.coordinator.trail.record(
+        "job.failed",
+        {**head, "error": "FederationError", "reason": "stopped", "interrupted": True},
+    )
+    world.run_job("run-3", steps=("round-1",))
+    return world.export(tmp / "b")
+
+
+def duplicate_aggregate(world: World, tmp: Path) -> dict[str, Path]:
+    """Two aggregates of one step: the used one attributes the operator's vector to
+    region-2; the partners are asked to cosign (and cosign) the decoy with the real
+    digests only."""
+    coord, run = world.coordinator.trail, "run-dup"
+    coord.record("job.started", _head(run))
+    sent = _partners_send(world, run, "round-1", base=0.0)
+    forged = {**sent, "region-2": digest_vector(np.full(4, 1e6))}
+    for contributions, fill in ((forged, "22"), (sent, "33")):
+        index = coord.record(
+            "round.aggregated",
+            {**_head(run), "step": "round-1", "partners": sorted(contributions),
+             "contributions": contributions, "aggregate": "sha256:" + fill * 32,
+             "protection": "plaintext-sum"},
+        )  # fmt: skip
+    coord.record("job.completed", _head(run))
+    world._cosign(run, [index], {n: {"round-1": d} for n, d in sent.items()})
+    return world.export(tmp / "b")
+
+
+def dropped_and_substituted(world: World, tmp: Path) -> dict[str, Path]:
+    """region-2's round-2 update replaced by the operator's vector, recorded under its
+    name, and region-2 also recorded as dropped at that step; a later run is cosigned."""
+    coord, run = world.coordinator.trail, "run-sub"
+    coord.record("job.started", _head(run))
+    for step, base in (("round-1", 0.0), ("round-2", 10.0)):
+        contributions = _partners_send(world, run, step, base=base)
+        if step == "round-2":
+            contributions["region-2"] = digest_vector(np.full(4, 1e6))
+            dropped = {"partner": "region-2", "step": step, "reason": "reply arrived late"}
+            coord.record("partner.dropped", {**_head(run), **dropped})
+        coord.record(
+            "round.aggregated",
+            {**_head(run), "step": step, "partners": sorted(contributions),
+             "contributions": contributions, "aggregate": "sha256:" + "11" * 32,
+             "protection": "plaintext-sum"},
+        )  # fmt: skip
+    coord.record("job.completed", _head(run))
+    world.run_job("run-3", steps=("round-1",))
+    return world.export(tmp / "b")
+
+
 def _time(ev: dict[str, object]) -> datetime:
     stamp = str(ev["time"])
     return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
@@ -312,6 +397,25 @@ ATTACKS: list[tuple[str, Attack, str]] = [
         r"cosignature line by it|required cosigner 'region-2'",
     ),
     ("back-dated", back_dated, r"event time .* is earlier than the previous event's"),
+    (
+        "hidden-run",
+        hidden_run,
+        r"\[contribution\] coordinator's log is wrong: run .*run-hidden, step 'round-1': "
+        r"'region-1' logged sending .*, the coordinator recorded nothing \(the run is closed "
+        r"as cut short, but only the partner's last send\(s\)",
+    ),
+    (
+        "duplicate-aggregate",
+        duplicate_aggregate,
+        r"\[contribution\] coordinator's log is wrong: run .*run-dup, step 'round-1': the "
+        r"coordinator's log records 2 aggregates of that one step",
+    ),
+    (
+        "dropped-and-substituted",
+        dropped_and_substituted,
+        r"\[contribution\] coordinator's log is wrong: run .*run-sub, step 'round-2': the "
+        r"coordinator records 'region-2' as dropped at that step and also aggregates",
+    ),
     (
         "dropped-cosignature",
         dropped_cosignature,

@@ -9,7 +9,7 @@ import pytest
 from fedcollab.common.errors import AuditVerificationError
 from fedcollab.common.keys import Signer
 from fedcollab.compliance.bundle import VerifiedBundle, export_bundle, verify_bundle
-from fedcollab.compliance.crossref import cross_check
+from fedcollab.compliance.crossref import IN_FLIGHT_MAX, cross_check
 from fedcollab.compliance.events import make_event
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.trust import TrustPolicy
@@ -69,10 +69,16 @@ def test_dropped_partner_is_not_a_disagreement(tmp_path: Path) -> None:
 
 
 def _cut_short_bundles(
-    tmp_path: Path, *, interrupted: bool, aggregated: bool
+    tmp_path: Path,
+    *,
+    interrupted: bool,
+    aggregated: bool,
+    before: tuple[str, ...] = (),
+    after: tuple[str, ...] = ("round-2",),
 ) -> tuple[VerifiedBundle, VerifiedBundle]:
-    """acme sent round-2; the coordinator's log has round-1, maybe round-2 without acme,
-    then the job's failure (closed by a restart's recovery, or not)."""
+    """acme sent ``before`` (steps), round-1, then ``after``; the coordinator's log has
+    round-1, maybe round-2 without acme, then the job's failure (closed by a restart's
+    recovery, or not)."""
     coord, acme = Signer.generate(), Signer.generate()
     run = {"digest": DIGEST, "run": "r1"}
     with AuditLog.open(tmp_path / "c.db", origin="coordinator", signer=coord) as log:
@@ -99,7 +105,12 @@ def _cut_short_bundles(
         log.append(make_event(coord, "coordinator", "job.failed", failed))
         export_bundle(log, tmp_path / "cb", public_keys={})
     with AuditLog.open(tmp_path / "a.db", origin="acme", signer=acme) as log:
-        for step, reply in (("round-1", "sha256:01"), ("round-2", "sha256:02")):
+        sends = [
+            *((step, f"sha256:b{i}") for i, step in enumerate(before)),
+            ("round-1", "sha256:01"),
+            *((step, f"sha256:a{i}") for i, step in enumerate(after)),
+        ]
+        for step, reply in sends:
             log.append(
                 make_event(
                     acme, "acme", "data.sent", {**run, "step": step, "reply": reply, "n_values": 10}
@@ -129,3 +140,39 @@ def test_unrecorded_send_is_a_finding_unless_the_restart_cut_that_step(
     result = cross_check(cb, {"acme": ab})
     assert [(f.kind, f.wrong) for f in result.findings] == [("contribution", "coordinator")]
     assert result.cut_short == ()
+
+
+def test_the_message_in_flight_is_cut_short_up_to_one_messages_requests(tmp_path: Path) -> None:
+    """A crash leaves the partner's last message unrecorded: up to IN_FLIGHT_MAX requests
+    (a query.batch), e.g. a decryption, its survivors' signatures and the next keys."""
+    steps = tuple(f"s-{i}" for i in range(IN_FLIGHT_MAX))
+    cb, ab = _cut_short_bundles(tmp_path, interrupted=True, aggregated=False, after=steps)
+    result = cross_check(cb, {"acme": ab})
+    assert result.findings == () and len(result.cut_short) == IN_FLIGHT_MAX
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [((), tuple(f"s-{i}" for i in range(IN_FLIGHT_MAX + 1))), (("s-early",), ("round-2",))],
+    ids=["more-than-one-message", "not-the-last-send"],
+)
+def test_a_cut_short_run_hides_no_more_than_the_message_in_flight(
+    tmp_path: Path, before: tuple[str, ...], after: tuple[str, ...]
+) -> None:
+    """Red team (2026-12-06): a whole run's sends hid behind one ``interrupted`` record.
+    More unrecorded sends than one message carries, or an unrecorded send before one the
+    coordinator did record, are findings."""
+    cb, ab = _cut_short_bundles(
+        tmp_path, interrupted=True, aggregated=False, before=before, after=after
+    )
+    result = cross_check(cb, {"acme": ab})
+    flagged = {f.message.split("step ")[1].split(":")[0] for f in result.findings}
+    wrong = set(before) if before else set(after)
+    assert flagged == {repr(step) for step in wrong}, result.findings
+    assert {f.kind for f in result.findings} == {"contribution"}
+
+
+def test_in_flight_bound_is_one_batch_message() -> None:
+    from fedcollab.common import batch
+
+    assert batch.MAX_ITEMS == IN_FLIGHT_MAX
