@@ -9,6 +9,9 @@ the files and prints what to review and the next command.
 
 from __future__ import annotations
 
+import os
+import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -97,15 +100,82 @@ def schema_draft(
     )
     out = out or csv_path.with_name(csv_path.name.split(".")[0] + ".schema.json")
     targets = [out] if job is None else [out, job]
+    if job is not None and out.resolve() == job.resolve():
+        raise click.UsageError("--out and --job name the same file")
     for target in targets:
-        if target.exists() and not overwrite:
-            raise WorkspaceError(
-                f"{target} already exists", hint="choose another path, or pass --overwrite"
-            )
-    save_schema(draft.schema, out)
-    if job is not None:
-        write_atomic(job, _starter_job(draft, out, job))
+        _check_output(target, overwrite)
+    _write_all(draft, out, job)
     _print_draft(draft, out, csv_path, job)
+
+
+def _check_output(target: Path, overwrite: bool) -> None:
+    """Refuse, before anything is written, an output this command cannot or must not write."""
+    folder = target.parent
+    if not folder.is_dir():
+        state = "is not a folder" if folder.exists() else "does not exist"
+        raise WorkspaceError(
+            f"cannot write {target}: the folder {folder} {state}",
+            hint=f"create the folder first (mkdir -p {shlex.quote(str(folder))}), "
+            "or choose another path; nothing was written",
+        )
+    if target.is_dir():
+        raise WorkspaceError(
+            f"cannot write {target}: it is a folder",
+            hint="name a file (e.g. bank.schema.json, bank.job.toml); nothing was written",
+        )
+    if target.exists() and not overwrite:
+        raise WorkspaceError(
+            f"{target} already exists", hint="choose another path, or pass --overwrite"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise WorkspaceError(
+            f"cannot write {target}: the folder {folder} is not writable for you",
+            hint="choose another path; nothing was written",
+        )
+
+
+def _write_all(draft: SchemaDraft, out: Path, job: Path | None) -> None:
+    """Write the schema and the job, each atomically, and both or neither.
+
+    If the second write fails, the first file is removed again (or, with
+    ``--overwrite``, given back its previous content).
+    """
+    writes: list[tuple[Path, Callable[[], object]]] = [
+        (out, lambda: save_schema(draft.schema, out))
+    ]
+    if job is not None:
+        job_file, job_text = job, _starter_job(draft, out, job)
+        writes.append((job_file, lambda: write_atomic(job_file, job_text)))
+    before = {path: path.read_bytes() if path.is_file() else None for path, _ in writes}
+    written: list[Path] = []
+    current = out
+    try:
+        for current, write in writes:
+            write()
+            written.append(current)
+    except BaseException as exc:
+        left = [path for path in reversed(written) if not _restore(path, before[path])]
+        if not isinstance(exc, OSError):
+            raise
+        state = (
+            f"{', '.join(map(str, left))} could not be restored" if left else "nothing was written"
+        )
+        raise WorkspaceError(
+            f"cannot write {current}: {exc.strerror or exc} ({state})",
+            hint="check the folder's free space and permissions, or choose another path",
+        ) from exc
+
+
+def _restore(path: Path, content: bytes | None) -> bool:
+    """Put ``path`` back as it was before this command (absent, or ``content``)."""
+    try:
+        if content is None:
+            path.unlink(missing_ok=True)
+        else:
+            write_atomic(path, content)
+    except OSError:
+        return False
+    return True
 
 
 def _starter_job(draft: SchemaDraft, schema_path: Path, job: Path) -> str:

@@ -1,9 +1,12 @@
 """Rich rendering of a job's progress events (shared by job, run and demo).
 
 Rounds are numbered from 1. Round r of a purchase-prediction job validates the
-model it starts from (the model after round r - 1), and the early-stopping
-"best" is a model named the same way, so every number on screen is a count of
-rounds completed.
+model it starts from (the model after round r - 1), and the released model is
+named the same way ("the initial model": after 0 rounds), so every number on
+screen is a count of rounds completed. The early-stop line says when and why
+training stopped; which model was released comes from the job's final selection
+(the ``released`` event, ``metrics.json``'s ``best_round``) and is named on the
+``released`` and ``completed`` lines. A DP job's figures are marked as estimates.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ class JobProgress:
             transient=False,
         )
         self._task: Any = None
+        #: The ``released`` event of a purchase-prediction job: names the model on the
+        #: completion line.
+        self._released: dict[str, Any] | None = None
 
     def __enter__(self) -> JobProgress:
         self._progress.start()
@@ -124,18 +130,37 @@ class JobProgress:
             say(f"  round {ev.get('round')} skipped: only {ev.get('sampled')} partners drawn")
         elif kind == "dropout":
             say(f"  [yellow]dropout[/] {ev.get('partner')} at {ev.get('step')}: {ev.get('reason')}")
-        elif kind == "early_stop":
-            best = ev.get("best_round")
+        elif kind == "validation_undefined":
+            noise = " after the DP noise" if ev.get("dp_estimate") else ""
+            off = "model selection is"
+            if ev.get("early_stopping"):
+                off = "early stopping and model selection are"
+            fraction = ev.get("validation_fraction")
+            fraction = fraction if isinstance(fraction, int | float) else None
             say(
-                f"  early stop after round {ev.get('round')} "
-                f"(best: {_model_after(best) if isinstance(best, int) else best})"
+                f"  [yellow]warning[/] the validation split has no rows of both classes{noise} "
+                f"({_rows(ev.get('n'))}): no validation AUC, so {off} off; "
+                + _more_rows("validation", fraction)
             )
+        elif kind == "early_stop":
+            if ev.get("patience") is not None:
+                say(
+                    f"  early stop after round {ev.get('round')}: the validation AUC has not "
+                    f"improved by more than {ev.get('min_delta', 0):g} for {ev['patience']} "
+                    "rounds (evaluation.early_stopping_patience)"
+                )
+            else:  # an older coordinator's event: its "best" was not the released model
+                say(f"  early stop after round {ev.get('round')}")
+        elif kind == "released":
+            self._released = ev
+            for line in _released_lines(ev):
+                say(line)
         elif kind == "job_end":
             if ev.get("status") == "completed":
                 final = ev.get("final") or {}
                 test = final.get("test") or {}
                 if test.get("auc") is not None:
-                    say(f"  [green]completed[/]: test AUC {test['auc']:.4f}")
+                    say(f"  [green]completed[/]: {_test_summary(test, self._released)}")
                 elif final.get("test_auc") is not None:
                     say(f"  [green]completed[/]: test AUC {final['test_auc']:.4f}")
                 elif final.get("scored") is not None:
@@ -153,3 +178,70 @@ class JobProgress:
 def _model_after(rounds: int) -> str:
     """Rounds are counted from 1 everywhere: the model after round 5 is the fifth model."""
     return "the initial model" if rounds == 0 else f"model after round {rounds}"
+
+
+def _rows(n: object) -> str:
+    return "1 row" if n == 1 else f"{n} rows"
+
+
+#: How the released model was chosen (coordinator.prediction's ``released`` event).
+_SELECTION = {
+    "last_round": 'the last model: evaluation.dp_model_selection = "last_round"',
+    "no_validation_auc": "the last model: no validation AUC to select by",
+}
+
+
+def _released_lines(ev: dict[str, Any]) -> list[str]:
+    rnd = ev.get("round")
+    name = _model_after(rnd) if isinstance(rnd, int) else str(rnd)
+    selection = str(ev.get("selection"))
+    dp = bool(ev.get("dp_estimate"))
+    about = "about " if dp else ""
+    if selection == "validation":
+        auc = ev.get("validation_auc")
+        why = "best validation AUC" + (f" {auc:.4f}" if isinstance(auc, int | float) else "")
+        why += " (DP estimate)" if dp else ""
+    else:
+        why = _SELECTION.get(selection, selection)
+    lines = [f"  released: {name} ({why})"]
+    for w in ev.get("warnings") or []:
+        if w.get("kind") == "initial_model":
+            lines.append(
+                "  [yellow]warning[/] the released model is the initial, untrained one (after "
+                "0 rounds): no round improved on it, and its figures say nothing about what "
+                "training can achieve"
+            )
+        elif w.get("kind") == "few_minority_rows":
+            rows, split = w.get("rows"), w.get("split")
+            cls = "positive" if w.get("label") == 1 else "negative"
+            held = f"no {cls} rows" if rows == 0 else f"only {about}{rows} {cls}"
+            held += "" if rows == 0 else (" row" if rows == 1 else " rows")
+            figure = "AUC" if split == "test" else "AUC, which chose the model,"
+            lines.append(
+                f"  [yellow]warning[/] the {split} split has {held} (of {about}"
+                f"{_rows(w.get('n'))}): its {figure} is not a meaningful figure with fewer "
+                f"than {w.get('threshold')} rows of each class; {_more_rows(str(split))}"
+            )
+    return lines
+
+
+def _more_rows(split: str, fraction: float | None = None) -> str:
+    """The hint: more rows, or a larger split (the partners' constant in a deployment)."""
+    now = f"now {fraction:g}; " if fraction is not None else ""
+    return (
+        f"add rows or raise evaluation.{split}_fraction ({now}partners' nodes must be "
+        f"started with the same --split-{split})"
+    )
+
+
+def _test_summary(test: dict[str, Any], released: dict[str, Any] | None) -> str:
+    """``test AUC 0.8123 on 900 rows, model after round 6`` (+ a DP job's caveat)."""
+    dp = bool(test.get("dp_estimate"))
+    text = f"test AUC {test['auc']:.4f}"
+    if isinstance(test.get("n"), int):
+        text += f" on {'about ' if dp else ''}{_rows(test['n'])}"
+    if released is not None and isinstance(released.get("round"), int):
+        text += f", {_model_after(released['round'])}"
+    if dp:
+        text += " (DP estimate from noised counts; n is noised too)"
+    return text

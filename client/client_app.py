@@ -166,6 +166,7 @@ def _admit(
         split_seed=split.split_seed,
     )
     check_job(data, spec)
+    spec.check_value_bounds()  # a DP job without them: refused before anything is charged
     check_grant(config, data, spec)
     check_split(split, spec)
     check_dp_policy(config, spec, dataset=budget.dataset_key(data))

@@ -31,6 +31,7 @@ and :mod:`common.jobspec_vertical`; their names are importable from here too.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import tomllib
@@ -175,6 +176,45 @@ class JobSpec(BaseModel):
             raise ValueError(f"privacy.key_dealer {self.privacy.key_dealer!r} is not a participant")
         return self
 
+    def check_value_bounds(self) -> None:
+        """Refuse (:class:`JobSpecError`, exit 12) a horizontal DP job whose
+        ``[privacy.value_bounds]`` do not name exactly the schema's numeric features.
+
+        A DP job clips every numeric feature to its declared bounds (the moments'
+        sensitivity, :func:`protocols.dp_statistics.private_moments`); a feature without
+        bounds makes every partner refuse the moments request, and a misspelled bound
+        leaves the real column unbounded. Called where a job starts (``fedcollab run``,
+        ``job submit``, the coordinator before it asks any partner), not on every parse:
+        a spec is also parsed for requests that need no bounds."""
+        if self.privacy.dp == "none" or self.task == "vertical":
+            return
+        try:
+            schema = DatasetSchema.model_validate(self.data_schema)
+        except ValidationError:
+            return  # the schema's own errors are reported where it is loaded
+        numeric = [f.name for f in schema.numeric_features]
+        bounds = self.privacy.value_bounds
+        missing = [c for c in numeric if c not in bounds]
+        unknown = sorted(set(bounds) - set(numeric))
+        if not missing and not unknown:
+            return
+        parts = []
+        if missing:
+            parts.append(f"numeric feature(s) {missing} have no [privacy.value_bounds]")
+        for col in unknown:
+            near = difflib.get_close_matches(col, numeric, n=1)
+            parts.append(
+                f"[privacy.value_bounds] {col!r} is not a numeric feature of the schema"
+                + (f" (did you mean {near[0]!r}?)" if near else "")
+            )
+        raise JobSpecError(
+            f"job {self.name!r}, privacy.dp = {self.privacy.dp!r}: " + "; ".join(parts),
+            hint="a DP job clips each numeric feature to [low, high] to bound what one row "
+            "can change: declare column = [low, high] under [privacy.value_bounds] for "
+            "exactly the schema's numeric features (public bounds, e.g. from the data's "
+            "documentation, not computed from the data)",
+        )
+
     def _check_vertical(self) -> None:
         v = self.vertical
         roles = [p.role for p in v.parties.values()]
@@ -278,7 +318,8 @@ def load_job_spec(path: Path) -> JobSpec:
     except (OSError, ValueError) as exc:
         raise JobSpecError(
             f"{path}: cannot read schema {schema_path}: {exc}",
-            hint="point 'schema' at a schema file written by `fedcollab data split`",
+            hint="point 'schema' at a schema file written by `fedcollab data schema` "
+            "or `fedcollab data split`",
         ) from exc
     return _validate(path, raw, schema_path)
 
@@ -295,7 +336,8 @@ def _read_schema(path: Path, ref: object, where: str) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise JobSpecError(
             f"{path}: cannot read schema {schema_path} ({where}): {exc}",
-            hint="point it at a schema file written by `fedcollab data split`",
+            hint="point it at a schema file written by `fedcollab data schema` or "
+            "`fedcollab data split`",
         ) from exc
     if not isinstance(data, dict):
         raise JobSpecError(f"{path}: {schema_path} is not a JSON object", hint="fix the schema")

@@ -18,9 +18,15 @@ partner would otherwise write by hand in ``<name>.schema.json``:
   whose values are unique; if there is none the draft names a column
   ``row_id`` that is not in the file, and ids are generated from row numbers
   (``--id-from-row-number``);
-* the label: the column given, else a two-valued column named like a label
-  (``y``, ``label``, ``target``, ``class``, ``outcome``, ``revenue``, ...),
-  with its positive spelling (``yes``, ``true``, ``1``, ... or the one given).
+* the label: the column given, else the column named most like a label (see
+  :data:`common.schema_label.LABEL_NAMES`: ``label``, ``target``, ``y``, ``class``, ``outcome``,
+  then ``churn``, ``converted``, ``purchase(d)``, ``revenue``, and ``default``
+  last), with its positive spelling (``yes``, ``true``, ``1``, ... or the one
+  given). The guess never passes over that column to a worse-named one: if it
+  cannot be a label (rows without a value, one value, more than two), drafting
+  fails with a :class:`~common.errors.SchemaError` that names the column, says
+  why, and says what to do (fix the rows, or ``--label COLUMN``). A model
+  trained silently on another column would predict the wrong thing.
 
 Every guess that a person should check is returned as a note; the draft is a
 :class:`~common.schema.DatasetSchema`, so it is valid by construction and the
@@ -38,7 +44,6 @@ from pathlib import Path
 
 from fedcollab.common.errors import DataValidationError, SchemaError
 from fedcollab.common.schema import (
-    MISSING_TOKENS,
     BinaryValues,
     BooleanFeature,
     CategoricalFeature,
@@ -46,6 +51,13 @@ from fedcollab.common.schema import (
     Delimiter,
     Feature,
     NumericFeature,
+)
+from fedcollab.common.schema_label import (
+    guess_label,
+    is_missing,
+    positive_and_negative,
+    spelled,
+    two_values,
 )
 
 __all__ = ["GENERATED_ID", "MAX_VOCABULARY", "SchemaDraft", "draft_schema"]
@@ -57,21 +69,7 @@ MAX_VOCABULARY = 100
 
 _DELIMITERS: tuple[Delimiter, ...] = (",", ";", "\t", "|")
 _PAIRS = (("true", "false"), ("1", "0"), ("yes", "no"), ("y", "n"), ("t", "f"))
-_POSITIVE = {"true", "1", "yes", "y", "t", "positive", "pos", "1.0"}
 _ID_NAME = re.compile(r"(^|[_\s-])(id|uuid|guid|key)$|^(id|uuid|guid)[_\s-]", re.IGNORECASE)
-_LABEL_NAMES = (
-    "label",
-    "target",
-    "y",
-    "class",
-    "outcome",
-    "revenue",
-    "churn",
-    "default",
-    "converted",
-    "purchase",
-    "purchased",
-)
 
 
 @dataclass(frozen=True)
@@ -99,7 +97,8 @@ def draft_schema(
     """Guess a schema for ``csv_path``; arguments override the guesses.
 
     Raises :class:`DataValidationError` for a file that cannot be read as a
-    table, :class:`SchemaError` when an argument names no column of it.
+    table, :class:`SchemaError` when an argument names no column of it or when
+    the label (given, or the best-named guess) is not two-valued in every row.
     """
     path = Path(csv_path)
     header, rows, delimiter = _read(path)
@@ -131,13 +130,18 @@ def draft_schema(
     if no_label:
         label = None
     elif label is None:
-        label = _guess_label(columns, exclude={id_column, *ignored})
+        label, others = guess_label(path, columns, exclude={id_column, *ignored})
         if label is None:
             notes.append("no label column found: pass --label COLUMN (or --no-label)")
+        elif others:
+            notes.append(
+                f"label column guessed: {label!r} (also named like a label: "
+                f"{', '.join(map(repr, others))}; pass --label COLUMN to choose another)"
+            )
         else:
             notes.append(f"label column guessed: {label!r}")
     if label is not None:
-        label_values = _label_values(label, columns[label], positive, notes)
+        label_values = positive_and_negative(path, label, columns[label], positive, notes)
     elif positive is not None:
         raise SchemaError("--positive needs a label column", hint="pass --label COLUMN too")
 
@@ -217,10 +221,6 @@ def _read(path: Path) -> tuple[list[str], list[list[str]], Delimiter]:
     return header, rows, delimiter
 
 
-def _is_missing(value: str) -> bool:
-    return value.lower() in MISSING_TOKENS
-
-
 def _is_number(value: str) -> bool:
     try:
         float(value)
@@ -233,7 +233,7 @@ def _guess_id(columns: dict[str, list[str]], *, exclude: set[str | None]) -> str
     for name, values in columns.items():
         if name in exclude or not _ID_NAME.search(name):
             continue
-        if all(not _is_missing(v) for v in values) and len(set(values)) == len(values):
+        if all(not is_missing(v) for v in values) and len(set(values)) == len(values):
             return name
     return None
 
@@ -246,83 +246,21 @@ def _free_name(base: str, header: Sequence[str]) -> str:
     return name
 
 
-def _two_values(values: list[str]) -> list[str] | None:
-    if any(_is_missing(v) for v in values):
-        return None
-    distinct = sorted({v.lower() for v in values})
-    return distinct if len(distinct) == 2 else None
-
-
-def _guess_label(columns: dict[str, list[str]], *, exclude: set[str | None]) -> str | None:
-    candidates = [n for n in columns if n not in exclude and _two_values(columns[n])]
-    for wanted in _LABEL_NAMES:
-        for name in candidates:
-            if name.lower() == wanted:
-                return name
-    return None
-
-
-def _spelled(values: list[str], key: str) -> str:
-    """The most frequent original spelling of ``key`` (compared lower-case)."""
-    counts: dict[str, int] = {}
-    for v in values:
-        if v.lower() == key:
-            counts[v] = counts.get(v, 0) + 1
-    return max(sorted(counts), key=lambda v: (counts[v], v == v.lower()))
-
-
-def _label_values(
-    label: str, values: list[str], positive: str | None, notes: list[str]
-) -> BinaryValues | None:
-    distinct = _two_values(values)
-    if distinct is None:
-        raise SchemaError(
-            f"label {label!r} does not hold exactly two values in every row "
-            f"(seen: {', '.join(sorted(set(values))[:6])})",
-            hint="choose a two-valued label column, or drop rows without a label",
-        )
-    if positive is not None:
-        if positive.lower() not in distinct:
-            raise SchemaError(
-                f"--positive {positive!r} is not a value of {label!r} ({', '.join(distinct)})",
-                hint="pass one of the label's two values",
-            )
-        pos = positive.lower()
-    else:
-        known = [v for v in distinct if v in _POSITIVE]
-        if len(known) != 1:
-            raise SchemaError(
-                f"cannot tell which value of {label!r} is positive ({', '.join(distinct)})",
-                hint=f"pass --positive VALUE (e.g. --positive {distinct[0]})",
-            )
-        pos = known[0]
-    neg = next(v for v in distinct if v != pos)
-    if (pos, neg) in (("true", "false"), ("1", "0")):
-        return None  # the default spellings need no declaration
-    true, false = _spelled(values, pos), _spelled(values, neg)
-    n_pos = sum(v.lower() == pos for v in values)
-    notes.append(
-        f"label {label!r}: positive value {true!r} ({n_pos / len(values):.1%} of rows), "
-        f"negative {false!r}"
-    )
-    return BinaryValues(true=(true,), false=(false,))
-
-
 def _guess_feature(
     name: str, values: list[str], n_rows: int, fixed_vocabulary: bool
 ) -> tuple[Feature | None, str]:
-    present = [v for v in values if not _is_missing(v)]
+    present = [v for v in values if not is_missing(v)]
     n_missing = n_rows - len(present)
     if not present:
         return None, f"{name!r} is empty in every row: ignored"
-    two = _two_values(values)
+    two = two_values(values)
     if two is not None:
         for true, false in _PAIRS:
             if sorted((true, false)) == two:
                 spellings = None
                 if (true, false) not in (("true", "false"), ("1", "0")):
                     spellings = BinaryValues(
-                        true=(_spelled(values, true),), false=(_spelled(values, false),)
+                        true=(spelled(values, true),), false=(spelled(values, false),)
                     )
                 return BooleanFeature(name=name, values=spellings), ""
     if all(_is_number(v) for v in present):

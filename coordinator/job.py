@@ -70,6 +70,7 @@ def run_job(
     try:
         audit.event("job.started", task=spec.task, purpose=spec.purpose, mode=mode)
         schema = DatasetSchema.model_validate(spec.data_schema)
+        spec.check_value_bounds()  # before any partner is asked (or charged) anything
         roster.discover(grid)
         if spec.privacy.encrypted and spec.task != "vertical":
             roster.setup_encryption(grid)

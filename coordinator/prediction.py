@@ -9,14 +9,25 @@ one vector ``[n * weights, n | evaluation sums]``. The coordinator only adds
 these vectors as they arrive: the new global model is the weighted average
 and the federated validation metrics (AUC from pooled score histograms,
 accuracy, log-loss) of the previous global model come from the same sum.
-Early stopping keeps the model with the best federated validation AUC.
+Early stopping keeps the model with the best federated validation AUC. A round
+whose validation rows are not of both classes has no AUC: it neither improves nor
+worsens anything (the job warns once that early stopping and model selection are
+off, and without any validation AUC releases the last model).
 
 In a DP job every release is charged (privacy.dp_plan). With model selection by
 validation (``evaluation.dp_model_selection = "validation"``; not the default) each
 round's histograms are noisy and charged, and the best model by their AUC is
 kept as above; otherwise the rounds carry no validation histograms and the
 released model is the last round's. Either way the final evaluation comes from
-noisy coarse histograms (protocols.dp_statistics), as does the permutation step.
+noisy coarse histograms (protocols.dp_statistics), as does the permutation step:
+its figures (``n`` included) are estimates, and every metrics entry says so
+(``dp_estimate``).
+
+After the final selection the ``released`` progress event names the model that was
+released (the model after ``round`` rounds: ``metrics.json``'s ``best_round``), how
+it was chosen, and what makes its figures weak: the initial, untrained model, or a
+split with fewer than :data:`coordinator.prediction_release.MIN_MINORITY_ROWS` rows
+of one class.
 
 Attributions of the released model (:mod:`protocols.attribution`) close the
 job: a logistic regression's coefficients need no further message; an MLP
@@ -39,6 +50,13 @@ from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.messages.replies import FedAvgReply
 from fedcollab.common.serde import Payload
 from fedcollab.coordinator.outputs import JobOutputs
+from fedcollab.coordinator.prediction_release import (
+    EVAL_BINS,
+    Scored,
+    metrics_entry,
+    release_warnings,
+    score,
+)
 from fedcollab.coordinator.roster import Accumulator, Partner, Roster
 from fedcollab.privacy.dp_plan import resolve, validates_rounds
 from fedcollab.protocols import attribution, evaluation, fedavg, models, preprocessing
@@ -46,8 +64,6 @@ from fedcollab.protocols import client_dp as client_dp_noise
 from fedcollab.protocols.early_stopping import EarlyStopping
 
 __all__ = ["PredictionResult", "run_prediction"]
-
-EVAL_BINS = 1000
 
 
 @dataclass
@@ -60,10 +76,6 @@ class PredictionResult:
     epsilon: float | None = None
     #: DP-FedAvg: the noise over the largest signal (protocols.client_dp.noise_to_signal).
     noise_to_signal: float | None = None
-
-
-def _metrics(m: evaluation.EvalMetrics) -> dict[str, Any]:
-    return {"n": m.n, "auc": m.auc, "accuracy": m.accuracy, "log_loss": m.log_loss}
 
 
 #: The step that evaluates the last model (its keys set up during the last round).
@@ -98,7 +110,9 @@ def run_prediction(
     result = PredictionResult()
     # Model i is the global model after i rounds (model 0: the initial one).
     global_w = weights
-    best_w, best_auc, best_idx = weights, -1.0, 0
+    # best_auc stays None while no model has a validation AUC (no rows of both classes).
+    best_w, best_auc, best_idx = weights, None, 0
+    warned_undefined = False
     plan = resolve(spec)
     client_dp = plan is not None and plan.level == "client"
     noisy = plan is not None
@@ -166,10 +180,12 @@ def run_prediction(
         stop = False
         if selects:
             val = evaluation.metrics_from_vector(summed[n_update:], bins=EVAL_BINS, noisy=noisy)
-            auc = val.auc if val.auc is not None else 0.0
-            if auc > best_auc:
-                best_w, best_auc, best_idx = global_w, auc, rnd - 1
-            stop = stopper.update(auc)
+            # No AUC (no validation rows of both classes): nothing to compare, so neither a
+            # round without improvement (the stopper is not told) nor a candidate model.
+            if val.auc is not None:
+                if best_auc is None or val.auc > best_auc:
+                    best_w, best_auc, best_idx = global_w, val.auc, rnd - 1
+                stop = stopper.update(val.auc)
         if client_dp:
             # DP-FedAvg: the mean of the partners' clipped, noised updates.
             mean_delta = fedavg.decode_average(summed[:n_update], shapes)
@@ -183,7 +199,9 @@ def run_prediction(
             {
                 "round": rnd,
                 "partners": sorted(p.name for p in senders),
-                "validation_of_model_before_round": None if val is None else _metrics(val),
+                "validation_of_model_before_round": (
+                    None if val is None else metrics_entry(val, noisy=noisy)
+                ),
                 "train_loss": float(np.mean(losses)) if losses else None,
                 "epsilon": eps,
             }
@@ -201,10 +219,25 @@ def run_prediction(
             val_log_loss=None if val is None else val.log_loss,
             epsilon=eps,
         )
+        if val is not None and val.auc is None and not warned_undefined:
+            warned_undefined = True  # once per job
+            outputs.event(
+                "validation_undefined",
+                round=rnd,
+                n=val.n,
+                early_stopping=spec.evaluation.early_stopping_patience > 0,
+                validation_fraction=spec.evaluation.validation_fraction,
+                dp_estimate=noisy,
+            )
         if spec.evaluation.early_stopping_patience > 0 and stop:
-            # best_round counts rounds like every other number: the model after that
-            # many rounds (0: the initial model), not the round that validated it.
-            outputs.event("early_stop", round=rnd, best_round=best_idx)
+            # When and why only: which model is released is decided after the last
+            # model's evaluation below (the ``released`` event).
+            outputs.event(
+                "early_stop",
+                round=rnd,
+                patience=spec.evaluation.early_stopping_patience,
+                min_delta=spec.evaluation.early_stopping_min_delta,
+            )
             break
 
     # The last model has not been validated yet: evaluate it, keep the better one.
@@ -212,14 +245,39 @@ def run_prediction(
         grid, roster, pre_meta, global_w, n_eval, FINAL_EVALUATION, noisy=noisy,
         total=ahead if ahead is not None and ahead_step == FINAL_EVALUATION else None,
     )  # fmt: skip
-    if not selects or (val_last.auc or 0.0) >= best_auc:
+    last_auc = val_last.metrics.auc
+    if not selects:
+        selection = "last_round"  # a DP job that charges no validation per round
+    elif best_auc is None and last_auc is None:
+        selection = "no_validation_auc"  # the last model, with nothing to compare
+    else:
+        selection = "validation"
+    if (
+        selection != "validation"
+        or best_auc is None
+        or (last_auc is not None and last_auc >= best_auc)
+    ):
         best_w, best_idx, val_b, test_b = global_w, result.rounds_run, val_last, test_last
     else:
         val_b, test_b = _evaluate(
             grid, roster, pre_meta, best_w, n_eval, "final-evaluation-best", noisy=noisy
         )
     result.best_round = best_idx
-    result.final = {"validation": _metrics(val_b), "test": _metrics(test_b)}
+    result.final = {
+        "validation": metrics_entry(val_b.metrics, noisy=noisy),
+        "test": metrics_entry(test_b.metrics, noisy=noisy),
+    }
+    outputs.event(
+        "released",
+        round=best_idx,
+        rounds_run=result.rounds_run,
+        selection=selection,
+        validation_auc=val_b.metrics.auc,
+        test_auc=test_b.metrics.auc,
+        test_n=test_b.metrics.n,
+        dp_estimate=noisy,
+        warnings=release_warnings(best_idx, selection, val_b, test_b),
+    )
     models.set_weights(model, best_w)
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
@@ -287,7 +345,7 @@ def _evaluate(
     *,
     noisy: bool = False,
     total: Accumulator | None = None,
-) -> tuple[evaluation.EvalMetrics, evaluation.EvalMetrics]:
+) -> tuple[Scored, Scored]:
     """The validation and test metrics of ``weights``; ``total``: the step's sum if its
     keys were already set up (during the last round)."""
     if total is None:
@@ -303,7 +361,4 @@ def _evaluate(
         expect_length=2 * n_eval,
     )
     summed = roster.reveal(grid, total, step=step)
-    return (
-        evaluation.metrics_from_vector(summed[:n_eval], bins=EVAL_BINS, noisy=noisy),
-        evaluation.metrics_from_vector(summed[n_eval:], bins=EVAL_BINS, noisy=noisy),
-    )
+    return score(summed[:n_eval], noisy=noisy), score(summed[n_eval:], noisy=noisy)

@@ -77,6 +77,7 @@ def submit_job(
     # The coordinator's ServerApp parses the spec again and refuses an invalid one before
     # it has anything to write to out_dir: refused here instead, with the reason.
     spec.check_wire()
+    spec.check_value_bounds()  # every partner would refuse the job's first DP release
     policy, _decision = check_submission(ws, spec)  # refuses (and logs) before anything runs
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -141,6 +141,7 @@ def run_simulation_job(
     """
     from flwr.simulation import run_simulation
 
+    spec.check_value_bounds()  # before anything runs or is charged
     if spec.participants:
         known = {s.partner for s in sources}
         unknown = sorted(set(spec.participants) - known)

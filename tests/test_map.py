@@ -83,8 +83,9 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         "`fedcollab audit crossref` against a malicious coordinator operator",
     ),
     "cli/data_schema.py": (
-        ("tests/cli/test_cli_newcomer.py",),
-        "`fedcollab data schema` on a new CSV, then the job it drafts",
+        ("tests/cli/test_cli_newcomer.py", "tests/cli/test_data_schema_paths.py"),
+        "`fedcollab data schema` on a new CSV, then the job it drafts; output paths and "
+        "label errors",
     ),
     "cli/example.py": (
         ("tests/install/test_wheel.py",),
@@ -230,13 +231,6 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         ("tests/common/test_common_dataset.py",),
         "indirect: CSV reading behind load_dataset via common/dataset.py",
     ),
-    "common/errors.py": (
-        (
-            "tests/coordinator/test_coordinator_refusals.py",
-            "tests/adversarial/test_audit_attacks.py",
-        ),
-        "hints that name real commands; typed errors mapped to exit codes",
-    ),
     "common/job_fab.py": (
         ("tests/client/test_fab_check.py",),
         "the job app written by submit is accepted, changed ones refused",
@@ -297,6 +291,10 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
             "tests/coordinator/test_broadcast.py",
         ),
         "wire round trips, typed reads (Payload.as_) and malformed messages refused",
+    ),
+    "common/schema_label.py": (
+        ("tests/common/test_common_schema_draft.py", "tests/cli/test_data_schema_paths.py"),
+        "the label guess of `fedcollab data schema`: never past the best-named column",
     ),
     # --- compliance/ -----------------------------------------------------------------
     "compliance/expected_head.py": (
@@ -387,6 +385,10 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
             "tests/coordinator/test_coordinator_attributions.py",
         ),
         "indirect: purchase-prediction rounds and attributions via coordinator/job.py",
+    ),
+    "coordinator/prediction_release.py": (
+        ("tests/coordinator/test_coordinator_rounds.py", "tests/cli/test_cli_progress.py"),
+        "the released model, its warnings and DP-estimate marks, through run_job",
     ),
     "coordinator/preprocess.py": (
         ("tests/coordinator/test_coordinator_masked.py",),

@@ -76,13 +76,16 @@ def test_a_dp_job_s_moments_are_noised_and_charged(tmp_path: Path) -> None:
 
 def test_a_dp_job_without_value_bounds_gets_no_moments(tmp_path: Path) -> None:
     """A DP job that declares no ranges for its numeric columns has no bounded
-    sensitivity for their sums: refused, nothing released."""
+    sensitivity for their sums: refused from the handshake on, nothing released, nothing
+    charged (it used to be charged at the moments request, then refused: budget spent
+    on a release that never happened)."""
     spec = job(privacy={"dp": "sample", "target_epsilon": 1.0})
     atk = Attacker.against(tmp_path, spec, names=("a",))
     _cap(atk, "a", 5.0)
-    assert atk.handshake("a").refused is None
+    assert atk.handshake("a").refused == "JobSpecError"
     reply = atk.send("a", "query.moments", step="moments", meta=layout_meta(channel=CHANNELS))
-    assert reply.refused == "PrivacyError" and reply.vector is None
+    assert reply.refused == "JobSpecError" and reply.vector is None
+    assert _charges(atk, "a") == []
 
 
 def test_a_dp_release_over_the_cap_is_refused_and_nothing_is_charged(tmp_path: Path) -> None:

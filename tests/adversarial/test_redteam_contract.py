@@ -32,7 +32,14 @@ from fedcollab.coordinator.encryption import session_from_keygen
 from fedcollab.privacy.budget_ledger import BudgetLedger
 from fedcollab.privacy.ckks import EncryptedSum
 from fedcollab.protocols import models, preprocessing
-from tests.support.adversarial import Attacker, encrypted_job, job, layout_meta, preprocessor_dict
+from tests.support.adversarial import (
+    BOUNDS,
+    Attacker,
+    encrypted_job,
+    job,
+    layout_meta,
+    preprocessor_dict,
+)
 
 CHANNELS = ["app", "web"]
 
@@ -202,7 +209,9 @@ def test_a_dp_job_s_evaluation_does_not_read_out_rows_through_a_chosen_model(
     final-evaluation request with a model whose score is sigmoid(0.8 * z_spend); each row
     lands in the histogram bin of its own spend, and bins invert to values."""
     atk = Attacker.against(
-        tmp_path, job(privacy={"dp": "sample", "target_epsilon": 1.0}), names=("a",)
+        tmp_path,
+        job(privacy={"dp": "sample", "target_epsilon": 1.0, "value_bounds": BOUNDS}),
+        names=("a",),
     )
     cfg = atk.configs["a"]
     with BudgetLedger.open(ledger_path(cfg)) as ledger:

@@ -1,4 +1,6 @@
-"""The progress display renders every kind of job's events (here: a vertical job)."""
+"""The progress display renders every kind of job's events (a vertical job; a purchase
+prediction's model release and warnings, which tests/coordinator/test_coordinator_rounds.py
+also renders from a real job's events)."""
 
 from __future__ import annotations
 
@@ -36,24 +38,87 @@ def test_vertical_job_progress_lines() -> None:
     assert "90 users scored at the label holder" in text
 
 
-def test_round_numbers_agree() -> None:
-    """The round whose line shows the best AUC and the early stop's 'best' name one model."""
+def _render(events: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
-    console = Console(file=buf, force_terminal=False, width=200)
+    with JobProgress(Console(file=buf, force_terminal=False, width=300), title="p") as progress:
+        for ev in events:
+            progress(ev)
+    return buf.getvalue()
+
+
+def test_round_numbers_agree() -> None:
+    """The round lines, the released line and the completion line name models alike; the
+    early stop says when and why, and the model named is the one the final selection
+    released (here the last, validated after the loop), not the best one so far."""
     aucs = [0.70, 0.75, 0.74, 0.73]
     events: list[dict[str, Any]] = [
         {"event": "round", "round": r, "total": 30, "task": "purchase_prediction",
          "validated_round": r - 1, "val_auc": auc}
         for r, auc in enumerate(aucs, start=1)
     ]  # fmt: skip
-    events.append({"event": "early_stop", "round": 4, "best_round": 1})
-    with JobProgress(console, title="p") as progress:
-        for ev in events:
-            progress(ev)
-    text = buf.getvalue()
+    events += [
+        {"event": "early_stop", "round": 4, "patience": 2, "min_delta": 0.0001},
+        {"event": "released", "round": 4, "rounds_run": 4, "selection": "validation",
+         "validation_auc": 0.7612, "test_auc": 0.7301, "test_n": 812, "dp_estimate": False,
+         "warnings": []},
+        {"event": "job_end", "status": "completed",
+         "final": {"test": {"auc": 0.7301, "n": 812, "dp_estimate": False}}},
+    ]  # fmt: skip
+    text = _render(events)
     assert "round 1/30: val AUC 0.7000 (the initial model)" in text
     assert "round 2/30: val AUC 0.7500 (model after round 1)" in text
-    assert "early stop after round 4 (best: model after round 1)" in text
+    assert (
+        "early stop after round 4: the validation AUC has not improved by more than 0.0001 "
+        "for 2 rounds (evaluation.early_stopping_patience)\n"
+    ) in text
+    assert "released: model after round 4 (best validation AUC 0.7612)\n" in text
+    assert "completed: test AUC 0.7301 on 812 rows, model after round 4\n" in text
+    assert "best:" not in text and "warning" not in text
+
+
+def test_an_older_coordinators_early_stop_names_no_model() -> None:
+    """Its ``best_round`` was the best so far, not necessarily the released model."""
+    text = _render([{"event": "early_stop", "round": 6, "best_round": 0}])
+    assert [line for line in text.splitlines() if line] == ["  early stop after round 6"]
+
+
+def test_warnings_about_validation_release_and_dp() -> None:
+    """The one-time validation warning (DP wording, early stopping off), a DP job's
+    released line and completion line, a split with no rows of a class."""
+    events: list[dict[str, Any]] = [
+        {"event": "validation_undefined", "round": 1, "n": 4, "early_stopping": False,
+         "validation_fraction": 0.05, "dp_estimate": True},
+        {"event": "released", "round": 0, "rounds_run": 0, "selection": "last_round",
+         "validation_auc": None, "test_auc": 0.61, "test_n": 90, "dp_estimate": True,
+         "warnings": [{"kind": "initial_model"},
+                      {"kind": "few_minority_rows", "split": "validation", "label": 0,
+                       "rows": 0, "n": 4, "threshold": 10},
+                      {"kind": "few_minority_rows", "split": "test", "label": 1,
+                       "rows": 1, "n": 90, "threshold": 10}]},
+        {"event": "job_end", "status": "completed",
+         "final": {"test": {"auc": 0.61, "n": 90, "dp_estimate": True}}},
+    ]  # fmt: skip
+    lines = _render(events).splitlines()
+    assert lines[0] == (
+        "  warning the validation split has no rows of both classes after the DP noise "
+        "(4 rows): no validation AUC, so model selection is off; add rows or raise "
+        "evaluation.validation_fraction (now 0.05; partners' nodes must be started with the "
+        "same --split-validation)"
+    )
+    last = 'the last model: evaluation.dp_model_selection = "last_round"'
+    assert lines[1] == f"  released: the initial model ({last})"
+    assert lines[2].startswith("  warning the released model is the initial, untrained one")
+    assert lines[3].startswith(
+        "  warning the validation split has no negative rows (of about 4 rows): its AUC, "
+        "which chose the model, is not a meaningful figure"
+    )
+    assert lines[4].startswith(
+        "  warning the test split has only about 1 positive row (of about 90 rows): its AUC is"
+    )
+    assert lines[5] == (
+        "  completed: test AUC 0.6100 on about 90 rows, the initial model "
+        "(DP estimate from noised counts; n is noised too)"
+    )
 
 
 def test_dp_fedavg_noise_warning() -> None:

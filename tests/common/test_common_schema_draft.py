@@ -18,6 +18,7 @@ from fedcollab.common.schema import (
     save_schema,
 )
 from fedcollab.common.schema_draft import GENERATED_ID, draft_schema
+from fedcollab.common.schema_label import LABEL_NAMES
 
 BANK = [
     "age;job;balance;housing;duration;note;y",
@@ -105,3 +106,91 @@ def test_draft_of_the_shipped_data_loads_it() -> None:
     ds = load_dataset(path, schema, id_from_row_number=draft.ids_from_row_number)
     assert ds.n_rows == 12330
     assert json.loads(schema.canonical_json())["label_column"] == "Revenue"
+
+
+# The label guess: the best-named column is the label or an error, never skipped.
+BANK_HEADER = "age,default,balance,duration,y"
+
+
+def bank_rows(label: object, n: int = 50) -> list[str]:
+    """A Bank-Marketing-shaped file: ``default`` a yes/no feature, ``y`` the label."""
+    rows = [BANK_HEADER]
+    for i in range(n):
+        y = label(i) if callable(label) else label
+        rows.append(f"{20 + i},{'yes' if i % 3 else 'no'},{i * 10},{i * 7},{y}")
+    return rows
+
+
+def test_label_guess_prefers_y_over_default(tmp_path: Path) -> None:
+    path = write(tmp_path, bank_rows(lambda i: "yes" if i % 4 == 0 else "no"), "bank.csv")
+    draft = draft_schema(path, ignore=["duration"])
+    assert draft.schema.label_column == "y"
+    assert "default" in draft.schema.feature_names
+    note = next(n for n in draft.notes if n.startswith("label column guessed"))
+    assert "'y'" in note and "'default'" in note and "--label" in note
+
+
+def test_label_guess_with_missing_labels_fails_naming_y(tmp_path: Path) -> None:
+    rows = bank_rows(lambda i: "" if i % 10 == 0 else ("yes" if i % 4 == 0 else "no"))
+    path = write(tmp_path, rows, "labelmissing.csv")
+    with pytest.raises(SchemaError) as info:
+        draft_schema(path, ignore=["duration"])
+    error = info.value
+    assert error.exit_code == 11
+    assert "column 'y' is named like the label" in error.message
+    assert "5 of 50 rows have no value" in error.message
+    assert "'no', 'yes'" in error.message
+    assert "fill in or drop" in error.hint and "--label COLUMN" in error.hint
+    # The ways out the hint names work: another label, or none.
+    assert draft_schema(path, label="default").schema.label_column == "default"
+    assert draft_schema(path, no_label=True).schema.label_column is None
+
+
+def test_label_guess_with_one_class_fails_naming_y(tmp_path: Path) -> None:
+    path = write(tmp_path, bank_rows("no"), "oneclass.csv")
+    with pytest.raises(SchemaError) as info:
+        draft_schema(path, ignore=["duration"])
+    assert "column 'y'" in info.value.message
+    assert "holds only 'no'" in info.value.message
+    assert "oneclass.csv is the whole table" in info.value.hint
+    assert "--label COLUMN" in info.value.hint
+
+
+def test_label_guess_with_many_values_fails_and_truncates(tmp_path: Path) -> None:
+    long = "x" * 40
+    path = write(tmp_path, bank_rows(lambda i: f"{long}{i:02d}"), "many.csv")
+    with pytest.raises(SchemaError) as info:
+        draft_schema(path)
+    message = info.value.message
+    assert "column 'y'" in message and "50 distinct values" in message
+    assert "... (44 more)" in message and long not in message  # 6 shown, each cut short
+    assert "--label COLUMN" in info.value.hint
+
+
+def test_default_is_still_guessed_when_it_is_the_only_label_name(tmp_path: Path) -> None:
+    rows = ["age,balance,default", *(f"{20 + i},{i},{'yes' if i % 3 else 'no'}" for i in range(9))]
+    draft = draft_schema(write(tmp_path, rows, "credit.csv"))
+    assert draft.schema.label_column == "default"
+    assert "label column guessed: 'default'" in draft.notes
+
+
+def test_an_ignored_label_name_is_no_candidate(tmp_path: Path) -> None:
+    # Leaving the best-named column out is a choice: the next name is the guess.
+    path = write(tmp_path, bank_rows("no"), "oneclass.csv")
+    assert draft_schema(path, ignore=["y"]).schema.label_column == "default"
+
+
+def test_given_label_that_is_not_two_valued(tmp_path: Path) -> None:
+    rows = bank_rows(lambda i: "" if i == 3 else "no")
+    with pytest.raises(SchemaError) as info:
+        draft_schema(write(tmp_path, rows, "b.csv"), label="y", positive="yes")
+    message = info.value.message
+    assert "--label 'y' cannot be the label" in message
+    assert "1 of 50 rows have no value" in message and "holds only 'no'" in message
+    assert "choose another --label" in info.value.hint
+
+
+def test_generic_label_names_rank_above_default() -> None:
+    """``default`` is a feature of credit data as often as a label: ranked last."""
+    assert LABEL_NAMES[-1] == "default"
+    assert LABEL_NAMES.index("y") < LABEL_NAMES.index("default")

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from fedcollab.common.errors import NotEnoughPartnersError
+from fedcollab.common.errors import JobSpecError, NotEnoughPartnersError
 from fedcollab.common.jobspec import MAX_TIMEOUT_S, JobSpec
 from fedcollab.coordinator.job import run_job
 from fedcollab.coordinator.outputs import JobOutputs
@@ -42,7 +42,8 @@ def test_every_partner_refusing_fails_fast(tmp_path: Path, participants: list[st
         {"name": "dp", "task": "purchase_prediction", "purpose": "purchase-prediction",
          "schema": SCHEMA, "participants": participants, "min_partners": 2, "rounds": 2,
          "startup_timeout_s": MAX_TIMEOUT_S,
-         "privacy": {"dp": "sample", "target_epsilon": 3.0}},
+         "privacy": {"dp": "sample", "target_epsilon": 3.0,
+                     "value_bounds": {"noise": [-5.0, 5.0], "signal": [-5.0, 5.0]}}},
         strict=False,
     )  # fmt: skip
     plain, audit, policy = in_memory_federation(spec, sources, tmp_path)
@@ -75,3 +76,41 @@ def test_refusal_hints_name_commands_that_exist() -> None:
     assert "grant sign" in refusal_hint(cases[1])  # type: ignore[arg-type]
     assert "node start" in refusal_hint([])
     assert "in time" in refusal_hint(cases[3])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("bounds", "said"),
+    [
+        ({}, "numeric feature(s) ['noise', 'signal'] have no [privacy.value_bounds]"),
+        (
+            {"noise": [-5.0, 5.0], "Signal": [-5.0, 5.0]},
+            "'Signal' is not a numeric feature of the schema (did you mean 'signal'?)",
+        ),
+    ],
+    ids=["missing", "misspelled"],
+)
+def test_a_dp_job_without_its_value_bounds_fails_before_any_partner_is_asked(
+    tmp_path: Path, bounds: dict[str, list[float]], said: str
+) -> None:
+    """New-user review (2026-12-06): such a job used to start, every partner charged its
+    budget for the moments, then refused them (PrivacyError), and the job ended with
+    "restart the dropped partners' nodes". Now it is a job-spec error (exit 12) before the
+    coordinator contacts anyone; each partner refuses it at the handshake too, uncharged
+    (tests/adversarial/test_dp_releases.py)."""
+    sources = [make_partner(tmp_path / "data", f"p{i}", seed=i, n=60) for i in range(2)]
+    spec = JobSpec.model_validate(
+        {"name": "dp", "task": "purchase_prediction", "purpose": "purchase-prediction",
+         "schema": SCHEMA, "min_partners": 2, "rounds": 2,
+         "privacy": {"dp": "sample", "target_epsilon": 3.0, "value_bounds": bounds}},
+        strict=False,
+    )  # fmt: skip
+    plain, audit, policy = in_memory_federation(spec, sources, tmp_path)
+    grid = CountingGrid(plain.overrides, [s.partner for s in sources])
+    with task_identity(), pytest.raises(JobSpecError) as info:
+        run_job(grid, spec, JobOutputs(tmp_path / "out"), mode="simulation",  # type: ignore[arg-type]
+                audit_config=audit, policy=policy)  # fmt: skip
+    assert grid.polls == 0
+    assert said in info.value.message and "[privacy.value_bounds]" in info.value.hint
+    assert info.value.exit_code == 12
+    no_dp = spec.model_copy(update={"privacy": spec.privacy.model_copy(update={"dp": "none"})})
+    no_dp.check_value_bounds()  # bounds are neither used nor checked without DP
