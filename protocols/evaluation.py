@@ -79,8 +79,9 @@ def metrics_from_vector(summed: npt.ArrayLike, *, bins: int, noisy: bool = False
 
     ``noisy``: the vectors are DP releases (:func:`protocols.dp_statistics.
     private_eval_vector`: noisy histograms, head zero); negative counts are set to 0
-    and ``n``, accuracy and log loss are derived from the histograms (log loss at the
-    bins' midpoints), all post-processing of the noisy counts.
+    and accuracy and log loss are derived from the histograms (log loss at the bins'
+    midpoints); ``n`` is the unclipped sum of the bins (unbiased), all post-processing
+    of the noisy counts.
     """
     vec = as_vector(summed, length=eval_vector_length(bins=bins), name="summed evaluation")
     if noisy:
@@ -123,4 +124,8 @@ def _metrics_from_histograms(vec: np.ndarray, *, bins: int) -> EvalMetrics:
     if n_pos >= 1.0 and n_neg >= 1.0:
         neg_below = np.cumsum(hist_neg) - hist_neg
         auc = float(np.sum(hist_pos * (neg_below + 0.5 * hist_neg)) / (n_pos * n_neg))
-    return EvalMetrics(n=round(n), auc=auc, accuracy=float(correct / n), log_loss=float(loss / n))
+    # n: the plain sum of the noisy bins, an unbiased estimate of the rows (zero-mean
+    # noise); the clipped sum above, which the rates are normalised by, adds the positive
+    # part of every bin's noise (measured: 542 for 411 test rows in a 3-partner job).
+    unbiased = max(round(float(vec[3:].sum())), 0)
+    return EvalMetrics(n=unbiased, auc=auc, accuracy=float(correct / n), log_loss=float(loss / n))

@@ -161,3 +161,22 @@ def test_private_decoder_keeps_a_skewed_column_on_its_scale() -> None:
         ratios.append(got.stds[0] / true_std)
     assert exact_collapsed > 0
     assert min(ratios) >= 0.5 and max(ratios) <= 4.0, (min(ratios), max(ratios))
+
+
+def test_a_noisy_evaluations_n_is_the_unclipped_sum_of_its_bins() -> None:
+    """Clipping noisy bins at 0 before summing adds every bin's positive noise: the rows a
+    DP job reported ran high (542 for 411 test rows, new-user review of 2026-12-06). The
+    reported n is now the plain sum, unbiased; over 200 draws its mean is within 3 standard
+    errors of the true 60 rows, where the clipped sum is far above it (most bins are
+    empty: every one adds about 0.4 noise std once clipped)."""
+    rng = np.random.default_rng(3)
+    y, p = rng.integers(0, 2, 60), rng.uniform(0.9, 0.95, 60)  # a confident model
+    ns, clipped = [], []
+    for _ in range(200):
+        vec = dp_statistics.private_eval_vector(y, p, bins=1000, noise_std=5.0)
+        ns.append(evaluation.metrics_from_vector(vec, bins=1000, noisy=True).n)
+        clipped.append(float(np.maximum(vec[3:], 0.0).sum()))
+    slots = 2 * dp_statistics.DP_EVAL_BINS
+    se = 5.0 * np.sqrt(slots) / np.sqrt(len(ns))
+    assert abs(np.mean(ns) - 60) < 3 * se + 0.5
+    assert np.mean(clipped) > 60 + 10 * se
