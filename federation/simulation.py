@@ -9,6 +9,7 @@ very same ServerApp and ClientApp code runs, writing the same outputs.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,9 @@ def run_simulation_job(
             # Ray forwards its actors' logs ("Manually terminating ClientAppActor", ...)
             # to this terminal; -v / --verbose shows them, partners' refusals say why anyway.
             "log_to_driver": verbose or verbose_requested(),
+            # ray.init sets its own loggers' level (INFO by default): "Started a local Ray
+            # instance." reached every user's terminal whatever quiet_third_party set.
+            "logging_level": logging.INFO if verbose or verbose_requested() else logging.WARNING,
         },
     }
     with quiet_third_party(verbose):
