@@ -88,10 +88,12 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except FedcollabError as exc:
-        err.print(
-            f"[bold red]error ({type(exc).__name__}):[/] {escape(exc.diagnostics())}",
-            highlight=False,
+        text = (
+            "the job failed: what happened and what to do are shown above"
+            if exc.shown
+            else exc.diagnostics()
         )
+        err.print(f"[bold red]error ({type(exc).__name__}):[/] {escape(text)}", highlight=False)
         sys.exit(exc.exit_code)
     except typer.Abort:
         err.print("aborted")

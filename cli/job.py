@@ -48,9 +48,11 @@ def submit(
     with JobProgress(title=spec.name) as progress:
         end = follow(out_dir, on_event=progress, is_alive=alive)
     if end.get("status") != "completed":
-        raise error_class(str(end.get("error")))(
+        failure = error_class(str(end.get("error")))(
             f"job {spec.name!r} failed: {end.get('error')}", hint=str(end.get("reason", ""))
         )
+        failure.shown = end.get("event") == "job_end"  # the progress display printed it
+        raise failure
 
 
 @app.command("status")

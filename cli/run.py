@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -10,10 +11,12 @@ import click
 import typer
 
 from fedcollab.cli.progress import JobProgress
+from fedcollab.common.errors import FedcollabError
 from fedcollab.common.job_files import read_progress
 from fedcollab.common.jobspec import load_job_spec
 from fedcollab.common.schema import DatasetSchema
 from fedcollab.common.split import split_horizontal
+from fedcollab.common.third_party_noise import verbose_requested
 from fedcollab.federation.simulation import discover_partner_files, run_simulation_job
 
 __all__ = ["app"]
@@ -85,6 +88,8 @@ def run(
     sources = discover_partner_files(partners)
     done = threading.Event()
 
+    shown_failure = threading.Event()
+
     def show() -> None:
         offset = 0
         with JobProgress(title=spec.name) as progress:
@@ -92,6 +97,8 @@ def run(
                 events, offset = read_progress(out, start=offset)
                 for ev in events:
                     progress(ev)
+                    if ev.get("event") == "job_end" and ev.get("status") != "completed":
+                        shown_failure.set()
                 if done.is_set() and not events:
                     return
                 done.wait(0.3)
@@ -100,9 +107,21 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     (out / "progress.jsonl").unlink(missing_ok=True)
     viewer.start()
+    # The progress display shows a failed job with its reason and hint: the
+    # coordinator's own "job ... failed" log line and the final error would repeat it.
+    job_log = logging.getLogger("fedcollab.coordinator.job")
+    level = job_log.level
+    if not (verbose or verbose_requested()):
+        job_log.setLevel(logging.ERROR)
     try:
         run_simulation_job(spec, sources, out, verbose=verbose, budget_cap=budget_cap)
+    except FedcollabError as exc:
+        done.set()
+        viewer.join(timeout=5)
+        exc.shown = shown_failure.is_set()
+        raise
     finally:
+        job_log.setLevel(level)
         done.set()
         viewer.join(timeout=5)
     typer.echo(f"outputs in {out}")

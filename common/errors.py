@@ -58,6 +58,10 @@ class FedcollabError(Exception):
         self.message = message
         self.hint = hint
 
+    #: Set by a command that already showed this error's message and hint (e.g. the
+    #: progress display of a failed job): the entry point then prints a short line.
+    shown: bool = False
+
     def diagnostics(self) -> str:
         """A human-readable explanation: what went wrong and what to do."""
         text = self.message

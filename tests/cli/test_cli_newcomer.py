@@ -75,3 +75,36 @@ def test_csv_with_yes_no_labels_to_a_federated_job_in_two_commands(tmp_path: Pat
     for csv_path in partners:
         header = csv_path.read_text(encoding="utf-8").splitlines()[0].split(",")
         assert header == ["row_id", "age", "job", "balance", "housing", "y"]
+
+
+def test_a_newcomers_dp_job_fails_once_with_what_to_do(tmp_path: Path) -> None:
+    """New-user review (2026-12-06). Turning DP on in the drafted job: without bounds
+    for its numeric columns the job is refused before anything runs (exit 12, the
+    columns named); with them but no budget cap, every partner refuses, and the reason
+    and what to do are printed once (they used to be printed three times: the
+    coordinator's log line, the progress display and the final error)."""
+    _bank_csv(tmp_path / "bank.csv")
+    first = _fedcollab(
+        ["data", "schema", "bank.csv", "--ignore", "duration", "--job", "bank.job.toml"], tmp_path
+    )
+    assert first.returncode == 0, first.stderr
+    job = tmp_path / "bank.job.toml"
+    drafted = job.read_text(encoding="utf-8")
+    assert "[privacy]" not in drafted
+    dp = '\n[privacy]\ndp = "sample"\ntarget_epsilon = 3.0\n'
+    job.write_text(drafted + dp, encoding="utf-8")
+    args = ["run", "bank.job.toml", "--csv", "bank.csv", "--id-from-row-number", "--out", "r"]
+    unbounded = _fedcollab(args, tmp_path)
+    text = unbounded.stdout + unbounded.stderr
+    assert unbounded.returncode == 12, text
+    assert "numeric feature(s) ['age', 'balance'] have no [privacy.value_bounds]" in text, text
+    assert not (tmp_path / "r" / "audit").exists()  # nothing ran, nobody was charged
+
+    bounds = "[privacy.value_bounds]\nage = [18.0, 100.0]\nbalance = [-10000.0, 100000.0]\n"
+    job.write_text(drafted + dp + bounds, encoding="utf-8")
+    refused = _fedcollab(args, tmp_path)
+    text = " ".join((refused.stdout + refused.stderr).split())  # the display wraps lines
+    assert refused.returncode == 15, text
+    assert text.count("What to do:") == 1 and "--budget-cap" in text, text
+    assert "the job failed: what happened and what to do are shown above" in text, text
+    assert text.count("refused by the partner (PrivacyError)") == 3, text  # once per partner
