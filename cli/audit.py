@@ -29,7 +29,12 @@ from fedcollab.compliance.bundle import (
     export_bundle,
     verify_bundle,
 )
-from fedcollab.compliance.expected_head import ExpectedHead, check_expected_heads, head_of
+from fedcollab.compliance.expected_head import (
+    ExpectedHead,
+    check_expected_heads,
+    check_heads_apply,
+    head_of,
+)
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.trust import TrustPolicy, parse_trust_options, read_public_key
 
@@ -193,8 +198,9 @@ def verify(
     mode: EventSignatures = "all" if all_event_signatures else "uncovered"
     verified = verify_bundle(bundle, policy, workers=workers, event_signatures=mode)
     check_expected_heads(verified, heads)
-    print_verified(verified, _out)
     partners = parse_partners(partner or [])
+    check_heads_apply(heads, [verified.origin, *partners])
+    print_verified(verified, _out)
     if partners:
         others = {
             name: verify_bundle(

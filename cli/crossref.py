@@ -24,7 +24,7 @@ from fedcollab.cli.audit import (
 )
 from fedcollab.compliance.bundle import verify_bundle
 from fedcollab.compliance.crossref import cross_check
-from fedcollab.compliance.expected_head import check_expected_heads
+from fedcollab.compliance.expected_head import check_expected_heads, check_heads_apply
 
 __all__ = ["app"]
 
@@ -51,6 +51,7 @@ def crossref(
     heads = heads_from_options(expect_head)
     coord = verify_bundle(coordinator, policy)
     check_expected_heads(coord, heads)
+    check_heads_apply(heads, [coord.origin, *partners])
     console.print(f"verified {coordinator}: {coord.size} entries, origin {coord.origin}")
     verified = {}
     for name, folder in partners.items():

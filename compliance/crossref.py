@@ -24,17 +24,21 @@ names the party whose log is wrong:
     a partner logged sending a vector the coordinator recorded differently,
     or the coordinator attributes a contribution the partner never sent; the
     coordinator records a partner as dropped at a step and also aggregates a
-    contribution under its name there; or the coordinator's log aggregates one
-    (run, step) more than once (a partner cosigns the aggregates it is shown,
-    so a second, unshown one could attribute anything to it).
-    Not a finding: in a run that log closes as cut short by a coordinator
-    restart (``job.failed`` with ``interrupted``, written by
-    ``coordinator.recovery``), a partner's *last* sends of the run, at most
-    :data:`IN_FLIGHT_MAX` (one message's requests), at steps the log never
-    aggregated: the crash came first. Those sends are listed in
-    ``CrossCheck.cut_short`` and printed by every command. A coordinator can thus
-    leave the one message in flight unrecorded, at the price of a signed
-    admission that the run failed; every earlier send of the run must match.
+    contribution under its name there, or as dropped twice in one run; an aggregate
+    whose contributions cannot be read; or the coordinator's log aggregates one
+    (run, step) more than once (a partner cosigns the aggregates it is shown, so a
+    second, unshown one could attribute anything to it).
+    Not a finding: the replies of the one message in flight when the run failed
+    (``job.failed``: a crash and the restart's recovery, which writes
+    ``interrupted``, or a quorum lost mid-exchange) or when the coordinator dropped
+    that partner (a late, refused or malformed reply): the partner's *last* sends
+    of the run, at most :data:`IN_FLIGHT_MAX` (one message's requests), none
+    recorded for it. Those sends are listed in ``CrossCheck.cut_short`` and printed
+    by every command; every earlier send of the run must match. What a coordinator
+    gets from this: one message per partner per run left unrecorded, at the price
+    of a signed record that the run failed or the partner was dropped; partners
+    bound the runs (``max-runs-per-day``), and their own logs and ledgers hold those
+    releases.
 ``request`` (coordinator)
     partners logged different request digests for the same (run, step): the
     coordinator sent them different requests.  Compared is ``request_shared``
@@ -136,10 +140,9 @@ class CrossCheck:
     cosigned: tuple[PartnerCosigned, ...]
     requests_compared: int
     not_compared: tuple[str, ...]
-    #: Contributions a partner logged sending at a step of a run the coordinator's log
-    #: closes as cut short by a coordinator restart (``job.failed`` with
-    #: ``interrupted``) and for which that log records no aggregate at all: the crash
-    #: came before the coordinator recorded them. Not findings; listed for the auditor.
+    #: A partner's replies the coordinator did not record because they were in flight
+    #: when the run failed or the partner was dropped (see ``contribution`` in the
+    #: module docstring). Not findings; listed for the auditor.
     cut_short: tuple[str, ...] = ()
 
     def raise_on_findings(self) -> None:
@@ -175,11 +178,18 @@ class _Coordinator:
         self.recorded_all: dict[tuple[str, str, str], set[str]] = defaultdict(set)
         #: How many ``round.aggregated`` events each (run, step) has (honest logs: one).
         self.aggregations: dict[tuple[str, str], int] = defaultdict(int)
+        #: (run, step) of aggregates whose ``contributions`` is not a name -> digest object.
+        self.malformed: list[tuple[str, str]] = []
         self.aggregates: dict[tuple[str, str], str] = {}  # (run, step) -> aggregate digest
         self.contributors: dict[tuple[str, str], set[str]] = {}
         self.dropped: set[tuple[str, str, str]] = set()
         self.runs: set[str] = set()
-        self.interrupted: set[str] = set()  # runs closed by a coordinator restart
+        #: Runs the log closes as failed (``job.failed``; a coordinator restart's recovery
+        #: writes it with ``interrupted``): the message in flight may be unrecorded.
+        self.failed: set[str] = set()
+        #: (run, partner) -> how many ``partner.dropped`` records (honest logs: at most one;
+        #: a dropped partner is never asked again in that run, coordinator.membership).
+        self.drops: dict[tuple[str, str], int] = defaultdict(int)
         self.encrypted: set[tuple[str, str]] = set()
         self.leaves: list[bytes] = []
         for data in bundle.raw_entries():
@@ -194,7 +204,9 @@ class _Coordinator:
                 self.runs.add(key[0])
                 self.aggregations[key] += 1
                 contributions = body.get("contributions", {})
-                if isinstance(contributions, dict):
+                if not isinstance(contributions, dict):
+                    self.malformed.append(key)
+                else:
                     for partner, digest in contributions.items():
                         self.recorded[(*key, partner)] = str(digest)
                         self.recorded_all[(*key, partner)].add(str(digest))
@@ -205,23 +217,34 @@ class _Coordinator:
                     self.aggregates[key] = str(body.get("aggregate"))
             elif etype == "partner.dropped":
                 self.dropped.add((_run(body), str(body.get("step")), str(body.get("partner"))))
-            elif etype == "job.failed" and body.get("interrupted") is True:
-                self.interrupted.add(_run(body))
+                self.drops[(_run(body), str(body.get("partner")))] += 1
+            elif etype == "job.failed":
+                self.failed.add(_run(body))
 
 
-def _in_flight(coord: _Coordinator, order: list[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
-    """A partner's sends that a coordinator crash can explain: in a run the coordinator's
-    log closes as cut short (``interrupted``), the sends at steps that log never
-    aggregated, if they are the partner's *last* sends of that run and at most
-    :data:`IN_FLIGHT_MAX` of them (the requests of the one message in flight:
-    one exchange asks a partner at most that many things at once). Any other
-    unrecorded send of such a run stays a ``contribution`` finding."""
+def _in_flight(
+    coord: _Coordinator, name: str, order: list[tuple[str, str, str]]
+) -> set[tuple[str, str, str]]:
+    """``name``'s sends the coordinator may honestly have left unrecorded: the replies of
+    the one message in flight when its run failed (``job.failed``: a crash, then the
+    restart's recovery, or a quorum lost mid-exchange) or when it dropped ``name`` (a
+    late, refused or malformed reply; a batch may carry other steps' replies too).
+
+    Those are ``name``'s *last* sends of the run, at most :data:`IN_FLIGHT_MAX` (the
+    requests one message carries), none recorded for ``name``; a send at a step the
+    coordinator aggregated without ``name`` ends the tail unless ``name`` was dropped (a
+    drop is what leaves a partner out of an aggregate). Any other unrecorded send stays
+    a ``contribution`` finding."""
     out: set[tuple[str, str, str]] = set()
-    for run in {key[0] for key in order} & coord.interrupted:
-        sends = [key for key in order if key[0] == run]
+    for run in {key[0] for key in order}:
+        dropped = coord.drops.get((run, name), 0) > 0
+        if run not in coord.failed and not dropped:
+            continue
         tail: list[tuple[str, str, str]] = []
-        for key in reversed(sends):
-            if (key[0], key[1]) in coord.contributors or key in coord.dropped:
+        for key in reversed([key for key in order if key[0] == run]):
+            if coord.recorded_all.get(key) or (
+                (key[0], key[1]) in coord.aggregations and not dropped
+            ):
                 break
             tail.append(key)
         if len(tail) <= IN_FLIGHT_MAX:
@@ -286,12 +309,10 @@ def _partner_checks(
             )
         )
     count = 0
-    in_flight = _in_flight(coord, order)
+    in_flight = _in_flight(coord, name, order)
     for key, digest in sent.items():
         recorded = coord.recorded_all.get(key, set())
-        if key in coord.dropped:
-            if not recorded:
-                continue  # dropped (late, refused, malformed): not aggregated
+        if key in coord.dropped and recorded:
             found.append(
                 CrossFinding(
                     "contribution",
@@ -300,12 +321,17 @@ def _partner_checks(
                     "as dropped at that step and also aggregates a contribution under its name",
                 )
             )
+            continue
         if key in in_flight:
             if cut_short is not None:
+                why = (
+                    "the coordinator dropped it in that run"
+                    if coord.drops.get((key[0], name))
+                    else "the coordinator's log closes that run as failed"
+                )
                 cut_short.append(
-                    f"run {_short(key[0])}, step {key[1]!r}: {name!r} logged sending {digest}; "
-                    "the coordinator stopped before it recorded that step (run closed as cut "
-                    "short by a coordinator restart)"
+                    f"run {_short(key[0])}, step {key[1]!r}: {name!r} logged sending {digest}, "
+                    f"which the coordinator did not record: its last message of the run, and {why}"
                 )
             continue
         if recorded != {digest}:
@@ -318,14 +344,15 @@ def _partner_checks(
                     f"the coordinator recorded {told}"
                     + (
                         ""
-                        if recorded or key[0] not in coord.interrupted
-                        else " (the run is closed as cut short, but only the partner's last "
-                        f"send(s) of a cut-short run, at most {IN_FLIGHT_MAX}, can be the "
-                        "step in flight)"
+                        if recorded
+                        or (key[0] not in coord.failed and not coord.drops.get((key[0], name)))
+                        else " (the run failed or dropped the partner, but only its last "
+                        f"send(s) of the run, at most {IN_FLIGHT_MAX}, can be the message in "
+                        "flight)"
                     ),
                 )
             )
-        elif key not in coord.dropped:
+        else:
             count += 1
     for key, digest in coord.recorded.items():
         if key[2] == name and key not in sent:
@@ -524,6 +551,25 @@ def cross_check(coordinator: VerifiedBundle, partners: Mapping[str, VerifiedBund
         }
         if newest is not None:
             cosigned.append(newest)
+    for (run, partner), times in sorted(coord.drops.items()):
+        if times > 1:
+            found.append(
+                CrossFinding(
+                    "contribution",
+                    coordinator.origin,
+                    f"run {_short(run)}: the coordinator's log records {partner!r} as dropped "
+                    f"{times} times (a dropped partner is never asked again in its run)",
+                )
+            )
+    for run, step in coord.malformed:
+        found.append(
+            CrossFinding(
+                "contribution",
+                coordinator.origin,
+                f"run {_short(run)}, step {step!r}: an aggregate whose contributions are not "
+                "a partner -> digest object: no contribution can be checked against it",
+            )
+        )
     for (run, step), times in sorted(coord.aggregations.items()):
         if times > 1:
             found.append(

@@ -31,7 +31,7 @@ from fedcollab.common.errors import AuditVerificationError
 from fedcollab.compliance import merkle
 from fedcollab.compliance.bundle import VerifiedBundle
 
-__all__ = ["ExpectedHead", "check_expected_heads", "head_of"]
+__all__ = ["ExpectedHead", "check_expected_heads", "check_heads_apply", "head_of"]
 
 _FORM = re.compile(r"^(?P<name>[^=\s]+)=(?P<size>[0-9]{1,12}):(?P<root>[0-9a-fA-F]{64})$")
 
@@ -94,4 +94,18 @@ def check_expected_heads(bundle: VerifiedBundle, heads: Iterable[ExpectedHead]) 
                 "rewritten",
                 hint="check that the pinned head is this log's (same name, same size); if "
                 "it is, the log was rewritten after that head was seen",
+            )
+
+
+def check_heads_apply(heads: Iterable[ExpectedHead], origins: Iterable[str]) -> None:
+    """Raise AuditVerificationError for a head that names none of the bundles given: a
+    misspelled name would otherwise protect nothing, without a word."""
+    given = set(origins)
+    for head in heads:
+        if head.origin not in given:
+            raise AuditVerificationError(
+                f"--expect-head names the log {head.origin!r}, but no bundle of that log was "
+                f"given (logs given: {', '.join(sorted(given))})",
+                hint="use the log's name as `audit verify` printed it (NAME=SIZE:ROOT), or "
+                "give that log's bundle",
             )

@@ -43,7 +43,11 @@ from fedcollab.common.atomic import write_atomic
 from fedcollab.common.errors import AuditVerificationError, ComplianceError
 from fedcollab.compliance.bundle import VerifiedBundle, verify_bundle
 from fedcollab.compliance.crossref import CrossCheck, cross_check
-from fedcollab.compliance.expected_head import ExpectedHead, check_expected_heads
+from fedcollab.compliance.expected_head import (
+    ExpectedHead,
+    check_expected_heads,
+    check_heads_apply,
+)
 from fedcollab.compliance.registry import Registry, load_registry
 from fedcollab.compliance.report_insights import read_insights
 from fedcollab.compliance.report_jobs import gather_jobs
@@ -297,6 +301,7 @@ def build_report(
         if pv.origin in partner_bundles or pv.origin == verified.origin:
             raise ComplianceError(f"{extra}: a second bundle of the log {pv.origin!r}")
         partner_bundles[pv.origin] = pv
+    check_heads_apply(expected_heads, [verified.origin, *partner_bundles])
     cross = cross_check(verified, partner_bundles) if partner_bundles else None
     attestation = _attestation(
         verified, started=started, elapsed=elapsed, cross=cross, partner_names=list(partner_bundles)

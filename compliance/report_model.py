@@ -117,8 +117,8 @@ class Attestation:
     partners: tuple[PartnerAttestation, ...] = ()
     cross_findings: tuple[str, ...] = ()
     cross_checked: bool = False
-    #: Partners' sends of cut-short runs the coordinator never recorded (not findings:
-    #: the message in flight when it crashed; compliance.crossref.CrossCheck.cut_short).
+    #: Partners' replies in flight when a run failed or the partner was dropped, which
+    #: the coordinator never recorded (not findings; compliance.crossref.CrossCheck.cut_short).
     cross_cut_short: tuple[str, ...] = ()
     unverified_cosigners: tuple[str, ...] = ()
     covers: tuple[str, ...] = COVERAGE

@@ -440,8 +440,8 @@ def pdf_bytes(model: ReportModel) -> bytes:
         doc.para("None: the partners' logs agree with this log.")
     if a.cross_cut_short:
         doc.para(
-            "Cut short by a coordinator restart (sends of the message in flight, not recorded "
-            "by the coordinator; not findings):"
+            "Cut short (a partner's replies in flight when a run failed or the partner was "
+            "dropped, not recorded by the coordinator; not findings):"
         )
         for c in a.cross_cut_short:
             doc.para(f"- {c}")

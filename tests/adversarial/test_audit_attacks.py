@@ -302,6 +302,38 @@ def hidden_run(world: World, tmp: Path) -> dict[str, Path]:
     return world.export(tmp / "b")
 
 
+def hidden_behind_drops(world: World, tmp: Path) -> dict[str, Path]:
+    """The same hidden run, behind ``partner.dropped`` records of every partner at every
+    step and an ordinary failure (red team of the first fix)."""
+    head, steps = _head("run-hidden"), tuple(f"round-{i}" for i in range(1, 6))
+    coord = world.coordinator.trail
+    coord.record("job.started", head)
+    world.run_job("run-hidden", steps=steps, coordinator_logs=False)
+    for step in steps:
+        for p in world.partners:
+            coord.record("partner.dropped", {**head, "partner": p, "step": step, "reason": "late"})
+    coord.record("job.failed", {**head, "error": "NotEnoughPartnersError", "reason": "none"})
+    world.run_job("run-3", steps=("round-1",))
+    return world.export(tmp / "b")
+
+
+def unreadable_contributions(world: World, tmp: Path) -> dict[str, Path]:
+    """A step aggregated with its contributions as a list (no digests to compare), in a
+    run that then fails: the sends must not pass as the message in flight."""
+    coord, run = world.coordinator.trail, "run-list"
+    coord.record("job.started", _head(run))
+    sent = _partners_send(world, run, "round-1", base=0.0)
+    coord.record(
+        "round.aggregated",
+        {**_head(run), "step": "round-1", "partners": sorted(sent),
+         "contributions": sorted(sent), "aggregate": "sha256:" + "44" * 32,
+         "protection": "plaintext-sum"},
+    )  # fmt: skip
+    coord.record("job.failed", {**_head(run), "error": "FederationError", "reason": "x"})
+    world.run_job("run-3", steps=("round-1",))
+    return world.export(tmp / "b")
+
+
 def duplicate_aggregate(world: World, tmp: Path) -> dict[str, Path]:
     """Two aggregates of one step: the used one attributes the operator's vector to
     region-2; the partners are asked to cosign (and cosign) the decoy with the real
@@ -401,8 +433,20 @@ ATTACKS: list[tuple[str, Attack, str]] = [
         "hidden-run",
         hidden_run,
         r"\[contribution\] coordinator's log is wrong: run .*run-hidden, step 'round-1': "
-        r"'region-1' logged sending .*, the coordinator recorded nothing \(the run is closed "
-        r"as cut short, but only the partner's last send\(s\)",
+        r"'region-1' logged sending .*, the coordinator recorded nothing \(the run failed or "
+        r"dropped the partner, but only its last send\(s\)",
+    ),
+    (
+        "hidden-behind-drops",
+        hidden_behind_drops,
+        r"\[contribution\] coordinator's log is wrong: run .*run-hidden: the coordinator's "
+        r"log records 'region-1' as dropped 5 times",
+    ),
+    (
+        "unreadable-contributions",
+        unreadable_contributions,
+        r"\[contribution\] coordinator's log is wrong: run .*run-list, step 'round-1': an "
+        r"aggregate whose contributions are not a partner -> digest object",
     ),
     (
         "duplicate-aggregate",

@@ -157,9 +157,13 @@ def test_a_log_that_grew_since_the_head_still_verifies(
     world.close()
     args = _verify_args(world, later[COORDINATOR])
     assert run_cli(monkeypatch, *args, "--expect-head", head) == 0
-    # A head pinned for another log's name does not apply to this one.
-    other = head.replace(f"{COORDINATOR}=", "region-1=", 1)
-    assert run_cli(monkeypatch, *args, "--expect-head", other) == 0
+    capsys.readouterr()
+    # A head for a log of which no bundle is given (a misspelled name) protects nothing:
+    # refused rather than ignored (red team of this fix).
+    other = head.replace(f"{COORDINATOR}=", "coordinatr=", 1)
+    assert run_cli(monkeypatch, *args, "--expect-head", other) == 31
+    text = " ".join(capsys.readouterr().err.split())
+    assert "names the log 'coordinatr', but no bundle of that log was given" in text, text
 
 
 @pytest.mark.parametrize("bad", ["coordinator=12", "coordinator=0:" + "ab" * 32, "=3:" + "a" * 64])

@@ -130,12 +130,12 @@ def test_send_cut_short_by_a_coordinator_restart_is_listed_not_a_finding(
     assert len(result.cut_short) == 1 and "round-2" in result.cut_short[0]
 
 
-@pytest.mark.parametrize(("interrupted", "aggregated"), [(False, False), (True, True)])
+@pytest.mark.parametrize(("interrupted", "aggregated"), [(False, True), (True, True)])
 def test_unrecorded_send_is_a_finding_unless_the_restart_cut_that_step(
     tmp_path: Path, interrupted: bool, aggregated: bool
 ) -> None:
-    """A failure without the restart marker, or a step the coordinator did aggregate
-    (leaving acme out), still makes the coordinator's log wrong."""
+    """A step the coordinator did aggregate, leaving acme out without dropping it, makes
+    the coordinator's log wrong, whether or not the run then failed."""
     cb, ab = _cut_short_bundles(tmp_path, interrupted=interrupted, aggregated=aggregated)
     result = cross_check(cb, {"acme": ab})
     assert [(f.kind, f.wrong) for f in result.findings] == [("contribution", "coordinator")]

@@ -306,3 +306,50 @@ def test_a_dp_job_decodes_its_noisy_moments_on_the_columns_scale(tmp_path: Path)
     for name, mean, std in zip(pre.numeric_names, pre.means, pre.stds, strict=True):
         assert -5.0 <= mean <= 5.0, name
         assert 5.0 * math.sqrt(floor_t) * 0.7 <= std <= 5.0, (name, std)
+
+
+def _cross_check_logs(tmp_path: Path, n: int) -> Any:
+    """Every party's real log exported, verified under its pinned key, cross-checked."""
+    from fedcollab.common.keys import Signer
+    from fedcollab.compliance.bundle import export_bundle, verify_bundle
+    from fedcollab.compliance.crossref import cross_check
+    from fedcollab.compliance.log import AuditLog
+    from fedcollab.compliance.trail import load_verifier_key
+    from fedcollab.compliance.trust import TrustPolicy
+
+    audit = tmp_path / "audit"
+    folders = {"coordinator": audit / "coordinator"}
+    folders.update({f"p{i}": audit / "partners" / f"p{i}" for i in range(n)})
+    keys = {name: load_verifier_key(d / "audit.pub")[1] for name, d in folders.items()}
+    for name, d in folders.items():
+        with AuditLog.open(d / "audit.db", origin=name, signer=Signer.load(d / "audit.key")) as log:
+            shipped = {p: k for p, k in keys.items() if p != "coordinator"}
+            export_bundle(
+                log, tmp_path / "b" / name, public_keys=shipped if name == "coordinator" else {}
+            )
+    policy = TrustPolicy.from_keys(keys)
+    verified = {name: verify_bundle(tmp_path / "b" / name, policy) for name in folders}
+    return cross_check(verified.pop("coordinator"), verified)
+
+
+@pytest.mark.parametrize("min_partners", [2, 4], ids=["job-completes", "job-fails"])
+def test_a_partner_lost_with_a_batched_reply_leaves_logs_that_agree(
+    tmp_path: Path, min_partners: int
+) -> None:
+    """Red team of the crossref fix (2026-12-06): with keys ahead, round 1's unmasking and
+    round 2's key shares travel in one message; p3 answers both (its log holds the
+    round-2 shares as sent) and its reply is lost. The coordinator drops p3 once, at
+    round 1's step, and either completes (2 of 4 needed) or fails its quorum mid-exchange
+    before it records round 2's shares of the others (4 of 4 needed). Neither is a
+    dishonest log: crossref lists those sends as in flight, with no finding."""
+    spec = _job("purchase_prediction", "masked", 4).model_copy(
+        update={"round_timeout_s": 3.0, "min_partners": min_partners}
+    )
+    if min_partners == 2:
+        _run(tmp_path, spec, 4, dies=("p3", "round-2.secagg-share"))
+    else:
+        with pytest.raises(Exception, match="partners"):
+            _run(tmp_path, spec, 4, dies=("p3", "round-2.secagg-share"))
+    result = _cross_check_logs(tmp_path, 4)
+    assert result.findings == (), result.findings
+    assert any("'p3'" in c and "round-2.secagg-share" in c for c in result.cut_short)
