@@ -17,6 +17,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from fedcollab.common.release_text import model_after, more_rows, released_text, rows_text
+
 __all__ = ["JobProgress"]
 
 
@@ -72,7 +74,7 @@ class JobProgress:
             if ev.get("val_auc") is not None:
                 metric = f"val AUC {ev['val_auc']:.4f}"
                 if ev.get("validated_round") is not None:
-                    metric += f" ({_model_after(ev['validated_round'])})"
+                    metric += f" ({model_after(ev['validated_round'])})"
             elif ev.get("objective") is not None:
                 metric = f"objective {ev['objective']:.1f}"
             elif ev.get("train_loss") is not None:
@@ -139,8 +141,8 @@ class JobProgress:
             fraction = fraction if isinstance(fraction, int | float) else None
             say(
                 f"  [yellow]warning[/] the validation split has no rows of both classes{noise} "
-                f"({_rows(ev.get('n'))}): no validation AUC, so {off} off; "
-                + _more_rows("validation", fraction)
+                f"({rows_text(ev.get('n'))}): no validation AUC, so {off} off; "
+                + more_rows("validation", fraction)
             )
         elif kind == "early_stop":
             if ev.get("patience") is not None:
@@ -153,8 +155,10 @@ class JobProgress:
                 say(f"  early stop after round {ev.get('round')}")
         elif kind == "released":
             self._released = ev
-            for line in _released_lines(ev):
-                say(line)
+            headline, warnings = released_text(ev)
+            say(f"  {headline}")
+            for warning in warnings:
+                say(f"  [yellow]warning[/] {warning}")
         elif kind == "job_end":
             if ev.get("status") == "completed":
                 final = ev.get("final") or {}
@@ -175,73 +179,14 @@ class JobProgress:
                 say(f"  [red]failed[/]: {ev.get('error')}: {ev.get('reason')}")
 
 
-def _model_after(rounds: int) -> str:
-    """Rounds are counted from 1 everywhere: the model after round 5 is the fifth model."""
-    return "the initial model" if rounds == 0 else f"model after round {rounds}"
-
-
-def _rows(n: object) -> str:
-    return "1 row" if n == 1 else f"{n} rows"
-
-
-#: How the released model was chosen (coordinator.prediction's ``released`` event).
-_SELECTION = {
-    "last_round": 'the last model: evaluation.dp_model_selection = "last_round"',
-    "no_validation_auc": "the last model: no validation AUC to select by",
-}
-
-
-def _released_lines(ev: dict[str, Any]) -> list[str]:
-    rnd = ev.get("round")
-    name = _model_after(rnd) if isinstance(rnd, int) else str(rnd)
-    selection = str(ev.get("selection"))
-    dp = bool(ev.get("dp_estimate"))
-    about = "about " if dp else ""
-    if selection == "validation":
-        auc = ev.get("validation_auc")
-        why = "best validation AUC" + (f" {auc:.4f}" if isinstance(auc, int | float) else "")
-        why += " (DP estimate)" if dp else ""
-    else:
-        why = _SELECTION.get(selection, selection)
-    lines = [f"  released: {name} ({why})"]
-    for w in ev.get("warnings") or []:
-        if w.get("kind") == "initial_model":
-            lines.append(
-                "  [yellow]warning[/] the released model is the initial, untrained one (after "
-                "0 rounds): no round improved on it, and its figures say nothing about what "
-                "training can achieve"
-            )
-        elif w.get("kind") == "few_minority_rows":
-            rows, split = w.get("rows"), w.get("split")
-            cls = "positive" if w.get("label") == 1 else "negative"
-            held = f"no {cls} rows" if rows == 0 else f"only {about}{rows} {cls}"
-            held += "" if rows == 0 else (" row" if rows == 1 else " rows")
-            figure = "AUC" if split == "test" else "AUC, which chose the model,"
-            lines.append(
-                f"  [yellow]warning[/] the {split} split has {held} (of {about}"
-                f"{_rows(w.get('n'))}): its {figure} is not a meaningful figure with fewer "
-                f"than {w.get('threshold')} rows of each class; {_more_rows(str(split))}"
-            )
-    return lines
-
-
-def _more_rows(split: str, fraction: float | None = None) -> str:
-    """The hint: more rows, or a larger split (the partners' constant in a deployment)."""
-    now = f"now {fraction:g}; " if fraction is not None else ""
-    return (
-        f"add rows or raise evaluation.{split}_fraction ({now}partners' nodes must be "
-        f"started with the same --split-{split})"
-    )
-
-
 def _test_summary(test: dict[str, Any], released: dict[str, Any] | None) -> str:
     """``test AUC 0.8123 on 900 rows, model after round 6`` (+ a DP job's caveat)."""
     dp = bool(test.get("dp_estimate"))
     text = f"test AUC {test['auc']:.4f}"
     if isinstance(test.get("n"), int):
-        text += f" on {'about ' if dp else ''}{_rows(test['n'])}"
+        text += f" on {'about ' if dp else ''}{rows_text(test['n'])}"
     if released is not None and isinstance(released.get("round"), int):
-        text += f", {_model_after(released['round'])}"
+        text += f", {model_after(released['round'])}"
     if dp:
         text += " (DP estimate from noised counts; n is noised too)"
     return text

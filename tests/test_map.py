@@ -292,6 +292,10 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         ),
         "wire round trips, typed reads (Payload.as_) and malformed messages refused",
     ),
+    "common/release_text.py": (
+        ("tests/console/test_console_jobs.py", "tests/cli/test_cli_progress.py"),
+        "the released model and its warnings, on the job page and in the terminal",
+    ),
     "common/schema_label.py": (
         ("tests/common/test_common_schema_draft.py", "tests/cli/test_data_schema_paths.py"),
         "the label guess of `fedcollab data schema`: never past the best-named column",

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from fedcollab.common.errors import WorkspaceError
 from fedcollab.common.job_files import read_metrics, read_progress, read_result
+from fedcollab.common.release_text import released_text
 
 __all__ = ["JobCatalog", "JobRef", "job_detail", "job_participants", "job_summary"]
 
@@ -257,6 +258,7 @@ def job_detail(ref: JobRef) -> dict[str, Any]:
     metrics = _read_model(read_metrics, ref.dir)
     final = (end or {}).get("final") or (metrics.final if metrics is not None else None)
     start = next((e for e in events if e.get("event") == "job_start"), {})
+    released = next((e for e in reversed(events) if e.get("event") == "released"), None)
     scoring = bool(start.get("scoring")) or (
         task == "vertical" and not rounds and isinstance(final, dict) and "scored" in final
     )
@@ -272,6 +274,9 @@ def job_detail(ref: JobRef) -> dict[str, Any]:
         "shows_rounds": not scoring,
         "round_text": round_text,
         "final_table": final_table(final),
+        # The model the job released and what makes its figures weak (as the terminal
+        # prints them, common.release_text).
+        "released": None if released is None else _released(released),
         "metric": {"key": key, "label": label, "points": series},
         "rounds": rounds,
         "participants": _participants(events),
@@ -286,6 +291,11 @@ def job_detail(ref: JobRef) -> dict[str, Any]:
         else [],
         **_insights(ref.dir),
     }
+
+
+def _released(ev: dict[str, Any]) -> dict[str, Any]:
+    headline, warnings = released_text(ev)
+    return {"headline": headline[:1].upper() + headline[1:], "warnings": warnings}
 
 
 def known_status(value: str) -> bool:

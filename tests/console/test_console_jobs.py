@@ -9,6 +9,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.release_text import released_text
 from fedcollab.coordinator.console.jobs import JobCatalog
 from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.coordinator.submit import append_job_index
@@ -157,3 +158,33 @@ def test_training_job_without_rounds_yet_says_so(env: Env, as_user: Client) -> N
     page = as_user("olga").get("/jobs/fresh").text
     assert '<span id="job-round">not started</span>' in page
     assert 'id="metric-chart"' in page
+
+
+def test_the_job_page_names_the_released_model_and_its_warnings(env: Env, as_user: Client) -> None:
+    """The terminal's `released` line and warnings (new-user review, 2026-12-06), on the
+    job page too, in the same words (common.release_text)."""
+    out = JobOutputs(env.results / "rare")
+    out.event("job_start", job="rare", task="purchase_prediction", digest="sha256:00",
+              mode="deployment")  # fmt: skip
+    out.event("released", round=0, selection="validation", validation_auc=0.4118,
+              dp_estimate=False, test_auc=0.52, test_n=73,
+              warnings=[{"kind": "initial_model"},
+                        {"kind": "few_minority_rows", "split": "test", "label": 1, "rows": 2,
+                         "n": 73, "threshold": 10}])  # fmt: skip
+    olga = as_user("olga")
+    detail = olga.get("/api/jobs/rare").json()
+    assert detail["released"]["headline"] == (
+        "Released: the initial model (best validation AUC 0.4118)"
+    )
+    headline, said = released_text(
+        {"round": 0, "selection": "validation", "validation_auc": 0.4118,
+         "warnings": [{"kind": "initial_model"}]}
+    )  # fmt: skip
+    assert headline == "released: the initial model (best validation AUC 0.4118)"
+    assert said[0] in " ".join(detail["released"]["warnings"])
+    page = olga.get("/jobs/rare").text
+    assert '<p id="job-released">Released: the initial model' in page
+    warnings = re.search(r'<ul id="job-warnings">(.*?)</ul>', page, re.S)
+    assert warnings is not None, page
+    assert "the initial, untrained one" in warnings.group(1)
+    assert "the test split has only 2 positive rows (of 73 rows)" in warnings.group(1)
