@@ -17,6 +17,7 @@ from fedcollab.common.jobspec import load_job_spec
 from fedcollab.common.schema import DatasetSchema
 from fedcollab.common.split import split_horizontal
 from fedcollab.common.third_party_noise import verbose_requested
+from fedcollab.coordinator import job as coordinator_job
 from fedcollab.federation.simulation import discover_partner_files, run_simulation_job
 
 __all__ = ["app"]
@@ -109,7 +110,7 @@ def run(
     viewer.start()
     # The progress display shows a failed job with its reason and hint: the
     # coordinator's own "job ... failed" log line and the final error would repeat it.
-    job_log = logging.getLogger("fedcollab.coordinator.job")
+    job_log = coordinator_job.log
     level = job_log.level
     if not (verbose or verbose_requested()):
         job_log.setLevel(logging.ERROR)
