@@ -38,9 +38,10 @@ Notes
   covered by the manifest, and whoever copies or zips the folder afterwards
   (the console's report zip) would copy what it points to, e.g. a ``keys/``
   link to the operator's private keys.  The folder named by the caller may
-  itself be a link (the caller chose that path).  :func:`copy_bundle` copies a
-  bundle's regular files without following links; verify the copy, and what
-  was verified is what was copied.
+  itself be a link (the caller chose that path).
+  :func:`compliance.bundle_files.copy_bundle` copies a bundle's regular files
+  without following links; verify the copy, and what was verified is what was
+  copied.
 * Entries are verified in blocks of 8,192 lines across processes (Ed25519
   verification dominates, 50-70 us per entry, so one core per worker); the
   parent only reads blocks and folds the returned leaf hashes into the tree.
@@ -54,13 +55,11 @@ import binascii
 import hashlib
 import itertools
 import json
-import os
 import re
-import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -68,6 +67,7 @@ from fedcollab.common.errors import AuditVerificationError, ComplianceError
 from fedcollab.common.keys import format_verifier_key, key_id, parse_verifier_key
 from fedcollab.compliance import merkle
 from fedcollab.compliance.bundle_entries import verify_blocks
+from fedcollab.compliance.bundle_files import bundle_files
 from fedcollab.compliance.checkpoint import (
     SignedCheckpoint,
     parse_signed_checkpoint,
@@ -83,7 +83,6 @@ __all__ = [
     "EventSignatures",
     "VerifiedBundle",
     "VerifiedCheckpoint",
-    "copy_bundle",
     "export_bundle",
     "verify_bundle",
 ]
@@ -293,79 +292,6 @@ def export_bundle(
 # --- verification ---------------------------------------------------------------------
 
 
-_LINK_HINT = (
-    "ask the bundle's author to export it again with `fedcollab audit export`, or copy "
-    "it with symbolic links resolved (e.g. `cp -rL`) and verify the copy"
-)
-
-
-def _bundle_files(root: Path) -> set[str]:
-    """The relative paths of the files in the bundle folder ``root``.
-
-    Refuses a symbolic link anywhere below ``root`` (to a folder or a file) and
-    any entry that is neither a regular file nor a folder (FIFO, socket, device):
-    links are never followed.
-    """
-
-    def unreadable(exc: OSError) -> NoReturn:
-        where = Path(os.fsdecode(exc.filename or root))
-        what = f"{where.relative_to(root).as_posix()} in " if where != root else ""
-        raise AuditVerificationError(
-            f"{root}: cannot read {what}the bundle folder ({exc.strerror})"
-        ) from exc
-
-    files: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
-        for name in (*dirnames, *filenames):
-            path = Path(dirpath, name)
-            rel = path.relative_to(root).as_posix()
-            try:
-                mode = path.lstat().st_mode
-            except OSError as exc:
-                unreadable(exc)
-            if stat.S_ISLNK(mode):
-                raise AuditVerificationError(
-                    f"{rel}: a symbolic link inside the audit bundle (links are never "
-                    "followed: what it points to is not part of the bundle)",
-                    hint=_LINK_HINT,
-                )
-            if stat.S_ISREG(mode):
-                files.add(rel)
-            elif not stat.S_ISDIR(mode):
-                raise AuditVerificationError(
-                    f"{rel}: not a regular file (a FIFO, socket or device) inside the audit bundle",
-                    hint=_LINK_HINT,
-                )
-    return files
-
-
-def copy_bundle(src: Path | str, dst: Path | str) -> Path:
-    """Copy the regular files of the bundle folder ``src`` into the new folder ``dst``.
-
-    Nothing is followed: a symbolic link or special file below ``src`` is refused
-    (AuditVerificationError) as :func:`verify_bundle` refuses it, and each file is
-    opened with ``O_NOFOLLOW``.  Verify the copy, not ``src``: then what was
-    verified is what was copied.  Returns ``dst``.
-    """
-    root, out = Path(src), Path(dst)
-    for rel in sorted(_bundle_files(root)):
-        target = out / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(root / rel, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except OSError as exc:  # ELOOP: it became a link after the listing
-            raise AuditVerificationError(
-                f"{rel}: cannot be copied ({exc.strerror})", hint=_LINK_HINT
-            ) from exc
-        with os.fdopen(fd, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                raise AuditVerificationError(f"{rel}: not a regular file", hint=_LINK_HINT)
-            with target.open("xb") as dest:
-                while chunk := fh.read(1 << 20):
-                    dest.write(chunk)
-    return out
-
-
 def _read_manifest_bytes(root: Path) -> bytes:
     try:
         return (root / "manifest.json").read_bytes()
@@ -376,7 +302,7 @@ def _read_manifest_bytes(root: Path) -> bytes:
 
 
 def _check_manifest(root: Path, data: bytes, files: set[str]) -> _Manifest:
-    """``files`` (from :func:`_bundle_files`) must be exactly those the manifest lists,
+    """``files`` (from :func:`bundle_files`) must be exactly those the manifest lists,
     plus the top-level ``manifest.json`` itself (a ``manifest.json`` elsewhere is not)."""
     try:
         manifest = _Manifest.model_validate_json(data)
@@ -616,7 +542,7 @@ def verify_bundle(
             f"event_signatures must be 'uncovered' or 'all', not {event_signatures!r}"
         )
     root = Path(path)
-    files = _bundle_files(root)  # before reading anything: no link is ever followed
+    files = bundle_files(root)  # before reading anything: no link is ever followed
     manifest_bytes = _read_manifest_bytes(root)
     manifest = _check_manifest(root, manifest_bytes, files)
     bundle_keys = _load_keys(root)

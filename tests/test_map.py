@@ -301,6 +301,10 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         "the label guess of `fedcollab data schema`: never past the best-named column",
     ),
     # --- compliance/ -----------------------------------------------------------------
+    "compliance/bundle_files.py": (
+        ("tests/adversarial/test_bundle_files.py",),
+        "symbolic links and special files in a bundle refused; the console's copy",
+    ),
     "compliance/expected_head.py": (
         ("tests/adversarial/test_audit_rollback.py",),
         "a bundle cut back without a key, refused against the head `audit verify` printed",

@@ -18,7 +18,7 @@ Notes
 * Verification results are cached per file state (modification times and
   sizes of the database and its WAL); any write re-verifies.
 * Partners' registered bundles are copied into the report's folder first
-  (:func:`compliance.bundle.copy_bundle`: regular files only, a symbolic link
+  (:func:`compliance.bundle_files.copy_bundle`: regular files only, a symbolic link
   refused, never followed) and the copies are what the report verifies and the
   zip carries: a link in a partner's folder (``keys/`` pointing at the
   operator's private keys) can neither pass verification nor be copied into
@@ -42,12 +42,8 @@ from urllib.parse import quote
 
 from fedcollab.common.errors import AuditVerificationError, FedcollabError
 from fedcollab.common.keys import Signer, parse_verifier_key
-from fedcollab.compliance.bundle import (
-    VerifiedBundle,
-    copy_bundle,
-    export_bundle,
-    verify_bundle,
-)
+from fedcollab.compliance.bundle import VerifiedBundle, export_bundle, verify_bundle
+from fedcollab.compliance.bundle_files import copy_bundle
 from fedcollab.compliance.checkpoint import parse_signed_checkpoint
 from fedcollab.compliance.log import AuditLog
 from fedcollab.compliance.trust import TrustPolicy

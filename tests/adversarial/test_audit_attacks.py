@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import sys
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +25,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedcollab.cli import app as cli_app
 from fedcollab.client.audit import request_digest
 from fedcollab.client.contribution import shared_request_digest
 from fedcollab.common.errors import EventOrderError
@@ -40,15 +38,7 @@ from fedcollab.compliance.store import LogStore
 from fedcollab.compliance.trail import digest_vector
 from fedcollab.compliance.trust import TrustPolicy
 from tests.support.audit_world import COORDINATOR, DIGEST, JOB, PARTNERS, World
-
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str | Path) -> int:
-    monkeypatch.setattr(sys, "argv", ["fedcollab", *map(str, args)])
-    try:
-        cli_app.main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+from tests.support.cli import run_cli
 
 
 def _honest(root: Path) -> World:

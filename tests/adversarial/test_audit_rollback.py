@@ -20,26 +20,16 @@ import itertools
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-from fedcollab.cli import app as cli_app
 from fedcollab.compliance.events import canonical_json
 from fedcollab.compliance.expected_head import ExpectedHead
 from fedcollab.compliance.report_model import LIMITS
 from tests.adversarial.test_audit_attacks import rewritten_history
 from tests.support.audit_world import COORDINATOR, PARTNERS, World
-
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str | Path) -> int:
-    monkeypatch.setattr(sys, "argv", ["fedcollab", *map(str, args)])
-    try:
-        cli_app.main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+from tests.support.cli import run_cli
 
 
 def cut_back(src: Path, dst: Path, *, keep_checkpoints: int) -> int:

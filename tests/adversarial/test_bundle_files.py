@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import zipfile
 from collections.abc import Callable
 from io import BytesIO
@@ -36,28 +35,20 @@ from pathlib import Path
 import pytest
 
 import fedcollab.common.keys as keys_module
-from fedcollab.cli import app as cli_app
 from fedcollab.common.errors import AuditVerificationError, ComplianceError
 from fedcollab.common.keys import Signer, check_key_name
-from fedcollab.compliance.bundle import copy_bundle, export_bundle, verify_bundle
+from fedcollab.compliance.bundle import export_bundle, verify_bundle
+from fedcollab.compliance.bundle_files import copy_bundle
 from fedcollab.compliance.checkpoint import parse_signed_checkpoint
 from fedcollab.compliance.events import canonical_json, make_event
 from fedcollab.compliance.report_jobs import gather_jobs
 from fedcollab.compliance.trust import TrustPolicy
 from fedcollab.coordinator.console.audit_view import AuditSource, report_zip
 from tests.support.audit_world import COORDINATOR, DIGEST, JOB, PARTNERS, World
+from tests.support.cli import run_cli
 
 SECRET = "-----BEGIN PRIVATE KEY----- (the operator's CA key) -----END PRIVATE KEY-----\n"
 LOOK = "region-1\u200b"  # renders exactly as "region-1"
-
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str | Path) -> int:
-    monkeypatch.setattr(sys, "argv", ["fedcollab", *map(str, args)])
-    try:
-        cli_app.main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def _cli_text(capsys: pytest.CaptureFixture[str]) -> str:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 
 import click
+import pytest
 import typer.main
 
 from fedcollab.cli.app import app
+from fedcollab.cli.app import main as cli_main
 
 __all__ = ["check"]
 
@@ -32,3 +36,14 @@ def check(command_line: str) -> None:
         if word.startswith("--"):
             option = word.split("=", 1)[0]
             assert option in options, f"`{command_line}`: {' '.join(path)} has no option {option}"
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str | Path) -> int:
+    """``fedcollab ARGS`` in this process, through the real entry point; its exit code
+    as a shell sees it (typed errors mapped to their codes by ``cli.app.main``)."""
+    monkeypatch.setattr(sys, "argv", ["fedcollab", *map(str, args)])
+    try:
+        cli_main()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
