@@ -15,7 +15,9 @@ and refuses to cosign.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,17 @@ __all__ = ["PartnerAudit", "request_digest"]
 def request_digest(meta: Mapping[str, Any], vector: np.ndarray | None) -> str:
     text = json.dumps(dict(meta), sort_keys=True, separators=(",", ":"))
     return digest_bytes(text.encode() + b"\n" + digest_vector(vector).encode())
+
+
+_local = threading.local()
+
+
+def _sessions() -> dict[Path, Trail]:
+    """This thread's open trails, by log path (:meth:`PartnerAudit.session`)."""
+    held: dict[Path, Trail] | None = getattr(_local, "trails", None)
+    if held is None:
+        held = _local.trails = {}
+    return held
 
 
 @dataclass(frozen=True)
@@ -55,8 +68,38 @@ class PartnerAudit:
             coordinator_key=Path(str(coordinator)) if coordinator else None,
         )
 
-    def record(self, type: str, body: Mapping[str, Any]) -> None:
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Keep the trail open for everything logged inside (one request, or one batch of
+        them): opening it (key, lock, SQLite, the latest checkpoint's check) costs several
+        times what one durable append does. Every append is still durable when
+        :meth:`record` returns; the log's lock is held until the session ends."""
+        sessions = _sessions()
+        if self.db in sessions:
+            yield
+            return
+        trail = Trail.open(self.db, self.key, actor=self.partner)
+        sessions[self.db] = trail
+        try:
+            yield
+        finally:
+            del sessions[self.db]
+            trail.close()
+
+    @contextmanager
+    def _trail(self) -> Iterator[Trail]:
+        """The trail of this thread's open :meth:`session` of this log (whichever
+        ``PartnerAudit`` opened it: a second open in this process would wait on the log's
+        lock), else one opened for this call."""
+        held = _sessions().get(self.db)
+        if held is not None:
+            yield held
+            return
         with Trail.open(self.db, self.key, actor=self.partner) as trail:
+            yield trail
+
+    def record(self, type: str, body: Mapping[str, Any]) -> None:
+        with self._trail() as trail:
             trail.record(type, body)
 
     # -- cosigning ----------------------------------------------------------
@@ -77,7 +120,7 @@ class PartnerAudit:
     def _sent_digests(self, job_digest: str, run: str) -> dict[str, str]:
         """Digest of every vector this partner sent in the job, by step (from its own log)."""
         sent: dict[str, str] = {}
-        with Trail.open(self.db, self.key, actor=self.partner) as trail:
+        with self._trail() as trail:
             for raw in trail.log.entries():
                 event = json.loads(raw)
                 body = event.get("body", {})
@@ -97,7 +140,7 @@ class PartnerAudit:
                 hint="start the node with the coordinator's audit.pub (--coordinator-key)",
             )
         coordinator = load_verifier_key(self.coordinator_key)
-        with Trail.open(self.db, self.key, actor=self.partner) as trail:
+        with self._trail() as trail:
             signer = trail.signer
         cosigned = cosign_request(
             request,

@@ -80,9 +80,18 @@ def _serve_batch(content: RecordDict, context: Context, overrides: Mapping[str, 
                 audit.record("request.refused", {"action": batch.ACTION, "error": "ProtocolError"})
         reason = "ProtocolError at the partner; see its node log"
         return encode({"refused": "ProtocolError", "reason": reason})
-    return batch.pack_replies(
-        [_answer_one(item.action, item.step, item.content, context, overrides) for item in items]
-    )
+    with contextlib.ExitStack() as stack:
+        # One open of the partner's trail for the whole batch (PartnerAudit.session); a
+        # node whose settings are broken refuses each item on its own, as before.
+        with contextlib.suppress(FedcollabError, KeyError, ValueError, TypeError):
+            config = partner_config(context.node_config, overrides)
+            audit = PartnerAudit.from_config(source_from_config(config).partner, config)
+            if audit is not None:
+                stack.enter_context(audit.session())
+        return batch.pack_replies(
+            [_answer_one(item.action, item.step, item.content, context, overrides)
+             for item in items]
+        )  # fmt: skip
 
 
 def _answer_one(
@@ -94,6 +103,19 @@ def _answer_one(
 ) -> RecordDict:
     """The reply content to one request (``action`` is its message type, ``step`` its
     group): the action's reply, or a refusal that carries no data."""
+    with contextlib.ExitStack() as stack:
+        return _answer_in(action, step, content, context, overrides, stack)
+
+
+def _answer_in(
+    action: str,
+    step: str,
+    content: RecordDict,
+    context: Context,
+    overrides: Mapping[str, str],
+    stack: contextlib.ExitStack,
+) -> RecordDict:
+    """:func:`_answer_one`, the partner's trail kept open on ``stack`` once known."""
     audit: PartnerAudit | None = None
     trail_body: dict[str, object] = {"action": action, "step": step}
     try:
@@ -112,6 +134,7 @@ def _answer_one(
         # Bound here, not in _admit: the refusal of any later check is logged to it.
         audit = PartnerAudit.from_config(source.partner, config)
         if audit is not None:
+            stack.enter_context(audit.session())  # one open for every record below
             audit.record("request.received", _received(trail_body, payload, shared))
         request = _admit(
             config, source, spec, payload, audit,

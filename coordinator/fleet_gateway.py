@@ -12,12 +12,19 @@ So the SuperLink binds **loopback only** (``127.0.0.1``, a port picked free at
 start and written to the workspace's ``flwr-home/config.toml``, which
 ``fedcollab job submit`` and the operator's ``flwr`` CLI use), and this
 gateway listens on the federation's public address with the same TLS
-certificate. It forwards exactly ``POST /v1/fleet/*`` (the SuperNode
+certificate. It passes on exactly ``POST /v1/fleet/*`` (the SuperNode
 protocol: register/activate node, heartbeat, pull/push messages and objects,
 get run/FAB; node authentication is checked by the SuperLink itself, the
-signed headers are forwarded untouched) and answers everything else, above
-all ``/v1/control/*`` and ``/v1/runtime/*``, with 403 and a log line. This is
-the reverse-proxy split the ASGI spec allows without touching Flower [1].
+signed headers are passed on untouched) and answers everything else, above
+all ``/v1/control/*`` and ``/v1/runtime/*``, with 403 and a log line.
+
+The gateway runs inside the SuperLink's process, on the same event loop
+(:func:`fedcollab.coordinator.superlink_launch.serve`, in place of Flower's
+``uvicorn.run``): a Fleet request that passes the check is handed to
+the SuperLink's own ASGI app as uvicorn would hand it over had it arrived on the
+loopback port (the scope the ASGI spec defines [1], the lifespan state Flower's
+app expects). As a process of its own forwarding over a second TLS connection
+(httpx) it took about as much CPU as the SuperLink (py-spy, 9 partners, 2 cores).
 
 Two things besides forwarding, both about time, neither about content
 (:mod:`fedcollab.coordinator.fleet_notice`): a SuperNode's ``pull-messages``
@@ -31,9 +38,9 @@ ServerApp pulls when a reply arrived instead of every 0.05 s.
 Run as ``python -m fedcollab.coordinator.fleet_gateway --workspace WS``: the
 process first ends the Flower processes a previous run of the coordinator left
 running and closes the jobs it left unfinished (:mod:`fedcollab.coordinator.recovery`), then starts
-``flower-superlink`` as its child (same process group, killed with it) and
-only then opens the public port, so a TLS handshake on the public address
-means the whole coordinator is up.
+``flower-superlink`` as its child (same process group, killed with it), which
+opens the public port only once its loopback server and Flower's lifespan are
+up, so a TLS handshake on the public address means the whole coordinator is up.
 
 What still holds for someone on the coordinator host: the loopback Control
 API is unauthenticated, so any local account there can submit runs. The
@@ -55,12 +62,10 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import httpx
-import uvicorn
 
 from fedcollab.common.child_process import die_with_parent, stop_child
 from fedcollab.common.errors import FederationError
@@ -109,6 +114,7 @@ _DROP = {
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def is_forwarded(method: str, path: str) -> bool:
@@ -116,29 +122,96 @@ def is_forwarded(method: str, path: str) -> bool:
     return method == "POST" and path.startswith(FLEET_PREFIX) and ".." not in path
 
 
-def empty_pull(resp: httpx.Response) -> bool:
+def empty_pull(status: int, content: bytes) -> bool:
     """Whether a ``pull-messages`` answer is a plain "nothing for you" (200, no message,
     no reconnect instruction): only those are held."""
     from flwr.proto.fleet_pb2 import PullMessagesResponse
 
-    if resp.status_code != 200:
+    if status != 200:
         return False
     parsed = PullMessagesResponse()
     try:
-        parsed.ParseFromString(resp.content)
+        parsed.ParseFromString(content)
     except Exception:
         return False
     return not parsed.messages_list and not parsed.HasField("reconnect")
 
 
+@dataclass
+class _Reply:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    content: bytes
+
+
+async def _call_upstream(
+    upstream: ASGIApp, scope: Scope, body: bytes, state: dict[str, Any]
+) -> _Reply:
+    """One request through the SuperLink's own ASGI app, in this process (what uvicorn
+    would do with it had it come in on the loopback port)."""
+    inner: Scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": scope.get("http_version", "1.1"),
+        "method": scope["method"],
+        "scheme": "https",
+        "path": scope["path"],
+        "raw_path": scope.get("raw_path") or str(scope["path"]).encode(),
+        "query_string": scope.get("query_string", b""),
+        "root_path": "",
+        "headers": list(scope.get("headers", [])),
+        "client": scope.get("client"),
+        "server": scope.get("server"),
+        "state": state,
+    }
+    answered = asyncio.Event()
+    delivered = False
+    status: int | None = None
+    headers: list[tuple[bytes, bytes]] = []
+    parts: list[bytes] = []
+
+    async def receive() -> MutableMapping[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await answered.wait()  # the client stays connected until the answer is out
+        return {"type": "http.disconnect"}
+
+    async def send(event: MutableMapping[str, Any]) -> None:
+        nonlocal status, headers
+        if event["type"] == "http.response.start":
+            status = int(event["status"])
+            headers = [(bytes(k), bytes(v)) for k, v in event.get("headers", [])]
+        elif event["type"] == "http.response.body":
+            parts.append(bytes(event.get("body", b"")))
+
+    try:
+        await upstream(inner, receive, send)
+    except Exception:
+        # Starlette's error layer has sent its 500 before re-raising; anything else is ours.
+        log.exception("the SuperLink failed on %s", scope["path"])
+        if status is None:
+            return _Reply(502, [], b"")
+    finally:
+        answered.set()
+    if status is None:
+        log.error("the SuperLink sent no answer to %s", scope["path"])
+        return _Reply(502, [], b"")
+    return _Reply(status, headers, b"".join(parts))
+
+
 def make_gateway(
-    upstream: str, ca_cert: Path, notices: Path | None = None, *, hold_s: float = HOLD_S
-) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-    """An ASGI app forwarding Fleet API requests to ``upstream`` (https://host:port);
-    with ``notices`` (the coordinator's notice directory) empty pulls are held and
-    pushes noticed (module notes)."""
-    ctx = ssl.create_default_context(cafile=str(ca_cert))
-    client = httpx.AsyncClient(base_url=upstream, verify=ctx, timeout=httpx.Timeout(300.0))
+    upstream: ASGIApp,
+    notices: Path | None = None,
+    *,
+    hold_s: float = HOLD_S,
+    state: Callable[[], Mapping[str, Any]] | None = None,
+) -> ASGIApp:
+    """An ASGI app passing Fleet API requests to ``upstream`` (the SuperLink's app in this
+    process, whose lifespan ``state`` a request sees as it would through uvicorn); with
+    ``notices`` (the coordinator's notice directory) empty pulls are held and pushes
+    noticed (module notes)."""
     outbox = NoticeWatch(Notice(notices / "outbox")) if notices is not None else None
     inbox = Notice(notices / "inbox") if notices is not None else None
     holding: set[bytes] = set()
@@ -152,13 +225,12 @@ def make_gateway(
                 elif event["type"] == "lifespan.shutdown":
                     if outbox is not None:
                         await outbox.close()
-                    await client.aclose()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["type"] != "http":
             return
         method, path = str(scope["method"]), str(scope["path"])
-        if not is_forwarded(method, path):
+        if not is_forwarded(method, path) or scope.get("root_path"):
             peer = scope.get("client") or ("?", 0)
             log.warning(
                 "refused %s %s from %s: only the Fleet API is served here", method, path, peer[0]
@@ -179,12 +251,11 @@ def make_gateway(
         chunks = []
         while True:
             event = await receive()
+            if event["type"] == "http.disconnect":
+                return
             chunks.append(event.get("body", b""))
             if not event.get("more_body", False):
                 break
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _DROP]
-        query = scope.get("query_string", b"")
-        url = path + ("?" + query.decode("latin-1") if query else "")
         body = b"".join(chunks)
         held = _hold_key(scope, path) if outbox is not None else None
         if held is not None and (held in holding or len(holding) >= MAX_HELD):
@@ -192,11 +263,18 @@ def make_gateway(
         try:
             if held is not None:
                 holding.add(held)
-            assert outbox is not None or held is None
             woken = outbox.event() if held is not None and outbox is not None else None
-            resp = await client.request(method, url, headers=headers, content=body)
+
+            async def forward() -> _Reply:
+                return await _call_upstream(
+                    upstream, scope, body, dict(state()) if state is not None else {}
+                )
+
+            resp = await forward()
             deadline = time.monotonic() + hold_s
-            while woken is not None and outbox is not None and empty_pull(resp):
+            while (
+                woken is not None and outbox is not None and empty_pull(resp.status, resp.content)
+            ):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -205,20 +283,15 @@ def make_gateway(
                 except TimeoutError:
                     break
                 woken = outbox.event()
-                resp = await client.request(method, url, headers=headers, content=body)
-        except httpx.HTTPError as exc:
-            log.error("SuperLink unreachable: %s", exc)
-            await send({"type": "http.response.start", "status": 502, "headers": []})
-            await send({"type": "http.response.body", "body": b""})
-            return
+                resp = await forward()
         finally:
             if held is not None:
                 holding.discard(held)
-        if inbox is not None and path in PUSH_PATHS and resp.status_code == 200:
+        if inbox is not None and path in PUSH_PATHS and resp.status == 200:
             inbox.bump()
-        out = [(k, v) for k, v in resp.headers.raw if k.lower() not in _DROP]
+        out = [(k, v) for k, v in resp.headers if k.lower() not in _DROP]
         out.append((b"content-length", str(len(resp.content)).encode()))
-        await send({"type": "http.response.start", "status": resp.status_code, "headers": out})
+        await send({"type": "http.response.start", "status": resp.status, "headers": out})
         await send({"type": "http.response.body", "body": resp.content})
 
     return app
@@ -266,19 +339,14 @@ def _wait_tls(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Start the loopback SuperLink, then serve the Fleet-only gateway (blocks)."""
-    from fedcollab.coordinator.superlink import (
-        check_node_journal,
-        flwr_env,
-        superlink_command,
-        write_flwr_config,
-    )
+    """Close what a previous coordinator left, then run the SuperLink, which serves the
+    Fleet-only gateway on the public address too (blocks until it stops)."""
+    from fedcollab.coordinator import superlink as sl
 
     parser = argparse.ArgumentParser(prog="fedcollab-coordinator")
     parser.add_argument("--workspace", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per forwarded request otherwise
     ws = Workspace.open(args.workspace)
     fed = ws.federation
     # Before the SuperLink serves, no job of this workspace may still run: end what the
@@ -292,14 +360,14 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("job run %s was cut short by a coordinator restart: recorded as failed", run)
     for out_dir in recovered.out_dirs:
         log.warning("job outputs in %s: recorded as failed (coordinator restart)", out_dir)
-    check_node_journal(ws)  # the registered nodes the SuperLink replays (fail closed)
+    sl.check_node_journal(ws)  # the registered nodes the SuperLink replays (fail closed)
     internal = _free_loopback_port()
-    write_flwr_config(ws, internal)
+    sl.write_flwr_config(ws, internal)
     notices = notice_dir(ws.state_dir)
     proc = subprocess.Popen(
-        superlink_command(ws, internal_port=internal),
+        sl.superlink_command(ws, internal_port=internal, public=(fed.host, fed.port)),
         # The ServerApps (Flower's SuperExec children) inherit it: coordinator.broadcast.
-        env={**flwr_env(ws), NOTICE_ENV: str(notices.resolve())},
+        env={**sl.flwr_env(ws), NOTICE_ENV: str(notices.resolve())},
         preexec_fn=die_with_parent,
     )
 
@@ -312,22 +380,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _wait_tls("127.0.0.1", internal, ws.ca_cert, proc, timeout_s=60.0)
         log.info(
-            "SuperLink on 127.0.0.1:%d (Control API loopback only); Fleet gateway on %s",
+            "SuperLink on 127.0.0.1:%d (Control API loopback only); its Fleet gateway on %s",
             internal,
             fed.address,
         )
-        uvicorn.run(
-            make_gateway(f"https://127.0.0.1:{internal}", ws.ca_cert, notices),
-            host=fed.host,
-            port=fed.port,
-            ssl_certfile=str(ws.server_cert),
-            ssl_keyfile=str(ws.server_key),
-            log_level="warning",
-            lifespan="on",
-        )
+        code = proc.wait()
+        if code:
+            log.error("the SuperLink exited with code %d", code)
     finally:
         stop_child(proc)
-    return 0
+    return 1 if code else 0
 
 
 if __name__ == "__main__":

@@ -67,8 +67,10 @@ def write_flwr_config(ws: Workspace, control_port: int) -> None:
     os.replace(tmp, path)
 
 
-def superlink_command(ws: Workspace, *, internal_port: int) -> list[str]:
-    """``flower-superlink`` bound to loopback: only the Fleet gateway reaches it from outside.
+def superlink_command(ws: Workspace, *, internal_port: int, public: tuple[str, int]) -> list[str]:
+    """``flower-superlink`` bound to loopback, serving its Fleet gateway on ``public``
+    (host, port; :mod:`fedcollab.coordinator.fleet_gateway`): only the Fleet API is
+    reachable from outside.
 
     Started through :mod:`fedcollab.coordinator.superlink_launch`: Flower's entry point
     with its in-memory state, whose node registrations the launcher journals to
@@ -79,6 +81,7 @@ def superlink_command(ws: Workspace, *, internal_port: int) -> list[str]:
     return [
         sys.executable, "-m", "fedcollab.coordinator.superlink_launch",
         "--node-journal", str(node_journal(ws).resolve()),
+        "--fleet-gateway", f"{public[0]}:{public[1]}",
         "--ssl-ca-certfile", str(ws.ca_cert.resolve()),
         "--ssl-certfile", str(ws.server_cert.resolve()),
         "--ssl-keyfile", str(ws.server_key.resolve()),

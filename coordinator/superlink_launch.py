@@ -25,6 +25,13 @@ in-memory state lacks what the replay relies on: registrations are never dropped
 silently. A workspace from before the journal (``superlink.db`` beside it, no
 journal) has its nodes imported from that file once.
 
+With ``--fleet-gateway HOST:PORT`` (always, from :func:`coordinator.superlink.superlink_command`)
+Flower's ``uvicorn.run`` of the SuperLink's app is replaced by :func:`serve`: the
+same app on Flower's loopback address, and on the federation's public address the
+Fleet-only gateway of :mod:`fedcollab.coordinator.fleet_gateway`, which hands each
+Fleet request to that app in this process. If Flower's module no longer calls
+``uvicorn.run``, the launcher stops (exit 2) rather than serve no gateway.
+
 Runs do not survive a restart (:mod:`fedcollab.coordinator.recovery` closes them).
 A node that was mid-task when the coordinator died later sends its reply, or asks
 for objects, of a run the new SuperLink never heard of; Flower's Fleet handlers
@@ -37,15 +44,20 @@ handling of ``RunNotRunningException``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
+import importlib
 import os
 import sys
 import threading
-from collections.abc import Callable, Mapping
+import types
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from flwr.common.constant import Status
 from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=no-name-in-module
 from flwr.server.superlink.linkstate import linkstate_factory
@@ -56,6 +68,7 @@ from flwr.supercore.object_store.in_memory_object_store import InMemoryObjectSto
 from flwr.superlink.federation import FederationManager
 
 from fedcollab.common.errors import FedcollabError, WorkspaceError
+from fedcollab.coordinator.fleet_gateway import ASGIApp, make_gateway
 from fedcollab.coordinator.node_journal import NodeJournal, NodeRecord
 
 __all__ = [
@@ -245,14 +258,22 @@ def install(journal: NodeJournal) -> dict[int, NodeRecord]:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    usage = (
+        "usage: superlink_launch --node-journal PATH [--fleet-gateway HOST:PORT] "
+        "<flower-superlink options>"
+    )
     if len(args) < 2 or args[0] != "--node-journal":
-        print(
-            "usage: superlink_launch --node-journal PATH <flower-superlink options>",
-            file=sys.stderr,
-        )
+        print(usage, file=sys.stderr)
         return 2
     journal = NodeJournal(Path(args[1]))
     rest = args[2:]
+    public: tuple[str, int] | None = None
+    if rest[:1] == ["--fleet-gateway"]:
+        host, _, port = (rest[1] if len(rest) > 1 else "").rpartition(":")
+        if not host or not port.isdigit():
+            print(usage, file=sys.stderr)
+            return 2
+        public, rest = (host.strip("[]"), int(port)), rest[2:]
     if "--database" in rest and rest[rest.index("--database") + 1 :][:1] != [IN_MEMORY]:
         print(f"fedcollab: the SuperLink runs with --database {IN_MEMORY}", file=sys.stderr)
         return 2
@@ -270,9 +291,92 @@ def main(argv: list[str] | None = None) -> int:
     from fedcollab.coordinator import superlink_middleware
 
     superlink_middleware.install_or_say()  # each HTTP layer only where it acts
+    if public is not None and not _serve_gateway_too(public):
+        print(
+            "fedcollab: flwr.superlink.cli.flower_superlink has changed; the coordinator "
+            "cannot serve its Fleet gateway",
+            file=sys.stderr,
+        )
+        return 2
     sys.argv = ["flower-superlink", *rest]
     flower_superlink()
     return 0
+
+
+class _QuietSignals(uvicorn.Server):
+    """The public server: the loopback server owns the process's signal handling."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def serve(app: ASGIApp, public: tuple[str, int], notices: Path | None, **loopback: Any) -> None:
+    """Serve the SuperLink's ``app`` on its loopback address (``loopback``: the keyword
+    arguments Flower gives ``uvicorn.run``) and, once that is up, the Fleet gateway on
+    the ``public`` (host, port), same certificate, same event loop (blocks).
+
+    Flower's lifespan (its SuperExec, which starts the ServerApps) belongs to the
+    loopback server; the public port opens only after it started, so a TLS handshake
+    there means the whole coordinator is up. When either server stops, so does the
+    other."""
+    loopback.pop("reload", None)
+    loopback.pop("workers", None)
+    inner = uvicorn.Server(uvicorn.Config(app=app, **loopback))
+
+    def lifespan_state() -> Mapping[str, Any]:
+        lifespan = getattr(inner, "lifespan", None)
+        return dict(getattr(lifespan, "state", None) or {})
+
+    outer = _QuietSignals(
+        uvicorn.Config(
+            app=make_gateway(app, notices, state=lifespan_state),
+            host=public[0],
+            port=public[1],
+            ssl_certfile=loopback.get("ssl_certfile"),
+            ssl_keyfile=loopback.get("ssl_keyfile"),
+            lifespan="on",
+            access_log=False,
+            log_config=None,  # the loopback server's configuration stands
+            log_level=None,
+        )
+    )
+
+    async def both() -> None:
+        first = asyncio.create_task(inner.serve())
+        while not inner.started and not first.done():
+            await asyncio.sleep(0.05)  # uvicorn offers a flag, not an event
+        if first.done():
+            await first
+            return
+        second = asyncio.create_task(outer.serve())
+        await asyncio.wait({first, second}, return_when=asyncio.FIRST_COMPLETED)
+        inner.should_exit = outer.should_exit = True
+        for task in (second, first):
+            await task
+
+    asyncio.run(both())
+
+
+def _serve_gateway_too(public: tuple[str, int]) -> bool:
+    """Have Flower's ``uvicorn.run`` of the SuperLink's app serve the Fleet gateway on
+    ``public`` as well (:func:`fedcollab.coordinator.fleet_gateway.serve`); False, and
+    nothing changed, if Flower's module no longer calls ``uvicorn.run``."""
+    from fedcollab.coordinator.fleet_notice import NOTICE_ENV
+
+    # The package re-exports the entry point under the module's name: import the module.
+    module = importlib.import_module("flwr.superlink.cli.flower_superlink")
+    original = getattr(module, "uvicorn", None)
+    if original is None or not callable(getattr(original, "run", None)):
+        return False
+    raw = os.environ.get(NOTICE_ENV, "")
+    notices = Path(raw) if raw else None
+
+    def run(app: Any, **loopback: Any) -> None:
+        serve(app, public, notices, **loopback)
+
+    module.uvicorn = types.SimpleNamespace(run=run)  # type: ignore[attr-defined]
+    return True
 
 
 if __name__ == "__main__":

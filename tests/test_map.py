@@ -134,11 +134,6 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         "without a reply gets an error reply instead of stalling the node (on Flower alone "
         "the loop waits forever); a running task or a stored reply is never answered for",
     ),
-    "client/audit.py": (
-        ("tests/coordinator/test_coordinator_masked.py", "tests/adversarial/test_audit_attacks.py"),
-        "each partner logs every reply it sent (checked after masked jobs); the request"
-        " digests the audit commands compare",
-    ),
     "client/budget.py": (
         ("tests/adversarial/test_dp_releases.py", "tests/adversarial/test_run_contract.py"),
         "every DP release charged to the partner's ledger; uncapped datasets refused",

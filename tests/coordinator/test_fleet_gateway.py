@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine, Iterator, MutableMapping
+from collections.abc import Coroutine, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -42,10 +42,14 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
         pool.submit(asyncio.run, coro).result()
 
 
-def test_control_request_gets_403_without_reaching_the_superlink(tmp_path: Path) -> None:
-    ws = Workspace.create(tmp_path / "ws", name="gw")
-    # The upstream is a closed port: a forwarded request would answer 502, not 403.
-    app = make_gateway("https://127.0.0.1:9", ws.ca_cert)
+async def _broken(scope: Scope, receive: Any, send: Any) -> None:
+    """A SuperLink app that fails before answering."""
+    raise RuntimeError("no SuperLink here")
+
+
+def test_control_request_gets_403_without_reaching_the_superlink() -> None:
+    # The SuperLink's app fails: a request passed on would answer 502, not 403.
+    app = make_gateway(_broken)
     sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> MutableMapping[str, Any]:
@@ -67,16 +71,21 @@ def test_control_request_gets_403_without_reaching_the_superlink(tmp_path: Path)
     sent.clear()
     _run(app({**scope, "path": "/v1/fleet/pull-messages"}, receive, send))
     assert sent[0]["status"] == 502
+    sent.clear()  # a Fleet path under another root path is not the SuperLink's route
+    _run(app({**scope, "path": "/v1/fleet/pull-messages", "root_path": "/x"}, receive, send))
+    assert sent[0]["status"] == 403
 
 
 class _Upstream:
-    """A stand-in SuperLink Fleet API over real TLS: empty pulls until ``queued``."""
+    """A stand-in SuperLink app: empty pulls until ``queued``; it records the scopes and
+    bodies it was handed."""
 
     def __init__(self) -> None:
         self.pulls = 0
         self.pushes = 0
         self.queued = False
         self.status = 200
+        self.seen: list[tuple[Scope, bytes]] = []
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         from flwr.proto.fleet_pb2 import PullMessagesResponse, PushMessagesResponse
@@ -88,8 +97,13 @@ class _Upstream:
                 await send({"type": event["type"] + ".complete"})
                 if event["type"] == "lifespan.shutdown":
                     return
-        while (await receive()).get("more_body"):
-            pass
+        body = b""
+        while True:
+            event = await receive()
+            body += event.get("body", b"")
+            if not event.get("more_body"):
+                break
+        self.seen.append((scope, body))
         if scope["path"].endswith("pull-messages"):
             self.pulls += 1
             pulled = PullMessagesResponse()
@@ -107,43 +121,15 @@ Scope = MutableMapping[str, Any]
 
 
 @pytest.fixture
-def upstream(tmp_path: Path) -> Iterator[tuple[_Upstream, str, Workspace]]:
-    import socket
-    import threading
-
-    import uvicorn
-
-    ws = Workspace.create(tmp_path / "ws", name="gw")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    app = _Upstream()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            ssl_certfile=str(ws.server_cert),
-            ssl_keyfile=str(ws.server_key),
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:  # uvicorn sets it once it listens
-        thread.join(0.01)
-        assert thread.is_alive(), "the stand-in SuperLink did not start"
-    yield app, f"https://127.0.0.1:{port}", ws
-    server.should_exit = server.force_exit = True  # the gateway's keep-alive link stays open
-    thread.join(30)
-    assert not thread.is_alive(), "the stand-in SuperLink did not stop"
+def upstream(tmp_path: Path) -> tuple[_Upstream, Workspace]:
+    return _Upstream(), Workspace.create(tmp_path / "ws", name="gw")
 
 
 async def _call(
     app: Any, path: str, headers: list[tuple[bytes, bytes]]
 ) -> tuple[int, bytes, float]:
     """One request through the gateway (every call of a test on one event loop, as in
-    uvicorn: the gateway's upstream client belongs to its loop)."""
+    uvicorn: the gateway's notice watch belongs to its loop)."""
     sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> MutableMapping[str, Any]:
@@ -152,7 +138,13 @@ async def _call(
     async def send(event: MutableMapping[str, Any]) -> None:
         sent.append(event)
 
-    scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "headers": headers,
+        "client": ("203.0.113.7", 5000),
+    }
     t0 = time.monotonic()
     await app(scope, receive, send)
     return int(sent[0]["status"]), bytes(sent[1]["body"]), time.monotonic() - t0
@@ -162,7 +154,7 @@ _NODE = [(b"flwr-public-key", b"bm9kZS1rZXk=")]
 
 
 def test_an_empty_pull_is_held_until_the_coordinator_sends(
-    upstream: tuple[_Upstream, str, Workspace],
+    upstream: tuple[_Upstream, Workspace],
 ) -> None:
     """The long poll: the node's pull comes back with the request the coordinator
     queued while it was held, forwarded again at the outbox notice, not at a timer."""
@@ -170,7 +162,7 @@ def test_an_empty_pull_is_held_until_the_coordinator_sends(
 
     from flwr.proto.fleet_pb2 import PullMessagesResponse
 
-    superlink, url, ws = upstream
+    superlink, ws = upstream
     notices = notice_dir(ws.state_dir)
 
     def coordinator_sends() -> None:
@@ -180,7 +172,7 @@ def test_an_empty_pull_is_held_until_the_coordinator_sends(
     result: list[tuple[int, bytes, float]] = []
 
     async def scenario() -> None:
-        app = make_gateway(url, ws.ca_cert, notices, hold_s=60.0)
+        app = make_gateway(superlink, notices, hold_s=60.0)
         threading.Timer(0.3, coordinator_sends).start()
         result.append(await _call(app, "/v1/fleet/pull-messages", _NODE))
 
@@ -194,12 +186,12 @@ def test_an_empty_pull_is_held_until_the_coordinator_sends(
 
 
 def test_a_pull_without_news_comes_back_empty_after_the_hold(
-    upstream: tuple[_Upstream, str, Workspace],
+    upstream: tuple[_Upstream, Workspace],
 ) -> None:
-    superlink, url, ws = upstream
+    superlink, ws = upstream
 
     async def scenario() -> None:
-        app = make_gateway(url, ws.ca_cert, notice_dir(ws.state_dir), hold_s=0.3)
+        app = make_gateway(superlink, notice_dir(ws.state_dir), hold_s=0.3)
         status, _, seconds = await _call(app, "/v1/fleet/pull-messages", _NODE)
         assert status == 200 and superlink.pulls == 1 and seconds >= 0.3
         # A pull without a node key, or a refused one, is answered at once, never held.
@@ -212,14 +204,14 @@ def test_a_pull_without_news_comes_back_empty_after_the_hold(
 
 
 def test_a_partner_s_accepted_push_wakes_the_coordinator(
-    upstream: tuple[_Upstream, str, Workspace],
+    upstream: tuple[_Upstream, Workspace],
 ) -> None:
-    superlink, url, ws = upstream
+    superlink, ws = upstream
     notices = notice_dir(ws.state_dir)
     inbox = Notice(notices / "inbox")
 
     async def scenario() -> None:
-        app = make_gateway(url, ws.ca_cert, notices)
+        app = make_gateway(superlink, notices)
         before = inbox.token()
         await _call(app, "/v1/fleet/push-messages", _NODE)
         assert inbox.token() != before
@@ -233,3 +225,46 @@ def test_a_partner_s_accepted_push_wakes_the_coordinator(
         assert inbox.token() == seen and superlink.pushes == 3
 
     _run(scenario())
+
+
+def test_the_superlink_gets_the_request_as_uvicorn_would_hand_it(
+    upstream: tuple[_Upstream, Workspace],
+) -> None:
+    """The gateway calls the SuperLink's app in its own process: same path, body and
+    signed headers, the caller's address, and the lifespan state Flower's app reads."""
+    superlink, _ = upstream
+    state = {"linkstate": "shared"}
+    headers = [*_NODE, (b"flwr-signature", b"c2ln"), (b"content-length", b"5")]
+
+    async def scenario() -> None:
+        app = make_gateway(superlink, state=lambda: state)
+        sent: list[MutableMapping[str, Any]] = []
+        parts = iter([b"he", b"llo"])
+
+        async def receive() -> MutableMapping[str, Any]:
+            chunk = next(parts, None)
+            if chunk is None:
+                raise AssertionError("the gateway read past the request's body")
+            return {"type": "http.request", "body": chunk, "more_body": chunk == b"he"}
+
+        async def send(event: MutableMapping[str, Any]) -> None:
+            sent.append(event)
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/v1/fleet/push-messages",
+            "query_string": b"a=1",
+            "headers": headers,
+            "client": ("203.0.113.7", 5000),
+        }
+        await app(scope, receive, send)
+        assert sent[0]["status"] == 200
+        assert dict(sent[0]["headers"])[b"content-length"] == str(len(sent[1]["body"])).encode()
+
+    _run(scenario())
+    ((scope, body),) = superlink.seen
+    assert body == b"hello" and scope["path"] == "/v1/fleet/push-messages"
+    assert scope["headers"] == headers and scope["query_string"] == b"a=1"
+    assert scope["client"] == ("203.0.113.7", 5000) and scope["root_path"] == ""
+    assert scope["state"] == state and scope["state"] is not state  # a copy per request

@@ -195,13 +195,16 @@ def test_the_coordinator_starts_the_superlink_through_the_launcher(
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
 
     ws = Workspace.create(tmp_path / "ws", name="launch")
-    cmd = superlink_command(ws, internal_port=1)
-    assert cmd[1:5] == [
+    cmd = superlink_command(ws, internal_port=1, public=("fed.example", 9092))
+    assert cmd[1:7] == [
         "-m",
         "fedcollab.coordinator.superlink_launch",
         "--node-journal",
         str(node_journal(ws).resolve()),
+        "--fleet-gateway",
+        "fed.example:9092",
     ]
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"  # the SuperLink's own port: loopback
     assert cmd[cmd.index("--database") + 1] == IN_MEMORY == superlink_launch.IN_MEMORY
     check_node_journal(ws)  # nothing registered, no journal: fine
 
