@@ -1,7 +1,8 @@
 """``fedcollab data schema CSV``: draft a schema (and a starter job) for a person to review.
 
-    fedcollab data schema CSV [--out S] [--label COL] [--positive VALUE] [--ignore COL ...]
-                              [--id COL] [--no-label] [--fixed-vocabularies] [--job JOB.toml]
+    fedcollab data schema CSV [--out S] [--label COL] [--positive VALUE] [--negative VALUE]
+                              [--ignore COL ...] [--id COL] [--no-label]
+                              [--fixed-vocabularies] [--job JOB.toml]
 
 The guesses are :func:`common.schema_draft.draft_schema`'s; this module writes
 the files and prints what to review and the next command.
@@ -57,6 +58,14 @@ def schema_draft(
         str | None,
         typer.Option(metavar="VALUE", help="The label's positive value, e.g. yes (else guessed)."),
     ] = None,
+    negative: Annotated[
+        str | None,
+        typer.Option(
+            metavar="VALUE",
+            help="The label's negative value: needed only when this file's rows all have the "
+            "positive one.",
+        ),
+    ] = None,
     no_label: Annotated[
         bool, typer.Option("--no-label", help="The file has no label (segmentation, features).")
     ] = False,
@@ -86,13 +95,14 @@ def schema_draft(
     overwrite: _OverwriteOpt = False,
 ) -> None:
     """Draft a schema for CSV (types, vocabularies, id and label) for you to review."""
-    if no_label and (label is not None or positive is not None):
-        raise click.UsageError("--no-label excludes --label and --positive")
+    if no_label and (label is not None or positive is not None or negative is not None):
+        raise click.UsageError("--no-label excludes --label, --positive and --negative")
     draft = draft_schema(
         csv_path,
         dataset=dataset,
         label=label,
         positive=positive,
+        negative=negative,
         id_column=id_column,
         ignore=ignore or (),
         no_label=no_label,

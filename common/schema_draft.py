@@ -89,6 +89,7 @@ def draft_schema(
     dataset: str | None = None,
     label: str | None = None,
     positive: str | None = None,
+    negative: str | None = None,
     id_column: str | None = None,
     ignore: Sequence[str] = (),
     no_label: bool = False,
@@ -130,7 +131,12 @@ def draft_schema(
     if no_label:
         label = None
     elif label is None:
-        label, others = guess_label(path, columns, exclude={id_column, *ignored})
+        label, others = guess_label(
+            path,
+            columns,
+            exclude={id_column, *ignored},
+            one_class_ok=positive is not None or negative is not None,
+        )
         if label is None:
             notes.append("no label column found: pass --label COLUMN (or --no-label)")
         elif others:
@@ -141,9 +147,13 @@ def draft_schema(
         else:
             notes.append(f"label column guessed: {label!r}")
     if label is not None:
-        label_values = positive_and_negative(path, label, columns[label], positive, notes)
-    elif positive is not None:
-        raise SchemaError("--positive needs a label column", hint="pass --label COLUMN too")
+        label_values = positive_and_negative(
+            path, label, columns[label], positive, notes, negative=negative
+        )
+    elif positive is not None or negative is not None:
+        raise SchemaError(
+            "--positive and --negative need a label column", hint="pass --label COLUMN too"
+        )
 
     features: list[Feature] = []
     for name in header:

@@ -67,7 +67,11 @@ def two_values(values: list[str]) -> list[str] | None:
 
 
 def guess_label(
-    path: Path, columns: dict[str, list[str]], *, exclude: set[str | None]
+    path: Path,
+    columns: dict[str, list[str]],
+    *,
+    exclude: set[str | None],
+    one_class_ok: bool = False,
 ) -> tuple[str | None, list[str]]:
     """The best-named label column, and the other columns named like a label.
 
@@ -84,7 +88,7 @@ def guess_label(
     if not ranked:
         return None, []
     best = ranked[0][2]
-    error = _label_error(path, best, columns[best], guessed=True)
+    error = _label_error(path, best, columns[best], guessed=True, one_class_ok=one_class_ok)
     if error is not None:
         raise error
     return best, [name for _, _, name in ranked[1:]]
@@ -100,13 +104,17 @@ def _shown(values: Sequence[str]) -> str:
     return ", ".join(quoted) + (f", ... ({more:,} more)" if more > 0 else "")
 
 
-def _label_error(path: Path, name: str, values: list[str], *, guessed: bool) -> SchemaError | None:
-    """Why ``name`` cannot be a two-valued label (as an error to raise), or None if it can."""
+def _label_error(
+    path: Path, name: str, values: list[str], *, guessed: bool, one_class_ok: bool = False
+) -> SchemaError | None:
+    """Why ``name`` cannot be a two-valued label (as an error to raise), or None if it can
+    (with ``one_class_ok``, also when every row holds the same value: the other one is
+    given as --positive or --negative)."""
     present = [v for v in values if not is_missing(v)]
     n_missing = len(values) - len(present)
     distinct = {v.lower() for v in present}
     seen = _shown(sorted(set(present), key=lambda v: (v.lower(), v)))
-    if n_missing == 0 and len(distinct) == 2:
+    if n_missing == 0 and (len(distinct) == 2 or (one_class_ok and len(distinct) == 1)):
         return None
     if guessed:
         what = f"column {name!r} is named like the label but cannot be one"
@@ -120,8 +128,9 @@ def _label_error(path: Path, name: str, values: list[str], *, guessed: bool) -> 
         problems = ["it is empty in every row"]
     elif len(distinct) == 1:
         problems.append(f"it holds only {seen} (a label has two values)")
-        hint = f"a label needs both of its values in the file: check that {path.name} is "
-        hint += f"the whole table, or {other}"
+        hint = f"check that {path.name} is the whole table; if this party's rows really "
+        hint += "all have one class, name the other value: --positive VALUE (or --negative "
+        hint += f"VALUE when {seen} is the positive one); or {other}"
     elif len(distinct) > 2:
         problems.append(
             f"it holds {len(distinct):,} distinct values ({seen}) where a label holds two "
@@ -144,20 +153,53 @@ def spelled(values: list[str], key: str) -> str:
 
 
 def positive_and_negative(
-    path: Path, label: str, values: list[str], positive: str | None, notes: list[str]
+    path: Path,
+    label: str,
+    values: list[str],
+    positive: str | None,
+    notes: list[str],
+    negative: str | None = None,
 ) -> BinaryValues | None:
-    error = _label_error(path, label, values, guessed=False)
+    """The label's positive and negative spellings (None: the default true/false or 1/0).
+
+    Two values in the file: ``positive`` (or ``negative``) chooses, else the one spelled
+    like a positive (``yes``, ``true``, ...). One value in the file (a party whose rows
+    all have one class): the other must be given, as ``positive`` or ``negative``."""
+    one_class_ok = positive is not None or negative is not None
+    error = _label_error(path, label, values, guessed=False, one_class_ok=one_class_ok)
     if error is not None:
         raise error
-    distinct = two_values(values)
-    assert distinct is not None  # _label_error checked it
+    distinct = sorted({v.lower() for v in values})
+    given = [v.lower() for v in (positive, negative) if v is not None]
+    if positive is not None and negative is not None and positive.lower() == negative.lower():
+        raise SchemaError(
+            f"--positive and --negative are both {positive!r}",
+            hint="give the label's two different values",
+        )
+    if len(distinct) == 2 and any(v not in distinct for v in given):
+        raise SchemaError(
+            f"{' / '.join(repr(v) for v in (positive, negative) if v is not None)} is not a "
+            f"value of {label!r} ({', '.join(distinct)})",
+            hint="pass the label's values as they appear in the file",
+        )
+    if len(distinct) == 1 and distinct[0] not in given and len(given) == 2:
+        raise SchemaError(
+            f"{label!r} holds only {distinct[0]!r}, neither --positive {positive!r} nor "
+            f"--negative {negative!r}",
+            hint="one of the two must be the value in the file",
+        )
+    pos: str | None
+    neg: str | None
     if positive is not None:
-        if positive.lower() not in distinct:
-            raise SchemaError(
-                f"--positive {positive!r} is not a value of {label!r} ({', '.join(distinct)})",
-                hint="pass one of the label's two values",
-            )
         pos = positive.lower()
+        neg = (
+            negative.lower()
+            if negative is not None
+            else next((v for v in distinct if v != pos), None)
+        )
+    elif negative is not None:
+        neg = negative.lower()
+        pos = next((v for v in distinct if v != neg), None)
     else:
         known = [v for v in distinct if v in _POSITIVE]
         if len(known) != 1:
@@ -166,13 +208,28 @@ def positive_and_negative(
                 hint=f"pass --positive VALUE (e.g. --positive {distinct[0]})",
             )
         pos = known[0]
-    neg = next(v for v in distinct if v != pos)
+        neg = next(v for v in distinct if v != pos)
+    if pos is None or neg is None:
+        only = distinct[0]
+        flag = "--negative" if pos == only else "--positive"
+        raise SchemaError(
+            f"{label!r} holds only {only!r} in {path.name}: its other value is unknown",
+            hint=f"pass {flag} VALUE too (the value this party's rows do not have)",
+        )
     if (pos, neg) in (("true", "false"), ("1", "0")):
         return None  # the default spellings need no declaration
-    true, false = spelled(values, pos), spelled(values, neg)
+    true = spelled(values, pos) if pos in distinct else _given(pos, positive)
+    false = spelled(values, neg) if neg in distinct else _given(neg, negative)
     n_pos = sum(v.lower() == pos for v in values)
     notes.append(
         f"label {label!r}: positive value {true!r} ({n_pos / len(values):.1%} of rows), "
         f"negative {false!r}"
+        + (" (one class in this file: the other as given)" if len(distinct) == 1 else "")
     )
     return BinaryValues(true=(true,), false=(false,))
+
+
+def _given(key: str, spelling: str | None) -> str:
+    """A value absent from the file, spelled as the user gave it."""
+    assert spelling is not None and spelling.lower() == key
+    return spelling

@@ -166,3 +166,17 @@ def test_a_missing_schema_hint_names_both_commands(tmp_path: Path) -> None:
         load_job_spec(job)
     assert "`fedcollab data schema`" in info.value.hint
     assert "`fedcollab data split`" in info.value.hint
+
+
+def test_a_file_with_one_class_is_drafted_with_the_other_value_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    csv_path = bank_csv(tmp_path, label=lambda _i: "yes")  # every customer bought
+    assert run(monkeypatch, csv_path, "--ignore", "duration") != 0
+    err = capsys.readouterr().err
+    assert "holds only 'yes'" in err and "--negative VALUE" in err
+    assert listing(tmp_path) == ["bank.csv"]
+    assert run(monkeypatch, csv_path, "--ignore", "duration", "--negative", "no") == 0
+    schema = load_schema(tmp_path / "bank.schema.json")
+    assert schema.label_column == "y" and schema.label_values is not None
+    assert schema.label_values.true == ("yes",) and schema.label_values.false == ("no",)

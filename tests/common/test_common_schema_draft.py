@@ -194,3 +194,43 @@ def test_generic_label_names_rank_above_default() -> None:
     """``default`` is a feature of credit data as often as a label: ranked last."""
     assert LABEL_NAMES[-1] == "default"
     assert LABEL_NAMES.index("y") < LABEL_NAMES.index("default")
+
+
+def _labels(path: Path, schema: DatasetSchema) -> list[float]:
+    save_schema(schema, path.with_suffix(".schema.json"))
+    dataset = load_dataset(
+        path, load_schema(path.with_suffix(".schema.json")), id_from_row_number=True
+    )
+    assert dataset.labels is not None
+    return [float(v) for v in dataset.labels]
+
+
+def test_a_party_whose_rows_all_have_one_class_names_the_other_value(tmp_path: Path) -> None:
+    """A brand's own customers may all be non-buyers: the label is still yes/no."""
+    path = write(tmp_path, bank_rows("no"), "oneclass.csv")
+    draft = draft_schema(path, ignore=["duration"], positive="yes")
+    assert draft.schema.label_column == "y"
+    assert any("one class in this file" in n and "'yes'" in n for n in draft.notes)
+    assert _labels(path, draft.schema) == [0.0] * 50
+    # Every row positive: the negative value is the one to give.
+    path = write(tmp_path, bank_rows("Yes"), "buyers.csv")
+    with pytest.raises(SchemaError) as info:
+        draft_schema(path, label="y", positive="yes")
+    assert "holds only 'yes'" in info.value.message and "--negative" in info.value.hint
+    draft = draft_schema(path, label="y", positive="yes", negative="No")
+    assert _labels(path, draft.schema) == [1.0] * 50
+    draft = draft_schema(path, label="y", negative="no")  # the one value is then positive
+    assert _labels(path, draft.schema) == [1.0] * 50
+
+
+def test_positive_and_negative_must_fit_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, bank_rows(lambda i: "yes" if i % 2 else "no"), "b.csv")
+    with pytest.raises(SchemaError, match="both 'yes'"):
+        draft_schema(path, label="y", positive="yes", negative="yes")
+    with pytest.raises(SchemaError, match="not a value of 'y'"):
+        draft_schema(path, label="y", negative="maybe")
+    draft = draft_schema(path, label="y", negative="yes")  # the other is then positive
+    assert _labels(path, draft.schema) == [float(i % 2 == 0) for i in range(50)]
+    one = write(tmp_path, bank_rows("no"), "one.csv")
+    with pytest.raises(SchemaError, match="neither --positive"):
+        draft_schema(one, label="y", positive="true", negative="false")
