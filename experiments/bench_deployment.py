@@ -16,8 +16,12 @@ off so both engines run every round) runs twice on the same partner files:
 
 Round time: the difference between consecutive ``round`` events' ``time`` in each
 job's ``progress.jsonl``, median over rounds 2..R (round 1 has no predecessor of
-its kind). ``--encryption none`` measures the plaintext job instead. Writes
-``<out>/bench_deployment.json``. Both engines share this machine's cores, and the
+its kind) of every run of the mode: each mode runs ``--repeats`` times (default 2),
+interleaved (simulation, deployment, simulation, ...), so both see the same spells of
+load. Where each mode's CPU goes: core-seconds per round by kind of process, sampled
+from ``/proc`` between the first and the last ``round`` event
+(:mod:`experiments.proc_cpu`). ``--encryption none`` measures the plaintext job
+instead. Writes ``<out>/bench_deployment.json``. Both engines share this machine's cores, and the
 deployment's partners run in series on 2 cores what partners on their own machines
 would run in parallel: the ratio is an upper bound for a real deployment.
 """
@@ -43,13 +47,16 @@ from rich.table import Table
 from experiments.bench_he_deployment import round_times
 from experiments.he_equivalence import code_version
 from experiments.horizontal import default_jobs, prepare_partners
+from experiments.proc_cpu import CpuSampler
 from fedcollab.client.partner_data import PartnerSource
 from fedcollab.common.job_files import load_metrics
 from fedcollab.common.jobspec import JobSpec, PrivacySpec
 
-__all__ = ["GOAL", "compare", "main", "spec_for"]
+__all__ = ["GOAL", "REPEATS", "compare", "main", "pooled", "spec_for"]
 
 GOAL = 1.5
+#: Runs of each mode, interleaved.
+REPEATS = 2
 
 
 def spec_for(schema: Path, *, rounds: int, encryption: str) -> JobSpec:
@@ -66,13 +73,15 @@ def spec_for(schema: Path, *, rounds: int, encryption: str) -> JobSpec:
     )
 
 
-def _summary(out: Path, seconds: float) -> dict[str, Any]:
+def _summary(out: Path, seconds: float, cpu: CpuSampler) -> dict[str, Any]:
     from fedcollab.common.job_files import read_progress
 
     events, _ = read_progress(out)
     metrics = load_metrics(out).document()
     rounds = round_times(events)
     later = [rounds[r] for r in sorted(rounds) if r >= 2]
+    at = sorted(float(e["time"]) for e in events if e.get("event") == "round")
+    used = cpu.between(at[0], at[-1])
     return {
         "output_dir": str(out),
         "rounds_run": metrics["rounds_run"],
@@ -81,6 +90,36 @@ def _summary(out: Path, seconds: float) -> dict[str, Any]:
         "job_wall_time_s": metrics["wall_time_s"],
         "start_to_end_s": round(seconds, 2),
         "test_auc": metrics["final"]["test"]["auc"],
+        "cpu_per_round_s": {k: round(v / (len(at) - 1), 3) for k, v in used.items() if v > 0},
+    }
+
+
+def pooled(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One mode's runs as one: the median over every timed round of every run, the
+    medians of the other measures, and each run as measured.
+
+    >>> p = pooled([{"round_times_s": {"2": 1.0, "3": 3.0}, "job_wall_time_s": 10.0,
+    ...              "start_to_end_s": 20.0, "test_auc": 0.9, "cpu_per_round_s": {"a": 1.0}},
+    ...             {"round_times_s": {"2": 2.0}, "job_wall_time_s": 12.0,
+    ...              "start_to_end_s": 22.0, "test_auc": 0.9, "cpu_per_round_s": {"a": 3.0}}])
+    >>> p["median_round_s"], p["job_wall_time_s"], p["cpu_per_round_s"], len(p["runs"])
+    (2.0, 11.0, {'a': 2.0}, 2)
+    """
+    times = [t for run in runs for t in run["round_times_s"].values()]
+    kinds = sorted({k for run in runs for k in run.get("cpu_per_round_s", {})})
+    return {
+        "round_times_s": {
+            f"{i + 1}.{r}": t for i, run in enumerate(runs) for r, t in run["round_times_s"].items()
+        },
+        "median_round_s": statistics.median(times),
+        "job_wall_time_s": statistics.median(run["job_wall_time_s"] for run in runs),
+        "start_to_end_s": statistics.median(run["start_to_end_s"] for run in runs),
+        "test_auc": runs[-1]["test_auc"],
+        "cpu_per_round_s": {
+            k: round(statistics.median(r.get("cpu_per_round_s", {}).get(k, 0.0) for r in runs), 3)
+            for k in kinds
+        },
+        "runs": list(runs),
     }
 
 
@@ -89,10 +128,11 @@ def _simulation(spec: JobSpec, sources: list[PartnerSource], out: Path) -> dict[
 
     shutil.rmtree(out, ignore_errors=True)
     t = time.monotonic()
-    result = run_simulation_job(spec, sources, out)
+    with CpuSampler() as cpu:
+        result = run_simulation_job(spec, sources, out)
     if result.status != "completed":
         raise RuntimeError(f"simulation job failed: {result.status}")
-    return _summary(out, time.monotonic() - t)
+    return _summary(out, time.monotonic() - t, cpu)
 
 
 def _deployment(
@@ -107,7 +147,7 @@ def _deployment(
     os.environ.pop("FEDCOLLAB_ACTIVE_PULL_S", None)
     if pull_s is not None:
         os.environ["FEDCOLLAB_ACTIVE_PULL_S"] = str(pull_s)
-    with LocalFederation(
+    with CpuSampler() as cpu, LocalFederation(
         root / "federation", sources, port=free_port_block(1),
         node_port_base=free_port_block(len(sources)),
     ) as fed:  # fmt: skip
@@ -120,7 +160,7 @@ def _deployment(
     os.environ.pop("FEDCOLLAB_ACTIVE_PULL_S", None)
     if end.get("status") != "completed":
         raise RuntimeError(f"deployment job failed: {end}")
-    return _summary(out, seconds)
+    return _summary(out, seconds, cpu)
 
 
 def compare(simulation: Mapping[str, Any], deployment: Mapping[str, Any]) -> dict[str, Any]:
@@ -174,6 +214,15 @@ def render(res: Mapping[str, Any]) -> Table:
                   *extra("start_to_end_s", "{:.1f} s"))  # fmt: skip
     table.add_row("final test AUC", f"{s['test_auc']:.4f}", f"{d['test_auc']:.4f}", "",
                   *extra("test_auc", "{:.4f}"))  # fmt: skip
+    cpus = [x.get("cpu_per_round_s", {}) for x in (s, d, *([f] if f is not None else []))]
+    for kind in sorted({k for c in cpus for k in c}):
+        table.add_row(f"CPU per round: {kind}", *(f"{c.get(kind, 0.0):.2f} s" for c in cpus[:2]),
+                      "", *(f"{c.get(kind, 0.0):.2f} s" for c in cpus[2:]))  # fmt: skip
+    totals = [sum(c.values()) for c in cpus]
+    if totals[0] > 0:
+        ratio = f"{totals[1] / totals[0]:.2f}x"
+        table.add_row("CPU per round, all processes", *(f"{t:.2f} s" for t in totals[:2]),
+                      ratio, *(f"{t:.2f} s" for t in totals[2:]))  # fmt: skip
     return table
 
 
@@ -182,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("results/experiments"))
     ap.add_argument("--rounds", type=int, default=6, help="rounds per job (at least 3)")
     ap.add_argument("--encryption", choices=("ckks", "none"), default="ckks")
+    ap.add_argument("--repeats", type=int, default=REPEATS, help="runs of each mode, interleaved")
     ap.add_argument(
         "--flower-pace",
         action="store_true",
@@ -190,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.rounds < 3:
         ap.error("--rounds must be at least 3 (round 1 is not timed)")
+    if args.repeats < 1:
+        ap.error("--repeats must be at least 1")
     given = list(sys.argv[1:] if argv is None else argv)
     console = Console(width=None if sys.stdout.isatty() else 110)
     out: Path = args.out.resolve()
@@ -197,10 +249,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = out / "bench-deployment"
     sources = prepare_partners(root / "partners")
     spec = spec_for(sources[0].schema, rounds=args.rounds, encryption=args.encryption)
-    modes = {"simulation": _simulation(spec, sources, root / "simulation")}
-    console.print(f"simulation: {modes['simulation']['start_to_end_s']:.1f} s")
-    modes["deployment"] = _deployment(spec, sources, root / "deployment")
-    console.print(f"deployment: {modes['deployment']['start_to_end_s']:.1f} s")
+    runs: dict[str, list[dict[str, Any]]] = {"simulation": [], "deployment": []}
+    for rep in range(args.repeats):
+        for mode, go in (("simulation", _simulation), ("deployment", _deployment)):
+            run = go(spec, sources, root / f"{mode}-{rep + 1}")
+            runs[mode].append(run)
+            console.print(f"{mode} (run {rep + 1}/{args.repeats}): {run['start_to_end_s']:.1f} s, "
+                          f"median round {run['median_round_s']:.2f} s")  # fmt: skip
+    modes = {mode: pooled(r) for mode, r in runs.items()}
     if args.flower_pace:
         modes["deployment_flower_pull"] = _deployment(
             spec, sources, root / "deployment-flower-pull", pull_s=3.0
@@ -218,6 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "local_epochs": 3,
             "early_stopping_patience": 0,
         },
+        "repeats": args.repeats,
         "modes": modes,
         **compare(modes["simulation"], modes["deployment"]),
         "machine": {

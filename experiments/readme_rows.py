@@ -237,6 +237,15 @@ def bench_deployment(r: Result) -> Row:
         f"{ratio['start_to_end']:.2f}x end to end; test AUC {d['test_auc']:.4f} vs "
         f"{s['test_auc']:.4f}"
     )
+    cpu_s, cpu_d = s.get("cpu_per_round_s", {}), d.get("cpu_per_round_s", {})
+    if cpu_s and cpu_d:
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in sorted(cpu_d.items(), key=lambda kv: -kv[1]))
+        text += (
+            f"; CPU per round {sum(cpu_d.values()):.2f} core-s deployed ({parts}) vs "
+            f"{sum(cpu_s.values()):.2f} simulated"
+        )
+    if r.get("repeats", 1) > 1:
+        text += f"; {r['repeats']} interleaved runs per mode"
     flower = r["modes"].get("deployment_flower_pull")
     if flower is not None:
         text += (
