@@ -69,6 +69,13 @@ from typing import Any
 
 from fedcollab.common.child_process import die_with_parent, stop_child
 from fedcollab.common.errors import FederationError
+from fedcollab.coordinator.fleet_guard import (
+    BODY_TIMEOUT_S,
+    MAX_BODY_BYTES,
+    BodyRefused,
+    answer,
+    read_body,
+)
 from fedcollab.coordinator.fleet_notice import (
     HOLD_S,
     NOTICE_ENV,
@@ -207,11 +214,14 @@ def make_gateway(
     *,
     hold_s: float = HOLD_S,
     state: Callable[[], Mapping[str, Any]] | None = None,
+    max_body: int = MAX_BODY_BYTES,
+    body_timeout_s: float = BODY_TIMEOUT_S,
 ) -> ASGIApp:
     """An ASGI app passing Fleet API requests to ``upstream`` (the SuperLink's app in this
     process, whose lifespan ``state`` a request sees as it would through uvicorn); with
     ``notices`` (the coordinator's notice directory) empty pulls are held and pushes
-    noticed (module notes)."""
+    noticed (module notes). A body over ``max_body`` bytes gets 413, one not whole within
+    ``body_timeout_s`` 408 (:mod:`.fleet_guard`), before the SuperLink sees either."""
     outbox = NoticeWatch(Notice(notices / "outbox")) if notices is not None else None
     inbox = Notice(notices / "inbox") if notices is not None else None
     holding: set[bytes] = set()
@@ -227,36 +237,27 @@ def make_gateway(
                         await outbox.close()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})  # refused at the handshake
+            return
         if scope["type"] != "http":
             return
         method, path = str(scope["method"]), str(scope["path"])
         if not is_forwarded(method, path) or scope.get("root_path"):
             peer = scope.get("client") or ("?", 0)
+            # %r: a path is the sender's text (a decoded %0a would forge a log line).
             log.warning(
-                "refused %s %s from %s: only the Fleet API is served here", method, path, peer[0]
+                "refused %r %r from %r: only the Fleet API is served here", method, path, peer[0]
             )
-            body = b'{"detail":"only the Fleet API is served on this address"}'
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 403,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await answer(send, 403, b'{"detail":"only the Fleet API is served on this address"}')
             return
-        chunks = []
-        while True:
-            event = await receive()
-            if event["type"] == "http.disconnect":
-                return
-            chunks.append(event.get("body", b""))
-            if not event.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        try:
+            body = await read_body(scope, receive, limit=max_body, timeout_s=body_timeout_s)
+        except BodyRefused as refused:
+            await answer(send, refused.status, refused.detail)
+            return
+        if body is None:
+            return  # the sender went away
         held = _hold_key(scope, path) if outbox is not None else None
         if held is not None and (held in holding or len(holding) >= MAX_HELD):
             held = None  # a second pull of the same node, or too many: no hold

@@ -127,8 +127,15 @@ def coordinator_command(ws: Workspace) -> list[str]:
 
 
 def start_superlink(ws: Workspace, *, log: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
-    """Start the coordinator (gateway + loopback SuperLink) and wait until it serves TLS."""
+    """Start the coordinator (gateway + loopback SuperLink) and wait until it serves TLS.
+
+    The public port is the SuperLink's (its gateway runs in it), not the supervisor's: a
+    SuperLink whose supervisor is gone (killed; the SuperLink gets SIGTERM then, and may
+    still be shutting down) is stopped here first, so the port check below and the wait
+    for TLS never see that old process."""
     fed = ws.federation
+    if _port_open(fed.host, fed.port):
+        _stop_orphaned_runtime(ws)
     if _port_open(fed.host, fed.port):
         raise FederationError(
             f"port {fed.port} on {fed.host} is already in use",
@@ -148,6 +155,21 @@ def start_superlink(ws: Workspace, *, log: IO[bytes] | None = None) -> subproces
         proc.kill()
         raise
     return proc
+
+
+def _stop_orphaned_runtime(ws: Workspace) -> None:
+    """Stop this workspace's Flower processes if no coordinator of it runs (its lock is
+    free): they are what a killed coordinator left. A live coordinator's are left alone."""
+    from fedcollab.coordinator.recovery import hold_coordinator_lock, stop_leftover_runtime
+
+    try:
+        lock = hold_coordinator_lock(ws)
+    except FederationError:
+        return  # a coordinator of this workspace runs: the port check says so
+    try:
+        stop_leftover_runtime(ws.flwr_home)
+    finally:
+        os.close(lock)
 
 
 def _port_open(host: str, port: int) -> bool:

@@ -48,6 +48,7 @@ import asyncio
 import contextlib
 import functools
 import importlib
+import logging
 import os
 import sys
 import threading
@@ -69,6 +70,7 @@ from flwr.superlink.federation import FederationManager
 
 from fedcollab.common.errors import FedcollabError, WorkspaceError
 from fedcollab.coordinator.fleet_gateway import ASGIApp, make_gateway
+from fedcollab.coordinator.fleet_guard import guarded, max_connections, raise_open_file_limit
 from fedcollab.coordinator.node_journal import NodeJournal, NodeRecord
 
 __all__ = [
@@ -291,6 +293,14 @@ def main(argv: list[str] | None = None) -> int:
     from fedcollab.coordinator import superlink_middleware
 
     superlink_middleware.install_or_say()  # each HTTP layer only where it acts
+    # fedcollab's own lines (the gateway's refusals) with a time and a level, on stderr
+    # beside Flower's: a bare line could pass for anything.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    ours = logging.getLogger("fedcollab")
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
     if public is not None and not _serve_gateway_too(public):
         print(
             "fedcollab: flwr.superlink.cli.flower_superlink has changed; the coordinator "
@@ -328,11 +338,16 @@ def serve(app: ASGIApp, public: tuple[str, int], notices: Path | None, **loopbac
         lifespan = getattr(inner, "lifespan", None)
         return dict(getattr(lifespan, "state", None) or {})
 
+    # The public port's limits (coordinator.fleet_guard): the loopback APIs keep their
+    # descriptors whatever strangers hold open there.
+    limit = max_connections(raise_open_file_limit())
     outer = _QuietSignals(
         uvicorn.Config(
             app=make_gateway(app, notices, state=lifespan_state),
             host=public[0],
             port=public[1],
+            http=guarded(limit),
+            ws="none",
             ssl_certfile=loopback.get("ssl_certfile"),
             ssl_keyfile=loopback.get("ssl_keyfile"),
             lifespan="on",

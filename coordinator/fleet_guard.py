@@ -1,0 +1,215 @@
+"""Limits on the coordinator's public port, so strangers cannot starve the SuperLink.
+
+The Fleet gateway (:mod:`fedcollab.coordinator.fleet_gateway`) runs in the SuperLink's
+process (:func:`fedcollab.coordinator.superlink_launch.serve`), so whatever a
+connection to the public port holds, file descriptors and memory, the loopback Control
+and runtime APIs (``flwr``, ``fedcollab job submit``, the ServerApps) lose. A red team
+(2026-12-06) showed it: 1,015 TLS connections that sent half a request line and then
+nothing stayed open for good (uvicorn arms its keep-alive timer only after a response)
+and took all 1,024 descriptors of the process; the loopback ``list-runs`` then timed
+out. A 300 MiB unauthenticated ``push-object`` body grew the process by 1.2 GB before
+node authentication refused it.
+
+So, on the public port only:
+
+* **At most** :func:`max_connections` **connections at once**; one more is closed
+  once its TLS handshake is done (asyncio calls the protocol only then; a handshake
+  that does not finish is dropped after asyncio's 60 s). The soft ``RLIMIT_NOFILE``
+  of the process is raised to its hard limit at start (:func:`raise_open_file_limit`),
+  and the cap is half of the limit in force at each accept (at most
+  :data:`MAX_CONNECTIONS`), so the loopback server always has descriptors left.
+* **A request's head within** :data:`HEAD_TIMEOUT_S` of the connection being made or
+  of the previous response: a connection that has not sent a whole request line and
+  headers by then is closed (a slow sender gains nothing by trickling bytes).
+* **A body of at most** :data:`MAX_BODY_BYTES`, whole within :data:`BODY_TIMEOUT_S`
+  (:mod:`.fleet_gateway`: 413 as soon as the declared or received length is over it,
+  408 at the deadline). A partner's largest push, a CKKS reply of a 1M-parameter
+  model, is about 33 MB.
+
+A registered node holds one connection (its pull is held for at most ``HOLD_S``
+between requests), so the cap is far above what a federation needs. What remains for
+an attacker: holding up to the cap's connections, each for at most
+:data:`HEAD_TIMEOUT_S` at a time, keeps registered nodes from connecting while it
+lasts (a denial of service of the federation, not of the coordinator host, and no
+data); each connection may make the process buffer up to :data:`MAX_BODY_BYTES`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+__all__ = [
+    "BODY_TIMEOUT_S",
+    "HEAD_TIMEOUT_S",
+    "MAX_BODY_BYTES",
+    "MAX_CONNECTIONS",
+    "BodyRefused",
+    "GuardedHttp",
+    "answer",
+    "guarded",
+    "max_connections",
+    "raise_open_file_limit",
+    "read_body",
+]
+
+log = logging.getLogger(__name__)
+
+#: A request's line and headers must arrive within this many seconds.
+HEAD_TIMEOUT_S = 10.0
+#: A request's body must arrive within this many seconds of its head.
+BODY_TIMEOUT_S = 300.0
+#: The largest request body the public port takes (bytes).
+MAX_BODY_BYTES = 128 * 1024 * 1024
+#: Never more public connections than this, whatever the descriptor limit.
+MAX_CONNECTIONS = 4096
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft ``RLIMIT_NOFILE`` to its hard limit; the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass  # the soft limit stands; the cap below follows it
+    return int(soft)
+
+
+def max_connections(open_file_limit: int) -> int:
+    """Public connections allowed with ``open_file_limit`` descriptors: half of them,
+    at most :data:`MAX_CONNECTIONS`, at least 16.
+
+    >>> max_connections(1024), max_connections(1 << 20), max_connections(10)
+    (512, 4096, 16)
+    """
+    return max(16, min(MAX_CONNECTIONS, open_file_limit // 2))
+
+
+class GuardedHttp(HttpToolsProtocol):
+    """uvicorn's HTTP protocol with a connection cap and a deadline for each request's
+    head (module notes). ``limit`` is set by :func:`guarded` for one server."""
+
+    limit = MAX_CONNECTIONS
+    head_timeout_s = HEAD_TIMEOUT_S
+    _refused_logged = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        # The descriptor limit as it is now (an operator may lower it with prlimit).
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        cap = (
+            self.limit if soft == resource.RLIM_INFINITY else min(self.limit, max_connections(soft))
+        )
+        if len(self.connections) >= cap:
+            if not GuardedHttp._refused_logged:
+                GuardedHttp._refused_logged = True
+                log.warning(
+                    "public port: %d connections open, closing new ones until some end",
+                    len(self.connections),
+                )
+            transport.abort()
+            return
+        GuardedHttp._refused_logged = False
+        super().connection_made(transport)
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._arm_head_timer()
+
+    def _arm_head_timer(self) -> None:
+        self._cancel_head_timer()
+        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        timer = getattr(self, "_head_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def on_headers_complete(self) -> None:
+        self._cancel_head_timer()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_head_timer()  # the next request's head, from now
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        if self in self.connections or getattr(self, "transport", None) is not None:
+            super().connection_lost(exc)
+
+
+def guarded(limit: int) -> type[GuardedHttp]:
+    """A :class:`GuardedHttp` allowing ``limit`` connections (one class per server)."""
+    attrs: dict[str, Any] = {"limit": limit}
+    return type("PublicHttp", (GuardedHttp,), attrs)
+
+
+class BodyRefused(Exception):
+    """A request body the public port does not take (413 or 408)."""
+
+    def __init__(self, status: int, detail: bytes) -> None:
+        super().__init__(status)
+        self.status, self.detail = status, detail
+
+
+async def read_body(
+    scope: Mapping[str, Any],
+    receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+    *,
+    limit: int,
+    timeout_s: float,
+) -> bytes | None:
+    """The request's body (None if the sender disconnected), refused as soon as its
+    declared or received length is over ``limit`` or it is not whole in ``timeout_s``."""
+    for key, value in scope.get("headers", []):
+        if key.lower() == b"content-length" and value.strip().isdigit() and int(value) > limit:
+            raise BodyRefused(413, b'{"detail":"request body too large"}')
+    chunks: list[bytes] = []
+    size = 0
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            event = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise BodyRefused(408, b'{"detail":"request body not received in time"}') from None
+        if event["type"] == "http.disconnect":
+            return None
+        chunk = event.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyRefused(413, b'{"detail":"request body too large"}')
+        chunks.append(chunk)
+        if not event.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def answer(
+    send: Callable[[MutableMapping[str, Any]], Awaitable[None]], status: int, body: bytes
+) -> None:
+    """A short JSON answer of the gateway's own (the connection is closed after it)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
