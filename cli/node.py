@@ -41,6 +41,8 @@ def keygen(
     Keep the .key files here; send node.pub and audit.pub to the operator.
     """
     check_name("partner", partner)
+    # 0700: the audit log, ledger and run contract live beside the keys (each 0600).
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     private, public = generate_node_key(directory)
     audit_private, audit_public = create_party_key(directory, partner)
     typer.echo(f"private keys: {private}, {audit_private} (keep them here)")
@@ -61,7 +63,7 @@ def start(
         int, typer.Option(help="Local port of this node's runtime API (127.0.0.1, TLS).")
     ] = 9094,
     audit_key: Annotated[
-        Path | None, typer.Option(help="Your audit.key: keep a signed audit trail (recommended).")
+        Path | None, typer.Option(help="Your audit.key (required): signs your audit trail.")
     ] = None,
     audit_db: Annotated[
         Path | None, typer.Option(help="Your audit log (default: audit.db beside audit.key).")
@@ -70,7 +72,8 @@ def start(
         Path | None, typer.Option(help="The coordinator's audit.pub, to check what you cosign.")
     ] = None,
     grant: Annotated[
-        Path | None, typer.Option(help="Your signed dataset grant (`fedcollab grant sign`).")
+        Path | None,
+        typer.Option(help="Your signed dataset grant (required; `fedcollab grant sign`)."),
     ] = None,
     peer_keys: Annotated[
         Path | None,
@@ -152,7 +155,10 @@ def start(
     If the data fails validation the node does not start and nothing is sent.
 
     Example: fedcollab node start --partner acme --data acme.csv --schema acme.schema.json
-    --ca ca.crt --key node/node.key --superlink coordinator.example:9092
+    --ca ca.crt --key node/node.key --audit-key node/audit.key --grant acme-grant.json
+    --coordinator-key coordinator-audit.pub --peer-keys peers.json
+    --superlink coordinator.example:9092 (a first start prints the peer keys and the
+    --confirm-peers FINGERPRINT to add once you compared them with each partner)
     """
     source = PartnerSource(partner=check_name("partner", partner), data=data, schema=schema)
     ds = validate_partner_data(source)

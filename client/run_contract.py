@@ -71,6 +71,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedcollab.client.node_settings import DEFAULT_MAX_RUNS_PER_DAY, NodeOptions
+from fedcollab.common.atomic import private_database
 from fedcollab.common.errors import JobSpecError, PolicyRefusal, ProtocolError
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.privacy.dp_plan import validates_rounds
@@ -315,7 +316,7 @@ class RunContract:
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_database(self.path)  # 0600, folders created
         db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")

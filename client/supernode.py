@@ -9,6 +9,7 @@ against the federation CA.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -139,6 +140,7 @@ def node_command(cfg: NodeConfig) -> list[str]:
                 f"{what} {path} does not exist",
                 hint="the operator sends ca.crt; create the node key with `fedcollab node keygen`",
             )
+    _check_port_free(cfg.port)
     # Flower's flower-supernode, with a pull interval that follows the job
     # (client/fleet_poll.py: Flower waits a fixed 3 s between empty pulls).
     supernode = [
@@ -156,6 +158,22 @@ def node_command(cfg: NodeConfig) -> list[str]:
         runtime_port=cfg.port,
     )
     return [sys.executable, "-m", "fedcollab.client.node_runtime", "--state-dir", str(state.root)]
+
+
+def _check_port_free(port: int) -> None:
+    """Refuse a runtime port something on this host already listens on (another node):
+    the SuperNode would fail to bind it, or this node's executor reach the other's."""
+    with socket.socket() as sock:
+        # As the servers bind it: a port left in TIME_WAIT by this node's last run is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise FederationError(
+                f"port {port} on 127.0.0.1, this node's local runtime API, is in use "
+                f"({exc.strerror}): another node on this host?",
+                hint="pass --port with a free port (each node on one host needs its own)",
+            ) from exc
 
 
 def start_supernode(cfg: NodeConfig, *, log: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
@@ -180,6 +198,11 @@ def explain_exit(returncode: int, log_text: str) -> FederationError:
         return FederationError(
             "the coordinator refused this node: its key is not registered",
             hint="send node.pub to the operator; they run `fedcollab federation register`",
+        )
+    if "address already in use" in log_text.lower():
+        return FederationError(
+            f"the SuperNode exited with code {returncode}: its local port is in use",
+            hint="pass --port with a free port (each node on one host needs its own)",
         )
     return FederationError(
         f"the SuperNode exited with code {returncode}",

@@ -35,7 +35,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_atomic", "write_json_atomic"]
+__all__ = ["private_database", "write_atomic", "write_json_atomic"]
 
 _PUBLIC_MODE = 0o666  # the umask applies, as for open(path, "w")
 _PRIVATE_MODE = 0o600
@@ -106,3 +106,32 @@ def write_json_atomic(
         obj, indent=2, sort_keys=sort_keys, ensure_ascii=ensure_ascii, allow_nan=False
     )
     return write_atomic(path, text + "\n", private=private, exclusive=exclusive)
+
+
+def private_database(path: Path | str) -> Path:
+    """Make ``path`` (an SQLite database: an audit log, a budget ledger, a run contract)
+    readable by its owner only, before SQLite opens it.
+
+    A missing file is created empty with mode 0600 (SQLite then initialises it and
+    creates its ``-wal`` and ``-shm`` files with the same mode as the database); an
+    existing file with group or other bits, such as one created before this rule
+    (0644 under the usual umask), is narrowed to 0600 (its ``-wal``/``-shm`` siblings
+    too). A file of another owner is left as it is (``chmod`` would fail)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _PRIVATE_MODE)
+    except FileExistsError:
+        for candidate in (
+            path,
+            path.with_name(path.name + "-wal"),
+            path.with_name(path.name + "-shm"),
+        ):
+            try:
+                if candidate.stat().st_mode & 0o077:
+                    os.chmod(candidate, _PRIVATE_MODE)
+            except OSError:  # gone, another owner's, a read-only file system
+                continue
+    else:
+        os.close(fd)
+    return path

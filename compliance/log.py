@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedcollab.common.atomic import private_database
 from fedcollab.common.errors import AuditVerificationError, ComplianceError, EventOrderError
 from fedcollab.common.keys import Signer, check_key_name
 from fedcollab.compliance import merkle
@@ -122,6 +123,7 @@ class AuditLog:
         check_key_name(origin)
         lock = LogLock.acquire(path, timeout_s=lock_timeout_s)
         try:
+            private_database(path)  # a party's log is its own until it exports it
             store = LogStore(path)
         except BaseException:
             lock.release()

@@ -78,7 +78,7 @@ class LogLock:
         db = Path(db_path)
         path = db.with_name(db.name + ".lock")
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise ComplianceError(
                 f"cannot create the lock file {path}: {exc.strerror}",

@@ -388,9 +388,11 @@ def main(argv: list[str] | None = None) -> int:
         code = proc.wait()
         if code:
             log.error("the SuperLink exited with code %d", code)
+    except KeyboardInterrupt:  # Ctrl-C reached the whole group: the SuperLink stops too
+        code = 130
     finally:
         stop_child(proc)
-    return 1 if code else 0
+    return 0 if not code else 130 if code == 130 else 1
 
 
 if __name__ == "__main__":

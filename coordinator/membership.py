@@ -129,7 +129,9 @@ class Membership:
                 break
             if time.monotonic() >= deadline:
                 break
-            if self._cannot_reach_minimum(wanted, quiet_s=time.monotonic() - last_new):
+            if self._cannot_reach_minimum(
+                wanted or self._registered(), quiet_s=time.monotonic() - last_new
+            ):
                 break  # every partner that could join has answered: fail now, not at the deadline
             time.sleep(_POLL_S)
         missing = sorted(wanted - {p.name for p in self.active.values()})
@@ -162,8 +164,16 @@ class Membership:
             refused=self.refused,
         )
 
+    def _registered(self) -> set[str]:
+        """A deployment's registered partners (their keys travel in the policy): without a
+        participant list these are every partner that could still join."""
+        if self.policy is None or not self.require_registered_names:
+            return set()
+        return set(self.policy.partner_keys)
+
     def _cannot_reach_minimum(self, wanted: set[str], *, quiet_s: float) -> bool:
-        """True once too few partners are left that could still join (all others answered)."""
+        """True once too few partners are left that could still join (all others answered):
+        ``wanted`` is the job's participants, else the registered partners."""
         if len(self.active) >= self.spec.min_partners:
             return False
         if wanted:

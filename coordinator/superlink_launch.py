@@ -260,10 +260,7 @@ def install(journal: NodeJournal) -> dict[int, NodeRecord]:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    usage = (
-        "usage: superlink_launch --node-journal PATH [--fleet-gateway HOST:PORT] "
-        "<flower-superlink options>"
-    )
+    usage = "usage: superlink_launch --node-journal PATH [--fleet-gateway HOST:PORT] <options>"
     if len(args) < 2 or args[0] != "--node-journal":
         print(usage, file=sys.stderr)
         return 2
@@ -309,7 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     sys.argv = ["flower-superlink", *rest]
-    flower_superlink()
+    try:
+        flower_superlink()
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn shut down first, then re-raised it
+        return 130
     return 0
 
 

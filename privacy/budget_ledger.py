@@ -60,6 +60,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from fedcollab.common.atomic import private_database
 from fedcollab.common.errors import BudgetExceededError, PrivacyError
 from fedcollab.privacy.accounting import Mechanism, epsilon, mechanism_from_dict
 
@@ -160,7 +161,7 @@ class BudgetLedger:
         """Open the ledger at ``path``, creating the file and its folders if needed."""
         path = Path(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_database(path)  # 0600: the partner's charges are its own business
             db = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise PrivacyError(

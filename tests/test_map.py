@@ -190,10 +190,6 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         "indirect: a malicious coordinator through the `query.secagg` stages at a real "
         "node, via client/client_app.py",
     ),
-    "client/supernode.py": (
-        ("tests/client/test_client_vertical.py", "tests/integration/test_node_bad_data.py"),
-        "node settings that reach the ClientApp; a node with bad data never connects",
-    ),
     "client/vertical_inference.py": (
         ("tests/adversarial/test_vertical_attacks.py", "tests/client/test_client_vertical.py"),
         "indirect: the label holder's predict steps via client/vertical.py"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fedcollab.common import atomic
-from fedcollab.common.atomic import write_atomic, write_json_atomic
+from fedcollab.common.atomic import private_database, write_atomic, write_json_atomic
 
 
 def _others_bits(path: Path) -> int:
@@ -134,3 +135,31 @@ def test_killed_writer_leaves_old_content(tmp_path: Path) -> None:
     leftovers = [p for p in tmp_path.iterdir() if p.name != "state.bin"]
     assert len(leftovers) == 1 and leftovers[0].name.startswith(".state.bin.")
     assert leftovers[0].stat().st_size == len(b"new content ") * 100000
+
+
+def test_a_party_s_databases_are_its_own(tmp_path: Path) -> None:
+    """New-user review (2026-12-06): a partner's audit.db, budget.db and contract.db were
+    0644 under the usual umask, readable by every account on the host."""
+    from fedcollab.client.run_contract import RunContract
+    from fedcollab.compliance.trail import Trail, create_party_key
+    from fedcollab.privacy.budget_ledger import BudgetLedger
+
+    old = os.umask(0o022)
+    try:
+        key, _ = create_party_key(tmp_path / "keys", "acme")
+        with Trail.open(tmp_path / "keys" / "audit.db", key, actor="acme") as trail:
+            trail.record("request.received", {"step": "a"})
+        ledger = BudgetLedger.open(tmp_path / "keys" / "budget.db")
+        ledger.close()
+        contract = RunContract(tmp_path / "keys" / "contract.db")
+        assert contract.expired() is not None
+        # A database made before the rule is narrowed, with its WAL files, when opened.
+        legacy = tmp_path / "legacy.db"
+        sqlite3.connect(legacy).execute("CREATE TABLE t (x)").connection.close()
+        legacy.chmod(0o644)
+        assert stat.S_IMODE(private_database(legacy).stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+    for name in ("audit.db", "budget.db", "contract.db"):
+        for path in (tmp_path / "keys").glob(name + "*"):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

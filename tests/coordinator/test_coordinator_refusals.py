@@ -35,8 +35,17 @@ class CountingGrid(InMemoryGrid):
         return super().get_nodes()
 
 
-@pytest.mark.parametrize("participants", [[], ["p0", "p1"]])
-def test_every_partner_refusing_fails_fast(tmp_path: Path, participants: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("participants", "mode"),
+    [([], "simulation"), (["p0", "p1"], "simulation"), ([], "deployment")],
+)
+def test_every_partner_refusing_fails_fast(
+    tmp_path: Path, participants: list[str], mode: str
+) -> None:
+    """Deployment without a participant list (new-user review, 2026-12-06): every
+    registered partner refused, and the coordinator waited out its start-up time (2 min
+    in that run) for nodes that could not come; the registered partners are all there
+    are."""
     sources = [make_partner(tmp_path / "data", f"p{i}", seed=i, n=60) for i in range(2)]
     spec = JobSpec.model_validate(
         {"name": "dp", "task": "purchase_prediction", "purpose": "purchase-prediction",
@@ -49,7 +58,7 @@ def test_every_partner_refusing_fails_fast(tmp_path: Path, participants: list[st
     plain, audit, policy = in_memory_federation(spec, sources, tmp_path)
     grid = CountingGrid(plain.overrides, [s.partner for s in sources])
     with task_identity(), pytest.raises(NotEnoughPartnersError) as info:
-        run_job(grid, spec, JobOutputs(tmp_path / "out"), mode="simulation",  # type: ignore[arg-type]
+        run_job(grid, spec, JobOutputs(tmp_path / "out"), mode=mode,  # type: ignore[arg-type]
                 audit_config=audit, policy=policy)  # fmt: skip
     assert grid.polls <= 10
     err = info.value
