@@ -69,10 +69,17 @@ def export(
     key: Annotated[Path, typer.Option("--key", help="The log's signing key (PEM).")],
     out: Annotated[Path, typer.Option("--out", help="New folder for the bundle.")],
     keys: Annotated[
-        Path | None, typer.Option("--keys", help="Folder of actors' *.pub keys.")
+        Path | None,
+        typer.Option(
+            "--keys",
+            help="Folder of other actors' *.pub keys to ship in the bundle (a reader pins "
+            "its own keys anyway).",
+        ),
     ] = None,
 ) -> None:
     """Write a self-contained, verifiable bundle of the whole log."""
+    if keys is not None and not keys.is_dir():
+        raise typer.BadParameter(f"{keys} is not a folder", param_hint="--keys")
     public_keys: dict[str, bytes] = {}
     for path in sorted(keys.glob("*.pub")) if keys else []:
         name, pub = read_public_key(path)

@@ -70,6 +70,15 @@ def add_purpose(
     purpose = load_purpose(from_)
     save_registry(registry.with_purpose(purpose), file)
     _out.print(f"registered purpose {purpose.id!r} in {file}", highlight=False)
+    if purpose.controller != registry.controller:
+        # Joint controllers (GDPR Art. 26, PIPL Art. 20) are legitimate; a copied
+        # purpose of another company is not: say it, do not guess which this is.
+        typer.echo(
+            f"note: purpose {purpose.id!r} names controller {purpose.controller!r}, the "
+            f"registry's is {registry.controller!r}: if you are not joint controllers, "
+            "fix the purpose's 'controller' (the record of processing lists both)",
+            err=True,
+        )
 
 
 def _consents(purpose: Purpose) -> str:

@@ -16,6 +16,9 @@ import pytest
 import typer
 from rich.console import Console
 
+import fedcollab.cli.app
+import fedcollab.cli.grant
+import fedcollab.cli.registry  # noqa: F401 - loaded as cli.grant / cli.registry below
 from fedcollab import cli
 from fedcollab.common.keys import Signer, format_verifier_key, public_key_to_pem
 from fedcollab.compliance.grants import load_signed_grant, save_signed_grant
@@ -95,7 +98,14 @@ def test_registry_init_add_show(
         path.write_text(json.dumps(purpose))
         assert run(monkeypatch, "registry", "add-purpose", reg, "--from", path) == 0
     assert load_registry(reg).purposes == load_registry(EXAMPLE).purposes
-    capsys.readouterr()
+    # The example's purposes name another controller than this registry's: said, not refused.
+    err = capsys.readouterr().err
+    assert "names controller" in err and "'Example Mall'" in err
+    same = tmp_path / "same.json"
+    controller = load_registry(EXAMPLE).controller
+    assert run(monkeypatch, "registry", "init", same, "--controller", controller) == 0
+    assert run(monkeypatch, "registry", "add-purpose", same, "--from", path) == 0
+    assert "names controller" not in capsys.readouterr().err
     assert run(monkeypatch, "registry", "show", reg) == 0
     out = capsys.readouterr().out
     assert "purchase-prediction" in out and "PIPIA-2026-007" in out

@@ -423,6 +423,11 @@ def test_cli_export_and_verify(world: dict[str, object], tmp_path: Path) -> None
         ],
     )
     assert res.exit_code == 0, res.output
+    # A --keys folder that does not exist was taken as an empty one (new-user review).
+    typo = ["export", "--log", str(db), "--key", str(key_path), "--out", str(tmp_path / "x")]
+    res = runner.invoke(app, [*typo, "--keys", str(tmp_path / "no-such-folder")])
+    assert res.exit_code == 2 and "Invalid value for --keys" in res.output
+    assert not (tmp_path / "x").exists()
     res = runner.invoke(
         app, ["verify", str(out), "--trust", f"{ORIGIN}={out}/keys/fedcollab.test_audit.pub"]
     )
