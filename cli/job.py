@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from fedcollab.cli.progress import JobProgress
-from fedcollab.common.errors import error_class
+from fedcollab.common.errors import WorkspaceError, error_class
 from fedcollab.common.job_files import read_metrics, read_result
 from fedcollab.common.jobspec import load_job_spec
 from fedcollab.coordinator.submit import follow, run_status, submit_job
@@ -27,8 +27,15 @@ def submit(
     workspace: Annotated[
         Path, typer.Option("--workspace", "-w", help="Federation workspace.")
     ] = Path("workspace"),
-    out: Annotated[Path | None, typer.Option(help="Output folder.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output folder.", show_default="a new folder under WORKSPACE/jobs/"),
+    ] = None,
     wait: Annotated[bool, typer.Option("--follow/--no-follow", help="Follow progress.")] = True,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Replace the outputs of an earlier job in --out."),
+    ] = False,
 ) -> None:
     """Submit JOB to the running coordinator and show its progress round by round.
 
@@ -36,7 +43,7 @@ def submit(
     """
     ws = Workspace.open(workspace)
     spec = load_job_spec(job)
-    out_dir = out or ws.root / "jobs" / spec.name
+    out_dir = _output_folder(ws, spec.name, out, overwrite=overwrite)
     run_id = submit_job(ws, spec, out_dir)
     typer.echo(f"job {spec.name!r} started as run {run_id}; outputs in {out_dir}")
     if not wait:
@@ -53,6 +60,34 @@ def submit(
         )
         failure.shown = end.get("event") == "job_end"  # the progress display printed it
         raise failure
+
+
+#: What an earlier job leaves in its output folder (coordinator/outputs.py).
+_EARLIER = ("result.json", "progress.jsonl")
+
+
+def _holds_a_job(folder: Path) -> bool:
+    return any((folder / name).exists() for name in _EARLIER)
+
+
+def _output_folder(ws: Workspace, name: str, out: Path | None, *, overwrite: bool) -> Path:
+    """``out``, refused if it holds an earlier job's outputs (their released model and
+    results would be replaced, and a report on that job would no longer match them);
+    without ``out``, the first of WORKSPACE/jobs/NAME, NAME-2, ... that holds none."""
+    if out is not None:
+        if _holds_a_job(out) and not overwrite:
+            raise WorkspaceError(
+                f"{out} holds the outputs of an earlier job ({', '.join(_EARLIER)}): its "
+                "released model and results would be replaced",
+                hint="choose another --out, or pass --overwrite to replace them",
+            )
+        return out
+    base = ws.root / "jobs" / name
+    candidate, n = base, 1
+    while _holds_a_job(candidate):
+        n += 1
+        candidate = base.with_name(f"{name}-{n}")
+    return candidate
 
 
 @app.command("status")

@@ -99,10 +99,6 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         ("tests/cli/test_cli_registry_grant.py",),
         "`fedcollab grant sign/verify` with typed-error exits",
     ),
-    "cli/job.py": (
-        ("tests/integration/test_federation.py",),
-        "`fedcollab job submit` to a real coordinator over TLS",
-    ),
     "cli/node.py": (
         ("tests/integration/test_node_bad_data.py", "tests/integration/test_federation.py"),
         "`fedcollab node start`: bad data stops the node; an unregistered node is refused",
