@@ -9,8 +9,10 @@ Command::
 The bundle is verified first under the pinned keys; if it does not verify,
 nothing is written and :class:`common.errors.AuditVerificationError` is raised
 (exit code 31 through ``cli.app.main``).  The partners' bundles (``--ledger``)
-are cross-checked against it; a report with cross-log findings is written and
-then exits 31.
+are cross-checked against it; a report with cross-log findings, or with any
+error-level finding (an output folder that does not hold what its run released,
+a provision without the consent its purpose requires, ...), is written and then
+exits 31, as ``audit verify`` does on a failed check.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ def report(
 
     By default every registered partner (--trust-peers) must have cosigned the
     log; without a peers file, every pinned party other than the log itself.
+    Exits 31 after writing a report with error findings or logs that disagree.
     """
     policy = policy_from_options(trust, trust_peers, require_cosigners)
     if require_cosigners is None:
@@ -88,5 +91,6 @@ def report(
         out_dir=out,
         ledger_bundles=ledger or [],
         expected_heads=heads_from_options(expect_head),
+        fail_on_errors=True,
     )
     _out.print(f"report written: {html} and {pdf}", highlight=False)

@@ -21,10 +21,12 @@ Notes
 * A job folder's attributions and segment profiles, when present, become the
   job's "Model insights" (:mod:`compliance.report_insights`), each marked with
   whether the log's ``model.released`` hashed that very file.
-* Job folders are cross-checked against the log: the model card's digest and
-  dataset hashes, and the SHA-256 of every output ``model.released`` names.
-  Output names come from the log and are looked up only when they are plain
-  file names, so a crafted name cannot make the report hash files elsewhere.
+* The same job spec may run many times: the report has one entry per run (its
+  ``run`` id), and each job folder is matched to the run it holds and checked
+  against that run's ``model.released`` only (:mod:`compliance.report_folders`).
+* The partners' bundles (``--ledger``) add their privacy-budget ledgers and their
+  own ``request.refused`` events (a partner refusing a run at the handshake is
+  recorded only in its own log).
 """
 
 from __future__ import annotations
@@ -33,11 +35,8 @@ import hashlib
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fedcollab.common.atomic import write_atomic
 from fedcollab.common.errors import AuditVerificationError, ComplianceError
@@ -49,14 +48,11 @@ from fedcollab.compliance.expected_head import (
     check_heads_apply,
 )
 from fedcollab.compliance.registry import Registry, load_registry
-from fedcollab.compliance.report_insights import read_insights
+from fedcollab.compliance.report_folders import check_job_dir
 from fedcollab.compliance.report_jobs import gather_jobs
 from fedcollab.compliance.report_model import (
     KNOWN_EVENT_TYPES,
     Attestation,
-    Finding,
-    JobProvenance,
-    Output,
     PartnerAttestation,
     PurposeRecord,
     ReportModel,
@@ -181,92 +177,6 @@ def _purposes(registry: Registry) -> tuple[PurposeRecord, ...]:
     )
 
 
-# --- job output folders ------------------------------------------------------------------
-
-
-class _CardJob(BaseModel):
-    # A model card has many fields the report does not use: only these are read,
-    # strictly typed; the rest is ignored rather than refused.
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
-
-    name: str
-    digest: str
-
-
-class _CardPartner(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
-
-    name: str
-    dataset_hash: str
-
-
-class _ModelCard(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
-
-    job: _CardJob
-    partners: list[_CardPartner] = []
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
-
-
-def _check_output(folder: Path, o: Output, d: str, found: list[Finding]) -> Output:
-    name = o.filename
-    if name in ("", ".", "..") or Path(name).name != name or "\\" in name:
-        found.append(Finding("warning", d, f"output name {name!r} is not a plain file name"))
-        return replace(o, check="not checked: not a plain file name")
-    path = folder / name
-    if not path.is_file():
-        found.append(Finding("warning", d, f"{folder}: released output {name} is missing"))
-        return replace(o, check=f"missing from {folder}")
-    actual = _sha256_file(path)
-    if actual != o.sha256:
-        msg = f"{folder}/{name}: hash {actual} differs from the released {o.sha256}"
-        found.append(Finding("error", d, msg))
-        return replace(o, check=f"MISMATCH: {folder} holds {actual}")
-    return replace(o, check=f"matches {folder}")
-
-
-def _check_job_dir(folder: Path, jobs: list[JobProvenance], found: list[Finding]) -> None:
-    """Cross-check one job folder against the log; replaces the job's outputs in ``jobs``."""
-    card_path = folder / "model_card.json"
-    try:
-        card = _ModelCard.model_validate_json(card_path.read_bytes())
-    except OSError as exc:
-        raise ComplianceError(
-            f"{card_path} cannot be read: {exc.strerror}",
-            hint="pass the output folder of a job (the one holding model_card.json)",
-        ) from exc
-    except ValidationError as exc:
-        raise ComplianceError(f"{card_path} is not a model card: {exc.errors()[0]['msg']}") from exc
-    at = next((i for i, j in enumerate(jobs) if j.digest == card.job.digest), None)
-    if at is None:
-        msg = f"{folder}: model card of job {card.job.name!r} has digest {card.job.digest}, "
-        found.append(Finding("error", "", msg + "which appears nowhere in the log"))
-        return
-    job, d = jobs[at], jobs[at].digest
-    logged = {p.name: p.dataset_hash for p in job.participants if p.dataset_hash}
-    for p in card.partners:
-        if p.name not in logged:
-            msg = f"{folder}: model card lists {p.name!r}, whom the log does not record joining"
-            found.append(Finding("error", d, msg))
-        elif logged[p.name] != p.dataset_hash:
-            msg = f"{folder}: model card gives {p.name!r} dataset {p.dataset_hash}, "
-            found.append(Finding("error", d, msg + f"the log records {logged[p.name]}"))
-    if not job.released:
-        msg = f"{folder}: the log records no model.released for this job; outputs are unattested"
-        found.append(Finding("error", d, msg))
-    outputs = tuple(_check_output(folder, o, d, found) for o in job.outputs)
-    insights, problems = read_insights(folder, released={o.filename: o.sha256 for o in job.outputs})
-    found.extend(Finding("warning", d, p) for p in problems)
-    jobs[at] = replace(job, outputs=outputs, insights=insights)
-
-
 # --- assembly ----------------------------------------------------------------------------
 
 
@@ -312,16 +222,18 @@ def build_report(
         loaded = load_registry(registry)
         purposes, controller = _purposes(loaded), loaded.controller
     by_id = None if purposes is None else {p.id: p for p in purposes}
-    gathered = gather_jobs(events, purposes=by_id, pinned=set(policy.keys))
+    gathered = gather_jobs(
+        events,
+        purposes=by_id,
+        pinned=set(policy.keys),
+        partner_logs={
+            name: [e if isinstance(e, dict) else {} for e in pv.events()]
+            for name, pv in partner_bundles.items()
+        },
+    )
     provenance, findings = list(gathered.jobs), list(gathered.findings)
-    privacy = list(gathered.privacy)
-    for pv in partner_bundles.values():
-        spent = [e for e in pv.events() if text(e.get("type")) == "privacy.spent"]
-        partner = gather_jobs(spent, purposes=by_id, pinned=set(policy.keys))
-        privacy.extend(partner.privacy)
-        findings.extend(partner.findings)
     for folder in jobs:
-        _check_job_dir(Path(folder), provenance, findings)
+        check_job_dir(Path(folder), provenance, findings)
     order = {"error": 0, "warning": 1, "info": 2}
     counts = Counter(text(e.get("type")) for e in events)
     return ReportModel(
@@ -333,7 +245,7 @@ def build_report(
         purposes=purposes,
         jobs=tuple(provenance),
         provisions=gathered.provisions,
-        privacy=tuple(privacy),
+        privacy=gathered.privacy,
         refusals=gathered.refusals,
         findings=tuple(sorted(findings, key=lambda f: order[f.severity])),
         event_counts=tuple((t, n, t in KNOWN_EVENT_TYPES) for t, n in sorted(counts.items())),
@@ -349,11 +261,14 @@ def write_report(
     out_dir: Path,
     ledger_bundles: Sequence[Path] = (),
     expected_heads: Sequence[ExpectedHead] = (),
+    fail_on_errors: bool = False,
 ) -> tuple[Path, Path]:
     """Verify, gather and write ``report.html`` and ``report.pdf``; returns their paths.
 
     A report whose logs disagree (cross-log findings) is written, so the officer
-    sees every finding, and then AuditVerificationError is raised (exit 31).
+    sees every finding, and then AuditVerificationError is raised (exit 31).  With
+    ``fail_on_errors`` (``audit report``), so is a report with error-level findings
+    (an output that is not the one its run released, a provision without consent...).
     """
     model = build_report(
         bundle,
@@ -375,5 +290,13 @@ def write_report(
             f"the logs disagree ({len(model.attestation.cross_findings)} finding(s)); the report "
             f"{html_path} lists them:\n{lines}",
             hint="each finding names the party whose log is wrong; see docs/compliance.md",
+        )
+    if fail_on_errors and model.errors:
+        lines = "\n".join(f"  - {f.job + ': ' if f.job else ''}{f.message}" for f in model.errors)
+        raise AuditVerificationError(
+            f"the report has {len(model.errors)} error finding(s); {html_path} lists them "
+            f"with every warning:\n{lines}",
+            hint="each finding names the run (job digest and run id) it concerns; "
+            "see docs/compliance.md",
         )
     return html_path, pdf_path

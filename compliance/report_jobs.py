@@ -1,16 +1,18 @@
-"""Per-job provenance, Art. 23 provisions, privacy ledger and refusals, from audit events.
+"""Per-run provenance, Art. 23 provisions, privacy ledger and refusals, from audit events.
 
 :func:`gather_jobs` folds the verified events of an audit bundle into frozen
-records for the compliance report, and cross-checks them against the record
+records for the compliance report, one per run of a job (:mod:`compliance.report_runs`:
+the same spec may run many times), and cross-checks them against the record
 of processing activities (purpose registered, legal basis, separate consent,
 validity dates) and against each other (a contribution the coordinator
 aggregated should be one the partner recorded sending, when the partner's
 events are in the bundle).  Every mismatch becomes a :class:`Finding`; nothing
-is dropped silently.  Job output folders are checked in :mod:`compliance.report`.
+is dropped silently.  Job output folders are checked in :mod:`compliance.report_folders`.
+The partners' own logs (``--ledger``) add their ``privacy.spent`` and ``request.refused``.
 
->>> gathered = gather_jobs(events, purposes=None)
->>> [j.status for j in gathered.jobs]
-['completed', 'refused']
+>>> gathered = gather_jobs(events, purposes=None, partner_logs={"acme": acme_events})
+>>> [(j.status, j.run) for j in gathered.jobs]
+[('failed', '163e...'), ('completed', 'e6d5...'), ('completed', '6174...')]
 
 Notes
 -----
@@ -23,29 +25,31 @@ Notes
   read leniently (:func:`text`) and a missing one shows as an empty cell.
 * ``privacy.spent`` rows come from ``pinned`` actors only: a charge by an actor whose
   key came with the bundle is only the log owner's word (its name may mimic a partner's).
+* A partner's ``request.refused`` (e.g. a DP job refused at the handshake) is in its
+  own log only: the coordinator's log shows the run failing, not why each partner said no.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fedcollab.compliance.report_model import (
-    Consent,
     Dropout,
     Finding,
     JobProvenance,
-    Output,
-    Participant,
     PrivacySpend,
     Provision,
     PurposeRecord,
     Refusal,
     Round,
     Severity,
+    as_list,
+    as_map,
     text,
 )
+from fedcollab.compliance.report_runs import JobRun, RunIndex
 
 __all__ = ["Gathered", "gather_jobs"]
 
@@ -59,14 +63,6 @@ class Gathered:
     findings: tuple[Finding, ...]
 
 
-def _map(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
 def _texts(body: Mapping[str, Any], *keys: str) -> tuple[str, ...]:
     return tuple(text(body.get(k)) for k in keys)
 
@@ -78,36 +74,44 @@ def _number(value: object) -> float | None:
 
 
 @dataclass
-class _Job:
-    """Mutable accumulator for one job while the events are folded."""
+class _Out:
+    pinned: frozenset[str] | None = None  # actors whose privacy.spent make ledger rows
+    privacy: list[PrivacySpend] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+    seen: set[Refusal] = field(default_factory=set)
+    findings: list[Finding] = field(default_factory=list)
 
-    digest: str
-    name: str = ""
-    submitted: Mapping[str, Any] = field(default_factory=dict)
-    submitted_at: str = ""
-    coordinator: str = ""
-    mode: str = ""
-    started: Mapping[str, Any] = field(default_factory=dict)
-    end: tuple[str, str] | None = None  # (status, detail)
-    joined: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (hash, rows)
-    refused: dict[str, str] = field(default_factory=dict)
-    dropouts: list[Dropout] = field(default_factory=list)
-    rounds: list[Round] = field(default_factory=list)
-    contributions: list[tuple[str, str, str]] = field(default_factory=list)  # partner, hash, step
-    sent: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)  # time, hash, priv
-    released: Mapping[str, Any] | None = None
-    cosignatures: list[str] = field(default_factory=list)
+    def finding(self, severity: Severity, job: str, message: str) -> None:
+        self.findings.append(Finding(severity, job, message))
 
-    def info(self, key: str) -> str:
-        """A job.submitted field, else the same field of job.started."""
-        return text(self.submitted.get(key)) or text(self.started.get(key))
+    def refusal(
+        self,
+        when: str,
+        actor: str,
+        kind: str,
+        job: JobRun,
+        subject: str,
+        body: Mapping[str, Any],
+        *,
+        log: str = "",
+    ) -> None:
+        step = text(body.get("step"))
+        reason = text(body.get("reason")) or (f"at step {step}" if step else "")
+        row = Refusal(
+            when, actor, kind, job.name, job.digest, subject, text(body.get("error")), reason,
+            job.run, log,
+        )  # fmt: skip
+        # One event in two logs (a shared log, and the partner's own) is one refusal.
+        if (seen := replace(row, log="")) not in self.seen:
+            self.seen.add(seen)
+            self.refusals.append(row)
 
 
-def _fold(jobs: dict[str, _Job], ev: Mapping[str, Any], out: _Out) -> None:
-    etype, actor = text(ev.get("type")), text(ev.get("actor"))
-    when = text(ev.get("time")).replace("T", " ", 1)  # RFC 3339 allows the space; it wraps
-    body = _map(ev.get("body"))
-    if etype == "privacy.spent" and out.pinned is not None and actor not in out.pinned:
+def _privacy(ev: Mapping[str, Any], out: _Out) -> None:
+    """A ``privacy.spent`` event: a ledger row, from a pinned actor only."""
+    actor, when = text(ev.get("actor")), text(ev.get("time")).replace("T", " ", 1)
+    body = as_map(ev.get("body"))
+    if out.pinned is not None and actor not in out.pinned:
         out.finding(
             "warning",
             "",
@@ -115,31 +119,36 @@ def _fold(jobs: dict[str, _Job], ev: Mapping[str, Any], out: _Out) -> None:
             f"its key is not pinned (it came with the bundle): pin {actor!r}'s key to count it",
         )
         return
+    cum, cap = _number(body.get("cumulative_epsilon")), _number(body.get("cap"))
+    over = cum is not None and cap is not None and cum > cap
+    job_name, dataset, mechanism, eps, delta, accountant, cumulative, cap_text = _texts(
+        body, "job", "dataset", "mechanism", "epsilon", "delta", "accountant",
+        "cumulative_epsilon", "cap",
+    )  # fmt: skip
+    spend = PrivacySpend(
+        when, actor, job_name, dataset, mechanism, eps, delta, accountant, cumulative,
+        cap_text, over, text(body.get("run")),
+    )  # fmt: skip
+    out.privacy.append(spend)
+    if over:
+        out.finding(
+            "error",
+            "",
+            f"dataset {spend.dataset}: cumulative epsilon {cum} "
+            f"exceeds its cap {cap} (recorded by {actor} at {when})",
+        )
+
+
+def _fold(runs: RunIndex, ev: Mapping[str, Any], out: _Out) -> None:
+    etype, actor = text(ev.get("type")), text(ev.get("actor"))
+    when = text(ev.get("time")).replace("T", " ", 1)  # RFC 3339 allows the space; it wraps
+    body = as_map(ev.get("body"))
     if etype == "privacy.spent":
-        cum, cap = _number(body.get("cumulative_epsilon")), _number(body.get("cap"))
-        over = cum is not None and cap is not None and cum > cap
-        job_name, dataset, mechanism, eps, delta, accountant, cumulative, cap_text = _texts(
-            body, "job", "dataset", "mechanism", "epsilon", "delta", "accountant",
-            "cumulative_epsilon", "cap",
-        )  # fmt: skip
-        spend = PrivacySpend(
-            when, actor, job_name, dataset, mechanism, eps, delta, accountant, cumulative,
-            cap_text, over,
-        )  # fmt: skip
-        out.privacy.append(spend)
-        if over:
-            out.finding(
-                "error",
-                "",
-                f"dataset {spend.dataset}: cumulative epsilon {cum} "
-                f"exceeds its cap {cap} (recorded by {actor} at {when})",
-            )
+        _privacy(ev, out)
         return
-    digest, name = text(body.get("digest")), text(body.get("job"))
-    if etype == "checkpoint.cosigned" or not (digest or name):
+    job = None if etype == "checkpoint.cosigned" else runs.route(etype, body)
+    if job is None:
         return
-    job = jobs.setdefault(digest or f"(no digest) {name}", _Job(digest or f"(no digest) {name}"))
-    job.name = job.name or name
     if etype == "job.submitted":
         job.submitted, job.submitted_at, job.coordinator = body, when, actor
     elif etype == "job.refused":
@@ -151,18 +160,18 @@ def _fold(jobs: dict[str, _Job], ev: Mapping[str, Any], out: _Out) -> None:
         job.started, job.mode = body, text(body.get("mode"))
         job.coordinator = job.coordinator or actor
     elif etype == "job.participants":
-        for p in _list(body.get("partners")):
-            p = _map(p)
+        for p in as_list(body.get("partners")):
+            p = as_map(p)
             job.joined[text(p.get("name"))] = (text(p.get("dataset_hash")), text(p.get("n_rows")))
-        for r in _list(body.get("refused")):
-            r = _map(r)
+        for r in as_list(body.get("refused")):
+            r = as_map(r)
             job.refused[text(r.get("partner"))] = text(r.get("reason"))
             out.refusal(when, actor, "participation refused", job, text(r.get("partner")), r)
     elif etype == "round.aggregated":
-        contributions = _map(body.get("contributions"))
+        contributions = as_map(body.get("contributions"))
         step = text(body.get("step"))
         job.coordinator = job.coordinator or actor
-        partners = tuple(text(p) for p in _list(body.get("partners")))
+        partners = tuple(text(p) for p in as_list(body.get("partners")))
         job.rounds.append(Round(step, when, partners, *_texts(body, "protection", "aggregate")))
         job.contributions.extend((p, text(h), step) for p, h in contributions.items())
     elif etype == "partner.dropped":
@@ -175,49 +184,43 @@ def _fold(jobs: dict[str, _Job], ev: Mapping[str, Any], out: _Out) -> None:
     elif etype == "job.failed":
         job.end = ("failed", f"{text(body.get('error'))}: {text(body.get('reason'))}")
     elif etype == "data.sent":
-        privacy = ", ".join(f"{k}={text(v)}" for k, v in sorted(_map(body.get("privacy")).items()))
+        priv = sorted(as_map(body.get("privacy")).items())
+        privacy = ", ".join(f"{k}={text(v)}" for k, v in priv)
         job.sent.setdefault(actor, []).append((when, text(body.get("reply")), privacy))
     elif etype == "checkpoint.cosignatures":
-        cp, refused = _map(body.get("checkpoint")), _map(body.get("cosign_refused"))
+        cp, refused = as_map(body.get("checkpoint")), as_map(body.get("cosign_refused"))
+        job.checkpoints.append((text(cp.get("size")), text(cp.get("root"))))
         line = f"checkpoint of size {text(cp.get('size'))} cosigned by "
-        line += ", ".join(text(n) for n in _list(body.get("cosigned_by"))) or "nobody"
+        line += ", ".join(text(n) for n in as_list(body.get("cosigned_by"))) or "nobody"
         line += "".join(f"; {text(n)} refused: {text(r)}" for n, r in refused.items())
         job.cosignatures.append(line)
     elif etype == "request.refused":
         out.refusal(when, actor, etype, job, text(body.get("action")), body)
 
 
-@dataclass
-class _Out:
-    pinned: frozenset[str] | None = None  # actors whose privacy.spent make ledger rows
-    privacy: list[PrivacySpend] = field(default_factory=list)
-    refusals: list[Refusal] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-
-    def finding(self, severity: Severity, job: str, message: str) -> None:
-        self.findings.append(Finding(severity, job, message))
-
-    def refusal(
-        self, when: str, actor: str, kind: str, job: _Job, subject: str, body: Mapping[str, Any]
-    ) -> None:
-        self.refusals.append(
-            Refusal(
-                when,
-                actor,
-                kind,
-                job.name,
-                job.digest,
-                subject,
-                text(body.get("error")),
-                text(body.get("reason")),
-            )
-        )
+def _fold_partner(runs: RunIndex, origin: str, ev: Mapping[str, Any], out: _Out) -> None:
+    """An event of partner ``origin``'s own log: its ledger rows and its refusals."""
+    etype = text(ev.get("type"))
+    if etype == "privacy.spent":
+        _privacy(ev, out)
+    if etype != "request.refused":
+        return
+    actor, when = text(ev.get("actor")), text(ev.get("time")).replace("T", " ", 1)
+    body = as_map(ev.get("body"))
+    job = runs.find(body)
+    if job is None:  # a run the coordinator's log lacks (audit crossref reports that)
+        job = JobRun(text(body.get("digest")), text(body.get("run")), text(body.get("job")))
+    elif actor not in job.joined:
+        step = text(body.get("step"))
+        what = (text(body.get("error")) or "refused") + (f" at {step}" if step else "")
+        job.partner_refused.setdefault(actor, f"{what} (recorded in {origin}'s own log)")
+    out.refusal(when, actor, etype, job, text(body.get("action")), body, log=origin)
 
 
 def _cross_check(
-    job: _Job, purpose: PurposeRecord | None, registered: bool, actors: set[str], out: _Out
+    job: JobRun, purpose: PurposeRecord | None, registered: bool, actors: set[str], out: _Out
 ) -> None:
-    d, sub = job.digest, job.submitted
+    d, sub = job.key, job.submitted
     if job.started and not sub:
         out.finding("warning", d, "no job.submitted event: legal basis and consents unrecorded")
     sent = {(p, h) for p, items in job.sent.items() for _, h, _ in items}
@@ -237,7 +240,7 @@ def _cross_check(
     if purpose is None:
         out.finding("error", d, f"purpose {pid!r} is not in the record of processing activities")
         return
-    basis = _map(sub.get("legal_basis"))
+    basis = as_map(sub.get("legal_basis"))
     for law, theirs in (("pipl", purpose.legal_basis_pipl), ("gdpr", purpose.legal_basis_gdpr)):
         if text(basis.get(law)) != theirs:
             out.finding(
@@ -257,68 +260,8 @@ def _cross_check(
         )
 
 
-def _consents(sub: Mapping[str, Any]) -> list[Consent]:
-    fields = ("partner", "purpose", "kind", "evidence_ref", "subjects_covered")
-    return [Consent(*(text(_map(c).get(f)) for f in fields)) for c in _list(sub.get("consents"))]
-
-
-def _freeze(job: _Job, purpose: PurposeRecord | None) -> JobProvenance:
-    sub, rel = job.submitted, _map(job.released)
-    declared = [text(p) for p in _list(sub.get("participants"))]
-    dropped = {d.partner: d for d in job.dropouts}
-    participants = []
-    for name in dict.fromkeys([*declared, *job.joined, *job.refused]):
-        dataset, rows = job.joined.get(name, ("", ""))
-        if name in job.refused:
-            outcome = f"refused: {job.refused[name]}"
-        elif name in dropped:
-            outcome = f"dropped at step {dropped[name].step}: {dropped[name].reason}"
-        elif name in job.joined:
-            outcome = "took part" if job.end is None else f"took part ({job.end[0]})"
-        else:
-            outcome = "declared, did not join"
-        participants.append(Participant(name, dataset, rows, outcome))
-    if job.end is not None:
-        status, detail = job.end
-    elif job.started:
-        status, detail = "incomplete", "no job.completed or job.failed in the log"
-    elif sub:
-        status, detail = "submitted", "never started"
-    else:
-        status, detail = "not recorded", "this log holds only partner-side events of the job"
-    basis = _map(sub.get("legal_basis"))
-    return JobProvenance(
-        digest=job.digest,
-        name=job.name,
-        purpose=job.info("purpose"),
-        purpose_name=purpose.name if purpose else "",
-        legal_basis_pipl=text(basis.get("pipl")),
-        legal_basis_gdpr=text(basis.get("gdpr")),
-        task=job.info("task"),
-        mode=job.mode,
-        submitted_at=job.submitted_at,
-        submitted_by=job.coordinator,
-        status=status,
-        status_detail=detail,
-        participants=tuple(participants),
-        consents=tuple(_consents(sub)),
-        grants=tuple(
-            (text(_map(g).get("partner")), text(_map(g).get("grant_digest")))
-            for g in _list(sub.get("grants"))
-        ),
-        dropouts=tuple(job.dropouts),
-        rounds=tuple(job.rounds),
-        protections=tuple(dict.fromkeys(r.protection for r in job.rounds)),
-        released=job.released is not None,
-        outputs=tuple(Output(f, text(h), "") for f, h in _map(rel.get("outputs")).items()),
-        recipients=tuple(text(r) for r in _list(rel.get("recipients"))),
-        metrics=tuple((k, text(v)) for k, v in sorted(_map(rel.get("metrics")).items())),
-        cosignatures=tuple(job.cosignatures),
-    )
-
-
 def _provisions(
-    job: _Job, frozen: JobProvenance, purpose: PurposeRecord | None, out: _Out
+    job: JobRun, frozen: JobProvenance, purpose: PurposeRecord | None, out: _Out
 ) -> list[Provision]:
     result = []
     contributed: dict[str, list[str]] = {}
@@ -340,7 +283,7 @@ def _provisions(
         if consent is None and purpose is not None and purpose.separate_consent_for_provision:
             out.finding(
                 "error",
-                job.digest,
+                job.key,
                 f"{partner} provided aggregates, but no separate "
                 "consent (PIPL Art. 23) is recorded for it",
             )
@@ -361,6 +304,7 @@ def _provisions(
                 releases=len(sent),
                 contributions=len(contributed.get(partner, [])),
                 protection=protection,
+                run=job.run,
             )
         )
     return result
@@ -371,24 +315,30 @@ def gather_jobs(
     *,
     purposes: Mapping[str, PurposeRecord] | None,
     pinned: Collection[str] | None = None,
+    partner_logs: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> Gathered:
-    """Fold events (in log order) into the report's per-job records, with cross-checks.
+    """Fold events (in log order) into the report's per-run records, with cross-checks.
 
     ``purposes`` is the record of processing activities by purpose id (``None``
     when none was supplied: the registry checks are then skipped).  ``pinned``: the
     names the officer pinned (``VerifiedBundle.policy.keys``); a ``privacy.spent`` by
     any other actor is a warning, not a ledger row (``None``: every actor counts).
+    ``partner_logs``: the verified events of partners' own logs by log origin; their
+    ``privacy.spent`` join the ledger and their ``request.refused`` the refusals.
     """
-    jobs: dict[str, _Job] = {}
+    runs = RunIndex()
     out = _Out(pinned=None if pinned is None else frozenset(pinned))
     for ev in events:
-        _fold(jobs, ev, out)
+        _fold(runs, ev, out)
+    for origin, theirs in (partner_logs or {}).items():
+        for ev in theirs:
+            _fold_partner(runs, origin, ev, out)
     actors = {text(ev.get("actor")) for ev in events}
     frozen, provisions = [], []
-    for job in jobs.values():
+    for job in runs.runs:
         purpose = (purposes or {}).get(job.info("purpose"))
         _cross_check(job, purpose, purposes is not None, actors, out)
-        f = _freeze(job, purpose)
+        f = job.freeze(purpose)
         frozen.append(f)
         provisions.extend(_provisions(job, f, purpose, out))
     return Gathered(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "COVERAGE",
@@ -33,6 +33,9 @@ __all__ = [
     "ReportModel",
     "Round",
     "Severity",
+    "as_list",
+    "as_map",
+    "run_key",
     "text",
 ]
 
@@ -171,8 +174,16 @@ Severity = Literal["error", "warning", "info"]
 @dataclass(frozen=True)
 class Finding:
     severity: Severity
-    job: str  # job digest, or "" when it concerns no single job
+    job: str  # the run's key (:func:`run_key`), a job digest, or "" for no single job
     message: str
+
+
+def run_key(digest: str, run: str) -> str:
+    """How findings name one run of a job: its digest, then its run id when the log has one.
+
+    The same job spec (one digest) may run many times; each run is its own report entry.
+    """
+    return f"{digest} run {run}" if run else digest
 
 
 @dataclass(frozen=True)
@@ -255,6 +266,22 @@ class JobProvenance:
     metrics: tuple[tuple[str, str], ...]
     cosignatures: tuple[str, ...]
     insights: JobInsights | None = None  # from the job folder (--job), when it has any
+    #: The run id the log's events carry ("" in a log written before runs had ids, and
+    #: for a submission refused before any run started).
+    run: str = ""
+    #: (size, root) of each checkpoint this run's cosigning recorded (matches audit.json).
+    checkpoints: tuple[tuple[str, str], ...] = ()
+    #: The --job folders matched to this run, each with how it was matched.
+    folders: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """This run's name in findings (:func:`run_key`)."""
+        return run_key(self.digest, self.run)
+
+    @property
+    def title(self) -> str:
+        return f"Job {self.name or '-'}" + (f", run {self.run}" if self.run else "")
 
 
 @dataclass(frozen=True)
@@ -276,6 +303,7 @@ class Provision:
     releases: int  # data.sent events by the partner
     contributions: int  # rounds in which the coordinator aggregated it
     protection: str
+    run: str = ""
 
 
 @dataclass(frozen=True)
@@ -291,6 +319,7 @@ class PrivacySpend:
     cumulative_epsilon: str
     cap: str
     over_cap: bool
+    run: str = ""
 
 
 @dataclass(frozen=True)
@@ -303,6 +332,8 @@ class Refusal:
     subject: str  # purpose, action or partner refused
     error: str
     reason: str
+    run: str = ""
+    log: str = ""  # the partner whose own log (--ledger bundle) recorded it; "" for this log
 
 
 @dataclass(frozen=True)
@@ -324,8 +355,13 @@ class ReportModel:
     def unknown_events(self) -> tuple[tuple[str, int], ...]:
         return tuple((t, n) for t, n, known in self.event_counts if not known)
 
-    def findings_for(self, digest: str) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if f.job == digest)
+    def findings_for(self, key: str) -> tuple[Finding, ...]:
+        """The findings about one run (``JobProvenance.key``)."""
+        return tuple(f for f in self.findings if f.job == key)
+
+    @property
+    def errors(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity == "error")
 
 
 def text(value: object) -> str:
@@ -339,3 +375,13 @@ def text(value: object) -> str:
     if hasattr(value, "isoformat"):  # dates from the registry
         return str(value.isoformat())
     return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def as_map(value: object) -> dict[str, Any]:
+    """A JSON object from the log, or ``{}`` when the field holds anything else."""
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: object) -> list[Any]:
+    """A JSON array from the log, or ``[]`` when the field holds anything else."""
+    return value if isinstance(value, list) else []

@@ -152,11 +152,12 @@ class _Doc(FPDF):
 
 
 def _pdf_job(doc: _Doc, j: JobProvenance, model: ReportModel) -> None:
-    doc.heading(f"Job {j.name or '-'}", 2)
+    doc.heading(j.title, 2)
     purpose = j.purpose + (f" - {j.purpose_name}" if j.purpose_name else "")
     doc.kv(
         [
             ("Job digest", j.digest),
+            ("Run", j.run or "no run id in the log"),
             ("Purpose", purpose),
             (
                 "Legal basis",
@@ -168,6 +169,7 @@ def _pdf_job(doc: _Doc, j: JobProvenance, model: ReportModel) -> None:
             ("Protections", f"{', '.join(j.protections) or '-'}; {len(j.rounds)} round(s)"),
             ("Recipients of outputs", ", ".join(j.recipients)),
             ("Partners' cosignatures", "\n".join(j.cosignatures)),
+            *([("Job output folder", "\n".join(j.folders))] if j.folders else []),
         ]
     )
     doc.heading("Participants", 3)
@@ -211,7 +213,7 @@ def _pdf_job(doc: _Doc, j: JobProvenance, model: ReportModel) -> None:
         doc.para("Metrics: " + "; ".join(f"{k} = {v}" for k, v in j.metrics))
     if j.insights is not None:
         pdf_insights(doc, j.insights)
-    if found := model.findings_for(j.digest):
+    if found := model.findings_for(j.key):
         doc.findings(found)
 
 
@@ -327,7 +329,9 @@ def pdf_bytes(model: ReportModel) -> bytes:
                 + (
                     f"\noutputs to: {', '.join(v.onward_recipients)}" if v.onward_recipients else ""
                 ),
-                f"{v.job}\n{v.digest}\npurpose: {v.purpose}",
+                f"{v.job}\n{v.digest}"
+                + (f"\nrun {v.run}" if v.run else "")
+                + f"\npurpose: {v.purpose}",
                 f"{v.consent_kind}\nevidence: {v.evidence_ref}\nsubjects: {v.subjects_covered}"
                 if v.evidence_ref
                 else "NONE RECORDED",
@@ -359,7 +363,7 @@ def pdf_bytes(model: ReportModel) -> bytes:
                 (
                     s.time,
                     s.actor,
-                    s.job,
+                    s.job + (f"\nrun {s.run}" if s.run else ""),
                     s.dataset,
                     s.mechanism,
                     s.epsilon,
@@ -377,15 +381,24 @@ def pdf_bytes(model: ReportModel) -> bytes:
     doc.heading("5. Refusals")
     if model.refusals:
         doc.grid(
-            ["Time", "Refused by", "Event", "Job", "Subject", "Error", "Reason"],
+            ["Time", "Refused by", "Event", "Job / run", "Subject", "Error", "Reason"],
             [
-                (r.time, r.actor, r.type, f"{r.job}\n{r.digest}", r.subject, r.error, r.reason)
+                (
+                    r.time,
+                    r.actor + (f"\n(in {r.log}'s own log)" if r.log else ""),
+                    r.type,
+                    f"{r.job}\n{r.digest}" + (f"\nrun {r.run}" if r.run else ""),
+                    r.subject,
+                    r.error,
+                    r.reason,
+                )
                 for r in model.refusals
             ],
             (2, 1.5, 1.5, 3, 1.5, 1.5, 4),
         )
     else:
-        doc.para("No refusal is recorded in this log.")
+        both = " or in the partners' bundles" if a.cross_checked else ""
+        doc.para(f"No refusal is recorded in this log{both}.")
 
     doc.heading("6. Log-integrity attestation")
     doc.kv(

@@ -63,9 +63,10 @@ def run_job(
     )
     # A vertical job with predict_with only scores: it has no rounds to show.
     scoring = spec.task == "vertical" and bool(spec.vertical.predict_with)
+    # The audit run id: the compliance report matches this folder to its run by it.
     outputs.event(
         "job_start", job=spec.name, task=spec.task, digest=spec.digest(), mode=mode,
-        scoring=scoring,
+        scoring=scoring, run=audit.run_id,
     )  # fmt: skip
     try:
         audit.event("job.started", task=spec.task, purpose=spec.purpose, mode=mode)

@@ -169,7 +169,12 @@ def test_cli_report(world: dict[str, Path], tmp_path: Path) -> None:
         f"{ORIGIN}={world['log_pub']}",
     ]
     result = CliRunner().invoke(report_app, args)
-    assert result.exit_code == 0, result.output
+    # The world's brand-b provided aggregates without the separate consent its purpose
+    # requires (an error finding): the report is written, then the command fails (31).
+    assert isinstance(result.exception, AuditVerificationError), result.output
+    assert result.exception.exit_code == 31
+    assert "1 error finding(s)" in result.exception.message
+    assert "brand-b provided aggregates" in result.exception.message
     assert (out / "report.html").is_file() and (out / "report.pdf").is_file()
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "pinned (--trust)" in html
