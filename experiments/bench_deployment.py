@@ -90,6 +90,9 @@ def _summary(out: Path, seconds: float, cpu: CpuSampler) -> dict[str, Any]:
         "job_wall_time_s": metrics["wall_time_s"],
         "start_to_end_s": round(seconds, 2),
         "test_auc": metrics["final"]["test"]["auc"],
+        "partners_per_round": sorted(
+            {int(e["partners"]) for e in events if e.get("event") == "round" and "partners" in e}
+        ),
         "cpu_per_round_s": {k: round(v / (len(at) - 1), 3) for k, v in used.items() if v > 0},
     }
 
@@ -151,6 +154,10 @@ def _deployment(
         root / "federation", sources, port=free_port_block(1),
         node_port_base=free_port_block(len(sources)),
     ) as fed:  # fmt: skip
+        # Every partner online first: a job starts with the nodes online when it begins,
+        # and the 9-partner round must be compared with the simulation's 9 (a run on
+        # 2026-12-06 started with 5 of them while 4 nodes were still connecting).
+        fed.wait_online()
         out = root / "job"
         t = time.monotonic()
         submit_job(fed.ws, spec, out)
