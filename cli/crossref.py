@@ -72,4 +72,5 @@ def crossref(
     for finding in result.findings:
         console.print(f"finding {finding}", highlight=False, markup=False)
     result.raise_on_findings()
-    console.print(f"[green]logs agree[/] across {result.jobs} jobs")
+    jobs = f"{result.jobs} job" + ("" if result.jobs == 1 else "s")
+    console.print(f"[green]logs agree[/] across {jobs}")
