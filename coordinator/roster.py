@@ -205,7 +205,7 @@ class Roster(Membership):
             return MaskedSum(words, split=split)
         if self.spec.privacy.aggregation == "ckks+masked":
             assert self.he is not None
-            # Two 32-bit limbs per masked word, always "wide" (privacy.secagg_ckks).
+            # Two 32-bit limbs per masked word, always "limbs" (privacy.secagg_ckks).
             limbs = EncryptedSum(self.he.public, params=MASKED_PARAMS, length=2 * words)
             return MaskedSum(words, split=split, ckks=limbs)
         if self.he is None:

@@ -28,7 +28,7 @@ Measured per (parameters, partners, dropout rate), in one run:
   three distinct ciphertexts are made and added in turn (the cost of ``add``
   does not depend on the values); dropouts only remove contributions.
 - *ckks+masked*: the masked protocol with its masked words encrypted as
-  32-bit limbs (:mod:`privacy.secagg_ckks`, ``wide`` parameters, two slots per
+  32-bit limbs (:mod:`privacy.secagg_ckks`, ``limbs`` parameters, two slots per
   value) and signed; the key holder verifies the signatures, recomputes the
   sum and decrypts it exactly (``key holder s``); the coordinator unmasks the
   decrypted total. Partner time = the masked protocol's + encryption.
@@ -62,6 +62,7 @@ from fedcollab.common.keys import Signer
 from fedcollab.privacy.ckks import EncryptedSum, SecretKeys
 from fedcollab.privacy.fixed_point import FixedPointCodec
 from fedcollab.privacy.key_transport import PeerKeys
+from fedcollab.privacy.secagg_ckks import PARAMS as MASKED_PARAMS
 from fedcollab.privacy.secagg_ckks import ckks_plaintext, decrypt_masked_sum, masked_total
 from fedcollab.privacy.secagg_partner import SecAggPartner
 from fedcollab.privacy.secagg_session import SecAggConfig, minimum_threshold
@@ -208,7 +209,7 @@ def _ckks_masked(keys: SecretKeys, masked_row: dict[str, Any]) -> dict[str, Any]
         start = time.perf_counter()
         blobs = []
         for name in survivors[:distinct]:
-            blob = keys.encrypt(ckks_plaintext(masked[name].vector(config)), params="wide")
+            blob = keys.encrypt(ckks_plaintext(masked[name].vector(config)), params=MASKED_PARAMS)
             blobs.append(blob)
             sign_contribution(
                 blob,
@@ -238,7 +239,7 @@ def _ckks_masked(keys: SecretKeys, masked_row: dict[str, Any]) -> dict[str, Any]
             items,
             peers=peers,
             public=keys.public(),
-            params="wide",
+            params=MASKED_PARAMS,
             length=2 * config.length,
             request_digest=req,
             run=config.run,

@@ -9,10 +9,9 @@ material at all) and only adds ciphertexts (:class:`EncryptedSum`). One
 partner then decrypts the aggregate (:meth:`SecretKeys.decrypt`).
 
 Every encrypted vector carries one extra slot holding 1.0. In an aggregate it
-holds the number of contributions; a contribution made under another key (or
-tampered with) turns the whole decryption into noise of magnitude ~2^27 or
-more, so :meth:`SecretKeys.decrypt` checks that slot and refuses the aggregate
-instead of returning garbage.
+holds the number of contributions; a contribution under another key (or altered)
+turns the decryption into noise of magnitude ~2^27 or more, so
+:meth:`SecretKeys.decrypt` checks that slot and refuses the aggregate.
 
 Example
 -------
@@ -26,36 +25,35 @@ Example
 Notes
 -----
 *Parameter sets.* Aggregation needs no multiplication, so the modulus chain
-is as short as the values allow; both sets use ring degree N = 8192 (4096
+is as short as the values allow; every set uses ring degree N = 8192 (4096
 slots per ciphertext). The homomorphic encryption security standard
 (Albrecht et al. 2018, homomorphicencryption.org) allows log2 q <= 218 for
-128-bit classical security at N = 8192 (ternary secret); our totals are 100
-and 140 bits, well inside.
+128-bit classical security at N = 8192 (ternary secret); ours: 100 or 140 bits.
 
 - ``compact`` (model updates): primes (60, 40), scale 2^32. A ciphertext is
   one 60-bit prime wide: 2 x 8192 x 8 bytes for 4096 values, about 8x the
   float32 plaintext. Sums must stay below 2^26 in magnitude; encryption
   error is up to 8e-6 absolute per value for 10 partners (measured).
-- ``wide`` (statistics: moments, k-means sums and counts, evaluation
-  histograms): primes (60, 40, 40), scale 2^40, sums below 2^58 (sums of
-  squared raw durations fit), error about 1e-9. Twice the bytes, used for short
-  vectors only.
+- ``wide`` (statistics: moments, k-means sums and counts, evaluation histograms):
+  primes (60, 40, 40), scale 2^40, sums below 2^58 (sums of squared raw durations
+  fit), error about 1e-9. Twice the bytes, used for short vectors only.
+- ``limbs`` ("ckks+masked", :mod:`privacy.secagg_ckks`): primes (60, 40), scale
+  2^19, exact integers below 2^39 (128 partners' 32-bit limbs), error 0.032 at the
+  largest sums (measured). Returned raw: the caller releases only the integers.
 
 *Symmetric encryption.* Every encrypting partner holds the secret key, so
-ciphertexts are made with it (SEAL's symmetric mode): about 3x faster and
-less noisy than public-key encryption (measured, see the notes). The
-coordinator's contexts are serialised without public, secret, Galois or
-relinearisation keys; :meth:`PublicKeys.from_bytes` refuses any that carries
-a secret key.
+ciphertexts are made with it (SEAL's symmetric mode): about 3x faster and less
+noisy than public-key encryption (measured). The coordinator's contexts carry no
+key at all; :meth:`PublicKeys.from_bytes` refuses any that carries a secret key.
 
 *Decryption leakage.* Returning exact CKKS decryptions to a party holding the
 ciphertexts enables key recovery (Li & Micciancio 2021, EUROCRYPT). The
 decrypting partner rounds every value to a grid of ``2^-(scale_bits - 20)``
 (2^-12 compact, 2^-20 wide), 30x and more coarser than the measured
 encryption noise of a 10-partner sum (8e-6 compact, 1e-9 wide), so the
-released values carry (almost) no noise bits; the residual risk is stated in
-docs/privacy.md. FedAvg divides the summed update by the total example count,
-so the grid costs the averaged model less than 1e-6.
+released values carry (almost) no noise bits (residual risk: docs/privacy.md).
+FedAvg divides the summed update by the example count: the grid costs the
+averaged model less than 1e-6.
 """
 
 from __future__ import annotations
@@ -91,6 +89,8 @@ class CkksParameters:
     scale_bits: int
     #: Partners each add at most this many bits to a sum (2^7 = 128 partners).
     partner_headroom_bits: int = 7
+    #: Exact integers (``limbs``): decryptions are returned raw, not rounded to a grid.
+    integers: bool = False
 
     @property
     def slots(self) -> int:
@@ -114,8 +114,8 @@ class CkksParameters:
 
     @property
     def rounding_grid(self) -> float:
-        """Decrypted values are rounded to multiples of this (see Notes)."""
-        return float(2.0 ** -(self.scale_bits - 20))
+        """Decrypted values are rounded to multiples of this (see Notes); 1 for integers."""
+        return 1.0 if self.integers else float(2.0 ** -(self.scale_bits - 20))
 
     def ciphertexts_for(self, length: int) -> int:
         return math.ceil((length + 1) / self.slots)
@@ -134,6 +134,7 @@ class CkksParameters:
 PARAMETER_SETS: Mapping[str, CkksParameters] = {
     "compact": CkksParameters("compact", 8192, (60, 40), 32),
     "wide": CkksParameters("wide", 8192, (60, 40, 40), 40),
+    "limbs": CkksParameters("limbs", 8192, (60, 40), 19, integers=True),
 }
 
 _MAGIC = b"FCCKKS1\n"
@@ -344,13 +345,15 @@ class SecretKeys:
         vec = self._public.load(blob, params=params, length=length)
         vec.link_context(self._contexts[p.name])
         values = np.asarray(vec.decrypt(), dtype=np.float64)
-        if not abs(values[-1] - contributors) <= 1e-3:
+        if not abs(values[-1] - contributors) <= (0.25 if p.integers else 1e-3):
             raise CiphertextError(
                 f"aggregate does not decrypt to {contributors} contributions "
                 f"(contribution slot holds {values[-1]:.4g})",
                 hint="a partner encrypted under another key or the aggregate was altered; "
                 "the round's result is refused",
             )
+        if p.integers:  # raw: privacy.secagg_ckks checks and releases only integers
+            return values[:-1]
         grid = p.rounding_grid
         result: np.ndarray = np.round(values[:-1] / grid) * grid
         return result
@@ -394,4 +397,4 @@ class EncryptedSum:
         return data
 
     def __repr__(self) -> str:
-        return f"EncryptedSum(params={self._params!r}, length={self._length}, count={self._count})"
+        return f"EncryptedSum({self._params!r}, length={self._length}, count={self._count})"

@@ -23,13 +23,16 @@ learns the survivors' sum and nothing else, exactly as in "masked" mode.
 Notes
 -----
 *Limbs.* 32-bit limbs keep every slot of a sum of at most 128 partners
-below 2^39, where the ``wide`` parameters (scale 2^40) decrypt with a
-maximum error measured at 6e-5 (128 partners, every limb near 2^32, 4000
-slots): far below the 1/4 this module tolerates before refusing
+below 2^39. They travel under the ``limbs`` parameters (:mod:`privacy.ckks`:
+one 60-bit prime, scale 2^19), which decrypt such a sum with a maximum error
+measured at 0.032 (128 partners, every limb at 2^32 - 1, 4095 slots): 8x
+inside the 1/4 this module tolerates before refusing
 (:class:`CkksMaskedSumError`), so rounding recovers the integers exactly. A
-whole 64-bit word per slot does not fit: at 2^44 the error breaks even the
-contribution slot (measured).
-Bytes: two slots per value, i.e. twice today's CKKS ciphertexts.
+whole 64-bit word per slot does not fit: float64 encoding loses integers
+beyond about 2^44 (measured: at 2^44 the error breaks even the contribution
+slot). Bytes: two slots per value, each ciphertext one prime wide, i.e. twice
+the ``compact`` CKKS reply (until 2026-12-06 the limbs used the three-prime
+``wide`` set: four times).
 
 *Rounding instead of flooding.* Li & Micciancio (2021, EUROCRYPT) recover
 the CKKS key from exact decryptions. Here a recovered key only lets its
@@ -61,7 +64,7 @@ LIMB_BITS = 32
 MAX_CKKS_PARTNERS = 128
 """Sums of 32-bit limbs stay below 2^39 (see Notes)."""
 
-PARAMS = "wide"
+PARAMS = "limbs"
 _MASK = np.uint64(2**LIMB_BITS - 1)
 _TOLERANCE = 0.25
 

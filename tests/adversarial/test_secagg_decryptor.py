@@ -152,8 +152,8 @@ def test_key_holder_with_coordinator_sees_only_one_time_padded_words(keys) -> No
     fed.share(config.cohort)
     x = {n: np.full(config.length, 42.0) for n in config.cohort}
     fed.mask(x, config.cohort)
-    blob = keys.encrypt(ckks_plaintext(fed.masked["p002"].vector(config)), params="wide")
-    raw = keys.decrypt(blob, params="wide", length=2 * config.length, contributors=1)
+    blob = keys.encrypt(ckks_plaintext(fed.masked["p002"].vector(config)), params="limbs")
+    raw = keys.decrypt(blob, params="limbs", length=2 * config.length, contributors=1)
     words = masked_total(np.rint(raw), length=config.length)
     leaked = config.codec.decode(words, summands=1)
     assert np.array_equal(words, fed.masked["p002"].vector(config))  # decryption is exact

@@ -38,7 +38,7 @@ def _sum(keys: SecretKeys, vectors: list[np.ndarray], params: str) -> bytes:
 @given(
     length=st.integers(1, 9000),
     partners=st.integers(2, 5),
-    params=st.sampled_from(sorted(PARAMETER_SETS)),
+    params=st.sampled_from(sorted(n for n, p in PARAMETER_SETS.items() if not p.integers)),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_decrypted_sum_equals_plaintext_sum(
@@ -69,7 +69,26 @@ def test_security_constants_within_the_he_standard() -> None:
     for p in PARAMETER_SETS.values():
         assert p.poly_modulus_degree == 8192
         assert sum(p.coeff_mod_bit_sizes) <= 218
-        assert p.rounding_grid > 2**-p.scale_bits * 2**16
+        if p.integers:
+            # Exact integers: 128 partners' 32-bit limbs fit without wrapping.
+            assert p.max_abs_sum >= 128 * (2**32 - 1)
+        else:
+            assert p.rounding_grid > 2**-p.scale_bits * 2**16
+
+
+def test_limbs_parameters_carry_exact_integers(keys: SecretKeys) -> None:
+    """The "limbs" set (ckks+masked): sums of 32-bit limbs decrypt within 1/4 of the exact
+    integers at the largest values, and decryptions are returned raw for that check."""
+    top = np.full(4095, 2.0**32 - 1)
+    rng = np.random.default_rng(5)
+    mixed = rng.integers(0, 2**32, size=4095).astype(np.float64)
+    got = keys.decrypt(
+        _sum(keys, [top] * 8 + [mixed] * 8, "limbs"), params="limbs", length=4095, contributors=16
+    )
+    assert np.max(np.abs(got - (8 * top + 8 * mixed))) < 0.25 / 4
+    assert not np.all(got == np.rint(got))  # raw, not rounded here
+    with pytest.raises(CiphertextError, match="exceeds the limbs CKKS range"):
+        keys.encrypt(np.array([2.0**33]), params="limbs")
 
 
 def test_public_keys_hold_no_secret_key(keys: SecretKeys) -> None:

@@ -52,7 +52,7 @@ def test_ckks_masked_sum_is_exact_with_dropouts(keys: SecretKeys, dropped: tuple
     fed.mask(inputs, survivors)
     contributions = []
     for n in survivors:
-        blob = keys.encrypt(ckks_plaintext(fed.masked[n].vector(config)), params="wide")
+        blob = keys.encrypt(ckks_plaintext(fed.masked[n].vector(config)), params="limbs")
         contributions.append(
             (
                 n,
@@ -70,7 +70,7 @@ def test_ckks_masked_sum_is_exact_with_dropouts(keys: SecretKeys, dropped: tuple
         contributions,
         peers=fed.peers,
         public=keys.public(),
-        params="wide",
+        params="limbs",
         length=2 * config.length,
         request_digest=REQ,
         run=config.run,
@@ -101,7 +101,7 @@ def test_ckks_masked_sum_is_exact_with_dropouts(keys: SecretKeys, dropped: tuple
 def test_noisy_decryption_is_refused_not_rounded_wrongly(keys: SecretKeys) -> None:
     from fedcollab.privacy.verified_decryption import VerifiedSum
 
-    blob = keys.encrypt([0.5, 0.5, 1.0, 1.0], params="wide")  # not integer limbs
+    blob = keys.encrypt([0.5, 0.5, 1.0, 1.0], params="limbs")  # not integer limbs
     verified = VerifiedSum("r", 0, REQ, ("a",), blob)
     with pytest.raises(CkksMaskedSumError, match="not close to integers"):
         decrypt_masked_sum(keys, verified, ledger=DecryptionLedger(planned=1), length=2)
