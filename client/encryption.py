@@ -36,7 +36,7 @@ from fedcollab.common.keys import Signer
 from fedcollab.common.messages import DataRequest, DecryptParams, HeRequest, KeygenRequest
 from fedcollab.common.serde import Payload
 from fedcollab.compliance.trail import digest_bytes
-from fedcollab.privacy.ckks import EncryptedSum, SecretKeys
+from fedcollab.privacy.ckks import PARAMETER_SETS, EncryptedSum, SecretKeys
 from fedcollab.privacy.key_transport import Sealed, accept, deal, transport_offer, verify_offer
 from fedcollab.privacy.secagg_ckks import PARAMS as MASKED_PARAMS
 from fedcollab.privacy.secagg_ckks import exact_limb_sums
@@ -140,19 +140,32 @@ def encrypt_reply(
     request: Payload,
     vector: np.ndarray,
     dealer: str = "",
+    limbs: bool = False,
 ) -> tuple[bytes, dict[str, Any]]:
     """Encrypt a reply vector under the job key named in the request; ``dealer``: the
-    spec's ``privacy.key_dealer`` (empty: any partner whose pinned key signed the key)."""
+    spec's ``privacy.key_dealer`` (empty: any partner whose pinned key signed the key).
+    ``limbs``: only :func:`encrypt_masked` may use the masked mode's integer set."""
     he = request.as_(DataRequest).he
     if he is None:
         raise CiphertextError(
             "an encrypted job's request carries no encryption parameters",
             hint="refusing to reply in plaintext; the coordinator runs another version?",
         )
+    if _integer_set(he.params) and not limbs:
+        raise CiphertextError(
+            f"the {he.params!r} CKKS parameters carry only a 'ckks+masked' job's limbs",
+            hint="the coordinator named the masked mode's parameters for another reply; "
+            "refused (they are decrypted without a rounding grid)",
+        )
     keys = _job_keys(config, partner=partner, run=run, he=he, dealer=dealer)
     params = he.params
     blob = keys.encrypt(vector, params=params)
     return blob, {"key_digest": keys.public().digest, "params": params, "length": int(vector.size)}
+
+
+def _integer_set(params: str) -> bool:
+    known = PARAMETER_SETS.get(params)
+    return known is not None and known.integers
 
 
 def decrypt(
@@ -209,6 +222,14 @@ def decrypt(
                 f"the ciphertext sent as {name!r}'s is not the one {name!r} signed",
                 hint="a ciphertext substituted or altered on the way; refused",
             )
+    masked = spec is not None and spec.privacy.aggregation == "ckks+masked"
+    if masked != (he.params == MASKED_PARAMS) or (not masked and _integer_set(he.params)):
+        raise CiphertextError(
+            f"a {'ckks+masked' if masked else 'ckks'} job's sums are not decrypted under "
+            f"the {he.params!r} CKKS parameters",
+            hint="the masked mode's limbs, and nothing else, use "
+            f"{MASKED_PARAMS!r}; refused before decrypting",
+        )
     dealer = spec.privacy.key_dealer if spec is not None else ""
     keys = _job_keys(config, partner=partner, run=run, he=he, dealer=dealer)
     params, length = he.params, he.length
@@ -225,10 +246,7 @@ def decrypt(
     store = NodeKeyStore.from_config(config)
     store.claim_decryption(run, step)
     values = keys.decrypt(summed, params=params, length=length, contributors=len(contributors))
-    if spec is not None and spec.privacy.aggregation == "ckks+masked":
-        # Limb sums of one-time-padded words: exact integers, or refused.
-        if params != MASKED_PARAMS:
-            raise CiphertextError(f"a 'ckks+masked' sum uses the {MASKED_PARAMS!r} parameters")
+    if masked:  # limb sums of one-time-padded words: exact integers, or refused
         values = exact_limb_sums(values, summands=len(contributors))
     meta = {"step": step, "contributors": contributors}
     return {**meta, "decrypted": {"sum": digest_bytes(summed), "inputs": inputs}}, values
@@ -244,7 +262,7 @@ def encrypt_masked(
     dealer: str = "",
 ) -> tuple[bytes, dict[str, Any]]:
     """ "ckks+masked": encrypt the masked words' limbs (privacy.secagg_ckks) under the job
-    key, always with the ``wide`` parameters (exact integers up to 128 partners)."""
+    key, always with the ``limbs`` parameters (exact integers up to 128 partners)."""
     he = request.as_(DataRequest).he
     if he is None or he.params != MASKED_PARAMS:
         raise CiphertextError(
@@ -252,8 +270,9 @@ def encrypt_masked(
             hint="other parameters cannot carry 32-bit limbs exactly; refused",
         )
     return encrypt_reply(
-        config, partner=partner, run=run, request=request, vector=limbs, dealer=dealer
-    )
+        config, partner=partner, run=run, request=request, vector=limbs, dealer=dealer,
+        limbs=True,
+    )  # fmt: skip
 
 
 def erase(config: Mapping[str, str], *, run: str) -> None:

@@ -29,17 +29,15 @@ is as short as the values allow; every set uses ring degree N = 8192 (4096
 slots per ciphertext). The homomorphic encryption security standard
 (Albrecht et al. 2018, homomorphicencryption.org) allows log2 q <= 218 for
 128-bit classical security at N = 8192 (ternary secret); ours: 100 or 140 bits.
-
-- ``compact`` (model updates): primes (60, 40), scale 2^32. A ciphertext is
-  one 60-bit prime wide: 2 x 8192 x 8 bytes for 4096 values, about 8x the
-  float32 plaintext. Sums must stay below 2^26 in magnitude; encryption
-  error is up to 8e-6 absolute per value for 10 partners (measured).
+- ``compact`` (model updates): primes (60, 40), scale 2^32; one 60-bit prime
+  wide, 2 x 8192 x 8 bytes per 4096 values (8x float32). Sums below 2^26; error
+  up to 8e-6 per value for 10 partners (measured).
 - ``wide`` (statistics: moments, k-means sums and counts, evaluation histograms):
   primes (60, 40, 40), scale 2^40, sums below 2^58 (sums of squared raw durations
   fit), error about 1e-9. Twice the bytes, used for short vectors only.
 - ``limbs`` ("ckks+masked", :mod:`privacy.secagg_ckks`): primes (60, 40), scale
-  2^19, exact integers below 2^39 (128 partners' 32-bit limbs), error 0.032 at the
-  largest sums (measured). Returned raw: the caller releases only the integers.
+  2^19, integers below 2^39 (128 partners' 32-bit limbs), error 0.032 at the largest
+  sums (measured); decrypted to exact integers or refused, never released raw.
 
 *Symmetric encryption.* Every encrypting partner holds the secret key, so
 ciphertexts are made with it (SEAL's symmetric mode): about 3x faster and less
@@ -52,8 +50,7 @@ decrypting partner rounds every value to a grid of ``2^-(scale_bits - 20)``
 (2^-12 compact, 2^-20 wide), 30x and more coarser than the measured
 encryption noise of a 10-partner sum (8e-6 compact, 1e-9 wide), so the
 released values carry (almost) no noise bits (residual risk: docs/privacy.md).
-FedAvg divides the summed update by the example count: the grid costs the
-averaged model less than 1e-6.
+FedAvg divides the summed update by the example count (costs < 1e-6).
 """
 
 from __future__ import annotations
@@ -89,7 +86,7 @@ class CkksParameters:
     scale_bits: int
     #: Partners each add at most this many bits to a sum (2^7 = 128 partners).
     partner_headroom_bits: int = 7
-    #: Exact integers (``limbs``): decryptions are returned raw, not rounded to a grid.
+    #: Exact integers (``limbs``): decryptions are rounded to integers, or refused.
     integers: bool = False
 
     @property
@@ -352,8 +349,11 @@ class SecretKeys:
                 hint="a partner encrypted under another key or the aggregate was altered; "
                 "the round's result is refused",
             )
-        if p.integers:  # raw: privacy.secagg_ckks checks and releases only integers
-            return values[:-1]
+        if p.integers:  # never raw (Li & Micciancio): integers, or refused
+            rounded: np.ndarray = np.rint(values[:-1])
+            if values.size > 1 and float(np.max(np.abs(values[:-1] - rounded))) > 0.25:
+                raise CiphertextError(f"the decrypted {p.name} sum is not close to integers")
+            return rounded
         grid = p.rounding_grid
         result: np.ndarray = np.round(values[:-1] / grid) * grid
         return result

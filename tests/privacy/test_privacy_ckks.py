@@ -77,16 +77,19 @@ def test_security_constants_within_the_he_standard() -> None:
 
 
 def test_limbs_parameters_carry_exact_integers(keys: SecretKeys) -> None:
-    """The "limbs" set (ckks+masked): sums of 32-bit limbs decrypt within 1/4 of the exact
-    integers at the largest values, and decryptions are returned raw for that check."""
+    """The "limbs" set (ckks+masked): sums of 32-bit limbs decrypt to the exact integers at
+    the largest values; a sum that is not integers is refused, never returned raw (exact
+    CKKS decryptions give the key away, Li & Micciancio 2021)."""
     top = np.full(4095, 2.0**32 - 1)
     rng = np.random.default_rng(5)
     mixed = rng.integers(0, 2**32, size=4095).astype(np.float64)
     got = keys.decrypt(
         _sum(keys, [top] * 8 + [mixed] * 8, "limbs"), params="limbs", length=4095, contributors=16
     )
-    assert np.max(np.abs(got - (8 * top + 8 * mixed))) < 0.25 / 4
-    assert not np.all(got == np.rint(got))  # raw, not rounded here
+    assert np.array_equal(got, 8 * top + 8 * mixed)
+    reals = _sum(keys, [np.array([0.5, 1.25, 3.0])] * 2, "limbs")
+    with pytest.raises(CiphertextError, match="not close to integers"):
+        keys.decrypt(reals, params="limbs", length=3, contributors=2)
     with pytest.raises(CiphertextError, match="exceeds the limbs CKKS range"):
         keys.encrypt(np.array([2.0**33]), params="limbs")
 
