@@ -38,8 +38,8 @@ from fedcollab.common.serde import Payload
 from fedcollab.compliance.trail import digest_bytes
 from fedcollab.privacy.ckks import PARAMETER_SETS, EncryptedSum, SecretKeys
 from fedcollab.privacy.key_transport import Sealed, accept, deal, transport_offer, verify_offer
+from fedcollab.privacy.secagg_ckks import MAX_CKKS_PARTNERS, exact_limb_sums
 from fedcollab.privacy.secagg_ckks import PARAMS as MASKED_PARAMS
-from fedcollab.privacy.secagg_ckks import exact_limb_sums
 
 __all__ = ["decrypt", "encrypt_masked", "encrypt_reply", "erase", "keygen", "offer"]
 
@@ -82,6 +82,7 @@ def keygen(
         raise CiphertextError("the dealer's own transport key is missing from the ceremony")
     keys = SecretKeys.generate()
     store.save_keys(run, keys)
+    store.mark_dealt(run)
     sealed = deal(keys, good, run=run, dealer=partner, peers=peers, signer=_signer(config))
     return {
         "public": base64.b64encode(keys.public().to_bytes()).decode(),
@@ -230,6 +231,20 @@ def decrypt(
             hint="the masked mode's limbs, and nothing else, use "
             f"{MASKED_PARAMS!r}; refused before decrypting",
         )
+    if masked and len(contributors) > MAX_CKKS_PARTNERS:  # before the step is used up
+        raise CiphertextError(
+            f"{len(contributors)} contributions to a 'ckks+masked' sum, at most "
+            f"{MAX_CKKS_PARTNERS} fit its limbs"
+        )
+    store = NodeKeyStore.from_config(config)
+    if not masked and not store.dealt(run):
+        # Two key holders decrypting {a, b, c} and {b, c} of one step would give a's
+        # vector by difference, each within its own once-per-step rule: one decryptor.
+        raise CiphertextError(
+            "in a 'ckks' job only the partner that dealt the job key decrypts",
+            hint="sums of different subsets of one step decrypted by two partners reveal a "
+            "partner's vector by difference; 'ckks+masked' tolerates a lost key holder",
+        )
     dealer = spec.privacy.key_dealer if spec is not None else ""
     keys = _job_keys(config, partner=partner, run=run, he=he, dealer=dealer)
     params, length = he.params, he.length
@@ -243,7 +258,6 @@ def decrypt(
             hint="a forged aggregate (e.g. one partner's ciphertext plus an offset) would "
             "reveal that partner's vector; refused",
         )
-    store = NodeKeyStore.from_config(config)
     store.claim_decryption(run, step)
     values = keys.decrypt(summed, params=params, length=length, contributors=len(contributors))
     if masked:  # limb sums of one-time-padded words: exact integers, or refused

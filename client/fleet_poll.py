@@ -110,6 +110,7 @@ import httpx
 
 from fedcollab.client import unanswered
 from fedcollab.common.asgi_gate import Gated, tracing_enabled
+from fedcollab.common.third_party_noise import plain_flower_logs
 
 __all__ = [
     "ACTIVE_S",
@@ -555,6 +556,7 @@ def main() -> int:
             "tracing layer on every request",
             file=sys.stderr,
         )
+    plain_flower_logs()
     sys.argv[0] = "flower-supernode"
     flower_supernode()
     if watch.down is not None:

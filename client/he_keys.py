@@ -155,6 +155,13 @@ class NodeKeyStore:
     def save_keys(self, run: str, keys: SecretKeys) -> None:
         write_private(self._run(run) / "ckks.key", keys.to_bytes())
 
+    def mark_dealt(self, run: str) -> None:
+        """This node dealt the run's key (the only decryptor of a plain "ckks" job)."""
+        write_private(self._run(run) / "dealt", b"")
+
+    def dealt(self, run: str) -> bool:
+        return (self._run(run) / "dealt").is_file()
+
     def claim_decryption(self, run: str, step: str) -> None:
         """Refuse a second decryption of the same step (one aggregate per step)."""
         marker = self._run(run) / "decrypted" / _SAFE.sub("_", step)

@@ -82,6 +82,7 @@ from fedcollab.client.fleet_poll import NOTIFY_FD_ENV
 from fedcollab.client.runtime_folder import NodeState, load_settings
 from fedcollab.common.child_process import die_with_parent, stop_child
 from fedcollab.common.errors import FedcollabError
+from fedcollab.common.third_party_noise import plain_flower_logs
 
 __all__ = ["answer", "main", "serve", "warm_up"]
 
@@ -430,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stdout,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per runtime poll otherwise
+    plain_flower_logs()
     return serve(NodeState(args.state_dir.resolve()))
 
 

@@ -1,4 +1,4 @@
-"""Keeping third-party chatter out of a user's normal output.
+"""Keeping third-party chatter out of a user's normal output, and its colours out of logs.
 
 Flower's ``run_simulation`` logs a "DEPRECATED FEATURE" banner at WARNING and
 Ray warns (``FutureWarning``) about accelerator environment variables on every
@@ -6,16 +6,31 @@ start. Neither is something a fedcollab user can act on, so commands run them
 inside :func:`quiet_third_party`, which silences them unless the user asked
 for detail (``fedcollab -v`` or ``--verbose``). Our own modules log through
 ``logging.getLogger(__name__)`` (names under ``fedcollab.``) and are not affected.
+
+Flower's console handler writes its level names in ANSI colours whatever the stream,
+so node and coordinator log files held ``ESC[92mINFO ESC[0m`` lines without a time.
+The long-running processes call :func:`plain_flower_logs`: in a file, Flower's lines
+get a timestamp and no colour codes; on a terminal they stay as Flower writes them.
+Flower's SuperExec, a process the SuperLink starts itself, keeps its one coloured
+start-up line.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TextIO
 
-__all__ = ["THIRD_PARTY_LOGGERS", "quiet_third_party", "set_verbose", "verbose_requested"]
+__all__ = [
+    "THIRD_PARTY_LOGGERS",
+    "plain_flower_logs",
+    "quiet_third_party",
+    "set_verbose",
+    "verbose_requested",
+]
 
 #: Loggers of libraries whose warnings are noise to a user (errors still show).
 THIRD_PARTY_LOGGERS = ("flwr", "ray")
@@ -58,3 +73,18 @@ def quiet_third_party(verbose: bool = False) -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
+
+
+def plain_flower_logs(stream: TextIO | None = None) -> bool:
+    """Flower's console lines with a timestamp and without ANSI colours when ``stream``
+    (default stderr, where Flower's handler writes) is not a terminal; True if changed."""
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    if callable(isatty) and isatty():
+        return False
+    try:
+        from flwr.supercore.logger import update_console_handler
+    except ImportError:  # another Flower: its lines keep their format
+        return False
+    update_console_handler(timestamps=True, colored=False)
+    return True

@@ -7,7 +7,9 @@ ciphertexts (:class:`privacy.ckks.EncryptedSum`, summed in
 holding the job's key. :func:`decrypt` asks one ``query.he_decrypt`` (group
 ``<step>.decrypt``) at a time, in :meth:`HeSession.decryptors
 <coordinator.encryption.HeSession.decryptors>` order: the dealer first, then the
-other contributors that hold the key. The request carries every contributor's
+other contributors that hold the key; in a plain "ckks" job the dealer only (two key
+holders decrypting different subsets of one step would give a vector by difference,
+and the partners refuse it). The request carries every contributor's
 ciphertext and signed contribution statement, and not the coordinator's sum: the
 decryptor verifies each statement against the keys it pinned and recomputes the sum
 itself (:mod:`privacy.verified_decryption`), so the coordinator's own aggregate is never
@@ -85,7 +87,11 @@ def decrypt(
     by_name = {p.name: node for node, p in members.active.items()}
     other_outcomes: list[Outcome] | None = None
     # A contributor decrypts: it checks every statement against the request it got.
-    for name in he.decryptors([n for n in by_name if n in contributors]):
+    candidates = he.decryptors([n for n in by_name if n in contributors])
+    if members.spec.privacy.aggregation == "ckks":
+        # Only the dealer decrypts a plain "ckks" job's sums (client/encryption.py).
+        candidates = candidates[:1] if candidates[:1] == [he.dealer] else []
+    for name in candidates:
         node = by_name[name]
         got: list[np.ndarray] = []
         request = Request(
@@ -127,6 +133,13 @@ def decrypt(
                 hint="see the partners' node logs and the audit log; resubmit the job",
             )
         members.drop(node, step=f"{step}.decrypt", reason=reason)
+    if members.spec.privacy.aggregation == "ckks":
+        raise NotEnoughPartnersError(
+            f"the key dealer {he.dealer!r} did not decrypt the aggregate of {step}; in a "
+            "'ckks' job no other partner may",
+            hint="restart the dealer's node and resubmit the job, or use "
+            'privacy.aggregation = "ckks+masked", which tolerates a lost key holder',
+        )
     raise NotEnoughPartnersError(
         f"no partner holding the job key could decrypt the aggregate of {step}",
         hint="restart the partners' nodes and resubmit the job",

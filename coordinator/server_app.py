@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from fedcollab.common.errors import JobSpecError, PolicyRefusal
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.keys import parse_verifier_key
+from fedcollab.common.third_party_noise import plain_flower_logs
 from fedcollab.coordinator.audit import AuditConfig
 from fedcollab.coordinator.broadcast import record_messages
 from fedcollab.coordinator.job import run_job
@@ -107,6 +108,8 @@ def make_server_app(overrides: Mapping[str, str] | None = None) -> ServerApp:
         cfg = RunConfig.parse({**context.run_config, **fixed})
         spec = JobSpec.from_json(cfg.job)
         mode = "simulation" if simulation else "deployment"
+        if not simulation:
+            plain_flower_logs()  # the coordinator's log file: times, no colour codes
         audit, policy = audit_config(cfg), policy_from(cfg)
         if not simulation and (audit is None or policy is None):
             # Fail closed: a run started around `fedcollab job submit` (e.g. a bare

@@ -69,6 +69,7 @@ from flwr.supercore.object_store.in_memory_object_store import InMemoryObjectSto
 from flwr.superlink.federation import FederationManager
 
 from fedcollab.common.errors import FedcollabError, WorkspaceError
+from fedcollab.common.third_party_noise import plain_flower_logs
 from fedcollab.coordinator.fleet_gateway import ASGIApp, make_gateway
 from fedcollab.coordinator.fleet_guard import guarded, max_connections, raise_open_file_limit
 from fedcollab.coordinator.node_journal import NodeJournal, NodeRecord
@@ -305,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    plain_flower_logs()
     sys.argv = ["flower-superlink", *rest]
     try:
         flower_superlink()

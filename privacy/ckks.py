@@ -36,8 +36,8 @@ slots per ciphertext). The homomorphic encryption security standard
   primes (60, 40, 40), scale 2^40, sums below 2^58 (sums of squared raw durations
   fit), error about 1e-9. Twice the bytes, used for short vectors only.
 - ``limbs`` ("ckks+masked", :mod:`privacy.secagg_ckks`): primes (60, 40), scale
-  2^19, integers below 2^39 (128 partners' 32-bit limbs), error 0.032 at the largest
-  sums (measured); decrypted to exact integers or refused, never released raw.
+  2^19, integers below 2^39 (128 partners' 32-bit limbs), error <= 0.055 at 128
+  partners (measured); decrypted to exact integers or refused, never released raw.
 
 *Symmetric encryption.* Every encrypting partner holds the secret key, so
 ciphertexts are made with it (SEAL's symmetric mode): about 3x faster and less

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import re
 import warnings
 
 import pytest
@@ -78,3 +80,26 @@ def test_our_modules_log_under_their_own_names() -> None:
     ]
     # client/client_app.py belongs to another change in flight (issue 13); see the report.
     assert offenders in ([], ["client/client_app.py"])
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_flower_lines_in_a_log_file_carry_a_time_and_no_colour_codes() -> None:
+    from flwr.supercore.logger import FLOWER_LOGGER, ConsoleHandler
+
+    (handler,) = [h for h in FLOWER_LOGGER.handlers if isinstance(h, ConsoleHandler)]
+    before = (handler.colored, handler.timestamps)
+    record = logging.LogRecord("flwr", logging.INFO, "x.py", 1, "Starting", None, None)
+    try:
+        assert "\x1b[" in handler.format(record)  # Flower's own default
+        assert third_party_noise.plain_flower_logs(_Tty()) is False  # a terminal: as is
+        assert "\x1b[" in handler.format(record)
+        assert third_party_noise.plain_flower_logs(io.StringIO()) is True
+        line = handler.format(record)
+        assert "\x1b[" not in line
+        assert re.match(r"INFO \d{4}-\d\d-\d\d [\d:,]+\s*:\s+Starting$", line), line
+    finally:
+        handler.colored, handler.timestamps = before

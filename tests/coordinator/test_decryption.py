@@ -1,5 +1,6 @@
 """A contributor decrypts an encrypted step's sum: who is asked, in which exchange, and
-what a silent or refusing decryptor costs (coordinator.decryption)."""
+what a silent or refusing decryptor costs (coordinator.decryption). Any key holder may
+decrypt a "ckks+masked" sum (one-time padded); only the dealer a plain "ckks" one."""
 
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ from tests.support.scripted_grid import ScriptedGrid, audit_events, scripted_mem
 
 @pytest.fixture
 def members(tmp_path: Path) -> Membership:
+    return scripted_members(tmp_path, privacy={"encryption": "ckks", "aggregation": "ckks+masked"})
+
+
+@pytest.fixture
+def plain_members(tmp_path: Path) -> Membership:
     return scripted_members(tmp_path, privacy={"encryption": "ckks", "aggregation": "ckks"})
 
 
@@ -111,3 +117,22 @@ def test_no_key_holder_left_stops_the_step(members: Membership) -> None:
     with task_identity(), pytest.raises(NotEnoughPartnersError, match="could decrypt"):
         _decrypt(members, grid)
     assert [d["partner"] for d in members.dropped] == ["a", "b"]
+
+
+def test_only_the_dealer_decrypts_a_plain_ckks_sum(
+    plain_members: Membership, tmp_path: Path
+) -> None:
+    """Two key holders decrypting two subsets of one step would give a partner's vector
+    by difference (tests/adversarial/test_ckks_one_decryptor.py): a silent dealer stops
+    the step, and no other key holder is asked."""
+    grid = ScriptedGrid(lambda node, _m: encode({}, np.arange(3.0)) if node == 2 else None)
+    with task_identity(), pytest.raises(NotEnoughPartnersError, match="no other partner may"):
+        _decrypt(plain_members, grid)
+    assert [m.metadata.dst_node_id for m in grid.sent] == [1]  # the dealer, never b
+    answered = ScriptedGrid(lambda node, _m: encode({}, np.arange(3.0)) if node == 1 else None)
+    fresh = scripted_members(
+        tmp_path / "again", privacy={"encryption": "ckks", "aggregation": "ckks"}
+    )
+    with task_identity():
+        values, _ = _decrypt(fresh, answered)
+    assert values.tolist() == [0.0, 1.0, 2.0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -118,6 +119,12 @@ def test_encrypted_job_coordinator_sees_only_ciphertexts(
     logs = "".join((federation.logs / f"{n}.log").read_text(errors="replace") for n in names)
     assert "served query.batch round-1.secagg-sign+round-2.secagg-advertise" in logs
     assert "served query.batch round-2.secagg-unmask+final-evaluation.secagg-share" in logs
+    # Log files, not terminals: Flower's lines carry a time and no ANSI colour codes.
+    coordinator_log = (federation.logs / "coordinator.log").read_text(errors="replace")
+    coloured = [line for line in coordinator_log.splitlines() if "\x1b[" in line]
+    assert "\x1b[" not in logs
+    assert all("Starting Flower SuperExec" in line for line in coloured), coloured[:3]
+    assert re.search(r"^INFO \d{4}-\d\d-\d\d [\d:,.]+\s*:\s+Starting Flower SuperNode", logs, re.M)
     # The partners erased the job's keys; the coordinator never had a key file.
     for name in names:
         assert not list((federation.ws.node_dir(name) / "he").glob("*/ckks.key"))
