@@ -116,4 +116,10 @@ class PrivacySpec(BaseModel):
                 "in the sum: it needs encryption = 'ckks' or aggregation = 'masked' so the "
                 "coordinator sees only the sum"
             )
+        if self.dp == "client" and self.aggregation == "ckks" and self.client_sample_rate < 1:
+            raise ValueError(
+                "privacy.client_sample_rate < 1 needs a decryptor in every sampled round: "
+                "plain aggregation = 'ckks' has one, the key dealer, which is not in every "
+                "sample; use aggregation = 'ckks+masked' (the default with encryption)"
+            )
         return self

@@ -299,3 +299,14 @@ def test_client_level_dp_defaults_to_ckks_with_masks() -> None:
         )
     with pytest.raises(ValueError, match="needs encryption = 'ckks' or aggregation = 'masked'"):
         PrivacySpec(encryption="none", dp="client", **eps)
+    # Plain "ckks" has one decryptor, the dealer: a sampled round without it could not be
+    # decrypted (red team, 2026-12-06), so partner sampling needs the masked modes.
+    with pytest.raises(ValueError, match="needs a decryptor in every sampled round"):
+        PrivacySpec(
+            encryption="ckks", dp="client", aggregation="ckks", client_sample_rate=0.5, **eps
+        )
+    for mode, encryption in (("ckks+masked", "ckks"), ("masked", "none")):
+        sampled = PrivacySpec(
+            encryption=encryption, dp="client", aggregation=mode, client_sample_rate=0.5, **eps
+        )
+        assert sampled.client_sample_rate == 0.5
