@@ -94,7 +94,9 @@ def test_flower_lines_in_a_log_file_carry_a_time_and_no_colour_codes() -> None:
     before = (handler.colored, handler.timestamps)
     record = logging.LogRecord("flwr", logging.INFO, "x.py", 1, "Starting", None, None)
     try:
-        assert "\x1b[" in handler.format(record)  # Flower's own default
+        # Flower's own default (an in-process ServerApp of another test may have changed it)
+        handler.colored, handler.timestamps = True, False
+        assert "\x1b[" in handler.format(record)
         assert third_party_noise.plain_flower_logs(_Tty()) is False  # a terminal: as is
         assert "\x1b[" in handler.format(record)
         assert third_party_noise.plain_flower_logs(io.StringIO()) is True
