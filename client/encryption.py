@@ -224,7 +224,7 @@ def decrypt(
                 hint="a ciphertext substituted or altered on the way; refused",
             )
     masked = spec is not None and spec.privacy.aggregation == "ckks+masked"
-    if masked != (he.params == MASKED_PARAMS) or (not masked and _integer_set(he.params)):
+    if masked != (he.params == MASKED_PARAMS):  # limbs, the one integer set, only here
         raise CiphertextError(
             f"a {'ckks+masked' if masked else 'ckks'} job's sums are not decrypted under "
             f"the {he.params!r} CKKS parameters",

@@ -15,36 +15,31 @@ from pathlib import Path
 from typing import Any
 
 from fedcollab.coordinator.encryption import session_from_keygen
-from tests.support.adversarial import Attacker, job, layout_meta
+from tests.support import adversarial
+from tests.support.adversarial import CHANNELS, MOMENTS_LENGTH, Attacker, job
 
-CHANNELS = ["app", "web"]
 NAMES = ("a", "b", "c")
 
 
-def _moments(tmp_path: Path) -> tuple[Attacker, Any, dict[str, bytes], dict[str, Any], int]:
+def _moments(tmp_path: Path) -> tuple[Attacker, Any, dict[str, bytes], dict[str, Any]]:
+    """A plain "ckks" job dealt by a; every partner's encrypted moments, signed."""
     spec = job(privacy={"encryption": "ckks", "aggregation": "ckks", "key_dealer": "a"})
     atk = Attacker.against(tmp_path, spec, names=NAMES)
     offers = {n: atk.handshake(n).meta["he_offer"] for n in NAMES}
     keygen = atk.send("a", "query.he_keygen", step="he-keygen", meta={"offers": offers})
     session = session_from_keygen(keygen.meta, dealer="a")
-    ciphertexts, bindings = {}, {}
-    length = 0
-    for n in NAMES:
-        reply = atk.send(
-            n, "query.moments", step="moments",
-            meta={**layout_meta(channel=CHANNELS),
-                  "he": session.request_meta(n, params="wide")},
-        )  # fmt: skip
-        assert reply.ciphertext is not None, reply.meta
-        ciphertexts[n], bindings[n] = reply.ciphertext, reply.meta["binding"]
-        length = int(reply.meta["he"]["length"])
-        session.installed.add(n)
-    return atk, session, ciphertexts, bindings, length
+    _total, bindings = adversarial.encrypted_moments(atk, session, dict.fromkeys(NAMES, CHANNELS))
+    return (
+        atk,
+        session,
+        dict(adversarial.ENCRYPTED_REPLIES),
+        dict(zip(NAMES, bindings, strict=True)),
+    )
 
 
-def _decrypt(atk: Attacker, session: Any, cts: dict, binds: dict, length: int, who: str, sub):  # type: ignore[no-untyped-def]
+def _decrypt(atk: Attacker, session: Any, cts: dict, binds: dict, who: str, sub):  # type: ignore[no-untyped-def]
     he = {**session.request_meta(who, params="wide"), "step": "moments",
-          "contributors": list(sub), "length": length}  # fmt: skip
+          "contributors": list(sub), "length": MOMENTS_LENGTH}  # fmt: skip
     return atk.send(
         who, "query.he_decrypt", step="moments.decrypt",
         meta={"he": he, "bindings": [binds[k] for k in sub]}, parts={k: cts[k] for k in sub},
@@ -52,9 +47,9 @@ def _decrypt(atk: Attacker, session: Any, cts: dict, binds: dict, length: int, w
 
 
 def test_two_key_holders_do_not_decrypt_subsets_of_one_step(tmp_path: Path) -> None:
-    atk, session, cts, binds, length = _moments(tmp_path)
-    full = _decrypt(atk, session, cts, binds, length, "a", NAMES)
-    rest = _decrypt(atk, session, cts, binds, length, "b", ("b", "c"))
+    atk, session, cts, binds = _moments(tmp_path)
+    full = _decrypt(atk, session, cts, binds, "a", NAMES)
+    rest = _decrypt(atk, session, cts, binds, "b", ("b", "c"))
     assert full.vector is not None, full.meta  # the dealer decrypts the whole step
     assert rest.vector is None, "a's moments = the two decryptions' difference"
     assert rest.refused == "CiphertextError"
@@ -63,6 +58,6 @@ def test_two_key_holders_do_not_decrypt_subsets_of_one_step(tmp_path: Path) -> N
 
 def test_a_key_holder_that_did_not_deal_never_decrypts_a_ckks_sum(tmp_path: Path) -> None:
     """Even first, and for the whole step: b is not the job's decryptor."""
-    atk, session, cts, binds, length = _moments(tmp_path)
-    reply = _decrypt(atk, session, cts, binds, length, "b", NAMES)
+    atk, session, cts, binds = _moments(tmp_path)
+    reply = _decrypt(atk, session, cts, binds, "b", NAMES)
     assert reply.vector is None and reply.refused == "CiphertextError"

@@ -15,15 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fedcollab.protocols import preprocessing
-from tests.support.adversarial import encrypted_job, layout_meta
-
-CHANNELS = ["app", "web"]
-_MOMENTS_LENGTH = preprocessing.MomentsLayout(
-    numeric_names=("spend", "visits"),
-    categorical_vocab={"channel": tuple(CHANNELS)},
-    boolean_names=("member",),
-).length
+from tests.support.adversarial import CHANNELS, MOMENTS_LENGTH, encrypted_job, layout_meta
 
 
 def _moments(atk, session, name: str, params: str):  # type: ignore[no-untyped-def]
@@ -62,7 +54,7 @@ def test_no_unrounded_decryption_leaves_through_the_masked_mode_s_set(tmp_path: 
             session.installed.add(name)
             bindings.append(reply.meta["binding"])
     he = {**session.request_meta("a", params="limbs"), "step": "moments",
-          "contributors": ["a", "b"], "length": _MOMENTS_LENGTH}  # fmt: skip
+          "contributors": ["a", "b"], "length": MOMENTS_LENGTH}  # fmt: skip
     reply = atk.send(
         "a", "query.he_decrypt", step="moments.decrypt",
         meta={"he": he, "bindings": bindings}, parts=ciphertexts,

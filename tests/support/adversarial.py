@@ -227,17 +227,20 @@ def preprocessor_dict(tmp_path: Path, *, shift: float = 0.0) -> dict[str, Any]:
     return out
 
 
+#: Values of one moments reply under :func:`layout_meta` with every channel.
+MOMENTS_LENGTH = preprocessing.MomentsLayout(
+    numeric_names=("spend", "visits"),
+    categorical_vocab={"channel": tuple(CHANNELS)},
+    boolean_names=("member",),
+).length
+
+
 def encrypted_moments(
     atk: Attacker, session: HeSession, channels: dict[str, list[str]]
 ) -> tuple[EncryptedSum, list[Any]]:
     """Each partner's encrypted moments reply (with the category list the attacker picked
     for it), summed; and their signed contribution statements."""
-    length = preprocessing.MomentsLayout(
-        numeric_names=("spend", "visits"),
-        categorical_vocab={"channel": tuple(CHANNELS)},
-        boolean_names=("member",),
-    ).length
-    total = EncryptedSum(session.public, params="wide", length=length)
+    total = EncryptedSum(session.public, params="wide", length=MOMENTS_LENGTH)
     bindings = []
     ENCRYPTED_REPLIES.clear()
     for name, channel in channels.items():
