@@ -1,12 +1,9 @@
 """The coordinator's public face: a TLS gateway that forwards only the Fleet API.
 
 Flower 1.41 serves the Fleet, Control and Runtime APIs from one HTTP server
-(``flower-superlink --host/--port``; ``--control-api-address`` and
-``--fleet-api-address`` are deprecated no-ops for the HTTP transport, see
-``flwr/superlink/cli/flower_superlink.py``). Its Control API has no
-authentication outside Flower Enterprise (``load_control_authn_plugin``
-returns a no-op plugin), so anyone who reaches that port could ``flwr run``
-their own app on the coordinator and on every partner, list runs and nodes.
+(``--control-api-address`` and ``--fleet-api-address`` are no-ops for HTTP). Its Control
+API has no authentication outside Flower Enterprise (``load_control_authn_plugin``
+returns a no-op plugin): anyone who reaches that port could ``flwr run`` their own app.
 
 So the SuperLink binds **loopback only** (``127.0.0.1``, a port picked free at
 start and written to the workspace's ``flwr-home/config.toml``, which
@@ -14,7 +11,7 @@ start and written to the workspace's ``flwr-home/config.toml``, which
 gateway listens on the federation's public address with the same TLS
 certificate. It passes on exactly ``POST /v1/fleet/*`` (the SuperNode
 protocol: register/activate node, heartbeat, pull/push messages and objects,
-get run/FAB; node authentication is checked by the SuperLink itself, the
+get run/FAB; node authentication is checked by Flower's own code, the
 signed headers are passed on untouched) and answers everything else, above
 all ``/v1/control/*`` and ``/v1/runtime/*``, with 403 and a log line.
 
@@ -23,8 +20,8 @@ The gateway runs inside the SuperLink's process, on the same event loop
 ``uvicorn.run``): a Fleet request that passes the check is handed to
 the SuperLink's own ASGI app as uvicorn would hand it over had it arrived on the
 loopback port (the scope the ASGI spec defines [1], the lifespan state Flower's
-app expects). As a process of its own forwarding over a second TLS connection
-(httpx) it took about as much CPU as the SuperLink (py-spy, 9 partners, 2 cores).
+app expects), except the calls of every round, which :mod:`.fleet_fast` answers with
+Flower's parsing, node authentication and handlers minus the app's layers.
 
 Two things besides forwarding, both about time, neither about content
 (:mod:`fedcollab.coordinator.fleet_notice`): a SuperNode's ``pull-messages``
@@ -37,10 +34,9 @@ ServerApp pulls when a reply arrived instead of every 0.05 s.
 
 Run as ``python -m fedcollab.coordinator.fleet_gateway --workspace WS``: the
 process first ends the Flower processes a previous run of the coordinator left
-running and closes the jobs it left unfinished (:mod:`fedcollab.coordinator.recovery`), then starts
-``flower-superlink`` as its child (same process group, killed with it), which
-opens the public port only once its loopback server and Flower's lifespan are
-up, so a TLS handshake on the public address means the whole coordinator is up.
+running and closes the jobs it left unfinished (:mod:`fedcollab.coordinator.recovery`),
+then starts ``flower-superlink`` as its child (same process group, killed with it),
+which opens the public port only once the whole coordinator is up.
 
 What still holds for someone on the coordinator host: the loopback Control
 API is unauthenticated, so any local account there can submit runs. The
@@ -69,6 +65,7 @@ from typing import Any
 
 from fedcollab.common.child_process import die_with_parent, stop_child
 from fedcollab.common.errors import FederationError
+from fedcollab.coordinator.fleet_fast import FastFleet
 from fedcollab.coordinator.fleet_guard import (
     BODY_TIMEOUT_S,
     MAX_BODY_BYTES,
@@ -225,6 +222,7 @@ def make_gateway(
     outbox = NoticeWatch(Notice(notices / "outbox")) if notices is not None else None
     inbox = Notice(notices / "inbox") if notices is not None else None
     holding: set[bytes] = set()
+    fast = FastFleet.for_app(upstream)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -267,9 +265,11 @@ def make_gateway(
             woken = outbox.event() if held is not None and outbox is not None else None
 
             async def forward() -> _Reply:
-                return await _call_upstream(
-                    upstream, scope, body, dict(state()) if state is not None else {}
-                )
+                inner = dict(state()) if state is not None else {}
+                quick = await fast.answer(scope, body, inner) if fast is not None else None
+                if quick is not None:
+                    return _Reply(*quick)
+                return await _call_upstream(upstream, scope, body, inner)
 
             resp = await forward()
             deadline = time.monotonic() + hold_s
