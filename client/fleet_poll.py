@@ -521,7 +521,7 @@ def main() -> int:
     from flwr.supernode.cli import flower_supernode
     from flwr.supernode.servicer.runtime import runtime_handlers
 
-    from fedcollab.client import run_ended
+    from fedcollab.client import run_ended, runtime_fast
     from fedcollab.common.errors import FleetLinkError
 
     clock = PullClock(on_message=notify_executor())
@@ -548,6 +548,12 @@ def main() -> int:
         print(
             "fedcollab: flwr.supernode.start_client_internal has changed; a message whose "
             "run ends while the node receives it may stay queued (client/run_ended.py)",
+            file=sys.stderr,
+        )
+    if not runtime_fast.install(supernode_app):
+        print(
+            "fedcollab: flwr.supernode.main has changed; every runtime API call goes "
+            "through Flower's app layers",
             file=sys.stderr,
         )
     if not install_runtime_gate(supernode_app):

@@ -65,7 +65,7 @@ from typing import Any
 
 from fedcollab.common.child_process import die_with_parent, stop_child
 from fedcollab.common.errors import FederationError
-from fedcollab.coordinator.fleet_fast import FastFleet
+from fedcollab.coordinator.fleet_fast import fleet_calls
 from fedcollab.coordinator.fleet_guard import (
     BODY_TIMEOUT_S,
     MAX_BODY_BYTES,
@@ -222,7 +222,7 @@ def make_gateway(
     outbox = NoticeWatch(Notice(notices / "outbox")) if notices is not None else None
     inbox = Notice(notices / "inbox") if notices is not None else None
     holding: set[bytes] = set()
-    fast = FastFleet.for_app(upstream)
+    fast = fleet_calls(upstream)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

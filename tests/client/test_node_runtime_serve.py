@@ -15,6 +15,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import flwr.supernode.start_client_internal as flower_module
 import pytest
@@ -32,6 +33,7 @@ from flwr.supernode.nodestate import NodeState as FlowerNodeState
 from flwr.supernode.nodestate import NodeStateFactory
 
 from fedcollab.client.node_runtime import _serve_task, _task_client
+from fedcollab.client.runtime_fast import FastRuntimeApp
 from fedcollab.client.runtime_folder import NodeState, runtime_tls
 from fedcollab.common.job_fab import JOB_FAB_MODULE, JOB_FAB_MODULE_TEXT
 from fedcollab.coordinator.submit import _APP_PYPROJECT
@@ -53,7 +55,7 @@ def _job_fab() -> bytes:
 class _SuperNode:
     """Flower's runtime API over the node's TLS, on Flower's in-memory node state."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, fast: bool = False) -> None:
         self.dir = NodeState(root)
         runtime_tls(self.dir)
         self.factory = NodeStateFactory(ObjectStoreFactory())
@@ -62,9 +64,24 @@ class _SuperNode:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
+        app = create_app(state_factory=self.factory, superexec_auth_secret=b"s" * 32)
+        #: The calls the fast path answered (the others went to Flower's app).
+        self.fast_calls: list[str] = []
+        self.fast = fast
+        if fast:
+            app = FastRuntimeApp(app)
+            answer = app.fast.answer
+
+            async def counted(scope: Any, body: bytes, state: Any = None) -> Any:
+                reply = await answer(scope, body, state)
+                if reply is not None:
+                    self.fast_calls.append(str(scope["path"]).rsplit("/", 1)[-1])
+                return reply
+
+            app.fast.answer = counted  # type: ignore[method-assign]
         self.server = uvicorn.Server(
             uvicorn.Config(
-                app=create_app(state_factory=self.factory, superexec_auth_secret=b"s" * 32),
+                app=app,
                 host="127.0.0.1",
                 port=self.port,
                 ssl_certfile=str(self.dir.tls_cert),
@@ -113,9 +130,11 @@ class _SuperNode:
         self.thread.join(30)
 
 
-@pytest.fixture
-def supernode(tmp_path: Path) -> Iterator[_SuperNode]:
-    node = _SuperNode(tmp_path)
+@pytest.fixture(params=["flower", "fast"])
+def supernode(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[_SuperNode]:
+    """Flower's app as ``flower-supernode`` builds it, and with fedcollab's fast path
+    (client/runtime_fast.py, installed in every deployed node)."""
+    node = _SuperNode(tmp_path, fast=request.param == "fast")
     try:
         yield node
     finally:
@@ -141,3 +160,7 @@ def test_a_message_type_without_a_handler_is_answered_with_an_error(
     (task,) = supernode.state.get_tasks(run_ids=[RUN])
     assert task.status.status == Status.FINISHED
     assert task.status.sub_status == SubStatus.FAILED
+    if supernode.fast:  # the fast path served the task's calls, not Flower's app
+        assert {"pull-task-input", "push-object", "push-task-output"} <= set(
+            supernode.fast_calls
+        ), supernode.fast_calls

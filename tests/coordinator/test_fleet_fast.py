@@ -1,7 +1,7 @@
 """coordinator/fleet_fast.py against Flower's own SuperLink app, byte for byte.
 
 Each request goes once through the app (as the gateway sends a call the fast path
-leaves alone) and once through :class:`FastFleet`, on the real SuperLink FastAPI app
+leaves alone) and once through :func:`fleet_calls`' fast path, on the real SuperLink FastAPI app
 (``flwr.superlink.main.create_app``) with a node registered under a real key: the
 answers (status, Content-Type, body) must be equal, and every request the fast path
 must not act on (unsigned, forged, expired, another node's id, another content type,
@@ -37,8 +37,8 @@ from flwr.supercore.primitives.asymmetric import (
     sign_message,
 )
 
-from fedcollab.coordinator import fleet_fast
-from fedcollab.coordinator.fleet_fast import ENV, ROUTES, FastFleet
+from fedcollab.common.protobuf_fast import ENV
+from fedcollab.coordinator.fleet_fast import ROUTES, fleet_calls
 from fedcollab.coordinator.fleet_gateway import _call_upstream
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -101,7 +101,7 @@ def through_app(app: Any, path: str, body: bytes, headers: list[tuple[bytes, byt
 def through_fast(
     app: Any, path: str, body: bytes, headers: list[tuple[bytes, bytes]]
 ) -> Reply | None:
-    fast = FastFleet.for_app(app)
+    fast = fleet_calls(app)
     assert fast is not None
     r = asyncio.run(fast.answer(scope(path, headers), body, {}))
     return None if r is None else (r[0], _media(r[1]), r[2])
@@ -184,26 +184,30 @@ def test_what_it_must_not_answer_is_left_to_flower_s_app(app: Any, case: str) ->
 def test_it_stays_off_when_asked_or_when_a_layer_it_skips_would_act(
     app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert FastFleet.for_app(app) is not None
+    assert fleet_calls(app) is not None
     monkeypatch.setenv(ENV, "0")
-    assert FastFleet.for_app(app) is None
+    assert fleet_calls(app) is None
     monkeypatch.delenv(ENV)
     app.state.fleet_event_log_plugin = object()
-    assert FastFleet.for_app(app) is None
+    assert fleet_calls(app) is None
     app.state.fleet_event_log_plugin = None
     from flwr.superlink import extensions
 
     monkeypatch.setattr(extensions, "get_middleware", lambda: (object(),))
-    assert FastFleet.for_app(app) is None
+    assert fleet_calls(app) is None
     monkeypatch.undo()
-    assert FastFleet.for_app(object()) is None  # not a SuperLink app
+    assert fleet_calls(object()) is None  # not a SuperLink app
 
 
 def test_tracing_sends_every_call_through_the_app(
     app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Flower reads FLWR_TRACING_ENABLED per request: so does the fast path."""
     node = Node_(app)
     path = "/v1/fleet/pull-messages"
+    fast = fleet_calls(app)
+    assert fast is not None
     monkeypatch.setenv("FLWR_TRACING_ENABLED", "1")
-    assert through_fast(app, path, requests(node.node_id)[path], node.headers()) is None
-    assert fleet_fast._tracing()
+    call = scope(path, node.headers())
+    assert asyncio.run(fast.answer(call, requests(node.node_id)[path], {})) is None
+    assert fleet_calls(app) is None

@@ -1,0 +1,151 @@
+"""client/runtime_fast.py against Flower's own SuperNode runtime app, byte for byte.
+
+The real runtime app (``flwr.supernode.main.create_app``, Flower's in-memory node
+state, a SuperExec secret) answers each request once through its own layers and
+once through :class:`FastRuntimeApp`'s fast path: same status, Content-Type and body,
+and every request that fails a check (no or two task tokens, an unknown token, an
+unsigned ``acquire-task``, another content type) is left to Flower's app. The
+executor serving a whole task through the fast path is
+``tests/client/test_node_runtime_serve.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import types
+import warnings
+from collections.abc import MutableMapping
+from typing import Any
+
+import pytest
+from flwr.proto.message_pb2 import PullObjectRequest
+from flwr.proto.runtime_pb2 import (
+    AcquireTaskRequest,
+    PullTaskInputRequest,
+    SendTaskHeartbeatRequest,
+)
+from flwr.supercore.constant import TASK_TOKEN_HEADER, TaskType
+from flwr.supercore.object_store import ObjectStoreFactory
+from flwr.supernode.main import create_app
+from flwr.supernode.nodestate import NodeStateFactory
+
+from fedcollab.client import runtime_fast
+from fedcollab.client.runtime_fast import ROUTES, FastRuntimeApp
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+RUN = 93951092262861618
+Reply = tuple[int, str, bytes]
+
+
+class Node:
+    def __init__(self) -> None:
+        self.factory = NodeStateFactory(ObjectStoreFactory())
+        self.state = self.factory.state()
+        self.state.set_node_id(7)
+        self.flower = create_app(state_factory=self.factory, superexec_auth_secret=b"s" * 32)
+        self.fast = FastRuntimeApp(self.flower)
+
+    def token(self) -> str:
+        task_id = self.state.create_task(task_type=TaskType.CLIENT_APP, run_id=RUN, fab_hash="")
+        assert task_id is not None
+        token = self.state.claim_task(task_id)
+        assert token
+        return str(token)
+
+
+def call(app: Any, path: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> Reply:
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "https", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "headers": headers, "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 9094), "state": {},
+    }  # fmt: skip
+    out: dict[str, Any] = {"body": b""}
+
+    async def receive() -> MutableMapping[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(event: MutableMapping[str, Any]) -> None:
+        if event["type"] == "http.response.start":
+            out["status"] = event["status"]
+            out["headers"] = event["headers"]
+        else:
+            out["body"] += event.get("body", b"")
+
+    asyncio.run(app(scope, receive, send))
+    media = next((v.decode() for k, v in out["headers"] if k.lower() == b"content-type"), "")
+    return out["status"], media, out["body"]
+
+
+def headers(
+    token: str | None, *, media: bytes = b"application/protobuf"
+) -> list[tuple[bytes, bytes]]:
+    h = [(b"content-type", media)]
+    if token is not None:
+        h.append((TASK_TOKEN_HEADER.encode(), token.encode()))
+    return h
+
+
+def both(node: Node, path: str, body: bytes, h: list[tuple[bytes, bytes]]) -> tuple[Reply, Any]:
+    """Flower's answer, and what the fast path does with the same request."""
+    scope = {"type": "http", "method": "POST", "path": path, "root_path": "", "headers": h}
+    fast = asyncio.run(node.fast.fast.answer(scope, body))
+    return call(node.flower, path, body, h), fast
+
+
+def test_calls_with_a_task_token_answer_as_flower_s_app() -> None:
+    node = Node()
+    token = node.token()
+    for path, body in [
+        ("/v1/runtime/send-task-heartbeat", SendTaskHeartbeatRequest().SerializeToString()),
+        ("/v1/runtime/pull-object", PullObjectRequest(run_id=RUN, object_id="ab" * 32)
+         .SerializeToString()),
+        ("/v1/runtime/pull-task-input", PullTaskInputRequest().SerializeToString()),
+    ]:  # fmt: skip
+        flower, fast = both(node, path, body, headers(token))
+        assert fast is not None, path
+        assert (fast[0], fast[2]) == (flower[0], flower[2]), path
+        assert call(node.fast, path, body, headers(token)) == flower, path
+
+
+@pytest.mark.parametrize(
+    "case", ["no token", "two tokens", "unknown token", "json", "unsigned acquire-task"]
+)
+def test_calls_failing_a_check_are_left_to_flower_s_app(case: str) -> None:
+    node = Node()
+    token = node.token()
+    path, body = "/v1/runtime/pull-task-input", PullTaskInputRequest().SerializeToString()
+    h = {
+        "no token": headers(None),
+        "two tokens": [*headers(token), (TASK_TOKEN_HEADER.encode(), token.encode())],
+        "unknown token": headers("f" * 64),
+        "json": headers(token, media=b"application/json"),
+        "unsigned acquire-task": headers(None),
+    }[case]
+    if case == "unsigned acquire-task":
+        path, body = "/v1/runtime/acquire-task", AcquireTaskRequest().SerializeToString()
+    flower, fast = both(node, path, body, h)
+    assert fast is None
+    assert flower[0] in (401, 403, 415)
+    assert call(node.fast, path, body, h) == flower  # the wrapper hands it to Flower's app
+
+
+def test_other_requests_and_the_lifespan_go_to_flower_s_app() -> None:
+    node = Node()
+    assert "/v1/runtime/create-task" not in ROUTES
+    h = headers(node.token())
+    assert call(node.fast, "/v1/runtime/create-task", b"", h) == call(
+        node.flower, "/v1/runtime/create-task", b"", h
+    )
+    assert node.fast.state is node.flower.state  # what uvicorn and Flower read through
+
+
+def test_install_wraps_the_factory_once() -> None:
+    module = types.ModuleType("supernode_main")
+    module.create_app = create_app  # type: ignore[attr-defined]
+    assert runtime_fast.install(module)
+    assert runtime_fast.install(module)  # idempotent
+    app = module.create_app(state_factory=NodeStateFactory(ObjectStoreFactory()))
+    assert isinstance(app, FastRuntimeApp) and not isinstance(app.app, FastRuntimeApp)
+    assert not runtime_fast.install(types.ModuleType("changed"))
