@@ -26,7 +26,7 @@ import types
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
-from fedcollab.common.protobuf_fast import REFUSED, FastCalls, Work
+from fedcollab.common.protobuf_fast import REFUSED, FastCalls, Work, customised
 
 __all__ = ["ROUTES", "FastRuntimeApp", "install", "runtime_routes"]
 
@@ -92,13 +92,14 @@ class FastRuntimeApp:
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self.fast = FastCalls(app, runtime_routes())
+        #: None where the app may answer otherwise than Flower's handlers (customised).
+        self.fast = None if customised(app) else FastCalls(app, runtime_routes())
 
     def __getattr__(self, name: str) -> Any:  # app.state, app.routes, ...
         return getattr(self.app, name)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") not in self.fast.routes:
+        if self.fast is None or scope["type"] != "http" or scope.get("path") not in ROUTES:
             await self.app(scope, receive, send)
             return
         parts: list[bytes] = []

@@ -34,7 +34,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["ENV", "REFUSED", "FastCalls", "Reply", "Work", "enabled"]
+__all__ = ["ENV", "REFUSED", "FastCalls", "Reply", "Work", "customised", "enabled"]
 
 #: ``0`` sends every call through the apps' layers.
 ENV = "FEDCOLLAB_FAST_CALLS"
@@ -51,6 +51,21 @@ Work = Callable[[Any, Any], Any]
 def enabled() -> bool:
     """Whether fast calls may be used at all (not turned off, Flower's tracing off)."""
     return os.environ.get(ENV, "1") != "0" and os.getenv("FLWR_TRACING_ENABLED") != "1"
+
+
+def customised(app: Any) -> str:
+    """Why ``app`` may answer otherwise than its routes' handlers and Flower's error
+    translation ("" if it cannot): dependency overrides or exception handlers beyond
+    FastAPI's three defaults, as an extension's ``configure_app`` could add."""
+    if getattr(app, "dependency_overrides", None):
+        return "the app overrides dependencies"
+    defaults = {"HTTPException", "RequestValidationError", "WebSocketRequestValidationError"}
+    extra = [
+        k
+        for k in getattr(app, "exception_handlers", {})
+        if getattr(k, "__name__", k) not in defaults
+    ]
+    return f"the app has its own exception handlers ({extra})" if extra else ""
 
 
 class FastCalls:

@@ -15,9 +15,10 @@ registered for the claimed node id; what ``NodeAuthMiddleware`` runs on every Fl
 call), then the route's handler on the SuperLink's ``LinkState`` (``get_linkstate``).
 A call that fails authentication goes through the app, whose layers give Flower's
 refusal. The fast path is off (None) when the app has something the skipped layers
-would act on: an extension middleware (``flwr.superlink.extensions``) or a Fleet
-event-log plugin. ``tests/coordinator/test_fleet_fast.py`` compares the answers byte
-for byte.
+would act on: an extension middleware (``flwr.superlink.extensions``), a Fleet
+event-log plugin, dependency overrides or exception handlers of its own
+(:func:`~fedcollab.common.protobuf_fast.customised`).
+``tests/coordinator/test_fleet_fast.py`` compares the answers byte for byte.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from fedcollab.common.protobuf_fast import REFUSED, FastCalls, Work, enabled
+from fedcollab.common.protobuf_fast import REFUSED, FastCalls, Work, customised, enabled
 
 __all__ = ["ROUTES", "fleet_calls"]
 
@@ -76,6 +77,8 @@ def fleet_calls(app: Any) -> FastCalls | None:
             why = "a Flower extension adds middleware"
         elif getattr(app.state, "fleet_event_log_plugin", None) is not None:
             why = "a Fleet event-log plugin is configured"
+        elif customised(app):
+            why = customised(app)
         else:
             return FastCalls(app, _routes())
     except (ImportError, KeyError, AttributeError) as exc:

@@ -177,10 +177,6 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         ("tests/client/test_client_permutation.py", "tests/client/test_client_vertical.py"),
         "loads each partner's data and settings for the handlers",
     ),
-    "client/run_contract.py": (
-        ("tests/adversarial/test_redteam_contract.py", "tests/adversarial/test_dp_releases.py"),
-        "pinned run state: repeated steps, fresh run names and other specs refused",
-    ),
     "client/secagg_node.py": (
         ("tests/adversarial/test_secagg_node.py",),
         "indirect: a malicious coordinator through the `query.secagg` stages at a real "

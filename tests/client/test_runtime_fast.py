@@ -149,3 +149,11 @@ def test_install_wraps_the_factory_once() -> None:
     app = module.create_app(state_factory=NodeStateFactory(ObjectStoreFactory()))
     assert isinstance(app, FastRuntimeApp) and not isinstance(app.app, FastRuntimeApp)
     assert not runtime_fast.install(types.ModuleType("changed"))
+
+
+def test_a_customised_app_answers_every_call_itself() -> None:
+    from flwr.supercore.error import FlowerError
+
+    app = create_app(state_factory=NodeStateFactory(ObjectStoreFactory()))
+    app.exception_handlers[FlowerError] = lambda _r, _e: None
+    assert FastRuntimeApp(app).fast is None

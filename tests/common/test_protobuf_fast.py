@@ -15,7 +15,7 @@ import pytest
 from flwr.proto.heartbeat_pb2 import SendNodeHeartbeatRequest, SendNodeHeartbeatResponse
 from flwr.supercore.error import ApiErrorCode, FlowerError
 
-from fedcollab.common.protobuf_fast import ENV, REFUSED, FastCalls, enabled
+from fedcollab.common.protobuf_fast import ENV, REFUSED, FastCalls, customised, enabled
 
 PATH = "/v1/fleet/send-node-heartbeat"
 BODY = SendNodeHeartbeatRequest(heartbeat_interval=5.0).SerializeToString()
@@ -108,3 +108,19 @@ def test_header_names_are_matched_as_starlette_matches_them() -> None:
     in-process) is not the content type for Starlette, so not for the fast path."""
     upper = scope(headers=[(b"Content-Type", b"application/protobuf")])
     assert asyncio.run(fast(ok).answer(upper, BODY)) is None
+
+
+def test_an_app_with_its_own_overrides_or_error_handlers_counts_as_customised() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from flwr.supernode.main import create_app
+
+    app = create_app()
+    assert customised(app) == ""  # Flower's app as built
+    app.exception_handlers[FlowerError] = lambda _r, _e: None
+    assert "exception handlers" in customised(app)
+    app = create_app()
+    app.dependency_overrides[enabled] = lambda: True
+    assert "overrides" in customised(app)

@@ -211,3 +211,8 @@ def test_tracing_sends_every_call_through_the_app(
     call = scope(path, node.headers())
     assert asyncio.run(fast.answer(call, requests(node.node_id)[path], {})) is None
     assert fleet_calls(app) is None
+
+
+def test_a_customised_app_answers_every_call_itself(app: Any) -> None:
+    app.dependency_overrides[fleet_calls] = lambda: None
+    assert fleet_calls(app) is None
