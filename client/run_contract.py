@@ -312,41 +312,46 @@ _OPEN = threading.local()
 _KEEP_OPEN = 4
 
 
-def _connection(path: Path) -> sqlite3.Connection:
-    """This thread's connection to the contract at ``path``: opened (0600, WAL,
-    ``synchronous=FULL``, schema) at its first use, and again once the file there was
-    removed or replaced. A connection per transaction cost an executor about 8% of its
-    CPU in a deployed round, most of it closing: the last connection of a WAL database
-    checkpoints and removes the WAL at every close (py-spy, 9 partners)."""
-    dbs: dict[str, tuple[sqlite3.Connection, tuple[int, int]]] = _OPEN.__dict__.setdefault(
-        "dbs", {}
-    )
-    key = str(path)
+def _files(path: Path) -> tuple[tuple[int, int], ...] | None:
+    """The identity (device, inode) of the database and its WAL, None if either is gone."""
     try:
-        st = os.stat(path)
-        now = (st.st_dev, st.st_ino)
+        return tuple((st.st_dev, st.st_ino) for st in (os.stat(path), os.stat(f"{path}-wal")))
     except FileNotFoundError:
-        now = None
+        return None
+
+
+def _connection(path: Path) -> sqlite3.Connection:
+    """This thread's connection to the contract at ``path``: opened (WAL,
+    ``synchronous=FULL``, schema) at its first use, and again once the database or its
+    WAL there was removed or replaced. Closing the old connection then checkpoints what
+    it wrote (from its still-open WAL) into the database it holds, so no claim is lost
+    (a red team's case: a WAL deleted under a running executor, then the executor
+    killed, lost its claims). A connection per transaction cost an executor about 8%
+    of its CPU in a deployed round, most of it closing: the last connection of a WAL
+    database checkpoints and removes the WAL at every close (py-spy, 9 partners)."""
+    private_database(path)  # 0600 at every transaction, as before; folders created
+    dbs: dict[str, tuple[sqlite3.Connection, object]] = _OPEN.__dict__.setdefault("dbs", {})
+    key = str(path)
+    now = _files(path)
     held = dbs.pop(key, None)
-    if held is not None and held[1] == now:
+    if held is not None and now is not None and held[1] == now:
         dbs[key] = held
         return held[0]
     if held is not None:
         held[0].close()
+        private_database(path)  # the close may have removed what it had created
     while len(dbs) >= _KEEP_OPEN:  # the least recently used first (dicts keep order)
         dbs.pop(next(iter(dbs)))[0].close()
-    private_database(path)  # 0600, folders created
     db = sqlite3.connect(path, timeout=60.0, isolation_level=None)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         for statement in _SCHEMA:
             db.execute(statement)
-        st = os.stat(path)
     except BaseException:
         db.close()
         raise
-    dbs[key] = (db, (st.st_dev, st.st_ino))
+    dbs[key] = (db, _files(path))
     return db
 
 

@@ -85,3 +85,54 @@ def test_a_failed_transaction_is_rolled_back_and_the_connection_stays_usable(
         db.execute("INSERT INTO answered (run, action, step, at) VALUES ('run-a', 'x', 's', 0)")
         raise RuntimeError("the computation failed")
     contract.claim("run-a", "x", "s")  # the insert above was rolled back
+
+
+def test_a_wal_deleted_under_a_running_executor_loses_no_claim(tmp_path: Path) -> None:
+    """Red team: with the kept connection, claims went on into the deleted WAL, and a
+    SIGKILL of the executor then lost them (a repeat answered after its restart)."""
+    path = tmp_path / "contract.db"
+    executor = (
+        "import sys\n"
+        "from fedcollab.client.run_contract import RunContract\n"
+        f"c = RunContract({str(path)!r})\n"
+        "c.claim('run-a', 'train.fedavg', 'round-1')\n"
+        "print('claimed', flush=True)\n"
+        "sys.stdin.readline()\n"  # the WAL is removed meanwhile
+        "c.claim('run-a', 'train.fedavg', 'round-2')\n"
+        "print('claimed', flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", executor], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline().strip() == "claimed"
+        Path(f"{path}-wal").unlink()
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "claimed"
+    finally:
+        proc.kill()
+        proc.wait(60)
+    for step in ("round-1", "round-2"):
+        with pytest.raises(ProtocolError, match="already answered"):
+            RunContract(path).claim("run-a", "train.fedavg", step)
+
+
+def test_the_database_is_narrowed_to_0600_at_every_transaction(tmp_path: Path) -> None:
+    path = tmp_path / "contract.db"
+    contract = RunContract(path)
+    contract.claim("run-a", "train.fedavg", "round-1")
+    os.chmod(path, 0o644)
+    contract.claim("run-a", "train.fedavg", "round-2")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_one_connection_serves_a_thread_s_transactions(tmp_path: Path) -> None:
+    path = tmp_path / "contract.db"
+    RunContract(path).claim("run-a", "train.fedavg", "round-1")
+    first = run_contract._OPEN.dbs[str(path)][0]
+    RunContract(path).claim("run-a", "train.fedavg", "round-2")
+    RunContract(path).expired()
+    assert run_contract._OPEN.dbs[str(path)][0] is first
