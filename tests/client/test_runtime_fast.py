@@ -11,7 +11,6 @@ executor serving a whole task through the fast path is
 
 from __future__ import annotations
 
-import asyncio
 import types
 import warnings
 from collections.abc import MutableMapping
@@ -31,6 +30,7 @@ from flwr.supernode.nodestate import NodeStateFactory
 
 from fedcollab.client import runtime_fast
 from fedcollab.client.runtime_fast import ROUTES, FastRuntimeApp
+from tests.support.event_loop import run
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -73,7 +73,7 @@ def call(app: Any, path: str, body: bytes, headers: list[tuple[bytes, bytes]]) -
         else:
             out["body"] += event.get("body", b"")
 
-    asyncio.run(app(scope, receive, send))
+    run(app(scope, receive, send))
     media = next((v.decode() for k, v in out["headers"] if k.lower() == b"content-type"), "")
     return out["status"], media, out["body"]
 
@@ -90,7 +90,7 @@ def headers(
 def both(node: Node, path: str, body: bytes, h: list[tuple[bytes, bytes]]) -> tuple[Reply, Any]:
     """Flower's answer, and what the fast path does with the same request."""
     scope = {"type": "http", "method": "POST", "path": path, "root_path": "", "headers": h}
-    fast = asyncio.run(node.fast.fast.answer(scope, body))
+    fast = run(node.fast.fast.answer(scope, body))
     return call(node.flower, path, body, h), fast
 
 

@@ -7,7 +7,6 @@ answers of the real Fleet and runtime routes are compared with Flower's apps in
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -16,6 +15,7 @@ from flwr.proto.heartbeat_pb2 import SendNodeHeartbeatRequest, SendNodeHeartbeat
 from flwr.supercore.error import ApiErrorCode, FlowerError
 
 from fedcollab.common.protobuf_fast import ENV, REFUSED, FastCalls, customised, enabled
+from tests.support.event_loop import run
 
 PATH = "/v1/fleet/send-node-heartbeat"
 BODY = SendNodeHeartbeatRequest(heartbeat_interval=5.0).SerializeToString()
@@ -37,7 +37,7 @@ def ok(_request: Any, message: Any) -> Any:
 
 
 def test_a_call_is_answered_with_the_handler_s_protobuf() -> None:
-    status, headers, body = asyncio.run(fast(ok).answer(scope(), BODY))
+    status, headers, body = run(fast(ok).answer(scope(), BODY))
     assert (status, headers) == (200, [(b"content-type", b"application/protobuf")])
     assert SendNodeHeartbeatResponse.FromString(body).success
 
@@ -54,26 +54,26 @@ def test_a_call_is_answered_with_the_handler_s_protobuf() -> None:
     ],
 )
 def test_calls_it_does_not_serve_are_left_to_the_app(change: dict[str, Any]) -> None:
-    assert asyncio.run(fast(ok).answer(scope(**change), BODY)) is None
+    assert run(fast(ok).answer(scope(**change), BODY)) is None
 
 
 def test_a_body_that_does_not_parse_and_a_refused_caller_are_left_to_the_app() -> None:
-    assert asyncio.run(fast(ok).answer(scope(), b"\xff\xff\xff")) is None
-    assert asyncio.run(fast(lambda _r, _m: REFUSED).answer(scope(), BODY)) is None
+    assert run(fast(ok).answer(scope(), b"\xff\xff\xff")) is None
+    assert run(fast(lambda _r, _m: REFUSED).answer(scope(), BODY)) is None
 
 
 def test_a_handler_s_error_becomes_flower_s_answer() -> None:
     def missing(_request: Any, _message: Any) -> Any:
         raise FlowerError(ApiErrorCode.RUN_ID_NOT_FOUND, "no such run")
 
-    status, headers, body = asyncio.run(fast(missing).answer(scope(), BODY))
+    status, headers, body = run(fast(missing).answer(scope(), BODY))
     assert status == 404 and (b"content-type", b"application/json") in headers
     assert json.loads(body)["detail"] == "Run ID not found."  # Flower's public message
 
     def broken(_request: Any, _message: Any) -> Any:
         raise RuntimeError("internal detail")
 
-    status, _, body = asyncio.run(fast(broken).answer(scope(), BODY))
+    status, _, body = run(fast(broken).answer(scope(), BODY))
     assert status == 500 and b"internal detail" not in body
 
 
@@ -83,11 +83,11 @@ def test_it_can_be_turned_off_and_stays_off_while_flower_traces(
     assert enabled()
     monkeypatch.setenv(ENV, "0")
     assert not enabled()
-    assert asyncio.run(fast(ok).answer(scope(), BODY)) is None
+    assert run(fast(ok).answer(scope(), BODY)) is None
     monkeypatch.delenv(ENV)
     monkeypatch.setenv("FLWR_TRACING_ENABLED", "1")
     assert not enabled()
-    assert asyncio.run(fast(ok).answer(scope(), BODY)) is None
+    assert run(fast(ok).answer(scope(), BODY)) is None
 
 
 def test_a_declined_call_leaves_the_app_s_state_as_it_was() -> None:
@@ -97,9 +97,9 @@ def test_a_declined_call_leaves_the_app_s_state_as_it_was() -> None:
     handler on it."""
     state: dict[str, Any] = {"lifespan": 1}
     call = scope(state={"uvicorn": 2})
-    assert asyncio.run(fast(lambda _r, _m: REFUSED).answer(call, BODY, state)) is None
+    assert run(fast(lambda _r, _m: REFUSED).answer(call, BODY, state)) is None
     assert state == {"lifespan": 1}
-    assert asyncio.run(fast(lambda _r, _m: REFUSED).answer(call, BODY)) is None
+    assert run(fast(lambda _r, _m: REFUSED).answer(call, BODY)) is None
     assert call["state"] == {"uvicorn": 2}
 
 
@@ -107,7 +107,7 @@ def test_header_names_are_matched_as_starlette_matches_them() -> None:
     """ASGI servers send header names in lower case; an upper-case name (possible only
     in-process) is not the content type for Starlette, so not for the fast path."""
     upper = scope(headers=[(b"Content-Type", b"application/protobuf")])
-    assert asyncio.run(fast(ok).answer(upper, BODY)) is None
+    assert run(fast(ok).answer(upper, BODY)) is None
 
 
 def test_an_app_with_its_own_overrides_or_error_handlers_counts_as_customised() -> None:

@@ -11,7 +11,6 @@ and object traffic of real jobs runs through it in every deployed integration te
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import warnings
 from base64 import b64encode
@@ -40,6 +39,7 @@ from flwr.supercore.primitives.asymmetric import (
 from fedcollab.common.protobuf_fast import ENV
 from fedcollab.coordinator.fleet_fast import ROUTES, fleet_calls
 from fedcollab.coordinator.fleet_gateway import _call_upstream
+from tests.support.event_loop import run
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -94,7 +94,7 @@ def _media(headers: list[tuple[bytes, bytes]]) -> str:
 
 
 def through_app(app: Any, path: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> Reply:
-    r = asyncio.run(_call_upstream(app, scope(path, headers), body, {}))
+    r = run(_call_upstream(app, scope(path, headers), body, {}))
     return r.status, _media(r.headers), r.content
 
 
@@ -103,7 +103,7 @@ def through_fast(
 ) -> Reply | None:
     fast = fleet_calls(app)
     assert fast is not None
-    r = asyncio.run(fast.answer(scope(path, headers), body, {}))
+    r = run(fast.answer(scope(path, headers), body, {}))
     return None if r is None else (r[0], _media(r[1]), r[2])
 
 
@@ -209,7 +209,7 @@ def test_tracing_sends_every_call_through_the_app(
     assert fast is not None
     monkeypatch.setenv("FLWR_TRACING_ENABLED", "1")
     call = scope(path, node.headers())
-    assert asyncio.run(fast.answer(call, requests(node.node_id)[path], {})) is None
+    assert run(fast.answer(call, requests(node.node_id)[path], {})) is None
     assert fleet_calls(app) is None
 
 
