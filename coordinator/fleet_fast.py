@@ -29,7 +29,7 @@ from typing import Any
 
 from fedcollab.common.protobuf_fast import REFUSED, FastCalls, Work, customised, enabled
 
-__all__ = ["ROUTES", "fleet_calls"]
+__all__ = ["ROUTES", "fleet_calls", "off_reason"]
 
 log = logging.getLogger(__name__)
 
@@ -66,22 +66,32 @@ def _routes() -> dict[str, Work]:
     return {path: route(*spec) for path, spec in ROUTES.items()}
 
 
-def fleet_calls(app: Any) -> FastCalls | None:
-    """The fast path for the SuperLink ``app``, or None where it must stay off."""
-    if not enabled() or getattr(getattr(app, "state", None), "linkstate_factory", None) is None:
-        return None  # turned off, or not Flower's SuperLink app (e.g. a test's stand-in)
+def off_reason(app: Any, *, fleet: bool) -> str:
+    """Why the SuperLink ``app`` must answer every call through its own layers ("" if
+    nothing the fast path skips would act): a Flower extension's middleware, dependency
+    overrides or exception handlers of the app's own, and for Fleet calls
+    (``fleet``) a Fleet event-log plugin."""
     try:
         from flwr.superlink import extensions
 
         if tuple(extensions.get_middleware()):
-            why = "a Flower extension adds middleware"
-        elif getattr(app.state, "fleet_event_log_plugin", None) is not None:
-            why = "a Fleet event-log plugin is configured"
-        elif customised(app):
-            why = customised(app)
-        else:
+            return "a Flower extension adds middleware"
+        if fleet and getattr(app.state, "fleet_event_log_plugin", None) is not None:
+            return "a Fleet event-log plugin is configured"
+        return customised(app)
+    except (ImportError, AttributeError) as exc:
+        return repr(exc)
+
+
+def fleet_calls(app: Any) -> FastCalls | None:
+    """The fast path for the SuperLink ``app``, or None where it must stay off."""
+    if not enabled() or getattr(getattr(app, "state", None), "linkstate_factory", None) is None:
+        return None  # turned off, or not Flower's SuperLink app (e.g. a test's stand-in)
+    why = off_reason(app, fleet=True)
+    if not why:
+        try:
             return FastCalls(app, _routes())
-    except (ImportError, KeyError, AttributeError) as exc:
-        why = repr(exc)
+        except (ImportError, KeyError, AttributeError) as exc:
+            why = repr(exc)
     log.warning("every Fleet call goes through Flower's app layers: %s", why)
     return None

@@ -2,8 +2,7 @@
 
     python -m fedcollab.coordinator.superlink_launch --node-journal PATH <flower-superlink options>
 
-The journal's format, reader and writer are :mod:`coordinator.node_journal`; here
-are the state that writes and replays it and the launcher that installs that state.
+The journal is :mod:`coordinator.node_journal`; here, the state that writes and replays it.
 
 The SuperLink keeps its state in memory (``--database :flwr-in-memory:``: Flower's
 ``InMemoryLinkState`` and ``InMemoryObjectStore``). With Flower's SQLite state
@@ -73,6 +72,7 @@ from fedcollab.common.third_party_noise import plain_flower_logs
 from fedcollab.coordinator.fleet_gateway import ASGIApp, make_gateway
 from fedcollab.coordinator.fleet_guard import guarded, max_connections, raise_open_file_limit
 from fedcollab.coordinator.node_journal import NodeJournal, NodeRecord
+from fedcollab.coordinator.serverappio_fast import serverappio_app
 
 __all__ = [
     "IN_MEMORY",
@@ -329,12 +329,12 @@ def serve(app: ASGIApp, public: tuple[str, int], notices: Path | None, **loopbac
     the ``public`` (host, port), same certificate, same event loop (blocks).
 
     Flower's lifespan (its SuperExec, which starts the ServerApps) belongs to the
-    loopback server; the public port opens only after it started, so a TLS handshake
-    there means the whole coordinator is up. When either server stops, so does the
-    other."""
-    loopback.pop("reload", None)
-    loopback.pop("workers", None)
-    inner = uvicorn.Server(uvicorn.Config(app=app, **loopback))
+    loopback server (the ServerApp's calls: coordinator/serverappio_fast.py); the
+    public port opens only after it started, so a TLS handshake there means the whole
+    coordinator is up. When either server stops, so does the other."""
+    for option in ("reload", "workers"):
+        loopback.pop(option, None)
+    inner = uvicorn.Server(uvicorn.Config(app=serverappio_app(app), **loopback))
 
     def lifespan_state() -> Mapping[str, Any]:
         lifespan = getattr(inner, "lifespan", None)

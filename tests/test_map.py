@@ -267,6 +267,11 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         "several requests in one message: each answered as if alone, malformed envelopes"
         " refused whole, masked steps' stages batched per partner",
     ),
+    "common/runtime_fast.py": (
+        ("tests/coordinator/test_serverappio_fast.py", "tests/client/test_runtime_fast.py"),
+        "the SuperLink's and the SuperNode's runtime calls answered as Flower's apps, byte"
+        " for byte; failed checks left to them",
+    ),
     "common/serde.py": (
         (
             "tests/common/test_common_jobspec_serde.py",
