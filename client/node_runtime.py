@@ -237,7 +237,10 @@ def answer(app: Any, message: Any, context: Any) -> tuple[Any, str, str]:
         return Message(error, reply_to=message), SubStatus.FAILED, details
 
 
-def _serve_task(token: str, shared: Any, node_config: Mapping[str, str]) -> None:
+def _serve_task(client: Any, node_config: Mapping[str, str]) -> None:
+    """Serve one task through ``client``, the task's runtime client (its token fixed:
+    :func:`_for_task` over HTTPS, or :class:`~fedcollab.client.runtime_local.
+    LocalRuntimeClient` in the SuperNode's process)."""
     from flwr.app import Message
     from flwr.app.error import Error
     from flwr.common.constant import ErrorCode, SubStatus
@@ -251,7 +254,6 @@ def _serve_task(token: str, shared: Any, node_config: Mapping[str, str]) -> None
     from fedcollab.client.client_app import app
 
     _bound_object_pulls()
-    client = _for_task(shared, token)
     heartbeat = HeartbeatSender(_later_heartbeats(client))
     heartbeat.start()
     context = None
@@ -345,8 +347,71 @@ def _wait_for_notice(fd: int | None, timeout_s: float) -> int | None:
     return fd
 
 
+def _supernode_args(argv: list[str]) -> list[str]:
+    """The ``flower-supernode`` options of the node's SuperNode command line
+    (``python -m fedcollab.client.fleet_poll <options>``)."""
+    module = "fedcollab.client.fleet_poll"
+    if module not in argv:
+        raise FedcollabError(
+            f"the node's settings start no {module} ({argv[:3]})",
+            hint="restart the node with `fedcollab node start` (it rewrites its settings)",
+        )
+    return argv[argv.index(module) + 1 :]
+
+
+def _execute_in_thread(app: Any, node_config: Mapping[str, str], notice: int) -> None:
+    """The executor's task loop on the SuperNode ``app``'s own state (runs in a
+    daemon thread beside the SuperNode, client/runtime_local.py)."""
+    from flwr.proto.runtime_pb2 import AcquireTaskRequest
+    from flwr.supercore.constant import TaskType
+
+    from fedcollab.client.runtime_local import LocalRuntimeClient
+
+    try:
+        log.info("warmed up local training in %.2f s", warm_up())
+    except Exception:
+        log.warning("warm-up of local training failed; round 1 pays it", exc_info=True)
+    local = LocalRuntimeClient(app.result())
+    waiting: int | None = notice
+    request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
+    while True:
+        try:
+            res = local.AcquireTask(request)
+            if res.HasField("task") and res.token:
+                _serve_task(local.for_task(res.token), node_config)
+                continue
+        except Exception:  # keep serving: the next task may be fine
+            log.exception("taking a task failed")
+        waiting = _wait_for_notice(waiting, _POLL_S)
+
+
+def serve_in_process(settings: Mapping[str, Any], node_config: Mapping[str, str]) -> int:
+    """Run ``flower-supernode`` in this process's main thread and the executor's task
+    loop in a second one (client/runtime_local.py); until the SuperNode exits."""
+    import threading
+
+    from flwr.supernode import main as supernode_app
+
+    from fedcollab.client import fleet_poll
+    from fedcollab.client.runtime_local import capture_app
+
+    args = _supernode_args(list(settings["supernode"]))
+    app = capture_app(supernode_app)  # before fleet_poll wraps the factory
+    notice, notify = os.pipe()  # the SuperNode writes a byte per message it stored
+    os.set_blocking(notice, False)
+    os.environ[NOTIFY_FD_ENV] = str(notify)
+    executor = threading.Thread(
+        target=_execute_in_thread, args=(app, node_config, notice), name="executor", daemon=True
+    )
+    executor.start()
+    sys.argv = ["fleet_poll", *args]
+    return fleet_poll.main()
+
+
 def serve(state: NodeState) -> int:
-    """Start ``flower-supernode`` and execute its ClientApp tasks until it exits."""
+    """Start ``flower-supernode`` and execute its ClientApp tasks until it exits: in
+    this process by default, or with ``FEDCOLLAB_NODE_EXECUTOR=process`` as its parent
+    over the runtime API (client/runtime_local.py)."""
     from flwr.proto.runtime_pb2 import AcquireTaskRequest
     from flwr.supercore.constant import TaskType
     from flwr.supercore.interceptors import (
@@ -356,6 +421,8 @@ def serve(state: NodeState) -> int:
     from flwr.supercore.retry import make_simple_http_retry_invoker
     from flwr.supercore.runtime import RuntimeHttpClient
 
+    from fedcollab.client.runtime_local import in_process
+
     settings = load_settings(state)
     node_config = {str(k): str(v) for k, v in settings["node_config"].items()}
     address = str(settings["runtime_address"])
@@ -364,6 +431,8 @@ def serve(state: NodeState) -> int:
     with contextlib.suppress(ImportError):
         import torch  # noqa: F401 - the handlers import it lazily: pay it here, not in round 1
 
+    if in_process():
+        return serve_in_process(settings, node_config)
     notice, notify = os.pipe()  # the SuperNode writes a byte per message it stored
     os.set_blocking(notice, False)
     proc = subprocess.Popen(
@@ -410,7 +479,7 @@ def serve(state: NodeState) -> int:
                 time.sleep(0.5)
                 continue
             if res.HasField("task") and res.token:
-                _serve_task(res.token, task_client, node_config)
+                _serve_task(_for_task(task_client, res.token), node_config)
             else:
                 waiting = _wait_for_notice(waiting, _POLL_S)
         return proc.returncode or 0

@@ -29,6 +29,8 @@ ROUTES: Mapping[str, str | None] = {
     PREFIX + "acquire-task": "acquire_task",
     PREFIX + "pull-task-input": "pull_task_input",
     PREFIX + "push-task-output": "push_task_output",
+    PREFIX + "pull-messages": "pull_messages",
+    PREFIX + "push-messages": "push_messages",
     PREFIX + "pull-object": "pull_object",
     PREFIX + "push-object": "push_object",
     PREFIX + "confirm-message-received": "confirm_message_received",

@@ -1,6 +1,7 @@
 """A deployed round with and without fedcollab's fast calls, side by side in one run.
 
     python -m experiments.bench_fast_calls --out results/experiments [--rounds 14]
+    python -m experiments.bench_fast_calls --compare executor [--encryption ckks]
 
 The demo's purchase job (``experiments.bench_deployment.spec_for``) runs on a real
 local federation (SuperLink behind the TLS Fleet gateway, one SuperNode and executor
@@ -17,6 +18,12 @@ It reports the median round (rounds 2..R of every run of the mode) and the CPU p
 round of each kind of process, and the ratios fast / layers. Writes
 ``<out>/bench_fast_calls.json``. ``--encryption`` defaults to ``none`` (one message
 per partner per round: the calls are the largest share there).
+
+``--compare executor`` runs the same side by side for where each partner's executor
+runs (:mod:`fedcollab.client.runtime_local`): ``FEDCOLLAB_NODE_EXECUTOR=process`` (a
+process of its own, every runtime call over HTTPS to its SuperNode) against the
+default (a thread of the SuperNode's process, runtime calls as function calls); it
+writes ``<out>/bench_node_executor.json``.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import platform
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -38,12 +46,35 @@ from rich.table import Table
 from experiments.bench_deployment import _deployment, pooled, spec_for
 from experiments.he_equivalence import code_version
 from experiments.horizontal import prepare_partners
+from fedcollab.client.runtime_local import EXECUTOR_ENV
 from fedcollab.common.protobuf_fast import ENV
 
-__all__ = ["MODES", "main", "ratios"]
+__all__ = ["COMPARISONS", "MODES", "Comparison", "main", "ratios"]
 
 #: Mode -> the value of FEDCOLLAB_FAST_CALLS it runs with (None: unset, on).
 MODES: Mapping[str, str | None] = {"app_layers": "0", "fast_calls": None}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two settings of one environment variable the federation's processes inherit:
+    the first mode is the baseline, the second what it is compared with."""
+
+    env: str
+    modes: Mapping[str, str | None]  # mode -> value (None: unset)
+    labels: tuple[str, str]
+    output: str
+
+
+COMPARISONS: Mapping[str, Comparison] = {
+    "fast_calls": Comparison(ENV, MODES, ("Flower's app layers", "fast calls"), "bench_fast_calls"),
+    "executor": Comparison(
+        EXECUTOR_ENV,
+        {"executor_process": "process", "executor_thread": None},
+        ("executor process (HTTPS)", "executor in the SuperNode"),
+        "bench_node_executor",
+    ),
+}
 
 
 def ratios(layers: Mapping[str, Any], fast: Mapping[str, Any]) -> dict[str, float]:
@@ -60,26 +91,30 @@ def ratios(layers: Mapping[str, Any], fast: Mapping[str, Any]) -> dict[str, floa
     }
 
 
-def _run(mode: str, spec: Any, sources: Any, root: Path) -> dict[str, Any]:
-    value = MODES[mode]
-    before = os.environ.pop(ENV, None)
+def _run(
+    mode: str, spec: Any, sources: Any, root: Path, compare: str = "fast_calls"
+) -> dict[str, Any]:
+    env = COMPARISONS[compare].env
+    value = COMPARISONS[compare].modes[mode]
+    before = os.environ.pop(env, None)
     if value is not None:
-        os.environ[ENV] = value  # the federation's processes inherit it
+        os.environ[env] = value  # the federation's processes inherit it
     try:
         return _deployment(spec, sources, root)
     finally:
-        os.environ.pop(ENV, None)
+        os.environ.pop(env, None)
         if before is not None:
-            os.environ[ENV] = before
+            os.environ[env] = before
 
 
 def render(res: Mapping[str, Any]) -> Table:
-    layers, fast = res["modes"]["app_layers"], res["modes"]["fast_calls"]
+    comparison = COMPARISONS[res.get("compare", "fast_calls")]
+    layers, fast = (res["modes"][mode] for mode in comparison.modes)
     table = Table(
         title=f"Deployed round, {len(res['partners'])} partners, encryption "
         f"{res['job']['encryption']}, {res['job']['rounds']} rounds"
     )
-    for col in ("measure", "Flower's app layers", "fast calls", "fast / layers"):
+    for col in ("measure", *comparison.labels, "second / first"):
         table.add_column(col, justify="left" if col == "measure" else "right")
     median = [f"{x['median_round_s']:.2f} s" for x in (layers, fast)]
     table.add_row("median round", *median, f"{res['ratios']['median_round']:.2f}x")
@@ -101,7 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=14, help="rounds per job (at least 3)")
     ap.add_argument("--encryption", choices=("ckks", "none"), default="none")
     ap.add_argument("--repeats", type=int, default=2, help="runs of each mode, interleaved")
+    ap.add_argument("--compare", choices=sorted(COMPARISONS), default="fast_calls")
     args = ap.parse_args(argv)
+    comparison = COMPARISONS[args.compare]
     if args.rounds < 3:
         ap.error("--rounds must be at least 3 (round 1 is not timed)")
     if args.repeats < 1:
@@ -110,25 +147,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(width=None if sys.stdout.isatty() else 110)
     out: Path = args.out.resolve()
     t0, load_start = time.monotonic(), os.getloadavg()[0]
-    root = out / "bench-fast-calls"
+    root = out / comparison.output.replace("_", "-")
     sources = prepare_partners(root / "partners")
     spec = spec_for(sources[0].schema, rounds=args.rounds, encryption=args.encryption)
-    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in comparison.modes}
     for rep in range(args.repeats):
-        for mode in MODES:
-            run = _run(mode, spec, sources, root / f"{mode}-{rep + 1}")
+        for mode in comparison.modes:
+            run = _run(mode, spec, sources, root / f"{mode}-{rep + 1}", args.compare)
             runs[mode].append(run)
             console.print(f"{mode} (run {rep + 1}/{args.repeats}): median round "
                           f"{run['median_round_s']:.2f} s")  # fmt: skip
     modes = {mode: pooled(r) for mode, r in runs.items()}
     res: dict[str, Any] = {
-        "benchmark": "bench_fast_calls",
+        "benchmark": comparison.output,
         "command": ["python", "-m", "experiments.bench_fast_calls", *given],
+        "compare": args.compare,
+        "environment_variable": comparison.env,
         "partners": [s.partner for s in sources],
         "job": {"rounds": args.rounds, "encryption": args.encryption, "model": "logreg"},
         "repeats": args.repeats,
         "modes": modes,
-        "ratios": ratios(modes["app_layers"], modes["fast_calls"]),
+        "ratios": ratios(*(modes[mode] for mode in comparison.modes)),
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
@@ -142,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     console.print(render(res))
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "bench_fast_calls.json"
+    path = out / f"{comparison.output}.json"
     path.write_text(json.dumps(res, indent=2) + "\n")
     console.print(f"wrote {path} ({res['wall_time_s']:.0f} s in all)")
     return 0

@@ -116,6 +116,11 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         "`fedcollab run` in Flower's simulation engine on the example's partner files",
     ),
     # --- client/: what a partner runs ----------------------------------------------
+    "client/runtime_local.py": (
+        ("tests/client/test_node_runtime_serve.py", "tests/adversarial/test_outsider.py"),
+        "the executor serves a task on the SuperNode's own state; a finished task's calls act"
+        " on nothing; every deployed test's nodes run it",
+    ),
     "client/vertical_oprf.py": (
         ("tests/client/test_client_vertical.py", "tests/adversarial/test_cm20_attacks.py"),
         "a vertical job's full schedule with vertical.psi = 'cm20' over the in-memory relay "

@@ -248,7 +248,8 @@ def test_no_data_key_or_grant_path_on_any_command_line(federation: LocalFederati
     src = federation.partners[0]
     node_dir = federation.ws.node_dir(src.partner)
     cmdlines = _cmdlines_in_group(federation.nodes[src.partner].pid)
-    assert any("fedcollab.client.fleet_poll" in c for c in cmdlines), cmdlines  # the SuperNode
+    # The node: its executor with the SuperNode in one process (client/runtime_local.py).
+    assert any("fedcollab.client.node_runtime" in c for c in cmdlines), cmdlines
     secrets = [
         str(src.data.resolve()),
         str(src.schema.resolve()),

@@ -3,7 +3,9 @@
 Flower's runtime app (``flwr.supernode.main.create_app``) runs here under uvicorn with
 the node's own runtime TLS, as ``flower-supernode`` serves it, on Flower's own node
 state; :func:`node_runtime._serve_task` takes the task with its token, as the
-executor does. What the SuperNode's loop would push is then read from that state.
+executor does: over the runtime API (HTTPS, Flower's app or fedcollab's fast path),
+or in the SuperNode's process with :class:`LocalRuntimeClient` (client/runtime_local.py,
+the default). What the SuperNode's loop would push is then read from that state.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from flwr.supernode.main import create_app
 from flwr.supernode.nodestate import NodeState as FlowerNodeState
 from flwr.supernode.nodestate import NodeStateFactory
 
-from fedcollab.client.node_runtime import _serve_task, _task_client
+from fedcollab.client.node_runtime import _for_task, _serve_task, _task_client
 from fedcollab.client.runtime_fast import FastRuntimeApp
 from fedcollab.client.runtime_folder import NodeState, runtime_tls
+from fedcollab.client.runtime_local import LocalRuntimeClient, TaskTokenRevoked
 from fedcollab.common.job_fab import JOB_FAB_MODULE, JOB_FAB_MODULE_TEXT
 from fedcollab.coordinator.submit import _APP_PYPROJECT
 
@@ -55,7 +58,7 @@ def _job_fab() -> bytes:
 class _SuperNode:
     """Flower's runtime API over the node's TLS, on Flower's in-memory node state."""
 
-    def __init__(self, root: Path, *, fast: bool = False) -> None:
+    def __init__(self, root: Path, *, fast: bool = False, local: bool = False) -> None:
         self.dir = NodeState(root)
         runtime_tls(self.dir)
         self.factory = NodeStateFactory(ObjectStoreFactory())
@@ -65,6 +68,8 @@ class _SuperNode:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         app = create_app(state_factory=self.factory, superexec_auth_secret=b"s" * 32)
+        self.flower_app = app
+        self.local = local
         #: The calls the fast path answered (the others went to Flower's app).
         self.fast_calls: list[str] = []
         self.fast = fast
@@ -130,15 +135,28 @@ class _SuperNode:
         self.thread.join(30)
 
 
-@pytest.fixture(params=["flower", "fast"])
+@pytest.fixture(params=["flower", "fast", "local"])
 def supernode(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[_SuperNode]:
-    """Flower's app as ``flower-supernode`` builds it, and with fedcollab's fast path
-    (client/runtime_fast.py, installed in every deployed node)."""
-    node = _SuperNode(tmp_path, fast=request.param == "fast")
+    """Flower's app as ``flower-supernode`` builds it, with fedcollab's fast path
+    (client/runtime_fast.py), and the executor in the SuperNode's process
+    (client/runtime_local.py: no HTTP at all)."""
+    node = _SuperNode(tmp_path, fast=request.param == "fast", local=request.param == "local")
     try:
         yield node
     finally:
         node.close()
+
+
+def serve(supernode: _SuperNode, token: str) -> None:
+    """The executor's serving of the task ``token``, as the node runs it."""
+    if supernode.local:
+        _serve_task(LocalRuntimeClient(supernode.flower_app).for_task(token), {})
+        return
+    client = _task_client(f"127.0.0.1:{supernode.port}", supernode.dir.tls_ca.read_bytes())
+    try:
+        _serve_task(_for_task(client, token), {})
+    finally:
+        client.close()
 
 
 def test_a_message_type_without_a_handler_is_answered_with_an_error(
@@ -148,11 +166,7 @@ def test_a_message_type_without_a_handler_is_answered_with_an_error(
     reply, and the SuperNode's loop waited for one forever (client/unanswered.py)."""
     supernode.run_known()
     message, token = supernode.deliver("query.nosuch")
-    client = _task_client(f"127.0.0.1:{supernode.port}", supernode.dir.tls_ca.read_bytes())
-    try:
-        _serve_task(token, client, {})
-    finally:
-        client.close()
+    serve(supernode, token)
     (reply,) = supernode.state.get_messages_legacy(is_reply=True)
     assert reply.metadata.reply_to_message_id == message.metadata.message_id
     assert reply.has_error() and reply.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION
@@ -161,6 +175,36 @@ def test_a_message_type_without_a_handler_is_answered_with_an_error(
     assert task.status.status == Status.FINISHED
     assert task.status.sub_status == SubStatus.FAILED
     if supernode.fast:  # the fast path served the task's calls, not Flower's app
-        assert {"pull-task-input", "push-object", "push-task-output"} <= set(
-            supernode.fast_calls
-        ), supernode.fast_calls
+        assert {
+            "pull-task-input",
+            "pull-messages",
+            "push-messages",
+            "push-object",
+            "push-task-output",
+        } <= set(supernode.fast_calls), supernode.fast_calls
+
+
+def test_a_finished_task_s_calls_act_on_nothing(tmp_path: Path) -> None:
+    """In the SuperNode's process as over HTTP (a 401): a call under the token of a task
+    the SuperNode finished fails and changes nothing, and one without a token too."""
+    from flwr.proto.message_pb2 import PullObjectRequest
+    from flwr.proto.runtime_pb2 import AcquireTaskRequest, PullTaskInputRequest
+
+    node = _SuperNode(tmp_path, local=True)
+    try:
+        node.run_known()
+        _, token = node.deliver("query.nosuch")
+        local = LocalRuntimeClient(node.flower_app)
+        serve(node, token)  # the task ends: its token is revoked
+        (task,) = node.state.get_tasks(run_ids=[RUN])
+        assert task.status.status == Status.FINISHED
+        for client in (local.for_task(token), local.for_task("f" * 64), local):
+            with pytest.raises(TaskTokenRevoked):
+                client.PullTaskInput(PullTaskInputRequest())
+            with pytest.raises(TaskTokenRevoked):
+                client.PullObject(PullObjectRequest(run_id=RUN, object_id="ab" * 32))
+        assert not local.AcquireTask(
+            AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
+        ).HasField("task")  # nothing left to take
+    finally:
+        node.close()

@@ -31,3 +31,19 @@ def test_the_ratios_are_fast_over_layers() -> None:
     r = ratios({"median_round_s": 1.0, "cpu_per_round_s": {"x": 2.0}},
                {"median_round_s": 0.5, "cpu_per_round_s": {"x": 1.0}})  # fmt: skip
     assert r == {"median_round": 0.5, "cpu_per_round": 0.5}
+
+
+@pytest.mark.parametrize("mode", ["executor_process", "executor_thread"])
+def test_the_executor_comparison_runs_each_mode_with_its_executor(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fedcollab.client.runtime_local import EXECUTOR_ENV, in_process
+
+    seen: list[bool] = []
+    monkeypatch.setattr(
+        bench_fast_calls, "_deployment", lambda *_a: seen.append(in_process()) or {}
+    )
+    monkeypatch.setenv(EXECUTOR_ENV, "thread")
+    bench_fast_calls._run(mode, None, None, None, "executor")  # type: ignore[arg-type]
+    assert seen == [mode == "executor_thread"]
+    assert os.environ[EXECUTOR_ENV] == "thread"  # restored
