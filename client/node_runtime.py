@@ -371,18 +371,25 @@ def _execute_in_thread(app: Any, node_config: Mapping[str, str], notice: int) ->
         log.info("warmed up local training in %.2f s", warm_up())
     except Exception:
         log.warning("warm-up of local training failed; round 1 pays it", exc_info=True)
-    local = LocalRuntimeClient(app.result())
-    waiting: int | None = notice
-    request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
-    while True:
-        try:
-            res = local.AcquireTask(request)
-            if res.HasField("task") and res.token:
-                _serve_task(local.for_task(res.token), node_config)
-                continue
-        except Exception:  # keep serving: the next task may be fine
-            log.exception("taking a task failed")
-        waiting = _wait_for_notice(waiting, _POLL_S)
+    try:
+        local = LocalRuntimeClient(app.result())
+        waiting: int | None = notice
+        request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
+        while True:
+            try:
+                res = local.AcquireTask(request)
+                if res.HasField("task") and res.token:
+                    _serve_task(local.for_task(res.token), node_config)
+                    continue
+            except Exception:  # keep serving: the next task may be fine
+                log.exception("taking a task failed")
+            waiting = _wait_for_notice(waiting, _POLL_S)
+    except BaseException:
+        # A node whose executor is gone would stay online and answer nothing: stop it
+        # (Flower's SIGTERM handling shuts the SuperNode down), so it shows as offline.
+        log.critical("the executor stopped; stopping the node", exc_info=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise
 
 
 def serve_in_process(settings: Mapping[str, Any], node_config: Mapping[str, str]) -> int:
@@ -392,6 +399,8 @@ def serve_in_process(settings: Mapping[str, Any], node_config: Mapping[str, str]
 
     from flwr.supernode import main as supernode_app
 
+    import fedcollab.protocols.local_training
+    import fedcollab.protocols.models  # noqa: F401 - the warm-up's, imported before the thread
     from fedcollab.client import fleet_poll
     from fedcollab.client.runtime_local import capture_app
 
