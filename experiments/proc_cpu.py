@@ -2,12 +2,14 @@
 
     with CpuSampler() as cpu:
         ...  # run a job whose progress events carry wall-clock times
-    cpu.between(t0, t1)  # {"superlink": 1.8, "executor": 4.1, ...} core-seconds
+    cpu.between(t0, t1)  # {"superlink": 1.8, "node": 4.1, ...} core-seconds
 
 A thread reads ``/proc/<pid>/stat`` (user + system time) of this process and every
 descendant every ``interval_s`` and keeps the running totals per kind
 (:data:`KINDS`: the SuperLink, the coordinator's supervisor, Flower's SuperExec and
-ServerApp, each partner's SuperNode and executor; anything else, such as the
+ServerApp, each partner's node: its executor, with its SuperNode in the same process by
+default (client/runtime_local.py), or its SuperNode process of its own with
+``FEDCOLLAB_NODE_EXECUTOR=process``; anything else, such as the
 simulation engine's Ray workers and this process, is ``other``). A process is known by
 its pid and start time, so a reused pid is a new process; CPU a process spent between
 two samples is counted when the second one sees it, and the CPU of a process that
@@ -37,7 +39,7 @@ KINDS: tuple[tuple[str, str], ...] = (
     ("superexec", "flower-superexec"),
     ("serverapp", "flwr-serverapp"),
     ("supernode", "client.fleet_poll"),
-    ("executor", "client.node_runtime"),
+    ("node", "client.node_runtime"),
 )
 _PROC = Path("/proc")
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -47,7 +49,7 @@ def kind_of(cmdline: str) -> str:
     """The kind of a process by its command line (``other`` if none matches).
 
     >>> kind_of("python -m fedcollab.client.node_runtime --state-dir x")
-    'executor'
+    'node'
     >>> kind_of("ray::ClientAppActor")
     'other'
     """
