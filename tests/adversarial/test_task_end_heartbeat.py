@@ -42,7 +42,7 @@ class _Node:
     """The node answering a beat with ``success=False``: the task ended between the
     token check and the heartbeat's acknowledgement (the race the red team hit)."""
 
-    def SendTaskHeartbeat(self, _request: Any) -> SendTaskHeartbeatResponse:  # noqa: N802
+    def SendTaskHeartbeat(self, _request: Any) -> SendTaskHeartbeatResponse:
         return SendTaskHeartbeatResponse(success=False)
 
 
