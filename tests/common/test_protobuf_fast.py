@@ -124,3 +124,24 @@ def test_an_app_with_its_own_overrides_or_error_handlers_counts_as_customised() 
     app = create_app()
     app.dependency_overrides[enabled] = lambda: True
     assert "overrides" in customised(app)
+
+
+@pytest.mark.parametrize("inline", [True, False])
+def test_the_work_runs_in_the_event_loop_or_in_a_worker_thread(inline: bool) -> None:
+    import asyncio
+    import threading
+
+    seen: dict[str, Any] = {}
+
+    def where(request: Any, message: Any) -> Any:
+        seen["thread"] = threading.get_ident()
+        return ok(request, message)
+
+    async def call() -> Any:
+        seen["loop"] = threading.get_ident()
+        asyncio.get_running_loop()
+        return await FastCalls(object(), {PATH: where}, inline=inline).answer(scope(), BODY)
+
+    status, _, body = run(call())
+    assert status == 200 and SendNodeHeartbeatResponse.FromString(body).success
+    assert (seen["thread"] == seen["loop"]) is inline
