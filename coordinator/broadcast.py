@@ -10,6 +10,7 @@ dropped once the round's deadline passes.
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,9 @@ from fedcollab.common.errors import CiphertextError, FedcollabError, ProtocolErr
 from fedcollab.common.serde import Payload, decode
 from fedcollab.coordinator.fleet_notice import FALLBACK_S, from_env
 
-__all__ = ["Outcome", "Request", "broadcast", "exchange", "record_messages"]
+__all__ = ["LIVENESS_S", "Outcome", "Request", "broadcast", "exchange", "record_messages"]
+
+log = logging.getLogger(__name__)
 
 #: Where every message through the coordinator is written (tests only; None: nowhere).
 _RECORD_DIR: Path | None = None
@@ -84,6 +87,13 @@ _OBJECT_FLOOR_S = 5.0
 #: replies that arrived in time: Flower answers a pull for an expired message with an
 #: error (code 3) even when its reply is stored.
 TTL_GRACE_S = 30.0
+#: While replies are missing, how often the coordinator asks its SuperLink which nodes
+#: are online. A node that took a message and then died (killed, its machine gone) is
+#: offline once it missed Flower's heartbeat window (2 x 30 s), but Flower answers a
+#: message its node already pulled only at the message's TTL (code 3): the demo's key
+#: dealer, killed after it had taken round 3's decryption request, held that step for
+#: the request's whole 180 s deadline. Now it is a dropout once its node is offline.
+LIVENESS_S = 5.0
 
 
 class _ObjectPull:
@@ -210,11 +220,15 @@ def exchange(grid: Grid, requests: Sequence[Request]) -> list[Outcome]:
     def earliest() -> float:
         return min(deadlines[i] for _, live, _ in pending.values() for i in live)
 
+    checked = start
     while pending:
         # A request's last pull always starts after its deadline: one pull can take long
         # (Flower retries a reply whose content the SuperLink could not store), and
         # replies that arrived meanwhile are replies, not dropouts.
         pulled_at = time.monotonic()
+        online: set[int] | None = None  # sampled before the pull: a reply still counts
+        if pulled_at - checked >= LIVENESS_S:
+            checked, online = pulled_at, _online(grid)
         seen = inbox.token() if inbox is not None else None
         if objects is not None:
             objects.max_time = max(_OBJECT_FLOOR_S, earliest() - pulled_at)
@@ -235,6 +249,10 @@ def exchange(grid: Grid, requests: Sequence[Request]) -> list[Outcome]:
             for i in [i for i in live if pulled_at >= deadlines[i]]:
                 live.remove(i)
                 outcomes[i].dropped[node] = f"no reply within {requests[i].timeout_s:g} s"
+            if online is not None and node not in online:
+                for i in live:
+                    outcomes[i].dropped[node] = "its node went offline before it replied"
+                live.clear()
             if not live:
                 del pending[msg_id]
         if not pending:
@@ -245,6 +263,19 @@ def exchange(grid: Grid, requests: Sequence[Request]) -> list[Outcome]:
         else:
             inbox.wait(seen, min(FALLBACK_S, left))
     return outcomes
+
+
+def _online(grid: Grid) -> set[int] | None:
+    """The ids of the nodes the SuperLink counts online (heartbeats within Flower's
+    window); None if this grid cannot say (a test's stand-in) or the query failed."""
+    get_nodes = getattr(grid, "get_nodes", None)
+    if not callable(get_nodes):
+        return None
+    try:
+        return {int(node.node_id) for node in get_nodes()}
+    except Exception:  # a liveness hint only: the deadlines still apply
+        log.warning("could not list the online nodes", exc_info=True)
+        return None
 
 
 def _chunks(indices: list[int]) -> list[list[int]]:

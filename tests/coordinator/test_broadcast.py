@@ -393,3 +393,50 @@ def test_a_malformed_reply_body_drops_its_partner_not_the_job(kind: str, where: 
         assert outcome.dropped[1].startswith("malformed reply: "), outcome.dropped
     if where == "batch-item":
         assert sorted(outcomes[1].replied) == [1, 2]
+
+
+class _DeadNode(_SlowFirstPullGrid):
+    """Node 7 took its message and died: no reply ever, and the SuperLink lists it
+    offline once its heartbeats stopped; node 8 replies, then goes offline too."""
+
+    def __init__(self) -> None:
+        super().__init__(slow_s=0.0)
+        self.listed = 0
+
+    def get_nodes(self) -> list[Any]:
+        self.listed += 1
+        return []  # neither is online any more
+
+    def pull_messages(self, ids: Iterable[str]) -> list[Message]:
+        self.pulls += 1
+        return [
+            Message(encode({"ok": True}), reply_to=self._sent[i])
+            for i in ids
+            if self._sent[i].metadata.dst_node_id == 8
+        ]
+
+
+def test_a_partner_whose_node_went_offline_is_dropped_before_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: a node killed after it took its message held the step for the whole
+    deadline (the demo's key dealer: 180 s), Flower answering only at the TTL."""
+    from fedcollab.coordinator import broadcast as module
+
+    monkeypatch.setattr(module, "LIVENESS_S", 0.05)
+    grid = _DeadNode()
+    t0 = time.monotonic()
+    with task_identity():
+        outcome = broadcast(
+            grid,  # type: ignore[arg-type]
+            node_ids=[7, 8],
+            message_type="query",
+            content_for=lambda node: RecordDict(),
+            on_reply=lambda node, payload: None,
+            group_id="round-3",
+            timeout_s=60.0,
+        )
+    assert time.monotonic() - t0 < 30.0  # not the 60 s deadline
+    assert outcome.dropped == {7: "its node went offline before it replied"}
+    assert outcome.replied == [8]  # its reply counts although its node is offline now
+    assert grid.listed >= 1
