@@ -22,7 +22,10 @@ take, using Flower's own functions for each (the tables, and which functions, ar
    and the hop to a worker and back (a queue put, a thread wake-up, the GIL handed
    over twice) cost more than they did. py-spy (``--gil``) of the SuperLink in a
    deployed ``ckks+masked`` round put 24% of its busy samples in that hop, 17% in
-   ``Condition.notify`` alone;
+   ``Condition.notify`` alone. A body over :data:`INLINE_MAX_BYTES` still goes to a
+   worker: storing an object hashes its content (SHA-256, which releases the GIL), and
+   an authenticated node pushing 128 MiB objects must not stall every other call in
+   the loop while it is hashed;
 3. an exception turned into Flower's answer by Flower's ``http_error_translator``; a
    result into ``application/protobuf`` bytes as ``ProtobufTranslationMiddleware``
    does.
@@ -40,10 +43,22 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["ENV", "REFUSED", "FastCalls", "Reply", "Work", "customised", "enabled"]
+__all__ = [
+    "ENV",
+    "INLINE_MAX_BYTES",
+    "REFUSED",
+    "FastCalls",
+    "Reply",
+    "Work",
+    "customised",
+    "enabled",
+]
 
 #: ``0`` sends every call through the apps' layers.
 ENV = "FEDCOLLAB_FAST_CALLS"
+
+#: Largest request body whose work runs in the event loop (module notes, step 2).
+INLINE_MAX_BYTES = 1 << 20
 
 #: What a route's work returns when the caller's authentication fails.
 REFUSED = object()
@@ -118,7 +133,7 @@ class FastCalls:
         request = Request({**scope, "app": self.app, "state": own})
         request.state.protobuf_request = message
         try:
-            if self.inline:
+            if self.inline and len(body) <= INLINE_MAX_BYTES:
                 result = work(request, message)
             else:
                 result = await to_thread.run_sync(work, request, message)

@@ -126,10 +126,14 @@ def test_an_app_with_its_own_overrides_or_error_handlers_counts_as_customised() 
     assert "overrides" in customised(app)
 
 
-@pytest.mark.parametrize("inline", [True, False])
-def test_the_work_runs_in_the_event_loop_or_in_a_worker_thread(inline: bool) -> None:
+@pytest.mark.parametrize(("inline", "big"), [(True, False), (False, False), (True, True)])
+def test_the_work_runs_in_the_event_loop_or_in_a_worker_thread(inline: bool, big: bool) -> None:
+    """Inline by default; in a worker when asked, and for a body over INLINE_MAX_BYTES
+    (an object to hash must not stall the loop)."""
     import asyncio
     import threading
+
+    from fedcollab.common.protobuf_fast import INLINE_MAX_BYTES
 
     seen: dict[str, Any] = {}
 
@@ -140,8 +144,20 @@ def test_the_work_runs_in_the_event_loop_or_in_a_worker_thread(inline: bool) -> 
     async def call() -> Any:
         seen["loop"] = threading.get_ident()
         asyncio.get_running_loop()
-        return await FastCalls(object(), {PATH: where}, inline=inline).answer(scope(), BODY)
+        return await FastCalls(object(), {PATH: where}, inline=inline).answer(scope(), payload)
 
+    payload = BODY
+    if big:  # an unknown field the parser keeps: the body's size is what counts
+        payload = BODY + b"\xfa\x3f" + _varint(INLINE_MAX_BYTES + 1) + b"x" * (INLINE_MAX_BYTES + 1)
     status, _, body = run(call())
     assert status == 200 and SendNodeHeartbeatResponse.FromString(body).success
-    assert (seen["thread"] == seen["loop"]) is inline
+    assert (seen["thread"] == seen["loop"]) is (inline and not big)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
