@@ -56,9 +56,13 @@ Other hardening:
   so a message costs the SuperNode and this process one HTTP call and one TLS
   handshake fewer than Flower's ``flwr-clientapp``.
 
-Run as ``python -m fedcollab.client.node_runtime --state-dir DIR``; it starts
-``flower-supernode`` as its child (same process group; the child also dies
-with it via ``PR_SET_PDEATHSIG``).
+Run as ``python -m fedcollab.client.node_runtime --state-dir DIR``. By default the
+SuperNode runs in this process's main thread and the executor in a second thread,
+taking each task from the SuperNode's own state (:func:`serve_in_process`,
+:mod:`fedcollab.client.runtime_local`): the runtime-API connection above is then not
+used. With ``FEDCOLLAB_NODE_EXECUTOR=process`` it starts ``flower-supernode`` as its
+child (same process group; the child also dies with it via ``PR_SET_PDEATHSIG``) and
+serves its tasks over that connection.
 """
 
 from __future__ import annotations
