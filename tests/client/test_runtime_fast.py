@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import types
 import warnings
-from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
@@ -31,11 +30,11 @@ from flwr.supernode.nodestate import NodeStateFactory
 from fedcollab.client import runtime_fast
 from fedcollab.client.runtime_fast import ROUTES, FastRuntimeApp
 from tests.support.event_loop import run
+from tests.support.runtime_calls import Reply, call, headers
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 RUN = 93951092262861618
-Reply = tuple[int, str, bytes]
 
 
 class Node:
@@ -52,39 +51,6 @@ class Node:
         token = self.state.claim_task(task_id)
         assert token
         return str(token)
-
-
-def call(app: Any, path: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> Reply:
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "https", "path": path, "raw_path": path.encode(), "query_string": b"",
-        "root_path": "", "headers": headers, "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 9094), "state": {},
-    }  # fmt: skip
-    out: dict[str, Any] = {"body": b""}
-
-    async def receive() -> MutableMapping[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(event: MutableMapping[str, Any]) -> None:
-        if event["type"] == "http.response.start":
-            out["status"] = event["status"]
-            out["headers"] = event["headers"]
-        else:
-            out["body"] += event.get("body", b"")
-
-    run(app(scope, receive, send))
-    media = next((v.decode() for k, v in out["headers"] if k.lower() == b"content-type"), "")
-    return out["status"], media, out["body"]
-
-
-def headers(
-    token: str | None, *, media: bytes = b"application/protobuf"
-) -> list[tuple[bytes, bytes]]:
-    h = [(b"content-type", media)]
-    if token is not None:
-        h.append((TASK_TOKEN_HEADER.encode(), token.encode()))
-    return h
 
 
 def both(node: Node, path: str, body: bytes, h: list[tuple[bytes, bytes]]) -> tuple[Reply, Any]:

@@ -12,7 +12,6 @@ talks to its SuperLink through this path (``coordinator/superlink_launch.serve``
 from __future__ import annotations
 
 import warnings
-from collections.abc import MutableMapping
 from typing import Any
 
 import flwr.superlink.main as flower_main
@@ -35,11 +34,11 @@ from flwr.supercore.constant import TASK_TOKEN_HEADER, TaskType
 from fedcollab.common.protobuf_fast import ENV
 from fedcollab.common.runtime_fast import FastRuntimeApp
 from fedcollab.coordinator.serverappio_fast import ROUTES, serverappio_app
+from tests.support import runtime_calls
 from tests.support.event_loop import run
+from tests.support.runtime_calls import Reply, headers
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
-
-Reply = tuple[int, str, bytes]
 
 
 class Link:
@@ -65,37 +64,9 @@ class Link:
         return str(token)
 
 
-def call(app: Any, path: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> Reply:
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-        "root_path": "", "headers": headers, "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 9091), "state": {},
-    }  # fmt: skip
-    out: dict[str, Any] = {"body": b""}
-
-    async def receive() -> MutableMapping[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(event: MutableMapping[str, Any]) -> None:
-        if event["type"] == "http.response.start":
-            out["status"] = event["status"]
-            out["headers"] = event["headers"]
-        else:
-            out["body"] += event.get("body", b"")
-
-    run(app(scope, receive, send))
-    media = next((v.decode() for k, v in out["headers"] if k.lower() == b"content-type"), "")
-    return out["status"], media, out["body"]
-
-
-def headers(
-    token: str | None, *, media: bytes = b"application/protobuf"
-) -> list[tuple[bytes, bytes]]:
-    h = [(b"content-type", media)]
-    if token is not None:
-        h.append((TASK_TOKEN_HEADER.encode(), token.encode()))
-    return h
+def call(app: Any, path: str, body: bytes, h: list[tuple[bytes, bytes]]) -> Reply:
+    """As the ServerApp calls the SuperLink's loopback runtime API."""
+    return runtime_calls.call(app, path, body, h, scheme="http", port=9091)
 
 
 def fast_answer(link: Link, path: str, body: bytes, h: list[tuple[bytes, bytes]]) -> Any:
