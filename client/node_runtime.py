@@ -3,7 +3,8 @@
 Long module: the executor's task loop and its runtime-API clients, with the design
 note on Flower's isolation modes they rest on; its FAB check is in
 :mod:`client.fab_check`, its runtime folder (settings, secret, TLS) in
-:mod:`client.runtime_folder`.
+:mod:`client.runtime_folder`, its serving in the SuperNode's process (the default) in
+:mod:`client.runtime_local`.
 
 Flower's default (``flower-supernode --isolation subprocess``) starts a
 ``flwr-clientapp`` per message that installs the run's FAB and imports the
@@ -58,11 +59,11 @@ Other hardening:
 
 Run as ``python -m fedcollab.client.node_runtime --state-dir DIR``. By default the
 SuperNode runs in this process's main thread and the executor in a second thread,
-taking each task from the SuperNode's own state (:func:`serve_in_process`,
-:mod:`fedcollab.client.runtime_local`): the runtime-API connection above is then not
-used. With ``FEDCOLLAB_NODE_EXECUTOR=process`` it starts ``flower-supernode`` as its
-child (same process group; the child also dies with it via ``PR_SET_PDEATHSIG``) and
-serves its tasks over that connection.
+taking each task from the SuperNode's own state
+(:func:`fedcollab.client.runtime_local.serve_in_process`): the runtime-API connection
+above is then not used. With ``FEDCOLLAB_NODE_EXECUTOR=process`` it starts
+``flower-supernode`` as its child (same process group; the child also dies with it
+via ``PR_SET_PDEATHSIG``) and serves its tasks over that connection.
 """
 
 from __future__ import annotations
@@ -374,76 +375,6 @@ def _wait_for_notice(fd: int | None, timeout_s: float) -> int | None:
     return fd
 
 
-def _supernode_args(argv: list[str]) -> list[str]:
-    """The ``flower-supernode`` options of the node's SuperNode command line
-    (``python -m fedcollab.client.fleet_poll <options>``)."""
-    module = "fedcollab.client.fleet_poll"
-    if module not in argv:
-        raise FedcollabError(
-            f"the node's settings start no {module} ({argv[:3]})",
-            hint="restart the node with `fedcollab node start` (it rewrites its settings)",
-        )
-    return argv[argv.index(module) + 1 :]
-
-
-def _execute_in_thread(app: Any, node_config: Mapping[str, str], notice: int) -> None:
-    """The executor's task loop on the SuperNode ``app``'s own state (runs in a
-    daemon thread beside the SuperNode, client/runtime_local.py)."""
-    from flwr.proto.runtime_pb2 import AcquireTaskRequest
-    from flwr.supercore.constant import TaskType
-
-    from fedcollab.client.runtime_local import LocalRuntimeClient
-
-    try:
-        log.info("warmed up local training in %.2f s", warm_up())
-    except Exception:
-        log.warning("warm-up of local training failed; round 1 pays it", exc_info=True)
-    try:
-        local = LocalRuntimeClient(app.result())
-        waiting: int | None = notice
-        request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
-        while True:
-            try:
-                res = local.AcquireTask(request)
-                if res.HasField("task") and res.token:
-                    _serve_task(local.for_task(res.token), node_config)
-                    continue
-            except Exception:  # keep serving: the next task may be fine
-                log.exception("taking a task failed")
-            waiting = _wait_for_notice(waiting, _POLL_S)
-    except BaseException:
-        # A node whose executor is gone would stay online and answer nothing: stop it
-        # (Flower's SIGTERM handling shuts the SuperNode down), so it shows as offline.
-        log.critical("the executor stopped; stopping the node", exc_info=True)
-        os.kill(os.getpid(), signal.SIGTERM)
-        raise
-
-
-def serve_in_process(settings: Mapping[str, Any], node_config: Mapping[str, str]) -> int:
-    """Run ``flower-supernode`` in this process's main thread and the executor's task
-    loop in a second one (client/runtime_local.py); until the SuperNode exits."""
-    import threading
-
-    from flwr.supernode import main as supernode_app
-
-    import fedcollab.protocols.local_training
-    import fedcollab.protocols.models  # noqa: F401 - the warm-up's, imported before the thread
-    from fedcollab.client import fleet_poll
-    from fedcollab.client.runtime_local import capture_app
-
-    args = _supernode_args(list(settings["supernode"]))
-    app = capture_app(supernode_app)  # before fleet_poll wraps the factory
-    notice, notify = os.pipe()  # the SuperNode writes a byte per message it stored
-    os.set_blocking(notice, False)
-    os.environ[NOTIFY_FD_ENV] = str(notify)
-    executor = threading.Thread(
-        target=_execute_in_thread, args=(app, node_config, notice), name="executor", daemon=True
-    )
-    executor.start()
-    sys.argv = ["fleet_poll", *args]
-    return fleet_poll.main()
-
-
 def serve(state: NodeState) -> int:
     """Start ``flower-supernode`` and execute its ClientApp tasks until it exits: in
     this process by default, or with ``FEDCOLLAB_NODE_EXECUTOR=process`` as its parent
@@ -457,7 +388,7 @@ def serve(state: NodeState) -> int:
     from flwr.supercore.retry import make_simple_http_retry_invoker
     from flwr.supercore.runtime import RuntimeHttpClient
 
-    from fedcollab.client.runtime_local import in_process
+    from fedcollab.client.runtime_local import in_process, serve_in_process
 
     settings = load_settings(state)
     node_config = {str(k): str(v) for k, v in settings["node_config"].items()}

@@ -37,9 +37,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import signal
+import sys
 import types
+from collections.abc import Mapping
 from typing import Any
 
+from fedcollab.client.fleet_poll import NOTIFY_FD_ENV
+from fedcollab.client.node_runtime import _POLL_S, _serve_task, _wait_for_notice, log, warm_up
 from fedcollab.common.errors import FedcollabError
 
 __all__ = [
@@ -48,7 +53,9 @@ __all__ = [
     "TaskTokenRevoked",
     "capture_app",
     "in_process",
+    "serve_in_process",
 ]
+
 
 #: ``process``: the executor in a process of its own, over the runtime API (HTTPS).
 EXECUTOR_ENV = "FEDCOLLAB_NODE_EXECUTOR"
@@ -145,3 +152,70 @@ def capture_app(module: types.ModuleType) -> concurrent.futures.Future[Any]:
 
     module.create_app = create_app  # type: ignore[attr-defined]
     return app
+
+
+def _supernode_args(argv: list[str]) -> list[str]:
+    """The ``flower-supernode`` options of the node's SuperNode command line
+    (``python -m fedcollab.client.fleet_poll <options>``)."""
+    module = "fedcollab.client.fleet_poll"
+    if module not in argv:
+        raise FedcollabError(
+            f"the node's settings start no {module} ({argv[:3]})",
+            hint="restart the node with `fedcollab node start` (it rewrites its settings)",
+        )
+    return argv[argv.index(module) + 1 :]
+
+
+def _execute_in_thread(app: Any, node_config: Mapping[str, str], notice: int) -> None:
+    """The executor's task loop on the SuperNode ``app``'s own state (runs in a
+    daemon thread beside the SuperNode, client/runtime_local.py)."""
+    from flwr.proto.runtime_pb2 import AcquireTaskRequest
+    from flwr.supercore.constant import TaskType
+
+    try:
+        log.info("warmed up local training in %.2f s", warm_up())
+    except Exception:
+        log.warning("warm-up of local training failed; round 1 pays it", exc_info=True)
+    try:
+        local = LocalRuntimeClient(app.result())
+        waiting: int | None = notice
+        request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
+        while True:
+            try:
+                res = local.AcquireTask(request)
+                if res.HasField("task") and res.token:
+                    _serve_task(local.for_task(res.token), node_config)
+                    continue
+            except Exception:  # keep serving: the next task may be fine
+                log.exception("taking a task failed")
+            waiting = _wait_for_notice(waiting, _POLL_S)
+    except BaseException:
+        # A node whose executor is gone would stay online and answer nothing: stop it
+        # (Flower's SIGTERM handling shuts the SuperNode down), so it shows as offline.
+        log.critical("the executor stopped; stopping the node", exc_info=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise
+
+
+def serve_in_process(settings: Mapping[str, Any], node_config: Mapping[str, str]) -> int:
+    """Run ``flower-supernode`` in this process's main thread and the executor's task
+    loop in a second one (client/runtime_local.py); until the SuperNode exits."""
+    import threading
+
+    from flwr.supernode import main as supernode_app
+
+    import fedcollab.protocols.local_training
+    import fedcollab.protocols.models  # noqa: F401 - the warm-up's, imported before the thread
+    from fedcollab.client import fleet_poll
+
+    args = _supernode_args(list(settings["supernode"]))
+    app = capture_app(supernode_app)  # before fleet_poll wraps the factory
+    notice, notify = os.pipe()  # the SuperNode writes a byte per message it stored
+    os.set_blocking(notice, False)
+    os.environ[NOTIFY_FD_ENV] = str(notify)
+    executor = threading.Thread(
+        target=_execute_in_thread, args=(app, node_config, notice), name="executor", daemon=True
+    )
+    executor.start()
+    sys.argv = ["fleet_poll", *args]
+    return fleet_poll.main()
