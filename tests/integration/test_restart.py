@@ -251,6 +251,14 @@ def test_partner_restart_mid_job_is_a_dropout(federation: LocalFederation, tmp_p
     assert end["status"] == "completed", end
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["rounds_run"] == 3
+    if not metrics["dropouts"]:
+        # Rejoined: the node stopped between two messages (SIGTERM, graceful) and its
+        # restart, same node id, answered every later one (issue 18: "rejoins or is
+        # dropped as a dropout"; seen in the fresh-clone CI of d7127b4, rounds ~1 s).
+        assert all(victim in h["partners"] for h in metrics["history"]), metrics["history"]
+        card = json.loads((out / "model_card.json").read_text())
+        assert sorted(card["completed_by"]) == sorted(names)
+        return
     assert [d["partner"] for d in metrics["dropouts"]] == [victim]
     # The node went down at whatever step was in flight when the test saw round 1's
     # event: round 2 or 3, or, on a fast machine whose rounds outran the restart (a
