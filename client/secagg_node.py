@@ -15,10 +15,13 @@ request                 what the node does                           reply
                         advertisement against *its own* pinned keys  envelope per peer
 ``<the step's action>`` the planned request; its vector leaves       ``parts["masked"]``
                         only masked (``meta["secagg"]["inbox"]``)
-``query.secagg``        ``<step>.secagg-sign``: signs the survivor   ``meta["signature"]``
-                        set once (never a set without itself)
+``query.secagg``        ``<step>.secagg-sign`` (only if a partner    ``meta["signature"]``
+                        dropped): signs the survivor set once
+                        (never a set without itself)
 ``query.secagg``        ``<step>.secagg-unmask``: shares for the     ``meta["response"]``
-                        set every survivor signed, never both kinds
+                        set t survivors signed, never both kinds;
+                        with no dropout, unsigned: self-mask shares
+                        for exactly its own U2
 ======================  ===========================================  =====================
 
 Every stage is a planned ``(run, action, step)`` of the partner's run contract

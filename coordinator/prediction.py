@@ -154,6 +154,15 @@ def run_prediction(
             if loss is not None:
                 losses.append(loss)
 
+        if prefetch and rnd < spec.rounds:
+            # The next round's keys are advertised with this round's request and shared
+            # while this round is unmasked (unused if the job stops early after it).
+            ahead_step = f"round-{rnd + 1}"
+            ahead = roster.new_sum(n_update + n_eval, params="compact")
+        elif prefetch:
+            # After the last round: the final evaluation's.
+            ahead_step, ahead = FINAL_EVALUATION, roster.new_sum(2 * n_eval, params="wide")
+        then = None if ahead is None else (ahead_step, ahead)
         flat = models.flatten(global_w)
         senders = roster.request(
             grid,
@@ -165,16 +174,8 @@ def run_prediction(
             step=f"round-{rnd}",
             expect_length=n_update + n_eval,
             only=selected,
+            then=then,
         )
-        if prefetch and rnd < spec.rounds:
-            # The next round's keys are set up while this round is unmasked (unused if
-            # the job stops early after this round).
-            ahead_step = f"round-{rnd + 1}"
-            ahead = roster.new_sum(n_update + n_eval, params="compact")
-        elif prefetch:
-            # After the last round: the final evaluation's.
-            ahead_step, ahead = FINAL_EVALUATION, roster.new_sum(2 * n_eval, params="wide")
-        then = None if ahead is None else (ahead_step, ahead)
         summed = roster.reveal(grid, total, step=f"round-{rnd}", then=then)
         val: evaluation.EvalMetrics | None = None
         stop = False

@@ -27,12 +27,18 @@ from fedcollab.common.errors import CiphertextError, NotEnoughPartnersError
 from fedcollab.common.messages.replies import DataReply, KeygenReply
 from fedcollab.common.serde import Payload, encode, validate_meta
 from fedcollab.compliance.trail import digest_bytes, digest_parts, digest_vector
-from fedcollab.coordinator.broadcast import Outcome, Request, broadcast
+from fedcollab.coordinator.broadcast import Outcome, Request, broadcast, exchange
 from fedcollab.coordinator.decryption import EncryptedAggregate, decrypt
 from fedcollab.coordinator.encryption import HeSession, params_summary, session_from_keygen
 from fedcollab.coordinator.membership import Membership, Partner, refusal_hint
 from fedcollab.coordinator.secagg import MaskedSum
-from fedcollab.coordinator.secagg_round import Ahead, add_masked_input, share_keys, unmask
+from fedcollab.coordinator.secagg_round import (
+    Ahead,
+    add_masked_input,
+    advertise_ahead,
+    share_keys,
+    unmask,
+)
 from fedcollab.privacy.ckks import EncryptedSum
 from fedcollab.privacy.secagg_ckks import PARAMS as MASKED_PARAMS
 from fedcollab.protocols.vector_sum import VectorSum
@@ -66,12 +72,17 @@ class Roster(Membership):
         step: str,
         expect_length: int | None = None,
         only: set[int] | None = None,
+        then: tuple[str, Accumulator] | None = None,
     ) -> list[Partner]:
         """Send ``action`` to every active partner; returns those whose reply was used.
 
         With ``into``, each reply's vector is added to that sum as it arrives,
         and the audit log records each partner's contribution digest and the
         aggregate's digest.
+
+        ``then``: the job's next step and its accumulator (as for :meth:`reveal`). In
+        masked jobs its keys are advertised in the same exchange as this request
+        (:func:`~coordinator.secagg_round.advertise_ahead`).
         """
         full_meta = {**self.job_meta(), **meta}
         contributions: dict[str, str] = {}
@@ -127,9 +138,9 @@ class Roster(Membership):
                 return encode({**full_meta, "he": he}, vec)  # type: ignore[arg-type]
             return encode(full_meta, vec)  # type: ignore[arg-type]
 
-        outcome = broadcast(
-            grid,
-            node_ids=(asked := [n for n in self.active if only is None or n in only]),
+        asked = [n for n in self.active if only is None or n in only]
+        main = Request(
+            node_ids=asked,
             message_type=action,
             content_for=content_for,
             on_reply=handle,
@@ -137,6 +148,13 @@ class Roster(Membership):
             timeout_s=self.step_timeout_s(len(asked)),
             expect_length=None if encrypted or masked else expect_length,
         )
+        advertise = None
+        if masked and then is not None and isinstance(then[1], MaskedSum):
+            advertise = advertise_ahead(self, Ahead(then[0], then[1]))
+        if advertise is None:
+            outcome = exchange(grid, [main])[0]
+        else:
+            outcome, ahead_outcome = exchange(grid, [main, advertise[0]])
         for node, reason in {**outcome.dropped, **outcome.refused}.items():
             self.drop(node, step=step, reason=reason)
         if contributions:
@@ -168,6 +186,8 @@ class Roster(Membership):
                 protection=protection,
             )
         self.check_quorum(step)
+        if advertise is not None:
+            advertise[1](ahead_outcome)
         return [self.active[n] for n in outcome.replied if n in self.active]
 
     def _add_encrypted(self, into: EncryptedSum, partner: str, payload: Payload, step: str) -> None:

@@ -16,11 +16,15 @@ step of a "masked" or "ckks+masked" job (one :class:`~coordinator.secagg.MaskedS
 * :func:`add_masked_input`, during the step's request (round 2): each reply's masked
   words, checked against the sender's session (signature, length) before they count
   (in "ckks+masked" they arrive as CKKS ciphertexts, which the roster sums).
-* :func:`unmask`, when the step is revealed (rounds 3-4): the consistency check (at
-  least ``t`` survivors sign the survivor set, ``<step>.secagg-sign``; in
-  "ckks+masked" in the same exchange as the decryption of the limb sums,
-  :mod:`coordinator.decryption`), then the unmasking (``<step>.secagg-unmask``) and
-  the survivors' sum (:func:`privacy.secagg_unmask.unmask_sum` / ``unmask_total``).
+* :func:`unmask`, when the step is revealed (rounds 3-4): if a partner of U2 sent no
+  masked input, the consistency check (at least ``t`` survivors sign the survivor set,
+  ``<step>.secagg-sign``; in "ckks+masked" in the same exchange as the decryption of
+  the limb sums, :mod:`coordinator.decryption`), then the unmasking
+  (``<step>.secagg-unmask``) and the survivors' sum
+  (:func:`privacy.secagg_unmask.unmask_sum` / ``unmask_total``). With no dropout
+  there is no set to agree on: the unmasking (self-mask shares of U2 only) is asked at
+  once, in "ckks+masked" with the decryption (:mod:`privacy.secagg_partner`, Notes,
+  "No dropout", for why that reveals nothing more).
 
 Every stage is one ``query.secagg`` request; a partner that errors, refuses or
 misses the deadline is dropped (:meth:`Membership.drop
@@ -31,9 +35,10 @@ log it cosigns; the unmasked sum is logged as ``secagg.unmasked``. Every signatu
 checked against the partners' registered audit keys (:func:`registered_peers`).
 
 *Keys ahead* (:class:`Ahead`). A job's next masked step (next round, Lloyd step or
-final evaluation) has its keys advertised in the same exchange as this step's
-signatures and shared in the same exchange as this step's unmasking, so from the second
-step on a step costs three exchanges (its request, sign, unmask) instead of five, and
+final evaluation) has its keys advertised in the same exchange as this step's own
+request (:func:`advertise_ahead`) and shared in the same exchange as this step's
+unmasking, so from the second step on a step costs two exchanges (its request, the
+unmasking) when nobody dropped, three with the consistency check, instead of five; and
 each partner one message per exchange (:mod:`common.batch`). Nothing a party sees
 changes: each stage of each step is still asked once, partners keep one session per
 step, and the next step's shares are sealed to keys that step's partners advertised.
@@ -66,6 +71,7 @@ from fedcollab.privacy.fixed_point import join_high_low
 from fedcollab.privacy.key_transport import PeerKeys
 from fedcollab.privacy.secagg_ckks import masked_total
 from fedcollab.privacy.secagg_job import ACTION, session_config
+from fedcollab.privacy.secagg_messages import UnmaskRequest
 from fedcollab.privacy.secagg_session import SecAggRefusal
 from fedcollab.privacy.secagg_unmask import (
     route_shares,
@@ -85,6 +91,7 @@ __all__ = [
     "Decrypt",
     "Stage",
     "add_masked_input",
+    "advertise_ahead",
     "registered_peers",
     "share_keys",
     "unmask",
@@ -189,13 +196,14 @@ def share_keys(
 ) -> set[int]:
     """Advertise and share keys for ``step``; returns the nodes to ask for input (U2).
 
-    A step whose keys were shared ahead (:class:`Ahead`, during the previous step's
-    consistency check and unmasking) is not set up again."""
+    A step whose keys were shared ahead (:class:`Ahead`, during the previous step) is
+    not set up again; one whose keys were only advertised ahead is only shared."""
     if acc.u2:
         by_name = {p.name: node for node, p in members.active.items()}
         return {by_name[n] for n in acc.u2 if n in by_name and (only is None or by_name[n] in only)}
-    advertise, advertised = advertise_stage(members, acc, step=step, only=only)
-    advertised(exchange(grid, [advertise])[0])
+    if acc.config is None:
+        advertise, advertised = advertise_stage(members, acc, step=step, only=only)
+        advertised(exchange(grid, [advertise])[0])
     share, shared = share_stage(members, acc, step=step)
     return shared(exchange(grid, [share])[0])
 
@@ -291,6 +299,25 @@ def share_stage(
     return request, shared
 
 
+def advertise_ahead(
+    members: Membership, ahead: Ahead | None
+) -> tuple[Request, Callable[[Outcome], Ahead | None]] | None:
+    """The next step's advertisement as a request to send with this step's request (or,
+    if it was not, with this step's unmasking or signatures), and what to do with its
+    outcome; None if there is nothing to advertise (no next step, or already done)."""
+    if ahead is None or ahead.acc.config is not None or ahead.acc.u2:
+        return None
+    try:
+        request, advertised = advertise_stage(members, ahead.acc, step=ahead.step, only=None)
+    except SecAggRefusal:
+        return None  # e.g. too small a cohort: the next step finds out itself
+    return request, lambda outcome: _ahead_stage(ahead, lambda: advertised(outcome))
+
+
+def _advertised(ahead: Ahead | None) -> bool:
+    return ahead is not None and ahead.acc.config is not None and not ahead.acc.u2
+
+
 def unmask(
     members: Membership,
     grid: Grid,
@@ -300,12 +327,20 @@ def unmask(
     decrypt: Decrypt,
     ahead: Ahead | None = None,
 ) -> np.ndarray:
-    """Consistency check and unmasking; the survivors' sum, logged as the aggregate.
+    """Unmasking (after the consistency check if anyone dropped); the survivors' sum,
+    logged as the aggregate.
 
-    With ``ahead``, the next step's keys are advertised in the same exchange as the
-    survivors' signatures and shared in the same exchange as the unmasking. If that
-    set-up fails (too few partners answered), the next step sets its keys up itself
-    and fails or goes on there; this step's sum is not held back by it."""
+    *No dropout* (every partner of U2 sent its masked input, all still active): the
+    unmasking is asked at once, for U2 and self-mask shares only (in "ckks+masked" in
+    the same exchange as the decryption); partners check that themselves
+    (:meth:`SecAggPartner.unmask <privacy.secagg_partner.SecAggPartner.unmask>`).
+    *Otherwise*: the survivors sign their set first (with the decryption), then unmask.
+
+    With ``ahead``, the next step's keys are shared in the same exchange as the
+    unmasking, after their advertisement (with this step's request, see
+    :func:`advertise_ahead`, or else with the signatures). If that set-up fails (too few
+    partners answered), the next step sets its keys up itself and fails or goes on
+    there; this step's sum is not held back by it."""
     config = acc.config
     if config is None:
         raise CiphertextError(f"no masked aggregate for step {step}")
@@ -314,50 +349,50 @@ def unmask(
     by_name = {p.name: node for node, p in members.active.items()}
     survivors = sorted(n for n in acc.survivors if n in by_name)
     meta: dict[str, object] = {"cohort": list(config.cohort), "length": acc.length}
-
-    def on_signature(name: str, payload: Payload) -> None:
-        sig = load_survivor_signature(unb64(payload.as_(SecAggSignatureReply).signature))
-        if sig.partner != name:
-            raise SecAggRefusal(f"{name!r} sent {sig.partner!r}'s survivor signature")
-        acc.signatures[name] = sig
-
-    sign, signed = Stage(
-        members,
-        step,
-        "sign",
-        nodes=[by_name[n] for n in survivors],
-        meta={**meta, "survivors": survivors},
-        on_reply=on_signature,
-    ).request()
-    along = [sign]
-    advertised: Callable[[Outcome], list[str]] | None = None
-    if ahead is not None:
-        try:
-            advertise, advertised = advertise_stage(members, ahead.acc, step=ahead.step, only=None)
-            along.append(advertise)
-        except SecAggRefusal:
-            ahead = None  # e.g. too small a cohort: the next step finds out itself
-    if acc.ckks is None:
-        outcomes = exchange(grid, along)
+    complete = set(survivors) == set(acc.u2)
+    if complete:
+        request = UnmaskRequest(tuple(survivors), {}, ())
     else:
-        # The key holder's verified, exact limb sums, in the same exchange as the
-        # survivors' signatures: the decryptor sees the masked total either way, and
-        # no share is revealed before the signatures are in (the unmasking below).
-        limbs, got = decrypt(
-            grid, step=step, params=acc.ckks.params, length=2 * acc.length, alongside=along
-        )
-        outcomes = got if got is not None else exchange(grid, along)
-    signed(outcomes[0])
-    if ahead is not None and advertised is not None:
-        ahead = _ahead_stage(ahead, lambda: advertised(outcomes[1]))
-    try:
-        request = unmask_request(
-            config, list(acc.signatures.values()), survivors=survivors, u2=acc.u2, peers=peers
-        )
-    except SecAggRefusal as exc:
-        raise NotEnoughPartnersError(
-            f"step {step}: {exc.message}", hint="restart the dropped partners and resubmit"
-        ) from exc
+
+        def on_signature(name: str, payload: Payload) -> None:
+            sig = load_survivor_signature(unb64(payload.as_(SecAggSignatureReply).signature))
+            if sig.partner != name:
+                raise SecAggRefusal(f"{name!r} sent {sig.partner!r}'s survivor signature")
+            acc.signatures[name] = sig
+
+        sign, signed = Stage(
+            members,
+            step,
+            "sign",
+            nodes=[by_name[n] for n in survivors],
+            meta={**meta, "survivors": survivors},
+            on_reply=on_signature,
+        ).request()
+        along = [sign]
+        advertise = advertise_ahead(members, ahead)
+        if advertise is not None:
+            along.append(advertise[0])
+        if acc.ckks is None:
+            outcomes = exchange(grid, along)
+        else:
+            # The key holder's verified, exact limb sums, in the same exchange as the
+            # survivors' signatures: the decryptor sees the masked total either way, and
+            # no share is revealed before the signatures are in (the unmasking below).
+            limbs, got = decrypt(
+                grid, step=step, params=acc.ckks.params, length=2 * acc.length, alongside=along
+            )
+            outcomes = got if got is not None else exchange(grid, along)
+        signed(outcomes[0])
+        if advertise is not None:
+            ahead = advertise[1](outcomes[1])
+        try:
+            request = unmask_request(
+                config, list(acc.signatures.values()), survivors=survivors, u2=acc.u2, peers=peers
+            )
+        except SecAggRefusal as exc:
+            raise NotEnoughPartnersError(
+                f"step {step}: {exc.message}", hint="restart the dropped partners and resubmit"
+            ) from exc
 
     def on_response(name: str, payload: Payload) -> None:
         resp = load_unmask_response(unb64(payload.as_(SecAggResponseReply).response))
@@ -375,13 +410,31 @@ def unmask(
         meta={**meta, "request": b64(dump(request))},
         on_reply=on_response,
     ).request()
-    if ahead is None:
-        responded(exchange(grid, [respond])[0])
+    along = [respond]
+    share: tuple[Request, Callable[[Outcome], set[int]]] | None = None
+    advertise = None
+    if _advertised(ahead):
+        assert ahead is not None
+        share = share_stage(members, ahead.acc, step=ahead.step)
+        along.append(share[0])
+    else:  # not advertised with this step's request: now, and the next step shares itself
+        advertise = advertise_ahead(members, ahead)
+        if advertise is not None:
+            along.append(advertise[0])
+    if complete and acc.ckks is not None:
+        # No dropout: the decryption goes with the unmasking. The decryptor sees the
+        # masked total (self-masks still in it); the shares remove the self-masks only.
+        limbs, got = decrypt(
+            grid, step=step, params=acc.ckks.params, length=2 * acc.length, alongside=along
+        )
+        outcomes = got if got is not None else exchange(grid, along)
     else:
-        share, shared = share_stage(members, ahead.acc, step=ahead.step)
-        outcomes = exchange(grid, [respond, share])
-        responded(outcomes[0])
-        _ahead_stage(ahead, lambda: shared(outcomes[1]))
+        outcomes = exchange(grid, along)
+    responded(outcomes[0])
+    if share is not None and ahead is not None:
+        _ahead_stage(ahead, lambda: share[1](outcomes[1]))
+    elif advertise is not None:
+        advertise[1](outcomes[1])
     try:
         if limbs is None:
             result = unmask_sum(
@@ -421,6 +474,7 @@ def unmask(
         aggregate=digest_vector(values),
         masked_total=None if limbs is None else digest_vector(limbs),
         protection="masked-unmasked",
+        consistency="signed" if not complete else "no-dropout",
     )
     members.outputs.event(
         "secure_aggregation",

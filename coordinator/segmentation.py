@@ -71,6 +71,11 @@ def run_segmentation(
     for it in range(1, s.lloyd_iterations + 1):
         total = ahead if ahead is not None else roster.new_sum(length, params="wide")
         ahead = None
+        if it < s.lloyd_iterations and spec.privacy.masked:
+            # The next step's keys are advertised with this step's request and shared
+            # while this one is unmasked.
+            ahead = roster.new_sum(length, params="wide")
+        then = None if ahead is None else (f"lloyd-{it + 1}", ahead)
         roster.request(
             grid,
             action="query.kmeans_step",
@@ -78,11 +83,8 @@ def run_segmentation(
             into=total,
             step=f"lloyd-{it}",
             expect_length=length,
+            then=then,
         )
-        if it < s.lloyd_iterations and spec.privacy.masked:
-            # The next step's keys are set up while this one is unmasked.
-            ahead = roster.new_sum(length, params="wide")
-        then = None if ahead is None else (f"lloyd-{it + 1}", ahead)
         revealed = roster.reveal(grid, total, step=f"lloyd-{it}", then=then)
         summed = _denoise(revealed, plan, roster, s.k, d)
         new_centroids, objective, counts = kmeans.update_centroids(summed, centroids)

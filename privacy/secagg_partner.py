@@ -25,6 +25,8 @@ each answered exactly once per session (:class:`Stage`):
    only if at least ``t`` members of it signed the same set (and no signature
    is on another), reveal ``b_v`` shares for survivors and ``s_v`` shares for
    the dropped peers the request names, never both kinds for one peer.
+   With no dropout (every partner of U2 sent its input) stage 4 is skipped and
+   only ``b_v`` shares are revealed, for exactly U2 (Notes, "No dropout").
 
 Every method is pure with respect to the outside world (values in, values
 out); a refused call raises :class:`~privacy.secagg_session.SecAggRefusal`
@@ -49,6 +51,21 @@ of two different sets overlap only in colluders (the threshold argument,
 makes the coordinator show the set to a threshold of survivors before anyone
 reveals a share. (Requiring *every* survivor's signature, as this module did
 before, stopped the step whenever one survivor was lost there.)
+
+*No dropout.* When every partner of U2 sent its masked input, the coordinator
+asks for the unmasking at once (stage 4 skipped): no dropped peer, no
+signatures, the survivors exactly this partner's U2. The reply holds ``b_v``
+shares only. Signing exists to stop a coordinator that shows different
+survivor sets to different partners from collecting ``b_v`` shares from some
+and ``s_v`` shares from others; a partner answering this request reveals no
+``s`` share and can sign nothing afterwards, so the partners revealing ``s_v``
+(after ``t`` signatures on a set without ``v``) and those revealing ``b_v``
+(here, or on a signed set with ``v``) still overlap only in colluders, and the
+threshold argument (:mod:`privacy.secagg_session`, Notes) holds as before:
+``2t - n > colluders``. Without a dropout the signed path reveals exactly the
+same shares, so the coordinator learns nothing more; a dropout, claimed or
+real, still goes through stage 4. It saves one message per partner and
+aggregate in the common case.
 """
 
 from __future__ import annotations
@@ -275,7 +292,10 @@ class SecAggPartner:
         return SurvivorSignature(self.me, ordered, signature)
 
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
-        """Reveal shares for the survivor set this partner signed, checked as in the docstring."""
+        """Reveal shares for the survivor set this partner signed, checked as in the docstring;
+        or, with no dropout (no signatures, no dropped peer), for the whole of U2."""
+        if self._state.stage is Stage.MASKED and not request.signatures and not request.dropped:
+            return self._unmask_complete(request)
         self._expect(Stage.SIGNED, "unmasking")
         cfg = self.config
         u3 = tuple(sorted(set(request.survivors)))
@@ -315,6 +335,26 @@ class SecAggPartner:
             {v: self._state.held[v][1] for v in u3},
             {v: self._state.held[v][0] for v in sorted(dropped)},
         )
+        self._state = replace(self._state, stage=Stage.UNMASKED)
+        return response
+
+    def _unmask_complete(self, request: UnmaskRequest) -> UnmaskResponse:
+        """No dropout: ``b_v`` shares for every partner of this one's U2, and nothing else.
+
+        Without a claimed dropout there is no survivor set to agree on: the request must
+        name exactly the partners whose shares this one opened (U2), all of whose masks
+        are in its input, and it asks for no masking-key share, so the reply removes
+        self-masks only and cannot cancel a pairwise mask. The session ends here (no
+        survivor set can be signed after it), so this partner never reveals ``s``
+        shares in this session (module Notes, "No dropout")."""
+        u3 = frozenset(request.survivors)
+        if u3 != self._state.u2:
+            raise SecAggRefusal(
+                "an unmask request without survivor signatures must name exactly the partners "
+                f"that shared keys with this one ({sorted(self._state.u2)}), got {sorted(u3)}",
+                hint="a claimed dropout needs the survivors' signed set first; refused",
+            )
+        response = UnmaskResponse(self.me, {v: self._state.held[v][1] for v in sorted(u3)}, {})
         self._state = replace(self._state, stage=Stage.UNMASKED)
         return response
 

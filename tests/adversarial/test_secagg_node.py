@@ -179,18 +179,26 @@ def test_masks_of_two_runs_never_repeat(tmp_path: Path) -> None:
 
 
 class DroppingGrid(InMemoryGrid):
-    """Partners in ``gone`` stop answering at the first message of group ``at``."""
+    """Partners in ``gone`` stop answering at the first message of group ``at`` (and
+    those in ``later[group]`` at that group's)."""
 
-    def __init__(self, base: InMemoryGrid, gone: set[str], at: str) -> None:
+    def __init__(
+        self,
+        base: InMemoryGrid,
+        gone: set[str],
+        at: str,
+        later: dict[str, set[str]] | None = None,
+    ) -> None:
         super().__init__(base.overrides, [n.name for n in base.nodes])
-        self.gone, self.at, self.dead = gone, at, set[int]()
+        self.plan = {at: gone, **(later or {})}
+        self.dead = set[int]()
 
     def push_messages(self, messages: Any) -> list[str]:
         ids = []
         for msg in messages:
             node = msg.metadata.dst_node_id
             name = self.nodes[node - 1].name
-            if name in self.gone and msg.metadata.group_id == self.at:
+            if name in self.plan.get(msg.metadata.group_id, set()):
                 self.dead.add(node)
             if node in self.dead:
                 ids.append(f"lost-{node}-{msg.metadata.group_id}")  # never answered
@@ -241,14 +249,12 @@ def _own_moments(tmp_path: Path, names: list[str], which: set[str]) -> np.ndarra
 
 
 @pytest.mark.parametrize("lost", [1, 2, 3])
-def test_a_survivor_lost_at_the_consistency_check_stays_in_the_sum(
-    tmp_path: Path, lost: int
-) -> None:
-    """7 partners (threshold 5) sent their masked moments; ``lost`` of them stop before
-    signing the survivor set. With t = 5 signatures on the same set (Bonawitz et al. 2017,
-    round 3) the lost survivors stay in U3: their inputs are in the sum and their self-masks
-    are removed with the others' shares. The old check wanted every survivor's signature
-    and stopped the step. With 3 lost only 4 sign: below t, nothing is unmasked."""
+def test_a_survivor_lost_at_the_unmasking_stays_in_the_sum(tmp_path: Path, lost: int) -> None:
+    """7 partners (threshold 5) sent their masked moments, so nobody dropped: the
+    coordinator asks for the unmasking at once (no survivor set to sign), and ``lost`` of
+    them stop there. With 1 or 2 lost, the 5 or 6 others' self-mask shares suffice and the
+    sum of all 7 is exact; with 3 lost only 4 answer, below t: nothing is unmasked, and the
+    shares that were revealed are self-mask shares only (no masking-key share of anyone)."""
     from fedcollab.common.errors import NotEnoughPartnersError
 
     names = [f"p{i}" for i in range(7)]
@@ -256,7 +262,7 @@ def test_a_survivor_lost_at_the_consistency_check_stays_in_the_sum(
     sources = [write_partner(tmp_path / "data", n, seed=i) for i, n in enumerate(names)]
     base, audit_config, policy = in_memory_federation(spec, sources, tmp_path)
     gone = set(names[-lost:])
-    grid = DroppingGrid(base, gone, at="moments.secagg-sign")
+    grid = DroppingGrid(base, gone, at="moments.secagg-unmask")
     audit = JobAudit(audit_config, spec)
     roster = Roster(spec=spec, outputs=JobOutputs(tmp_path / "out"), audit=audit, policy=policy)
     with task_identity():
@@ -267,15 +273,58 @@ def test_a_survivor_lost_at_the_consistency_check_stays_in_the_sum(
         roster.request(grid, action="query.moments", meta=meta, into=acc, step="moments")  # type: ignore[arg-type]
         assert set(acc.masked) == set(names)  # everyone's masked input arrived
         if lost > 2:
+            with pytest.raises(NotEnoughPartnersError, match="4 survivors answered, 5 needed"):
+                roster.reveal(grid, acc, step="moments")  # type: ignore[arg-type]
+            assert set(acc.responses) == set(names) - gone
+            assert all(not r.key_shares for r in acc.responses.values())
+            return
+        total = roster.reveal(grid, acc, step="moments")  # type: ignore[arg-type]
+    assert acc.signatures == {}  # no consistency check without a dropout
+    assert set(acc.responses) == set(names) - gone
+    assert all(not r.key_shares for r in acc.responses.values())
+    assert np.array_equal(total, _own_moments(tmp_path, names, set(names)))
+    assert [d["partner"] for d in roster.dropped] == sorted(gone)
+
+
+@pytest.mark.parametrize("lost", [1, 2, 3])
+def test_a_survivor_lost_at_the_consistency_check_stays_in_the_sum(
+    tmp_path: Path, lost: int
+) -> None:
+    """8 partners (threshold 5); p0 drops before its masked moments, so the survivors (7)
+    must sign their set before anything is revealed, and ``lost`` of them stop before
+    signing. With t = 5 signatures on the same set (Bonawitz et al. 2017, round 3) the
+    lost survivors stay in U3: their inputs are in the sum and their self-masks are
+    removed with the others' shares. With 3 lost only 4 sign: below t, nothing is
+    unmasked and no share of anyone is revealed."""
+    from fedcollab.common.errors import NotEnoughPartnersError
+
+    names = [f"p{i}" for i in range(8)]
+    spec = _masked_job(participants=names, min_partners=3, round_timeout_s=2.0)
+    sources = [write_partner(tmp_path / "data", n, seed=i) for i, n in enumerate(names)]
+    base, audit_config, policy = in_memory_federation(spec, sources, tmp_path)
+    gone = set(names[-lost:])
+    grid = DroppingGrid(base, {"p0"}, at="moments", later={"moments.secagg-sign": gone})
+    audit = JobAudit(audit_config, spec)
+    roster = Roster(spec=spec, outputs=JobOutputs(tmp_path / "out"), audit=audit, policy=policy)
+    survivors = set(names) - {"p0"}
+    with task_identity():
+        roster.discover(grid)  # type: ignore[arg-type]
+        acc = roster.new_sum(LENGTH)
+        assert isinstance(acc, MaskedSum)
+        meta = layout_meta(channel=CHANNELS)
+        roster.request(grid, action="query.moments", meta=meta, into=acc, step="moments")  # type: ignore[arg-type]
+        assert set(acc.masked) == survivors
+        if len(gone) > 2:
             with pytest.raises(NotEnoughPartnersError, match="did not sign"):
                 roster.reveal(grid, acc, step="moments")  # type: ignore[arg-type]
             assert acc.responses == {}  # no share of anyone was revealed
             return
         total = roster.reveal(grid, acc, step="moments")  # type: ignore[arg-type]
-    assert set(acc.signatures) == set(names) - gone
-    assert set(acc.responses) == set(names) - gone
-    assert np.array_equal(total, _own_moments(tmp_path, names, set(names)))
-    assert [d["partner"] for d in roster.dropped] == sorted(gone)
+    assert set(acc.signatures) == survivors - gone
+    assert set(acc.responses) == survivors - gone
+    assert all(set(r.key_shares) == {"p0"} for r in acc.responses.values())
+    assert np.array_equal(total, _own_moments(tmp_path, names, survivors))
+    assert [d["partner"] for d in roster.dropped] == sorted({"p0"} | gone)
 
 
 @pytest.mark.parametrize("aggregation", ["masked", "ckks+masked"])

@@ -140,11 +140,11 @@ def test_a_masked_prediction_job_equals_the_plaintext_job(tmp_path: Path, mode: 
         for key in ("n", "auc", "accuracy", "log_loss"):
             got, want = masked["final"][split][key], plain["final"][split][key]
             assert abs(got - want) < 1e-4, (split, key, got, want)
-    # The exchanges per aggregate step: advertise, share, the step, sign, unmask; in
-    # ckks+masked the decryption rides in the signatures' exchange (one push for both).
-    # A round's keys are advertised with the previous round's signatures and shared with
-    # its unmasking: from round 2 on, a round costs three exchanges, not five (the job
-    # has 2 rounds).
+    # The exchanges per aggregate step: advertise, share, the step, unmask (no partner
+    # dropped, so no survivor set is signed); in ckks+masked the decryption rides in the
+    # unmasking's exchange (one push for both). A round's keys are advertised with the
+    # previous round's request and shared with its unmasking: from round 2 on, a round
+    # costs two exchanges, not four (the job has 2 rounds).
     per_step: dict[str, list[set[str]]] = {}
     for push in pushes:
         in_push: dict[str, set[str]] = {}
@@ -156,41 +156,40 @@ def test_a_masked_prediction_job_equals_the_plaintext_job(tmp_path: Path, mode: 
             per_step.setdefault(step, []).append(stages)
     assert {"round-1", "round-2"} <= set(per_step), sorted(per_step)
     for step, exchanges in per_step.items():
-        if mode == "ckks+masked":
-            assert {"decrypt", "secagg-sign"} in exchanges, (step, exchanges)
-        assert [e for e in exchanges if "decrypt" in e] in ([], [{"decrypt", "secagg-sign"}])
-        assert len(exchanges) == 4, (step, exchanges)  # + the step's own request
+        assert not any("secagg-sign" in e for e in exchanges), (step, exchanges)
+        unmasking = {"decrypt", "secagg-unmask"} if mode == "ckks+masked" else {"secagg-unmask"}
+        assert exchanges == [{"secagg-advertise"}, {"secagg-share"}, unmasking], (step, exchanges)
     together = [set(push) for push in pushes]
     for rnd in (2,):
-        assert {f"round-{rnd - 1}.secagg-sign", f"round-{rnd}.secagg-advertise"} in [
-            {g for g in push if g.endswith((".secagg-sign", ".secagg-advertise"))}
-            for push in together
-        ], together
+        assert {f"round-{rnd - 1}", f"round-{rnd}.secagg-advertise"} in together, together
         assert any(
             {f"round-{rnd - 1}.secagg-unmask", f"round-{rnd}.secagg-share"} <= push
             for push in together
         ), together
     assert not any("round-3" in g for push in pushes for g in push)  # 2 rounds: none ahead
     # After the last round the final evaluation's keys are set up the same way.
-    for last, final in (("sign", "advertise"), ("unmask", "share")):
-        pair = {f"round-2.secagg-{last}", f"final-evaluation.secagg-{final}"}
-        assert any(pair <= push for push in together), together
+    assert {"round-2", "final-evaluation.secagg-advertise"} in together, together
+    pair = {"round-2.secagg-unmask", "final-evaluation.secagg-share"}
+    assert any(pair <= push for push in together), together
+    # Without the advertisement riding on it, round 1 sets its own keys up first.
+    firsts = [push for push in together if any(g.startswith("round-1.") for g in push)]
+    assert firsts[:2] == [{"round-1.secagg-advertise"}, {"round-1.secagg-share"}], firsts
 
 
 @pytest.mark.parametrize("mode", ["masked", "ckks+masked"])
 def test_a_partner_that_dies_while_the_next_round_is_set_up_is_a_dropout(
     tmp_path: Path, mode: str
 ) -> None:
-    """p3 sent its round-1 input, then died: it answers neither round 1's consistency
-    check nor round 2's advertisement, which share one exchange. Round 1's sum still
-    counts its input (its self-mask is rebuilt from the others' shares), round 2 runs
-    with the other three (threshold 3 of 4)."""
+    """p3 sent its round-1 input (and round 2's advertisement with it), then died: it
+    answers neither round 1's unmasking nor round 2's key sharing, which share one
+    exchange. Round 1's sum still counts its input (its self-mask is rebuilt from the
+    others' shares), round 2 runs with the other three (threshold 3 of 4)."""
     # The in-memory partners answer as they are asked: the dead one's silence needs
     # only a short deadline.
     spec = _job("purchase_prediction", mode, 4).model_copy(update={"round_timeout_s": 3.0})
-    metrics, out, db = _run(tmp_path, spec, 4, dies=("p3", "round-2.secagg-advertise"))
+    metrics, out, db = _run(tmp_path, spec, 4, dies=("p3", "round-2.secagg-share"))
     assert [d["partner"] for d in metrics["dropouts"]] == ["p3"]
-    assert metrics["dropouts"][0]["step"] in ("round-1.secagg-sign", "round-2.secagg-advertise")
+    assert metrics["dropouts"][0]["step"] in ("round-1.secagg-unmask", "round-2.secagg-share")
     unmasked = {e["body"]["step"]: e["body"] for e in _events(db) if e["type"] == "secagg.unmasked"}
     assert unmasked["round-1"]["contributors"] == ["p0", "p1", "p2", "p3"]
     assert unmasked["round-2"]["contributors"] == ["p0", "p1", "p2"]
