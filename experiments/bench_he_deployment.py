@@ -31,9 +31,11 @@ message; but every message still passes through several Python processes that
 speak HTTP (coordinator, SuperLink, Fleet gateway, SuperNode, executor), about
 0.3 s per message per partner on this machine for a message of a few kB
 (docs/secure_aggregation.md). A CKKS round sends one more message in series (the
-aggregate's contributions to one partner to decrypt), the masked modes four more
-(advertise, share, sign, unmask), and ckks+masked moves two 32-bit limbs per
-value under the "wide" parameters. All processes share this machine's cores, so
+aggregate's contributions to one partner to decrypt), the masked modes one more
+(the unmasking, which carries the next step's key sharing; the next step's keys are
+advertised with this step's request, and the survivors sign their set only after a
+dropout), and ckks+masked sends the decryption with the unmasking and moves two
+32-bit limbs per value. All processes share this machine's cores, so
 the figures are upper bounds for partners on machines of their own.
 """
 
