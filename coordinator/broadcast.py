@@ -73,8 +73,11 @@ def _record(direction: str, group: str, node: int, content: RecordDict) -> None:
 _POLL_S = 0.05
 #: The SuperLink can list a reply before all of its objects are uploaded; Flower then
 #: waits ``PULL_INITIAL_BACKOFF`` (1 s), doubling, before pulling them again. Here the
-#: first retry comes after this long (doubling to ``_OBJECT_BACKOFF_CAP_S``).
-_OBJECT_BACKOFF_S = 0.05
+#: first retry comes after this long (doubling to ``_OBJECT_BACKOFF_CAP_S``). The
+#: gateway wakes this process when a reply is whole (coordinator.fleet_uploads), so a
+#: retry is for the replies of other partners still uploading when it pulls: a few
+#: milliseconds away, mostly.
+_OBJECT_BACKOFF_S = 0.01
 _OBJECT_BACKOFF_CAP_S = 2.0
 #: A reply whose objects never complete (its partner died while uploading it) held
 #: Flower's pull for minutes (500 tries, up to ``PULL_MAX_TIME``, 2 h), and every other

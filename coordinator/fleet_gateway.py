@@ -29,8 +29,8 @@ that finds nothing is held here for up to ``HOLD_S`` and forwarded again as soon
 as the coordinator's ServerApp pushed requests (a long poll: at most one held pull
 per node key, at most :data:`MAX_HELD` in all, the node's signed headers forwarded
 unchanged, which Flower accepts for 300 s); and a partner's accepted
-``push-messages`` or ``push-object`` bumps the ServerApp's reply notice, so the
-ServerApp pulls when a reply arrived instead of every 0.05 s.
+``push-messages`` or ``push-object`` that completes a reply (:mod:`.fleet_uploads`)
+bumps the ServerApp's reply notice: it pulls when a reply is whole, not every 0.05 s.
 
 Run as ``python -m fedcollab.coordinator.fleet_gateway --workspace WS``: the
 process first ends the Flower processes a previous run of the coordinator left
@@ -73,13 +73,8 @@ from fedcollab.coordinator.fleet_guard import (
     answer,
     read_body,
 )
-from fedcollab.coordinator.fleet_notice import (
-    HOLD_S,
-    NOTICE_ENV,
-    Notice,
-    NoticeWatch,
-    notice_dir,
-)
+from fedcollab.coordinator.fleet_notice import HOLD_S, NOTICE_ENV, Notice, NoticeWatch, notice_dir
+from fedcollab.coordinator.fleet_uploads import Uploads
 from fedcollab.coordinator.recovery import (
     hold_coordinator_lock,
     recover_interrupted_jobs,
@@ -222,7 +217,7 @@ def make_gateway(
     outbox = NoticeWatch(Notice(notices / "outbox")) if notices is not None else None
     inbox = Notice(notices / "inbox") if notices is not None else None
     holding: set[bytes] = set()
-    fast = fleet_calls(upstream)
+    fast, uploads = fleet_calls(upstream), Uploads()
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -288,8 +283,9 @@ def make_gateway(
         finally:
             if held is not None:
                 holding.discard(held)
-        if inbox is not None and path in PUSH_PATHS and resp.status == 200:
-            inbox.bump()
+        pushed = inbox is not None and path in PUSH_PATHS and resp.status == 200
+        if pushed and inbox is not None and uploads.complete(path, body, resp.content):
+            inbox.bump()  # a reply may be whole now
         out = [(k, v) for k, v in resp.headers if k.lower() not in _DROP]
         out.append((b"content-length", str(len(resp.content)).encode()))
         await send({"type": "http.response.start", "status": resp.status, "headers": out})

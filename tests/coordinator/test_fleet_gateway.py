@@ -86,6 +86,9 @@ class _Upstream:
         self.queued = False
         self.status = 200
         self.seen: list[tuple[Scope, bytes]] = []
+        #: What a push-messages answer asks for: the objects still to push, the session.
+        self.to_push: list[str] = []
+        self.session = ""
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         from flwr.proto.fleet_pb2 import PullMessagesResponse, PushMessagesResponse
@@ -112,7 +115,10 @@ class _Upstream:
             body = pulled.SerializeToString()
         else:
             self.pushes += 1
-            body = PushMessagesResponse().SerializeToString()
+            answer = PushMessagesResponse(session_id=self.session)
+            if scope["path"].endswith("push-messages"):
+                answer.objects_to_push.extend(self.to_push)
+            body = answer.SerializeToString()
         await send({"type": "http.response.start", "status": self.status, "headers": []})
         await send({"type": "http.response.body", "body": body})
 
@@ -126,14 +132,14 @@ def upstream(tmp_path: Path) -> tuple[_Upstream, Workspace]:
 
 
 async def _call(
-    app: Any, path: str, headers: list[tuple[bytes, bytes]]
+    app: Any, path: str, headers: list[tuple[bytes, bytes]], body: bytes = b""
 ) -> tuple[int, bytes, float]:
     """One request through the gateway (every call of a test on one event loop, as in
     uvicorn: the gateway's notice watch belongs to its loop)."""
     sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> MutableMapping[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(event: MutableMapping[str, Any]) -> None:
         sent.append(event)
@@ -223,6 +229,43 @@ def test_a_partner_s_accepted_push_wakes_the_coordinator(
         await _call(app, "/v1/fleet/push-messages", _NODE)
         await _call(app, "/v1/fleet/pull-messages", _NODE)
         assert inbox.token() == seen and superlink.pushes == 3
+
+    _run(scenario())
+
+
+def test_the_coordinator_is_woken_when_a_reply_is_whole(
+    upstream: tuple[_Upstream, Workspace],
+) -> None:
+    """A reply is its push-messages, then one push-object per object the SuperLink asked
+    for: the coordinator is woken at the last one, not before (its pull would find the
+    objects missing and back off). An object of a session the gateway does not know
+    wakes it at once, as every push did before."""
+    from flwr.proto.message_pb2 import PushObjectRequest
+
+    superlink, ws = upstream
+    notices = notice_dir(ws.state_dir)
+    inbox = Notice(notices / "inbox")
+    superlink.to_push, superlink.session = ["obj-a", "obj-b"], "session-1"
+
+    def obj(object_id: str, session: str = "session-1") -> bytes:
+        return PushObjectRequest(
+            object_id=object_id, object_content=b"x", session_id=session
+        ).SerializeToString()
+
+    async def scenario() -> None:
+        app = make_gateway(superlink, notices)
+        seen = inbox.token()
+        await _call(app, "/v1/fleet/push-messages", _NODE)
+        await _call(app, "/v1/fleet/push-object", _NODE, obj("obj-b"))
+        assert inbox.token() == seen  # obj-a is still missing
+        await _call(app, "/v1/fleet/push-object", _NODE, obj("obj-a"))
+        assert inbox.token() != seen
+        seen = inbox.token()
+        await _call(app, "/v1/fleet/push-object", _NODE, obj("obj-c", "unknown"))
+        assert inbox.token() != seen
+        seen = inbox.token()
+        await _call(app, "/v1/fleet/push-object", _NODE, b"\xff not protobuf")
+        assert inbox.token() != seen
 
     _run(scenario())
 
