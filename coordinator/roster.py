@@ -17,6 +17,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -186,8 +187,10 @@ class Roster(Membership):
                 protection=protection,
             )
         self.check_quorum(step)
-        if advertise is not None:
-            advertise[1](ahead_outcome)
+        if advertise is not None and then is not None and isinstance(then[1], MaskedSum):
+            # Who failed the next step's advertisement is dropped once this step's
+            # survivors are fixed (at its unmasking), not now: its input here counts.
+            then[1].advertised = partial(advertise[1], ahead_outcome)
         return [self.active[n] for n in outcome.replied if n in self.active]
 
     def _add_encrypted(self, into: EncryptedSum, partner: str, payload: Payload, step: str) -> None:

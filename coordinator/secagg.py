@@ -28,6 +28,7 @@ before any share is revealed.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,6 +83,13 @@ class MaskedSum:
 
     #: "ckks+masked": whose ciphertexts are in :attr:`ckks` (the survivors, U3).
     contributors: set[str] = field(default_factory=set)
+    #: Its advertisement went out with the previous step's request
+    #: (:func:`coordinator.secagg_round.advertise_ahead`): never sent again.
+    advertise_sent: bool = False
+    #: What to do with that advertisement's outcome (drop who failed it, check the
+    #: set), deferred until the previous step's survivors are fixed
+    #: (:func:`coordinator.secagg_round.settle_advertisement`).
+    advertised: Callable[[], object] | None = None
 
     @property
     def count(self) -> int:

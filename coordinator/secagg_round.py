@@ -198,6 +198,7 @@ def share_keys(
 
     A step whose keys were shared ahead (:class:`Ahead`, during the previous step) is
     not set up again; one whose keys were only advertised ahead is only shared."""
+    settle_advertisement(acc)
     if acc.u2:
         by_name = {p.name: node for node, p in members.active.items()}
         return {by_name[n] for n in acc.u2 if n in by_name and (only is None or by_name[n] in only)}
@@ -307,11 +308,23 @@ def advertise_ahead(
     outcome; None if there is nothing to advertise (no next step, or already done)."""
     if ahead is None or ahead.acc.config is not None or ahead.acc.u2:
         return None
+    if ahead.acc.advertise_sent:
+        return None  # partners answer a step's advertisement once: never ask again
     try:
         request, advertised = advertise_stage(members, ahead.acc, step=ahead.step, only=None)
     except SecAggRefusal:
         return None  # e.g. too small a cohort: the next step finds out itself
+    ahead.acc.advertise_sent = True
     return request, lambda outcome: _ahead_stage(ahead, lambda: advertised(outcome))
+
+
+def settle_advertisement(acc: MaskedSum) -> None:
+    """Finish an advertisement that rode with the previous step's request (see
+    :attr:`MaskedSum.advertised <coordinator.secagg.MaskedSum.advertised>`): drop the
+    partners that failed it and check the set; once."""
+    finish, acc.advertised = acc.advertised, None
+    if finish is not None:
+        finish()
 
 
 def _advertised(ahead: Ahead | None) -> bool:
@@ -350,8 +363,20 @@ def unmask(
     survivors = sorted(n for n in acc.survivors if n in by_name)
     meta: dict[str, object] = {"cohort": list(config.cohort), "length": acc.length}
     complete = set(survivors) == set(acc.u2)
+    if ahead is not None:
+        # This step's survivors are fixed: now drop who failed the next step's
+        # advertisement (sent with this step's request).
+        settle_advertisement(ahead.acc)
     if complete:
         request = UnmaskRequest(tuple(survivors), {}, ())
+    elif len(survivors) < config.threshold:
+        # Too few for any survivor to sign (each refuses a set below t): say so here
+        # rather than ask and report the refusals as the survivors' fault.
+        raise NotEnoughPartnersError(
+            f"step {step}: {len(survivors)} survivors, the session's threshold is "
+            f"{config.threshold}",
+            hint="restart the dropped partners and resubmit",
+        )
     else:
 
         def on_signature(name: str, payload: Payload) -> None:

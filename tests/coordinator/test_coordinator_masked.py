@@ -57,6 +57,7 @@ def _run(
     budget_cap: float | None = None,
     pushes: list[list[str]] | None = None,
     dies: tuple[str, str] | None = None,
+    dies_too: tuple[str, str] | None = None,
 ) -> tuple[dict[str, Any], Path, Path]:
     """Run ``spec`` over ``n`` partners; ``budget_cap`` caps every partner's "shop" ledger;
     ``dies``: (partner, group id) whose replies are lost from the exchange that sends that
@@ -65,18 +66,21 @@ def _run(
 
     sources = [make_partner(tmp_path / "data", f"p{i}", seed=i, n=300) for i in range(n)]
     grid, audit, policy = in_memory_federation(spec, sources, tmp_path)
-    if dies is not None:
-        victim, group = 1 + [s.partner for s in sources].index(dies[0]), dies[1]
+    for death in (d for d in (dies, dies_too) if d is not None):
+        victim, group = 1 + [s.partner for s in sources].index(death[0]), death[1]
         serve, dead = grid.push_messages, [False]
 
-        def push(messages: Any) -> list[str]:
+        def push(
+            messages: Any, victim: int = victim, group: str = group, serve: Any = serve,
+            dead: list[bool] = dead,
+        ) -> list[str]:  # fmt: skip
             messages = list(messages)
             dead[0] = dead[0] or any(group in batch.steps(m) for m in messages)
             ids = serve(messages)
             for msg, msg_id in zip(messages, ids, strict=True):
                 if dead[0] and msg.metadata.dst_node_id == victim:
                     grid._replies.pop(msg_id, None)
-            return ids
+            return list(ids)
 
         grid.push_messages = push  # type: ignore[method-assign]
     if budget_cap is not None:
@@ -194,6 +198,62 @@ def test_a_partner_that_dies_while_the_next_round_is_set_up_is_a_dropout(
     assert unmasked["round-1"]["contributors"] == ["p0", "p1", "p2", "p3"]
     assert unmasked["round-2"]["contributors"] == ["p0", "p1", "p2"]
     assert json.loads((out / "result.json").read_text())["status"] == "completed"
+
+
+def test_a_partner_that_refuses_only_the_next_round_s_keys_stays_in_this_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next round's advertisement rides with this round's request. p0 answers round 1
+    and refuses only round 2's advertisement: its round-1 input still counts (no dropout
+    there, so no survivor set is signed and no masking-key share of anyone is revealed),
+    and it is dropped at round 2's set-up. (A red team found it dropped before round 1's
+    unmasking: its input discarded, its key shares revealed, the step signed.)"""
+    from fedcollab.client import client_app
+    from fedcollab.client.partner_data import partner_config
+    from fedcollab.common.errors import ProtocolError
+    from fedcollab.common.serde import refusal
+
+    serve = client_app._answer_one
+    refused: list[str] = []
+
+    def answer_one(action: str, step: str, content: Any, context: Any, overrides: Any) -> Any:
+        me = partner_config(context.node_config, overrides)["partner"]
+        if step == "round-2.secagg-advertise" and me == "p0":
+            refused.append(step)
+            return refusal(ProtocolError("refused"), reason="this partner refuses the next keys")
+        return serve(action, step, content, context, overrides)
+
+    monkeypatch.setattr(client_app, "_answer_one", answer_one)
+    metrics, out, db = _run(tmp_path, _job("purchase_prediction", "masked", 5), 5)
+    assert refused == ["round-2.secagg-advertise"]
+    assert [(d["partner"], d["step"]) for d in metrics["dropouts"]] == [
+        ("p0", "round-2.secagg-advertise")
+    ]
+    unmasked = {e["body"]["step"]: e["body"] for e in _events(db) if e["type"] == "secagg.unmasked"}
+    assert unmasked["round-1"]["contributors"] == ["p0", "p1", "p2", "p3", "p4"]
+    assert unmasked["round-1"]["dropped"] == [] and unmasked["round-1"]["consistency"] == (
+        "no-dropout"
+    )
+    assert unmasked["round-2"]["contributors"] == ["p1", "p2", "p3", "p4"]
+    assert json.loads((out / "result.json").read_text())["status"] == "completed"
+
+
+def test_too_few_survivors_for_the_threshold_blame_no_survivor(tmp_path: Path) -> None:
+    """p0 dies at round 1's request, which carried round 2's advertisement, so round 2's
+    cohort still counts it (5 partners, t = 4; one dropout fewer tolerated there than with
+    a cohort of 4). p1 dies at round 2's request: 3 survivors, below t. The coordinator
+    stops the step itself instead of asking the survivors to sign a set each of them
+    refuses, and drops none of them for it. (A red team saw the three honest survivors
+    dropped as "refused".)"""
+    from fedcollab.common.errors import NotEnoughPartnersError
+
+    spec = _job("purchase_prediction", "masked", 5).model_copy(update={"round_timeout_s": 3.0})
+    with pytest.raises(NotEnoughPartnersError, match="3 survivors, the session's threshold is 4"):
+        _run(tmp_path, spec, 5, dies=("p0", "round-1"), dies_too=("p1", "round-2"))
+    events = _events(tmp_path / "audit" / "coordinator" / "audit.db")
+    dropped = [e["body"] for e in events if e["type"] == "partner.dropped"]
+    assert [(d["partner"], d["step"]) for d in dropped] == [("p0", "round-1"), ("p1", "round-2")]
+    assert not any(e["type"] == "aggregate.refused" and "sign" in json.dumps(e) for e in events)
 
 
 def _dp_client_job(aggregation: str, n: int, selection: str = "last_round") -> JobSpec:
