@@ -50,6 +50,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import numpy as np
@@ -202,6 +203,13 @@ def share_keys(
     if acc.u2:
         by_name = {p.name: node for node, p in members.active.items()}
         return {by_name[n] for n in acc.u2 if n in by_name and (only is None or by_name[n] in only)}
+    if acc.config is None and acc.advertise_sent:
+        # Partners answer a step's advertisement once: its set-up cannot run again.
+        raise NotEnoughPartnersError(
+            f"the keys of step {step} could not be set up: too few partners answered its "
+            "advertisement or shared their keys",
+            hint="restart the dropped partners and resubmit",
+        )
     if acc.config is None:
         advertise, advertised = advertise_stage(members, acc, step=step, only=only)
         advertised(exchange(grid, [advertise])[0])
@@ -331,6 +339,18 @@ def _advertised(ahead: Ahead | None) -> bool:
     return ahead is not None and ahead.acc.config is not None and not ahead.acc.u2
 
 
+def _enough_adverts(ahead: Ahead | None) -> bool:
+    """Whether the next step's advertised keys can make a session (else its key sharing
+    is not asked: the set-up has failed, :func:`settle_advertisement` says so)."""
+    if ahead is None or ahead.acc.config is None:
+        return False
+    try:
+        ahead.acc.config.check_subset(frozenset(ahead.acc.adverts), "the advertised key set")
+    except SecAggRefusal:
+        return False
+    return True
+
+
 def unmask(
     members: Membership,
     grid: Grid,
@@ -363,10 +383,6 @@ def unmask(
     survivors = sorted(n for n in acc.survivors if n in by_name)
     meta: dict[str, object] = {"cohort": list(config.cohort), "length": acc.length}
     complete = set(survivors) == set(acc.u2)
-    if ahead is not None:
-        # This step's survivors are fixed: now drop who failed the next step's
-        # advertisement (sent with this step's request).
-        settle_advertisement(ahead.acc)
     if complete:
         request = UnmaskRequest(tuple(survivors), {}, ())
     elif len(survivors) < config.threshold:
@@ -408,8 +424,8 @@ def unmask(
             )
             outcomes = got if got is not None else exchange(grid, along)
         signed(outcomes[0])
-        if advertise is not None:
-            ahead = advertise[1](outcomes[1])
+        if advertise is not None and ahead is not None:
+            ahead.acc.advertised = partial(advertise[1], outcomes[1])
         try:
             request = unmask_request(
                 config, list(acc.signatures.values()), survivors=survivors, u2=acc.u2, peers=peers
@@ -425,7 +441,8 @@ def unmask(
             raise SecAggRefusal(f"{name!r} sent {resp.partner!r}'s shares")
         acc.responses[name] = resp
 
-    # A survivor dropped meanwhile (by the next step's advertisement) is not asked.
+    # A survivor dropped at the consistency check is not asked; one that failed only the
+    # next step's advertisement is (that is settled after this step's unmasking).
     by_name = {p.name: node for node, p in members.active.items()}
     respond, responded = Stage(
         members,
@@ -438,11 +455,11 @@ def unmask(
     along = [respond]
     share: tuple[Request, Callable[[Outcome], set[int]]] | None = None
     advertise = None
-    if _advertised(ahead):
+    if _advertised(ahead) and _enough_adverts(ahead):
         assert ahead is not None
         share = share_stage(members, ahead.acc, step=ahead.step)
         along.append(share[0])
-    else:  # not advertised with this step's request: now, and the next step shares itself
+    elif not _advertised(ahead):  # not advertised yet: now; the next step shares itself
         advertise = advertise_ahead(members, ahead)
         if advertise is not None:
             along.append(advertise[0])
@@ -456,7 +473,11 @@ def unmask(
     else:
         outcomes = exchange(grid, along)
     responded(outcomes[0])
-    if share is not None and ahead is not None:
+    if ahead is not None:
+        # This step's survivors answered: now drop who failed the next step's
+        # advertisement (sent with this step's request or its signatures).
+        settle_advertisement(ahead.acc)
+    if share is not None and ahead is not None and ahead.acc.config is not None:
         _ahead_stage(ahead, lambda: share[1](outcomes[1]))
     elif advertise is not None:
         advertise[1](outcomes[1])

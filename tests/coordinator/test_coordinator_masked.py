@@ -200,6 +200,28 @@ def test_a_partner_that_dies_while_the_next_round_is_set_up_is_a_dropout(
     assert json.loads((out / "result.json").read_text())["status"] == "completed"
 
 
+def _refusing(monkeypatch: pytest.MonkeyPatch, refuse: set[tuple[str, str]]) -> list[str]:
+    """Partners refuse exactly the (partner, step) requests in ``refuse`` (a partner's
+    real refusal, with no data); returns the list of refusals made."""
+    from fedcollab.client import client_app
+    from fedcollab.client.partner_data import partner_config
+    from fedcollab.common.errors import ProtocolError
+    from fedcollab.common.serde import refusal
+
+    serve = client_app._answer_one
+    made: list[str] = []
+
+    def answer_one(action: str, step: str, content: Any, context: Any, overrides: Any) -> Any:
+        me = partner_config(context.node_config, overrides)["partner"]
+        if (me, step) in refuse:
+            made.append(f"{me}:{step}")
+            return refusal(ProtocolError("refused"), reason="this partner refuses it")
+        return serve(action, step, content, context, overrides)
+
+    monkeypatch.setattr(client_app, "_answer_one", answer_one)
+    return made
+
+
 def test_a_partner_that_refuses_only_the_next_round_s_keys_stays_in_this_round(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -208,24 +230,9 @@ def test_a_partner_that_refuses_only_the_next_round_s_keys_stays_in_this_round(
     there, so no survivor set is signed and no masking-key share of anyone is revealed),
     and it is dropped at round 2's set-up. (A red team found it dropped before round 1's
     unmasking: its input discarded, its key shares revealed, the step signed.)"""
-    from fedcollab.client import client_app
-    from fedcollab.client.partner_data import partner_config
-    from fedcollab.common.errors import ProtocolError
-    from fedcollab.common.serde import refusal
-
-    serve = client_app._answer_one
-    refused: list[str] = []
-
-    def answer_one(action: str, step: str, content: Any, context: Any, overrides: Any) -> Any:
-        me = partner_config(context.node_config, overrides)["partner"]
-        if step == "round-2.secagg-advertise" and me == "p0":
-            refused.append(step)
-            return refusal(ProtocolError("refused"), reason="this partner refuses the next keys")
-        return serve(action, step, content, context, overrides)
-
-    monkeypatch.setattr(client_app, "_answer_one", answer_one)
+    refused = _refusing(monkeypatch, {("p0", "round-2.secagg-advertise")})
     metrics, out, db = _run(tmp_path, _job("purchase_prediction", "masked", 5), 5)
-    assert refused == ["round-2.secagg-advertise"]
+    assert refused == ["p0:round-2.secagg-advertise"]
     assert [(d["partner"], d["step"]) for d in metrics["dropouts"]] == [
         ("p0", "round-2.secagg-advertise")
     ]
@@ -236,6 +243,45 @@ def test_a_partner_that_refuses_only_the_next_round_s_keys_stays_in_this_round(
     )
     assert unmasked["round-2"]["contributors"] == ["p1", "p2", "p3", "p4"]
     assert json.loads((out / "result.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("refuse", "dies", "round_1"),
+    [
+        # A survivor that refused the next advertisement still signs and unmasks here.
+        ({("p0", "round-2.secagg-advertise")}, ("p4", "round-1"), ["p0", "p1", "p2", "p3"]),
+        # Two refuse it: round 1 is whole; round 2 cannot start with 3 of t = 4.
+        ({("p0", "round-2.secagg-advertise"), ("p1", "round-2.secagg-advertise")}, None,
+         ["p0", "p1", "p2", "p3", "p4"]),
+        # Two refuse round 2's key sharing: never a second advertisement of round 2.
+        ({("p0", "round-2.secagg-share"), ("p1", "round-2.secagg-share")}, None,
+         ["p0", "p1", "p2", "p3", "p4"]),
+    ],
+)  # fmt: skip
+def test_a_failed_set_up_of_the_next_round_fails_there_and_only_there(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    refuse: set[tuple[str, str]],
+    dies: tuple[str, str] | None,
+    round_1: list[str],
+) -> None:
+    """Round 1 is unmasked over everyone who sent its input, whatever they do with round
+    2's keys; then round 2's set-up has too few partners (5 in its cohort, t = 4) and the
+    job stops there with that reason, without asking anyone a stage twice. (A second
+    red team: p0 was asked to sign but its signature was discarded, two refusers were not
+    asked to unmask so round 1 failed, and round 2 was advertised again, which every
+    partner refused.)"""
+    from fedcollab.common.errors import NotEnoughPartnersError
+
+    _refusing(monkeypatch, refuse)
+    spec = _job("purchase_prediction", "masked", 5).model_copy(update={"round_timeout_s": 3.0})
+    with pytest.raises(NotEnoughPartnersError, match="keys of step round-2 could not be set up"):
+        _run(tmp_path, spec, 5, dies=dies)
+    events = _events(tmp_path / "audit" / "coordinator" / "audit.db")
+    unmasked = {e["body"]["step"]: e["body"] for e in events if e["type"] == "secagg.unmasked"}
+    assert unmasked["round-1"]["contributors"] == round_1
+    reasons = [e["body"]["reason"] for e in events if e["type"] == "partner.dropped"]
+    assert not any("already" in r for r in reasons), reasons
 
 
 def test_too_few_survivors_for_the_threshold_blame_no_survivor(tmp_path: Path) -> None:
