@@ -33,13 +33,8 @@ from fedcollab.coordinator.decryption import EncryptedAggregate, decrypt
 from fedcollab.coordinator.encryption import HeSession, params_summary, session_from_keygen
 from fedcollab.coordinator.membership import Membership, Partner, refusal_hint
 from fedcollab.coordinator.secagg import MaskedSum
-from fedcollab.coordinator.secagg_round import (
-    Ahead,
-    add_masked_input,
-    advertise_ahead,
-    share_keys,
-    unmask,
-)
+from fedcollab.coordinator.secagg_round import add_masked_input, unmask
+from fedcollab.coordinator.secagg_setup import Ahead, advertise_ahead, share_keys
 from fedcollab.privacy.ckks import EncryptedSum
 from fedcollab.privacy.secagg_ckks import PARAMS as MASKED_PARAMS
 from fedcollab.protocols.vector_sum import VectorSum

@@ -406,6 +406,11 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         ("tests/adversarial/test_secagg_node.py",),
         "the coordinator's masked sum against real partners with dropouts",
     ),
+    "coordinator/secagg_setup.py": (
+        ("tests/coordinator/test_secagg_round.py", "tests/coordinator/test_coordinator_masked.py"),
+        "the key set-up stages and their ahead variants through the real coordinator and "
+        "partners (refusals, dropouts, a failed set-up)",
+    ),
     "coordinator/segmentation.py": (
         ("tests/coordinator/test_coordinator_masked.py",),
         "indirect: a masked segmentation job equals the plaintext one via coordinator/job.py",

@@ -17,7 +17,8 @@ from fedcollab.common.errors import CiphertextError, NotEnoughPartnersError
 from fedcollab.common.serde import Payload, decode, encode
 from fedcollab.coordinator.broadcast import Outcome
 from fedcollab.coordinator.secagg import MaskedSum
-from fedcollab.coordinator.secagg_round import Stage, add_masked_input, registered_peers
+from fedcollab.coordinator.secagg_round import add_masked_input
+from fedcollab.coordinator.secagg_setup import Stage, registered_peers
 from fedcollab.federation.inmemory import task_identity
 from fedcollab.privacy.secagg_session import SecAggRefusal
 from tests.support.scripted_grid import ScriptedGrid, audit_events, scripted_members
