@@ -114,11 +114,14 @@ def test_encrypted_job_coordinator_sees_only_ciphertexts(
         assert steps[f"{step}.decrypt"]["partners"] == [dealer]
     unmasked = {e["body"]["step"] for e in run if e["type"] == "secagg.unmasked"}
     assert {"moments", "round-1", "round-2", "final-evaluation"} <= unmasked
-    # The next step's keys ride with this step's signatures and unmasking, and a
-    # partner's requests of one exchange arrive in one query.batch message (common/batch).
+    # Nobody dropped, so no survivor set was signed: the next step's keys ride with this
+    # step's request (advertised) and its unmasking (shared), and a partner's requests of
+    # one exchange arrive in one query.batch message (common/batch).
     logs = "".join((federation.logs / f"{n}.log").read_text(errors="replace") for n in names)
-    assert "served query.batch round-1.secagg-sign+round-2.secagg-advertise" in logs
+    assert "served query.batch round-1+round-2.secagg-advertise" in logs
     assert "served query.batch round-2.secagg-unmask+final-evaluation.secagg-share" in logs
+    assert all(e["body"].get("consistency") == "no-dropout" for e in run
+               if e["type"] == "secagg.unmasked")  # fmt: skip
     # Log files, not terminals: Flower's lines carry a time and no ANSI colour codes.
     coordinator_log = (federation.logs / "coordinator.log").read_text(errors="replace")
     coloured = [line for line in coordinator_log.splitlines() if "\x1b[" in line]
