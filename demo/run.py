@@ -109,19 +109,13 @@ def _demo_jobs(schema_path: Path, *, encrypted: bool = True) -> tuple[JobSpec, J
     pays for.
     Encrypted by default: every aggregate is a CKKS sum (docs/privacy.md)."""
     prediction, segmentation = default_jobs(schema_path)
-    # The purchase job (and the DP job made from it): "ckks+masked", the encrypted
-    # default (issue 14). A demo run under load once lost every node at round 12 of such
-    # a job when the SuperLink's SQLite store stayed locked; nodes now retry the Fleet
-    # API's 500s (client/fleet_poll.py) and the store waits 30 s for its lock
-    # (coordinator/superlink_launch.py). The segmentation job keeps plain CKKS sums
-    # (the measured baseline) until its ckks+masked run time is measured in the demo.
+    # Every encrypted job runs "ckks+masked", the encrypted default (issue 14): the
+    # purchase job (and the DP job made from it) and the segmentation job. A demo run
+    # under load once lost every node at round 12 of such a job when the SuperLink's
+    # SQLite store stayed locked; nodes now retry the Fleet API's 500s
+    # (client/fleet_poll.py) and the SuperLink keeps its state in memory.
     masked = (
         PrivacySpec(encryption="ckks", aggregation="ckks+masked")
-        if encrypted
-        else PrivacySpec(encryption="none")
-    )
-    privacy = (
-        PrivacySpec(encryption="ckks", aggregation="ckks")
         if encrypted
         else PrivacySpec(encryption="none")
     )
@@ -135,7 +129,7 @@ def _demo_jobs(schema_path: Path, *, encrypted: bool = True) -> tuple[JobSpec, J
     )
     segmentation = segmentation.model_copy(
         update={
-            "privacy": privacy,
+            "privacy": masked,
             "segmentation": segmentation.segmentation.model_copy(
                 update={"lloyd_iterations": 15, "tolerance": 1e-4}
             ),

@@ -29,8 +29,8 @@ def test_demo_job_files_round_trip(tmp_path: Path) -> None:
         assert load_job_spec(path).to_json() == spec.to_json()
     assert all(spec.privacy.encrypted for spec in jobs)
     assert jobs[2].privacy.dp == "sample" and jobs[2].privacy.target_epsilon == 3.0
-    # Issue 14: the purchase jobs sum under masks inside CKKS; segmentation stays "ckks".
-    assert [j.privacy.aggregation for j in jobs] == ["ckks+masked", "ckks", "ckks+masked"]
+    # Issue 14: every encrypted job sums under masks inside CKKS.
+    assert [j.privacy.aggregation for j in jobs] == ["ckks+masked"] * 3
     assert prediction.rounds > KILL_AFTER_ROUND + 1  # rounds are left after the kill
     plain, _ = _demo_jobs(schema, encrypted=False)
     assert not plain.privacy.encrypted
