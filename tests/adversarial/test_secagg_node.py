@@ -207,25 +207,44 @@ class DroppingGrid(InMemoryGrid):
         return ids
 
 
+def _moments_federation(
+    tmp_path: Path,
+    n: int,
+    gone: set[str],
+    at: str,
+    later: dict[str, set[str]] | None = None,
+) -> tuple[list[str], Roster, DroppingGrid]:
+    """``n`` real partners p0.. (threshold from the cohort, min_partners 3) behind a
+    :class:`DroppingGrid`, and a coordinator roster for a masked moments step."""
+    names = [f"p{i}" for i in range(n)]
+    spec = _masked_job(participants=names, min_partners=3, round_timeout_s=2.0)
+    sources = [write_partner(tmp_path / "data", name, seed=i) for i, name in enumerate(names)]
+    base, audit_config, policy = in_memory_federation(spec, sources, tmp_path)
+    grid = DroppingGrid(base, gone, at=at, later=later)
+    audit = JobAudit(audit_config, spec)
+    roster = Roster(spec=spec, outputs=JobOutputs(tmp_path / "out"), audit=audit, policy=policy)
+    return names, roster, grid
+
+
+def _ask_moments(roster: Roster, grid: DroppingGrid) -> MaskedSum:
+    """Discover the partners and send the masked moments request (inside task_identity)."""
+    roster.discover(grid)  # type: ignore[arg-type]
+    acc = roster.new_sum(LENGTH)
+    assert isinstance(acc, MaskedSum)
+    meta = layout_meta(channel=CHANNELS)
+    roster.request(grid, action="query.moments", meta=meta, into=acc, step="moments")  # type: ignore[arg-type]
+    return acc
+
+
 @pytest.mark.parametrize("dropouts", [0, 1, 2])
 def test_the_masked_sum_is_exact_with_dropouts(tmp_path: Path, dropouts: int) -> None:
     """7 partners (threshold 5): 0, 1 and n - t = 2 of them drop after sharing their keys
     (before their masked moments). The coordinator unmasks the survivors' sum, which
     equals the sum of the survivors' own moments on the fixed-point grid."""
-    names = [f"p{i}" for i in range(7)]
-    spec = _masked_job(participants=names, min_partners=3, round_timeout_s=2.0)
-    sources = [write_partner(tmp_path / "data", n, seed=i) for i, n in enumerate(names)]
-    base, audit_config, policy = in_memory_federation(spec, sources, tmp_path)
-    gone = set(names[:dropouts])
-    grid = DroppingGrid(base, gone, at="moments")
-    audit = JobAudit(audit_config, spec)
-    roster = Roster(spec=spec, outputs=JobOutputs(tmp_path / "out"), audit=audit, policy=policy)
-    meta = layout_meta(channel=CHANNELS)
+    gone = {f"p{i}" for i in range(dropouts)}
+    names, roster, grid = _moments_federation(tmp_path, 7, gone, at="moments")
     with task_identity():
-        roster.discover(grid)  # type: ignore[arg-type]
-        acc = roster.new_sum(LENGTH)
-        assert isinstance(acc, MaskedSum)
-        roster.request(grid, action="query.moments", meta=meta, into=acc, step="moments")  # type: ignore[arg-type]
+        acc = _ask_moments(roster, grid)
         total = roster.reveal(grid, acc, step="moments")  # type: ignore[arg-type]
     assert acc.u2 == frozenset(names) and set(acc.masked) == set(names) - gone
     assert np.array_equal(total, _own_moments(tmp_path, names, set(names) - gone))
@@ -257,20 +276,10 @@ def test_a_survivor_lost_at_the_unmasking_stays_in_the_sum(tmp_path: Path, lost:
     shares that were revealed are self-mask shares only (no masking-key share of anyone)."""
     from fedcollab.common.errors import NotEnoughPartnersError
 
-    names = [f"p{i}" for i in range(7)]
-    spec = _masked_job(participants=names, min_partners=3, round_timeout_s=2.0)
-    sources = [write_partner(tmp_path / "data", n, seed=i) for i, n in enumerate(names)]
-    base, audit_config, policy = in_memory_federation(spec, sources, tmp_path)
-    gone = set(names[-lost:])
-    grid = DroppingGrid(base, gone, at="moments.secagg-unmask")
-    audit = JobAudit(audit_config, spec)
-    roster = Roster(spec=spec, outputs=JobOutputs(tmp_path / "out"), audit=audit, policy=policy)
+    gone = {f"p{i}" for i in range(7 - lost, 7)}
+    names, roster, grid = _moments_federation(tmp_path, 7, gone, at="moments.secagg-unmask")
     with task_identity():
-        roster.discover(grid)  # type: ignore[arg-type]
-        acc = roster.new_sum(LENGTH)
-        assert isinstance(acc, MaskedSum)
-        meta = layout_meta(channel=CHANNELS)
-        roster.request(grid, action="query.moments", meta=meta, into=acc, step="moments")  # type: ignore[arg-type]
+        acc = _ask_moments(roster, grid)
         assert set(acc.masked) == set(names)  # everyone's masked input arrived
         if lost > 2:
             with pytest.raises(NotEnoughPartnersError, match="4 survivors answered, 5 needed"):
@@ -298,21 +307,13 @@ def test_a_survivor_lost_at_the_consistency_check_stays_in_the_sum(
     unmasked and no share of anyone is revealed."""
     from fedcollab.common.errors import NotEnoughPartnersError
 
-    names = [f"p{i}" for i in range(8)]
-    spec = _masked_job(participants=names, min_partners=3, round_timeout_s=2.0)
-    sources = [write_partner(tmp_path / "data", n, seed=i) for i, n in enumerate(names)]
-    base, audit_config, policy = in_memory_federation(spec, sources, tmp_path)
-    gone = set(names[-lost:])
-    grid = DroppingGrid(base, {"p0"}, at="moments", later={"moments.secagg-sign": gone})
-    audit = JobAudit(audit_config, spec)
-    roster = Roster(spec=spec, outputs=JobOutputs(tmp_path / "out"), audit=audit, policy=policy)
+    gone = {f"p{i}" for i in range(8 - lost, 8)}
+    names, roster, grid = _moments_federation(
+        tmp_path, 8, {"p0"}, at="moments", later={"moments.secagg-sign": gone}
+    )
     survivors = set(names) - {"p0"}
     with task_identity():
-        roster.discover(grid)  # type: ignore[arg-type]
-        acc = roster.new_sum(LENGTH)
-        assert isinstance(acc, MaskedSum)
-        meta = layout_meta(channel=CHANNELS)
-        roster.request(grid, action="query.moments", meta=meta, into=acc, step="moments")  # type: ignore[arg-type]
+        acc = _ask_moments(roster, grid)
         assert set(acc.masked) == survivors
         if len(gone) > 2:
             with pytest.raises(NotEnoughPartnersError, match="did not sign"):
