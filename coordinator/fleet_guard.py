@@ -8,16 +8,21 @@ and runtime APIs (``flwr``, ``fedcollab job submit``, the ServerApps) lose. A re
 nothing stayed open for good (uvicorn arms its keep-alive timer only after a response)
 and took all 1,024 descriptors of the process; the loopback ``list-runs`` then timed
 out. A 300 MiB unauthenticated ``push-object`` body grew the process by 1.2 GB before
-node authentication refused it.
+node authentication refused it. And (2026-12-07) TCP connections that never start
+their TLS handshake did the same: the cap below counted a connection only once asyncio
+handed it over, after the handshake, and asyncio keeps an unfinished handshake for 60 s.
 
 So, on the public port only:
 
-* **At most** :func:`max_connections` **connections at once**; one more is closed
-  once its TLS handshake is done (asyncio calls the protocol only then; a handshake
-  that does not finish is dropped after asyncio's 60 s). The soft ``RLIMIT_NOFILE``
-  of the process is raised to its hard limit at start (:func:`raise_open_file_limit`),
-  and the cap is half of the limit in force at each accept (at most
-  :data:`MAX_CONNECTIONS`), so the loopback server always has descriptors left.
+* **At most** :func:`max_connections` **connections at once, counted from the
+  accept** (:class:`PublicSockets`: the listening socket's ``accept`` closes one more at
+  once, before any TLS; a connection counts until its socket is closed). The soft
+  ``RLIMIT_NOFILE`` of the process is raised to its hard limit at start
+  (:func:`raise_open_file_limit`), and the cap is half of the limit in force at each
+  accept (at most :data:`MAX_CONNECTIONS`), so the loopback server always has
+  descriptors left.
+* **A TLS handshake within** :data:`HANDSHAKE_TIMEOUT_S` of the accept (asyncio's
+  ``ssl_handshake_timeout``, :func:`public_server`), not asyncio's 60 s.
 * **A request's head within** :data:`HEAD_TIMEOUT_S` of the connection being made or
   of the previous response: a connection that has not sent a whole request line and
   headers by then is closed (a slow sender gains nothing by trickling bytes).
@@ -29,20 +34,26 @@ So, on the public port only:
 A registered node holds one connection (its pull is held for at most ``HOLD_S``
 between requests), so the cap is far above what a federation needs. What remains for
 an attacker: holding up to the cap's connections, each for at most
-:data:`HEAD_TIMEOUT_S` at a time, keeps registered nodes from connecting while it
-lasts (a denial of service of the federation, not of the coordinator host, and no
-data); each connection may make the process buffer up to :data:`MAX_BODY_BYTES`.
+:data:`HANDSHAKE_TIMEOUT_S` plus :data:`HEAD_TIMEOUT_S` at a time, keeps registered
+nodes from connecting while it lasts (a denial of service of the federation, not of the
+coordinator host, and no data); each connection may make the process buffer up to
+:data:`MAX_BODY_BYTES`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import resource
+import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 __all__ = [
@@ -52,9 +63,10 @@ __all__ = [
     "MAX_CONNECTIONS",
     "BodyRefused",
     "GuardedHttp",
+    "PublicSockets",
     "answer",
-    "guarded",
     "max_connections",
+    "public_server",
     "raise_open_file_limit",
     "read_body",
 ]
@@ -63,6 +75,8 @@ log = logging.getLogger(__name__)
 
 #: A request's line and headers must arrive within this many seconds.
 HEAD_TIMEOUT_S = 10.0
+#: A TLS handshake must be done within this many seconds of the accept.
+HANDSHAKE_TIMEOUT_S = 10.0
 #: A request's body must arrive within this many seconds of its head.
 BODY_TIMEOUT_S = 300.0
 #: The largest request body the public port takes (bytes).
@@ -94,30 +108,91 @@ def max_connections(open_file_limit: int) -> int:
     return max(16, min(MAX_CONNECTIONS, open_file_limit // 2))
 
 
-class GuardedHttp(HttpToolsProtocol):
-    """uvicorn's HTTP protocol with a connection cap and a deadline for each request's
-    head (module notes). ``limit`` is set by :func:`guarded` for one server."""
+def current_cap(limit: int) -> int:
+    """The connection cap now: ``limit``, or less if the descriptor limit in force was
+    lowered since the start (an operator may lower it with ``prlimit``)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return limit if soft == resource.RLIM_INFINITY else min(limit, max_connections(soft))
 
-    limit = MAX_CONNECTIONS
+
+class PublicSockets:
+    """The public port's open connections, counted from the accept to the socket's close.
+
+    :meth:`listener` wraps the listening socket: its ``accept`` (which asyncio calls for
+    each incoming connection) closes a connection at once while :attr:`open` is at the
+    cap, before any TLS, and otherwise hands it over as a socket whose ``close``
+    (asyncio's, when the connection ends for any reason, a failed handshake included)
+    gives its place back; a socket dropped without ``close`` gives it back when
+    collected."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self._refused_logged = False
+
+    def listener(self, sock: socket.socket) -> socket.socket:
+        """``sock`` (bound and listening; detached here) as a capped listener."""
+        capped = _Listener(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        capped.sockets = self
+        return capped
+
+    def admit(self, conn: socket.socket) -> bool:
+        if self.open >= current_cap(self.limit):
+            if not self._refused_logged:
+                self._refused_logged = True
+                log.warning("public port: %d connections open, closing new ones until some end",
+                            self.open)  # fmt: skip
+            return False
+        self._refused_logged = False
+        self.open += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.open -= 1
+
+        conn.release = release  # type: ignore[attr-defined]
+        weakref.finalize(conn, release)
+        return True
+
+
+class _Connection(socket.socket):
+    """An accepted public connection: gives its place back when closed."""
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            release = getattr(self, "release", None)
+            if release is not None:
+                release()
+
+
+class _Listener(socket.socket):
+    """The public listening socket; ``accept`` as :meth:`socket.socket.accept`, except
+    for connections over the cap, closed at once (:class:`PublicSockets`)."""
+
+    sockets: PublicSockets
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        while True:
+            fd, addr = self._accept()  # type: ignore[attr-defined]  # BlockingIOError: none left
+            conn = _Connection(self.family, self.type, self.proto, fileno=fd)
+            if socket.getdefaulttimeout() is None and self.gettimeout():
+                conn.setblocking(True)
+            if self.sockets.admit(conn):
+                return conn, addr
+            conn.close()
+
+
+class GuardedHttp(HttpToolsProtocol):
+    """uvicorn's HTTP protocol with a deadline for each request's head (module notes)."""
+
     head_timeout_s = HEAD_TIMEOUT_S
-    _refused_logged = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        # The descriptor limit as it is now (an operator may lower it with prlimit).
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        cap = (
-            self.limit if soft == resource.RLIM_INFINITY else min(self.limit, max_connections(soft))
-        )
-        if len(self.connections) >= cap:
-            if not GuardedHttp._refused_logged:
-                GuardedHttp._refused_logged = True
-                log.warning(
-                    "public port: %d connections open, closing new ones until some end",
-                    len(self.connections),
-                )
-            transport.abort()
-            return
-        GuardedHttp._refused_logged = False
         super().connection_made(transport)
         self._head_timer: asyncio.TimerHandle | None = None
         self._arm_head_timer()
@@ -148,14 +223,40 @@ class GuardedHttp(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
-        if self in self.connections or getattr(self, "transport", None) is not None:
-            super().connection_lost(exc)
+        super().connection_lost(exc)
 
 
-def guarded(limit: int) -> type[GuardedHttp]:
-    """A :class:`GuardedHttp` allowing ``limit`` connections (one class per server)."""
-    attrs: dict[str, Any] = {"limit": limit}
-    return type("PublicHttp", (GuardedHttp,), attrs)
+class _PublicServer(uvicorn.Server):
+    """uvicorn's server on a :class:`PublicSockets` listener, with a TLS handshake
+    deadline; the loopback server owns the process's signal handling."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn passes no handshake timeout to create_server: asyncio's 60 s. Give
+        # it ours for this call only (nothing else creates a server meanwhile: one loop).
+        loop = asyncio.get_running_loop()
+        create = loop.create_server
+        loop.create_server = functools.partial(  # type: ignore[method-assign]
+            create, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S
+        )
+        try:
+            await super().startup(sockets)
+        finally:
+            del loop.create_server  # the loop's own method again
+
+
+def public_server(config: uvicorn.Config) -> tuple[uvicorn.Server, list[socket.socket]]:
+    """The public port's server for ``config`` (TLS, host and port) and the capped
+    listening socket to pass to its ``serve``: the connection cap, the handshake and
+    head deadlines of the module notes."""
+    config.http = GuardedHttp
+    sockets = PublicSockets(max_connections(raise_open_file_limit()))
+    listener = sockets.listener(config.bind_socket())
+    listener.set_inheritable(False)  # uvicorn made it inheritable; no child needs it
+    return _PublicServer(config), [listener]
 
 
 class BodyRefused(Exception):

@@ -44,7 +44,6 @@ handling of ``RunNotRunningException``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import importlib
 import logging
@@ -52,7 +51,7 @@ import os
 import sys
 import threading
 import types
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -70,7 +69,7 @@ from flwr.superlink.federation import FederationManager
 from fedcollab.common.errors import FedcollabError, WorkspaceError
 from fedcollab.common.third_party_noise import plain_flower_logs
 from fedcollab.coordinator.fleet_gateway import ASGIApp, make_gateway
-from fedcollab.coordinator.fleet_guard import guarded, max_connections, raise_open_file_limit
+from fedcollab.coordinator.fleet_guard import public_server
 from fedcollab.coordinator.node_journal import NodeJournal, NodeRecord
 from fedcollab.coordinator.serverappio_fast import serverappio_app
 
@@ -315,14 +314,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-class _QuietSignals(uvicorn.Server):
-    """The public server: the loopback server owns the process's signal handling."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 def serve(app: ASGIApp, public: tuple[str, int], notices: Path | None, **loopback: Any) -> None:
     """Serve the SuperLink's ``app`` on its loopback address (``loopback``: the keyword
     arguments Flower gives ``uvicorn.run``) and, once that is up, the Fleet gateway on
@@ -342,13 +333,11 @@ def serve(app: ASGIApp, public: tuple[str, int], notices: Path | None, **loopbac
 
     # The public port's limits (coordinator.fleet_guard): the loopback APIs keep their
     # descriptors whatever strangers hold open there.
-    limit = max_connections(raise_open_file_limit())
-    outer = _QuietSignals(
+    outer, listeners = public_server(
         uvicorn.Config(
             app=make_gateway(app, notices, state=lifespan_state),
             host=public[0],
             port=public[1],
-            http=guarded(limit),
             ws="none",
             ssl_certfile=loopback.get("ssl_certfile"),
             ssl_keyfile=loopback.get("ssl_keyfile"),
@@ -366,7 +355,7 @@ def serve(app: ASGIApp, public: tuple[str, int], notices: Path | None, **loopbac
         if first.done():
             await first
             return
-        second = asyncio.create_task(outer.serve())
+        second = asyncio.create_task(outer.serve(listeners))
         await asyncio.wait({first, second}, return_when=asyncio.FIRST_COMPLETED)
         inner.should_exit = outer.should_exit = True
         for task in (second, first):

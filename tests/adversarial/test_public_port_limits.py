@@ -9,9 +9,14 @@ coordinator over TLS):
 2. An unauthenticated 300 MiB ``push-object`` body was read whole (1.2 GB of memory)
    before node authentication refused it.
 3. A path with ``%0a`` wrote a forged line into the coordinator log.
+4. TCP connections that never start their TLS handshake (2026-12-07): the cap counted a
+   connection only once its handshake was done, and asyncio keeps an unfinished one for
+   60 s, so 600 bare connects took every descriptor of a process limited to 512 and the
+   loopback Control API stopped answering again.
 
 Defences: :mod:`fedcollab.coordinator.fleet_guard` (a connection cap at half the
-descriptor limit, a deadline for each request's head, a body limit and deadline) and
+descriptor limit, counted from the accept, a deadline for each TLS handshake and each
+request's head, a body limit and deadline) and
 ``%r`` in the gateway's refusal line. Every wait is on an event (a socket's answer or
 close, a process exit), never a fixed sleep.
 """
@@ -29,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from fedcollab.coordinator.fleet_guard import HEAD_TIMEOUT_S, MAX_BODY_BYTES
+from fedcollab.coordinator.fleet_guard import HANDSHAKE_TIMEOUT_S, HEAD_TIMEOUT_S, MAX_BODY_BYTES
 from fedcollab.coordinator.superlink import start_superlink
 from fedcollab.coordinator.workspace import Workspace
 from tests.support.integration import BIN, free_port
@@ -57,6 +62,11 @@ class _Coordinator:
         fed = self.ws.federation
         raw = socket.create_connection((fed.host, fed.port), timeout=timeout_s)
         return self.ctx.wrap_socket(raw, server_hostname=fed.host)
+
+    def bare(self) -> socket.socket:
+        """A TCP connection to the public port that never starts its TLS handshake."""
+        fed = self.ws.federation
+        return socket.create_connection((fed.host, fed.port), timeout=10.0)
 
     def loopback_status(self) -> str:
         """The status line of a Control API call on the SuperLink's own loopback port."""
@@ -129,14 +139,47 @@ def test_idle_public_connections_are_capped_and_the_loopback_api_keeps_answering
             s.close()
 
 
-def _closed_now(sock: ssl.SSLSocket) -> bool:
-    sock.settimeout(30.0)
+def _closed_now(sock: socket.socket, within_s: float = 30.0) -> bool:
+    sock.settimeout(within_s)
     try:
         return sock.recv(1) == b""
     except (ConnectionResetError, ssl.SSLError):
         return True
     except TimeoutError:
         return False
+
+
+def test_connections_that_never_start_tls_are_capped_and_the_loopback_api_keeps_answering(
+    coordinator: _Coordinator,
+) -> None:
+    pid = coordinator.superlink_pid()
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (512, 512))
+    assert coordinator.loopback_status() == "HTTP/1.1 200 OK"
+    held: list[socket.socket] = []
+    try:
+        for _ in range(600):  # beyond the 512 descriptors the process has
+            try:
+                held.append(coordinator.bare())
+            except OSError:
+                continue  # the kernel's backlog was full for a moment: nothing held
+        open_fds = len(os.listdir(f"/proc/{pid}/fd"))
+        # Before: every bare connection held a descriptor for asyncio's 60 s handshake
+        # timeout, 600 > 512, and the loopback call below failed.
+        assert open_fds < 512, f"the SuperLink holds {open_fds} of its 512 descriptors"
+        assert coordinator.loopback_status() == "HTTP/1.1 200 OK"
+        # Beyond the cap (256 here) connections are closed as they are accepted.
+        assert sum(1 for s in held[300:] if _closed_now(s)) >= 100
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_a_tls_handshake_that_never_starts_is_closed_after_its_deadline(
+    coordinator: _Coordinator,
+) -> None:
+    with coordinator.bare() as s:
+        # Before: asyncio's 60 s; this wait ran out first.
+        assert _closed_now(s, within_s=HANDSHAKE_TIMEOUT_S + 30.0)
 
 
 def test_a_request_head_that_never_ends_is_closed_after_the_deadline(
