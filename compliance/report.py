@@ -262,6 +262,7 @@ def write_report(
     ledger_bundles: Sequence[Path] = (),
     expected_heads: Sequence[ExpectedHead] = (),
     fail_on_errors: bool = False,
+    shown_as: str = "",
 ) -> tuple[Path, Path]:
     """Verify, gather and write ``report.html`` and ``report.pdf``; returns their paths.
 
@@ -269,6 +270,8 @@ def write_report(
     sees every finding, and then AuditVerificationError is raised (exit 31).  With
     ``fail_on_errors`` (``audit report``), so is a report with error-level findings
     (an output that is not the one its run released, a provision without consent...).
+    The error names the report by its path, or as ``shown_as`` (the console, whose
+    report folder is gone by then).
     """
     model = build_report(
         bundle,
@@ -282,19 +285,20 @@ def write_report(
     pdf = pdf_bytes(model)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path, pdf_path = out_dir / "report.html", out_dir / "report.pdf"
+    where = shown_as or str(html_path)
     write_atomic(html_path, html)
     write_atomic(pdf_path, pdf)
     if model.attestation.cross_findings:
         lines = "\n".join(f"  - {f}" for f in model.attestation.cross_findings)
         raise AuditVerificationError(
             f"the logs disagree ({len(model.attestation.cross_findings)} finding(s)); the report "
-            f"{html_path} lists them:\n{lines}",
+            f"{where} lists them:\n{lines}",
             hint="each finding names the party whose log is wrong; see docs/compliance.md",
         )
     if fail_on_errors and model.errors:
         lines = "\n".join(f"  - {f.job + ': ' if f.job else ''}{f.message}" for f in model.errors)
         raise AuditVerificationError(
-            f"the report has {len(model.errors)} error finding(s); {html_path} lists them "
+            f"the report has {len(model.errors)} error finding(s); {where} lists them "
             f"with every warning:\n{lines}",
             hint="each finding names the run (job digest and run id) it concerns; "
             "see docs/compliance.md",

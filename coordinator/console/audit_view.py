@@ -252,7 +252,9 @@ def report_zip(
     files only, links refused), verified under the same policy and cross-checked
     against the coordinator's bundle, exactly as ``audit report --ledger BUNDLE``
     does; the verified copies travel in the zip beside the coordinator's bundle so
-    the officer can re-run ``audit crossref`` offline.
+    the officer can re-run ``audit crossref`` offline. A report with error findings or
+    cross-log findings is refused (AuditVerificationError listing them), as ``audit
+    report`` exits 31 on it: the console never serves it as a clean download.
     """
     from fedcollab.compliance.report import write_report  # heavy (PDF): only when asked
 
@@ -268,6 +270,8 @@ def report_zip(
             policy=policy,
             out_dir=out,
             ledger_bundles=copies,
+            fail_on_errors=True,  # as `audit report`: refused, with every finding
+            shown_as="the report `fedcollab audit report` writes for this log",
         )
         copy_bundle(bundle, out / "bundle")
         return _zip(out, prefix=f"{source.name}-compliance-report"), report

@@ -22,7 +22,7 @@ from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from fedcollab.compliance.trail import Trail
+from fedcollab.compliance.trail import Trail, digest_bytes
 from fedcollab.coordinator.console.app import create_app
 from fedcollab.coordinator.console.auth import Role, UserStore
 from fedcollab.coordinator.console.settings import (
@@ -92,10 +92,23 @@ def template_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
         dest = ws.root / "partners" / p
         dest.mkdir(parents=True)
         shutil.copy(ws.node_dir(p) / "audit.pub", dest / "audit.pub")
+    results = root / "results"
+    write_job(results / "purchase", name="purchase", task="purchase_prediction",
+              partners=list(PARTNERS), done=True)  # fmt: skip
+    write_job(results / "solo-b", name="solo-b", task="segmentation", partners=["brand-b"],
+              done=False)  # fmt: skip
     with Trail.open(ws.audit_db, ws.audit_key, actor="coordinator") as trail:
-        trail.record("job.submitted", {"job": "purchase", "purpose": "purchase-prediction"})
-        trail.record("job.started", {"job": "purchase"})
-        trail.record("job.completed", {"job": "purchase"})
+        # The run the results folder holds, as a coordinator records it: a report with
+        # an output no run released has an error finding, which the console refuses.
+        run = {"job": "purchase", "digest": "sha256:00", "run": "r1"}
+        trail.record("job.submitted", {**run, "purpose": "purchase-prediction"})
+        trail.record("job.started", run)
+        joined = [{"name": p, "dataset_hash": f"sha256:{p}"} for p in PARTNERS]
+        trail.record("job.participants", {**run, "partners": joined, "refused": []})
+        out = results / "purchase"
+        released = {f.name: digest_bytes(f.read_bytes()) for f in sorted(out.glob("*.json"))}
+        trail.record("model.released", {**run, "outputs": released})
+        trail.record("job.completed", run)
         trail.checkpoint()
         trail.record("job.started", {"job": "solo-b"})
     init_console(ws)
@@ -105,11 +118,6 @@ def template_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
             mech = SampledGaussian(noise_multiplier=1.1, sample_rate=0.02, steps=100)
             ledger.charge(f"{p}-orders", job="purchase", run="r1", step="round-1", mechanism=mech)
         add_ledger(ws, p, ws.node_dir(p) / "budget.db")
-    results = root / "results"
-    write_job(results / "purchase", name="purchase", task="purchase_prediction",
-              partners=list(PARTNERS), done=True)  # fmt: skip
-    write_job(results / "solo-b", name="solo-b", task="segmentation", partners=["brand-b"],
-              done=False)  # fmt: skip
     store = UserStore(ConsolePaths.of(ws).users, hasher=FAST)
     store.add("olga", PASSWORD, role=Role.OPERATOR, partner=None)
     store.add("carl", PASSWORD, role=Role.COMPLIANCE, partner=None)

@@ -31,7 +31,7 @@ def test_good_logs_are_verified(as_user: Client) -> None:
     logs = _logs(as_user("carl"))
     assert str(logs["coordinator"]["verification"]).startswith("verified")
     assert "1 newer entries not yet checkpointed" in str(logs["coordinator"]["verification"])
-    assert logs["coordinator"]["size"] == 4 and logs["coordinator"]["checkpoint_size"] == 3
+    assert logs["coordinator"]["size"] == 6 and logs["coordinator"]["checkpoint_size"] == 5
     assert str(logs["console"]["verification"]).startswith("verified")
     page = as_user("carl").get("/audit").text
     assert 'tr data-log="coordinator"' in page and 'class="export-bundle"' in page
@@ -72,7 +72,7 @@ def test_exported_bundle_verifies_offline(env: Env, as_user: Client, tmp_path: P
     name, key = load_verifier_key(env.ws.audit_pub)
     policy = TrustPolicy.from_keys({name: key})
     report = verify_bundle(bundle, policy, workers=1)  # what `audit verify` runs
-    assert report.origin == "coordinator" and report.size == 3
+    assert report.origin == "coordinator" and report.size == 5
 
     console = _unzip(carl.get("/audit/console/bundle.zip").content, tmp_path / "console")
     cname, ckey = load_verifier_key(env.ws.root / "console" / "audit.pub")
@@ -102,7 +102,7 @@ def test_entry_browser_filters_and_pages(as_user: Client) -> None:
         "solo-b",
     }
     by_job = olga.get("/api/audit/coordinator/entries?job=purchase").json()
-    assert by_job["total"] == 3
+    assert by_job["total"] == 5
     page = olga.get("/audit/coordinator?type=job.started").text
     assert page.count("<tr data-index=") == 2
 
@@ -130,6 +130,26 @@ def test_compliance_report_export(env: Env, as_user: Client) -> None:
     assert any(n.endswith("/report.pdf") for n in names)
     assert any(n.endswith("/bundle/manifest.json") for n in names)
     assert "verified against the pinned key" in html and "UNVERIFIED" not in html
+
+
+def test_report_with_an_error_finding_is_refused_like_audit_report(
+    env: Env, as_user: Client
+) -> None:
+    """An output that differs from the one its run released is an error finding: `audit
+    report` exits 31 on it, and the console answers 409 with the finding (before, it
+    served the zip with 200, so a tampered output passed as a clean download)."""
+    for partner in PARTNERS:
+        _cosign(env, partner)
+    (env.results / "purchase" / "attributions.json").write_text('{"features": []}')
+    carl = as_user("carl")
+    resp = carl.get("/audit/report.zip?job=purchase")
+    assert resp.status_code == 409
+    error = resp.json()["error"]
+    assert "1 error finding(s)" in error and "attributions.json: hash sha256:" in error
+    assert "differs from the released" in error
+    assert "the report `fedcollab audit report` writes for this log lists them" in error
+    exports = carl.get("/api/audit/console/entries?type=console.export").json()["entries"]
+    assert len(exports) == 1 and '"ok": false' in exports[0]["body"]
 
 
 def test_report_requires_every_registered_partner_like_audit_report(
