@@ -90,6 +90,9 @@ class MaskedSum:
     #: set), deferred until the previous step's survivors are fixed
     #: (:func:`coordinator.secagg_round.settle_advertisement`).
     advertised: Callable[[], object] | None = None
+    #: Why its set-up ahead failed and what to do (coordinator.secagg_setup.ahead_stage),
+    #: for the error the step then stops with.
+    setup_failure: tuple[str, str] | None = None
 
     @property
     def count(self) -> int:

@@ -146,10 +146,12 @@ def share_keys(
         return {by_name[n] for n in acc.u2 if n in by_name and (only is None or by_name[n] in only)}
     if acc.config is None and acc.advertise_sent:
         # Partners answer a step's advertisement once: its set-up cannot run again.
+        why, hint = acc.setup_failure or (
+            "too few partners answered its advertisement or shared their keys",
+            "restart the dropped partners and resubmit",
+        )
         raise NotEnoughPartnersError(
-            f"the keys of step {step} could not be set up: too few partners answered its "
-            "advertisement or shared their keys",
-            hint="restart the dropped partners and resubmit",
+            f"the keys of step {step} could not be set up: {why}", hint=hint
         )
     if acc.config is None:
         advertise, advertised = advertise_stage(members, acc, step=step, only=only)
@@ -297,7 +299,12 @@ def ahead_stage(ahead: Ahead, finish: Callable[[], object]) -> Ahead | None:
     next step runs its own, and the job fails there if it must)."""
     try:
         finish()
-    except (NotEnoughPartnersError, SecAggRefusal):
+    except (NotEnoughPartnersError, SecAggRefusal) as exc:
+        # Said when the step stops: e.g. the quorum, not only "too few keys".
+        ahead.acc.setup_failure = (
+            exc.message,
+            exc.hint or "restart the dropped partners and resubmit",
+        )
         ahead.acc.config, ahead.acc.u2 = None, frozenset()
         ahead.acc.adverts.clear()
         ahead.acc.inboxes.clear()

@@ -284,6 +284,25 @@ def test_a_failed_set_up_of_the_next_round_fails_there_and_only_there(
     assert not any("already" in r for r in reasons), reasons
 
 
+def test_a_next_round_set_up_that_breaks_the_quorum_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """p0 refuses round 2's key sharing (which rides with round 1's unmasking) and is
+    dropped: 2 partners left, below min_partners = 3. Round 2 stops with that reason
+    (before: "too few partners answered its advertisement or shared their keys")."""
+    from fedcollab.common.errors import NotEnoughPartnersError
+
+    _refusing(monkeypatch, {("p0", "round-2.secagg-share")})
+    spec = _job("purchase_prediction", "masked", 3).model_copy(update={"min_partners": 3})
+    with pytest.raises(NotEnoughPartnersError) as caught:
+        _run(tmp_path, spec, 3)
+    assert caught.value.message == (
+        "the keys of step round-2 could not be set up: 2 partners left after "
+        "round-2.secagg-share, below min_partners=3 (dropped: ['p0'])"
+    )
+    assert "or lower min_partners" in caught.value.hint  # the quorum's own hint
+
+
 def test_too_few_survivors_for_the_threshold_blame_no_survivor(tmp_path: Path) -> None:
     """p0 dies at round 1's request, which carried round 2's advertisement, so round 2's
     cohort still counts it (5 partners, t = 4; one dropout fewer tolerated there than with
