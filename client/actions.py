@@ -28,7 +28,7 @@ from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.keys import Signer
 from fedcollab.common.messages import CosignRequest, DecryptRequest
 from fedcollab.common.serde import Payload
-from fedcollab.compliance.trail import digest_bytes, digest_vector
+from fedcollab.compliance.trail import digest_bytes, digest_parts, digest_vector
 from fedcollab.privacy.dp_plan import DpPlan
 from fedcollab.privacy.secagg_ckks import ckks_plaintext
 
@@ -126,6 +126,7 @@ def _secagg_stage(request: Request) -> Outcome:
         run=request.run,
         step=request.step,
         me=request.data.partner,
+        answered=lambda step: request.contract.request_of(request.run, step),
     )
     return Outcome(meta, None, "secagg-stage", parts=parts)
 
@@ -195,11 +196,19 @@ def answer(request: Request) -> Outcome:
         outcome = Outcome(meta, vector, request.summed, ciphertext=ciphertext)
     else:
         outcome = Outcome(meta, vector, request.summed)
-    if request.audit is not None and (outcome.vector is not None or outcome.ciphertext is not None):
+    masked = outcome.aggregation == "masked-sum" and bool(outcome.parts)
+    if request.audit is not None and (
+        outcome.vector is not None or outcome.ciphertext is not None or masked
+    ):
+        # Masked words too: every survivor checks these before it reveals any share.
+        reply = (
+            digest_parts(outcome.parts)
+            if masked
+            else reply_digest(meta, outcome.vector, outcome.ciphertext)
+        )
         meta["binding"] = sign_contribution(
             Signer.load(request.audit.key), partner=request.data.partner, run=request.run,
-            action=request.action, step=request.step, request=request.shared,
-            reply=reply_digest(meta, outcome.vector, outcome.ciphertext),
+            action=request.action, step=request.step, request=request.shared, reply=reply,
         )  # fmt: skip
     return outcome
 

@@ -21,7 +21,9 @@ request                 what the node does                           reply
 ``query.secagg``        ``<step>.secagg-unmask``: shares for the     ``meta["response"]``
                         set t survivors signed, never both kinds;
                         with no dropout, unsigned: self-mask shares
-                        for exactly its own U2
+                        for exactly its own U2; either way only if
+                        every survivor signed an answer to the
+                        request this node answered at the step
 ======================  ===========================================  =====================
 
 Every stage is a planned ``(run, action, step)`` of the partner's run contract
@@ -38,7 +40,14 @@ out-of-order stages. What the node decides itself, never from the request:
 * the cohort: sorted, including this node, within the job's participants, at least
   ``max(2, min_partners)`` partners;
 * the fixed-point budget (:data:`CODEC`);
-* the purpose string, which binds the session to the job digest and the step.
+* the purpose string, which binds the session to the job digest and the step;
+* what it answered at the step (its run contract's request digest): before it reveals
+  any share, every survivor must have signed an answer to that same request
+  (:func:`client.contribution.check_bindings`, as the key holder checks before a
+  decryption). Otherwise the coordinator could send one partner other centroids, another
+  layout or model than the rest, and the unmasked sum would isolate that partner's
+  answer (red team of 2026-12-07: all three partners of a "masked" job revealed their
+  shares for such a mix).
 
 The session (keys, self-mask seed, held shares) is stored 0600 under the node's
 key store (``he/<run>/secagg/<step>``) between messages and erased with the run.
@@ -49,12 +58,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fedcollab.client.contribution import check_bindings
 from fedcollab.client.he_keys import NodeKeyStore, load_peer_keys, write_private
 from fedcollab.common.errors import ProtocolError
 from fedcollab.common.jobspec import JobSpec
@@ -141,9 +151,18 @@ def _load(
 
 
 def handle(
-    node: Mapping[str, str], spec: JobSpec, payload: Payload, *, run: str, step: str, me: str
+    node: Mapping[str, str],
+    spec: JobSpec,
+    payload: Payload,
+    *,
+    run: str,
+    step: str,
+    me: str,
+    answered: Callable[[str], str | None],
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Serve one ``query.secagg`` stage (``step`` is ``<aggregate>.secagg-<stage>``)."""
+    """Serve one ``query.secagg`` stage (``step`` is ``<aggregate>.secagg-<stage>``);
+    ``answered(step)`` is the request digest this node answered at ``step`` (its run
+    contract), None if it answered none."""
     aggregate, _, stage = step.rpartition(".secagg-")
     if stage not in STAGES or not aggregate:
         raise ProtocolError(f"{step!r} is not a secure-aggregation stage")
@@ -172,10 +191,36 @@ def handle(
         survivors = payload.as_(SecAggSignRequest).secagg.survivors
         reply = {"signature": _b64(dump(partner.sign_survivors(list(survivors))))}, {}
     else:
-        request = load_unmask_request(_unb64(payload.as_(SecAggUnmaskRequest).secagg.request))
+        asked = payload.as_(SecAggUnmaskRequest).secagg
+        request = load_unmask_request(_unb64(asked.request))
+        _same_request(node, asked.bindings, run=run, step=aggregate, own=answered(aggregate),
+                      survivors=request.survivors)  # fmt: skip
         reply = {"response": _b64(dump(partner.unmask(request)))}, {}
     write_private(path, partner.to_bytes())
     return reply
+
+
+def _same_request(
+    node: Mapping[str, str],
+    bindings: Any,
+    *,
+    run: str,
+    step: str,
+    own: str | None,
+    survivors: tuple[str, ...],
+) -> None:
+    """Refuse to reveal shares unless every survivor signed an answer to the request this
+    node answered at ``step`` (module notes)."""
+    if own is None:
+        raise SecAggRefusal(
+            f"this node sent no masked input at step {step!r}, so it cannot check what the "
+            "survivors answered",
+            hint="only a partner that answered the step unmasks it; refused",
+        )
+    check_bindings(
+        bindings, peers=load_peer_keys(node), run=run, step=step, request=own,
+        contributors=list(survivors),
+    )  # fmt: skip
 
 
 def mask_reply(

@@ -97,6 +97,8 @@ class Roster(Membership):
             if payload.as_(DataReply).binding is not None:
                 # Typed above; forwarded as signed (canonical JSON of the partner's dict).
                 bindings[partner.name] = payload.meta["binding"]
+                if isinstance(into, MaskedSum):
+                    into.bindings[partner.name] = payload.meta["binding"]
             if isinstance(into, MaskedSum) and into.ckks is not None:
                 self._add_encrypted(into.ckks, partner.name, payload, step)
                 assert payload.ciphertext is not None

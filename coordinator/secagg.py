@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -83,6 +84,9 @@ class MaskedSum:
 
     #: "ckks+masked": whose ciphertexts are in :attr:`ckks` (the survivors, U3).
     contributors: set[str] = field(default_factory=set)
+    #: Each sender's signed statement of the request it answered (client.contribution),
+    #: forwarded with the unmasking: survivors check them before revealing shares.
+    bindings: dict[str, Any] = field(default_factory=dict)
     #: Its advertisement went out with the previous step's request
     #: (:func:`coordinator.secagg_round.advertise_ahead`): never sent again.
     advertise_sent: bool = False

@@ -195,7 +195,12 @@ def unmask(
         step,
         "unmask",
         nodes=[by_name[n] for n in survivors if n in by_name],
-        meta={**meta, "request": b64(dump(request))},
+        meta={
+            **meta,
+            "request": b64(dump(request)),
+            # What each survivor signed it answered: every survivor checks them all.
+            "bindings": [acc.bindings.get(n) for n in request.survivors],
+        },
         on_reply=on_response,
     ).request()
     along = [respond]

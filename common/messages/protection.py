@@ -92,6 +92,9 @@ class _Sign(_Session):
 
 class _Unmask(_Session):
     request: Blob
+    #: Each survivor's signed statement of what it answered at the step (client.
+    #: contribution), in the order of the request's survivors; None: it signed none.
+    bindings: Annotated[list[ContributionBinding | None], Field(max_length=MAX_PARTNERS)]
 
 
 class SecAggRequest(Strict):
@@ -113,7 +116,8 @@ class SecAggSignRequest(SecAggRequest):
 
 
 class SecAggUnmaskRequest(SecAggRequest):
-    """``<step>.secagg-unmask``: the unmasking request every survivor signed."""
+    """``<step>.secagg-unmask``: the unmasking request (signed by t survivors after a
+    dropout) and every survivor's signed statement of the request it answered."""
 
     secagg: _Unmask
 

@@ -76,6 +76,21 @@ def _through_masking(atk: Attacker) -> tuple[dict[str, Any], dict[str, Payload]]
     return head, replies
 
 
+def _unmask(
+    atk: Attacker,
+    name: str,
+    head: dict[str, Any],
+    request: UnmaskRequest,
+    replies: dict[str, Payload],
+    bindings: dict[str, Any] | None = None,
+) -> Payload:
+    """The unmask stage for ``request``, with each survivor's signed statement from its
+    reply (or those of ``bindings``), as the coordinator forwards them."""
+    signed = bindings or {n: r.meta.get("binding") for n, r in replies.items()}
+    order = [signed.get(n) for n in request.survivors]
+    return _stage(atk, name, "unmask", {**head, "request": _b64(dump(request)), "bindings": order})
+
+
 def test_a_masked_job_s_reply_is_masked_words_only(tmp_path: Path) -> None:
     """The moments reply carries no vector and no ciphertext: only signed masked words,
     which differ from the encoded moments (a one-time pad)."""
@@ -135,7 +150,7 @@ def test_dropping_a_live_partner_from_the_survivor_set_does_not_unmask_it(
     a self-mask share of e: e's masked words stay one-time-padded (Bonawitz et al. 2017,
     the consistency check), and e merely leaves the sum."""
     atk = Attacker.against(tmp_path, _masked_job(), names=("a", "b", "c", "d", "e"))
-    head, _ = _through_masking(atk)
+    head, replies = _through_masking(atk)
     rest = ["a", "b", "c", "d"]
     without_e = _stage(atk, "e", "sign", {**head, "survivors": rest})
     assert without_e.refused == "SecAggRefusal" and "signature" not in without_e.meta
@@ -149,18 +164,58 @@ def test_dropping_a_live_partner_from_the_survivor_set_does_not_unmask_it(
     )
     # The full set, signed only by a-d (over another set): a refuses to reveal anything.
     full = UnmaskRequest((*rest, "e"), {n: s.signature for n, s in signed.items()}, ())
-    reply = _stage(atk, "a", "unmask", {**head, "request": _b64(dump(full))})
+    reply = _unmask(atk, "a", head, full, replies)
     assert reply.refused == "SecAggRefusal" and "response" not in reply.meta
     # The set without e, e "dropped": b-d reveal e's masking-key shares, never its
     # self-mask shares; e reveals nothing (it signed no set).
     dropped_e = UnmaskRequest(tuple(rest), {n: s.signature for n, s in signed.items()}, ("e",))
     for name in ("b", "c", "d"):  # a's unmask stage went to the refused request
-        r = _stage(atk, name, "unmask", {**head, "request": _b64(dump(dropped_e))})
+        r = _unmask(atk, name, head, dropped_e, replies)
         assert r.refused is None, r.meta
         response = load_unmask_response(base64.b64decode(r.meta["response"]))
         assert "e" in response.key_shares and "e" not in response.self_shares
-    e_reply = _stage(atk, "e", "unmask", {**head, "request": _b64(dump(dropped_e))})
+    e_reply = _unmask(atk, "e", head, dropped_e, replies)
     assert e_reply.refused == "SecAggRefusal" and "response" not in e_reply.meta
+
+
+def test_answers_to_different_requests_are_never_unmasked_together(tmp_path: Path) -> None:
+    """Attack (audit of 2026-12-07): the coordinator sends b another moments request than
+    a and c (the channels in another order; other centroids or another model work the
+    same way), so the unmasked sum would hold b's answer to its own request beside the
+    others': enough to single b out. Before, all three revealed their shares. Now each
+    checks that every survivor signed an answer to the request it answered itself, and
+    nobody reveals anything: forwarding b's statement, or none for b, or one re-signed
+    by nobody, is refused alike."""
+    atk = Attacker.against(tmp_path, _masked_job())
+    names = sorted(atk.configs)
+    for name in names:
+        assert atk.handshake(name).refused is None
+    head = {"cohort": names, "length": LENGTH}
+    adverts = {n: _stage(atk, n, "advertise", head).meta["advert"] for n in names}
+    sent: dict[str, dict[str, Envelope]] = {}
+    for n in names:
+        shares = _stage(atk, n, "share", {**head, "adverts": adverts})
+        sent[n] = {r: Envelope.from_bytes(b) for r, b in shares.parts.items()}
+    inboxes = route_shares(sent)
+    replies = {}
+    for n in names:
+        inbox = {s: _b64(e.to_bytes()) for s, e in inboxes[n].items()}
+        channels = CHANNELS[::-1] if n == "b" else CHANNELS  # b gets another request
+        meta = {**layout_meta(channel=channels), "secagg": {"inbox": inbox}}
+        replies[n] = atk.send(n, "query.moments", step="moments", meta=meta)
+        assert replies[n].refused is None  # each request alone is a planned one
+    everyone = UnmaskRequest(tuple(names), {}, ())
+    forged = {**replies["b"].meta["binding"]}
+    forged["statement"] = {**forged["statement"], "request": replies["a"].meta["binding"][
+        "statement"]["request"]}  # fmt: skip
+    attempts = {
+        "a": None,  # b's own statement: another request
+        "b": None,  # a's and c's: another request than b's
+        "c": {**{n: r.meta["binding"] for n, r in replies.items()}, "b": forged},
+    }
+    for name, bindings in attempts.items():
+        reply = _unmask(atk, name, head, everyone, replies, bindings)
+        assert reply.refused == "CiphertextError" and "response" not in reply.meta, name
 
 
 def test_masks_of_two_runs_never_repeat(tmp_path: Path) -> None:
