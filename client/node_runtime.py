@@ -388,6 +388,7 @@ def serve(state: NodeState) -> int:
     from flwr.supercore.retry import make_simple_http_retry_invoker
     from flwr.supercore.runtime import RuntimeHttpClient
 
+    from fedcollab.client import key_sweep
     from fedcollab.client.runtime_local import in_process, serve_in_process
 
     settings = load_settings(state)
@@ -398,6 +399,7 @@ def serve(state: NodeState) -> int:
     with contextlib.suppress(ImportError):
         import torch  # noqa: F401 - the handlers import it lazily: pay it here, not in round 1
 
+    key_sweep.start(node_config)  # expired run keys go on the node's own clock
     if in_process():
         return serve_in_process(settings, node_config)
     notice, notify = os.pipe()  # the SuperNode writes a byte per message it stored

@@ -37,8 +37,10 @@ says it may do:
 * **One preprocessor per run.** The standardisation a request carries is pinned
   at its first use in the run; a later request with another one is refused.
 * **Keys do not outlive their job.** Per-run secrets (CKKS keys, transport and
-  mask keys) of a run pinned more than :data:`KEY_TTL_S` ago are erased on the
-  next request, whether or not the job ever reached its cosigning step.
+  mask keys) are erased at the job's cosign, completed or failed; those of a run
+  pinned more than :data:`KEY_TTL_S` ago are erased at the next request and by the
+  node's own sweep (:mod:`client.key_sweep`, at start and every 10 minutes), whether
+  or not the job ever reached its cosigning step.
 
 This is the per-client state that Flower's SecAgg+ workflow keeps for the same
 reason (Bell et al. 2020, "Secure Single-Server Aggregation with
@@ -94,7 +96,7 @@ __all__ = [
     "vertical_plan",
 ]
 
-#: Per-run secrets older than this are erased on the next request (see Notes).
+#: Per-run secrets older than this are erased (next request, node sweep; see Notes).
 KEY_TTL_S = 24 * 3600.0
 
 _DAY_S = 24 * 3600.0

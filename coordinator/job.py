@@ -144,10 +144,13 @@ def run_job(
         )
         return metrics
     except FedcollabError as exc:
-        _fail(outputs, roster, audit, type(exc).__name__, exc.diagnostics())
+        cosign = audit_config is not None
+        _fail(grid, outputs, roster, audit, type(exc).__name__, exc.diagnostics(), cosign=cosign)
         raise
     except Exception as exc:
-        _fail(outputs, roster, audit, type(exc).__name__, "".join(traceback.format_exception(exc)))
+        reason = "".join(traceback.format_exception(exc))
+        cosign = audit_config is not None
+        _fail(grid, outputs, roster, audit, type(exc).__name__, reason, cosign=cosign)
         raise
 
 
@@ -160,12 +163,41 @@ def _output_digests(outputs: JobOutputs) -> dict[str, str]:
     }
 
 
-def _fail(outputs: JobOutputs, roster: Roster, audit: JobAudit, kind: str, reason: str) -> None:
+def _fail(
+    grid: Grid,
+    outputs: JobOutputs,
+    roster: Roster,
+    audit: JobAudit,
+    kind: str,
+    reason: str,
+    *,
+    cosign: bool,
+) -> None:
     log.warning("job %s failed: %s: %s", audit.spec.name, kind, reason.splitlines()[0][:500])
     with contextlib.suppress(FedcollabError):
         audit.event("job.failed", error=kind, reason=reason.splitlines()[0][:500])
+    if cosign:
+        _cosign_failure(grid, roster, audit, outputs)
     outputs.write_result(JobResult.failed(kind, reason, dropouts=roster.dropped))
     outputs.event("job_end", status="failed", error=kind, reason=reason, dropouts=roster.dropped)
+
+
+def _cosign_failure(grid: Grid, roster: Roster, audit: JobAudit, outputs: JobOutputs) -> None:
+    """A failed job's log is cosigned too, best effort, by the partners still active: its
+    ``job.failed`` record becomes tamper-evident at the partners, and each partner erases
+    the run's keys at the cosign, as after a completed job (before, they stayed on disk
+    until the 24 h key TTL). Nothing here hides the job's own error: a failure to cosign
+    is logged, and the job's exception is raised as it was."""
+    if not roster.active:
+        return
+    try:
+        summary = request_cosignatures(grid, roster, audit)
+    except Exception:  # the grid or the log may be what failed
+        log.warning("job %s failed; its log could not be cosigned", audit.spec.name,
+                    exc_info=True)  # fmt: skip
+        return
+    with contextlib.suppress(OSError):
+        outputs.write_json("audit.json", summary)
 
 
 def _model_card(

@@ -301,6 +301,16 @@ def test_a_next_round_set_up_that_breaks_the_quorum_says_so(
         "round-2.secagg-share, below min_partners=3 (dropped: ['p0'])"
     )
     assert "or lower min_partners" in caught.value.hint  # the quorum's own hint
+    # The failed job's log is cosigned by the partners still active (its job.failed
+    # record included), and they erase the run's keys at it, as after a completed job.
+    events = _events(tmp_path / "audit" / "coordinator" / "audit.db")
+    kinds = [e["type"] for e in events]
+    assert kinds.index("checkpoint.cosignatures") > kinds.index("job.failed")
+    cosigned = next(e["body"] for e in events if e["type"] == "checkpoint.cosignatures")
+    assert cosigned["cosigned_by"] == ["p1", "p2"]
+    # p0, dropped, is not asked: its keys go at the node's key TTL (client/key_sweep.py).
+    left = sorted(p.relative_to(tmp_path).parts[2] for p in tmp_path.rglob("secagg") if p.is_dir())
+    assert left == ["p0"], f"keys of the failed run still on disk: {left}"
 
 
 def test_too_few_survivors_for_the_threshold_blame_no_survivor(tmp_path: Path) -> None:
