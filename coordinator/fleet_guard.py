@@ -26,6 +26,12 @@ So, on the public port only:
 * **A request's head within** :data:`HEAD_TIMEOUT_S` of the connection being made or
   of the previous response: a connection that has not sent a whole request line and
   headers by then is closed (a slow sender gains nothing by trickling bytes).
+* **A reader that keeps up**: a connection whose peer leaves the server's send buffer
+  full for :data:`WRITE_STALL_S` is cut (uvicorn's ``send`` waits for a drain with no
+  timer of its own), and a closing connection's TLS shutdown gets
+  :data:`SHUTDOWN_TIMEOUT_S`.
+* **At most** :data:`MAX_PIPELINED` **requests queued** behind the one being answered
+  (uvicorn parses a whole read into queued requests of about 2.5 kB each).
 * **A body of at most** :data:`MAX_BODY_BYTES`, whole within :data:`BODY_TIMEOUT_S`
   (:mod:`.fleet_gateway`: 413 as soon as the declared or received length is over it,
   408 at the deadline). A partner's largest push, a CKKS reply of a 1M-parameter
@@ -34,7 +40,8 @@ So, on the public port only:
 A registered node holds one connection (its pull is held for at most ``HOLD_S``
 between requests), so the cap is far above what a federation needs. What remains for
 an attacker: holding up to the cap's connections, each for at most
-:data:`HANDSHAKE_TIMEOUT_S` plus :data:`HEAD_TIMEOUT_S` at a time, keeps registered
+:data:`HANDSHAKE_TIMEOUT_S` plus :data:`HEAD_TIMEOUT_S` (or :data:`WRITE_STALL_S`, a
+reader that stalls) at a time, keeps registered
 nodes from connecting while it lasts (a denial of service of the federation, not of the
 coordinator host, and no data); each connection may make the process buffer up to
 :data:`MAX_BODY_BYTES`.
@@ -61,6 +68,9 @@ __all__ = [
     "HEAD_TIMEOUT_S",
     "MAX_BODY_BYTES",
     "MAX_CONNECTIONS",
+    "MAX_PIPELINED",
+    "SHUTDOWN_TIMEOUT_S",
+    "WRITE_STALL_S",
     "BodyRefused",
     "GuardedHttp",
     "PublicSockets",
@@ -77,6 +87,15 @@ log = logging.getLogger(__name__)
 HEAD_TIMEOUT_S = 10.0
 #: A TLS handshake must be done within this many seconds of the accept.
 HANDSHAKE_TIMEOUT_S = 10.0
+#: A closing TLS connection's shutdown (close_notify) gets this long (asyncio: 30 s).
+SHUTDOWN_TIMEOUT_S = 5.0
+#: A connection whose reader lets the server's send buffer stay full this long is cut.
+WRITE_STALL_S = 30.0
+#: At most this many requests queued behind the one being answered (SuperNodes never
+#: pipeline); one more and the connection is cut.
+MAX_PIPELINED = 8
+#: At most this many connections are accepted (or refused) per readiness event.
+_ACCEPT_BATCH = 100
 #: A request's body must arrive within this many seconds of its head.
 BODY_TIMEOUT_S = 300.0
 #: The largest request body the public port takes (bytes).
@@ -177,7 +196,7 @@ class _Listener(socket.socket):
     sockets: PublicSockets
 
     def accept(self) -> tuple[socket.socket, Any]:
-        while True:
+        for _ in range(_ACCEPT_BATCH):  # then back to the event loop, whatever is pending
             fd, addr = self._accept()  # type: ignore[attr-defined]  # BlockingIOError: none left
             conn = _Connection(self.family, self.type, self.proto, fileno=fd)
             if socket.getdefaulttimeout() is None and self.gettimeout():
@@ -185,17 +204,43 @@ class _Listener(socket.socket):
             if self.sockets.admit(conn):
                 return conn, addr
             conn.close()
+        raise BlockingIOError("accept: the rest waits for the next event loop turn")
 
 
 class GuardedHttp(HttpToolsProtocol):
-    """uvicorn's HTTP protocol with a deadline for each request's head (module notes)."""
+    """uvicorn's HTTP protocol with a deadline for each request's head, for a stalled
+    reader, and a bound on pipelined requests (module notes)."""
 
     head_timeout_s = HEAD_TIMEOUT_S
+    write_stall_s = WRITE_STALL_S
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
         self._arm_head_timer()
+
+    def pause_writing(self) -> None:
+        # The peer stopped reading: uvicorn's send() now waits for a drain with no timer
+        # armed (red team of 2026-12-07: a stranger held a connection for good by sending
+        # requests and never reading the answers).
+        super().pause_writing()
+        if getattr(self, "_stall_timer", None) is None:
+            self._stall_timer = self.loop.call_later(self.write_stall_s, self._stalled)
+
+    def resume_writing(self) -> None:
+        self._cancel_stall_timer()
+        super().resume_writing()
+
+    def _cancel_stall_timer(self) -> None:
+        timer = getattr(self, "_stall_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._stall_timer = None
+
+    def _stalled(self) -> None:
+        self._stall_timer = None
+        self.transport.abort()  # not close(): that would wait on the TLS shutdown
 
     def _arm_head_timer(self) -> None:
         self._cancel_head_timer()
@@ -215,6 +260,10 @@ class GuardedHttp(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._cancel_head_timer()
         super().on_headers_complete()
+        if len(self.pipeline) > MAX_PIPELINED:
+            # uvicorn parses a whole read into queued requests (red team: 200,000 tiny
+            # pipelined requests grew the process by 329 MB); SuperNodes never pipeline.
+            self.transport.abort()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -223,6 +272,7 @@ class GuardedHttp(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        self._cancel_stall_timer()
         super().connection_lost(exc)
 
 
@@ -240,7 +290,9 @@ class _PublicServer(uvicorn.Server):
         loop = asyncio.get_running_loop()
         create = loop.create_server
         loop.create_server = functools.partial(  # type: ignore[method-assign]
-            create, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S
+            create,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
+            ssl_shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         )
         try:
             await super().startup(sockets)

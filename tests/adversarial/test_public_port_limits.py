@@ -35,7 +35,12 @@ from pathlib import Path
 
 import pytest
 
-from fedcollab.coordinator.fleet_guard import HANDSHAKE_TIMEOUT_S, HEAD_TIMEOUT_S, MAX_BODY_BYTES
+from fedcollab.coordinator.fleet_guard import (
+    HANDSHAKE_TIMEOUT_S,
+    HEAD_TIMEOUT_S,
+    MAX_BODY_BYTES,
+    MAX_PIPELINED,
+)
 from fedcollab.coordinator.superlink import start_superlink
 from fedcollab.coordinator.workspace import Workspace
 from tests.support.integration import BIN, free_port
@@ -203,6 +208,20 @@ def test_an_oversized_body_is_refused_before_it_is_read(coordinator: _Coordinato
         # Before: the gateway waited for all of it (this recv timed out); now 413 at once,
         # without one byte of the body sent.
         assert _answer(s).split(b"\r\n")[0] == b"HTTP/1.1 413 Request Entity Too Large"
+
+
+def test_pipelined_requests_beyond_the_bound_cut_the_connection(
+    coordinator: _Coordinator,
+) -> None:
+    """Attack (red team of 2026-12-07): one TLS connection pipelined 200,000 tiny requests
+    and the SuperLink grew by 329 MB (uvicorn queues every request of a read). Now more
+    than MAX_PIPELINED queued requests cut the connection: 50 sent at once get at most
+    MAX_PIPELINED + 2 answers (before: all 50)."""
+    request = b"POST /v1/fleet/get-run HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    with coordinator.public(timeout_s=60.0) as s:
+        s.sendall(request * 50)
+        answers = _answer(s).count(b"HTTP/1.1 ")
+    assert answers <= MAX_PIPELINED + 2, answers
 
 
 def test_a_path_cannot_forge_a_coordinator_log_line(coordinator: _Coordinator) -> None:

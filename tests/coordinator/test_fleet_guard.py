@@ -94,3 +94,50 @@ def test_the_cap_leaves_half_the_descriptors_and_the_limit_is_raised() -> None:
     assert soft == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     assert hard == resource.RLIM_INFINITY or soft == hard
+
+
+def test_a_reader_that_stalls_is_cut_after_the_deadline() -> None:
+    """A peer that stops reading leaves uvicorn's send() waiting for a drain with no
+    timer of its own: the connection, and its place under the cap, were held for good
+    (red team of 2026-12-07). GuardedHttp cuts it after write_stall_s (0.3 s here)."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    from fedcollab.coordinator.fleet_guard import GuardedHttp
+
+    class QuickStall(GuardedHttp):
+        write_stall_s = 0.3
+
+    ended = threading.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            for _ in range(400):  # 26 MB, far beyond the socket buffers of a stalled reader
+                await send({"type": "http.response.body", "body": b"x" * 65536,
+                            "more_body": True})  # fmt: skip
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            ended.set()  # the response is done or the connection was cut
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    config = uvicorn.Config(app, http=QuickStall, lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=asyncio.run, args=(server.serve([listener]),), daemon=True)
+    thread.start()
+    client = socket.socket()
+    try:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", port))
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads
+        # Before: the app's send() waited for good and this wait ran out.
+        assert ended.wait(60.0)
+    finally:
+        client.close()
+        server.should_exit = True
+        thread.join(60.0)
