@@ -268,11 +268,16 @@ def _moments_federation(
     gone: set[str],
     at: str,
     later: dict[str, set[str]] | None = None,
+    aggregation: str = "masked",
 ) -> tuple[list[str], Roster, DroppingGrid]:
     """``n`` real partners p0.. (threshold from the cohort, min_partners 3) behind a
-    :class:`DroppingGrid`, and a coordinator roster for a masked moments step."""
+    :class:`DroppingGrid`, and a coordinator roster for a masked moments step (in
+    "ckks+masked" the last partner deals the job key)."""
     names = [f"p{i}" for i in range(n)]
-    spec = _masked_job(participants=names, min_partners=3, round_timeout_s=2.0)
+    privacy: dict[str, Any] = {"aggregation": aggregation}
+    if aggregation == "ckks+masked":
+        privacy.update(encryption="ckks", key_dealer=names[-1])
+    spec = job(privacy=privacy, participants=names, min_partners=3, round_timeout_s=2.0)
     sources = [write_partner(tmp_path / "data", name, seed=i) for i, name in enumerate(names)]
     base, audit_config, policy = in_memory_federation(spec, sources, tmp_path)
     grid = DroppingGrid(base, gone, at=at, later=later)
@@ -284,6 +289,8 @@ def _moments_federation(
 def _ask_moments(roster: Roster, grid: DroppingGrid) -> MaskedSum:
     """Discover the partners and send the masked moments request (inside task_identity)."""
     roster.discover(grid)  # type: ignore[arg-type]
+    if roster.spec.privacy.encrypted:
+        roster.setup_encryption(grid)  # type: ignore[arg-type]
     acc = roster.new_sum(LENGTH)
     assert isinstance(acc, MaskedSum)
     meta = layout_meta(channel=CHANNELS)
@@ -291,17 +298,24 @@ def _ask_moments(roster: Roster, grid: DroppingGrid) -> MaskedSum:
     return acc
 
 
+@pytest.mark.parametrize("aggregation", ["masked", "ckks+masked"])
 @pytest.mark.parametrize("dropouts", [0, 1, 2])
-def test_the_masked_sum_is_exact_with_dropouts(tmp_path: Path, dropouts: int) -> None:
+def test_the_masked_sum_is_exact_with_dropouts(
+    tmp_path: Path, dropouts: int, aggregation: str
+) -> None:
     """7 partners (threshold 5): 0, 1 and n - t = 2 of them drop after sharing their keys
     (before their masked moments). The coordinator unmasks the survivors' sum, which
-    equals the sum of the survivors' own moments on the fixed-point grid."""
+    equals the sum of the survivors' own moments on the fixed-point grid; in
+    "ckks+masked" through the key holder's verified decryption of their limbs."""
     gone = {f"p{i}" for i in range(dropouts)}
-    names, roster, grid = _moments_federation(tmp_path, 7, gone, at="moments")
+    names, roster, grid = _moments_federation(
+        tmp_path, 7, gone, at="moments", aggregation=aggregation
+    )
     with task_identity():
         acc = _ask_moments(roster, grid)
         total = roster.reveal(grid, acc, step="moments")  # type: ignore[arg-type]
-    assert acc.u2 == frozenset(names) and set(acc.masked) == set(names) - gone
+    survivors = set(acc.masked) if acc.ckks is None else acc.contributors
+    assert acc.u2 == frozenset(names) and survivors == set(names) - gone
     assert np.array_equal(total, _own_moments(tmp_path, names, set(names) - gone))
     assert [d["partner"] for d in roster.dropped] == sorted(gone)
 
