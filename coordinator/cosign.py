@@ -18,12 +18,17 @@ from fedcollab.coordinator.audit import JobAudit
 from fedcollab.coordinator.broadcast import broadcast
 from fedcollab.coordinator.roster import Roster
 
-__all__ = ["request_cosignatures"]
+__all__ = ["FAILED_COSIGN_TIMEOUT_S", "request_cosignatures"]
 
 _COSIGN_TIMEOUT_S = 120.0
+#: A failed job's cosigning is best effort: its partners were just answering, and the
+#: failure's report should not wait two minutes for one that is gone.
+FAILED_COSIGN_TIMEOUT_S = 30.0
 
 
-def request_cosignatures(grid: Grid, roster: Roster, audit: JobAudit) -> dict[str, Any]:
+def request_cosignatures(
+    grid: Grid, roster: Roster, audit: JobAudit, *, timeout_s: float = _COSIGN_TIMEOUT_S
+) -> dict[str, Any]:
     nodes = {node: p.name for node, p in roster.active.items()}
     signed, requests = audit.cosign_requests(
         {p.name: p.cosigned_size for p in roster.active.values()}
@@ -47,7 +52,7 @@ def request_cosignatures(grid: Grid, roster: Roster, audit: JobAudit) -> dict[st
         content_for=lambda node: encode({**roster.job_meta(), "cosign": requests[nodes[node]]}),
         on_reply=on_reply,
         group_id="cosign",
-        timeout_s=_COSIGN_TIMEOUT_S,
+        timeout_s=timeout_s,
     )
     for node, reason in {**outcome.dropped, **outcome.refused}.items():
         refused[nodes[node]] = reason

@@ -22,7 +22,7 @@ from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.schema import DatasetSchema
 from fedcollab.compliance.trail import digest_bytes
 from fedcollab.coordinator.audit import AuditConfig, JobAudit
-from fedcollab.coordinator.cosign import request_cosignatures
+from fedcollab.coordinator.cosign import FAILED_COSIGN_TIMEOUT_S, request_cosignatures
 from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.coordinator.policy_gate import PolicyBundle
 from fedcollab.coordinator.prediction import run_prediction
@@ -191,7 +191,7 @@ def _cosign_failure(grid: Grid, roster: Roster, audit: JobAudit, outputs: JobOut
     if not roster.active:
         return
     try:
-        summary = request_cosignatures(grid, roster, audit)
+        summary = request_cosignatures(grid, roster, audit, timeout_s=FAILED_COSIGN_TIMEOUT_S)
     except Exception:  # the grid or the log may be what failed
         log.warning("job %s failed; its log could not be cosigned", audit.spec.name,
                     exc_info=True)  # fmt: skip
