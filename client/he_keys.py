@@ -66,7 +66,29 @@ def load_peer_keys(config: Mapping[str, str]) -> PeerKeys:
         ) from exc
     peers = PeerKeys.from_json(text)
     check_own_entry(peers, config)
+    _check_confirmed(peers, config)
     return peers
+
+
+def _check_confirmed(peers: PeerKeys, config: Mapping[str, str]) -> None:
+    """Refuse a peer list other than the one the partner confirmed at ``node start``
+    (``peers.confirmed`` beside its audit key, client.peer_trust), if it confirmed one:
+    the file is read at every request, and one changed after the start would otherwise
+    be trusted without the out-of-band comparison (audit of 2026-12-07)."""
+    from fedcollab.client.peer_trust import fingerprint  # it imports this module
+
+    audit_key = config.get("audit-key")
+    kept = Path(audit_key).with_name("peers.confirmed") if audit_key else None
+    if kept is None or not kept.exists():
+        return  # a simulation's node, or a node started before confirmations existed
+    confirmed = kept.read_text(encoding="utf-8").strip()
+    if fingerprint(peers) != confirmed:
+        raise CiphertextError(
+            f"the peer keys in {config.get('peer-keys')} are not the list this node's "
+            f"partner confirmed at start (fingerprint {confirmed[:16]}...)",
+            hint="a peer list changed after `node start`: restart the node, compare the "
+            "key ids it shows with each peer out of band, and confirm the new fingerprint",
+        )
 
 
 def check_own_entry(peers: PeerKeys, config: Mapping[str, str]) -> None:

@@ -70,3 +70,21 @@ def test_a_peer_list_without_this_node_s_own_key_is_refused(tmp_path: Path, own:
     with pytest.raises(CiphertextError, match="own name"):
         confirm_peers(peers, partner="acme", audit_key=key, confirm=fp,
                       kept=tmp_path / "kept")  # fmt: skip
+
+
+def test_requests_refuse_a_peer_list_changed_after_the_confirmation(tmp_path: Path) -> None:
+    """Attack (audit of 2026-12-07): the list is confirmed at node start, then brand-b's
+    entry is swapped in the file every request reads. Before, the requests trusted the
+    swapped key (a coordinator-dealt job key "from brand-b" was accepted)."""
+    from fedcollab.client.he_keys import load_peer_keys
+
+    peers, keys, key = _federation(tmp_path)
+    kept = tmp_path / "acme" / "peers.confirmed"
+    fp = fingerprint(PeerKeys.from_json(peers.read_text()))
+    confirm_peers(peers, partner="acme", audit_key=key, confirm=fp, kept=kept)
+    config = {"partner": "acme", "audit-key": str(key), "peer-keys": str(peers)}
+    assert set(load_peer_keys(config).keys) == set(keys)  # the confirmed list is used
+    keys["brand-b"] = format_verifier_key("brand-b", Signer.generate().public_key)
+    peers.write_text(json.dumps(keys))
+    with pytest.raises(CiphertextError, match="not the list this node's partner confirmed"):
+        load_peer_keys(config)
