@@ -3,7 +3,7 @@
 :func:`dispatch` sends an admitted :class:`Request` to its action's function in
 :data:`ROUTES` when the job's kind allows it, else to :func:`answer` (the HANDLERS
 of :mod:`client.handlers`), which protects the reply as the job says (masks, CKKS)
-and adds this partner's signed binding of what it answered (:mod:`client.contribution`).
+and adds this partner's signed binding of what it answered (:mod:`compliance.contribution`).
 Each returns an :class:`Outcome`: what leaves, and how it is aggregated.
 """
 
@@ -18,7 +18,6 @@ import numpy as np
 from fedcollab.client import encryption, secagg_node, vertical
 from fedcollab.client.admission import check_contributions
 from fedcollab.client.audit import PartnerAudit, request_digest
-from fedcollab.client.contribution import sign_contribution
 from fedcollab.client.handlers import HANDLERS
 from fedcollab.client.partner_data import PartnerData
 from fedcollab.client.run_contract import RunContract
@@ -28,6 +27,7 @@ from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.keys import Signer
 from fedcollab.common.messages import CosignRequest, DecryptRequest
 from fedcollab.common.serde import Payload
+from fedcollab.compliance.contribution import sign_contribution
 from fedcollab.compliance.trail import digest_bytes, digest_parts, digest_vector
 from fedcollab.privacy.dp_plan import DpPlan
 from fedcollab.privacy.secagg_ckks import ckks_plaintext
@@ -50,7 +50,7 @@ class Request:
     payload: Payload
     audit: PartnerAudit | None
     contract: RunContract
-    #: The request's digest as every partner of the step computes it (client.contribution):
+    #: The request's digest as every partner of the step computes it (compliance.contribution):
     #: what a contribution's signed binding names.
     shared: str
     #: action, step, job, digest and run: the head of every trail event of this request.
@@ -179,7 +179,7 @@ def _he_decrypt(request: Request) -> Outcome:
 def answer(request: Request) -> Outcome:
     """Every other request: its HANDLERS function (an action it lacks raises KeyError,
     refused as a ProtocolError), the job's protection of the reply (masks, CKKS), then
-    this partner's signed binding of what it answered (client.contribution)."""
+    this partner's signed binding of what it answered (compliance.contribution)."""
     _limit_threads(request.action)
     meta, vector = HANDLERS[request.action](request.data, request.spec, request.payload)
     if request.action == "query.handshake":
@@ -197,9 +197,10 @@ def answer(request: Request) -> Outcome:
     else:
         outcome = Outcome(meta, vector, request.summed)
     masked = outcome.aggregation == "masked-sum" and bool(outcome.parts)
-    if request.audit is not None and (
-        outcome.vector is not None or outcome.ciphertext is not None or masked
-    ):
+    # The node's audit key signs, trail or not: a node with the key and no trail used to
+    # send no statement, and every survivor of a masked step then refused to unmask it.
+    key = request.audit.key if request.audit is not None else request.config.get("audit-key")
+    if key and (outcome.vector is not None or outcome.ciphertext is not None or masked):
         # Masked words too: every survivor checks these before it reveals any share.
         reply = (
             digest_parts(outcome.parts)
@@ -207,7 +208,7 @@ def answer(request: Request) -> Outcome:
             else reply_digest(meta, outcome.vector, outcome.ciphertext)
         )
         meta["binding"] = sign_contribution(
-            Signer.load(request.audit.key), partner=request.data.partner, run=request.run,
+            Signer.load(key), partner=request.data.partner, run=request.run,
             action=request.action, step=request.step, request=request.shared, reply=reply,
         )  # fmt: skip
     return outcome

@@ -6,7 +6,7 @@ decryption) in the order the partner's safety rests on: the request must be a st
 of the job this partner pinned at its handshake (:class:`client.run_contract.RunContract`,
 :class:`client.run_contract.RequestPlan`), of a job its DP policy serves
 (:func:`check_dp_policy`), and, for a decryption, of a step whose every contributor
-signed an answer to the request this node answered (:mod:`client.contribution`).
+signed an answer to the request this node answered (:mod:`compliance.contribution`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from collections.abc import Mapping
 
 from fedcollab.client import budget, encryption
 from fedcollab.client.audit import request_digest
-from fedcollab.client.contribution import check_bindings
 from fedcollab.client.he_keys import load_peer_keys
 from fedcollab.client.node_settings import NodeOptions
 from fedcollab.client.run_contract import RequestPlan, RunContract
@@ -30,6 +29,7 @@ from fedcollab.common.messages import (
     request_model,
 )
 from fedcollab.common.serde import Payload
+from fedcollab.compliance.contribution import check_bindings
 from fedcollab.privacy.budget_ledger import BudgetLedger
 
 __all__ = ["check_contributions", "check_dp_policy", "check_plan", "erase_expired"]
@@ -78,7 +78,7 @@ def check_contributions(
     contract: RunContract, config: Mapping[str, str], *, run: str, payload: Payload
 ) -> dict[str, str]:
     """Before a decryption: every contributor signed an answer to the request this node
-    answered in that step (client.contribution)."""
+    answered in that step (compliance.contribution)."""
     request = payload.as_(DecryptRequest)
     step = request.he.step
     own = contract.request_of(run, step)

@@ -27,7 +27,6 @@ from fedcollab.client import budget
 from fedcollab.client.actions import Outcome, Request, dispatch, reply_digest
 from fedcollab.client.admission import check_dp_policy, check_plan, erase_expired
 from fedcollab.client.audit import PartnerAudit, request_digest
-from fedcollab.client.contribution import shared_request_digest
 from fedcollab.client.grant_check import check_grant
 from fedcollab.client.handlers import check_job, dp_plan
 from fedcollab.client.partner_data import (
@@ -47,6 +46,7 @@ from fedcollab.common.errors import FedcollabError
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.messages import RequestHead
 from fedcollab.common.serde import Payload, decode, encode
+from fedcollab.compliance.contribution import shared_request_digest
 from fedcollab.compliance.trail import digest_parts
 from fedcollab.privacy.dp_plan import VALIDATION_STEP_SUFFIX, validates_rounds
 

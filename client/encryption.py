@@ -180,7 +180,7 @@ def decrypt(
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Decrypt one aggregate (once per step) that this node sums itself.
 
-    ``replies``: each contributor's signed reply digest (:func:`client.contribution.
+    ``replies``: each contributor's signed reply digest (:func:`compliance.contribution.
     check_bindings`); ``payload.parts`` must hold exactly those contributors'
     ciphertexts, each hashing to its signed digest. The sum needs at least
     ``max(2, min_partners)`` distinct contributors (under client-level DP each

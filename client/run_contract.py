@@ -453,7 +453,7 @@ class RunContract:
 
     def claim(self, run: str, action: str, step: str, *, request: str = "") -> None:
         """Mark ``(run, action, step)`` answered, with the digest of the request's shared
-        part (:func:`client.contribution.shared_request_digest`); refuse a repeat."""
+        part (:func:`compliance.contribution.shared_request_digest`); refuse a repeat."""
         with self._db() as db:
             try:
                 db.execute(

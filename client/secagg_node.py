@@ -43,7 +43,7 @@ out-of-order stages. What the node decides itself, never from the request:
 * the purpose string, which binds the session to the job digest and the step;
 * what it answered at the step (its run contract's request digest): before it reveals
   any share, every survivor must have signed an answer to that same request
-  (:func:`client.contribution.check_bindings`, as the key holder checks before a
+  (:func:`compliance.contribution.check_bindings`, as the key holder checks before a
   decryption). Otherwise the coordinator could send one partner other centroids, another
   layout or model than the rest, and the unmasked sum would isolate that partner's
   answer (red team of 2026-12-07: all three partners of a "masked" job revealed their
@@ -64,7 +64,6 @@ from typing import Any
 
 import numpy as np
 
-from fedcollab.client.contribution import check_bindings
 from fedcollab.client.he_keys import NodeKeyStore, load_peer_keys, write_private
 from fedcollab.common.errors import ProtocolError
 from fedcollab.common.jobspec import JobSpec
@@ -77,6 +76,7 @@ from fedcollab.common.messages import (
     SecAggUnmaskRequest,
 )
 from fedcollab.common.serde import Payload
+from fedcollab.compliance.contribution import check_bindings
 from fedcollab.privacy.envelope import Envelope
 from fedcollab.privacy.fixed_point import split_high_low
 from fedcollab.privacy.secagg_job import (

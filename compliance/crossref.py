@@ -56,7 +56,7 @@ Notes
   consistency proof, ``query.vertical`` each party's share, and every
   encrypted step carries each partner's ``he`` meta (its sealed key), so their
   full ``request`` digests legitimately differ.  ``request_shared`` leaves out
-  ``he`` and ``cosign`` (:func:`client.contribution.shared_request_digest`), so
+  ``he`` and ``cosign`` (:func:`compliance.contribution.shared_request_digest`), so
   encrypted steps and ``query.cosign`` are compared through it; a vertical
   step's phase meta differs per party, so ``query.vertical`` never is.
 * ``he.decrypted`` is logged by the decrypting partner before the result

@@ -53,7 +53,7 @@ class EncryptedAggregate:
     blob: bytes
     #: Who is in the sum, sorted: every reply that decoded was summed.
     contributors: list[str]
-    #: Each contributor's signed contribution statement (client.contribution), in
+    #: Each contributor's signed contribution statement (compliance.contribution), in
     #: :attr:`contributors` order (None where a reply carried none).
     bindings: list[Any]
     #: Each contributor's ciphertext: the decryptor recomputes the sum from these.

@@ -27,14 +27,15 @@ from flwr.serverapp import Grid
 from fedcollab.common.errors import CiphertextError, NotEnoughPartnersError
 from fedcollab.common.messages.replies import DataReply, KeygenReply
 from fedcollab.common.serde import Payload, encode, validate_meta
+from fedcollab.compliance.contribution import shared_request_digest
 from fedcollab.compliance.trail import digest_bytes, digest_parts, digest_vector
 from fedcollab.coordinator.broadcast import Outcome, Request, broadcast, exchange
 from fedcollab.coordinator.decryption import EncryptedAggregate, decrypt
 from fedcollab.coordinator.encryption import HeSession, params_summary, session_from_keygen
 from fedcollab.coordinator.membership import Membership, Partner, refusal_hint
 from fedcollab.coordinator.secagg import MaskedSum
-from fedcollab.coordinator.secagg_round import add_masked_input, unmask
-from fedcollab.coordinator.secagg_setup import Ahead, advertise_ahead, share_keys
+from fedcollab.coordinator.secagg_round import add_masked_input, check_masked_statement, unmask
+from fedcollab.coordinator.secagg_setup import Ahead, advertise_ahead, registered_peers, share_keys
 from fedcollab.privacy.ckks import EncryptedSum
 from fedcollab.privacy.secagg_ckks import PARAMS as MASKED_PARAMS
 from fedcollab.protocols.vector_sum import VectorSum
@@ -90,10 +91,20 @@ class Roster(Membership):
         if isinstance(into, MaskedSum):
             only = share_keys(self, grid, into, step=step, only=only)
 
+        sent_requests: dict[int, str] = {}  # node -> the shared digest of what it was sent
+
         def handle(node: int, payload: Payload) -> None:
             partner = self.active[node]
             if on_reply is not None:  # first: it may reject the reply before it is summed
                 on_reply(partner, payload)
+            if isinstance(into, MaskedSum):
+                # Survivors reveal shares only if every survivor's statement names their
+                # own request: one bad statement would stop the step for all, so a reply
+                # whose statement is not right is refused here (the partner drops out).
+                check_masked_statement(
+                    registered_peers(self), partner.name, payload,
+                    run=self.audit.run_id, step=step, request=sent_requests[node],
+                )  # fmt: skip
             if payload.as_(DataReply).binding is not None:
                 # Typed above; forwarded as signed (canonical JSON of the partner's dict).
                 bindings[partner.name] = payload.meta["binding"]
@@ -124,6 +135,9 @@ class Roster(Membership):
         def content_for(node: int) -> RecordDict:
             vec = vector_for(node) if vector_for is not None else None
             if isinstance(into, MaskedSum):
+                # The vector goes out as float64 (common.serde.encode), as digested here.
+                wire = None if vec is None else np.asarray(vec, dtype="<f8")
+                sent_requests[node] = shared_request_digest(full_meta, wire)
                 name = self.active[node].name
                 extra: dict[str, object] = {"secagg": into.inbox_meta(name)}
                 if into.ckks is not None:

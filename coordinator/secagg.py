@@ -84,7 +84,7 @@ class MaskedSum:
 
     #: "ckks+masked": whose ciphertexts are in :attr:`ckks` (the survivors, U3).
     contributors: set[str] = field(default_factory=set)
-    #: Each sender's signed statement of the request it answered (client.contribution),
+    #: Each sender's signed statement of the request it answered (compliance.contribution),
     #: forwarded with the unmasking: survivors check them before revealing shares.
     bindings: dict[str, Any] = field(default_factory=dict)
     #: Its advertisement went out with the previous step's request

@@ -43,11 +43,14 @@ from typing import Protocol
 
 import numpy as np
 from flwr.serverapp import Grid
+from pydantic import ValidationError
 
 from fedcollab.common.errors import CiphertextError, NotEnoughPartnersError
+from fedcollab.common.messages import ContributionBinding
 from fedcollab.common.messages.replies import SecAggResponseReply, SecAggSignatureReply
 from fedcollab.common.serde import Payload
-from fedcollab.compliance.trail import digest_vector
+from fedcollab.compliance.contribution import check_bindings
+from fedcollab.compliance.trail import digest_bytes, digest_parts, digest_vector
 from fedcollab.coordinator.broadcast import Outcome, Request, exchange
 from fedcollab.coordinator.membership import Membership
 from fedcollab.coordinator.secagg import MaskedSum, b64, unb64
@@ -63,13 +66,14 @@ from fedcollab.coordinator.secagg_setup import (
     share_stage,
 )
 from fedcollab.privacy.fixed_point import join_high_low
+from fedcollab.privacy.key_transport import PeerKeys
 from fedcollab.privacy.secagg_ckks import masked_total
 from fedcollab.privacy.secagg_messages import UnmaskRequest
 from fedcollab.privacy.secagg_session import SecAggRefusal
 from fedcollab.privacy.secagg_unmask import unmask_request, unmask_sum, unmask_total
 from fedcollab.privacy.secagg_wire import dump, load_survivor_signature, load_unmask_response
 
-__all__ = ["Decrypt", "add_masked_input", "unmask"]
+__all__ = ["Decrypt", "add_masked_input", "check_masked_statement", "unmask"]
 
 
 class Decrypt(Protocol):
@@ -85,6 +89,32 @@ class Decrypt(Protocol):
         length: int,
         alongside: Sequence[Request] = (),
     ) -> tuple[np.ndarray, list[Outcome] | None]: ...
+
+
+def check_masked_statement(
+    peers: PeerKeys, partner: str, payload: Payload, *, run: str, step: str, request: str
+) -> None:
+    """A masked reply's signed statement (compliance.contribution): under ``partner``'s
+    registered key, for this run and step, naming the request it was sent and the masked
+    words (or ciphertext) it carries; CiphertextError otherwise. Every survivor checks
+    all survivors' statements before it reveals a share (client.secagg_node), so a reply
+    with a wrong or missing one is refused here rather than make every survivor refuse
+    the step (red team of 2026-12-07: one partner without a trail, or one that signed
+    another request, stopped every masked step)."""
+    raw = payload.meta.get("binding")
+    try:
+        binding = None if raw is None else ContributionBinding.model_validate(raw)
+    except ValidationError as exc:
+        raise CiphertextError(f"{partner!r} sent a malformed contribution statement") from exc
+    signed = check_bindings([binding], peers=peers, run=run, step=step, request=request,
+                            contributors=[partner])  # fmt: skip
+    carried = (
+        digest_bytes(payload.ciphertext)
+        if payload.ciphertext is not None
+        else digest_parts(payload.parts)
+    )
+    if signed[partner] != carried:
+        raise CiphertextError(f"{partner!r}'s statement names other masked words than it sent")
 
 
 def add_masked_input(members: Membership, acc: MaskedSum, partner: str, payload: Payload) -> None:

@@ -146,7 +146,7 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         ),
         "a malicious coordinator drives `_serve`; real jobs over the in-memory Grid",
     ),
-    "client/contribution.py": (
+    "compliance/contribution.py": (
         ("tests/adversarial/test_redteam_contract.py", "tests/adversarial/test_audit_attacks.py"),
         "contributions bound to their request and checked before a decryption; the"
         " shared-request digests the audit commands compare",

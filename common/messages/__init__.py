@@ -38,7 +38,7 @@ request; vertical.py's ``_WithOffers`` adds ``offers`` and ``mask_offers`` to ev
 phase), and tests/adversarial/test_redteam_contract.py replays a handshake carrying
 another request's fields and expects the same answer. Ignoring is safe because nothing
 is read from an ignored key, and the digests a partner logs and signs for a request
-(client.audit, client.contribution) cover its whole meta, unknown keys included. A
+(client.audit, compliance.contribution) cover its whole meta, unknown keys included. A
 nested object with a single builder (the preprocessor) refuses unknown keys.
 """
 

@@ -62,7 +62,7 @@ class DecryptParams(Strict):
 
 
 class ContributionBinding(Strict):
-    """A contributor's signed statement (client.contribution.sign_contribution); its
+    """A contributor's signed statement (compliance.contribution.sign_contribution); its
     statement stays a JSON object: the signature is over its canonical JSON."""
 
     statement: Annotated[dict[str, JsonValue], Field(max_length=64)]
@@ -72,7 +72,7 @@ class ContributionBinding(Strict):
 class DecryptRequest(DecryptParams):
     """``query.he_decrypt``: the aggregate's parameters and each contributor's statement;
     a contributor that signed none is ``None`` (roster.py), refused by
-    client.contribution.check_bindings as a CiphertextError."""
+    compliance.contribution.check_bindings as a CiphertextError."""
 
     bindings: Annotated[list[ContributionBinding | None], Field(max_length=MAX_PARTNERS)]
 

@@ -124,7 +124,7 @@ class HeReply(Closed):
 class DataReply(Reply):
     """A reply to a data request (client.actions.answer): its vector, ciphertext or
     masked parts travel outside the meta; the meta may add the encryption parameters
-    and this partner's signed contribution statement (client.contribution)."""
+    and this partner's signed contribution statement (compliance.contribution)."""
 
     he: HeReply | None = None
     binding: ContributionBinding | None = None

@@ -26,11 +26,11 @@ import numpy as np
 import pytest
 
 from fedcollab.client.audit import request_digest
-from fedcollab.client.contribution import shared_request_digest
 from fedcollab.common.errors import EventOrderError
 from fedcollab.common.keys import Signer
 from fedcollab.compliance.bundle import export_bundle, verify_bundle
 from fedcollab.compliance.checkpoint import cosign, parse_signed_checkpoint
+from fedcollab.compliance.contribution import shared_request_digest
 from fedcollab.compliance.crossref import CrossCheck, cross_check
 from fedcollab.compliance.events import canonical_json, make_event
 from fedcollab.compliance.log import AuditLog

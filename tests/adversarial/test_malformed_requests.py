@@ -9,7 +9,7 @@ On main before common.messages, the cases marked ``answered before`` were answer
 ``round: "1"`` passed the round check (``f"round-{'1'}"``) and int("1"), and a category
 list sent as the string ``"web"`` was counted as the values "w", "e" and "b".
 The others were refused already, by a later check: ``round: [1]`` (the step names
-another round) and ``bindings: "..."`` (a CiphertextError of client.contribution);
+another round) and ``bindings: "..."`` (a CiphertextError of compliance.contribution);
 they are kept here so the refusal stays whichever check makes it.
 """
 
@@ -111,7 +111,7 @@ def test_a_category_list_sent_as_a_string_is_refused(
 def test_bindings_sent_as_a_string_are_refused_before_any_decryption(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Refused before too (as a CiphertextError, by client.contribution); now the request
+    """Refused before too (as a CiphertextError, by compliance.contribution); now the request
     does not fit DecryptRequest and is refused before the contribution check."""
     atk, session = encrypted_job(tmp_path)
     total, bindings = encrypted_moments(atk, session, {"a": CHANNELS, "b": CHANNELS})

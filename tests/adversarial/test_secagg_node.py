@@ -218,6 +218,18 @@ def test_answers_to_different_requests_are_never_unmasked_together(tmp_path: Pat
         assert reply.refused == "CiphertextError" and "response" not in reply.meta, name
 
 
+def test_a_node_without_a_trail_still_signs_its_masked_answer(tmp_path: Path) -> None:
+    """A node with its audit key but no trail (no ``audit-db``) sent no statement with its
+    masked answer, so every survivor refused to unmask any step it took part in (red
+    team of 2026-12-07). Its audit key signs the statement, trail or not."""
+    atk = Attacker.against(tmp_path, _masked_job())
+    trail = Path(atk.configs["b"].pop("audit-db"))
+    atk.configs["b"]["state-dir"] = str(trail.parent)  # its contract and keys stay there
+    _, replies = _through_masking(atk)
+    for name, reply in replies.items():
+        assert reply.refused is None and reply.meta.get("binding") is not None, name
+
+
 def test_masks_of_two_runs_never_repeat(tmp_path: Path) -> None:
     """The same partner, data and step in two runs: the masked words differ everywhere
     (fresh session keys and seeds, bound to the run)."""

@@ -19,7 +19,6 @@ import pytest
 from flwr.app import ConfigRecord, RecordDict
 from pydantic import BaseModel
 
-from fedcollab.client.contribution import sign_contribution
 from fedcollab.common import batch
 from fedcollab.common.errors import ProtocolError
 from fedcollab.common.keys import Signer
@@ -55,6 +54,7 @@ from fedcollab.common.messages.vertical import (
     VerticalRequest,
 )
 from fedcollab.common.serde import Payload, decode, encode
+from fedcollab.compliance.contribution import sign_contribution
 from fedcollab.protocols.preprocessing import Preprocessor
 from tests.support.adversarial import job, layout_meta
 
@@ -78,7 +78,7 @@ def _head() -> dict[str, Any]:
 
 
 def _binding(partner: str) -> dict[str, Any]:
-    """A contribution statement as a partner signs it (client.contribution)."""
+    """A contribution statement as a partner signs it (compliance.contribution)."""
     return sign_contribution(
         Signer.generate(), partner=partner, run=RUN, action="query.moments", step="moments",
         request="sha256:" + "0" * 64, reply="sha256:" + "1" * 64,
@@ -149,7 +149,8 @@ CASES: list[tuple[type[BaseModel], dict[str, Any], Path, Path, tuple[Path, Any]]
      {**_head(), "secagg": {"cohort": ["a", "b"], "length": 8, "survivors": ["a", "b"]}},
      ("secagg", "survivors"), ("secagg", "survivors"), (("secagg", "survivors", 1), "")),
     (SecAggUnmaskRequest,
-     {**_head(), "secagg": {"cohort": ["a", "b"], "length": 8, "request": B64}},
+     {**_head(), "secagg": {"cohort": ["a", "b"], "length": 8, "request": B64,
+                            "bindings": [_binding("a"), _binding("b")]}},
      ("secagg", "request"), ("secagg", "request"), (("secagg", "length"), -1)),
     (CosignRequest, {**_head(), "cosign": _cosign()},
      ("cosign", "checkpoint"), ("cosign", "aggregates"),
@@ -277,7 +278,7 @@ def test_a_message_is_validated_once_and_serves_its_bases() -> None:
 
 def test_a_contributor_without_a_statement_is_left_to_the_contribution_check() -> None:
     """roster.py sends ``None`` for a contributor that signed nothing; refusing it is
-    client.contribution's (a CiphertextError the coordinator reports as such)."""
+    compliance.contribution's (a CiphertextError the coordinator reports as such)."""
     he = {"step": "s", "contributors": ["a", "b"], "params": "wide", "length": 3,
           "key_digest": "k"}  # fmt: skip
     request = _wire({**_head(), "he": he, "bindings": [_binding("a"), None]}).as_(DecryptRequest)

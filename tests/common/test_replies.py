@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from flwr.app import ConfigRecord, RecordDict
 
-from fedcollab.client.contribution import sign_contribution
 from fedcollab.common.errors import ProtocolError
 from fedcollab.common.keys import Signer
 from fedcollab.common.messages.replies import (
@@ -40,6 +39,7 @@ from fedcollab.common.messages.replies import (
 )
 from fedcollab.common.messages.statistics import FedAvgRequest
 from fedcollab.common.serde import Payload, decode, encode
+from fedcollab.compliance.contribution import sign_contribution
 from fedcollab.protocols.vertical_explain import PartyExplanation, redact
 from tests.support.adversarial import Attacker, job, layout_meta
 
@@ -47,7 +47,7 @@ Path = tuple[str | int, ...]
 
 
 def _binding() -> dict[str, Any]:
-    """client.contribution.sign_contribution, as client.actions.answer adds it."""
+    """compliance.contribution.sign_contribution, as client.actions.answer adds it."""
     return sign_contribution(
         Signer.generate(), partner="a", run="run-1", action="train.fedavg", step="round-1",
         request="sha256:" + "0" * 64, reply="sha256:" + "1" * 64,

@@ -313,6 +313,34 @@ def test_a_next_round_set_up_that_breaks_the_quorum_says_so(
     assert left == ["p0"], f"keys of the failed run still on disk: {left}"
 
 
+def test_a_partner_that_signs_another_request_leaves_the_step_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """p0's statement names a request it was not sent (a malicious partner, or a broken
+    one). Every survivor checks all survivors' statements before revealing a share, so
+    forwarding it would make each of them refuse the step (red team of 2026-12-07: one
+    partner stopped every masked step of the job). The coordinator refuses that reply
+    itself: p0 is dropped at round 1 and the job completes with the other four."""
+    from fedcollab.client import actions
+
+    sign = actions.sign_contribution
+
+    def lying(signer: Any, **fields: Any) -> Any:
+        if fields["partner"] == "p0":
+            fields["request"] = "sha256:" + "00" * 32
+        return sign(signer, **fields)
+
+    monkeypatch.setattr(actions, "sign_contribution", lying)
+    _, out, _ = _run(tmp_path, _job("purchase_prediction", "masked", 5), 5)
+    assert json.loads((out / "result.json").read_text())["status"] == "completed"
+    events = _events(tmp_path / "audit" / "coordinator" / "audit.db")
+    dropped = [e["body"] for e in events if e["type"] == "partner.dropped"]
+    assert [d["partner"] for d in dropped] == ["p0"]
+    assert "'p0' answered another request" in dropped[0]["reason"]
+    unmasked = [e["body"] for e in events if e["type"] == "secagg.unmasked"]
+    assert unmasked and all("p0" not in u["contributors"] for u in unmasked)
+
+
 def test_too_few_survivors_for_the_threshold_blame_no_survivor(tmp_path: Path) -> None:
     """p0 dies at round 1's request, which carried round 2's advertisement, so round 2's
     cohort still counts it (5 partners, t = 4; one dropout fewer tolerated there than with

@@ -4,7 +4,7 @@ One coordinator and two partners, each with its own SQLite log and Ed25519
 key (``audit.key``/``audit.pub`` as ``fedcollab node keygen`` writes them).
 A job run logs what the real nodes log (``client/client_app.py``): partners
 ``request.received`` (``request``: :func:`client.audit.request_digest`;
-``request_shared``: :func:`client.contribution.shared_request_digest`),
+``request_shared``: :func:`compliance.contribution.shared_request_digest`),
 ``data.sent`` and, for the decryptor of an encrypted step, ``he.decrypted``;
 the coordinator ``round.aggregated``; then the real cosigning exchange
 (:func:`compliance.cosigning.build_request` / ``cosign_request``), the
@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from fedcollab.client.audit import request_digest
-from fedcollab.client.contribution import shared_request_digest
 from fedcollab.compliance.bundle import export_bundle
+from fedcollab.compliance.contribution import shared_request_digest
 from fedcollab.compliance.cosigning import CosignRecord, build_request, cosign_request
 from fedcollab.compliance.trail import Trail, create_party_key, digest_bytes, digest_vector
 
@@ -93,7 +93,7 @@ class World:
                 meta: dict[str, Any] = {
                     "job": JOB, "run": run, "lr": 0.1, **(request_override or {}).get(name, {})
                 }  # fmt: skip
-                if encrypted:  # per partner: its sealed job key (client.contribution Notes)
+                if encrypted:  # per partner: its sealed job key (compliance.contribution Notes)
                     meta["he"] = {"sealed": f"job key sealed to {name}", "params": "wide"}
                 body = {**head, "action": "query.train", "step": step}
                 p.trail.record(
