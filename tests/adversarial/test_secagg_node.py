@@ -56,8 +56,11 @@ def _stage(atk: Attacker, name: str, stage: str, secagg: dict[str, Any]) -> Payl
     return atk.send(name, "query.secagg", step=f"moments.secagg-{stage}", meta={"secagg": secagg})
 
 
-def _through_masking(atk: Attacker) -> tuple[dict[str, Any], dict[str, Payload]]:
-    """Advertise, share, and the moments request, for every partner (honestly so far)."""
+def _through_masking(
+    atk: Attacker, other: str | None = None
+) -> tuple[dict[str, Any], dict[str, Payload]]:
+    """Advertise, share, and the moments request, for every partner (honestly so far,
+    except that ``other`` gets the channels in another order: another request)."""
     names = sorted(atk.configs)
     for name in names:
         assert atk.handshake(name).refused is None
@@ -71,7 +74,8 @@ def _through_masking(atk: Attacker) -> tuple[dict[str, Any], dict[str, Payload]]
     replies = {}
     for n in names:
         inbox = {s: _b64(e.to_bytes()) for s, e in inboxes[n].items()}
-        meta = {**layout_meta(channel=CHANNELS), "secagg": {"inbox": inbox}}
+        channels = CHANNELS[::-1] if n == other else CHANNELS
+        meta = {**layout_meta(channel=channels), "secagg": {"inbox": inbox}}
         replies[n] = atk.send(n, "query.moments", step="moments", meta=meta)
     return head, replies
 
@@ -188,22 +192,8 @@ def test_answers_to_different_requests_are_never_unmasked_together(tmp_path: Pat
     by nobody, is refused alike."""
     atk = Attacker.against(tmp_path, _masked_job())
     names = sorted(atk.configs)
-    for name in names:
-        assert atk.handshake(name).refused is None
-    head = {"cohort": names, "length": LENGTH}
-    adverts = {n: _stage(atk, n, "advertise", head).meta["advert"] for n in names}
-    sent: dict[str, dict[str, Envelope]] = {}
-    for n in names:
-        shares = _stage(atk, n, "share", {**head, "adverts": adverts})
-        sent[n] = {r: Envelope.from_bytes(b) for r, b in shares.parts.items()}
-    inboxes = route_shares(sent)
-    replies = {}
-    for n in names:
-        inbox = {s: _b64(e.to_bytes()) for s, e in inboxes[n].items()}
-        channels = CHANNELS[::-1] if n == "b" else CHANNELS  # b gets another request
-        meta = {**layout_meta(channel=channels), "secagg": {"inbox": inbox}}
-        replies[n] = atk.send(n, "query.moments", step="moments", meta=meta)
-        assert replies[n].refused is None  # each request alone is a planned one
+    head, replies = _through_masking(atk, other="b")  # b gets another request
+    assert all(r.refused is None for r in replies.values())  # each alone is a planned one
     everyone = UnmaskRequest(tuple(names), {}, ())
     forged = {**replies["b"].meta["binding"]}
     forged["statement"] = {**forged["statement"], "request": replies["a"].meta["binding"][
