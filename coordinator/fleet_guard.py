@@ -229,28 +229,23 @@ class GuardedHttp(HttpToolsProtocol):
             self._stall_timer = self.loop.call_later(self.write_stall_s, self._stalled)
 
     def resume_writing(self) -> None:
-        self._cancel_stall_timer()
+        self._cancel_timer("_stall_timer")
         super().resume_writing()
 
-    def _cancel_stall_timer(self) -> None:
-        timer = getattr(self, "_stall_timer", None)
+    def _cancel_timer(self, name: str) -> None:
+        """Cancel the timer in attribute ``name`` (``_head_timer``, ``_stall_timer``)."""
+        timer = getattr(self, name, None)
         if timer is not None:
             timer.cancel()
-            self._stall_timer = None
+            setattr(self, name, None)
 
     def _stalled(self) -> None:
         self._stall_timer = None
         self.transport.abort()  # not close(): that would wait on the TLS shutdown
 
     def _arm_head_timer(self) -> None:
-        self._cancel_head_timer()
+        self._cancel_timer("_head_timer")
         self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
-
-    def _cancel_head_timer(self) -> None:
-        timer = getattr(self, "_head_timer", None)
-        if timer is not None:
-            timer.cancel()
-            self._head_timer = None
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
@@ -258,7 +253,7 @@ class GuardedHttp(HttpToolsProtocol):
             self.transport.close()
 
     def on_headers_complete(self) -> None:
-        self._cancel_head_timer()
+        self._cancel_timer("_head_timer")
         super().on_headers_complete()
         if len(self.pipeline) > MAX_PIPELINED:
             # uvicorn parses a whole read into queued requests (red team: 200,000 tiny
@@ -271,8 +266,8 @@ class GuardedHttp(HttpToolsProtocol):
             self._arm_head_timer()  # the next request's head, from now
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
-        self._cancel_stall_timer()
+        self._cancel_timer("_head_timer")
+        self._cancel_timer("_stall_timer")
         super().connection_lost(exc)
 
 
