@@ -130,6 +130,14 @@ def start(
             "residuals go to the feature parties in the clear, with label-DP noise)."
         ),
     ] = False,
+    allow_unverified_centroids: Annotated[
+        bool,
+        typer.Option(
+            help="Serve segmentation jobs without DP whose centroids this node cannot "
+            "derive itself (plaintext aggregation or k-FED seeding): the coordinator then "
+            "chooses every step's centroids and can read rows by differencing."
+        ),
+    ] = False,
     label_epsilon: Annotated[
         float | None,
         typer.Option(
@@ -202,6 +210,7 @@ def start(
         dp_only=dp_only,
         max_runs_per_day=max_runs_per_day,
         allow_plaintext_vertical=allow_plaintext_vertical,
+        allow_unverified_centroids=allow_unverified_centroids,
         label_epsilon=label_epsilon,
         split_validation=split_validation,
         split_test=split_test,

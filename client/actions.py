@@ -27,7 +27,7 @@ from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.keys import Signer
 from fedcollab.common.messages import CosignRequest, DecryptRequest
 from fedcollab.common.serde import Payload
-from fedcollab.compliance.contribution import sign_contribution
+from fedcollab.compliance.contribution import sign_contribution, sign_sum_receipt
 from fedcollab.compliance.trail import digest_bytes, digest_parts, digest_vector
 from fedcollab.privacy.dp_plan import DpPlan
 from fedcollab.privacy.secagg_ckks import ckks_plaintext
@@ -154,6 +154,15 @@ def _he_decrypt(request: Request) -> Outcome:
         replies=replies,
     )
     decrypted = meta.pop("decrypted")
+    key = request.audit.key if request.audit is not None else request.config.get("audit-key")
+    own = request.contract.request_of(request.run, str(meta["step"]))
+    if key and own is not None:
+        # What partners derive the next k-means step from (client.centroid_chain): this
+        # node's signature that these values are the sum of the answers to ``own``.
+        meta["receipt"] = sign_sum_receipt(
+            Signer.load(key), partner=request.data.partner, run=request.run,
+            step=str(meta["step"]), request=own, values=vector,
+        )  # fmt: skip
     if request.audit is not None:
         # What was decrypted, logged before the result leaves (audit crossref
         # checks it against the coordinator's aggregate and contributions): the

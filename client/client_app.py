@@ -27,6 +27,7 @@ from fedcollab.client import budget
 from fedcollab.client.actions import Outcome, Request, dispatch, reply_digest
 from fedcollab.client.admission import check_dp_policy, check_plan, erase_expired
 from fedcollab.client.audit import PartnerAudit, request_digest
+from fedcollab.client.centroid_chain import check_centroids
 from fedcollab.client.grant_check import check_grant
 from fedcollab.client.handlers import check_job, dp_plan
 from fedcollab.client.partner_data import (
@@ -205,6 +206,11 @@ def _admit(
         flower_run=flower_run,
         max_runs=max_runs_per_day(config),
     )
+    # After the step is claimed: a refused k-means step stays answered (no retry).
+    check_centroids(
+        contract, config, spec, me=data.partner, action=action, step=step, run=run,
+        payload=payload,
+    )  # fmt: skip
     plan = dp_plan(spec)
     if plan is not None and action == "query.handshake":
         budget.check_job(config, data, spec, plan)  # refuse a job that would not fit

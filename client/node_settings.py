@@ -119,6 +119,9 @@ class NodeOptions(BaseModel):
     vertical_queries: _Path | None = Field(default=None, alias="vertical-queries")
     #: Vertical label holder: serve plaintext jobs (testing only; client.vertical).
     allow_plaintext_vertical: _Flag = Field(default=False, alias="allow-plaintext-vertical")
+    #: Segmentation without DP: serve jobs whose centroids this node cannot derive itself
+    #: (plaintext aggregation, k-FED seeding; client.centroid_chain). Off: refused.
+    allow_unverified_centroids: _Flag = Field(default=False, alias="allow-unverified-centroids")
     #: Vertical label holder: label-DP epsilon per job (None: client.vertical_training's
     #: default).
     label_epsilon: (

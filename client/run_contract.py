@@ -486,6 +486,14 @@ class RunContract:
                     "coordinator difference the answers; refused",
                 )
 
+    def pinned_value(self, run: str, name: str) -> str | None:
+        """The digest :meth:`pin_value` pinned as ``name`` in ``run`` (None: none yet)."""
+        with self._db() as db:
+            row = db.execute(
+                "SELECT digest FROM pinned_values WHERE run = ? AND name = ?", (run, name)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
     def request_of(self, run: str, step: str) -> str | None:
         """The shared-request digest this node answered at ``step`` (None: it did not)."""
         with self._db() as db:

@@ -103,6 +103,7 @@ __all__ = [
     "STAGES",
     "handle",
     "mask_reply",
+    "pinned_config",
     "session_config",
     "stage_steps",
 ]
@@ -133,6 +134,14 @@ def _config_for(path: Path, spec: JobSpec, *, run: str, step: str, me: str) -> S
         )
     meta = json.loads(pinned.read_text(encoding="utf-8"))
     return session_config(spec, run=run, step=step, me=me, meta=meta)
+
+
+def pinned_config(
+    node: Mapping[str, str], spec: JobSpec, *, run: str, step: str, me: str
+) -> SecAggConfig:
+    """The session config this node pinned at ``step``'s advertisement (after the step
+    too: the sessions' keys are erased at the job's end, the config is not secret)."""
+    return _config_for(_path(node, run, step), spec, run=run, step=step, me=me)
 
 
 def _load(

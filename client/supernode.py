@@ -70,6 +70,7 @@ class NodeConfig:
     max_runs_per_day: int = DEFAULT_MAX_RUNS_PER_DAY
     #: Vertical label holder: serve plaintext jobs (testing only; client.vertical).
     allow_plaintext_vertical: bool = False
+    allow_unverified_centroids: bool = False
     #: Vertical label holder: the label-DP epsilon of its residuals per job (None: the
     #: default of client.vertical_training).
     label_epsilon: float | None = None
@@ -114,6 +115,8 @@ def node_settings(cfg: NodeConfig) -> dict[str, str]:
         items["vertical-queries"] = cfg.vertical_queries
     if cfg.allow_plaintext_vertical:
         items["allow-plaintext-vertical"] = "true"
+    if cfg.allow_unverified_centroids:
+        items["allow-unverified-centroids"] = "true"
     if cfg.label_epsilon is not None:
         items["label-epsilon"] = repr(cfg.label_epsilon)
     items.update(

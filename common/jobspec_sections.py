@@ -107,3 +107,12 @@ class SegmentationSpec(BaseModel):
         if self.seeding == "auto":
             return "summed" if encrypted or dp else "kfed"
         return self.seeding
+
+    def partners_derive(self, *, aggregation: str, dp: str) -> bool:
+        """Whether each partner derives every step's centroids itself (client.centroid_chain):
+        in a job without DP whose sums a partner can verify (a key holder's signed receipt,
+        a masked step's signed unmasking; seeding is then summed from candidates the spec's
+        seed draws, as k-FED seeding goes with plaintext aggregation only). Plaintext
+        aggregation gives no partner the sums, so the coordinator would choose the
+        centroids: refused unless the node allows it (``allow-unverified-centroids``)."""
+        return dp == "none" and aggregation not in ("", "plaintext")

@@ -51,11 +51,21 @@ from fedcollab.compliance.events import canonical_json
 from fedcollab.compliance.trail import digest_bytes, digest_vector
 from fedcollab.privacy.key_transport import PeerKeys
 
-__all__ = ["CONTRIBUTION_DOMAIN", "check_bindings", "shared_request_digest", "sign_contribution"]
+__all__ = [
+    "CONTRIBUTION_DOMAIN",
+    "SUM_RECEIPT_DOMAIN",
+    "check_bindings",
+    "check_sum_receipt",
+    "shared_request_digest",
+    "sign_contribution",
+    "sign_sum_receipt",
+]
 
 #: Domain-separation prefix of contribution statements (no other signature of the key
 #: can be replayed as one).
 CONTRIBUTION_DOMAIN = b"fedcollab-contribution-v1\n"
+#: Domain-separation prefix of a key holder's sum receipts (:func:`sign_sum_receipt`).
+SUM_RECEIPT_DOMAIN = b"fedcollab-sum-receipt-v1\n"
 #: Request fields that legitimately differ per partner (see Notes).
 PER_PARTNER_FIELDS = frozenset({"he", "cosign", "secagg"})
 
@@ -146,3 +156,75 @@ def check_bindings(
             hint="every claimed contributor must have signed its answer; refused",
         )
     return seen
+
+
+def sign_sum_receipt(
+    signer: Signer, *, partner: str, run: str, step: str, request: str, values: np.ndarray
+) -> dict[str, Any]:
+    """A key holder's receipt for what it decrypted at ``step``: the sum of the signed
+    answers to ``request`` (the request digest it checked every contribution against)
+    is ``values``. Partners derive the next k-means step from a sum only with this
+    receipt (client.centroid_chain), so the coordinator cannot substitute its own."""
+    statement = {
+        "v": 1,
+        "kind": "sum",
+        "partner": partner,
+        "run": run,
+        "step": step,
+        "request": request,
+        "sum": digest_vector(values),
+    }
+    signature = signer.sign(SUM_RECEIPT_DOMAIN + canonical_json(statement))
+    return {"statement": statement, "signature": base64.b64encode(signature).decode()}
+
+
+def check_sum_receipt(
+    receipt: Any,
+    *,
+    peers: PeerKeys,
+    run: str,
+    step: str,
+    request: str,
+    values: np.ndarray,
+    decryptors: Sequence[str] | None = None,
+) -> str:
+    """Raise CiphertextError unless ``receipt`` (``statement``/``signature``, see
+    :func:`sign_sum_receipt`) is a pinned partner's signature that ``values`` is the sum
+    of answers to ``request`` at ``step`` of ``run``; returns the signer's name.
+    ``decryptors``: the partners allowed to have signed it (None: any pinned partner)."""
+    try:
+        statement = dict(receipt.statement)
+        signature = base64.b64decode(receipt.signature, validate=True)
+        partner = str(statement["partner"])
+    except (AttributeError, KeyError, ValueError, binascii.Error) as exc:
+        raise CiphertextError(
+            f"a sum receipt is malformed ({exc!r})",
+            hint="the coordinator altered it, or runs another fedcollab version; refused",
+        ) from exc
+    public = peers.keys.get(partner)
+    if public is None or not verify_signature(
+        public, signature, SUM_RECEIPT_DOMAIN + canonical_json(statement)
+    ):
+        raise CiphertextError(
+            f"the sum receipt of {partner!r} does not verify under its pinned key",
+            hint="a sum no key holder signed (the coordinator's own) is never used; refused",
+        )
+    if decryptors is not None and partner not in decryptors:
+        raise CiphertextError(
+            f"the sum receipt is signed by {partner!r}, which may not decrypt this job's sums",
+            hint="refused",
+        )
+    expected = {"v": 1, "kind": "sum", "run": run, "step": step, "request": request}
+    wrong = sorted(k for k, v in expected.items() if statement.get(k) != v)
+    if wrong:
+        raise CiphertextError(
+            f"the sum receipt names another {', '.join(wrong)} than step {step!r} of this run "
+            "as this node answered it",
+            hint="a sum of answers to another request, step or run; refused",
+        )
+    if statement.get("sum") != digest_vector(values):
+        raise CiphertextError(
+            "the values sent as the decrypted sum are not the ones the key holder signed",
+            hint="the coordinator altered the sum; refused",
+        )
+    return partner

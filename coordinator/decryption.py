@@ -28,6 +28,7 @@ signatures ride in the same exchange as the first decryption request
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +37,7 @@ import numpy as np
 from flwr.serverapp import Grid
 
 from fedcollab.common.errors import CiphertextError, NotEnoughPartnersError
-from fedcollab.common.serde import encode
+from fedcollab.common.serde import Payload, encode
 from fedcollab.compliance.trail import digest_vector
 from fedcollab.coordinator.broadcast import Outcome, Request, exchange
 from fedcollab.coordinator.encryption import HeSession
@@ -93,7 +94,7 @@ def decrypt(
         candidates = candidates[:1] if candidates[:1] == [he.dealer] else []
     for name in candidates:
         node = by_name[name]
-        got: list[np.ndarray] = []
+        got: list[Payload] = []
         request = Request(
             node_ids=[node],
             message_type="query.he_decrypt",
@@ -103,7 +104,7 @@ def decrypt(
                 # coordinator's sum would be a redundant copy (a reply's size again).
                 parts=aggregate.ciphertexts,
             ),
-            on_reply=lambda _n, payload, got=got: got.append(payload.array),  # type: ignore[misc]
+            on_reply=lambda _n, payload, got=got: got.append(payload),  # type: ignore[misc]
             group_id=f"{step}.decrypt",
             timeout_s=members.spec.round_timeout_s,
             expect_length=length,
@@ -114,7 +115,17 @@ def decrypt(
         else:
             outcome = exchange(grid, [request])[0]
         if got:
-            values = got[0]
+            values = got[0].array
+            assert values is not None  # expect_length: a reply without its vector fails
+            if members.spec.task == "segmentation":
+                # The key holder's receipt goes with the next step's request: partners
+                # derive its centroids from these values only (client.centroid_chain).
+                members.step_sums[step] = {
+                    "values": base64.b64encode(
+                        np.ascontiguousarray(values, dtype="<f8").tobytes()
+                    ).decode(),
+                    "receipt": got[0].meta.get("receipt"),
+                }
             members.audit.aggregated(
                 f"{step}.decrypt",
                 {name: digest_vector(values)},

@@ -74,6 +74,10 @@ class Membership:
     dropped: list[dict[str, object]] = field(default_factory=list)
     refused: list[dict[str, object]] = field(default_factory=list)
     all_partners: list[Partner] = field(default_factory=list)
+    #: Segmentation jobs: the evidence of each revealed step's sum (the key holder's
+    #: receipt, the unmasking's signed inputs), forwarded with the next step's request
+    #: so that every partner derives that step's centroids itself (client.centroid_chain).
+    step_sums: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:

@@ -291,6 +291,20 @@ def unmask(
             f"step {step} could not be unmasked: {exc.message}", hint=exc.hint or ""
         ) from exc
     values = join_high_low(result.values) if acc.split else result.values
+    if members.spec.task == "segmentation":
+        # Every partner recomputes this unmasking itself before it derives the next
+        # step's centroids from it (client.centroid_chain): each item below is signed by
+        # its partner or checked against a signed commitment.
+        members.step_sums.setdefault(step, {})["masks"] = {
+            "u2": sorted(acc.u2),
+            "adverts": {n: b64(dump(a)) for n, a in acc.adverts.items()},
+            "masked": {}
+            if limbs is not None
+            else {n: b64(acc.masked[n].to_bytes()) for n in request.survivors},
+            "request": b64(dump(request)),
+            "responses": {n: b64(dump(r)) for n, r in acc.responses.items()},
+            "bindings": [acc.bindings.get(n) for n in request.survivors],
+        }
     # Not a round.aggregated event: no partner sent anything named "<step>.unmask",
     # and partners' trails are cross-checked against those events (compliance).
     members.audit.event(

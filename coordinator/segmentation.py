@@ -60,14 +60,19 @@ def run_segmentation(
     pre_meta = pre.to_dict()
     encrypted = spec.privacy.encrypted or spec.privacy.masked  # only sums leave partners
     plan = resolve(spec)
+    seeded_from: tuple[str, np.ndarray] | None = None
     if s.seeding_for(encrypted=encrypted, dp=plan is not None) == "kfed":
         centroids = _kfed_seed(grid, roster, spec, pre_meta, d)
     else:
-        centroids = _summed_seed(grid, roster, spec, pre_meta, d, plan)
+        centroids, seeded_from = _summed_seed(grid, roster, spec, pre_meta, d, plan)
+    if not s.partners_derive(aggregation=spec.privacy.aggregation, dp=spec.privacy.dp):
+        seeded_from = None
     result = SegmentationResult()
     length = kmeans.cluster_vector_length(k=s.k, n_features=d)
     previous_objective = float("inf")
     ahead: Accumulator | None = None
+    # The step the current centroids were derived from (None: not derived by partners).
+    derived_from = seeded_from
     for it in range(1, s.lloyd_iterations + 1):
         total = ahead if ahead is not None else roster.new_sum(length, params="wide")
         ahead = None
@@ -79,7 +84,11 @@ def run_segmentation(
         roster.request(
             grid,
             action="query.kmeans_step",
-            meta={"preprocessor": pre_meta, "centroids": centroids.tolist()},
+            meta={
+                "preprocessor": pre_meta,
+                "centroids": centroids.tolist(),
+                **_previous(roster, derived_from),
+            },
             into=total,
             step=f"lloyd-{it}",
             expect_length=length,
@@ -103,6 +112,8 @@ def run_segmentation(
         )
         outputs.trace_step(f"lloyd-{it}", new_centroids)
         shift = float(np.max(np.abs(new_centroids - centroids)))
+        if derived_from is not None:
+            derived_from = (f"lloyd-{it}", centroids)
         centroids = new_centroids
         result.iterations = it
         # Under DP the inertia is not released (0): only the centroid shift counts.
@@ -128,7 +139,11 @@ def run_segmentation(
     roster.request(
         grid,
         action="query.segment_profile",
-        meta={"preprocessor": pre_meta, "centroids": centroids.tolist()},
+        meta={
+            "preprocessor": pre_meta,
+            "centroids": centroids.tolist(),
+            **_previous(roster, derived_from),
+        },
         into=both,
         step="segment-profiles",
         expect_length=plen + length,
@@ -230,23 +245,46 @@ def _summed_seed(
     pre_meta: dict[str, Any],
     d: int,
     plan: DpPlan | None,
-) -> np.ndarray:
-    """Summed seeding: Lloyd steps from random candidates, then weighted k-means++."""
+) -> tuple[np.ndarray, tuple[str, np.ndarray] | None]:
+    """Summed seeding: Lloyd steps from random candidates, then weighted k-means++; also
+    the last seeding step and its centroids, which the first Lloyd step derives from."""
     s = spec.segmentation
     m = s.seed_candidates
     candidates = kmeans.random_candidates(m, n_features=d, seed=s.seed)
     length = kmeans.cluster_vector_length(k=m, n_features=d)
     summed = np.zeros(length)
+    derive = s.partners_derive(aggregation=spec.privacy.aggregation, dp=spec.privacy.dp)
+    last: tuple[str, np.ndarray] | None = None
     for it in range(1, s.seed_steps + 1):
         total = roster.new_sum(length, params="wide")
+        step = f"kmeans-seed-{it}"
         roster.request(
             grid,
             action="query.kmeans_step",
-            meta={"preprocessor": pre_meta, "centroids": candidates.tolist()},
+            meta={
+                "preprocessor": pre_meta,
+                "centroids": candidates.tolist(),
+                **(_previous(roster, last) if derive else {}),
+            },
             into=total,
-            step=f"kmeans-seed-{it}",
+            step=step,
             expect_length=length,
         )
-        summed = _denoise(roster.reveal(grid, total, step=f"kmeans-seed-{it}"), plan, roster, m, d)
+        summed = _denoise(roster.reveal(grid, total, step=step), plan, roster, m, d)
+        last = (step, candidates)
         candidates, _, _ = kmeans.update_centroids(summed, candidates)
-    return kmeans.seed_from_cells(summed, m=m, k=s.k, n_features=d, seed=s.seed)
+    seed = kmeans.seed_from_cells(summed, m=m, k=s.k, n_features=d, seed=s.seed)
+    return seed, last
+
+
+def _previous(roster: Roster, derived_from: tuple[str, np.ndarray] | None) -> dict[str, Any]:
+    """A request's ``previous``: the step its centroids were derived from, that step's
+    centroids and the evidence of its sum (client.centroid_chain); {} when partners do
+    not derive the centroids (DP, plaintext aggregation, k-FED seeding) or at the first
+    step."""
+    if derived_from is None:
+        return {}
+    step, centroids = derived_from
+    return {
+        "previous": {"step": step, "centroids": centroids.tolist(), **roster.step_sums.pop(step)}
+    }

@@ -241,6 +241,9 @@ def run_demo(
         budget_cap=DEMO_CAP,
         purposes_for={s.partner: ("payment-risk-scoring",) for s in vsources},
         share_explanations=(LABEL_HOLDER,),
+        # --no-encryption: the brands run a plaintext segmentation job, whose centroids
+        # they cannot derive themselves (client/centroid_chain.py); the user is every one.
+        allow_unverified_centroids=() if encrypted else brands,
     ) as fed:
         console.print(
             f"coordinator on 127.0.0.1:{port} (TLS, node authentication); "

@@ -58,12 +58,15 @@ class LocalFederation:
         share_explanations: Sequence[str] = (),
         allow_plaintext_vertical: Sequence[str] = (),
         label_epsilon: float | None = None,
+        allow_unverified_centroids: Sequence[str] = (),
     ) -> None:
         """``granting``: partners that sign a grant for ``purposes`` (default: all);
         ``purposes_for``: other purposes for named partners (e.g. vertical parties);
         ``share_explanations``: partners that let others see their feature explanations.
         ``allow_plaintext_vertical``: label holders that serve plaintext vertical jobs
         (testing and the encrypted-vs-plaintext benchmark only).
+        ``allow_unverified_centroids``: partners that serve segmentation jobs without DP
+        in plaintext aggregation (client/centroid_chain.py; the demo's --no-encryption).
         ``label_epsilon``: the label holders' label-DP epsilon (None: their default).
         ``budget_cap``: every partner's privacy-budget cap (epsilon) on its dataset, as
         `fedcollab budget set` would set it (None: no cap, DP jobs are refused)."""
@@ -79,6 +82,7 @@ class LocalFederation:
         self.purposes_for = dict(purposes_for or {})
         self.share_explanations = set(share_explanations)
         self.allow_plaintext_vertical = set(allow_plaintext_vertical)
+        self.allow_unverified_centroids = set(allow_unverified_centroids)
         self.label_epsilon = label_epsilon
         self.logs = root / "logs"
         self.workspace: Workspace | None = None
@@ -146,6 +150,7 @@ class LocalFederation:
             # their explicit choice (their DP job is the one the ledgers charge).
             dp_only=False,
             allow_plaintext_vertical=src.partner in self.allow_plaintext_vertical,
+            allow_unverified_centroids=src.partner in self.allow_unverified_centroids,
             label_epsilon=self.label_epsilon,
         )
         proc = start_supernode(cfg, log=(self.logs / f"{src.partner}.log").open("ab"))

@@ -182,6 +182,11 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         ("tests/client/test_client_permutation.py", "tests/client/test_client_vertical.py"),
         "loads each partner's data and settings for the handlers",
     ),
+    "client/centroid_chain.py": (
+        ("tests/adversarial/test_centroid_chain.py",),
+        "indirect: a malicious coordinator's chosen centroids and forged sums refused by real "
+        "partners via client/client_app.py",
+    ),
     "client/secagg_node.py": (
         ("tests/adversarial/test_secagg_node.py",),
         "indirect: a malicious coordinator through the `query.secagg` stages at a real "

@@ -72,6 +72,9 @@ from fedcollab.common.messages.statistics import (
     PermutationRequest,
     PreprocessedRequest,
     SegmentProfileRequest,
+    StepSum,
+    StepSumMasks,
+    SumReceipt,
 )
 from fedcollab.common.messages.vertical import VerticalBase, VerticalRequest
 
@@ -97,6 +100,9 @@ __all__ = [
     "SecAggSignRequest",
     "SecAggUnmaskRequest",
     "SegmentProfileRequest",
+    "StepSum",
+    "StepSumMasks",
+    "SumReceipt",
     "VerticalBase",
     "VerticalRequest",
     "request_model",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, JsonValue
+from pydantic import Field
 
 from fedcollab.common.messages.base import (
     MAX_ITEMS,
@@ -23,7 +23,7 @@ from fedcollab.common.messages.base import (
     Partners,
     Strict,
 )
-from fedcollab.common.messages.statistics import HeRequest
+from fedcollab.common.messages.statistics import ContributionBinding, HeRequest
 
 __all__ = [
     "SECAGG_STAGES",
@@ -59,14 +59,6 @@ class DecryptParams(Strict):
     """What client.encryption.decrypt reads of a decryption request."""
 
     he: DecryptHe
-
-
-class ContributionBinding(Strict):
-    """A contributor's signed statement (compliance.contribution.sign_contribution); its
-    statement stays a JSON object: the signature is over its canonical JSON."""
-
-    statement: Annotated[dict[str, JsonValue], Field(max_length=64)]
-    signature: Blob
 
 
 class DecryptRequest(DecryptParams):

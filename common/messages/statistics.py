@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, JsonValue, field_validator
 
 from fedcollab.common.messages.base import (
     MAX_ITEMS,
@@ -27,6 +27,7 @@ from fedcollab.common.messages.base import (
 )
 
 __all__ = [
+    "ContributionBinding",
     "DataRequest",
     "EvaluateRequest",
     "FedAvgRequest",
@@ -41,6 +42,9 @@ __all__ = [
     "PreprocessorMeta",
     "SecAggInbox",
     "SegmentProfileRequest",
+    "StepSum",
+    "StepSumMasks",
+    "SumReceipt",
 ]
 
 
@@ -141,10 +145,60 @@ Centroids = Annotated[
 ]
 
 
+class ContributionBinding(Strict):
+    """A contributor's signed statement (compliance.contribution.sign_contribution); its
+    statement stays a JSON object: the signature is over its canonical JSON."""
+
+    statement: Annotated[dict[str, JsonValue], Field(max_length=64)]
+    signature: Blob
+
+
+class SumReceipt(Strict):
+    """A key holder's signed statement of the sum it decrypted
+    (compliance.contribution.sign_sum_receipt)."""
+
+    statement: Annotated[dict[str, JsonValue], Field(max_length=64)]
+    signature: Blob
+
+
+class StepSumMasks(Strict):
+    """What the coordinator removed a masked step's masks with (privacy.secagg_unmask):
+    every field is signed by the partner it comes from, or checked against a signed
+    commitment, so each partner recomputes the unmasked sum itself."""
+
+    u2: Annotated[list[Name], Field(max_length=MAX_PARTNERS)]
+    adverts: Annotated[dict[Name, Blob], Field(max_length=MAX_PARTNERS)]
+    #: "masked" jobs: each survivor's signed masked input ("ckks+masked": the receipt's
+    #: decrypted limb sums instead).
+    masked: Annotated[dict[Name, Blob], Field(max_length=MAX_PARTNERS)] = {}
+    request: Blob
+    responses: Annotated[dict[Name, Blob], Field(max_length=MAX_PARTNERS)]
+    #: Each survivor's signed statement of the request it answered (the survivors'
+    #: order): the sum is over answers to the request this partner answered.
+    bindings: Annotated[list[ContributionBinding | None], Field(max_length=MAX_PARTNERS)]
+
+
+class StepSum(Strict):
+    """The previous step of a k-means chain and the evidence of its sum: the partner
+    derives this request's centroids from them itself (client.centroid_chain)."""
+
+    step: Name
+    centroids: Centroids
+    #: The decrypted values (float64, little-endian, base64): the sum in "ckks" jobs,
+    #: the masked limb sums in "ckks+masked" jobs; with the key holder's receipt.
+    values: Blob | None = None
+    receipt: SumReceipt | None = None
+    masks: StepSumMasks | None = None
+
+
 class KMeansStepRequest(PreprocessedRequest):
-    """``query.kmeans_step``: a Lloyd step from these centroids (k rows of d values)."""
+    """``query.kmeans_step``: a Lloyd step from these centroids (k rows of d values).
+
+    ``previous``: in a job without DP whose sums partners can verify, the step these
+    centroids were derived from, with the evidence of its sum (None at the first step)."""
 
     centroids: Centroids
+    previous: StepSum | None = None
 
     @field_validator("centroids")
     @classmethod

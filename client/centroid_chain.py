@@ -1,0 +1,335 @@
+"""A partner derives every k-means step's centroids itself: the coordinator chooses none.
+
+The run contract (:mod:`client.run_contract`) answers each planned Lloyd step once,
+but within the plan a coordinator that chooses each step's centroids can still read
+rows: it sweeps a boundary between two centroids so that one row at a time crosses
+it, and the difference of two steps' cluster sums is that row (an audit of
+2026-12-07 read 5 of 5 rows in 35 planned steps, every cluster of >= 5 rows). The
+suppression of small clusters does not stop this; only DP, or centroids the
+coordinator cannot choose, does.
+
+So in a segmentation job without DP (:meth:`common.jobspec_sections.SegmentationSpec
+.partners_derive`) the partner checks, before it computes anything, that the
+centroids it is asked about are the ones the job's own rule gives:
+
+* ``kmeans-seed-1``: the spec's seeded random candidates
+  (:func:`protocols.kmeans.random_candidates`), drawn without looking at any data;
+* ``kmeans-seed-<i>``, ``lloyd-<t>`` and ``segment-profiles``: the Lloyd update
+  (:func:`protocols.kmeans.update_centroids`; ``lloyd-1``:
+  :func:`protocols.kmeans.seed_from_cells`) of the previous step's centroids by that
+  step's sum, where the previous step is exactly the one before (the profiles: the
+  last Lloyd step this node answered) and its centroids are the ones this node
+  answered it for (their digest is pinned in the contract when it answered).
+
+The request carries the previous step and the evidence of its sum
+(:class:`common.messages.StepSum`), and the partner takes no sum on the
+coordinator's word:
+
+* ``ckks``: the key holder's receipt (:func:`compliance.contribution.sign_sum_receipt`)
+  that these values are the sum of the signed answers to the request *this* node
+  answered at that step; only the job's key holders may sign it.
+* ``masked``: the partner repeats the unmasking itself (:func:`privacy.secagg_unmask
+  .unmask_sum`) from the survivors' masked inputs, each signed by its sender under the
+  step's session, their signed advertisements, the survivor set and the revealed shares,
+  which must rebuild seeds and keys matching the signed commitments (Bonawitz et al.
+  2017, "Practical Secure Aggregation for Privacy-Preserving Machine Learning", CCS).
+* ``ckks+masked``: the key holder's receipt for the decrypted limb sums, then the same
+  unmasking (:func:`privacy.secagg_unmask.unmask_total`).
+
+A request whose centroids differ, or whose evidence does not verify, is refused
+before anything is computed (and, as every refusal, logged in the partner's trail);
+the step stays answered, so the coordinator cannot retry it.
+
+Plaintext aggregation (the only one k-FED seeding goes with) gives no partner the other
+partners' sums: there the coordinator would choose the centroids, so such a job without
+DP is refused at its handshake unless the node was started with
+``allow-unverified-centroids`` (:mod:`client.node_settings`; a simulation's partners,
+all the user's own, are).
+
+Notes
+-----
+*What the coordinator still chooses*: the spec (k, seed, candidates, steps: one
+draw per run, within the contract's runs per day), the preprocessor (once per run,
+pinned by the contract, not checked against the moments), which partners are in each
+sum (dropping partners changes the sum, and so the next centroids, but it cannot move
+a centroid where it wants), and when to stop (it may ask the profiles after any Lloyd
+step). Dropping a partner between two steps still gives that partner's contribution
+approximately, by difference of the two sums, and exactly where the centroids repeat:
+a Lloyd step that repeats its predecessor's centroids (the job converged) is refused
+here, but the profiles, asked on the converged centroids, are not, so the sum over
+{a, b, c} at the last Lloyd step and over {a, b} at the profiles give c's cluster sums
+and counts (each cluster >= 5 of c's rows). This is the multi-round leakage of secure
+aggregation (So et al. 2023, "Securing Secure Aggregation: Mitigating Multi-Round
+Privacy Leakage in Federated Learning", AAAI), not addressed here. What partners
+learn in exchange: each step's summed cluster counts and sums over all partners
+(before, only the centroids) -- the centroids are those sums' quotients, so little
+more.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+
+import numpy as np
+
+from fedcollab.client import secagg_node
+from fedcollab.client.he_keys import load_peer_keys
+from fedcollab.client.node_settings import NodeOptions
+from fedcollab.client.run_contract import RunContract
+from fedcollab.common.errors import CiphertextError, PolicyRefusal, ProtocolError
+from fedcollab.common.jobspec import JobSpec
+from fedcollab.common.messages import KMeansStepRequest, StepSum
+from fedcollab.common.serde import Payload
+from fedcollab.compliance.contribution import check_bindings, check_sum_receipt
+from fedcollab.compliance.trail import digest_vector
+from fedcollab.privacy.fixed_point import join_high_low
+from fedcollab.privacy.key_transport import PeerKeys
+from fedcollab.privacy.secagg_ckks import masked_total
+from fedcollab.privacy.secagg_messages import MaskedInput
+from fedcollab.privacy.secagg_session import SecAggRefusal
+from fedcollab.privacy.secagg_unmask import UnmaskedSum, unmask_sum, unmask_total
+from fedcollab.privacy.secagg_wire import (
+    load_advertisement,
+    load_unmask_request,
+    load_unmask_response,
+)
+from fedcollab.protocols import kmeans, preprocessing
+
+__all__ = ["ACTIONS", "check_centroids", "check_derivable"]
+
+#: The requests whose centroids a partner derives itself.
+ACTIONS = frozenset({"query.kmeans_step", "query.segment_profile"})
+_SEED = re.compile(r"kmeans-seed-([1-9][0-9]*)")
+_LLOYD = re.compile(r"lloyd-([1-9][0-9]*)")
+
+
+def _derives(spec: JobSpec) -> bool:
+    return spec.task == "segmentation" and spec.segmentation.partners_derive(
+        aggregation=spec.privacy.aggregation, dp=spec.privacy.dp
+    )
+
+
+def check_derivable(config: Mapping[str, str], spec: JobSpec) -> None:
+    """Refuse a segmentation job without DP whose centroids this node cannot derive
+    (plaintext aggregation, k-FED seeding), unless it allows them."""
+    if spec.task != "segmentation" or spec.privacy.dp != "none" or _derives(spec):
+        return
+    if NodeOptions.of(config).allow_unverified_centroids:
+        return
+    raise PolicyRefusal(
+        f"job {spec.name!r} is a segmentation job without DP in plaintext aggregation: "
+        "this node cannot derive its centroids itself (no partner sees the others' sums), "
+        "so the coordinator would choose every step's centroids and could read rows by "
+        "differencing",
+        hint="use privacy.aggregation = 'ckks+masked' (or 'masked', 'ckks'), or privacy.dp; "
+        "or start the node with --allow-unverified-centroids",
+    )
+
+
+def check_centroids(
+    contract: RunContract,
+    config: Mapping[str, str],
+    spec: JobSpec,
+    *,
+    me: str,
+    action: str,
+    step: str,
+    run: str,
+    payload: Payload,
+) -> None:
+    """Refuse a k-means request whose centroids are not the job's own rule applied to
+    verified sums (module docstring); pin the accepted centroids' digest for the next
+    step. Called after the step was claimed (:func:`client.admission.check_plan`)."""
+    if action == "query.handshake":
+        check_derivable(config, spec)
+        return
+    if action not in ACTIONS or spec.task != "segmentation" or spec.privacy.dp != "none":
+        return
+    if not _derives(spec):
+        check_derivable(config, spec)  # a run pinned before the node's setting changed
+        return
+    body = payload.as_(KMeansStepRequest)
+    got = np.asarray(body.centroids, dtype=np.float64)
+    pre = preprocessing.Preprocessor.from_dict(body.preprocessor.model_dump())
+    expected = _expected(contract, config, spec, me=me, step=step, run=run, body=body, pre=pre)
+    if got.shape != expected.shape or not np.array_equal(got, expected):
+        raise ProtocolError(
+            f"the centroids of step {step!r} are not the ones this node derives from the "
+            "job's seed and the previous step's verified sum",
+            hint="the coordinator chose its own centroids, which could isolate rows by "
+            "differencing; refused and logged",
+        )
+    contract.pin_value(run, f"centroids:{step}", digest_vector(got.ravel()))
+
+
+def _predecessor(contract: RunContract, spec: JobSpec, *, step: str, run: str) -> str | None:
+    s = spec.segmentation
+    if (m := _SEED.fullmatch(step)) is not None:
+        i = int(m.group(1))
+        return None if i == 1 else f"kmeans-seed-{i - 1}"
+    if (m := _LLOYD.fullmatch(step)) is not None:
+        t = int(m.group(1))
+        return f"kmeans-seed-{s.seed_steps}" if t == 1 else f"lloyd-{t - 1}"
+    if step == "segment-profiles":
+        answered = [
+            int(m.group(1))
+            for action, done in contract.answered(run)
+            if action == "query.kmeans_step" and (m := _LLOYD.fullmatch(done)) is not None
+        ]
+        if not answered:
+            raise ProtocolError(
+                "segment profiles asked before this node answered any Lloyd step",
+                hint="the profiles' centroids come from the last Lloyd step; refused",
+            )
+        return f"lloyd-{max(answered)}"
+    raise ProtocolError(f"no k-means step is named {step!r}", hint="refused")
+
+
+def _expected(
+    contract: RunContract,
+    config: Mapping[str, str],
+    spec: JobSpec,
+    *,
+    me: str,
+    step: str,
+    run: str,
+    body: KMeansStepRequest,
+    pre: preprocessing.Preprocessor,
+) -> np.ndarray:
+    s = spec.segmentation
+    d = pre.n_features
+    previous = _predecessor(contract, spec, step=step, run=run)
+    if previous is None:
+        if body.previous is not None:
+            raise ProtocolError(f"step {step!r} has no previous step", hint="refused")
+        return kmeans.random_candidates(s.seed_candidates, n_features=d, seed=s.seed)
+    evidence = body.previous
+    if evidence is None or evidence.step != previous:
+        raise ProtocolError(
+            f"step {step!r} must come with the sum of step {previous!r}",
+            hint="each step's centroids are derived from the step before it; refused",
+        )
+    before = np.asarray(evidence.centroids, dtype=np.float64)
+    pinned = contract.pinned_value(run, f"centroids:{previous}")
+    if pinned is None or pinned != digest_vector(before.ravel()):
+        raise ProtocolError(
+            f"the centroids sent as step {previous!r}'s are not the ones this node answered",
+            hint="refused",
+        )
+    own = contract.request_of(run, previous)
+    if own is None:
+        raise ProtocolError(f"this node did not answer step {previous!r}", hint="refused")
+    length = kmeans.cluster_vector_length(k=before.shape[0], n_features=d)
+    try:
+        summed = _verified_sum(config, spec, evidence, me=me, run=run, own=own, length=length)
+    except SecAggRefusal as exc:
+        raise CiphertextError(
+            f"the unmasking of step {previous!r} does not verify: {exc.message}",
+            hint="the coordinator altered the inputs of the sum; refused",
+        ) from exc
+    if step == "lloyd-1":
+        return kmeans.seed_from_cells(summed, m=before.shape[0], k=s.k, n_features=d, seed=s.seed)
+    after = kmeans.update_centroids(summed, before)[0]
+    if _LLOYD.fullmatch(step) is not None and np.array_equal(after, before):
+        # Converged: an honest coordinator stops here (a shift of 0 is within any
+        # tolerance). Another step on the same centroids, summed over fewer partners,
+        # would give the missing partners' cluster sums by difference.
+        raise ProtocolError(
+            f"step {step!r} repeats the centroids of {previous!r}: the Lloyd steps converged",
+            hint="the segment profiles come next; a repeated step over another set of "
+            "partners would single the others out; refused",
+        )
+    return after
+
+
+def _array(text: str | None, what: str) -> np.ndarray:
+    try:
+        raw = base64.b64decode(text or "", validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ProtocolError(f"{what} is not base64", hint="refused") from exc
+    if not raw or len(raw) % 8:
+        raise ProtocolError(f"{what} is not a float64 vector", hint="refused")
+    return np.frombuffer(raw, dtype="<f8").astype(np.float64)
+
+
+def _unb64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ProtocolError("a field of the sum's evidence is not base64", hint="refused") from exc
+
+
+def _verified_sum(
+    config: Mapping[str, str],
+    spec: JobSpec,
+    evidence: StepSum,
+    *,
+    me: str,
+    run: str,
+    own: str,
+    length: int,
+) -> np.ndarray:
+    peers = load_peer_keys(config)
+    aggregation = spec.privacy.aggregation
+    values = None
+    if aggregation in ("ckks", "ckks+masked"):
+        values = _array(evidence.values, "the decrypted sum")
+        check_sum_receipt(
+            evidence.receipt, peers=peers, run=run, step=evidence.step, request=own,
+            values=values,
+        )  # fmt: skip
+        if aggregation == "ckks":
+            if values.size != length:
+                raise ProtocolError("the decrypted sum has the wrong length", hint="refused")
+            return values
+    if evidence.masks is None:
+        raise ProtocolError(
+            f"a masked step's sum ({evidence.step!r}) came without its unmasking",
+            hint="refused",
+        )
+    # The survivors answered the request this node answered (their signed statements),
+    # not another branch of requests the coordinator ran beside it.
+    check_bindings(
+        evidence.masks.bindings, peers=peers, run=run, step=evidence.step, request=own,
+        contributors=load_unmask_request(_unb64(evidence.masks.request)).survivors,
+    )  # fmt: skip
+    result = _unmasked(config, spec, evidence, me=me, run=run, peers=peers, limbs=values)
+    words = result.values
+    return join_high_low(words) if words.size == 2 * length else words
+
+
+def _unmasked(
+    config: Mapping[str, str],
+    spec: JobSpec,
+    evidence: StepSum,
+    *,
+    me: str,
+    run: str,
+    peers: PeerKeys,
+    limbs: np.ndarray | None,
+) -> UnmaskedSum:
+    masks = evidence.masks
+    assert masks is not None  # checked by the caller
+    session = secagg_node.pinned_config(config, spec, run=run, step=evidence.step, me=me)
+    adverts = {n: load_advertisement(_unb64(a)) for n, a in masks.adverts.items()}
+    request = load_unmask_request(_unb64(masks.request))
+    responses = {n: load_unmask_response(_unb64(r)) for n, r in masks.responses.items()}
+    for name, resp in responses.items():
+        if resp.partner != name:
+            raise SecAggRefusal(f"{resp.partner!r}'s shares filed under {name!r}")
+    u2 = set(masks.u2)
+    if not u2 <= set(session.cohort) or not u2 <= set(adverts):
+        raise SecAggRefusal("U2 holds partners outside this step's advertised cohort")
+    if limbs is not None:
+        return unmask_total(
+            session, total=masked_total(limbs, length=session.length), adverts=adverts,
+            u2=u2, request=request, responses=responses, peers=peers,
+        )  # fmt: skip
+    masked = {n: MaskedInput.from_bytes(_unb64(m)) for n, m in masks.masked.items()}
+    return unmask_sum(
+        session, adverts=adverts, u2=u2, masked=masked, request=request,
+        responses=responses, peers=peers,
+    )  # fmt: skip
