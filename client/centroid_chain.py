@@ -62,8 +62,15 @@ and counts (each cluster >= 5 of c's rows). This is the multi-round leakage of s
 aggregation (So et al. 2023, "Securing Secure Aggregation: Mitigating Multi-Round
 Privacy Leakage in Federated Learning", AAAI), not addressed here. What partners
 learn in exchange: each step's summed cluster counts and sums over all partners
-(before, only the centroids) -- the centroids are those sums' quotients, so little
-more.
+(before, only the centroids, which are those sums' quotients).
+
+*What no rule here stops*: exact sums of consecutive Lloyd steps. When, between two
+steps, exactly one row leaves one cluster for another (it happens near convergence),
+the difference of the two steps' sums is that row's features, read by the
+coordinator in every mode and now by every partner too (from the centroids alone,
+whose two changed rows give the row and both cluster sizes, it already could).
+``experiments/kmeans_modes.py`` counts such steps ("one-row steps"). The attacker
+does not choose which row; only DP bounds it.
 """
 
 from __future__ import annotations

@@ -101,6 +101,33 @@ def sign_contribution(
     return {"statement": statement, "signature": base64.b64encode(signature).decode()}
 
 
+def _signed(item: Any, peers: PeerKeys, domain: bytes, what: str) -> tuple[dict[str, Any], str]:
+    """A signed statement's JSON object and signer, once its signature verifies under the
+    key this node pinned for the partner it names (``domain``-separated); CiphertextError
+    otherwise."""
+    try:
+        if item is None:
+            raise ValueError(f"no {what} was sent")
+        statement = dict(item.statement)
+        signature = base64.b64decode(item.signature, validate=True)
+        partner = str(statement["partner"])
+    except (AttributeError, KeyError, ValueError, binascii.Error) as exc:
+        raise CiphertextError(
+            f"a {what} is malformed ({exc!r})",
+            hint="the coordinator altered it, or runs another fedcollab version; refused",
+        ) from exc
+    public = peers.keys.get(partner)
+    if public is None or not verify_signature(
+        public, signature, domain + canonical_json(statement)
+    ):
+        raise CiphertextError(
+            f"the {what} of {partner!r} does not verify under its pinned key",
+            hint="a statement the partner did not sign (the coordinator's own), or a key this "
+            "node did not pin; refused",
+        )
+    return statement, partner
+
+
 def check_bindings(
     bindings: Sequence[ContributionBinding | None],
     *,
@@ -115,26 +142,7 @@ def check_bindings(
     A contributor that signed nothing is ``None`` in ``bindings`` (common.messages)."""
     seen: dict[str, str] = {}
     for item in bindings:
-        try:
-            if item is None:
-                raise ValueError("a contributor sent no statement")
-            statement = dict(item.statement)
-            signature = base64.b64decode(item.signature, validate=True)
-            partner = str(statement["partner"])
-        except (KeyError, ValueError, binascii.Error) as exc:
-            raise CiphertextError(
-                f"a contribution statement is malformed ({exc!r})",
-                hint="the coordinator altered it, or runs another fedcollab version; refused",
-            ) from exc
-        public = peers.keys.get(partner)
-        if public is None or not verify_signature(
-            public, signature, CONTRIBUTION_DOMAIN + canonical_json(statement)
-        ):
-            raise CiphertextError(
-                f"the contribution statement of {partner!r} does not verify under its pinned key",
-                hint="a statement the partner did not sign, or a key this node did not pin; "
-                "refused",
-            )
+        statement, partner = _signed(item, peers, CONTRIBUTION_DOMAIN, "contribution statement")
         if statement.get("run") != run or statement.get("step") != step:
             raise CiphertextError(
                 f"{partner!r}'s statement belongs to another run or step",
@@ -186,34 +194,11 @@ def check_sum_receipt(
     step: str,
     request: str,
     values: np.ndarray,
-    decryptors: Sequence[str] | None = None,
 ) -> str:
     """Raise CiphertextError unless ``receipt`` (``statement``/``signature``, see
     :func:`sign_sum_receipt`) is a pinned partner's signature that ``values`` is the sum
-    of answers to ``request`` at ``step`` of ``run``; returns the signer's name.
-    ``decryptors``: the partners allowed to have signed it (None: any pinned partner)."""
-    try:
-        statement = dict(receipt.statement)
-        signature = base64.b64decode(receipt.signature, validate=True)
-        partner = str(statement["partner"])
-    except (AttributeError, KeyError, ValueError, binascii.Error) as exc:
-        raise CiphertextError(
-            f"a sum receipt is malformed ({exc!r})",
-            hint="the coordinator altered it, or runs another fedcollab version; refused",
-        ) from exc
-    public = peers.keys.get(partner)
-    if public is None or not verify_signature(
-        public, signature, SUM_RECEIPT_DOMAIN + canonical_json(statement)
-    ):
-        raise CiphertextError(
-            f"the sum receipt of {partner!r} does not verify under its pinned key",
-            hint="a sum no key holder signed (the coordinator's own) is never used; refused",
-        )
-    if decryptors is not None and partner not in decryptors:
-        raise CiphertextError(
-            f"the sum receipt is signed by {partner!r}, which may not decrypt this job's sums",
-            hint="refused",
-        )
+    of answers to ``request`` at ``step`` of ``run``; returns the signer's name."""
+    statement, partner = _signed(receipt, peers, SUM_RECEIPT_DOMAIN, "sum receipt")
     expected = {"v": 1, "kind": "sum", "run": run, "step": step, "request": request}
     wrong = sorted(k for k, v in expected.items() if statement.get(k) != v)
     if wrong:

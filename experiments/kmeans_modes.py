@@ -36,6 +36,7 @@ the command line); job outputs in ``<out>/kmeans-modes/<dataset>/k<k>/<mode>``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -143,11 +144,26 @@ def run_one(table: Table_, *, k: int, mode: str, out: Path) -> dict[str, Any]:
             encrypted=spec.privacy.encrypted or spec.privacy.masked, dp=False
         ),
         "iterations": metrics.get("iterations"),
+        "one_row_steps": one_row_steps(metrics.get("history", [])),
         "objective": km,
         "ratio": km["ratio"],
         "centroids": centroids.tolist(),
         "wall_time_s": round(wall, 1),
     }
+
+
+def one_row_steps(history: list[dict[str, Any]]) -> int:
+    """Consecutive Lloyd steps whose cluster sizes differ by one row leaving one cluster
+    and joining another: the difference of the two steps' sums is then that row's
+    features (if no other rows swapped), read by the coordinator in every mode and, in a
+    job without DP, by every partner too (the sums partners verify the centroids with,
+    client/centroid_chain.py). A privacy figure, not a quality one: only DP bounds it."""
+    count = 0
+    for before, after in itertools.pairwise(history):
+        delta = [b - a for a, b in zip(before["sizes"], after["sizes"], strict=True)]
+        if sorted(v for v in delta if v) == [-1, 1]:
+            count += 1
+    return count
 
 
 def _checks(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -169,13 +185,16 @@ def render(result: dict[str, Any], console: Console | None = None) -> None:
     table = Table(
         title=f"k-means objective on pooled rows, federated / centralized (goal <= {GOAL})"
     )
-    for col in ("table", "k", "mode", "seeding", "iterations", "ratio", "vs summed", "wall s"):
+    columns = ("table", "k", "mode", "seeding", "iterations", "ratio", "vs summed",
+               "one-row steps", "wall s")  # fmt: skip
+    for col in columns:
         table.add_column(col)
     for r in result["runs"]:
         vs = r.get("vs_summed")
         table.add_row(
             r["table"], str(r["k"]), r["mode"], r["seeding"], str(r["iterations"]),
-            f"{r['ratio']:.4f}", "-" if vs is None else f"{vs:.1e}", f"{r['wall_time_s']:.0f}",
+            f"{r['ratio']:.4f}", "-" if vs is None else f"{vs:.1e}",
+            str(r.get("one_row_steps", "-")), f"{r['wall_time_s']:.0f}",
         )  # fmt: skip
     console.print(table)
     bad = [name for name, ok in result["checks"].items() if not ok]

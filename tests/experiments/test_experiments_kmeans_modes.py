@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from experiments.kmeans_modes import MODES, _checks, job_for
+from experiments.kmeans_modes import MODES, _checks, job_for, one_row_steps
 from experiments.readme_rows import ROWS
 from fedcollab.client.partner_data import PartnerSource
 
@@ -73,3 +73,11 @@ def test_checks_judge_every_run_and_the_masked_modes_against_summed() -> None:
     assert title == "Table T, simulation"
     assert "ckks+masked 1.0300-1.0300" in text and "**not met**" in text
     assert "within 5.0e-01" in text
+
+
+def test_one_row_steps_counts_steps_whose_sizes_differ_by_one_moved_row() -> None:
+    sizes = [[10, 10, 10], [11, 9, 10], [11, 9, 10], [12, 9, 9], [12, 10, 8], [14, 8, 8]]
+    history = [{"sizes": s} for s in sizes]
+    # +1/-1 (one row), none, +1/-1 (one row), +1/-1 (one row), +2/-2 (two rows: no)
+    assert one_row_steps(history) == 3
+    assert one_row_steps(history[:1]) == 0
