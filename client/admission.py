@@ -25,6 +25,7 @@ from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.messages import (
     DecryptRequest,
     FedAvgRequest,
+    MomentsRequest,
     PreprocessedRequest,
     request_model,
 )
@@ -69,6 +70,9 @@ def check_plan(
         )
     if spec.task != "vertical" or action == "query.cosign":
         contract.claim(run, action, step, request=shared)
+    if isinstance(body, MomentsRequest):  # what a k-means chain derives the preprocessor with
+        layout = {"layout": body.layout.model_dump()}
+        contract.pin_value(run, "layout", request_digest(layout, None))
     if isinstance(body, PreprocessedRequest):
         pre = {"preprocessor": body.preprocessor.model_dump()}
         contract.pin_value(run, "preprocessor", request_digest(pre, None))

@@ -1,25 +1,39 @@
 """A partner derives every k-means step's centroids itself: the coordinator chooses none.
 
+Long module: one check (the derivation rule and the verification of a sum's evidence
+in each aggregation mode), whose docstring states the attacks it answers and what
+still leaks.
+
 The run contract (:mod:`client.run_contract`) answers each planned Lloyd step once,
 but within the plan a coordinator that chooses each step's centroids can still read
 rows: it sweeps a boundary between two centroids so that one row at a time crosses
 it, and the difference of two steps' cluster sums is that row (an audit of
 2026-12-07 read 5 of 5 rows in 35 planned steps, every cluster of >= 5 rows). The
-suppression of small clusters does not stop this; only DP, or centroids the
-coordinator cannot choose, does.
+suppression of small clusters does not stop this; centroids the coordinator cannot
+choose stop it (which rows exact sums still show is in the Notes; only DP bounds that).
 
 So in a segmentation job without DP (:meth:`common.jobspec_sections.SegmentationSpec
 .partners_derive`) the partner checks, before it computes anything, that the
 centroids it is asked about are the ones the job's own rule gives:
 
 * ``kmeans-seed-1``: the spec's seeded random candidates
-  (:func:`protocols.kmeans.random_candidates`), drawn without looking at any data;
+  (:func:`protocols.kmeans.random_candidates`), drawn without looking at any data, under
+  the preprocessor the verified moments give (:meth:`protocols.preprocessing.Preprocessor
+  .from_moments` of the layout this node answered, pinned at the moments): otherwise the
+  coordinator would place the data under the candidates as it likes (red team of
+  2026-12-07: two runs whose preprocessors differed in one mean moved one row across a
+  cell boundary, and the two runs' sums gave that row);
 * ``kmeans-seed-<i>``, ``lloyd-<t>`` and ``segment-profiles``: the Lloyd update
   (:func:`protocols.kmeans.update_centroids`; ``lloyd-1``:
   :func:`protocols.kmeans.seed_from_cells`) of the previous step's centroids by that
-  step's sum, where the previous step is exactly the one before (the profiles: the
-  last Lloyd step this node answered) and its centroids are the ones this node
-  answered it for (their digest is pinned in the contract when it answered).
+  step's sum, where the previous step is exactly the one before (``lloyd-1``: the last
+  seeding step this node answered, as the seeding stops when its candidates stop
+  moving; the profiles: the last Lloyd step) and its centroids are the ones this node
+  answered it for (their digest is pinned in the contract when it answered);
+* a seeding or Lloyd step whose derived centroids equal its predecessor's is refused:
+  the steps converged, and an honest coordinator stops there, while a repeated step
+  summed over fewer partners would give the missing ones' sums by difference (red team
+  of 2026-12-07, for the seeding).
 
 The request carries the previous step and the evidence of its sum
 (:class:`common.messages.StepSum`), and the partner takes no sum on the
@@ -27,7 +41,9 @@ coordinator's word:
 
 * ``ckks``: the key holder's receipt (:func:`compliance.contribution.sign_sum_receipt`)
   that these values are the sum of the signed answers to the request *this* node
-  answered at that step; only the job's key holders may sign it.
+  answered at that step, signed by the spec's ``key_dealer`` when it names one (any
+  pinned partner otherwise: only the key holder can decrypt, so another partner's
+  receipt is a partner colluding with the coordinator).
 * ``masked``: the partner repeats the unmasking itself (:func:`privacy.secagg_unmask
   .unmask_sum`) from the survivors' masked inputs, each signed by its sender under the
   step's session, their signed advertisements, the survivor set and the revealed shares,
@@ -48,21 +64,22 @@ all the user's own, are).
 
 Notes
 -----
-*What the coordinator still chooses*: the spec (k, seed, candidates, steps: one
-draw per run, within the contract's runs per day), the preprocessor (once per run,
-pinned by the contract, not checked against the moments), which partners are in each
-sum (dropping partners changes the sum, and so the next centroids, but it cannot move
-a centroid where it wants), and when to stop (it may ask the profiles after any Lloyd
-step). Dropping a partner between two steps still gives that partner's contribution
-approximately, by difference of the two sums, and exactly where the centroids repeat:
-a Lloyd step that repeats its predecessor's centroids (the job converged) is refused
-here, but the profiles, asked on the converged centroids, are not, so the sum over
-{a, b, c} at the last Lloyd step and over {a, b} at the profiles give c's cluster sums
-and counts (each cluster >= 5 of c's rows). This is the multi-round leakage of secure
-aggregation (So et al. 2023, "Securing Secure Aggregation: Mitigating Multi-Round
-Privacy Leakage in Federated Learning", AAAI), not addressed here. What partners
-learn in exchange: each step's summed cluster counts and sums over all partners
-(before, only the centroids, which are those sums' quotients).
+*What the coordinator still chooses*: the spec (k, seed, candidates, steps: one draw
+per run, within the contract's runs per day; another seed draws other candidates
+everywhere, no small move); the vocabulary of the moments layout (from the partners'
+handshakes); which partners are in each sum, the moments' included (a few different
+preprocessors per run; dropping partners changes each sum, and so the next centroids,
+but moves no centroid where it wants); and when to stop (it may ask the profiles after
+any Lloyd step). Dropping a partner between two steps still gives that partner's
+contribution approximately, by difference of the two sums, and exactly where the
+centroids repeat: a step that repeats its predecessor's centroids is refused here, but
+the profiles, asked on the converged centroids, are not, so the sum over {a, b, c} at
+the last Lloyd step and over {a, b} at the profiles give c's cluster sums and counts
+(each cluster >= 5 of c's rows). This is the multi-round leakage of secure aggregation
+(So et al. 2023, "Securing Secure Aggregation: Mitigating Multi-Round Privacy Leakage
+in Federated Learning", AAAI), not addressed here. What partners learn in exchange:
+each step's summed cluster counts and sums over all partners (before, only the
+centroids, which are those sums' quotients).
 
 *What no rule here stops*: exact sums of consecutive Lloyd steps. When, between two
 steps, exactly one row leaves one cluster for another (it happens near convergence),
@@ -77,18 +94,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections.abc import Mapping
 
 import numpy as np
 
 from fedcollab.client import secagg_node
+from fedcollab.client.audit import request_digest
 from fedcollab.client.he_keys import load_peer_keys
 from fedcollab.client.node_settings import NodeOptions
 from fedcollab.client.run_contract import RunContract
 from fedcollab.common.errors import CiphertextError, PolicyRefusal, ProtocolError
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.messages import KMeansStepRequest, StepSum
+from fedcollab.common.schema import DatasetSchema
 from fedcollab.common.serde import Payload
 from fedcollab.compliance.contribution import check_bindings, check_sum_receipt
 from fedcollab.compliance.trail import digest_vector
@@ -172,27 +192,32 @@ def check_centroids(
     contract.pin_value(run, f"centroids:{step}", digest_vector(got.ravel()))
 
 
-def _predecessor(contract: RunContract, spec: JobSpec, *, step: str, run: str) -> str | None:
-    s = spec.segmentation
+def _predecessor(contract: RunContract, *, step: str, run: str) -> str:
     if (m := _SEED.fullmatch(step)) is not None:
         i = int(m.group(1))
-        return None if i == 1 else f"kmeans-seed-{i - 1}"
+        return "moments" if i == 1 else f"kmeans-seed-{i - 1}"
     if (m := _LLOYD.fullmatch(step)) is not None:
         t = int(m.group(1))
-        return f"kmeans-seed-{s.seed_steps}" if t == 1 else f"lloyd-{t - 1}"
+        # The seeding stops early when its candidates stop moving: its last step answered.
+        return _last(contract, run, _SEED, "kmeans-seed") if t == 1 else f"lloyd-{t - 1}"
     if step == "segment-profiles":
-        answered = [
-            int(m.group(1))
-            for action, done in contract.answered(run)
-            if action == "query.kmeans_step" and (m := _LLOYD.fullmatch(done)) is not None
-        ]
-        if not answered:
-            raise ProtocolError(
-                "segment profiles asked before this node answered any Lloyd step",
-                hint="the profiles' centroids come from the last Lloyd step; refused",
-            )
-        return f"lloyd-{max(answered)}"
+        return _last(contract, run, _LLOYD, "lloyd")
     raise ProtocolError(f"no k-means step is named {step!r}", hint="refused")
+
+
+def _last(contract: RunContract, run: str, pattern: re.Pattern[str], kind: str) -> str:
+    """The last step of ``kind`` this node answered in ``run``."""
+    answered = [
+        int(m.group(1))
+        for action, done in contract.answered(run)
+        if action == "query.kmeans_step" and (m := pattern.fullmatch(done)) is not None
+    ]
+    if not answered:
+        raise ProtocolError(
+            f"a k-means step asked before this node answered any {kind} step",
+            hint="its centroids come from the last such step; refused",
+        )
+    return f"{kind}-{max(answered)}"
 
 
 def _expected(
@@ -208,48 +233,86 @@ def _expected(
 ) -> np.ndarray:
     s = spec.segmentation
     d = pre.n_features
-    previous = _predecessor(contract, spec, step=step, run=run)
-    if previous is None:
-        if body.previous is not None:
-            raise ProtocolError(f"step {step!r} has no previous step", hint="refused")
-        return kmeans.random_candidates(s.seed_candidates, n_features=d, seed=s.seed)
+    previous = _predecessor(contract, step=step, run=run)
     evidence = body.previous
     if evidence is None or evidence.step != previous:
         raise ProtocolError(
             f"step {step!r} must come with the sum of step {previous!r}",
             hint="each step's centroids are derived from the step before it; refused",
         )
+    own = contract.request_of(run, previous)
+    if own is None:
+        raise ProtocolError(f"this node did not answer step {previous!r}", hint="refused")
+    if previous == "moments":
+        _check_preprocessor(contract, config, spec, evidence, body, me=me, run=run, own=own)
+        return kmeans.random_candidates(s.seed_candidates, n_features=d, seed=s.seed)
     before = np.asarray(evidence.centroids, dtype=np.float64)
     pinned = contract.pinned_value(run, f"centroids:{previous}")
-    if pinned is None or pinned != digest_vector(before.ravel()):
+    if evidence.centroids is None or pinned != digest_vector(before.ravel()):
         raise ProtocolError(
             f"the centroids sent as step {previous!r}'s are not the ones this node answered",
             hint="refused",
         )
-    own = contract.request_of(run, previous)
-    if own is None:
-        raise ProtocolError(f"this node did not answer step {previous!r}", hint="refused")
     length = kmeans.cluster_vector_length(k=before.shape[0], n_features=d)
-    try:
-        summed = _verified_sum(config, spec, evidence, me=me, run=run, own=own, length=length)
-    except SecAggRefusal as exc:
-        raise CiphertextError(
-            f"the unmasking of step {previous!r} does not verify: {exc.message}",
-            hint="the coordinator altered the inputs of the sum; refused",
-        ) from exc
+    summed = _verified_sum(config, spec, evidence, me=me, run=run, own=own, length=length)
     if step == "lloyd-1":
         return kmeans.seed_from_cells(summed, m=before.shape[0], k=s.k, n_features=d, seed=s.seed)
     after = kmeans.update_centroids(summed, before)[0]
-    if _LLOYD.fullmatch(step) is not None and np.array_equal(after, before):
+    if step != "segment-profiles" and np.array_equal(after, before):
         # Converged: an honest coordinator stops here (a shift of 0 is within any
-        # tolerance). Another step on the same centroids, summed over fewer partners,
-        # would give the missing partners' cluster sums by difference.
+        # tolerance; the seeding stops too). Another step on the same centroids, summed
+        # over fewer partners, would give the missing partners' sums by difference.
         raise ProtocolError(
-            f"step {step!r} repeats the centroids of {previous!r}: the Lloyd steps converged",
-            hint="the segment profiles come next; a repeated step over another set of "
-            "partners would single the others out; refused",
+            f"step {step!r} repeats the centroids of {previous!r}: the steps converged",
+            hint="the next stage (Lloyd steps, then the segment profiles) comes next; a "
+            "repeated step over another set of partners would single the others out; refused",
         )
     return after
+
+
+def _check_preprocessor(
+    contract: RunContract,
+    config: Mapping[str, str],
+    spec: JobSpec,
+    evidence: StepSum,
+    body: KMeansStepRequest,
+    *,
+    me: str,
+    run: str,
+    own: str,
+) -> None:
+    """The first step's preprocessor must be the one the verified moments give: the
+    coordinator does not place the data under the spec's candidates (red team of
+    2026-12-07: two runs whose preprocessors differed in one mean moved one row across a
+    candidate boundary, and the two runs' sums gave that row)."""
+    layout = evidence.layout
+    pinned = contract.pinned_value(run, "layout")
+    if layout is None or pinned != request_digest({"layout": layout.model_dump()}, None):
+        raise ProtocolError(
+            "the moments layout sent is not the one this node answered", hint="refused"
+        )
+    # Categorical columns in the data contract's order, as the moments were counted
+    # (client.handlers.moments: the wire's JSON object is key-sorted).
+    order = [f.name for f in DatasetSchema.model_validate(spec.data_schema).categorical_features]
+    if set(order) != set(layout.categorical):
+        raise ProtocolError("the moments layout's columns are not the schema's", hint="refused")
+    columns = preprocessing.MomentsLayout(
+        numeric_names=tuple(layout.numeric),
+        categorical_vocab={k: tuple(layout.categorical[k]) for k in order},
+        boolean_names=tuple(layout.boolean),
+    )
+    summed = _verified_sum(config, spec, evidence, me=me, run=run, own=own, length=columns.length)
+    derived = preprocessing.Preprocessor.from_moments(columns, summed).to_dict()
+    if _canonical(derived) != _canonical(body.preprocessor.model_dump()):
+        raise ProtocolError(
+            "the preprocessor is not the one this node derives from the verified moments",
+            hint="the coordinator chose its own standardisation, which moves rows across "
+            "the seeding's cells; refused",
+        )
+
+
+def _canonical(value: object) -> str:
+    return str(json.dumps(value, sort_keys=True, separators=(",", ":")))
 
 
 def _array(text: str | None, what: str) -> np.ndarray:
@@ -279,15 +342,41 @@ def _verified_sum(
     own: str,
     length: int,
 ) -> np.ndarray:
+    try:
+        return _sum_of(config, spec, evidence, me=me, run=run, own=own, length=length)
+    except SecAggRefusal as exc:
+        raise CiphertextError(
+            f"the unmasking of step {evidence.step!r} does not verify: {exc.message}",
+            hint="the coordinator altered the inputs of the sum; refused",
+        ) from exc
+
+
+def _sum_of(
+    config: Mapping[str, str],
+    spec: JobSpec,
+    evidence: StepSum,
+    *,
+    me: str,
+    run: str,
+    own: str,
+    length: int,
+) -> np.ndarray:
     peers = load_peer_keys(config)
     aggregation = spec.privacy.aggregation
     values = None
     if aggregation in ("ckks", "ckks+masked"):
         values = _array(evidence.values, "the decrypted sum")
-        check_sum_receipt(
+        signer = check_sum_receipt(
             evidence.receipt, peers=peers, run=run, step=evidence.step, request=own,
             values=values,
         )  # fmt: skip
+        dealer = spec.privacy.key_dealer
+        if aggregation == "ckks" and dealer and signer != dealer:
+            # Only the dealer decrypts a plain "ckks" job's sums (client/encryption.py).
+            raise CiphertextError(
+                f"the sum receipt is signed by {signer!r}, not by the job's key dealer {dealer!r}",
+                hint="no other partner decrypts a 'ckks' job's sums; refused",
+            )
         if aggregation == "ckks":
             if values.size != length:
                 raise ProtocolError("the decrypted sum has the wrong length", hint="refused")

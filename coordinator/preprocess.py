@@ -84,6 +84,8 @@ def federated_statistics(
         expect_length=layout.length,
     )
     summed = roster.reveal(grid, total, step="moments")
+    if "moments" in roster.step_sums:  # partners derive a k-means job's preprocessor again
+        roster.step_sums["moments"]["layout"] = layout_meta
     if plan is None:
         pre = preprocessing.Preprocessor.from_moments(layout, summed)
     else:

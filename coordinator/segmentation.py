@@ -60,7 +60,7 @@ def run_segmentation(
     pre_meta = pre.to_dict()
     encrypted = spec.privacy.encrypted or spec.privacy.masked  # only sums leave partners
     plan = resolve(spec)
-    seeded_from: tuple[str, np.ndarray] | None = None
+    seeded_from: tuple[str, np.ndarray | None] | None = None
     if s.seeding_for(encrypted=encrypted, dp=plan is not None) == "kfed":
         centroids = _kfed_seed(grid, roster, spec, pre_meta, d)
     else:
@@ -245,16 +245,18 @@ def _summed_seed(
     pre_meta: dict[str, Any],
     d: int,
     plan: DpPlan | None,
-) -> tuple[np.ndarray, tuple[str, np.ndarray] | None]:
-    """Summed seeding: Lloyd steps from random candidates, then weighted k-means++; also
-    the last seeding step and its centroids, which the first Lloyd step derives from."""
+) -> tuple[np.ndarray, tuple[str, np.ndarray | None] | None]:
+    """Summed seeding: Lloyd steps from random candidates (stopped when they no longer
+    move), then weighted k-means++; also the last seeding step and its centroids, which
+    the first Lloyd step derives from (None when partners do not derive them)."""
     s = spec.segmentation
     m = s.seed_candidates
     candidates = kmeans.random_candidates(m, n_features=d, seed=s.seed)
     length = kmeans.cluster_vector_length(k=m, n_features=d)
     summed = np.zeros(length)
     derive = s.partners_derive(aggregation=spec.privacy.aggregation, dp=spec.privacy.dp)
-    last: tuple[str, np.ndarray] | None = None
+    # The first step's preprocessor comes from the moments, which partners verify too.
+    last: tuple[str, np.ndarray | None] | None = ("moments", None)
     for it in range(1, s.seed_steps + 1):
         total = roster.new_sum(length, params="wide")
         step = f"kmeans-seed-{it}"
@@ -272,19 +274,24 @@ def _summed_seed(
         )
         summed = _denoise(roster.reveal(grid, total, step=step), plan, roster, m, d)
         last = (step, candidates)
-        candidates, _, _ = kmeans.update_centroids(summed, candidates)
+        moved, _, _ = kmeans.update_centroids(summed, candidates)
+        if np.array_equal(moved, candidates):
+            break  # converged: partners refuse a step that repeats its centroids
+        candidates = moved
     seed = kmeans.seed_from_cells(summed, m=m, k=s.k, n_features=d, seed=s.seed)
-    return seed, last
+    return seed, (last if derive else None)
 
 
-def _previous(roster: Roster, derived_from: tuple[str, np.ndarray] | None) -> dict[str, Any]:
+def _previous(roster: Roster, derived_from: tuple[str, np.ndarray | None] | None) -> dict[str, Any]:
     """A request's ``previous``: the step its centroids were derived from, that step's
-    centroids and the evidence of its sum (client.centroid_chain); {} when partners do
-    not derive the centroids (DP, plaintext aggregation, k-FED seeding) or at the first
-    step."""
+    centroids and the evidence of its sum (client.centroid_chain; the first step: the
+    moments, which the preprocessor is derived from); {} when partners do not derive the
+    centroids (DP, plaintext aggregation, k-FED seeding)."""
     if derived_from is None:
         return {}
     step, centroids = derived_from
+    if centroids is None:
+        return {"previous": {"step": step, **roster.step_sums.pop(step)}}
     return {
         "previous": {"step": step, "centroids": centroids.tolist(), **roster.step_sums.pop(step)}
     }

@@ -180,10 +180,14 @@ class StepSumMasks(Strict):
 
 class StepSum(Strict):
     """The previous step of a k-means chain and the evidence of its sum: the partner
-    derives this request's centroids from them itself (client.centroid_chain)."""
+    derives this request's centroids (and, from the moments, the preprocessor of the first
+    step) from them itself (client.centroid_chain)."""
 
     step: Name
-    centroids: Centroids
+    #: That step's centroids (None for the moments).
+    centroids: Centroids | None = None
+    #: The moments' column layout (the moments only).
+    layout: MomentsLayout | None = None
     #: The decrypted values (float64, little-endian, base64): the sum in "ckks" jobs,
     #: the masked limb sums in "ckks+masked" jobs; with the key holder's receipt.
     values: Blob | None = None

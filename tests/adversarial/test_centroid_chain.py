@@ -17,6 +17,7 @@ nothing about the chosen step leaves.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import types
 import warnings
@@ -29,6 +30,7 @@ import pytest
 from fedcollab.common.errors import FedcollabError
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.compliance.trail import Trail
+from fedcollab.coordinator import job as job_module
 from fedcollab.coordinator import segmentation
 from fedcollab.coordinator.job import run_job
 from fedcollab.coordinator.outputs import JobOutputs
@@ -121,6 +123,17 @@ def test_chosen_centroids_are_refused(
         assert refusals[name] == [("lloyd-2", "ProtocolError")], (name, refusals[name])
 
 
+class _NoShift:
+    """numpy for the coordinator's module, except that every centroid shift looks large."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+    @staticmethod
+    def max(_a: Any) -> float:
+        return float(np.inf)
+
+
 def test_steps_past_convergence_are_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -140,9 +153,7 @@ def test_steps_past_convergence_are_refused(
         segmentation, "kmeans",
         types.SimpleNamespace(**{**names, "update_centroids": update_centroids}),
     )  # fmt: skip
-    monkeypatch.setattr(  # every shift looks large: the coordinator never sees convergence
-        segmentation, "np", types.SimpleNamespace(max=lambda _a: np.inf, abs=np.abs, zeros=np.zeros)
-    )
+    monkeypatch.setattr(segmentation, "np", _NoShift())  # never sees convergence
     metrics, error = _run(tmp_path, _spec("masked", lloyd_iterations=60))
     assert metrics is None and error == "NotEnoughPartnersError"
     refusals = _refusals(tmp_path)
@@ -150,6 +161,52 @@ def test_steps_past_convergence_are_refused(
     assert step.startswith("lloyd-") and int(step.split("-")[1]) < 60
     for name in NAMES:
         assert refusals[name] == [(step, "ProtocolError")], (name, refusals[name])
+
+
+class _NeverEqual(_NoShift):
+    """numpy for the coordinator's module, except that no two arrays look equal."""
+
+    @staticmethod
+    def array_equal(_a: Any, _b: Any) -> bool:
+        return False
+
+
+def test_seeding_steps_past_convergence_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attack (red team of 2026-12-07): the seeding's few candidates stop moving, and
+    the coordinator asks more seeding steps on the same candidates, leaving one partner
+    out of one of them: the two sums gave that partner's cell counts and sums. Now the
+    coordinator's seeding stops when its candidates stop moving, and every partner
+    refuses a seeding step that repeats its predecessor's candidates."""
+    monkeypatch.setattr(segmentation, "np", _NeverEqual())
+    metrics, error = _run(tmp_path, _spec("ckks", seed_steps=20, seed_candidates=4))
+    assert metrics is None and error == "NotEnoughPartnersError"
+    refusals = _refusals(tmp_path)
+    step = refusals["p0"][0][0]
+    assert step.startswith("kmeans-seed-") and int(step.split("-")[2]) <= 20
+    for name in NAMES:
+        assert refusals[name] == [(step, "ProtocolError")], (name, refusals[name])
+
+
+def test_a_chosen_preprocessor_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attack (red team of 2026-12-07): the coordinator chooses the standardisation, so it
+    places the data under the spec's seeded candidates as it likes; two runs whose
+    preprocessors differed in one mean moved one row across a cell boundary and the two
+    runs' sums gave that row. Now every partner derives the first step's preprocessor
+    from the verified moments (the key holder's receipt, or the unmasking it repeats)
+    and refuses another one."""
+    real = job_module.run_segmentation
+
+    def shifted(grid: Any, roster: Any, spec: Any, schema: Any, pre: Any, outputs: Any) -> Any:
+        means = (pre.means[0] + 1e-3, *pre.means[1:])
+        return real(grid, roster, spec, schema, dataclasses.replace(pre, means=means), outputs)
+
+    monkeypatch.setattr(job_module, "run_segmentation", shifted)
+    metrics, error = _run(tmp_path, _spec("masked"))
+    assert metrics is None and error == "NotEnoughPartnersError"
+    for name, refused in _refusals(tmp_path).items():
+        assert refused == [("kmeans-seed-1", "ProtocolError")], (name, refused)
 
 
 def test_the_honest_chain_is_answered_in_every_verified_mode(tmp_path: Path) -> None:
