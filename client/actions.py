@@ -162,6 +162,7 @@ def _he_decrypt(request: Request) -> Outcome:
         meta["receipt"] = sign_sum_receipt(
             Signer.load(key), partner=request.data.partner, run=request.run,
             step=str(meta["step"]), request=own, values=vector,
+            contributors=[str(c) for c in meta["contributors"]],
         )  # fmt: skip
     if request.audit is not None:
         # What was decrypted, logged before the result leaves (audit crossref

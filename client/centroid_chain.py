@@ -64,22 +64,30 @@ all the user's own, are).
 
 Notes
 -----
-*What the coordinator still chooses*: the spec (k, seed, candidates, steps: one draw
-per run, within the contract's runs per day; another seed draws other candidates
-everywhere, no small move); the vocabulary of the moments layout (from the partners'
-handshakes); which partners are in each sum, the moments' included (a few different
-preprocessors per run; dropping partners changes each sum, and so the next centroids,
-but moves no centroid where it wants); and when to stop (it may ask the profiles after
-any Lloyd step). Dropping a partner between two steps still gives that partner's
-contribution approximately, by difference of the two sums, and exactly where the
-centroids repeat: a step that repeats its predecessor's centroids is refused here, but
-the profiles, asked on the converged centroids, are not, so the sum over {a, b, c} at
-the last Lloyd step and over {a, b} at the profiles give c's cluster sums and counts
+*What the coordinator still chooses*: the spec (k, seed, candidates, steps: one draw per
+run, within the contract's runs per day; another seed draws other candidates everywhere,
+no small move); within a run, which partners are in each sum, but not one that leaves
+out a partner it asks to build on it (each partner requires its own answer in the
+previous sum: the receipt names the contributors, the unmasking the survivors); across
+runs, each run's cohort and the vocabulary's values (open vocabularies must be sorted,
+declared ones as declared, but a value no row holds still adds a dimension): a red team
+of 2026-12-07 read c's exact cluster counts from two runs with and without c, and rows
+moved across the seeding's cells by other cohorts (in a model of 3 x 300 rows, an exact
+row for 85 of 200 seeds within about 4 runs each); and when to stop (it may ask the
+profiles after any Lloyd step). Dropping a partner between two steps still gives that
+partner's contribution approximately, by difference of the two sums, and exactly where
+the centroids repeat: a step that repeats its predecessor's centroids is refused here,
+but the profiles, asked on the converged centroids, are not, so the sum over {a, b, c}
+at the last Lloyd step and over {a, b} at the profiles give c's cluster sums and counts
 (each cluster >= 5 of c's rows). This is the multi-round leakage of secure aggregation
-(So et al. 2023, "Securing Secure Aggregation: Mitigating Multi-Round Privacy Leakage
-in Federated Learning", AAAI), not addressed here. What partners learn in exchange:
-each step's summed cluster counts and sums over all partners (before, only the
-centroids, which are those sums' quotients).
+(So et al. 2023, "Securing Secure Aggregation: Mitigating Multi-Round Privacy Leakage in
+Federated Learning", AAAI), not addressed here. What partners learn in exchange: each
+step's summed cluster counts and sums over all partners (before, only the centroids,
+which are those sums' quotients).
+
+*With one colluding partner* the coordinator chooses centroids again in every mode: the
+colluder's own reply can carry any counts and sums, and a colluding key holder can sign
+a receipt for any sum (in "ckks" only the spec's ``key_dealer`` when it names one).
 
 *What no rule here stops*: exact sums of consecutive Lloyd steps. When, between two
 steps, exactly one row leaves one cluster for another (it happens near convergence),
@@ -293,9 +301,20 @@ def _check_preprocessor(
         )
     # Categorical columns in the data contract's order, as the moments were counted
     # (client.handlers.moments: the wire's JSON object is key-sorted).
-    order = [f.name for f in DatasetSchema.model_validate(spec.data_schema).categorical_features]
+    features = DatasetSchema.model_validate(spec.data_schema).categorical_features
+    order = [f.name for f in features]
     if set(order) != set(layout.categorical):
         raise ProtocolError("the moments layout's columns are not the schema's", hint="refused")
+    for f in features:
+        values = layout.categorical[f.name]
+        # Declared vocabularies as declared, open ones sorted (protocols.preprocessing
+        # .merge_vocabularies): another order embeds the rows otherwise under the same
+        # candidates (red team of 2026-12-07).
+        declared = None if f.vocabulary is None else [str(v) for v in f.vocabulary]
+        if values != (declared if declared is not None else sorted(set(values))):
+            raise ProtocolError(
+                f"the vocabulary of {f.name!r} is not in its canonical order", hint="refused"
+            )
     columns = preprocessing.MomentsLayout(
         numeric_names=tuple(layout.numeric),
         categorical_vocab={k: tuple(layout.categorical[k]) for k in order},
@@ -368,7 +387,7 @@ def _sum_of(
         values = _array(evidence.values, "the decrypted sum")
         signer = check_sum_receipt(
             evidence.receipt, peers=peers, run=run, step=evidence.step, request=own,
-            values=values,
+            values=values, member=me,
         )  # fmt: skip
         dealer = spec.privacy.key_dealer
         if aggregation == "ckks" and dealer and signer != dealer:
@@ -387,10 +406,17 @@ def _sum_of(
             hint="refused",
         )
     # The survivors answered the request this node answered (their signed statements),
-    # not another branch of requests the coordinator ran beside it.
+    # not another branch of requests the coordinator ran beside it, and this node is one.
+    survivors = load_unmask_request(_unb64(evidence.masks.request)).survivors
+    if me not in survivors:
+        raise CiphertextError(
+            f"the sum of step {evidence.step!r} leaves out this node's own answer",
+            hint="a sum without this partner, while it is asked to go on from it, lets the "
+            "coordinator choose whose data places the next step; refused",
+        )
     check_bindings(
         evidence.masks.bindings, peers=peers, run=run, step=evidence.step, request=own,
-        contributors=load_unmask_request(_unb64(evidence.masks.request)).survivors,
+        contributors=survivors,
     )  # fmt: skip
     result = _unmasked(config, spec, evidence, me=me, run=run, peers=peers, limbs=values)
     words = result.values

@@ -167,12 +167,21 @@ def check_bindings(
 
 
 def sign_sum_receipt(
-    signer: Signer, *, partner: str, run: str, step: str, request: str, values: np.ndarray
+    signer: Signer,
+    *,
+    partner: str,
+    run: str,
+    step: str,
+    request: str,
+    values: np.ndarray,
+    contributors: Sequence[str],
 ) -> dict[str, Any]:
     """A key holder's receipt for what it decrypted at ``step``: the sum of the signed
-    answers to ``request`` (the request digest it checked every contribution against)
-    is ``values``. Partners derive the next k-means step from a sum only with this
-    receipt (client.centroid_chain), so the coordinator cannot substitute its own."""
+    answers of ``contributors`` to ``request`` (the request digest it checked every
+    contribution against) is ``values``. Partners derive the next k-means step from a
+    sum only with this receipt (client.centroid_chain), so the coordinator cannot
+    substitute its own, nor leave a partner out of a sum it still asks that partner to
+    build on."""
     statement = {
         "v": 1,
         "kind": "sum",
@@ -180,6 +189,7 @@ def sign_sum_receipt(
         "run": run,
         "step": step,
         "request": request,
+        "contributors": sorted(contributors),
         "sum": digest_vector(values),
     }
     signature = signer.sign(SUM_RECEIPT_DOMAIN + canonical_json(statement))
@@ -194,10 +204,12 @@ def check_sum_receipt(
     step: str,
     request: str,
     values: np.ndarray,
+    member: str,
 ) -> str:
     """Raise CiphertextError unless ``receipt`` (``statement``/``signature``, see
     :func:`sign_sum_receipt`) is a pinned partner's signature that ``values`` is the sum
-    of answers to ``request`` at ``step`` of ``run``; returns the signer's name."""
+    of answers to ``request`` at ``step`` of ``run``, ``member``'s among them; returns
+    the signer's name."""
     statement, partner = _signed(receipt, peers, SUM_RECEIPT_DOMAIN, "sum receipt")
     expected = {"v": 1, "kind": "sum", "run": run, "step": step, "request": request}
     wrong = sorted(k for k, v in expected.items() if statement.get(k) != v)
@@ -211,5 +223,12 @@ def check_sum_receipt(
         raise CiphertextError(
             "the values sent as the decrypted sum are not the ones the key holder signed",
             hint="the coordinator altered the sum; refused",
+        )
+    contributors = statement.get("contributors")
+    if not isinstance(contributors, list) or member not in contributors:
+        raise CiphertextError(
+            f"the sum of step {step!r} leaves out {member!r}'s own answer",
+            hint="a sum without this partner, while it is asked to go on from it, lets the "
+            "coordinator choose whose data places the next step; refused",
         )
     return partner

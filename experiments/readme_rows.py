@@ -89,6 +89,12 @@ def kmeans_modes(r: Result) -> Row:
     )
     if diffs:
         text += f"; masked modes equal plaintext summed seeding within {max(diffs):.1e}"
+    moves = [x["one_row_steps"] for x in runs if "one_row_steps" in x]
+    if moves:
+        text += (
+            f"; Lloyd steps whose sizes differ by one row (that row is the difference of "
+            f"the two steps' sums; only DP bounds it): {sum(moves)} over {len(moves)} jobs"
+        )
     tables = " and ".join(t["title"] for t in r["tables"].values())
     return f"{tables}, simulation", text
 

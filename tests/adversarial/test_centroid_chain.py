@@ -34,6 +34,8 @@ from fedcollab.coordinator import job as job_module
 from fedcollab.coordinator import segmentation
 from fedcollab.coordinator.job import run_job
 from fedcollab.coordinator.outputs import JobOutputs
+from fedcollab.coordinator.roster import Roster
+from fedcollab.coordinator.secagg import MaskedSum
 from fedcollab.federation.inmemory import in_memory_federation, task_identity
 from fedcollab.protocols import kmeans
 from tests.support.adversarial import Attacker, job
@@ -44,10 +46,10 @@ warnings.filterwarnings("ignore", message=".*does not fit in a single ciphertext
 NAMES = ("p0", "p1", "p2")
 
 
-def _spec(aggregation: str, **segmentation_fields: Any) -> JobSpec:
+def _spec(aggregation: str, names: tuple[str, ...] = NAMES, **segmentation_fields: Any) -> JobSpec:
     return JobSpec.model_validate(
         {"name": "chain", "task": "segmentation", "purpose": "user-segmentation",
-         "schema": SCHEMA, "participants": list(NAMES), "min_partners": 2,
+         "schema": SCHEMA, "participants": list(names), "min_partners": 2,
          "privacy": {"aggregation": aggregation,
                      "encryption": "ckks" if aggregation.startswith("ckks") else "none"},
          "segmentation": {"k": 3, "lloyd_iterations": 3, "seeding": "summed",
@@ -56,9 +58,11 @@ def _spec(aggregation: str, **segmentation_fields: Any) -> JobSpec:
     )  # fmt: skip
 
 
-def _run(tmp_path: Path, spec: JobSpec) -> tuple[dict[str, Any] | None, str | None]:
+def _run(
+    tmp_path: Path, spec: JobSpec, names: tuple[str, ...] = NAMES
+) -> tuple[dict[str, Any] | None, str | None]:
     """The job's metrics, or the error class it stopped with."""
-    sources = [make_partner(tmp_path / "data", n, seed=i, n=300) for i, n in enumerate(NAMES)]
+    sources = [make_partner(tmp_path / "data", n, seed=i, n=300) for i, n in enumerate(names)]
     grid, audit, policy = in_memory_federation(spec, sources, tmp_path)
     try:
         with task_identity():
@@ -75,10 +79,10 @@ def _run(tmp_path: Path, spec: JobSpec) -> tuple[dict[str, Any] | None, str | No
     return metrics, None
 
 
-def _refusals(tmp_path: Path) -> dict[str, list[tuple[str, str]]]:
+def _refusals(tmp_path: Path, names: tuple[str, ...] = NAMES) -> dict[str, list[tuple[str, str]]]:
     """Each partner's logged refusals: (step, error class)."""
     out: dict[str, list[tuple[str, str]]] = {}
-    for name in NAMES:
+    for name in names:
         db = tmp_path / "audit" / "partners" / name / "audit.db"
         with Trail.open(db, db.parent / "audit.key", actor=name) as trail:
             events = [json.loads(raw) for raw in trail.log.entries()]
@@ -207,6 +211,31 @@ def test_a_chosen_preprocessor_is_refused(tmp_path: Path, monkeypatch: pytest.Mo
     assert metrics is None and error == "NotEnoughPartnersError"
     for name, refused in _refusals(tmp_path).items():
         assert refused == [("kmeans-seed-1", "ProtocolError")], (name, refused)
+
+
+def test_a_sum_without_the_partner_is_not_built_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attack (red team of 2026-12-07): the coordinator leaves p3's moments out of the sum
+    (declares its masked input lost) but keeps p3 in the job, so the preprocessor comes
+    from the others' rows; across runs, choosing whose moments count moved one row
+    across a seeding cell and the two runs' sums gave it. Now a partner builds only on
+    sums with its own answer in them: p3 refuses kmeans-seed-1, the others go on."""
+    names = ("p0", "p1", "p2", "p3")
+    real = Roster.reveal
+
+    def reveal(self: Roster, grid: Any, acc: Any, *, step: str, then: Any = None) -> Any:
+        if step == "moments" and isinstance(acc, MaskedSum):
+            acc.masked.pop("p3")  # "its input never arrived"
+            acc.bindings.pop("p3", None)
+        return real(self, grid, acc, step=step, then=then)
+
+    monkeypatch.setattr(Roster, "reveal", reveal)
+    metrics, error = _run(tmp_path, _spec("masked", names), names)
+    assert error is None and metrics is not None  # three partners are enough
+    refusals = _refusals(tmp_path, names)
+    assert refusals["p3"] == [("kmeans-seed-1", "CiphertextError")], refusals
+    assert all(refusals[n] == [] for n in names[:3]), refusals
 
 
 def test_the_honest_chain_is_answered_in_every_verified_mode(tmp_path: Path) -> None:

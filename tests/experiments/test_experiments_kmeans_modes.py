@@ -72,7 +72,13 @@ def test_checks_judge_every_run_and_the_masked_modes_against_summed() -> None:
     )
     assert title == "Table T, simulation"
     assert "ckks+masked 1.0300-1.0300" in text and "**not met**" in text
-    assert "within 5.0e-01" in text
+    assert "within 5.0e-01" in text and "one row" not in text  # runs without the count
+    runs[0]["one_row_steps"], runs[1]["one_row_steps"] = 2, 0
+    _, counted = ROWS["kmeans_modes"](
+        {"runs": runs, "modes": ["plaintext-summed"], "ks": [5], "checks": checks,
+         "tables": {"t": {"title": "Table T", "partners": ["a"]}}}
+    )  # fmt: skip
+    assert "differ by one row" in counted and ": 2 over 2 jobs" in counted
 
 
 def test_one_row_steps_counts_steps_whose_sizes_differ_by_one_moved_row() -> None:
