@@ -104,7 +104,8 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -262,7 +263,8 @@ def _expected(
             hint="refused",
         )
     length = kmeans.cluster_vector_length(k=before.shape[0], n_features=d)
-    summed = _verified_sum(config, spec, evidence, me=me, run=run, own=own, length=length)
+    with _unmasking_of(previous):
+        summed = _verified_sum(config, spec, evidence, me=me, run=run, own=own, length=length)
     if step == "lloyd-1":
         return kmeans.seed_from_cells(summed, m=before.shape[0], k=s.k, n_features=d, seed=s.seed)
     after = kmeans.update_centroids(summed, before)[0]
@@ -320,7 +322,10 @@ def _check_preprocessor(
         categorical_vocab={k: tuple(layout.categorical[k]) for k in order},
         boolean_names=tuple(layout.boolean),
     )
-    summed = _verified_sum(config, spec, evidence, me=me, run=run, own=own, length=columns.length)
+    with _unmasking_of(evidence.step):
+        summed = _verified_sum(
+            config, spec, evidence, me=me, run=run, own=own, length=columns.length
+        )
     derived = preprocessing.Preprocessor.from_moments(columns, summed).to_dict()
     if _canonical(derived) != _canonical(body.preprocessor.model_dump()):
         raise ProtocolError(
@@ -351,26 +356,19 @@ def _unb64(text: str) -> bytes:
         raise ProtocolError("a field of the sum's evidence is not base64", hint="refused") from exc
 
 
-def _verified_sum(
-    config: Mapping[str, str],
-    spec: JobSpec,
-    evidence: StepSum,
-    *,
-    me: str,
-    run: str,
-    own: str,
-    length: int,
-) -> np.ndarray:
+@contextmanager
+def _unmasking_of(step: str) -> Iterator[None]:
+    """A masked sum's evidence that does not verify, as the CiphertextError it is."""
     try:
-        return _sum_of(config, spec, evidence, me=me, run=run, own=own, length=length)
+        yield
     except SecAggRefusal as exc:
         raise CiphertextError(
-            f"the unmasking of step {evidence.step!r} does not verify: {exc.message}",
+            f"the unmasking of step {step!r} does not verify: {exc.message}",
             hint="the coordinator altered the inputs of the sum; refused",
         ) from exc
 
 
-def _sum_of(
+def _verified_sum(
     config: Mapping[str, str],
     spec: JobSpec,
     evidence: StepSum,
