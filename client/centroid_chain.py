@@ -17,7 +17,10 @@ So in a segmentation job without DP (:meth:`common.jobspec_sections.Segmentation
 centroids it is asked about are the ones the job's own rule gives:
 
 * ``kmeans-seed-1``: the spec's seeded random candidates
-  (:func:`protocols.kmeans.random_candidates`), drawn without looking at any data, under
+  (:func:`protocols.kmeans.random_candidates`), drawn without looking at any data, and
+  answered in one run only per node (:meth:`client.run_contract.RunContract.claim_once`:
+  a red team of 2026-12-07 read a row, and a partner's cluster sums, from two runs of
+  one spec over other cohorts; a job is run again with another ``segmentation.seed``), under
   the preprocessor the verified moments give (:meth:`protocols.preprocessing.Preprocessor
   .from_moments` of the layout this node answered, pinned at the moments): otherwise the
   coordinator would place the data under the candidates as it likes (red team of
@@ -70,20 +73,22 @@ no small move); within a run, which partners are in each sum, but not one that l
 out a partner it asks to build on it (each partner requires its own answer in the
 previous sum: the receipt names the contributors, the unmasking the survivors); across
 runs, each run's cohort and the vocabulary's values (open vocabularies must be sorted,
-declared ones as declared, but a value no row holds still adds a dimension): a red team
-of 2026-12-07 read c's exact cluster counts from two runs with and without c, and rows
-moved across the seeding's cells by other cohorts (in a model of 3 x 300 rows, an exact
-row for 85 of 200 seeds within about 4 runs each); and when to stop (it may ask the
-profiles after any Lloyd step). Dropping a partner between two steps still gives that
-partner's contribution approximately, by difference of the two sums, and exactly where
-the centroids repeat: a step that repeats its predecessor's centroids is refused here,
-but the profiles, asked on the converged centroids, are not, so the sum over {a, b, c}
-at the last Lloyd step and over {a, b} at the profiles give c's cluster sums and counts
-(each cluster >= 5 of c's rows). This is the multi-round leakage of secure aggregation
-(So et al. 2023, "Securing Secure Aggregation: Mitigating Multi-Round Privacy Leakage in
-Federated Learning", AAAI), not addressed here. What partners learn in exchange: each
-step's summed cluster counts and sums over all partners (before, only the centroids,
-which are those sums' quotients).
+declared ones as declared, but a value no row holds still adds a dimension), which a red
+team of 2026-12-07 used on two runs from the same candidates (c's exact cluster counts
+from runs with and without c; rows moved across the seeding's cells by other cohorts, an
+exact row for 85 of 200 seeds in a model of 3 x 300 rows), refused now (candidates once
+per node; two runs converging to the same partition still have the same final centroids,
+whose profiles over two cohorts differ by the missing partners'); and when to stop (it
+may ask the profiles after any Lloyd step). Dropping a partner between two steps still
+gives that partner's contribution approximately, by difference of the two sums, and
+exactly where the centroids repeat: a step that repeats its predecessor's centroids is
+refused here, but the profiles, asked on the converged centroids, are not, so the sum
+over {a, b, c} at the last Lloyd step and over {a, b} at the profiles give c's cluster
+sums and counts (each cluster >= 5 of c's rows). This is the multi-round leakage of
+secure aggregation (So et al. 2023, "Securing Secure Aggregation: Mitigating Multi-Round
+Privacy Leakage in Federated Learning", AAAI), not addressed here. What partners learn
+in exchange: each step's summed cluster counts and sums over all partners (before, only
+the centroids, which are those sums' quotients).
 
 *With one colluding partner* the coordinator chooses centroids again in every mode: the
 colluder's own reply can carry any counts and sums, and a colluding key holder can sign
@@ -254,7 +259,15 @@ def _expected(
         raise ProtocolError(f"this node did not answer step {previous!r}", hint="refused")
     if previous == "moments":
         _check_preprocessor(contract, config, spec, evidence, body, me=me, run=run, own=own)
-        return kmeans.random_candidates(s.seed_candidates, n_features=d, seed=s.seed)
+        candidates = kmeans.random_candidates(s.seed_candidates, n_features=d, seed=s.seed)
+        # Once per node across runs: two runs from the same candidates under another
+        # cohort or preprocessor gave rows, and a partner's sums, by difference.
+        contract.claim_once(
+            run, f"kmeans-candidates:{digest_vector(candidates.ravel())}:{d}",
+            hint="a segmentation job's seeding candidates are answered in one run only: "
+            "set another segmentation.seed to run the job again",
+        )  # fmt: skip
+        return candidates
     before = np.asarray(evidence.centroids, dtype=np.float64)
     pinned = contract.pinned_value(run, f"centroids:{previous}")
     if evidence.centroids is None or pinned != digest_vector(before.ravel()):

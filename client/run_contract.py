@@ -306,6 +306,8 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS answered (
         run TEXT NOT NULL, action TEXT NOT NULL, step TEXT NOT NULL, at REAL NOT NULL,
         request TEXT NOT NULL DEFAULT '', PRIMARY KEY (run, action, step))""",
+    """CREATE TABLE IF NOT EXISTS once_per_node (
+        name TEXT PRIMARY KEY, run TEXT NOT NULL, at REAL NOT NULL)""",
 )
 
 
@@ -485,6 +487,19 @@ class RunContract:
                     hint=f"a run has one {name}; switching it between steps would let the "
                     "coordinator difference the answers; refused",
                 )
+
+    def claim_once(self, run: str, name: str, *, hint: str) -> None:
+        """Claim ``name`` for ``run`` across every run this node ever answers (the k-means
+        candidates a run starts from, client.centroid_chain): another run is refused."""
+        with self._db() as db:
+            row = db.execute("SELECT run FROM once_per_node WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO once_per_node (name, run, at) VALUES (?, ?, ?)",
+                    (name, run, time.time()),
+                )
+            elif row[0] != run:
+                raise ProtocolError(f"run {row[0]} already started from these inputs", hint=hint)
 
     def pinned_value(self, run: str, name: str) -> str | None:
         """The digest :meth:`pin_value` pinned as ``name`` in ``run`` (None: none yet)."""

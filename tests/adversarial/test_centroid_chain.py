@@ -36,7 +36,7 @@ from fedcollab.coordinator.job import run_job
 from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.coordinator.roster import Roster
 from fedcollab.coordinator.secagg import MaskedSum
-from fedcollab.federation.inmemory import in_memory_federation, task_identity
+from fedcollab.federation.inmemory import InMemoryGrid, in_memory_federation, task_identity
 from fedcollab.protocols import kmeans
 from tests.support.adversarial import Attacker, job
 from tests.support.partners import SCHEMA, make_partner
@@ -236,6 +236,36 @@ def test_a_sum_without_the_partner_is_not_built_on(
     refusals = _refusals(tmp_path, names)
     assert refusals["p3"] == [("kmeans-seed-1", "CiphertextError")], refusals
     assert all(refusals[n] == [] for n in names[:3]), refusals
+
+
+def test_a_second_run_from_the_same_candidates_is_refused(tmp_path: Path) -> None:
+    """Attack (red team of 2026-12-07): two runs of one spec start from the same
+    candidates; under another cohort (hence another verified preprocessor), or leaving
+    a partner out of the second run, the two runs' sums gave a row, and a partner's
+    cluster sums, by difference. Now a node answers a set of seeding candidates in one
+    run only: the second run is refused at kmeans-seed-1, one with another seed runs."""
+    spec = _spec("ckks")
+    sources = [make_partner(tmp_path / "data", n, seed=i, n=300) for i, n in enumerate(NAMES)]
+    grid, audit, policy = in_memory_federation(spec, sources, tmp_path)
+
+    def run(job: JobSpec, out: str) -> str | None:
+        again = InMemoryGrid(grid.overrides, list(NAMES))  # a Flower run of its own
+        try:
+            with task_identity():
+                run_job(again, job, JobOutputs(tmp_path / out), mode="simulation",  # type: ignore[arg-type]
+                        audit_config=audit, policy=policy)  # fmt: skip
+        except FedcollabError as exc:
+            return type(exc).__name__
+        return None
+
+    assert run(spec, "first") is None
+    assert run(spec, "second") == "NotEnoughPartnersError"
+    for name, refused in _refusals(tmp_path).items():
+        assert refused == [("kmeans-seed-1", "ProtocolError")], (name, refused)
+    other = spec.model_copy(
+        update={"segmentation": spec.segmentation.model_copy(update={"seed": 7})}
+    )
+    assert run(other, "third") is None
 
 
 def test_the_honest_chain_is_answered_in_every_verified_mode(tmp_path: Path) -> None:
