@@ -46,13 +46,16 @@ def test_every_setting_node_start_writes_parses_back(tmp_path: Path) -> None:
         peer_keys=tmp_path / "peers.json", budget_db=tmp_path / "budget.db",
         share_explanations=True, vertical_queries=tmp_path / "ids.txt", dp_only=True,
         max_runs_per_day=3, allow_plaintext_vertical=True, label_epsilon=2.5,
-        split_validation=0.15, split_test=0.25, split_seed=7,
+        split_validation=0.15, split_test=0.25, split_seed=7, allow_unverified_centroids=True,
     )  # fmt: skip
     written = node_settings(cfg)
     s = NodeSettings.parse(written)
     assert s.as_config() == written
     assert (s.dp_only, s.max_runs_per_day, s.label_epsilon) == (True, 3, 2.5)
-    assert s.share_explanations and s.allow_plaintext_vertical
+    assert s.share_explanations and s.allow_plaintext_vertical and s.allow_unverified_centroids
+    assert not NodeSettings.parse(
+        {**written, "allow-unverified-centroids": "false"}
+    ).allow_unverified_centroids
     assert s.budget_db == (tmp_path / "budget.db").resolve()
     assert node_split(written).split_seed == 7 and max_runs_per_day(written) == 3
 
