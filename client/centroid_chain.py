@@ -81,10 +81,13 @@ per node; two runs converging to the same partition still have the same final ce
 whose profiles over two cohorts differ by the missing partners'); and when to stop (it
 may ask the profiles after any Lloyd step). Dropping a partner between two steps still
 gives that partner's contribution approximately, by difference of the two sums, and
-exactly where the centroids repeat: a step that repeats its predecessor's centroids is
-refused here, but the profiles, asked on the converged centroids, are not, so the sum
-over {a, b, c} at the last Lloyd step and over {a, b} at the profiles give c's cluster
-sums and counts (each cluster >= 5 of c's rows). This is the multi-round leakage of
+exactly where the partition repeats: the step whose partition equals its predecessor's
+is answered (its centroids still moved), with c dropped it gives c's cluster sums and
+counts by difference (red team of 2026-12-07: one step earlier than the repeated
+centroids); a step that repeats its predecessor's centroids is refused here, but the
+profiles, asked on the converged centroids, are not, so the sum over {a, b, c} at the
+last Lloyd step and over {a, b} at the profiles give them too (each cluster >= 5 of c's
+rows). This is the multi-round leakage of
 secure aggregation (So et al. 2023, "Securing Secure Aggregation: Mitigating Multi-Round
 Privacy Leakage in Federated Learning", AAAI), not addressed here. What partners learn
 in exchange: each step's summed cluster counts and sums over all partners (before, only
@@ -127,6 +130,7 @@ from fedcollab.common.serde import Payload
 from fedcollab.compliance.contribution import check_bindings, check_sum_receipt
 from fedcollab.compliance.trail import digest_vector
 from fedcollab.privacy.fixed_point import join_high_low
+from fedcollab.privacy.flooding import ckks_sum_width, contributors_of
 from fedcollab.privacy.key_transport import PeerKeys
 from fedcollab.privacy.secagg_ckks import masked_total
 from fedcollab.privacy.secagg_messages import MaskedInput
@@ -281,12 +285,25 @@ def _expected(
     if step == "lloyd-1":
         return kmeans.seed_from_cells(summed, m=before.shape[0], k=s.k, n_features=d, seed=s.seed)
     after = kmeans.update_centroids(summed, before)[0]
-    if step != "segment-profiles" and np.array_equal(after, before):
-        # Converged: an honest coordinator stops here (a shift of 0 is within any
-        # tolerance; the seeding stops too). Another step on the same centroids, summed
-        # over fewer partners, would give the missing partners' sums by difference.
+    width = ckks_sum_width(
+        aggregation=spec.privacy.aggregation,
+        contributors=contributors_of(evidence.receipt),
+        decryptions=s.summed_decryptions,
+        length=length,
+    )
+    noise = kmeans.flooded_shift(summed, before, width=width)
+    if step != "segment-profiles" and float(np.max(np.abs(after - before))) <= max(
+        s.tolerance, noise
+    ):
+        # Converged: an honest coordinator stops where the centroids move no more than
+        # the spec's tolerance (Lloyd steps and seeding alike). Another step on the same
+        # partition, summed over fewer partners, would give the missing partners' sums by
+        # difference. Within the tolerance, not only exactly: a plain "ckks" sum is
+        # flooded (privacy.flooding), so its centroids never repeat exactly.
         raise ProtocolError(
-            f"step {step!r} repeats the centroids of {previous!r}: the steps converged",
+            f"step {step!r} repeats the centroids of {previous!r} within the spec's "
+            f"tolerance ({s.tolerance:g}) or the flooding noise ({noise:.3g}): the steps "
+            "converged",
             hint="the next stage (Lloyd steps, then the segment profiles) comes next; a "
             "repeated step over another set of partners would single the others out; refused",
         )
@@ -401,7 +418,7 @@ def _verified_sum(
             values=values, member=me,
         )  # fmt: skip
         dealer = spec.privacy.key_dealer
-        if aggregation == "ckks" and dealer and signer != dealer:
+        if aggregation == "ckks" and signer != dealer:
             # Only the dealer decrypts a plain "ckks" job's sums (client/encryption.py).
             raise CiphertextError(
                 f"the sum receipt is signed by {signer!r}, not by the job's key dealer {dealer!r}",

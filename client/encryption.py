@@ -11,11 +11,12 @@
 - ``query.he_decrypt``: decrypt an aggregate once per step, and only one this node
   summed itself from the contributors' ciphertexts, each checked against the reply
   digest its contributor signed (at least ``max(2, min_partners)`` distinct ones);
-  return it rounded (:func:`decrypt`). The coordinator's claimed sum is never
-  decrypted: a forged aggregate, a plaintext offset added to a sum, or one
-  partner's ciphertext presented as a sum has no signed contributions that add up
-  to it (issue 14; Li & Micciancio 2021 on why a CKKS decryption oracle must not
-  be handed chosen ciphertexts).
+  return it flooded in "ckks" (Gaussian noise sized by the plan's decryption count,
+  :mod:`privacy.flooding`), as exact limb sums in "ckks+masked" (:func:`decrypt`).
+  The coordinator's claimed sum is never decrypted: a forged aggregate, a plaintext
+  offset added to a sum, or one partner's ciphertext presented as a sum has no
+  signed contributions that add up to it (issue 14; Li & Micciancio 2021 on why a
+  CKKS decryption oracle must not be handed chosen ciphertexts).
 
 Every check fails closed: no pinned keys, no key, a stale key or a request
 without encryption parameters is a refusal, never a plaintext reply.
@@ -101,7 +102,7 @@ def _job_keys(
     dealer: str = "",
 ) -> SecretKeys:
     """The run's CKKS keys; ``dealer``: the spec's ``privacy.key_dealer`` (the sealed key
-    must come from it; empty: any partner whose pinned key signed it)."""
+    must come from it; empty: refused)."""
     store = NodeKeyStore.from_config(config)
     keys = store.keys(run)
     if keys is None:
@@ -112,9 +113,10 @@ def _job_keys(
                 hint="the coordinator must forward the key ceremony's sealed key",
             )
         sealed = Sealed.from_json(raw)
-        if dealer and sealed.dealer != dealer:
+        if not dealer or sealed.dealer != dealer:
             raise CiphertextError(
-                f"the job key was dealt by {sealed.dealer!r}, the job names {dealer!r}",
+                f"the job key was dealt by {sealed.dealer!r}, the job names "
+                f"{dealer or 'no key dealer'!r}",
                 hint="only the spec's privacy.key_dealer may deal the job key; refused",
             )
         keys = accept(
@@ -144,7 +146,7 @@ def encrypt_reply(
     limbs: bool = False,
 ) -> tuple[bytes, dict[str, Any]]:
     """Encrypt a reply vector under the job key named in the request; ``dealer``: the
-    spec's ``privacy.key_dealer`` (empty: any partner whose pinned key signed the key).
+    spec's ``privacy.key_dealer`` (the only partner the job key is accepted from).
     ``limbs``: only :func:`encrypt_masked` may use the masked mode's integer set."""
     he = request.as_(DataRequest).he
     if he is None:
@@ -185,7 +187,8 @@ def decrypt(
     ciphertexts, each hashing to its signed digest. The sum needs at least
     ``max(2, min_partners)`` distinct contributors (under client-level DP each
     carries 1/min_partners of the noise variance). Returns the meta (with the
-    digests of what was decrypted, for the trail) and the rounded sum.
+    digests of what was decrypted, for the trail) and the sum: flooded in "ckks", exact
+    limb sums in "ckks+masked".
     """
     he = payload.as_(DecryptParams).he
     step = he.step
@@ -258,12 +261,33 @@ def decrypt(
             hint="a forged aggregate (e.g. one partner's ciphertext plus an offset) would "
             "reveal that partner's vector; refused",
         )
-    store.claim_decryption(run, step)
-    values = keys.decrypt(summed, params=params, length=length, contributors=len(contributors))
-    if masked:  # limb sums of one-time-padded words: exact integers, or refused
+    if masked:
+        store.claim_decryption(run, step)
+        values = keys.decrypt(summed, params=params, length=length, contributors=len(contributors))
+        # Limb sums of one-time-padded words: exact integers, or refused.
         values = exact_limb_sums(values, summands=len(contributors))
+    else:
+        planned = _planned_decryptions(spec, partner=partner)
+        store.claim_decryption(run, step)
+        values = keys.decrypt(
+            summed, params=params, length=length, contributors=len(contributors),
+            flooding=planned,
+        )  # fmt: skip
     meta = {"step": step, "contributors": contributors}
     return {**meta, "decrypted": {"sum": digest_bytes(summed), "inputs": inputs}}, values
+
+
+def _planned_decryptions(spec: JobSpec | None, *, partner: str) -> int:
+    """``Q`` of a plain "ckks" decryptor's flooding (:mod:`privacy.flooding`): the
+    aggregates of the plan this node derives from the pinned spec, never the request."""
+    if spec is None:
+        raise CiphertextError(
+            "a 'ckks' sum is decrypted only against the job's pinned spec",
+            hint="the spec's plan bounds the decryptions that size the flooding noise; refused",
+        )
+    from fedcollab.client.run_contract import RequestPlan
+
+    return max(1, len(RequestPlan.for_job(spec, partner=partner).aggregates))
 
 
 def encrypt_masked(

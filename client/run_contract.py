@@ -222,7 +222,7 @@ class RequestPlan:
 
             steps[ACTION] = stage_steps(frozenset(aggregates))
         if p.encrypted:
-            if not p.key_dealer or p.key_dealer == partner:
+            if p.key_dealer == partner:
                 steps[_KEYGEN] = frozenset({"he-keygen"})
             steps[_DECRYPT] = frozenset(f"{a}.decrypt" for a in aggregates)
         steps[_COSIGN] = frozenset({"cosign"})

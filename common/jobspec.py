@@ -46,7 +46,13 @@ from pydantic import (
 )
 
 from fedcollab.common.errors import JobSpecError, SchemaError
-from fedcollab.common.jobspec_privacy import DEFAULT_AGGREGATION, PrivacySpec
+from fedcollab.common.jobspec_privacy import (
+    DEFAULT_AGGREGATION,
+    NO_KEY_DEALER,
+    PrivacySpec,
+    resolve_key_dealer,
+    resolve_vertical_aggregation,
+)
 from fedcollab.common.jobspec_sections import (
     MAX_HIDDEN_WEIGHTS,
     MAX_LAYER_WIDTH,
@@ -106,25 +112,12 @@ class JobSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _vertical_aggregation(cls, data: Any) -> Any:
-        """A vertical job's sums are the vertical protocol's: "ckks" or "plaintext"."""
-        if not isinstance(data, dict) or data.get("task") != "vertical":
-            return data
-        given = data.get("privacy")
-        encryption: str
-        if isinstance(given, PrivacySpec):  # built in code: its mode is resolved already
-            encryption = given.encryption
-            if given.aggregation != DEFAULT_AGGREGATION[encryption]:
-                return data
-            privacy = given.model_dump()
-        elif isinstance(given, dict):
-            privacy = dict(given)
-            encryption = str(privacy.get("encryption", "none"))
-            if privacy.get("aggregation"):
-                return data
-        else:
-            return data
-        privacy["aggregation"] = "ckks" if encryption == "ckks" else "plaintext"
-        return {**data, "privacy": privacy}
+        return resolve_vertical_aggregation(data)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_dealer(cls, data: Any) -> Any:
+        return resolve_key_dealer(data)
 
     @model_validator(mode="after")
     def _check(self) -> JobSpec:
@@ -168,6 +161,8 @@ class JobSpec(BaseModel):
                 "segmentation.seeding = 'kfed' sends each partner's local clusters, which "
                 "cannot be aggregated under encryption: use 'summed' or 'auto'"
             )
+        if self.task != "vertical" and self.privacy.encrypted and not self.privacy.key_dealer:
+            raise ValueError(NO_KEY_DEALER)
         if (
             self.privacy.key_dealer
             and self.participants

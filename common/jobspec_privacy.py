@@ -14,7 +14,13 @@ from pydantic import BaseModel, Field, model_validator
 
 from fedcollab.common.jobspec_sections import STRICT
 
-__all__ = ["DEFAULT_AGGREGATION", "PrivacySpec"]
+__all__ = [
+    "DEFAULT_AGGREGATION",
+    "NO_KEY_DEALER",
+    "PrivacySpec",
+    "resolve_key_dealer",
+    "resolve_vertical_aggregation",
+]
 
 #: The aggregation a horizontal job gets when its spec names none, by
 #: ``privacy.encryption`` (issue 14). Vertical jobs mask and encrypt in their own
@@ -39,7 +45,9 @@ class PrivacySpec(BaseModel):
     #: alone, the measured baseline). Empty: the default for the job's encryption
     #: (:data:`DEFAULT_AGGREGATION`), resolved at validation so the spec digest pins it.
     aggregation: Literal["", "plaintext", "masked", "ckks+masked", "ckks"] = ""
-    #: The partner that runs the job's key ceremony; empty: the first by name.
+    #: The partner that runs the job's key ceremony, the only one partners accept the job
+    #: key from. Empty: the first participant by name (resolved at validation); an
+    #: encrypted horizontal job without participants must name it.
     key_dealer: str = ""
     #: Differential privacy: "sample" (record-level: DP-SGD at each partner for
     #: purchase prediction, Gaussian noise on k-means sums and counts for
@@ -123,3 +131,60 @@ class PrivacySpec(BaseModel):
                 "sample; use aggregation = 'ckks+masked' (the default with encryption)"
             )
         return self
+
+
+NO_KEY_DEALER = (
+    "an encrypted job names the partner that deals its CKKS key: set privacy.key_dealer, "
+    "or list participants (the first by name deals); partners accept the job key from "
+    "that partner only"
+)
+
+
+def resolve_key_dealer(data: Any) -> Any:
+    """A job spec's raw fields with an encrypted horizontal job's empty
+    ``privacy.key_dealer`` set to the first participant by name, before validation, so
+    the spec digest pins it (issue 14: partners accept the job key from the spec's dealer
+    only). Anything else is returned as given; the spec's own validation judges it."""
+    if not isinstance(data, dict) or data.get("task") == "vertical":
+        return data
+    participants = data.get("participants") or ()
+    if not isinstance(participants, (list, tuple)) or not participants:
+        return data
+    if not all(isinstance(p, str) for p in participants):
+        return data
+    given = data.get("privacy")
+    privacy: Any
+    if isinstance(given, PrivacySpec):
+        if not given.encrypted or given.key_dealer:
+            return data
+        privacy = given.model_copy(update={"key_dealer": min(participants)})
+    elif isinstance(given, dict):
+        if given.get("encryption") != "ckks" or given.get("key_dealer"):
+            return data
+        privacy = {**given, "key_dealer": min(participants)}
+    else:
+        return data
+    return {**data, "privacy": privacy}
+
+
+def resolve_vertical_aggregation(data: Any) -> Any:
+    """A vertical job's raw fields with its sums set to the vertical protocol's: "ckks"
+    or "plaintext" (before validation, so the spec digest pins it)."""
+    if not isinstance(data, dict) or data.get("task") != "vertical":
+        return data
+    given = data.get("privacy")
+    encryption: str
+    if isinstance(given, PrivacySpec):  # built in code: its mode is resolved already
+        encryption = given.encryption
+        if given.aggregation != DEFAULT_AGGREGATION[encryption]:
+            return data
+        privacy = given.model_dump()
+    elif isinstance(given, dict):
+        privacy = dict(given)
+        encryption = str(privacy.get("encryption", "none"))
+        if privacy.get("aggregation"):
+            return data
+    else:
+        return data
+    privacy["aggregation"] = "ckks" if encryption == "ckks" else "plaintext"
+    return {**data, "privacy": privacy}

@@ -116,3 +116,10 @@ class SegmentationSpec(BaseModel):
         aggregation gives no partner the sums, so the coordinator would choose the
         centroids: refused unless the node allows it (``allow-unverified-centroids``)."""
         return dp == "none" and aggregation not in ("", "plaintext")
+
+    @property
+    def summed_decryptions(self) -> int:
+        """The aggregates an encrypted job with summed seeding decrypts: the moments,
+        each seeding step, each Lloyd step and the profiles (client.run_contract's plan;
+        the ``Q`` a "ckks" decryptor floods for, privacy.flooding)."""
+        return 2 + self.seed_steps + self.lloyd_iterations

@@ -228,8 +228,9 @@ class Roster(Membership):
     def new_sum(self, length: int, *, params: str = "wide") -> VectorSum | EncryptedSum | MaskedSum:
         """The accumulator for one step: plaintext, masked, or CKKS when the job is encrypted.
 
-        ``params``: "compact" for model updates, "wide" for statistics
-        (:data:`privacy.ckks.PARAMETER_SETS`).
+        ``params``: "compact" for model updates, "wide" for statistics: in masked jobs
+        "wide" splits each value into two words (:mod:`privacy.fixed_point`); plain
+        "ckks" sums are always "wide" (:data:`privacy.ckks.PARAMETER_SETS`).
         """
         # Masked statistics travel split into high and low words (privacy.fixed_point):
         # sums of squares in business units exceed one word's budget.
@@ -244,7 +245,9 @@ class Roster(Membership):
             return MaskedSum(words, split=split, ckks=limbs)
         if self.he is None:
             return VectorSum(length)
-        return EncryptedSum(self.he.public, params=params, length=length)
+        # Every plain "ckks" sum is "wide": its decryptor floods (privacy.flooding), and
+        # "compact"'s error would make the noise of the order of the values.
+        return EncryptedSum(self.he.public, params="wide", length=length)
 
     def reveal(
         self,
@@ -302,8 +305,8 @@ class Roster(Membership):
         offers = {p.name: p.he_offer for p in self.active.values() if p.he_offer is not None}
         for name in sorted(set(by_name) - set(offers)):
             self.drop(by_name[name], step="he-keygen", reason="no transport key offered")
-        candidates = [spec.privacy.key_dealer] if spec.privacy.key_dealer else sorted(offers)
-        for dealer in candidates:
+        # Partners accept the job key from the spec's dealer only (client/encryption.py).
+        for dealer in [spec.privacy.key_dealer]:
             if dealer not in by_name or dealer not in offers:
                 continue
             replies: list[Payload] = []
@@ -346,7 +349,7 @@ class Roster(Membership):
             self.check_quorum("he-keygen")
             return
         raise NotEnoughPartnersError(
-            "no partner could run the key ceremony"
-            + (f" (key_dealer {spec.privacy.key_dealer!r})" if spec.privacy.key_dealer else ""),
-            hint="check the dealer's node log (peer keys pinned? audit key set?) and resubmit",
+            f"the key dealer {spec.privacy.key_dealer!r} did not run the key ceremony",
+            hint="check the dealer's node log (connected? peer keys pinned? audit key set?) "
+            "and resubmit, or name another privacy.key_dealer",
         )

@@ -30,6 +30,7 @@ from fedcollab.common.serde import Payload
 from fedcollab.coordinator.outputs import JobOutputs
 from fedcollab.coordinator.roster import Accumulator, Partner, Roster
 from fedcollab.privacy.dp_plan import DpPlan, resolve
+from fedcollab.privacy.flooding import ckks_sum_width, contributors_of
 from fedcollab.protocols import dp_segments, kmeans, preprocessing, segment_labels, segments
 from fedcollab.protocols.client_dp import cluster_sensitivity, profile_sensitivity
 
@@ -112,12 +113,13 @@ def run_segmentation(
         )
         outputs.trace_step(f"lloyd-{it}", new_centroids)
         shift = float(np.max(np.abs(new_centroids - centroids)))
+        still = _still(roster, spec, f"lloyd-{it}", summed, centroids)
         if derived_from is not None:
             derived_from = (f"lloyd-{it}", centroids)
         centroids = new_centroids
         result.iterations = it
         # Under DP the inertia is not released (0): only the centroid shift counts.
-        converged = shift <= s.tolerance or (
+        converged = shift <= still or (
             plan is None
             and previous_objective - objective <= s.tolerance * max(abs(objective), 1.0)
         )
@@ -275,11 +277,31 @@ def _summed_seed(
         summed = _denoise(roster.reveal(grid, total, step=step), plan, roster, m, d)
         last = (step, candidates)
         moved, _, _ = kmeans.update_centroids(summed, candidates)
-        if np.array_equal(moved, candidates):
-            break  # converged: partners refuse a step that repeats its centroids
+        if float(np.max(np.abs(moved - candidates))) <= _still(
+            roster, spec, step, summed, candidates
+        ):
+            # Converged: partners refuse a step whose candidates moved no more than the
+            # spec's tolerance or a flooded "ckks" sum's noise (client.centroid_chain).
+            break
         candidates = moved
     seed = kmeans.seed_from_cells(summed, m=m, k=s.k, n_features=d, seed=s.seed)
     return seed, (last if derive else None)
+
+
+def _still(
+    roster: Roster, spec: JobSpec, step: str, summed: np.ndarray, centroids: np.ndarray
+) -> float:
+    """The largest centroid move that counts as none: the spec's tolerance, or what the
+    flooding noise of a plain "ckks" sum moves the centroids by alone, as partners
+    compute it from the same receipt (client.centroid_chain refuses a further step)."""
+    evidence = roster.step_sums.get(step, {})
+    width = ckks_sum_width(
+        aggregation=spec.privacy.aggregation,
+        contributors=contributors_of(evidence.get("receipt")),
+        decryptions=spec.segmentation.summed_decryptions,
+        length=summed.size,
+    )
+    return max(spec.segmentation.tolerance, kmeans.flooded_shift(summed, centroids, width=width))
 
 
 def _previous(roster: Roster, derived_from: tuple[str, np.ndarray | None] | None) -> dict[str, Any]:

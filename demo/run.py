@@ -103,11 +103,14 @@ def _free_port(preferred: int) -> int:
     raise FederationError(f"no free port near {preferred}", hint="free a port or pass --port")
 
 
-def _demo_jobs(schema_path: Path, *, encrypted: bool = True) -> tuple[JobSpec, JobSpec]:
-    """The experiment's jobs, with fewer, longer rounds: every Flower message costs
-    each partner its own hops through the Fleet API, so rounds are what a real deployment
-    pays for.
-    Encrypted by default: every aggregate is a CKKS sum (docs/privacy.md)."""
+def _demo_jobs(
+    schema_path: Path, *, brands: tuple[str, ...], encrypted: bool = True
+) -> tuple[JobSpec, JobSpec]:
+    """The experiment's jobs over ``brands``, with fewer, longer rounds: every Flower
+    message costs each partner its own hops through the Fleet API, so rounds are what a
+    real deployment pays for.
+    Encrypted by default: every aggregate is a CKKS sum (docs/privacy.md), its key dealt
+    by the first brand by name (the spec's resolved ``privacy.key_dealer``)."""
     prediction, segmentation = default_jobs(schema_path)
     # Every encrypted job runs "ckks+masked", the encrypted default (issue 14): the
     # purchase job (and the DP job made from it) and the segmentation job. A demo run
@@ -135,7 +138,16 @@ def _demo_jobs(schema_path: Path, *, encrypted: bool = True) -> tuple[JobSpec, J
             ),
         }
     )
-    return prediction, segmentation
+    return _validated(prediction, brands), _validated(segmentation, brands)
+
+
+def _validated(spec: JobSpec, brands: tuple[str, ...]) -> JobSpec:
+    """``spec`` over ``brands``, validated again (``model_copy`` skips the resolution of
+    defaults the spec digest pins, such as the key dealer)."""
+    doc = spec.model_dump(mode="json", by_alias=True)
+    doc["participants"] = list(brands)
+    doc["privacy"]["key_dealer"] = ""
+    return JobSpec.model_validate(doc, strict=False)
 
 
 def _dp_job(prediction: JobSpec) -> JobSpec:
@@ -214,10 +226,7 @@ def run_demo(
         f"[bold]fedcollab demo[/]: {len(sources)} brand partners (Online Shoppers by Region)"
     )
     brands = tuple(s.partner for s in sources)
-    prediction, segmentation = _demo_jobs(sources[0].schema, encrypted=encrypted)
-    prediction, segmentation = (
-        j.model_copy(update={"participants": brands}) for j in (prediction, segmentation)
-    )
+    prediction, segmentation = _demo_jobs(sources[0].schema, brands=brands, encrypted=encrypted)
     private = _dp_job(prediction)
     vsources = prepare_vertical(out / "vertical-parties")
     console.print(
@@ -249,7 +258,7 @@ def run_demo(
             f"coordinator on 127.0.0.1:{port} (TLS, node authentication); "
             f"{len(fed.nodes)} partner nodes started; logs in {fed.logs}"
         )
-        # The purchase job's key dealer (the spec's, else the first partner by name).
+        # The purchase job's key dealer (the spec's; without encryption, the first brand).
         victim = prediction.privacy.key_dealer or min(brands)
         for spec in jobs:
             job_out = out / spec.name

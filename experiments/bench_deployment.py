@@ -59,13 +59,17 @@ GOAL = 1.5
 REPEATS = 2
 
 
-def spec_for(schema: Path, *, rounds: int, encryption: str) -> JobSpec:
-    """The demo's purchase job (fedcollab.demo.run), every round run."""
+def spec_for(schema: Path, *, rounds: int, encryption: str, dealer: str) -> JobSpec:
+    """The demo's purchase job (fedcollab.demo.run), every round run; ``dealer`` deals
+    an encrypted job's key."""
     prediction, _ = default_jobs(schema)
     return prediction.model_copy(
         update={
             "name": "bench-deployment",
-            "privacy": PrivacySpec(encryption=encryption),  # type: ignore[arg-type]
+            "privacy": PrivacySpec(
+                encryption=encryption,  # type: ignore[arg-type]
+                key_dealer=dealer if encryption == "ckks" else "",
+            ),
             "rounds": rounds,
             "training": prediction.training.model_copy(update={"local_epochs": 3}),
             "evaluation": prediction.evaluation.model_copy(update={"early_stopping_patience": 0}),
@@ -255,7 +259,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0, load_start = time.monotonic(), os.getloadavg()[0]
     root = out / "bench-deployment"
     sources = prepare_partners(root / "partners")
-    spec = spec_for(sources[0].schema, rounds=args.rounds, encryption=args.encryption)
+    spec = spec_for(
+        sources[0].schema, rounds=args.rounds, encryption=args.encryption,
+        dealer=min(s.partner for s in sources),
+    )  # fmt: skip
     runs: dict[str, list[dict[str, Any]]] = {"simulation": [], "deployment": []}
     for rep in range(args.repeats):
         for mode, go in (("simulation", _simulation), ("deployment", _deployment)):

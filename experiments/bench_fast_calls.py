@@ -149,7 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0, load_start = time.monotonic(), os.getloadavg()[0]
     root = out / comparison.output.replace("_", "-")
     sources = prepare_partners(root / "partners")
-    spec = spec_for(sources[0].schema, rounds=args.rounds, encryption=args.encryption)
+    spec = spec_for(
+        sources[0].schema, rounds=args.rounds, encryption=args.encryption,
+        dealer=min(s.partner for s in sources),
+    )  # fmt: skip
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in comparison.modes}
     for rep in range(args.repeats):
         for mode in comparison.modes:

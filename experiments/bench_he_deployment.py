@@ -168,7 +168,7 @@ def reply_bytes(length: int) -> dict[str, Any]:
     }
 
 
-def _specs(schema: Path, hidden: tuple[int, ...]) -> dict[str, JobSpec]:
+def _specs(schema: Path, hidden: tuple[int, ...], *, dealer: str) -> dict[str, JobSpec]:
     from experiments.horizontal import default_jobs
 
     d = default_jobs(schema)[0].model_dump(mode="json", by_alias=True)
@@ -181,6 +181,7 @@ def _specs(schema: Path, hidden: tuple[int, ...]) -> dict[str, JobSpec]:
     for mode, encryption, aggregation in MODES:
         d["privacy"]["encryption"] = encryption
         d["privacy"]["aggregation"] = aggregation
+        d["privacy"]["key_dealer"] = dealer if encryption == "ckks" else ""
         specs[mode] = JobSpec.model_validate(d, strict=False)
     return specs
 
@@ -259,7 +260,7 @@ def run(
     from fedcollab.protocols import evaluation, models
 
     sources = prepare_partners(out / "partners")[:PARTNERS]
-    specs = _specs(sources[0].schema, hidden)
+    specs = _specs(sources[0].schema, hidden, dealer=min(s.partner for s in sources))
     nf = n_features(sources, specs["plaintext"])
     model = models.build_model("mlp", n_features=nf, hidden_sizes=hidden, seed=0)
     n_params = int(sum(p.numel() for p in model.parameters()))

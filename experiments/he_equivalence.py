@@ -196,7 +196,7 @@ def compare_segmentation(
     }
 
 
-def _specs(schema: Path, rounds: int | None) -> dict[str, JobSpec]:
+def _specs(schema: Path, rounds: int | None, *, dealer: str) -> dict[str, JobSpec]:
     from experiments.horizontal import default_jobs
 
     prediction, segmentation = default_jobs(schema)
@@ -206,6 +206,7 @@ def _specs(schema: Path, rounds: int | None) -> dict[str, JobSpec]:
             d = spec.model_dump(mode="json", by_alias=True)
             d["privacy"]["encryption"] = "none" if mode == "plaintext" else "ckks"
             d["privacy"]["aggregation"] = ""  # the encryption's default ("ckks+masked")
+            d["privacy"]["key_dealer"] = "" if mode == "plaintext" else dealer
             if task == "segmentation":
                 d["segmentation"]["seeding"] = "summed"
                 if rounds is not None:
@@ -231,7 +232,8 @@ def _run_all(
     sources = prepare_partners(out / "partners")
     runs: dict[str, Any] = {}
     loaded: dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]] = {}
-    for name, spec in _specs(sources[0].schema, rounds).items():
+    dealer = min(s.partner for s in sources)
+    for name, spec in _specs(sources[0].schema, rounds, dealer=dealer).items():
         job_out = out / "he-equivalence" / name
         t = time.monotonic()
         run_simulation_job(spec, sources, job_out, num_cpus=num_cpus, trace=True)

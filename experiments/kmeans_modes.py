@@ -118,7 +118,11 @@ def job_for(sources: list[PartnerSource], *, k: int, mode: str) -> JobSpec:
                 "lloyd_iterations": 30,
                 "seeding": m["seeding"],
             },
-            "privacy": {"encryption": m["encryption"], "aggregation": m["aggregation"]},
+            "privacy": {
+                "encryption": m["encryption"],
+                "aggregation": m["aggregation"],
+                "key_dealer": min(s.partner for s in sources) if m["encryption"] == "ckks" else "",
+            },
         },
         strict=False,
     )

@@ -175,6 +175,7 @@ def job_for(
     seed: int,
     rounds: int,
     n_partners: int,
+    dealer: str,
     client_rounds: int = DEFAULT_CLIENT_ROUNDS,
     client_local_epochs: int = DEFAULT_CLIENT_LOCAL_EPOCHS,
 ) -> JobSpec:
@@ -182,7 +183,8 @@ def job_for(
 
     Client-level DP runs ``min(client_rounds, rounds)`` rounds of
     ``client_local_epochs`` local epochs; the other settings ``rounds`` rounds of
-    the demo's local epochs.
+    the demo's local epochs. ``dealer``: the partner that deals an encrypted setting's
+    key (the spec pins it).
     """
     from experiments.horizontal import ONLINE_SHOPPERS_BOUNDS  # imports Flower: only here
 
@@ -194,6 +196,7 @@ def job_for(
     d["evaluation"]["early_stopping_patience"] = 0
     d["privacy"]["encryption"] = setting.encryption
     d["privacy"]["aggregation"] = ""  # the encryption's default (common.jobspec)
+    d["privacy"]["key_dealer"] = dealer if setting.encryption == "ckks" else ""
     if setting.level == "client":
         d["rounds"] = min(client_rounds, rounds)
         d["training"]["local_epochs"] = client_local_epochs
@@ -689,6 +692,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed=seed,
                 rounds=rounds,
                 n_partners=len(sources),
+                dealer=min(s.partner for s in sources),
                 client_rounds=args.client_rounds,
                 client_local_epochs=args.client_local_epochs,
             )

@@ -61,15 +61,16 @@ __all__ = ["main", "spec_for"]
 AGGREGATIONS = ("ckks", "ckks+masked")
 
 
-def spec_for(schema: Path, *, partners: int, rounds: int, aggregation: str) -> JobSpec:
-    """The demo's purchase job, every partner required, every round run."""
+def spec_for(schema: Path, *, partners: int, rounds: int, aggregation: str, dealer: str) -> JobSpec:
+    """The demo's purchase job, every partner required, every round run; ``dealer``
+    deals the key."""
     prediction, _ = default_jobs(schema)
     return prediction.model_copy(
         update={
             "name": f"scale-deployment-{aggregation.replace('+', '-')}",
             "min_partners": partners,
             "privacy": PrivacySpec.model_validate(
-                {"encryption": "ckks", "aggregation": aggregation}
+                {"encryption": "ckks", "aggregation": aggregation, "key_dealer": dealer}
             ),
             "rounds": rounds,
             "evaluation": prediction.evaluation.model_copy(update={"early_stopping_patience": 0}),
@@ -112,7 +113,10 @@ def _reference(sources: list[PartnerSource], out: Path, rounds: int) -> dict[str
     """The same spec on the demo's nine Region partners, simulation engine."""
     from fedcollab.federation.simulation import run_simulation_job
 
-    spec = spec_for(sources[0].schema, partners=len(sources), rounds=rounds, aggregation="ckks")
+    spec = spec_for(
+        sources[0].schema, partners=len(sources), rounds=rounds, aggregation="ckks",
+        dealer=min(s.partner for s in sources),
+    )  # fmt: skip
     shutil.rmtree(out, ignore_errors=True)
     t = time.monotonic()
     result = run_simulation_job(spec, sources, out)
@@ -197,7 +201,7 @@ def run_deployment(
             for aggregation in aggregations:
                 spec = spec_for(
                     sources[0].schema, partners=len(sources), rounds=rounds,
-                    aggregation=aggregation,
+                    aggregation=aggregation, dealer=min(s.partner for s in sources),
                 )  # fmt: skip
                 out = root / f"job-{aggregation.replace('+', '-')}"
                 t = time.monotonic()

@@ -8,6 +8,9 @@ coordinator holds :class:`PublicKeys` (the parameters and a key id, no key
 material at all) and only adds ciphertexts (:class:`EncryptedSum`). One
 partner then decrypts the aggregate (:meth:`SecretKeys.decrypt`).
 
+Long module: the parameter sets, the key bundle's wire format and both sides'
+operations on it (load, encrypt, sum, decrypt), which share the format checks.
+
 Every encrypted vector carries one extra slot holding 1.0. In an aggregate it
 holds the number of contributions; a contribution under another key (or altered)
 turns the decryption into noise of magnitude ~2^27 or more, so
@@ -28,13 +31,13 @@ Notes
 is as short as the values allow; every set uses ring degree N = 8192 (4096
 slots per ciphertext). The homomorphic encryption security standard
 (Albrecht et al. 2018, homomorphicencryption.org) allows log2 q <= 218 for
-128-bit classical security at N = 8192 (ternary secret); ours: 100 or 140 bits.
-- ``compact`` (model updates): primes (60, 40), scale 2^32; one 60-bit prime
-  wide, 2 x 8192 x 8 bytes per 4096 values (8x float32). Sums below 2^26; error
-  up to 8e-6 per value for 10 partners (measured).
-- ``wide`` (statistics: moments, k-means sums and counts, evaluation histograms):
-  primes (60, 40, 40), scale 2^40, sums below 2^58 (sums of squared raw durations
-  fit), error about 1e-9. Twice the bytes, used for short vectors only.
+128-bit classical security at N = 8192 (ternary secret); ours: 100 or 180 bits.
+- ``compact``: primes (60, 40), scale 2^32, 2 x 8192 x 8 bytes per 4096 values
+  (8x float32), sums below 2^26, error up to 6.7e-7 at 10 partners (measured). Only
+  the benchmarks' baseline: a flooded decryption of it would be too noisy.
+- ``wide`` (every plain "ckks" sum): primes (60, 60, 60), scale 2^60, sums below
+  2^58 (sums of squared raw durations fit), error about 1e-15 at 10 partners; the
+  scale keeps the flooding noise of :mod:`privacy.flooding` below 1e-3 per value.
 - ``limbs`` ("ckks+masked", :mod:`privacy.secagg_ckks`): primes (60, 40), scale
   2^19, integers below 2^39 (128 partners' 32-bit limbs), error <= 0.055 at 128
   partners (measured); decrypted to exact integers or refused, never released raw.
@@ -44,13 +47,10 @@ ciphertexts are made with it (SEAL's symmetric mode): about 3x faster and less
 noisy than public-key encryption (measured). The coordinator's contexts carry no
 key at all; :meth:`PublicKeys.from_bytes` refuses any that carries a secret key.
 
-*Decryption leakage.* Returning exact CKKS decryptions to a party holding the
-ciphertexts enables key recovery (Li & Micciancio 2021, EUROCRYPT). The
-decrypting partner rounds every value to a grid of ``2^-(scale_bits - 20)``
-(2^-12 compact, 2^-20 wide), 30x and more coarser than the measured
-encryption noise of a 10-partner sum (8e-6 compact, 1e-9 wide), so the
-released values carry (almost) no noise bits (residual risk: docs/privacy.md).
-FedAvg divides the summed update by the example count (costs < 1e-6).
+*Decryption leakage.* Exact CKKS decryptions returned to a party holding the
+ciphertexts give away the key (Li & Micciancio 2021, EUROCRYPT): a plain "ckks"
+decryptor floods (:mod:`privacy.flooding`, ``decrypt(flooding=sigma)``); rounding
+to ``2^-(scale_bits - 20)`` is left for tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -66,8 +66,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import tenseal as ts
+import tenseal.sealapi as sealapi
 
 from fedcollab.common.errors import CiphertextError
+from fedcollab.privacy.flooding import gaussian, noise_key, slot_sigma
 
 __all__ = [
     "PARAMETER_SETS",
@@ -114,6 +116,15 @@ class CkksParameters:
         """Decrypted values are rounded to multiples of this (see Notes); 1 for integers."""
         return 1.0 if self.integers else float(2.0 ** -(self.scale_bits - 20))
 
+    def flooding_width(self, *, contributors: int, decryptions: int) -> float:
+        """The noise a flooded decryption adds to each released slot (:mod:`privacy.flooding`)."""
+        return slot_sigma(
+            contributors=contributors,
+            decryptions=decryptions,
+            ring_degree=self.poly_modulus_degree,
+            scale_bits=self.scale_bits,
+        )
+
     def ciphertexts_for(self, length: int) -> int:
         return math.ceil((length + 1) / self.slots)
 
@@ -130,7 +141,7 @@ class CkksParameters:
 
 PARAMETER_SETS: Mapping[str, CkksParameters] = {
     "compact": CkksParameters("compact", 8192, (60, 40), 32),
-    "wide": CkksParameters("wide", 8192, (60, 40, 40), 40),
+    "wide": CkksParameters("wide", 8192, (60, 60, 60), 60),
     "limbs": CkksParameters("limbs", 8192, (60, 40), 19, integers=True),
 }
 
@@ -331,8 +342,19 @@ class SecretKeys:
         data: bytes = ts.ckks_vector(self._contexts[p.name], [*vec.tolist(), 1.0]).serialize()
         return data
 
-    def decrypt(self, blob: bytes, *, params: str, length: int, contributors: int) -> np.ndarray:
-        """Decrypt an aggregate of ``contributors`` vectors, rounded (see Notes).
+    def decrypt(
+        self,
+        blob: bytes,
+        *,
+        params: str,
+        length: int,
+        contributors: int,
+        flooding: int = 0,
+        noise_key: bytes | None = None,
+    ) -> np.ndarray:
+        """Decrypt an aggregate of ``contributors`` vectors, rounded (see Notes); with
+        ``flooding`` = Q >= 1, flooded instead for Q decryptions under this key
+        (:mod:`privacy.flooding`; ``noise_key`` fixes the noise, else it is fresh).
 
         Raises :class:`CiphertextError` when the contribution slot does not
         hold ``contributors``: some contribution was made under another key,
@@ -341,8 +363,16 @@ class SecretKeys:
         p = _params(params)
         vec = self._public.load(blob, params=params, length=length)
         vec.link_context(self._contexts[p.name])
-        values = np.asarray(vec.decrypt(), dtype=np.float64)
-        if not abs(values[-1] - contributors) <= (0.25 if p.integers else 1e-3):
+        tolerance = 0.25 if p.integers else 1e-3
+        if flooding > 0 and not p.integers:
+            values = self._flooded(vec, p, contributors=contributors, decryptions=flooding,
+                                   key=noise_key)  # fmt: skip
+            # The slot is flooded too: 10 widths (a wrong key gives noise of ~2^70).
+            queries = flooding * p.ciphertexts_for(length)
+            tolerance += 10 * p.flooding_width(contributors=contributors, decryptions=queries)
+        else:
+            values = np.asarray(vec.decrypt(), dtype=np.float64)
+        if not abs(values[-1] - contributors) <= tolerance:
             raise CiphertextError(
                 f"aggregate does not decrypt to {contributors} contributions "
                 f"(contribution slot holds {values[-1]:.4g})",
@@ -354,9 +384,39 @@ class SecretKeys:
             if values.size > 1 and float(np.max(np.abs(values[:-1] - rounded))) > 0.25:
                 raise CiphertextError(f"the decrypted {p.name} sum is not close to integers")
             return rounded
+        if flooding > 0:  # never the raw decryption (Li, Micciancio, Schultz & Sorrell)
+            return values[:-1]
         grid = p.rounding_grid
         result: np.ndarray = np.round(values[:-1] / grid) * grid
         return result
+
+    def _flooded(
+        self, vec: ts.CKKSVector, p: CkksParameters, *, contributors: int, decryptions: int,
+        key: bytes | None,
+    ) -> np.ndarray:  # fmt: skip
+        """Each ciphertext plus a plaintext of Gaussian coefficients, then decrypted and
+        decoded (:mod:`privacy.flooding`, "Where the noise goes")."""
+        ctx = self._contexts[p.name]
+        seal = ctx.seal_context().data
+        encoder, evaluator = sealapi.CKKSEncoder(seal), sealapi.Evaluator(seal)
+        decryptor = sealapi.Decryptor(seal, ctx.secret_key().data)
+        parts = vec.ciphertext()
+        # Q = the plan's decryptions x this decryption's ciphertexts (privacy.flooding).
+        width = p.flooding_width(contributors=contributors, decryptions=decryptions * len(parts))
+        z = gaussian(noise_key(key), 2 * p.slots * len(parts)) * width
+        out = []
+        for i, ct in enumerate(parts):
+            re, im = (
+                z[2 * i * p.slots : (2 * i + 1) * p.slots],
+                z[(2 * i + 1) * p.slots :][: p.slots],
+            )
+            noise = sealapi.Plaintext()
+            encoder.encode((re + 1j * im).tolist(), ct.parms_id(), ct.scale, noise)
+            evaluator.add_plain_inplace(ct, noise)
+            plain = sealapi.Plaintext()
+            decryptor.decrypt(ct, plain)
+            out.append(np.asarray(encoder.decode_double(plain), dtype=np.float64))
+        return np.concatenate(out)[: vec.size()]
 
 
 class EncryptedSum:

@@ -37,28 +37,14 @@ for plain "ckks" mode, where the key is all that protects the vectors.
 
 Notes
 -----
-*Flooding width.* ``sigma = sqrt(12 * Q) * 2^(s/2) * B`` per released value
-(Li et al. 2022, as OpenFHE implements it), with ``Q`` the number of
-decryptions the plan allows per run, ``B`` a bound on the decryption error in
-slot units (CKKS noise plus the half grid of :meth:`privacy.ckks.SecretKeys.decrypt`'s
-rounding, which happens first and is post-processed by the flooding) and
-``s = 40`` (:data:`STATISTICAL_SECURITY_BITS`): an attacker with unbounded time
-recovers the key from the released values with probability at most about
-2^-40, the customary statistical parameter of MPC protocols. Widths for the
-parameter sets are in :func:`flooding_sigma`; ``wide`` is the set to flood
-(2^-20 grid, ~1e-9 noise), ``compact``'s noise makes sigma of order 1.
-
-*Noise source.* Gaussian by Box-Muller from a ChaCha20 stream keyed by
-HKDF(noise key, digest of the verified sum): deterministic per sum, so a
-replay reveals nothing new. Floating-point Gaussian samples have a known
-lattice structure (Mironov 2012); the width here is many grid steps, but an
-exact discrete Gaussian is left for later (see docs/privacy.md).
+*Flooding.* Width, error bound, Q and sampling: :mod:`privacy.flooding`. Here the
+noise key is HKDF(noise key, digest of the verified sum, request digest): a
+replay of one sum is answered with the same noise, never fresh noise.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -69,8 +55,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fedcollab.common.errors import CiphertextError
 from fedcollab.common.keys import Signer, verify_signature
 from fedcollab.privacy.ckks import EncryptedSum, PublicKeys, SecretKeys
+from fedcollab.privacy.flooding import STATISTICAL_SECURITY_BITS, flooding_sigma
 from fedcollab.privacy.key_transport import PeerKeys
-from fedcollab.privacy.secagg_session import mask_stream
 
 __all__ = [
     "STATISTICAL_SECURITY_BITS",
@@ -83,9 +69,6 @@ __all__ = [
     "sign_contribution",
     "verify_contributions",
 ]
-
-STATISTICAL_SECURITY_BITS = 40
-"""``s`` in the flooding width (see Notes)."""
 
 _NOISE_INFO = b"fedcollab/ckks/flooding-noise/v1"
 
@@ -211,24 +194,6 @@ class DecryptionLedger:
         return dict(self._done)
 
 
-def flooding_sigma(
-    *, error_bound: float, decryptions: int, security_bits: int = STATISTICAL_SECURITY_BITS
-) -> float:
-    """``sqrt(12 Q) 2^(s/2) B`` (see Notes)."""
-    if error_bound <= 0 or decryptions < 1:
-        raise DecryptionRefusal("the flooding width needs a positive error bound and Q >= 1")
-    return float(math.sqrt(12 * decryptions) * 2.0 ** (security_bits / 2) * error_bound)
-
-
-def _gaussian(key: bytes, length: int) -> np.ndarray:
-    words = mask_stream(key, 2 * ((length + 1) // 2))
-    u = ((words >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53  # in (0, 1)
-    u1, u2 = u[0::2], u[1::2]
-    r = np.sqrt(-2.0 * np.log(u1))
-    z = np.concatenate([r * np.cos(2 * np.pi * u2), r * np.sin(2 * np.pi * u2)])
-    return z[:length]
-
-
 def flooded_decrypt(
     keys: SecretKeys,
     verified: VerifiedSum,
@@ -237,16 +202,19 @@ def flooded_decrypt(
     noise_key: bytes,
     params: str,
     length: int,
-    sigma: float,
 ) -> np.ndarray:
-    """Charge the ledger, decrypt the verified sum, add deterministic Gaussian flooding."""
-    if len(noise_key) != 32 or sigma <= 0:
-        raise DecryptionRefusal("flooding needs a 32-byte noise key and a positive sigma")
+    """Charge the ledger, decrypt the verified sum flooded for the ledger's planned
+    decryptions (:mod:`privacy.flooding`), with noise fixed by the sum and ``noise_key``."""
+    if len(noise_key) != 32:
+        raise DecryptionRefusal("flooding needs a 32-byte noise key")
     ledger.charge(verified)
-    values = keys.decrypt(
-        verified.ciphertext, params=params, length=length, contributors=len(verified.contributors)
-    )
     info = _NOISE_INFO + verified.digest.encode() + verified.request_digest.encode()
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(noise_key)
-    result: np.ndarray = values + sigma * _gaussian(key, length)
-    return result
+    return keys.decrypt(
+        verified.ciphertext,
+        params=params,
+        length=length,
+        contributors=len(verified.contributors),
+        flooding=ledger.planned,
+        noise_key=key,
+    )

@@ -41,6 +41,7 @@ __all__ = [
     "assign",
     "centralized_kmeans",
     "cluster_vector_length",
+    "flooded_shift",
     "kmeans_objective",
     "local_cluster_vector",
     "local_seed_vector",
@@ -342,3 +343,27 @@ def suppress_small_clusters(
     sums[small] = 0.0
     counts[small] = 0.0
     return out
+
+
+def flooded_shift(summed: npt.ArrayLike, before: npt.ArrayLike, *, width: float) -> float:
+    """The most the Lloyd update of ``before`` by ``summed`` moves a centroid through
+    noise of ``width`` per summed value alone (a plain "ckks" sum is flooded,
+    :mod:`privacy.flooding`): 10 widths of the sum and of the count, over the smallest
+    filled count. 0 when ``width`` is 0.
+
+    Convergence (the coordinator stops, partners refuse a further step) is a shift within
+    the spec's tolerance or this: two steps on the same partition and partners then
+    differ by no more than the noise, so their centroids never repeat exactly."""
+    if width <= 0:
+        return 0.0
+    prev = _check_centroids(before)
+    k, d = prev.shape
+    vec = as_vector(summed, length=cluster_vector_length(k=k, n_features=d), name="summed")
+    counts = vec[k * d : k * d + k]
+    filled = counts >= EMPTY_COUNT
+    if not filled.any():
+        return 0.0
+    sums = vec[: k * d].reshape(k, d)[filled]
+    reach = 1.0 + float(np.max(np.abs(sums / counts[filled, None])))
+    reach = max(reach, 1.0 + float(np.max(np.abs(prev))))
+    return 10.0 * width * reach / float(np.min(counts[filled]))

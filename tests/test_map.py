@@ -100,8 +100,13 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         "`fedcollab grant sign/verify` with typed-error exits",
     ),
     "cli/node.py": (
-        ("tests/integration/test_node_bad_data.py", "tests/integration/test_federation.py"),
-        "`fedcollab node start`: bad data stops the node; an unregistered node is refused",
+        (
+            "tests/cli/test_node_peer_confirmation.py",
+            "tests/integration/test_node_bad_data.py",
+            "tests/integration/test_federation.py",
+        ),
+        "`fedcollab node start`: the peer list's confirmation; bad data stops the node; an "
+        "unregistered node is refused",
     ),
     "cli/registry.py": (
         ("tests/cli/test_cli_registry_grant.py",),

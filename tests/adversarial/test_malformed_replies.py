@@ -78,7 +78,8 @@ def test_a_malformed_handshake_reply_is_refused_and_the_job_goes_on(
     tmp_path: Path, lie: dict[str, Any], field: str
 ) -> None:
     names = ["a", "b", "c"]
-    spec = job(privacy={"encryption": "ckks", "aggregation": "ckks"}, min_partners=2)
+    spec = job(privacy={"encryption": "ckks", "aggregation": "ckks", "key_dealer": "a"},
+               min_partners=2)  # fmt: skip
     sources = [write_partner(tmp_path / "data", n, seed=i) for i, n in enumerate(names)]
     base, audit_config, policy = in_memory_federation(spec, sources, tmp_path)
     grid = LyingGrid(base, liar="c", lie=lie)

@@ -24,13 +24,20 @@ import pytest
 from flwr.common.config import parse_config_args
 
 from fedcollab.client.budget import ledger_path
+from fedcollab.client.he_keys import NodeKeyStore
 from fedcollab.client.partner_data import load_partner, source_from_config
-from fedcollab.client.run_contract import KEY_TTL_S, RunContract, contract_path, node_split
+from fedcollab.client.run_contract import (
+    KEY_TTL_S,
+    RequestPlan,
+    RunContract,
+    contract_path,
+    node_split,
+)
 from fedcollab.common.errors import ProtocolError
 from fedcollab.compliance.trail import digest_bytes
 from fedcollab.coordinator.encryption import session_from_keygen
 from fedcollab.privacy.budget_ledger import BudgetLedger
-from fedcollab.privacy.ckks import EncryptedSum
+from fedcollab.privacy.ckks import PARAMETER_SETS, EncryptedSum
 from fedcollab.protocols import models, preprocessing
 from tests.support.adversarial import (
     BOUNDS,
@@ -308,6 +315,16 @@ def test_the_genuine_sum_is_decrypted_once_from_the_contributions(tmp_path: Path
     assert len(logged) == 1
     assert logged[0]["ciphertext"] == digest_bytes(total.serialize())
     assert logged[0]["inputs"] == {n: digest_bytes(c) for n, c in sorted(ciphertexts.items())}
+    # Flooded (privacy.flooding): the released sum differs from the exact one by noise of
+    # the width a's own plan sizes, not by CKKS's error (~1e-12), which a decryption
+    # oracle reads the key from; the old code released the sum rounded to 2^-20, exact.
+    keys = NodeKeyStore.from_config(atk.configs["a"]).keys(atk.run)
+    assert keys is not None
+    exact = keys.decrypt(total.serialize(), params="wide", length=_MOMENTS_LENGTH, contributors=2)
+    planned = len(RequestPlan.for_job(atk.spec, partner="a").aggregates)
+    width = PARAMETER_SETS["wide"].flooding_width(contributors=2, decryptions=planned)
+    noise = reply.vector - exact
+    assert float(np.max(np.abs(noise))) < 8 * width and float(np.std(noise)) > width / 4
     offset = session.public.load(total.serialize(), params="wide", length=_MOMENTS_LENGTH)
     offset.add_([0.5] + [0.0] * _MOMENTS_LENGTH)
     again = atk.send(

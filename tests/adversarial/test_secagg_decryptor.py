@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fedcollab.common.keys import Signer
-from fedcollab.privacy.ckks import SecretKeys
+from fedcollab.privacy.ckks import PARAMETER_SETS, SecretKeys
 from fedcollab.privacy.key_transport import PeerKeys
 from fedcollab.privacy.verified_decryption import (
     DecryptionLedger,
@@ -97,36 +97,36 @@ def test_repeated_and_extra_decryptions_are_refused(keys, signers) -> None:
     """Offset search needs many decryptions of related sums: one sum per step, Q per run,
     and the same sum again gets the same flooded answer (no fresh noise to average)."""
     ledger = DecryptionLedger(planned=2)
-    sigma = flooding_sigma(error_bound=2.0**-21 + 1e-9, decryptions=2)
+    sigma = PARAMETER_SETS["wide"].flooding_width(contributors=2, decryptions=2)
     noise_key = b"\x05" * 32
     a = _contribution(keys, signers["a"], "a", [1.0, 2.0, 3.0, 4.0])
     b = _contribution(keys, signers["b"], "b", [0.5, 0.5, 0.5, 0.5])
     verified = _verify(keys, signers, [a, b])
     args = {"ledger": ledger, "noise_key": noise_key, "params": "wide", "length": LENGTH}
-    first = flooded_decrypt(keys, verified, sigma=sigma, **args)  # type: ignore[arg-type]
-    again = flooded_decrypt(keys, verified, sigma=sigma, **args)  # type: ignore[arg-type]
+    first = flooded_decrypt(keys, verified, **args)  # type: ignore[arg-type]
+    again = flooded_decrypt(keys, verified, **args)  # type: ignore[arg-type]
     assert np.array_equal(first, again)
     assert np.all(np.abs(first - [1.5, 2.5, 3.5, 4.5]) < 8 * sigma)
     # An offset on the same step is another sum: refused.
     c = _contribution(keys, signers["c"], "c", [0.0, 0.0, 0.0, 1e-6])
     with pytest.raises(DecryptionRefusal, match="already decrypted"):
-        flooded_decrypt(keys, _verify(keys, signers, [a, b, c]), sigma=sigma, **args)  # type: ignore[arg-type]
+        flooded_decrypt(keys, _verify(keys, signers, [a, b, c]), **args)  # type: ignore[arg-type]
     # A second step is fine, a third exceeds the plan.
     for step, ok in ((STEP + 1, True), (STEP + 2, False)):
         items = [_contribution(keys, signers[n], n, [1.0] * LENGTH, step=step) for n in ("a", "b")]
         verified = _verify(keys, signers, items, step=step)
         if ok:
-            flooded_decrypt(keys, verified, sigma=sigma, **args)  # type: ignore[arg-type]
+            flooded_decrypt(keys, verified, **args)  # type: ignore[arg-type]
         else:
             with pytest.raises(DecryptionRefusal, match="planned decryptions"):
-                flooded_decrypt(keys, verified, sigma=sigma, **args)  # type: ignore[arg-type]
+                flooded_decrypt(keys, verified, **args)  # type: ignore[arg-type]
     assert len(ledger.entries) == 2
 
 
 def test_flooding_noise_has_the_stated_width() -> None:
-    from fedcollab.privacy.verified_decryption import _gaussian
+    from fedcollab.privacy.flooding import gaussian
 
-    z = _gaussian(b"\x01" * 32, 200_001)
+    z = gaussian(b"\x01" * 32, 200_001)
     assert abs(float(np.mean(z))) < 0.01 and abs(float(np.std(z)) - 1.0) < 0.01
     assert flooding_sigma(error_bound=1e-9, decryptions=1, security_bits=40) == pytest.approx(
         np.sqrt(12) * 2**20 * 1e-9

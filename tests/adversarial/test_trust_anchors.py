@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from fedcollab.common.keys import Signer, format_verifier_key
+from fedcollab.common.serde import Payload
 from fedcollab.coordinator.encryption import HeSession
 from fedcollab.privacy.ckks import SecretKeys
 from fedcollab.privacy.key_transport import PeerKeys, deal
@@ -26,6 +30,20 @@ def _swap(atk: Attacker, partner: str, entry: str, key: Signer, tmp_path: Path) 
     path = tmp_path / f"peers-{partner}.json"
     path.write_text(json.dumps(peers))
     cfg["peer-keys"] = str(path)
+
+
+def _moments_under_a_key_dealt_by_b(atk: Attacker, offer: Any, signer: Signer) -> Payload:
+    """c's moments, asked with a fresh CKKS key dealt "by b" (signed by ``signer``) and
+    sealed to c's transport ``offer``."""
+    keys = SecretKeys.generate()
+    c_pins = PeerKeys.from_json(Path(atk.configs["c"]["peer-keys"]).read_text())
+    sealed = deal(keys, {"c": offer}, run=atk.run, dealer="b", peers=c_pins, signer=signer)
+    session = HeSession(public=keys.public(), dealer="b", sealed={"c": sealed["c"].to_json()})
+    return atk.send(
+        "c", "query.moments", step="moments",
+        meta={**layout_meta(channel=["app", "web"]),
+              "he": session.request_meta("c", params="wide")},
+    )  # fmt: skip
 
 
 def test_a_peer_list_with_another_key_under_the_node_s_own_name_is_refused(
@@ -48,13 +66,26 @@ def test_a_key_dealt_by_a_substituted_peer_is_refused(tmp_path: Path) -> None:
     mallory = Signer.generate()
     _swap(atk, "c", "b", mallory, tmp_path)
     offer = atk.handshake("c").meta["he_offer"]
-    keys = SecretKeys.generate()  # the coordinator's own key
-    c_pins = PeerKeys.from_json(Path(atk.configs["c"]["peer-keys"]).read_text())
-    sealed = deal(keys, {"c": offer}, run=atk.run, dealer="b", peers=c_pins, signer=mallory)
-    session = HeSession(public=keys.public(), dealer="b", sealed={"c": sealed["c"].to_json()})
-    reply = atk.send(
-        "c", "query.moments", step="moments",
-        meta={**layout_meta(channel=["app", "web"]),
-              "he": session.request_meta("c", params="wide")},
-    )  # fmt: skip
+    reply = _moments_under_a_key_dealt_by_b(atk, offer, mallory)  # the coordinator's key
     assert reply.ciphertext is None and reply.refused == "CiphertextError"
+
+
+def test_a_spec_without_a_named_dealer_pins_the_first_participant(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Attack (audit of 2026-12-07): a spec that left ``key_dealer`` empty let the
+    coordinator run the key ceremony at any partner it chose (a colluder, or one dealer
+    per group of partners), and every node took the key from any pinned peer. The spec
+    now resolves the dealer at validation (the first participant by name) and pins it in
+    its digest; b is asked to deal, and refuses; b deals anyway, as a colluder would,
+    with its own audit key, and c refuses b's key."""
+    spec = job(participants=["c", "b", "a"], privacy={"encryption": "ckks", "aggregation": "ckks"})
+    assert spec.privacy.key_dealer == "a"
+    atk = Attacker.against(tmp_path, spec)
+    offers = {n: atk.handshake(n).meta["he_offer"] for n in ("a", "b", "c")}
+    asked = atk.send("b", "query.he_keygen", step="he-keygen", meta={"offers": offers})
+    assert asked.refused == "ProtocolError" and "sealed" not in asked.meta
+    b_signer = Signer.load(atk.configs["b"]["audit-key"])
+    reply = _moments_under_a_key_dealt_by_b(atk, offers["c"], b_signer)
+    assert reply.ciphertext is None and reply.refused == "CiphertextError"
+    assert "the job key was dealt by 'b', the job names 'a'" in caplog.text

@@ -12,16 +12,21 @@ import pytest
 
 from fedcollab.client import encryption
 from fedcollab.client.he_keys import NodeKeyStore
+from fedcollab.client.run_contract import RequestPlan
 from fedcollab.common.errors import CiphertextError
 from fedcollab.common.serde import Payload
 from fedcollab.compliance.trail import create_party_key, digest_bytes
 from fedcollab.coordinator.encryption import HeSession, session_from_keygen
-from fedcollab.privacy.ckks import EncryptedSum, SecretKeys
+from fedcollab.privacy.ckks import PARAMETER_SETS, EncryptedSum, SecretKeys
+from tests.support.adversarial import job
 
 warnings.filterwarnings("ignore", message=".*does not fit in a single ciphertext.*")
 
 RUN = "0123abcd"
 PARTNERS = ("brand-a", "brand-b", "payment-c")
+#: A plain "ckks" job over the partners: its key dealer resolves to brand-a.
+SPEC = job(participants=list(PARTNERS), privacy={"encryption": "ckks", "aggregation": "ckks"})
+DEALER = SPEC.privacy.key_dealer
 
 
 @pytest.fixture
@@ -60,7 +65,7 @@ def test_encrypted_round_end_to_end(configs: dict[str, dict[str, str]]) -> None:
     blobs: dict[str, bytes] = {}
     for i, name in enumerate(("brand-b", "payment-c")):
         blob, meta = encryption.encrypt_reply(
-            configs[name], partner=name, run=RUN, request=_request(session, name),
+            configs[name], partner=name, dealer=DEALER, run=RUN, request=_request(session, name),
             vector=np.full(4, float(i + 1)),
         )  # fmt: skip
         session.check_reply({"he": meta}, params="wide", length=4)
@@ -73,17 +78,23 @@ def test_encrypted_round_end_to_end(configs: dict[str, dict[str, str]]) -> None:
           "contributors": ["brand-b", "payment-c"], "length": 4}  # fmt: skip
     signed = {n: digest_bytes(b) for n, b in blobs.items()}  # what check_bindings returns
     meta, values = encryption.decrypt(
-        configs["brand-a"], partner="brand-a", run=RUN, replies=signed,
+        configs["brand-a"], partner="brand-a", run=RUN, spec=SPEC, replies=signed,
         payload=Payload({"he": he}, ciphertext=total.serialize(), parts=blobs),
     )  # fmt: skip
-    assert np.allclose(values, 3.0)
+    # Flooded (privacy.flooding), never the raw decryption: the noise's width follows
+    # from the plan's decryption count, and it is far above CKKS's own error (~1e-15).
+    planned = len(RequestPlan.for_job(SPEC, partner="brand-a").aggregates)
+    assert planned == SPEC.rounds + 3  # moments, 2 final evaluations
+    sigma = PARAMETER_SETS["wide"].flooding_width(contributors=2, decryptions=planned)
+    assert 1e-6 < sigma < 1e-5
+    assert np.all(np.abs(values - 3.0) < 8 * sigma) and np.any(np.abs(values - 3.0) > 1e-9)
     assert meta["contributors"] == ["brand-b", "payment-c"]
     assert meta["decrypted"] == {"sum": digest_bytes(total.serialize()), "inputs": signed}
     # The same step is never decrypted twice (a second request could carry one
     # partner's ciphertext in place of the aggregate).
     with pytest.raises(CiphertextError, match="already decrypted"):
         encryption.decrypt(
-            configs["brand-a"], partner="brand-a", run=RUN, replies=signed,
+            configs["brand-a"], partner="brand-a", run=RUN, spec=SPEC, replies=signed,
             payload=Payload({"he": he}, ciphertext=total.serialize(), parts=blobs),
         )  # fmt: skip
     # Keys are erased at the end of the job.
@@ -94,25 +105,25 @@ def test_encrypted_round_end_to_end(configs: dict[str, dict[str, str]]) -> None:
 def test_decryptor_refuses_single_partner_aggregates(configs: dict[str, dict[str, str]]) -> None:
     session = _ceremony(configs)
     blob, _ = encryption.encrypt_reply(
-        configs["brand-b"], partner="brand-b", run=RUN, request=_request(session, "brand-b"),
-        vector=np.arange(3.0),
+        configs["brand-b"], partner="brand-b", dealer=DEALER, run=RUN,
+        request=_request(session, "brand-b"), vector=np.arange(3.0),
     )  # fmt: skip
     for contributors in (["brand-b"], ["brand-b", "brand-b"]):
         he = {**session.request_meta("brand-a", params="wide"), "step": "s",
               "contributors": contributors, "length": 3}  # fmt: skip
         with pytest.raises(CiphertextError, match="distinct partner"):
-            encryption.decrypt(configs["brand-a"], partner="brand-a", run=RUN,
+            encryption.decrypt(configs["brand-a"], partner="brand-a", run=RUN, spec=SPEC,
                                payload=Payload({"he": he}, ciphertext=blob))  # fmt: skip
     he = {**session.request_meta("brand-a", params="wide"), "step": "s2",
           "contributors": ["brand-b", "payment-c"], "length": 3}  # fmt: skip
     # Claiming two contributors for one ciphertext: no contributions to recompute it from.
     with pytest.raises(CiphertextError, match="not of each claimed contributor"):
-        encryption.decrypt(configs["brand-a"], partner="brand-a", run=RUN,
+        encryption.decrypt(configs["brand-a"], partner="brand-a", run=RUN, spec=SPEC,
                            replies={"brand-b": digest_bytes(blob), "payment-c": "x"},
                            payload=Payload({"he": he}, ciphertext=blob))  # fmt: skip
     # ... or with the one ciphertext passed off as both partners' contributions.
     with pytest.raises(CiphertextError, match="several partners"):
-        encryption.decrypt(configs["brand-a"], partner="brand-a", run=RUN,
+        encryption.decrypt(configs["brand-a"], partner="brand-a", run=RUN, spec=SPEC,
                            replies={"brand-b": digest_bytes(blob), "payment-c": digest_bytes(blob)},
                            payload=Payload({"he": he}, ciphertext=blob,
                                            parts={"brand-b": blob, "payment-c": blob}))  # fmt: skip
@@ -123,25 +134,25 @@ def test_replies_fail_closed(configs: dict[str, dict[str, str]]) -> None:
     vec = np.ones(3)
     # No encryption parameters in the request: refuse rather than reply in plaintext.
     with pytest.raises(CiphertextError, match="no encryption parameters"):
-        encryption.encrypt_reply(configs["brand-b"], partner="brand-b", run=RUN,
+        encryption.encrypt_reply(configs["brand-b"], partner="brand-b", dealer=DEALER, run=RUN,
                                  request=Payload({}), vector=vec)  # fmt: skip
     # No key at the node and none forwarded.
     meta = session.request_meta("brand-b", params="wide")
     meta.pop("sealed")
     with pytest.raises(CiphertextError, match="no key for run"):
-        encryption.encrypt_reply(configs["brand-b"], partner="brand-b", run=RUN,
+        encryption.encrypt_reply(configs["brand-b"], partner="brand-b", dealer=DEALER, run=RUN,
                                  request=Payload({"he": meta}), vector=vec)  # fmt: skip
     # Another partner's sealed key.
     stolen = session.request_meta("payment-c", params="wide")
     with pytest.raises(CiphertextError, match="addressed to"):
-        encryption.encrypt_reply(configs["brand-b"], partner="brand-b", run=RUN,
+        encryption.encrypt_reply(configs["brand-b"], partner="brand-b", dealer=DEALER, run=RUN,
                                  request=Payload({"he": stolen}), vector=vec)  # fmt: skip
     # A request naming another key than the one the node holds (stale or substituted).
-    encryption.encrypt_reply(configs["brand-b"], partner="brand-b", run=RUN,
+    encryption.encrypt_reply(configs["brand-b"], partner="brand-b", dealer=DEALER, run=RUN,
                              request=_request(session, "brand-b"), vector=vec)  # fmt: skip
     other = {"key_digest": SecretKeys.generate().public().digest, "params": "wide"}
     with pytest.raises(CiphertextError, match="another encryption key"):
-        encryption.encrypt_reply(configs["brand-b"], partner="brand-b", run=RUN,
+        encryption.encrypt_reply(configs["brand-b"], partner="brand-b", dealer=DEALER, run=RUN,
                                  request=Payload({"he": other}), vector=vec)  # fmt: skip
 
 
@@ -226,3 +237,17 @@ def test_loaded_keys_are_reused_only_while_their_file_is_there(
     path.unlink()
     store.keys("other-run")
     assert path not in he_keys._LOADED
+
+
+def test_a_segmentation_plan_decrypts_what_the_convergence_rule_assumes() -> None:
+    """The convergence rule (client.centroid_chain, coordinator.segmentation) sizes the
+    flooding noise with ``summed_decryptions``; the decryptor floods for its plan's
+    aggregates. They must agree, or an honest job stops where partners do not."""
+    for seeds, lloyds in ((1, 3), (2, 20), (20, 500)):
+        spec = job(
+            task="segmentation", purpose="user-segmentation", participants=list(PARTNERS),
+            privacy={"encryption": "ckks", "aggregation": "ckks"},
+            segmentation={"seeding": "summed", "seed_steps": seeds, "lloyd_iterations": lloyds},
+        )  # fmt: skip
+        plan = RequestPlan.for_job(spec, partner="brand-b")
+        assert len(plan.aggregates) == spec.segmentation.summed_decryptions == 2 + seeds + lloyds

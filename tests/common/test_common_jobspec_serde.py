@@ -247,7 +247,7 @@ def test_encryption_options_are_validated(tmp_path: Path, extra: str, needle: st
 
 
 def test_encrypted_job_picks_summed_seeding(tmp_path: Path) -> None:
-    head = 'name="j"\ntask="segmentation"\npurpose="p"\nschema="s.json"\n'
+    head = 'name="j"\ntask="segmentation"\npurpose="p"\nschema="s.json"\nparticipants=["a","b"]\n'
     spec = load_job_spec(_job(tmp_path, head + '[privacy]\nencryption="ckks"\n'))
     assert spec.privacy.encrypted
     assert spec.segmentation.seeding_for(encrypted=True) == "summed"
@@ -266,7 +266,7 @@ def test_encrypted_job_picks_summed_seeding(tmp_path: Path) -> None:
 def test_aggregation_is_resolved_and_pinned_in_the_digest(
     tmp_path: Path, privacy: str, expected: str
 ) -> None:
-    head = 'name="j"\ntask="segmentation"\npurpose="p"\nschema="s.json"\n'
+    head = 'name="j"\ntask="segmentation"\npurpose="p"\nschema="s.json"\nparticipants=["a","b"]\n'
     spec = load_job_spec(_job(tmp_path, head + privacy))
     assert spec.privacy.aggregation == expected
     assert json.loads(spec.to_json())["privacy"]["aggregation"] == expected
@@ -283,6 +283,27 @@ def test_aggregation_is_resolved_and_pinned_in_the_digest(
             spec.to_json().replace(f'"aggregation":"{expected}"', f'"aggregation":"{flipped}"')
         )
         assert changed.digest() != spec.digest()
+
+
+def test_the_key_dealer_is_pinned_in_every_encrypted_spec(tmp_path: Path) -> None:
+    """Issue 14: partners accept the job key from the spec's dealer only, so an encrypted
+    horizontal spec always names one: left empty, the first participant by name,
+    resolved at validation and pinned in the digest; without participants, refused."""
+    head = 'name="j"\ntask="segmentation"\npurpose="p"\nschema="s.json"\n'
+    spec = load_job_spec(
+        _job(tmp_path, head + 'participants=["c","a","b"]\n[privacy]\nencryption="ckks"\n')
+    )
+    assert spec.privacy.key_dealer == "a"
+    assert json.loads(spec.to_json())["privacy"]["key_dealer"] == "a"
+    other = JobSpec.from_json(spec.to_json().replace('"key_dealer":"a"', '"key_dealer":"b"'))
+    assert other.privacy.key_dealer == "b" and other.digest() != spec.digest()
+    with pytest.raises(JobSpecError, match="names the partner that deals its CKKS key"):
+        load_job_spec(_job(tmp_path, head + '[privacy]\nencryption="ckks"\n'))
+    named = load_job_spec(_job(tmp_path, head + '[privacy]\nencryption="ckks"\nkey_dealer="z"\n'))
+    assert named.privacy.key_dealer == "z"
+    # Unencrypted jobs deal no key.
+    plain = load_job_spec(_job(tmp_path, head + 'participants=["a","b"]\n'))
+    assert plain.privacy.key_dealer == ""
 
 
 def test_client_level_dp_defaults_to_ckks_with_masks() -> None:

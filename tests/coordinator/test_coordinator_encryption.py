@@ -27,7 +27,7 @@ warnings.filterwarnings("ignore", message=".*does not fit in a single ciphertext
 def roster(tmp_path: Path) -> tuple[Roster, SecretKeys, Path]:
     spec = JobSpec.model_validate(
         {"name": "j", "task": "segmentation", "purpose": "p", "schema": SCHEMA,
-         "privacy": {"encryption": "ckks", "aggregation": "ckks"}},
+         "privacy": {"encryption": "ckks", "aggregation": "ckks", "key_dealer": "a"}},
         strict=False,
     )  # fmt: skip
     key, _ = create_party_key(tmp_path / "coordinator", "coordinator")

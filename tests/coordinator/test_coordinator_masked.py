@@ -20,11 +20,10 @@ from fedcollab.common import batch
 from fedcollab.common.job_files import read_progress
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.compliance.trail import Trail
-from fedcollab.coordinator.job import run_job
-from fedcollab.coordinator.outputs import JobOutputs
-from fedcollab.federation.inmemory import in_memory_federation, task_identity
+from fedcollab.federation.inmemory import in_memory_federation
 from fedcollab.privacy.dp_plan import resolve
 from fedcollab.protocols import client_dp
+from tests.support.jobs import run_in_memory
 from tests.support.partners import SCHEMA, make_partner
 
 warnings.filterwarnings("ignore", message=".*does not fit in a single ciphertext.*")
@@ -89,15 +88,7 @@ def _run(
             with BudgetLedger.open(db) as ledger:
                 ledger.set_cap("shop", epsilon_cap=budget_cap, delta=1e-5)
     out = tmp_path / "out"
-    with task_identity():
-        metrics = run_job(
-            grid,  # type: ignore[arg-type]
-            spec,
-            JobOutputs(out),
-            mode="simulation",
-            audit_config=audit,
-            policy=policy,
-        )
+    metrics = run_in_memory(grid, spec, out, audit, policy)
     if pushes is not None:
         pushes.extend(grid.pushes)
     return metrics, out, audit.db
@@ -388,15 +379,7 @@ def test_a_client_level_dp_job_runs_with_masks(tmp_path: Path, mode: str, select
     for path in ledgers:
         with BudgetLedger.open(path) as ledger:
             ledger.set_cap("shop", epsilon_cap=1000.0, delta=1e-5)
-    with task_identity():
-        metrics = run_job(
-            grid,  # type: ignore[arg-type]
-            spec,
-            JobOutputs(tmp_path / "out"),
-            mode="simulation",
-            audit_config=audit,
-            policy=policy,
-        )
+    metrics = run_in_memory(grid, spec, tmp_path / "out", audit, policy)
     assert metrics["rounds_run"] == 2 and 0 < metrics["epsilon"] <= 50.0
     assert metrics["final"]["test"]["n"] > 0
     # The noise-over-signal figure the progress display warns on (cli.progress).

@@ -21,7 +21,8 @@ from fedcollab.demo.vertical import prepare_vertical
 
 def test_demo_job_files_round_trip(tmp_path: Path) -> None:
     schema = DATA_DIR / "online_shoppers.schema.json"
-    prediction, segmentation = _demo_jobs(schema)
+    brands = tuple(f"region-{i}" for i in (2, 9, 1, 3, 4, 5, 6, 7, 8))
+    prediction, segmentation = _demo_jobs(schema, brands=brands)
     jobs = (prediction, segmentation, _dp_job(prediction))
     for spec in jobs:
         path = tmp_path / f"{spec.name}.toml"
@@ -32,7 +33,9 @@ def test_demo_job_files_round_trip(tmp_path: Path) -> None:
     # Issue 14: every encrypted job sums under masks inside CKKS.
     assert [j.privacy.aggregation for j in jobs] == ["ckks+masked"] * 3
     assert prediction.rounds > KILL_AFTER_ROUND + 1  # rounds are left after the kill
-    plain, _ = _demo_jobs(schema, encrypted=False)
+    # Issue 14: the spec pins the dealer (the first brand by name), the one the demo kills.
+    assert {j.privacy.key_dealer for j in jobs} == {"region-1"}
+    plain, _ = _demo_jobs(schema, brands=brands, encrypted=False)
     assert not plain.privacy.encrypted
 
 

@@ -10,7 +10,11 @@ from experiments.horizontal import DATA_DIR
 
 @pytest.mark.parametrize("encryption", ["ckks", "none"])
 def test_the_benchmark_times_the_demo_s_purchase_job_every_round(encryption: str) -> None:
-    spec = spec_for(DATA_DIR / "online_shoppers.schema.json", rounds=5, encryption=encryption)
+    spec = spec_for(
+        DATA_DIR / "online_shoppers.schema.json", rounds=5, encryption=encryption,
+        dealer="region-1",
+    )  # fmt: skip
+    assert spec.privacy.key_dealer == ("region-1" if encryption == "ckks" else "")
     assert spec.task == "purchase_prediction" and spec.model.kind == "logreg"
     assert spec.rounds == 5 and spec.evaluation.early_stopping_patience == 0
     assert spec.training.local_epochs == 3 and spec.privacy.encryption == encryption

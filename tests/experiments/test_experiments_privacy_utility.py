@@ -186,23 +186,28 @@ def test_job_for_sets_the_experiment_settings() -> None:
         {"name": "p", "task": "purchase_prediction", "purpose": "p", "schema": schema},
         strict=False,
     )
-    plain = job_for(base, Setting("none"), seed=3, rounds=12, n_partners=9)
+    plain = job_for(base, Setting("none"), seed=3, rounds=12, n_partners=9, dealer="region-1")
     assert (plain.rounds, plain.min_partners, plain.training.seed) == (12, 9, 3)
     assert plain.evaluation.early_stopping_patience == 0  # every run spends its planned epsilon
     assert plain.evaluation.split_seed == base.evaluation.split_seed  # same test rows
     assert plain.privacy.dp == "none" and plain.privacy.target_epsilon is None
-    sample = job_for(base, Setting("sample", 3.0), seed=0, rounds=12, n_partners=9)
+    sample = job_for(
+        base, Setting("sample", 3.0), seed=0, rounds=12, n_partners=9, dealer="region-1"
+    )
     assert (sample.privacy.dp, sample.privacy.target_epsilon) == ("sample", 3.0)
     assert sample.privacy.encryption == "none" and sample.privacy.sample_rate == SAMPLE_RATE
-    client = job_for(base, Setting("client", 1.0), seed=0, rounds=12, n_partners=9)
+    client = job_for(
+        base, Setting("client", 1.0), seed=0, rounds=12, n_partners=9, dealer="region-1"
+    )
     assert (client.privacy.dp, client.privacy.encryption) == ("client", "ckks")
+    assert client.privacy.key_dealer == "region-1" and plain.privacy.key_dealer == ""
     # DP-FedAvg: few long rounds (the module's Notes); never more rounds than asked.
     assert (client.rounds, client.training.local_epochs) == (3, 3)
     assert (sample.rounds, sample.training.local_epochs) == (12, base.training.local_epochs)
-    short = job_for(base, Setting("client", 1.0), seed=0, rounds=2, n_partners=9)
+    short = job_for(base, Setting("client", 1.0), seed=0, rounds=2, n_partners=9, dealer="region-1")
     assert short.rounds == 2
     custom = job_for(
-        base, Setting("client", 8.0), seed=0, rounds=12, n_partners=9,
+        base, Setting("client", 8.0), seed=0, rounds=12, n_partners=9, dealer="region-1",
         client_rounds=6, client_local_epochs=2,
     )  # fmt: skip
     assert (custom.rounds, custom.training.local_epochs) == (6, 2)

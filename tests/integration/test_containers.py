@@ -202,7 +202,7 @@ def test_compose_runs_an_encrypted_job(compose: Compose, tmp_path: Path) -> None
     c.compose("up", "-d")
 
     write_job(ws / "job.toml", Path("/workspace/schema.json"), encrypted=True,
-              round_timeout_s=300.0, startup_timeout_s=600.0)  # fmt: skip
+              dealer=min(PARTNERS), round_timeout_s=300.0, startup_timeout_s=600.0)  # fmt: skip
     shutil.copyfile(sources[PARTNERS[0]].schema, ws / "schema.json")
     _give(ws)
     t0 = time.monotonic()

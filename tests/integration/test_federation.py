@@ -86,7 +86,10 @@ def test_job_completes_over_tls(federation: LocalFederation, tmp_path: Path) -> 
 def test_encrypted_job_coordinator_sees_only_ciphertexts(
     federation: LocalFederation, tmp_path: Path
 ) -> None:
-    job = write_job(tmp_path / "job.toml", federation.partners[0].schema, encrypted=True)
+    job = write_job(
+        tmp_path / "job.toml", federation.partners[0].schema, encrypted=True,
+        dealer=min(p.partner for p in federation.partners),
+    )  # fmt: skip
     out = tmp_path / "out"
     end = submit_and_follow(federation, job, out)
     assert end["status"] == "completed", end
@@ -236,7 +239,7 @@ def test_killed_partner_does_not_stop_the_job(
     rounds = 4
     job = write_job(
         tmp_path / "job.toml", partners[0].schema, rounds=rounds, round_timeout_s=120.0,
-        encrypted=True,
+        encrypted=True, dealer=partners[0].partner,
     )  # fmt: skip
     victim = partners[0].partner
     withdrawn = partners[4].partner

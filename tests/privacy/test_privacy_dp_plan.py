@@ -71,6 +71,7 @@ def make_spec(
         privacy=PrivacySpec(
             dp=dp,  # type: ignore[arg-type]
             encryption="ckks" if dp == "client" else "none",
+            key_dealer="a" if dp == "client" else "",
             sample_rate=sample_rate,
             client_sample_rate=client_sample_rate,
             target_delta=DELTA,

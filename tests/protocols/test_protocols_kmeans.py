@@ -11,6 +11,7 @@ from fedcollab.protocols.kmeans import (
     assign,
     centralized_kmeans,
     cluster_vector_length,
+    flooded_shift,
     kmeans_objective,
     local_cluster_vector,
     local_seed_vector,
@@ -143,3 +144,14 @@ def test_lloyd_errors() -> None:
         assign(np.zeros((2, 3)), np.zeros((0, 3)))
     with pytest.raises(ProtocolError):
         centralized_kmeans(np.zeros((2, 3)), k=3, seed=0)
+
+
+def test_flooded_shift_is_what_the_noise_alone_moves_a_centroid() -> None:
+    """10 widths of sum and count noise over the smallest filled count (empty clusters,
+    below EMPTY_COUNT, keep their centroid and do not count); 0 without flooding."""
+    before = np.array([[1.0, -2.0], [0.0, 0.0], [5.0, 5.0]])
+    # k = 3, d = 2: sums (k*d), counts (k), objective.
+    summed = np.array([4.0, -8.0, 0.0, 0.0, 10.0, 0.0, 4.0, 0.2, 2.0, 7.0])
+    reach = 1.0 + max(5.0, 2.0)  # the largest |centroid| before or after
+    assert flooded_shift(summed, before, width=1e-4) == pytest.approx(10 * 1e-4 * reach / 2.0)
+    assert flooded_shift(summed, before, width=0.0) == 0.0

@@ -43,6 +43,7 @@ EXPECTED = {
         "assign",
         "centralized_kmeans",
         "cluster_vector_length",
+        "flooded_shift",
         "kmeans_objective",
         "local_cluster_vector",
         "local_seed_vector",

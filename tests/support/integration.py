@@ -76,7 +76,10 @@ def make_partners(directory: Path, n_partners: int) -> list[PartnerSource]:
     return [PartnerSource(partner=f.name, data=f.csv, schema=f.schema) for f in files]
 
 
-def write_job(path: Path, schema: Path, *, encrypted: bool = False, **overrides: Any) -> Path:
+def write_job(
+    path: Path, schema: Path, *, encrypted: bool = False, dealer: str = "", **overrides: Any
+) -> Path:
+    """A purchase job file; ``encrypted`` jobs name ``dealer`` as their key dealer."""
     fields = {
         "name": "it-purchase",
         "task": "purchase_prediction",
@@ -92,7 +95,7 @@ def write_job(path: Path, schema: Path, *, encrypted: bool = False, **overrides:
     for key, value in fields.items():
         lines.append(f"{key} = {json.dumps(value)}")
     if encrypted:
-        lines += ["[privacy]", 'encryption = "ckks"']
+        lines += ["[privacy]", 'encryption = "ckks"', f"key_dealer = {json.dumps(dealer)}"]
     path.write_text("\n".join(lines) + "\n")
     return path
 

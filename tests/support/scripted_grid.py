@@ -81,7 +81,10 @@ class ScriptedGrid:
 
 def scripted_members(root: Path, *, privacy: dict[str, str], min_partners: int = 2) -> Membership:
     """A job's membership for a :class:`ScriptedGrid`: partners a, b, c on nodes 1-3,
-    requests that time out after 0.2 s, the audit trail in ``root`` (:func:`audit_events`)."""
+    requests that time out after 0.2 s, the audit trail in ``root`` (:func:`audit_events`);
+    an encrypted job's key dealer is a unless ``privacy`` names another."""
+    if privacy.get("encryption") == "ckks":
+        privacy = {"key_dealer": "a", **privacy}
     spec = JobSpec.model_validate(
         {"name": "j", "task": "segmentation", "purpose": "p", "schema": SCHEMA,
          "round_timeout_s": 0.2, "min_partners": min_partners, "privacy": privacy},
