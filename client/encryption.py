@@ -42,6 +42,9 @@ from fedcollab.privacy.key_transport import Sealed, accept, deal, transport_offe
 from fedcollab.privacy.secagg_ckks import MAX_CKKS_PARTNERS, exact_limb_sums
 from fedcollab.privacy.secagg_ckks import PARAMS as MASKED_PARAMS
 
+#: The one set a plain "ckks" job's sums are decrypted under (coordinator.roster.new_sum).
+FLOODED_PARAMS = "wide"
+
 __all__ = ["decrypt", "encrypt_masked", "encrypt_reply", "erase", "keygen", "offer"]
 
 
@@ -233,6 +236,11 @@ def decrypt(
             f"the {he.params!r} CKKS parameters",
             hint="the masked mode's limbs, and nothing else, use "
             f"{MASKED_PARAMS!r}; refused before decrypting",
+        )
+    if not masked and he.params != FLOODED_PARAMS:
+        raise CiphertextError(
+            f"a 'ckks' job's sums are decrypted under {FLOODED_PARAMS!r} only, not {he.params!r}",
+            hint="its flooding noise is sized for that set's scale; refused before decrypting",
         )
     if masked and len(contributors) > MAX_CKKS_PARTNERS:  # before the step is used up
         raise CiphertextError(

@@ -13,8 +13,9 @@ operations on it (load, encrypt, sum, decrypt), which share the format checks.
 
 Every encrypted vector carries one extra slot holding 1.0. In an aggregate it
 holds the number of contributions; a contribution under another key (or altered)
-turns the decryption into noise of magnitude ~2^27 or more, so
-:meth:`SecretKeys.decrypt` checks that slot and refuses the aggregate.
+turns the decryption into noise of magnitude ~2^27 ("compact") or ~2^59 ("wide") or
+more, so :meth:`SecretKeys.decrypt` checks that slot and refuses the aggregate (within
+1e-3, 2^-45 of the largest value for the float64 FFTs' rounding and the flooding).
 
 Example
 -------
@@ -367,11 +368,17 @@ class SecretKeys:
         if flooding > 0 and not p.integers:
             values = self._flooded(vec, p, contributors=contributors, decryptions=flooding,
                                    key=noise_key)  # fmt: skip
-            # The slot is flooded too: 10 widths (a wrong key gives noise of ~2^70).
+            # The slot is flooded too: 10 widths (a wrong key gives noise of ~2^60).
             queries = flooding * p.ciphertexts_for(length)
             tolerance += 10 * p.flooding_width(contributors=contributors, decryptions=queries)
         else:
             values = np.asarray(vec.decrypt(), dtype=np.float64)
+        if not p.integers:
+            # Encoding and decoding are float64 FFTs: their rounding (about 2^-53 of the
+            # largest value) spreads into every slot, the count's included (a red team
+            # of 2026-12-07: moments of balances, sums of squares ~1e15, were refused
+            # as "another key"). A wrong key's noise (~2^60 at scale 2^60) stays far out.
+            tolerance += 2.0**-45 * float(np.max(np.abs(values)))
         if not abs(values[-1] - contributors) <= tolerance:
             raise CiphertextError(
                 f"aggregate does not decrypt to {contributors} contributions "

@@ -251,3 +251,27 @@ def test_a_segmentation_plan_decrypts_what_the_convergence_rule_assumes() -> Non
         )  # fmt: skip
         plan = RequestPlan.for_job(spec, partner="brand-b")
         assert len(plan.aggregates) == spec.segmentation.summed_decryptions == 2 + seeds + lloyds
+
+
+def test_a_ckks_sum_is_decrypted_under_the_flooded_set_only(
+    configs: dict[str, dict[str, str]],
+) -> None:
+    """Red team of 2026-12-07: a coordinator naming "compact" for a plain "ckks" sum got
+    it decrypted with noise sized for another scale. The decryptor refuses any set but
+    "wide" before it decrypts (or uses up the step)."""
+    session = _ceremony(configs)
+    blobs = {}
+    for name in ("brand-b", "payment-c"):
+        blobs[name], _ = encryption.encrypt_reply(
+            configs[name], partner=name, dealer=DEALER, run=RUN,
+            request=_request(session, name, params="compact"), vector=np.ones(4),
+        )  # fmt: skip
+    he = {**session.request_meta("brand-a", params="compact"), "step": "moments",
+          "contributors": sorted(blobs), "length": 4}  # fmt: skip
+    signed = {n: digest_bytes(b) for n, b in blobs.items()}
+    with pytest.raises(CiphertextError, match="under 'wide' only"):
+        encryption.decrypt(
+            configs["brand-a"], partner="brand-a", run=RUN, spec=SPEC, replies=signed,
+            payload=Payload({"he": he}, parts=blobs),
+        )  # fmt: skip
+    assert not (NodeKeyStore.from_config(configs["brand-a"])._run(RUN) / "decrypted").exists()

@@ -181,3 +181,30 @@ def test_a_flooded_decryption_carries_the_width_and_hides_the_ckks_error(
     # Rounding instead (tests and benchmarks only): the exact sum on the 2^-40 grid.
     rounded = keys.decrypt(blob, params="wide", length=length, contributors=2)
     assert float(np.max(np.abs(rounded - exact) / np.maximum(1.0, np.abs(exact)))) < 1e-9
+
+
+def test_sums_of_business_magnitude_decrypt_and_a_wrong_key_is_still_refused(
+    keys: SecretKeys,
+) -> None:
+    """Red team of 2026-12-07: a plain "ckks" moments sum of balances (sums of squares
+    ~1e15) was refused as "made under another key": the float64 FFT's rounding reached
+    the contribution slot. The slot's tolerance now grows with the largest value; a
+    contribution under another key is still refused at that magnitude."""
+    length = 64
+    vectors = [np.full(length, 4e14), np.linspace(1.0, 3e14, length), np.ones(length)]
+    total = EncryptedSum(keys.public(), params="wide", length=length)
+    for v in vectors:
+        total.add(keys.encrypt(v, params="wide"))
+    exact = sum(vectors)
+    for flooding in (0, 6):
+        out = keys.decrypt(
+            total.serialize(), params="wide", length=length, contributors=3, flooding=flooding
+        )
+        assert float(np.max(np.abs(out - exact) / exact)) < 1e-12
+    other = SecretKeys.generate()
+    forged = EncryptedSum(keys.public(), params="wide", length=length)
+    forged.add(keys.encrypt(vectors[0], params="wide"))
+    forged.add(keys.encrypt(vectors[1], params="wide"))
+    forged.add(other.encrypt(vectors[2], params="wide"))
+    with pytest.raises(CiphertextError, match="does not decrypt to 3 contributions"):
+        keys.decrypt(forged.serialize(), params="wide", length=length, contributors=3, flooding=6)
