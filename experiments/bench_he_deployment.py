@@ -19,8 +19,9 @@ others (plaintext, ckks, masked, ckks+masked, plaintext, ...), and its figure is
 the median over all those rounds: on a shared machine the load changes over
 minutes, and one run of each mode after another saw different loads. Also: each
 job's wall time (median over its runs), the bytes of one partner's round reply
-(8 bytes per float64 value; the measured size of a ``compact`` ciphertext of
-that length, :mod:`privacy.ckks`), and where a round's time goes, from the
+(8 bytes per float64 value; the measured size of a ``wide`` ciphertext of that
+length, the set every plain "ckks" sum uses since its decryptor floods,
+:mod:`privacy.ckks`), and where a round's time goes, from the
 partners' own audit logs (first run of each mode). Writes
 ``<out>/bench_he_deployment.json``; when ``<out>/bench_he.json`` exists, the
 result also goes under its ``"deployment"`` key.
@@ -151,19 +152,19 @@ def n_features(sources: Sequence[PartnerSource], spec: JobSpec) -> int:
 
 
 def reply_bytes(length: int) -> dict[str, Any]:
-    """One round reply of ``length`` values: float64 plaintext vs a ``compact`` ciphertext."""
+    """One round reply of ``length`` values: float64 plaintext vs a ``wide`` ciphertext."""
     from experiments.bench_he import _native_stdout_silenced
     from fedcollab.privacy.ckks import PARAMETER_SETS, SecretKeys
 
     keys = SecretKeys.generate()
     values = np.random.default_rng(0).uniform(-1000.0, 1000.0, length)
     with _native_stdout_silenced():
-        blob = keys.encrypt(values, params="compact")
+        blob = keys.encrypt(values, params="wide")
     return {
         "values_per_reply": length,
         "plaintext_float64": 8 * length,
         "ciphertext": len(blob),
-        "ciphertexts_per_reply": PARAMETER_SETS["compact"].ciphertexts_for(length),
+        "ciphertexts_per_reply": PARAMETER_SETS["wide"].ciphertexts_for(length),
         "ratio_ciphertext_to_plaintext": len(blob) / (8 * length),
     }
 
