@@ -306,16 +306,15 @@ class Roster(Membership):
         for name in sorted(set(by_name) - set(offers)):
             self.drop(by_name[name], step="he-keygen", reason="no transport key offered")
         # Partners accept the job key from the spec's dealer only (client/encryption.py).
-        for dealer in [spec.privacy.key_dealer]:
-            if dealer not in by_name or dealer not in offers:
-                continue
-            replies: list[Payload] = []
+        dealer = spec.privacy.key_dealer
+        replies: list[Payload] = []
+        if dealer in by_name and dealer in offers:
             outcome = broadcast(
                 grid,
                 node_ids=[by_name[dealer]],
                 message_type="query.he_keygen",
                 content_for=lambda _n: encode({**self.job_meta(), "offers": offers}),
-                on_reply=lambda _n, payload, replies=replies: replies.append(payload),  # type: ignore[misc]
+                on_reply=lambda _n, payload: replies.append(payload),
                 group_id="he-keygen",
                 timeout_s=spec.round_timeout_s,
             )
@@ -326,30 +325,29 @@ class Roster(Membership):
                     step="he-keygen",
                     reason=outcome.refused.get(node) or outcome.dropped.get(node, "no reply"),
                 )
-                continue
-            self.he = session_from_keygen(replies[0].meta, dealer=dealer)
-            rejected = validate_meta(replies[0].meta, KeygenReply).rejected
-            for name, node in by_name.items():
-                if node in self.active and name not in self.he.sealed:
-                    self.drop(
-                        node,
-                        step="he-keygen",
-                        reason=f"transport key refused by the dealer: {rejected.get(name, '-')}",
-                    )
-            self.audit.event(
-                "he.keys",
-                dealer=dealer,
-                key_digest=self.he.key_digest,
-                key_id=self.he.public.key_id,
-                recipients=sorted(self.he.sealed),
-                rejected=rejected,
-                parameters=params_summary(),
+        if not replies:
+            raise NotEnoughPartnersError(
+                f"the key dealer {dealer!r} did not run the key ceremony",
+                hint="check the dealer's node log (connected? peer keys pinned? audit key "
+                "set?) and resubmit, or name another privacy.key_dealer",
             )
-            self.outputs.event("encryption", dealer=dealer, key_digest=self.he.key_digest)
-            self.check_quorum("he-keygen")
-            return
-        raise NotEnoughPartnersError(
-            f"the key dealer {spec.privacy.key_dealer!r} did not run the key ceremony",
-            hint="check the dealer's node log (connected? peer keys pinned? audit key set?) "
-            "and resubmit, or name another privacy.key_dealer",
+        self.he = session_from_keygen(replies[0].meta, dealer=dealer)
+        rejected = validate_meta(replies[0].meta, KeygenReply).rejected
+        for name, node in by_name.items():
+            if node in self.active and name not in self.he.sealed:
+                self.drop(
+                    node,
+                    step="he-keygen",
+                    reason=f"transport key refused by the dealer: {rejected.get(name, '-')}",
+                )
+        self.audit.event(
+            "he.keys",
+            dealer=dealer,
+            key_digest=self.he.key_digest,
+            key_id=self.he.public.key_id,
+            recipients=sorted(self.he.sealed),
+            rejected=rejected,
+            parameters=params_summary(),
         )
+        self.outputs.event("encryption", dealer=dealer, key_digest=self.he.key_digest)
+        self.check_quorum("he-keygen")

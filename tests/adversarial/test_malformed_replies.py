@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from flwr.app import ConfigRecord
 
-from fedcollab.common.errors import ProtocolError
+from fedcollab.common.errors import NotEnoughPartnersError, ProtocolError
 from fedcollab.common.schema import DatasetSchema
 from fedcollab.common.serde import Payload
 from fedcollab.coordinator.audit import JobAudit
@@ -124,3 +124,24 @@ def test_a_malformed_vertical_reply_fails_the_job_naming_the_party(tmp_path: Pat
         drive(relay, spec, JobOutputs(tmp_path / "out"), run=world.run,
               offers=world.offers, masks=world.masks)  # fmt: skip
     assert "intersect" in relay.replies  # the PSI ran; the coordinator read its reply
+
+
+def test_a_key_dealer_that_cannot_deal_stops_the_job_with_what_to_do(tmp_path: Path) -> None:
+    """The spec's dealer is the only one partners take the key from (issue 14): when it
+    offers no valid transport key, the coordinator asks no other partner to deal and
+    the job stops, naming the dealer and what to do."""
+    names = ["a", "b", "c"]
+    spec = job(privacy={"encryption": "ckks", "aggregation": "ckks", "key_dealer": "c"},
+               min_partners=2)  # fmt: skip
+    sources = [write_partner(tmp_path / "data", n, seed=i) for i, n in enumerate(names)]
+    base, audit_config, policy = in_memory_federation(spec, sources, tmp_path)
+    grid = LyingGrid(base, liar="c", lie={"he_offer": "not-an-offer"})
+    roster = Roster(spec=spec, outputs=JobOutputs(tmp_path / "out"), audit=JobAudit(
+        audit_config, spec), policy=policy, all_nodes_online=True)  # fmt: skip
+    with task_identity():
+        roster.discover(grid)  # type: ignore[arg-type]
+        assert roster.names == ["a", "b"]
+        with pytest.raises(NotEnoughPartnersError, match="key dealer 'c' did not run") as err:
+            roster.setup_encryption(grid)  # type: ignore[arg-type]
+    assert "privacy.key_dealer" in str(err.value.hint)
+    assert roster.he is None
