@@ -44,9 +44,8 @@ coordinator's word:
 
 * ``ckks``: the key holder's receipt (:func:`compliance.contribution.sign_sum_receipt`)
   that these values are the sum of the signed answers to the request *this* node
-  answered at that step, signed by the spec's ``key_dealer`` when it names one (any
-  pinned partner otherwise: only the key holder can decrypt, so another partner's
-  receipt is a partner colluding with the coordinator).
+  answered at that step, signed by the spec's ``key_dealer`` (every encrypted
+  horizontal spec names one; only the key holder can decrypt).
 * ``masked``: the partner repeats the unmasking itself (:func:`privacy.secagg_unmask
   .unmask_sum`) from the survivors' masked inputs, each signed by its sender under the
   step's session, their signed advertisements, the survivor set and the revealed shares,
@@ -95,7 +94,7 @@ the centroids, which are those sums' quotients).
 
 *With one colluding partner* the coordinator chooses centroids again in every mode: the
 colluder's own reply can carry any counts and sums, and a colluding key holder can sign
-a receipt for any sum (in "ckks" only the spec's ``key_dealer`` when it names one).
+a receipt for any sum (in "ckks" only the spec's ``key_dealer``).
 
 *What no rule here stops*: exact sums of consecutive Lloyd steps. When, between two
 steps, exactly one row leaves one cluster for another (it happens near convergence),

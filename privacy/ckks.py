@@ -38,7 +38,9 @@ slots per ciphertext). The homomorphic encryption security standard
   the benchmarks' baseline: a flooded decryption of it would be too noisy.
 - ``wide`` (every plain "ckks" sum): primes (60, 60, 60), scale 2^60, sums below
   2^58 (sums of squared raw durations fit), error about 1e-15 at 10 partners; the
-  scale keeps the flooding noise of :mod:`privacy.flooding` below 1e-3 per value.
+  flooding noise of :mod:`privacy.flooding` is then 3e-6 (3 partners, 6 short
+  decryptions) to 1.6e-3 (100 partners, 200 decryptions of 1M values) per value,
+  growing as sqrt(partners x planned aggregates x ciphertexts).
 - ``limbs`` ("ckks+masked", :mod:`privacy.secagg_ckks`): primes (60, 40), scale
   2^19, integers below 2^39 (128 partners' 32-bit limbs), error <= 0.055 at 128
   partners (measured); decrypted to exact integers or refused, never released raw.
@@ -50,7 +52,8 @@ key at all; :meth:`PublicKeys.from_bytes` refuses any that carries a secret key.
 
 *Decryption leakage.* Exact CKKS decryptions returned to a party holding the
 ciphertexts give away the key (Li & Micciancio 2021, EUROCRYPT): a plain "ckks"
-decryptor floods (:mod:`privacy.flooding`, ``decrypt(flooding=sigma)``); rounding
+decryptor floods (:mod:`privacy.flooding`, ``decrypt(flooding=A)``, A the plan's
+aggregates); rounding
 to ``2^-(scale_bits - 20)`` is left for tests and benchmarks.
 """
 
