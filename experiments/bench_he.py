@@ -58,10 +58,11 @@ count, which leaves the relative error unchanged). The error is also
 reported in float32 ULPs at ``max|sum|``: from ``max|sum| >= 2^11`` a
 float32 step is at least one grid step, so the error stays below one ULP.
 
-Byte goals (15x, stretch 8x float32) are per reply. A ``compact`` ciphertext
-holds 4096 values in two polynomials of 8192 64-bit coefficients, so the
-floor is exactly 8x, approached only when the last ciphertext is full; a
-vector shorter than 4096 values still costs one whole ciphertext.
+Byte goals (15x, stretch 8x float32) are per reply. A fresh ``compact``
+ciphertext holds 4096 values in one polynomial of 8192 64-bit coefficients and
+the seed of the other (:mod:`privacy.ckks_wire`), so the floor is 4x, approached
+only when the last ciphertext is full; a vector shorter than 4096 values still
+costs one whole ciphertext.
 """
 
 from __future__ import annotations
@@ -282,7 +283,7 @@ def measure_size(
         "partners": partners,
         "repeats": repeats,
         "ciphertexts_per_reply": params.ciphertexts_for(size),
-        "slots_filled": (size + 1) / (params.ciphertexts_for(size) * params.slots),
+        "slots_filled": params.slots_for(size) / (params.ciphertexts_for(size) * params.slots),
         "bytes": {
             "float32_reference": float32,
             "plaintext_float64_reply": plain["reply_bytes"],
@@ -422,12 +423,13 @@ def _parameter_set(p: CkksParameters) -> dict[str, Any]:
         "rounding_grid": p.rounding_grid,
         "max_abs_sum": p.max_abs_sum,
         "max_abs_value_per_partner": p.max_abs_value,
-        # Two polynomials of N 8-byte words per data prime, over N/2 float32 values.
-        "byte_ratio_floor_vs_float32": 2
-        * p.poly_modulus_degree
+        # A fresh (seeded) ciphertext: one polynomial of N 8-byte words per data prime
+        # (privacy.ckks_wire), over N/2 slots of float32 values (two per complex slot
+        # under complex_pairs).
+        "byte_ratio_floor_vs_float32": p.poly_modulus_degree
         * 8
         * p.data_primes
-        / (p.slots * 4),
+        / (p.slots * (2 if p.complex_pairs else 1) * 4),
     }
 
 

@@ -28,8 +28,8 @@ Measured per (parameters, partners, dropout rate), in one run:
   three distinct ciphertexts are made and added in turn (the cost of ``add``
   does not depend on the values); dropouts only remove contributions.
 - *ckks+masked*: the masked protocol with its masked words encrypted as
-  32-bit limbs (:mod:`privacy.secagg_ckks`, ``limbs`` parameters, two slots per
-  value) and signed; the key holder verifies the signatures, recomputes the
+  32-bit limbs (:mod:`privacy.secagg_ckks`, ``limbs`` parameters, both limbs
+  of a value in one complex slot) and signed; the key holder verifies the signatures, recomputes the
   sum and decrypts it exactly (``key holder s``); the coordinator unmasks the
   decrypted total. Partner time = the masked protocol's + encryption.
 

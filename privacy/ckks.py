@@ -33,8 +33,8 @@ is as short as the values allow; every set uses ring degree N = 8192 (4096
 slots per ciphertext). The homomorphic encryption security standard
 (Albrecht et al. 2018, homomorphicencryption.org) allows log2 q <= 218 for
 128-bit classical security at N = 8192 (ternary secret); ours: 100 or 180 bits.
-- ``compact``: primes (60, 40), scale 2^32, 2 x 8192 x 8 bytes per 4096 values
-  (8x float32), sums below 2^26, error up to 6.7e-7 at 10 partners (measured). Only
+- ``compact``: primes (60, 40), scale 2^32, 8192 x 8 bytes per 4096 values sent
+  seeded (4x float32; a sum 8x), sums below 2^26, error up to 6.7e-7 at 10 partners (measured). Only
   the benchmarks' baseline: a flooded decryption of it would be too noisy.
 - ``wide`` (every plain "ckks" sum): primes (60, 60, 60), scale 2^60, sums below
   2^58 (sums of squared raw durations fit), error about 1e-15 at 10 partners; the
@@ -42,12 +42,14 @@ slots per ciphertext). The homomorphic encryption security standard
   decryptions) to 1.6e-3 (100 partners, 200 decryptions of 1M values) per value,
   growing as sqrt(partners x planned aggregates x ciphertexts).
 - ``limbs`` ("ckks+masked", :mod:`privacy.secagg_ckks`): primes (60, 40), scale
-  2^19, integers below 2^39 (128 partners' 32-bit limbs), error <= 0.055 at 128
-  partners (measured); decrypted to exact integers or refused, never released raw.
+  2^19, integers below 2^39 (128 partners' 32-bit limbs), both limbs of a word in one
+  complex slot, error <= 0.054 at 128 partners (the worst patterns a red team found);
+  decrypted to exact integers or refused, never released raw.
 
 *Symmetric encryption.* Every encrypting partner holds the secret key, so
 ciphertexts are made with it (SEAL's symmetric mode): about 3x faster and less
-noisy than public-key encryption (measured). The coordinator's contexts carry no
+noisy than public-key encryption (measured), and sent seeded, at half the bytes
+(:mod:`privacy.ckks_wire`; a sum travels at full size). The coordinator's contexts carry no
 key at all; :meth:`PublicKeys.from_bytes` refuses any that carries a secret key.
 
 *Decryption leakage.* Exact CKKS decryptions returned to a party holding the
@@ -73,6 +75,7 @@ import tenseal as ts
 import tenseal.sealapi as sealapi
 
 from fedcollab.common.errors import CiphertextError
+from fedcollab.privacy.ckks_wire import encrypt_seeded, layout
 from fedcollab.privacy.flooding import gaussian, noise_key, slot_sigma
 
 __all__ = [
@@ -94,6 +97,9 @@ class CkksParameters:
     partner_headroom_bits: int = 7
     #: Exact integers (``limbs``): decryptions are rounded to integers, or refused.
     integers: bool = False
+    #: A vector of even length ``L`` travels as ``L/2`` complex slots (value ``j`` the
+    #: real part, value ``L/2 + j`` the imaginary part): half the ciphertexts.
+    complex_pairs: bool = False
 
     @property
     def slots(self) -> int:
@@ -129,8 +135,18 @@ class CkksParameters:
             scale_bits=self.scale_bits,
         )
 
+    def slots_for(self, length: int) -> int:
+        """Slots a vector of ``length`` values fills, with the contribution slot."""
+        return (length // 2 if self.complex_pairs else length) + 1
+
+    @property
+    def max_ciphertext_bytes(self) -> int:
+        """Bytes of one serialized two-polynomial ciphertext of this set, with room for
+        SEAL's header and seed; a fresh (seeded) one takes about half."""
+        return 2 * self.data_primes * self.poly_modulus_degree * 8 + 1024
+
     def ciphertexts_for(self, length: int) -> int:
-        return math.ceil((length + 1) / self.slots)
+        return math.ceil(self.slots_for(length) / self.slots)
 
     def new_context(self) -> ts.Context:
         ctx = ts.context(
@@ -146,7 +162,7 @@ class CkksParameters:
 PARAMETER_SETS: Mapping[str, CkksParameters] = {
     "compact": CkksParameters("compact", 8192, (60, 40), 32),
     "wide": CkksParameters("wide", 8192, (60, 60, 60), 60),
-    "limbs": CkksParameters("limbs", 8192, (60, 40), 19, integers=True),
+    "limbs": CkksParameters("limbs", 8192, (60, 40), 19, integers=True, complex_pairs=True),
 }
 
 _MAGIC = b"FCCKKS1\n"
@@ -258,33 +274,57 @@ class PublicKeys:
         return any(c.has_secret_key() or c.is_private() for c in self._contexts.values())
 
     def load(self, blob: bytes, *, params: str, length: int) -> ts.CKKSVector:
-        """Deserialise one encrypted vector and check it has exactly the expected shape."""
+        """Deserialise one encrypted vector and check it has exactly the expected shape.
+
+        The layout (chunk sizes, number and byte length of the ciphertexts) is checked
+        before TenSEAL parses anything, so a message cannot make SEAL expand more than
+        the expected number of ciphertexts: a compressed one can still declare up to
+        SEAL's 16 polynomials, at most 8x a whole sum's memory before it is refused."""
         p = _params(params)
         ctx = self._contexts[p.name]
+
+        def unparsable(exc: Exception) -> CiphertextError:
+            return CiphertextError(
+                f"ciphertext does not parse under the job's {p.name} CKKS parameters ({exc})",
+                hint="the partner used other parameters or sent a corrupted message",
+            )
+
+        try:
+            sizes, lengths = layout(blob)
+        except ValueError as exc:
+            raise unparsable(exc) from exc
+        filled = p.slots_for(length)
+        expected = [p.slots] * (filled // p.slots) + (
+            [filled % p.slots] if filled % p.slots else []
+        )
+        if sizes != expected or len(lengths) != len(expected):
+            raise CiphertextError(
+                f"{len(lengths)} ciphertexts whose chunks hold {sizes[:3]}... slots, expected "
+                f"{len(expected)} holding {expected[:3]}...",
+                hint="the partner packed its vector differently (another fedcollab version?)",
+            )
+        if max(lengths, default=0) > p.max_ciphertext_bytes:
+            raise CiphertextError(
+                f"a ciphertext of {max(lengths)} bytes, at most {p.max_ciphertext_bytes} "
+                f"in the {p.name} set",
+                hint="the partner sent something other than a CKKS vector; refused",
+            )
         try:
             vec = ts.ckks_vector_from(ctx, blob)
         except (ValueError, RuntimeError, TypeError) as exc:
-            raise CiphertextError(
-                f"ciphertext does not parse under the job's {p.name} CKKS parameters ({exc})",
-                hint="the partner used other parameters or sent a corrupted message",
-            ) from exc
-        if vec.size() != length + 1:
-            raise CiphertextError(
-                f"ciphertext holds {vec.size()} values, expected {length + 1}",
-                hint="the partner encrypted another step's vector",
-            )
-        parts = vec.ciphertext()
-        if len(parts) != p.ciphertexts_for(length):
-            raise CiphertextError(
-                f"{len(parts)} ciphertexts, expected {p.ciphertexts_for(length)}",
-                hint="the partner packed its vector differently (another fedcollab version?)",
-            )
+            raise unparsable(exc) from exc
         scale = float(2**p.scale_bits)
-        for ct in parts:
-            if ct.size() != 2 or ct.coeff_modulus_size() != p.data_primes or ct.scale != scale:
+        for ct in vec.ciphertext():
+            if (
+                ct.size() != 2
+                or ct.coeff_modulus_size() != p.data_primes
+                or ct.scale != scale
+                or not ct.is_ntt_form()
+            ):
                 raise CiphertextError(
-                    f"ciphertext is not a fresh {p.name} CKKS encryption "
-                    f"(size {ct.size()}, {ct.coeff_modulus_size()} primes, scale {ct.scale:g})",
+                    f"ciphertext is not a fresh {p.name} CKKS encryption (size {ct.size()}, "
+                    f"{ct.coeff_modulus_size()} primes, scale {ct.scale:g}, "
+                    f"NTT form {ct.is_ntt_form()})",
                     hint="the partner used other CKKS parameters",
                 )
         return vec
@@ -343,8 +383,16 @@ class SecretKeys:
                 hint="the update is out of range for encrypted aggregation; "
                 "lower the learning rate or standardise the data",
             )
-        data: bytes = ts.ckks_vector(self._contexts[p.name], [*vec.tolist(), 1.0]).serialize()
-        return data
+        values: list[float] | list[complex] = [*vec.tolist(), 1.0]
+        if p.complex_pairs:
+            if vec.size % 2:
+                raise CiphertextError(
+                    f"the {p.name} CKKS set packs values in pairs; got {vec.size} values",
+                    hint="encrypt an even number of values (privacy.secagg_ckks limbs are)",
+                )
+            half = vec.size // 2
+            values = [*(vec[:half] + 1j * vec[half:]).tolist(), 1.0 + 0.0j]
+        return encrypt_seeded(self._contexts[p.name], values, scale=float(2**p.scale_bits))
 
     def decrypt(
         self,
@@ -374,6 +422,8 @@ class SecretKeys:
             # The slot is flooded too: 10 widths (a wrong key gives noise of ~2^60).
             queries = flooding * p.ciphertexts_for(length)
             tolerance += 10 * p.flooding_width(contributors=contributors, decryptions=queries)
+        elif p.complex_pairs:
+            values = self._pairs(vec, p)
         else:
             values = np.asarray(vec.decrypt(), dtype=np.float64)
         if not p.integers:
@@ -399,6 +449,28 @@ class SecretKeys:
         grid = p.rounding_grid
         result: np.ndarray = np.round(values[:-1] / grid) * grid
         return result
+
+    def _pairs(self, vec: ts.CKKSVector, p: CkksParameters) -> np.ndarray:
+        """A ``complex_pairs`` vector decrypted: real parts, imaginary parts, then the
+        contribution slot's real part (its imaginary part must hold 0)."""
+        ctx = self._contexts[p.name]
+        seal = ctx.seal_context().data
+        encoder, decryptor = (
+            sealapi.CKKSEncoder(seal),
+            sealapi.Decryptor(seal, ctx.secret_key().data),
+        )
+        out = []
+        for ct in vec.ciphertext():
+            plain = sealapi.Plaintext()
+            decryptor.decrypt(ct, plain)
+            out.append(np.asarray(encoder.decode_complex(plain), dtype=np.complex128))
+        z = np.concatenate(out)[: vec.size()]
+        if not abs(z[-1].imag) <= 0.25:  # a fresh contribution slot is 1 + 0i
+            raise CiphertextError(
+                f"the contribution slot's imaginary part holds {z[-1].imag:.4g}, not 0",
+                hint="a contribution was not made by fedcollab's encryption; refused",
+            )
+        return np.concatenate([z[:-1].real, z[:-1].imag, z[-1:].real])
 
     def _flooded(
         self, vec: ts.CKKSVector, p: CkksParameters, *, contributors: int, decryptions: int,
@@ -454,10 +526,14 @@ class EncryptedSum:
     def add(self, blob: bytes) -> None:
         """Validate and add one partner's ciphertext; a refused one adds nothing."""
         vec = self._public.load(blob, params=self._params, length=self._length)
-        if self._total is None:
-            self._total = vec
-        else:
-            self._total.add_(vec)
+        try:  # into a new vector, kept only if the whole sum succeeded
+            total = vec if self._total is None else self._total + vec
+        except (ValueError, RuntimeError, TypeError) as exc:
+            raise CiphertextError(
+                f"ciphertext does not add to the {self._params} sum ({exc})",
+                hint="the partner sent a ciphertext of other parameters; refused",
+            ) from exc
+        self._total = total
         self._count += 1
 
     def serialize(self) -> bytes:

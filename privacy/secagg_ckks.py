@@ -25,15 +25,18 @@ Notes
 *Limbs.* 32-bit limbs keep every slot of a sum of at most 128 partners
 below 2^39. They travel under the ``limbs`` parameters (:mod:`privacy.ckks`:
 one 60-bit prime, scale 2^19), which decrypt such a sum with a maximum error
-measured at 0.055 (128 partners, the worst limb patterns a red team tried, e.g.
-0 and 2^32 - 1 alternating; 0.017 for uniform limbs, which masked words are): 4.5x
-inside the 1/4 this module tolerates before refusing
+measured at 0.054 (128 partners all sending the worst periodic limb pattern a red team
+found on 2026-12-07, both limbs of a word in one complex slot; 0.017 for uniform limbs,
+which masked words are): 4.6x inside the 1/4 this module tolerates before refusing
 (:class:`CkksMaskedSumError`), so rounding recovers the integers exactly. A
 whole 64-bit word per slot does not fit: float64 encoding loses integers
 beyond about 2^44 (measured: at 2^44 the error breaks even the contribution
-slot). Bytes: two slots per value, each ciphertext one prime wide, i.e. twice
-the ``compact`` CKKS reply (until 2026-12-06 the limbs used the three-prime
-``wide`` set: four times).
+slot). Bytes: the two limbs of a word share one complex slot (the ``limbs`` set's
+``complex_pairs``: the low limb the real part, the high limb the imaginary part;
+``tests/privacy/test_secagg_ckks.py`` fails beyond 0.1 at 128 partners), each
+ciphertext one prime wide and sent seeded (:mod:`privacy.ckks_wire`): 16 bytes per
+word, twice a float64 word (until 2026-12-07 one limb per real slot, unseeded: eight
+times; until 2026-12-06 the three-prime ``wide`` set: sixteen).
 
 *Rounding instead of flooding.* Li & Micciancio (2021, EUROCRYPT) recover
 the CKKS key from exact decryptions. Here a recovered key only lets its

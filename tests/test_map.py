@@ -498,6 +498,10 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         "federation); `fedcollab run` from the wheel",
     ),
     # --- privacy/ --------------------------------------------------------------------
+    "privacy/ckks_wire.py": (
+        ("tests/privacy/test_privacy_ckks.py",),
+        "seeded fresh ciphertexts at half the bytes, loaded, summed and decrypted by TenSEAL",
+    ),
     "privacy/secagg_messages.py": (
         ("tests/privacy/test_secagg_wire.py",),
         "every message of a session round-trips; malformed ones refused",

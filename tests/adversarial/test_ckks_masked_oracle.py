@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import json
+import tempfile
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tenseal.sealapi as sealapi
 
 from fedcollab.common.jobspec import JobSpec
 from fedcollab.common.serde import Payload
@@ -42,6 +44,7 @@ from fedcollab.compliance.trail import Trail
 from fedcollab.coordinator.encryption import HeSession, session_from_keygen
 from fedcollab.federation.inmemory import in_memory_federation
 from fedcollab.privacy.ckks import EncryptedSum
+from fedcollab.privacy.ckks_wire import _CKKSVectorProto
 from fedcollab.privacy.envelope import Envelope
 from fedcollab.privacy.secagg_ckks import PARAMS
 from fedcollab.privacy.secagg_unmask import route_shares
@@ -52,8 +55,34 @@ from tests.support.partners import SCHEMA, make_partner
 warnings.filterwarnings("ignore", message=".*does not fit in a single ciphertext.*")
 
 NAMES = ("a", "b", "c")
-#: Slots of one "ckks+masked" moments reply: every masked word as two 32-bit limbs.
+#: Values of one "ckks+masked" moments reply: every masked word as two 32-bit limbs (in
+#: one complex slot each, privacy.ckks "limbs").
 LIMBS = 2 * MOMENTS_LENGTH
+
+
+def _plus_complex(public: Any, blob: bytes, offset: Sequence[float]) -> bytes:
+    """A "limbs" vector plus a plaintext, slot by slot through SEAL: value ``j`` of
+    ``offset`` into slot ``j``'s real part, value ``L/2 + j`` into its imaginary part (the
+    set's ``complex_pairs``), the last into the contribution slot. Needs no key."""
+    half = (len(offset) - 1) // 2
+    z = [complex(offset[j], offset[half + j]) for j in range(half)] + [complex(offset[-1])]
+    seal = public._contexts[PARAMS].seal_context().data
+    encoder, evaluator = sealapi.CKKSEncoder(seal), sealapi.Evaluator(seal)
+    msg = _CKKSVectorProto()
+    msg.ParseFromString(blob)
+    slots = encoder.slot_count()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "ct")
+        for i, raw in enumerate(list(msg.ciphertexts)):
+            Path(path).write_bytes(raw)
+            ct = sealapi.Ciphertext()
+            ct.load(seal, path)
+            plain = sealapi.Plaintext()
+            encoder.encode(z[i * slots : (i + 1) * slots], ct.parms_id(), ct.scale, plain)
+            evaluator.add_plain_inplace(ct, plain)
+            ct.save(path)
+            msg.ciphertexts[i] = Path(path).read_bytes()
+    return bytes(msg.SerializeToString())
 
 
 def _b64(raw: bytes) -> str:
@@ -73,9 +102,8 @@ class MaskedJob:
     def plus(self, blob: bytes, offset: Sequence[float]) -> bytes:
         """``blob`` plus a plaintext (``LIMBS`` values and the contribution slot): what
         the coordinator adds without any key."""
-        vec = self.session.public.load(blob, params=PARAMS, length=LIMBS)
-        vec.add_(list(offset))
-        return bytes(vec.serialize())
+        self.session.public.load(blob, params=PARAMS, length=LIMBS)  # the shape checks
+        return _plus_complex(self.session.public, blob, offset)
 
     def sum_of(self, blobs: Iterable[bytes]) -> bytes:
         total = EncryptedSum(self.session.public, params=PARAMS, length=LIMBS)

@@ -13,6 +13,9 @@ from hypothesis import strategies as st
 
 from fedcollab.common.errors import CiphertextError
 from fedcollab.privacy.ckks import PARAMETER_SETS, EncryptedSum, PublicKeys, SecretKeys
+from fedcollab.privacy.ckks_wire import encrypt_seeded
+
+LIMBS = PARAMETER_SETS["limbs"]
 
 warnings.filterwarnings("ignore", message=".*does not fit in a single ciphertext.*")
 
@@ -78,20 +81,83 @@ def test_security_constants_within_the_he_standard() -> None:
 
 def test_limbs_parameters_carry_exact_integers(keys: SecretKeys) -> None:
     """The "limbs" set (ckks+masked): sums of 32-bit limbs decrypt to the exact integers at
-    the largest values; a sum that is not integers is refused, never returned raw (exact
-    CKKS decryptions give the key away, Li & Micciancio 2021)."""
-    top = np.full(4095, 2.0**32 - 1)
+    the largest values, in both halves of the complex slots (values j and L/2 + j share a
+    slot); a sum that is not integers is refused, never returned raw (exact CKKS
+    decryptions give the key away, Li & Micciancio 2021)."""
+    length = 2 * (LIMBS.slots - 1)  # one full ciphertext: 4095 pairs and the count
+    top = np.full(length, 2.0**32 - 1)
     rng = np.random.default_rng(5)
-    mixed = rng.integers(0, 2**32, size=4095).astype(np.float64)
-    got = keys.decrypt(
-        _sum(keys, [top] * 8 + [mixed] * 8, "limbs"), params="limbs", length=4095, contributors=16
-    )
+    mixed = rng.integers(0, 2**32, size=length).astype(np.float64)
+    blob = _sum(keys, [top] * 8 + [mixed] * 8, "limbs")
+    assert keys.public().load(blob, params="limbs", length=length).size() == LIMBS.slots
+    got = keys.decrypt(blob, params="limbs", length=length, contributors=16)
     assert np.array_equal(got, 8 * top + 8 * mixed)
-    reals = _sum(keys, [np.array([0.5, 1.25, 3.0])] * 2, "limbs")
+    reals = _sum(keys, [np.array([0.5, 1.25, 3.0, 2.0])] * 2, "limbs")
     with pytest.raises(CiphertextError, match="not close to integers"):
-        keys.decrypt(reals, params="limbs", length=3, contributors=2)
+        keys.decrypt(reals, params="limbs", length=4, contributors=2)
     with pytest.raises(CiphertextError, match="exceeds the limbs CKKS range"):
-        keys.encrypt(np.array([2.0**33]), params="limbs")
+        keys.encrypt(np.array([2.0**33, 0.0]), params="limbs")
+    with pytest.raises(CiphertextError, match="packs values in pairs"):
+        keys.encrypt(np.array([1.0, 2.0, 3.0]), params="limbs")
+    # A contribution slot of 1 + 1i (not fedcollab's encryption) is refused, not dropped.
+    odd = encrypt_seeded(keys._contexts["limbs"], [3 + 4j, 1 + 1j], scale=2.0**19)
+    with pytest.raises(CiphertextError, match="imaginary part"):
+        keys.decrypt(odd, params="limbs", length=2, contributors=1)
+    assert keys.decrypt(
+        encrypt_seeded(keys._contexts["limbs"], [3 + 4j, 1 + 0j], scale=2.0**19),
+        params="limbs", length=2, contributors=1,
+    ).tolist() == [3.0, 4.0]  # fmt: skip
+
+
+def test_seeded_vectors_load_in_tenseal_and_need_the_secret_key(keys: SecretKeys) -> None:
+    """``encrypt_seeded`` writes TenSEAL's own CKKSVectorProto: ``ts.ckks_vector_from``
+    loads it with its chunk sizes and decrypts what TenSEAL's encryption would; a context
+    without the secret key cannot make one (it would need public-key encryption)."""
+    ctx = keys._contexts["wide"]
+    values = np.linspace(-3.0, 3.0, PARAMETER_SETS["wide"].slots + 5)
+    vec = ts.ckks_vector_from(ctx, encrypt_seeded(ctx, values.tolist(), scale=2.0**60))
+    assert vec.size() == values.size and len(vec.ciphertext()) == 2
+    assert np.allclose(vec.decrypt(), values, atol=1e-9)
+    public = keys.public()._contexts["wide"]
+    with pytest.raises(ValueError, match="secret key"):
+        encrypt_seeded(public, [1.0], scale=2.0**60)
+
+
+def test_a_vector_with_other_chunk_sizes_is_refused(keys: SecretKeys) -> None:
+    """TenSEAL decrypts chunk i into its first sizes[i] slots: a partner declaring a short
+    first chunk (same total) would move values to slots the decoders do not read; the
+    loader refuses any layout but full ciphertexts and a last partial one."""
+    from fedcollab.privacy.ckks_wire import _CKKSVectorProto
+
+    wide = PARAMETER_SETS["wide"]
+    v = np.ones(wide.slots + 10)
+    blob = keys.encrypt(v, params="wide")
+    msg = _CKKSVectorProto()
+    msg.ParseFromString(blob)
+    assert list(msg.sizes) == [wide.slots, 11]
+    msg.sizes[:] = [wide.slots - 5, 16]
+    with pytest.raises(CiphertextError, match="chunks hold"):
+        keys.public().load(msg.SerializeToString(), params="wide", length=v.size)
+    with pytest.raises(CiphertextError, match="does not parse"):
+        keys.public().load(b"\xff" * 64, params="wide", length=v.size)
+
+
+def test_fresh_ciphertexts_travel_seeded_and_sums_at_full_size(keys: SecretKeys) -> None:
+    """A fresh encryption carries one polynomial per ciphertext and a seed
+    (privacy.ckks_wire); TenSEAL loads it, and a sum, a new ciphertext, carries both."""
+    wide = PARAMETER_SETS["wide"]
+    poly_bytes = wide.poly_modulus_degree * wide.data_primes * 8
+    v = np.linspace(-1.0, 1.0, 3 * wide.slots)
+    fresh = keys.encrypt(v, params="wide")
+    n = wide.ciphertexts_for(v.size)
+    assert n * poly_bytes < len(fresh) < n * poly_bytes * 1.01
+    total = EncryptedSum(keys.public(), params="wide", length=v.size)
+    total.add(fresh)
+    total.add(keys.encrypt(v, params="wide"))
+    summed = total.serialize()
+    assert 2 * n * poly_bytes < len(summed) < 2 * n * poly_bytes * 1.01
+    got = keys.decrypt(summed, params="wide", length=v.size, contributors=2)
+    assert np.allclose(got, 2 * v, atol=1e-5)
 
 
 def test_public_keys_hold_no_secret_key(keys: SecretKeys) -> None:
