@@ -69,11 +69,13 @@ from fedcollab.common.schema import DatasetSchema
 __all__ = [
     "GOAL",
     "breakdown",
+    "exchange_floor",
     "main",
     "n_features",
     "partner_steps",
     "reply_bytes",
     "round_times",
+    "second_exchanges",
     "store_in_bench_he",
 ]
 
@@ -133,6 +135,51 @@ def breakdown(mode: Mapping[str, Any]) -> dict[str, float]:
     out = {"to_partner_code_s": statistics.median(start), "partner_work_s": statistics.median(work)}
     if hop:
         out["decryption_hop_s"] = statistics.median(hop)
+    second = second_exchanges(mode["partner_steps_s"], rounds=range(2, max(at) + 1))
+    if second:
+        out["second_exchange_s"] = statistics.median(second)
+    return out
+
+
+def second_exchanges(
+    partner_steps: Mapping[str, Mapping[str, Mapping[str, float]]], *, rounds: Iterable[int]
+) -> list[float]:
+    """Per round of a masked mode: the last partner's masked input sent -> the last
+    partner's unmasking reply sent (the partners' own logs). The unmasking is an exchange
+    with next to no work at the partner (Shamir shares it holds), so this is what one more
+    exchange per step costs in this deployment, coordinator work included.
+
+    >>> second_exchanges({"a": {"round-2": {"data.sent": 1.0},
+    ...                         "round-2.secagg-unmask": {"data.sent": 1.25}}}, rounds=[2])
+    [0.25]
+    """
+    out = []
+    for r in rounds:
+        sent = [s.get(f"round-{r}", {}).get("data.sent") for s in partner_steps.values()]
+        unmask = [
+            s.get(f"round-{r}.secagg-unmask", {}).get("data.sent") for s in partner_steps.values()
+        ]
+        if sent and unmask and None not in sent and None not in unmask:
+            out.append(
+                max(x for x in unmask if x is not None) - max(x for x in sent if x is not None)
+            )
+    return out
+
+
+def exchange_floor(modes: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """The least round any protocol with a second exchange per step can reach, as a
+    multiple of the plaintext round ``P`` of this run: ``(P + E) / P``, with ``E`` the
+    masked mode's measured unmasking exchange (:func:`second_exchanges`), and with ``E``
+    estimated as the plaintext round's own exchange (``P`` less the partners' work).
+    docs/secure_aggregation.md ("Why a masked step needs two exchanges") shows that every
+    dropout-tolerant protocol secure against a malicious coordinator needs the second
+    exchange when a step's input depends on the previous step's sum, as FedAvg's does."""
+    p = modes["plaintext"]["median_round_s"]
+    own = p - modes["plaintext"]["breakdown_s"]["partner_work_s"]
+    out = {"plaintext_round_s": p, "plaintext_exchange_s": own, "floor_estimated": (p + own) / p}
+    second = modes.get("masked", {}).get("breakdown_s", {}).get("second_exchange_s")
+    if second is not None:
+        out.update(masked_second_exchange_s=second, floor_measured=(p + second) / p)
     return out
 
 
@@ -311,6 +358,7 @@ def run(
             k.removesuffix("_s"): modes["encrypted"][k] / modes["plaintext"][k]
             for k in ("median_round_s", "job_wall_time_s", "submit_to_end_s")
         },
+        "exchange_floor": exchange_floor(modes),
         "goal": {
             "goal": "encrypted round <= 2x plaintext round (median of rounds 2..4)",
             "value": ratio,
@@ -365,6 +413,13 @@ def render(res: Mapping[str, Any]) -> Table:
             f"{mode}: median round / AUC", f"{m['median_round_s']:.2f} s", f"{m['test_auc']:.4f}",
             f"{goal['value']:.2f}x (goal <= {goal['target']:g}x: "
             f"{'met' if goal['passed'] else 'not met'})",
+        )  # fmt: skip
+    floor = res.get("exchange_floor")
+    if floor and "floor_measured" in floor:
+        table.add_row(
+            "floor: plaintext round + one exchange", f"{floor['plaintext_round_s']:.2f} s",
+            f"+ {floor['masked_second_exchange_s']:.2f} s",
+            f"{floor['floor_measured']:.2f}x (estimated {floor['floor_estimated']:.2f}x)",
         )  # fmt: skip
     return table
 

@@ -1,0 +1,50 @@
+"""experiments/bench_he_deployment.py: the round breakdown and the second-exchange floor,
+from partner logs shaped as the benchmark reads them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from experiments.bench_he_deployment import breakdown, exchange_floor, second_exchanges
+
+
+def _masked_mode() -> dict[str, Any]:
+    """Rounds 1..3 of a masked job: replies at r + 0.1 / r + 0.2, unmasking replies at
+    r + 0.5 / r + 0.45, next requests received 0.2 s after each ``round`` event."""
+    steps: dict[str, dict[str, dict[str, float]]] = {"a": {}, "b": {}}
+    for r in (1, 2, 3):
+        steps["a"][f"round-{r}"] = {"request.received": r - 0.8, "data.sent": r + 0.1}
+        steps["b"][f"round-{r}"] = {"request.received": r - 0.8, "data.sent": r + 0.2}
+        steps["a"][f"round-{r}.secagg-unmask"] = {"request.received": r + 0.4, "data.sent": r + 0.5}
+        steps["b"][f"round-{r}.secagg-unmask"] = {
+            "request.received": r + 0.4,
+            "data.sent": r + 0.45,
+        }
+    timeline = [{"event": "round", "round": r, "t": r - 1.0} for r in (1, 2, 3)]
+    return {"timeline_s": timeline, "partner_steps_s": steps}
+
+
+def test_the_second_exchange_runs_from_the_last_input_to_the_last_unmasking() -> None:
+    got = second_exchanges(_masked_mode()["partner_steps_s"], rounds=[2, 3])
+    assert got == pytest.approx([0.3, 0.3])
+    # A round some partner has not logged both steps of is left out, not guessed.
+    partial = _masked_mode()["partner_steps_s"]
+    del partial["b"]["round-3.secagg-unmask"]
+    assert second_exchanges(partial, rounds=[2, 3]) == pytest.approx([0.3])
+    assert breakdown(_masked_mode())["second_exchange_s"] == pytest.approx(0.3)
+
+
+def test_the_floor_adds_one_exchange_to_the_plaintext_round() -> None:
+    modes = {
+        "plaintext": {"median_round_s": 0.4, "breakdown_s": {"partner_work_s": 0.1}},
+        "masked": {"median_round_s": 1.0, "breakdown_s": {"second_exchange_s": 0.3}},
+    }
+    floor = exchange_floor(modes)
+    assert floor["floor_estimated"] == pytest.approx((0.4 + 0.3) / 0.4)
+    assert floor["floor_measured"] == pytest.approx((0.4 + 0.3) / 0.4)
+    modes["masked"]["breakdown_s"] = {"second_exchange_s": 0.5}
+    assert exchange_floor(modes)["floor_measured"] == pytest.approx(2.25)
+    del modes["masked"]
+    assert "floor_measured" not in exchange_floor(modes)
