@@ -48,3 +48,40 @@ def test_the_floor_adds_one_exchange_to_the_plaintext_round() -> None:
     assert exchange_floor(modes)["floor_measured"] == pytest.approx(2.25)
     del modes["masked"]
     assert "floor_measured" not in exchange_floor(modes)
+
+
+def test_the_readme_row_states_the_floor_beside_the_goals() -> None:
+    from experiments.readme_rows import ROWS
+
+    def mode(seconds: float) -> dict[str, Any]:
+        return {"median_round_s": seconds, "test_auc": 0.9157}
+
+    result: dict[str, Any] = {
+        "partners": ["a", "b", "c"],
+        "model": {"parameters": 99393},
+        "job": {"rounds": 4},
+        "repeats": 2,
+        "machine": {"cpus": 2, "loadavg_1min_at_start": 1.0, "loadavg_1min_at_end": 1.5},
+        "modes": {"plaintext": mode(0.33), "encrypted": mode(0.96), "masked": mode(0.77)},
+        "goal": {"value": 2.9, "target": 2.0, "passed": False},
+        "goals": [
+            {
+                "goal": "masked round <= 1.3x plaintext round",
+                "value": 2.33,
+                "target": 1.3,
+                "passed": False,
+            }
+        ],
+        "ratio_encrypted_to_plaintext": {"job_wall_time": 1.6},
+        "bytes": {"ciphertext": 3_282_186, "plaintext_float64": 811_176},
+        "exchange_floor": {
+            "masked_second_exchange_s": 0.29,
+            "floor_measured": 1.88,
+            "floor_estimated": 1.73,
+        },
+    }
+    _, text = ROWS["bench_he_deployment"](result)
+    assert "masked round 0.8 s = 2.33x plaintext (goal 1.3x **not met**" in text
+    assert "masked unmasking exchange, 0.29 s): 1.88x, 1.73x with the plaintext" in text
+    del result["exchange_floor"]
+    assert "floor" not in ROWS["bench_he_deployment"](result)[1]
