@@ -8,7 +8,8 @@ looks its records up several times outside that context (``HttpGrid.push_message
 and ``run_clientapp.push_message`` take ``message.object_id`` first, then push inside
 the context, where the record is deflated again for the tree and for the push). Every
 fedcollab message body is one ``ConfigRecord`` (:mod:`common.serde`), and a
-``ckks+masked`` body carries a 3.3 MB ciphertext: py-spy put about a third of the
+``ckks+masked`` body then carried a 3.3 MB ciphertext (1.6 MB since it is seeded
+and complex-packed, privacy/ckks_wire.py): py-spy put about a third of the
 ServerApp's and of a partner executor's busy time in ``ConfigRecord.deflate``
 (``experiments/bench_he_deployment.py``), where the previous ``ArrayRecord`` layout's
 ``Array`` objects keep their id.

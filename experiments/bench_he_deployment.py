@@ -69,9 +69,9 @@ from fedcollab.common.schema import DatasetSchema
 __all__ = [
     "GOAL",
     "breakdown",
-    "exchange_floor",
     "main",
     "n_features",
+    "one_more_exchange",
     "partner_steps",
     "reply_bytes",
     "round_times",
@@ -166,20 +166,23 @@ def second_exchanges(
     return out
 
 
-def exchange_floor(modes: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
-    """The least round any protocol with a second exchange per step can reach, as a
-    multiple of the plaintext round ``P`` of this run: ``(P + E) / P``, with ``E`` the
-    masked mode's measured unmasking exchange (:func:`second_exchanges`), and with ``E``
-    estimated as the plaintext round's own exchange (``P`` less the partners' work).
-    docs/secure_aggregation.md ("Why a masked step needs two exchanges") shows that every
-    dropout-tolerant protocol secure against a malicious coordinator needs the second
-    exchange when a step's input depends on the previous step's sum, as FedAvg's does."""
+def one_more_exchange(modes: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """The plaintext round ``P`` of this run plus one more exchange ``E``, as a multiple of
+    ``P``: ``(P + E) / P``, with ``E`` the masked mode's measured unmasking exchange
+    (:func:`second_exchanges`, this implementation's, coordinator work included), and with
+    ``E`` the plaintext round's own exchange (``P`` less the partners' work).
+
+    An estimate of what a second exchange per step costs here, not a bound: runs vary
+    with the load (docs/secure_aggregation.md records masked rounds of 1.53-2.55x), and
+    another implementation's exchange may cost less. docs/secure_aggregation.md ("Why a
+    masked step needs two exchanges") shows that a dropout-tolerant protocol secure
+    against a malicious coordinator needs the second exchange."""
     p = modes["plaintext"]["median_round_s"]
     own = p - modes["plaintext"]["breakdown_s"]["partner_work_s"]
-    out = {"plaintext_round_s": p, "plaintext_exchange_s": own, "floor_estimated": (p + own) / p}
+    out = {"plaintext_round_s": p, "plaintext_exchange_s": own, "ratio_own_exchange": (p + own) / p}
     second = modes.get("masked", {}).get("breakdown_s", {}).get("second_exchange_s")
     if second is not None:
-        out.update(masked_second_exchange_s=second, floor_measured=(p + second) / p)
+        out.update(masked_second_exchange_s=second, ratio_masked_exchange=(p + second) / p)
     return out
 
 
@@ -358,7 +361,7 @@ def run(
             k.removesuffix("_s"): modes["encrypted"][k] / modes["plaintext"][k]
             for k in ("median_round_s", "job_wall_time_s", "submit_to_end_s")
         },
-        "exchange_floor": exchange_floor(modes),
+        "one_more_exchange": one_more_exchange(modes),
         "goal": {
             "goal": "encrypted round <= 2x plaintext round (median of rounds 2..4)",
             "value": ratio,
@@ -414,12 +417,13 @@ def render(res: Mapping[str, Any]) -> Table:
             f"{goal['value']:.2f}x (goal <= {goal['target']:g}x: "
             f"{'met' if goal['passed'] else 'not met'})",
         )  # fmt: skip
-    floor = res.get("exchange_floor")
-    if floor and "floor_measured" in floor:
+    more = res.get("one_more_exchange")
+    if more and "ratio_masked_exchange" in more:
         table.add_row(
-            "floor: plaintext round + one exchange", f"{floor['plaintext_round_s']:.2f} s",
-            f"+ {floor['masked_second_exchange_s']:.2f} s",
-            f"{floor['floor_measured']:.2f}x (estimated {floor['floor_estimated']:.2f}x)",
+            "plaintext round + one exchange", f"{more['plaintext_round_s']:.2f} s",
+            f"+ {more['masked_second_exchange_s']:.2f} s",
+            f"{more['ratio_masked_exchange']:.2f}x ({more['ratio_own_exchange']:.2f}x with "
+            "the plaintext round's own)",
         )  # fmt: skip
     return table
 

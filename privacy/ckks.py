@@ -43,7 +43,7 @@ slots per ciphertext). The homomorphic encryption security standard
   growing as sqrt(partners x planned aggregates x ciphertexts).
 - ``limbs`` ("ckks+masked", :mod:`privacy.secagg_ckks`): primes (60, 40), scale
   2^19, integers below 2^39 (128 partners' 32-bit limbs), both limbs of a word in one
-  complex slot, error <= 0.054 at 128 partners (the worst patterns a red team found);
+  complex slot, error about 0.05-0.06 at 128 partners in the worst patterns tried;
   decrypted to exact integers or refused, never released raw.
 
 *Symmetric encryption.* Every encrypting partner holds the secret key, so

@@ -5,11 +5,11 @@ A fresh symmetric (secret-key) CKKS ciphertext is a pair ``(c0, c1)`` where
 3.6+, ``Encryptor::encrypt_symmetric`` returning ``Serializable<Ciphertext>``)
 serializes ``a`` as the seed of the PRNG that drew it, so a fresh ciphertext takes
 one polynomial instead of two; ``Ciphertext::load`` expands the seed again. This
-is SEAL's own mechanism, not a format of ours (the idea goes back to the "seeded"
-public values of lattice schemes, e.g. Lindner & Peikert 2011; SEAL documents it
-under ``Serializable``). The ciphertext decrypts exactly as the unseeded one: same
-encryption, same error distribution, so the noise bound of :mod:`privacy.flooding`
-holds unchanged.
+is SEAL's own mechanism, not a format of ours (SEAL documents it under
+``Serializable``; lattice schemes send uniform public values as seeds in the same way,
+e.g. NewHope, Alkim, Ducas, Poeppelmann & Schwabe 2016). The ciphertext decrypts
+exactly as the unseeded one: same encryption, same error distribution, so the noise
+bound of :mod:`privacy.flooding` holds unchanged.
 
 TenSEAL 0.3.18 only writes unseeded ciphertexts, but it reads a ``CKKSVectorProto``
 (its ``proto/tensors.proto``: chunk sizes, SEAL-serialized ciphertexts, scale)
@@ -19,8 +19,8 @@ here as a descriptor, since TenSEAL ships no generated module), so every reader
 (:meth:`privacy.ckks.PublicKeys.load`) and every sum stays TenSEAL's own.
 
 Measured (100k float64 values, "wide" set): 3.28 MB instead of 6.56 MB per
-encrypted vector, encryption 0.05 s instead of 0.07 s
-(``experiments/bench_he_deployment.py`` reports the bytes of the deployed mode).
+encrypted vector (``experiments/bench_he_deployment.py`` reports the bytes of the
+deployed mode).
 A homomorphic sum is a new ciphertext, no longer seeded: it travels at full size.
 The price is CPU where a fresh ciphertext is loaded, since SEAL expands the seed again:
 at 1M values 0.063 s per "compact" vector instead of 0.029 s (docs/secure_aggregation.md).

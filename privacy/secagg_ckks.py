@@ -24,10 +24,11 @@ Notes
 -----
 *Limbs.* 32-bit limbs keep every slot of a sum of at most 128 partners
 below 2^39. They travel under the ``limbs`` parameters (:mod:`privacy.ckks`:
-one 60-bit prime, scale 2^19), which decrypt such a sum with a maximum error
-measured at 0.054 (128 partners all sending the worst periodic limb pattern a red team
-found on 2026-12-07, both limbs of a word in one complex slot; 0.017 for uniform limbs,
-which masked words are): 4.6x inside the 1/4 this module tolerates before refusing
+one 60-bit prime, scale 2^19), which decrypt such a sum with an error of about
+0.05-0.06 in the worst patterns two red teams tried on 2026-12-07 (128 partners all
+sending the same periodic limb pattern, both limbs of a word in one complex slot; 0.058
+the largest seen; 0.017 for uniform limbs, which masked words are): over 4x inside the
+1/4 this module tolerates before refusing
 (:class:`CkksMaskedSumError`), so rounding recovers the integers exactly. A
 whole 64-bit word per slot does not fit: float64 encoding loses integers
 beyond about 2^44 (measured: at 2^44 the error breaks even the contribution
@@ -92,7 +93,8 @@ def decrypt_masked_sum(
 ) -> np.ndarray:
     """The key holder's step: charge the ledger, decrypt, round every limb sum to an integer.
 
-    ``length`` is the masked vector's length (the ciphertexts hold ``2 * length`` slots).
+    ``length`` is the masked vector's length (the ciphertexts hold its ``2 * length``
+    limbs in ``length + 1`` complex slots, the contribution slot included).
     """
     summands = len(verified.contributors)
     if not 1 <= summands <= MAX_CKKS_PARTNERS:

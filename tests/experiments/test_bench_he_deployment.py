@@ -1,4 +1,4 @@
-"""experiments/bench_he_deployment.py: the round breakdown and the second-exchange floor,
+"""experiments/bench_he_deployment.py: the round breakdown and one more exchange's cost,
 from partner logs shaped as the benchmark reads them."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from experiments.bench_he_deployment import breakdown, exchange_floor, second_exchanges
+from experiments.bench_he_deployment import breakdown, one_more_exchange, second_exchanges
 
 
 def _masked_mode() -> dict[str, Any]:
@@ -36,21 +36,21 @@ def test_the_second_exchange_runs_from_the_last_input_to_the_last_unmasking() ->
     assert breakdown(_masked_mode())["second_exchange_s"] == pytest.approx(0.3)
 
 
-def test_the_floor_adds_one_exchange_to_the_plaintext_round() -> None:
+def test_one_more_exchange_is_added_to_the_plaintext_round() -> None:
     modes = {
         "plaintext": {"median_round_s": 0.4, "breakdown_s": {"partner_work_s": 0.1}},
         "masked": {"median_round_s": 1.0, "breakdown_s": {"second_exchange_s": 0.3}},
     }
-    floor = exchange_floor(modes)
-    assert floor["floor_estimated"] == pytest.approx((0.4 + 0.3) / 0.4)
-    assert floor["floor_measured"] == pytest.approx((0.4 + 0.3) / 0.4)
+    more = one_more_exchange(modes)
+    assert more["ratio_own_exchange"] == pytest.approx((0.4 + 0.3) / 0.4)
+    assert more["ratio_masked_exchange"] == pytest.approx((0.4 + 0.3) / 0.4)
     modes["masked"]["breakdown_s"] = {"second_exchange_s": 0.5}
-    assert exchange_floor(modes)["floor_measured"] == pytest.approx(2.25)
+    assert one_more_exchange(modes)["ratio_masked_exchange"] == pytest.approx(2.25)
     del modes["masked"]
-    assert "floor_measured" not in exchange_floor(modes)
+    assert "ratio_masked_exchange" not in one_more_exchange(modes)
 
 
-def test_the_readme_row_states_the_floor_beside_the_goals() -> None:
+def test_the_readme_row_states_one_more_exchange_beside_the_goals() -> None:
     from experiments.readme_rows import ROWS
 
     def mode(seconds: float) -> dict[str, Any]:
@@ -74,14 +74,14 @@ def test_the_readme_row_states_the_floor_beside_the_goals() -> None:
         ],
         "ratio_encrypted_to_plaintext": {"job_wall_time": 1.6},
         "bytes": {"ciphertext": 3_282_186, "plaintext_float64": 811_176},
-        "exchange_floor": {
+        "one_more_exchange": {
             "masked_second_exchange_s": 0.29,
-            "floor_measured": 1.88,
-            "floor_estimated": 1.73,
+            "ratio_masked_exchange": 1.88,
+            "ratio_own_exchange": 1.73,
         },
     }
     _, text = ROWS["bench_he_deployment"](result)
     assert "masked round 0.8 s = 2.33x plaintext (goal 1.3x **not met**" in text
-    assert "masked unmasking exchange, 0.29 s): 1.88x, 1.73x with the plaintext" in text
-    del result["exchange_floor"]
-    assert "floor" not in ROWS["bench_he_deployment"](result)[1]
+    assert "(the masked unmasking, 0.29 s): 1.88x, 1.73x with the plaintext" in text
+    del result["one_more_exchange"]
+    assert "one more exchange" not in ROWS["bench_he_deployment"](result)[1]

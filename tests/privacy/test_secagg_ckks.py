@@ -111,12 +111,12 @@ def test_noisy_decryption_is_refused_not_rounded_wrongly(keys: SecretKeys) -> No
 def test_limb_sums_of_128_partners_decrypt_well_inside_the_rounding_margin(
     keys: SecretKeys, pattern: str
 ) -> None:
-    """The largest cohort (MAX_CKKS_PARTNERS) with the limb patterns that strain CKKS most
-    (all 2^32 - 1; 0 and 2^32 - 1 alternating, complementary between partners) and uniform
+    """The largest cohort (MAX_CKKS_PARTNERS) with limb patterns that strain CKKS (all
+    2^32 - 1; 0 and 2^32 - 1 alternating, complementary between partners) and uniform
     limbs, both limbs of a word in one complex slot: every raw decrypted slot stays within
-    0.1 of its integer (0.027 measured here; 0.054 the worst periodic pattern a red team
-    found), so rounding at 0.25 recovers the exact sums. If a
-    TenSEAL or parameter change made the noise grow, this fails before a sum is lost."""
+    0.1 of its integer (0.027 measured here; 0.058 the worst pattern red teams found), so
+    rounding at 0.25 recovers the exact sums. If a TenSEAL or parameter change made the
+    noise grow, this fails before a sum is lost."""
     from fedcollab.privacy.ckks import PARAMETER_SETS, EncryptedSum
     from fedcollab.privacy.secagg_ckks import MAX_CKKS_PARTNERS, PARAMS
 
