@@ -8,8 +8,8 @@ coordinator holds :class:`PublicKeys` (the parameters and a key id, no key
 material at all) and only adds ciphertexts (:class:`EncryptedSum`). One
 partner then decrypts the aggregate (:meth:`SecretKeys.decrypt`).
 
-Long module: the parameter sets, the key bundle's wire format and both sides'
-operations on it (load, encrypt, sum, decrypt), which share the format checks.
+Long module: the key bundle's wire format and both sides' operations on it (load,
+encrypt, sum, decrypt), which share the format checks.
 
 Every encrypted vector carries one extra slot holding 1.0. In an aggregate it
 holds the number of contributions; a contribution under another key (or altered)
@@ -28,23 +28,8 @@ Example
 
 Notes
 -----
-*Parameter sets.* Aggregation needs no multiplication, so the modulus chain
-is as short as the values allow; every set uses ring degree N = 8192 (4096
-slots per ciphertext). The homomorphic encryption security standard
-(Albrecht et al. 2018, homomorphicencryption.org) allows log2 q <= 218 for
-128-bit classical security at N = 8192 (ternary secret); ours: 100 or 180 bits.
-- ``compact``: primes (60, 40), scale 2^32, 8192 x 8 bytes per 4096 values sent
-  seeded (4x float32; a sum 8x), sums below 2^26, error up to 6.7e-7 at 10 partners (measured). Only
-  the benchmarks' baseline: a flooded decryption of it would be too noisy.
-- ``wide`` (every plain "ckks" sum): primes (60, 60, 60), scale 2^60, sums below
-  2^58 (sums of squared raw durations fit), error about 1e-15 at 10 partners; the
-  flooding noise of :mod:`privacy.flooding` is then 3e-6 (3 partners, 6 short
-  decryptions) to 1.6e-3 (100 partners, 200 decryptions of 1M values) per value,
-  growing as sqrt(partners x planned aggregates x ciphertexts).
-- ``limbs`` ("ckks+masked", :mod:`privacy.secagg_ckks`): primes (60, 40), scale
-  2^19, integers below 2^39 (128 partners' 32-bit limbs), both limbs of a word in one
-  complex slot, error about 0.05-0.06 at 128 partners in the worst patterns tried;
-  decrypted to exact integers or refused, never released raw.
+*Parameter sets* (:mod:`privacy.ckks_params`): ``wide`` for every plain "ckks" sum,
+``limbs`` for "ckks+masked", ``compact`` for the benchmarks only.
 
 *Symmetric encryption.* Every encrypting partner holds the secret key, so
 ciphertexts are made with it (SEAL's symmetric mode): about 3x faster and less
@@ -62,11 +47,9 @@ to ``2^-(scale_bits - 20)`` is left for tests and benchmarks.
 from __future__ import annotations
 
 import hashlib
-import math
 import secrets
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -75,8 +58,9 @@ import tenseal as ts
 import tenseal.sealapi as sealapi
 
 from fedcollab.common.errors import CiphertextError
+from fedcollab.privacy.ckks_params import PARAMETER_SETS, CkksParameters, params_named
 from fedcollab.privacy.ckks_wire import encrypt_seeded, layout
-from fedcollab.privacy.flooding import gaussian, noise_key, slot_sigma
+from fedcollab.privacy.flooding import gaussian, noise_key
 
 __all__ = [
     "PARAMETER_SETS",
@@ -87,96 +71,8 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class CkksParameters:
-    name: str
-    poly_modulus_degree: int
-    coeff_mod_bit_sizes: tuple[int, ...]
-    scale_bits: int
-    #: Partners each add at most this many bits to a sum (2^7 = 128 partners).
-    partner_headroom_bits: int = 7
-    #: Exact integers (``limbs``): decryptions are rounded to integers, or refused.
-    integers: bool = False
-    #: A vector of even length ``L`` travels as ``L/2`` complex slots (value ``j`` the
-    #: real part, value ``L/2 + j`` the imaginary part): half the ciphertexts.
-    complex_pairs: bool = False
-
-    @property
-    def slots(self) -> int:
-        return self.poly_modulus_degree // 2
-
-    @property
-    def data_primes(self) -> int:
-        """Primes a fresh ciphertext carries (the last prime is the special prime)."""
-        return len(self.coeff_mod_bit_sizes) - 1
-
-    @property
-    def max_abs_sum(self) -> float:
-        """Largest magnitude an aggregate may reach before it wraps around the modulus."""
-        data_bits = sum(self.coeff_mod_bit_sizes[:-1])
-        return float(2 ** (data_bits - 2 - self.scale_bits))
-
-    @property
-    def max_abs_value(self) -> float:
-        """Largest magnitude one partner may encrypt (room for 2^headroom partners)."""
-        return self.max_abs_sum / float(2**self.partner_headroom_bits)
-
-    @property
-    def rounding_grid(self) -> float:
-        """Decrypted values are rounded to multiples of this (see Notes); 1 for integers."""
-        return 1.0 if self.integers else float(2.0 ** -(self.scale_bits - 20))
-
-    def flooding_width(self, *, contributors: int, decryptions: int) -> float:
-        """The noise a flooded decryption adds to each released slot (:mod:`privacy.flooding`)."""
-        return slot_sigma(
-            contributors=contributors,
-            decryptions=decryptions,
-            ring_degree=self.poly_modulus_degree,
-            scale_bits=self.scale_bits,
-        )
-
-    def slots_for(self, length: int) -> int:
-        """Slots a vector of ``length`` values fills, with the contribution slot."""
-        return (length // 2 if self.complex_pairs else length) + 1
-
-    @property
-    def max_ciphertext_bytes(self) -> int:
-        """Bytes of one serialized two-polynomial ciphertext of this set, with room for
-        SEAL's header and seed; a fresh (seeded) one takes about half."""
-        return 2 * self.data_primes * self.poly_modulus_degree * 8 + 1024
-
-    def ciphertexts_for(self, length: int) -> int:
-        return math.ceil(self.slots_for(length) / self.slots)
-
-    def new_context(self) -> ts.Context:
-        ctx = ts.context(
-            ts.SCHEME_TYPE.CKKS,
-            self.poly_modulus_degree,
-            coeff_mod_bit_sizes=list(self.coeff_mod_bit_sizes),
-            encryption_type=ts.ENCRYPTION_TYPE.SYMMETRIC,
-        )
-        ctx.global_scale = float(2**self.scale_bits)
-        return ctx
-
-
-PARAMETER_SETS: Mapping[str, CkksParameters] = {
-    "compact": CkksParameters("compact", 8192, (60, 40), 32),
-    "wide": CkksParameters("wide", 8192, (60, 60, 60), 60),
-    "limbs": CkksParameters("limbs", 8192, (60, 40), 19, integers=True, complex_pairs=True),
-}
-
 _MAGIC = b"FCCKKS1\n"
 _KEY_ID_BYTES = 16
-
-
-def _params(name: str) -> CkksParameters:
-    try:
-        return PARAMETER_SETS[name]
-    except KeyError:
-        raise CiphertextError(
-            f"unknown CKKS parameter set {name!r}",
-            hint=f"use one of {sorted(PARAMETER_SETS)} (peer runs another fedcollab version?)",
-        ) from None
 
 
 def _pack(key_id: bytes, parts: Mapping[str, bytes]) -> bytes:
@@ -280,7 +176,7 @@ class PublicKeys:
         before TenSEAL parses anything, so a message cannot make SEAL expand more than
         the expected number of ciphertexts: a compressed one can still declare up to
         SEAL's 16 polynomials, at most 8x a whole sum's memory before it is refused."""
-        p = _params(params)
+        p = params_named(params)
         ctx = self._contexts[p.name]
 
         def unparsable(exc: Exception) -> CiphertextError:
@@ -293,10 +189,7 @@ class PublicKeys:
             sizes, lengths = layout(blob)
         except ValueError as exc:
             raise unparsable(exc) from exc
-        filled = p.slots_for(length)
-        expected = [p.slots] * (filled // p.slots) + (
-            [filled % p.slots] if filled % p.slots else []
-        )
+        expected = p.chunk_sizes(length)
         if sizes != expected or len(lengths) != len(expected):
             raise CiphertextError(
                 f"{len(lengths)} ciphertexts whose chunks hold {sizes[:3]}... slots, expected "
@@ -371,7 +264,7 @@ class SecretKeys:
 
     def encrypt(self, vector: npt.ArrayLike, *, params: str) -> bytes:
         """Encrypt ``vector`` plus the contribution slot (1.0)."""
-        p = _params(params)
+        p = params_named(params)
         vec = np.asarray(vector, dtype=np.float64).reshape(-1)
         if not np.all(np.isfinite(vec)):
             raise CiphertextError("refusing to encrypt NaN or infinite values")
@@ -412,7 +305,7 @@ class SecretKeys:
         hold ``contributors``: some contribution was made under another key,
         another job's key, or was altered.
         """
-        p = _params(params)
+        p = params_named(params)
         vec = self._public.load(blob, params=params, length=length)
         vec.link_context(self._contexts[p.name])
         tolerance = 0.25 if p.integers else 1e-3
@@ -453,18 +346,7 @@ class SecretKeys:
     def _pairs(self, vec: ts.CKKSVector, p: CkksParameters) -> np.ndarray:
         """A ``complex_pairs`` vector decrypted: real parts, imaginary parts, then the
         contribution slot's real part (its imaginary part must hold 0)."""
-        ctx = self._contexts[p.name]
-        seal = ctx.seal_context().data
-        encoder, decryptor = (
-            sealapi.CKKSEncoder(seal),
-            sealapi.Decryptor(seal, ctx.secret_key().data),
-        )
-        out = []
-        for ct in vec.ciphertext():
-            plain = sealapi.Plaintext()
-            decryptor.decrypt(ct, plain)
-            out.append(np.asarray(encoder.decode_complex(plain), dtype=np.complex128))
-        z = np.concatenate(out)[: vec.size()]
+        z = self._slots(vec, p)
         if not abs(z[-1].imag) <= 0.25:  # a fresh contribution slot is 1 + 0i
             raise CiphertextError(
                 f"the contribution slot's imaginary part holds {z[-1].imag:.4g}, not 0",
@@ -478,26 +360,32 @@ class SecretKeys:
     ) -> np.ndarray:  # fmt: skip
         """Each ciphertext plus a plaintext of Gaussian coefficients, then decrypted and
         decoded (:mod:`privacy.flooding`, "Where the noise goes")."""
+        parts = len(vec.ciphertext())
+        # Q = the plan's decryptions x this decryption's ciphertexts (privacy.flooding).
+        width = p.flooding_width(contributors=contributors, decryptions=decryptions * parts)
+        z = (gaussian(noise_key(key), 2 * p.slots * parts) * width).reshape(parts, 2, p.slots)
+        noise = (z[:, 0, :] + 1j * z[:, 1, :]).reshape(-1)  # ciphertext i: 2 x slots draws
+        return self._slots(vec, p, noise=noise).real
+
+    def _slots(
+        self, vec: ts.CKKSVector, p: CkksParameters, *, noise: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Every slot of ``vec`` decrypted through SEAL (complex), each ciphertext first
+        plus the plaintext encoding its share of ``noise`` (one complex value per slot)."""
         ctx = self._contexts[p.name]
         seal = ctx.seal_context().data
         encoder, evaluator = sealapi.CKKSEncoder(seal), sealapi.Evaluator(seal)
         decryptor = sealapi.Decryptor(seal, ctx.secret_key().data)
-        parts = vec.ciphertext()
-        # Q = the plan's decryptions x this decryption's ciphertexts (privacy.flooding).
-        width = p.flooding_width(contributors=contributors, decryptions=decryptions * len(parts))
-        z = gaussian(noise_key(key), 2 * p.slots * len(parts)) * width
         out = []
-        for i, ct in enumerate(parts):
-            re, im = (
-                z[2 * i * p.slots : (2 * i + 1) * p.slots],
-                z[(2 * i + 1) * p.slots :][: p.slots],
-            )
-            noise = sealapi.Plaintext()
-            encoder.encode((re + 1j * im).tolist(), ct.parms_id(), ct.scale, noise)
-            evaluator.add_plain_inplace(ct, noise)
+        for i, ct in enumerate(vec.ciphertext()):
+            if noise is not None:
+                plain = sealapi.Plaintext()
+                chunk = noise[i * p.slots : (i + 1) * p.slots]
+                encoder.encode(chunk.tolist(), ct.parms_id(), ct.scale, plain)
+                evaluator.add_plain_inplace(ct, plain)
             plain = sealapi.Plaintext()
             decryptor.decrypt(ct, plain)
-            out.append(np.asarray(encoder.decode_double(plain), dtype=np.float64))
+            out.append(np.asarray(encoder.decode_complex(plain), dtype=np.complex128))
         return np.concatenate(out)[: vec.size()]
 
 
@@ -506,7 +394,7 @@ class EncryptedSum:
 
     def __init__(self, public: PublicKeys, *, params: str, length: int) -> None:
         self._public = public
-        self._params = _params(params).name
+        self._params = params_named(params).name
         self._length = length
         self._total: Any = None
         self._count = 0

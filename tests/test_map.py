@@ -498,6 +498,10 @@ COVERED_BY: dict[str, tuple[tuple[str, ...], str]] = {
         "federation); `fedcollab run` from the wheel",
     ),
     # --- privacy/ --------------------------------------------------------------------
+    "privacy/ckks_params.py": (
+        ("tests/privacy/test_privacy_ckks.py",),
+        "chunk layout and the parameter sets through every encrypt, sum and decrypt",
+    ),
     "privacy/ckks_wire.py": (
         ("tests/privacy/test_privacy_ckks.py",),
         "seeded fresh ciphertexts at half the bytes, loaded, summed and decrypted by TenSEAL",

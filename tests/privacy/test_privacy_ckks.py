@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from fedcollab.common.errors import CiphertextError
 from fedcollab.privacy.ckks import PARAMETER_SETS, EncryptedSum, PublicKeys, SecretKeys
+from fedcollab.privacy.ckks_params import params_named
 from fedcollab.privacy.ckks_wire import encrypt_seeded
 
 LIMBS = PARAMETER_SETS["limbs"]
@@ -121,6 +122,16 @@ def test_seeded_vectors_load_in_tenseal_and_need_the_secret_key(keys: SecretKeys
     public = keys.public()._contexts["wide"]
     with pytest.raises(ValueError, match="secret key"):
         encrypt_seeded(public, [1.0], scale=2.0**60)
+
+
+def test_chunk_sizes_are_whole_ciphertexts_then_the_rest() -> None:
+    wide, limbs = params_named("wide"), params_named("limbs")
+    assert wide.chunk_sizes(wide.slots - 1) == [wide.slots]
+    assert wide.chunk_sizes(wide.slots + 10) == [wide.slots, 11]
+    assert limbs.chunk_sizes(2 * limbs.slots) == [limbs.slots, 1]  # pairs, then the count
+    assert all(len(p.chunk_sizes(10**6)) == p.ciphertexts_for(10**6) for p in (wide, limbs))
+    with pytest.raises(CiphertextError, match="unknown CKKS parameter set"):
+        params_named("huge")
 
 
 def test_a_vector_with_other_chunk_sizes_is_refused(keys: SecretKeys) -> None:
