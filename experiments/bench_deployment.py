@@ -44,7 +44,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from experiments.bench_he_deployment import round_times
+from experiments.deployment_timeline import round_times
 from experiments.he_equivalence import code_version
 from experiments.horizontal import default_jobs, prepare_partners
 from experiments.proc_cpu import CpuSampler

@@ -45,7 +45,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from experiments.bench_he_deployment import round_times
+from experiments.deployment_timeline import round_times
 from experiments.he_equivalence import code_version
 from experiments.horizontal import DATA_DIR, default_jobs, prepare_partners
 from experiments.scale_simulation import PeakMemory, _children, _tree_rss_bytes

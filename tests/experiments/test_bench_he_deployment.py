@@ -1,5 +1,6 @@
-"""experiments/bench_he_deployment.py: the round breakdown and one more exchange's cost,
-from partner logs shaped as the benchmark reads them."""
+"""experiments/deployment_timeline.py and bench_he_deployment's README row: the round
+breakdown and one more exchange's cost, from partner logs shaped as the benchmark reads
+them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from experiments.bench_he_deployment import breakdown, one_more_exchange, second_exchanges
+from experiments.deployment_timeline import breakdown, one_more_exchange, second_exchanges
 
 
 def _masked_mode() -> dict[str, Any]:
