@@ -141,3 +141,29 @@ def test_a_reader_that_stalls_is_cut_after_the_deadline() -> None:
         client.close()
         server.should_exit = True
         thread.join(60.0)
+
+
+def test_a_public_connection_sends_each_write_at_once() -> None:
+    """The public port's accepted sockets have TCP_NODELAY. uvicorn writes a response's
+    head and body separately; with Nagle's algorithm on, the body waited for the
+    client's delayed ACK, about 40 ms per Fleet call (trace of 2026-12-07). asyncio sets
+    the option only on sockets whose ``proto`` says TCP, which the listener from
+    uvicorn's ``bind_socket`` does not: before the fix this socket had it off."""
+    import socket
+
+    import uvicorn
+
+    from fedcollab.coordinator.fleet_guard import public_server
+
+    _, [listener] = public_server(uvicorn.Config(app=None, host="127.0.0.1", port=0))
+    listener.listen(1)
+    client = socket.create_connection(listener.getsockname()[:2])
+    try:
+        conn, _ = listener.accept()
+        try:
+            assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        finally:
+            conn.close()
+    finally:
+        client.close()
+        listener.close()
