@@ -9,7 +9,7 @@ network), this starts :class:`federation.local_federation.LocalFederation`
 partner, on loopback) for 3 Online Shoppers region partners and runs one
 purchase-prediction job four times: plaintext, ``privacy.aggregation = "ckks"``
 (CKKS alone, "encrypted"), ``"masked"`` and ``"ckks+masked"`` (issue 14):
-an MLP of about 100,000 parameters, 4 rounds, 1 local epoch, early stopping
+an MLP of about 100,000 parameters, 4 rounds, 1 local epoch (``--local-epochs``), early stopping
 off (FedAvg, McMahan et al. 2017, arXiv:1602.05629).
 
 Round time: the difference between consecutive ``round`` events' ``time`` in
@@ -116,14 +116,16 @@ def reply_bytes(length: int) -> dict[str, Any]:
     }
 
 
-def _specs(schema: Path, hidden: tuple[int, ...], *, dealer: str) -> dict[str, JobSpec]:
+def _specs(
+    schema: Path, hidden: tuple[int, ...], *, dealer: str, local_epochs: int = 1
+) -> dict[str, JobSpec]:
     from experiments.horizontal import default_jobs
 
     d = default_jobs(schema)[0].model_dump(mode="json", by_alias=True)
     d.update(name="bench-he-deployment", rounds=ROUNDS, min_partners=PARTNERS)
     d.update(round_timeout_s=600.0, startup_timeout_s=180.0)
     d["model"] = {"kind": "mlp", "hidden_sizes": list(hidden)}
-    d["training"]["local_epochs"] = 1
+    d["training"]["local_epochs"] = local_epochs
     d["evaluation"]["early_stopping_patience"] = 0
     specs = {}
     for mode, encryption, aggregation in MODES:
@@ -201,14 +203,19 @@ def _pooled(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def run(
-    out: Path, hidden: tuple[int, ...], console: Console, repeats: int = REPEATS
+    out: Path,
+    hidden: tuple[int, ...],
+    console: Console,
+    repeats: int = REPEATS,
+    local_epochs: int = 1,
 ) -> dict[str, Any]:
     from experiments.horizontal import prepare_partners
     from fedcollab.federation.local_federation import LocalFederation, free_port_block
     from fedcollab.protocols import evaluation, models
 
     sources = prepare_partners(out / "partners")[:PARTNERS]
-    specs = _specs(sources[0].schema, hidden, dealer=min(s.partner for s in sources))
+    dealer = min(s.partner for s in sources)
+    specs = _specs(sources[0].schema, hidden, dealer=dealer, local_epochs=local_epochs)
     nf = n_features(sources, specs["plaintext"])
     model = models.build_model("mlp", n_features=nf, hidden_sizes=hidden, seed=0)
     n_params = int(sum(p.numel() for p in model.parameters()))
@@ -239,6 +246,8 @@ def run(
         }
         modes[mode]["breakdown_s"] = breakdown(modes[mode])
     ratio = modes["encrypted"]["median_round_s"] / modes["plaintext"]["median_round_s"]
+    # The goals are stated at 1 local epoch; another value is a side measurement.
+    at = "" if local_epochs == 1 else f", at {local_epochs} local epochs, not the goal's 1"
     return {
         "partners": [s.partner for s in sources],
         "federation": "LocalFederation: SuperLink (TLS, node auth) + one SuperNode per partner",
@@ -249,7 +258,7 @@ def run(
             "parameters": n_params,
             "parameters_in_model_pt": _model_pt_parameters(root / "plaintext"),
         },
-        "job": {"rounds": ROUNDS, "local_epochs": 1, "early_stopping_patience": 0},
+        "job": {"rounds": ROUNDS, "local_epochs": local_epochs, "early_stopping_patience": 0},
         "repeats": repeats,
         "order": "interleaved: each repeat runs every mode once, in the order of 'modes'",
         "bytes": reply_bytes(length),
@@ -260,14 +269,14 @@ def run(
         },
         "one_more_exchange": one_more_exchange(modes),
         "goal": {
-            "goal": "encrypted round <= 2x plaintext round (median of rounds 2..4)",
+            "goal": f"encrypted round <= 2x plaintext round (median of rounds 2..4{at})",
             "value": ratio,
             "target": GOAL,
             "passed": ratio <= GOAL,
         },
         "goals": [
             {
-                "goal": f"{mode} round <= {target:g}x plaintext round (median of rounds 2..4)",
+                "goal": f"{mode} round <= {target:g}x plaintext round (median of rounds 2..4{at})",
                 "value": modes[mode]["median_round_s"] / modes["plaintext"]["median_round_s"],
                 "target": target,
                 "passed": modes[mode]["median_round_s"]
@@ -284,7 +293,8 @@ def render(res: Mapping[str, Any]) -> Table:
     r, b = res["ratio_encrypted_to_plaintext"], res["bytes"]
     table = Table(
         title=f"Real federation ({len(res['partners'])} partners, TLS on loopback): "
-        f"MLP with {res['model']['parameters']:,} parameters"
+        f"MLP with {res['model']['parameters']:,} parameters, "
+        f"{res['job']['local_epochs']} local epoch(s) per round"
     )
     for col in ("measure", "plaintext", "encrypted (CKKS)", "enc / plain"):
         table.add_column(col, justify="left" if col == "measure" else "right")
@@ -348,6 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--hidden", type=_hidden, default=(320, 256), help="MLP hidden sizes")
     ap.add_argument("--repeats", type=int, default=REPEATS,
                     help="runs of each mode, interleaved (medians over all of them)")  # fmt: skip
+    ap.add_argument("--local-epochs", type=int, default=1,
+                    help="local epochs per round (the goals are stated for 1; more epochs "
+                         "lengthen each partner's work, not the exchanges)")  # fmt: skip
     args = ap.parse_args(argv)
     given = list(sys.argv[1:] if argv is None else argv)
     console = Console(width=None if sys.stdout.isatty() else 110)
@@ -357,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = {
         "benchmark": "bench_he_deployment",
         "command": ["python", "-m", "experiments.bench_he_deployment", *given],
-        **run(out, args.hidden, console, max(1, args.repeats)),
+        **run(out, args.hidden, console, max(1, args.repeats), max(1, args.local_epochs)),
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
