@@ -17,8 +17,6 @@ from fedcollab.common.jobspec import load_job_spec
 from fedcollab.common.schema import DatasetSchema
 from fedcollab.common.split import split_horizontal
 from fedcollab.common.third_party_noise import verbose_requested
-from fedcollab.coordinator import job as coordinator_job
-from fedcollab.federation.simulation import discover_partner_files, run_simulation_job
 
 __all__ = ["app"]
 
@@ -69,6 +67,11 @@ def run(
     """
     if (partners is None) == (csv is None):
         raise click.UsageError("give exactly one of --partners DIR and --csv CSV")
+    # Here, not at the top: torch and Ray are imported only by the command that runs a
+    # job, not by every other command or `fedcollab --help`.
+    from fedcollab.coordinator import job as coordinator_job
+    from fedcollab.federation.simulation import discover_partner_files, run_simulation_job
+
     spec = load_job_spec(job)
     if csv is not None:
         partners = out / "partners"

@@ -41,14 +41,15 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, TypeVar
-
-import dp_accounting
-from dp_accounting import mechanism_calibration
-from dp_accounting.pld import PLDAccountant
-from dp_accounting.rdp import RdpAccountant
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from fedcollab.common.errors import PrivacyError
+
+if TYPE_CHECKING:
+    # Imported where used: with its SciPy, dp_accounting takes about a second to import,
+    # which every process that only reads a job spec, a DP plan or a ledger would pay
+    # (a job's ServerApp, a partner's node, each command line call).
+    import dp_accounting
 
 __all__ = [
     "AccountantKind",
@@ -154,6 +155,8 @@ def _check_count(owner: str, name: str, value: object) -> None:
 
 
 def _sampled_gaussian_event(noise: float, rate: float, steps: int) -> dp_accounting.DpEvent:
+    import dp_accounting
+
     event = dp_accounting.GaussianDpEvent(noise)
     if rate < 1.0:  # at rate 1 there is no sampling, hence no amplification
         event = dp_accounting.PoissonSampledDpEvent(rate, event)
@@ -207,9 +210,12 @@ class Gaussian(Mechanism):
 
 
 def _accountant_factory(accountant: str) -> Callable[[], Any]:
-    factories: dict[str, Callable[[], Any]] = {"rdp": RdpAccountant, "pld": PLDAccountant}
-    if accountant not in factories:
+    if accountant not in ("rdp", "pld"):
         raise PrivacyError(f"unknown DP accountant {accountant!r}", hint="use 'rdp' or 'pld'")
+    from dp_accounting.pld import PLDAccountant
+    from dp_accounting.rdp import RdpAccountant
+
+    factories: dict[str, Callable[[], Any]] = {"rdp": RdpAccountant, "pld": PLDAccountant}
     return factories[accountant]
 
 
@@ -250,6 +256,8 @@ def _calibrate(
     target = _check_real("calibration", "target_epsilon", target_epsilon, lambda x: x > 0, "> 0")
     delta = _check_delta(target_delta)
     make = _accountant_factory(accountant)
+    import dp_accounting
+    from dp_accounting import mechanism_calibration
 
     def build(noise: float) -> Mechanism:
         return dataclasses.replace(template, noise_multiplier=noise)
