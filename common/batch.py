@@ -12,13 +12,19 @@ admission, request plan, budget charge and trail records. The envelope carries n
 authority: it names each request's action and step, and the partner checks them as
 it would check a message's type and group.
 
-Wire layout::
+Wire layout: one record, so that a batch moves as few Flower objects as a single
+request (a message, its ``RecordDict`` and one ``ConfigRecord``; every object is an
+HTTPS call at each hop, and a record per request made a batch of two 5 objects)::
 
-    content["batch"]        ConfigRecord {"json": [{"action": ..., "step": ...}, ...]}
-    content["<i>/<name>"]   request i's own record <name> (common.serde's layout)
+    content["batch"]   ConfigRecord {
+        "json":                  [{"action": ..., "step": ...}, ...],
+        "<i>/<name>/<key>":      entry <key> of request i's record <name>
+                                 (common.serde's layout: one record, "meta")
+    }
 
-and the reply ``content["batch"] = {"json": <count>}`` with ``content["<i>/<name>"]``
-the reply to request i, in order.
+and the reply ``content["batch"] = {"json": <count>, "<i>/<name>/<key>": ...}`` with
+the reply to request i, in order. Only ``ConfigRecord`` contents can ride in a batch
+(every fedcollab body is one, :mod:`common.serde`).
 """
 
 from __future__ import annotations
@@ -119,15 +125,20 @@ def steps(message: Message) -> list[str]:
 
 
 def _join(contents: Sequence[RecordDict], head: object) -> RecordDict:
-    records: dict[str, Any] = {"batch": ConfigRecord({"json": json.dumps(head)})}
+    entries: dict[str, Any] = {"json": json.dumps(head)}
     for i, content in enumerate(contents):
         for name, record in content.items():
-            records[f"{i}/{name}"] = record
-    return RecordDict(records)
+            if not isinstance(record, ConfigRecord) or not name or "/" in name:
+                raise ValueError(f"a batch carries ConfigRecords named without '/', not {name!r}")
+            for key, value in record.items():
+                entries[f"{i}/{name}/{key}"] = value
+    return RecordDict({"batch": ConfigRecord(entries)})
 
 
 def _split(content: RecordDict) -> tuple[object, dict[int, RecordDict]]:
     try:
+        if set(content) != {"batch"}:
+            raise ValueError("a batch is one record, 'batch'")
         record = content["batch"]
         if not isinstance(record, ConfigRecord):
             raise TypeError("the batch record is not a ConfigRecord")
@@ -139,15 +150,19 @@ def _split(content: RecordDict) -> tuple[object, dict[int, RecordDict]]:
         raise ProtocolError(
             f"malformed batch: no valid 'batch' record ({exc})", hint=_HINT
         ) from exc
-    parts: dict[int, dict[str, Any]] = {}
-    for key, value in content.items():
-        if key == "batch":
+    parts: dict[int, dict[str, dict[str, Any]]] = {}
+    for key, value in record.items():
+        if key == "json":
             continue
-        index, sep, name = key.partition("/")
+        index, sep, rest = key.partition("/")
+        name, sep2, entry = rest.partition("/")
         # ASCII digits in canonical form only: "²" is a digit to str.isdigit but not to
         # int(), and "00" would name request 0 a second time.
         canonical = index.isascii() and index.isdigit() and index == str(int(index))
-        if not sep or not canonical or len(index) > 2 or not name:
-            raise ProtocolError(f"malformed batch: record {key[:40]!r}", hint=_HINT)
-        parts.setdefault(int(index), {})[name] = value
-    return head, {i: RecordDict(records) for i, records in parts.items()}
+        if not (sep and sep2 and canonical) or len(index) > 2 or not name or not entry:
+            raise ProtocolError(f"malformed batch: entry {key[:40]!r}", hint=_HINT)
+        parts.setdefault(int(index), {}).setdefault(name, {})[entry] = value
+    return head, {
+        i: RecordDict({name: ConfigRecord(entries) for name, entries in records.items()})
+        for i, records in parts.items()
+    }

@@ -44,16 +44,21 @@ def _sent_steps(atk: Attacker, partner: str) -> list[str]:
     return [e["body"]["step"] for e in atk.trail(partner) if e["type"] == "data.sent"]
 
 
-def test_a_batch_carries_one_record_per_request() -> None:
-    """Each request (or reply) is one ``common.serde`` record, "<i>/meta", whatever it
-    carries: a batch of two is 4 Flower objects (RecordDict, envelope, one per request)."""
+def test_a_batch_is_one_record() -> None:
+    """Every request's (or reply's) ``common.serde`` record rides in the envelope's one
+    record as "<i>/meta/<key>" entries: a batch is 2 Flower objects (RecordDict, the
+    record), as a single request is, whatever it carries (it was 2 + one per request,
+    each object an HTTPS call at every hop)."""
     first = encode({"a": 1}, np.arange(3.0), parts={"set": b"s"})
     second = encode({"b": 2}, ciphertext=b"c" * 100)
     content = batch.pack(
         [BatchItem("query.moments", "a", first), BatchItem("query.x", "b", second)]
     )
-    assert sorted(content) == ["0/meta", "1/meta", "batch"]
-    assert len(get_all_nested_objects(content)) == 4
+    assert sorted(content) == ["batch"]
+    assert len(get_all_nested_objects(content)) == len(get_all_nested_objects(first)) == 2
+    record = content["batch"]
+    assert isinstance(record, ConfigRecord)
+    assert {k.split("/")[0] for k in record if k != "json"} == {"0", "1"}
     a, b = batch.unpack(content)
     assert (a.action, a.step, b.action, b.step) == ("query.moments", "a", "query.x", "b")
     np.testing.assert_array_equal(decode(a.content, expect_length=3).array, np.arange(3.0))
@@ -133,6 +138,12 @@ def _malformed(atk: Attacker, kind: str) -> RecordDict:
     if kind == "stray-record":
         content["7/meta"] = ConfigRecord({"json": "{}"})
         return content
+    if kind == "stray-entry":  # an entry of a request the envelope does not list
+        content["batch"]["7/meta/json"] = "{}"
+        return content
+    if kind == "entry-without-name":
+        content["batch"]["0/meta"] = "{}"
+        return content
     if kind == "bad-action":
         heads = [{"action": "train.fed-avg", "step": "round-1"}, {"action": "query.moments",
                  "step": "moments"}]  # fmt: skip
@@ -146,7 +157,7 @@ def _malformed(atk: Attacker, kind: str) -> RecordDict:
                  {"action": "query.moments", "step": "m2"}]  # fmt: skip
         return batch._join([two[0].content], heads)
     if kind == "unicode-index":  # "²" is a digit to str.isdigit, not to int()
-        content["²/meta"] = ConfigRecord({"json": "{}"})
+        content["batch"]["²/meta/json"] = "{}"
         return content
     if kind == "deep-json":  # under the envelope's length cap, deeper than the parser
         content["batch"] = ConfigRecord({"json": "[" * 3000})
@@ -166,6 +177,8 @@ def _malformed(atk: Attacker, kind: str) -> RecordDict:
         "too-many",
         "one",
         "stray-record",
+        "stray-entry",
+        "entry-without-name",
         "bad-action",
         "extra-key",
         "missing-records",
