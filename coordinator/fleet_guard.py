@@ -185,9 +185,10 @@ def _no_delay(conn: socket.socket) -> None:
     acknowledges late (Linux's delayed ACK, about 40 ms). asyncio turns Nagle off only
     on sockets whose ``proto`` is ``IPPROTO_TCP`` (``base_events._set_nodelay``), and
     the listener from uvicorn's ``Config.bind_socket`` has ``proto`` 0, as have its
-    accepted sockets. Traced on 2026-12-07: most Fleet calls through the public port
-    took 43-53 ms, their response head after 1-10 ms and the body 40 ms later, four
-    such calls in a row per message a partner received or answered."""
+    accepted sockets (uvicorn issue #3149, the same bug in its ``--workers`` path).
+    Traced on 2026-12-07: most Fleet calls through the public port took 43-53 ms, their
+    response head after 1-10 ms and the body 40 ms later, about four such calls in a row
+    per message a partner received or answered."""
     with contextlib.suppress(OSError):
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 

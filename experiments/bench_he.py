@@ -42,7 +42,7 @@ every phase is the median over ``--repeats`` rounds. Key generation is a
 one-off per job (recorded, not part of the round).
 
 What is *not* measured: network time, the Flower SuperLink/SuperNode
-processes, their object store and gRPC, and process start-up. The
+processes, their object store and HTTPS calls, and process start-up. The
 deployment benchmark measures a real round; its figures go under the
 ``"deployment"`` key of the JSON, which this script leaves ``null``.
 
