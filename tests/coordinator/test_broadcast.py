@@ -246,7 +246,19 @@ class _Tampering(ScriptedGrid):
 
 
 def _unicode_index(content: RecordDict) -> None:
-    content["²/meta"] = ConfigRecord({"json": "{}"})  # a digit to str.isdigit, not to int()
+    content["batch"]["²/meta/json"] = "{}"  # a digit to str.isdigit, not to int()
+
+
+def _leading_zero(content: RecordDict) -> None:
+    content["batch"]["00/meta/json"] = "{}"  # would name reply 0 a second time
+
+
+def _unlisted_index(content: RecordDict) -> None:
+    content["batch"]["7/meta/json"] = "{}"  # a reply to no request of this message
+
+
+def _record_beside_the_batch(content: RecordDict) -> None:
+    content["0/meta"] = ConfigRecord({"json": "{}"})  # the former layout
 
 
 def _deep_json(content: RecordDict) -> None:
@@ -259,7 +271,11 @@ def _bad_vector(content: RecordDict) -> None:
     content["meta"] = ConfigRecord({"json": "{}", "vector": "ab"})  # a str, not bytes
 
 
-@pytest.mark.parametrize("tamper", [_unicode_index, _deep_json, _bad_vector])
+@pytest.mark.parametrize(
+    "tamper",
+    [_unicode_index, _leading_zero, _unlisted_index, _record_beside_the_batch, _deep_json,
+     _bad_vector],
+)  # fmt: skip
 def test_a_malicious_batch_reply_drops_its_partner_not_the_job(tamper: Any) -> None:
     """Red team: each of these replies escaped ``exchange`` (ValueError, RecursionError)
     and failed the job, the honest partner's replies lost with it."""
