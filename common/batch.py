@@ -142,7 +142,9 @@ def _split(content: RecordDict) -> tuple[object, dict[int, RecordDict]]:
         record = content["batch"]
         if not isinstance(record, ConfigRecord):
             raise TypeError("the batch record is not a ConfigRecord")
-        raw = str(record["json"])
+        raw = record["json"]
+        if not isinstance(raw, str):  # not turned into text first: it may be large
+            raise TypeError("the batch envelope is not text")
         if len(raw) > _MAX_HEAD_CHARS:
             raise ValueError(f"the batch record holds more than {_MAX_HEAD_CHARS} characters")
         head = json.loads(raw)

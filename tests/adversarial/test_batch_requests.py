@@ -162,6 +162,9 @@ def _malformed(atk: Attacker, kind: str) -> RecordDict:
     if kind == "deep-json":  # under the envelope's length cap, deeper than the parser
         content["batch"] = ConfigRecord({"json": "[" * 3000})
         return content
+    if kind == "json-not-text":  # 8 MB of bytes where the envelope's text goes
+        content["batch"]["json"] = b"[" * 8_000_000
+        return content
     if kind == "long-json":
         content["batch"] = ConfigRecord({"json": "[" * 200_000})
         return content
@@ -186,6 +189,7 @@ def _malformed(atk: Attacker, kind: str) -> RecordDict:
         "unicode-index",
         "deep-json",
         "long-json",
+        "json-not-text",
     ],
 )
 def test_a_malformed_batch_is_refused_whole(tmp_path: Path, kind: str) -> None:
