@@ -310,9 +310,14 @@ def start_charger(path: Path, run: str, count: int, noise: float) -> subprocess.
     return proc
 
 
-def collect(proc: subprocess.Popen[bytes], lines: list[bytes]) -> None:
+def collect(
+    proc: subprocess.Popen[bytes], lines: list[bytes], first: threading.Event | None = None
+) -> None:
     assert proc.stdout is not None
-    lines.extend(proc.stdout)
+    for line in proc.stdout:
+        lines.append(line)
+        if first is not None:
+            first.set()
 
 
 def go(proc: subprocess.Popen[bytes]) -> None:
@@ -331,10 +336,15 @@ def test_sigkill_never_loses_or_doubles_a_charge(tmp_path: Path) -> None:
     for _ in range(5):  # each restart retries every step from 0, as a restarted round would
         proc = start_charger(path, "crash", 100_000, mech.noise_multiplier)
         lines: list[bytes] = []
-        reader = threading.Thread(target=collect, args=(proc, lines))
+        charging = threading.Event()
+        reader = threading.Thread(target=collect, args=(proc, lines, charging))
         reader.start()
         go(proc)
-        time.sleep(rng.uniform(0.1, 0.6))
+        # Killed at a random point while charges flow: after the first answer, however
+        # long the first charge takes (it imports the accountant's library, seconds on a
+        # loaded machine; a fixed sleep from "go" let some runs die before any charge).
+        assert charging.wait(300), "the charger answered nothing"
+        time.sleep(rng.uniform(0.05, 0.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         reader.join()
