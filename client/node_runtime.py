@@ -345,7 +345,10 @@ def warm_up() -> float:
     ~1 s of CPU): measured in a deployed job, every partner's round 1 took 5.5-6 s of
     ClientApp time against 0.2-0.4 s for later rounds (9 nodes on 2 cores). Paid here,
     at node start, the first job's round 1 costs what its computation costs. No
-    partner data is touched."""
+    partner data is touched. Google's dp_accounting is imported here too (about 1 s
+    with SciPy): :mod:`privacy.accounting` imports it where it computes, so a node's
+    first DP request would pay it otherwise."""
+    import dp_accounting  # noqa: F401
     import numpy as np
 
     from fedcollab.protocols.local_training import predict_proba, train_local

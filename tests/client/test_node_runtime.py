@@ -135,6 +135,22 @@ def test_tasks_share_one_connection_and_each_call_carries_its_task_token(tmp_pat
         server.server_close()
 
 
+def test_the_start_up_warm_up_imports_the_accountants_library() -> None:
+    """privacy/accounting.py imports dp_accounting where it computes (so the command
+    line starts without it); a node pays that import at start, not in a DP request."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from fedcollab.client.node_runtime import warm_up\n"
+        "assert 'dp_accounting' not in sys.modules\n"
+        "warm_up()\n"
+        "assert 'dp_accounting' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
 def test_the_start_up_warm_up_trains_without_partner_data() -> None:
     """node_runtime.serve runs this before its first task: it must keep working with the
     training code it warms (a broken warm-up would stop every node at start)."""
